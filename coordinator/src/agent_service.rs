@@ -1,0 +1,104 @@
+//! The agent-facing gRPC service (`corral.v1.Agent`): registration, and the one
+//! bidirectional stream per node. Every message is validated here; a malformed one is
+//! refused or dropped with a warning, never allowed to reach the core.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use corral_proto::v1 as pb;
+use corral_proto::v1::agent_server::{Agent, AgentServer};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::model::*;
+use crate::server::{AgentUpdate, Event, Hello, Shared};
+
+pub fn server(shared: Arc<Shared>) -> AgentServer<AgentApi> {
+    AgentServer::new(AgentApi { shared, next_conn: AtomicU64::new(1) })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+pub struct AgentApi {
+    shared: Arc<Shared>,
+    next_conn: AtomicU64,
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+/// Keeps the valid entries of a list and logs the others: one bad entry from an
+/// agent must not cost the good ones.
+fn valid<T, U>(node: &NodeId, what: &str, items: Vec<T>, f: impl Fn(T) -> Result<U, crate::error::Invalid>) -> Vec<U> {
+    items
+        .into_iter()
+        .filter_map(|item| match f(item) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(node_id = %node, "dropping a malformed {what} from the agent: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Agent for AgentApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let reg = convert::registration(req.into_inner())?;
+        let id = self.shared.call(move |core, now, out| core.register_node(now, reg, out)).await??;
+        let config = &self.shared.core_config;
+        Ok(Response::new(pb::RegisterResponse {
+            node_id: id.to_string(),
+            heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+            heartbeat_timeout_ms: config.heartbeat_timeout.as_millis() as u64,
+        }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream closed before its hello"))?;
+        let hello = first
+            .hello
+            .ok_or_else(|| Status::invalid_argument("hello: the first message of a session must be a hello"))?;
+        let node = convert::node_id("hello.node_id", &hello.node_id)?;
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let hello = Hello {
+            running: valid(&node, "running task", hello.running, |r| convert::attempt_ref(Some(r))),
+            finished: valid(&node, "task result", hello.finished, convert::task_result),
+            logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),
+        };
+        self.shared.send(Event::Connected { node: node.clone(), conn, hello, tx })?;
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(msg)) => {
+                        let update = AgentUpdate {
+                            heartbeat: msg.heartbeat.map(|h| (h.cpu_percent, h.memory_used_bytes)),
+                            logs: valid(&node, "log chunk", msg.logs, convert::log_chunk),
+                            finished: valid(&node, "task result", msg.finished, convert::task_result),
+                        };
+                        if shared.send(Event::FromAgent { node: node.clone(), conn, update }).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node_id = %node, %status, "agent stream ended with an error");
+                        break;
+                    }
+                }
+            }
+            let _ = shared.send(Event::Disconnected { node, conn });
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,291 @@
+//! The edge: protobuf messages in, domain types out (validated, with errors that name
+//! the field), and views of the core back out as protobuf.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use corral_proto::v1 as pb;
+
+use crate::core::{Core, Job, Node};
+use crate::error::Invalid;
+use crate::model::*;
+
+/// The most a log chunk from an agent may carry.
+pub const MAX_LOG_CHUNK: usize = 4 << 20;
+const MAX_NAME: usize = 200;
+const MAX_ARG: usize = 128 << 10;
+const MAX_RETRIES: u32 = 1000;
+const MAX_SLOTS: u32 = 100_000;
+const MAX_LOCAL_NODES: u32 = 256;
+
+fn word<T: std::str::FromStr<Err = String>>(field: &'static str, s: &str, default: T) -> Result<T, Invalid> {
+    if s.is_empty() {
+        return Ok(default);
+    }
+    s.parse().map_err(|e| Invalid::new(field, e))
+}
+
+pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
+    let spec = spec.ok_or_else(|| Invalid::new("spec", "is required"))?;
+    let name = PoolName::parse("name", &spec.name)?;
+    if spec.slots_per_node == 0 {
+        return Err(Invalid::new("slots_per_node", "must be at least 1"));
+    }
+    if spec.slots_per_node > MAX_SLOTS {
+        return Err(Invalid::new("slots_per_node", format!("must be at most {MAX_SLOTS}")));
+    }
+    let provider = word("provider", &spec.provider, Provider::Static)?;
+    if provider == Provider::Local && spec.target_nodes > MAX_LOCAL_NODES {
+        return Err(Invalid::new("nodes", format!("a local pool runs at most {MAX_LOCAL_NODES} agents on this host")));
+    }
+    if provider == Provider::Static && spec.target_nodes != 0 {
+        return Err(Invalid::new("nodes", "a static pool's size is the number of agents that join it; leave --nodes out"));
+    }
+    Ok(PoolSpec {
+        name,
+        slots_per_node: spec.slots_per_node,
+        provider,
+        target_nodes: spec.target_nodes,
+        fill: word("fill", &spec.fill, Fill::Spread)?,
+    })
+}
+
+pub fn local_target(target: u32) -> Result<u32, Invalid> {
+    if target > MAX_LOCAL_NODES {
+        return Err(Invalid::new("nodes", format!("a local pool runs at most {MAX_LOCAL_NODES} agents on this host")));
+    }
+    Ok(target)
+}
+
+fn text(field: &'static str, s: &str, max: usize) -> Result<(), Invalid> {
+    if s.len() > max {
+        return Err(Invalid::new(field, format!("is {} bytes long; the limit is {max}", s.len())));
+    }
+    if s.contains('\0') {
+        return Err(Invalid::new(field, "must not contain a NUL byte"));
+    }
+    Ok(())
+}
+
+pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
+    let spec = spec.ok_or_else(|| Invalid::new("task", "is required"))?;
+    match spec.argv.first() {
+        None => return Err(Invalid::new("command", "is empty: give the program to run after `--`")),
+        Some(program) if program.is_empty() => {
+            return Err(Invalid::new("command", "the program name is empty"));
+        }
+        _ => {}
+    }
+    for arg in &spec.argv {
+        text("command", arg, MAX_ARG)?;
+    }
+    let mut env = BTreeMap::new();
+    for (key, value) in spec.env {
+        if key.is_empty() || key.contains('=') {
+            return Err(Invalid::new("env", format!("'{key}' is not a variable name (expected K=V with a non-empty K)")));
+        }
+        text("env", &key, MAX_ARG)?;
+        text("env", &value, MAX_ARG)?;
+        env.insert(key, value);
+    }
+    if spec.slots == 0 {
+        return Err(Invalid::new("slots", "must be at least 1"));
+    }
+    if spec.max_retries > MAX_RETRIES {
+        return Err(Invalid::new("max_retries", format!("must be at most {MAX_RETRIES}")));
+    }
+    Ok(TaskSpec {
+        argv: spec.argv,
+        env,
+        slots: spec.slots,
+        max_retries: spec.max_retries,
+        timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
+    })
+}
+
+pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
+    let pool = PoolName::parse("pool", &req.pool)?;
+    text("name", &req.name, MAX_NAME)?;
+    if !(-1000..=1000).contains(&req.priority) {
+        return Err(Invalid::new("priority", format!("{} is outside -1000..1000", req.priority)));
+    }
+    let (first_index, last_index) = if req.is_array {
+        if req.array_start > req.array_end {
+            return Err(Invalid::new(
+                "array",
+                format!("{}-{} is reversed: the start must not be after the end", req.array_start, req.array_end),
+            ));
+        }
+        let count = u64::from(req.array_end - req.array_start) + 1;
+        if count > MAX_TASKS_PER_JOB {
+            return Err(Invalid::new("array", format!("{count} tasks is more than the {MAX_TASKS_PER_JOB} a job may have")));
+        }
+        (req.array_start, req.array_end)
+    } else {
+        (0, 0)
+    };
+    Ok(JobSpec { pool, name: req.name, priority: req.priority, task: task_spec(req.task)?, first_index, last_index })
+}
+
+pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
+    let pool = PoolName::parse("pool", &req.pool)?;
+    if req.slots == 0 {
+        return Err(Invalid::new("slots", "must be at least 1"));
+    }
+    if req.slots > MAX_SLOTS {
+        return Err(Invalid::new("slots", format!("must be at most {MAX_SLOTS}")));
+    }
+    text("hostname", &req.hostname, 255)?;
+    let launch_id = if req.launch_id.is_empty() {
+        None
+    } else {
+        let id = NodeId(req.launch_id);
+        if id.seq().is_none() {
+            return Err(Invalid::new("launch_id", format!("'{id}' is not a node id")));
+        }
+        Some(id)
+    };
+    Ok(Registration {
+        pool,
+        hostname: req.hostname,
+        slots: req.slots,
+        cpus: req.cpus,
+        memory_bytes: req.memory_bytes,
+        pid: req.pid,
+        launch_id,
+    })
+}
+
+pub fn node_id(field: &'static str, id: &str) -> Result<NodeId, Invalid> {
+    let id = NodeId(id.to_string());
+    if id.seq().is_none() {
+        return Err(Invalid::new(field, format!("'{id}' is not a node id (they look like n-12)")));
+    }
+    Ok(id)
+}
+
+pub fn attempt_ref(r: Option<pb::TaskRef>) -> Result<AttemptRef, Invalid> {
+    let r = r.ok_or_else(|| Invalid::new("task", "is required"))?;
+    if r.attempt == 0 {
+        return Err(Invalid::new("task.attempt", "must be at least 1"));
+    }
+    Ok(AttemptRef { task: TaskKey { job: JobId(r.job_id), index: r.index }, attempt: r.attempt })
+}
+
+pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
+    Ok(TaskResult {
+        attempt: attempt_ref(r.task)?,
+        outcome: r.outcome.parse().map_err(|e| Invalid::new("outcome", e))?,
+        exit_code: r.has_exit_code.then_some(r.exit_code),
+        signal: (r.signal != 0).then_some(r.signal),
+        message: r.message.chars().take(4096).collect(),
+        started_at_ms: r.started_at_ms,
+        ended_at_ms: r.ended_at_ms,
+    })
+}
+
+pub fn log_chunk(c: pb::LogChunk) -> Result<LogChunk, Invalid> {
+    if c.data.len() > MAX_LOG_CHUNK {
+        return Err(Invalid::new("logs.data", format!("a chunk may carry at most {MAX_LOG_CHUNK} bytes")));
+    }
+    if c.offset > 1 << 50 {
+        return Err(Invalid::new("logs.offset", "is implausibly large"));
+    }
+    Ok(LogChunk { attempt: attempt_ref(c.task)?, stderr: c.stderr, offset: c.offset, data: c.data })
+}
+
+pub fn attempt_to_pb(a: AttemptRef) -> pb::TaskRef {
+    pb::TaskRef { job_id: a.task.job.0, index: a.task.index, attempt: a.attempt }
+}
+
+// ---- views ----------------------------------------------------------------------
+
+pub fn pool_view(core: &Core, name: &PoolName) -> Option<pb::Pool> {
+    let pool = core.pools.get(name)?;
+    let mut nodes_by_state: BTreeMap<String, u32> = BTreeMap::new();
+    let (mut slots_total, mut slots_used) = (0, 0);
+    for node in pool.nodes.iter().filter_map(|id| core.nodes.get(id)) {
+        *nodes_by_state.entry(node.state().as_str().to_string()).or_default() += 1;
+        if node.status() != NodeStatus::Starting {
+            slots_total += node.record.slots;
+            slots_used += node.slots_used;
+        }
+    }
+    let mut ready_tasks = 0;
+    for (_, id) in &pool.jobs {
+        if let Some(job) = core.jobs.get(id) {
+            ready_tasks += job.counts.ready;
+        }
+    }
+    Some(pb::Pool {
+        spec: Some(pb::PoolSpec {
+            name: pool.spec.name.to_string(),
+            slots_per_node: pool.spec.slots_per_node,
+            provider: pool.spec.provider.to_string(),
+            target_nodes: pool.spec.target_nodes,
+            fill: pool.spec.fill.to_string(),
+        }),
+        nodes_by_state: nodes_by_state.into_iter().collect(),
+        slots_total,
+        slots_used,
+        ready_tasks,
+        active_jobs: pool.jobs.len() as u32,
+        created_at_ms: pool.created_at_ms,
+        last_error: pool.last_error.clone().unwrap_or_default(),
+    })
+}
+
+pub fn node_view(node: &Node, now: Instant) -> pb::Node {
+    let r = &node.record;
+    pb::Node {
+        id: r.id.to_string(),
+        pool: r.pool.to_string(),
+        hostname: r.hostname.clone(),
+        slots: r.slots,
+        slots_used: node.slots_used,
+        cpus: r.cpus,
+        memory_bytes: r.memory_bytes,
+        state: node.state().to_string(),
+        reason: r.reason.map(|r| r.to_string()).unwrap_or_default(),
+        registered_at_ms: r.registered_at_ms,
+        heartbeat_age_ms: now.saturating_duration_since(node.last_seen).as_millis() as u64,
+        cpu_percent: node.cpu_percent,
+        memory_used_bytes: node.memory_used_bytes,
+        pid: r.pid,
+        running: Vec::new(),
+    }
+}
+
+pub fn task_spec_to_pb(t: &TaskSpec) -> pb::TaskSpec {
+    pb::TaskSpec {
+        argv: t.argv.clone(),
+        env: t.env.clone().into_iter().collect(),
+        slots: t.slots,
+        max_retries: t.max_retries,
+        timeout_ms: t.timeout.map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+pub fn job_view(job: &Job) -> pb::Job {
+    let c = job.counts;
+    pb::Job {
+        id: job.id.0,
+        name: job.spec.name.clone(),
+        pool: job.spec.pool.to_string(),
+        priority: job.spec.priority,
+        state: job.state.to_string(),
+        counts: Some(pb::TaskCounts {
+            waiting: c.waiting,
+            ready: c.ready,
+            running: c.running,
+            succeeded: c.succeeded,
+            failed: c.failed,
+            cancelled: c.cancelled,
+        }),
+        task: Some(task_spec_to_pb(&job.spec.task)),
+        array_start: job.spec.first_index,
+        array_end: job.spec.last_index,
+        submitted_at_ms: job.submitted_at_ms,
+        finished_at_ms: job.finished_at_ms.unwrap_or(0),
+    }
+}

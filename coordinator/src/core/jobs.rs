@@ -1,0 +1,263 @@
+//! Jobs and task outcomes: submit, cancel, results from agents, retries.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::error::{Error, Result};
+
+impl Core {
+    /// Accepts a job; its tasks are queued at once. The id is final only once the
+    /// outbox's store rows are durable.
+    pub fn submit_job(&mut self, now: Instant, spec: JobSpec, out: &mut Outbox) -> Result<JobId> {
+        let pool = self.pools.get(&spec.pool).ok_or(Error::NotFound {
+            what: "pool",
+            id: spec.pool.to_string(),
+            hint: "; create it with `corral pool create`",
+        })?;
+        let biggest = pool
+            .nodes
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
+            .map(|n| n.record.slots)
+            .chain([pool.spec.slots_per_node])
+            .max()
+            .unwrap_or(0);
+        if spec.task.slots > biggest {
+            return Err(Error::Refused(format!(
+                "task.slots: each task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",
+                spec.task.slots, spec.pool, biggest
+            )));
+        }
+        let id = JobId(self.next_job);
+        self.next_job += 1;
+        let submitted_at_ms = self.wall_ms(now);
+        out.store.push(StoreOp::InsertJob(JobRecord {
+            id,
+            spec: spec.clone(),
+            state: JobState::Active,
+            submitted_at_ms,
+            finished_at_ms: None,
+        }));
+        let job = new_job(id, spec, submitted_at_ms, TaskState::Ready);
+        if let Some(pool) = self.pools.get_mut(&job.spec.pool) {
+            pool.jobs.insert(job.priority_key());
+        }
+        self.jobs.insert(id, job);
+        Ok(id)
+    }
+
+    /// Cancels every unfinished task of a job and kills the running ones.
+    pub fn cancel_job(&mut self, now: Instant, id: JobId, out: &mut Outbox) -> Result<()> {
+        let now_ms = self.wall_ms(now);
+        let job = self.jobs.get_mut(&id).ok_or_else(|| Error::not_found("job", id))?;
+        if job.state != JobState::Active {
+            return Ok(());
+        }
+        // Queued tasks need no row each: a cancelled job's unrecorded tasks are
+        // restored as cancelled. This keeps cancelling a million tasks cheap.
+        let queued: Vec<u32> = job.ready.iter().copied().collect();
+        for index in queued {
+            self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled);
+        }
+        let delayed: Vec<(Instant, TaskKey)> =
+            self.delayed.iter().filter(|(_, k)| k.job == id).copied().collect();
+        for entry in delayed {
+            self.delayed.remove(&entry);
+            self.set_task_state(entry.1, TaskState::Cancelled);
+            self.put_task(entry.1, out);
+        }
+        let running: Vec<TaskKey> = self.running.keys().filter(|k| k.job == id).copied().collect();
+        for key in running {
+            let Some(run) = self.take_running(key) else { continue };
+            let attempt = AttemptRef { task: key, attempt: run.attempt };
+            out.store.push(StoreOp::EndAttempt {
+                attempt,
+                outcome: Outcome::Cancelled,
+                exit_code: None,
+                signal: None,
+                message: "job cancelled".into(),
+                ended_at_ms: now_ms,
+            });
+            out.agents.push((run.node, ToAgent::Kill(attempt)));
+            self.set_task_state(key, TaskState::Cancelled);
+            self.put_task(key, out);
+        }
+        // Waiting tasks (none in v1 jobs) would be cancelled the same way as queued.
+        if let Some(job) = self.jobs.get(&id) {
+            let waiting: Vec<u32> = job
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.state == TaskState::Waiting)
+                .map(|(i, _)| job.spec.first_index + i as u32)
+                .collect();
+            for index in waiting {
+                self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled);
+            }
+        }
+        self.finish_job(now, id, JobState::Cancelled, out);
+        Ok(())
+    }
+
+    /// Results reported by a node. Only the current attempt of a task, on the node it
+    /// was assigned to, counts; every result is acknowledged so the agent can forget
+    /// it, and a stale one changes nothing.
+    pub fn on_task_results(&mut self, now: Instant, node: &NodeId, results: Vec<TaskResult>, out: &mut Outbox) {
+        for result in results {
+            let attempt = result.attempt;
+            let current = self
+                .running
+                .get(&attempt.task)
+                .is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
+            out.agents.push((node.clone(), ToAgent::Ack(attempt)));
+            if !current {
+                tracing::debug!(task = %attempt.task, attempt = attempt.attempt, node = %node, "ignoring a result for an attempt that is not current");
+                continue;
+            }
+            self.take_running(attempt.task);
+            out.store.push(StoreOp::EndAttempt {
+                attempt,
+                outcome: result.outcome,
+                exit_code: result.exit_code,
+                signal: result.signal,
+                message: result.message,
+                ended_at_ms: result.ended_at_ms.max(result.started_at_ms),
+            });
+            match result.outcome {
+                Outcome::Succeeded => {
+                    self.set_task_state(attempt.task, TaskState::Succeeded);
+                    self.put_task(attempt.task, out);
+                    self.maybe_finish_job(now, attempt.task.job, out);
+                }
+                // An agent cancels only when told to; the coordinator has already
+                // recorded that. Anything else here is a failure of the task.
+                _ => self.on_attempt_failed(now, attempt.task, out),
+            }
+        }
+    }
+
+    /// Counts a failure and either schedules a retry after a backoff or fails the task.
+    fn on_attempt_failed(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) {
+        let Some(job) = self.jobs.get_mut(&key.job) else { return };
+        let max_retries = job.spec.task.max_retries;
+        let Some(task) = job.task_mut(key.index) else { return };
+        task.failures += 1;
+        let failures = task.failures;
+        if failures > max_retries {
+            self.set_task_state(key, TaskState::Failed);
+            self.put_task(key, out);
+            self.maybe_finish_job(now, key.job, out);
+        } else {
+            self.set_task_state(key, TaskState::Ready);
+            let delay = self.retry_delay(failures);
+            self.delayed.insert((now + delay, key));
+            self.put_task(key, out);
+        }
+    }
+
+    /// `retry_backoff`, doubled for each earlier failure, capped.
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        (self.config.retry_backoff * 2u32.pow(doublings)).min(self.config.retry_backoff_max)
+    }
+
+    /// Ends the attempt because its node is gone; the task is queued again at once
+    /// and the loss is not held against its retries, unless it keeps happening.
+    pub(super) fn end_attempt_lost(&mut self, now: Instant, key: TaskKey, why: &str, out: &mut Outbox) {
+        let Some(run) = self.take_running(key) else { return };
+        out.store.push(StoreOp::EndAttempt {
+            attempt: AttemptRef { task: key, attempt: run.attempt },
+            outcome: Outcome::NodeLost,
+            exit_code: None,
+            signal: None,
+            message: why.to_string(),
+            ended_at_ms: self.wall_ms(now),
+        });
+        let limit = self.config.max_node_losses;
+        let Some(task) = self.jobs.get_mut(&key.job).and_then(|j| j.task_mut(key.index)) else { return };
+        task.node_losses += 1;
+        if task.node_losses > limit {
+            tracing::warn!(task = %key, losses = task.node_losses, "task failed: its node was lost too many times; it may be what kills them");
+            self.set_task_state(key, TaskState::Failed);
+            self.put_task(key, out);
+            self.maybe_finish_job(now, key.job, out);
+        } else {
+            self.set_task_state(key, TaskState::Ready);
+            if let Some(job) = self.jobs.get_mut(&key.job) {
+                job.ready.insert(key.index);
+            }
+            self.put_task(key, out);
+        }
+    }
+
+    /// Removes a task from the running map and its node; returns where it ran.
+    pub(super) fn take_running(&mut self, key: TaskKey) -> Option<RunningAttempt> {
+        let run = self.running.remove(&key)?;
+        let slots = self.jobs.get(&key.job).map_or(0, |j| j.spec.task.slots);
+        if let Some(node) = self.nodes.get_mut(&run.node) {
+            node.running.remove(&key);
+            node.slots_used = node.slots_used.saturating_sub(slots);
+        }
+        Some(run)
+    }
+
+    /// Queues the retries whose backoff is over.
+    pub(super) fn release_delayed(&mut self, now: Instant) {
+        while let Some(&(at, key)) = self.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.delayed.pop_first();
+            if let Some(job) = self.jobs.get_mut(&key.job) {
+                if job.task(key.index).is_some_and(|t| t.state == TaskState::Ready) {
+                    job.ready.insert(key.index);
+                }
+            }
+        }
+    }
+
+    fn maybe_finish_job(&mut self, now: Instant, id: JobId, out: &mut Outbox) {
+        let Some(job) = self.jobs.get(&id) else { return };
+        if job.state != JobState::Active || job.counts.finished() < job.tasks.len() as u32 {
+            return;
+        }
+        let state = if job.counts.failed > 0 {
+            JobState::Failed
+        } else if job.counts.cancelled > 0 {
+            JobState::Cancelled
+        } else {
+            JobState::Completed
+        };
+        self.finish_job(now, id, state, out);
+    }
+
+    fn finish_job(&mut self, now: Instant, id: JobId, state: JobState, out: &mut Outbox) {
+        let finished_at_ms = self.wall_ms(now);
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        job.state = state;
+        job.finished_at_ms = Some(finished_at_ms);
+        let key = job.priority_key();
+        if let Some(pool) = self.pools.get_mut(&job.spec.pool) {
+            pool.jobs.remove(&key);
+        }
+        tracing::info!(job_id = %id, state = %state, "job finished");
+        out.store.push(StoreOp::SetJobState { id, state, finished_at_ms: Some(finished_at_ms) });
+    }
+}
+
+impl Core {
+    /// Log output of an attempt. Kept for any attempt that was ever started (also a
+    /// lost node's: what it printed is still what that attempt printed).
+    pub fn on_logs(&mut self, chunks: Vec<LogChunk>, out: &mut Outbox) {
+        for chunk in chunks {
+            let known = self
+                .jobs
+                .get(&chunk.attempt.task.job)
+                .and_then(|j| j.task(chunk.attempt.task.index))
+                .is_some_and(|t| chunk.attempt.attempt <= t.attempt);
+            if known && !chunk.data.is_empty() {
+                out.store.push(StoreOp::Log(chunk));
+            }
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! The coordinator's decisions, as plain synchronous functions over owned state.
+//!
+//! Nothing here awaits, reads the clock, or touches a socket or a disk: every entry
+//! point takes `now` and writes what must happen outside into an [`Outbox`] (rows for
+//! the store, messages for agents, orders for providers). The shell
+//! ([`crate::server`]) makes the store rows durable first and only then sends the
+//! messages, so nothing leaves the coordinator that a crash could take back.
+//!
+//! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
+//! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
+//! [`jobs`] (submit, cancel, results, retries) and [`schedule`].
+
+mod jobs;
+mod nodes;
+mod pools;
+mod schedule;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use crate::model::*;
+
+/// The knobs of the core; the binary fills them from flags, tests build them directly.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// How often agents heartbeat (sent to them at registration).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is lost, whatever its TCP connection says.
+    pub heartbeat_timeout: Duration,
+    /// Delay before the first retry of a failed task; doubles per failure.
+    pub retry_backoff: Duration,
+    /// The longest retry delay.
+    pub retry_backoff_max: Duration,
+    /// A task whose nodes were lost more than this many times fails: it is probably
+    /// what kills them.
+    pub max_node_losses: u32,
+    /// A provider-started node that has not registered by then has failed.
+    pub start_timeout: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            retry_backoff: Duration::from_millis(500),
+            retry_backoff_max: Duration::from_secs(30),
+            max_node_losses: 3,
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A task to start, as the agent receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub attempt: AttemptRef,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub slots: u32,
+    pub timeout: Option<Duration>,
+}
+
+/// A message for one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToAgent {
+    Assign(Assignment),
+    /// Kill this attempt: cancelled, or not the current one.
+    Kill(AttemptRef),
+    /// The result of this attempt is durable; the agent may forget it.
+    Ack(AttemptRef),
+    /// The node is unknown or lost: kill everything and register again.
+    Reregister(String),
+    /// The node is removed: kill everything and exit.
+    Shutdown(String),
+}
+
+/// An order for the provider that starts and stops nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderOp {
+    /// Start an agent that registers with `launch_id = node`.
+    Launch { node: NodeId, pool: PoolName, slots: u32 },
+    /// Stop the agent of this node (its process, if the provider knows it).
+    Stop { node: NodeId, pid: u32 },
+}
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub pool: PoolName,
+    pub hostname: String,
+    pub slots: u32,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub pid: u32,
+    pub status: NodeStatus,
+    pub reason: Option<NodeReason>,
+    pub registered_at_ms: u64,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub submitted_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+}
+
+/// A task's row; tasks that never left their initial state have none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskRecord {
+    pub key: TaskKey,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub failures: u32,
+    pub node_losses: u32,
+}
+
+/// One change to make durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    PutPool { spec: PoolSpec, created_at_ms: u64 },
+    DeletePool(PoolName),
+    PutNode(NodeRecord),
+    InsertJob(JobRecord),
+    SetJobState { id: JobId, state: JobState, finished_at_ms: Option<u64> },
+    PutTask(TaskRecord),
+    StartAttempt { attempt: AttemptRef, node: NodeId, started_at_ms: u64 },
+    EndAttempt {
+        attempt: AttemptRef,
+        outcome: Outcome,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        message: String,
+        ended_at_ms: u64,
+    },
+    Log(LogChunk),
+}
+
+/// What the core wants done outside itself, in order.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub store: Vec<StoreOp>,
+    pub agents: Vec<(NodeId, ToAgent)>,
+    pub provider: Vec<ProviderOp>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty() && self.agents.is_empty() && self.provider.is_empty()
+    }
+}
+
+/// Everything the store knows, to rebuild the core after a restart.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub pools: Vec<(PoolSpec, u64)>,
+    pub nodes: Vec<NodeRecord>,
+    pub jobs: Vec<JobRecord>,
+    pub tasks: Vec<TaskRecord>,
+    /// Attempts with no end: the task was running there when the coordinator stopped.
+    pub open_attempts: Vec<(AttemptRef, NodeId, u64)>,
+}
+
+/// A pool and the indexes the scheduler needs.
+#[derive(Debug)]
+pub struct Pool {
+    pub spec: PoolSpec,
+    pub created_at_ms: u64,
+    /// Live nodes (starting, up, draining).
+    pub nodes: BTreeSet<NodeId>,
+    /// Active jobs, highest priority first, then oldest first.
+    pub jobs: BTreeSet<(Reverse<i32>, JobId)>,
+    /// Consecutive launch failures, for backoff.
+    pub launch_failures: u32,
+    pub next_launch_at: Option<Instant>,
+    pub last_error: Option<String>,
+}
+
+/// A node as the core tracks it.
+#[derive(Debug)]
+pub struct Node {
+    pub record: NodeRecord,
+    /// When the coordinator last heard from it (or launched it, or restarted).
+    pub last_seen: Instant,
+    /// Whether an agent stream is open; assignments go only to connected nodes.
+    pub connected: bool,
+    pub slots_used: u32,
+    pub running: BTreeSet<TaskKey>,
+    pub cpu_percent: f32,
+    pub memory_used_bytes: u64,
+    /// Drained because its pool shrank: removed once its last task ends.
+    pub remove_when_idle: bool,
+}
+
+impl Node {
+    pub fn status(&self) -> NodeStatus {
+        self.record.status
+    }
+
+    /// The state users see.
+    pub fn state(&self) -> NodeState {
+        match self.record.status {
+            NodeStatus::Starting => NodeState::Starting,
+            NodeStatus::Up if self.slots_used > 0 => NodeState::Running,
+            NodeStatus::Up => NodeState::Idle,
+            NodeStatus::Draining => NodeState::Draining,
+            NodeStatus::Lost => NodeState::Lost,
+            NodeStatus::Removed => NodeState::Removed,
+        }
+    }
+
+    pub fn free_slots(&self) -> u32 {
+        self.record.slots.saturating_sub(self.slots_used)
+    }
+}
+
+/// A task's compact in-memory state (the attempt history lives in the store).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Task {
+    pub state: TaskState,
+    /// The number of the latest attempt; 0 before the first.
+    pub attempt: u32,
+    /// Attempts that failed on their own account (count against retries).
+    pub failures: u32,
+    /// Attempts ended by losing their node (do not count against retries).
+    pub node_losses: u32,
+}
+
+/// Tasks per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub waiting: u32,
+    pub ready: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl Counts {
+    fn slot(&mut self, state: TaskState) -> &mut u32 {
+        match state {
+            TaskState::Waiting => &mut self.waiting,
+            TaskState::Ready => &mut self.ready,
+            TaskState::Running => &mut self.running,
+            TaskState::Succeeded => &mut self.succeeded,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn get(&self, state: TaskState) -> u32 {
+        match state {
+            TaskState::Waiting => self.waiting,
+            TaskState::Ready => self.ready,
+            TaskState::Running => self.running,
+            TaskState::Succeeded => self.succeeded,
+            TaskState::Failed => self.failed,
+            TaskState::Cancelled => self.cancelled,
+        }
+    }
+
+    pub fn finished(&self) -> u32 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+/// A job with its tasks.
+#[derive(Debug)]
+pub struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub state: JobState,
+    pub submitted_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    /// `tasks[i]` is the task with index `spec.first_index + i`.
+    pub tasks: Vec<Task>,
+    /// Indices of tasks queued now (retries in backoff wait in `Core::delayed`).
+    pub ready: BTreeSet<u32>,
+    pub counts: Counts,
+}
+
+impl Job {
+    pub fn task(&self, index: u32) -> Option<&Task> {
+        let offset = index.checked_sub(self.spec.first_index)?;
+        self.tasks.get(offset as usize)
+    }
+
+    fn task_mut(&mut self, index: u32) -> Option<&mut Task> {
+        let offset = index.checked_sub(self.spec.first_index)?;
+        self.tasks.get_mut(offset as usize)
+    }
+
+    fn priority_key(&self) -> (Reverse<i32>, JobId) {
+        (Reverse(self.spec.priority), self.id)
+    }
+}
+
+/// Where a running attempt runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningAttempt {
+    pub node: NodeId,
+    pub attempt: u32,
+    pub started_at_ms: u64,
+}
+
+/// All of the coordinator's state.
+#[derive(Debug)]
+pub struct Core {
+    pub config: CoreConfig,
+    /// A fixed (instant, wall clock in ms) pair, to stamp records from `now`.
+    epoch: (Instant, u64),
+    pub pools: BTreeMap<PoolName, Pool>,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub jobs: BTreeMap<JobId, Job>,
+    pub running: HashMap<TaskKey, RunningAttempt>,
+    /// Failed tasks waiting out their retry backoff.
+    pub delayed: BTreeSet<(Instant, TaskKey)>,
+    next_job: u64,
+    next_node: u64,
+}
+
+impl Core {
+    /// An empty core. `epoch` pairs an instant with the wall clock (ms since the
+    /// Unix epoch) at that instant.
+    pub fn new(config: CoreConfig, epoch: (Instant, u64)) -> Self {
+        Core {
+            config,
+            epoch,
+            pools: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            running: HashMap::new(),
+            delayed: BTreeSet::new(),
+            next_job: 1,
+            next_node: 1,
+        }
+    }
+
+    /// Wall-clock milliseconds at `now`.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        let (at, ms) = self.epoch;
+        match now.checked_duration_since(at) {
+            Some(d) => ms + d.as_millis() as u64,
+            None => ms.saturating_sub(at.duration_since(now).as_millis() as u64),
+        }
+    }
+
+    /// Rebuilds the state from the store. Nodes that were live get one heartbeat
+    /// timeout, from `now`, to reconnect before they are declared lost.
+    pub fn restore(&mut self, snapshot: Snapshot, now: Instant) {
+        for (spec, created_at_ms) in snapshot.pools {
+            let name = spec.name.clone();
+            self.pools.insert(name, new_pool(spec, created_at_ms));
+        }
+        for record in snapshot.nodes {
+            self.next_node = self.next_node.max(record.id.seq().unwrap_or(0) + 1);
+            if record.status.is_live() {
+                if let Some(pool) = self.pools.get_mut(&record.pool) {
+                    pool.nodes.insert(record.id.clone());
+                }
+            }
+            self.nodes.insert(record.id.clone(), new_node(record, now));
+        }
+        for record in snapshot.jobs {
+            self.next_job = self.next_job.max(record.id.0 + 1);
+            let initial = match record.state {
+                JobState::Cancelled => TaskState::Cancelled,
+                _ => TaskState::Ready,
+            };
+            let mut job = new_job(record.id, record.spec, record.submitted_at_ms, initial);
+            job.state = record.state;
+            job.finished_at_ms = record.finished_at_ms;
+            self.jobs.insert(job.id, job);
+        }
+        for t in snapshot.tasks {
+            let Some(job) = self.jobs.get_mut(&t.key.job) else { continue };
+            let Some(task) = job.task_mut(t.key.index) else { continue };
+            let old = task.state;
+            *task = Task {
+                state: t.state,
+                attempt: t.attempt,
+                failures: t.failures,
+                node_losses: t.node_losses,
+            };
+            *job.counts.slot(old) -= 1;
+            *job.counts.slot(t.state) += 1;
+            if old == TaskState::Ready {
+                job.ready.remove(&t.key.index);
+            }
+            if t.state == TaskState::Ready {
+                job.ready.insert(t.key.index);
+            }
+        }
+        for (attempt, node, started_at_ms) in snapshot.open_attempts {
+            let key = attempt.task;
+            let current = self
+                .jobs
+                .get(&key.job)
+                .and_then(|j| j.task(key.index))
+                .is_some_and(|t| t.state == TaskState::Running && t.attempt == attempt.attempt);
+            if !current {
+                continue;
+            }
+            let slots = self.jobs[&key.job].spec.task.slots;
+            match self.nodes.get_mut(&node) {
+                Some(n) if n.status().is_live() => {
+                    n.running.insert(key);
+                    n.slots_used += slots;
+                    self.running.insert(
+                        key,
+                        RunningAttempt { node, attempt: attempt.attempt, started_at_ms },
+                    );
+                }
+                // The node is gone: a crash between its loss and the requeue.
+                _ => {
+                    self.running.insert(
+                        key,
+                        RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms },
+                    );
+                    let mut out = Outbox::default();
+                    self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", &mut out);
+                }
+            }
+        }
+        // Repair what a crash between two writes can leave: unfinished tasks of a
+        // finished job, and running tasks whose attempt row is missing.
+        for job in self.jobs.values_mut() {
+            let first = job.spec.first_index;
+            for (i, task) in job.tasks.iter_mut().enumerate() {
+                let index = first + i as u32;
+                let key = TaskKey { job: job.id, index };
+                let fix = if job.state != JobState::Active && !task.state.is_final() {
+                    Some(TaskState::Cancelled)
+                } else if task.state == TaskState::Running && !self.running.contains_key(&key) {
+                    Some(TaskState::Ready)
+                } else {
+                    None
+                };
+                if let Some(next) = fix {
+                    *job.counts.slot(task.state) -= 1;
+                    *job.counts.slot(next) += 1;
+                    if task.state == TaskState::Ready {
+                        job.ready.remove(&index);
+                    }
+                    if next == TaskState::Ready {
+                        job.ready.insert(index);
+                    }
+                    task.state = next;
+                }
+            }
+        }
+        for job in self.jobs.values() {
+            if job.state == JobState::Active {
+                if let Some(pool) = self.pools.get_mut(&job.spec.pool) {
+                    pool.jobs.insert(job.priority_key());
+                }
+            }
+        }
+    }
+
+    /// Moves a task to `next`, keeping the job's counts and ready queue in step.
+    /// Returns false (and changes nothing) for a transition that is not allowed.
+    fn set_task_state(&mut self, key: TaskKey, next: TaskState) -> bool {
+        let Some(job) = self.jobs.get_mut(&key.job) else { return false };
+        let Some(task) = job.task_mut(key.index) else { return false };
+        let old = task.state;
+        if !old.can_become(next) {
+            return false;
+        }
+        task.state = next;
+        *job.counts.slot(old) -= 1;
+        *job.counts.slot(next) += 1;
+        if old == TaskState::Ready {
+            job.ready.remove(&key.index);
+        }
+        true
+    }
+
+    fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {
+        let task = self.jobs.get(&key.job)?.task(key.index)?;
+        Some(TaskRecord {
+            key,
+            state: task.state,
+            attempt: task.attempt,
+            failures: task.failures,
+            node_losses: task.node_losses,
+        })
+    }
+
+    fn put_task(&self, key: TaskKey, out: &mut Outbox) {
+        if let Some(record) = self.task_record(key) {
+            out.store.push(StoreOp::PutTask(record));
+        }
+    }
+
+    fn put_node(&self, id: &NodeId, out: &mut Outbox) {
+        if let Some(node) = self.nodes.get(id) {
+            out.store.push(StoreOp::PutNode(node.record.clone()));
+        }
+    }
+
+    /// Checks the invariants that tie the maps together; panics with the first one
+    /// broken. Tests call it after every step.
+    pub fn sanity_check(&self) {
+        let mut slots_by_node: BTreeMap<&NodeId, u32> = BTreeMap::new();
+        for (key, run) in &self.running {
+            let job = &self.jobs[&key.job];
+            let task = job.task(key.index).expect("running task exists");
+            assert_eq!(task.state, TaskState::Running, "{key} in running map is {:?}", task.state);
+            assert_eq!(task.attempt, run.attempt, "{key} attempt");
+            let node = &self.nodes[&run.node];
+            assert!(node.running.contains(key), "{key} missing from node {}", run.node);
+            *slots_by_node.entry(&run.node).or_default() += job.spec.task.slots;
+        }
+        for (id, node) in &self.nodes {
+            assert_eq!(node.slots_used, slots_by_node.get(id).copied().unwrap_or(0), "slots of {id}");
+            for key in &node.running {
+                assert_eq!(self.running.get(key).map(|r| &r.node), Some(id), "{key} on {id}");
+            }
+            let in_pool = self.pools.get(&node.record.pool).is_some_and(|p| p.nodes.contains(id));
+            assert_eq!(in_pool, node.status().is_live(), "pool membership of {id}");
+            if !node.status().is_live() {
+                assert!(node.running.is_empty(), "dead node {id} runs tasks");
+            }
+        }
+        let delayed: BTreeSet<TaskKey> = self.delayed.iter().map(|(_, k)| *k).collect();
+        for job in self.jobs.values() {
+            let mut counts = Counts::default();
+            for (i, task) in job.tasks.iter().enumerate() {
+                *counts.slot(task.state) += 1;
+                let index = job.spec.first_index + i as u32;
+                let key = TaskKey { job: job.id, index };
+                let queued = job.ready.contains(&index) || delayed.contains(&key);
+                assert_eq!(queued, task.state == TaskState::Ready, "{key} queued vs {:?}", task.state);
+                assert_eq!(self.running.contains_key(&key), task.state == TaskState::Running, "{key}");
+            }
+            assert_eq!(counts, job.counts, "counts of job {}", job.id);
+            let listed = self
+                .pools
+                .get(&job.spec.pool)
+                .is_some_and(|p| p.jobs.contains(&job.priority_key()));
+            assert_eq!(listed, job.state == JobState::Active, "job {} listing", job.id);
+            if job.state != JobState::Active {
+                assert_eq!(job.counts.finished(), job.tasks.len() as u32, "job {} finished early", job.id);
+            }
+        }
+    }
+}
+
+fn new_pool(spec: PoolSpec, created_at_ms: u64) -> Pool {
+    Pool {
+        spec,
+        created_at_ms,
+        nodes: BTreeSet::new(),
+        jobs: BTreeSet::new(),
+        launch_failures: 0,
+        next_launch_at: None,
+        last_error: None,
+    }
+}
+
+fn new_node(record: NodeRecord, now: Instant) -> Node {
+    Node {
+        record,
+        last_seen: now,
+        connected: false,
+        slots_used: 0,
+        running: BTreeSet::new(),
+        cpu_percent: 0.0,
+        memory_used_bytes: 0,
+        remove_when_idle: false,
+    }
+}
+
+fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -> Job {
+    let n = spec.task_count();
+    let task = Task { state: initial, attempt: 0, failures: 0, node_losses: 0 };
+    let mut counts = Counts::default();
+    *counts.slot(initial) = n;
+    let ready = if initial == TaskState::Ready {
+        (spec.first_index..=spec.last_index).collect()
+    } else {
+        BTreeSet::new()
+    };
+    Job {
+        id,
+        spec,
+        state: JobState::Active,
+        submitted_at_ms,
+        finished_at_ms: None,
+        tasks: vec![task; n as usize],
+        ready,
+        counts,
+    }
+}

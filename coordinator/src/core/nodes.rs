@@ -1,0 +1,269 @@
+//! Nodes: registration, the hello that opens each agent stream, heartbeats, loss,
+//! drain, and the periodic tick that notices silence.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::*;
+use crate::error::{Error, Invalid, Result};
+
+/// Why a hello was refused: the agent must kill its work and register again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MustReregister(pub String);
+
+impl Core {
+    /// Registers an agent as a node of its pool. An agent the local provider started
+    /// names the `starting` node it fulfils; any other gets a new node.
+    pub fn register_node(&mut self, now: Instant, reg: Registration, out: &mut Outbox) -> Result<NodeId> {
+        let pool = self.pools.get(&reg.pool).ok_or(Error::NotFound {
+            what: "pool",
+            id: reg.pool.to_string(),
+            hint: "; create it with `corral pool create` before starting agents for it",
+        })?;
+        if reg.slots == 0 {
+            return Err(Invalid::new("slots", "must be at least 1").into());
+        }
+        let registered_at_ms = self.wall_ms(now);
+        let id = match reg.launch_id {
+            Some(id) => {
+                let starting = self
+                    .nodes
+                    .get(&id)
+                    .is_some_and(|n| n.status() == NodeStatus::Starting && n.record.pool == reg.pool);
+                if !starting {
+                    return Err(Error::Refused(format!(
+                        "launch_id: node '{id}' is not starting in pool '{}' (it timed out or was removed); this agent is not needed",
+                        reg.pool
+                    )));
+                }
+                id
+            }
+            None => {
+                if pool.spec.provider != Provider::Static {
+                    return Err(Error::Refused(format!(
+                        "pool '{}' uses the {} provider: the coordinator starts its agents; join a static pool instead",
+                        reg.pool, pool.spec.provider
+                    )));
+                }
+                let id = NodeId::from_seq(self.next_node);
+                self.next_node += 1;
+                id
+            }
+        };
+        let record = NodeRecord {
+            id: id.clone(),
+            pool: reg.pool.clone(),
+            hostname: reg.hostname,
+            slots: reg.slots,
+            cpus: reg.cpus,
+            memory_bytes: reg.memory_bytes,
+            pid: reg.pid,
+            status: NodeStatus::Up,
+            reason: None,
+            registered_at_ms,
+        };
+        let node = self.nodes.entry(id.clone()).or_insert_with(|| new_node(record.clone(), now));
+        node.record = record;
+        node.last_seen = now;
+        if let Some(pool) = self.pools.get_mut(&reg.pool) {
+            pool.nodes.insert(id.clone());
+            pool.launch_failures = 0;
+            pool.last_error = None;
+        }
+        tracing::info!(node_id = %id, pool = %reg.pool, slots = reg.slots, "node registered");
+        self.put_node(&id, out);
+        Ok(id)
+    }
+
+    /// The first message of an agent stream: what the agent runs now and the results
+    /// it has not had acknowledged. Reconciles both sides: stale attempts are killed,
+    /// attempts the agent never received are queued again.
+    pub fn on_hello(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        running: Vec<AttemptRef>,
+        finished: Vec<TaskResult>,
+        out: &mut Outbox,
+    ) -> Result<(), MustReregister> {
+        let node = match self.nodes.get_mut(id) {
+            Some(node) if matches!(node.status(), NodeStatus::Up | NodeStatus::Draining) => node,
+            Some(node) => {
+                return Err(MustReregister(format!("node {id} is {}", node.state())));
+            }
+            None => return Err(MustReregister(format!("node {id} is unknown to this coordinator"))),
+        };
+        node.connected = true;
+        node.last_seen = now;
+        self.on_task_results(now, id, finished, out);
+        let reported: BTreeSet<TaskKey> = running.iter().map(|a| a.task).collect();
+        for attempt in running {
+            let current = self
+                .running
+                .get(&attempt.task)
+                .is_some_and(|r| &r.node == id && r.attempt == attempt.attempt);
+            if !current {
+                out.agents.push((id.clone(), ToAgent::Kill(attempt)));
+            }
+        }
+        let missing: Vec<TaskKey> = self
+            .nodes
+            .get(id)
+            .map(|n| n.running.difference(&reported).copied().collect())
+            .unwrap_or_default();
+        for key in missing {
+            self.end_attempt_lost(now, key, "the agent did not have this attempt when it reconnected", out);
+        }
+        Ok(())
+    }
+
+    /// Any message from a node proves it alive. A node already declared lost is told
+    /// to register again; returns false for it, so the caller ignores the message.
+    pub fn on_node_message(&mut self, now: Instant, id: &NodeId, out: &mut Outbox) -> bool {
+        match self.nodes.get_mut(id) {
+            Some(node) if matches!(node.status(), NodeStatus::Up | NodeStatus::Draining) => {
+                node.last_seen = now;
+                true
+            }
+            Some(node) => {
+                let why = format!("node {id} was declared {}; register again", node.state());
+                out.agents.push((id.clone(), ToAgent::Reregister(why)));
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn on_heartbeat(&mut self, id: &NodeId, cpu_percent: f32, memory_used_bytes: u64) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.cpu_percent = cpu_percent;
+            node.memory_used_bytes = memory_used_bytes;
+        }
+    }
+
+    /// The agent's stream closed. The node is not lost yet: it has the heartbeat
+    /// timeout to come back, as after a network blip or a coordinator restart.
+    pub fn on_disconnected(&mut self, id: &NodeId) {
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.connected = false;
+        }
+    }
+
+    /// The local provider saw the agent process exit.
+    pub fn on_node_exited(&mut self, now: Instant, id: &NodeId, out: &mut Outbox) {
+        if self.nodes.get(id).is_some_and(|n| n.status().is_live()) {
+            self.declare_lost(now, id, NodeReason::ProcessExited, out);
+        }
+    }
+
+    /// The local provider could not start the agent.
+    pub fn on_launch_failed(&mut self, now: Instant, id: &NodeId, error: &str, out: &mut Outbox) {
+        let Some(node) = self.nodes.get(id) else { return };
+        let pool_name = node.record.pool.clone();
+        self.retire_node(now, id, NodeStatus::Removed, NodeReason::LaunchFailed, out);
+        if let Some(pool) = self.pools.get_mut(&pool_name) {
+            pool.launch_failures += 1;
+            let backoff = self.config.retry_backoff * 2u32.pow(pool.launch_failures.min(6));
+            pool.next_launch_at = Some(now + backoff);
+            pool.last_error = Some(format!("could not start an agent: {error}"));
+            tracing::warn!(pool = %pool_name, error, "could not start an agent; backing off for {backoff:?}");
+        }
+    }
+
+    /// Declares a node lost: its tasks go back to the queue at once.
+    pub fn declare_lost(&mut self, now: Instant, id: &NodeId, reason: NodeReason, out: &mut Outbox) {
+        tracing::warn!(node_id = %id, reason = %reason, "node lost; its tasks go back to the queue");
+        self.retire_node(now, id, NodeStatus::Lost, reason, out);
+    }
+
+    /// Takes a node out of service for good (lost or removed): requeues its tasks,
+    /// records it, and tells its provider to stop it.
+    pub(super) fn retire_node(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        status: NodeStatus,
+        reason: NodeReason,
+        out: &mut Outbox,
+    ) {
+        let Some(node) = self.nodes.get_mut(id) else { return };
+        if !node.status().is_live() {
+            return;
+        }
+        node.record.status = status;
+        node.record.reason = Some(reason);
+        node.connected = false;
+        let pid = node.record.pid;
+        let pool_name = node.record.pool.clone();
+        let tasks: Vec<TaskKey> = node.running.iter().copied().collect();
+        let why = format!("node {id} {status}: {reason}");
+        for key in tasks {
+            self.end_attempt_lost(now, key, &why, out);
+        }
+        let provider = self.pools.get_mut(&pool_name).map(|pool| {
+            pool.nodes.remove(id);
+            pool.spec.provider
+        });
+        if status == NodeStatus::Lost {
+            out.agents.push((id.clone(), ToAgent::Reregister(why)));
+        } else {
+            out.agents.push((id.clone(), ToAgent::Shutdown(why)));
+        }
+        if provider == Some(Provider::Local) {
+            out.provider.push(ProviderOp::Stop { node: id.clone(), pid });
+        }
+        self.put_node(id, out);
+    }
+
+    /// Stops giving a node work; what it runs finishes.
+    pub fn drain_node(&mut self, id: &NodeId, out: &mut Outbox) -> Result<()> {
+        let node = self.nodes.get_mut(id).ok_or_else(|| Error::not_found("node", id))?;
+        match node.status() {
+            NodeStatus::Up => {
+                node.record.status = NodeStatus::Draining;
+                self.put_node(id, out);
+                Ok(())
+            }
+            NodeStatus::Draining => Ok(()),
+            _ => Err(Error::Refused(format!("node {id} is {}; only a live node can be drained", node.state()))),
+        }
+    }
+
+    /// The periodic check: silent nodes are lost, late starters have failed, retries
+    /// whose backoff is over are queued, draining nodes that were scaled down and are
+    /// now idle are removed, and local pools are brought to their size.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
+        let timeout = self.config.heartbeat_timeout;
+        let start_timeout = self.config.start_timeout;
+        let mut silent = Vec::new();
+        let mut late = Vec::new();
+        let mut done_draining = Vec::new();
+        for (id, node) in &self.nodes {
+            let silence = now.saturating_duration_since(node.last_seen);
+            match node.status() {
+                NodeStatus::Starting if silence > start_timeout => late.push(id.clone()),
+                NodeStatus::Up | NodeStatus::Draining if silence > timeout => silent.push(id.clone()),
+                NodeStatus::Draining if node.remove_when_idle && node.running.is_empty() => {
+                    done_draining.push(id.clone())
+                }
+                _ => {}
+            }
+        }
+        for id in silent {
+            self.declare_lost(now, &id, NodeReason::HeartbeatTimeout, out);
+        }
+        for id in late {
+            tracing::warn!(node_id = %id, "node did not register within {start_timeout:?}");
+            self.on_launch_failed(now, &id, "the agent did not register within the start timeout", out);
+            if let Some(node) = self.nodes.get_mut(&id) {
+                node.record.reason = Some(NodeReason::StartTimeout);
+            }
+            self.put_node(&id, out);
+        }
+        for id in done_draining {
+            self.retire_node(now, &id, NodeStatus::Removed, NodeReason::ScaledDown, out);
+        }
+        self.release_delayed(now);
+        self.reconcile_local_pools(now, out);
+    }
+}

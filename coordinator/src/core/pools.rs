@@ -1,0 +1,160 @@
+//! Pools: create, resize, delete, and keeping local pools at their size.
+
+use std::time::Instant;
+
+use super::*;
+use crate::error::{Error, Result};
+
+/// What a pool delete did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Deleted {
+    pub cancelled_jobs: Vec<JobId>,
+    pub stopped_nodes: u32,
+}
+
+impl Core {
+    pub fn create_pool(&mut self, now: Instant, spec: PoolSpec, out: &mut Outbox) -> Result<()> {
+        if self.pools.contains_key(&spec.name) {
+            return Err(Error::AlreadyExists { what: "pool", id: spec.name.to_string() });
+        }
+        let created_at_ms = self.wall_ms(now);
+        out.store.push(StoreOp::PutPool { spec: spec.clone(), created_at_ms });
+        tracing::info!(pool = %spec.name, provider = %spec.provider, nodes = spec.target_nodes, "pool created");
+        self.pools.insert(spec.name.clone(), new_pool(spec, created_at_ms));
+        self.reconcile_local_pools(now, out);
+        Ok(())
+    }
+
+    /// Sets a local pool's node count; the coordinator starts or stops agents to match.
+    pub fn resize_pool(&mut self, now: Instant, name: &PoolName, target: u32, out: &mut Outbox) -> Result<()> {
+        let pool = self.pools.get_mut(name).ok_or_else(|| Error::not_found("pool", name))?;
+        if pool.spec.provider == Provider::Static {
+            return Err(Error::Refused(format!(
+                "pool '{name}' uses the static provider: its size is the number of agents that join it; start or stop `corral-agent --pool {name}` to change it"
+            )));
+        }
+        pool.spec.target_nodes = target;
+        pool.launch_failures = 0;
+        pool.next_launch_at = None;
+        out.store.push(StoreOp::PutPool { spec: pool.spec.clone(), created_at_ms: pool.created_at_ms });
+        self.reconcile_local_pools(now, out);
+        Ok(())
+    }
+
+    /// Deletes a pool. With active jobs it is refused unless `force`, which cancels
+    /// them. Its nodes are stopped either way.
+    pub fn delete_pool(&mut self, now: Instant, name: &PoolName, force: bool, out: &mut Outbox) -> Result<Deleted> {
+        let pool = self.pools.get(name).ok_or_else(|| Error::not_found("pool", name))?;
+        let active: Vec<JobId> = pool.jobs.iter().map(|(_, id)| *id).collect();
+        if !active.is_empty() && !force {
+            let ids: Vec<String> = active.iter().map(|id| id.to_string()).collect();
+            return Err(Error::Refused(format!(
+                "pool '{name}' has {} active job(s) ({}); cancel them first or delete with --force to cancel them",
+                active.len(),
+                ids.join(", ")
+            )));
+        }
+        let nodes: Vec<NodeId> = pool.nodes.iter().cloned().collect();
+        for id in &active {
+            self.cancel_job(now, *id, out)?;
+        }
+        for id in &nodes {
+            self.retire_node(now, id, NodeStatus::Removed, NodeReason::PoolDeleted, out);
+        }
+        self.pools.remove(name);
+        out.store.push(StoreOp::DeletePool(name.clone()));
+        tracing::info!(pool = %name, cancelled_jobs = active.len(), stopped_nodes = nodes.len(), "pool deleted");
+        Ok(Deleted { cancelled_jobs: active, stopped_nodes: nodes.len() as u32 })
+    }
+
+    /// Starts or stops local agents so each local pool has its target size. Shrinking
+    /// removes starting and idle nodes first; busy ones are drained and removed when
+    /// their last task ends, so scaling down loses no work.
+    pub(super) fn reconcile_local_pools(&mut self, now: Instant, out: &mut Outbox) {
+        let names: Vec<PoolName> = self
+            .pools
+            .values()
+            .filter(|p| p.spec.provider == Provider::Local)
+            .map(|p| p.spec.name.clone())
+            .collect();
+        for name in names {
+            let pool = &self.pools[&name];
+            let counted: Vec<&Node> = pool
+                .nodes
+                .iter()
+                .filter_map(|id| self.nodes.get(id))
+                .filter(|n| !n.remove_when_idle)
+                .collect();
+            let have = counted.len() as u32;
+            let target = pool.spec.target_nodes;
+            if have < target {
+                if pool.next_launch_at.is_some_and(|at| now < at) {
+                    continue;
+                }
+                let slots = pool.spec.slots_per_node;
+                for _ in have..target {
+                    let id = NodeId::from_seq(self.next_node);
+                    self.next_node += 1;
+                    let record = NodeRecord {
+                        id: id.clone(),
+                        pool: name.clone(),
+                        hostname: String::new(),
+                        slots,
+                        cpus: 0,
+                        memory_bytes: 0,
+                        pid: 0,
+                        status: NodeStatus::Starting,
+                        reason: None,
+                        registered_at_ms: 0,
+                    };
+                    out.store.push(StoreOp::PutNode(record.clone()));
+                    out.provider.push(ProviderOp::Launch { node: id.clone(), pool: name.clone(), slots });
+                    self.nodes.insert(id.clone(), new_node(record, now));
+                    if let Some(pool) = self.pools.get_mut(&name) {
+                        pool.nodes.insert(id);
+                    }
+                }
+            } else if have > target {
+                // Cheapest to remove first: not yet started, then idle, then the
+                // least busy.
+                let mut victims: Vec<(u8, u32, NodeId)> = counted
+                    .iter()
+                    .map(|n| {
+                        let rank = match n.status() {
+                            NodeStatus::Starting => 0,
+                            _ if n.running.is_empty() => 1,
+                            _ => 2,
+                        };
+                        (rank, n.slots_used, n.record.id.clone())
+                    })
+                    .collect();
+                victims.sort();
+                for (rank, _, id) in victims.into_iter().take((have - target) as usize) {
+                    if rank < 2 {
+                        self.retire_node(now, &id, NodeStatus::Removed, NodeReason::ScaledDown, out);
+                    } else if let Some(node) = self.nodes.get_mut(&id) {
+                        node.remove_when_idle = true;
+                        node.record.status = NodeStatus::Draining;
+                        self.put_node(&id, out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Stops every node of the local pools: the coordinator is shutting down and
+    /// takes the agents it started with it. Their tasks go back to the queue.
+    pub fn stop_local_nodes(&mut self, now: Instant, out: &mut Outbox) {
+        let ids: Vec<NodeId> = self
+            .pools
+            .values()
+            .filter(|p| p.spec.provider == Provider::Local)
+            .flat_map(|p| p.nodes.iter().cloned())
+            .collect();
+        for id in ids {
+            self.retire_node(now, &id, NodeStatus::Removed, NodeReason::CoordinatorShutdown, out);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The scheduler: ready tasks, by job priority and then submission order, onto the
+//! free slots of their pool's connected nodes, chosen by the pool's fill policy.
+
+use std::time::Instant;
+
+use super::*;
+
+impl Core {
+    /// Assigns as many ready tasks as free slots allow. Returns how many it assigned.
+    /// Each assignment becomes a `running` task with a new attempt number; the
+    /// messages go out (batched per node by the shell) once that is durable.
+    pub fn schedule(&mut self, now: Instant, out: &mut Outbox) -> usize {
+        let mut assigned = 0;
+        let pool_names: Vec<PoolName> = self.pools.keys().cloned().collect();
+        for name in pool_names {
+            assigned += self.schedule_pool(now, &name, out);
+        }
+        assigned
+    }
+
+    fn schedule_pool(&mut self, now: Instant, name: &PoolName, out: &mut Outbox) -> usize {
+        let Some(pool) = self.pools.get(name) else { return 0 };
+        if pool.jobs.is_empty() {
+            return 0;
+        }
+        let fill = pool.spec.fill;
+        // (free slots, node id) of the nodes that can take work.
+        let mut free: Vec<(u32, NodeId)> = pool
+            .nodes
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
+            .filter(|n| n.status() == NodeStatus::Up && n.connected && n.free_slots() > 0)
+            .map(|n| (n.free_slots(), n.record.id.clone()))
+            .collect();
+        if free.is_empty() {
+            return 0;
+        }
+        let jobs: Vec<JobId> = pool.jobs.iter().map(|(_, id)| *id).collect();
+        let started_at_ms = self.wall_ms(now);
+        let mut assigned = 0;
+        for job_id in jobs {
+            let Some(job) = self.jobs.get_mut(&job_id) else { continue };
+            let need = job.spec.task.slots;
+            while let Some(&index) = job.ready.first() {
+                let Some(slot) = pick(&free, need, fill) else { break };
+                let node = free[slot].1.clone();
+                free[slot].0 -= need;
+                job.ready.pop_first();
+                let task = job.task_mut(index).expect("ready index belongs to the job");
+                task.state = TaskState::Running;
+                task.attempt += 1;
+                let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: task.attempt };
+                let task = *task;
+                job.counts.ready -= 1;
+                job.counts.running += 1;
+                out.store.push(StoreOp::PutTask(TaskRecord {
+                    key: attempt.task,
+                    state: TaskState::Running,
+                    attempt: task.attempt,
+                    failures: task.failures,
+                    node_losses: task.node_losses,
+                }));
+                out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms });
+                out.agents.push((
+                    node.clone(),
+                    ToAgent::Assign(Assignment {
+                        attempt,
+                        argv: job.spec.task.argv_for(index),
+                        env: job.spec.task.env.clone(),
+                        slots: need,
+                        timeout: job.spec.task.timeout,
+                    }),
+                ));
+                self.running.insert(attempt.task, RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms });
+                if let Some(n) = self.nodes.get_mut(&node) {
+                    n.running.insert(attempt.task);
+                    n.slots_used += need;
+                }
+                assigned += 1;
+            }
+            if free.iter().all(|(slots, _)| *slots == 0) {
+                break;
+            }
+        }
+        assigned
+    }
+}
+
+/// The node (index into `free`) a task needing `need` slots goes to: for `spread`
+/// the one with the most free slots, for `pack` the one with the fewest that still
+/// fits. Ties go to the first listed (node ids in order), so the choice is stable.
+pub fn pick(free: &[(u32, NodeId)], need: u32, fill: Fill) -> Option<usize> {
+    let fits = free.iter().enumerate().filter(|(_, (slots, _))| *slots >= need);
+    match fill {
+        Fill::Spread => fits.max_by_key(|(i, (slots, _))| (*slots, std::cmp::Reverse(*i))).map(|(i, _)| i),
+        Fill::Pack => fits.min_by_key(|(i, (slots, _))| (*slots, *i)).map(|(i, _)| i),
+    }
+}

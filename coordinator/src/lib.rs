@@ -1,0 +1,28 @@
+//! The Corral coordinator: it keeps pools, nodes, jobs, tasks and every attempt in a
+//! durable store, schedules ready tasks onto the free slots of its nodes, watches the
+//! nodes through heartbeats, and starts local agents for `local` pools.
+//!
+//! Read the modules in this order:
+//! - [`model`]: ids, states and specs, the words they are known by;
+//! - [`core`]: every decision, as synchronous functions of the state and `now` that
+//!   write their effects into an outbox;
+//! - [`store`]: SQLite with group commit, and the log files;
+//! - [`server`]: the event loop that owns the core and carries out its outbox;
+//! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
+//! - [`provider`]: starting and stopping local agents.
+//!
+//! The state machines and vocabulary are drawn in `coordinator/README.md`.
+#![deny(clippy::await_holding_lock)]
+
+pub mod agent_service;
+pub mod convert;
+pub mod core;
+pub mod error;
+pub mod model;
+pub mod provider;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use server::{Config, Coordinator};

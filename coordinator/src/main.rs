@@ -1,0 +1,88 @@
+//! `corral-coordinator`: runs the coordinator until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use corral_coordinator::core::CoreConfig;
+use corral_coordinator::{Config, Coordinator};
+
+/// The Corral coordinator: pools, nodes, jobs and tasks, kept durably in DATA_DIR.
+#[derive(Parser, Debug)]
+#[command(name = "corral-coordinator", version)]
+struct Args {
+    /// gRPC address to listen on (port 0 picks a free one; the address is written to
+    /// DATA_DIR/coordinator.addr).
+    #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Where the store (corral.db) and task logs live.
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data")]
+    data_dir: PathBuf,
+    /// How often agents send heartbeats, e.g. 500ms, 1s.
+    #[arg(long, env = "CORRAL_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Silence after which a node is declared lost and its tasks are requeued.
+    #[arg(long, env = "CORRAL_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+    /// Delay before a failed task's first retry; doubles with each failure.
+    #[arg(long, env = "CORRAL_RETRY_BACKOFF", default_value = "500ms", value_parser = humantime::parse_duration)]
+    retry_backoff: Duration,
+    /// The agent program local pools start (default: corral-agent beside this binary, or on PATH).
+    #[arg(long, env = "CORRAL_AGENT_BIN")]
+    agent_bin: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if args.heartbeat_interval.is_zero() {
+        anyhow::bail!("invalid --heartbeat-interval: must be more than 0");
+    }
+    if args.heartbeat_timeout <= args.heartbeat_interval {
+        anyhow::bail!(
+            "invalid --heartbeat-timeout: {:?} must be longer than --heartbeat-interval ({:?})",
+            args.heartbeat_timeout,
+            args.heartbeat_interval
+        );
+    }
+    let mut config = Config::new(args.listen, args.data_dir);
+    config.core = CoreConfig {
+        heartbeat_interval: args.heartbeat_interval,
+        heartbeat_timeout: args.heartbeat_timeout,
+        retry_backoff: args.retry_backoff,
+        ..CoreConfig::default()
+    };
+    if let Some(bin) = args.agent_bin {
+        config.agent_command = vec![bin.into_os_string()];
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let data_dir = config.data_dir.clone();
+        let coordinator = Coordinator::start(config)
+            .await
+            .with_context(|| format!("cannot start the coordinator with data dir {}", data_dir.display()))?;
+        println!("corral-coordinator listening on {}", coordinator.addr());
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        coordinator.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! Domain types: ids, states and specs, with the words they are known by on the wire,
+//! in the store and in the CLI. Generated protobuf types never reach past
+//! [`crate::convert`]; everything inside the coordinator speaks these.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::Invalid;
+
+/// A job's id: a number counted up from 1, unique for the life of a data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A task is named by its job and its index in the job (the array index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskKey {
+    pub job: JobId,
+    pub index: u32,
+}
+
+impl fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.job, self.index)
+    }
+}
+
+/// One run of a task: the attempt number fences reports from earlier runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttemptRef {
+    pub task: TaskKey,
+    pub attempt: u32,
+}
+
+/// A node's id, `n-<sequence>`: never reused, so a node that comes back after being
+/// declared lost is a different node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    pub fn from_seq(seq: u64) -> Self {
+        NodeId(format!("n-{seq}"))
+    }
+
+    /// The sequence number inside the id, if it has the coordinator's shape.
+    pub fn seq(&self) -> Option<u64> {
+        self.0.strip_prefix("n-")?.parse().ok()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A pool's name: 1 to 63 characters of `a-z 0-9 - _`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolName(String);
+
+impl PoolName {
+    pub fn parse(field: &'static str, name: &str) -> Result<Self, Invalid> {
+        if name.is_empty() {
+            return Err(Invalid::new(field, "must not be empty"));
+        }
+        if name.len() > 63 {
+            return Err(Invalid::new(field, "must be at most 63 characters"));
+        }
+        let valid = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let starts_well = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid || !starts_well {
+            return Err(Invalid::new(
+                field,
+                format!(
+                    "'{name}' is not a valid pool name: use lower-case letters, digits, '-' and '_', starting with a letter or digit"
+                ),
+            ));
+        }
+        Ok(PoolName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Declares a string-named enum: the one place its words are spelled.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The word used on the wire, in the store and in the CLI.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "'{s}' is not one of: {}",
+                        [$($word),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// Where a task is in its life. `waiting` is for dependencies (none yet in v1 jobs).
+    TaskState {
+        Waiting = "waiting",
+        Ready = "ready",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+);
+
+impl TaskState {
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+    }
+
+    /// The allowed transitions, in one place.
+    pub fn can_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        matches!(
+            (self, next),
+            (Waiting, Ready | Cancelled)
+                | (Ready, Running | Cancelled)
+                | (Running, Ready | Succeeded | Failed | Cancelled)
+        )
+    }
+}
+
+named_enum!(
+    /// A node as users see it. `idle` and `running` are one stored state (`up`), told
+    /// apart by whether the node has tasks.
+    NodeState {
+        Starting = "starting",
+        Idle = "idle",
+        Running = "running",
+        Draining = "draining",
+        Lost = "lost",
+        Removed = "removed",
+    }
+);
+
+named_enum!(
+    /// Why a node stopped being usable.
+    NodeReason {
+        /// No message within the heartbeat timeout (a dead or hung host).
+        HeartbeatTimeout = "heartbeat_timeout",
+        /// The agent process the local provider started has exited.
+        ProcessExited = "process_exited",
+        /// The local provider could not start the agent.
+        LaunchFailed = "launch_failed",
+        /// The agent did not register within the start timeout.
+        StartTimeout = "start_timeout",
+        /// The pool shrank and this node was chosen to go.
+        ScaledDown = "scaled_down",
+        /// Its pool was deleted.
+        PoolDeleted = "pool_deleted",
+        /// The coordinator stopped the nodes it had started when it shut down.
+        CoordinatorShutdown = "coordinator_shutdown",
+    }
+);
+
+named_enum!(
+    /// A node as the coordinator keeps it. Users see [`NodeState`], which splits `up`
+    /// into `idle` and `running`.
+    NodeStatus {
+        /// Started by a provider, not yet registered.
+        Starting = "starting",
+        /// Registered and taking work.
+        Up = "up",
+        /// Takes no new work; finishes what it runs.
+        Draining = "draining",
+        /// Declared lost; its work went back to the queue.
+        Lost = "lost",
+        /// Gone on purpose.
+        Removed = "removed",
+    }
+);
+
+impl NodeStatus {
+    /// Starting, up or draining: it counts toward its pool's size.
+    pub fn is_live(self) -> bool {
+        matches!(self, NodeStatus::Starting | NodeStatus::Up | NodeStatus::Draining)
+    }
+}
+
+named_enum!(
+    JobState {
+        Active = "active",
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+);
+
+named_enum!(
+    /// How a pool gets its nodes.
+    Provider {
+        /// Agents join by themselves.
+        Static = "static",
+        /// The coordinator starts `corral-agent` processes on its own host.
+        Local = "local",
+    }
+);
+
+named_enum!(
+    /// Which node a task goes to.
+    Fill {
+        /// The node with the most free slots: work spreads evenly.
+        Spread = "spread",
+        /// The busiest node that still fits: idle nodes stay idle.
+        Pack = "pack",
+    }
+);
+
+named_enum!(
+    /// How an attempt ended.
+    Outcome {
+        Succeeded = "succeeded",
+        Failed = "failed",
+        TimedOut = "timed_out",
+        Cancelled = "cancelled",
+        NodeLost = "node_lost",
+        SpawnFailed = "spawn_failed",
+    }
+);
+
+impl Outcome {
+    /// Whether this outcome uses up one of the task's retries.
+    pub fn counts_against_retries(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut | Outcome::SpawnFailed)
+    }
+}
+
+/// What a pool is, as its creator asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSpec {
+    pub name: PoolName,
+    pub slots_per_node: u32,
+    pub provider: Provider,
+    pub target_nodes: u32,
+    pub fill: Fill,
+}
+
+/// What each task of a job runs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSpec {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub slots: u32,
+    pub max_retries: u32,
+    #[serde(with = "opt_millis")]
+    pub timeout: Option<Duration>,
+}
+
+impl TaskSpec {
+    /// The argv for one array index: `{index}` replaced in every argument.
+    pub fn argv_for(&self, index: u32) -> Vec<String> {
+        let index = index.to_string();
+        self.argv
+            .iter()
+            .map(|arg| {
+                if arg.contains("{index}") {
+                    arg.replace("{index}", &index)
+                } else {
+                    arg.clone()
+                }
+            })
+            .collect()
+    }
+}
+
+/// The largest job one submission may create.
+pub const MAX_TASKS_PER_JOB: u64 = 10_000_000;
+
+/// A job as submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub pool: PoolName,
+    pub name: String,
+    pub priority: i32,
+    pub task: TaskSpec,
+    /// Inclusive range of task indices; a plain job is `0..=0`.
+    pub first_index: u32,
+    pub last_index: u32,
+}
+
+impl JobSpec {
+    pub fn task_count(&self) -> u32 {
+        self.last_index - self.first_index + 1
+    }
+}
+
+/// What an agent reports about a finished attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    pub attempt: AttemptRef,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub message: String,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+}
+
+/// A piece of a task's stdout or stderr.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogChunk {
+    pub attempt: AttemptRef,
+    pub stderr: bool,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// What an agent says about itself when it registers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub pool: PoolName,
+    pub hostname: String,
+    pub slots: u32,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub pid: u32,
+    pub launch_id: Option<NodeId>,
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_names_are_checked() {
+        assert!(PoolName::parse("pool", "cpu-1").is_ok());
+        for bad in ["", "-x", "Upper", "a b", &"x".repeat(64)] {
+            let err = PoolName::parse("pool", bad).unwrap_err();
+            assert_eq!(err.field, "pool");
+        }
+    }
+
+    #[test]
+    fn words_round_trip() {
+        for s in TaskState::ALL {
+            assert_eq!(s.as_str().parse::<TaskState>().unwrap(), *s);
+        }
+        let err = "runing".parse::<TaskState>().unwrap_err();
+        assert!(err.contains("running"), "{err}");
+    }
+
+    #[test]
+    fn index_is_substituted() {
+        let spec = TaskSpec {
+            argv: vec!["echo".into(), "in-{index}.txt".into(), "{index}{index}".into()],
+            env: BTreeMap::new(),
+            slots: 1,
+            max_retries: 0,
+            timeout: None,
+        };
+        assert_eq!(spec.argv_for(7), vec!["echo", "in-7.txt", "77"]);
+    }
+}

@@ -1,0 +1,334 @@
+//! The shell around the core: one event loop owns the [`Core`]; gRPC handlers, agent
+//! streams, the provider and a timer send it events. After each burst of events the
+//! loop schedules, then hands the outbox to the store writer, which makes it durable
+//! and only then delivers replies and agent messages.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use corral_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::Status;
+
+use crate::convert;
+use crate::core::{Core, CoreConfig, Outbox, ProviderOp, ToAgent};
+use crate::error::Result;
+use crate::model::*;
+use crate::provider::LocalProvider;
+use crate::store::{Batch, FollowUp, Reader, Store, Writer};
+
+/// Where the coordinator listens, keeps its data, and how it starts local agents.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC address; port 0 picks a free port (see [`Coordinator::addr`]).
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub core: CoreConfig,
+    /// Program and leading arguments that start an agent, for local pools.
+    pub agent_command: Vec<OsString>,
+}
+
+impl Config {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Config { listen, data_dir, core: CoreConfig::default(), agent_command: default_agent_command() }
+    }
+}
+
+/// `corral-agent` beside the running executable if it is there, else from `PATH`.
+pub fn default_agent_command() -> Vec<OsString> {
+    let sibling = std::env::current_exe().ok().and_then(|exe| {
+        let candidate = exe.parent()?.join("corral-agent");
+        candidate.is_file().then_some(candidate)
+    });
+    vec![sibling.map_or_else(|| OsString::from("corral-agent"), |p| p.into_os_string())]
+}
+
+/// A call into the core; it returns what to do once its changes are durable.
+pub type Call = Box<dyn FnOnce(&mut Core, Instant, &mut Outbox) -> FollowUp + Send>;
+/// The sending half of one agent stream.
+pub type AgentTx = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, Status>>;
+
+/// Everything that reaches the event loop.
+pub enum Event {
+    Call(Call),
+    /// An agent stream opened with its hello.
+    Connected { node: NodeId, conn: u64, hello: Hello, tx: AgentTx },
+    FromAgent { node: NodeId, conn: u64, update: AgentUpdate },
+    Disconnected { node: NodeId, conn: u64 },
+    /// A local agent process exited.
+    NodeExited { node: NodeId },
+    LaunchFailed { node: NodeId, error: String },
+}
+
+/// The opening message of an agent stream, validated.
+pub struct Hello {
+    pub running: Vec<AttemptRef>,
+    pub finished: Vec<TaskResult>,
+    pub logs: Vec<LogChunk>,
+}
+
+/// One later message of an agent stream, validated.
+pub struct AgentUpdate {
+    pub heartbeat: Option<(f32, u64)>,
+    pub logs: Vec<LogChunk>,
+    pub finished: Vec<TaskResult>,
+}
+
+/// What the gRPC handlers share.
+pub struct Shared {
+    events: mpsc::UnboundedSender<Event>,
+    pub reader: Mutex<Reader>,
+    pub core_config: CoreConfig,
+}
+
+impl Shared {
+    /// Runs `f` on the core; the answer comes once whatever `f` changed is durable.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |core, now, out| {
+            let value = f(core, now, out);
+            Box::new(move || {
+                let _ = tx.send(value);
+            })
+        });
+        self.send(Event::Call(call))?;
+        rx.await.map_err(|_| shutting_down())
+    }
+
+    pub fn send(&self, event: Event) -> Result<(), Status> {
+        self.events.send(event).map_err(|_| shutting_down())
+    }
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the coordinator is shutting down; try again when it is back")
+}
+
+/// A running coordinator.
+pub struct Coordinator {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Coordinator {
+    /// Opens the store, restores the state, binds the port and starts serving.
+    pub async fn start(config: Config) -> Result<Coordinator> {
+        let store = Store::open(&config.data_dir)?;
+        let snapshot = store.load()?;
+        let reader = Store::open_reader(&config.data_dir)?;
+        let now = Instant::now();
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut core = Core::new(config.core.clone(), (now, wall));
+        core.restore(snapshot, now);
+        tracing::info!(pools = core.pools.len(), nodes = core.nodes.len(), jobs = core.jobs.len(), "state restored");
+
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        std::fs::write(config.data_dir.join("coordinator.addr"), addr.to_string())?;
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(false);
+        let (writer, writer_thread) = Writer::spawn(store);
+        let (provider_tx, provider_rx) = mpsc::unbounded_channel();
+        let provider = LocalProvider::new(
+            config.agent_command.clone(),
+            format!("http://{addr}"),
+            config.data_dir.join("agents"),
+            events_tx.clone(),
+        );
+        let provider_task = tokio::spawn(provider.run(provider_rx));
+        let shared = Arc::new(Shared { events: events_tx, reader: Mutex::new(reader), core_config: config.core.clone() });
+
+        let event_loop = tokio::spawn(run_loop(core, events_rx, writer, provider_tx, stop_rx.clone()));
+        let mut server_stop = stop_rx.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .add_service(crate::service::server(shared.clone()))
+            .add_service(crate::agent_service::server(shared))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            });
+        let server = tokio::spawn(server);
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
+
+        let done = tokio::spawn(async move {
+            let _ = event_loop.await;
+            // Open agent and watch streams would hold a graceful shutdown forever.
+            if tokio::time::timeout(Duration::from_secs(3), server).await.is_err() {
+                tracing::debug!("gRPC server did not stop within 3s; dropping its connections");
+            }
+            let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+            let _ = provider_task.await;
+            tracing::info!("coordinator stopped");
+        });
+        Ok(Coordinator { addr, stop, done })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving, stops the agents it started, and waits until all is written.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+/// The event loop: the one owner of the core.
+async fn run_loop(
+    mut core: Core,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    writer: Writer,
+    provider: mpsc::UnboundedSender<ProviderOp>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns: HashMap<NodeId, (u64, AgentTx)> = HashMap::new();
+    let period = (core.config.heartbeat_interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut out = Outbox::default();
+        let mut then: Vec<FollowUp> = Vec::new();
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                handle(&mut core, event, &mut conns, &mut out, &mut then);
+                // Take what else is waiting, so one transaction covers it all.
+                for _ in 0..4096 {
+                    match events.try_recv() {
+                        Ok(event) => handle(&mut core, event, &mut conns, &mut out, &mut then),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tick.tick() => core.on_tick(Instant::now(), &mut out),
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        core.schedule(Instant::now(), &mut out);
+        flush(out, then, &conns, &writer, &provider);
+    }
+    // Stop the agents this coordinator started; static agents keep running and
+    // reconnect when a coordinator is back.
+    let mut out = Outbox::default();
+    core.stop_local_nodes(Instant::now(), &mut out);
+    flush(out, Vec::new(), &conns, &writer, &provider);
+}
+
+fn handle(
+    core: &mut Core,
+    event: Event,
+    conns: &mut HashMap<NodeId, (u64, AgentTx)>,
+    out: &mut Outbox,
+    then: &mut Vec<FollowUp>,
+) {
+    let now = Instant::now();
+    match event {
+        Event::Call(call) => then.push(call(core, now, out)),
+        Event::Connected { node, conn, hello, tx } => {
+            core.on_logs(hello.logs, out);
+            match core.on_hello(now, &node, hello.running, hello.finished, out) {
+                Ok(()) => {
+                    tracing::info!(node_id = %node, "agent connected");
+                    conns.insert(node, (conn, tx));
+                }
+                Err(refused) => {
+                    tracing::info!(node_id = %node, reason = %refused.0, "agent must register again");
+                    let msg = pb::CoordinatorMessage { reregister: true, reason: refused.0, ..Default::default() };
+                    then.push(Box::new(move || {
+                        let _ = tx.send(Ok(msg));
+                    }));
+                }
+            }
+        }
+        Event::FromAgent { node, conn, update } => {
+            if conns.get(&node).is_some_and(|(c, _)| *c != conn) {
+                return;
+            }
+            if !core.on_node_message(now, &node, out) {
+                return;
+            }
+            if let Some((cpu, mem)) = update.heartbeat {
+                core.on_heartbeat(&node, cpu, mem);
+            }
+            core.on_logs(update.logs, out);
+            if !update.finished.is_empty() {
+                core.on_task_results(now, &node, update.finished, out);
+            }
+        }
+        Event::Disconnected { node, conn } => {
+            if conns.get(&node).is_some_and(|(c, _)| *c == conn) {
+                conns.remove(&node);
+                core.on_disconnected(&node);
+                tracing::info!(node_id = %node, "agent disconnected");
+            }
+        }
+        Event::NodeExited { node } => core.on_node_exited(now, &node, out),
+        Event::LaunchFailed { node, error } => core.on_launch_failed(now, &node, &error, out),
+    }
+}
+
+/// Hands the outbox to the writer: store rows first, then (once durable) the replies,
+/// one message per agent, and the provider's orders.
+fn flush(
+    out: Outbox,
+    mut then: Vec<FollowUp>,
+    conns: &HashMap<NodeId, (u64, AgentTx)>,
+    writer: &Writer,
+    provider: &mpsc::UnboundedSender<ProviderOp>,
+) {
+    if out.is_empty() && then.is_empty() {
+        return;
+    }
+    let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
+    for (node, msg) in out.agents {
+        let m = messages.entry(node).or_default();
+        match msg {
+            ToAgent::Assign(a) => m.assign.push(pb::Assignment {
+                task: Some(convert::attempt_to_pb(a.attempt)),
+                argv: a.argv,
+                env: a.env.into_iter().collect(),
+                slots: a.slots,
+                timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
+            }),
+            ToAgent::Kill(a) => m.kill.push(convert::attempt_to_pb(a)),
+            ToAgent::Ack(a) => m.ack.push(convert::attempt_to_pb(a)),
+            ToAgent::Reregister(why) => {
+                m.reregister = true;
+                m.reason = why;
+            }
+            ToAgent::Shutdown(why) => {
+                m.shutdown = true;
+                m.reason = why;
+            }
+        }
+    }
+    for (node, msg) in messages {
+        // A node without a stream gets nothing now; its hello reconciles later.
+        if let Some((_, tx)) = conns.get(&node) {
+            let tx = tx.clone();
+            then.push(Box::new(move || {
+                let _ = tx.send(Ok(msg));
+            }));
+        }
+    }
+    for op in out.provider {
+        let provider = provider.clone();
+        then.push(Box::new(move || {
+            let _ = provider.send(op);
+        }));
+    }
+    if !writer.submit(Batch { ops: out.store, then }) {
+        tracing::error!("the store writer has stopped; changes are not being saved");
+    }
+}

@@ -1,0 +1,341 @@
+//! The user-facing gRPC service (`corral.v1.Corral`): decode and validate, call the
+//! core, encode. No decisions are made here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_proto::v1 as pb;
+use corral_proto::v1::corral_server::{Corral, CorralServer};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::core::Core;
+use crate::error::{Error, Invalid};
+use crate::model::*;
+use crate::server::Shared;
+
+/// The most tasks one `ListTasks` page returns.
+pub const MAX_PAGE: u32 = 100_000;
+
+pub fn server(shared: Arc<Shared>) -> CorralServer<ClientApi> {
+    CorralServer::new(ClientApi { shared })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+pub struct ClientApi {
+    shared: Arc<Shared>,
+}
+
+fn pool_name(name: &str) -> Result<PoolName, Status> {
+    Ok(PoolName::parse("name", name)?)
+}
+
+fn job_of(core: &Core, id: u64) -> Result<&crate::core::Job, Error> {
+    core.jobs.get(&JobId(id)).ok_or_else(|| Error::not_found("job", id))
+}
+
+fn pool_or_404(core: &Core, name: &PoolName) -> Result<pb::Pool, Error> {
+    convert::pool_view(core, name).ok_or_else(|| Error::not_found("pool", name))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Corral for ClientApi {
+    async fn create_pool(&self, req: Request<pb::CreatePoolRequest>) -> Result<Response<pb::Pool>, Status> {
+        let spec = convert::pool_spec(req.into_inner().spec)?;
+        let name = spec.name.clone();
+        let pool = self
+            .shared
+            .call(move |core, now, out| {
+                core.create_pool(now, spec, out)?;
+                pool_or_404(core, &name)
+            })
+            .await??;
+        Ok(Response::new(pool))
+    }
+
+    async fn list_pools(&self, _: Request<pb::ListPoolsRequest>) -> Result<Response<pb::ListPoolsResponse>, Status> {
+        let pools = self
+            .shared
+            .call(|core, _, _| core.pools.keys().filter_map(|name| convert::pool_view(core, name)).collect())
+            .await?;
+        Ok(Response::new(pb::ListPoolsResponse { pools }))
+    }
+
+    async fn get_pool(&self, req: Request<pb::GetPoolRequest>) -> Result<Response<pb::Pool>, Status> {
+        let name = pool_name(&req.into_inner().name)?;
+        Ok(Response::new(self.shared.call(move |core, _, _| pool_or_404(core, &name)).await??))
+    }
+
+    async fn resize_pool(&self, req: Request<pb::ResizePoolRequest>) -> Result<Response<pb::Pool>, Status> {
+        let req = req.into_inner();
+        let name = pool_name(&req.name)?;
+        let target = convert::local_target(req.target_nodes)?;
+        let pool = self
+            .shared
+            .call(move |core, now, out| {
+                core.resize_pool(now, &name, target, out)?;
+                pool_or_404(core, &name)
+            })
+            .await??;
+        Ok(Response::new(pool))
+    }
+
+    async fn delete_pool(&self, req: Request<pb::DeletePoolRequest>) -> Result<Response<pb::DeletePoolResponse>, Status> {
+        let req = req.into_inner();
+        let name = pool_name(&req.name)?;
+        let deleted = self.shared.call(move |core, now, out| core.delete_pool(now, &name, req.force, out)).await??;
+        Ok(Response::new(pb::DeletePoolResponse {
+            cancelled_jobs: deleted.cancelled_jobs.iter().map(|j| j.0).collect(),
+            stopped_nodes: deleted.stopped_nodes,
+        }))
+    }
+
+    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let pool = req.into_inner().pool;
+        let pool = if pool.is_empty() { None } else { Some(PoolName::parse("pool", &pool)?) };
+        let nodes = self
+            .shared
+            .call(move |core, now, _| {
+                if let Some(pool) = &pool {
+                    if !core.pools.contains_key(pool) {
+                        return Err(Error::not_found("pool", pool));
+                    }
+                }
+                let mut nodes: Vec<&crate::core::Node> = core
+                    .nodes
+                    .values()
+                    .filter(|n| pool.as_ref().is_none_or(|p| &n.record.pool == p))
+                    .collect();
+                nodes.sort_by_key(|n| n.record.id.seq());
+                Ok(nodes.into_iter().map(|n| convert::node_view(n, now)).collect())
+            })
+            .await??;
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn get_node(&self, req: Request<pb::GetNodeRequest>) -> Result<Response<pb::Node>, Status> {
+        let id = convert::node_id("id", &req.into_inner().id)?;
+        let node = self
+            .shared
+            .call(move |core, now, _| {
+                let node = core.nodes.get(&id).ok_or_else(|| Error::not_found("node", &id))?;
+                let mut view = convert::node_view(node, now);
+                view.running = node
+                    .running
+                    .iter()
+                    .filter_map(|key| {
+                        let run = core.running.get(key)?;
+                        Some(pb::TaskRef { job_id: key.job.0, index: key.index, attempt: run.attempt })
+                    })
+                    .collect();
+                Ok::<_, Error>(view)
+            })
+            .await??;
+        Ok(Response::new(node))
+    }
+
+    async fn drain_node(&self, req: Request<pb::DrainNodeRequest>) -> Result<Response<pb::Node>, Status> {
+        let id = convert::node_id("id", &req.into_inner().id)?;
+        let node = self
+            .shared
+            .call(move |core, now, out| {
+                core.drain_node(&id, out)?;
+                Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
+            })
+            .await??;
+        Ok(Response::new(node))
+    }
+
+    async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let spec = convert::job_spec(req.into_inner())?;
+        let tasks = spec.task_count();
+        let id = self.shared.call(move |core, now, out| core.submit_job(now, spec, out)).await??;
+        tracing::info!(job_id = %id, tasks, "job accepted");
+        Ok(Response::new(pb::SubmitJobResponse { job_id: id.0, tasks }))
+    }
+
+    async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let jobs = self.shared.call(|core, _, _| core.jobs.values().map(convert::job_view).collect()).await?;
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = req.into_inner().job_id;
+        let job = self.shared.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await??;
+        Ok(Response::new(job))
+    }
+
+    async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = req.into_inner().job_id;
+        let job = self
+            .shared
+            .call(move |core, now, out| {
+                core.cancel_job(now, JobId(id), out)?;
+                job_of(core, id).map(convert::job_view)
+            })
+            .await??;
+        Ok(Response::new(job))
+    }
+
+    type WatchJobStream = WatchStream;
+
+    async fn watch_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<WatchStream>, Status> {
+        let id = req.into_inner().job_id;
+        let shared = self.shared.clone();
+        // Fail fast on an unknown job, before the stream starts.
+        let first = shared.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await??;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(last.clone())).await.is_err() {
+                return;
+            }
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while last.state == JobState::Active.as_str() {
+                tick.tick().await;
+                let Ok(Ok(job)) = shared.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await else {
+                    return;
+                };
+                if job != last {
+                    if tx.send(Ok(job.clone())).await.is_err() {
+                        return;
+                    }
+                    last = job;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let req = req.into_inner();
+        let state = if req.state.is_empty() {
+            None
+        } else {
+            Some(req.state.parse::<TaskState>().map_err(|e| Invalid::new("state", e))?)
+        };
+        let limit = if req.limit == 0 { MAX_PAGE } else { req.limit.min(MAX_PAGE) };
+        let resp = self
+            .shared
+            .call(move |core, _, _| {
+                let job = job_of(core, req.job_id)?;
+                let matching = job
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| state.is_none_or(|s| t.state == s));
+                let total = match state {
+                    Some(s) => job.counts.get(s),
+                    None => job.tasks.len() as u32,
+                };
+                let tasks = matching
+                    .skip(req.offset as usize)
+                    .take(limit as usize)
+                    .map(|(i, t)| {
+                        let index = job.spec.first_index + i as u32;
+                        let node = core.running.get(&TaskKey { job: job.id, index }).map(|r| r.node.to_string());
+                        pb::Task {
+                            job_id: job.id.0,
+                            index,
+                            state: t.state.to_string(),
+                            attempts_count: t.attempt,
+                            node_id: node.unwrap_or_default(),
+                            attempts: Vec::new(),
+                        }
+                    })
+                    .collect();
+                Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
+            })
+            .await??;
+        Ok(Response::new(resp))
+    }
+
+    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let req = req.into_inner();
+        let key = TaskKey { job: JobId(req.job_id), index: req.index };
+        let mut task = self.shared.call(move |core, _, _| task_view(core, key)).await??;
+        let shared = self.shared.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            let reader = shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+            reader.attempts(key)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        task.attempts = rows
+            .into_iter()
+            .map(|a| pb::Attempt {
+                attempt: a.attempt,
+                node_id: a.node_id,
+                started_at_ms: a.started_at_ms,
+                ended_at_ms: a.ended_at_ms.unwrap_or(0),
+                outcome: a.outcome.unwrap_or_default(),
+                has_exit_code: a.exit_code.is_some(),
+                exit_code: a.exit_code.unwrap_or(0),
+                signal: a.signal.unwrap_or(0),
+                message: a.message,
+            })
+            .collect();
+        Ok(Response::new(task))
+    }
+
+    async fn read_log(&self, req: Request<pb::ReadLogRequest>) -> Result<Response<pb::ReadLogResponse>, Status> {
+        let req = req.into_inner();
+        let key = TaskKey { job: JobId(req.job_id), index: req.index };
+        let wanted = req.attempt;
+        let (attempt, running) = self
+            .shared
+            .call(move |core, _, _| {
+                let view = task_view(core, key)?;
+                let attempt = if wanted == 0 { view.attempts_count } else { wanted };
+                if attempt > view.attempts_count {
+                    return Err(Error::Invalid(Invalid::new(
+                        "attempt",
+                        format!("task {key} has had {} attempt(s)", view.attempts_count),
+                    )));
+                }
+                let running = core.running.get(&key).is_some_and(|r| r.attempt == attempt);
+                Ok((attempt, running))
+            })
+            .await??;
+        if attempt == 0 {
+            // Never started: nothing was written, and nothing is being written yet.
+            return Ok(Response::new(pb::ReadLogResponse { data: vec![], next_offset: 0, attempt: 0, complete: false }));
+        }
+        let max = match req.max_bytes {
+            0 => 1 << 20,
+            n => n.min(8 << 20),
+        } as usize;
+        let shared = self.shared.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            let reader = shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+            reader.read_log(AttemptRef { task: key, attempt }, req.stderr, req.offset, max)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let next_offset = req.offset + data.len() as u64;
+        Ok(Response::new(pb::ReadLogResponse { complete: !running && data.is_empty(), data, next_offset, attempt }))
+    }
+}
+
+fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
+    let job = job_of(core, key.job.0)?;
+    let task = job.task(key.index).ok_or_else(|| {
+        Error::Invalid(Invalid::new(
+            "task",
+            format!("job {} has tasks {}..{}, not {}", key.job, job.spec.first_index, job.spec.last_index, key.index),
+        ))
+    })?;
+    Ok(pb::Task {
+        job_id: key.job.0,
+        index: key.index,
+        state: task.state.to_string(),
+        attempts_count: task.attempt,
+        node_id: core.running.get(&key).map(|r| r.node.to_string()).unwrap_or_default(),
+        attempts: Vec::new(),
+    })
+}

@@ -1,0 +1,490 @@
+//! The durable store: SQLite (WAL mode, `synchronous=FULL`) in the data dir, plus
+//! log files beside it.
+//!
+//! One writer thread applies the core's [`StoreOp`]s with group commit: it takes every
+//! batch waiting in its queue, writes them all in one transaction, commits, and only
+//! then runs each batch's follow-ups (replies to clients, messages to agents). So a
+//! change is never visible outside the coordinator before it is durable, and one
+//! fsync covers as many changes as arrived meanwhile.
+//!
+//! Array tasks get no row at submission: a job row carries the range and a task row
+//! appears when the task first changes state, so accepting a million tasks is one
+//! insert.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::core::{JobRecord, NodeRecord, Snapshot, StoreOp, TaskRecord};
+use crate::error::Result;
+use crate::model::*;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pools (
+    name TEXT PRIMARY KEY,
+    slots_per_node INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    target_nodes INTEGER NOT NULL,
+    fill TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    cpus INTEGER NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    registered_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    pool TEXT NOT NULL,
+    name TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    task_spec TEXT NOT NULL,
+    first_index INTEGER NOT NULL,
+    last_index INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    submitted_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    node_losses INTEGER NOT NULL,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms INTEGER,
+    outcome TEXT,
+    exit_code INTEGER,
+    signal INTEGER,
+    message TEXT,
+    PRIMARY KEY (job_id, idx, attempt)
+) WITHOUT ROWID;
+";
+
+/// One attempt as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub node_id: String,
+    pub started_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub outcome: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub message: String,
+}
+
+/// The SQLite database and the log directory of one data dir.
+pub struct Store {
+    conn: Connection,
+    logs: PathBuf,
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// Where the log of one attempt's stdout or stderr lives.
+pub fn log_path(logs: &Path, attempt: AttemptRef, stderr: bool) -> PathBuf {
+    let ext = if stderr { "stderr" } else { "stdout" };
+    logs.join(attempt.task.job.to_string())
+        .join(format!("{}.{}.{ext}", attempt.task.index, attempt.attempt))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        fs::create_dir_all(data_dir)?;
+        let conn = open_connection(&data_dir.join("corral.db"))?;
+        conn.execute_batch(SCHEMA)?;
+        let logs = data_dir.join("logs");
+        fs::create_dir_all(&logs)?;
+        Ok(Store { conn, logs })
+    }
+
+    /// A second connection for reads that the core does not keep in memory
+    /// (attempt history); WAL lets it read while the writer writes.
+    pub fn open_reader(data_dir: &Path) -> Result<Reader> {
+        Ok(Reader { conn: open_connection(&data_dir.join("corral.db"))?, logs: data_dir.join("logs") })
+    }
+
+    /// Everything needed to rebuild the core.
+    pub fn load(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms FROM pools",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u64>(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, slots_per_node, provider, target_nodes, fill, created) = row?;
+            let spec = PoolSpec {
+                name: PoolName::parse("pool", &name).map_err(corrupt)?,
+                slots_per_node,
+                provider: provider.parse().map_err(corrupt)?,
+                target_nodes,
+                fill: fill.parse().map_err(corrupt)?,
+            };
+            snap.pools.push((spec, created));
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms FROM nodes",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, u64>(5)?,
+                r.get::<_, u32>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, u64>(9)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms) = row?;
+            snap.nodes.push(NodeRecord {
+                id: NodeId(id),
+                pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
+                hostname,
+                slots,
+                cpus,
+                memory_bytes,
+                pid,
+                status: status.parse().map_err(corrupt)?,
+                reason: reason.map(|r| r.parse()).transpose().map_err(corrupt)?,
+                registered_at_ms,
+            });
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms FROM jobs ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i32>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, u32>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, u64>(8)?,
+                r.get::<_, Option<u64>>(9)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, pool, name, priority, task, first_index, last_index, state, submitted, finished) = row?;
+            let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
+            snap.jobs.push(JobRecord {
+                id: JobId(id),
+                spec: JobSpec {
+                    pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
+                    name,
+                    priority,
+                    task,
+                    first_index,
+                    last_index,
+                },
+                state: state.parse().map_err(corrupt)?,
+                submitted_at_ms: submitted,
+                finished_at_ms: finished,
+            });
+        }
+        let mut stmt = self.conn.prepare("SELECT job_id, idx, state, attempt, failures, node_losses FROM tasks")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, u32>(5)?,
+            ))
+        })?;
+        for row in rows {
+            let (job, index, state, attempt, failures, node_losses) = row?;
+            snap.tasks.push(TaskRecord {
+                key: TaskKey { job: JobId(job), index },
+                state: state.parse().map_err(corrupt)?,
+                attempt,
+                failures,
+                node_losses,
+            });
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job_id, idx, attempt, node_id, started_at_ms FROM attempts WHERE ended_at_ms IS NULL")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u64>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (job, index, attempt, node, started) = row?;
+            let attempt = AttemptRef { task: TaskKey { job: JobId(job), index }, attempt };
+            snap.open_attempts.push((attempt, NodeId(node), started));
+        }
+        Ok(snap)
+    }
+
+    /// Applies a group of changes in one transaction.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
+        let logs = &self.logs;
+        let tx = self.conn.transaction()?;
+        for op in ops {
+            match op {
+                StoreOp::PutPool { spec, created_at_ms } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        spec.name.as_str(),
+                        spec.slots_per_node,
+                        spec.provider.as_str(),
+                        spec.target_nodes,
+                        spec.fill.as_str(),
+                        created_at_ms
+                    ])?;
+                }
+                StoreOp::DeletePool(name) => {
+                    tx.prepare_cached("DELETE FROM pools WHERE name = ?1")?.execute([name.as_str()])?;
+                }
+                StoreOp::PutNode(n) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO nodes (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?
+                    .execute(params![
+                        n.id.0,
+                        n.pool.as_str(),
+                        n.hostname,
+                        n.slots,
+                        n.cpus,
+                        n.memory_bytes,
+                        n.pid,
+                        n.status.as_str(),
+                        n.reason.map(|r| r.as_str()),
+                        n.registered_at_ms
+                    ])?;
+                }
+                StoreOp::InsertJob(j) => {
+                    let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
+                    tx.prepare_cached(
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?
+                    .execute(params![
+                        j.id.0,
+                        j.spec.pool.as_str(),
+                        j.spec.name,
+                        j.spec.priority,
+                        task,
+                        j.spec.first_index,
+                        j.spec.last_index,
+                        j.state.as_str(),
+                        j.submitted_at_ms,
+                        j.finished_at_ms
+                    ])?;
+                }
+                StoreOp::SetJobState { id, state, finished_at_ms } => {
+                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1")?
+                        .execute(params![id.0, state.as_str(), finished_at_ms])?;
+                }
+                StoreOp::PutTask(t) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO tasks (job_id, idx, state, attempt, failures, node_losses) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![t.key.job.0, t.key.index, t.state.as_str(), t.attempt, t.failures, t.node_losses])?;
+                }
+                StoreOp::StartAttempt { attempt, node, started_at_ms } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms])?;
+                }
+                StoreOp::EndAttempt { attempt, outcome, exit_code, signal, message, ended_at_ms } => {
+                    tx.prepare_cached(
+                        "UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8 WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+                    )?
+                    .execute(params![
+                        attempt.task.job.0,
+                        attempt.task.index,
+                        attempt.attempt,
+                        ended_at_ms,
+                        outcome.as_str(),
+                        exit_code,
+                        signal,
+                        message
+                    ])?;
+                }
+                StoreOp::Log(chunk) => write_log(logs, chunk)?,
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+}
+
+/// Writes a log chunk at its offset, so a chunk sent twice lands once.
+fn write_log(logs: &Path, chunk: &LogChunk) -> Result<()> {
+    let path = log_path(logs, chunk.attempt, chunk.stderr);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+    file.write_all_at(&chunk.data, chunk.offset)?;
+    Ok(())
+}
+
+/// Read-only access for the service: attempt history and logs.
+pub struct Reader {
+    conn: Connection,
+    logs: PathBuf,
+}
+
+impl Reader {
+    pub fn attempts(&self, key: TaskKey) -> Result<Vec<AttemptRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT attempt, node_id, started_at_ms, ended_at_ms, outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx = ?2 ORDER BY attempt",
+        )?;
+        let rows = stmt.query_map(params![key.job.0, key.index], |r| {
+            Ok(AttemptRow {
+                attempt: r.get(0)?,
+                node_id: r.get(1)?,
+                started_at_ms: r.get(2)?,
+                ended_at_ms: r.get(3)?,
+                outcome: r.get(4)?,
+                exit_code: r.get(5)?,
+                signal: r.get(6)?,
+                message: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether an attempt has ended in the record.
+    pub fn attempt_ended(&self, attempt: AttemptRef) -> Result<bool> {
+        let ended: Option<Option<u64>> = self
+            .conn
+            .prepare_cached("SELECT ended_at_ms FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3")?
+            .query_row(params![attempt.task.job.0, attempt.task.index, attempt.attempt], |r| r.get(0))
+            .optional()?;
+        Ok(matches!(ended, Some(Some(_))))
+    }
+
+    /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was written.
+    pub fn read_log(&self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
+        let path = log_path(&self.logs, attempt, stderr);
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        let want = len.saturating_sub(offset).min(max as u64) as usize;
+        let mut buf = vec![0; want];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+}
+
+fn corrupt(why: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(format!("corrupt row in the store: {why}").into())
+}
+
+/// Something to do once a batch is durable.
+pub type FollowUp = Box<dyn FnOnce() + Send>;
+
+/// A group of changes and what to do once they are durable.
+pub struct Batch {
+    pub ops: Vec<StoreOp>,
+    pub then: Vec<FollowUp>,
+}
+
+/// The handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Writer {
+    /// Starts the writer thread. It ends when every `Writer` clone is dropped, after
+    /// writing what it was given.
+    pub fn spawn(mut store: Store) -> (Writer, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let handle = std::thread::Builder::new()
+            .name("corral-store".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batches = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batches.push(more);
+                        if batches.len() >= 256 {
+                            break;
+                        }
+                    }
+                    let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
+                    if !ops.is_empty() {
+                        // Nothing is acknowledged until it is durable: on a failure
+                        // (disk full, I/O error) keep trying, loudly.
+                        let mut delay = Duration::from_millis(50);
+                        while let Err(err) = store.apply(&ops) {
+                            tracing::error!(error = %err, "could not write to the store; retrying (is the disk full?)");
+                            std::thread::sleep(delay);
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                    for batch in batches {
+                        for f in batch.then {
+                            f();
+                        }
+                    }
+                }
+            })
+            .expect("spawning the store thread");
+        (Writer { tx }, handle)
+    }
+
+    /// Queues a batch. Fails only when the writer has stopped.
+    pub fn submit(&self, batch: Batch) -> bool {
+        self.tx.send(batch).is_ok()
+    }
+}

@@ -1,0 +1,13 @@
+//! Corral's wire API, `corral.v1`, as generated tonic/prost code.
+//!
+//! Two services live here: [`v1::corral_client`]/[`v1::corral_server`] for users
+//! (pools, nodes, jobs, tasks, logs) and
+//! [`v1::agent_client`]/[`v1::agent_server`] for node agents (register, then one
+//! bidirectional stream). Generated types stop at the edge: the coordinator converts
+//! them into its own domain types once, where requests arrive.
+
+/// Version 1 of the API. Additive changes only; a breaking change is `v2`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("corral.v1");
+}
