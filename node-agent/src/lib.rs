@@ -1,1 +1,49 @@
-//! stub
+//! The Corral node agent: it registers with a coordinator, keeps one bidirectional
+//! gRPC stream to it, runs the tasks it is assigned as child processes, heartbeats
+//! with the host's CPU and memory use, and ships task output as it is written.
+//!
+//! Modules, in reading order: [`session`] (registration, the stream, reconnecting
+//! with backoff while tasks keep running, fencing by attempt) and [`runner`] (one
+//! task attempt as a process group with a timeout).
+//!
+//! When the coordinator goes away the agent keeps its tasks running, reconnects with
+//! backoff, and reports what finished meanwhile; results are kept until the
+//! coordinator acknowledges them as durable.
+
+pub mod cli;
+pub mod runner;
+pub mod session;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach the coordinator and what this node offers.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The coordinator's URL, e.g. `http://127.0.0.1:7070`.
+    pub coordinator: String,
+    pub pool: String,
+    /// Task slots; `None` means one per CPU.
+    pub slots: Option<u32>,
+    /// Tasks run in `<work_dir>/tasks/<job>.<index>.<attempt>/`.
+    pub work_dir: PathBuf,
+    /// Set by the local provider: the node this agent was started for.
+    pub launch_id: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    pub kill_grace: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(coordinator: impl Into<String>, pool: impl Into<String>, work_dir: PathBuf) -> Self {
+        AgentConfig {
+            coordinator: coordinator.into(),
+            pool: pool.into(),
+            slots: None,
+            work_dir,
+            launch_id: None,
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+pub use session::run;

@@ -1,0 +1,32 @@
+//! Connecting to the coordinator, and turning its refusals into plain errors.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use corral_proto::v1::corral_client::CorralClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub type Client = CorralClient<Channel>;
+
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("invalid --coordinator URL '{url}' (expected e.g. http://127.0.0.1:7070)"))?
+        .connect_timeout(Duration::from_secs(3));
+    let channel = endpoint.connect().await.with_context(|| {
+        format!(
+            "cannot reach the coordinator at {url}: is it running? Start one with `corral up`, or point --coordinator (or CORRAL_COORDINATOR) at it"
+        )
+    })?;
+    Ok(CorralClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+}
+
+/// Makes a gRPC status an error whose text is the coordinator's message.
+pub trait ApiResult<T> {
+    fn api(self) -> anyhow::Result<T>;
+}
+
+impl<T> ApiResult<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn api(self) -> anyhow::Result<T> {
+        self.map(tonic::Response::into_inner).map_err(|s| anyhow::anyhow!("{}", s.message()))
+    }
+}

@@ -1,0 +1,141 @@
+//! `corral demo`: a throwaway coordinator and local pool run a sample array job with
+//! a live progress bar, then a summary, then everything is shut down.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use corral_proto::v1 as pb;
+
+use super::job::follow;
+use super::up::{ensure_local_pool, start_coordinator};
+use crate::client::{self, ApiResult, Client};
+use crate::output;
+use crate::Exit;
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Tasks in the sample job.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    tasks: u32,
+    /// Local agents to start.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    nodes: u32,
+    /// Slots per agent.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    slots_per_node: u32,
+}
+
+/// Each task prints a line; every 50th (7, 57, ...) fails its first attempt to show
+/// retries.
+const SCRIPT: &str = r#"i=$CORRAL_TASK_INDEX
+if [ $((i % 50)) -eq 7 ] && [ "$CORRAL_ATTEMPT" = 1 ]; then
+  echo "task $i: simulated crash on $CORRAL_NODE_ID" >&2; exit 3
+fi
+echo "task $i on $CORRAL_NODE_ID (attempt $CORRAL_ATTEMPT): $i squared is $((i * i))"
+sleep 0.05"#;
+
+async fn wait_for_nodes(client: &mut Client, pool: &str, want: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = client.list_nodes(pb::ListNodesRequest { pool: pool.into() }).await.api()?.nodes;
+        if nodes.iter().filter(|n| n.state == "idle" || n.state == "running").count() >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let pool = client.get_pool(pb::GetPoolRequest { name: pool.into() }).await.api()?;
+            anyhow::bail!("the local agents did not register within 30s ({})", pool.last_error);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl DemoArgs {
+    pub async fn run(self) -> anyhow::Result<Exit> {
+        let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+        println!("Starting a throwaway coordinator (data in {}) ...", dir.path().display());
+        let coordinator = start_coordinator("127.0.0.1:0".parse()?, &dir.path().join("data")).await?;
+        let url = format!("http://{}", coordinator.addr());
+        let result = self.run_with(&url).await;
+        println!("Shutting down the coordinator and its agents ...");
+        coordinator.shutdown().await;
+        result
+    }
+
+    async fn run_with(&self, url: &str) -> anyhow::Result<Exit> {
+        let mut client = client::connect(url).await?;
+        let pool = "demo";
+        ensure_local_pool(&mut client, pool, self.nodes, self.slots_per_node).await?;
+        wait_for_nodes(&mut client, pool, self.nodes as usize).await?;
+        println!("Pool '{pool}' is up at {url}: {} local agent(s) x {} slot(s).", self.nodes, self.slots_per_node);
+        let req = pb::SubmitJobRequest {
+            pool: pool.into(),
+            name: "squares".into(),
+            priority: 0,
+            task: Some(pb::TaskSpec {
+                argv: vec!["sh".into(), "-c".into(), SCRIPT.into()],
+                env: Default::default(),
+                slots: 1,
+                max_retries: 2,
+                timeout_ms: 60_000,
+            }),
+            is_array: true,
+            array_start: 1,
+            array_end: self.tasks,
+        };
+        let started = Instant::now();
+        let submitted = client.submit_job(req).await.api()?;
+        println!("Submitted job {} with {} tasks (each prints a line; every 50th fails once and is retried).", submitted.job_id, submitted.tasks);
+        let job = follow(&mut client, submitted.job_id, std::io::stderr().is_terminal()).await?;
+        let took = started.elapsed();
+        self.summary(&mut client, &job, took).await?;
+        Ok(if job.state == "completed" { Exit::Ok } else { Exit::Failed })
+    }
+
+    async fn summary(&self, client: &mut Client, job: &pb::Job, took: Duration) -> anyhow::Result<()> {
+        let c = job.counts.unwrap_or_default();
+        println!();
+        println!(
+            "Job {} {} in {:.2}s: {} succeeded, {} failed ({:.0} tasks/s).",
+            job.id,
+            job.state,
+            took.as_secs_f64(),
+            c.succeeded,
+            c.failed,
+            f64::from(c.succeeded + c.failed) / took.as_secs_f64()
+        );
+        let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
+        let mut retried = Vec::new();
+        for index in job.array_start..=job.array_end {
+            let task = client.get_task(pb::GetTaskRequest { job_id: job.id, index }).await.api()?;
+            if let Some(last) = task.attempts.last() {
+                *per_node.entry(last.node_id.clone()).or_default() += 1;
+            }
+            if task.attempts.len() > 1 {
+                retried.push(index);
+            }
+        }
+        let rows: Vec<Vec<String>> = per_node.iter().map(|(n, c)| vec![n.clone(), c.to_string()]).collect();
+        output::table(&["NODE", "TASKS"], &rows);
+        if let Some(&index) = retried.first() {
+            println!();
+            println!("{} task(s) failed once and succeeded on retry: {:?}. Task {index}, attempt by attempt:", retried.len(), retried);
+            for attempt in 1..=2 {
+                for stderr in [true, false] {
+                    let log = client
+                        .read_log(pb::ReadLogRequest { job_id: job.id, index, attempt, stderr, offset: 0, max_bytes: 4096 })
+                        .await
+                        .api()?;
+                    let text = String::from_utf8_lossy(&log.data);
+                    if !text.trim().is_empty() {
+                        println!("  attempt {attempt} {}: {}", if stderr { "stderr" } else { "stdout" }, text.trim());
+                    }
+                }
+            }
+        }
+        println!();
+        println!("Every task ran, every attempt is recorded. Try it yourself: `corral up`, then `corral job submit --help`.");
+        Ok(())
+    }
+}

@@ -1,0 +1,333 @@
+//! `corral job ...`
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use corral_proto::v1 as pb;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::Context;
+use crate::client::{ApiResult, Client};
+use crate::output;
+use crate::Exit;
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job: one task, or one per index of --array.
+    ///
+    /// The command runs directly (no shell); write `sh -c '...'` for one. In an array,
+    /// `{index}` in any argument becomes the task's index, also in $CORRAL_TASK_INDEX.
+    Submit(SubmitArgs),
+    /// List jobs.
+    List,
+    /// Show a job and its task counts.
+    Show { job: u64 },
+    /// Follow a job with a live progress bar until it ends.
+    Watch { job: u64 },
+    /// Wait until a job ends; exit status 0 only if every task succeeded.
+    Wait { job: u64 },
+    /// Cancel a job: queued tasks are dropped, running ones killed.
+    Cancel { job: u64 },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The pool to run on.
+    #[arg(long)]
+    pool: String,
+    /// A name to recognise the job by.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Run one task per index, A-B inclusive (e.g. 1-1000).
+    #[arg(long, value_parser = parse_array)]
+    array: Option<(u32, u32)>,
+    /// Retries after a task fails or times out (node loss does not count).
+    #[arg(long, default_value_t = 0)]
+    max_retries: u32,
+    /// Kill a task that runs longer than this (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Higher runs first, from -1000 to 1000.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    priority: i32,
+    /// Slots each task needs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    slots: u32,
+    /// Environment for each task, K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
+    #[arg(long)]
+    wait: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// `A-B` with A <= B.
+pub fn parse_array(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("'{s}' is not a range: expected A-B, e.g. 1-100"))?;
+    let a: u32 = a.trim().parse().map_err(|_| format!("'{a}' in '{s}' is not a whole number ≥ 0"))?;
+    let b: u32 = b.trim().parse().map_err(|_| format!("'{b}' in '{s}' is not a whole number ≥ 0"))?;
+    if a > b {
+        return Err(format!("'{s}' is reversed: the start must not be after the end"));
+    }
+    Ok((a, b))
+}
+
+/// `K=V` with a non-empty K.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not K=V")),
+    }
+}
+
+pub fn job_json(j: &pb::Job) -> serde_json::Value {
+    let c = j.counts.unwrap_or_default();
+    let task = j.task.clone().unwrap_or_default();
+    json!({
+        "id": j.id,
+        "name": j.name,
+        "pool": j.pool,
+        "state": j.state,
+        "priority": j.priority,
+        "tasks": j.array_end - j.array_start + 1,
+        "array": [j.array_start, j.array_end],
+        "counts": {
+            "waiting": c.waiting,
+            "ready": c.ready,
+            "running": c.running,
+            "succeeded": c.succeeded,
+            "failed": c.failed,
+            "cancelled": c.cancelled,
+        },
+        "command": task.argv,
+        "max_retries": task.max_retries,
+        "timeout_ms": (task.timeout_ms > 0).then_some(task.timeout_ms),
+        "submitted_at_ms": j.submitted_at_ms,
+        "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
+    })
+}
+
+fn counts_line(c: &pb::TaskCounts) -> String {
+    let mut parts = Vec::new();
+    for (n, word) in [
+        (c.succeeded, "succeeded"),
+        (c.failed, "failed"),
+        (c.cancelled, "cancelled"),
+        (c.running, "running"),
+        (c.ready, "ready"),
+        (c.waiting, "waiting"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {word}"));
+        }
+    }
+    parts.join(", ")
+}
+
+fn total(j: &pb::Job) -> u64 {
+    u64::from(j.array_end - j.array_start) + 1
+}
+
+fn finished(c: &pb::TaskCounts) -> u64 {
+    u64::from(c.succeeded + c.failed + c.cancelled)
+}
+
+fn print_job(ctx: &Context, j: &pb::Job) {
+    if ctx.json() {
+        return output::json(&job_json(j));
+    }
+    let c = j.counts.unwrap_or_default();
+    let task = j.task.clone().unwrap_or_default();
+    let end = if j.finished_at_ms > 0 { j.finished_at_ms } else { 0 };
+    let mut rows = vec![
+        ("id", j.id.to_string()),
+        ("name", if j.name.is_empty() { "-".into() } else { j.name.clone() }),
+        ("pool", j.pool.clone()),
+        ("state", j.state.clone()),
+        ("priority", j.priority.to_string()),
+        ("tasks", format!("{} ({})", total(j), counts_line(&c))),
+        ("command", task.argv.join(" ")),
+        ("max retries", task.max_retries.to_string()),
+        ("submitted", output::timestamp(j.submitted_at_ms)),
+    ];
+    if end > 0 {
+        rows.push(("finished", format!("{} (took {})", output::timestamp(end), output::duration_ms(end.saturating_sub(j.submitted_at_ms)))));
+    }
+    output::fields(&rows);
+}
+
+/// Follows a job until it ends, with a progress bar when `progress` is set.
+pub async fn follow(client: &mut Client, id: u64, progress: bool) -> anyhow::Result<pb::Job> {
+    let mut stream = client.watch_job(pb::GetJobRequest { job_id: id }).await.api()?;
+    let bar = progress.then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} job {prefix} [{bar:40}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(id.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut last = None;
+    while let Some(job) = stream.message().await.context("lost the coordinator while following the job")? {
+        if let Some(bar) = &bar {
+            let c = job.counts.unwrap_or_default();
+            bar.set_length(total(&job));
+            bar.set_position(finished(&c));
+            bar.set_message(counts_line(&c));
+        }
+        let done = job.state != "active";
+        last = Some(job);
+        if done {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    last.ok_or_else(|| anyhow::anyhow!("the coordinator ended the watch of job {id} without a state"))
+}
+
+fn verdict(j: &pb::Job) -> Exit {
+    if j.state == "completed" {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
+}
+
+fn print_outcome(ctx: &Context, j: &pb::Job) {
+    if ctx.json() {
+        output::json(&job_json(j));
+    } else {
+        let c = j.counts.unwrap_or_default();
+        let took = output::duration_ms(j.finished_at_ms.saturating_sub(j.submitted_at_ms));
+        println!("job {} {} in {took}: {}", j.id, j.state, counts_line(&c));
+        if c.failed > 0 {
+            println!("see the failures with: corral task list {} --state failed", j.id);
+        }
+    }
+}
+
+impl JobCommand {
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
+        let mut client = ctx.client().await?;
+        match self {
+            JobCommand::Submit(args) => {
+                let (is_array, (array_start, array_end)) = match args.array {
+                    Some(range) => (true, range),
+                    None => (false, (0, 0)),
+                };
+                let env: BTreeMap<String, String> = args.env.into_iter().collect();
+                let req = pb::SubmitJobRequest {
+                    pool: args.pool,
+                    name: args.name,
+                    priority: args.priority,
+                    task: Some(pb::TaskSpec {
+                        argv: args.command,
+                        env: env.into_iter().collect(),
+                        slots: args.slots,
+                        max_retries: args.max_retries,
+                        timeout_ms: args.timeout.map_or(0, |d| d.as_millis() as u64),
+                    }),
+                    is_array,
+                    array_start,
+                    array_end,
+                };
+                let resp = client.submit_job(req).await.api()?;
+                if !args.wait {
+                    if ctx.json() {
+                        output::json(&json!({ "job_id": resp.job_id, "tasks": resp.tasks }));
+                    } else {
+                        println!("submitted job {} ({} task(s))", resp.job_id, resp.tasks);
+                    }
+                    return Ok(Exit::Ok);
+                }
+                if !ctx.json() {
+                    println!("submitted job {} ({} task(s))", resp.job_id, resp.tasks);
+                }
+                let job = follow(&mut client, resp.job_id, !ctx.json() && std::io::stderr().is_terminal()).await?;
+                print_outcome(ctx, &job);
+                Ok(verdict(&job))
+            }
+            JobCommand::List => {
+                let jobs = client.list_jobs(pb::ListJobsRequest {}).await.api()?.jobs;
+                if ctx.json() {
+                    output::json(&jobs.iter().map(job_json).collect());
+                } else {
+                    let rows: Vec<Vec<String>> = jobs
+                        .iter()
+                        .map(|j| {
+                            let c = j.counts.unwrap_or_default();
+                            vec![
+                                j.id.to_string(),
+                                j.name.clone(),
+                                j.pool.clone(),
+                                j.state.clone(),
+                                format!("{}/{}", finished(&c), total(j)),
+                                counts_line(&c),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["ID", "NAME", "POOL", "STATE", "DONE", "TASKS"], &rows);
+                }
+                Ok(Exit::Ok)
+            }
+            JobCommand::Show { job } => {
+                let j = client.get_job(pb::GetJobRequest { job_id: job }).await.api()?;
+                print_job(ctx, &j);
+                Ok(Exit::Ok)
+            }
+            JobCommand::Watch { job } => {
+                let j = follow(&mut client, job, !ctx.json()).await?;
+                print_outcome(ctx, &j);
+                Ok(verdict(&j))
+            }
+            JobCommand::Wait { job } => {
+                let j = follow(&mut client, job, false).await?;
+                print_outcome(ctx, &j);
+                Ok(verdict(&j))
+            }
+            JobCommand::Cancel { job } => {
+                let j = client.cancel_job(pb::CancelJobRequest { job_id: job }).await.api()?;
+                if ctx.json() {
+                    output::json(&job_json(&j));
+                } else {
+                    println!("job {} {}: {}", j.id, j.state, counts_line(&j.counts.unwrap_or_default()));
+                }
+                Ok(Exit::Ok)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_are_checked() {
+        assert_eq!(parse_array("1-100"), Ok((1, 100)));
+        assert_eq!(parse_array("5-5"), Ok((5, 5)));
+        assert!(parse_array("10-1").unwrap_err().contains("reversed"));
+        assert!(parse_array("1..10").unwrap_err().contains("expected A-B"));
+        assert!(parse_array("a-3").unwrap_err().contains("'a'"));
+        assert!(parse_array("-3-4").is_err());
+    }
+
+    #[test]
+    fn env_needs_a_name() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("novalue").is_err());
+    }
+}

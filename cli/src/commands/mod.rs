@@ -1,0 +1,27 @@
+//! The subcommands, one file each.
+
+pub mod demo;
+pub mod job;
+pub mod node;
+pub mod pool;
+pub mod task;
+pub mod up;
+
+use crate::client::{self, Client};
+use crate::output::Format;
+
+/// What every subcommand gets from the global flags.
+pub struct Context {
+    pub coordinator: String,
+    pub format: Format,
+}
+
+impl Context {
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        client::connect(&self.coordinator).await
+    }
+
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+}

@@ -1,0 +1,188 @@
+//! `corral task ...`
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Subcommand;
+use corral_proto::v1 as pb;
+use serde_json::json;
+
+use super::Context;
+use crate::client::{ApiResult, Client};
+use crate::output;
+use crate::Exit;
+
+/// Tasks fetched per request when listing.
+const PAGE: u32 = 50_000;
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// List a job's tasks, optionally only those in one state.
+    List {
+        job: u64,
+        /// waiting, ready, running, succeeded, failed or cancelled.
+        #[arg(long, value_parser = ["waiting", "ready", "running", "succeeded", "failed", "cancelled"])]
+        state: Option<String>,
+    },
+    /// Show a task and every attempt: node, times, exit code, why it ended.
+    Show { job: u64, task: u32 },
+    /// Print a task's stdout (or stderr), from any node, even one that is gone.
+    Logs {
+        job: u64,
+        task: u32,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing as the task writes, until it ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Which attempt (default: the latest).
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+}
+
+fn attempt_json(a: &pb::Attempt) -> serde_json::Value {
+    json!({
+        "attempt": a.attempt,
+        "node_id": a.node_id,
+        "started_at_ms": a.started_at_ms,
+        "ended_at_ms": (a.ended_at_ms > 0).then_some(a.ended_at_ms),
+        "outcome": (!a.outcome.is_empty()).then_some(&a.outcome),
+        "exit_code": a.has_exit_code.then_some(a.exit_code),
+        "signal": (a.signal != 0).then_some(a.signal),
+        "message": a.message,
+    })
+}
+
+async fn list(client: &mut Client, job: u64, state: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
+    let mut tasks = Vec::new();
+    loop {
+        let page = client
+            .list_tasks(pb::ListTasksRequest {
+                job_id: job,
+                state: state.clone().unwrap_or_default(),
+                offset: tasks.len() as u32,
+                limit: PAGE,
+            })
+            .await
+            .api()?;
+        let got = page.tasks.len();
+        tasks.extend(page.tasks);
+        if got < PAGE as usize || tasks.len() >= page.total as usize {
+            return Ok(tasks);
+        }
+    }
+}
+
+async fn print_logs(client: &mut Client, job: u64, task: u32, stderr: bool, follow: bool, attempt: Option<u32>) -> anyhow::Result<()> {
+    let mut offset = 0;
+    let mut attempt = attempt.unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    loop {
+        let resp = client
+            .read_log(pb::ReadLogRequest { job_id: job, index: task, attempt, stderr, offset, max_bytes: 1 << 20 })
+            .await
+            .api()?;
+        // Stay on one attempt once chosen, so a retry does not splice two outputs.
+        if attempt == 0 && resp.attempt > 0 {
+            attempt = resp.attempt;
+        }
+        out.write_all(&resp.data)?;
+        offset = resp.next_offset;
+        if !resp.data.is_empty() {
+            out.flush()?;
+            continue;
+        }
+        if !follow || resp.complete {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+impl TaskCommand {
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
+        let mut client = ctx.client().await?;
+        match self {
+            TaskCommand::List { job, state } => {
+                let tasks = list(&mut client, job, state).await?;
+                if ctx.json() {
+                    let items: Vec<serde_json::Value> = tasks
+                        .iter()
+                        .map(|t| {
+                            json!({
+                                "id": t.index,
+                                "job_id": t.job_id,
+                                "state": t.state,
+                                "attempts": t.attempts_count,
+                                "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
+                            })
+                        })
+                        .collect();
+                    output::json(&serde_json::Value::Array(items));
+                } else {
+                    let rows: Vec<Vec<String>> = tasks
+                        .iter()
+                        .map(|t| {
+                            let node = if t.node_id.is_empty() { "-".to_string() } else { t.node_id.clone() };
+                            vec![t.index.to_string(), t.state.clone(), t.attempts_count.to_string(), node]
+                        })
+                        .collect();
+                    output::table(&["TASK", "STATE", "ATTEMPTS", "NODE"], &rows);
+                }
+            }
+            TaskCommand::Show { job, task } => {
+                let t = client.get_task(pb::GetTaskRequest { job_id: job, index: task }).await.api()?;
+                if ctx.json() {
+                    output::json(&json!({
+                        "id": t.index,
+                        "job_id": t.job_id,
+                        "state": t.state,
+                        "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
+                        "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
+                    }));
+                } else {
+                    output::fields(&[
+                        ("task", format!("{}.{}", t.job_id, t.index)),
+                        ("state", t.state.clone()),
+                        ("attempts", t.attempts_count.to_string()),
+                    ]);
+                    println!();
+                    let rows: Vec<Vec<String>> = t
+                        .attempts
+                        .iter()
+                        .map(|a| {
+                            let exit = if a.has_exit_code {
+                                a.exit_code.to_string()
+                            } else if a.signal != 0 {
+                                format!("signal {}", a.signal)
+                            } else {
+                                "-".into()
+                            };
+                            let took = if a.ended_at_ms > 0 {
+                                output::duration_ms(a.ended_at_ms.saturating_sub(a.started_at_ms))
+                            } else {
+                                "running".into()
+                            };
+                            vec![
+                                a.attempt.to_string(),
+                                a.node_id.clone(),
+                                output::timestamp(a.started_at_ms),
+                                took,
+                                if a.outcome.is_empty() { "-".into() } else { a.outcome.clone() },
+                                exit,
+                                a.message.clone(),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["ATTEMPT", "NODE", "STARTED", "TOOK", "OUTCOME", "EXIT", "MESSAGE"], &rows);
+                }
+            }
+            TaskCommand::Logs { job, task, stderr, follow, attempt } => {
+                print_logs(&mut client, job, task, stderr, follow, attempt).await?;
+            }
+        }
+        Ok(Exit::Ok)
+    }
+}

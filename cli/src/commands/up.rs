@@ -1,0 +1,85 @@
+//! `corral up`: a coordinator and a local pool in the foreground, like `nomad agent -dev`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use corral_coordinator::{Config, Coordinator};
+use corral_proto::v1 as pb;
+
+use super::Context;
+use crate::client::{self, ApiResult};
+use crate::Exit;
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// gRPC address to listen on.
+    #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Where the store and logs live; kept between runs.
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data")]
+    data_dir: PathBuf,
+    /// The local pool to create if it does not exist.
+    #[arg(long, default_value = "local")]
+    pool: String,
+    /// Agents in the local pool.
+    #[arg(long, default_value_t = 2)]
+    nodes: u32,
+    /// Slots per agent [default: CPUs / nodes, at least 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    slots_per_node: Option<u32>,
+}
+
+/// Starts a coordinator whose local pools run this very binary as `corral agent`.
+pub async fn start_coordinator(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<Coordinator> {
+    let mut config = Config::new(listen, data_dir.to_path_buf());
+    let exe = std::env::current_exe().context("cannot find the corral executable to start agents with")?;
+    config.agent_command = vec![exe.into_os_string(), "agent".into()];
+    Coordinator::start(config)
+        .await
+        .with_context(|| format!("cannot start a coordinator on {listen} with data dir {}", data_dir.display()))
+}
+
+/// Creates a local pool unless one of that name exists.
+pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u32, slots: u32) -> anyhow::Result<()> {
+    if client.get_pool(pb::GetPoolRequest { name: name.into() }).await.is_ok() {
+        return Ok(());
+    }
+    let spec = pb::PoolSpec {
+        name: name.into(),
+        slots_per_node: slots,
+        provider: "local".into(),
+        target_nodes: nodes,
+        fill: "spread".into(),
+    };
+    client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
+    Ok(())
+}
+
+pub fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+impl UpArgs {
+    pub async fn run(self, _ctx: &Context) -> anyhow::Result<Exit> {
+        let coordinator = start_coordinator(self.listen, &self.data_dir).await?;
+        let url = format!("http://{}", coordinator.addr());
+        let mut client = client::connect(&url).await?;
+        let slots = self.slots_per_node.unwrap_or_else(|| (cpus() / self.nodes.max(1)).max(1));
+        ensure_local_pool(&mut client, &self.pool, self.nodes, slots).await?;
+        println!("Corral is up at {url}, data in {}", self.data_dir.display());
+        println!("Pool '{}': local, {} node(s) x {slots} slot(s). Press Ctrl-C to stop.", self.pool, self.nodes);
+        println!();
+        println!("Try, in another terminal:");
+        println!(
+            "  corral job submit --pool {} --array 1-20 --wait -- sh -c 'echo hello from task $CORRAL_TASK_INDEX on $CORRAL_NODE_ID'",
+            self.pool
+        );
+        println!("  corral job list");
+        println!("  corral node list");
+        tokio::signal::ctrl_c().await?;
+        println!("stopping...");
+        coordinator.shutdown().await;
+        Ok(Exit::Ok)
+    }
+}

@@ -1,0 +1,69 @@
+//! The agent's command line, shared by `corral-agent` and `corral agent`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::AgentConfig;
+
+/// Run a Corral node agent: join POOL at the coordinator and run its tasks.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "corral-agent", version)]
+pub struct AgentArgs {
+    /// The coordinator's URL.
+    #[arg(long, env = "CORRAL_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    pub coordinator: String,
+    /// The pool to join (it must exist and use the static provider).
+    #[arg(long, env = "CORRAL_POOL")]
+    pub pool: String,
+    /// Task slots on this node [default: the number of CPUs].
+    #[arg(long, env = "CORRAL_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: Option<u32>,
+    /// Where tasks get their working directories.
+    #[arg(long, env = "CORRAL_WORK_DIR", default_value = "corral-work")]
+    pub work_dir: PathBuf,
+    /// Time between SIGTERM and SIGKILL when a task times out or is cancelled.
+    #[arg(long, env = "CORRAL_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub kill_grace: Duration,
+    /// Set by a coordinator's local provider: the node this agent was started as.
+    #[arg(long, hide = true)]
+    pub launch_id: Option<String>,
+}
+
+impl AgentArgs {
+    pub fn config(&self) -> AgentConfig {
+        AgentConfig {
+            coordinator: self.coordinator.clone(),
+            pool: self.pool.clone(),
+            slots: self.slots,
+            work_dir: self.work_dir.clone(),
+            launch_id: self.launch_id.clone(),
+            kill_grace: self.kill_grace,
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(args: AgentArgs) -> Result<(), crate::session::Error> {
+    crate::run(args.config(), async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    })
+    .await
+}

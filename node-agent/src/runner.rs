@@ -1,0 +1,227 @@
+//! Running one task attempt: a child process in its own process group and working
+//! directory, stdout and stderr written to files there and shipped to the
+//! coordinator as they grow, a timeout enforced with SIGTERM and then SIGKILL.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use corral_proto::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Largest log chunk sent in one message.
+const CHUNK: usize = 256 << 10;
+/// How often a running task's output is shipped.
+const TAIL_EVERY: Duration = Duration::from_millis(250);
+
+/// What a runner tells the agent.
+#[derive(Debug)]
+pub enum RunnerEvent {
+    Log(pb::LogChunk),
+    Finished(pb::TaskResult),
+}
+
+/// Why the agent asks a task to stop.
+#[derive(Debug, Clone, Copy)]
+pub enum StopReason {
+    Cancelled,
+}
+
+/// What every task of this agent shares.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    pub node_id: String,
+    pub pool: String,
+    pub tasks_dir: PathBuf,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// Starts an attempt; returns the sender that stops it.
+pub fn start(
+    assignment: pb::Assignment,
+    task: pb::TaskRef,
+    ctx: RunContext,
+    events: mpsc::UnboundedSender<RunnerEvent>,
+) -> oneshot::Sender<StopReason> {
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let result = run(assignment, task, &ctx, stop_rx, &events).await;
+        let _ = events.send(RunnerEvent::Finished(result));
+    });
+    stop_tx
+}
+
+/// Where output goes and how much of it has been shipped.
+struct Output {
+    task: pb::TaskRef,
+    files: [PathBuf; 2],
+    shipped: [u64; 2],
+}
+
+impl Output {
+    /// Sends whatever the files gained since the last call.
+    fn ship(&mut self, events: &mpsc::UnboundedSender<RunnerEvent>) {
+        for (i, path) in self.files.iter().enumerate() {
+            let Ok(file) = std::fs::File::open(path) else { continue };
+            let Ok(len) = file.metadata().map(|m| m.len()) else { continue };
+            while self.shipped[i] < len {
+                let want = ((len - self.shipped[i]) as usize).min(CHUNK);
+                let mut data = vec![0; want];
+                match file.read_at(&mut data, self.shipped[i]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        data.truncate(n);
+                        let chunk = pb::LogChunk { task: Some(self.task), stderr: i == 1, offset: self.shipped[i], data };
+                        self.shipped[i] += n as u64;
+                        let _ = events.send(RunnerEvent::Log(chunk));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn result(task: pb::TaskRef, outcome: &str, started_at_ms: u64, message: String) -> pb::TaskResult {
+    pb::TaskResult {
+        task: Some(task),
+        outcome: outcome.into(),
+        message,
+        started_at_ms,
+        ended_at_ms: now_ms(),
+        ..Default::default()
+    }
+}
+
+async fn run(
+    a: pb::Assignment,
+    task: pb::TaskRef,
+    ctx: &RunContext,
+    mut stop: oneshot::Receiver<StopReason>,
+    events: &mpsc::UnboundedSender<RunnerEvent>,
+) -> pb::TaskResult {
+    let started_at_ms = now_ms();
+    let dir = ctx.tasks_dir.join(format!("{}.{}.{}", task.job_id, task.index, task.attempt));
+    let files = [dir.join("stdout.txt"), dir.join("stderr.txt")];
+    let opened = std::fs::create_dir_all(&dir)
+        .and_then(|_| Ok((std::fs::File::create(&files[0])?, std::fs::File::create(&files[1])?)));
+    let (stdout, stderr) = match opened {
+        Ok(files) => files,
+        Err(e) => {
+            let msg = format!("cannot prepare the task directory {}: {e}", dir.display());
+            return result(task, "spawn_failed", started_at_ms, msg);
+        }
+    };
+    let Some((program, args)) = a.argv.split_first() else {
+        return result(task, "spawn_failed", started_at_ms, "the command is empty".into());
+    };
+    let mut env: HashMap<String, String> = a.env.into_iter().collect();
+    env.insert("CORRAL_JOB_ID".into(), task.job_id.to_string());
+    env.insert("CORRAL_TASK_ID".into(), task.index.to_string());
+    env.insert("CORRAL_TASK_INDEX".into(), task.index.to_string());
+    env.insert("CORRAL_ATTEMPT".into(), task.attempt.to_string());
+    env.insert("CORRAL_NODE_ID".into(), ctx.node_id.clone());
+    env.insert("CORRAL_POOL".into(), ctx.pool.clone());
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(env)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            remove_dir(&dir);
+            return result(task, "spawn_failed", started_at_ms, format!("cannot run '{program}': {e}"));
+        }
+    };
+    let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
+    let mut output = Output { task, files, shipped: [0, 0] };
+    let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
+    let mut tail = tokio::time::interval_at(Instant::now() + TAIL_EVERY, TAIL_EVERY);
+    // Set once the agent decided to end the task: why, and when to SIGKILL.
+    let mut ending: Option<(&str, Instant)> = None;
+    let status = loop {
+        let kill_at = ending.map(|(_, at)| at);
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = sleep_until_opt(timeout), if ending.is_none() => {
+                signal_group(pgid, libc::SIGTERM);
+                ending = Some(("timed_out", Instant::now() + ctx.kill_grace));
+            }
+            reason = &mut stop, if ending.is_none() => {
+                let StopReason::Cancelled = reason.unwrap_or(StopReason::Cancelled);
+                signal_group(pgid, libc::SIGTERM);
+                ending = Some(("cancelled", Instant::now() + ctx.kill_grace));
+            }
+            _ = sleep_until_opt(kill_at) => {
+                signal_group(pgid, libc::SIGKILL);
+            }
+            _ = tail.tick() => output.ship(events),
+        }
+    };
+    // Whatever the task left behind in its process group goes with it.
+    signal_group(pgid, libc::SIGKILL);
+    output.ship(events);
+    remove_dir(&dir);
+    let mut r = match status {
+        Ok(status) => {
+            let mut r = result(task, "failed", started_at_ms, String::new());
+            if let Some(code) = status.code() {
+                r.has_exit_code = true;
+                r.exit_code = code;
+                if code == 0 {
+                    r.outcome = "succeeded".into();
+                } else {
+                    r.message = format!("exited with code {code}");
+                }
+            } else if let Some(sig) = status.signal() {
+                r.signal = sig;
+                r.message = format!("killed by signal {sig}");
+            }
+            r
+        }
+        Err(e) => result(task, "failed", started_at_ms, format!("lost track of the process: {e}")),
+    };
+    if let Some((why, _)) = ending {
+        r.outcome = why.into();
+        r.message = match why {
+            "timed_out" => format!("timed out after {} ms", a.timeout_ms),
+            _ => "cancelled".into(),
+        };
+    }
+    r
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
+    if pgid > 0 {
+        // SAFETY: kill(2) has no memory effects; a group that is gone yields ESRCH.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::debug!(dir = %dir.display(), error = %e, "could not remove a task directory");
+    }
+}
