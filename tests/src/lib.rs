@@ -1,1 +1,298 @@
-//! e2e harness
+//! The end-to-end harness: starts the real `corral-coordinator`, `corral-agent` and
+//! `corral` binaries on loopback (port 0, a temp dir each), drives them as a user
+//! would, and cleans up every process it started.
+//!
+//! The binaries come from the same target directory as the test executable, so run
+//! `cargo build --workspace` before `cargo test --workspace` (the README's test
+//! command does both).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of one of the workspace's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
+    path
+}
+
+/// Polls `f` every 50 ms until it is true; panics after `timeout` naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+/// A coordinator, its agents, and a scratch directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    port: u16,
+    coordinator: Option<Child>,
+    coordinator_args: Vec<String>,
+    /// The process group of everything the coordinator starts (its local agents).
+    pgid: u32,
+    agents: Vec<Child>,
+}
+
+impl Cluster {
+    /// Starts a coordinator with fast heartbeats (200 ms, lost after 1.5 s) plus
+    /// `extra` flags.
+    pub fn start(extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut args: Vec<String> = ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1500ms", "--retry-backoff", "100ms"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cluster = Cluster { dir, url: String::new(), port: 0, coordinator: None, coordinator_args: args, pgid: 0, agents: vec![] };
+        cluster.spawn_coordinator();
+        cluster
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn_coordinator(&mut self) {
+        let addr_file = self.data_dir().join("coordinator.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("coordinator.log"))
+            .expect("coordinator log");
+        let mut cmd = Command::new(bin("corral-coordinator"));
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.coordinator_args)
+            .stdout(Stdio::null())
+            .stderr(log);
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(self.pgid as i32);
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            // The old group is gone with all its members: start a new one.
+            Err(_) => cmd.process_group(0).spawn().expect("start corral-coordinator"),
+        };
+        if self.pgid == 0 {
+            self.pgid = child.id();
+        }
+        self.coordinator = Some(child);
+        wait_until(Duration::from_secs(20), "the coordinator to listen", || addr_file.is_file());
+        let addr = std::fs::read_to_string(&addr_file).expect("address file");
+        self.port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
+        self.url = format!("http://{}", addr.trim());
+    }
+
+    /// Kills the coordinator with SIGKILL (its agents live on).
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a new coordinator on the same port and data dir.
+    pub fn restart_coordinator(&mut self) {
+        self.kill_coordinator();
+        self.spawn_coordinator();
+    }
+
+    /// Starts a static agent for `pool`; returns its process id.
+    pub fn agent(&mut self, pool: &str, slots: u32) -> u32 {
+        let n = self.agents.len();
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{n}.log"))).expect("agent log");
+        let child = Command::new(bin("corral-agent"))
+            .args(["--coordinator", &self.url, "--pool", pool, "--slots", &slots.to_string(), "--kill-grace", "1s"])
+            .arg("--work-dir")
+            .arg(self.dir.path().join(format!("agent-{n}")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start corral-agent");
+        let pid = child.id();
+        self.agents.push(child);
+        pid
+    }
+
+    /// Runs the CLI against this cluster.
+    pub fn corral(&self, args: &[&str]) -> Output {
+        Command::new(bin("corral"))
+            .arg("--coordinator")
+            .arg(&self.url)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run corral")
+    }
+
+    /// Runs the CLI with `-o json`, asserts success, and parses stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.corral(&all);
+        assert!(
+            out.status.success(),
+            "corral {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("corral {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Runs the CLI expecting failure; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.corral(args);
+        assert!(!out.status.success(), "corral {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Creates a static pool and starts `agents` agents with `slots` each, waiting
+    /// until they are idle.
+    pub fn static_pool(&mut self, name: &str, agents: usize, slots: u32) -> Vec<u32> {
+        self.json(&["pool", "create", name, "--slots-per-node", &slots.to_string()]);
+        let pids: Vec<u32> = (0..agents).map(|_| self.agent(name, slots)).collect();
+        self.wait_nodes(name, "idle", agents);
+        pids
+    }
+
+    /// Waits until `pool` has at least `n` nodes in `state`.
+    pub fn wait_nodes(&self, pool: &str, state: &str, n: usize) {
+        wait_until(Duration::from_secs(30), &format!("{n} {state} node(s) in {pool}"), || self.nodes_in(pool, state).len() >= n);
+    }
+
+    /// The ids of `pool`'s nodes in `state`.
+    pub fn nodes_in(&self, pool: &str, state: &str) -> Vec<String> {
+        let nodes = self.json(&["node", "list", "--pool", pool]);
+        nodes
+            .as_array()
+            .expect("node list is an array")
+            .iter()
+            .filter(|n| n["state"] == state)
+            .map(|n| n["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Submits a job with `args` (before `--`) and `cmd`; returns its id.
+    pub fn submit(&self, args: &[&str], cmd: &[&str]) -> u64 {
+        let mut all = vec!["job", "submit"];
+        all.extend_from_slice(args);
+        all.push("--");
+        all.extend_from_slice(cmd);
+        self.json(&all)["job_id"].as_u64().expect("job_id")
+    }
+
+    pub fn job(&self, id: u64) -> Value {
+        self.json(&["job", "show", &id.to_string()])
+    }
+
+    /// Waits for a job to end (with a deadline) and returns it.
+    pub fn wait_job(&self, id: u64, timeout: Duration) -> Value {
+        wait_until(timeout, &format!("job {id} to end"), || self.job(id)["state"] != "active");
+        self.job(id)
+    }
+
+    /// Every attempt of every task of a job: `(task index, attempts)`.
+    pub fn attempts(&self, job: u64) -> Vec<(u64, Vec<Value>)> {
+        let tasks = self.json(&["task", "list", &job.to_string()]);
+        tasks
+            .as_array()
+            .expect("task list is an array")
+            .iter()
+            .map(|t| {
+                let index = t["id"].as_u64().expect("task id");
+                let shown = self.json(&["task", "show", &job.to_string(), &index.to_string()]);
+                (index, shown["attempts"].as_array().cloned().unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Asserts that every task of `job` succeeded exactly once in the record.
+    pub fn assert_each_succeeded_once(&self, job: u64) -> Vec<(u64, Vec<Value>)> {
+        let all = self.attempts(job);
+        for (index, attempts) in &all {
+            let wins = attempts.iter().filter(|a| a["outcome"] == "succeeded").count();
+            assert_eq!(wins, 1, "task {job}.{index} succeeded {wins} times: {attempts:?}");
+            let last = attempts.last().expect("an attempt");
+            assert_eq!(last["outcome"], "succeeded", "task {job}.{index}: the last attempt decides: {attempts:?}");
+        }
+        all
+    }
+
+    /// A task's stdout (or stderr), latest attempt.
+    pub fn logs(&self, job: u64, task: u64, stderr: bool) -> String {
+        let (job, task) = (job.to_string(), task.to_string());
+        let mut args = vec!["task", "logs", &job, &task];
+        if stderr {
+            args.push("--stderr");
+        }
+        let out = self.corral(&args);
+        assert!(out.status.success(), "task logs failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Sends `sig` to a process.
+    pub fn signal(&self, pid: u32, sig: libc::c_int) {
+        signal(pid, sig);
+    }
+
+    /// The coordinator's log so far, for failure messages.
+    pub fn coordinator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()
+    }
+}
+
+/// Whether a process exists (and is not a zombie we are about to reap).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            signal(agent.id(), libc::SIGCONT);
+            signal(agent.id(), libc::SIGTERM);
+        }
+        if let Some(c) = &self.coordinator {
+            signal(c.id(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(8);
+        for child in self.agents.iter_mut().chain(self.coordinator.as_mut()) {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.pgid != 0 {
+            // Local agents left by a coordinator that was killed and not restarted.
+            // SAFETY: kill(2) has no memory effects.
+            unsafe {
+                libc::kill(-(self.pgid as libc::pid_t), libc::SIGKILL);
+            }
+        }
+    }
+}

@@ -46,7 +46,7 @@ pub struct SubmitArgs {
     #[arg(long, value_parser = parse_array)]
     array: Option<(u32, u32)>,
     /// Retries after a task fails or times out (node loss does not count).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     max_retries: u32,
     /// Kill a task that runs longer than this (e.g. 30s, 5m).
     #[arg(long, value_parser = humantime::parse_duration)]

@@ -1,0 +1,207 @@
+//! Jobs end to end on static pools: arrays, environment, logs, retries, timeouts,
+//! cancel, and bad input refused with a message that names the problem.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use corral_tests::{wait_until, Cluster};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[test]
+fn array_job_runs_every_task_once_across_two_agents() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 2, 2);
+    let job = c.submit(
+        &["--pool", "cpu", "--array", "1-40", "--name", "echo", "--env", "GREETING=hi"],
+        &["sh", "-c", "echo \"$GREETING {index} $CORRAL_JOB_ID $CORRAL_TASK_INDEX $CORRAL_ATTEMPT $CORRAL_NODE_ID\"; sleep 0.05"],
+    );
+    let done = c.wait_job(job, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["counts"]["succeeded"], 40);
+    assert_eq!(done["tasks"], 40);
+
+    let tasks = c.json(&["task", "list", &job.to_string()]);
+    let ids: BTreeSet<u64> = tasks.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (1..=40).collect());
+    assert!(tasks.as_array().unwrap().iter().all(|t| t["state"] == "succeeded" && t["attempts"] == 1));
+
+    let attempts = c.assert_each_succeeded_once(job);
+    let nodes: BTreeSet<String> =
+        attempts.iter().map(|(_, a)| a[0]["node_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(nodes.len(), 2, "both agents ran tasks: {nodes:?}");
+
+    let out = c.logs(job, 7, false);
+    let node = attempts.iter().find(|(i, _)| *i == 7).unwrap().1[0]["node_id"].as_str().unwrap().to_string();
+    assert_eq!(out, format!("hi 7 {job} 7 1 {node}\n"));
+
+    let succeeded = c.json(&["task", "list", &job.to_string(), "--state", "succeeded"]);
+    assert_eq!(succeeded.as_array().unwrap().len(), 40);
+    let failed = c.json(&["task", "list", &job.to_string(), "--state", "failed"]);
+    assert!(failed.as_array().unwrap().is_empty());
+}
+
+#[test]
+fn retries_then_success_and_a_task_that_always_fails() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 2);
+    let flaky = c.submit(
+        &["--pool", "cpu", "--max-retries", "3"],
+        &["sh", "-c", "echo attempt $CORRAL_ATTEMPT >&2; [ $CORRAL_ATTEMPT -ge 3 ] || exit 7"],
+    );
+    let broken = c.submit(&["--pool", "cpu", "--max-retries", "2"], &["sh", "-c", "exit 4"]);
+
+    assert_eq!(c.wait_job(flaky, MINUTE)["state"], "completed");
+    let shown = c.json(&["task", "show", &flaky.to_string(), "0"]);
+    let outcomes: Vec<&str> = shown["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["failed", "failed", "succeeded"]);
+    assert_eq!(shown["attempts"][0]["exit_code"], 7);
+    assert_eq!(c.logs(flaky, 0, true), "attempt 3\n");
+
+    // `job wait` exits 1 for a failed job and says where to look.
+    let out = c.corral(&["job", "wait", &broken.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed"));
+    let job = c.job(broken);
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["counts"]["failed"], 1);
+    let shown = c.json(&["task", "show", &broken.to_string(), "0"]);
+    let attempts = shown["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "1 try + 2 retries: {attempts:?}");
+    assert!(attempts.iter().all(|a| a["outcome"] == "failed" && a["exit_code"] == 4));
+
+    let ok = c.corral(&["job", "wait", &flaky.to_string()]);
+    assert_eq!(ok.status.code(), Some(0));
+}
+
+#[test]
+fn timeout_kills_the_task_and_fails_it() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let started = Instant::now();
+    let job = c.submit(&["--pool", "cpu", "--timeout", "500ms"], &["sleep", "30"]);
+    let done = c.wait_job(job, MINUTE);
+    assert!(started.elapsed() < Duration::from_secs(20), "the timeout did not stop the task");
+    assert_eq!(done["state"], "failed");
+    let shown = c.json(&["task", "show", &job.to_string(), "0"]);
+    let attempt = &shown["attempts"][0];
+    assert_eq!(attempt["outcome"], "timed_out", "{shown}");
+    assert_eq!(attempt["signal"], 15, "stopped by SIGTERM: {shown}");
+}
+
+#[test]
+fn cancel_kills_running_tasks_and_drops_queued_ones() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 2);
+    let marker = c.dir.path().join("still-running");
+    let script = format!("sleep 3; touch {}", marker.display());
+    let job = c.submit(&["--pool", "cpu", "--array", "1-6"], &["sh", "-c", &script]);
+    wait_until(MINUTE, "two running tasks", || c.job(job)["counts"]["running"] == 2);
+    let cancelled = c.json(&["job", "cancel", &job.to_string()]);
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["counts"]["cancelled"], 6);
+    wait_until(MINUTE, "the node to be idle", || c.nodes_in("cpu", "idle").len() == 1);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!marker.exists(), "a cancelled task kept running");
+    let attempts = c.attempts(job);
+    let killed: Vec<_> = attempts.iter().flat_map(|(_, a)| a.iter()).collect();
+    assert_eq!(killed.len(), 2);
+    assert!(killed.iter().all(|a| a["outcome"] == "cancelled"));
+}
+
+#[test]
+fn logs_follow_a_running_task_to_the_end() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let job = c.submit(&["--pool", "cpu"], &["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.4; done; echo oops >&2"]);
+    wait_until(MINUTE, "the task to start", || c.job(job)["counts"]["running"] == 1);
+    let out = c.corral(&["task", "logs", &job.to_string(), "0", "--follow"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "line 1\nline 2\nline 3\n");
+    assert_eq!(c.logs(job, 0, true), "oops\n");
+}
+
+#[test]
+fn priorities_run_first() {
+    let mut c = Cluster::start(&[]);
+    c.json(&["pool", "create", "cpu", "--slots-per-node", "1"]);
+    let order = c.dir.path().join("order");
+    let script = format!("echo $CORRAL_JOB_ID >> {}", order.display());
+    let low = c.submit(&["--pool", "cpu", "--array", "1-3", "--priority", "-5"], &["sh", "-c", &script]);
+    let high = c.submit(&["--pool", "cpu", "--array", "1-3", "--priority", "5"], &["sh", "-c", &script]);
+    c.agent("cpu", 1);
+    c.wait_job(low, MINUTE);
+    c.wait_job(high, MINUTE);
+    let ran = std::fs::read_to_string(&order).unwrap();
+    let expected = format!("{high}\n{high}\n{high}\n{low}\n{low}\n{low}\n");
+    assert_eq!(ran, expected);
+}
+
+#[test]
+fn bad_input_is_refused_with_the_field_and_changes_nothing() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let before = c.json(&["pool", "list"]);
+
+    let cases: &[(&[&str], &str)] = &[
+        (&["pool", "create", "x", "--slots-per-node", "0"], "--slots-per-node"),
+        (&["pool", "create", "Bad Name", "--slots-per-node", "1"], "not a valid pool name"),
+        (&["pool", "create", "cpu", "--slots-per-node", "1"], "pool 'cpu' already exists"),
+        (&["pool", "create", "l", "--slots-per-node", "1", "--provider", "local"], "--nodes"),
+        (&["pool", "resize", "cpu", "--nodes", "3"], "static provider"),
+        (&["pool", "show", "nope"], "pool 'nope' does not exist"),
+        (&["job", "submit", "--pool", "cpu", "--array", "5-1", "--", "true"], "reversed"),
+        (&["job", "submit", "--pool", "cpu", "--array", "1..5", "--", "true"], "expected A-B"),
+        (&["job", "submit", "--pool", "cpu", "--max-retries", "-1", "--", "true"], "--max-retries"),
+        (&["job", "submit", "--pool", "cpu", "--timeout", "soon", "--", "true"], "--timeout"),
+        (&["job", "submit", "--pool", "cpu", "--priority", "5000", "--", "true"], "--priority"),
+        (&["job", "submit", "--pool", "cpu", "--env", "NOVALUE", "--", "true"], "K=V"),
+        (&["job", "submit", "--pool", "cpu"], "CMD"),
+        (&["job", "submit", "--pool", "cpu", "--", ""], "program name is empty"),
+        (&["job", "submit", "--pool", "nope", "--", "true"], "pool 'nope' does not exist"),
+        (&["job", "submit", "--pool", "cpu", "--slots", "4", "--", "true"], "task.slots"),
+        (&["job", "show", "999"], "job '999' does not exist"),
+        (&["job", "cancel", "999"], "job '999' does not exist"),
+        (&["task", "list", "999"], "job '999' does not exist"),
+        (&["node", "show", "banana"], "not a node id"),
+        (&["node", "drain", "n-999"], "node 'n-999' does not exist"),
+    ];
+    for (args, expected) in cases {
+        let err = c.fails(args);
+        assert!(err.contains(expected), "corral {args:?}: expected '{expected}' in: {err}");
+    }
+    let job = c.submit(&["--pool", "cpu", "--array", "0-2"], &["true"]);
+    let err = c.fails(&["task", "show", &job.to_string(), "9"]);
+    assert!(err.contains("not 9"), "{err}");
+    c.wait_job(job, MINUTE);
+
+    // Nothing changed but the one good job.
+    assert_eq!(c.json(&["pool", "list"]).as_array().unwrap().len(), before.as_array().unwrap().len());
+    assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1);
+
+    // An agent for a pool that does not exist is refused and exits.
+    let out = std::process::Command::new(corral_tests::bin("corral-agent"))
+        .args(["--coordinator", &c.url, "--pool", "nope", "--work-dir"])
+        .arg(c.dir.path().join("w"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pool 'nope' does not exist"));
+    let out = std::process::Command::new(corral_tests::bin("corral-agent"))
+        .args(["--coordinator", &c.url, "--pool", "cpu", "--slots", "0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--slots"));
+
+    // The coordinator is unreachable: the CLI says so and what to do.
+    let err = fails_at("http://127.0.0.1:1", &["job", "list"]);
+    assert!(err.contains("cannot reach the coordinator") && err.contains("corral up"), "{err}");
+    assert!(c.coordinator_log().contains("coordinator listening"));
+}
+
+/// Runs the CLI against `url`, expecting the error exit status; returns stderr.
+fn fails_at(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(corral_tests::bin("corral")).arg("--coordinator").arg(url).args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
