@@ -190,6 +190,19 @@ impl Cluster {
             .collect()
     }
 
+    /// The id of the node whose agent has process id `pid`.
+    pub fn node_of_pid(&self, pid: u32) -> String {
+        let nodes = self.json(&["node", "list"]);
+        nodes
+            .as_array()
+            .expect("node list is an array")
+            .iter()
+            .find(|n| n["pid"] == pid && n["state"] != "lost" && n["state"] != "removed")
+            .and_then(|n| n["id"].as_str())
+            .unwrap_or_else(|| panic!("no live node has pid {pid}: {nodes}"))
+            .to_string()
+    }
+
     /// Submits a job with `args` (before `--`) and `cmd`; returns its id.
     pub fn submit(&self, args: &[&str], cmd: &[&str]) -> u64 {
         let mut all = vec!["job", "submit"];

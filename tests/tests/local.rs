@@ -1,0 +1,68 @@
+//! The local provider: the coordinator starts, replaces and stops agent processes.
+
+use std::time::Duration;
+
+use corral_tests::{alive, bin, wait_until, Cluster};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn live_pids(c: &Cluster, pool: &str) -> Vec<u32> {
+    let nodes = c.json(&["node", "list", "--pool", pool]);
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "idle" || n["state"] == "running")
+        .map(|n| n["pid"].as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn local_pool_runs_jobs_replaces_dead_agents_resizes_and_deletes() {
+    let c = Cluster::start(&["--agent-bin", bin("corral-agent").to_str().unwrap()]);
+    let pool = c.json(&["pool", "create", "loc", "--provider", "local", "--nodes", "2", "--slots-per-node", "1"]);
+    assert_eq!(pool["provider"], "local");
+    c.wait_nodes("loc", "idle", 2);
+    let job = c.submit(&["--pool", "loc", "--array", "1-6"], &["sh", "-c", "echo $CORRAL_POOL"]);
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    assert_eq!(c.logs(job, 3, false), "loc\n");
+
+    // An agent that dies is noticed at once and replaced.
+    let pids = live_pids(&c, "loc");
+    assert_eq!(pids.len(), 2);
+    c.signal(pids[0], libc::SIGKILL);
+    wait_until(MINUTE, "a replacement agent", || {
+        let now = live_pids(&c, "loc");
+        now.len() == 2 && !now.contains(&pids[0])
+    });
+    let lost = c.json(&["node", "list", "--pool", "loc"]);
+    assert!(lost.as_array().unwrap().iter().any(|n| n["state"] == "lost" && n["reason"] == "process_exited"), "{lost}");
+
+    // Shrinking stops an agent; growing starts one.
+    c.json(&["pool", "resize", "loc", "--nodes", "1"]);
+    wait_until(MINUTE, "one agent", || live_pids(&c, "loc").len() == 1);
+    let before = live_pids(&c, "loc");
+    c.json(&["pool", "resize", "loc", "--nodes", "2"]);
+    c.wait_nodes("loc", "idle", 2);
+
+    // Deleting with an active job needs --force; it cancels the job and stops every agent.
+    let pids = live_pids(&c, "loc");
+    let busy = c.submit(&["--pool", "loc", "--array", "1-4"], &["sleep", "30"]);
+    let err = c.fails(&["pool", "delete", "loc"]);
+    assert!(err.contains("--force") && err.contains(&busy.to_string()), "{err}");
+    let deleted = c.json(&["pool", "delete", "loc", "--force"]);
+    assert_eq!(deleted["cancelled_jobs"][0], busy);
+    assert_eq!(c.job(busy)["state"], "cancelled");
+    wait_until(MINUTE, "the agents to exit", || pids.iter().chain(&before).all(|p| !alive(*p)));
+    assert!(c.fails(&["pool", "show", "loc"]).contains("does not exist"));
+}
+
+#[test]
+fn demo_runs_a_sample_job_and_cleans_up() {
+    let out = std::process::Command::new(bin("corral")).args(["demo", "--tasks", "60"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("60 succeeded, 0 failed"), "{stdout}");
+    assert!(stdout.contains("simulated crash"), "{stdout}");
+    assert!(stdout.contains("7 squared is 49"), "{stdout}");
+}
