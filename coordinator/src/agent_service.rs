@@ -60,10 +60,8 @@ impl Agent for AgentApi {
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
         let mut inbound = req.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the stream closed before its hello"))?;
+        let first =
+            inbound.message().await?.ok_or_else(|| Status::invalid_argument("the stream closed before its hello"))?;
         let hello = first
             .hello
             .ok_or_else(|| Status::invalid_argument("hello: the first message of a session must be a hello"))?;

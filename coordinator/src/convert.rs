@@ -39,7 +39,10 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         return Err(Invalid::new("nodes", format!("a local pool runs at most {MAX_LOCAL_NODES} agents on this host")));
     }
     if provider == Provider::Static && spec.target_nodes != 0 {
-        return Err(Invalid::new("nodes", "a static pool's size is the number of agents that join it; leave --nodes out"));
+        return Err(Invalid::new(
+            "nodes",
+            "a static pool's size is the number of agents that join it; leave --nodes out",
+        ));
     }
     Ok(PoolSpec {
         name,
@@ -82,7 +85,10 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
     let mut env = BTreeMap::new();
     for (key, value) in spec.env {
         if key.is_empty() || key.contains('=') {
-            return Err(Invalid::new("env", format!("'{key}' is not a variable name (expected K=V with a non-empty K)")));
+            return Err(Invalid::new(
+                "env",
+                format!("'{key}' is not a variable name (expected K=V with a non-empty K)"),
+            ));
         }
         text("env", &key, MAX_ARG)?;
         text("env", &value, MAX_ARG)?;
@@ -118,7 +124,10 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         }
         let count = u64::from(req.array_end - req.array_start) + 1;
         if count > MAX_TASKS_PER_JOB {
-            return Err(Invalid::new("array", format!("{count} tasks is more than the {MAX_TASKS_PER_JOB} a job may have")));
+            return Err(Invalid::new(
+                "array",
+                format!("{count} tasks is more than the {MAX_TASKS_PER_JOB} a job may have"),
+            ));
         }
         (req.array_start, req.array_end)
     } else {

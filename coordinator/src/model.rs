@@ -73,9 +73,7 @@ impl PoolName {
         if name.len() > 63 {
             return Err(Invalid::new(field, "must be at most 63 characters"));
         }
-        let valid = name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let valid = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         let starts_well = name.starts_with(|c: char| c.is_ascii_alphanumeric());
         if !valid || !starts_well {
             return Err(Invalid::new(
@@ -298,13 +296,7 @@ impl TaskSpec {
         let index = index.to_string();
         self.argv
             .iter()
-            .map(|arg| {
-                if arg.contains("{index}") {
-                    arg.replace("{index}", &index)
-                } else {
-                    arg.clone()
-                }
-            })
+            .map(|arg| if arg.contains("{index}") { arg.replace("{index}", &index) } else { arg.clone() })
             .collect()
     }
 }

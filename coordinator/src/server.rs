@@ -56,12 +56,29 @@ pub type AgentTx = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, Status>>
 pub enum Event {
     Call(Call),
     /// An agent stream opened with its hello.
-    Connected { node: NodeId, conn: u64, hello: Hello, tx: AgentTx },
-    FromAgent { node: NodeId, conn: u64, update: AgentUpdate },
-    Disconnected { node: NodeId, conn: u64 },
+    Connected {
+        node: NodeId,
+        conn: u64,
+        hello: Hello,
+        tx: AgentTx,
+    },
+    FromAgent {
+        node: NodeId,
+        conn: u64,
+        update: AgentUpdate,
+    },
+    Disconnected {
+        node: NodeId,
+        conn: u64,
+    },
     /// A local agent process exited.
-    NodeExited { node: NodeId },
-    LaunchFailed { node: NodeId, error: String },
+    NodeExited {
+        node: NodeId,
+    },
+    LaunchFailed {
+        node: NodeId,
+        error: String,
+    },
 }
 
 /// The opening message of an agent stream, validated.
@@ -145,7 +162,8 @@ impl Coordinator {
             events_tx.clone(),
         );
         let provider_task = tokio::spawn(provider.run(provider_rx));
-        let shared = Arc::new(Shared { events: events_tx, reader: Mutex::new(reader), core_config: config.core.clone() });
+        let shared =
+            Arc::new(Shared { events: events_tx, reader: Mutex::new(reader), core_config: config.core.clone() });
 
         let event_loop = tokio::spawn(run_loop(core, events_rx, writer, provider_tx, stop_rx.clone()));
         let mut server_stop = stop_rx.clone();

@@ -20,9 +20,7 @@ use crate::server::Shared;
 pub const MAX_PAGE: u32 = 100_000;
 
 pub fn server(shared: Arc<Shared>) -> CorralServer<ClientApi> {
-    CorralServer::new(ClientApi { shared })
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
+    CorralServer::new(ClientApi { shared }).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
 }
 
 pub struct ClientApi {
@@ -85,7 +83,10 @@ impl Corral for ClientApi {
         Ok(Response::new(pool))
     }
 
-    async fn delete_pool(&self, req: Request<pb::DeletePoolRequest>) -> Result<Response<pb::DeletePoolResponse>, Status> {
+    async fn delete_pool(
+        &self,
+        req: Request<pb::DeletePoolRequest>,
+    ) -> Result<Response<pb::DeletePoolResponse>, Status> {
         let req = req.into_inner();
         let name = pool_name(&req.name)?;
         let deleted = self.shared.call(move |core, now, out| core.delete_pool(now, &name, req.force, out)).await??;
@@ -106,11 +107,8 @@ impl Corral for ClientApi {
                         return Err(Error::not_found("pool", pool));
                     }
                 }
-                let mut nodes: Vec<&crate::core::Node> = core
-                    .nodes
-                    .values()
-                    .filter(|n| pool.as_ref().is_none_or(|p| &n.record.pool == p))
-                    .collect();
+                let mut nodes: Vec<&crate::core::Node> =
+                    core.nodes.values().filter(|n| pool.as_ref().is_none_or(|p| &n.record.pool == p)).collect();
                 nodes.sort_by_key(|n| n.record.id.seq());
                 Ok(nodes.into_iter().map(|n| convert::node_view(n, now)).collect())
             })
@@ -224,11 +222,7 @@ impl Corral for ClientApi {
             .shared
             .call(move |core, _, _| {
                 let job = job_of(core, req.job_id)?;
-                let matching = job
-                    .tasks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| state.is_none_or(|s| t.state == s));
+                let matching = job.tasks.iter().enumerate().filter(|(_, t)| state.is_none_or(|s| t.state == s));
                 let total = match state {
                     Some(s) => job.counts.get(s),
                     None => job.tasks.len() as u32,
@@ -304,7 +298,12 @@ impl Corral for ClientApi {
             .await??;
         if attempt == 0 {
             // Never started: nothing was written, and nothing is being written yet.
-            return Ok(Response::new(pb::ReadLogResponse { data: vec![], next_offset: 0, attempt: 0, complete: false }));
+            return Ok(Response::new(pb::ReadLogResponse {
+                data: vec![],
+                next_offset: 0,
+                attempt: 0,
+                complete: false,
+            }));
         }
         let max = match req.max_bytes {
             0 => 1 << 20,

@@ -110,8 +110,7 @@ fn open_connection(path: &Path) -> Result<Connection> {
 /// Where the log of one attempt's stdout or stderr lives.
 pub fn log_path(logs: &Path, attempt: AttemptRef, stderr: bool) -> PathBuf {
     let ext = if stderr { "stderr" } else { "stdout" };
-    logs.join(attempt.task.job.to_string())
-        .join(format!("{}.{}.{ext}", attempt.task.index, attempt.attempt))
+    logs.join(attempt.task.job.to_string()).join(format!("{}.{}.{ext}", attempt.task.index, attempt.attempt))
 }
 
 impl Store {
@@ -134,9 +133,8 @@ impl Store {
     /// Everything needed to rebuild the core.
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms FROM pools",
-        )?;
+        let mut stmt =
+            self.conn.prepare("SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms FROM pools")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -360,7 +358,6 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
-
 }
 
 /// Writes a log chunk at its offset, so a chunk sent twice lands once.

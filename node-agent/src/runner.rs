@@ -80,7 +80,8 @@ impl Output {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         data.truncate(n);
-                        let chunk = pb::LogChunk { task: Some(self.task), stderr: i == 1, offset: self.shipped[i], data };
+                        let chunk =
+                            pb::LogChunk { task: Some(self.task), stderr: i == 1, offset: self.shipped[i], data };
                         self.shipped[i] += n as u64;
                         let _ = events.send(RunnerEvent::Log(chunk));
                     }

@@ -40,7 +40,9 @@ struct Running {
 /// How a session ended.
 enum End {
     /// The stream broke; `established` says whether it had opened.
-    Disconnected { established: bool },
+    Disconnected {
+        established: bool,
+    },
     Reregister,
     Shutdown,
 }
@@ -64,13 +66,17 @@ struct Agent {
 
 /// Runs the agent until `shutdown` resolves (then it stops its tasks) or the
 /// coordinator refuses or removes it.
-pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let endpoint = Endpoint::from_shared(config.coordinator.clone())
         .map_err(|e| Error::BadUrl { url: config.coordinator.clone(), reason: e.to_string() })?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10));
-    let mut sys = sysinfo::System::new().map_err(|e| Error::Refused(format!("cannot read this host's resources: {e}")))?;
+    let mut sys =
+        sysinfo::System::new().map_err(|e| Error::Refused(format!("cannot read this host's resources: {e}")))?;
     sys.refresh_cpu_usage();
     sys.refresh_memory();
     let cpus = sys.cpus().len().max(1) as u32;
@@ -274,7 +280,9 @@ impl Agent {
                         let _ = stop.send(StopReason::Cancelled);
                     }
                 }
-                _ => self.queue.retain(|(_, t)| !(t.job_id == kill.job_id && t.index == kill.index && t.attempt == kill.attempt)),
+                _ => self
+                    .queue
+                    .retain(|(_, t)| !(t.job_id == kill.job_id && t.index == kill.index && t.attempt == kill.attempt)),
             }
         }
         if msg.shutdown {

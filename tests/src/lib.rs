@@ -54,12 +54,21 @@ impl Cluster {
     /// `extra` flags.
     pub fn start(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args: Vec<String> = ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1500ms", "--retry-backoff", "100ms"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> =
+            ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1500ms", "--retry-backoff", "100ms"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut cluster = Cluster { dir, url: String::new(), port: 0, coordinator: None, coordinator_args: args, pgid: 0, agents: vec![] };
+        let mut cluster = Cluster {
+            dir,
+            url: String::new(),
+            port: 0,
+            coordinator: None,
+            coordinator_args: args,
+            pgid: 0,
+            agents: vec![],
+        };
         cluster.spawn_coordinator();
         cluster
     }
@@ -154,7 +163,9 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
         );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("corral {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("corral {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        })
     }
 
     /// Runs the CLI expecting failure; returns its stderr.
@@ -175,7 +186,9 @@ impl Cluster {
 
     /// Waits until `pool` has at least `n` nodes in `state`.
     pub fn wait_nodes(&self, pool: &str, state: &str, n: usize) {
-        wait_until(Duration::from_secs(30), &format!("{n} {state} node(s) in {pool}"), || self.nodes_in(pool, state).len() >= n);
+        wait_until(Duration::from_secs(30), &format!("{n} {state} node(s) in {pool}"), || {
+            self.nodes_in(pool, state).len() >= n
+        });
     }
 
     /// The ids of `pool`'s nodes in `state`.

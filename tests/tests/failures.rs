@@ -71,22 +71,16 @@ fn frozen_agent_is_declared_lost_and_its_late_results_are_ignored() {
     });
     let attempts = c.assert_each_succeeded_once(job);
     assert!(!nodes_with(&attempts, "succeeded").contains(&frozen_node), "a result from the frozen node was counted");
-    let lost: Vec<&serde_json::Value> = attempts
-        .iter()
-        .flat_map(|(_, a)| a.iter())
-        .filter(|a| a["node_id"] == frozen_node.as_str())
-        .collect();
+    let lost: Vec<&serde_json::Value> =
+        attempts.iter().flat_map(|(_, a)| a.iter()).filter(|a| a["node_id"] == frozen_node.as_str()).collect();
     assert!(!lost.is_empty() && lost.iter().all(|a| a["outcome"] == "node_lost"), "{lost:?}");
     let job_after = c.job(job);
     assert_eq!(job_after["counts"]["succeeded"], 6, "late results changed the counts: {job_after}");
     // The output read back is that of the winning attempt.
     for (index, a) in &attempts {
         let winner = a.iter().find(|x| x["outcome"] == "succeeded").unwrap();
-        let expected = format!(
-            "done {index} on {} attempt {}\n",
-            winner["node_id"].as_str().unwrap(),
-            winner["attempt"]
-        );
+        let expected =
+            format!("done {index} on {} attempt {}\n", winner["node_id"].as_str().unwrap(), winner["attempt"]);
         assert_eq!(c.logs(job, *index, false), expected);
     }
 }

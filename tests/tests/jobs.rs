@@ -14,7 +14,11 @@ fn array_job_runs_every_task_once_across_two_agents() {
     c.static_pool("cpu", 2, 2);
     let job = c.submit(
         &["--pool", "cpu", "--array", "1-40", "--name", "echo", "--env", "GREETING=hi"],
-        &["sh", "-c", "echo \"$GREETING {index} $CORRAL_JOB_ID $CORRAL_TASK_INDEX $CORRAL_ATTEMPT $CORRAL_NODE_ID\"; sleep 0.05"],
+        &[
+            "sh",
+            "-c",
+            "echo \"$GREETING {index} $CORRAL_JOB_ID $CORRAL_TASK_INDEX $CORRAL_ATTEMPT $CORRAL_NODE_ID\"; sleep 0.05",
+        ],
     );
     let done = c.wait_job(job, MINUTE);
     assert_eq!(done["state"], "completed", "{done}");
@@ -27,8 +31,7 @@ fn array_job_runs_every_task_once_across_two_agents() {
     assert!(tasks.as_array().unwrap().iter().all(|t| t["state"] == "succeeded" && t["attempts"] == 1));
 
     let attempts = c.assert_each_succeeded_once(job);
-    let nodes: BTreeSet<String> =
-        attempts.iter().map(|(_, a)| a[0]["node_id"].as_str().unwrap().to_string()).collect();
+    let nodes: BTreeSet<String> = attempts.iter().map(|(_, a)| a[0]["node_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(nodes.len(), 2, "both agents ran tasks: {nodes:?}");
 
     let out = c.logs(job, 7, false);
@@ -53,7 +56,8 @@ fn retries_then_success_and_a_task_that_always_fails() {
 
     assert_eq!(c.wait_job(flaky, MINUTE)["state"], "completed");
     let shown = c.json(&["task", "show", &flaky.to_string(), "0"]);
-    let outcomes: Vec<&str> = shown["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> =
+        shown["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["failed", "failed", "succeeded"]);
     assert_eq!(shown["attempts"][0]["exit_code"], 7);
     assert_eq!(c.logs(flaky, 0, true), "attempt 3\n");
@@ -113,7 +117,8 @@ fn cancel_kills_running_tasks_and_drops_queued_ones() {
 fn logs_follow_a_running_task_to_the_end() {
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 1);
-    let job = c.submit(&["--pool", "cpu"], &["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.4; done; echo oops >&2"]);
+    let job =
+        c.submit(&["--pool", "cpu"], &["sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.4; done; echo oops >&2"]);
     wait_until(MINUTE, "the task to start", || c.job(job)["counts"]["running"] == 1);
     let out = c.corral(&["task", "logs", &job.to_string(), "0", "--follow"]);
     assert!(out.status.success());
@@ -201,7 +206,12 @@ fn bad_input_is_refused_with_the_field_and_changes_nothing() {
 
 /// Runs the CLI against `url`, expecting the error exit status; returns stderr.
 fn fails_at(url: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(corral_tests::bin("corral")).arg("--coordinator").arg(url).args(args).output().unwrap();
+    let out = std::process::Command::new(corral_tests::bin("corral"))
+        .arg("--coordinator")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

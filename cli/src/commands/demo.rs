@@ -86,7 +86,10 @@ impl DemoArgs {
         };
         let started = Instant::now();
         let submitted = client.submit_job(req).await.api()?;
-        println!("Submitted job {} with {} tasks (each prints a line; every 50th fails once and is retried).", submitted.job_id, submitted.tasks);
+        println!(
+            "Submitted job {} with {} tasks (each prints a line; every 50th fails once and is retried).",
+            submitted.job_id, submitted.tasks
+        );
         let job = follow(&mut client, submitted.job_id, std::io::stderr().is_terminal()).await?;
         let took = started.elapsed();
         self.summary(&mut client, &job, took).await?;
@@ -120,11 +123,22 @@ impl DemoArgs {
         output::table(&["NODE", "TASKS"], &rows);
         if let Some(&index) = retried.first() {
             println!();
-            println!("{} task(s) failed once and succeeded on retry: {:?}. Task {index}, attempt by attempt:", retried.len(), retried);
+            println!(
+                "{} task(s) failed once and succeeded on retry: {:?}. Task {index}, attempt by attempt:",
+                retried.len(),
+                retried
+            );
             for attempt in 1..=2 {
                 for stderr in [true, false] {
                     let log = client
-                        .read_log(pb::ReadLogRequest { job_id: job.id, index, attempt, stderr, offset: 0, max_bytes: 4096 })
+                        .read_log(pb::ReadLogRequest {
+                            job_id: job.id,
+                            index,
+                            attempt,
+                            stderr,
+                            offset: 0,
+                            max_bytes: 4096,
+                        })
                         .await
                         .api()?;
                     let text = String::from_utf8_lossy(&log.data);
@@ -135,7 +149,9 @@ impl DemoArgs {
             }
         }
         println!();
-        println!("Every task ran, every attempt is recorded. Try it yourself: `corral up`, then `corral job submit --help`.");
+        println!(
+            "Every task ran, every attempt is recorded. Try it yourself: `corral up`, then `corral job submit --help`."
+        );
         Ok(())
     }
 }

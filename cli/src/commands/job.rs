@@ -158,7 +158,10 @@ fn print_job(ctx: &Context, j: &pb::Job) {
         ("submitted", output::timestamp(j.submitted_at_ms)),
     ];
     if end > 0 {
-        rows.push(("finished", format!("{} (took {})", output::timestamp(end), output::duration_ms(end.saturating_sub(j.submitted_at_ms)))));
+        rows.push((
+            "finished",
+            format!("{} (took {})", output::timestamp(end), output::duration_ms(end.saturating_sub(j.submitted_at_ms))),
+        ));
     }
     output::fields(&rows);
 }

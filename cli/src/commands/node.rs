@@ -55,7 +55,8 @@ impl NodeCommand {
         let mut client = ctx.client().await?;
         match self {
             NodeCommand::List { pool } => {
-                let nodes = client.list_nodes(pb::ListNodesRequest { pool: pool.unwrap_or_default() }).await.api()?.nodes;
+                let nodes =
+                    client.list_nodes(pb::ListNodesRequest { pool: pool.unwrap_or_default() }).await.api()?.nodes;
                 if ctx.json() {
                     output::json(&nodes.iter().map(node_json).collect());
                 } else {
@@ -82,7 +83,8 @@ impl NodeCommand {
                 if ctx.json() {
                     output::json(&node_json(&n));
                 } else {
-                    let running: Vec<String> = n.running.iter().map(|t| format!("{}.{} (attempt {})", t.job_id, t.index, t.attempt)).collect();
+                    let running: Vec<String> =
+                        n.running.iter().map(|t| format!("{}.{} (attempt {})", t.job_id, t.index, t.attempt)).collect();
                     output::fields(&[
                         ("id", n.id.clone()),
                         ("pool", n.pool.clone()),

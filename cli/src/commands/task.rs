@@ -75,7 +75,14 @@ async fn list(client: &mut Client, job: u64, state: Option<String>) -> anyhow::R
     }
 }
 
-async fn print_logs(client: &mut Client, job: u64, task: u32, stderr: bool, follow: bool, attempt: Option<u32>) -> anyhow::Result<()> {
+async fn print_logs(
+    client: &mut Client,
+    job: u64,
+    task: u32,
+    stderr: bool,
+    follow: bool,
+    attempt: Option<u32>,
+) -> anyhow::Result<()> {
     let mut offset = 0;
     let mut attempt = attempt.unwrap_or(0);
     let mut out = std::io::stdout().lock();

@@ -59,8 +59,7 @@ impl Core {
         for index in queued {
             self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled);
         }
-        let delayed: Vec<(Instant, TaskKey)> =
-            self.delayed.iter().filter(|(_, k)| k.job == id).copied().collect();
+        let delayed: Vec<(Instant, TaskKey)> = self.delayed.iter().filter(|(_, k)| k.job == id).copied().collect();
         for entry in delayed {
             self.delayed.remove(&entry);
             self.set_task_state(entry.1, TaskState::Cancelled);
@@ -105,10 +104,8 @@ impl Core {
     pub fn on_task_results(&mut self, now: Instant, node: &NodeId, results: Vec<TaskResult>, out: &mut Outbox) {
         for result in results {
             let attempt = result.attempt;
-            let current = self
-                .running
-                .get(&attempt.task)
-                .is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
+            let current =
+                self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
             out.agents.push((node.clone(), ToAgent::Ack(attempt)));
             if !current {
                 tracing::debug!(task = %attempt.task, attempt = attempt.attempt, node = %node, "ignoring a result for an attempt that is not current");

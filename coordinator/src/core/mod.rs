@@ -125,13 +125,24 @@ pub struct TaskRecord {
 /// One change to make durable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
-    PutPool { spec: PoolSpec, created_at_ms: u64 },
+    PutPool {
+        spec: PoolSpec,
+        created_at_ms: u64,
+    },
     DeletePool(PoolName),
     PutNode(NodeRecord),
     InsertJob(JobRecord),
-    SetJobState { id: JobId, state: JobState, finished_at_ms: Option<u64> },
+    SetJobState {
+        id: JobId,
+        state: JobState,
+        finished_at_ms: Option<u64>,
+    },
     PutTask(TaskRecord),
-    StartAttempt { attempt: AttemptRef, node: NodeId, started_at_ms: u64 },
+    StartAttempt {
+        attempt: AttemptRef,
+        node: NodeId,
+        started_at_ms: u64,
+    },
     EndAttempt {
         attempt: AttemptRef,
         outcome: Outcome,
@@ -384,12 +395,7 @@ impl Core {
             let Some(job) = self.jobs.get_mut(&t.key.job) else { continue };
             let Some(task) = job.task_mut(t.key.index) else { continue };
             let old = task.state;
-            *task = Task {
-                state: t.state,
-                attempt: t.attempt,
-                failures: t.failures,
-                node_losses: t.node_losses,
-            };
+            *task = Task { state: t.state, attempt: t.attempt, failures: t.failures, node_losses: t.node_losses };
             *job.counts.slot(old) -= 1;
             *job.counts.slot(t.state) += 1;
             if old == TaskState::Ready {
@@ -414,17 +420,12 @@ impl Core {
                 Some(n) if n.status().is_live() => {
                     n.running.insert(key);
                     n.slots_used += slots;
-                    self.running.insert(
-                        key,
-                        RunningAttempt { node, attempt: attempt.attempt, started_at_ms },
-                    );
+                    self.running.insert(key, RunningAttempt { node, attempt: attempt.attempt, started_at_ms });
                 }
                 // The node is gone: a crash between its loss and the requeue.
                 _ => {
-                    self.running.insert(
-                        key,
-                        RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms },
-                    );
+                    self.running
+                        .insert(key, RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms });
                     let mut out = Outbox::default();
                     self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", &mut out);
                 }
@@ -543,10 +544,7 @@ impl Core {
                 assert_eq!(self.running.contains_key(&key), task.state == TaskState::Running, "{key}");
             }
             assert_eq!(counts, job.counts, "counts of job {}", job.id);
-            let listed = self
-                .pools
-                .get(&job.spec.pool)
-                .is_some_and(|p| p.jobs.contains(&job.priority_key()));
+            let listed = self.pools.get(&job.spec.pool).is_some_and(|p| p.jobs.contains(&job.priority_key()));
             assert_eq!(listed, job.state == JobState::Active, "job {} listing", job.id);
             if job.state != JobState::Active {
                 assert_eq!(job.counts.finished(), job.tasks.len() as u32, "job {} finished early", job.id);
@@ -585,11 +583,8 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
     let task = Task { state: initial, attempt: 0, failures: 0, node_losses: 0 };
     let mut counts = Counts::default();
     *counts.slot(initial) = n;
-    let ready = if initial == TaskState::Ready {
-        (spec.first_index..=spec.last_index).collect()
-    } else {
-        BTreeSet::new()
-    };
+    let ready =
+        if initial == TaskState::Ready { (spec.first_index..=spec.last_index).collect() } else { BTreeSet::new() };
     Job {
         id,
         spec,

@@ -98,19 +98,14 @@ impl Core {
         self.on_task_results(now, id, finished, out);
         let reported: BTreeSet<TaskKey> = running.iter().map(|a| a.task).collect();
         for attempt in running {
-            let current = self
-                .running
-                .get(&attempt.task)
-                .is_some_and(|r| &r.node == id && r.attempt == attempt.attempt);
+            let current =
+                self.running.get(&attempt.task).is_some_and(|r| &r.node == id && r.attempt == attempt.attempt);
             if !current {
                 out.agents.push((id.clone(), ToAgent::Kill(attempt)));
             }
         }
-        let missing: Vec<TaskKey> = self
-            .nodes
-            .get(id)
-            .map(|n| n.running.difference(&reported).copied().collect())
-            .unwrap_or_default();
+        let missing: Vec<TaskKey> =
+            self.nodes.get(id).map(|n| n.running.difference(&reported).copied().collect()).unwrap_or_default();
         for key in missing {
             self.end_attempt_lost(now, key, "the agent did not have this attempt when it reconnected", out);
         }

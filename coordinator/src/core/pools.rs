@@ -71,20 +71,12 @@ impl Core {
     /// removes starting and idle nodes first; busy ones are drained and removed when
     /// their last task ends, so scaling down loses no work.
     pub(super) fn reconcile_local_pools(&mut self, now: Instant, out: &mut Outbox) {
-        let names: Vec<PoolName> = self
-            .pools
-            .values()
-            .filter(|p| p.spec.provider == Provider::Local)
-            .map(|p| p.spec.name.clone())
-            .collect();
+        let names: Vec<PoolName> =
+            self.pools.values().filter(|p| p.spec.provider == Provider::Local).map(|p| p.spec.name.clone()).collect();
         for name in names {
             let pool = &self.pools[&name];
-            let counted: Vec<&Node> = pool
-                .nodes
-                .iter()
-                .filter_map(|id| self.nodes.get(id))
-                .filter(|n| !n.remove_when_idle)
-                .collect();
+            let counted: Vec<&Node> =
+                pool.nodes.iter().filter_map(|id| self.nodes.get(id)).filter(|n| !n.remove_when_idle).collect();
             let have = counted.len() as u32;
             let target = pool.spec.target_nodes;
             if have < target {

@@ -71,7 +71,10 @@ impl Core {
                         timeout: job.spec.task.timeout,
                     }),
                 ));
-                self.running.insert(attempt.task, RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms });
+                self.running.insert(
+                    attempt.task,
+                    RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms },
+                );
                 if let Some(n) = self.nodes.get_mut(&node) {
                     n.running.insert(attempt.task);
                     n.slots_used += need;

@@ -18,13 +18,7 @@ fn ms(n: u64) -> Duration {
 }
 
 fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec {
-    PoolSpec {
-        name: PoolName::parse("name", name).unwrap(),
-        slots_per_node: 2,
-        provider,
-        target_nodes: nodes,
-        fill,
-    }
+    PoolSpec { name: PoolName::parse("name", name).unwrap(), slots_per_node: 2, provider, target_nodes: nodes, fill }
 }
 
 fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec {
@@ -32,13 +26,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         pool: PoolName::parse("pool", pool).unwrap(),
         name: String::new(),
         priority,
-        task: TaskSpec {
-            argv: vec!["true".into()],
-            env: BTreeMap::new(),
-            slots: 1,
-            max_retries,
-            timeout: None,
-        },
+        task: TaskSpec { argv: vec!["true".into()], env: BTreeMap::new(), slots: 1, max_retries, timeout: None },
         first_index: 0,
         last_index: tasks - 1,
     }
@@ -209,11 +197,8 @@ fn silent_node_is_lost_and_its_tasks_requeued_without_using_retries() {
     let t = env.task(job, 0);
     assert_eq!((t.state, t.failures, t.node_losses, t.attempt), (TaskState::Ready, 0, 1, 1));
     let out = env.take();
-    let lost_attempts = out
-        .store
-        .iter()
-        .filter(|op| matches!(op, StoreOp::EndAttempt { outcome: Outcome::NodeLost, .. }))
-        .count();
+    let lost_attempts =
+        out.store.iter().filter(|op| matches!(op, StoreOp::EndAttempt { outcome: Outcome::NodeLost, .. })).count();
     assert_eq!(lost_attempts, 2);
 
     // A new node picks the work up as attempt 2.
@@ -409,7 +394,8 @@ fn bad_requests_change_nothing() {
     big.task.slots = 3;
     let err = env.core.submit_job(env.now, big, &mut env.out).unwrap_err();
     assert!(err.to_string().contains("task.slots"), "{err}");
-    let err = env.core.create_pool(env.now, pool_spec("p", Provider::Static, 0, Fill::Spread), &mut env.out).unwrap_err();
+    let err =
+        env.core.create_pool(env.now, pool_spec("p", Provider::Static, 0, Fill::Spread), &mut env.out).unwrap_err();
     assert!(matches!(err, Error::AlreadyExists { .. }));
     assert!(env.core.cancel_job(env.now, JobId(42), &mut env.out).is_err());
     assert!(env.core.drain_node(&NodeId::from_seq(42), &mut env.out).is_err());

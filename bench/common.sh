@@ -1,0 +1,39 @@
+# Helpers for the benchmark scripts: start a release coordinator on port 0 in a
+# temp dir, and stop it (and its local agents) on exit.
+BIN=${BIN:-target/release}
+WORK=$(mktemp -d)
+COORD_PID=
+
+start_coordinator() {
+    "$BIN/corral-coordinator" --listen 127.0.0.1:0 --data-dir "$WORK/data" "$@" \
+        >"$WORK/coordinator.out" 2>"$WORK/coordinator.log" &
+    COORD_PID=$!
+    for _ in $(seq 200); do
+        [ -s "$WORK/data/coordinator.addr" ] && break
+        sleep 0.05
+    done
+    URL="http://$(cat "$WORK/data/coordinator.addr")"
+    export CORRAL_COORDINATOR=$URL
+}
+
+stop_coordinator() {
+    if [ -n "$COORD_PID" ]; then
+        kill -TERM "$COORD_PID" 2>/dev/null || true
+        wait "$COORD_PID" 2>/dev/null || true
+        COORD_PID=
+    fi
+}
+
+wait_idle_nodes() { # pool count
+    for _ in $(seq 400); do
+        n=$("$BIN/corral" -o json node list --pool "$1" | grep -c '"state": "idle"' || true)
+        [ "$n" -ge "$2" ] && return 0
+        sleep 0.05
+    done
+    echo "nodes did not come up" >&2
+    return 1
+}
+
+now() { date +%s.%N; }
+
+trap 'stop_coordinator; rm -rf "$WORK"' EXIT
