@@ -144,7 +144,8 @@ impl Coordinator {
         let now = Instant::now();
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut core = Core::new(config.core.clone(), (now, wall));
-        core.restore(snapshot, now);
+        let mut repairs = Outbox::default();
+        core.restore(snapshot, now, &mut repairs);
         tracing::info!(pools = core.pools.len(), nodes = core.nodes.len(), jobs = core.jobs.len(), "state restored");
 
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -154,6 +155,7 @@ impl Coordinator {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let (writer, writer_thread) = Writer::spawn(store);
+        writer.submit(Batch { ops: repairs.store, then: Vec::new() });
         let (provider_tx, provider_rx) = mpsc::unbounded_channel();
         let provider = LocalProvider::new(
             config.agent_command.clone(),

@@ -159,8 +159,16 @@ impl Core {
     }
 
     /// Ends the attempt because its node is gone; the task is queued again at once
-    /// and the loss is not held against its retries, unless it keeps happening.
-    pub(super) fn end_attempt_lost(&mut self, now: Instant, key: TaskKey, why: &str, out: &mut Outbox) {
+    /// and the loss is not held against its retries. With `count_loss`, the loss is
+    /// counted, and a task that keeps losing its nodes fails.
+    pub(super) fn end_attempt_lost(
+        &mut self,
+        now: Instant,
+        key: TaskKey,
+        why: &str,
+        count_loss: bool,
+        out: &mut Outbox,
+    ) {
         let Some(run) = self.take_running(key) else { return };
         out.store.push(StoreOp::EndAttempt {
             attempt: AttemptRef { task: key, attempt: run.attempt },
@@ -172,7 +180,9 @@ impl Core {
         });
         let limit = self.config.max_node_losses;
         let Some(task) = self.jobs.get_mut(&key.job).and_then(|j| j.task_mut(key.index)) else { return };
-        task.node_losses += 1;
+        if count_loss {
+            task.node_losses += 1;
+        }
         if task.node_losses > limit {
             tracing::warn!(task = %key, losses = task.node_losses, "task failed: its node was lost too many times; it may be what kills them");
             self.set_task_state(key, TaskState::Failed);

@@ -365,8 +365,9 @@ impl Core {
     }
 
     /// Rebuilds the state from the store. Nodes that were live get one heartbeat
-    /// timeout, from `now`, to reconnect before they are declared lost.
-    pub fn restore(&mut self, snapshot: Snapshot, now: Instant) {
+    /// timeout, from `now`, to reconnect before they are declared lost. Repairs of
+    /// what a crash between two writes left behind go into `out`.
+    pub fn restore(&mut self, snapshot: Snapshot, now: Instant, out: &mut Outbox) {
         for (spec, created_at_ms) in snapshot.pools {
             let name = spec.name.clone();
             self.pools.insert(name, new_pool(spec, created_at_ms));
@@ -426,8 +427,7 @@ impl Core {
                 _ => {
                     self.running
                         .insert(key, RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms });
-                    let mut out = Outbox::default();
-                    self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", &mut out);
+                    self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", true, out);
                 }
             }
         }
@@ -446,6 +446,13 @@ impl Core {
                     None
                 };
                 if let Some(next) = fix {
+                    out.store.push(StoreOp::PutTask(TaskRecord {
+                        key,
+                        state: next,
+                        attempt: task.attempt,
+                        failures: task.failures,
+                        node_losses: task.node_losses,
+                    }));
                     *job.counts.slot(task.state) -= 1;
                     *job.counts.slot(next) += 1;
                     if task.state == TaskState::Ready {

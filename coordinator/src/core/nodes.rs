@@ -107,7 +107,7 @@ impl Core {
         let missing: Vec<TaskKey> =
             self.nodes.get(id).map(|n| n.running.difference(&reported).copied().collect()).unwrap_or_default();
         for key in missing {
-            self.end_attempt_lost(now, key, "the agent did not have this attempt when it reconnected", out);
+            self.end_attempt_lost(now, key, "the agent did not have this attempt when it reconnected", false, out);
         }
         Ok(())
     }
@@ -193,7 +193,7 @@ impl Core {
         let tasks: Vec<TaskKey> = node.running.iter().copied().collect();
         let why = format!("node {id} {status}: {reason}");
         for key in tasks {
-            self.end_attempt_lost(now, key, &why, out);
+            self.end_attempt_lost(now, key, &why, status == NodeStatus::Lost, out);
         }
         let provider = self.pools.get_mut(&pool_name).map(|pool| {
             pool.nodes.remove(id);

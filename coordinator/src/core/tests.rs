@@ -490,7 +490,7 @@ fn restore_from_the_store_keeps_everything() {
 
     let snapshot = store.load().unwrap();
     let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
-    restored.restore(snapshot, env.now);
+    restored.restore(snapshot, env.now, &mut Outbox::default());
     restored.sanity_check();
     let (a, b) = (&env.core.jobs[&job], &restored.jobs[&job]);
     assert_eq!(a.counts, b.counts);
@@ -518,8 +518,38 @@ fn restore_treats_unrecorded_tasks_of_a_cancelled_job_as_cancelled() {
     env.core.cancel_job(env.now, job, &mut env.out).unwrap();
     store.apply(&env.out.store).unwrap();
     let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
-    restored.restore(store.load().unwrap(), env.now);
+    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
     restored.sanity_check();
     assert_eq!(restored.jobs[&job].counts.cancelled, 1000);
     assert_eq!(restored.jobs[&job].state, JobState::Cancelled);
+}
+
+#[test]
+fn coordinator_shutdown_requeues_local_work_without_counting_a_loss() {
+    let mut env = Env::new();
+    env.core.create_pool(env.now, pool_spec("p", Provider::Local, 1, Fill::Spread), &mut env.out).unwrap();
+    let node = match env.take().provider.first() {
+        Some(ProviderOp::Launch { node, .. }) => node.clone(),
+        other => panic!("expected a launch, got {other:?}"),
+    };
+    let reg = Registration {
+        pool: PoolName::parse("pool", "p").unwrap(),
+        hostname: "h".into(),
+        slots: 2,
+        cpus: 2,
+        memory_bytes: 0,
+        pid: 0,
+        launch_id: Some(node.clone()),
+    };
+    env.core.register_node(env.now, reg, &mut env.out).unwrap();
+    env.core.on_hello(env.now, &node, vec![], vec![], &mut env.out).unwrap();
+    let job = env.submit(1, 0, 0);
+    assert_eq!(env.schedule().len(), 1);
+    env.take();
+    env.core.stop_local_nodes(env.now, &mut env.out);
+    env.check();
+    let t = env.task(job, 0);
+    assert_eq!((t.state, t.node_losses, t.failures), (TaskState::Ready, 0, 0));
+    assert_eq!(env.core.nodes[&node].record.reason, Some(NodeReason::CoordinatorShutdown));
+    assert!(env.out.provider.contains(&ProviderOp::Stop { node: node.clone(), pid: 0 }));
 }
