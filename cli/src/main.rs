@@ -55,12 +55,18 @@ pub enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Agent(_));
-    let default = if verbose { "info" } else { "warn" };
+    let is_agent = matches!(cli.command, Command::Agent(_));
+    let default = if is_agent { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The agent runs on one thread, as `corral-agent` does (see node-agent/src/main.rs).
+    let runtime = if is_agent {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

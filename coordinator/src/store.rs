@@ -337,9 +337,9 @@ impl Store {
                     )?
                     .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms])?;
                 }
-                StoreOp::EndAttempt { attempt, outcome, exit_code, signal, message, ended_at_ms } => {
+                StoreOp::EndAttempt { attempt, started_at_ms, outcome, exit_code, signal, message, ended_at_ms } => {
                     tx.prepare_cached(
-                        "UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8 WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+                        "UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8, started_at_ms = COALESCE(?9, started_at_ms) WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
                     )?
                     .execute(params![
                         attempt.task.job.0,
@@ -349,7 +349,8 @@ impl Store {
                         outcome.as_str(),
                         exit_code,
                         signal,
-                        message
+                        message,
+                        started_at_ms
                     ])?;
                 }
                 StoreOp::Log(chunk) => write_log(logs, chunk)?,

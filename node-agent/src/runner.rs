@@ -63,15 +63,15 @@ pub fn start(
 /// Where output goes and how much of it has been shipped.
 struct Output {
     task: pb::TaskRef,
-    files: [PathBuf; 2],
+    /// The agent's own handles on the task's stdout and stderr files.
+    files: [std::fs::File; 2],
     shipped: [u64; 2],
 }
 
 impl Output {
     /// Sends whatever the files gained since the last call.
     fn ship(&mut self, events: &mpsc::UnboundedSender<RunnerEvent>) {
-        for (i, path) in self.files.iter().enumerate() {
-            let Ok(file) = std::fs::File::open(path) else { continue };
+        for (i, file) in self.files.iter().enumerate() {
             let Ok(len) = file.metadata().map(|m| m.len()) else { continue };
             while self.shipped[i] < len {
                 let want = ((len - self.shipped[i]) as usize).min(CHUNK);
@@ -111,10 +111,16 @@ async fn run(
 ) -> pb::TaskResult {
     let started_at_ms = now_ms();
     let dir = ctx.tasks_dir.join(format!("{}.{}.{}", task.job_id, task.index, task.attempt));
-    let files = [dir.join("stdout.txt"), dir.join("stderr.txt")];
-    let opened = std::fs::create_dir_all(&dir)
-        .and_then(|_| Ok((std::fs::File::create(&files[0])?, std::fs::File::create(&files[1])?)));
-    let (stdout, stderr) = match opened {
+    // The task writes through its handles; the agent reads through clones of them.
+    let create = |name: &str| {
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(name))
+    };
+    let opened = std::fs::create_dir_all(&dir).and_then(|_| {
+        let stdout = create("stdout.txt")?;
+        let stderr = create("stderr.txt")?;
+        Ok(((stdout.try_clone()?, stderr.try_clone()?), [stdout, stderr]))
+    });
+    let ((stdout, stderr), files) = match opened {
         Ok(files) => files,
         Err(e) => {
             let msg = format!("cannot prepare the task directory {}: {e}", dir.display());

@@ -71,6 +71,7 @@ impl Core {
             let attempt = AttemptRef { task: key, attempt: run.attempt };
             out.store.push(StoreOp::EndAttempt {
                 attempt,
+                started_at_ms: None,
                 outcome: Outcome::Cancelled,
                 exit_code: None,
                 signal: None,
@@ -112,8 +113,13 @@ impl Core {
                 continue;
             }
             self.take_running(attempt.task);
+            if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
+                job.runs.total_ms += result.ended_at_ms.saturating_sub(result.started_at_ms);
+                job.runs.count += 1;
+            }
             out.store.push(StoreOp::EndAttempt {
                 attempt,
+                started_at_ms: Some(result.started_at_ms).filter(|&t| t > 0),
                 outcome: result.outcome,
                 exit_code: result.exit_code,
                 signal: result.signal,
@@ -172,6 +178,7 @@ impl Core {
         let Some(run) = self.take_running(key) else { return };
         out.store.push(StoreOp::EndAttempt {
             attempt: AttemptRef { task: key, attempt: run.attempt },
+            started_at_ms: None,
             outcome: Outcome::NodeLost,
             exit_code: None,
             signal: None,

@@ -39,6 +39,9 @@ pub struct CoreConfig {
     pub max_node_losses: u32,
     /// A provider-started node that has not registered by then has failed.
     pub start_timeout: Duration,
+    /// Jobs whose tasks run shorter than this on average get one task per slot
+    /// queued ahead on their nodes (see [`schedule`]).
+    pub prefetch_below: Duration,
 }
 
 impl Default for CoreConfig {
@@ -50,6 +53,7 @@ impl Default for CoreConfig {
             retry_backoff_max: Duration::from_secs(30),
             max_node_losses: 3,
             start_timeout: Duration::from_secs(30),
+            prefetch_below: Duration::from_millis(100),
         }
     }
 }
@@ -145,6 +149,8 @@ pub enum StoreOp {
     },
     EndAttempt {
         attempt: AttemptRef,
+        /// When the agent actually started it, if it says (it may have queued it).
+        started_at_ms: Option<u64>,
         outcome: Outcome,
         exit_code: Option<i32>,
         signal: Option<i32>,
@@ -296,6 +302,22 @@ pub struct Job {
     /// Indices of tasks queued now (retries in backoff wait in `Core::delayed`).
     pub ready: BTreeSet<u32>,
     pub counts: Counts,
+    /// How long its finished attempts ran.
+    pub runs: RunStats,
+}
+
+/// Run times of a job's finished attempts, to tell short tasks from long ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunStats {
+    pub total_ms: u64,
+    pub count: u32,
+}
+
+impl RunStats {
+    /// Enough samples to judge, and a mean under `threshold_ms`.
+    pub fn is_short(&self, threshold_ms: u64) -> bool {
+        self.count >= 3 && self.total_ms / u64::from(self.count) < threshold_ms
+    }
 }
 
 impl Job {
@@ -601,5 +623,6 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
         tasks: vec![task; n as usize],
         ready,
         counts,
+        runs: RunStats::default(),
     }
 }

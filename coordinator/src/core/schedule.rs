@@ -1,5 +1,13 @@
 //! The scheduler: ready tasks, by job priority and then submission order, onto the
 //! free slots of their pool's connected nodes, chosen by the pool's fill policy.
+//!
+//! Two passes. The first fills free slots. The second, for jobs whose tasks have
+//! been short (mean run time under `CoreConfig::prefetch_below`), gives each node
+//! one more task per slot, which its agent queues and starts the moment a slot frees:
+//! for short tasks the round trip to the coordinator (and its fsync) would otherwise
+//! leave slots idle between tasks. Long tasks are never prefetched, so a slow task
+//! never holds another back, and the second pass stops at the first job that is not
+//! short, so prefetching never lets a lower-priority job jump a higher one.
 
 use std::time::Instant;
 
@@ -13,33 +21,42 @@ impl Core {
         let mut assigned = 0;
         let pool_names: Vec<PoolName> = self.pools.keys().cloned().collect();
         for name in pool_names {
-            assigned += self.schedule_pool(now, &name, out);
+            assigned += self.schedule_pool(now, &name, false, out);
+            assigned += self.schedule_pool(now, &name, true, out);
         }
         assigned
     }
 
-    fn schedule_pool(&mut self, now: Instant, name: &PoolName, out: &mut Outbox) -> usize {
+    fn schedule_pool(&mut self, now: Instant, name: &PoolName, prefetch: bool, out: &mut Outbox) -> usize {
         let Some(pool) = self.pools.get(name) else { return 0 };
         if pool.jobs.is_empty() {
             return 0;
         }
         let fill = pool.spec.fill;
-        // (free slots, node id) of the nodes that can take work.
+        // (slots it can take now, node id) of the nodes that can take work.
         let mut free: Vec<(u32, NodeId)> = pool
             .nodes
             .iter()
             .filter_map(|id| self.nodes.get(id))
-            .filter(|n| n.status() == NodeStatus::Up && n.connected && n.free_slots() > 0)
-            .map(|n| (n.free_slots(), n.record.id.clone()))
+            .filter(|n| n.status() == NodeStatus::Up && n.connected)
+            .map(|n| {
+                let capacity = if prefetch { 2 * n.record.slots } else { n.record.slots };
+                (capacity.saturating_sub(n.slots_used), n.record.id.clone())
+            })
+            .filter(|(free, _)| *free > 0)
             .collect();
         if free.is_empty() {
             return 0;
         }
         let jobs: Vec<JobId> = pool.jobs.iter().map(|(_, id)| *id).collect();
         let started_at_ms = self.wall_ms(now);
+        let short = self.config.prefetch_below.as_millis() as u64;
         let mut assigned = 0;
         for job_id in jobs {
             let Some(job) = self.jobs.get_mut(&job_id) else { continue };
+            if prefetch && !job.ready.is_empty() && !job.runs.is_short(short) {
+                break;
+            }
             let need = job.spec.task.slots;
             while let Some(&index) = job.ready.first() {
                 let Some(slot) = pick(&free, need, fill) else { break };
@@ -49,8 +66,8 @@ impl Core {
                 let task = job.task_mut(index).expect("ready index belongs to the job");
                 task.state = TaskState::Running;
                 task.attempt += 1;
-                let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: task.attempt };
                 let task = *task;
+                let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: task.attempt };
                 job.counts.ready -= 1;
                 job.counts.running += 1;
                 out.store.push(StoreOp::PutTask(TaskRecord {

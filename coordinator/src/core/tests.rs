@@ -553,3 +553,63 @@ fn coordinator_shutdown_requeues_local_work_without_counting_a_loss() {
     assert_eq!(env.core.nodes[&node].record.reason, Some(NodeReason::CoordinatorShutdown));
     assert!(env.out.provider.contains(&ProviderOp::Stop { node: node.clone(), pid: 0 }));
 }
+
+/// Finishes `n` attempts of `job` on `node`, each reported to have run `run_ms`.
+fn finish_runs(env: &mut Env, node: &NodeId, placed: &[(NodeId, AttemptRef)], run_ms: u64) {
+    for (_, attempt) in placed {
+        let result = TaskResult {
+            attempt: *attempt,
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            signal: None,
+            message: String::new(),
+            started_at_ms: 1_000,
+            ended_at_ms: 1_000 + run_ms,
+        };
+        env.core.on_task_results(env.now, node, vec![result], &mut env.out);
+        env.check();
+    }
+}
+
+#[test]
+fn short_tasks_are_queued_ahead_on_nodes_and_long_ones_are_not() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(2);
+    let short = env.submit(100, 0, 0);
+    // No run times yet: only the free slots are used.
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 2);
+    finish_runs(&mut env, &n, &placed, 5);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 2);
+    finish_runs(&mut env, &n, &placed, 5);
+    // Four short runs seen: two running plus one queued per slot.
+    assert_eq!(env.schedule().len(), 4);
+    assert_eq!(env.core.nodes[&n].slots_used, 4);
+    assert_eq!(env.core.jobs[&short].counts.running, 4);
+
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(2);
+    env.submit(100, 0, 0);
+    for _ in 0..2 {
+        let placed = env.schedule();
+        finish_runs(&mut env, &n, &placed, 5_000);
+    }
+    assert_eq!(env.schedule().len(), 2, "long tasks are never queued behind others");
+}
+
+#[test]
+fn prefetch_never_lets_a_lower_priority_job_jump_ahead() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(1);
+    let low = env.submit(100, 0, 0);
+    for _ in 0..3 {
+        let placed = env.schedule();
+        finish_runs(&mut env, &n, &placed, 1);
+    }
+    let high = env.submit(5, 10, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 1, "the high-priority job has no run times: no prefetch for anyone");
+    assert_eq!(placed[0].1.task.job, high);
+    assert_eq!(env.core.jobs[&low].counts.running, 0);
+}
