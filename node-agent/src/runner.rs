@@ -227,7 +227,14 @@ fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
     }
 }
 
+/// Removes a task's directory: the two output files and the directory itself in
+/// three calls when the task left nothing else, a recursive removal when it did.
 fn remove_dir(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join("stdout.txt"));
+    let _ = std::fs::remove_file(dir.join("stderr.txt"));
+    if std::fs::remove_dir(dir).is_ok() {
+        return;
+    }
     if let Err(e) = std::fs::remove_dir_all(dir) {
         tracing::debug!(dir = %dir.display(), error = %e, "could not remove a task directory");
     }

@@ -39,8 +39,8 @@ pub struct CoreConfig {
     pub max_node_losses: u32,
     /// A provider-started node that has not registered by then has failed.
     pub start_timeout: Duration,
-    /// Jobs whose tasks run shorter than this on average get one task per slot
-    /// queued ahead on their nodes (see [`schedule`]).
+    /// Jobs whose tasks run shorter than this on average get tasks queued ahead
+    /// on their nodes (see [`schedule`]).
     pub prefetch_below: Duration,
 }
 

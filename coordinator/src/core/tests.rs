@@ -583,10 +583,11 @@ fn short_tasks_are_queued_ahead_on_nodes_and_long_ones_are_not() {
     let placed = env.schedule();
     assert_eq!(placed.len(), 2);
     finish_runs(&mut env, &n, &placed, 5);
-    // Four short runs seen: two running plus one queued per slot.
-    assert_eq!(env.schedule().len(), 4);
-    assert_eq!(env.core.nodes[&n].slots_used, 4);
-    assert_eq!(env.core.jobs[&short].counts.running, 4);
+    // Four short runs seen: two running plus two queued per slot.
+    let want = 2 * (1 + schedule::PREFETCH_PER_SLOT);
+    assert_eq!(env.schedule().len(), want as usize);
+    assert_eq!(env.core.nodes[&n].slots_used, want);
+    assert_eq!(env.core.jobs[&short].counts.running, want);
 
     let mut env = Env::with_pool(Fill::Spread);
     let n = env.node(2);
