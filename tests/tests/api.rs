@@ -1,0 +1,167 @@
+//! The gRPC API spoken directly, as another client or a misbehaving agent would:
+//! bad requests get `InvalidArgument` naming the field, nothing panics the
+//! coordinator, and the state is unchanged.
+
+use std::time::Duration;
+
+use corral_proto::v1 as pb;
+use corral_proto::v1::agent_client::AgentClient;
+use corral_proto::v1::corral_client::CorralClient;
+use corral_tests::Cluster;
+use tonic::Code;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn task(argv: &[&str]) -> Option<pb::TaskSpec> {
+    Some(pb::TaskSpec { argv: argv.iter().map(|s| s.to_string()).collect(), slots: 1, ..Default::default() })
+}
+
+#[test]
+fn bad_client_requests_name_the_field() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    runtime().block_on(async {
+        let mut client = CorralClient::connect(c.url.clone()).await.unwrap();
+        let submit = |t: Option<pb::TaskSpec>, f: fn(&mut pb::SubmitJobRequest)| {
+            let mut req = pb::SubmitJobRequest { pool: "cpu".into(), task: t, ..Default::default() };
+            f(&mut req);
+            req
+        };
+        let cases: Vec<(pb::SubmitJobRequest, &str)> = vec![
+            (submit(None, |_| {}), "invalid task: is required"),
+            (submit(task(&[]), |_| {}), "invalid command"),
+            (submit(task(&["true"]), |r| r.pool = String::new()), "invalid pool: must not be empty"),
+            (submit(task(&["true"]), |r| r.priority = -1001), "invalid priority"),
+            (
+                submit(task(&["true"]), |r| {
+                    r.is_array = true;
+                    r.array_start = 9;
+                    r.array_end = 3;
+                }),
+                "invalid array: 9-3 is reversed",
+            ),
+            (
+                submit(task(&["true"]), |r| {
+                    r.is_array = true;
+                    r.array_end = u32::MAX;
+                }),
+                "invalid array",
+            ),
+            (
+                submit(Some(pb::TaskSpec { argv: vec!["true".into()], slots: 0, ..Default::default() }), |_| {}),
+                "invalid slots",
+            ),
+            (submit(task(&["a\0b"]), |_| {}), "NUL"),
+        ];
+        for (req, expected) in cases {
+            let err = client.submit_job(req.clone()).await.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{req:?}: {err}");
+            assert!(err.message().contains(expected), "{req:?}: expected '{expected}' in '{}'", err.message());
+        }
+        let err = client
+            .create_pool(pb::CreatePoolRequest {
+                spec: Some(pb::PoolSpec {
+                    name: "p".into(),
+                    slots_per_node: 1,
+                    provider: "cloud".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("invalid provider: 'cloud' is not one of: static, local"), "{}", err.message());
+        let err = client
+            .list_tasks(pb::ListTasksRequest { job_id: 1, state: "done".into(), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("invalid state"), "{}", err.message());
+        let err = client.get_node(pb::GetNodeRequest { id: "n-7".into() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+
+        // Nothing was created.
+        assert!(client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs.is_empty());
+        assert_eq!(client.list_pools(pb::ListPoolsRequest {}).await.unwrap().into_inner().pools.len(), 1);
+    });
+}
+
+#[test]
+fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    runtime().block_on(async {
+        let mut agent = AgentClient::connect(c.url.clone()).await.unwrap();
+        let err = agent
+            .register(pb::RegisterRequest { pool: "cpu".into(), slots: 0, ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("invalid slots"), "{}", err.message());
+        let err = agent
+            .register(pb::RegisterRequest {
+                pool: "cpu".into(),
+                slots: 1,
+                launch_id: "n-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("launch_id"), "{}", err.message());
+
+        // A session that does not start with a hello is refused.
+        let first = pb::AgentMessage { heartbeat: Some(pb::Heartbeat::default()), ..Default::default() };
+        let err = agent.session(tokio_stream_once(first)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("hello"), "{}", err.message());
+
+        // A hello for a node the coordinator never heard of: told to register.
+        let hello = pb::AgentMessage {
+            hello: Some(pb::Hello { node_id: "n-4242".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut stream = agent.session(tokio_stream_once(hello)).await.unwrap().into_inner();
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+        assert!(msg.reregister, "{msg:?}");
+
+        // A registered node sending garbage: results for tasks that do not exist,
+        // attempt 0, unknown outcomes, oversized log chunks.
+        let reg = agent
+            .register(pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "h".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let bad_ref = pb::TaskRef { job_id: 77, index: 3, attempt: 0 };
+        let good_ref = pb::TaskRef { job_id: 77, index: 3, attempt: 1 };
+        let garbage = pb::AgentMessage {
+            hello: Some(pb::Hello {
+                node_id: reg.node_id.clone(),
+                running: vec![bad_ref, good_ref],
+                finished: vec![
+                    pb::TaskResult { task: Some(good_ref), outcome: "exploded".into(), ..Default::default() },
+                    pb::TaskResult { task: None, outcome: "succeeded".into(), ..Default::default() },
+                    pb::TaskResult { task: Some(good_ref), outcome: "succeeded".into(), ..Default::default() },
+                ],
+                logs: vec![pb::LogChunk { task: Some(good_ref), offset: u64::MAX, data: vec![1; 10], stderr: false }],
+            }),
+            ..Default::default()
+        };
+        let mut stream = agent.session(tokio_stream_once(garbage)).await.unwrap().into_inner();
+        // It is told to kill the attempt it claims to run and gets an ack for the
+        // well-formed result; the rest is dropped.
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(msg.kill, vec![good_ref], "{msg:?}");
+        assert_eq!(msg.ack, vec![good_ref], "{msg:?}");
+    });
+    // Still serving, state intact.
+    let pools = c.json(&["pool", "list"]);
+    assert_eq!(pools.as_array().unwrap().len(), 1);
+    assert!(c.coordinator_log().contains("dropping a malformed"));
+}
+
+/// A request stream of one message that then stays open (as a live agent's does).
+fn tokio_stream_once(msg: pb::AgentMessage) -> impl tokio_stream::Stream<Item = pb::AgentMessage> {
+    use tokio_stream::StreamExt;
+    tokio_stream::iter([msg]).chain(tokio_stream::pending())
+}
