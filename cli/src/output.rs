@@ -50,10 +50,26 @@ pub fn json(value: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
-/// `1.2s`, `3m04s`, from milliseconds.
+/// Words joined as a shell would need them typed: arguments with spaces or quotes
+/// are single-quoted, so `sh -c 'echo hi'` reads back as it was given.
+pub fn shell_words(argv: &[String]) -> String {
+    let quote = |arg: &String| {
+        let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%{}$".contains(c));
+        if plain {
+            arg.clone()
+        } else {
+            format!("'{}'", arg.replace('\'', "'\\''"))
+        }
+    };
+    argv.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// `340ms`, `1.2s`, `3m04s`, from milliseconds.
 pub fn duration_ms(ms: u64) -> String {
     let d = Duration::from_millis(ms);
-    if d < Duration::from_secs(60) {
+    if d < Duration::from_secs(1) {
+        format!("{ms}ms")
+    } else if d < Duration::from_secs(60) {
         format!("{:.1}s", d.as_secs_f64())
     } else if d < Duration::from_secs(3600) {
         format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
@@ -94,7 +110,14 @@ mod tests {
     }
 
     #[test]
+    fn commands_read_back_as_typed() {
+        let argv: Vec<String> = ["sh", "-c", "echo 'hi' $X", "{index}"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(shell_words(&argv), r#"sh -c 'echo '\''hi'\'' $X' {index}"#);
+    }
+
+    #[test]
     fn durations_read_well() {
+        assert_eq!(duration_ms(32), "32ms");
         assert_eq!(duration_ms(1_234), "1.2s");
         assert_eq!(duration_ms(184_000), "3m04s");
     }

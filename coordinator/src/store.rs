@@ -353,7 +353,13 @@ impl Store {
                         started_at_ms
                     ])?;
                 }
-                StoreOp::Log(chunk) => write_log(logs, chunk)?,
+                // Task output must not hold up the state: a log that cannot be
+                // written (disk full, permissions) is reported and skipped.
+                StoreOp::Log(chunk) => {
+                    if let Err(e) = write_log(logs, chunk) {
+                        tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it");
+                    }
+                }
             }
         }
         tx.commit()?;

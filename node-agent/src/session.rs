@@ -314,7 +314,7 @@ impl Agent {
                 let Some(task) = result.task else { return };
                 let key = (task.job_id, task.index);
                 // A result of an attempt this agent abandoned is nobody's business.
-                if !self.running.get(&key).is_some_and(|r| r.attempt == task.attempt) {
+                if self.running.get(&key).is_none_or(|r| r.attempt != task.attempt) {
                     return;
                 }
                 if let Some(r) = self.running.remove(&key) {

@@ -153,7 +153,7 @@ fn print_job(ctx: &Context, j: &pb::Job) {
         ("state", j.state.clone()),
         ("priority", j.priority.to_string()),
         ("tasks", format!("{} ({})", total(j), counts_line(&c))),
-        ("command", task.argv.join(" ")),
+        ("command", output::shell_words(&task.argv)),
         ("max retries", task.max_retries.to_string()),
         ("submitted", output::timestamp(j.submitted_at_ms)),
     ];

@@ -212,8 +212,6 @@ pub struct Node {
     pub running: BTreeSet<TaskKey>,
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
-    /// Drained because its pool shrank: removed once its last task ends.
-    pub remove_when_idle: bool,
 }
 
 impl Node {
@@ -231,6 +229,12 @@ impl Node {
             NodeStatus::Lost => NodeState::Lost,
             NodeStatus::Removed => NodeState::Removed,
         }
+    }
+
+    /// Draining because its pool shrank: removed once its last task ends. Kept in
+    /// the record (as the reason), so it survives a restart.
+    pub fn remove_when_idle(&self) -> bool {
+        self.record.status == NodeStatus::Draining && self.record.reason == Some(NodeReason::ScaledDown)
     }
 
     pub fn free_slots(&self) -> u32 {
@@ -603,7 +607,6 @@ fn new_node(record: NodeRecord, now: Instant) -> Node {
         running: BTreeSet::new(),
         cpu_percent: 0.0,
         memory_used_bytes: 0,
-        remove_when_idle: false,
     }
 }
 

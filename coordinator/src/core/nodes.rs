@@ -238,7 +238,7 @@ impl Core {
             match node.status() {
                 NodeStatus::Starting if silence > start_timeout => late.push(id.clone()),
                 NodeStatus::Up | NodeStatus::Draining if silence > timeout => silent.push(id.clone()),
-                NodeStatus::Draining if node.remove_when_idle && node.running.is_empty() => {
+                NodeStatus::Draining if node.remove_when_idle() && node.running.is_empty() => {
                     done_draining.push(id.clone())
                 }
                 _ => {}

@@ -76,7 +76,7 @@ impl Core {
         for name in names {
             let pool = &self.pools[&name];
             let counted: Vec<&Node> =
-                pool.nodes.iter().filter_map(|id| self.nodes.get(id)).filter(|n| !n.remove_when_idle).collect();
+                pool.nodes.iter().filter_map(|id| self.nodes.get(id)).filter(|n| !n.remove_when_idle()).collect();
             let have = counted.len() as u32;
             let target = pool.spec.target_nodes;
             if have < target {
@@ -125,8 +125,8 @@ impl Core {
                     if rank < 2 {
                         self.retire_node(now, &id, NodeStatus::Removed, NodeReason::ScaledDown, out);
                     } else if let Some(node) = self.nodes.get_mut(&id) {
-                        node.remove_when_idle = true;
                         node.record.status = NodeStatus::Draining;
+                        node.record.reason = Some(NodeReason::ScaledDown);
                         self.put_node(&id, out);
                     }
                 }

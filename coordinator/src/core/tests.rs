@@ -60,6 +60,11 @@ impl Env {
 
     /// Registers a static node with `slots` and opens its stream.
     fn node(&mut self, slots: u32) -> NodeId {
+        self.join(slots, None)
+    }
+
+    /// Registers an agent (of a local pool, with `launch_id`) and opens its stream.
+    fn join(&mut self, slots: u32, launch_id: Option<NodeId>) -> NodeId {
         let reg = Registration {
             pool: PoolName::parse("pool", "p").unwrap(),
             hostname: "h".into(),
@@ -67,7 +72,7 @@ impl Env {
             cpus: 2,
             memory_bytes: 1 << 30,
             pid: 0,
-            launch_id: None,
+            launch_id,
         };
         let id = self.core.register_node(self.now, reg, &mut self.out).unwrap();
         self.core.on_hello(self.now, &id, vec![], vec![], &mut self.out).unwrap();
@@ -86,6 +91,7 @@ impl Env {
         let mut out = Outbox::default();
         self.core.schedule(self.now, &mut out);
         self.check();
+        self.out.store.append(&mut out.store);
         out.agents
             .into_iter()
             .filter_map(|(n, m)| match m {
@@ -441,16 +447,7 @@ fn local_pools_launch_replace_and_shrink() {
     assert!(env.take().provider.is_empty(), "starting nodes count toward the size");
 
     // One registers; the other dies before it does and is replaced.
-    let reg = Registration {
-        pool: PoolName::parse("pool", "p").unwrap(),
-        hostname: "h".into(),
-        slots: 2,
-        cpus: 2,
-        memory_bytes: 0,
-        pid: 7,
-        launch_id: Some(launched[0].clone()),
-    };
-    env.core.register_node(env.now, reg, &mut env.out).unwrap();
+    env.join(2, Some(launched[0].clone()));
     env.core.on_node_exited(env.now, &launched[1], &mut env.out);
     env.tick();
     let replaced = env.take().provider.iter().filter(|op| matches!(op, ProviderOp::Launch { .. })).count();
@@ -532,17 +529,7 @@ fn coordinator_shutdown_requeues_local_work_without_counting_a_loss() {
         Some(ProviderOp::Launch { node, .. }) => node.clone(),
         other => panic!("expected a launch, got {other:?}"),
     };
-    let reg = Registration {
-        pool: PoolName::parse("pool", "p").unwrap(),
-        hostname: "h".into(),
-        slots: 2,
-        cpus: 2,
-        memory_bytes: 0,
-        pid: 0,
-        launch_id: Some(node.clone()),
-    };
-    env.core.register_node(env.now, reg, &mut env.out).unwrap();
-    env.core.on_hello(env.now, &node, vec![], vec![], &mut env.out).unwrap();
+    env.join(2, Some(node.clone()));
     let job = env.submit(1, 0, 0);
     assert_eq!(env.schedule().len(), 1);
     env.take();
@@ -613,4 +600,61 @@ fn prefetch_never_lets_a_lower_priority_job_jump_ahead() {
     assert_eq!(placed.len(), 1, "the high-priority job has no run times: no prefetch for anyone");
     assert_eq!(placed[0].1.task.job, high);
     assert_eq!(env.core.jobs[&low].counts.running, 0);
+}
+
+#[test]
+fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let mut env = Env::new();
+    env.core.create_pool(env.now, pool_spec("p", Provider::Local, 2, Fill::Spread), &mut env.out).unwrap();
+    let launched: Vec<NodeId> = env
+        .out
+        .provider
+        .iter()
+        .filter_map(|op| match op {
+            ProviderOp::Launch { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    let a = env.join(2, Some(launched[0].clone()));
+    let b = env.join(2, Some(launched[1].clone()));
+    let job = env.submit(4, 0, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 4);
+    let name = PoolName::parse("name", "p").unwrap();
+    env.core.resize_pool(env.now, &name, 1, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(env.core.nodes[&a].state(), NodeState::Draining, "busy nodes are drained, not killed");
+    assert_eq!(env.core.nodes[&b].state(), NodeState::Running);
+    assert!(!env.out.provider.iter().any(|op| matches!(op, ProviderOp::Stop { .. })));
+
+    // The coordinator restarts: the node is still to be removed once idle.
+    store.apply(&env.out.store).unwrap();
+    let mut core = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    core.restore(store.load().unwrap(), env.now, &mut Outbox::default());
+    core.sanity_check();
+    assert!(core.nodes[&a].remove_when_idle());
+    let mut out = Outbox::default();
+    core.on_hello(env.now, &a, placed.iter().filter(|(n, _)| *n == a).map(|(_, at)| *at).collect(), vec![], &mut out)
+        .unwrap();
+    core.on_hello(env.now, &b, placed.iter().filter(|(n, _)| *n == b).map(|(_, at)| *at).collect(), vec![], &mut out)
+        .unwrap();
+    for (node, attempt) in &placed {
+        let result = TaskResult {
+            attempt: *attempt,
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            signal: None,
+            message: String::new(),
+            started_at_ms: 0,
+            ended_at_ms: 0,
+        };
+        core.on_task_results(env.now, node, vec![result], &mut out);
+    }
+    core.on_tick(env.now, &mut out);
+    core.sanity_check();
+    assert_eq!(core.nodes[&a].state(), NodeState::Removed);
+    assert_eq!(core.jobs[&job].state, JobState::Completed, "scaling down lost no task");
+    assert!(out.provider.contains(&ProviderOp::Stop { node: a.clone(), pid: 0 }));
 }
