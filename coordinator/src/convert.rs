@@ -136,6 +136,16 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     Ok(JobSpec { pool, name: req.name, priority: req.priority, task: task_spec(req.task)?, first_index, last_index })
 }
 
+/// The store keeps integers as SQLite's signed 64 bits.
+const MAX_STORED: u64 = i64::MAX as u64;
+
+fn storable(field: &'static str, value: u64) -> Result<u64, Invalid> {
+    if value > MAX_STORED {
+        return Err(Invalid::new(field, format!("{value} is too large")));
+    }
+    Ok(value)
+}
+
 pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
     let pool = PoolName::parse("pool", &req.pool)?;
     if req.slots == 0 {
@@ -159,7 +169,7 @@ pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
         hostname: req.hostname,
         slots: req.slots,
         cpus: req.cpus,
-        memory_bytes: req.memory_bytes,
+        memory_bytes: storable("memory_bytes", req.memory_bytes)?,
         pid: req.pid,
         launch_id,
     })
@@ -178,7 +188,10 @@ pub fn attempt_ref(r: Option<pb::TaskRef>) -> Result<AttemptRef, Invalid> {
     if r.attempt == 0 {
         return Err(Invalid::new("task.attempt", "must be at least 1"));
     }
-    Ok(AttemptRef { task: TaskKey { job: JobId(r.job_id), index: r.index }, attempt: r.attempt })
+    Ok(AttemptRef {
+        task: TaskKey { job: JobId(storable("task.job_id", r.job_id)?), index: r.index },
+        attempt: r.attempt,
+    })
 }
 
 pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
@@ -188,8 +201,8 @@ pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
         exit_code: r.has_exit_code.then_some(r.exit_code),
         signal: (r.signal != 0).then_some(r.signal),
         message: r.message.chars().take(4096).collect(),
-        started_at_ms: r.started_at_ms,
-        ended_at_ms: r.ended_at_ms,
+        started_at_ms: storable("started_at_ms", r.started_at_ms)?,
+        ended_at_ms: storable("ended_at_ms", r.ended_at_ms)?,
     })
 }
 

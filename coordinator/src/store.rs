@@ -434,6 +434,48 @@ fn corrupt(why: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("corrupt row in the store: {why}").into())
 }
 
+/// Writes `ops` before returning. Nothing is acknowledged until it is durable, so a
+/// failure that may pass (disk full, I/O error, a lock) is retried, loudly, for as
+/// long as it takes. A failure that will not pass (a value the store cannot hold)
+/// must not stop every other change: the ops are then written one by one and only
+/// the failing one is skipped, with an error naming it.
+fn write_durably(store: &mut Store, ops: &[StoreOp]) {
+    let Err(err) = apply_retrying(store, ops) else { return };
+    tracing::error!(error = %err, "a change cannot be stored; writing the batch one change at a time");
+    for op in ops {
+        if let Err(err) = apply_retrying(store, std::slice::from_ref(op)) {
+            tracing::error!(error = %err, ?op, "skipping a change the store cannot hold");
+        }
+    }
+}
+
+/// Applies `ops`, retrying failures that may pass; returns the others.
+fn apply_retrying(store: &mut Store, ops: &[StoreOp]) -> Result<()> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.apply(ops) {
+            Ok(()) => return Ok(()),
+            Err(err) if is_transient(&err) => {
+                tracing::error!(error = %err, "could not write to the store; retrying in {delay:?} (is the disk full?)");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn is_transient(err: &crate::error::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    match err {
+        crate::error::Error::Io(_) => true,
+        crate::error::Error::Store(rusqlite::Error::SqliteFailure(e, _)) => {
+            matches!(e.code, DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | OutOfMemory)
+        }
+        _ => false,
+    }
+}
+
 /// Something to do once a batch is durable.
 pub type FollowUp = Box<dyn FnOnce() + Send>;
 
@@ -467,14 +509,7 @@ impl Writer {
                     }
                     let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
                     if !ops.is_empty() {
-                        // Nothing is acknowledged until it is durable: on a failure
-                        // (disk full, I/O error) keep trying, loudly.
-                        let mut delay = Duration::from_millis(50);
-                        while let Err(err) = store.apply(&ops) {
-                            tracing::error!(error = %err, "could not write to the store; retrying (is the disk full?)");
-                            std::thread::sleep(delay);
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                        }
+                        write_durably(&mut store, &ops);
                     }
                     for batch in batches {
                         for f in batch.then {

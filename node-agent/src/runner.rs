@@ -7,6 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_proto::v1 as pb;
@@ -22,7 +24,13 @@ const TAIL_EVERY: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub enum RunnerEvent {
     Log(pb::LogChunk),
-    Finished(pb::TaskResult),
+    /// The attempt ended. Its directory (with `stdout.txt` and `stderr.txt`) is
+    /// left in place: the agent removes it once the coordinator has the result, and
+    /// until then can ship the output again from it.
+    Finished {
+        result: pb::TaskResult,
+        dir: PathBuf,
+    },
 }
 
 /// Why the agent asks a task to stop.
@@ -39,6 +47,9 @@ pub struct RunContext {
     pub tasks_dir: PathBuf,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Bumped by the agent on every new stream: output shipped on an older one may
+    /// not have arrived, so runners ship their output again from the start.
+    pub stream_generation: Arc<AtomicU64>,
 }
 
 pub fn now_ms() -> u64 {
@@ -54,11 +65,16 @@ pub fn start(
 ) -> oneshot::Sender<StopReason> {
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let result = run(assignment, task, &ctx, stop_rx, &events).await;
-        let _ = events.send(RunnerEvent::Finished(result));
+        let dir = ctx.tasks_dir.join(format!("{}.{}.{}", task.job_id, task.index, task.attempt));
+        let result = run(assignment, task, &dir, &ctx, stop_rx, &events).await;
+        let _ = events.send(RunnerEvent::Finished { result, dir });
     });
     stop_tx
 }
+
+/// Output shipped per stream per tick while a task runs, so a task that writes
+/// gigabytes cannot flood the agent's memory; the rest goes on later ticks.
+const SHIP_PER_TICK: u64 = 8 << 20;
 
 /// Where output goes and how much of it has been shipped.
 struct Output {
@@ -66,13 +82,22 @@ struct Output {
     /// The agent's own handles on the task's stdout and stderr files.
     files: [std::fs::File; 2],
     shipped: [u64; 2],
+    /// The stream generation the shipped offsets belong to.
+    generation: u64,
 }
 
 impl Output {
-    /// Sends whatever the files gained since the last call.
-    fn ship(&mut self, events: &mpsc::UnboundedSender<RunnerEvent>) {
+    /// Sends what the files gained since the last call (from the start again if the
+    /// agent's stream was replaced), at most `limit` bytes per file.
+    fn ship(&mut self, generation: &AtomicU64, limit: u64, events: &mpsc::UnboundedSender<RunnerEvent>) {
+        let current = generation.load(Ordering::Relaxed);
+        if current != self.generation {
+            self.generation = current;
+            self.shipped = [0, 0];
+        }
         for (i, file) in self.files.iter().enumerate() {
             let Ok(len) = file.metadata().map(|m| m.len()) else { continue };
+            let len = len.min(self.shipped[i].saturating_add(limit));
             while self.shipped[i] < len {
                 let want = ((len - self.shipped[i]) as usize).min(CHUNK);
                 let mut data = vec![0; want];
@@ -105,17 +130,17 @@ fn result(task: pb::TaskRef, outcome: &str, started_at_ms: u64, message: String)
 async fn run(
     a: pb::Assignment,
     task: pb::TaskRef,
+    dir: &Path,
     ctx: &RunContext,
     mut stop: oneshot::Receiver<StopReason>,
     events: &mpsc::UnboundedSender<RunnerEvent>,
 ) -> pb::TaskResult {
     let started_at_ms = now_ms();
-    let dir = ctx.tasks_dir.join(format!("{}.{}.{}", task.job_id, task.index, task.attempt));
     // The task writes through its handles; the agent reads through clones of them.
     let create = |name: &str| {
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(name))
     };
-    let opened = std::fs::create_dir_all(&dir).and_then(|_| {
+    let opened = std::fs::create_dir_all(dir).and_then(|_| {
         let stdout = create("stdout.txt")?;
         let stderr = create("stderr.txt")?;
         Ok(((stdout.try_clone()?, stderr.try_clone()?), [stdout, stderr]))
@@ -140,7 +165,7 @@ async fn run(
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(env)
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
@@ -148,13 +173,11 @@ async fn run(
         .kill_on_drop(false);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => {
-            remove_dir(&dir);
-            return result(task, "spawn_failed", started_at_ms, format!("cannot run '{program}': {e}"));
-        }
+        Err(e) => return result(task, "spawn_failed", started_at_ms, format!("cannot run '{program}': {e}")),
     };
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
-    let mut output = Output { task, files, shipped: [0, 0] };
+    let generation = ctx.stream_generation.load(Ordering::Relaxed);
+    let mut output = Output { task, files, shipped: [0, 0], generation };
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
     let mut tail = tokio::time::interval_at(Instant::now() + TAIL_EVERY, TAIL_EVERY);
     // Set once the agent decided to end the task: why, and when to SIGKILL.
@@ -175,13 +198,12 @@ async fn run(
             _ = sleep_until_opt(kill_at) => {
                 signal_group(pgid, libc::SIGKILL);
             }
-            _ = tail.tick() => output.ship(events),
+            _ = tail.tick() => output.ship(&ctx.stream_generation, SHIP_PER_TICK, events),
         }
     };
     // Whatever the task left behind in its process group goes with it.
     signal_group(pgid, libc::SIGKILL);
-    output.ship(events);
-    remove_dir(&dir);
+    output.ship(&ctx.stream_generation, u64::MAX, events);
     let mut r = match status {
         Ok(status) => {
             let mut r = result(task, "failed", started_at_ms, String::new());
@@ -227,9 +249,31 @@ fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
     }
 }
 
+/// Reads a finished attempt's output from its directory as log chunks, to ship it
+/// again after a reconnect.
+pub fn output_chunks(task: pb::TaskRef, dir: &Path) -> Vec<pb::LogChunk> {
+    let mut chunks = Vec::new();
+    for (stderr, name) in [(false, "stdout.txt"), (true, "stderr.txt")] {
+        let Ok(file) = std::fs::File::open(dir.join(name)) else { continue };
+        let mut offset = 0u64;
+        loop {
+            let mut data = vec![0; CHUNK];
+            match file.read_at(&mut data, offset) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    data.truncate(n);
+                    chunks.push(pb::LogChunk { task: Some(task), stderr, offset, data });
+                    offset += n as u64;
+                }
+            }
+        }
+    }
+    chunks
+}
+
 /// Removes a task's directory: the two output files and the directory itself in
 /// three calls when the task left nothing else, a recursive removal when it did.
-fn remove_dir(dir: &Path) {
+pub fn remove_dir(dir: &Path) {
     let _ = std::fs::remove_file(dir.join("stdout.txt"));
     let _ = std::fs::remove_file(dir.join("stderr.txt"));
     if std::fs::remove_dir(dir).is_ok() {

@@ -2,6 +2,8 @@
 //! when the stream breaks keep the tasks running and reconnect with backoff.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_proto::v1 as pb;
@@ -14,9 +16,10 @@ use crate::runner::{self, RunContext, RunnerEvent, StopReason};
 use crate::AgentConfig;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between reconnection attempts, and at most a third of the
+/// coordinator's heartbeat timeout, so that a restarted coordinator hears from
+/// this node before it would declare it lost.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Log bytes kept while disconnected; older chunks are dropped past this.
-const MAX_PENDING_LOGS: usize = 64 << 20;
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -29,12 +32,29 @@ pub enum Error {
     ZeroSlots,
 }
 
-type Key = (u64, u32);
+/// An attempt: job, task index, attempt number.
+type Key = (u64, u32, u32);
+
+fn key_of(t: &pb::TaskRef) -> Key {
+    (t.job_id, t.index, t.attempt)
+}
+
+fn task_ref((job_id, index, attempt): Key) -> pb::TaskRef {
+    pb::TaskRef { job_id, index, attempt }
+}
 
 struct Running {
-    attempt: u32,
     slots: u32,
     stop: Option<oneshot::Sender<StopReason>>,
+    /// Killed because this agent registered anew: its slots stay taken until the
+    /// process is gone, and its result is nobody's business.
+    abandoned: bool,
+}
+
+/// A result the coordinator has not acknowledged yet, and where its output is.
+struct Unacked {
+    result: pb::TaskResult,
+    dir: std::path::PathBuf,
 }
 
 /// How a session ended.
@@ -53,13 +73,14 @@ struct Agent {
     slots: u32,
     node_id: Option<String>,
     heartbeat_interval: Duration,
+    max_backoff: Duration,
     used: u32,
     running: HashMap<Key, Running>,
+    /// Assigned, waiting for a free slot (short tasks are sent ahead).
     queue: VecDeque<(pb::Assignment, pb::TaskRef)>,
     /// Results sent (or to send) and not yet acknowledged as durable.
-    unacked: HashMap<(u64, u32, u32), pb::TaskResult>,
-    pending_logs: VecDeque<pb::LogChunk>,
-    pending_bytes: usize,
+    unacked: HashMap<Key, Unacked>,
+    stream_generation: Arc<AtomicU64>,
     events: mpsc::UnboundedSender<RunnerEvent>,
     sys: sysinfo::System,
 }
@@ -96,12 +117,12 @@ pub async fn run(
         slots,
         node_id: None,
         heartbeat_interval: Duration::from_secs(1),
+        max_backoff: MAX_BACKOFF,
         used: 0,
         running: HashMap::new(),
         queue: VecDeque::new(),
         unacked: HashMap::new(),
-        pending_logs: VecDeque::new(),
-        pending_bytes: 0,
+        stream_generation: Arc::new(AtomicU64::new(0)),
         events: events_tx,
         sys,
     };
@@ -122,7 +143,7 @@ pub async fn run(
                     if agent.pause(backoff, &mut events, &mut stop).await {
                         break;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(agent.max_backoff);
                     continue;
                 }
             }
@@ -136,13 +157,14 @@ pub async fn run(
                 }
                 tracing::warn!(
                     running = agent.running.len(),
+                    unreported = agent.unacked.len(),
                     "lost the coordinator at {}; tasks keep running; reconnecting in {backoff:?}",
                     agent.config.coordinator
                 );
                 if agent.pause(backoff, &mut events, &mut stop).await {
                     break;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = (backoff * 2).min(agent.max_backoff);
             }
         }
     }
@@ -170,6 +192,8 @@ impl Agent {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 self.heartbeat_interval = Duration::from_millis(resp.heartbeat_interval_ms.max(10));
+                self.max_backoff =
+                    (Duration::from_millis(resp.heartbeat_timeout_ms) / 3).clamp(MIN_BACKOFF, MAX_BACKOFF);
                 tracing::info!(
                     node_id = %resp.node_id,
                     pool = %self.config.pool,
@@ -196,25 +220,40 @@ impl Agent {
             pool: self.config.pool.clone(),
             tasks_dir: self.config.work_dir.join("tasks"),
             kill_grace: self.config.kill_grace,
+            stream_generation: self.stream_generation.clone(),
         }
     }
 
-    fn hello(&mut self) -> pb::AgentMessage {
-        let running = self
+    /// The opening message: every attempt this agent holds (running, queued, or
+    /// finished and not acknowledged), so the coordinator can reconcile. Results and
+    /// their output follow in the next messages.
+    fn hello(&self) -> pb::AgentMessage {
+        let held = self
             .running
             .iter()
-            .map(|(&(job_id, index), r)| pb::TaskRef { job_id, index, attempt: r.attempt })
+            .filter(|(_, r)| !r.abandoned)
+            .map(|(k, _)| task_ref(*k))
+            .chain(self.queue.iter().map(|(_, t)| *t))
+            .chain(self.unacked.keys().map(|k| task_ref(*k)))
             .collect();
-        self.pending_bytes = 0;
-        pb::AgentMessage {
-            hello: Some(pb::Hello {
-                node_id: self.node_id.clone().unwrap_or_default(),
-                running,
-                finished: self.unacked.values().cloned().collect(),
-                logs: self.pending_logs.drain(..).collect(),
-            }),
-            ..Default::default()
+        let hello =
+            pb::Hello { node_id: self.node_id.clone().unwrap_or_default(), running: held, ..Default::default() };
+        pb::AgentMessage { hello: Some(hello), ..Default::default() }
+    }
+
+    /// The results not yet acknowledged, each preceded by its whole output read back
+    /// from the attempt's directory: chunks may have been lost with the old stream,
+    /// and the coordinator writes them by offset, so sending twice is harmless.
+    fn resend_unacked(&self, out: &mpsc::UnboundedSender<pb::AgentMessage>) -> bool {
+        for (key, u) in &self.unacked {
+            for chunk in runner::output_chunks(task_ref(*key), &u.dir) {
+                if out.send(pb::AgentMessage { logs: vec![chunk], ..Default::default() }).is_err() {
+                    return false;
+                }
+            }
         }
+        let finished = self.unacked.values().map(|u| u.result.clone()).collect();
+        out.send(pb::AgentMessage { finished, ..Default::default() }).is_ok()
     }
 
     async fn session(
@@ -232,6 +271,12 @@ impl Agent {
                 return End::Disconnected { established: false };
             }
         };
+        // Output shipped on the old stream may be lost: running tasks ship theirs
+        // again from the start, finished ones from their directories.
+        self.stream_generation.fetch_add(1, Ordering::Relaxed);
+        if !self.unacked.is_empty() && !self.resend_unacked(&out) {
+            return End::Disconnected { established: true };
+        }
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
         loop {
             tokio::select! {
@@ -250,8 +295,7 @@ impl Agent {
                         self.on_event(event, &mut msg);
                     }
                     self.start_queued();
-                    if let Err(unsent) = out.send(msg) {
-                        self.keep_logs(unsent.0.logs);
+                    if out.send(msg).is_err() {
                         return End::Disconnected { established: true };
                     }
                 }
@@ -270,19 +314,19 @@ impl Agent {
 
     fn on_message(&mut self, msg: pb::CoordinatorMessage) -> Option<End> {
         for ack in msg.ack {
-            self.unacked.remove(&(ack.job_id, ack.index, ack.attempt));
+            if let Some(u) = self.unacked.remove(&key_of(&ack)) {
+                runner::remove_dir(&u.dir);
+            }
         }
         for kill in msg.kill {
-            let key = (kill.job_id, kill.index);
+            let key = key_of(&kill);
             match self.running.get_mut(&key) {
-                Some(r) if r.attempt == kill.attempt => {
+                Some(r) => {
                     if let Some(stop) = r.stop.take() {
                         let _ = stop.send(StopReason::Cancelled);
                     }
                 }
-                _ => self
-                    .queue
-                    .retain(|(_, t)| !(t.job_id == kill.job_id && t.index == kill.index && t.attempt == kill.attempt)),
+                None => self.queue.retain(|(_, t)| key_of(t) != key),
             }
         }
         if msg.shutdown {
@@ -296,8 +340,9 @@ impl Agent {
         }
         for assignment in msg.assign {
             let Some(task) = assignment.task else { continue };
-            let key = (task.job_id, task.index);
-            let known = self.running.get(&key).is_some_and(|r| r.attempt == task.attempt)
+            let key = key_of(&task);
+            let known = self.running.contains_key(&key)
+                || self.unacked.contains_key(&key)
                 || self.queue.iter().any(|(_, t)| *t == task);
             if !known {
                 self.queue.push_back((assignment, task));
@@ -310,18 +355,17 @@ impl Agent {
     fn on_event(&mut self, event: RunnerEvent, msg: &mut pb::AgentMessage) {
         match event {
             RunnerEvent::Log(chunk) => msg.logs.push(chunk),
-            RunnerEvent::Finished(result) => {
+            RunnerEvent::Finished { result, dir } => {
                 let Some(task) = result.task else { return };
-                let key = (task.job_id, task.index);
-                // A result of an attempt this agent abandoned is nobody's business.
-                if self.running.get(&key).is_none_or(|r| r.attempt != task.attempt) {
+                let key = key_of(&task);
+                let Some(r) = self.running.remove(&key) else { return };
+                self.used = self.used.saturating_sub(r.slots);
+                if r.abandoned {
+                    runner::remove_dir(&dir);
                     return;
                 }
-                if let Some(r) = self.running.remove(&key) {
-                    self.used = self.used.saturating_sub(r.slots);
-                }
-                self.unacked.insert((task.job_id, task.index, task.attempt), result.clone());
-                msg.finished.push(result);
+                msg.finished.push(result.clone());
+                self.unacked.insert(key, Unacked { result, dir });
             }
         }
     }
@@ -337,18 +381,7 @@ impl Agent {
             let Some((assignment, task)) = self.queue.pop_front() else { break };
             let stop = runner::start(assignment, task, self.context(), self.events.clone());
             self.used += slots;
-            self.running.insert((task.job_id, task.index), Running { attempt: task.attempt, slots, stop: Some(stop) });
-        }
-    }
-
-    fn keep_logs(&mut self, logs: Vec<pb::LogChunk>) {
-        for chunk in logs {
-            self.pending_bytes += chunk.data.len();
-            self.pending_logs.push_back(chunk);
-        }
-        while self.pending_bytes > MAX_PENDING_LOGS {
-            let Some(old) = self.pending_logs.pop_front() else { break };
-            self.pending_bytes -= old.data.len();
+            self.running.insert(key_of(&task), Running { slots, stop: Some(stop), abandoned: false });
         }
     }
 
@@ -366,40 +399,35 @@ impl Agent {
             tokio::select! {
                 _ = &mut sleep => return false,
                 _ = stop.wait_for(|s| *s) => return true,
+                // Results are kept until acknowledged; output is shipped again from
+                // the start on the next stream, so chunks can go now.
                 Some(event) = events.recv() => {
-                    let mut msg = pb::AgentMessage::default();
-                    self.on_event(event, &mut msg);
-                    self.keep_logs(msg.logs);
+                    self.on_event(event, &mut pb::AgentMessage::default());
                     self.start_queued();
                 }
             }
         }
     }
 
-    /// Kills every task and forgets this registration.
+    /// Kills every task and forgets this registration. The killed tasks keep their
+    /// slots until their processes are gone.
     fn abandon_all(&mut self) {
         for r in self.running.values_mut() {
+            r.abandoned = true;
             if let Some(stop) = r.stop.take() {
                 let _ = stop.send(StopReason::Cancelled);
             }
         }
-        self.running.clear();
         self.queue.clear();
-        self.unacked.clear();
-        self.pending_logs.clear();
-        self.pending_bytes = 0;
-        self.used = 0;
+        for (_, u) in self.unacked.drain() {
+            runner::remove_dir(&u.dir);
+        }
         self.node_id = None;
     }
 
     /// Stops every task and waits (up to the kill grace and a little) for them.
     async fn stop_all(&mut self, events: &mut mpsc::UnboundedReceiver<RunnerEvent>) {
-        self.queue.clear();
-        for r in self.running.values_mut() {
-            if let Some(stop) = r.stop.take() {
-                let _ = stop.send(StopReason::Cancelled);
-            }
-        }
+        self.abandon_all();
         let deadline = tokio::time::Instant::now() + self.config.kill_grace + Duration::from_secs(1);
         while !self.running.is_empty() {
             match tokio::time::timeout_at(deadline, events.recv()).await {

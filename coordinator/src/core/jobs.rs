@@ -114,8 +114,9 @@ impl Core {
             }
             self.take_running(attempt.task);
             if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
-                job.runs.total_ms += result.ended_at_ms.saturating_sub(result.started_at_ms);
-                job.runs.count += 1;
+                let ran = result.ended_at_ms.saturating_sub(result.started_at_ms);
+                job.runs.total_ms = job.runs.total_ms.saturating_add(ran);
+                job.runs.count = job.runs.count.saturating_add(1);
             }
             out.store.push(StoreOp::EndAttempt {
                 attempt,
@@ -132,9 +133,19 @@ impl Core {
                     self.put_task(attempt.task, out);
                     self.maybe_finish_job(now, attempt.task.job, out);
                 }
-                // An agent cancels only when told to; the coordinator has already
-                // recorded that. Anything else here is a failure of the task.
-                _ => self.on_attempt_failed(now, attempt.task, out),
+                // An agent cancels only when told to, and by then the attempt is no
+                // longer current; if one ever reports it for a current attempt, the
+                // task was interrupted, not at fault: queue it again.
+                Outcome::Cancelled | Outcome::NodeLost => {
+                    self.set_task_state(attempt.task, TaskState::Ready);
+                    if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
+                        job.ready.insert(attempt.task.index);
+                    }
+                    self.put_task(attempt.task, out);
+                }
+                Outcome::Failed | Outcome::TimedOut | Outcome::SpawnFailed => {
+                    self.on_attempt_failed(now, attempt.task, out)
+                }
             }
         }
     }

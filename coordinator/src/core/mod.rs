@@ -390,8 +390,9 @@ impl Core {
         }
     }
 
-    /// Rebuilds the state from the store. Nodes that were live get one heartbeat
-    /// timeout, from `now`, to reconnect before they are declared lost. Repairs of
+    /// Rebuilds the state from the store. Nodes that were live get two heartbeat
+    /// timeouts, from `now`, to reconnect before they are declared lost (their
+    /// agents may be between two reconnection attempts). Repairs of
     /// what a crash between two writes left behind go into `out`.
     pub fn restore(&mut self, snapshot: Snapshot, now: Instant, out: &mut Outbox) {
         for (spec, created_at_ms) in snapshot.pools {
@@ -405,7 +406,8 @@ impl Core {
                     pool.nodes.insert(record.id.clone());
                 }
             }
-            self.nodes.insert(record.id.clone(), new_node(record, now));
+            let grace = now + self.config.heartbeat_timeout;
+            self.nodes.insert(record.id.clone(), new_node(record, grace));
         }
         for record in snapshot.jobs {
             self.next_job = self.next_job.max(record.id.0 + 1);

@@ -107,6 +107,10 @@ impl Core {
         let missing: Vec<TaskKey> =
             self.nodes.get(id).map(|n| n.running.difference(&reported).copied().collect()).unwrap_or_default();
         for key in missing {
+            // Lost in transit, most likely; kill it in case it is on its way still.
+            if let Some(run) = self.running.get(&key) {
+                out.agents.push((id.clone(), ToAgent::Kill(AttemptRef { task: key, attempt: run.attempt })));
+            }
             self.end_attempt_lost(now, key, "the agent did not have this attempt when it reconnected", false, out);
         }
         Ok(())

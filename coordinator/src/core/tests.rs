@@ -499,8 +499,10 @@ fn restore_from_the_store_keeps_everything() {
     let mut out = Outbox::default();
     let next = restored.submit_job(env.now, job_spec("p", 1, 0, 0), &mut out).unwrap();
     assert_eq!(next, JobId(job.0 + 1));
-    // The node gets one timeout to come back, then its tasks go back to the queue.
-    restored.on_tick(env.now + ms(5001), &mut out);
+    // The node gets two timeouts to come back, then its tasks go back to the queue.
+    restored.on_tick(env.now + ms(10_000), &mut out);
+    assert_eq!(restored.nodes[&n].state(), NodeState::Running);
+    restored.on_tick(env.now + ms(10_001), &mut out);
     restored.sanity_check();
     assert_eq!(restored.nodes[&n].state(), NodeState::Lost);
     assert!(restored.running.is_empty());
@@ -657,4 +659,34 @@ fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
     assert_eq!(core.nodes[&a].state(), NodeState::Removed);
     assert_eq!(core.jobs[&job].state, JobState::Completed, "scaling down lost no task");
     assert!(out.provider.contains(&ProviderOp::Stop { node: a.clone(), pid: 0 }));
+}
+
+#[test]
+fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let pool = pool_spec("p", Provider::Static, 0, Fill::Spread);
+    let bad = NodeRecord {
+        id: NodeId::from_seq(1),
+        pool: pool.name.clone(),
+        hostname: "h".into(),
+        slots: 1,
+        cpus: 1,
+        memory_bytes: u64::MAX,
+        pid: 0,
+        status: NodeStatus::Up,
+        reason: None,
+        registered_at_ms: 0,
+    };
+    let ops = vec![StoreOp::PutPool { spec: pool, created_at_ms: 1 }, StoreOp::PutNode(bad)];
+    assert!(store.apply(&ops).is_err(), "u64::MAX does not fit SQLite's integers");
+    let (writer, thread) = crate::store::Writer::spawn(store);
+    let (tx, rx) = std::sync::mpsc::channel();
+    writer.submit(crate::store::Batch { ops, then: vec![Box::new(move || tx.send(()).unwrap())] });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the writer went on");
+    drop(writer);
+    thread.join().unwrap();
+    let snapshot = crate::store::Store::open(dir.path()).unwrap().load().unwrap();
+    assert_eq!(snapshot.pools.len(), 1, "the good change was written");
+    assert!(snapshot.nodes.is_empty());
 }
