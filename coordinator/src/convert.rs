@@ -8,6 +8,7 @@ use corral_proto::v1 as pb;
 
 use crate::core::{Core, Job, Node};
 use crate::error::Invalid;
+use crate::graph::{Graph, TaskGroup};
 use crate::model::*;
 
 /// The most a log chunk from an agent may carry.
@@ -115,6 +116,16 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     if !(-1000..=1000).contains(&req.priority) {
         return Err(Invalid::new("priority", format!("{} is outside -1000..1000", req.priority)));
     }
+    if !req.tasks.is_empty() {
+        if req.task.is_some() || req.is_array {
+            return Err(Invalid::new("tasks", "give either `tasks` (a graph) or `task` (one command), not both"));
+        }
+        let graph = graph(req.tasks)?;
+        let last_index = graph.len() as u32 - 1;
+        let task = graph.spec(0).clone();
+        let graph = Some(std::sync::Arc::new(graph));
+        return Ok(JobSpec { pool, name: req.name, priority: req.priority, task, first_index: 0, last_index, graph });
+    }
     let (first_index, last_index) = if req.is_array {
         if req.array_start > req.array_end {
             return Err(Invalid::new(
@@ -133,7 +144,23 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     } else {
         (0, 0)
     };
-    Ok(JobSpec { pool, name: req.name, priority: req.priority, task: task_spec(req.task)?, first_index, last_index })
+    let task = task_spec(req.task)?;
+    Ok(JobSpec { pool, name: req.name, priority: req.priority, task, first_index, last_index, graph: None })
+}
+
+/// A graph job's tasks, each checked, then the graph as a whole.
+pub fn graph(groups: Vec<pb::TaskGroup>) -> Result<Graph, Invalid> {
+    let mut checked = Vec::with_capacity(groups.len());
+    for g in groups {
+        let spec = task_spec(g.spec).map_err(|e| Invalid::new("tasks", format!("task '{}': {e}", g.id)))?;
+        let array = g.is_array.then_some((g.array_start, g.array_end));
+        for reference in &g.depends_on {
+            text("tasks.depends_on", reference, MAX_NAME)?;
+        }
+        text("tasks.id", &g.id, MAX_NAME)?;
+        checked.push(TaskGroup { id: g.id, spec, array, depends_on: g.depends_on });
+    }
+    crate::graph::resolve(checked).map_err(|e| Invalid::new("tasks", e.to_string()))
 }
 
 /// The store keeps integers as SQLite's signed 64 bits.
@@ -309,6 +336,7 @@ pub fn job_view(job: &Job) -> pb::Job {
         array_end: job.spec.last_index,
         submitted_at_ms: job.submitted_at_ms,
         finished_at_ms: job.finished_at_ms.unwrap_or(0),
+        graph: job.spec.graph.is_some(),
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! Read the modules in this order:
 //! - [`model`]: ids, states and specs, the words they are known by;
+//! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
 //! - [`core`]: every decision, as synchronous functions of the state and `now` that
 //!   write their effects into an outbox;
 //! - [`store`]: SQLite with group commit, and the log files;
@@ -18,6 +19,7 @@ pub mod agent_service;
 pub mod convert;
 pub mod core;
 pub mod error;
+pub mod graph;
 pub mod model;
 pub mod provider;
 pub mod server;

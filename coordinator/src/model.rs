@@ -7,7 +7,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use crate::error::Invalid;
+use crate::graph::Graph;
 
 /// A job's id: a number counted up from 1, unique for the life of a data dir.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -310,15 +313,50 @@ pub struct JobSpec {
     pub pool: PoolName,
     pub name: String,
     pub priority: i32,
+    /// What every task runs, for array jobs; for graph jobs, the first task's.
     pub task: TaskSpec,
-    /// Inclusive range of task indices; a plain job is `0..=0`.
+    /// Inclusive range of task indices; a plain job is `0..=0`, a graph `0..=n-1`.
     pub first_index: u32,
     pub last_index: u32,
+    /// Named tasks with dependencies, for graph jobs.
+    pub graph: Option<Arc<Graph>>,
 }
 
 impl JobSpec {
     pub fn task_count(&self) -> u32 {
         self.last_index - self.first_index + 1
+    }
+
+    /// What task `index` runs.
+    pub fn task_spec(&self, index: u32) -> &TaskSpec {
+        match &self.graph {
+            Some(graph) => graph.spec(index),
+            None => &self.task,
+        }
+    }
+
+    /// The task's id in its job (`CORRAL_TASK_ID`): its name in a graph, else its index.
+    pub fn task_name(&self, index: u32) -> String {
+        match &self.graph {
+            Some(graph) => graph.name(index),
+            None => index.to_string(),
+        }
+    }
+
+    /// Its array index (`CORRAL_TASK_INDEX`, `{index}`).
+    pub fn array_index(&self, index: u32) -> u32 {
+        match &self.graph {
+            Some(graph) => graph.array_index(index),
+            None => index,
+        }
+    }
+
+    /// The most slots any of its tasks needs.
+    pub fn max_slots(&self) -> u32 {
+        match &self.graph {
+            Some(graph) => graph.groups.iter().map(|g| g.spec.slots).max().unwrap_or(1),
+            None => self.task.slots,
+        }
     }
 }
 

@@ -316,6 +316,8 @@ fn flush(
         match msg {
             ToAgent::Assign(a) => m.assign.push(pb::Assignment {
                 task: Some(convert::attempt_to_pb(a.attempt)),
+                name: a.name,
+                array_index: a.array_index,
                 argv: a.argv,
                 env: a.env.into_iter().collect(),
                 slots: a.slots,

@@ -230,18 +230,7 @@ impl Corral for ClientApi {
                 let tasks = matching
                     .skip(req.offset as usize)
                     .take(limit as usize)
-                    .map(|(i, t)| {
-                        let index = job.spec.first_index + i as u32;
-                        let node = core.running.get(&TaskKey { job: job.id, index }).map(|r| r.node.to_string());
-                        pb::Task {
-                            job_id: job.id.0,
-                            index,
-                            state: t.state.to_string(),
-                            attempts_count: t.attempt,
-                            node_id: node.unwrap_or_default(),
-                            attempts: Vec::new(),
-                        }
-                    })
+                    .map(|(i, t)| task_pb(core, job, job.spec.first_index + i as u32, t))
                     .collect();
                 Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
             })
@@ -251,8 +240,11 @@ impl Corral for ClientApi {
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
         let req = req.into_inner();
-        let key = TaskKey { job: JobId(req.job_id), index: req.index };
-        let mut task = self.shared.call(move |core, _, _| task_view(core, key)).await??;
+        let mut task = self
+            .shared
+            .call(move |core, _, _| task_view(core, task_key(core, req.job_id, req.index, &req.name)?))
+            .await??;
+        let key = TaskKey { job: JobId(task.job_id), index: task.index };
         let shared = self.shared.clone();
         let rows = tokio::task::spawn_blocking(move || {
             let reader = shared.reader.lock().unwrap_or_else(|e| e.into_inner());
@@ -279,11 +271,12 @@ impl Corral for ClientApi {
 
     async fn read_log(&self, req: Request<pb::ReadLogRequest>) -> Result<Response<pb::ReadLogResponse>, Status> {
         let req = req.into_inner();
-        let key = TaskKey { job: JobId(req.job_id), index: req.index };
         let wanted = req.attempt;
-        let (attempt, running) = self
+        let name = req.name.clone();
+        let (key, attempt, running) = self
             .shared
             .call(move |core, _, _| {
+                let key = task_key(core, req.job_id, req.index, &name)?;
                 let view = task_view(core, key)?;
                 let attempt = if wanted == 0 { view.attempts_count } else { wanted };
                 if attempt > view.attempts_count {
@@ -293,7 +286,7 @@ impl Corral for ClientApi {
                     )));
                 }
                 let running = core.running.get(&key).is_some_and(|r| r.attempt == attempt);
-                Ok((attempt, running))
+                Ok((key, attempt, running))
             })
             .await??;
         if attempt == 0 {
@@ -321,6 +314,21 @@ impl Corral for ClientApi {
     }
 }
 
+/// The task a request names: by `name` when given, else by `index`.
+fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Result<TaskKey, Error> {
+    let job = job_of(core, job_id)?;
+    if name.is_empty() {
+        return Ok(TaskKey { job: job.id, index });
+    }
+    let found = match &job.spec.graph {
+        Some(graph) => graph.find(name),
+        None => name.parse().ok().filter(|i| job.task(*i).is_some()),
+    };
+    let index =
+        found.ok_or_else(|| Error::Invalid(Invalid::new("task", format!("job {job_id} has no task '{name}'"))))?;
+    Ok(TaskKey { job: job.id, index })
+}
+
 fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
     let job = job_of(core, key.job.0)?;
     let task = job.task(key.index).ok_or_else(|| {
@@ -329,12 +337,19 @@ fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
             format!("job {} has tasks {}..{}, not {}", key.job, job.spec.first_index, job.spec.last_index, key.index),
         ))
     })?;
-    Ok(pb::Task {
+    Ok(task_pb(core, job, key.index, task))
+}
+
+fn task_pb(core: &Core, job: &crate::core::Job, index: u32, task: &crate::core::Task) -> pb::Task {
+    let key = TaskKey { job: job.id, index };
+    pb::Task {
         job_id: key.job.0,
-        index: key.index,
+        index,
         state: task.state.to_string(),
         attempts_count: task.attempt,
         node_id: core.running.get(&key).map(|r| r.node.to_string()).unwrap_or_default(),
         attempts: Vec::new(),
-    })
+        name: job.spec.task_name(index),
+        reason: job.reasons.get(&index).cloned().unwrap_or_default(),
+    }
 }

@@ -19,8 +19,11 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use std::sync::Arc;
+
 use crate::core::{JobRecord, NodeRecord, Snapshot, StoreOp, TaskRecord};
 use crate::error::Result;
+use crate::graph::TaskGroup;
 use crate::model::*;
 
 const SCHEMA: &str = "
@@ -50,6 +53,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     name TEXT NOT NULL,
     priority INTEGER NOT NULL,
     task_spec TEXT NOT NULL,
+    graph TEXT,
     first_index INTEGER NOT NULL,
     last_index INTEGER NOT NULL,
     state TEXT NOT NULL,
@@ -63,6 +67,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempt INTEGER NOT NULL,
     failures INTEGER NOT NULL,
     node_losses INTEGER NOT NULL,
+    reason TEXT,
     PRIMARY KEY (job_id, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
@@ -189,7 +194,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, graph FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -203,11 +208,19 @@ impl Store {
                 r.get::<_, String>(7)?,
                 r.get::<_, u64>(8)?,
                 r.get::<_, Option<u64>>(9)?,
+                r.get::<_, Option<String>>(10)?,
             ))
         })?;
         for row in rows {
-            let (id, pool, name, priority, task, first_index, last_index, state, submitted, finished) = row?;
+            let (id, pool, name, priority, task, first_index, last_index, state, submitted, finished, graph) = row?;
             let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
+            let graph = match graph {
+                Some(groups) => {
+                    let groups: Vec<TaskGroup> = serde_json::from_str(&groups).map_err(|e| corrupt(e.to_string()))?;
+                    Some(Arc::new(crate::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
+                }
+                None => None,
+            };
             snap.jobs.push(JobRecord {
                 id: JobId(id),
                 spec: JobSpec {
@@ -217,13 +230,15 @@ impl Store {
                     task,
                     first_index,
                     last_index,
+                    graph,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,
                 finished_at_ms: finished,
             });
         }
-        let mut stmt = self.conn.prepare("SELECT job_id, idx, state, attempt, failures, node_losses FROM tasks")?;
+        let mut stmt =
+            self.conn.prepare("SELECT job_id, idx, state, attempt, failures, node_losses, reason FROM tasks")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, u64>(0)?,
@@ -232,16 +247,18 @@ impl Store {
                 r.get::<_, u32>(3)?,
                 r.get::<_, u32>(4)?,
                 r.get::<_, u32>(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         })?;
         for row in rows {
-            let (job, index, state, attempt, failures, node_losses) = row?;
+            let (job, index, state, attempt, failures, node_losses, reason) = row?;
             snap.tasks.push(TaskRecord {
                 key: TaskKey { job: JobId(job), index },
                 state: state.parse().map_err(corrupt)?,
                 attempt,
                 failures,
                 node_losses,
+                reason,
             });
         }
         let mut stmt = self
@@ -305,8 +322,12 @@ impl Store {
                 }
                 StoreOp::InsertJob(j) => {
                     let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
+                    let graph = match &j.spec.graph {
+                        Some(g) => Some(serde_json::to_string(&g.groups).map_err(|e| corrupt(e.to_string()))?),
+                        None => None,
+                    };
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, graph) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -318,7 +339,8 @@ impl Store {
                         j.spec.last_index,
                         j.state.as_str(),
                         j.submitted_at_ms,
-                        j.finished_at_ms
+                        j.finished_at_ms,
+                        graph
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms } => {
@@ -327,9 +349,17 @@ impl Store {
                 }
                 StoreOp::PutTask(t) => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO tasks (job_id, idx, state, attempt, failures, node_losses) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT OR REPLACE INTO tasks (job_id, idx, state, attempt, failures, node_losses, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?
-                    .execute(params![t.key.job.0, t.key.index, t.state.as_str(), t.attempt, t.failures, t.node_losses])?;
+                    .execute(params![
+                        t.key.job.0,
+                        t.key.index,
+                        t.state.as_str(),
+                        t.attempt,
+                        t.failures,
+                        t.node_losses,
+                        t.reason
+                    ])?;
                 }
                 StoreOp::StartAttempt { attempt, node, started_at_ms } => {
                     tx.prepare_cached(

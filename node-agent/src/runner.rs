@@ -157,8 +157,8 @@ async fn run(
     };
     let mut env: HashMap<String, String> = a.env.into_iter().collect();
     env.insert("CORRAL_JOB_ID".into(), task.job_id.to_string());
-    env.insert("CORRAL_TASK_ID".into(), task.index.to_string());
-    env.insert("CORRAL_TASK_INDEX".into(), task.index.to_string());
+    env.insert("CORRAL_TASK_ID".into(), a.name.clone());
+    env.insert("CORRAL_TASK_INDEX".into(), a.array_index.to_string());
     env.insert("CORRAL_ATTEMPT".into(), task.attempt.to_string());
     env.insert("CORRAL_NODE_ID".into(), ctx.node_id.clone());
     env.insert("CORRAL_POOL".into(), ctx.pool.clone());

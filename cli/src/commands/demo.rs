@@ -83,6 +83,7 @@ impl DemoArgs {
             is_array: true,
             array_start: 1,
             array_end: self.tasks,
+            tasks: Vec::new(),
         };
         let started = Instant::now();
         let submitted = client.submit_job(req).await.api()?;
@@ -111,7 +112,8 @@ impl DemoArgs {
         let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
         let mut retried = Vec::new();
         for index in job.array_start..=job.array_end {
-            let task = client.get_task(pb::GetTaskRequest { job_id: job.id, index }).await.api()?;
+            let task =
+                client.get_task(pb::GetTaskRequest { job_id: job.id, index, name: String::new() }).await.api()?;
             if let Some(last) = task.attempts.last() {
                 *per_node.entry(last.node_id.clone()).or_default() += 1;
             }
@@ -138,6 +140,7 @@ impl DemoArgs {
                             stderr,
                             offset: 0,
                             max_bytes: 4096,
+                            name: String::new(),
                         })
                         .await
                         .api()?;

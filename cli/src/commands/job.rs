@@ -36,12 +36,16 @@ pub enum JobCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct SubmitArgs {
-    /// The pool to run on.
+    /// The pool to run on (or `pool:` in the job file).
     #[arg(long)]
-    pool: String,
+    pool: Option<String>,
     /// A name to recognise the job by.
-    #[arg(long, default_value = "")]
-    name: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// A job file (YAML, or JSON if it ends in .json): tasks with ids, commands and
+    /// dependencies. See the README for the schema.
+    #[arg(long, short = 'f', conflicts_with_all = ["array", "command"])]
+    file: Option<std::path::PathBuf>,
     /// Run one task per index, A-B inclusive (e.g. 1-1000).
     #[arg(long, value_parser = parse_array)]
     array: Option<(u32, u32)>,
@@ -51,9 +55,9 @@ pub struct SubmitArgs {
     /// Kill a task that runs longer than this (e.g. 30s, 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
-    /// Higher runs first, from -1000 to 1000.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
-    priority: i32,
+    /// Higher runs first, from -1000 to 1000 [default: 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    priority: Option<i32>,
     /// Slots each task needs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     slots: u32,
@@ -64,8 +68,60 @@ pub struct SubmitArgs {
     #[arg(long)]
     wait: bool,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "file", value_name = "CMD")]
     command: Vec<String>,
+}
+
+impl SubmitArgs {
+    /// The request, from the flags or from the job file (flags win over the file's
+    /// name, pool and priority). With a file, also the loaded file for error lines.
+    fn request(self) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+        let env: BTreeMap<String, String> = self.env.into_iter().collect();
+        let Some(path) = &self.file else {
+            let (is_array, (array_start, array_end)) = match self.array {
+                Some(range) => (true, range),
+                None => (false, (0, 0)),
+            };
+            let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
+            let req = pb::SubmitJobRequest {
+                pool,
+                name: self.name.unwrap_or_default(),
+                priority: self.priority.unwrap_or(0),
+                task: Some(pb::TaskSpec {
+                    argv: self.command,
+                    env: env.into_iter().collect(),
+                    slots: self.slots,
+                    max_retries: self.max_retries,
+                    timeout_ms: self.timeout.map_or(0, |d| d.as_millis() as u64),
+                }),
+                is_array,
+                array_start,
+                array_end,
+                tasks: Vec::new(),
+            };
+            return Ok((req, None));
+        };
+        let loaded = super::jobfile::load(path)?;
+        let pool = self.pool.or_else(|| loaded.file.pool.clone()).ok_or_else(|| {
+            anyhow::anyhow!("invalid --pool: say which pool runs the job (--pool, or `pool:` in {})", path.display())
+        })?;
+        let mut groups = loaded.groups.clone();
+        for group in &mut groups {
+            if let Some(spec) = &mut group.spec {
+                for (k, v) in &env {
+                    spec.env.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        let req = pb::SubmitJobRequest {
+            pool,
+            name: self.name.or_else(|| loaded.file.name.clone()).unwrap_or_default(),
+            priority: self.priority.or(loaded.file.priority).unwrap_or(0),
+            tasks: groups,
+            ..Default::default()
+        };
+        Ok((req, Some(loaded)))
+    }
 }
 
 /// `A-B` with A <= B.
@@ -106,7 +162,8 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
             "failed": c.failed,
             "cancelled": c.cancelled,
         },
-        "command": task.argv,
+        "kind": if j.graph { "graph" } else { "array" },
+        "command": (!j.graph).then_some(task.argv),
         "max_retries": task.max_retries,
         "timeout_ms": (task.timeout_ms > 0).then_some(task.timeout_ms),
         "submitted_at_ms": j.submitted_at_ms,
@@ -153,7 +210,7 @@ fn print_job(ctx: &Context, j: &pb::Job) {
         ("state", j.state.clone()),
         ("priority", j.priority.to_string()),
         ("tasks", format!("{} ({})", total(j), counts_line(&c))),
-        ("command", output::shell_words(&task.argv)),
+        ("command", if j.graph { "(a graph: see `corral task list`)".into() } else { output::shell_words(&task.argv) }),
         ("max retries", task.max_retries.to_string()),
         ("submitted", output::timestamp(j.submitted_at_ms)),
     ];
@@ -226,28 +283,16 @@ impl JobCommand {
         let mut client = ctx.client().await?;
         match self {
             JobCommand::Submit(args) => {
-                let (is_array, (array_start, array_end)) = match args.array {
-                    Some(range) => (true, range),
-                    None => (false, (0, 0)),
+                let wait = args.wait;
+                let (req, loaded) = args.request()?;
+                let resp = match client.submit_job(req).await.api() {
+                    Ok(resp) => resp,
+                    Err(e) => match &loaded {
+                        Some(file) => anyhow::bail!(file.annotate(&e.to_string())),
+                        None => return Err(e),
+                    },
                 };
-                let env: BTreeMap<String, String> = args.env.into_iter().collect();
-                let req = pb::SubmitJobRequest {
-                    pool: args.pool,
-                    name: args.name,
-                    priority: args.priority,
-                    task: Some(pb::TaskSpec {
-                        argv: args.command,
-                        env: env.into_iter().collect(),
-                        slots: args.slots,
-                        max_retries: args.max_retries,
-                        timeout_ms: args.timeout.map_or(0, |d| d.as_millis() as u64),
-                    }),
-                    is_array,
-                    array_start,
-                    array_end,
-                };
-                let resp = client.submit_job(req).await.api()?;
-                if !args.wait {
+                if !wait {
                     if ctx.json() {
                         output::json(&json!({ "job_id": resp.job_id, "tasks": resp.tasks }));
                     } else {

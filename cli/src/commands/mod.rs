@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod job;
+pub mod jobfile;
 pub mod node;
 pub mod pool;
 pub mod task;

@@ -25,11 +25,14 @@ pub enum TaskCommand {
         state: Option<String>,
     },
     /// Show a task and every attempt: node, times, exit code, why it ended.
-    Show { job: u64, task: u32 },
+    ///
+    /// TASK is a task's index, or its id in a graph job (`prep`, `frames[7]`).
+    Show { job: u64, task: String },
     /// Print a task's stdout (or stderr), from any node, even one that is gone.
     Logs {
         job: u64,
-        task: u32,
+        /// The task's index, or its id in a graph job.
+        task: String,
         /// Print stderr instead of stdout.
         #[arg(long)]
         stderr: bool,
@@ -40,6 +43,14 @@ pub enum TaskCommand {
         #[arg(long)]
         attempt: Option<u32>,
     },
+}
+
+/// A task named by index (a number) or by id.
+fn task_ref(task: &str) -> (u32, String) {
+    match task.parse() {
+        Ok(index) => (index, String::new()),
+        Err(_) => (0, task.to_string()),
+    }
 }
 
 fn attempt_json(a: &pb::Attempt) -> serde_json::Value {
@@ -78,17 +89,26 @@ async fn list(client: &mut Client, job: u64, state: Option<String>) -> anyhow::R
 async fn print_logs(
     client: &mut Client,
     job: u64,
-    task: u32,
+    task: &str,
     stderr: bool,
     follow: bool,
     attempt: Option<u32>,
 ) -> anyhow::Result<()> {
+    let (index, name) = task_ref(task);
     let mut offset = 0;
     let mut attempt = attempt.unwrap_or(0);
     let mut out = std::io::stdout().lock();
     loop {
         let resp = client
-            .read_log(pb::ReadLogRequest { job_id: job, index: task, attempt, stderr, offset, max_bytes: 1 << 20 })
+            .read_log(pb::ReadLogRequest {
+                job_id: job,
+                index,
+                attempt,
+                stderr,
+                offset,
+                max_bytes: 1 << 20,
+                name: name.clone(),
+            })
             .await
             .api()?;
         // Stay on one attempt once chosen, so a retry does not splice two outputs.
@@ -120,8 +140,10 @@ impl TaskCommand {
                         .map(|t| {
                             json!({
                                 "id": t.index,
+                                "name": t.name,
                                 "job_id": t.job_id,
                                 "state": t.state,
+                                "reason": (!t.reason.is_empty()).then_some(&t.reason),
                                 "attempts": t.attempts_count,
                                 "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
                             })
@@ -133,28 +155,40 @@ impl TaskCommand {
                         .iter()
                         .map(|t| {
                             let node = if t.node_id.is_empty() { "-".to_string() } else { t.node_id.clone() };
-                            vec![t.index.to_string(), t.state.clone(), t.attempts_count.to_string(), node]
+                            let state = if t.reason.is_empty() {
+                                t.state.clone()
+                            } else {
+                                format!("{} ({})", t.state, t.reason)
+                            };
+                            vec![t.index.to_string(), t.name.clone(), state, t.attempts_count.to_string(), node]
                         })
                         .collect();
-                    output::table(&["TASK", "STATE", "ATTEMPTS", "NODE"], &rows);
+                    output::table(&["INDEX", "TASK", "STATE", "ATTEMPTS", "NODE"], &rows);
                 }
             }
             TaskCommand::Show { job, task } => {
-                let t = client.get_task(pb::GetTaskRequest { job_id: job, index: task }).await.api()?;
+                let (index, name) = task_ref(&task);
+                let t = client.get_task(pb::GetTaskRequest { job_id: job, index, name }).await.api()?;
                 if ctx.json() {
                     output::json(&json!({
                         "id": t.index,
+                        "name": t.name,
                         "job_id": t.job_id,
                         "state": t.state,
+                        "reason": (!t.reason.is_empty()).then_some(&t.reason),
                         "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
                         "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
                     }));
                 } else {
-                    output::fields(&[
-                        ("task", format!("{}.{}", t.job_id, t.index)),
+                    let mut rows = vec![
+                        ("task", format!("{} of job {} (index {})", t.name, t.job_id, t.index)),
                         ("state", t.state.clone()),
                         ("attempts", t.attempts_count.to_string()),
-                    ]);
+                    ];
+                    if !t.reason.is_empty() {
+                        rows.push(("why", t.reason.clone()));
+                    }
+                    output::fields(&rows);
                     println!();
                     let rows: Vec<Vec<String>> = t
                         .attempts
@@ -187,7 +221,7 @@ impl TaskCommand {
                 }
             }
             TaskCommand::Logs { job, task, stderr, follow, attempt } => {
-                print_logs(&mut client, job, task, stderr, follow, attempt).await?;
+                print_logs(&mut client, job, &task, stderr, follow, attempt).await?;
             }
         }
         Ok(Exit::Ok)

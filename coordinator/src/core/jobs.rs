@@ -22,10 +22,12 @@ impl Core {
             .chain([pool.spec.slots_per_node])
             .max()
             .unwrap_or(0);
-        if spec.task.slots > biggest {
+        if spec.max_slots() > biggest {
             return Err(Error::Refused(format!(
-                "task.slots: each task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",
-                spec.task.slots, spec.pool, biggest
+                "task.slots: a task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",
+                spec.max_slots(),
+                spec.pool,
+                biggest
             )));
         }
         let id = JobId(self.next_job);
@@ -38,7 +40,8 @@ impl Core {
             submitted_at_ms,
             finished_at_ms: None,
         }));
-        let job = new_job(id, spec, submitted_at_ms, TaskState::Ready);
+        let mut job = new_job(id, spec, submitted_at_ms, TaskState::Ready);
+        job.settle_graph(|_| true);
         if let Some(pool) = self.pools.get_mut(&job.spec.pool) {
             pool.jobs.insert(job.priority_key());
         }
@@ -131,6 +134,7 @@ impl Core {
                 Outcome::Succeeded => {
                     self.set_task_state(attempt.task, TaskState::Succeeded);
                     self.put_task(attempt.task, out);
+                    self.release_downstream(attempt.task);
                     self.maybe_finish_job(now, attempt.task.job, out);
                 }
                 // An agent cancels only when told to, and by then the attempt is no
@@ -153,14 +157,12 @@ impl Core {
     /// Counts a failure and either schedules a retry after a backoff or fails the task.
     fn on_attempt_failed(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) {
         let Some(job) = self.jobs.get_mut(&key.job) else { return };
-        let max_retries = job.spec.task.max_retries;
+        let max_retries = job.spec.task_spec(key.index).max_retries;
         let Some(task) = job.task_mut(key.index) else { return };
         task.failures += 1;
         let failures = task.failures;
         if failures > max_retries {
-            self.set_task_state(key, TaskState::Failed);
-            self.put_task(key, out);
-            self.maybe_finish_job(now, key.job, out);
+            self.fail_task(now, key, out);
         } else {
             self.set_task_state(key, TaskState::Ready);
             let delay = self.retry_delay(failures);
@@ -203,9 +205,7 @@ impl Core {
         }
         if task.node_losses > limit {
             tracing::warn!(task = %key, losses = task.node_losses, "task failed: its node was lost too many times; it may be what kills them");
-            self.set_task_state(key, TaskState::Failed);
-            self.put_task(key, out);
-            self.maybe_finish_job(now, key.job, out);
+            self.fail_task(now, key, out);
         } else {
             self.set_task_state(key, TaskState::Ready);
             if let Some(job) = self.jobs.get_mut(&key.job) {
@@ -215,10 +215,58 @@ impl Core {
         }
     }
 
+    /// Fails a task for good; in a graph, what depends on it will not run.
+    fn fail_task(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) {
+        self.set_task_state(key, TaskState::Failed);
+        self.put_task(key, out);
+        self.cancel_downstream(key, out);
+        self.maybe_finish_job(now, key.job, out);
+    }
+
+    /// A graph task succeeded: what waited only for it is ready now. (No rows: a
+    /// restart recomputes waiting and ready from the upstream states.)
+    fn release_downstream(&mut self, key: TaskKey) {
+        let Some(job) = self.jobs.get_mut(&key.job) else { return };
+        let Some(graph) = job.spec.graph.clone() else { return };
+        for &d in &graph.downstream[key.index as usize] {
+            let waiting = &mut job.waiting_on[d as usize];
+            *waiting = waiting.saturating_sub(1);
+            if *waiting == 0 && job.tasks[d as usize].state == TaskState::Waiting {
+                job.tasks[d as usize].state = TaskState::Ready;
+                job.counts.waiting -= 1;
+                job.counts.ready += 1;
+                job.ready.insert(d);
+            }
+        }
+    }
+
+    /// A graph task failed for good: everything downstream of it is cancelled, with
+    /// the reason naming it.
+    pub(super) fn cancel_downstream(&mut self, failed: TaskKey, out: &mut Outbox) {
+        let Some(job) = self.jobs.get(&failed.job) else { return };
+        let Some(graph) = job.spec.graph.clone() else { return };
+        let state = job.task(failed.index).map_or(TaskState::Failed, |t| t.state);
+        let why = format!("upstream_failed: task '{}' {state}", graph.name(failed.index));
+        let mut stack = vec![failed.index];
+        while let Some(t) = stack.pop() {
+            for &d in &graph.downstream[t as usize] {
+                let key = TaskKey { job: failed.job, index: d };
+                let waiting = self.jobs[&failed.job].task(d).is_some_and(|t| t.state == TaskState::Waiting);
+                if waiting && self.set_task_state(key, TaskState::Cancelled) {
+                    if let Some(job) = self.jobs.get_mut(&failed.job) {
+                        job.reasons.insert(d, why.clone());
+                    }
+                    self.put_task(key, out);
+                    stack.push(d);
+                }
+            }
+        }
+    }
+
     /// Removes a task from the running map and its node; returns where it ran.
     pub(super) fn take_running(&mut self, key: TaskKey) -> Option<RunningAttempt> {
         let run = self.running.remove(&key)?;
-        let slots = self.jobs.get(&key.job).map_or(0, |j| j.spec.task.slots);
+        let slots = self.jobs.get(&key.job).map_or(0, |j| j.spec.task_spec(key.index).slots);
         if let Some(node) = self.nodes.get_mut(&run.node) {
             node.running.remove(&key);
             node.slots_used = node.slots_used.saturating_sub(slots);

@@ -18,7 +18,7 @@ mod schedule;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::model::*;
@@ -62,6 +62,9 @@ impl Default for CoreConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Assignment {
     pub attempt: AttemptRef,
+    /// The task's id in its job and its array index.
+    pub name: String,
+    pub array_index: u32,
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub slots: u32,
@@ -117,13 +120,15 @@ pub struct JobRecord {
 }
 
 /// A task's row; tasks that never left their initial state have none.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub key: TaskKey,
     pub state: TaskState,
     pub attempt: u32,
     pub failures: u32,
     pub node_losses: u32,
+    /// Why it is in this state, when that is not obvious (`upstream_failed: ...`).
+    pub reason: Option<String>,
 }
 
 /// One change to make durable.
@@ -308,6 +313,10 @@ pub struct Job {
     pub counts: Counts,
     /// How long its finished attempts ran.
     pub runs: RunStats,
+    /// Graph jobs: for each task, how many of its upstream tasks have not succeeded.
+    pub waiting_on: Vec<u32>,
+    /// Why tasks are in their state, where that is not obvious.
+    pub reasons: HashMap<u32, String>,
 }
 
 /// Run times of a job's finished attempts, to tell short tasks from long ones.
@@ -337,6 +346,27 @@ impl Job {
 
     fn priority_key(&self) -> (Reverse<i32>, JobId) {
         (Reverse(self.spec.priority), self.id)
+    }
+
+    /// Recounts what each task of a graph waits for, from the tasks' states, and
+    /// moves tasks that are `ready` only by default (`defaulted`) to `waiting` if
+    /// something upstream has not succeeded.
+    fn settle_graph(&mut self, defaulted: impl Fn(u32) -> bool) {
+        let Some(graph) = self.spec.graph.clone() else { return };
+        self.waiting_on = graph
+            .upstream
+            .iter()
+            .map(|ups| ups.iter().filter(|&&u| self.tasks[u as usize].state != TaskState::Succeeded).count() as u32)
+            .collect();
+        for index in 0..self.tasks.len() as u32 {
+            let task = &mut self.tasks[index as usize];
+            if self.waiting_on[index as usize] > 0 && task.state == TaskState::Ready && defaulted(index) {
+                task.state = TaskState::Waiting;
+                self.counts.ready -= 1;
+                self.counts.waiting += 1;
+                self.ready.remove(&index);
+            }
+        }
     }
 }
 
@@ -420,8 +450,13 @@ impl Core {
             job.finished_at_ms = record.finished_at_ms;
             self.jobs.insert(job.id, job);
         }
+        let mut recorded: HashSet<TaskKey> = HashSet::new();
         for t in snapshot.tasks {
+            recorded.insert(t.key);
             let Some(job) = self.jobs.get_mut(&t.key.job) else { continue };
+            if let Some(reason) = t.reason {
+                job.reasons.insert(t.key.index, reason);
+            }
             let Some(task) = job.task_mut(t.key.index) else { continue };
             let old = task.state;
             *task = Task { state: t.state, attempt: t.attempt, failures: t.failures, node_losses: t.node_losses };
@@ -444,7 +479,7 @@ impl Core {
             if !current {
                 continue;
             }
-            let slots = self.jobs[&key.job].spec.task.slots;
+            let slots = self.jobs[&key.job].spec.task_spec(key.index).slots;
             match self.nodes.get_mut(&node) {
                 Some(n) if n.status().is_live() => {
                     n.running.insert(key);
@@ -458,6 +493,10 @@ impl Core {
                     self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", true, out);
                 }
             }
+        }
+        for job in self.jobs.values_mut() {
+            let id = job.id;
+            job.settle_graph(|index| !recorded.contains(&TaskKey { job: id, index }));
         }
         // Repair what a crash between two writes can leave: unfinished tasks of a
         // finished job, and running tasks whose attempt row is missing.
@@ -480,6 +519,7 @@ impl Core {
                         attempt: task.attempt,
                         failures: task.failures,
                         node_losses: task.node_losses,
+                        reason: None,
                     }));
                     *job.counts.slot(task.state) -= 1;
                     *job.counts.slot(next) += 1;
@@ -492,6 +532,26 @@ impl Core {
                     task.state = next;
                 }
             }
+        }
+        // A task still waiting on one that failed: the crash came between the
+        // failure and the cancelling of what depended on it.
+        let doomed: Vec<(TaskKey, TaskKey)> = self
+            .jobs
+            .values()
+            .filter(|job| job.state == JobState::Active)
+            .flat_map(|job| {
+                let graph = job.spec.graph.as_deref();
+                job.tasks.iter().enumerate().filter_map(move |(i, task)| {
+                    let failed = graph?.upstream[i]
+                        .iter()
+                        .find(|&&u| matches!(job.tasks[u as usize].state, TaskState::Failed | TaskState::Cancelled))?;
+                    (task.state == TaskState::Waiting)
+                        .then_some((TaskKey { job: job.id, index: i as u32 }, TaskKey { job: job.id, index: *failed }))
+                })
+            })
+            .collect();
+        for (_, failed) in doomed {
+            self.cancel_downstream(failed, out);
         }
         for job in self.jobs.values() {
             if job.state == JobState::Active {
@@ -521,13 +581,15 @@ impl Core {
     }
 
     fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {
-        let task = self.jobs.get(&key.job)?.task(key.index)?;
+        let job = self.jobs.get(&key.job)?;
+        let task = job.task(key.index)?;
         Some(TaskRecord {
             key,
             state: task.state,
             attempt: task.attempt,
             failures: task.failures,
             node_losses: task.node_losses,
+            reason: job.reasons.get(&key.index).cloned(),
         })
     }
 
@@ -554,7 +616,7 @@ impl Core {
             assert_eq!(task.attempt, run.attempt, "{key} attempt");
             let node = &self.nodes[&run.node];
             assert!(node.running.contains(key), "{key} missing from node {}", run.node);
-            *slots_by_node.entry(&run.node).or_default() += job.spec.task.slots;
+            *slots_by_node.entry(&run.node).or_default() += job.spec.task_spec(key.index).slots;
         }
         for (id, node) in &self.nodes {
             assert_eq!(node.slots_used, slots_by_node.get(id).copied().unwrap_or(0), "slots of {id}");
@@ -577,6 +639,18 @@ impl Core {
                 let queued = job.ready.contains(&index) || delayed.contains(&key);
                 assert_eq!(queued, task.state == TaskState::Ready, "{key} queued vs {:?}", task.state);
                 assert_eq!(self.running.contains_key(&key), task.state == TaskState::Running, "{key}");
+                if let Some(graph) = &job.spec.graph {
+                    let pending =
+                        graph.upstream[i].iter().filter(|&&u| job.tasks[u as usize].state != TaskState::Succeeded);
+                    assert_eq!(job.waiting_on[i] as usize, pending.count(), "{key} waiting_on");
+                    if !task.state.is_final() {
+                        assert_eq!(
+                            task.state == TaskState::Waiting,
+                            job.waiting_on[i] > 0,
+                            "{key} waits iff upstream is pending"
+                        );
+                    }
+                }
             }
             assert_eq!(counts, job.counts, "counts of job {}", job.id);
             let listed = self.pools.get(&job.spec.pool).is_some_and(|p| p.jobs.contains(&job.priority_key()));
@@ -629,5 +703,7 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
         ready,
         counts,
         runs: RunStats::default(),
+        waiting_on: Vec::new(),
+        reasons: HashMap::new(),
     }
 }

@@ -63,12 +63,16 @@ impl Core {
             if prefetch && !job.ready.is_empty() && !job.runs.is_short(short) {
                 break;
             }
-            let need = job.spec.task.slots;
             while let Some(&index) = job.ready.first() {
+                let need = job.spec.task_spec(index).slots;
                 let Some(slot) = pick(&free, need, fill) else { break };
                 let node = free[slot].1.clone();
                 free[slot].0 -= need;
                 job.ready.pop_first();
+                let spec = job.spec.task_spec(index);
+                let array_index = job.spec.array_index(index);
+                let (name, argv, env, timeout) =
+                    (job.spec.task_name(index), spec.argv_for(array_index), spec.env.clone(), spec.timeout);
                 let task = job.task_mut(index).expect("ready index belongs to the job");
                 task.state = TaskState::Running;
                 task.attempt += 1;
@@ -82,17 +86,12 @@ impl Core {
                     attempt: task.attempt,
                     failures: task.failures,
                     node_losses: task.node_losses,
+                    reason: None,
                 }));
                 out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms });
                 out.agents.push((
                     node.clone(),
-                    ToAgent::Assign(Assignment {
-                        attempt,
-                        argv: job.spec.task.argv_for(index),
-                        env: job.spec.task.env.clone(),
-                        slots: need,
-                        timeout: job.spec.task.timeout,
-                    }),
+                    ToAgent::Assign(Assignment { attempt, name, array_index, argv, env, slots: need, timeout }),
                 ));
                 self.running.insert(
                     attempt.task,

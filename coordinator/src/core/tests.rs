@@ -29,7 +29,23 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         task: TaskSpec { argv: vec!["true".into()], env: BTreeMap::new(), slots: 1, max_retries, timeout: None },
         first_index: 0,
         last_index: tasks - 1,
+        graph: None,
     }
+}
+
+/// A graph job on pool `p` of single tasks, given as `(id, depends_on)`.
+fn graph_spec(tasks: &[(&str, &[&str])]) -> JobSpec {
+    let groups: Vec<crate::graph::TaskGroup> = tasks
+        .iter()
+        .map(|(id, deps)| crate::graph::TaskGroup {
+            id: id.to_string(),
+            spec: job_spec("p", 1, 0, 0).task,
+            array: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        })
+        .collect();
+    let graph = crate::graph::resolve(groups).unwrap();
+    JobSpec { last_index: graph.len() as u32 - 1, graph: Some(std::sync::Arc::new(graph)), ..job_spec("p", 1, 0, 0) }
 }
 
 impl Env {
@@ -689,4 +705,78 @@ fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
     let snapshot = crate::store::Store::open(dir.path()).unwrap().load().unwrap();
     assert_eq!(snapshot.pools.len(), 1, "the good change was written");
     assert!(snapshot.nodes.is_empty());
+}
+
+#[test]
+fn graph_tasks_wait_for_their_upstream() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(4);
+    let spec = graph_spec(&[("a", &[]), ("b", &["a"]), ("c", &["a"]), ("d", &["b", "c"])]);
+    let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(env.core.jobs[&job].counts.waiting, 3);
+    let order = |placed: Vec<(NodeId, AttemptRef)>| placed.into_iter().map(|(_, a)| a).collect::<Vec<_>>();
+    let first = order(env.schedule());
+    assert_eq!(first.iter().map(|a| a.task.index).collect::<Vec<_>>(), vec![0]);
+    env.report(&n, first[0], Outcome::Succeeded);
+    let middle = order(env.schedule());
+    assert_eq!(middle.iter().map(|a| a.task.index).collect::<Vec<_>>(), vec![1, 2]);
+    env.report(&n, middle[0], Outcome::Succeeded);
+    assert!(env.schedule().is_empty(), "d still waits for c");
+    env.report(&n, middle[1], Outcome::Succeeded);
+    let last = order(env.schedule());
+    assert_eq!(last.iter().map(|a| a.task.index).collect::<Vec<_>>(), vec![3]);
+    env.report(&n, last[0], Outcome::Succeeded);
+    assert_eq!(env.core.jobs[&job].state, JobState::Completed);
+}
+
+#[test]
+fn a_failed_task_cancels_what_depends_on_it_and_says_why() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(4);
+    let spec = graph_spec(&[("prep", &[]), ("other", &[]), ("use", &["prep"]), ("final", &["use", "other"])]);
+    let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 2);
+    env.report(&n, placed[0].1, Outcome::Failed);
+    let j = &env.core.jobs[&job];
+    assert_eq!(j.task(2).unwrap().state, TaskState::Cancelled);
+    assert_eq!(j.task(3).unwrap().state, TaskState::Cancelled);
+    assert_eq!(j.reasons[&3], "upstream_failed: task 'prep' failed");
+    assert_eq!(j.state, JobState::Active, "'other' is still running");
+    let reasons: Vec<Option<String>> = env
+        .out
+        .store
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::PutTask(t) if t.state == TaskState::Cancelled => Some(t.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "the reasons are stored");
+    env.report(&n, placed[1].1, Outcome::Succeeded);
+    assert_eq!(env.core.jobs[&job].state, JobState::Failed);
+}
+
+#[test]
+fn a_graph_job_is_restored_with_its_waiting_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(4);
+    let spec = graph_spec(&[("a", &[]), ("b", &["a"]), ("c", &["b"]), ("x", &[]), ("y", &["x"])]);
+    let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
+    let placed = env.schedule();
+    env.report(&n, placed[0].1, Outcome::Succeeded); // a
+    env.report(&n, placed[1].1, Outcome::Failed); // x, so y is cancelled
+    env.schedule(); // b starts
+    store.apply(&env.out.store).unwrap();
+    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
+    restored.sanity_check();
+    let (a, b) = (&env.core.jobs[&job], &restored.jobs[&job]);
+    assert_eq!(a.tasks, b.tasks);
+    assert_eq!(a.counts, b.counts);
+    assert_eq!(a.waiting_on, b.waiting_on);
+    assert_eq!(b.reasons[&4], "upstream_failed: task 'x' failed");
 }

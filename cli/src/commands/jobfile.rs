@@ -1,0 +1,227 @@
+//! Job files (`corral job submit --file job.yaml`): a job's settings and its tasks
+//! with dependencies, in YAML or JSON. Errors point at the file's line.
+//!
+//! ```yaml
+//! name: render            # optional; --name overrides
+//! pool: cpu               # optional; --pool overrides
+//! priority: 10            # optional, -1000..1000
+//! tasks:
+//!   - id: prep
+//!     command: [sh, -c, "make assets"]
+//!   - id: frames          # an array: tasks frames[1] .. frames[100]
+//!     array: 1-100
+//!     command: [render, --frame, "{index}"]
+//!     depends_on: [prep]
+//!     slots: 1
+//!     max_retries: 2
+//!     timeout: 10m
+//!     env: {QUALITY: high}
+//!   - id: movie
+//!     command: [encode]
+//!     depends_on: [frames]  # or frames[1-50], frames[7]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use corral_coordinator::graph::{self, TaskGroup};
+use corral_coordinator::model::TaskSpec;
+use corral_proto::v1 as pb;
+use serde::Deserialize;
+
+use super::job::parse_array;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub name: Option<String>,
+    pub pool: Option<String>,
+    pub priority: Option<i32>,
+    pub tasks: Vec<FileTask>,
+}
+
+/// One task (or array) as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTask {
+    pub id: String,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    pub slots: u32,
+    #[serde(default)]
+    pub max_retries: u32,
+    /// A duration such as `30s` or `10m`.
+    pub timeout: Option<String>,
+    /// `A-B`: this entry is an array of tasks `ID[A]` .. `ID[B]`.
+    pub array: Option<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A job file read, checked as a graph, and ready to send.
+pub struct Loaded {
+    pub file: JobFile,
+    pub groups: Vec<pb::TaskGroup>,
+    text: String,
+    path: String,
+}
+
+impl Loaded {
+    /// Adds the line where each task named in `message` is defined.
+    pub fn annotate(&self, message: &str) -> String {
+        let mut lines = Vec::new();
+        for task in &self.file.tasks {
+            let named = message.contains(&format!("'{}'", task.id)) || message.contains(&format!("'{}[", task.id));
+            let in_cycle =
+                message.contains("cycle") && message.split(" -> ").any(|n| n.split('[').next() == Some(&task.id));
+            if named || in_cycle {
+                if let Some(line) = line_of(&self.text, &task.id) {
+                    lines.push(format!("'{}' at line {line}", task.id));
+                }
+            }
+        }
+        if lines.is_empty() {
+            format!("{}: {message}", self.path)
+        } else {
+            format!("{}: {message} ({})", self.path, lines.join(", "))
+        }
+    }
+}
+
+/// Reads and checks a job file.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read job file {}", path.display()))?;
+    let shown = path.display().to_string();
+    let file: JobFile = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?
+    } else {
+        serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?
+    };
+    let mut loaded = Loaded { file, groups: Vec::new(), text, path: shown };
+    let mut checked = Vec::new();
+    for task in &loaded.file.tasks {
+        let at = |what: String| loaded.annotate(&format!("task '{}': {what}", task.id));
+        let timeout = match &task.timeout {
+            Some(t) => Some(
+                humantime::parse_duration(t).map_err(|e| anyhow::anyhow!(at(format!("invalid timeout '{t}': {e}"))))?,
+            ),
+            None => None,
+        };
+        let array = match &task.array {
+            Some(a) => Some(parse_array(a).map_err(|e| anyhow::anyhow!(at(format!("invalid array: {e}"))))?),
+            None => None,
+        };
+        if task.command.is_empty() {
+            anyhow::bail!(at("invalid command: it is empty".into()));
+        }
+        let spec = TaskSpec {
+            argv: task.command.clone(),
+            env: task.env.clone(),
+            slots: task.slots,
+            max_retries: task.max_retries,
+            timeout,
+        };
+        checked.push(TaskGroup { id: task.id.clone(), spec, array, depends_on: task.depends_on.clone() });
+    }
+    // Judge the graph here too, so that its errors can point at lines.
+    if let Err(e) = graph::resolve(checked.clone()) {
+        anyhow::bail!(loaded.annotate(&format!("invalid tasks: {e}")));
+    }
+    loaded.groups = checked.into_iter().map(to_pb).collect();
+    Ok(loaded)
+}
+
+fn to_pb(g: TaskGroup) -> pb::TaskGroup {
+    let (is_array, (array_start, array_end)) = match g.array {
+        Some(range) => (true, range),
+        None => (false, (0, 0)),
+    };
+    pb::TaskGroup {
+        id: g.id,
+        spec: Some(pb::TaskSpec {
+            argv: g.spec.argv,
+            env: g.spec.env.into_iter().collect(),
+            slots: g.spec.slots,
+            max_retries: g.spec.max_retries,
+            timeout_ms: g.spec.timeout.map_or(0, |d: Duration| d.as_millis() as u64),
+        }),
+        is_array,
+        array_start,
+        array_end,
+        depends_on: g.depends_on,
+    }
+}
+
+/// The line (from 1) where the task `id` is defined: `id: ID` in YAML, `"id": "ID"`
+/// in JSON.
+fn line_of(text: &str, id: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim().trim_start_matches('-').trim().trim_start_matches('{').trim();
+            let Some(rest) = line.strip_prefix("id:").or_else(|| line.strip_prefix("\"id\":")) else { return false };
+            let value = rest.split(',').next().unwrap_or("").trim().trim_end_matches('}').trim();
+            value.trim_matches(|c| c == '"' || c == '\'') == id
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(name: &str, text: &str) -> anyhow::Result<Loaded> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        load(&path)
+    }
+
+    #[test]
+    fn a_yaml_file_with_arrays_and_dependencies_loads() {
+        let loaded = load_str(
+            "job.yaml",
+            "name: render\npool: cpu\ntasks:\n  - id: prep\n    command: [true]\n  - id: frames\n    array: 1-3\n    command: [echo, \"{index}\"]\n    depends_on: [prep]\n    timeout: 10m\n  - id: movie\n    command: [true]\n    depends_on: [\"frames[2-3]\"]\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.file.name.as_deref(), Some("render"));
+        assert_eq!(loaded.groups.len(), 3);
+        assert!(loaded.groups[1].is_array);
+        assert_eq!(loaded.groups[1].spec.as_ref().unwrap().timeout_ms, 600_000);
+    }
+
+    #[test]
+    fn errors_point_at_lines() {
+        let syntax = load_str("job.yaml", "tasks:\n  - id: a\n    command: [true\n").err().unwrap().to_string();
+        assert!(syntax.contains("line"), "{syntax}");
+        let json =
+            load_str("job.json", "{\"tasks\": [\n {\"id\": \"a\",\n \"command\": [\"true\"],}\n]}").err().unwrap();
+        assert!(json.to_string().contains("line 3"), "{json}");
+        let unknown = load_str("job.yaml", "tasks:\n  - id: a\n    command: [true]\n    depends_on: [ghost]\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(unknown.contains("'ghost'") && unknown.contains("'a' at line 2"), "{unknown}");
+        let cycle = load_str(
+            "job.yaml",
+            "tasks:\n  - id: a\n    command: [true]\n    depends_on: [b]\n  - id: b\n    command: [true]\n    depends_on: [a]\n",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            cycle.contains("cycle") && cycle.contains("'a' at line 2") && cycle.contains("'b' at line 5"),
+            "{cycle}"
+        );
+        let field = load_str("job.yaml", "tasks:\n  - id: a\n    comand: [true]\n").err().unwrap().to_string();
+        assert!(field.contains("comand") && field.contains("line"), "{field}");
+    }
+}
