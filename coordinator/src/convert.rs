@@ -116,15 +116,21 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     if !(-1000..=1000).contains(&req.priority) {
         return Err(Invalid::new("priority", format!("{} is outside -1000..1000", req.priority)));
     }
-    if !req.tasks.is_empty() {
+    if !req.tasks.is_empty() || req.open {
         if req.task.is_some() || req.is_array {
-            return Err(Invalid::new("tasks", "give either `tasks` (a graph) or `task` (one command), not both"));
+            let why = if req.open {
+                "an open job is a graph job: give its tasks as `tasks` (a job file), or add them later"
+            } else {
+                "give either `tasks` (a graph) or `task` (one command), not both"
+            };
+            return Err(Invalid::new("tasks", why));
         }
         let graph = graph(req.tasks)?;
-        let last_index = graph.len() as u32 - 1;
-        let task = graph.spec(0).clone();
+        let task = if graph.is_empty() { placeholder_spec() } else { graph.spec(0).clone() };
+        let last_index = (graph.len() as u32).saturating_sub(1);
         let graph = Some(std::sync::Arc::new(graph));
-        return Ok(JobSpec { pool, name: req.name, priority: req.priority, task, first_index: 0, last_index, graph });
+        let (name, priority, open) = (req.name, req.priority, req.open);
+        return Ok(JobSpec { pool, name, priority, task, first_index: 0, last_index, graph, open });
     }
     let (first_index, last_index) = if req.is_array {
         if req.array_start > req.array_end {
@@ -145,22 +151,42 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         (0, 0)
     };
     let task = task_spec(req.task)?;
-    Ok(JobSpec { pool, name: req.name, priority: req.priority, task, first_index, last_index, graph: None })
+    Ok(JobSpec {
+        pool,
+        name: req.name,
+        priority: req.priority,
+        task,
+        first_index,
+        last_index,
+        graph: None,
+        open: false,
+    })
+}
+
+/// What an open job that has no tasks yet shows as its task.
+fn placeholder_spec() -> TaskSpec {
+    TaskSpec { argv: Vec::new(), env: BTreeMap::new(), slots: 1, max_retries: 0, timeout: None }
+}
+
+/// The tasks of an `AddTasks` stream, each checked (the graph as a whole is checked
+/// with the job's own tasks by the core).
+pub fn task_groups(groups: Vec<pb::TaskGroup>) -> Result<Vec<TaskGroup>, Invalid> {
+    groups.into_iter().map(task_group).collect()
+}
+
+fn task_group(g: pb::TaskGroup) -> Result<TaskGroup, Invalid> {
+    let spec = task_spec(g.spec).map_err(|e| Invalid::new("tasks", format!("task '{}': {e}", g.id)))?;
+    let array = g.is_array.then_some((g.array_start, g.array_end));
+    for reference in &g.depends_on {
+        text("tasks.depends_on", reference, MAX_NAME)?;
+    }
+    text("tasks.id", &g.id, MAX_NAME)?;
+    Ok(TaskGroup { id: g.id, spec, array, depends_on: g.depends_on })
 }
 
 /// A graph job's tasks, each checked, then the graph as a whole.
 pub fn graph(groups: Vec<pb::TaskGroup>) -> Result<Graph, Invalid> {
-    let mut checked = Vec::with_capacity(groups.len());
-    for g in groups {
-        let spec = task_spec(g.spec).map_err(|e| Invalid::new("tasks", format!("task '{}': {e}", g.id)))?;
-        let array = g.is_array.then_some((g.array_start, g.array_end));
-        for reference in &g.depends_on {
-            text("tasks.depends_on", reference, MAX_NAME)?;
-        }
-        text("tasks.id", &g.id, MAX_NAME)?;
-        checked.push(TaskGroup { id: g.id, spec, array, depends_on: g.depends_on });
-    }
-    crate::graph::resolve(checked).map_err(|e| Invalid::new("tasks", e.to_string()))
+    crate::graph::resolve(task_groups(groups)?).map_err(|e| Invalid::new("tasks", e.to_string()))
 }
 
 /// The store keeps integers as SQLite's signed 64 bits.
@@ -337,6 +363,8 @@ pub fn job_view(job: &Job) -> pb::Job {
         submitted_at_ms: job.submitted_at_ms,
         finished_at_ms: job.finished_at_ms.unwrap_or(0),
         graph: job.spec.graph.is_some(),
+        open: job.spec.open,
+        tasks: job.tasks.len() as u32,
     }
 }
 

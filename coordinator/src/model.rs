@@ -320,11 +320,16 @@ pub struct JobSpec {
     pub last_index: u32,
     /// Named tasks with dependencies, for graph jobs.
     pub graph: Option<Arc<Graph>>,
+    /// Takes more tasks until closed, and does not end before (graph jobs only).
+    pub open: bool,
 }
 
 impl JobSpec {
     pub fn task_count(&self) -> u32 {
-        self.last_index - self.first_index + 1
+        match &self.graph {
+            Some(graph) => graph.len() as u32,
+            None => self.last_index - self.first_index + 1,
+        }
     }
 
     /// What task `index` runs.

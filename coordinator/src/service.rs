@@ -180,6 +180,50 @@ impl Corral for ClientApi {
         Ok(Response::new(job))
     }
 
+    async fn add_tasks(
+        &self,
+        req: Request<tonic::Streaming<pb::AddTasksRequest>>,
+    ) -> Result<Response<pb::AddTasksResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut job_id = 0;
+        let mut groups = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            if job_id == 0 {
+                job_id = msg.job_id;
+            } else if msg.job_id != 0 && msg.job_id != job_id {
+                return Err(Invalid::new(
+                    "job_id",
+                    format!("one stream adds to one job ({job_id}), not also {}", msg.job_id),
+                )
+                .into());
+            }
+            groups.extend(convert::task_groups(msg.tasks)?);
+            if groups.len() > crate::graph::MAX_GRAPH_TASKS {
+                return Err(Invalid::new(
+                    "tasks",
+                    format!("more than {} in one stream", crate::graph::MAX_GRAPH_TASKS),
+                )
+                .into());
+            }
+        }
+        let (first_index, tasks) =
+            self.shared.call(move |core, now, out| core.add_tasks(now, JobId(job_id), groups, out)).await??;
+        tracing::info!(job_id, tasks, "tasks added");
+        Ok(Response::new(pb::AddTasksResponse { first_index, tasks }))
+    }
+
+    async fn close_job(&self, req: Request<pb::CloseJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = req.into_inner().job_id;
+        let job = self
+            .shared
+            .call(move |core, now, out| {
+                core.close_job(now, JobId(id), out)?;
+                job_of(core, id).map(convert::job_view)
+            })
+            .await??;
+        Ok(Response::new(job))
+    }
+
     type WatchJobStream = WatchStream;
 
     async fn watch_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<WatchStream>, Status> {

@@ -11,6 +11,7 @@
 //! appears when the task first changes state, so accepting a million tasks is one
 //! insert.
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -53,13 +54,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     name TEXT NOT NULL,
     priority INTEGER NOT NULL,
     task_spec TEXT NOT NULL,
-    graph TEXT,
+    is_graph INTEGER NOT NULL,
+    open INTEGER NOT NULL,
     first_index INTEGER NOT NULL,
     last_index INTEGER NOT NULL,
     state TEXT NOT NULL,
     submitted_at_ms INTEGER NOT NULL,
     finished_at_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS task_groups (
+    job_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (job_id, position)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tasks (
     job_id INTEGER NOT NULL,
     idx INTEGER NOT NULL,
@@ -194,7 +202,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, graph FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -208,18 +216,20 @@ impl Store {
                 r.get::<_, String>(7)?,
                 r.get::<_, u64>(8)?,
                 r.get::<_, Option<u64>>(9)?,
-                r.get::<_, Option<String>>(10)?,
+                r.get::<_, bool>(10)?,
+                r.get::<_, bool>(11)?,
             ))
         })?;
+        let mut groups = self.task_groups()?;
         for row in rows {
-            let (id, pool, name, priority, task, first_index, last_index, state, submitted, finished, graph) = row?;
+            let (id, pool, name, priority, task, first_index, last_index, state, submitted, finished, is_graph, open) =
+                row?;
             let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
-            let graph = match graph {
-                Some(groups) => {
-                    let groups: Vec<TaskGroup> = serde_json::from_str(&groups).map_err(|e| corrupt(e.to_string()))?;
-                    Some(Arc::new(crate::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
-                }
-                None => None,
+            let graph = if is_graph {
+                let groups = groups.remove(&id).unwrap_or_default();
+                Some(Arc::new(crate::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
+            } else {
+                None
             };
             snap.jobs.push(JobRecord {
                 id: JobId(id),
@@ -231,6 +241,7 @@ impl Store {
                     first_index,
                     last_index,
                     graph,
+                    open,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,
@@ -281,6 +292,19 @@ impl Store {
         Ok(snap)
     }
 
+    /// The task groups of every graph job, in order, by job id.
+    fn task_groups(&self) -> Result<HashMap<u64, Vec<TaskGroup>>> {
+        let mut stmt = self.conn.prepare("SELECT job_id, spec FROM task_groups ORDER BY job_id, position")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut groups: HashMap<u64, Vec<TaskGroup>> = HashMap::new();
+        for row in rows {
+            let (job, spec) = row?;
+            let group: TaskGroup = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+            groups.entry(job).or_default().push(group);
+        }
+        Ok(groups)
+    }
+
     /// Applies a group of changes in one transaction.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
         let logs = &self.logs;
@@ -322,12 +346,11 @@ impl Store {
                 }
                 StoreOp::InsertJob(j) => {
                     let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
-                    let graph = match &j.spec.graph {
-                        Some(g) => Some(serde_json::to_string(&g.groups).map_err(|e| corrupt(e.to_string()))?),
-                        None => None,
-                    };
+                    if let Some(graph) = &j.spec.graph {
+                        insert_groups(&tx, j.id, 0, &graph.groups)?;
+                    }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, graph) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -340,7 +363,8 @@ impl Store {
                         j.state.as_str(),
                         j.submitted_at_ms,
                         j.finished_at_ms,
-                        graph
+                        j.spec.graph.is_some(),
+                        j.spec.open
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms } => {
@@ -360,6 +384,12 @@ impl Store {
                         t.node_losses,
                         t.reason
                     ])?;
+                }
+                StoreOp::AddTaskGroups { job, first_group, groups } => {
+                    insert_groups(&tx, *job, *first_group, groups)?;
+                }
+                StoreOp::CloseJob(job) => {
+                    tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;
                 }
                 StoreOp::StartAttempt { attempt, node, started_at_ms } => {
                     tx.prepare_cached(
@@ -395,6 +425,15 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+fn insert_groups(tx: &rusqlite::Transaction, job: JobId, first: u32, groups: &[TaskGroup]) -> Result<()> {
+    let mut stmt = tx.prepare_cached("INSERT INTO task_groups (job_id, position, spec) VALUES (?1, ?2, ?3)")?;
+    for (i, group) in groups.iter().enumerate() {
+        let spec = serde_json::to_string(group).map_err(|e| corrupt(e.to_string()))?;
+        stmt.execute(params![job.0, first + i as u32, spec])?;
+    }
+    Ok(())
 }
 
 /// Writes a log chunk at its offset, so a chunk sent twice lands once.

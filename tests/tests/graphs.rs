@@ -42,14 +42,19 @@ fn diamond_and_chain_run_in_dependency_order() {
     assert_eq!(done["kind"], "graph");
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    for (before, after) in [("top", "left"), ("top", "right"), ("left", "bottom"), ("right", "bottom"), ("bottom", "after")] {
+    for (before, after) in
+        [("top", "left"), ("top", "right"), ("left", "bottom"), ("right", "bottom"), ("bottom", "after")]
+    {
         assert!(
             position(&lines, &format!("END {before}")) < position(&lines, &format!("START {after}")),
             "{after} started before {before} ended: {lines:?}"
         );
     }
     // left and right ran side by side.
-    assert!(position(&lines, "START right") < position(&lines, "END left") || position(&lines, "START left") < position(&lines, "END right"));
+    assert!(
+        position(&lines, "START right") < position(&lines, "END left")
+            || position(&lines, "START left") < position(&lines, "END right")
+    );
     c.assert_each_succeeded_once(job);
     let tasks = c.json(&["task", "list", &job.to_string()]);
     let names: Vec<&str> = tasks.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
@@ -74,7 +79,8 @@ fn fan_in_of_a_thousand_tasks_to_one() {
 ]}}"#
         ),
     );
-    let job = c.json(&["job", "submit", "--pool", "cpu", "--file", &file, "--name", "fan-in"])["job_id"].as_u64().unwrap();
+    let job =
+        c.json(&["job", "submit", "--pool", "cpu", "--file", &file, "--name", "fan-in"])["job_id"].as_u64().unwrap();
     let done = c.wait_job(job, Duration::from_secs(180));
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["counts"]["succeeded"], 1001);

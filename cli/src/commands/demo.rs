@@ -83,7 +83,7 @@ impl DemoArgs {
             is_array: true,
             array_start: 1,
             array_end: self.tasks,
-            tasks: Vec::new(),
+            ..Default::default()
         };
         let started = Instant::now();
         let submitted = client.submit_job(req).await.api()?;

@@ -1,6 +1,5 @@
 //! `corral job ...`
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -32,6 +31,110 @@ pub enum JobCommand {
     Wait { job: u64 },
     /// Cancel a job: queued tasks are dropped, running ones killed.
     Cancel { job: u64 },
+    /// Add tasks to an open job (one submitted with --open): from a job file's
+    /// `tasks`, or one task or array given here. Any number, streamed.
+    AddTasks(AddTasksArgs),
+    /// Close an open job: it ends once all its tasks have.
+    Close { job: u64 },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AddTasksArgs {
+    job: u64,
+    /// A job file whose `tasks` are added (its name, pool and priority are ignored).
+    #[arg(long, short = 'f', conflicts_with_all = ["id", "array", "depends_on", "command", "max_retries", "timeout", "slots"])]
+    file: Option<std::path::PathBuf>,
+    /// The new task's id (an array's, with --array), unique in the job.
+    #[arg(long, required_unless_present = "file")]
+    id: Option<String>,
+    /// Add an array of tasks ID[A] .. ID[B].
+    #[arg(long, value_parser = parse_array)]
+    array: Option<(u32, u32)>,
+    /// Tasks of the job that must succeed first (repeatable): ID, ID[I] or ID[A-B].
+    #[arg(long = "depends-on")]
+    depends_on: Vec<String>,
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required_unless_present = "file", value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// How each task runs, shared by `submit` and `add-tasks`.
+#[derive(clap::Args, Debug)]
+pub struct SpecArgs {
+    /// Retries after a task fails or times out (node loss does not count).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    max_retries: u32,
+    /// Kill a task that runs longer than this (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Slots each task needs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    slots: u32,
+    /// Environment for each task, K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+}
+
+impl SpecArgs {
+    fn to_pb(&self, argv: Vec<String>) -> pb::TaskSpec {
+        pb::TaskSpec {
+            argv,
+            env: self.env.iter().cloned().collect(),
+            slots: self.slots,
+            max_retries: self.max_retries,
+            timeout_ms: self.timeout.map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+}
+
+/// Tasks per message when streaming them to the coordinator.
+const ADD_BATCH: usize = 1000;
+
+impl AddTasksArgs {
+    async fn run(self, ctx: &Context, client: &mut Client) -> anyhow::Result<Exit> {
+        let (groups, loaded) = match &self.file {
+            Some(path) => {
+                let loaded = super::jobfile::load_tasks(path)?;
+                (loaded.groups.clone(), Some(loaded))
+            }
+            None => {
+                let (is_array, (array_start, array_end)) = match self.array {
+                    Some(range) => (true, range),
+                    None => (false, (0, 0)),
+                };
+                let group = pb::TaskGroup {
+                    id: self.id.clone().unwrap_or_default(),
+                    spec: Some(self.spec.to_pb(self.command.clone())),
+                    is_array,
+                    array_start,
+                    array_end,
+                    depends_on: self.depends_on.clone(),
+                };
+                (vec![group], None)
+            }
+        };
+        let job_id = self.job;
+        let mut messages: Vec<pb::AddTasksRequest> =
+            groups.chunks(ADD_BATCH).map(|chunk| pb::AddTasksRequest { job_id, tasks: chunk.to_vec() }).collect();
+        if messages.is_empty() {
+            messages.push(pb::AddTasksRequest { job_id, tasks: Vec::new() });
+        }
+        let resp = match client.add_tasks(tokio_stream::iter(messages)).await.api() {
+            Ok(resp) => resp,
+            Err(e) => match &loaded {
+                Some(file) => anyhow::bail!(file.annotate(&e.to_string())),
+                None => return Err(e),
+            },
+        };
+        if ctx.json() {
+            output::json(&json!({ "job_id": job_id, "first_index": resp.first_index, "tasks": resp.tasks }));
+        } else {
+            println!("added {} task(s) to job {job_id} (indices {} and up)", resp.tasks, resp.first_index);
+        }
+        Ok(Exit::Ok)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -44,31 +147,25 @@ pub struct SubmitArgs {
     name: Option<String>,
     /// A job file (YAML, or JSON if it ends in .json): tasks with ids, commands and
     /// dependencies. See the README for the schema.
-    #[arg(long, short = 'f', conflicts_with_all = ["array", "command"])]
+    #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots"])]
     file: Option<std::path::PathBuf>,
+    /// Keep the job open: more tasks can be added with `job add-tasks` until `job
+    /// close`. With --file or on its own (an open job starts with no tasks).
+    #[arg(long, conflicts_with_all = ["array", "command"])]
+    open: bool,
     /// Run one task per index, A-B inclusive (e.g. 1-1000).
     #[arg(long, value_parser = parse_array)]
     array: Option<(u32, u32)>,
-    /// Retries after a task fails or times out (node loss does not count).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    max_retries: u32,
-    /// Kill a task that runs longer than this (e.g. 30s, 5m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    timeout: Option<Duration>,
     /// Higher runs first, from -1000 to 1000 [default: 0].
     #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     priority: Option<i32>,
-    /// Slots each task needs.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    slots: u32,
-    /// Environment for each task, K=V (repeatable).
-    #[arg(long = "env", value_parser = parse_env)]
-    env: Vec<(String, String)>,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
     #[arg(long)]
     wait: bool,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required_unless_present = "file", value_name = "CMD")]
+    #[arg(last = true, required_unless_present_any = ["file", "open"], value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -76,7 +173,17 @@ impl SubmitArgs {
     /// The request, from the flags or from the job file (flags win over the file's
     /// name, pool and priority). With a file, also the loaded file for error lines.
     fn request(self) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
-        let env: BTreeMap<String, String> = self.env.into_iter().collect();
+        if self.open && self.file.is_none() {
+            let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
+            let req = pb::SubmitJobRequest {
+                pool,
+                name: self.name.unwrap_or_default(),
+                priority: self.priority.unwrap_or(0),
+                open: true,
+                ..Default::default()
+            };
+            return Ok((req, None));
+        }
         let Some(path) = &self.file else {
             let (is_array, (array_start, array_end)) = match self.array {
                 Some(range) => (true, range),
@@ -87,17 +194,12 @@ impl SubmitArgs {
                 pool,
                 name: self.name.unwrap_or_default(),
                 priority: self.priority.unwrap_or(0),
-                task: Some(pb::TaskSpec {
-                    argv: self.command,
-                    env: env.into_iter().collect(),
-                    slots: self.slots,
-                    max_retries: self.max_retries,
-                    timeout_ms: self.timeout.map_or(0, |d| d.as_millis() as u64),
-                }),
+                task: Some(self.spec.to_pb(self.command)),
                 is_array,
                 array_start,
                 array_end,
                 tasks: Vec::new(),
+                open: false,
             };
             return Ok((req, None));
         };
@@ -108,7 +210,7 @@ impl SubmitArgs {
         let mut groups = loaded.groups.clone();
         for group in &mut groups {
             if let Some(spec) = &mut group.spec {
-                for (k, v) in &env {
+                for (k, v) in &self.spec.env {
                     spec.env.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
@@ -118,6 +220,7 @@ impl SubmitArgs {
             name: self.name.or_else(|| loaded.file.name.clone()).unwrap_or_default(),
             priority: self.priority.or(loaded.file.priority).unwrap_or(0),
             tasks: groups,
+            open: self.open,
             ..Default::default()
         };
         Ok((req, Some(loaded)))
@@ -152,7 +255,8 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "pool": j.pool,
         "state": j.state,
         "priority": j.priority,
-        "tasks": j.array_end - j.array_start + 1,
+        "tasks": j.tasks,
+        "open": j.open,
         "array": [j.array_start, j.array_end],
         "counts": {
             "waiting": c.waiting,
@@ -189,7 +293,7 @@ fn counts_line(c: &pb::TaskCounts) -> String {
 }
 
 fn total(j: &pb::Job) -> u64 {
-    u64::from(j.array_end - j.array_start) + 1
+    u64::from(j.tasks)
 }
 
 fn finished(c: &pb::TaskCounts) -> u64 {
@@ -207,7 +311,7 @@ fn print_job(ctx: &Context, j: &pb::Job) {
         ("id", j.id.to_string()),
         ("name", if j.name.is_empty() { "-".into() } else { j.name.clone() }),
         ("pool", j.pool.clone()),
-        ("state", j.state.clone()),
+        ("state", if j.open { format!("{} (open: takes more tasks until closed)", j.state) } else { j.state.clone() }),
         ("priority", j.priority.to_string()),
         ("tasks", format!("{} ({})", total(j), counts_line(&c))),
         ("command", if j.graph { "(a graph: see `corral task list`)".into() } else { output::shell_words(&task.argv) }),
@@ -344,6 +448,16 @@ impl JobCommand {
                 let j = follow(&mut client, job, false).await?;
                 print_outcome(ctx, &j);
                 Ok(verdict(&j))
+            }
+            JobCommand::AddTasks(args) => args.run(ctx, &mut client).await,
+            JobCommand::Close { job } => {
+                let j = client.close_job(pb::CloseJobRequest { job_id: job }).await.api()?;
+                if ctx.json() {
+                    output::json(&job_json(&j));
+                } else {
+                    println!("job {} closed: {} ({})", j.id, j.state, counts_line(&j.counts.unwrap_or_default()));
+                }
+                Ok(Exit::Ok)
             }
             JobCommand::Cancel { job } => {
                 let j = client.cancel_job(pb::CancelJobRequest { job_id: job }).await.api()?;

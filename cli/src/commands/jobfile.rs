@@ -97,8 +97,19 @@ impl Loaded {
     }
 }
 
+/// Reads a job file for its tasks only, to add them to an open job: they are
+/// checked one by one here; as a graph they are checked with the job's by the
+/// coordinator (they may depend on its tasks).
+pub fn load_tasks(path: &Path) -> anyhow::Result<Loaded> {
+    read(path, false)
+}
+
 /// Reads and checks a job file.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    read(path, true)
+}
+
+fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read job file {}", path.display()))?;
     let shown = path.display().to_string();
     let file: JobFile = if path.extension().is_some_and(|e| e == "json") {
@@ -133,8 +144,13 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         checked.push(TaskGroup { id: task.id.clone(), spec, array, depends_on: task.depends_on.clone() });
     }
     // Judge the graph here too, so that its errors can point at lines.
-    if let Err(e) = graph::resolve(checked.clone()) {
-        anyhow::bail!(loaded.annotate(&format!("invalid tasks: {e}")));
+    if whole_graph {
+        if checked.is_empty() {
+            anyhow::bail!(loaded.annotate("invalid tasks: the job has no tasks"));
+        }
+        if let Err(e) = graph::resolve(checked.clone()) {
+            anyhow::bail!(loaded.annotate(&format!("invalid tasks: {e}")));
+        }
     }
     loaded.groups = checked.into_iter().map(to_pb).collect();
     Ok(loaded)

@@ -147,6 +147,14 @@ pub enum StoreOp {
         finished_at_ms: Option<u64>,
     },
     PutTask(TaskRecord),
+    /// Tasks added to an open graph job; `groups` follow its existing ones.
+    AddTaskGroups {
+        job: JobId,
+        first_group: u32,
+        groups: Vec<crate::graph::TaskGroup>,
+    },
+    /// An open job was closed.
+    CloseJob(JobId),
     StartAttempt {
         attempt: AttemptRef,
         node: NodeId,
@@ -692,7 +700,7 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
     let mut counts = Counts::default();
     *counts.slot(initial) = n;
     let ready =
-        if initial == TaskState::Ready { (spec.first_index..=spec.last_index).collect() } else { BTreeSet::new() };
+        if initial == TaskState::Ready { (spec.first_index..spec.first_index + n).collect() } else { BTreeSet::new() };
     Job {
         id,
         spec,
