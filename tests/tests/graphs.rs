@@ -160,3 +160,44 @@ fn a_graph_survives_a_coordinator_restart() {
     c.assert_each_succeeded_once(job);
     assert_eq!(c.logs(job, 5, false), "done\n");
 }
+
+#[test]
+fn an_open_job_takes_thousands_of_tasks_in_one_streamed_add_then_closes() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 2, 2);
+    let job = c.json(&["job", "submit", "--pool", "cpu", "--open", "--name", "stream"])["job_id"].as_u64().unwrap();
+    assert_eq!(c.job(job)["open"], true);
+    let added = c.json(&["job", "add-tasks", &job.to_string(), "--id", "setup", "--", "sh", "-c", "echo ready"]);
+    assert_eq!(added["first_index"], 0);
+    corral_tests::wait_until(MINUTE, "setup to run", || c.job(job)["counts"]["succeeded"] == 1);
+    assert_eq!(c.job(job)["state"], "active", "an open job waits for more tasks");
+
+    // 5,000 separate tasks in one file: several messages on one stream, one commit.
+    let mut text = String::from("tasks:\n");
+    for i in 0..5000 {
+        text.push_str(&format!("  - id: t{i}\n    command: ['true']\n    depends_on: [setup]\n"));
+    }
+    text.push_str("  - id: last\n    command: [sh, -c, 'echo all done']\n    depends_on: [\"t4999\"]\n");
+    let file = write(&c, "more.yaml", &text);
+    let added = c.json(&["job", "add-tasks", &job.to_string(), "--file", &file]);
+    assert_eq!(added["tasks"], 5001);
+    assert_eq!(added["first_index"], 1);
+
+    let err = c.fails(&["job", "add-tasks", &job.to_string(), "--id", "t7", "--", "true"]);
+    assert!(err.contains("'t7' is used twice"), "{err}");
+    let err = c.fails(&["job", "add-tasks", &job.to_string(), "--id", "x", "--depends-on", "nope", "--", "true"]);
+    assert!(err.contains("depends on 'nope'"), "{err}");
+
+    corral_tests::wait_until(Duration::from_secs(240), "the tasks to run", || c.job(job)["counts"]["succeeded"] == 5002);
+    assert_eq!(c.job(job)["state"], "active");
+    let closed = c.json(&["job", "close", &job.to_string()]);
+    assert_eq!(closed["state"], "completed", "{closed}");
+    assert_eq!(closed["tasks"], 5002);
+    assert_eq!(c.logs(job, 5001, false), "all done\n");
+    let err = c.fails(&["job", "add-tasks", &job.to_string(), "--id", "late", "--", "true"]);
+    assert!(err.contains("not open"), "{err}");
+
+    let array = c.submit(&["--pool", "cpu", "--array", "1-2"], &["true"]);
+    let err = c.fails(&["job", "add-tasks", &array.to_string(), "--id", "more", "--", "true"]);
+    assert!(err.contains("not open"), "{err}");
+}
