@@ -9,15 +9,20 @@ use tonic::transport::{Channel, Endpoint};
 pub type Client = CorralClient<Channel>;
 
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let channel = channel(url).await?;
+    Ok(CorralClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+}
+
+/// A connection to the coordinator, or an error that says what to do.
+pub async fn channel(url: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("invalid --coordinator URL '{url}' (expected e.g. http://127.0.0.1:7070)"))?
         .connect_timeout(Duration::from_secs(3));
-    let channel = endpoint.connect().await.with_context(|| {
+    endpoint.connect().await.with_context(|| {
         format!(
             "cannot reach the coordinator at {url}: is it running? Start one with `corral up`, or point --coordinator (or CORRAL_COORDINATOR) at it"
         )
-    })?;
-    Ok(CorralClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+    })
 }
 
 /// Makes a gRPC status an error whose text is the coordinator's message.

@@ -38,6 +38,9 @@ enum Command {
     /// List and show tasks, and read their logs.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
+    /// Put, get and list objects in the store that task inputs and outputs use.
+    #[command(subcommand)]
+    File(commands::file::FileCommand),
     /// Run a throwaway coordinator and local pool, run a sample job, and clean up.
     Demo(commands::demo::DemoArgs),
     /// Run a coordinator and a local pool in the foreground, for trying things by hand.
@@ -90,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Node(cmd) => cmd.run(&ctx).await,
         Command::Job(cmd) => cmd.run(&ctx).await,
         Command::Task(cmd) => cmd.run(&ctx).await,
+        Command::File(cmd) => cmd.run(&ctx).await,
         Command::Demo(args) => args.run().await,
         Command::Up(args) => args.run(&ctx).await,
         Command::Agent(args) => {

@@ -101,13 +101,51 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
     if spec.max_retries > MAX_RETRIES {
         return Err(Invalid::new("max_retries", format!("must be at most {MAX_RETRIES}")));
     }
+    let mut inputs = Vec::with_capacity(spec.inputs.len());
+    for input in spec.inputs {
+        // Checked with `{index}` filled in, as the agent will see it.
+        let object = crate::objects::object_path("inputs.object", &input.object.replace("{index}", "0"))?;
+        let path = if input.path.is_empty() { object.filename().unwrap_or_default().to_string() } else { input.path };
+        relative_path("inputs.path", &path)?;
+        inputs.push(TaskInput { object: input.object.trim_matches('/').to_string(), path });
+    }
+    for pattern in &spec.outputs {
+        relative_path("outputs", pattern)?;
+        glob_pattern(pattern)?;
+    }
     Ok(TaskSpec {
         argv: spec.argv,
         env,
         slots: spec.slots,
         max_retries: spec.max_retries,
         timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
+        inputs,
+        outputs: spec.outputs,
+        outputs_when: word("outputs_when", &spec.outputs_when, OutputsWhen::Success)?,
     })
+}
+
+/// A path inside a task's directory: relative, without `..`.
+pub fn relative_path(field: &'static str, path: &str) -> Result<(), Invalid> {
+    text(field, path, 4096)?;
+    let p = std::path::Path::new(path);
+    if path.is_empty() || p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Invalid::new(
+            field,
+            format!("'{path}' must be a relative path inside the task's directory, without '..'"),
+        ));
+    }
+    Ok(())
+}
+
+fn glob_pattern(pattern: &str) -> Result<(), Invalid> {
+    // The agent expands the pattern; check here that it can.
+    let ok = !pattern.contains("[!") || pattern.contains(']');
+    let balanced = pattern.matches('[').count() == pattern.matches(']').count();
+    if !ok || !balanced {
+        return Err(Invalid::new("outputs", format!("'{pattern}' is not a valid glob pattern")));
+    }
+    Ok(())
 }
 
 pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
@@ -165,7 +203,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
 
 /// What an open job that has no tasks yet shows as its task.
 fn placeholder_spec() -> TaskSpec {
-    TaskSpec { argv: Vec::new(), env: BTreeMap::new(), slots: 1, max_retries: 0, timeout: None }
+    TaskSpec::command(Vec::new())
 }
 
 /// The tasks of an `AddTasks` stream, each checked (the graph as a whole is checked
@@ -338,6 +376,9 @@ pub fn task_spec_to_pb(t: &TaskSpec) -> pb::TaskSpec {
         slots: t.slots,
         max_retries: t.max_retries,
         timeout_ms: t.timeout.map_or(0, |d| d.as_millis() as u64),
+        inputs: t.inputs.iter().map(|i| pb::TaskInput { object: i.object.clone(), path: i.path.clone() }).collect(),
+        outputs: t.outputs.clone(),
+        outputs_when: t.outputs_when.as_str().into(),
     }
 }
 

@@ -288,13 +288,7 @@ mod tests {
     fn task(id: &str, deps: &[&str]) -> TaskGroup {
         TaskGroup {
             id: id.into(),
-            spec: TaskSpec {
-                argv: vec!["true".into()],
-                env: Default::default(),
-                slots: 1,
-                max_retries: 0,
-                timeout: None,
-            },
+            spec: TaskSpec::command(vec!["true".into()]),
             array: None,
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
         }

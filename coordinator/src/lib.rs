@@ -10,6 +10,7 @@
 //! - [`store`]: SQLite with group commit, and the log files;
 //! - [`server`]: the event loop that owns the core and carries out its outbox;
 //! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
+//! - [`objects`]: the object store for task inputs and outputs, and its service;
 //! - [`provider`]: starting and stopping local agents.
 //!
 //! The state machines and vocabulary are drawn in `coordinator/README.md`.
@@ -21,6 +22,7 @@ pub mod core;
 pub mod error;
 pub mod graph;
 pub mod model;
+pub mod objects;
 pub mod provider;
 pub mod server;
 pub mod service;

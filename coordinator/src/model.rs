@@ -291,9 +291,79 @@ pub struct TaskSpec {
     pub max_retries: u32,
     #[serde(with = "opt_millis")]
     pub timeout: Option<Duration>,
+    /// Objects fetched into the task's directory before it starts.
+    #[serde(default)]
+    pub inputs: Vec<TaskInput>,
+    /// Glob patterns of files uploaded from its directory when it ends.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    #[serde(default)]
+    pub outputs_when: OutputsWhen,
+}
+
+/// An object a task needs, and where it goes in the task's directory.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskInput {
+    pub object: String,
+    pub path: String,
+}
+
+/// When a task's outputs are uploaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputsWhen {
+    #[default]
+    Success,
+    Failure,
+    Always,
+}
+
+impl OutputsWhen {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputsWhen::Success => "success",
+            OutputsWhen::Failure => "failure",
+            OutputsWhen::Always => "always",
+        }
+    }
+}
+
+impl FromStr for OutputsWhen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "success" => Ok(OutputsWhen::Success),
+            "failure" => Ok(OutputsWhen::Failure),
+            "always" => Ok(OutputsWhen::Always),
+            _ => Err(format!("'{s}' is not one of: success, failure, always")),
+        }
+    }
 }
 
 impl TaskSpec {
+    /// A spec that runs `argv` with one slot and nothing else set.
+    pub fn command(argv: Vec<String>) -> Self {
+        TaskSpec {
+            argv,
+            env: BTreeMap::new(),
+            slots: 1,
+            max_retries: 0,
+            timeout: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            outputs_when: OutputsWhen::Success,
+        }
+    }
+
+    /// The inputs for one array index: `{index}` replaced.
+    pub fn inputs_for(&self, index: u32) -> Vec<TaskInput> {
+        let index = index.to_string();
+        self.inputs
+            .iter()
+            .map(|i| TaskInput { object: i.object.replace("{index}", &index), path: i.path.replace("{index}", &index) })
+            .collect()
+    }
+
     /// The argv for one array index: `{index}` replaced in every argument.
     pub fn argv_for(&self, index: u32) -> Vec<String> {
         let index = index.to_string();
@@ -438,13 +508,7 @@ mod tests {
 
     #[test]
     fn index_is_substituted() {
-        let spec = TaskSpec {
-            argv: vec!["echo".into(), "in-{index}.txt".into(), "{index}{index}".into()],
-            env: BTreeMap::new(),
-            slots: 1,
-            max_retries: 0,
-            timeout: None,
-        };
+        let spec = TaskSpec::command(vec!["echo".into(), "in-{index}.txt".into(), "{index}{index}".into()]);
         assert_eq!(spec.argv_for(7), vec!["echo", "in-7.txt", "77"]);
     }
 }

@@ -139,6 +139,7 @@ impl Coordinator {
     /// Opens the store, restores the state, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<Coordinator> {
         let store = Store::open(&config.data_dir)?;
+        let objects = crate::objects::local_store(&config.data_dir.join("objects"))?;
         let snapshot = store.load()?;
         let reader = Store::open_reader(&config.data_dir)?;
         let now = Instant::now();
@@ -174,6 +175,7 @@ impl Coordinator {
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .add_service(crate::service::server(shared.clone()))
             .add_service(crate::agent_service::server(shared))
+            .add_service(crate::objects::server(objects))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             });
@@ -318,6 +320,10 @@ fn flush(
                 task: Some(convert::attempt_to_pb(a.attempt)),
                 name: a.name,
                 array_index: a.array_index,
+                inputs: a.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
+                outputs: a.outputs,
+                outputs_when: a.outputs_when.as_str().into(),
+                output_prefix: a.output_prefix,
                 argv: a.argv,
                 env: a.env.into_iter().collect(),
                 slots: a.slots,

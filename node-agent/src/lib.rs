@@ -3,14 +3,16 @@
 //! with the host's CPU and memory use, and ships task output as it is written.
 //!
 //! Modules, in reading order: [`session`] (registration, the stream, reconnecting
-//! with backoff while tasks keep running, fencing by attempt) and [`runner`] (one
-//! task attempt as a process group with a timeout).
+//! with backoff while tasks keep running, fencing by attempt), [`runner`] (one
+//! task attempt as a process group with a timeout) and [`objects`] (inputs and
+//! outputs streamed to and from the coordinator's object store).
 //!
 //! When the coordinator goes away the agent keeps its tasks running, reconnects with
 //! backoff, and reports what finished meanwhile; results are kept until the
 //! coordinator acknowledges them as durable.
 
 pub mod cli;
+pub mod objects;
 pub mod runner;
 pub mod session;
 

@@ -50,6 +50,8 @@ pub struct RunContext {
     /// Bumped by the agent on every new stream: output shipped on an older one may
     /// not have arrived, so runners ship their output again from the start.
     pub stream_generation: Arc<AtomicU64>,
+    /// The coordinator's object store, for inputs and outputs.
+    pub objects: crate::objects::Client,
 }
 
 pub fn now_ms() -> u64 {
@@ -155,6 +157,9 @@ async fn run(
     let Some((program, args)) = a.argv.split_first() else {
         return result(task, "spawn_failed", started_at_ms, "the command is empty".into());
     };
+    if let Err(why) = fetch_inputs(&a.inputs, dir, ctx).await {
+        return result(task, "failed", started_at_ms, why);
+    }
     let mut env: HashMap<String, String> = a.env.into_iter().collect();
     env.insert("CORRAL_JOB_ID".into(), task.job_id.to_string());
     env.insert("CORRAL_TASK_ID".into(), a.name.clone());
@@ -230,7 +235,35 @@ async fn run(
             _ => "cancelled".into(),
         };
     }
+    let wanted = match a.outputs_when.as_str() {
+        "always" => true,
+        "failure" => r.outcome != "succeeded",
+        _ => r.outcome == "succeeded",
+    };
+    if wanted && !a.outputs.is_empty() && r.outcome != "cancelled" {
+        let mut objects = ctx.objects.clone();
+        if let Err(e) = crate::objects::upload_matching(&mut objects, dir, &a.outputs, &a.output_prefix).await {
+            // The task's work is not where it should be: the attempt failed.
+            r.outcome = "failed".into();
+            r.message = e.to_string();
+        }
+    }
     r
+}
+
+/// Fetches a task's inputs into its directory; the error says which input failed.
+async fn fetch_inputs(inputs: &[pb::TaskInput], dir: &Path, ctx: &RunContext) -> Result<(), String> {
+    let mut objects = ctx.objects.clone();
+    for input in inputs {
+        let relative = Path::new(&input.path);
+        if !crate::objects::is_inside(relative) {
+            return Err(format!("input '{}': '{}' is not inside the task's directory", input.object, input.path));
+        }
+        crate::objects::download(&mut objects, &input.object, &dir.join(relative))
+            .await
+            .map_err(|e| format!("input '{}' could not be fetched: {e}", input.object))?;
+    }
+    Ok(())
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

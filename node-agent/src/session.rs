@@ -81,6 +81,7 @@ struct Agent {
     /// Results sent (or to send) and not yet acknowledged as durable.
     unacked: HashMap<Key, Unacked>,
     stream_generation: Arc<AtomicU64>,
+    objects: crate::objects::Client,
     events: mpsc::UnboundedSender<RunnerEvent>,
     sys: sysinfo::System,
 }
@@ -111,6 +112,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let objects = crate::objects::client(endpoint.connect_lazy());
     let mut agent = Agent {
         config,
         endpoint,
@@ -123,6 +125,7 @@ pub async fn run(
         queue: VecDeque::new(),
         unacked: HashMap::new(),
         stream_generation: Arc::new(AtomicU64::new(0)),
+        objects,
         events: events_tx,
         sys,
     };
@@ -221,6 +224,7 @@ impl Agent {
             tasks_dir: self.config.work_dir.join("tasks"),
             kill_grace: self.config.kill_grace,
             stream_generation: self.stream_generation.clone(),
+            objects: self.objects.clone(),
         }
     }
 

@@ -279,6 +279,18 @@ impl Cluster {
         signal(pid, sig);
     }
 
+    /// The coordinator's resident memory, in bytes.
+    pub fn coordinator_rss(&self) -> u64 {
+        let pid = self.coordinator.as_ref().expect("a running coordinator").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     /// The coordinator's log so far, for failure messages.
     pub fn coordinator_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()

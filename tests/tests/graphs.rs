@@ -188,7 +188,9 @@ fn an_open_job_takes_thousands_of_tasks_in_one_streamed_add_then_closes() {
     let err = c.fails(&["job", "add-tasks", &job.to_string(), "--id", "x", "--depends-on", "nope", "--", "true"]);
     assert!(err.contains("depends on 'nope'"), "{err}");
 
-    corral_tests::wait_until(Duration::from_secs(240), "the tasks to run", || c.job(job)["counts"]["succeeded"] == 5002);
+    corral_tests::wait_until(Duration::from_secs(240), "the tasks to run", || {
+        c.job(job)["counts"]["succeeded"] == 5002
+    });
     assert_eq!(c.job(job)["state"], "active");
     let closed = c.json(&["job", "close", &job.to_string()]);
     assert_eq!(closed["state"], "completed", "{closed}");

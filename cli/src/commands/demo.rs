@@ -79,6 +79,7 @@ impl DemoArgs {
                 slots: 1,
                 max_retries: 2,
                 timeout_ms: 60_000,
+                ..Default::default()
             }),
             is_array: true,
             array_start: 1,

@@ -36,6 +36,16 @@ pub enum JobCommand {
     AddTasks(AddTasksArgs),
     /// Close an open job: it ends once all its tasks have.
     Close { job: u64 },
+    /// Download a job's outputs (what its tasks' `--output` patterns uploaded).
+    Output {
+        job: u64,
+        /// Only this task's (its id: the index in an array job).
+        #[arg(long)]
+        task: Option<String>,
+        /// Where to put them: DEST/TASK/PATH.
+        #[arg(long, default_value = ".")]
+        dest: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +85,26 @@ pub struct SpecArgs {
     /// Environment for each task, K=V (repeatable).
     #[arg(long = "env", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// An object fetched into each task's directory first: OBJECT, or OBJECT=PATH to
+    /// name it there (repeatable; `{index}` allowed).
+    #[arg(long = "input", value_parser = parse_input)]
+    inputs: Vec<(String, String)>,
+    /// A glob pattern (relative to the task's directory) of files to upload when the
+    /// task ends, to jobs/JOB/TASK/ in the store (repeatable).
+    #[arg(long = "outputs", value_name = "PATTERN")]
+    outputs: Vec<String>,
+    /// When outputs are uploaded.
+    #[arg(long, default_value = "success", value_parser = ["success", "failure", "always"])]
+    outputs_when: String,
+}
+
+/// `OBJECT` or `OBJECT=PATH`.
+pub fn parse_input(s: &str) -> Result<(String, String), String> {
+    let (object, path) = s.split_once('=').unwrap_or((s, ""));
+    if object.is_empty() {
+        return Err(format!("'{s}' names no object"));
+    }
+    Ok((object.to_string(), path.to_string()))
 }
 
 impl SpecArgs {
@@ -85,6 +115,13 @@ impl SpecArgs {
             slots: self.slots,
             max_retries: self.max_retries,
             timeout_ms: self.timeout.map_or(0, |d| d.as_millis() as u64),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(object, path)| pb::TaskInput { object: object.clone(), path: path.clone() })
+                .collect(),
+            outputs: self.outputs.clone(),
+            outputs_when: self.outputs_when.clone(),
         }
     }
 }
@@ -450,6 +487,29 @@ impl JobCommand {
                 Ok(verdict(&j))
             }
             JobCommand::AddTasks(args) => args.run(ctx, &mut client).await,
+            JobCommand::Output { job, task, dest } => {
+                client.get_job(pb::GetJobRequest { job_id: job }).await.api()?;
+                let prefix = match &task {
+                    Some(task) => format!("jobs/{job}/{task}"),
+                    None => format!("jobs/{job}"),
+                };
+                let dest = match &task {
+                    Some(task) => dest.join(task),
+                    None => dest,
+                };
+                let mut objects = super::file::connect(ctx).await?;
+                let got = super::file::download_all(&mut objects, &prefix, &dest).await?;
+                if ctx.json() {
+                    let items: Vec<_> = got.iter().map(|(path, size)| json!({ "path": path, "size": size })).collect();
+                    output::json(&serde_json::Value::Array(items));
+                } else if got.is_empty() {
+                    println!("job {job} has no outputs{}", task.map(|t| format!(" for task {t}")).unwrap_or_default());
+                } else {
+                    let bytes: u64 = got.iter().map(|(_, s)| s).sum();
+                    println!("downloaded {} file(s), {bytes} bytes, into {}", got.len(), dest.display());
+                }
+                Ok(Exit::Ok)
+            }
             JobCommand::Close { job } => {
                 let j = client.close_job(pb::CloseJobRequest { job_id: job }).await.api()?;
                 if ctx.json() {

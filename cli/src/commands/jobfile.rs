@@ -16,6 +16,8 @@
 //!     max_retries: 2
 //!     timeout: 10m
 //!     env: {QUALITY: high}
+//!     inputs: [scenes/scene.blend]      # objects fetched first
+//!     outputs: ["frame-*.png"]          # uploaded to jobs/<job>/frames[i]/
 //!   - id: movie
 //!     command: [encode]
 //!     depends_on: [frames]  # or frames[1-50], frames[7]
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use corral_coordinator::graph::{self, TaskGroup};
-use corral_coordinator::model::TaskSpec;
+use corral_coordinator::model::{OutputsWhen, TaskInput, TaskSpec};
 use corral_proto::v1 as pb;
 use serde::Deserialize;
 
@@ -61,6 +63,22 @@ pub struct FileTask {
     pub array: Option<String>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Objects fetched into the task's directory first.
+    #[serde(default)]
+    pub inputs: Vec<FileInput>,
+    /// Glob patterns of files to upload when it ends.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// `success` (default), `failure` or `always`.
+    pub outputs_when: Option<String>,
+}
+
+/// An input: an object's path, or `{object: ..., path: ...}` to place it elsewhere.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileInput {
+    Object(String),
+    Full { object: String, path: Option<String> },
 }
 
 fn one() -> u32 {
@@ -134,12 +152,29 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
         if task.command.is_empty() {
             anyhow::bail!(at("invalid command: it is empty".into()));
         }
+        let outputs_when = match &task.outputs_when {
+            Some(w) => w.parse().map_err(|e: String| anyhow::anyhow!(at(format!("invalid outputs_when: {e}"))))?,
+            None => OutputsWhen::Success,
+        };
+        let inputs = task
+            .inputs
+            .iter()
+            .map(|i| match i {
+                FileInput::Object(object) => TaskInput { object: object.clone(), path: String::new() },
+                FileInput::Full { object, path } => {
+                    TaskInput { object: object.clone(), path: path.clone().unwrap_or_default() }
+                }
+            })
+            .collect();
         let spec = TaskSpec {
             argv: task.command.clone(),
             env: task.env.clone(),
             slots: task.slots,
             max_retries: task.max_retries,
             timeout,
+            inputs,
+            outputs: task.outputs.clone(),
+            outputs_when,
         };
         checked.push(TaskGroup { id: task.id.clone(), spec, array, depends_on: task.depends_on.clone() });
     }
@@ -169,6 +204,9 @@ fn to_pb(g: TaskGroup) -> pb::TaskGroup {
             slots: g.spec.slots,
             max_retries: g.spec.max_retries,
             timeout_ms: g.spec.timeout.map_or(0, |d: Duration| d.as_millis() as u64),
+            inputs: g.spec.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
+            outputs: g.spec.outputs,
+            outputs_when: g.spec.outputs_when.as_str().into(),
         }),
         is_array,
         array_start,

@@ -1,6 +1,7 @@
 //! The subcommands, one file each.
 
 pub mod demo;
+pub mod file;
 pub mod job;
 pub mod jobfile;
 pub mod node;

@@ -69,6 +69,11 @@ pub struct Assignment {
     pub env: BTreeMap<String, String>,
     pub slots: u32,
     pub timeout: Option<Duration>,
+    pub inputs: Vec<TaskInput>,
+    pub outputs: Vec<String>,
+    pub outputs_when: OutputsWhen,
+    /// Where its outputs go in the store.
+    pub output_prefix: String,
 }
 
 /// A message for one agent.

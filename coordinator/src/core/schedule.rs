@@ -71,13 +71,27 @@ impl Core {
                 job.ready.pop_first();
                 let spec = job.spec.task_spec(index);
                 let array_index = job.spec.array_index(index);
-                let (name, argv, env, timeout) =
-                    (job.spec.task_name(index), spec.argv_for(array_index), spec.env.clone(), spec.timeout);
+                let name = job.spec.task_name(index);
+                let assignment = |attempt| Assignment {
+                    attempt,
+                    output_prefix: format!("jobs/{job_id}/{name}"),
+                    name: name.clone(),
+                    array_index,
+                    argv: spec.argv_for(array_index),
+                    env: spec.env.clone(),
+                    slots: need,
+                    timeout: spec.timeout,
+                    inputs: spec.inputs_for(array_index),
+                    outputs: spec.outputs.clone(),
+                    outputs_when: spec.outputs_when,
+                };
+                let next = job.task(index).map_or(1, |t| t.attempt + 1);
+                let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };
+                let assignment = assignment(attempt);
                 let task = job.task_mut(index).expect("ready index belongs to the job");
                 task.state = TaskState::Running;
-                task.attempt += 1;
+                task.attempt = next;
                 let task = *task;
-                let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: task.attempt };
                 job.counts.ready -= 1;
                 job.counts.running += 1;
                 out.store.push(StoreOp::PutTask(TaskRecord {
@@ -89,10 +103,7 @@ impl Core {
                     reason: None,
                 }));
                 out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms });
-                out.agents.push((
-                    node.clone(),
-                    ToAgent::Assign(Assignment { attempt, name, array_index, argv, env, slots: need, timeout }),
-                ));
+                out.agents.push((node.clone(), ToAgent::Assign(assignment)));
                 self.running.insert(
                     attempt.task,
                     RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms },

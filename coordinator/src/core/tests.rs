@@ -1,7 +1,6 @@
 //! Deterministic tests of the core: chosen `now`s, events fed by hand, assertions on
 //! the outbox and the state, and `sanity_check()` after every step.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -26,7 +25,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         pool: PoolName::parse("pool", pool).unwrap(),
         name: String::new(),
         priority,
-        task: TaskSpec { argv: vec!["true".into()], env: BTreeMap::new(), slots: 1, max_retries, timeout: None },
+        task: TaskSpec { max_retries, ..TaskSpec::command(vec!["true".into()]) },
         first_index: 0,
         last_index: tasks - 1,
         graph: None,
@@ -802,8 +801,10 @@ fn an_open_job_takes_tasks_until_closed() {
     assert_eq!(env.core.jobs[&job].state, JobState::Active, "open jobs wait for more");
 
     // New tasks may depend on old ones (done or not) and on each other.
-    let (first, added) =
-        env.core.add_tasks(env.now, job, vec![group("second", &["first"]), group("third", &["second"])], &mut env.out).unwrap();
+    let (first, added) = env
+        .core
+        .add_tasks(env.now, job, vec![group("second", &["first"]), group("third", &["second"])], &mut env.out)
+        .unwrap();
     env.check();
     assert_eq!((first, added), (1, 2));
     assert_eq!(env.core.jobs[&job].task(1).unwrap().state, TaskState::Ready);

@@ -1,0 +1,172 @@
+//! The data plane: an object store (the `object_store` crate; the coordinator's data
+//! dir by default) and the `corral.v1.Objects` gRPC service through which agents on
+//! other hosts and the CLI put and get objects. Both directions stream in chunks:
+//! nothing holds a whole object in memory.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use corral_proto::v1 as pb;
+use corral_proto::v1::objects_server::{Objects, ObjectsServer};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Invalid;
+
+/// Bytes per message when streaming an object out.
+const CHUNK: usize = 1 << 20;
+
+/// An object's path in the store: `a/b/c.txt`, relative, no `.` or `..` parts.
+pub fn object_path(field: &'static str, path: &str) -> Result<Path, Invalid> {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        return Err(Invalid::new(field, "an object path must not be empty"));
+    }
+    if trimmed.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return Err(Invalid::new(field, format!("'{path}' is not a valid object path: no empty, '.' or '..' parts")));
+    }
+    Path::parse(trimmed).map_err(|e| Invalid::new(field, format!("'{path}' is not a valid object path: {e}")))
+}
+
+fn store_error(e: object_store::Error) -> Status {
+    match e {
+        object_store::Error::NotFound { path, .. } => Status::not_found(format!("object '{path}' does not exist")),
+        other => Status::internal(format!("object store: {other}")),
+    }
+}
+
+pub fn server(store: Arc<dyn ObjectStore>) -> ObjectsServer<ObjectsApi> {
+    ObjectsServer::new(ObjectsApi { store }).max_decoding_message_size(16 << 20).max_encoding_message_size(16 << 20)
+}
+
+pub struct ObjectsApi {
+    store: Arc<dyn ObjectStore>,
+}
+
+type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Objects for ObjectsApi {
+    async fn put(&self, req: Request<Streaming<pb::PutObjectRequest>>) -> Result<Response<pb::ObjectInfo>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("path: the stream was empty"))?;
+        let path = object_path("path", &first.path)?;
+        let upload = self.store.put_multipart(&path).await.map_err(store_error)?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut size = first.data.len() as u64;
+        writer.write(&first.data);
+        loop {
+            match stream.message().await {
+                Ok(Some(msg)) => {
+                    size += msg.data.len() as u64;
+                    // Backpressure: do not read faster than the store writes.
+                    writer.wait_for_capacity(4).await.map_err(store_error)?;
+                    writer.write(&msg.data);
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    // The sender went away mid-object: leave nothing half-written.
+                    let _ = writer.abort().await;
+                    return Err(status);
+                }
+            }
+        }
+        writer.finish().await.map_err(store_error)?;
+        Ok(Response::new(pb::ObjectInfo { path: path.to_string(), size, modified_at_ms: 0 }))
+    }
+
+    type GetStream = GetStream;
+
+    async fn get(&self, req: Request<pb::GetObjectRequest>) -> Result<Response<GetStream>, Status> {
+        let req = req.into_inner();
+        let path = object_path("path", &req.path)?;
+        let meta = self.store.head(&path).await.map_err(store_error)?;
+        let end = if req.length == 0 { meta.size } else { req.offset.saturating_add(req.length).min(meta.size) };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let size = meta.size;
+        if req.offset >= end {
+            let _ = tx.send(Ok(pb::GetObjectResponse { data: Vec::new(), size })).await;
+        } else {
+            let options = GetOptions::default().with_range(Some(GetRange::Bounded(req.offset..end)));
+            let result = self.store.get_opts(&path, options).await.map_err(store_error)?;
+            tokio::spawn(async move {
+                let mut chunks = result.into_stream();
+                let mut first = true;
+                let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
+                while let Some(chunk) = chunks.next().await {
+                    let chunk = match chunk {
+                        Ok(chunk) => chunk,
+                        Err(e) => {
+                            let _ = tx.send(Err(store_error(e))).await;
+                            return;
+                        }
+                    };
+                    pending.extend_from_slice(&chunk);
+                    if pending.len() >= CHUNK {
+                        let data = std::mem::replace(&mut pending, Vec::with_capacity(CHUNK));
+                        let size = if std::mem::take(&mut first) { size } else { 0 };
+                        if tx.send(Ok(pb::GetObjectResponse { data, size })).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if !pending.is_empty() || first {
+                    let _ =
+                        tx.send(Ok(pb::GetObjectResponse { data: pending, size: if first { size } else { 0 } })).await;
+                }
+            });
+        }
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list(&self, req: Request<pb::ListObjectsRequest>) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        let prefix = req.into_inner().prefix;
+        let prefix = if prefix.trim_matches('/').is_empty() { None } else { Some(object_path("prefix", &prefix)?) };
+        let mut listing = self.store.list(prefix.as_ref());
+        let mut objects = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(store_error)?;
+            objects.push(pb::ObjectInfo {
+                path: meta.location.to_string(),
+                size: meta.size,
+                modified_at_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+            });
+        }
+        objects.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Response::new(pb::ListObjectsResponse { objects }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteObjectRequest>,
+    ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
+        let path = object_path("path", &req.into_inner().path)?;
+        self.store.head(&path).await.map_err(store_error)?;
+        self.store.delete(&path).await.map_err(store_error)?;
+        Ok(Response::new(pb::DeleteObjectResponse {}))
+    }
+}
+
+/// The store in `dir` (created if needed).
+pub fn local_store(dir: &std::path::Path) -> crate::error::Result<Arc<dyn ObjectStore>> {
+    std::fs::create_dir_all(dir)?;
+    let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| crate::error::Error::Refused(format!("cannot open the object store in {}: {e}", dir.display())))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_are_checked() {
+        assert_eq!(object_path("path", "/a/b.txt").unwrap().to_string(), "a/b.txt");
+        for bad in ["", "/", "a/../b", "a//b", "./a"] {
+            assert_eq!(object_path("path", bad).unwrap_err().field, "path", "{bad}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Moving files to and from the coordinator's object store over gRPC, in chunks:
+//! task inputs before a task starts, outputs after it ends. The CLI uses the same
+//! functions for `corral file put/get` and `corral job output`.
+
+use std::path::{Component, Path};
+
+use corral_proto::v1 as pb;
+use corral_proto::v1::objects_client::ObjectsClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+
+/// Bytes per message when uploading.
+const CHUNK: usize = 1 << 20;
+
+pub type Client = ObjectsClient<Channel>;
+
+/// A client for the objects service on `channel`, with room for our chunks.
+pub fn client(channel: Channel) -> Client {
+    ObjectsClient::new(channel).max_decoding_message_size(16 << 20).max_encoding_message_size(16 << 20)
+}
+
+/// Why a transfer failed, said plainly.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{path}: {source}")]
+    Local { path: String, source: std::io::Error },
+}
+
+fn status(s: tonic::Status) -> TransferError {
+    TransferError::Refused(s.message().to_string())
+}
+
+/// Whether `path` stays inside the directory it is relative to.
+pub fn is_inside(path: &Path) -> bool {
+    !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// Streams object `object` into the file `dest` (created, parents too).
+pub async fn download(client: &mut Client, object: &str, dest: &Path) -> Result<u64, TransferError> {
+    let local = |source| TransferError::Local { path: dest.display().to_string(), source };
+    let mut stream = client
+        .get(pb::GetObjectRequest { path: object.to_string(), offset: 0, length: 0 })
+        .await
+        .map_err(status)?
+        .into_inner();
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(local)?;
+    }
+    let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+    let mut size = 0;
+    while let Some(msg) = stream.message().await.map_err(status)? {
+        file.write_all(&msg.data).await.map_err(local)?;
+        size += msg.data.len() as u64;
+    }
+    file.flush().await.map_err(local)?;
+    Ok(size)
+}
+
+/// Streams the file `src` into object `object`.
+pub async fn upload(client: &mut Client, src: &Path, object: &str) -> Result<u64, TransferError> {
+    let local = |source| TransferError::Local { path: src.display().to_string(), source };
+    let mut file = tokio::fs::File::open(src).await.map_err(local)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::PutObjectRequest>(4);
+    let path = object.to_string();
+    let reader = tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let mut data = vec![0; CHUNK];
+            let n = file.read(&mut data).await?;
+            data.truncate(n);
+            if n == 0 && !first {
+                return Ok::<(), std::io::Error>(());
+            }
+            let path = if std::mem::take(&mut first) { path.clone() } else { String::new() };
+            if tx.send(pb::PutObjectRequest { path, data }).await.is_err() || n == 0 {
+                return Ok(());
+            }
+        }
+    });
+    let result = client.put(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    match reader.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(local(e)),
+        Err(e) => return Err(TransferError::Refused(format!("reading {}: {e}", src.display()))),
+    }
+    Ok(result.map_err(status)?.into_inner().size)
+}
+
+/// Uploads the files of `dir` matching `patterns` under `prefix`, keeping their paths
+/// relative to `dir`. Returns how many were uploaded.
+pub async fn upload_matching(
+    client: &mut Client,
+    dir: &Path,
+    patterns: &[String],
+    prefix: &str,
+) -> Result<usize, TransferError> {
+    let mut count = 0;
+    for pattern in patterns {
+        if !is_inside(Path::new(pattern)) {
+            return Err(TransferError::Refused(format!("output pattern '{pattern}' leaves the task's directory")));
+        }
+        let full = dir.join(pattern);
+        let matches = glob::glob(&full.to_string_lossy())
+            .map_err(|e| TransferError::Refused(format!("output pattern '{pattern}': {e}")))?;
+        for entry in matches {
+            let path = entry.map_err(|e| TransferError::Refused(format!("output pattern '{pattern}': {e}")))?;
+            if !path.is_file() {
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(dir) else { continue };
+            let object = format!("{prefix}/{}", relative.to_string_lossy());
+            upload(client, &path, &object).await.map_err(|e| {
+                TransferError::Refused(format!("uploading output '{}' failed: {e}", relative.display()))
+            })?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
