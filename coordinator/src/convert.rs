@@ -122,6 +122,7 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         inputs,
         outputs: spec.outputs,
         outputs_when: word("outputs_when", &spec.outputs_when, OutputsWhen::Success)?,
+        kind: TaskKind::Command,
     })
 }
 

@@ -5,6 +5,7 @@
 //! Read the modules in this order:
 //! - [`model`]: ids, states and specs, the words they are known by;
 //! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
+//! - [`mapreduce`]: map/reduce jobs planned as graphs of map and reduce tasks;
 //! - [`core`]: every decision, as synchronous functions of the state and `now` that
 //!   write their effects into an outbox;
 //! - [`store`]: SQLite with group commit, and the log files;
@@ -21,6 +22,7 @@ pub mod convert;
 pub mod core;
 pub mod error;
 pub mod graph;
+pub mod mapreduce;
 pub mod model;
 pub mod objects;
 pub mod provider;

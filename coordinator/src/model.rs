@@ -299,6 +299,29 @@ pub struct TaskSpec {
     pub outputs: Vec<String>,
     #[serde(default)]
     pub outputs_when: OutputsWhen,
+    /// A plain command, or one side of a map/reduce shuffle around it.
+    #[serde(default)]
+    pub kind: TaskKind,
+}
+
+/// What the agent does around a task's command.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum TaskKind {
+    /// Run it.
+    #[default]
+    Command,
+    /// Feed it split `array index` of the input; partition, sort and store its output.
+    Map { splits: Vec<Vec<Segment>>, reduce_tasks: u32, combiner: Option<String> },
+    /// Feed it partition `array index`, merged from every map task's output.
+    Reduce { map_tasks: u32 },
+}
+
+/// A byte range of an input object.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Segment {
+    pub object: String,
+    pub offset: u64,
+    pub length: u64,
 }
 
 /// An object a task needs, and where it goes in the task's directory.
@@ -352,6 +375,7 @@ impl TaskSpec {
             inputs: Vec::new(),
             outputs: Vec::new(),
             outputs_when: OutputsWhen::Success,
+            kind: TaskKind::Command,
         }
     }
 

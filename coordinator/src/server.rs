@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::convert;
-use crate::core::{Core, CoreConfig, Outbox, ProviderOp, ToAgent};
+use crate::core::{Core, CoreConfig, Outbox, ProviderOp, ToAgent, Work};
 use crate::error::Result;
 use crate::model::*;
 use crate::provider::LocalProvider;
@@ -100,6 +100,8 @@ pub struct Shared {
     events: mpsc::UnboundedSender<Event>,
     pub reader: Mutex<Reader>,
     pub core_config: CoreConfig,
+    /// The object store, to measure map/reduce inputs.
+    pub objects: Arc<dyn object_store::ObjectStore>,
 }
 
 impl Shared {
@@ -165,8 +167,12 @@ impl Coordinator {
             events_tx.clone(),
         );
         let provider_task = tokio::spawn(provider.run(provider_rx));
-        let shared =
-            Arc::new(Shared { events: events_tx, reader: Mutex::new(reader), core_config: config.core.clone() });
+        let shared = Arc::new(Shared {
+            events: events_tx,
+            reader: Mutex::new(reader),
+            core_config: config.core.clone(),
+            objects: objects.clone(),
+        });
 
         let event_loop = tokio::spawn(run_loop(core, events_rx, writer, provider_tx, stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
@@ -324,6 +330,22 @@ fn flush(
                 outputs: a.outputs,
                 outputs_when: a.outputs_when.as_str().into(),
                 output_prefix: a.output_prefix,
+                map: match &a.work {
+                    Work::Map { segments, reduce_tasks, combiner, output_prefix } => Some(pb::MapWork {
+                        segments: segments
+                            .iter()
+                            .map(|s| pb::Segment { object: s.object.clone(), offset: s.offset, length: s.length })
+                            .collect(),
+                        reduce_tasks: *reduce_tasks,
+                        combiner: combiner.clone().unwrap_or_default(),
+                        output_prefix: output_prefix.clone(),
+                    }),
+                    _ => None,
+                },
+                reduce: match a.work {
+                    Work::Reduce { inputs, output } => Some(pb::ReduceWork { inputs, output }),
+                    _ => None,
+                },
                 argv: a.argv,
                 env: a.env.into_iter().collect(),
                 slots: a.slots,

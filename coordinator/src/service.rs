@@ -150,7 +150,18 @@ impl Corral for ClientApi {
     }
 
     async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = convert::job_spec(req.into_inner())?;
+        let mut req = req.into_inner();
+        let spec = match req.mapreduce.take() {
+            Some(mr) => {
+                if req.task.is_some() || req.is_array || !req.tasks.is_empty() || req.open {
+                    let why = "a map/reduce job has no other tasks: leave task, tasks and open unset";
+                    return Err(Invalid::new("mapreduce", why).into());
+                }
+                let pool = PoolName::parse("pool", &req.pool)?;
+                crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &self.shared.objects).await?
+            }
+            None => convert::job_spec(req)?,
+        };
         let tasks = spec.task_count();
         let id = self.shared.call(move |core, now, out| core.submit_job(now, spec, out)).await??;
         tracing::info!(job_id = %id, tasks, "job accepted");

@@ -4,8 +4,9 @@
 //!
 //! Modules, in reading order: [`session`] (registration, the stream, reconnecting
 //! with backoff while tasks keep running, fencing by attempt), [`runner`] (one
-//! task attempt as a process group with a timeout) and [`objects`] (inputs and
-//! outputs streamed to and from the coordinator's object store).
+//! task attempt as a process group with a timeout), [`objects`] (inputs and
+//! outputs streamed to and from the coordinator's object store) and [`shuffle`]
+//! (the map/reduce partition, sort, spill and merge around map and reduce tasks).
 //!
 //! When the coordinator goes away the agent keeps its tasks running, reconnects with
 //! backoff, and reports what finished meanwhile; results are kept until the
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod objects;
 pub mod runner;
 pub mod session;
+pub mod shuffle;
 
 use std::path::PathBuf;
 use std::time::Duration;

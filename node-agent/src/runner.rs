@@ -130,7 +130,7 @@ fn result(task: pb::TaskRef, outcome: &str, started_at_ms: u64, message: String)
 }
 
 async fn run(
-    a: pb::Assignment,
+    mut a: pb::Assignment,
     task: pb::TaskRef,
     dir: &Path,
     ctx: &RunContext,
@@ -160,26 +160,39 @@ async fn run(
     if let Err(why) = fetch_inputs(&a.inputs, dir, ctx).await {
         return result(task, "failed", started_at_ms, why);
     }
-    let mut env: HashMap<String, String> = a.env.into_iter().collect();
+    let mut env: HashMap<String, String> = std::mem::take(&mut a.env).into_iter().collect();
     env.insert("CORRAL_JOB_ID".into(), task.job_id.to_string());
     env.insert("CORRAL_TASK_ID".into(), a.name.clone());
     env.insert("CORRAL_TASK_INDEX".into(), a.array_index.to_string());
     env.insert("CORRAL_ATTEMPT".into(), task.attempt.to_string());
     env.insert("CORRAL_NODE_ID".into(), ctx.node_id.clone());
     env.insert("CORRAL_POOL".into(), ctx.pool.clone());
+    // Map and reduce tasks talk to the shuffle through pipes; commands to nobody.
+    let plumbing = match crate::shuffle::Plumbing::prepare(&a, dir, &ctx.objects).await {
+        Ok(plumbing) => plumbing,
+        Err(why) => return result(task, "failed", started_at_ms, why),
+    };
+    let (stdin, stdout) = match plumbing.stdio(stdout) {
+        Ok(stdio) => stdio,
+        Err(e) => return result(task, "spawn_failed", started_at_ms, format!("cannot set up the task's pipes: {e}")),
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(env)
         .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
+        .stdin(stdin)
+        .stdout(stdout)
         .stderr(Stdio::from(stderr))
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    // Close our copies of the child's pipe ends, so the shuffle sees its EOF.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => return result(task, "spawn_failed", started_at_ms, format!("cannot run '{program}': {e}")),
     };
+    let shuffle = plumbing.start(&mut child, &ctx.objects);
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
     let generation = ctx.stream_generation.load(Ordering::Relaxed);
     let mut output = Output { task, files, shipped: [0, 0], generation };
@@ -234,6 +247,10 @@ async fn run(
             "timed_out" => format!("timed out after {} ms", a.timeout_ms),
             _ => "cancelled".into(),
         };
+    }
+    if let Err(why) = shuffle.finish(r.outcome == "succeeded", &ctx.objects).await {
+        r.outcome = "failed".into();
+        r.message = why;
     }
     let wanted = match a.outputs_when.as_str() {
         "always" => true,

@@ -36,6 +36,9 @@ pub enum JobCommand {
     AddTasks(AddTasksArgs),
     /// Close an open job: it ends once all its tasks have.
     Close { job: u64 },
+    /// Run a map/reduce job: the mapper and reducer are streaming commands (lines on
+    /// stdin, `key<TAB>value` lines out), with a real shuffle between them.
+    Mapreduce(super::mapreduce::MapReduceArgs),
     /// Download a job's outputs (what its tasks' `--output` patterns uploaded).
     Output {
         job: u64,
@@ -235,8 +238,7 @@ impl SubmitArgs {
                 is_array,
                 array_start,
                 array_end,
-                tasks: Vec::new(),
-                open: false,
+                ..Default::default()
             };
             return Ok((req, None));
         };
@@ -487,6 +489,7 @@ impl JobCommand {
                 Ok(verdict(&j))
             }
             JobCommand::AddTasks(args) => args.run(ctx, &mut client).await,
+            JobCommand::Mapreduce(args) => args.run(ctx, &mut client).await,
             JobCommand::Output { job, task, dest } => {
                 client.get_job(pb::GetJobRequest { job_id: job }).await.api()?;
                 let prefix = match &task {

@@ -175,6 +175,7 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             inputs,
             outputs: task.outputs.clone(),
             outputs_when,
+            kind: Default::default(),
         };
         checked.push(TaskGroup { id: task.id.clone(), spec, array, depends_on: task.depends_on.clone() });
     }

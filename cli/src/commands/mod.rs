@@ -4,6 +4,7 @@ pub mod demo;
 pub mod file;
 pub mod job;
 pub mod jobfile;
+pub mod mapreduce;
 pub mod node;
 pub mod pool;
 pub mod task;

@@ -74,6 +74,45 @@ pub struct Assignment {
     pub outputs_when: OutputsWhen,
     /// Where its outputs go in the store.
     pub output_prefix: String,
+    /// For map/reduce tasks: what the agent does around the command.
+    pub work: Work,
+}
+
+/// The shuffle work around a map/reduce task's command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    Command,
+    Map { segments: Vec<Segment>, reduce_tasks: u32, combiner: Option<String>, output_prefix: String },
+    Reduce { inputs: Vec<String>, output: String },
+}
+
+/// Where map task `m` of job `job` stores its partition `r`.
+pub fn map_output(job: JobId, m: u32, r: u32) -> String {
+    format!("jobs/{job}/map/{m}/part-{r}")
+}
+
+/// Where reduce task `r` of job `job` stores its result.
+pub fn reduce_output(job: JobId, r: u32) -> String {
+    format!("jobs/{job}/output/part-{r:05}")
+}
+
+impl Work {
+    /// The work of task `array_index` of `spec`, in job `job`.
+    pub fn of(job: JobId, spec: &TaskSpec, array_index: u32) -> Work {
+        match &spec.kind {
+            TaskKind::Command => Work::Command,
+            TaskKind::Map { splits, reduce_tasks, combiner } => Work::Map {
+                segments: splits.get(array_index as usize).cloned().unwrap_or_default(),
+                reduce_tasks: *reduce_tasks,
+                combiner: combiner.clone(),
+                output_prefix: format!("jobs/{job}/map/{array_index}"),
+            },
+            TaskKind::Reduce { map_tasks } => Work::Reduce {
+                inputs: (0..*map_tasks).map(|m| map_output(job, m, array_index)).collect(),
+                output: reduce_output(job, array_index),
+            },
+        }
+    }
 }
 
 /// A message for one agent.

@@ -84,6 +84,7 @@ impl Core {
                     inputs: spec.inputs_for(array_index),
                     outputs: spec.outputs.clone(),
                     outputs_when: spec.outputs_when,
+                    work: Work::of(job_id, spec, array_index),
                 };
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };

@@ -1,0 +1,559 @@
+//! The map/reduce shuffle, on the agent.
+//!
+//! A map task streams its split of the input (moved to line boundaries) into the
+//! mapper's stdin, and reads `key<TAB>value` lines from its stdout: each goes to
+//! partition `fnv1a(key) % R`. Partitions are sorted by key (in parallel, with
+//! rayon) and spilled to disk as sorted runs when they outgrow memory; at the end
+//! the runs of each partition are merged, passed through the combiner if there is
+//! one, and uploaded. A reduce task downloads its partition from every map task and
+//! feeds their k-way merge, in key order, to the reducer.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use corral_proto::v1 as pb;
+use rayon::prelude::*;
+use tokio::io::AsyncWriteExt;
+
+use crate::objects::{self, Client};
+
+/// Map output held in memory before it is spilled to disk as sorted runs.
+pub fn spill_bytes() -> usize {
+    std::env::var("CORRAL_MAP_SPILL_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(128 << 20)
+}
+
+/// A stable hash (FNV-1a, 64 bits): the same key goes to the same partition on
+/// every node and every run.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The key of a `key<TAB>value` line (the whole line if it has no tab).
+pub fn key(line: &[u8]) -> &[u8] {
+    match line.iter().position(|&b| b == b'\t') {
+        Some(i) => &line[..i],
+        None => line,
+    }
+}
+
+/// Orders lines by key, then by the whole line, so every run sorts the same way.
+pub fn by_key(a: &[u8], b: &[u8]) -> Ordering {
+    key(a).cmp(key(b)).then_with(|| a.cmp(b))
+}
+
+/// Writes the lines of `segments` of the input to `stdin`: every line that starts in
+/// a segment's byte range, whole, and no other. A split that starts inside a line
+/// leaves it to the split before, which reads past its end to finish it.
+pub async fn feed_split(
+    client: &mut Client,
+    segments: &[pb::Segment],
+    mut stdin: tokio::process::ChildStdin,
+) -> Result<(), String> {
+    for segment in segments {
+        if segment.length == 0 {
+            continue;
+        }
+        // Start one byte early: if that byte ends a line, this segment starts one.
+        let from = segment.offset.saturating_sub(1);
+        let end = segment.offset + segment.length;
+        let mut stream = client
+            .get(pb::GetObjectRequest { path: segment.object.clone(), offset: from, length: 0 })
+            .await
+            .map_err(|s| format!("input '{}': {}", segment.object, s.message()))?
+            .into_inner();
+        let mut pos = from;
+        let mut skipping = segment.offset > 0;
+        let mut last = b'\n';
+        'segment: while let Some(msg) =
+            stream.message().await.map_err(|s| format!("input '{}': {}", segment.object, s.message()))?
+        {
+            let mut data: &[u8] = &msg.data;
+            if skipping {
+                match data.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        data = &data[i + 1..];
+                        pos += i as u64 + 1;
+                        skipping = false;
+                    }
+                    None => {
+                        pos += data.len() as u64;
+                        continue;
+                    }
+                }
+            }
+            if pos >= end {
+                break;
+            }
+            // Emit up to the newline that ends the line holding byte `end - 1`.
+            let mut take = data.len();
+            let mut done = false;
+            let mut scan = 0;
+            while let Some(i) = data[scan..].iter().position(|&b| b == b'\n') {
+                let at = scan + i;
+                if pos + at as u64 + 1 >= end {
+                    take = at + 1;
+                    done = true;
+                    break;
+                }
+                scan = at + 1;
+            }
+            if take > 0 {
+                stdin.write_all(&data[..take]).await.map_err(|e| format!("writing to the mapper: {e}"))?;
+                last = data[take - 1];
+            }
+            pos += take as u64;
+            if done {
+                break 'segment;
+            }
+        }
+        if last != b'\n' {
+            // A file's last line without a newline must not run into the next one.
+            stdin.write_all(b"\n").await.map_err(|e| format!("writing to the mapper: {e}"))?;
+        }
+    }
+    stdin.shutdown().await.ok();
+    Ok(())
+}
+
+/// Map output, partitioned: sorted runs on disk plus what is still in memory.
+pub struct Partitions {
+    dir: PathBuf,
+    memory: Vec<Vec<Vec<u8>>>,
+    buffered: usize,
+    runs: Vec<Vec<PathBuf>>,
+    limit: usize,
+}
+
+impl Partitions {
+    pub fn new(dir: &Path, reduce_tasks: u32, limit: usize) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let r = reduce_tasks.max(1) as usize;
+        Ok(Partitions {
+            dir: dir.to_path_buf(),
+            memory: vec![Vec::new(); r],
+            buffered: 0,
+            runs: vec![Vec::new(); r],
+            limit,
+        })
+    }
+
+    /// Reads `key<TAB>value` lines from the mapper until it closes its stdout.
+    pub fn collect(&mut self, from: impl Read) -> std::io::Result<u64> {
+        let mut reader = BufReader::with_capacity(1 << 20, from);
+        let mut line = Vec::new();
+        let mut records = 0;
+        let r = self.memory.len() as u64;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(records);
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            let partition = (fnv1a(key(&line)) % r) as usize;
+            self.buffered += line.len() + 32;
+            self.memory[partition].push(line.clone());
+            records += 1;
+            if self.buffered > self.limit {
+                self.spill()?;
+            }
+        }
+    }
+
+    /// Sorts what is in memory, every partition in parallel, and writes it out as runs.
+    fn spill(&mut self) -> std::io::Result<()> {
+        let dir = &self.dir;
+        let spills: Vec<std::io::Result<Option<PathBuf>>> = self
+            .memory
+            .par_iter_mut()
+            .enumerate()
+            .map(|(r, lines)| {
+                if lines.is_empty() {
+                    return Ok(None);
+                }
+                lines.par_sort_unstable_by(|a, b| by_key(a, b));
+                let path = dir.join(format!("run-{r}-{}", uuid_like()));
+                write_lines(&path, lines.iter())?;
+                lines.clear();
+                Ok(Some(path))
+            })
+            .collect();
+        for (r, spill) in spills.into_iter().enumerate() {
+            if let Some(path) = spill? {
+                self.runs[r].push(path);
+            }
+        }
+        self.buffered = 0;
+        Ok(())
+    }
+
+    /// Writes each partition, sorted, to `<dir>/part-<r>` and returns the files.
+    pub fn finish(mut self) -> std::io::Result<Vec<PathBuf>> {
+        let memory = std::mem::take(&mut self.memory);
+        let dir = self.dir.clone();
+        memory
+            .into_par_iter()
+            .zip(std::mem::take(&mut self.runs).into_par_iter())
+            .enumerate()
+            .map(|(r, (mut lines, runs))| {
+                lines.par_sort_unstable_by(|a, b| by_key(a, b));
+                let path = dir.join(format!("part-{r}"));
+                if runs.is_empty() {
+                    write_lines(&path, lines.iter())?;
+                } else {
+                    let mut sources: Vec<Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + Send>> =
+                        vec![Box::new(lines.into_iter().map(Ok))];
+                    for run in &runs {
+                        sources.push(Box::new(read_lines(File::open(run)?)));
+                    }
+                    merge_into(sources, BufWriter::new(File::create(&path)?))?;
+                    for run in runs {
+                        let _ = std::fs::remove_file(run);
+                    }
+                }
+                Ok(path)
+            })
+            .collect()
+    }
+}
+
+/// A name unique within this process, for spill files.
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn write_lines<'a>(path: &Path, lines: impl Iterator<Item = &'a Vec<u8>>) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    for line in lines {
+        out.write_all(line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// The lines of a sorted run, without their newlines.
+pub fn read_lines(from: impl Read + Send + 'static) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + Send {
+    let mut reader = BufReader::with_capacity(1 << 20, from);
+    std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(Ok(line))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    })
+}
+
+struct Head {
+    line: Vec<u8>,
+    source: usize,
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Head {}
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Head {
+    // Reversed: BinaryHeap is a max-heap and the merge wants the smallest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        by_key(&other.line, &self.line).then_with(|| other.source.cmp(&self.source))
+    }
+}
+
+/// Merges sorted sources (a k-way merge) into `out`, in key order.
+pub fn merge_into<I>(mut sources: Vec<I>, mut out: impl Write) -> std::io::Result<u64>
+where
+    I: Iterator<Item = std::io::Result<Vec<u8>>>,
+{
+    let mut heap = BinaryHeap::new();
+    for (source, it) in sources.iter_mut().enumerate() {
+        if let Some(line) = it.next() {
+            heap.push(Head { line: line?, source });
+        }
+    }
+    let mut written = 0;
+    while let Some(Head { line, source }) = heap.pop() {
+        out.write_all(&line)?;
+        out.write_all(b"\n")?;
+        written += 1;
+        if let Some(next) = sources[source].next() {
+            heap.push(Head { line: next?, source });
+        }
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+/// Runs `combiner` (with `sh -c`) over a sorted partition file and replaces it with
+/// the combiner's output, sorted again (a combiner need not keep the order).
+pub fn combine(path: &Path, combiner: &str) -> Result<(), String> {
+    let input = File::open(path).map_err(|e| format!("combiner input: {e}"))?;
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(combiner)
+        .stdin(input)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run the combiner: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("the combiner failed ({})", output.status));
+    }
+    let mut lines: Vec<&[u8]> = output.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    lines.par_sort_unstable_by(|a, b| by_key(a, b));
+    let mut out = BufWriter::new(File::create(path).map_err(|e| format!("combiner output: {e}"))?);
+    for line in lines {
+        out.write_all(line).and_then(|_| out.write_all(b"\n")).map_err(|e| format!("combiner output: {e}"))?;
+    }
+    out.flush().map_err(|e| format!("combiner output: {e}"))
+}
+
+/// Uploads a map task's partition files as `<prefix>/part-<r>`.
+pub async fn upload_parts(client: &mut Client, parts: &[PathBuf], prefix: &str) -> Result<(), String> {
+    for (r, part) in parts.iter().enumerate() {
+        objects::upload(client, part, &format!("{prefix}/part-{r}"))
+            .await
+            .map_err(|e| format!("uploading map output partition {r} failed: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Downloads the sorted runs a reduce task merges, into `dir`.
+pub async fn download_runs(client: &mut Client, inputs: &[String], dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::with_capacity(inputs.len());
+    for (m, input) in inputs.iter().enumerate() {
+        let path = dir.join(format!("run-{m}"));
+        objects::download(client, input, &path).await.map_err(|e| format!("map output '{input}': {e}"))?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Merges downloaded runs into the reducer's stdin (a pipe), in key order.
+pub fn feed_merge(runs: &[PathBuf], stdin: impl Write) -> std::io::Result<u64> {
+    let mut sources = Vec::with_capacity(runs.len());
+    for run in runs {
+        sources.push(read_lines(File::open(run)?));
+    }
+    merge_into(sources, BufWriter::with_capacity(1 << 20, stdin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_order() {
+        assert_eq!(key(b"a b\tc\td"), b"a b");
+        assert_eq!(key(b"nokey"), b"nokey");
+        assert_eq!(by_key(b"ab\t9", b"abc\t1"), Ordering::Less);
+        assert_eq!(by_key(b"ab\x01\t1", b"ab\t2"), Ordering::Greater, "by key, not by raw bytes");
+        assert_eq!(fnv1a(b"hello"), 0xa430_d846_80aa_bd0b);
+    }
+
+    #[test]
+    fn partitions_spill_and_merge_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Partitions::new(dir.path(), 3, 200).unwrap();
+        let mut input = Vec::new();
+        for i in (0..500).rev() {
+            input.extend_from_slice(format!("k{}\t{i}\n", i % 37).as_bytes());
+        }
+        assert_eq!(parts.collect(&input[..]).unwrap(), 500);
+        assert!(parts.runs.iter().map(Vec::len).sum::<usize>() > 3, "it spilled");
+        let files = parts.finish().unwrap();
+        let mut total = 0;
+        for (r, file) in files.iter().enumerate() {
+            let text = std::fs::read(file).unwrap();
+            let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+            total += lines.len();
+            assert!(lines.windows(2).all(|w| by_key(w[0], w[1]) != Ordering::Greater), "partition {r} is sorted");
+            assert!(lines.iter().all(|l| fnv1a(key(l)) % 3 == r as u64), "partition {r} holds its keys");
+        }
+        assert_eq!(total, 500);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "runs are cleaned up");
+    }
+
+    #[test]
+    fn merge_interleaves_sorted_runs() {
+        let a: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"a\t1".to_vec()), Ok(b"c\t1".to_vec())];
+        let b: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"b\t2".to_vec()), Ok(b"c\t2".to_vec())];
+        let mut out = Vec::new();
+        assert_eq!(merge_into(vec![a.into_iter(), b.into_iter()], &mut out).unwrap(), 4);
+        assert_eq!(out, b"a\t1\nb\t2\nc\t1\nc\t2\n");
+    }
+}
+
+/// How a task's stdin and stdout are wired, decided before it starts.
+pub enum Plumbing {
+    Command,
+    Map {
+        work: pb::MapWork,
+        from_mapper: std::io::PipeReader,
+        to_collector: std::io::PipeWriter,
+        dir: PathBuf,
+    },
+    Reduce {
+        output: String,
+        runs: Vec<PathBuf>,
+        to_reducer: std::io::PipeReader,
+        from_merge: std::io::PipeWriter,
+        result: PathBuf,
+    },
+}
+
+/// The shuffle running alongside a task.
+pub enum Running {
+    Command,
+    Map {
+        work: pb::MapWork,
+        feeder: tokio::task::JoinHandle<Result<(), String>>,
+        collector: tokio::task::JoinHandle<std::io::Result<Partitions>>,
+        dir: PathBuf,
+    },
+    Reduce {
+        output: String,
+        merger: tokio::task::JoinHandle<std::io::Result<u64>>,
+        result: PathBuf,
+    },
+}
+
+impl Plumbing {
+    /// Downloads what a reduce task merges and makes the pipes.
+    pub async fn prepare(a: &pb::Assignment, dir: &Path, objects: &Client) -> Result<Plumbing, String> {
+        if let Some(work) = &a.map {
+            let (from_mapper, to_collector) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+            return Ok(Plumbing::Map { work: work.clone(), from_mapper, to_collector, dir: dir.join(".shuffle") });
+        }
+        if let Some(work) = &a.reduce {
+            let runs_dir = dir.join(".shuffle");
+            std::fs::create_dir_all(&runs_dir).map_err(|e| format!("cannot make {}: {e}", runs_dir.display()))?;
+            let runs = download_runs(&mut objects.clone(), &work.inputs, &runs_dir).await?;
+            let (to_reducer, from_merge) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+            let result = runs_dir.join("result");
+            return Ok(Plumbing::Reduce { output: work.output.clone(), runs, to_reducer, from_merge, result });
+        }
+        Ok(Plumbing::Command)
+    }
+
+    /// The child's stdin and stdout: pipes for the shuffle, or nothing and `stdout`.
+    pub fn stdio(&self, stdout: File) -> std::io::Result<(std::process::Stdio, std::process::Stdio)> {
+        use std::process::Stdio;
+        Ok(match self {
+            Plumbing::Command => (Stdio::null(), Stdio::from(stdout)),
+            Plumbing::Map { to_collector, .. } => (Stdio::piped(), Stdio::from(to_collector.try_clone()?)),
+            Plumbing::Reduce { to_reducer, result, .. } => {
+                (Stdio::from(to_reducer.try_clone()?), Stdio::from(File::create(result)?))
+            }
+        })
+    }
+
+    /// Starts feeding and collecting around the spawned child.
+    pub fn start(self, child: &mut tokio::process::Child, objects: &Client) -> Running {
+        match self {
+            Plumbing::Command => Running::Command,
+            Plumbing::Map { work, from_mapper, to_collector, dir } => {
+                drop(to_collector);
+                let stdin = child.stdin.take();
+                let mut client = objects.clone();
+                let segments = work.segments.clone();
+                let feeder = tokio::spawn(async move {
+                    match stdin {
+                        Some(stdin) => feed_split(&mut client, &segments, stdin).await,
+                        None => Err("the mapper has no stdin".into()),
+                    }
+                });
+                let (r, spill_dir) = (work.reduce_tasks, dir.clone());
+                let collector = tokio::task::spawn_blocking(move || {
+                    let mut parts = Partitions::new(&spill_dir, r, spill_bytes())?;
+                    parts.collect(from_mapper)?;
+                    Ok(parts)
+                });
+                Running::Map { work, feeder, collector, dir }
+            }
+            Plumbing::Reduce { output, runs, to_reducer, from_merge, result } => {
+                drop(to_reducer);
+                let merger = tokio::task::spawn_blocking(move || feed_merge(&runs, from_merge));
+                Running::Reduce { output, merger, result }
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Waits for the shuffle and, if the command `succeeded`, stores its results.
+    /// An error is why the attempt failed.
+    pub async fn finish(self, succeeded: bool, objects: &Client) -> Result<(), String> {
+        let joined = |e: tokio::task::JoinError| format!("the shuffle stopped: {e}");
+        match self {
+            Running::Command => Ok(()),
+            Running::Map { work, feeder, collector, dir } => {
+                let fed = feeder.await.map_err(joined)?;
+                let parts =
+                    collector.await.map_err(joined)?.map_err(|e| format!("reading the mapper's output: {e}"))?;
+                if !succeeded {
+                    return Ok(());
+                }
+                // A mapper may stop reading early; only a failed input is an error.
+                if let Err(e) = fed {
+                    if !e.contains("Broken pipe") {
+                        return Err(e);
+                    }
+                }
+                let combiner = Some(work.combiner.clone()).filter(|c| !c.trim().is_empty());
+                let files = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, String> {
+                    let files = parts.finish().map_err(|e| format!("sorting the map output: {e}"))?;
+                    if let Some(combiner) = combiner {
+                        files.par_iter().try_for_each(|f| combine(f, &combiner))?;
+                    }
+                    Ok(files)
+                })
+                .await
+                .map_err(joined)??;
+                upload_parts(&mut objects.clone(), &files, &work.output_prefix).await?;
+                let _ = std::fs::remove_dir_all(dir);
+                Ok(())
+            }
+            Running::Reduce { output, merger, result } => {
+                let merged = merger.await.map_err(joined)?;
+                if !succeeded {
+                    return Ok(());
+                }
+                if let Err(e) = merged {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
+                        return Err(format!("merging the map outputs: {e}"));
+                    }
+                }
+                objects::upload(&mut objects.clone(), &result, &output)
+                    .await
+                    .map_err(|e| format!("uploading the reducer's output failed: {e}"))?;
+                if let Some(dir) = result.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                Ok(())
+            }
+        }
+    }
+}
