@@ -126,9 +126,15 @@ impl Cluster {
 
     /// Starts a static agent for `pool`; returns its process id.
     pub fn agent(&mut self, pool: &str, slots: u32) -> u32 {
+        self.agent_with_env(pool, slots, &[])
+    }
+
+    /// Starts a static agent with extra environment variables.
+    pub fn agent_with_env(&mut self, pool: &str, slots: u32, env: &[(&str, &str)]) -> u32 {
         let n = self.agents.len();
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{n}.log"))).expect("agent log");
         let child = Command::new(bin("corral-agent"))
+            .envs(env.iter().copied())
             .args(["--coordinator", &self.url, "--pool", pool, "--slots", &slots.to_string(), "--kill-grace", "1s"])
             .arg("--work-dir")
             .arg(self.dir.path().join(format!("agent-{n}")))
