@@ -25,6 +25,61 @@ pub struct DemoArgs {
     /// Slots per agent.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     slots_per_node: u32,
+    /// Lines of generated text for the word count.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..=50_000_000))]
+    corpus_lines: u32,
+}
+
+const MAPPER: &str = r#"tr -s ' ' '\n' | awk 'NF { print $1 "\t1" }'"#;
+const REDUCER: &str = r#"awk -F'\t' '{ c[$1] += $2 } END { for (k in c) print k "\t" c[k] }'"#;
+
+/// Writes `lines` lines of text over a few files (word frequencies roughly like a
+/// real language's) and returns the files and the counts they should give.
+fn write_corpus(
+    dir: &std::path::Path,
+    lines: u32,
+) -> anyhow::Result<(Vec<std::path::PathBuf>, std::collections::BTreeMap<String, u64>)> {
+    const WORDS: &[&str] = &[
+        "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as",
+        "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "word", "but", "what", "some",
+        "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "an", "each",
+        "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would",
+        "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day",
+        "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than",
+        "call", "first",
+    ];
+    let mut seed: u64 = 0x5eed;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut expected = std::collections::BTreeMap::new();
+    let mut files = Vec::new();
+    let per_file = lines.div_ceil(4);
+    for f in 0..4 {
+        let mut text = String::new();
+        for _ in 0..per_file.min(lines.saturating_sub(f * per_file)) {
+            let n = 4 + next() % 9;
+            let words: Vec<&str> = (0..n)
+                .map(|_| {
+                    // Zipf-like: small indices far more often.
+                    let r = (next() % 10_000) as f64 / 10_000.0;
+                    WORDS[((r * r * r) * WORDS.len() as f64) as usize % WORDS.len()]
+                })
+                .collect();
+            for w in &words {
+                *expected.entry(w.to_string()).or_insert(0) += 1;
+            }
+            text.push_str(&words.join(" "));
+            text.push('\n');
+        }
+        let path = dir.join(format!("corpus-{f}.txt"));
+        std::fs::write(&path, text)?;
+        files.push(path);
+    }
+    Ok((files, expected))
 }
 
 /// Each task prints a line; every 50th (7, 57, ...) fails its first attempt to show
@@ -95,7 +150,63 @@ impl DemoArgs {
         let job = follow(&mut client, submitted.job_id, std::io::stderr().is_terminal()).await?;
         let took = started.elapsed();
         self.summary(&mut client, &job, took).await?;
-        Ok(if job.state == "completed" { Exit::Ok } else { Exit::Failed })
+        if job.state != "completed" {
+            return Ok(Exit::Failed);
+        }
+        self.word_count(url, pool, &mut client).await
+    }
+
+    /// Part two: a word count over a generated corpus, as a map/reduce job.
+    async fn word_count(&self, url: &str, pool: &str, client: &mut Client) -> anyhow::Result<Exit> {
+        let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let (files, expected) = write_corpus(dir.path(), self.corpus_lines)?;
+        println!();
+        println!(
+            "Part two: a word count over {} generated lines in {} files, as a map/reduce job ({} map and {} reduce tasks).",
+            self.corpus_lines,
+            files.len(),
+            self.nodes * 2,
+            self.nodes
+        );
+        let out = dir.path().join("result");
+        let args = super::mapreduce::MapReduceArgs {
+            pool: pool.into(),
+            name: "word-count".into(),
+            inputs: vec![format!("{}/corpus-*.txt", dir.path().display())],
+            map_tasks: self.nodes * 2,
+            reduce_tasks: self.nodes,
+            mapper: MAPPER.into(),
+            reducer: REDUCER.into(),
+            combiner: Some(REDUCER.into()),
+            max_retries: 1,
+            timeout: None,
+            priority: 0,
+            output: out.clone(),
+            no_wait: false,
+        };
+        let ctx = super::Context { coordinator: url.into(), format: crate::output::Format::Table };
+        if let Exit::Failed = args.run(&ctx, client).await? {
+            return Ok(Exit::Failed);
+        }
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for entry in std::fs::read_dir(&out)? {
+            for line in std::fs::read_to_string(entry?.path())?.lines() {
+                if let Some((word, n)) = line.split_once('\t') {
+                    counts.push((word.to_string(), n.parse().unwrap_or(0)));
+                }
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let rows: Vec<Vec<String>> = counts.iter().take(8).map(|(w, n)| vec![w.clone(), n.to_string()]).collect();
+        crate::output::table(&["WORD", "COUNT"], &rows);
+        let got: std::collections::BTreeMap<String, u64> = counts.into_iter().collect();
+        if got == expected {
+            println!("The counts match a local count of the same text, word for word ({} distinct words).", got.len());
+            Ok(Exit::Ok)
+        } else {
+            println!("The counts do NOT match a local count of the same text: this is a bug, please report it.");
+            Ok(Exit::Failed)
+        }
     }
 
     async fn summary(&self, client: &mut Client, job: &pb::Job, took: Duration) -> anyhow::Result<()> {

@@ -18,44 +18,44 @@ use crate::Exit;
 pub struct MapReduceArgs {
     /// The pool to run on.
     #[arg(long)]
-    pool: String,
+    pub(crate) pool: String,
     /// A name to recognise the job by.
     #[arg(long, default_value = "mapreduce")]
-    name: String,
+    pub(crate) name: String,
     /// Input: local files (a path or glob pattern, uploaded first), or `store:PATH`
     /// for an object already in the store (repeatable).
     #[arg(long = "input", required = true)]
-    inputs: Vec<String>,
+    pub(crate) inputs: Vec<String>,
     /// Map tasks: the input is split into this many pieces, on line boundaries.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    map_tasks: u32,
+    pub(crate) map_tasks: u32,
     /// Reduce tasks: the number of partitions, and of result files.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    reduce_tasks: u32,
+    pub(crate) reduce_tasks: u32,
     /// Reads input lines on stdin, writes `key<TAB>value` lines (run with `sh -c`).
     #[arg(long)]
-    mapper: String,
+    pub(crate) mapper: String,
     /// Reads one partition's lines, sorted by key, on stdin (run with `sh -c`).
     #[arg(long)]
-    reducer: String,
+    pub(crate) reducer: String,
     /// Runs on each map task's sorted partitions to shrink them (run with `sh -c`).
     #[arg(long)]
-    combiner: Option<String>,
+    pub(crate) combiner: Option<String>,
     /// Retries of a map or reduce task that fails.
     #[arg(long, default_value_t = 1)]
-    max_retries: u32,
+    pub(crate) max_retries: u32,
     /// Kill a map or reduce task that runs longer than this.
     #[arg(long, value_parser = humantime::parse_duration)]
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Higher runs first, from -1000 to 1000.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
-    priority: i32,
+    pub(crate) priority: i32,
     /// Where the result files (part-00000 ...) are downloaded when the job completes.
     #[arg(long)]
-    output: PathBuf,
+    pub(crate) output: PathBuf,
     /// Submit and return; the result stays at jobs/JOB/output/ in the store.
     #[arg(long)]
-    no_wait: bool,
+    pub(crate) no_wait: bool,
 }
 
 /// Local files the inputs name, and the store objects.
