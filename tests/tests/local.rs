@@ -59,10 +59,14 @@ fn local_pool_runs_jobs_replaces_dead_agents_resizes_and_deletes() {
 
 #[test]
 fn demo_runs_a_sample_job_and_cleans_up() {
-    let out = std::process::Command::new(bin("corral")).args(["demo", "--tasks", "60"]).output().unwrap();
+    let out = std::process::Command::new(bin("corral"))
+        .args(["demo", "--tasks", "60", "--corpus-lines", "20000"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("60 succeeded, 0 failed"), "{stdout}");
     assert!(stdout.contains("simulated crash"), "{stdout}");
     assert!(stdout.contains("7 squared is 49"), "{stdout}");
+    assert!(stdout.contains("The counts match a local count of the same text"), "{stdout}");
 }

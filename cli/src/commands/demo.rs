@@ -202,6 +202,8 @@ impl DemoArgs {
         let got: std::collections::BTreeMap<String, u64> = counts.into_iter().collect();
         if got == expected {
             println!("The counts match a local count of the same text, word for word ({} distinct words).", got.len());
+            println!();
+            println!("Every task ran, every attempt is recorded. Try it yourself: `corral up`, then `corral job submit --help`.");
             Ok(Exit::Ok)
         } else {
             println!("The counts do NOT match a local count of the same text: this is a bug, please report it.");
@@ -263,10 +265,6 @@ impl DemoArgs {
                 }
             }
         }
-        println!();
-        println!(
-            "Every task ran, every attempt is recorded. Try it yourself: `corral up`, then `corral job submit --help`."
-        );
         Ok(())
     }
 }
