@@ -17,7 +17,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
 pub async fn channel(url: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("invalid --coordinator URL '{url}' (expected e.g. http://127.0.0.1:7070)"))?
-        .connect_timeout(Duration::from_secs(3));
+        .connect_timeout(Duration::from_secs(3))
+        // Room for objects streaming in (see the coordinator's server settings).
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20));
     endpoint.connect().await.with_context(|| {
         format!(
             "cannot reach the coordinator at {url}: is it running? Start one with `corral up`, or point --coordinator (or CORRAL_COORDINATOR) at it"

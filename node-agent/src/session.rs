@@ -95,6 +95,8 @@ pub async fn run(
     let endpoint = Endpoint::from_shared(config.coordinator.clone())
         .map_err(|e| Error::BadUrl { url: config.coordinator.clone(), reason: e.to_string() })?
         .connect_timeout(Duration::from_secs(2))
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10));
     let mut sys =
