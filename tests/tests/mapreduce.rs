@@ -242,3 +242,30 @@ fn an_agent_killed_during_the_map_phase_reruns_only_its_map_tasks() {
         assert_eq!(wins, 1, "task {index}: {a:?}");
     }
 }
+
+#[test]
+fn a_map_reduce_job_from_a_job_file() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 2, 2);
+    let input = corpus(c.dir.path(), 500);
+    let want = expected(&input);
+    c.json(&["file", "put", c.dir.path().join("part1.txt").to_str().unwrap(), "corpus/part1.txt"]);
+    let file = c.dir.path().join("wc.yaml");
+    let yaml = format!(
+        "name: wc\nmapreduce:\n  inputs: [part0.txt, 'store:corpus/part1.txt']\n  map_tasks: 3\n  reduce_tasks: 2\n  mapper: {}\n  reducer: {}\n",
+        serde_json::to_string(MAPPER).unwrap(),
+        serde_json::to_string(REDUCER).unwrap()
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let out = c.corral(&["job", "submit", "--pool", "cpu", "--file", file.to_str().unwrap(), "--wait"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let dest = c.dir.path().join("dest");
+    c.json(&["job", "output", "1", "--dest", dest.to_str().unwrap()]);
+    let (got, parts) = result(&dest.join("output"));
+    assert_eq!(parts, 2);
+    assert_eq!(got, want);
+    let bad = c.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "mapreduce:\n  inputs: [nothing-here-*.txt]\n  map_tasks: 1\n  reduce_tasks: 1\n  mapper: cat\n  reducer: cat\n").unwrap();
+    let err = c.fails(&["job", "submit", "--pool", "cpu", "--file", bad.to_str().unwrap()]);
+    assert!(err.contains("matches no file"), "{err}");
+}

@@ -246,6 +246,38 @@ impl SubmitArgs {
         let pool = self.pool.or_else(|| loaded.file.pool.clone()).ok_or_else(|| {
             anyhow::anyhow!("invalid --pool: say which pool runs the job (--pool, or `pool:` in {})", path.display())
         })?;
+        if let Some(mr) = &loaded.file.mapreduce {
+            let timeout = match &mr.timeout {
+                Some(t) => humantime::parse_duration(t)
+                    .map_err(|e| anyhow::anyhow!(loaded.annotate(&format!("invalid mapreduce.timeout '{t}': {e}"))))?,
+                None => Duration::ZERO,
+            };
+            let inputs: Vec<String> = mr
+                .inputs
+                .iter()
+                .map(|i| match i.strip_prefix("store:") {
+                    Some(_) => i.clone(),
+                    None => loaded.dir.join(i).to_string_lossy().into_owned(),
+                })
+                .collect();
+            let req = pb::SubmitJobRequest {
+                pool,
+                name: self.name.or_else(|| loaded.file.name.clone()).unwrap_or_default(),
+                priority: self.priority.or(loaded.file.priority).unwrap_or(0),
+                mapreduce: Some(pb::MapReduceSpec {
+                    inputs,
+                    map_tasks: mr.map_tasks,
+                    reduce_tasks: mr.reduce_tasks,
+                    mapper: mr.mapper.clone(),
+                    reducer: mr.reducer.clone(),
+                    combiner: mr.combiner.clone().unwrap_or_default(),
+                    max_retries: mr.max_retries,
+                    timeout_ms: timeout.as_millis() as u64,
+                }),
+                ..Default::default()
+            };
+            return Ok((req, Some(loaded)));
+        }
         let mut groups = loaded.groups.clone();
         for group in &mut groups {
             if let Some(spec) = &mut group.spec {
@@ -427,7 +459,10 @@ impl JobCommand {
         match self {
             JobCommand::Submit(args) => {
                 let wait = args.wait;
-                let (req, loaded) = args.request()?;
+                let (mut req, loaded) = args.request()?;
+                if let Some(mr) = &mut req.mapreduce {
+                    mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
+                }
                 let resp = match client.submit_job(req).await.api() {
                     Ok(resp) => resp,
                     Err(e) => match &loaded {

@@ -42,7 +42,26 @@ pub struct JobFile {
     pub name: Option<String>,
     pub pool: Option<String>,
     pub priority: Option<i32>,
+    #[serde(default)]
     pub tasks: Vec<FileTask>,
+    /// A map/reduce job instead of `tasks`.
+    pub mapreduce: Option<FileMapReduce>,
+}
+
+/// A map/reduce job as written (the flags of `corral job mapreduce`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMapReduce {
+    /// Local files (paths or globs, relative to the job file) or `store:PATH`.
+    pub inputs: Vec<String>,
+    pub map_tasks: u32,
+    pub reduce_tasks: u32,
+    pub mapper: String,
+    pub reducer: String,
+    pub combiner: Option<String>,
+    #[serde(default = "one")]
+    pub max_retries: u32,
+    pub timeout: Option<String>,
 }
 
 /// One task (or array) as written.
@@ -91,6 +110,8 @@ pub struct Loaded {
     pub groups: Vec<pb::TaskGroup>,
     text: String,
     path: String,
+    /// The file's directory, which relative input paths start from.
+    pub dir: std::path::PathBuf,
 }
 
 impl Loaded {
@@ -135,7 +156,8 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
     } else {
         serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?
     };
-    let mut loaded = Loaded { file, groups: Vec::new(), text, path: shown };
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut loaded = Loaded { file, groups: Vec::new(), text, path: shown, dir };
     let mut checked = Vec::new();
     for task in &loaded.file.tasks {
         let at = |what: String| loaded.annotate(&format!("task '{}': {what}", task.id));
@@ -180,6 +202,12 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
         checked.push(TaskGroup { id: task.id.clone(), spec, array, depends_on: task.depends_on.clone() });
     }
     // Judge the graph here too, so that its errors can point at lines.
+    if loaded.file.mapreduce.is_some() {
+        if !loaded.file.tasks.is_empty() {
+            anyhow::bail!(loaded.annotate("invalid job: give `tasks` or `mapreduce`, not both"));
+        }
+        return Ok(loaded);
+    }
     if whole_graph {
         if checked.is_empty() {
             anyhow::bail!(loaded.annotate("invalid tasks: the job has no tasks"));

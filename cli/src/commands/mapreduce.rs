@@ -105,17 +105,28 @@ async fn phase_span(client: &mut Client, job: u64, range: std::ops::Range<u32>) 
     Ok(last.saturating_sub(first))
 }
 
+/// Uploads the local files the inputs name (to `uploads/<ms>/`) and returns every
+/// input as a store object.
+pub async fn upload_inputs(ctx: &Context, inputs: &[String]) -> anyhow::Result<Vec<String>> {
+    let (local, mut objects_in) = expand_inputs(inputs)?;
+    if local.is_empty() {
+        return Ok(objects_in);
+    }
+    let mut objects = super::file::connect(ctx).await?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    for (i, file) in local.iter().enumerate() {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let object = format!("uploads/{stamp}/{i:05}-{name}");
+        corral_agent::objects::upload(&mut objects, file, &object).await?;
+        objects_in.push(object);
+    }
+    Ok(objects_in)
+}
+
 impl MapReduceArgs {
     pub async fn run(self, ctx: &Context, client: &mut Client) -> anyhow::Result<Exit> {
-        let (local, mut objects_in) = expand_inputs(&self.inputs)?;
+        let objects_in = upload_inputs(ctx, &self.inputs).await?;
         let mut objects = super::file::connect(ctx).await?;
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-        for (i, file) in local.iter().enumerate() {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let object = format!("uploads/{stamp}/{i:05}-{name}");
-            corral_agent::objects::upload(&mut objects, file, &object).await?;
-            objects_in.push(object);
-        }
         let req = pb::SubmitJobRequest {
             pool: self.pool.clone(),
             name: self.name.clone(),

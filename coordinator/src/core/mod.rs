@@ -86,9 +86,10 @@ pub enum Work {
     Reduce { inputs: Vec<String>, output: String },
 }
 
-/// Where map task `m` of job `job` stores its partition `r`.
+/// Where map task `m` of job `job` stores its partition `r` (apart from the job's
+/// outputs under `jobs/`, which `corral job output` downloads).
 pub fn map_output(job: JobId, m: u32, r: u32) -> String {
-    format!("jobs/{job}/map/{m}/part-{r}")
+    format!("shuffle/{job}/{m}/part-{r}")
 }
 
 /// Where reduce task `r` of job `job` stores its result.
@@ -105,7 +106,7 @@ impl Work {
                 segments: splits.get(array_index as usize).cloned().unwrap_or_default(),
                 reduce_tasks: *reduce_tasks,
                 combiner: combiner.clone(),
-                output_prefix: format!("jobs/{job}/map/{array_index}"),
+                output_prefix: format!("shuffle/{job}/{array_index}"),
             },
             TaskKind::Reduce { map_tasks } => Work::Reduce {
                 inputs: (0..*map_tasks).map(|m| map_output(job, m, array_index)).collect(),
