@@ -32,6 +32,11 @@ struct Args {
     /// The agent program local pools start (default: corral-agent beside this binary, or on PATH).
     #[arg(long, env = "CORRAL_AGENT_BIN")]
     agent_bin: Option<PathBuf>,
+    /// Keep task inputs, outputs and map/reduce data in this object store instead of
+    /// DATA_DIR/objects: s3://bucket[/prefix] or az://container[/prefix], configured by
+    /// the usual AWS_* / AZURE_* variables (AWS_ENDPOINT for S3-compatible servers).
+    #[arg(long, env = "CORRAL_STORE_URL")]
+    store_url: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         retry_backoff: args.retry_backoff,
         ..CoreConfig::default()
     };
+    config.store_url = args.store_url;
     if let Some(bin) = args.agent_bin {
         config.agent_command = vec![bin.into_os_string()];
     }

@@ -150,6 +150,31 @@ impl Objects for ObjectsApi {
     }
 }
 
+/// The store a URL names: `s3://bucket[/prefix]`, `az://container[/prefix]` (or
+/// `abfs://`, `https://account.blob.core.windows.net/...`), `file:///path`. Settings
+/// and credentials come from the `AWS_*` and `AZURE_*` environment variables, as
+/// the `object_store` builders read them (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AZURE_STORAGE_ACCOUNT_NAME`,
+/// ...). Checked by listing it, so a wrong bucket or key fails at startup.
+pub async fn store_from_url(url: &str) -> crate::error::Result<Arc<dyn ObjectStore>> {
+    let refused = |why: String| crate::error::Error::Refused(format!("invalid --store-url '{url}': {why}"));
+    let parsed = url::Url::parse(url).map_err(|e| refused(e.to_string()))?;
+    let options: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AZURE_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|e| refused(e.to_string()))?;
+    let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+        Arc::from(store)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    };
+    if let Some(Err(e)) = store.list(None).next().await {
+        return Err(refused(format!("cannot list it: {e}")));
+    }
+    Ok(store)
+}
+
 /// The store in `dir` (created if needed).
 pub fn local_store(dir: &std::path::Path) -> crate::error::Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(dir)?;

@@ -30,11 +30,19 @@ pub struct Config {
     pub core: CoreConfig,
     /// Program and leading arguments that start an agent, for local pools.
     pub agent_command: Vec<OsString>,
+    /// Where objects live, if not in `data_dir/objects`: `s3://...`, `az://...`.
+    pub store_url: Option<String>,
 }
 
 impl Config {
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        Config { listen, data_dir, core: CoreConfig::default(), agent_command: default_agent_command() }
+        Config {
+            listen,
+            data_dir,
+            core: CoreConfig::default(),
+            agent_command: default_agent_command(),
+            store_url: None,
+        }
     }
 }
 
@@ -141,7 +149,10 @@ impl Coordinator {
     /// Opens the store, restores the state, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<Coordinator> {
         let store = Store::open(&config.data_dir)?;
-        let objects = crate::objects::local_store(&config.data_dir.join("objects"))?;
+        let objects = match &config.store_url {
+            Some(url) => crate::objects::store_from_url(url).await?,
+            None => crate::objects::local_store(&config.data_dir.join("objects"))?,
+        };
         let snapshot = store.load()?;
         let reader = Store::open_reader(&config.data_dir)?;
         let now = Instant::now();

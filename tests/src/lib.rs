@@ -44,6 +44,7 @@ pub struct Cluster {
     port: u16,
     coordinator: Option<Child>,
     coordinator_args: Vec<String>,
+    coordinator_env: Vec<(String, String)>,
     /// The process group of everything the coordinator starts (its local agents).
     pgid: u32,
     agents: Vec<Child>,
@@ -53,6 +54,11 @@ impl Cluster {
     /// Starts a coordinator with fast heartbeats (200 ms, lost after 1.5 s) plus
     /// `extra` flags.
     pub fn start(extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(extra, &[])
+    }
+
+    /// Starts a coordinator with extra flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut args: Vec<String> =
             ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1500ms", "--retry-backoff", "100ms"]
@@ -60,12 +66,14 @@ impl Cluster {
                 .map(|s| s.to_string())
                 .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
+        let coordinator_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut cluster = Cluster {
             dir,
             url: String::new(),
             port: 0,
             coordinator: None,
             coordinator_args: args,
+            coordinator_env,
             pgid: 0,
             agents: vec![],
         };
@@ -91,6 +99,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.coordinator_args)
+            .envs(self.coordinator_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
         use std::os::unix::process::CommandExt;
