@@ -269,3 +269,38 @@ fn a_map_reduce_job_from_a_job_file() {
     let err = c.fails(&["job", "submit", "--pool", "cpu", "--file", bad.to_str().unwrap()]);
     assert!(err.contains("matches no file"), "{err}");
 }
+
+#[test]
+fn a_reduce_task_whose_node_dies_reruns_from_the_stored_map_outputs() {
+    let mut c = Cluster::start(&[]);
+    let pids = c.static_pool("cpu", 2, 1);
+    let input = corpus(c.dir.path(), 600);
+    let slow_reducer = format!("sleep 2; {REDUCER}");
+    let out = c.dir.path().join("out");
+    let (url, out_s, input_s) = (c.url.clone(), out.to_str().unwrap().to_string(), input.clone());
+    let run = std::thread::spawn(move || {
+        std::process::Command::new(corral_tests::bin("corral"))
+            .args(["--coordinator", &url, "job", "mapreduce", "--pool", "cpu", "--input", &input_s, "--map-tasks", "3"])
+            .args(["--reduce-tasks", "2", "--mapper", MAPPER, "--reducer", &slow_reducer, "--output", &out_s])
+            .output()
+            .unwrap()
+    });
+    // Both reducers running (maps are tasks 0-2, reducers 3-4): kill the first agent.
+    wait_until(MINUTE, "the reduce phase", || {
+        c.json(&["job", "list"]).as_array().is_some_and(|j| !j.is_empty())
+            && c.json(&["task", "list", "1", "--state", "running"])
+                .as_array()
+                .is_some_and(|t| t.len() == 2 && t.iter().all(|t| t["id"].as_u64() >= Some(3)))
+    });
+    c.signal(pids[0], libc::SIGKILL);
+    let run = run.join().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(result(&out).0, expected(&input));
+    let attempts = c.attempts(1);
+    for (index, a) in &attempts {
+        if *index < 3 {
+            assert_eq!(a.len(), 1, "map task {index} ran once: the reduce rerun used its stored output");
+        }
+    }
+    assert!(attempts[3..].iter().any(|(_, a)| a.iter().any(|x| x["outcome"] == "node_lost")), "{attempts:?}");
+}
