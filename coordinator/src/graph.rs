@@ -225,8 +225,11 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
     Ok(graph)
 }
 
+/// A reference split into the group id and the index range it names, if any.
+type Reference<'a> = (&'a str, Option<(u32, u32)>);
+
 /// `id`, `id[i]` or `id[a-b]`.
-fn parse_reference<'a>(task: &str, reference: &'a str) -> Result<(&'a str, Option<(u32, u32)>), GraphError> {
+fn parse_reference<'a>(task: &str, reference: &'a str) -> Result<Reference<'a>, GraphError> {
     let bad = |why: &str| GraphError::BadReference { task: task.into(), on: reference.into(), why: why.into() };
     let Some(open) = reference.find('[') else { return Ok((reference, None)) };
     let inner = reference[open + 1..].strip_suffix(']').ok_or_else(|| bad("expected ID, ID[I] or ID[A-B]"))?;

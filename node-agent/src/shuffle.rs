@@ -360,52 +360,6 @@ pub fn feed_merge(runs: &[PathBuf], stdin: impl Write) -> std::io::Result<u64> {
     merge_into(sources, BufWriter::with_capacity(1 << 20, stdin))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_and_order() {
-        assert_eq!(key(b"a b\tc\td"), b"a b");
-        assert_eq!(key(b"nokey"), b"nokey");
-        assert_eq!(by_key(b"ab\t9", b"abc\t1"), Ordering::Less);
-        assert_eq!(by_key(b"ab\x01\t1", b"ab\t2"), Ordering::Greater, "by key, not by raw bytes");
-        assert_eq!(fnv1a(b"hello"), 0xa430_d846_80aa_bd0b);
-    }
-
-    #[test]
-    fn partitions_spill_and_merge_sorted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut parts = Partitions::new(dir.path(), 3, 200).unwrap();
-        let mut input = Vec::new();
-        for i in (0..500).rev() {
-            input.extend_from_slice(format!("k{}\t{i}\n", i % 37).as_bytes());
-        }
-        assert_eq!(parts.collect(&input[..]).unwrap(), 500);
-        assert!(parts.runs.iter().map(Vec::len).sum::<usize>() > 3, "it spilled");
-        let files = parts.finish().unwrap();
-        let mut total = 0;
-        for (r, file) in files.iter().enumerate() {
-            let text = std::fs::read(file).unwrap();
-            let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-            total += lines.len();
-            assert!(lines.windows(2).all(|w| by_key(w[0], w[1]) != Ordering::Greater), "partition {r} is sorted");
-            assert!(lines.iter().all(|l| fnv1a(key(l)) % 3 == r as u64), "partition {r} holds its keys");
-        }
-        assert_eq!(total, 500);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "runs are cleaned up");
-    }
-
-    #[test]
-    fn merge_interleaves_sorted_runs() {
-        let a: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"a\t1".to_vec()), Ok(b"c\t1".to_vec())];
-        let b: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"b\t2".to_vec()), Ok(b"c\t2".to_vec())];
-        let mut out = Vec::new();
-        assert_eq!(merge_into(vec![a.into_iter(), b.into_iter()], &mut out).unwrap(), 4);
-        assert_eq!(out, b"a\t1\nb\t2\nc\t1\nc\t2\n");
-    }
-}
-
 /// How a task's stdin and stdout are wired, decided before it starts.
 pub enum Plumbing {
     Command,
@@ -555,5 +509,51 @@ impl Running {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_order() {
+        assert_eq!(key(b"a b\tc\td"), b"a b");
+        assert_eq!(key(b"nokey"), b"nokey");
+        assert_eq!(by_key(b"ab\t9", b"abc\t1"), Ordering::Less);
+        assert_eq!(by_key(b"ab\x01\t1", b"ab\t2"), Ordering::Greater, "by key, not by raw bytes");
+        assert_eq!(fnv1a(b"hello"), 0xa430_d846_80aa_bd0b);
+    }
+
+    #[test]
+    fn partitions_spill_and_merge_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Partitions::new(dir.path(), 3, 200).unwrap();
+        let mut input = Vec::new();
+        for i in (0..500).rev() {
+            input.extend_from_slice(format!("k{}\t{i}\n", i % 37).as_bytes());
+        }
+        assert_eq!(parts.collect(&input[..]).unwrap(), 500);
+        assert!(parts.runs.iter().map(Vec::len).sum::<usize>() > 3, "it spilled");
+        let files = parts.finish().unwrap();
+        let mut total = 0;
+        for (r, file) in files.iter().enumerate() {
+            let text = std::fs::read(file).unwrap();
+            let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+            total += lines.len();
+            assert!(lines.windows(2).all(|w| by_key(w[0], w[1]) != Ordering::Greater), "partition {r} is sorted");
+            assert!(lines.iter().all(|l| fnv1a(key(l)) % 3 == r as u64), "partition {r} holds its keys");
+        }
+        assert_eq!(total, 500);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "runs are cleaned up");
+    }
+
+    #[test]
+    fn merge_interleaves_sorted_runs() {
+        let a: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"a\t1".to_vec()), Ok(b"c\t1".to_vec())];
+        let b: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"b\t2".to_vec()), Ok(b"c\t2".to_vec())];
+        let mut out = Vec::new();
+        assert_eq!(merge_into(vec![a.into_iter(), b.into_iter()], &mut out).unwrap(), 4);
+        assert_eq!(out, b"a\t1\nb\t2\nc\t1\nc\t2\n");
     }
 }

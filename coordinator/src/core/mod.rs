@@ -119,7 +119,7 @@ impl Work {
 /// A message for one agent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToAgent {
-    Assign(Assignment),
+    Assign(Box<Assignment>),
     /// Kill this attempt: cancelled, or not the current one.
     Kill(AttemptRef),
     /// The result of this attempt is durable; the agent may forget it.

@@ -104,7 +104,7 @@ impl Core {
                     reason: None,
                 }));
                 out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms });
-                out.agents.push((node.clone(), ToAgent::Assign(assignment)));
+                out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
                 self.running.insert(
                     attempt.task,
                     RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms },
