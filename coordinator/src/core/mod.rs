@@ -8,17 +8,20 @@
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
-//! [`jobs`] (submit, cancel, results, retries) and [`schedule`].
+//! [`jobs`] (submit, cancel, results, retries, graphs, open jobs), [`schedule`],
+//! [`restore`] (from the store, after a restart) and [`check`] (the invariants).
 
+mod check;
 mod jobs;
 mod nodes;
 mod pools;
+mod restore;
 mod schedule;
 #[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::model::*;
@@ -473,148 +476,6 @@ impl Core {
         }
     }
 
-    /// Rebuilds the state from the store. Nodes that were live get two heartbeat
-    /// timeouts, from `now`, to reconnect before they are declared lost (their
-    /// agents may be between two reconnection attempts). Repairs of
-    /// what a crash between two writes left behind go into `out`.
-    pub fn restore(&mut self, snapshot: Snapshot, now: Instant, out: &mut Outbox) {
-        for (spec, created_at_ms) in snapshot.pools {
-            let name = spec.name.clone();
-            self.pools.insert(name, new_pool(spec, created_at_ms));
-        }
-        for record in snapshot.nodes {
-            self.next_node = self.next_node.max(record.id.seq().unwrap_or(0) + 1);
-            if record.status.is_live() {
-                if let Some(pool) = self.pools.get_mut(&record.pool) {
-                    pool.nodes.insert(record.id.clone());
-                }
-            }
-            let grace = now + self.config.heartbeat_timeout;
-            self.nodes.insert(record.id.clone(), new_node(record, grace));
-        }
-        for record in snapshot.jobs {
-            self.next_job = self.next_job.max(record.id.0 + 1);
-            let initial = match record.state {
-                JobState::Cancelled => TaskState::Cancelled,
-                _ => TaskState::Ready,
-            };
-            let mut job = new_job(record.id, record.spec, record.submitted_at_ms, initial);
-            job.state = record.state;
-            job.finished_at_ms = record.finished_at_ms;
-            self.jobs.insert(job.id, job);
-        }
-        let mut recorded: HashSet<TaskKey> = HashSet::new();
-        for t in snapshot.tasks {
-            recorded.insert(t.key);
-            let Some(job) = self.jobs.get_mut(&t.key.job) else { continue };
-            if let Some(reason) = t.reason {
-                job.reasons.insert(t.key.index, reason);
-            }
-            let Some(task) = job.task_mut(t.key.index) else { continue };
-            let old = task.state;
-            *task = Task { state: t.state, attempt: t.attempt, failures: t.failures, node_losses: t.node_losses };
-            *job.counts.slot(old) -= 1;
-            *job.counts.slot(t.state) += 1;
-            if old == TaskState::Ready {
-                job.ready.remove(&t.key.index);
-            }
-            if t.state == TaskState::Ready {
-                job.ready.insert(t.key.index);
-            }
-        }
-        for (attempt, node, started_at_ms) in snapshot.open_attempts {
-            let key = attempt.task;
-            let current = self
-                .jobs
-                .get(&key.job)
-                .and_then(|j| j.task(key.index))
-                .is_some_and(|t| t.state == TaskState::Running && t.attempt == attempt.attempt);
-            if !current {
-                continue;
-            }
-            let slots = self.jobs[&key.job].spec.task_spec(key.index).slots;
-            match self.nodes.get_mut(&node) {
-                Some(n) if n.status().is_live() => {
-                    n.running.insert(key);
-                    n.slots_used += slots;
-                    self.running.insert(key, RunningAttempt { node, attempt: attempt.attempt, started_at_ms });
-                }
-                // The node is gone: a crash between its loss and the requeue.
-                _ => {
-                    self.running
-                        .insert(key, RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms });
-                    self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", true, out);
-                }
-            }
-        }
-        for job in self.jobs.values_mut() {
-            let id = job.id;
-            job.settle_graph(|index| !recorded.contains(&TaskKey { job: id, index }));
-        }
-        // Repair what a crash between two writes can leave: unfinished tasks of a
-        // finished job, and running tasks whose attempt row is missing.
-        for job in self.jobs.values_mut() {
-            let first = job.spec.first_index;
-            for (i, task) in job.tasks.iter_mut().enumerate() {
-                let index = first + i as u32;
-                let key = TaskKey { job: job.id, index };
-                let fix = if job.state != JobState::Active && !task.state.is_final() {
-                    Some(TaskState::Cancelled)
-                } else if task.state == TaskState::Running && !self.running.contains_key(&key) {
-                    Some(TaskState::Ready)
-                } else {
-                    None
-                };
-                if let Some(next) = fix {
-                    out.store.push(StoreOp::PutTask(TaskRecord {
-                        key,
-                        state: next,
-                        attempt: task.attempt,
-                        failures: task.failures,
-                        node_losses: task.node_losses,
-                        reason: None,
-                    }));
-                    *job.counts.slot(task.state) -= 1;
-                    *job.counts.slot(next) += 1;
-                    if task.state == TaskState::Ready {
-                        job.ready.remove(&index);
-                    }
-                    if next == TaskState::Ready {
-                        job.ready.insert(index);
-                    }
-                    task.state = next;
-                }
-            }
-        }
-        // A task still waiting on one that failed: the crash came between the
-        // failure and the cancelling of what depended on it.
-        let doomed: Vec<(TaskKey, TaskKey)> = self
-            .jobs
-            .values()
-            .filter(|job| job.state == JobState::Active)
-            .flat_map(|job| {
-                let graph = job.spec.graph.as_deref();
-                job.tasks.iter().enumerate().filter_map(move |(i, task)| {
-                    let failed = graph?.upstream[i]
-                        .iter()
-                        .find(|&&u| matches!(job.tasks[u as usize].state, TaskState::Failed | TaskState::Cancelled))?;
-                    (task.state == TaskState::Waiting)
-                        .then_some((TaskKey { job: job.id, index: i as u32 }, TaskKey { job: job.id, index: *failed }))
-                })
-            })
-            .collect();
-        for (_, failed) in doomed {
-            self.cancel_downstream(failed, out);
-        }
-        for job in self.jobs.values() {
-            if job.state == JobState::Active {
-                if let Some(pool) = self.pools.get_mut(&job.spec.pool) {
-                    pool.jobs.insert(job.priority_key());
-                }
-            }
-        }
-    }
-
     /// Moves a task to `next`, keeping the job's counts and ready queue in step.
     /// Returns false (and changes nothing) for a transition that is not allowed.
     fn set_task_state(&mut self, key: TaskKey, next: TaskState) -> bool {
@@ -655,62 +516,6 @@ impl Core {
     fn put_node(&self, id: &NodeId, out: &mut Outbox) {
         if let Some(node) = self.nodes.get(id) {
             out.store.push(StoreOp::PutNode(node.record.clone()));
-        }
-    }
-
-    /// Checks the invariants that tie the maps together; panics with the first one
-    /// broken. Tests call it after every step.
-    pub fn sanity_check(&self) {
-        let mut slots_by_node: BTreeMap<&NodeId, u32> = BTreeMap::new();
-        for (key, run) in &self.running {
-            let job = &self.jobs[&key.job];
-            let task = job.task(key.index).expect("running task exists");
-            assert_eq!(task.state, TaskState::Running, "{key} in running map is {:?}", task.state);
-            assert_eq!(task.attempt, run.attempt, "{key} attempt");
-            let node = &self.nodes[&run.node];
-            assert!(node.running.contains(key), "{key} missing from node {}", run.node);
-            *slots_by_node.entry(&run.node).or_default() += job.spec.task_spec(key.index).slots;
-        }
-        for (id, node) in &self.nodes {
-            assert_eq!(node.slots_used, slots_by_node.get(id).copied().unwrap_or(0), "slots of {id}");
-            for key in &node.running {
-                assert_eq!(self.running.get(key).map(|r| &r.node), Some(id), "{key} on {id}");
-            }
-            let in_pool = self.pools.get(&node.record.pool).is_some_and(|p| p.nodes.contains(id));
-            assert_eq!(in_pool, node.status().is_live(), "pool membership of {id}");
-            if !node.status().is_live() {
-                assert!(node.running.is_empty(), "dead node {id} runs tasks");
-            }
-        }
-        let delayed: BTreeSet<TaskKey> = self.delayed.iter().map(|(_, k)| *k).collect();
-        for job in self.jobs.values() {
-            let mut counts = Counts::default();
-            for (i, task) in job.tasks.iter().enumerate() {
-                *counts.slot(task.state) += 1;
-                let index = job.spec.first_index + i as u32;
-                let key = TaskKey { job: job.id, index };
-                let queued = job.ready.contains(&index) || delayed.contains(&key);
-                assert_eq!(queued, task.state == TaskState::Ready, "{key} queued vs {:?}", task.state);
-                assert_eq!(self.running.contains_key(&key), task.state == TaskState::Running, "{key}");
-                if let Some(graph) = &job.spec.graph {
-                    let pending =
-                        graph.upstream[i].iter().filter(|&&u| job.tasks[u as usize].state != TaskState::Succeeded);
-                    assert_eq!(job.waiting_on[i] as usize, pending.count(), "{key} waiting_on");
-                    if !task.state.is_final() {
-                        assert_eq!(
-                            task.state == TaskState::Waiting,
-                            job.waiting_on[i] > 0,
-                            "{key} waits iff upstream is pending"
-                        );
-                    }
-                }
-            }
-            assert_eq!(counts, job.counts, "counts of job {}", job.id);
-            let listed = self.pools.get(&job.spec.pool).is_some_and(|p| p.jobs.contains(&job.priority_key()));
-            assert_eq!(listed, job.state == JobState::Active, "job {} listing", job.id);
-            if job.state != JobState::Active {
-                assert_eq!(job.counts.finished(), job.tasks.len() as u32, "job {} finished early", job.id);
-            }
         }
     }
 }

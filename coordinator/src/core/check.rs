@@ -1,0 +1,64 @@
+//! The invariants that tie the core's maps together, checked by tests after every
+//! step (as tako's `Core::sanity_check`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+
+impl Core {
+    /// Checks the invariants that tie the maps together; panics with the first one
+    /// broken. Tests call it after every step.
+    pub fn sanity_check(&self) {
+        let mut slots_by_node: BTreeMap<&NodeId, u32> = BTreeMap::new();
+        for (key, run) in &self.running {
+            let job = &self.jobs[&key.job];
+            let task = job.task(key.index).expect("running task exists");
+            assert_eq!(task.state, TaskState::Running, "{key} in running map is {:?}", task.state);
+            assert_eq!(task.attempt, run.attempt, "{key} attempt");
+            let node = &self.nodes[&run.node];
+            assert!(node.running.contains(key), "{key} missing from node {}", run.node);
+            *slots_by_node.entry(&run.node).or_default() += job.spec.task_spec(key.index).slots;
+        }
+        for (id, node) in &self.nodes {
+            assert_eq!(node.slots_used, slots_by_node.get(id).copied().unwrap_or(0), "slots of {id}");
+            for key in &node.running {
+                assert_eq!(self.running.get(key).map(|r| &r.node), Some(id), "{key} on {id}");
+            }
+            let in_pool = self.pools.get(&node.record.pool).is_some_and(|p| p.nodes.contains(id));
+            assert_eq!(in_pool, node.status().is_live(), "pool membership of {id}");
+            if !node.status().is_live() {
+                assert!(node.running.is_empty(), "dead node {id} runs tasks");
+            }
+        }
+        let delayed: BTreeSet<TaskKey> = self.delayed.iter().map(|(_, k)| *k).collect();
+        for job in self.jobs.values() {
+            let mut counts = Counts::default();
+            for (i, task) in job.tasks.iter().enumerate() {
+                *counts.slot(task.state) += 1;
+                let index = job.spec.first_index + i as u32;
+                let key = TaskKey { job: job.id, index };
+                let queued = job.ready.contains(&index) || delayed.contains(&key);
+                assert_eq!(queued, task.state == TaskState::Ready, "{key} queued vs {:?}", task.state);
+                assert_eq!(self.running.contains_key(&key), task.state == TaskState::Running, "{key}");
+                if let Some(graph) = &job.spec.graph {
+                    let pending =
+                        graph.upstream[i].iter().filter(|&&u| job.tasks[u as usize].state != TaskState::Succeeded);
+                    assert_eq!(job.waiting_on[i] as usize, pending.count(), "{key} waiting_on");
+                    if !task.state.is_final() {
+                        assert_eq!(
+                            task.state == TaskState::Waiting,
+                            job.waiting_on[i] > 0,
+                            "{key} waits iff upstream is pending"
+                        );
+                    }
+                }
+            }
+            assert_eq!(counts, job.counts, "counts of job {}", job.id);
+            let listed = self.pools.get(&job.spec.pool).is_some_and(|p| p.jobs.contains(&job.priority_key()));
+            assert_eq!(listed, job.state == JobState::Active, "job {} listing", job.id);
+            if job.state != JobState::Active {
+                assert_eq!(job.counts.finished(), job.tasks.len() as u32, "job {} finished early", job.id);
+            }
+        }
+    }
+}
