@@ -1,0 +1,149 @@
+//! Deterministic tests of the core: chosen `now`s, events fed by hand, assertions on
+//! the outbox and the state, and `sanity_check()` after every step.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::error::Error;
+
+mod graphs;
+mod jobs;
+mod nodes;
+mod pools;
+mod restore;
+mod scheduling;
+
+struct Env {
+    core: Core,
+    now: Instant,
+    out: Outbox,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec {
+    PoolSpec { name: PoolName::parse("name", name).unwrap(), slots_per_node: 2, provider, target_nodes: nodes, fill }
+}
+
+fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec {
+    JobSpec {
+        pool: PoolName::parse("pool", pool).unwrap(),
+        name: String::new(),
+        priority,
+        task: TaskSpec { max_retries, ..TaskSpec::command(vec!["true".into()]) },
+        first_index: 0,
+        last_index: tasks - 1,
+        graph: None,
+        open: false,
+    }
+}
+
+/// A graph job on pool `p` of single tasks, given as `(id, depends_on)`.
+fn graph_spec(tasks: &[(&str, &[&str])]) -> JobSpec {
+    let groups: Vec<crate::graph::TaskGroup> = tasks
+        .iter()
+        .map(|(id, deps)| crate::graph::TaskGroup {
+            id: id.to_string(),
+            spec: job_spec("p", 1, 0, 0).task,
+            array: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        })
+        .collect();
+    let graph = crate::graph::resolve(groups).unwrap();
+    JobSpec { last_index: graph.len() as u32 - 1, graph: Some(std::sync::Arc::new(graph)), ..job_spec("p", 1, 0, 0) }
+}
+
+impl Env {
+    fn new() -> Self {
+        let now = Instant::now();
+        let config = CoreConfig { retry_backoff: ms(100), ..CoreConfig::default() };
+        Env { core: Core::new(config, (now, 1_000_000)), now, out: Outbox::default() }
+    }
+
+    fn with_pool(fill: Fill) -> Self {
+        let mut env = Env::new();
+        env.core.create_pool(env.now, pool_spec("p", Provider::Static, 0, fill), &mut env.out).unwrap();
+        env.check();
+        env
+    }
+
+    fn check(&self) {
+        self.core.sanity_check();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    fn take(&mut self) -> Outbox {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Registers a static node with `slots` and opens its stream.
+    fn node(&mut self, slots: u32) -> NodeId {
+        self.join(slots, None)
+    }
+
+    /// Registers an agent (of a local pool, with `launch_id`) and opens its stream.
+    fn join(&mut self, slots: u32, launch_id: Option<NodeId>) -> NodeId {
+        let reg = Registration {
+            pool: PoolName::parse("pool", "p").unwrap(),
+            hostname: "h".into(),
+            slots,
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            pid: 0,
+            launch_id,
+        };
+        let id = self.core.register_node(self.now, reg, &mut self.out).unwrap();
+        self.core.on_hello(self.now, &id, vec![], vec![], &mut self.out).unwrap();
+        self.check();
+        id
+    }
+
+    fn submit(&mut self, tasks: u32, priority: i32, retries: u32) -> JobId {
+        let id = self.core.submit_job(self.now, job_spec("p", tasks, priority, retries), &mut self.out).unwrap();
+        self.check();
+        id
+    }
+
+    /// Runs the scheduler; returns the assignments in order.
+    fn schedule(&mut self) -> Vec<(NodeId, AttemptRef)> {
+        let mut out = Outbox::default();
+        self.core.schedule(self.now, &mut out);
+        self.check();
+        self.out.store.append(&mut out.store);
+        out.agents
+            .into_iter()
+            .filter_map(|(n, m)| match m {
+                ToAgent::Assign(a) => Some((n, a.attempt)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn report(&mut self, node: &NodeId, attempt: AttemptRef, outcome: Outcome) {
+        let result = TaskResult {
+            attempt,
+            outcome,
+            exit_code: Some(if outcome == Outcome::Succeeded { 0 } else { 1 }),
+            signal: None,
+            message: String::new(),
+            started_at_ms: 0,
+            ended_at_ms: 0,
+        };
+        self.core.on_task_results(self.now, node, vec![result], &mut self.out);
+        self.check();
+    }
+
+    fn tick(&mut self) {
+        self.core.on_tick(self.now, &mut self.out);
+        self.check();
+    }
+
+    fn task(&self, job: JobId, index: u32) -> Task {
+        *self.core.jobs[&job].task(index).unwrap()
+    }
+}

@@ -1,0 +1,154 @@
+//! Nodes: heartbeats, loss, fencing of attempts, reconnection, drain.
+
+use super::*;
+
+#[test]
+fn silent_node_is_lost_and_its_tasks_requeued_without_using_retries() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n1 = env.node(2);
+    let job = env.submit(2, 0, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 2);
+
+    env.advance(ms(5000));
+    env.tick();
+    assert_eq!(env.core.nodes[&n1].state(), NodeState::Running, "exactly the timeout is not yet silence");
+
+    env.advance(ms(1));
+    env.take();
+    env.tick();
+    assert_eq!(env.core.nodes[&n1].state(), NodeState::Lost);
+    assert_eq!(env.core.nodes[&n1].record.reason, Some(NodeReason::HeartbeatTimeout));
+    let t = env.task(job, 0);
+    assert_eq!((t.state, t.failures, t.node_losses, t.attempt), (TaskState::Ready, 0, 1, 1));
+    let out = env.take();
+    let lost_attempts =
+        out.store.iter().filter(|op| matches!(op, StoreOp::EndAttempt { outcome: Outcome::NodeLost, .. })).count();
+    assert_eq!(lost_attempts, 2);
+
+    // A new node picks the work up as attempt 2.
+    let n2 = env.node(2);
+    let again = env.schedule();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|(n, a)| *n == n2 && a.attempt == 2));
+}
+
+#[test]
+fn heartbeats_keep_a_node_alive() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(1);
+    for _ in 0..10 {
+        env.advance(ms(1000));
+        assert!(env.core.on_node_message(env.now, &n, &mut env.out));
+        env.tick();
+    }
+    assert_eq!(env.core.nodes[&n].state(), NodeState::Idle);
+}
+
+#[test]
+fn results_for_other_attempts_or_nodes_are_ignored_but_acknowledged() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n1 = env.node(1);
+    let job = env.submit(1, 0, 0);
+    let (_, first) = env.schedule()[0].clone();
+    env.advance(ms(5001));
+    env.tick(); // n1 lost
+    let n2 = env.node(1);
+    let (_, second) = env.schedule()[0].clone();
+    assert_eq!(second.attempt, 2);
+
+    // The frozen node wakes up: it is told to register again, its result ignored.
+    env.take();
+    assert!(!env.core.on_node_message(env.now, &n1, &mut env.out));
+    assert!(matches!(env.take().agents.as_slice(), [(n, ToAgent::Reregister(_))] if *n == n1));
+    env.report(&n1, first, Outcome::Succeeded);
+    assert_eq!(env.task(job, 0).state, TaskState::Running);
+    assert!(env.take().agents.contains(&(n1.clone(), ToAgent::Ack(first))));
+    // Even on the right node, an old attempt does not count.
+    env.report(&n2, first, Outcome::Succeeded);
+    assert_eq!(env.task(job, 0).state, TaskState::Running);
+
+    env.report(&n2, second, Outcome::Succeeded);
+    assert_eq!(env.task(job, 0).state, TaskState::Succeeded);
+    assert_eq!(env.core.jobs[&job].state, JobState::Completed);
+    // A duplicate report after completion changes nothing.
+    env.report(&n2, second, Outcome::Failed);
+    assert_eq!(env.task(job, 0).state, TaskState::Succeeded);
+    assert_eq!(env.core.jobs[&job].counts.succeeded, 1);
+}
+
+#[test]
+fn a_task_that_keeps_losing_nodes_is_stopped() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let job = env.submit(1, 0, 10);
+    for round in 1..=4 {
+        let _n = env.node(1);
+        assert_eq!(env.schedule().len(), 1, "round {round}");
+        env.advance(ms(5001));
+        env.tick();
+    }
+    let t = env.task(job, 0);
+    assert_eq!((t.state, t.node_losses, t.failures), (TaskState::Failed, 4, 0));
+    assert_eq!(env.core.jobs[&job].state, JobState::Failed);
+}
+
+#[test]
+fn hello_reconciles_what_the_agent_runs() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(2);
+    let job = env.submit(2, 0, 0);
+    let placed = env.schedule();
+    let (a0, a1) = (placed[0].1, placed[1].1);
+    env.core.on_disconnected(&n);
+    env.check();
+    assert!(env.schedule().is_empty(), "no work for a disconnected node");
+
+    // The agent reconnects: it finished a0 meanwhile, never got a1, and runs a
+    // stale attempt the coordinator no longer wants.
+    let stale = AttemptRef { task: TaskKey { job, index: 0 }, attempt: 9 };
+    let done = TaskResult {
+        attempt: a0,
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        message: String::new(),
+        started_at_ms: 0,
+        ended_at_ms: 0,
+    };
+    env.take();
+    env.core.on_hello(env.now, &n, vec![stale], vec![done], &mut env.out).unwrap();
+    env.check();
+    let out = env.take();
+    assert!(out.agents.contains(&(n.clone(), ToAgent::Kill(stale))));
+    assert!(out.agents.contains(&(n.clone(), ToAgent::Ack(a0))));
+    assert_eq!(env.task(job, 0).state, TaskState::Succeeded);
+    let t1 = env.task(job, a1.task.index);
+    assert_eq!((t1.state, t1.failures), (TaskState::Ready, 0));
+    assert_eq!(env.schedule().len(), 1);
+}
+
+#[test]
+fn a_lost_node_must_register_again() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(1);
+    env.advance(ms(5001));
+    env.tick();
+    let err = env.core.on_hello(env.now, &n, vec![], vec![], &mut env.out).unwrap_err();
+    assert!(err.0.contains("lost"), "{err:?}");
+    let unknown = NodeId::from_seq(99);
+    assert!(env.core.on_hello(env.now, &unknown, vec![], vec![], &mut env.out).is_err());
+}
+
+#[test]
+fn drained_nodes_take_no_new_work() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(2);
+    env.submit(4, 0, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 2);
+    env.core.drain_node(&n, &mut env.out).unwrap();
+    env.check();
+    env.report(&n, placed[0].1, Outcome::Succeeded);
+    assert!(env.schedule().is_empty());
+    assert_eq!(env.core.nodes[&n].state(), NodeState::Draining);
+}

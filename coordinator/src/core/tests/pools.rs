@@ -1,0 +1,139 @@
+//! Pools: delete, local provider reconciliation, scale-down, shutdown.
+
+use super::*;
+
+#[test]
+fn pool_delete_needs_force_with_active_jobs() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(1);
+    let job = env.submit(2, 0, 0);
+    env.schedule();
+    let name = PoolName::parse("name", "p").unwrap();
+    let err = env.core.delete_pool(env.now, &name, false, &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert!(env.core.pools.contains_key(&name));
+    let deleted = env.core.delete_pool(env.now, &name, true, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(deleted.cancelled_jobs, vec![job]);
+    assert_eq!(env.core.jobs[&job].state, JobState::Cancelled);
+    assert_eq!(env.core.nodes[&n].state(), NodeState::Removed);
+    assert!(env.out.agents.iter().any(|(id, m)| *id == n && matches!(m, ToAgent::Shutdown(_))));
+}
+
+#[test]
+fn local_pools_launch_replace_and_shrink() {
+    let mut env = Env::new();
+    env.core.create_pool(env.now, pool_spec("p", Provider::Local, 2, Fill::Spread), &mut env.out).unwrap();
+    env.check();
+    let launched: Vec<NodeId> = env
+        .take()
+        .provider
+        .into_iter()
+        .filter_map(|op| match op {
+            ProviderOp::Launch { node, .. } => Some(node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched.len(), 2);
+    env.tick();
+    assert!(env.take().provider.is_empty(), "starting nodes count toward the size");
+
+    // One registers; the other dies before it does and is replaced.
+    env.join(2, Some(launched[0].clone()));
+    env.core.on_node_exited(env.now, &launched[1], &mut env.out);
+    env.tick();
+    let replaced = env.take().provider.iter().filter(|op| matches!(op, ProviderOp::Launch { .. })).count();
+    assert_eq!(replaced, 1);
+
+    // Shrinking to 1 removes the starting node before the registered one.
+    let name = PoolName::parse("name", "p").unwrap();
+    env.core.resize_pool(env.now, &name, 1, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(env.core.nodes[&launched[0]].state(), NodeState::Idle);
+    assert_eq!(env.core.pools[&name].nodes.len(), 1);
+
+    // A node that never registers is given up on after the start timeout.
+    env.core.resize_pool(env.now, &name, 2, &mut env.out).unwrap();
+    env.advance(env.core.config.start_timeout + ms(1));
+    env.core.on_node_message(env.now, &launched[0], &mut env.out);
+    env.tick();
+    assert!(env.core.pools[&name].last_error.is_some());
+    assert!(env.core.pools[&name].next_launch_at.is_some(), "launch failures back off");
+}
+
+#[test]
+fn coordinator_shutdown_requeues_local_work_without_counting_a_loss() {
+    let mut env = Env::new();
+    env.core.create_pool(env.now, pool_spec("p", Provider::Local, 1, Fill::Spread), &mut env.out).unwrap();
+    let node = match env.take().provider.first() {
+        Some(ProviderOp::Launch { node, .. }) => node.clone(),
+        other => panic!("expected a launch, got {other:?}"),
+    };
+    env.join(2, Some(node.clone()));
+    let job = env.submit(1, 0, 0);
+    assert_eq!(env.schedule().len(), 1);
+    env.take();
+    env.core.stop_local_nodes(env.now, &mut env.out);
+    env.check();
+    let t = env.task(job, 0);
+    assert_eq!((t.state, t.node_losses, t.failures), (TaskState::Ready, 0, 0));
+    assert_eq!(env.core.nodes[&node].record.reason, Some(NodeReason::CoordinatorShutdown));
+    assert!(env.out.provider.contains(&ProviderOp::Stop { node: node.clone(), pid: 0 }));
+}
+
+#[test]
+fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let mut env = Env::new();
+    env.core.create_pool(env.now, pool_spec("p", Provider::Local, 2, Fill::Spread), &mut env.out).unwrap();
+    let launched: Vec<NodeId> = env
+        .out
+        .provider
+        .iter()
+        .filter_map(|op| match op {
+            ProviderOp::Launch { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    let a = env.join(2, Some(launched[0].clone()));
+    let b = env.join(2, Some(launched[1].clone()));
+    let job = env.submit(4, 0, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 4);
+    let name = PoolName::parse("name", "p").unwrap();
+    env.core.resize_pool(env.now, &name, 1, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(env.core.nodes[&a].state(), NodeState::Draining, "busy nodes are drained, not killed");
+    assert_eq!(env.core.nodes[&b].state(), NodeState::Running);
+    assert!(!env.out.provider.iter().any(|op| matches!(op, ProviderOp::Stop { .. })));
+
+    // The coordinator restarts: the node is still to be removed once idle.
+    store.apply(&env.out.store).unwrap();
+    let mut core = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    core.restore(store.load().unwrap(), env.now, &mut Outbox::default());
+    core.sanity_check();
+    assert!(core.nodes[&a].remove_when_idle());
+    let mut out = Outbox::default();
+    core.on_hello(env.now, &a, placed.iter().filter(|(n, _)| *n == a).map(|(_, at)| *at).collect(), vec![], &mut out)
+        .unwrap();
+    core.on_hello(env.now, &b, placed.iter().filter(|(n, _)| *n == b).map(|(_, at)| *at).collect(), vec![], &mut out)
+        .unwrap();
+    for (node, attempt) in &placed {
+        let result = TaskResult {
+            attempt: *attempt,
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            signal: None,
+            message: String::new(),
+            started_at_ms: 0,
+            ended_at_ms: 0,
+        };
+        core.on_task_results(env.now, node, vec![result], &mut out);
+    }
+    core.on_tick(env.now, &mut out);
+    core.sanity_check();
+    assert_eq!(core.nodes[&a].state(), NodeState::Removed);
+    assert_eq!(core.jobs[&job].state, JobState::Completed, "scaling down lost no task");
+    assert!(out.provider.contains(&ProviderOp::Stop { node: a.clone(), pid: 0 }));
+}
