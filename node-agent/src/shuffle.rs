@@ -49,74 +49,114 @@ pub fn by_key(a: &[u8], b: &[u8]) -> Ordering {
     key(a).cmp(key(b)).then_with(|| a.cmp(b))
 }
 
+/// Picks, from a stream of bytes starting at `from`, the lines that start in
+/// `[offset, end)`: a pure state machine fed chunk by chunk, so chunk boundaries can
+/// be tested exhaustively.
+///
+/// The stream starts one byte early (`from = offset - 1`, or 0): if that byte ends
+/// a line, a line starts at `offset` and belongs here; otherwise the line under way
+/// at `offset` belongs to the split before, which reads past its own end to finish it.
+#[derive(Debug)]
+pub struct SplitLines {
+    pos: u64,
+    end: u64,
+    skipping: bool,
+    done: bool,
+}
+
+impl SplitLines {
+    pub fn new(offset: u64, length: u64) -> Self {
+        let from = offset.saturating_sub(1);
+        SplitLines { pos: from, end: offset + length, skipping: offset > 0, done: length == 0 }
+    }
+
+    /// Where the stream must start.
+    pub fn from(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// The part of `chunk` (the next bytes of the stream) that belongs to this split.
+    pub fn take<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
+        if self.done {
+            return &[];
+        }
+        let mut data = chunk;
+        if self.skipping {
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    data = &data[i + 1..];
+                    self.pos += i as u64 + 1;
+                    self.skipping = false;
+                    // The first whole line starts at or after the end: none is ours.
+                    if self.pos >= self.end {
+                        self.done = true;
+                        return &[];
+                    }
+                }
+                None => {
+                    self.pos += data.len() as u64;
+                    if self.pos >= self.end {
+                        // One line runs through the whole split: it is the previous split's.
+                        self.done = true;
+                    }
+                    return &[];
+                }
+            }
+        }
+        // Emit up to and including the newline that ends the line holding byte
+        // `end - 1`; a line that started before `end` is finished whatever it takes.
+        let mut scan = 0;
+        while let Some(i) = data[scan..].iter().position(|&b| b == b'\n') {
+            let at = scan + i;
+            if self.pos + at as u64 + 1 >= self.end {
+                self.done = true;
+                self.pos += at as u64 + 1;
+                return &data[..=at];
+            }
+            scan = at + 1;
+        }
+        self.pos += data.len() as u64;
+        data
+    }
+}
+
 /// Writes the lines of `segments` of the input to `stdin`: every line that starts in
-/// a segment's byte range, whole, and no other. A split that starts inside a line
-/// leaves it to the split before, which reads past its end to finish it.
+/// a segment's byte range, whole, and no other (see [`SplitLines`]).
 pub async fn feed_split(
     client: &mut Client,
     segments: &[pb::Segment],
     mut stdin: tokio::process::ChildStdin,
 ) -> Result<(), String> {
+    let write_err = |e: std::io::Error| format!("writing to the mapper: {e}");
     for segment in segments {
-        if segment.length == 0 {
+        let mut split = SplitLines::new(segment.offset, segment.length);
+        if split.done() {
             continue;
         }
-        // Start one byte early: if that byte ends a line, this segment starts one.
-        let from = segment.offset.saturating_sub(1);
-        let end = segment.offset + segment.length;
+        let read_err = |s: tonic::Status| format!("input '{}': {}", segment.object, s.message());
         let mut stream = client
-            .get(pb::GetObjectRequest { path: segment.object.clone(), offset: from, length: 0 })
+            .get(pb::GetObjectRequest { path: segment.object.clone(), offset: split.from(), length: 0 })
             .await
-            .map_err(|s| format!("input '{}': {}", segment.object, s.message()))?
+            .map_err(read_err)?
             .into_inner();
-        let mut pos = from;
-        let mut skipping = segment.offset > 0;
         let mut last = b'\n';
-        'segment: while let Some(msg) =
-            stream.message().await.map_err(|s| format!("input '{}': {}", segment.object, s.message()))?
-        {
-            let mut data: &[u8] = &msg.data;
-            if skipping {
-                match data.iter().position(|&b| b == b'\n') {
-                    Some(i) => {
-                        data = &data[i + 1..];
-                        pos += i as u64 + 1;
-                        skipping = false;
-                    }
-                    None => {
-                        pos += data.len() as u64;
-                        continue;
-                    }
-                }
+        while let Some(msg) = stream.message().await.map_err(read_err)? {
+            let data = split.take(&msg.data);
+            if let Some(&b) = data.last() {
+                stdin.write_all(data).await.map_err(write_err)?;
+                last = b;
             }
-            if pos >= end {
+            if split.done() {
                 break;
-            }
-            // Emit up to the newline that ends the line holding byte `end - 1`.
-            let mut take = data.len();
-            let mut done = false;
-            let mut scan = 0;
-            while let Some(i) = data[scan..].iter().position(|&b| b == b'\n') {
-                let at = scan + i;
-                if pos + at as u64 + 1 >= end {
-                    take = at + 1;
-                    done = true;
-                    break;
-                }
-                scan = at + 1;
-            }
-            if take > 0 {
-                stdin.write_all(&data[..take]).await.map_err(|e| format!("writing to the mapper: {e}"))?;
-                last = data[take - 1];
-            }
-            pos += take as u64;
-            if done {
-                break 'segment;
             }
         }
         if last != b'\n' {
             // A file's last line without a newline must not run into the next one.
-            stdin.write_all(b"\n").await.map_err(|e| format!("writing to the mapper: {e}"))?;
+            stdin.write_all(b"\n").await.map_err(write_err)?;
         }
     }
     stdin.shutdown().await.ok();
@@ -546,6 +586,37 @@ mod tests {
         }
         assert_eq!(total, 500);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "runs are cleaned up");
+    }
+
+    /// Every line of `text` goes to exactly one of the splits, whole, wherever the
+    /// splits and the chunks of the stream fall.
+    #[test]
+    fn splits_take_each_line_exactly_once_whatever_the_chunking() {
+        let text = b"alpha\nb\n\nlonger line here\nx\nlast without newline";
+        let len = text.len() as u64;
+        for cuts in
+            [vec![len], vec![6, len - 6], vec![1, 1, 1, len - 3], vec![7, 7, 7, 7, 7, len - 35], vec![17, len - 17]]
+        {
+            for chunk in 1..=text.len() {
+                let mut offset = 0;
+                let mut got = Vec::new();
+                for length in &cuts {
+                    let mut split = SplitLines::new(offset, *length);
+                    let mut pos = split.from() as usize;
+                    while !split.done() && pos < text.len() {
+                        let next = (pos + chunk).min(text.len());
+                        got.extend_from_slice(split.take(&text[pos..next]));
+                        pos = next;
+                    }
+                    offset += length;
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(text),
+                    "cuts {cuts:?}, chunks of {chunk}"
+                );
+            }
+        }
     }
 
     #[test]
