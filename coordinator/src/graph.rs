@@ -18,8 +18,9 @@ pub struct TaskGroup {
 }
 
 impl TaskGroup {
-    fn len(&self) -> u32 {
-        self.array.map_or(1, |(a, b)| b - a + 1)
+    /// How many tasks it stands for (u64: `0-4294967295` has 2^32).
+    fn len(&self) -> u64 {
+        self.array.map_or(1, |(a, b)| u64::from(b).saturating_sub(u64::from(a)) + 1)
     }
 }
 
@@ -82,7 +83,7 @@ impl Graph {
                     _ => None,
                 };
             }
-            first += group.len();
+            first += group.len() as u32;
         }
         None
     }
@@ -153,7 +154,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
         if first_of.insert(group.id.as_str(), (total as u32, g)).is_some() {
             return Err(GraphError::Duplicate(group.id.clone()));
         }
-        total += group.len() as usize;
+        total = total.saturating_add(group.len() as usize);
         if total > MAX_GRAPH_TASKS {
             return Err(GraphError::TooManyTasks);
         }
@@ -170,7 +171,8 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
     let mut edges = 0usize;
     for group in &groups {
         let (first, _) = first_of[group.id.as_str()];
-        let mut targets: Vec<u32> = Vec::new();
+        // Ranges first, merged, so that naming a big array many times costs nothing.
+        let mut ranges: Vec<std::ops::Range<u32>> = Vec::new();
         for reference in &group.depends_on {
             let (id, range) = parse_reference(&group.id, reference)?;
             let &(target_first, target_group) = first_of
@@ -178,7 +180,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
                 .ok_or_else(|| GraphError::Unknown { task: group.id.clone(), on: reference.clone() })?;
             let target = &groups[target_group];
             let range = match (range, target.array) {
-                (None, _) => target_first..target_first + target.len(),
+                (None, _) => target_first..target_first + target.len() as u32,
                 (Some(_), None) => {
                     return Err(GraphError::BadReference {
                         task: group.id.clone(),
@@ -200,11 +202,22 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
             if target.id == group.id {
                 return Err(GraphError::SelfDependency(group.id.clone()));
             }
-            targets.extend(range);
+            ranges.push(range);
         }
-        targets.sort_unstable();
-        targets.dedup();
-        for t in first..first + group.len() {
+        ranges.sort_unstable_by_key(|r| (r.start, r.end));
+        let mut merged: Vec<std::ops::Range<u32>> = Vec::new();
+        for range in ranges {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
+        }
+        let per_task: usize = merged.iter().map(|r| r.len()).sum();
+        if per_task.saturating_mul(group.len() as usize) > MAX_EDGES {
+            return Err(GraphError::TooManyEdges);
+        }
+        let targets: Vec<u32> = merged.into_iter().flatten().collect();
+        for t in first..first + group.len() as u32 {
             edges += targets.len();
             if edges > MAX_EDGES {
                 return Err(GraphError::TooManyEdges);
@@ -352,6 +365,17 @@ mod tests {
         assert_eq!(members, ["a", "b", "c"]);
         assert!(cycle.to_string().contains(" -> "), "{cycle}");
         assert_eq!(cycle.tasks().len(), 4);
+    }
+
+    #[test]
+    fn huge_arrays_and_repeated_references_are_refused_cheaply() {
+        assert_eq!(resolve(vec![array("all", 0, u32::MAX, &[])]).unwrap_err(), GraphError::TooManyTasks);
+        let big = array("big", 1, 500_000, &[]);
+        let many: Vec<&str> = vec!["big"; 10_000];
+        let g = resolve(vec![big.clone(), task("one", &many)]).unwrap();
+        assert_eq!(g.upstream[500_000].len(), 500_000, "ten thousand mentions, one edge each");
+        let err = resolve(vec![big, array("fan", 1, 100, &["big"])]).unwrap_err();
+        assert_eq!(err, GraphError::TooManyEdges);
     }
 
     #[test]

@@ -289,7 +289,7 @@ impl Core {
         }
     }
 
-    fn maybe_finish_job(&mut self, now: Instant, id: JobId, out: &mut Outbox) {
+    pub(super) fn maybe_finish_job(&mut self, now: Instant, id: JobId, out: &mut Outbox) {
         let Some(job) = self.jobs.get(&id) else { return };
         if job.state != JobState::Active || job.spec.open || job.counts.finished() < job.tasks.len() as u32 {
             return;

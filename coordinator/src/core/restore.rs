@@ -56,6 +56,12 @@ impl Core {
                 job.ready.insert(t.key.index);
             }
         }
+        // Waiting before anything else, so that failures found below cancel what
+        // depends on them.
+        for job in self.jobs.values_mut() {
+            let id = job.id;
+            job.settle_graph(|index| !recorded.contains(&TaskKey { job: id, index }));
+        }
         for (attempt, node, started_at_ms) in snapshot.open_attempts {
             let key = attempt.task;
             let current = self
@@ -80,10 +86,6 @@ impl Core {
                     self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", true, out);
                 }
             }
-        }
-        for job in self.jobs.values_mut() {
-            let id = job.id;
-            job.settle_graph(|index| !recorded.contains(&TaskKey { job: id, index }));
         }
         // Repair what a crash between two writes can leave: unfinished tasks of a
         // finished job, and running tasks whose attempt row is missing.
@@ -146,6 +148,11 @@ impl Core {
                     pool.jobs.insert(job.priority_key());
                 }
             }
+        }
+        // A repair above may have ended a job's last task.
+        let active: Vec<JobId> = self.jobs.values().filter(|j| j.state == JobState::Active).map(|j| j.id).collect();
+        for id in active {
+            self.maybe_finish_job(now, id, out);
         }
     }
 }

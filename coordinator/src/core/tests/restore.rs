@@ -85,3 +85,35 @@ fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
     assert_eq!(snapshot.pools.len(), 1, "the good change was written");
     assert!(snapshot.nodes.is_empty());
 }
+
+#[test]
+fn a_graph_job_whose_failure_is_found_at_restore_still_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let mut env = Env::with_pool(Fill::Spread);
+    let job = env.core.submit_job(env.now, graph_spec(&[("a", &[]), ("b", &["a"])]), &mut env.out).unwrap();
+    // Three nodes die under task a; it runs on a fourth.
+    for _ in 0..3 {
+        env.node(1);
+        assert_eq!(env.schedule().len(), 1);
+        env.advance(ms(5001));
+        env.tick();
+    }
+    let last = env.node(1);
+    assert_eq!(env.schedule().len(), 1);
+    assert_eq!(env.core.jobs[&job].task(0).unwrap().node_losses, 3);
+    // The crash: the node's loss was written, the requeue of its task was not.
+    let mut record = env.core.nodes[&last].record.clone();
+    record.status = NodeStatus::Lost;
+    env.out.store.push(StoreOp::PutNode(record));
+    store.apply(&env.out.store).unwrap();
+    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    let mut repairs = Outbox::default();
+    restored.restore(store.load().unwrap(), env.now, &mut repairs);
+    restored.sanity_check();
+    let j = &restored.jobs[&job];
+    assert_eq!(j.task(0).unwrap().state, TaskState::Failed, "a fourth node loss fails it");
+    assert_eq!(j.task(1).unwrap().state, TaskState::Cancelled);
+    assert_eq!(j.state, JobState::Failed, "and the job ends");
+    assert!(repairs.store.iter().any(|op| matches!(op, StoreOp::SetJobState { state: JobState::Failed, .. })));
+}
