@@ -57,18 +57,25 @@ impl Objects for ObjectsApi {
         let upload = self.store.put_multipart(&path).await.map_err(store_error)?;
         let mut writer = WriteMultipart::new(upload);
         let mut size = first.data.len() as u64;
+        let mut last = first.last;
         writer.write(&first.data);
-        loop {
+        while !last {
             match stream.message().await {
                 Ok(Some(msg)) => {
                     size += msg.data.len() as u64;
+                    last = msg.last;
                     // Backpressure: do not read faster than the store writes.
                     writer.wait_for_capacity(4).await.map_err(store_error)?;
                     writer.write(&msg.data);
                 }
-                Ok(None) => break,
+                // The sender went away mid-object: leave nothing half-written.
+                Ok(None) => {
+                    let _ = writer.abort().await;
+                    return Err(Status::aborted(format!(
+                        "the upload of '{path}' ended before its last part; nothing was stored"
+                    )));
+                }
                 Err(status) => {
-                    // The sender went away mid-object: leave nothing half-written.
                     let _ = writer.abort().await;
                     return Err(status);
                 }

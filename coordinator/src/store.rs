@@ -385,8 +385,10 @@ impl Store {
                         t.reason
                     ])?;
                 }
-                StoreOp::AddTaskGroups { job, first_group, groups } => {
+                StoreOp::AddTaskGroups { job, first_group, groups, last_index } => {
                     insert_groups(&tx, *job, *first_group, groups)?;
+                    tx.prepare_cached("UPDATE jobs SET last_index = ?2 WHERE id = ?1")?
+                        .execute(params![job.0, last_index])?;
                 }
                 StoreOp::CloseJob(job) => {
                     tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;

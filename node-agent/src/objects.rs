@@ -68,14 +68,13 @@ pub async fn upload(client: &mut Client, src: &Path, object: &str) -> Result<u64
         let mut first = true;
         loop {
             let mut data = vec![0; CHUNK];
-            let n = file.read(&mut data).await?;
+            // On a read error the stream ends without `last`: the server stores nothing.
+            let n = read_full(&mut file, &mut data).await?;
             data.truncate(n);
-            if n == 0 && !first {
-                return Ok::<(), std::io::Error>(());
-            }
+            let last = n < CHUNK;
             let path = if std::mem::take(&mut first) { path.clone() } else { String::new() };
-            if tx.send(pb::PutObjectRequest { path, data }).await.is_err() || n == 0 {
-                return Ok(());
+            if tx.send(pb::PutObjectRequest { path, data, last }).await.is_err() || last {
+                return Ok::<(), std::io::Error>(());
             }
         }
     });
@@ -86,6 +85,18 @@ pub async fn upload(client: &mut Client, src: &Path, object: &str) -> Result<u64
         Err(e) => return Err(TransferError::Refused(format!("reading {}: {e}", src.display()))),
     }
     Ok(result.map_err(status)?.into_inner().size)
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]).await? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Uploads the files of `dir` matching `patterns` under `prefix`, keeping their paths
@@ -101,12 +112,14 @@ pub async fn upload_matching(
         if !is_inside(Path::new(pattern)) {
             return Err(TransferError::Refused(format!("output pattern '{pattern}' leaves the task's directory")));
         }
-        let full = dir.join(pattern);
-        let matches = glob::glob(&full.to_string_lossy())
-            .map_err(|e| TransferError::Refused(format!("output pattern '{pattern}': {e}")))?;
+        // The directory is taken literally, only the pattern is a pattern.
+        let full = format!("{}/{pattern}", glob::Pattern::escape(&dir.to_string_lossy()));
+        let matches =
+            glob::glob(&full).map_err(|e| TransferError::Refused(format!("output pattern '{pattern}': {e}")))?;
         for entry in matches {
             let path = entry.map_err(|e| TransferError::Refused(format!("output pattern '{pattern}': {e}")))?;
-            if !path.is_file() {
+            // Regular files only: a symbolic link could point anywhere on the node.
+            if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
                 continue;
             }
             let Ok(relative) = path.strip_prefix(dir) else { continue };

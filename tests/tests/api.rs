@@ -165,3 +165,22 @@ fn tokio_stream_once(msg: pb::AgentMessage) -> impl tokio_stream::Stream<Item = 
     use tokio_stream::StreamExt;
     tokio_stream::iter([msg]).chain(tokio_stream::pending())
 }
+
+#[test]
+fn an_upload_that_ends_early_stores_nothing() {
+    let c = Cluster::start(&[]);
+    runtime().block_on(async {
+        let mut objects = corral_proto::v1::objects_client::ObjectsClient::connect(c.url.clone()).await.unwrap();
+        let parts = vec![
+            pb::PutObjectRequest { path: "half.bin".into(), data: vec![1; 1000], last: false },
+            pb::PutObjectRequest { path: String::new(), data: vec![2; 1000], last: false },
+        ];
+        let err = objects.put(tokio_stream::iter(parts)).await.unwrap_err();
+        assert_eq!(err.code(), Code::Aborted, "{err}");
+        assert!(err.message().contains("nothing was stored"), "{}", err.message());
+        let listed = objects.list(pb::ListObjectsRequest { prefix: String::new() }).await.unwrap().into_inner();
+        assert!(listed.objects.is_empty(), "{listed:?}");
+        let whole = vec![pb::PutObjectRequest { path: "whole.bin".into(), data: vec![3; 10], last: true }];
+        assert_eq!(objects.put(tokio_stream::iter(whole)).await.unwrap().into_inner().size, 10);
+    });
+}

@@ -400,9 +400,10 @@ impl Core {
                 doomed_by.push(failed);
             }
         }
-        job.spec.last_index = grown.len() as u32 - 1;
+        let last_index = grown.len() as u32 - 1;
+        job.spec.last_index = last_index;
         job.spec.graph = Some(grown);
-        out.store.push(StoreOp::AddTaskGroups { job: id, first_group, groups });
+        out.store.push(StoreOp::AddTaskGroups { job: id, first_group, groups, last_index });
         for failed in doomed_by {
             self.cancel_downstream(TaskKey { job: id, index: failed }, out);
         }

@@ -200,6 +200,7 @@ pub enum StoreOp {
         job: JobId,
         first_group: u32,
         groups: Vec<crate::graph::TaskGroup>,
+        last_index: u32,
     },
     /// An open job was closed.
     CloseJob(JobId),
