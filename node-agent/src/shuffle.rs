@@ -250,15 +250,13 @@ impl Partitions {
                 if runs.is_empty() {
                     write_lines(&path, lines.iter())?;
                 } else {
-                    let mut sources: Vec<Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + Send>> =
-                        vec![Box::new(lines.into_iter().map(Ok))];
-                    for run in &runs {
-                        sources.push(Box::new(read_lines(File::open(run)?)));
+                    let mut runs = runs;
+                    if !lines.is_empty() {
+                        let last = dir.join(format!("run-{r}-{}", uuid_like()));
+                        write_lines(&last, lines.iter())?;
+                        runs.push(last);
                     }
-                    merge_into(sources, BufWriter::new(File::create(&path)?))?;
-                    for run in runs {
-                        let _ = std::fs::remove_file(run);
-                    }
+                    merge_files(runs, &dir, BufWriter::new(File::create(&path)?))?;
                 }
                 Ok(path)
             })
@@ -282,9 +280,39 @@ fn write_lines<'a>(path: &Path, lines: impl Iterator<Item = &'a Vec<u8>>) -> std
     out.flush()
 }
 
+/// The most runs merged at once: more would need more file descriptors and read
+/// buffers than a node should give one task.
+const FAN_IN: usize = 64;
+
+/// Merges sorted run files into `out`, at most [`FAN_IN`] at a time (in passes
+/// through intermediate runs in `dir` when there are more), and deletes them.
+pub fn merge_files(mut runs: Vec<PathBuf>, dir: &Path, out: impl Write) -> std::io::Result<u64> {
+    while runs.len() > FAN_IN {
+        let mut next = Vec::with_capacity(runs.len() / FAN_IN + 1);
+        for group in runs.chunks(FAN_IN) {
+            let merged = dir.join(format!("merge-{}", uuid_like()));
+            merge_into(open_runs(group)?, BufWriter::new(File::create(&merged)?))?;
+            for run in group {
+                let _ = std::fs::remove_file(run);
+            }
+            next.push(merged);
+        }
+        runs = next;
+    }
+    let written = merge_into(open_runs(&runs)?, out)?;
+    for run in runs {
+        let _ = std::fs::remove_file(run);
+    }
+    Ok(written)
+}
+
+fn open_runs(runs: &[PathBuf]) -> std::io::Result<Vec<impl Iterator<Item = std::io::Result<Vec<u8>>> + Send>> {
+    runs.iter().map(|run| Ok(read_lines(File::open(run)?))).collect()
+}
+
 /// The lines of a sorted run, without their newlines.
 pub fn read_lines(from: impl Read + Send + 'static) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + Send {
-    let mut reader = BufReader::with_capacity(1 << 20, from);
+    let mut reader = BufReader::with_capacity(64 << 10, from);
     std::iter::from_fn(move || {
         let mut line = Vec::new();
         match reader.read_until(b'\n', &mut line) {
@@ -348,26 +376,32 @@ where
 }
 
 /// Runs `combiner` (with `sh -c`) over a sorted partition file and replaces it with
-/// the combiner's output, sorted again (a combiner need not keep the order).
-pub fn combine(path: &Path, combiner: &str) -> Result<(), String> {
+/// the combiner's output, sorted again (a combiner need not keep the order) with the
+/// same spilling as the map output, so a big partition does not have to fit in memory.
+pub fn combine(path: &Path, combiner: &str, limit: usize) -> Result<(), String> {
     let input = File::open(path).map_err(|e| format!("combiner input: {e}"))?;
-    let output = std::process::Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(combiner)
         .stdin(input)
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
-        .output()
+        .spawn()
         .map_err(|e| format!("cannot run the combiner: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("the combiner failed ({})", output.status));
+    let stdout = child.stdout.take().ok_or("the combiner has no stdout")?;
+    let dir = path.with_extension("combine");
+    let mut sorted = Partitions::new(&dir, 1, limit).map_err(|e| format!("combiner output: {e}"))?;
+    let collected = sorted.collect(stdout);
+    let status = child.wait().map_err(|e| format!("the combiner: {e}"))?;
+    if !status.success() {
+        return Err(format!("the combiner failed ({status})"));
     }
-    let mut lines: Vec<&[u8]> = output.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-    lines.par_sort_unstable_by(|a, b| by_key(a, b));
-    let mut out = BufWriter::new(File::create(path).map_err(|e| format!("combiner output: {e}"))?);
-    for line in lines {
-        out.write_all(line).and_then(|_| out.write_all(b"\n")).map_err(|e| format!("combiner output: {e}"))?;
-    }
-    out.flush().map_err(|e| format!("combiner output: {e}"))
+    collected.map_err(|e| format!("reading the combiner's output: {e}"))?;
+    let files = sorted.finish().map_err(|e| format!("sorting the combiner's output: {e}"))?;
+    let file = files.first().ok_or("the combiner's output went missing")?;
+    std::fs::rename(file, path).map_err(|e| format!("combiner output: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// Uploads a map task's partition files as `<prefix>/part-<r>`.
@@ -392,12 +426,8 @@ pub async fn download_runs(client: &mut Client, inputs: &[String], dir: &Path) -
 }
 
 /// Merges downloaded runs into the reducer's stdin (a pipe), in key order.
-pub fn feed_merge(runs: &[PathBuf], stdin: impl Write) -> std::io::Result<u64> {
-    let mut sources = Vec::with_capacity(runs.len());
-    for run in runs {
-        sources.push(read_lines(File::open(run)?));
-    }
-    merge_into(sources, BufWriter::with_capacity(1 << 20, stdin))
+pub fn feed_merge(runs: Vec<PathBuf>, dir: &Path, stdin: impl Write) -> std::io::Result<u64> {
+    merge_files(runs, dir, BufWriter::with_capacity(1 << 20, stdin))
 }
 
 /// How a task's stdin and stdout are wired, decided before it starts.
@@ -489,10 +519,26 @@ impl Plumbing {
             }
             Plumbing::Reduce { output, runs, to_reducer, from_merge, result } => {
                 drop(to_reducer);
-                let merger = tokio::task::spawn_blocking(move || feed_merge(&runs, from_merge));
+                let dir = result.parent().map(Path::to_path_buf).unwrap_or_default();
+                let merger = tokio::task::spawn_blocking(move || feed_merge(runs, &dir, from_merge));
                 Running::Reduce { output, merger, result }
             }
         }
+    }
+}
+
+/// How long the shuffle may wait on pipes once the task's process group is gone:
+/// only a process that escaped the group (a daemon it started) can hold them open.
+const PIPE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn after_exit<T>(work: tokio::task::JoinHandle<T>) -> Result<T, String> {
+    match tokio::time::timeout(PIPE_GRACE, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("the shuffle stopped: {e}")),
+        Err(_) => Err(format!(
+            "the task exited but something it started kept its stdin or stdout open for {}s; it was given up",
+            PIPE_GRACE.as_secs()
+        )),
     }
 }
 
@@ -505,8 +551,7 @@ impl Running {
             Running::Command => Ok(()),
             Running::Map { work, feeder, collector, dir } => {
                 let fed = feeder.await.map_err(joined)?;
-                let parts =
-                    collector.await.map_err(joined)?.map_err(|e| format!("reading the mapper's output: {e}"))?;
+                let parts = after_exit(collector).await?.map_err(|e| format!("reading the mapper's output: {e}"))?;
                 if !succeeded {
                     return Ok(());
                 }
@@ -520,7 +565,7 @@ impl Running {
                 let files = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, String> {
                     let files = parts.finish().map_err(|e| format!("sorting the map output: {e}"))?;
                     if let Some(combiner) = combiner {
-                        files.par_iter().try_for_each(|f| combine(f, &combiner))?;
+                        files.par_iter().try_for_each(|f| combine(f, &combiner, spill_bytes()))?;
                     }
                     Ok(files)
                 })
@@ -531,7 +576,7 @@ impl Running {
                 Ok(())
             }
             Running::Reduce { output, merger, result } => {
-                let merged = merger.await.map_err(joined)?;
+                let merged = after_exit(merger).await?;
                 if !succeeded {
                     return Ok(());
                 }
@@ -617,6 +662,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn many_runs_merge_in_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for r in 0..(FAN_IN * 2 + 5) {
+            let path = dir.path().join(format!("in-{r}"));
+            std::fs::write(&path, format!("k{:04}\t{r}\nz\t{r}\n", r * 7 % 1000)).unwrap();
+            runs.push(path);
+        }
+        let n = runs.len();
+        let mut out = Vec::new();
+        assert_eq!(merge_files(runs, dir.path(), &mut out).unwrap(), 2 * n as u64);
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        assert!(lines.windows(2).all(|w| by_key(w[0], w[1]) != Ordering::Greater));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "every run was deleted");
     }
 
     #[test]
