@@ -46,13 +46,17 @@ for run in $(seq "$RUNS"); do
     t3=$(now)
     p=$(echo "$t3 - $t2" | bc -l)
     pwords=$(grep -cv '^ *[0-9]* *$' "$WORK/pipeline.txt" || true)
+    # Same counts, word for word?
+    awk 'NF == 2 { print $2 "\t" $1 }' "$WORK/pipeline.txt" | LC_ALL=C sort > "$WORK/pipeline.norm"
+    cat "$WORK"/out/part-* | LC_ALL=C sort > "$WORK/corral.norm"
+    if cmp -s "$WORK/pipeline.norm" "$WORK/corral.norm"; then same=same; else same=DIFFERENT; fi
 
     d=NaN
     if [ "$have_dask" = 1 ]; then
         d=$(python3 bench/dask_wordcount.py "$corpus" 2>/dev/null | awk '{print $1}')
     fi
-    printf 'run %d: corral %.2fs (map %.2fs, shuffle+reduce %.2fs, %d words)  pipeline %.2fs (%d words)  dask %ss\n' \
-        "$run" "$c" "$map_s" "$red_s" "$words" "$p" "$pwords" "$d"
+    printf 'run %d: corral %.2fs (map %.2fs, shuffle+reduce %.2fs, %d words, counts %s as the pipeline)  pipeline %.2fs (%d words)  dask %ss\n' \
+        "$run" "$c" "$map_s" "$red_s" "$words" "$same" "$p" "$pwords" "$d"
     c_all+=("$c") p_all+=("$p") d_all+=("$d") map_all+=("$map_s") red_all+=("$red_s")
 done
 printf 'median of %d runs, %d MiB: corral %.2fs (map %.2fs, shuffle+reduce %.2fs)  pipeline %.2fs  dask %s\n' "$RUNS" "$SIZE_MB" \
