@@ -125,16 +125,7 @@ impl Env {
     }
 
     fn report(&mut self, node: &NodeId, attempt: AttemptRef, outcome: Outcome) {
-        let result = TaskResult {
-            attempt,
-            outcome,
-            exit_code: Some(if outcome == Outcome::Succeeded { 0 } else { 1 }),
-            signal: None,
-            message: String::new(),
-            started_at_ms: 0,
-            ended_at_ms: 0,
-        };
-        self.core.on_task_results(self.now, node, vec![result], &mut self.out);
+        self.core.on_task_results(self.now, node, vec![result(attempt, outcome, 0)], &mut self.out);
         self.check();
     }
 
@@ -145,5 +136,18 @@ impl Env {
 
     fn task(&self, job: JobId, index: u32) -> Task {
         *self.core.jobs[&job].task(index).unwrap()
+    }
+}
+
+/// What an agent reports for `attempt`: `outcome`, after running `ran_ms`.
+fn result(attempt: AttemptRef, outcome: Outcome, ran_ms: u64) -> TaskResult {
+    TaskResult {
+        attempt,
+        outcome,
+        exit_code: Some(if outcome == Outcome::Succeeded { 0 } else { 1 }),
+        signal: None,
+        message: String::new(),
+        started_at_ms: 1_000,
+        ended_at_ms: 1_000 + ran_ms,
     }
 }

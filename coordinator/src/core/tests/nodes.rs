@@ -106,15 +106,7 @@ fn hello_reconciles_what_the_agent_runs() {
     // The agent reconnects: it finished a0 meanwhile, never got a1, and runs a
     // stale attempt the coordinator no longer wants.
     let stale = AttemptRef { task: TaskKey { job, index: 0 }, attempt: 9 };
-    let done = TaskResult {
-        attempt: a0,
-        outcome: Outcome::Succeeded,
-        exit_code: Some(0),
-        signal: None,
-        message: String::new(),
-        started_at_ms: 0,
-        ended_at_ms: 0,
-    };
+    let done = result(a0, Outcome::Succeeded, 0);
     env.take();
     env.core.on_hello(env.now, &n, vec![stale], vec![done], &mut env.out).unwrap();
     env.check();

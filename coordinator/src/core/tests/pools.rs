@@ -120,16 +120,7 @@ fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
     core.on_hello(env.now, &b, placed.iter().filter(|(n, _)| *n == b).map(|(_, at)| *at).collect(), vec![], &mut out)
         .unwrap();
     for (node, attempt) in &placed {
-        let result = TaskResult {
-            attempt: *attempt,
-            outcome: Outcome::Succeeded,
-            exit_code: Some(0),
-            signal: None,
-            message: String::new(),
-            started_at_ms: 0,
-            ended_at_ms: 0,
-        };
-        core.on_task_results(env.now, node, vec![result], &mut out);
+        core.on_task_results(env.now, node, vec![result(*attempt, Outcome::Succeeded, 0)], &mut out);
     }
     core.on_tick(env.now, &mut out);
     core.sanity_check();

@@ -63,16 +63,7 @@ fn assignments_never_exceed_free_slots() {
 /// Finishes `n` attempts of `job` on `node`, each reported to have run `run_ms`.
 fn finish_runs(env: &mut Env, node: &NodeId, placed: &[(NodeId, AttemptRef)], run_ms: u64) {
     for (_, attempt) in placed {
-        let result = TaskResult {
-            attempt: *attempt,
-            outcome: Outcome::Succeeded,
-            exit_code: Some(0),
-            signal: None,
-            message: String::new(),
-            started_at_ms: 1_000,
-            ended_at_ms: 1_000 + run_ms,
-        };
-        env.core.on_task_results(env.now, node, vec![result], &mut env.out);
+        env.core.on_task_results(env.now, node, vec![result(*attempt, Outcome::Succeeded, run_ms)], &mut env.out);
         env.check();
     }
 }
