@@ -81,6 +81,17 @@ fn tasks_fetch_inputs_and_upload_outputs() {
     c.json(&["job", "output", &failing.to_string(), "--dest", why.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(why.join("0/why.txt")).unwrap(), "disk on fire\n");
 
+    // An output the store refuses (a control character in its name) fails the
+    // attempt, and the reason says which file.
+    let refused = c
+        .submit(&["--pool", "cpu", "--outputs", "*.txt"], &["sh", "-c", "printf x > \"$(printf 'bad\\001name').txt\""]);
+    assert_eq!(c.wait_job(refused, MINUTE)["state"], "failed");
+    let shown = c.json(&["task", "show", &refused.to_string(), "0"]);
+    let attempt = &shown["attempts"][0];
+    let message = attempt["message"].as_str().unwrap();
+    assert_eq!(attempt["exit_code"], 0, "the command itself succeeded");
+    assert!(message.contains("uploading output") && message.contains("name.txt"), "{message}");
+
     let err = c.fails(&["job", "submit", "--pool", "cpu", "--input", "x=../../etc/passwd", "--", "true"]);
     assert!(err.contains("inputs.path"), "{err}");
     let err = c.fails(&["job", "submit", "--pool", "cpu", "--outputs", "/etc/*", "--", "true"]);
