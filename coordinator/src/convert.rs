@@ -51,7 +51,35 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         provider,
         target_nodes: spec.target_nodes,
         fill: word("fill", &spec.fill, Fill::Spread)?,
+        autoscale: spec.autoscale.map(autoscale).transpose()?,
     })
+}
+
+/// Autoscaling settings, with defaults for what is left at 0.
+pub fn autoscale(a: pb::AutoscaleSpec) -> Result<Autoscale, Invalid> {
+    if a.max > MAX_LOCAL_NODES {
+        return Err(Invalid::new(
+            "autoscale.max",
+            format!("a local pool runs at most {MAX_LOCAL_NODES} agents on this host"),
+        ));
+    }
+    Ok(Autoscale {
+        min: a.min,
+        max: a.max,
+        idle_timeout: Duration::from_millis(if a.idle_timeout_ms == 0 { 30_000 } else { a.idle_timeout_ms }),
+        step: if a.step == 0 { a.max.max(1) } else { a.step },
+        cooldown: Duration::from_millis(a.cooldown_ms),
+    })
+}
+
+pub fn autoscale_to_pb(a: &Autoscale) -> pb::AutoscaleSpec {
+    pb::AutoscaleSpec {
+        min: a.min,
+        max: a.max,
+        idle_timeout_ms: a.idle_timeout.as_millis() as u64,
+        step: a.step,
+        cooldown_ms: a.cooldown.as_millis() as u64,
+    }
 }
 
 pub fn local_target(target: u32) -> Result<u32, Invalid> {
@@ -314,7 +342,7 @@ pub fn attempt_to_pb(a: AttemptRef) -> pb::TaskRef {
 
 // ---- views ----------------------------------------------------------------------
 
-pub fn pool_view(core: &Core, name: &PoolName) -> Option<pb::Pool> {
+pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool> {
     let pool = core.pools.get(name)?;
     let mut nodes_by_state: BTreeMap<String, u32> = BTreeMap::new();
     let (mut slots_total, mut slots_used) = (0, 0);
@@ -338,6 +366,7 @@ pub fn pool_view(core: &Core, name: &PoolName) -> Option<pb::Pool> {
             provider: pool.spec.provider.to_string(),
             target_nodes: pool.spec.target_nodes,
             fill: pool.spec.fill.to_string(),
+            autoscale: pool.spec.autoscale.as_ref().map(autoscale_to_pb),
         }),
         nodes_by_state: nodes_by_state.into_iter().collect(),
         slots_total,
@@ -346,6 +375,18 @@ pub fn pool_view(core: &Core, name: &PoolName) -> Option<pb::Pool> {
         active_jobs: pool.jobs.len() as u32,
         created_at_ms: pool.created_at_ms,
         last_error: pool.last_error.clone().unwrap_or_default(),
+        scale_log: pool
+            .scale_log
+            .iter()
+            .map(|r| pb::ScaleRecord { at_ms: r.at_ms, from: r.from, to: r.to, reason: r.reason.clone() })
+            .collect(),
+        autoscale_now: match &pool.spec.autoscale {
+            Some(auto) => {
+                let snapshot = core.autoscale_snapshot(pool, now);
+                crate::core::autoscale::decide(auto, &snapshot, now).reason().to_string()
+            }
+            None => String::new(),
+        },
     })
 }
 

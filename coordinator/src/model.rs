@@ -280,6 +280,23 @@ pub struct PoolSpec {
     pub provider: Provider,
     pub target_nodes: u32,
     pub fill: Fill,
+    /// Sized to its queue, between these bounds (local pools).
+    pub autoscale: Option<Autoscale>,
+}
+
+/// How an autoscaled pool follows its queue.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// A node is removed only after being idle this long.
+    #[serde(with = "millis")]
+    pub idle_timeout: Duration,
+    /// At most this many nodes are started an evaluation.
+    pub step: u32,
+    /// No shrinking within this long of the last change.
+    #[serde(with = "millis")]
+    pub cooldown: Duration,
 }
 
 /// What each task of a job runs.
@@ -490,6 +507,19 @@ pub struct Registration {
     pub memory_bytes: u64,
     pub pid: u32,
     pub launch_id: Option<NodeId>,
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
 }
 
 mod opt_millis {

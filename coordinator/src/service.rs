@@ -35,8 +35,8 @@ fn job_of(core: &Core, id: u64) -> Result<&crate::core::Job, Error> {
     core.jobs.get(&JobId(id)).ok_or_else(|| Error::not_found("job", id))
 }
 
-fn pool_or_404(core: &Core, name: &PoolName) -> Result<pb::Pool, Error> {
-    convert::pool_view(core, name).ok_or_else(|| Error::not_found("pool", name))
+fn pool_or_404(core: &Core, name: &PoolName, now: std::time::Instant) -> Result<pb::Pool, Error> {
+    convert::pool_view(core, name, now).ok_or_else(|| Error::not_found("pool", name))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
@@ -50,7 +50,7 @@ impl Corral for ClientApi {
             .shared
             .call(move |core, now, out| {
                 core.create_pool(now, spec, out)?;
-                pool_or_404(core, &name)
+                pool_or_404(core, &name, now)
             })
             .await??;
         Ok(Response::new(pool))
@@ -59,14 +59,14 @@ impl Corral for ClientApi {
     async fn list_pools(&self, _: Request<pb::ListPoolsRequest>) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let pools = self
             .shared
-            .call(|core, _, _| core.pools.keys().filter_map(|name| convert::pool_view(core, name)).collect())
+            .call(|core, now, _| core.pools.keys().filter_map(|name| convert::pool_view(core, name, now)).collect())
             .await?;
         Ok(Response::new(pb::ListPoolsResponse { pools }))
     }
 
     async fn get_pool(&self, req: Request<pb::GetPoolRequest>) -> Result<Response<pb::Pool>, Status> {
         let name = pool_name(&req.into_inner().name)?;
-        Ok(Response::new(self.shared.call(move |core, _, _| pool_or_404(core, &name)).await??))
+        Ok(Response::new(self.shared.call(move |core, now, _| pool_or_404(core, &name, now)).await??))
     }
 
     async fn resize_pool(&self, req: Request<pb::ResizePoolRequest>) -> Result<Response<pb::Pool>, Status> {
@@ -77,7 +77,21 @@ impl Corral for ClientApi {
             .shared
             .call(move |core, now, out| {
                 core.resize_pool(now, &name, target, out)?;
-                pool_or_404(core, &name)
+                pool_or_404(core, &name, now)
+            })
+            .await??;
+        Ok(Response::new(pool))
+    }
+
+    async fn set_autoscale(&self, req: Request<pb::SetAutoscaleRequest>) -> Result<Response<pb::Pool>, Status> {
+        let req = req.into_inner();
+        let name = pool_name(&req.name)?;
+        let auto = req.autoscale.map(convert::autoscale).transpose()?;
+        let pool = self
+            .shared
+            .call(move |core, now, out| {
+                core.set_autoscale(now, &name, auto, out)?;
+                pool_or_404(core, &name, now)
             })
             .await??;
         Ok(Response::new(pool))

@@ -34,7 +34,15 @@ CREATE TABLE IF NOT EXISTS pools (
     provider TEXT NOT NULL,
     target_nodes INTEGER NOT NULL,
     fill TEXT NOT NULL,
+    autoscale TEXT,
     created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scale_log (
+    pool TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    from_nodes INTEGER NOT NULL,
+    to_nodes INTEGER NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY,
@@ -146,8 +154,9 @@ impl Store {
     /// Everything needed to rebuild the core.
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
-        let mut stmt =
-            self.conn.prepare("SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms FROM pools")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale FROM pools",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -156,18 +165,41 @@ impl Store {
                 r.get::<_, u32>(3)?,
                 r.get::<_, String>(4)?,
                 r.get::<_, u64>(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         })?;
         for row in rows {
-            let (name, slots_per_node, provider, target_nodes, fill, created) = row?;
+            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale) = row?;
+            let autoscale = match autoscale {
+                Some(json) => Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?),
+                None => None,
+            };
             let spec = PoolSpec {
                 name: PoolName::parse("pool", &name).map_err(corrupt)?,
                 slots_per_node,
                 provider: provider.parse().map_err(corrupt)?,
                 target_nodes,
                 fill: fill.parse().map_err(corrupt)?,
+                autoscale,
             };
             snap.pools.push((spec, created));
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT pool, at_ms, from_nodes, to_nodes, reason FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER (PARTITION BY pool ORDER BY rowid DESC) AS n FROM scale_log) WHERE n <= 20 ORDER BY r",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u64>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (pool, at_ms, from, to, reason) = row?;
+            let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
+            snap.scale_log.push((pool, crate::core::autoscale::Record { at_ms, from, to, reason }));
         }
         let mut stmt = self.conn.prepare(
             "SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms FROM nodes",
@@ -313,7 +345,7 @@ impl Store {
             match op {
                 StoreOp::PutPool { spec, created_at_ms } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )?
                     .execute(params![
                         spec.name.as_str(),
@@ -321,7 +353,11 @@ impl Store {
                         spec.provider.as_str(),
                         spec.target_nodes,
                         spec.fill.as_str(),
-                        created_at_ms
+                        created_at_ms,
+                        match &spec.autoscale {
+                            Some(a) => Some(serde_json::to_string(a).map_err(|e| corrupt(e.to_string()))?),
+                            None => None,
+                        }
                     ])?;
                 }
                 StoreOp::DeletePool(name) => {
@@ -389,6 +425,18 @@ impl Store {
                     insert_groups(&tx, *job, *first_group, groups)?;
                     tx.prepare_cached("UPDATE jobs SET last_index = ?2 WHERE id = ?1")?
                         .execute(params![job.0, last_index])?;
+                }
+                StoreOp::ScaleRecord { pool, record } => {
+                    tx.prepare_cached(
+                        "INSERT INTO scale_log (pool, at_ms, from_nodes, to_nodes, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        pool.as_str(),
+                        record.at_ms,
+                        record.from,
+                        record.to,
+                        record.reason
+                    ])?;
                 }
                 StoreOp::CloseJob(job) => {
                     tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;

@@ -26,7 +26,23 @@ pub enum PoolCommand {
         /// spread: the node with the most free slots first; pack: fill busy nodes first.
         #[arg(long, default_value = "spread", value_parser = ["spread", "pack"])]
         fill: String,
+        #[command(flatten)]
+        autoscale: AutoscaleArgs,
     },
+    /// Change how a pool autoscales: --enable (with bounds) or --disable.
+    Autoscale {
+        name: String,
+        /// Turn autoscaling on (the default when bounds are given).
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        /// Turn it off; the pool keeps its current size.
+        #[arg(long)]
+        disable: bool,
+        #[command(flatten)]
+        settings: AutoscaleSettings,
+    },
+    /// Say why a pool has the size it has: the autoscaler's view now and its last decisions.
+    Explain { name: String },
     /// List pools.
     List,
     /// Show one pool.
@@ -46,6 +62,61 @@ pub enum PoolCommand {
     },
 }
 
+/// `pool create --autoscale ...`.
+#[derive(clap::Args, Debug)]
+pub struct AutoscaleArgs {
+    /// Size the pool to its queue, between --min and --max nodes (local pools).
+    #[arg(long, requires = "max")]
+    autoscale: bool,
+    #[command(flatten)]
+    settings: AutoscaleSettings,
+}
+
+/// Autoscaling bounds and pace; what is not given keeps its current (or default) value.
+#[derive(clap::Args, Debug)]
+pub struct AutoscaleSettings {
+    /// Fewest nodes [default: 0].
+    #[arg(long)]
+    min: Option<u32>,
+    /// Most nodes.
+    #[arg(long)]
+    max: Option<u32>,
+    /// Remove a node once idle this long [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<std::time::Duration>,
+    /// Start at most this many nodes an evaluation [default: up to max at once].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    scale_up_step: Option<u32>,
+    /// No shrinking within this long of the last change [default: 0s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cooldown: Option<std::time::Duration>,
+}
+
+impl AutoscaleSettings {
+    fn given(&self) -> bool {
+        self.min.is_some()
+            || self.max.is_some()
+            || self.idle_timeout.is_some()
+            || self.scale_up_step.is_some()
+            || self.cooldown.is_some()
+    }
+
+    /// These settings over `base`.
+    fn over(&self, base: pb::AutoscaleSpec) -> pb::AutoscaleSpec {
+        pb::AutoscaleSpec {
+            min: self.min.unwrap_or(base.min),
+            max: self.max.unwrap_or(base.max),
+            idle_timeout_ms: self.idle_timeout.map_or(base.idle_timeout_ms, |d| d.as_millis() as u64),
+            step: self.scale_up_step.unwrap_or(base.step),
+            cooldown_ms: self.cooldown.map_or(base.cooldown_ms, |d| d.as_millis() as u64),
+        }
+    }
+}
+
+fn scale_log_json(p: &pb::Pool) -> serde_json::Value {
+    p.scale_log.iter().map(|r| json!({"at_ms": r.at_ms, "from": r.from, "to": r.to, "reason": r.reason})).collect()
+}
+
 pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
     let spec = p.spec.clone().unwrap_or_default();
     json!({
@@ -61,6 +132,11 @@ pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
         "active_jobs": p.active_jobs,
         "created_at_ms": p.created_at_ms,
         "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+        "autoscale": spec.autoscale.map(|a| json!({
+            "min": a.min, "max": a.max, "idle_timeout_ms": a.idle_timeout_ms, "step": a.step, "cooldown_ms": a.cooldown_ms,
+        })),
+        "autoscale_now": (!p.autoscale_now.is_empty()).then_some(&p.autoscale_now),
+        "scale_log": scale_log_json(p),
     })
 }
 
@@ -88,6 +164,22 @@ fn print_pool(ctx: &Context, p: &pb::Pool) {
     if spec.provider == "local" {
         rows.push(("target nodes", spec.target_nodes.to_string()));
     }
+    if let Some(a) = &spec.autoscale {
+        rows.push((
+            "autoscale",
+            format!(
+                "{}..{} nodes, remove after {} idle, up to {} at a time, cooldown {}",
+                a.min,
+                a.max,
+                output::duration_ms(a.idle_timeout_ms),
+                a.step,
+                output::duration_ms(a.cooldown_ms)
+            ),
+        ));
+        for r in p.scale_log.iter().rev().take(3) {
+            rows.push(("scaled", format!("{} {} -> {}: {}", output::timestamp(r.at_ms), r.from, r.to, r.reason)));
+        }
+    }
     rows.extend([
         ("nodes", nodes_summary(p)),
         ("slots used", format!("{}/{}", p.slots_used, p.slots_total)),
@@ -105,11 +197,18 @@ impl PoolCommand {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
         let mut client = ctx.client().await?;
         match self {
-            PoolCommand::Create { name, slots_per_node, provider, nodes, fill } => {
-                if provider == "local" && nodes.is_none() {
-                    anyhow::bail!("invalid --nodes: a local pool needs --nodes N, the number of agents to start");
+            PoolCommand::Create { name, slots_per_node, provider, nodes, fill, autoscale } => {
+                if provider == "local" && nodes.is_none() && !autoscale.autoscale {
+                    anyhow::bail!(
+                        "invalid --nodes: a local pool needs --nodes N, the number of agents to start (or --autoscale)"
+                    );
                 }
-                let spec = pb::PoolSpec { name, slots_per_node, provider, target_nodes: nodes.unwrap_or(0), fill };
+                if autoscale.settings.given() && !autoscale.autoscale {
+                    anyhow::bail!("invalid --min/--max: they are autoscaling bounds; add --autoscale");
+                }
+                let auto = autoscale.autoscale.then(|| autoscale.settings.over(pb::AutoscaleSpec::default()));
+                let target_nodes = nodes.unwrap_or(0);
+                let spec = pb::PoolSpec { name, slots_per_node, provider, target_nodes, fill, autoscale: auto };
                 let pool = client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
                 print_pool(ctx, &pool);
             }
@@ -133,6 +232,52 @@ impl PoolCommand {
                         })
                         .collect();
                     output::table(&["NAME", "PROVIDER", "NODES", "SLOTS", "READY", "JOBS"], &rows);
+                }
+            }
+            PoolCommand::Autoscale { name, enable, disable, settings } => {
+                let current = client.get_pool(pb::GetPoolRequest { name: name.clone() }).await.api()?;
+                let base = current.spec.and_then(|s| s.autoscale);
+                let autoscale = if disable {
+                    None
+                } else if enable || settings.given() {
+                    if base.is_none() && settings.max.is_none() {
+                        anyhow::bail!("invalid --max: give the most nodes the pool may have");
+                    }
+                    Some(settings.over(base.unwrap_or_default()))
+                } else {
+                    anyhow::bail!("say --enable (with --min/--max ...) or --disable");
+                };
+                let pool = client.set_autoscale(pb::SetAutoscaleRequest { name, autoscale }).await.api()?;
+                print_pool(ctx, &pool);
+            }
+            PoolCommand::Explain { name } => {
+                let pool = client.get_pool(pb::GetPoolRequest { name: name.clone() }).await.api()?;
+                if ctx.json() {
+                    output::json(
+                        &json!({"name": name, "autoscale_now": pool.autoscale_now, "scale_log": scale_log_json(&pool)}),
+                    );
+                } else {
+                    let spec = pool.spec.clone().unwrap_or_default();
+                    match &spec.autoscale {
+                        None => println!(
+                            "pool {name} is not autoscaled: it has {} node(s) because {}",
+                            spec.target_nodes,
+                            if spec.provider == "static" {
+                                "that many agents joined it"
+                            } else {
+                                "its size was set so"
+                            }
+                        ),
+                        Some(_) => {
+                            println!("now: {}", pool.autoscale_now);
+                            if pool.scale_log.is_empty() {
+                                println!("the autoscaler has not changed the size yet");
+                            }
+                            for r in &pool.scale_log {
+                                println!("{}  {} -> {}  {}", output::timestamp(r.at_ms), r.from, r.to, r.reason);
+                            }
+                        }
+                    }
                 }
             }
             PoolCommand::Show { name } => {

@@ -51,6 +51,7 @@ pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u
         provider: "local".into(),
         target_nodes: nodes,
         fill: "spread".into(),
+        autoscale: None,
     };
     client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
     Ok(())

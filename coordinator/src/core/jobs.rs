@@ -70,7 +70,7 @@ impl Core {
         }
         let running: Vec<TaskKey> = self.running.keys().filter(|k| k.job == id).copied().collect();
         for key in running {
-            let Some(run) = self.take_running(key) else { continue };
+            let Some(run) = self.take_running(now, key) else { continue };
             let attempt = AttemptRef { task: key, attempt: run.attempt };
             out.store.push(StoreOp::EndAttempt {
                 attempt,
@@ -115,7 +115,7 @@ impl Core {
                 tracing::debug!(task = %attempt.task, attempt = attempt.attempt, node = %node, "ignoring a result for an attempt that is not current");
                 continue;
             }
-            self.take_running(attempt.task);
+            self.take_running(now, attempt.task);
             if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
                 let ran = result.ended_at_ms.saturating_sub(result.started_at_ms);
                 job.runs.total_ms = job.runs.total_ms.saturating_add(ran);
@@ -188,7 +188,7 @@ impl Core {
         count_loss: bool,
         out: &mut Outbox,
     ) {
-        let Some(run) = self.take_running(key) else { return };
+        let Some(run) = self.take_running(now, key) else { return };
         out.store.push(StoreOp::EndAttempt {
             attempt: AttemptRef { task: key, attempt: run.attempt },
             started_at_ms: None,
@@ -264,12 +264,15 @@ impl Core {
     }
 
     /// Removes a task from the running map and its node; returns where it ran.
-    pub(super) fn take_running(&mut self, key: TaskKey) -> Option<RunningAttempt> {
+    pub(super) fn take_running(&mut self, now: Instant, key: TaskKey) -> Option<RunningAttempt> {
         let run = self.running.remove(&key)?;
         let slots = self.jobs.get(&key.job).map_or(0, |j| j.spec.task_spec(key.index).slots);
         if let Some(node) = self.nodes.get_mut(&run.node) {
             node.running.remove(&key);
             node.slots_used = node.slots_used.saturating_sub(slots);
+            if node.running.is_empty() {
+                node.idle_since = now;
+            }
         }
         Some(run)
     }

@@ -11,6 +11,7 @@
 //! [`jobs`] (submit, cancel, results, retries, graphs, open jobs), [`schedule`],
 //! [`restore`] (from the store, after a restart) and [`check`] (the invariants).
 
+pub mod autoscale;
 mod check;
 mod jobs;
 mod nodes;
@@ -204,6 +205,11 @@ pub enum StoreOp {
     },
     /// An open job was closed.
     CloseJob(JobId),
+    /// An autoscaling decision that changed a pool's size.
+    ScaleRecord {
+        pool: PoolName,
+        record: autoscale::Record,
+    },
     StartAttempt {
         attempt: AttemptRef,
         node: NodeId,
@@ -240,6 +246,8 @@ impl Outbox {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub pools: Vec<(PoolSpec, u64)>,
+    /// The last autoscaling records of each pool, oldest first.
+    pub scale_log: Vec<(PoolName, autoscale::Record)>,
     pub nodes: Vec<NodeRecord>,
     pub jobs: Vec<JobRecord>,
     pub tasks: Vec<TaskRecord>,
@@ -260,6 +268,10 @@ pub struct Pool {
     pub launch_failures: u32,
     pub next_launch_at: Option<Instant>,
     pub last_error: Option<String>,
+    /// When the autoscaler last changed the size.
+    pub last_scale_at: Option<Instant>,
+    /// The autoscaler's last decisions that changed something, oldest first.
+    pub scale_log: std::collections::VecDeque<autoscale::Record>,
 }
 
 /// A node as the core tracks it.
@@ -274,6 +286,8 @@ pub struct Node {
     pub running: BTreeSet<TaskKey>,
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
+    /// Since when it has had no task (meaningful while it has none).
+    pub idle_since: Instant,
 }
 
 impl Node {
@@ -530,6 +544,8 @@ fn new_pool(spec: PoolSpec, created_at_ms: u64) -> Pool {
         launch_failures: 0,
         next_launch_at: None,
         last_error: None,
+        last_scale_at: None,
+        scale_log: Default::default(),
     }
 }
 
@@ -542,6 +558,7 @@ fn new_node(record: NodeRecord, now: Instant) -> Node {
         running: BTreeSet::new(),
         cpu_percent: 0.0,
         memory_used_bytes: 0,
+        idle_since: now,
     }
 }
 

@@ -65,6 +65,7 @@ impl Core {
         let node = self.nodes.entry(id.clone()).or_insert_with(|| new_node(record.clone(), now));
         node.record = record;
         node.last_seen = now;
+        node.idle_since = now;
         if let Some(pool) = self.pools.get_mut(&reg.pool) {
             pool.nodes.insert(id.clone());
             pool.launch_failures = 0;
@@ -263,6 +264,7 @@ impl Core {
             self.retire_node(now, &id, NodeStatus::Removed, NodeReason::ScaledDown, out);
         }
         self.release_delayed(now);
+        self.autoscale(now, out);
         self.reconcile_local_pools(now, out);
     }
 }

@@ -13,9 +13,13 @@ pub struct Deleted {
 }
 
 impl Core {
-    pub fn create_pool(&mut self, now: Instant, spec: PoolSpec, out: &mut Outbox) -> Result<()> {
+    pub fn create_pool(&mut self, now: Instant, mut spec: PoolSpec, out: &mut Outbox) -> Result<()> {
         if self.pools.contains_key(&spec.name) {
             return Err(Error::AlreadyExists { what: "pool", id: spec.name.to_string() });
+        }
+        if let Some(auto) = &spec.autoscale {
+            check_autoscale(&spec, auto)?;
+            spec.target_nodes = auto.min;
         }
         let created_at_ms = self.wall_ms(now);
         out.store.push(StoreOp::PutPool { spec: spec.clone(), created_at_ms });
@@ -31,6 +35,11 @@ impl Core {
         if pool.spec.provider == Provider::Static {
             return Err(Error::Refused(format!(
                 "pool '{name}' uses the static provider: its size is the number of agents that join it; start or stop `corral-agent --pool {name}` to change it"
+            )));
+        }
+        if pool.spec.autoscale.is_some() {
+            return Err(Error::Refused(format!(
+                "pool '{name}' is autoscaled: change its bounds with `corral pool autoscale {name} --min N --max M`, or --disable it first"
             )));
         }
         pool.spec.target_nodes = target;
@@ -148,5 +157,46 @@ impl Core {
         for id in ids {
             self.retire_node(now, &id, NodeStatus::Removed, NodeReason::CoordinatorShutdown, out);
         }
+    }
+}
+
+/// Autoscaling needs a provider that can start nodes, and bounds that make sense.
+fn check_autoscale(spec: &PoolSpec, auto: &Autoscale) -> Result<()> {
+    if spec.provider == Provider::Static {
+        return Err(Error::Refused(format!(
+            "pool '{}' uses the static provider: the coordinator cannot start its nodes, so it cannot autoscale; use --provider local",
+            spec.name
+        )));
+    }
+    if auto.min > auto.max {
+        return Err(
+            crate::error::Invalid::new("autoscale", format!("min {} is more than max {}", auto.min, auto.max)).into()
+        );
+    }
+    if auto.max == 0 {
+        return Err(crate::error::Invalid::new("autoscale.max", "must be at least 1").into());
+    }
+    Ok(())
+}
+
+impl Core {
+    /// Turns autoscaling on with `auto`, or off (`None`, keeping the current size).
+    pub fn set_autoscale(
+        &mut self,
+        now: Instant,
+        name: &PoolName,
+        auto: Option<Autoscale>,
+        out: &mut Outbox,
+    ) -> Result<()> {
+        let pool = self.pools.get_mut(name).ok_or_else(|| Error::not_found("pool", name))?;
+        if let Some(auto) = &auto {
+            check_autoscale(&pool.spec, auto)?;
+        }
+        pool.spec.autoscale = auto;
+        pool.last_scale_at = None;
+        out.store.push(StoreOp::PutPool { spec: pool.spec.clone(), created_at_ms: pool.created_at_ms });
+        self.autoscale(now, out);
+        self.reconcile_local_pools(now, out);
+        Ok(())
     }
 }

@@ -16,6 +16,11 @@ impl Core {
             let name = spec.name.clone();
             self.pools.insert(name, new_pool(spec, created_at_ms));
         }
+        for (name, record) in snapshot.scale_log {
+            if let Some(pool) = self.pools.get_mut(&name) {
+                pool.scale_log.push_back(record);
+            }
+        }
         for record in snapshot.nodes {
             self.next_node = self.next_node.max(record.id.seq().unwrap_or(0) + 1);
             if record.status.is_live() {

@@ -24,7 +24,14 @@ fn ms(n: u64) -> Duration {
 }
 
 fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec {
-    PoolSpec { name: PoolName::parse("name", name).unwrap(), slots_per_node: 2, provider, target_nodes: nodes, fill }
+    PoolSpec {
+        name: PoolName::parse("name", name).unwrap(),
+        slots_per_node: 2,
+        provider,
+        target_nodes: nodes,
+        fill,
+        autoscale: None,
+    }
 }
 
 fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec {
