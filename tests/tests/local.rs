@@ -70,3 +70,50 @@ fn demo_runs_a_sample_job_and_cleans_up() {
     assert!(stdout.contains("7 squared is 49"), "{stdout}");
     assert!(stdout.contains("The counts match a local count of the same text"), "{stdout}");
 }
+
+#[test]
+fn an_autoscaled_local_pool_grows_with_a_burst_and_shrinks_back_to_zero() {
+    let c = Cluster::start(&["--agent-bin", bin("corral-agent").to_str().unwrap()]);
+    let pool = c.json(&[
+        "pool",
+        "create",
+        "auto",
+        "--provider",
+        "local",
+        "--slots-per-node",
+        "1",
+        "--autoscale",
+        "--min",
+        "0",
+        "--max",
+        "3",
+        "--idle-timeout",
+        "2s",
+    ]);
+    assert_eq!(pool["autoscale"]["max"], 3);
+    assert_eq!(pool["target_nodes"], 0);
+    let started = std::time::Instant::now();
+    let job = c.submit(&["--pool", "auto", "--array", "1-12"], &["sleep", "1"]);
+    wait_until(MINUTE, "three nodes", || {
+        c.json(&["node", "list", "--pool", "auto"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["state"] == "idle" || n["state"] == "running")
+            .count()
+            == 3
+    });
+    let grew_in = started.elapsed();
+    assert!(grew_in < Duration::from_secs(15), "took {grew_in:?} to reach 3 nodes");
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    c.assert_each_succeeded_once(job);
+    let pids = live_pids(&c, "auto");
+    wait_until(MINUTE, "the pool to shrink to zero", || live_pids(&c, "auto").is_empty());
+    wait_until(MINUTE, "the agents to exit", || pids.iter().all(|p| !alive(*p)));
+    let explained = String::from_utf8_lossy(&c.corral(&["pool", "explain", "auto"]).stdout).into_owned();
+    assert!(explained.contains("0 -> 3") && explained.contains("starting 3"), "{explained}");
+    assert!(explained.contains("-> 0") && explained.contains("idle for"), "{explained}");
+    assert!(c.fails(&["pool", "resize", "auto", "--nodes", "2"]).contains("autoscaled"));
+    let off = c.json(&["pool", "autoscale", "auto", "--disable"]);
+    assert!(off["autoscale"].is_null());
+}

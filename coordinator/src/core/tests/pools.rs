@@ -128,3 +128,86 @@ fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
     assert_eq!(core.jobs[&job].state, JobState::Completed, "scaling down lost no task");
     assert!(out.provider.contains(&ProviderOp::Stop { node: a.clone(), pid: 0 }));
 }
+
+#[test]
+fn an_autoscaled_pool_follows_its_queue_and_remembers_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let mut env = Env::new();
+    let auto = Autoscale { min: 0, max: 3, idle_timeout: ms(2000), step: 3, cooldown: ms(0) };
+    let spec = PoolSpec { autoscale: Some(auto), ..pool_spec("p", Provider::Local, 0, Fill::Spread) };
+    env.core.create_pool(env.now, spec, &mut env.out).unwrap();
+    env.tick();
+    assert!(env.out.provider.is_empty(), "an empty queue starts nothing");
+
+    let job = env.submit(12, 0, 0);
+    env.tick();
+    let launched: Vec<NodeId> = env
+        .out
+        .provider
+        .iter()
+        .filter_map(|op| match op {
+            ProviderOp::Launch { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched.len(), 3, "12 slots of work on 2-slot nodes, capped at 3");
+    env.tick();
+    assert_eq!(
+        env.out.provider.iter().filter(|op| matches!(op, ProviderOp::Launch { .. })).count(),
+        3,
+        "no second order"
+    );
+    let name = PoolName::parse("name", "p").unwrap();
+    assert_eq!(env.core.pools[&name].scale_log.len(), 1);
+    assert!(env.core.pools[&name].scale_log[0].reason.contains("starting 3"));
+
+    for id in &launched {
+        env.join(2, Some(id.clone()));
+    }
+    loop {
+        let placed = env.schedule();
+        if placed.is_empty() {
+            break;
+        }
+        for (node, attempt) in placed {
+            env.report(&node, attempt, Outcome::Succeeded);
+        }
+    }
+    assert_eq!(env.core.jobs[&job].state, JobState::Completed);
+    env.advance(ms(1000));
+    env.tick();
+    assert_eq!(env.core.pools[&name].nodes.len(), 3, "not idle long enough yet");
+    env.advance(ms(1001));
+    for id in &launched {
+        env.core.on_node_message(env.now, id, &mut env.out);
+    }
+    env.tick();
+    assert!(env.core.pools[&name].nodes.is_empty(), "back to min after the idle timeout");
+    assert_eq!(env.core.pools[&name].spec.target_nodes, 0);
+    assert!(env.out.provider.iter().filter(|op| matches!(op, ProviderOp::Stop { .. })).count() == 3);
+
+    // The settings and the log survive a restart.
+    store.apply(&env.out.store).unwrap();
+    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
+    restored.sanity_check();
+    let pool = &restored.pools[&name];
+    assert_eq!(pool.spec.autoscale, env.core.pools[&name].spec.autoscale);
+    let log: Vec<(u32, u32)> = pool.scale_log.iter().map(|r| (r.from, r.to)).collect();
+    assert_eq!(log, vec![(0, 3), (3, 0)]);
+}
+
+#[test]
+fn autoscaling_needs_a_provider_and_sane_bounds() {
+    let mut env = Env::new();
+    let auto = Autoscale { min: 0, max: 3, idle_timeout: ms(2000), step: 1, cooldown: ms(0) };
+    let static_pool = PoolSpec { autoscale: Some(auto.clone()), ..pool_spec("s", Provider::Static, 0, Fill::Spread) };
+    let err = env.core.create_pool(env.now, static_pool, &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("cannot autoscale"), "{err}");
+    let reversed = Autoscale { min: 4, max: 2, ..auto };
+    let bad = PoolSpec { autoscale: Some(reversed), ..pool_spec("l", Provider::Local, 0, Fill::Spread) };
+    let err = env.core.create_pool(env.now, bad, &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("min 4 is more than max 2"), "{err}");
+    assert!(env.core.pools.is_empty());
+}
