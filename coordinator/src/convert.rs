@@ -52,6 +52,7 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         target_nodes: spec.target_nodes,
         fill: word("fill", &spec.fill, Fill::Spread)?,
         autoscale: spec.autoscale.map(autoscale).transpose()?,
+        removal: word("removal_policy", &spec.removal_policy, RemovalPolicy::TaskCompletion)?,
     })
 }
 
@@ -367,6 +368,7 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
             target_nodes: pool.spec.target_nodes,
             fill: pool.spec.fill.to_string(),
             autoscale: pool.spec.autoscale.as_ref().map(autoscale_to_pb),
+            removal_policy: pool.spec.removal.to_string(),
         }),
         nodes_by_state: nodes_by_state.into_iter().collect(),
         slots_total,

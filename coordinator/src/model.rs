@@ -197,6 +197,21 @@ named_enum!(
         PoolDeleted = "pool_deleted",
         /// The coordinator stopped the nodes it had started when it shut down.
         CoordinatorShutdown = "coordinator_shutdown",
+        /// A user removed it (`corral node remove`).
+        Removed = "removed",
+    }
+);
+
+named_enum!(
+    /// What happens to the tasks of a busy node that is removed (Azure Batch's
+    /// `nodeDeallocationOption`).
+    RemovalPolicy {
+        /// It takes no new task and goes when its tasks have ended.
+        TaskCompletion = "task-completion",
+        /// It goes now; its tasks go back to the queue, not counted against retries.
+        Requeue = "requeue",
+        /// It goes now; its tasks are killed and fail.
+        Terminate = "terminate",
     }
 );
 
@@ -282,6 +297,8 @@ pub struct PoolSpec {
     pub fill: Fill,
     /// Sized to its queue, between these bounds (local pools).
     pub autoscale: Option<Autoscale>,
+    /// What removing a busy node does to its tasks.
+    pub removal: RemovalPolicy,
 }
 
 /// How an autoscaled pool follows its queue.

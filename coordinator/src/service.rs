@@ -163,6 +163,24 @@ impl Corral for ClientApi {
         Ok(Response::new(node))
     }
 
+    async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::Node>, Status> {
+        let req = req.into_inner();
+        let id = convert::node_id("id", &req.id)?;
+        let policy = if req.policy.is_empty() {
+            None
+        } else {
+            Some(req.policy.parse::<RemovalPolicy>().map_err(|e| Invalid::new("policy", e))?)
+        };
+        let node = self
+            .shared
+            .call(move |core, now, out| {
+                core.remove_node(now, &id, policy, out)?;
+                Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
+            })
+            .await??;
+        Ok(Response::new(node))
+    }
+
     async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let mut req = req.into_inner();
         let spec = match req.mapreduce.take() {

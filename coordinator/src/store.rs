@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS pools (
     target_nodes INTEGER NOT NULL,
     fill TEXT NOT NULL,
     autoscale TEXT,
+    removal TEXT,
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scale_log (
@@ -155,7 +156,7 @@ impl Store {
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         let mut stmt = self.conn.prepare(
-            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale FROM pools",
+            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal FROM pools",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -166,10 +167,11 @@ impl Store {
                 r.get::<_, String>(4)?,
                 r.get::<_, u64>(5)?,
                 r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })?;
         for row in rows {
-            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale) = row?;
+            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale, removal) = row?;
             let autoscale = match autoscale {
                 Some(json) => Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?),
                 None => None,
@@ -181,6 +183,11 @@ impl Store {
                 target_nodes,
                 fill: fill.parse().map_err(corrupt)?,
                 autoscale,
+                removal: removal
+                    .map(|r| r.parse())
+                    .transpose()
+                    .map_err(corrupt)?
+                    .unwrap_or(RemovalPolicy::TaskCompletion),
             };
             snap.pools.push((spec, created));
         }
@@ -345,7 +352,7 @@ impl Store {
             match op {
                 StoreOp::PutPool { spec, created_at_ms } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
                     .execute(params![
                         spec.name.as_str(),
@@ -357,7 +364,8 @@ impl Store {
                         match &spec.autoscale {
                             Some(a) => Some(serde_json::to_string(a).map_err(|e| corrupt(e.to_string()))?),
                             None => None,
-                        }
+                        },
+                        spec.removal.as_str()
                     ])?;
                 }
                 StoreOp::DeletePool(name) => {

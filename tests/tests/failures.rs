@@ -124,3 +124,22 @@ fn coordinator_restart_with_a_dead_agent_requeues_its_work() {
     c.assert_each_succeeded_once(job);
     assert_eq!(c.nodes_in("cpu", "lost").len(), 1);
 }
+
+#[test]
+fn removing_a_busy_node_with_requeue_reruns_its_task_elsewhere() {
+    let mut c = Cluster::start(&[]);
+    let pids = c.static_pool("cpu", 2, 1);
+    let victim = c.node_of_pid(pids[0]);
+    let job = c.submit(&["--pool", "cpu", "--array", "1-4"], &["sleep", "1"]);
+    wait_until(MINUTE, "both agents busy", || c.job(job)["counts"]["running"] == 2);
+    let removed = c.json(&["node", "remove", &victim, "--policy", "requeue"]);
+    assert_eq!(removed["state"], "removed");
+    assert_eq!(removed["reason"], "removed");
+    wait_until(MINUTE, "the removed agent to exit", || !corral_tests::alive(pids[0]));
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    let attempts = c.assert_each_succeeded_once(job);
+    assert!(
+        attempts.iter().any(|(_, a)| a.iter().any(|x| x["node_id"] == victim.as_str() && x["outcome"] == "node_lost")),
+        "the removed node's task went back to the queue: {attempts:?}"
+    );
+}

@@ -20,6 +20,13 @@ pub enum NodeCommand {
     Show { id: String },
     /// Stop giving a node new tasks; what it runs finishes.
     Drain { id: String },
+    /// Remove a node (its agent is stopped if the coordinator started it).
+    Remove {
+        id: String,
+        /// What happens to its tasks [default: its pool's removal policy].
+        #[arg(long, value_parser = ["task-completion", "requeue", "terminate"])]
+        policy: Option<String>,
+    },
 }
 
 pub fn node_json(n: &pb::Node) -> serde_json::Value {
@@ -98,6 +105,17 @@ impl NodeCommand {
                         ("registered", output::timestamp(n.registered_at_ms)),
                         ("running", if running.is_empty() { "-".into() } else { running.join(", ") }),
                     ]);
+                }
+            }
+            NodeCommand::Remove { id, policy } => {
+                let n =
+                    client.remove_node(pb::RemoveNodeRequest { id, policy: policy.unwrap_or_default() }).await.api()?;
+                if ctx.json() {
+                    output::json(&node_json(&n));
+                } else if n.state == "draining" {
+                    println!("node {} will be removed when its {} running slot(s) are done", n.id, n.slots_used);
+                } else {
+                    println!("node {} removed", n.id);
                 }
             }
             NodeCommand::Drain { id } => {

@@ -28,6 +28,10 @@ pub enum PoolCommand {
         fill: String,
         #[command(flatten)]
         autoscale: AutoscaleArgs,
+        /// What removing a busy node does to its tasks: task-completion (finish them
+        /// first), requeue (back to the queue) or terminate (kill and fail them).
+        #[arg(long, default_value = "task-completion", value_parser = ["task-completion", "requeue", "terminate"])]
+        removal_policy: String,
     },
     /// Change how a pool autoscales: --enable (with bounds) or --disable.
     Autoscale {
@@ -125,6 +129,7 @@ pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
         "slots_per_node": spec.slots_per_node,
         "target_nodes": spec.target_nodes,
         "fill": spec.fill,
+        "removal_policy": spec.removal_policy,
         "nodes": p.nodes_by_state,
         "slots_total": p.slots_total,
         "slots_used": p.slots_used,
@@ -160,6 +165,7 @@ fn print_pool(ctx: &Context, p: &pb::Pool) {
         ("provider", spec.provider.clone()),
         ("slots per node", spec.slots_per_node.to_string()),
         ("fill", spec.fill.clone()),
+        ("removal policy", spec.removal_policy.clone()),
     ];
     if spec.provider == "local" {
         rows.push(("target nodes", spec.target_nodes.to_string()));
@@ -197,7 +203,7 @@ impl PoolCommand {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
         let mut client = ctx.client().await?;
         match self {
-            PoolCommand::Create { name, slots_per_node, provider, nodes, fill, autoscale } => {
+            PoolCommand::Create { name, slots_per_node, provider, nodes, fill, autoscale, removal_policy } => {
                 if provider == "local" && nodes.is_none() && !autoscale.autoscale {
                     anyhow::bail!(
                         "invalid --nodes: a local pool needs --nodes N, the number of agents to start (or --autoscale)"
@@ -208,7 +214,15 @@ impl PoolCommand {
                 }
                 let auto = autoscale.autoscale.then(|| autoscale.settings.over(pb::AutoscaleSpec::default()));
                 let target_nodes = nodes.unwrap_or(0);
-                let spec = pb::PoolSpec { name, slots_per_node, provider, target_nodes, fill, autoscale: auto };
+                let spec = pb::PoolSpec {
+                    name,
+                    slots_per_node,
+                    provider,
+                    target_nodes,
+                    fill,
+                    autoscale: auto,
+                    removal_policy,
+                };
                 let pool = client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
                 print_pool(ctx, &pool);
             }

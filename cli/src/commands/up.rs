@@ -52,6 +52,7 @@ pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u
         target_nodes: nodes,
         fill: "spread".into(),
         autoscale: None,
+        removal_policy: String::new(),
     };
     client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
     Ok(())

@@ -216,7 +216,7 @@ impl Core {
     }
 
     /// Fails a task for good; in a graph, what depends on it will not run.
-    fn fail_task(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) {
+    pub(super) fn fail_task(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) {
         self.set_task_state(key, TaskState::Failed);
         self.put_task(key, out);
         self.cancel_downstream(key, out);

@@ -310,7 +310,8 @@ impl Node {
     /// Draining because its pool shrank: removed once its last task ends. Kept in
     /// the record (as the reason), so it survives a restart.
     pub fn remove_when_idle(&self) -> bool {
-        self.record.status == NodeStatus::Draining && self.record.reason == Some(NodeReason::ScaledDown)
+        self.record.status == NodeStatus::Draining
+            && matches!(self.record.reason, Some(NodeReason::ScaledDown | NodeReason::Removed))
     }
 
     pub fn free_slots(&self) -> u32 {

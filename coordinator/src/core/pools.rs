@@ -130,14 +130,9 @@ impl Core {
                     })
                     .collect();
                 victims.sort();
-                for (rank, _, id) in victims.into_iter().take((have - target) as usize) {
-                    if rank < 2 {
-                        self.retire_node(now, &id, NodeStatus::Removed, NodeReason::ScaledDown, out);
-                    } else if let Some(node) = self.nodes.get_mut(&id) {
-                        node.record.status = NodeStatus::Draining;
-                        node.record.reason = Some(NodeReason::ScaledDown);
-                        self.put_node(&id, out);
-                    }
+                let policy = self.pools[&name].spec.removal;
+                for (_, _, id) in victims.into_iter().take((have - target) as usize) {
+                    self.take_out(now, &id, policy, NodeReason::ScaledDown, out);
                 }
             }
         }
@@ -198,5 +193,71 @@ impl Core {
         self.autoscale(now, out);
         self.reconcile_local_pools(now, out);
         Ok(())
+    }
+}
+
+impl Core {
+    /// Removes a node by `policy`, or its pool's.
+    pub fn remove_node(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        policy: Option<RemovalPolicy>,
+        out: &mut Outbox,
+    ) -> Result<()> {
+        let node = self.nodes.get(id).ok_or_else(|| Error::not_found("node", id))?;
+        if !node.status().is_live() {
+            return Err(Error::Refused(format!("node {id} is already {}", node.state())));
+        }
+        let policy = policy
+            .or_else(|| self.pools.get(&node.record.pool).map(|p| p.spec.removal))
+            .unwrap_or(RemovalPolicy::TaskCompletion);
+        self.take_out(now, id, policy, NodeReason::Removed, out);
+        Ok(())
+    }
+
+    /// Takes a node out of its pool: at once if it has nothing to finish, else as
+    /// `policy` says.
+    pub(super) fn take_out(
+        &mut self,
+        now: Instant,
+        id: &NodeId,
+        policy: RemovalPolicy,
+        reason: NodeReason,
+        out: &mut Outbox,
+    ) {
+        let Some(node) = self.nodes.get_mut(id) else { return };
+        if node.running.is_empty() || node.status() == NodeStatus::Starting {
+            self.retire_node(now, id, NodeStatus::Removed, reason, out);
+            return;
+        }
+        match policy {
+            RemovalPolicy::TaskCompletion => {
+                node.record.status = NodeStatus::Draining;
+                node.record.reason = Some(reason);
+                self.put_node(id, out);
+            }
+            RemovalPolicy::Requeue => self.retire_node(now, id, NodeStatus::Removed, reason, out),
+            RemovalPolicy::Terminate => {
+                let tasks: Vec<TaskKey> = node.running.iter().copied().collect();
+                let now_ms = self.wall_ms(now);
+                for key in tasks {
+                    let Some(run) = self.take_running(now, key) else { continue };
+                    let attempt = AttemptRef { task: key, attempt: run.attempt };
+                    out.store.push(StoreOp::EndAttempt {
+                        attempt,
+                        started_at_ms: None,
+                        outcome: Outcome::Cancelled,
+                        exit_code: None,
+                        signal: None,
+                        message: format!("killed: node {id} was removed with the terminate policy"),
+                        ended_at_ms: now_ms,
+                    });
+                    out.agents.push((id.clone(), ToAgent::Kill(attempt)));
+                    self.fail_task(now, key, out);
+                }
+                self.retire_node(now, id, NodeStatus::Removed, reason, out);
+            }
+        }
     }
 }

@@ -31,6 +31,7 @@ fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec
         target_nodes: nodes,
         fill,
         autoscale: None,
+        removal: RemovalPolicy::TaskCompletion,
     }
 }
 

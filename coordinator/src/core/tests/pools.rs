@@ -211,3 +211,55 @@ fn autoscaling_needs_a_provider_and_sane_bounds() {
     assert!(err.to_string().contains("min 4 is more than max 2"), "{err}");
     assert!(env.core.pools.is_empty());
 }
+
+#[test]
+fn removing_a_busy_node_follows_the_policy() {
+    for policy in [RemovalPolicy::TaskCompletion, RemovalPolicy::Requeue, RemovalPolicy::Terminate] {
+        let mut env = Env::with_pool(Fill::Spread);
+        let n = env.node(2);
+        let job = env.submit(2, 0, 3);
+        let placed = env.schedule();
+        assert_eq!(placed.len(), 2);
+        env.take();
+        env.core.remove_node(env.now, &n, Some(policy), &mut env.out).unwrap();
+        env.check();
+        let j = &env.core.jobs[&job];
+        match policy {
+            RemovalPolicy::TaskCompletion => {
+                assert_eq!(env.core.nodes[&n].state(), NodeState::Draining);
+                assert_eq!(j.counts.running, 2, "its tasks finish");
+                for (node, attempt) in &placed {
+                    env.report(node, *attempt, Outcome::Succeeded);
+                }
+                env.tick();
+                assert_eq!(env.core.nodes[&n].state(), NodeState::Removed, "and then it goes");
+                assert_eq!(env.core.jobs[&job].state, JobState::Completed);
+            }
+            RemovalPolicy::Requeue => {
+                assert_eq!(env.core.nodes[&n].state(), NodeState::Removed);
+                let t = j.task(0).unwrap();
+                assert_eq!(
+                    (t.state, t.failures, t.node_losses),
+                    (TaskState::Ready, 0, 0),
+                    "back in the queue, not held against it"
+                );
+            }
+            RemovalPolicy::Terminate => {
+                assert_eq!(env.core.nodes[&n].state(), NodeState::Removed);
+                assert_eq!(j.counts.failed, 2, "killed and failed, retries or not");
+                assert_eq!(j.state, JobState::Failed);
+                assert_eq!(env.out.agents.iter().filter(|(_, m)| matches!(m, ToAgent::Kill(_))).count(), 2);
+            }
+        }
+    }
+    let mut env = Env::with_pool(Fill::Spread);
+    let idle = env.node(1);
+    env.core.remove_node(env.now, &idle, None, &mut env.out).unwrap();
+    assert_eq!(env.core.nodes[&idle].state(), NodeState::Removed, "an idle node goes at once");
+    assert!(env
+        .core
+        .remove_node(env.now, &idle, None, &mut env.out)
+        .unwrap_err()
+        .to_string()
+        .contains("already removed"));
+}
