@@ -36,7 +36,23 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         return Err(Invalid::new("slots_per_node", format!("must be at most {MAX_SLOTS}")));
     }
     let provider = word("provider", &spec.provider, Provider::Static)?;
-    if provider == Provider::Local && spec.target_nodes > MAX_LOCAL_NODES {
+    let commands = match (provider, spec.commands) {
+        (Provider::Command, Some(c)) => {
+            if c.add.trim().is_empty() || c.remove.trim().is_empty() {
+                return Err(Invalid::new("commands", "a command pool needs both an add and a remove command"));
+            }
+            text("commands.add", &c.add, MAX_ARG)?;
+            text("commands.remove", &c.remove, MAX_ARG)?;
+            let timeout = Duration::from_millis(if c.timeout_ms == 0 { 60_000 } else { c.timeout_ms });
+            Some(ProviderCommands { add: c.add, remove: c.remove, timeout })
+        }
+        (Provider::Command, None) => {
+            return Err(Invalid::new("commands", "a command pool needs --add-command and --remove-command"));
+        }
+        (_, Some(_)) => return Err(Invalid::new("commands", "only a command pool has add and remove commands")),
+        (_, None) => None,
+    };
+    if provider.starts_nodes() && spec.target_nodes > MAX_LOCAL_NODES {
         return Err(Invalid::new("nodes", format!("a local pool runs at most {MAX_LOCAL_NODES} agents on this host")));
     }
     if provider == Provider::Static && spec.target_nodes != 0 {
@@ -53,6 +69,7 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         fill: word("fill", &spec.fill, Fill::Spread)?,
         autoscale: spec.autoscale.map(autoscale).transpose()?,
         removal: word("removal_policy", &spec.removal_policy, RemovalPolicy::TaskCompletion)?,
+        commands,
     })
 }
 
@@ -369,6 +386,11 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
             fill: pool.spec.fill.to_string(),
             autoscale: pool.spec.autoscale.as_ref().map(autoscale_to_pb),
             removal_policy: pool.spec.removal.to_string(),
+            commands: pool.spec.commands.as_ref().map(|c| pb::ProviderCommands {
+                add: c.add.clone(),
+                remove: c.remove.clone(),
+                timeout_ms: c.timeout.as_millis() as u64,
+            }),
         }),
         nodes_by_state: nodes_by_state.into_iter().collect(),
         slots_total,
@@ -541,6 +563,21 @@ mod tests {
             }))
         }
         assert!(local(3).is_ok());
+        assert_eq!(spec(|s| s.provider = "command".into()).unwrap_err().field, "commands");
+        let commands = Some(pb::ProviderCommands { add: "a".into(), remove: "r".into(), timeout_ms: 0 });
+        let with_commands = pool_spec(Some(pb::PoolSpec {
+            name: "p".into(),
+            slots_per_node: 1,
+            provider: "command".into(),
+            target_nodes: 1,
+            commands: commands.clone(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(with_commands.commands.unwrap().timeout, Duration::from_secs(60));
+        let misplaced =
+            pool_spec(Some(pb::PoolSpec { name: "p".into(), slots_per_node: 1, commands, ..Default::default() }));
+        assert_eq!(misplaced.unwrap_err().field, "commands");
         assert_eq!(local(100_000).unwrap_err().field, "nodes");
     }
 }

@@ -255,8 +255,17 @@ named_enum!(
         Static = "static",
         /// The coordinator starts `corral-agent` processes on its own host.
         Local = "local",
+        /// The coordinator runs the pool's shell commands to add and remove nodes.
+        Command = "command",
     }
 );
+
+impl Provider {
+    /// Whether the coordinator starts this pool's nodes (and so can size it).
+    pub fn starts_nodes(self) -> bool {
+        self != Provider::Static
+    }
+}
 
 named_enum!(
     /// Which node a task goes to.
@@ -299,6 +308,17 @@ pub struct PoolSpec {
     pub autoscale: Option<Autoscale>,
     /// What removing a busy node does to its tasks.
     pub removal: RemovalPolicy,
+    /// The add and remove commands of a `command` pool.
+    pub commands: Option<ProviderCommands>,
+}
+
+/// How a `command` pool adds and removes nodes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProviderCommands {
+    pub add: String,
+    pub remove: String,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
 }
 
 /// How an autoscaled pool follows its queue.

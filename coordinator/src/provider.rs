@@ -42,8 +42,16 @@ impl LocalProvider {
         loop {
             tokio::select! {
                 op = orders.recv() => match op {
-                    Some(ProviderOp::Launch { node, pool, slots }) => self.launch(node, pool, slots, &exited_tx),
-                    Some(ProviderOp::Stop { node, pid }) => self.stop(&node, pid),
+                    Some(ProviderOp::Launch { node, pool, slots, commands: None }) => {
+                        self.launch(node, pool, slots, &exited_tx)
+                    }
+                    Some(ProviderOp::Launch { node, pool, slots, commands: Some(commands) }) => {
+                        self.run_command(Run::Add { slots }, node, pool, 0, commands)
+                    }
+                    Some(ProviderOp::Stop { node, pid, commands: None, .. }) => self.stop(&node, pid),
+                    Some(ProviderOp::Stop { node, pool, pid, commands: Some(commands) }) => {
+                        self.run_command(Run::Remove, node, pool, pid, commands)
+                    }
                     None => break,
                 },
                 Some(node) = exited_rx.recv() => {
@@ -122,6 +130,62 @@ impl LocalProvider {
         }
     }
 
+    /// The `command` provider: runs the pool's add or remove command for one node,
+    /// with a timeout, and records how it went. A failed add fails the node's launch
+    /// (the pool backs off and shows the error); a failed remove is logged.
+    fn run_command(&self, run: Run, node: NodeId, pool: PoolName, pid: u32, commands: ProviderCommands) {
+        let (what, script) = match run {
+            Run::Add { .. } => ("add", commands.add.clone()),
+            Run::Remove => ("remove", commands.remove.clone()),
+        };
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&script)
+            .env("CORRAL_POOL", pool.as_str())
+            .env("CORRAL_COUNT", "1")
+            .env("CORRAL_NODE_IDS", node.to_string())
+            .env("CORRAL_NODE_PIDS", pid.to_string())
+            .env("CORRAL_COORDINATOR", &self.coordinator_url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Run::Add { slots } = run {
+            cmd.env("CORRAL_SLOTS", slots.to_string());
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let outcome = match cmd.spawn() {
+                Ok(child) => match tokio::time::timeout(commands.timeout, child.wait_with_output()).await {
+                    Ok(Ok(output)) if output.status.success() => Ok(output),
+                    Ok(Ok(output)) => Err(format!(
+                        "the {what} command failed ({}): {}",
+                        output.status,
+                        tail(&output.stderr).or_else(|| tail(&output.stdout)).unwrap_or_default()
+                    )),
+                    Ok(Err(e)) => Err(format!("the {what} command: {e}")),
+                    Err(_) => {
+                        Err(format!("the {what} command did not finish within {:?} and was killed", commands.timeout))
+                    }
+                },
+                Err(e) => Err(format!("cannot run the {what} command: {e}")),
+            };
+            match (outcome, run) {
+                (Ok(output), _) => {
+                    let said = tail(&output.stdout).unwrap_or_default();
+                    tracing::info!(node_id = %node, pool = %pool, output = %said, "{what} command succeeded");
+                }
+                (Err(error), Run::Add { .. }) => {
+                    tracing::warn!(node_id = %node, pool = %pool, %error, "could not add a node");
+                    let _ = events.send(Event::LaunchFailed { node, error });
+                }
+                (Err(error), Run::Remove) => {
+                    tracing::warn!(node_id = %node, pool = %pool, %error, "could not remove a node; remove it by hand");
+                }
+            }
+        });
+    }
+
     /// Asks an agent to stop (it kills its tasks first). The agent was also told
     /// over its stream; the signal covers one that is hung or disconnected.
     fn stop(&mut self, node: &NodeId, pid: u32) {
@@ -133,6 +197,20 @@ impl LocalProvider {
             signal(pid, libc::SIGTERM);
         }
     }
+}
+
+/// What a command run is for.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    Add { slots: u32 },
+    Remove,
+}
+
+/// The last line or so of a command's output, for an error message.
+fn tail(output: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(output);
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect())
 }
 
 fn signal(pid: u32, sig: libc::c_int) {

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS pools (
     fill TEXT NOT NULL,
     autoscale TEXT,
     removal TEXT,
+    commands TEXT,
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scale_log (
@@ -156,7 +157,7 @@ impl Store {
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         let mut stmt = self.conn.prepare(
-            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal FROM pools",
+            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands FROM pools",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -168,10 +169,15 @@ impl Store {
                 r.get::<_, u64>(5)?,
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
             ))
         })?;
         for row in rows {
-            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale, removal) = row?;
+            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale, removal, commands) = row?;
+            let commands = match commands {
+                Some(json) => Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?),
+                None => None,
+            };
             let autoscale = match autoscale {
                 Some(json) => Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?),
                 None => None,
@@ -188,6 +194,7 @@ impl Store {
                     .transpose()
                     .map_err(corrupt)?
                     .unwrap_or(RemovalPolicy::TaskCompletion),
+                commands,
             };
             snap.pools.push((spec, created));
         }
@@ -352,7 +359,7 @@ impl Store {
             match op {
                 StoreOp::PutPool { spec, created_at_ms } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     )?
                     .execute(params![
                         spec.name.as_str(),
@@ -365,7 +372,11 @@ impl Store {
                             Some(a) => Some(serde_json::to_string(a).map_err(|e| corrupt(e.to_string()))?),
                             None => None,
                         },
-                        spec.removal.as_str()
+                        spec.removal.as_str(),
+                        match &spec.commands {
+                            Some(c) => Some(serde_json::to_string(c).map_err(|e| corrupt(e.to_string()))?),
+                            None => None,
+                        }
                     ])?;
                 }
                 StoreOp::DeletePool(name) => {

@@ -117,3 +117,76 @@ fn an_autoscaled_local_pool_grows_with_a_burst_and_shrinks_back_to_zero() {
     let off = c.json(&["pool", "autoscale", "auto", "--disable"]);
     assert!(off["autoscale"].is_null());
 }
+
+#[test]
+fn a_command_pool_adds_and_removes_nodes_with_the_users_scripts() {
+    let c = Cluster::start(&[]);
+    let dir = c.dir.path().join("fleet");
+    std::fs::create_dir(&dir).unwrap();
+    let d = dir.display();
+    let agent = bin("corral-agent");
+    // What a user's script for some cloud would do, with local processes: start an
+    // agent for the node it is told to add, and stop the one it is told to remove.
+    let add = format!(
+        "echo \"$CORRAL_NODE_IDS\" >> {d}/added; nohup {} --coordinator \"$CORRAL_COORDINATOR\" --pool \"$CORRAL_POOL\" --slots \"$CORRAL_SLOTS\" --launch-id \"$CORRAL_NODE_IDS\" --work-dir {d}/\"$CORRAL_NODE_IDS\" > {d}/\"$CORRAL_NODE_IDS\".log 2>&1 & echo $! > {d}/\"$CORRAL_NODE_IDS\".pid",
+        agent.display()
+    );
+    let remove = format!("echo \"$CORRAL_NODE_IDS\" >> {d}/removed; kill $(cat {d}/\"$CORRAL_NODE_IDS\".pid)");
+    let pool = c.json(&[
+        "pool",
+        "create",
+        "fleet",
+        "--provider",
+        "command",
+        "--nodes",
+        "2",
+        "--slots-per-node",
+        "1",
+        "--add-command",
+        &add,
+        "--remove-command",
+        &remove,
+    ]);
+    assert_eq!(pool["provider"], "command");
+    c.wait_nodes("fleet", "idle", 2);
+    let job = c.submit(&["--pool", "fleet", "--array", "1-6"], &["sh", "-c", "echo $CORRAL_NODE_ID"]);
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    c.assert_each_succeeded_once(job);
+
+    c.json(&["pool", "resize", "fleet", "--nodes", "1"]);
+    wait_until(MINUTE, "one node", || live_pids(&c, "fleet").len() == 1);
+    wait_until(MINUTE, "the remove command to run", || {
+        std::fs::read_to_string(dir.join("removed")).is_ok_and(|r| r.lines().count() == 1)
+    });
+    let removed = std::fs::read_to_string(dir.join("removed")).unwrap();
+    let pid: u32 =
+        std::fs::read_to_string(dir.join(format!("{}.pid", removed.trim()))).unwrap().trim().parse().unwrap();
+    wait_until(MINUTE, "its agent to stop", || !alive(pid));
+
+    // An add command that fails is reported on the pool and retried with backoff.
+    let bad = c.json(&[
+        "pool",
+        "create",
+        "broken",
+        "--provider",
+        "command",
+        "--nodes",
+        "1",
+        "--slots-per-node",
+        "1",
+        "--add-command",
+        "echo no credentials >&2; exit 3",
+        "--remove-command",
+        "true",
+    ]);
+    assert_eq!(bad["provider"], "command");
+    wait_until(MINUTE, "the failure to show", || {
+        c.json(&["pool", "show", "broken"])["last_error"].as_str().is_some_and(|e| e.contains("no credentials"))
+    });
+    c.json(&["pool", "delete", "fleet", "--force"]);
+    let added = std::fs::read_to_string(dir.join("added")).unwrap();
+    for node in added.lines() {
+        let pid: u32 = std::fs::read_to_string(dir.join(format!("{node}.pid"))).unwrap().trim().parse().unwrap();
+        wait_until(MINUTE, "every agent to stop", || !alive(pid));
+    }
+}

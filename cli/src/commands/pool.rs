@@ -17,12 +17,25 @@ pub enum PoolCommand {
         /// Tasks (of one slot each) a node runs at once.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         slots_per_node: u32,
-        /// static: agents join by themselves; local: the coordinator starts agents on its host.
-        #[arg(long, default_value = "static", value_parser = ["static", "local"])]
+        /// static: agents join by themselves; local: the coordinator starts agents on its
+        /// host; command: it runs --add-command and --remove-command (any cloud CLI or
+        /// SSH script) to add and remove nodes.
+        #[arg(long, default_value = "static", value_parser = ["static", "local", "command"])]
         provider: String,
-        /// Nodes to run (local pools only).
+        /// Nodes to run (local and command pools).
         #[arg(long)]
         nodes: Option<u32>,
+        /// Command pools: adds one node; it must start `corral-agent --coordinator
+        /// $CORRAL_COORDINATOR --pool $CORRAL_POOL --slots $CORRAL_SLOTS --launch-id
+        /// $CORRAL_NODE_IDS` somewhere, its output not on this command's stdout.
+        #[arg(long, requires = "remove_command")]
+        add_command: Option<String>,
+        /// Command pools: removes the node $CORRAL_NODE_IDS (agent pid $CORRAL_NODE_PIDS).
+        #[arg(long, requires = "add_command")]
+        remove_command: Option<String>,
+        /// Command pools: kill a command that runs longer than this.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        command_timeout: std::time::Duration,
         /// spread: the node with the most free slots first; pack: fill busy nodes first.
         #[arg(long, default_value = "spread", value_parser = ["spread", "pack"])]
         fill: String,
@@ -203,12 +216,29 @@ impl PoolCommand {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
         let mut client = ctx.client().await?;
         match self {
-            PoolCommand::Create { name, slots_per_node, provider, nodes, fill, autoscale, removal_policy } => {
-                if provider == "local" && nodes.is_none() && !autoscale.autoscale {
+            PoolCommand::Create {
+                name,
+                slots_per_node,
+                provider,
+                nodes,
+                fill,
+                autoscale,
+                removal_policy,
+                add_command,
+                remove_command,
+                command_timeout,
+            } => {
+                if provider != "static" && nodes.is_none() && !autoscale.autoscale {
                     anyhow::bail!(
-                        "invalid --nodes: a local pool needs --nodes N, the number of agents to start (or --autoscale)"
+                        "invalid --nodes: a {provider} pool needs --nodes N, the number of nodes to start (or --autoscale)"
                     );
                 }
+                let commands = match (add_command, remove_command) {
+                    (Some(add), Some(remove)) => {
+                        Some(pb::ProviderCommands { add, remove, timeout_ms: command_timeout.as_millis() as u64 })
+                    }
+                    _ => None,
+                };
                 if autoscale.settings.given() && !autoscale.autoscale {
                     anyhow::bail!("invalid --min/--max: they are autoscaling bounds; add --autoscale");
                 }
@@ -222,6 +252,7 @@ impl PoolCommand {
                     fill,
                     autoscale: auto,
                     removal_policy,
+                    commands,
                 };
                 let pool = client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
                 print_pool(ctx, &pool);

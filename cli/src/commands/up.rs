@@ -53,6 +53,7 @@ pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u
         fill: "spread".into(),
         autoscale: None,
         removal_policy: String::new(),
+        commands: None,
     };
     client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
     Ok(())

@@ -202,15 +202,17 @@ impl Core {
         }
         let provider = self.pools.get_mut(&pool_name).map(|pool| {
             pool.nodes.remove(id);
-            pool.spec.provider
+            (pool.spec.provider, pool.spec.commands.clone())
         });
         if status == NodeStatus::Lost {
             out.agents.push((id.clone(), ToAgent::Reregister(why)));
         } else {
             out.agents.push((id.clone(), ToAgent::Shutdown(why)));
         }
-        if provider == Some(Provider::Local) {
-            out.provider.push(ProviderOp::Stop { node: id.clone(), pid });
+        if let Some((provider, commands)) = provider {
+            if provider.starts_nodes() {
+                out.provider.push(ProviderOp::Stop { node: id.clone(), pool: pool_name.clone(), pid, commands });
+            }
         }
         self.put_node(id, out);
     }

@@ -81,7 +81,7 @@ impl Core {
     /// their last task ends, so scaling down loses no work.
     pub(super) fn reconcile_local_pools(&mut self, now: Instant, out: &mut Outbox) {
         let names: Vec<PoolName> =
-            self.pools.values().filter(|p| p.spec.provider == Provider::Local).map(|p| p.spec.name.clone()).collect();
+            self.pools.values().filter(|p| p.spec.provider.starts_nodes()).map(|p| p.spec.name.clone()).collect();
         for name in names {
             let pool = &self.pools[&name];
             let counted: Vec<&Node> =
@@ -109,7 +109,8 @@ impl Core {
                         registered_at_ms: 0,
                     };
                     out.store.push(StoreOp::PutNode(record.clone()));
-                    out.provider.push(ProviderOp::Launch { node: id.clone(), pool: name.clone(), slots });
+                    let commands = self.pools.get(&name).and_then(|p| p.spec.commands.clone());
+                    out.provider.push(ProviderOp::Launch { node: id.clone(), pool: name.clone(), slots, commands });
                     self.nodes.insert(id.clone(), new_node(record, now));
                     if let Some(pool) = self.pools.get_mut(&name) {
                         pool.nodes.insert(id);
@@ -157,9 +158,9 @@ impl Core {
 
 /// Autoscaling needs a provider that can start nodes, and bounds that make sense.
 fn check_autoscale(spec: &PoolSpec, auto: &Autoscale) -> Result<()> {
-    if spec.provider == Provider::Static {
+    if !spec.provider.starts_nodes() {
         return Err(Error::Refused(format!(
-            "pool '{}' uses the static provider: the coordinator cannot start its nodes, so it cannot autoscale; use --provider local",
+            "pool '{}' uses the static provider: the coordinator cannot start its nodes, so it cannot autoscale; use --provider local or command",
             spec.name
         )));
     }

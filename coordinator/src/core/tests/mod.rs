@@ -32,6 +32,7 @@ fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec
         fill,
         autoscale: None,
         removal: RemovalPolicy::TaskCompletion,
+        commands: None,
     }
 }
 
