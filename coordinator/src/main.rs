@@ -26,6 +26,9 @@ struct Args {
     /// Silence after which a node is declared lost and its tasks are requeued.
     #[arg(long, env = "CORRAL_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
+    /// A node a provider started that has not registered by then has failed.
+    #[arg(long, env = "CORRAL_NODE_START_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    node_start_timeout: Duration,
     /// Delay before a failed task's first retry; doubles with each failure.
     #[arg(long, env = "CORRAL_RETRY_BACKOFF", default_value = "500ms", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         heartbeat_interval: args.heartbeat_interval,
         heartbeat_timeout: args.heartbeat_timeout,
         retry_backoff: args.retry_backoff,
+        start_timeout: args.node_start_timeout,
         ..CoreConfig::default()
     };
     config.store_url = args.store_url;

@@ -190,3 +190,57 @@ fn a_command_pool_adds_and_removes_nodes_with_the_users_scripts() {
         wait_until(MINUTE, "every agent to stop", || !alive(pid));
     }
 }
+
+#[test]
+fn nodes_that_never_register_are_given_up_on_and_the_pool_backs_off() {
+    let c = Cluster::start(&["--node-start-timeout", "1s"]);
+    let calls = c.dir.path().join("calls");
+    let add = format!("echo started >> {}", calls.display());
+    c.json(&[
+        "pool",
+        "create",
+        "ghosts",
+        "--provider",
+        "command",
+        "--nodes",
+        "1",
+        "--slots-per-node",
+        "1",
+        "--add-command",
+        &add,
+        "--remove-command",
+        "true",
+    ]);
+    wait_until(MINUTE, "the start timeout to show on the pool", || {
+        c.json(&["pool", "show", "ghosts"])["last_error"].as_str().is_some_and(|e| e.contains("did not register"))
+    });
+    let nodes = c.json(&["node", "list", "--pool", "ghosts"]);
+    assert!(
+        nodes.as_array().unwrap().iter().any(|n| n["state"] == "removed" && n["reason"] == "start_timeout"),
+        "{nodes}"
+    );
+    assert!(std::fs::read_to_string(&calls).unwrap().lines().count() >= 1);
+
+    // An add command that fails at once is retried with a doubling backoff, not at
+    // every tick (which would be 16 tries in 4 s).
+    let failing = c.dir.path().join("failing");
+    let add = format!("echo tried >> {}; exit 1", failing.display());
+    c.json(&[
+        "pool",
+        "create",
+        "flaky",
+        "--provider",
+        "command",
+        "--nodes",
+        "1",
+        "--slots-per-node",
+        "1",
+        "--add-command",
+        &add,
+        "--remove-command",
+        "true",
+    ]);
+    std::thread::sleep(Duration::from_secs(4));
+    let tries = std::fs::read_to_string(&failing).unwrap().lines().count();
+    assert!((2..=7).contains(&tries), "{tries} tries in 4 s");
+}
