@@ -47,10 +47,18 @@ fn valid<T, U>(node: &NodeId, what: &str, items: Vec<T>, f: impl Fn(T) -> Result
 impl Agent for AgentApi {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         let reg = convert::registration(req.into_inner())?;
-        let id = self.shared.call(move |core, now, out| core.register_node(now, reg, out)).await??;
+        let (id, start_task) = self
+            .shared
+            .call(move |core, now, out| {
+                let id = core.register_node(now, reg, out)?;
+                let pool = core.nodes.get(&id).and_then(|n| core.pools.get(&n.record.pool));
+                Ok::<_, crate::error::Error>((id, pool.and_then(|p| p.spec.start_task.clone())))
+            })
+            .await??;
         let config = &self.shared.core_config;
         Ok(Response::new(pb::RegisterResponse {
             node_id: id.to_string(),
+            start_task: start_task.unwrap_or_default(),
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
             heartbeat_timeout_ms: config.heartbeat_timeout.as_millis() as u64,
         }))
@@ -69,6 +77,7 @@ impl Agent for AgentApi {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let hello = Hello {
+            start_task_running: hello.start_task_running,
             running: valid(&node, "running task", hello.running, |r| convert::attempt_ref(Some(r))),
             finished: valid(&node, "task result", hello.finished, convert::task_result),
             logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),
@@ -80,6 +89,9 @@ impl Agent for AgentApi {
                 match inbound.message().await {
                     Ok(Some(msg)) => {
                         let update = AgentUpdate {
+                            start_task_done: msg
+                                .start_task_done
+                                .map(|d| (d.ok, d.message.chars().take(4096).collect())),
                             heartbeat: msg.heartbeat.map(|h| (h.cpu_percent, h.memory_used_bytes)),
                             logs: valid(&node, "log chunk", msg.logs, convert::log_chunk),
                             finished: valid(&node, "task result", msg.finished, convert::task_result),

@@ -70,6 +70,10 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         autoscale: spec.autoscale.map(autoscale).transpose()?,
         removal: word("removal_policy", &spec.removal_policy, RemovalPolicy::TaskCompletion)?,
         commands,
+        start_task: {
+            text("start_task", &spec.start_task, MAX_ARG)?;
+            Some(spec.start_task).filter(|t| !t.trim().is_empty())
+        },
     })
 }
 
@@ -386,6 +390,7 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
             fill: pool.spec.fill.to_string(),
             autoscale: pool.spec.autoscale.as_ref().map(autoscale_to_pb),
             removal_policy: pool.spec.removal.to_string(),
+            start_task: pool.spec.start_task.clone().unwrap_or_default(),
             commands: pool.spec.commands.as_ref().map(|c| pb::ProviderCommands {
                 add: c.add.clone(),
                 remove: c.remove.clone(),

@@ -199,6 +199,8 @@ named_enum!(
         CoordinatorShutdown = "coordinator_shutdown",
         /// A user removed it (`corral node remove`).
         Removed = "removed",
+        /// Its pool's start task failed on it: it takes no work.
+        StartTaskFailed = "start_task_failed",
     }
 );
 
@@ -310,6 +312,8 @@ pub struct PoolSpec {
     pub removal: RemovalPolicy,
     /// The add and remove commands of a `command` pool.
     pub commands: Option<ProviderCommands>,
+    /// Run on every node as it joins, before it takes work.
+    pub start_task: Option<String>,
 }
 
 /// How a `command` pool adds and removes nodes.

@@ -91,6 +91,7 @@ pub enum Event {
 
 /// The opening message of an agent stream, validated.
 pub struct Hello {
+    pub start_task_running: bool,
     pub running: Vec<AttemptRef>,
     pub finished: Vec<TaskResult>,
     pub logs: Vec<LogChunk>,
@@ -98,6 +99,8 @@ pub struct Hello {
 
 /// One later message of an agent stream, validated.
 pub struct AgentUpdate {
+    /// The start task ended: whether it succeeded, and what it said.
+    pub start_task_done: Option<(bool, String)>,
     pub heartbeat: Option<(f32, u64)>,
     pub logs: Vec<LogChunk>,
     pub finished: Vec<TaskResult>,
@@ -280,7 +283,7 @@ fn handle(
         Event::Call(call) => then.push(call(core, now, out)),
         Event::Connected { node, conn, hello, tx } => {
             core.on_logs(hello.logs, out);
-            match core.on_hello(now, &node, hello.running, hello.finished, out) {
+            match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
                 Ok(()) => {
                     tracing::info!(node_id = %node, "agent connected");
                     conns.insert(node, (conn, tx));
@@ -303,6 +306,9 @@ fn handle(
             }
             if let Some((cpu, mem)) = update.heartbeat {
                 core.on_heartbeat(&node, cpu, mem);
+            }
+            if let Some((ok, message)) = update.start_task_done {
+                core.on_start_task_done(&node, ok, &message, out);
             }
             core.on_logs(update.logs, out);
             if !update.finished.is_empty() {

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS pools (
     autoscale TEXT,
     removal TEXT,
     commands TEXT,
+    start_task TEXT,
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scale_log (
@@ -157,7 +158,7 @@ impl Store {
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         let mut stmt = self.conn.prepare(
-            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands FROM pools",
+            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task FROM pools",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -170,10 +171,12 @@ impl Store {
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, Option<String>>(7)?,
                 r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?;
         for row in rows {
-            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale, removal, commands) = row?;
+            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale, removal, commands, start_task) =
+                row?;
             let commands = match commands {
                 Some(json) => Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?),
                 None => None,
@@ -195,6 +198,7 @@ impl Store {
                     .map_err(corrupt)?
                     .unwrap_or(RemovalPolicy::TaskCompletion),
                 commands,
+                start_task,
             };
             snap.pools.push((spec, created));
         }
@@ -359,7 +363,7 @@ impl Store {
             match op {
                 StoreOp::PutPool { spec, created_at_ms } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )?
                     .execute(params![
                         spec.name.as_str(),
@@ -376,7 +380,8 @@ impl Store {
                         match &spec.commands {
                             Some(c) => Some(serde_json::to_string(c).map_err(|e| corrupt(e.to_string()))?),
                             None => None,
-                        }
+                        },
+                        spec.start_task
                     ])?;
                 }
                 StoreOp::DeletePool(name) => {

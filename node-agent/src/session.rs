@@ -81,6 +81,9 @@ struct Agent {
     /// Results sent (or to send) and not yet acknowledged as durable.
     unacked: HashMap<Key, Unacked>,
     stream_generation: Arc<AtomicU64>,
+    /// The pool's start task for this registration, and where it stands.
+    start_task: StartTask,
+    start_done: Option<oneshot::Receiver<(bool, String)>>,
     objects: crate::objects::Client,
     events: mpsc::UnboundedSender<RunnerEvent>,
     sys: sysinfo::System,
@@ -127,6 +130,8 @@ pub async fn run(
         queue: VecDeque::new(),
         unacked: HashMap::new(),
         stream_generation: Arc::new(AtomicU64::new(0)),
+        start_task: StartTask::None,
+        start_done: None,
         objects,
         events: events_tx,
         sys,
@@ -177,6 +182,68 @@ pub async fn run(
     Ok(())
 }
 
+/// Where the pool's start task stands for this registration.
+enum StartTask {
+    None,
+    Pending(String),
+    Running,
+    Done,
+}
+
+/// How long a start task may run.
+const START_TASK_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Runs the start task (`sh -c`) in its own directory; the answer is whether it
+/// succeeded and, if not, why.
+fn run_start_task(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, String)> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let dir = ctx.tasks_dir.join("start-task");
+        let result = async {
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .current_dir(&dir)
+                .env("CORRAL_NODE_ID", &ctx.node_id)
+                .env("CORRAL_POOL", &ctx.pool)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot run the start task: {e}"))?;
+            let output = tokio::time::timeout(START_TASK_TIMEOUT, child.wait_with_output())
+                .await
+                .map_err(|_| format!("the start task ran longer than {START_TASK_TIMEOUT:?}"))?
+                .map_err(|e| format!("the start task: {e}"))?;
+            if output.status.success() {
+                return Ok(());
+            }
+            let said = String::from_utf8_lossy(if output.stderr.is_empty() { &output.stdout } else { &output.stderr })
+                .trim()
+                .chars()
+                .take(1000)
+                .collect::<String>();
+            Err(format!("{} ({said})", output.status))
+        }
+        .await;
+        let _ = tx.send(match result {
+            Ok(()) => (true, String::new()),
+            Err(why) => (false, why),
+        });
+    });
+    rx
+}
+
+/// The start task's result, when there is one to wait for.
+async fn start_task_result(done: &mut Option<oneshot::Receiver<(bool, String)>>) -> (bool, String) {
+    match done {
+        Some(rx) => rx.await.unwrap_or((false, "the start task was lost".into())),
+        None => std::future::pending().await,
+    }
+}
+
 enum RegisterError {
     Fatal(Error),
     Retry(String),
@@ -208,6 +275,11 @@ impl Agent {
                     Duration::from_millis(resp.heartbeat_timeout_ms)
                 );
                 self.node_id = Some(resp.node_id);
+                self.start_task = if resp.start_task.trim().is_empty() {
+                    StartTask::None
+                } else {
+                    StartTask::Pending(resp.start_task)
+                };
                 Ok(())
             }
             Err(status) => match status.code() {
@@ -242,8 +314,12 @@ impl Agent {
             .chain(self.queue.iter().map(|(_, t)| *t))
             .chain(self.unacked.keys().map(|k| task_ref(*k)))
             .collect();
-        let hello =
-            pb::Hello { node_id: self.node_id.clone().unwrap_or_default(), running: held, ..Default::default() };
+        let hello = pb::Hello {
+            node_id: self.node_id.clone().unwrap_or_default(),
+            running: held,
+            start_task_running: matches!(self.start_task, StartTask::Pending(_) | StartTask::Running),
+            ..Default::default()
+        };
         pb::AgentMessage { hello: Some(hello), ..Default::default() }
     }
 
@@ -283,6 +359,10 @@ impl Agent {
         if !self.unacked.is_empty() && !self.resend_unacked(&out) {
             return End::Disconnected { established: true };
         }
+        if let StartTask::Pending(script) = &self.start_task {
+            self.start_done = Some(run_start_task(script.clone(), self.context()));
+            self.start_task = StartTask::Running;
+        }
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
         loop {
             tokio::select! {
@@ -310,6 +390,18 @@ impl Agent {
                     self.sys.refresh_memory();
                     let beat = pb::Heartbeat { cpu_percent: self.sys.global_cpu_usage(), memory_used_bytes: self.sys.used_memory() };
                     if out.send(pb::AgentMessage { heartbeat: Some(beat), ..Default::default() }).is_err() {
+                        return End::Disconnected { established: true };
+                    }
+                }
+                done = start_task_result(&mut self.start_done) => {
+                    self.start_done = None;
+                    self.start_task = StartTask::Done;
+                    let (ok, message) = done;
+                    if !ok {
+                        tracing::error!(%message, "the pool's start task failed; this node will take no work");
+                    }
+                    let done = pb::StartTaskDone { ok, message };
+                    if out.send(pb::AgentMessage { start_task_done: Some(done), ..Default::default() }).is_err() {
                         return End::Disconnected { established: true };
                     }
                 }

@@ -144,6 +144,7 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
                     pb::TaskResult { task: Some(good_ref), outcome: "succeeded".into(), ..Default::default() },
                 ],
                 logs: vec![pb::LogChunk { task: Some(good_ref), offset: u64::MAX, data: vec![1; 10], stderr: false }],
+                start_task_running: false,
             }),
             ..Default::default()
         };

@@ -244,3 +244,51 @@ fn nodes_that_never_register_are_given_up_on_and_the_pool_backs_off() {
     let tries = std::fs::read_to_string(&failing).unwrap().lines().count();
     assert!((2..=7).contains(&tries), "{tries} tries in 4 s");
 }
+
+#[test]
+fn a_start_task_runs_before_any_work_and_a_failing_one_keeps_the_node_idle() {
+    let c = Cluster::start(&["--agent-bin", bin("corral-agent").to_str().unwrap()]);
+    let marker = c.dir.path().join("prepared");
+    let prepare = format!("sleep 1; touch {}-$CORRAL_NODE_ID", marker.display());
+    c.json(&[
+        "pool",
+        "create",
+        "prep",
+        "--provider",
+        "local",
+        "--nodes",
+        "2",
+        "--slots-per-node",
+        "1",
+        "--start-task",
+        &prepare,
+    ]);
+    // Every task checks that its node's start task has finished.
+    let check = format!("test -f {}-$CORRAL_NODE_ID", marker.display());
+    let job = c.submit(&["--pool", "prep", "--array", "1-6"], &["sh", "-c", &check]);
+    let done = c.wait_job(job, MINUTE);
+    assert_eq!(done["state"], "completed", "a task ran before its node was prepared: {done}");
+
+    c.json(&[
+        "pool",
+        "create",
+        "broken",
+        "--provider",
+        "local",
+        "--nodes",
+        "1",
+        "--slots-per-node",
+        "1",
+        "--start-task",
+        "echo no GPU driver >&2; exit 3",
+    ]);
+    wait_until(MINUTE, "the start task to fail", || {
+        c.json(&["pool", "show", "broken"])["last_error"].as_str().is_some_and(|e| e.contains("no GPU driver"))
+    });
+    let nodes = c.json(&["node", "list", "--pool", "broken"]);
+    assert_eq!(nodes[0]["state"], "draining", "{nodes}");
+    assert_eq!(nodes[0]["reason"], "start_task_failed");
+    let stuck = c.submit(&["--pool", "broken"], &["true"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.job(stuck)["counts"]["ready"], 1, "an unusable node takes no work");
+}

@@ -33,6 +33,10 @@ pub enum PoolCommand {
         /// Command pools: removes the node $CORRAL_NODE_IDS (agent pid $CORRAL_NODE_PIDS).
         #[arg(long, requires = "add_command")]
         remove_command: Option<String>,
+        /// Run with `sh -c` on every node as it joins, before it takes work; a node on
+        /// which it fails takes no work.
+        #[arg(long)]
+        start_task: Option<String>,
         /// Command pools: kill a command that runs longer than this.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         command_timeout: std::time::Duration,
@@ -143,6 +147,7 @@ pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
         "target_nodes": spec.target_nodes,
         "fill": spec.fill,
         "removal_policy": spec.removal_policy,
+        "start_task": (!spec.start_task.is_empty()).then_some(&spec.start_task),
         "nodes": p.nodes_by_state,
         "slots_total": p.slots_total,
         "slots_used": p.slots_used,
@@ -179,6 +184,7 @@ fn print_pool(ctx: &Context, p: &pb::Pool) {
         ("slots per node", spec.slots_per_node.to_string()),
         ("fill", spec.fill.clone()),
         ("removal policy", spec.removal_policy.clone()),
+        ("start task", if spec.start_task.is_empty() { "-".into() } else { spec.start_task.clone() }),
     ];
     if spec.provider == "local" {
         rows.push(("target nodes", spec.target_nodes.to_string()));
@@ -227,6 +233,7 @@ impl PoolCommand {
                 add_command,
                 remove_command,
                 command_timeout,
+                start_task,
             } => {
                 if provider != "static" && nodes.is_none() && !autoscale.autoscale {
                     anyhow::bail!(
@@ -253,6 +260,7 @@ impl PoolCommand {
                     autoscale: auto,
                     removal_policy,
                     commands,
+                    start_task: start_task.unwrap_or_default(),
                 };
                 let pool = client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
                 print_pool(ctx, &pool);

@@ -54,6 +54,7 @@ pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u
         autoscale: None,
         removal_policy: String::new(),
         commands: None,
+        start_task: String::new(),
     };
     client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
     Ok(())

@@ -290,6 +290,8 @@ pub struct Node {
     pub memory_used_bytes: u64,
     /// Since when it has had no task (meaningful while it has none).
     pub idle_since: Instant,
+    /// False while its pool's start task runs on it: no work until it succeeds.
+    pub usable: bool,
 }
 
 impl Node {
@@ -562,6 +564,7 @@ fn new_node(record: NodeRecord, now: Instant) -> Node {
         cpu_percent: 0.0,
         memory_used_bytes: 0,
         idle_since: now,
+        usable: true,
     }
 }
 

@@ -85,6 +85,7 @@ impl Core {
         id: &NodeId,
         running: Vec<AttemptRef>,
         finished: Vec<TaskResult>,
+        start_task_running: bool,
         out: &mut Outbox,
     ) -> Result<(), MustReregister> {
         let node = match self.nodes.get_mut(id) {
@@ -96,6 +97,7 @@ impl Core {
         };
         node.connected = true;
         node.last_seen = now;
+        node.usable = !start_task_running;
         self.on_task_results(now, id, finished, out);
         let reported: BTreeSet<TaskKey> = running.iter().map(|a| a.task).collect();
         for attempt in running {
@@ -268,5 +270,27 @@ impl Core {
         self.release_delayed(now);
         self.autoscale(now, out);
         self.reconcile_local_pools(now, out);
+    }
+}
+
+impl Core {
+    /// The pool's start task ended on a node: it takes work now, or, if the task
+    /// failed, never (it is drained and the pool says why).
+    pub fn on_start_task_done(&mut self, id: &NodeId, ok: bool, message: &str, out: &mut Outbox) {
+        let Some(node) = self.nodes.get_mut(id) else { return };
+        if ok {
+            node.usable = true;
+            return;
+        }
+        let pool = node.record.pool.clone();
+        if node.status() == NodeStatus::Up {
+            node.record.status = NodeStatus::Draining;
+            node.record.reason = Some(NodeReason::StartTaskFailed);
+            self.put_node(id, out);
+        }
+        tracing::warn!(node_id = %id, pool = %pool, message, "the start task failed; the node takes no work");
+        if let Some(pool) = self.pools.get_mut(&pool) {
+            pool.last_error = Some(format!("the start task failed on {id}: {message}"));
+        }
     }
 }

@@ -44,7 +44,7 @@ impl Core {
             .nodes
             .iter()
             .filter_map(|id| self.nodes.get(id))
-            .filter(|n| n.status() == NodeStatus::Up && n.connected)
+            .filter(|n| n.status() == NodeStatus::Up && n.connected && n.usable)
             .map(|n| {
                 let capacity = if prefetch { (1 + PREFETCH_PER_SLOT) * n.record.slots } else { n.record.slots };
                 (capacity.saturating_sub(n.slots_used), n.record.id.clone())

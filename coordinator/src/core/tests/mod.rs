@@ -33,6 +33,7 @@ fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec
         autoscale: None,
         removal: RemovalPolicy::TaskCompletion,
         commands: None,
+        start_task: None,
     }
 }
 
@@ -107,7 +108,7 @@ impl Env {
             launch_id,
         };
         let id = self.core.register_node(self.now, reg, &mut self.out).unwrap();
-        self.core.on_hello(self.now, &id, vec![], vec![], &mut self.out).unwrap();
+        self.core.on_hello(self.now, &id, vec![], vec![], false, &mut self.out).unwrap();
         self.check();
         id
     }

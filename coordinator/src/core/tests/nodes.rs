@@ -108,7 +108,7 @@ fn hello_reconciles_what_the_agent_runs() {
     let stale = AttemptRef { task: TaskKey { job, index: 0 }, attempt: 9 };
     let done = result(a0, Outcome::Succeeded, 0);
     env.take();
-    env.core.on_hello(env.now, &n, vec![stale], vec![done], &mut env.out).unwrap();
+    env.core.on_hello(env.now, &n, vec![stale], vec![done], false, &mut env.out).unwrap();
     env.check();
     let out = env.take();
     assert!(out.agents.contains(&(n.clone(), ToAgent::Kill(stale))));
@@ -125,10 +125,10 @@ fn a_lost_node_must_register_again() {
     let n = env.node(1);
     env.advance(ms(5001));
     env.tick();
-    let err = env.core.on_hello(env.now, &n, vec![], vec![], &mut env.out).unwrap_err();
+    let err = env.core.on_hello(env.now, &n, vec![], vec![], false, &mut env.out).unwrap_err();
     assert!(err.0.contains("lost"), "{err:?}");
     let unknown = NodeId::from_seq(99);
-    assert!(env.core.on_hello(env.now, &unknown, vec![], vec![], &mut env.out).is_err());
+    assert!(env.core.on_hello(env.now, &unknown, vec![], vec![], false, &mut env.out).is_err());
 }
 
 #[test]
@@ -143,4 +143,34 @@ fn drained_nodes_take_no_new_work() {
     env.report(&n, placed[0].1, Outcome::Succeeded);
     assert!(env.schedule().is_empty());
     assert_eq!(env.core.nodes[&n].state(), NodeState::Draining);
+}
+
+#[test]
+fn a_node_takes_work_only_after_its_start_task_succeeded() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let reg = Registration {
+        pool: PoolName::parse("pool", "p").unwrap(),
+        hostname: "h".into(),
+        slots: 1,
+        cpus: 1,
+        memory_bytes: 0,
+        pid: 0,
+        launch_id: None,
+    };
+    let ok = env.core.register_node(env.now, reg.clone(), &mut env.out).unwrap();
+    env.core.on_hello(env.now, &ok, vec![], vec![], true, &mut env.out).unwrap();
+    let bad = env.core.register_node(env.now, reg, &mut env.out).unwrap();
+    env.core.on_hello(env.now, &bad, vec![], vec![], true, &mut env.out).unwrap();
+    env.submit(2, 0, 0);
+    assert!(env.schedule().is_empty(), "no work while start tasks run");
+    env.core.on_start_task_done(&bad, false, "exit status: 3 (no driver)", &mut env.out);
+    env.core.on_start_task_done(&ok, true, "", &mut env.out);
+    env.check();
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].0, ok);
+    assert_eq!(env.core.nodes[&bad].state(), NodeState::Draining);
+    assert_eq!(env.core.nodes[&bad].record.reason, Some(NodeReason::StartTaskFailed));
+    let name = PoolName::parse("name", "p").unwrap();
+    assert!(env.core.pools[&name].last_error.as_deref().is_some_and(|e| e.contains("no driver")));
 }

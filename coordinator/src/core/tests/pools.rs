@@ -115,10 +115,24 @@ fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
     core.sanity_check();
     assert!(core.nodes[&a].remove_when_idle());
     let mut out = Outbox::default();
-    core.on_hello(env.now, &a, placed.iter().filter(|(n, _)| *n == a).map(|(_, at)| *at).collect(), vec![], &mut out)
-        .unwrap();
-    core.on_hello(env.now, &b, placed.iter().filter(|(n, _)| *n == b).map(|(_, at)| *at).collect(), vec![], &mut out)
-        .unwrap();
+    core.on_hello(
+        env.now,
+        &a,
+        placed.iter().filter(|(n, _)| *n == a).map(|(_, at)| *at).collect(),
+        vec![],
+        false,
+        &mut out,
+    )
+    .unwrap();
+    core.on_hello(
+        env.now,
+        &b,
+        placed.iter().filter(|(n, _)| *n == b).map(|(_, at)| *at).collect(),
+        vec![],
+        false,
+        &mut out,
+    )
+    .unwrap();
     for (node, attempt) in &placed {
         core.on_task_results(env.now, node, vec![result(*attempt, Outcome::Succeeded, 0)], &mut out);
     }
