@@ -51,7 +51,6 @@ impl Core {
 
     /// Cancels every unfinished task of a job and kills the running ones.
     pub fn cancel_job(&mut self, now: Instant, id: JobId, out: &mut Outbox) -> Result<()> {
-        let now_ms = self.wall_ms(now);
         let job = self.jobs.get_mut(&id).ok_or_else(|| Error::not_found("job", id))?;
         if job.state != JobState::Active {
             return Ok(());
@@ -70,20 +69,10 @@ impl Core {
         }
         let running: Vec<TaskKey> = self.running.keys().filter(|k| k.job == id).copied().collect();
         for key in running {
-            let Some(run) = self.take_running(now, key) else { continue };
-            let attempt = AttemptRef { task: key, attempt: run.attempt };
-            out.store.push(StoreOp::EndAttempt {
-                attempt,
-                started_at_ms: None,
-                outcome: Outcome::Cancelled,
-                exit_code: None,
-                signal: None,
-                message: "job cancelled".into(),
-                ended_at_ms: now_ms,
-            });
-            out.agents.push((run.node, ToAgent::Kill(attempt)));
-            self.set_task_state(key, TaskState::Cancelled);
-            self.put_task(key, out);
+            if self.kill_attempt(now, key, "job cancelled", out) {
+                self.set_task_state(key, TaskState::Cancelled);
+                self.put_task(key, out);
+            }
         }
         // Waiting tasks (none in v1 jobs) would be cancelled the same way as queued.
         if let Some(job) = self.jobs.get(&id) {
@@ -261,6 +250,24 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Ends a running attempt as cancelled, with `why`, and tells its node to kill
+    /// it. The task's own state is the caller's to set. False if it was not running.
+    pub(super) fn kill_attempt(&mut self, now: Instant, key: TaskKey, why: &str, out: &mut Outbox) -> bool {
+        let Some(run) = self.take_running(now, key) else { return false };
+        let attempt = AttemptRef { task: key, attempt: run.attempt };
+        out.store.push(StoreOp::EndAttempt {
+            attempt,
+            started_at_ms: None,
+            outcome: Outcome::Cancelled,
+            exit_code: None,
+            signal: None,
+            message: why.to_string(),
+            ended_at_ms: self.wall_ms(now),
+        });
+        out.agents.push((run.node, ToAgent::Kill(attempt)));
+        true
     }
 
     /// Removes a task from the running map and its node; returns where it ran.

@@ -241,21 +241,11 @@ impl Core {
             RemovalPolicy::Requeue => self.retire_node(now, id, NodeStatus::Removed, reason, out),
             RemovalPolicy::Terminate => {
                 let tasks: Vec<TaskKey> = node.running.iter().copied().collect();
-                let now_ms = self.wall_ms(now);
+                let why = format!("killed: node {id} was removed with the terminate policy");
                 for key in tasks {
-                    let Some(run) = self.take_running(now, key) else { continue };
-                    let attempt = AttemptRef { task: key, attempt: run.attempt };
-                    out.store.push(StoreOp::EndAttempt {
-                        attempt,
-                        started_at_ms: None,
-                        outcome: Outcome::Cancelled,
-                        exit_code: None,
-                        signal: None,
-                        message: format!("killed: node {id} was removed with the terminate policy"),
-                        ended_at_ms: now_ms,
-                    });
-                    out.agents.push((id.clone(), ToAgent::Kill(attempt)));
-                    self.fail_task(now, key, out);
+                    if self.kill_attempt(now, key, &why, out) {
+                        self.fail_task(now, key, out);
+                    }
                 }
                 self.retire_node(now, id, NodeStatus::Removed, reason, out);
             }
