@@ -292,3 +292,25 @@ fn a_start_task_runs_before_any_work_and_a_failing_one_keeps_the_node_idle() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(c.job(stuck)["counts"]["ready"], 1, "an unusable node takes no work");
 }
+
+#[test]
+fn shrinking_a_busy_pool_with_task_completion_loses_no_task() {
+    let c = Cluster::start(&["--agent-bin", bin("corral-agent").to_str().unwrap()]);
+    c.json(&["pool", "create", "busy", "--provider", "local", "--nodes", "3", "--slots-per-node", "1"]);
+    c.wait_nodes("busy", "idle", 3);
+    let job = c.submit(&["--pool", "busy", "--array", "1-6"], &["sleep", "1"]);
+    wait_until(MINUTE, "three running tasks", || c.job(job)["counts"]["running"] == 3);
+    c.json(&["pool", "resize", "busy", "--nodes", "1"]);
+    let draining = c.nodes_in("busy", "draining");
+    assert_eq!(draining.len(), 2, "busy nodes drain instead of dying");
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    let attempts = c.assert_each_succeeded_once(job);
+    assert!(attempts.iter().all(|(_, a)| a.len() == 1), "no task was interrupted by the scale-down: {attempts:?}");
+    wait_until(MINUTE, "the drained nodes to go", || {
+        let nodes = c.json(&["node", "list", "--pool", "busy"]);
+        draining
+            .iter()
+            .all(|id| nodes.as_array().unwrap().iter().any(|n| n["id"] == id.as_str() && n["state"] == "removed"))
+    });
+    assert_eq!(live_pids(&c, "busy").len(), 1);
+}
