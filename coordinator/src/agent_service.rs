@@ -78,6 +78,7 @@ impl Agent for AgentApi {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let hello = Hello {
             start_task_running: hello.start_task_running,
+            start_task_failed: Some(hello.start_task_failed).filter(|f| !f.is_empty()),
             running: valid(&node, "running task", hello.running, |r| convert::attempt_ref(Some(r))),
             finished: valid(&node, "task result", hello.finished, convert::task_result),
             logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),

@@ -92,6 +92,7 @@ pub enum Event {
 /// The opening message of an agent stream, validated.
 pub struct Hello {
     pub start_task_running: bool,
+    pub start_task_failed: Option<String>,
     pub running: Vec<AttemptRef>,
     pub finished: Vec<TaskResult>,
     pub logs: Vec<LogChunk>,
@@ -285,6 +286,9 @@ fn handle(
             core.on_logs(hello.logs, out);
             match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
                 Ok(()) => {
+                    if let Some(why) = &hello.start_task_failed {
+                        core.on_start_task_done(now, &node, false, why, out);
+                    }
                     tracing::info!(node_id = %node, "agent connected");
                     conns.insert(node, (conn, tx));
                 }
@@ -308,7 +312,7 @@ fn handle(
                 core.on_heartbeat(&node, cpu, mem);
             }
             if let Some((ok, message)) = update.start_task_done {
-                core.on_start_task_done(&node, ok, &message, out);
+                core.on_start_task_done(now, &node, ok, &message, out);
             }
             core.on_logs(update.logs, out);
             if !update.finished.is_empty() {

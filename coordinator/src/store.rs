@@ -386,6 +386,7 @@ impl Store {
                 }
                 StoreOp::DeletePool(name) => {
                     tx.prepare_cached("DELETE FROM pools WHERE name = ?1")?.execute([name.as_str()])?;
+                    tx.prepare_cached("DELETE FROM scale_log WHERE pool = ?1")?.execute([name.as_str()])?;
                 }
                 StoreOp::PutNode(n) => {
                     tx.prepare_cached(
@@ -461,6 +462,11 @@ impl Store {
                         record.to,
                         record.reason
                     ])?;
+                    // Keep the last 100 per pool.
+                    tx.prepare_cached(
+                        "DELETE FROM scale_log WHERE pool = ?1 AND rowid NOT IN (SELECT rowid FROM scale_log WHERE pool = ?1 ORDER BY rowid DESC LIMIT 100)",
+                    )?
+                    .execute([pool.as_str()])?;
                 }
                 StoreOp::CloseJob(job) => {
                     tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;

@@ -188,6 +188,8 @@ enum StartTask {
     Pending(String),
     Running,
     Done,
+    /// Failed, and why: said again in every hello.
+    Failed(String),
 }
 
 /// How long a start task may run.
@@ -280,6 +282,8 @@ impl Agent {
                 } else {
                     StartTask::Pending(resp.start_task)
                 };
+                // A start task of an earlier registration is not this node's.
+                self.start_done = None;
                 Ok(())
             }
             Err(status) => match status.code() {
@@ -318,6 +322,10 @@ impl Agent {
             node_id: self.node_id.clone().unwrap_or_default(),
             running: held,
             start_task_running: matches!(self.start_task, StartTask::Pending(_) | StartTask::Running),
+            start_task_failed: match &self.start_task {
+                StartTask::Failed(why) => why.clone(),
+                _ => String::new(),
+            },
             ..Default::default()
         };
         pb::AgentMessage { hello: Some(hello), ..Default::default() }
@@ -395,8 +403,8 @@ impl Agent {
                 }
                 done = start_task_result(&mut self.start_done) => {
                     self.start_done = None;
-                    self.start_task = StartTask::Done;
                     let (ok, message) = done;
+                    self.start_task = if ok { StartTask::Done } else { StartTask::Failed(message.clone()) };
                     if !ok {
                         tracing::error!(%message, "the pool's start task failed; this node will take no work");
                     }

@@ -145,6 +145,7 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
                 ],
                 logs: vec![pb::LogChunk { task: Some(good_ref), offset: u64::MAX, data: vec![1; 10], stderr: false }],
                 start_task_running: false,
+                start_task_failed: String::new(),
             }),
             ..Default::default()
         };

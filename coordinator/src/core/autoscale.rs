@@ -118,17 +118,18 @@ impl Core {
             }
         }
         let (mut up, mut starting, mut idle) = (0, 0, Vec::new());
-        for node in pool.nodes.iter().filter_map(|id| self.nodes.get(id)) {
+        // The same nodes the reconciler counts; work finishing on nodes that are on
+        // their way out is no reason to order more.
+        for node in pool.nodes.iter().filter_map(|id| self.nodes.get(id)).filter(|n| n.counts_toward_size()) {
             needed_slots += u64::from(node.slots_used);
             match node.status() {
                 NodeStatus::Starting => starting += 1,
-                NodeStatus::Up => {
+                _ => {
                     up += 1;
-                    if node.running.is_empty() {
+                    if node.status() == NodeStatus::Up && node.usable && node.running.is_empty() {
                         idle.push((node.record.id.clone(), now.saturating_duration_since(node.idle_since)));
                     }
                 }
-                _ => {}
             }
         }
         Snapshot {
@@ -153,6 +154,8 @@ impl Core {
             let decision = decide(&auto, &snapshot, now);
             let to = match &decision {
                 Decision::Hold { .. } => continue,
+                // Already ordered (the launch may be backing off): nothing new to record.
+                Decision::Grow { target, .. } if *target == pool.spec.target_nodes => continue,
                 Decision::Grow { target, .. } => *target,
                 Decision::Shrink { target, remove, .. } => {
                     for id in remove {

@@ -318,6 +318,12 @@ impl Node {
             && matches!(self.record.reason, Some(NodeReason::ScaledDown | NodeReason::Removed))
     }
 
+    /// Whether it counts toward its pool's size: live and not on its way out. The
+    /// autoscaler and the reconciler must agree on this, or they fight.
+    pub fn counts_toward_size(&self) -> bool {
+        self.status().is_live() && !self.remove_when_idle()
+    }
+
     pub fn free_slots(&self) -> u32 {
         self.record.slots.saturating_sub(self.slots_used)
     }

@@ -160,7 +160,9 @@ impl Core {
 
     /// The local provider could not start the agent.
     pub fn on_launch_failed(&mut self, now: Instant, id: &NodeId, error: &str, out: &mut Outbox) {
-        let Some(node) = self.nodes.get(id) else { return };
+        // A launch reported failed after its node registered (say, an add command
+        // that timed out holding its agent's output) must not take the node down.
+        let Some(node) = self.nodes.get(id).filter(|n| n.status() == NodeStatus::Starting) else { return };
         let pool_name = node.record.pool.clone();
         self.retire_node(now, id, NodeStatus::Removed, NodeReason::LaunchFailed, out);
         if let Some(pool) = self.pools.get_mut(&pool_name) {
@@ -276,21 +278,35 @@ impl Core {
 impl Core {
     /// The pool's start task ended on a node: it takes work now, or, if the task
     /// failed, never (it is drained and the pool says why).
-    pub fn on_start_task_done(&mut self, id: &NodeId, ok: bool, message: &str, out: &mut Outbox) {
+    pub fn on_start_task_done(&mut self, now: Instant, id: &NodeId, ok: bool, message: &str, out: &mut Outbox) {
         let Some(node) = self.nodes.get_mut(id) else { return };
         if ok {
             node.usable = true;
+            node.idle_since = now;
             return;
         }
-        let pool = node.record.pool.clone();
-        if node.status() == NodeStatus::Up {
-            node.record.status = NodeStatus::Draining;
-            node.record.reason = Some(NodeReason::StartTaskFailed);
-            self.put_node(id, out);
+        node.usable = false;
+        let pool_name = node.record.pool.clone();
+        let error = format!("the start task failed on {id}: {message}");
+        tracing::warn!(node_id = %id, pool = %pool_name, message, "the start task failed; the node takes no work");
+        let provider = self.pools.get(&pool_name).map(|p| p.spec.provider);
+        if provider.is_some_and(|p| p.starts_nodes()) {
+            // A node the coordinator started: replace it, backing off like a failed launch.
+            self.retire_node(now, id, NodeStatus::Removed, NodeReason::StartTaskFailed, out);
+            if let Some(pool) = self.pools.get_mut(&pool_name) {
+                pool.launch_failures += 1;
+                pool.next_launch_at = Some(now + self.config.retry_backoff * 2u32.pow(pool.launch_failures.min(6)));
+            }
+        } else if let Some(node) = self.nodes.get_mut(id) {
+            // An agent that joined by itself: keep it, drained, until someone fixes it.
+            if node.status() == NodeStatus::Up {
+                node.record.status = NodeStatus::Draining;
+                node.record.reason = Some(NodeReason::StartTaskFailed);
+                self.put_node(id, out);
+            }
         }
-        tracing::warn!(node_id = %id, pool = %pool, message, "the start task failed; the node takes no work");
-        if let Some(pool) = self.pools.get_mut(&pool) {
-            pool.last_error = Some(format!("the start task failed on {id}: {message}"));
+        if let Some(pool) = self.pools.get_mut(&pool_name) {
+            pool.last_error = Some(error);
         }
     }
 }

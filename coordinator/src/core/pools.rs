@@ -85,7 +85,8 @@ impl Core {
         for name in names {
             let pool = &self.pools[&name];
             let counted: Vec<&Node> =
-                pool.nodes.iter().filter_map(|id| self.nodes.get(id)).filter(|n| !n.remove_when_idle()).collect();
+                pool.nodes.iter().filter_map(|id| self.nodes.get(id)).filter(|n| n.counts_toward_size()).collect();
+            let autoscaled = pool.spec.autoscale.is_some();
             let have = counted.len() as u32;
             let target = pool.spec.target_nodes;
             if have < target {
@@ -132,7 +133,11 @@ impl Core {
                     .collect();
                 victims.sort();
                 let policy = self.pools[&name].spec.removal;
-                for (_, _, id) in victims.into_iter().take((have - target) as usize) {
+                for (rank, _, id) in victims.into_iter().take((have - target) as usize) {
+                    // The autoscaler removes idle nodes itself; never busy ones here.
+                    if autoscaled && rank == 2 {
+                        break;
+                    }
                     self.take_out(now, &id, policy, NodeReason::ScaledDown, out);
                 }
             }

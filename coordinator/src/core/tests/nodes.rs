@@ -163,8 +163,8 @@ fn a_node_takes_work_only_after_its_start_task_succeeded() {
     env.core.on_hello(env.now, &bad, vec![], vec![], true, &mut env.out).unwrap();
     env.submit(2, 0, 0);
     assert!(env.schedule().is_empty(), "no work while start tasks run");
-    env.core.on_start_task_done(&bad, false, "exit status: 3 (no driver)", &mut env.out);
-    env.core.on_start_task_done(&ok, true, "", &mut env.out);
+    env.core.on_start_task_done(env.now, &bad, false, "exit status: 3 (no driver)", &mut env.out);
+    env.core.on_start_task_done(env.now, &ok, true, "", &mut env.out);
     env.check();
     let placed = env.schedule();
     assert_eq!(placed.len(), 1);

@@ -277,3 +277,51 @@ fn removing_a_busy_node_follows_the_policy() {
         .to_string()
         .contains("already removed"));
 }
+
+#[test]
+fn a_node_whose_start_task_fails_is_replaced_and_the_log_is_not_flooded() {
+    let mut env = Env::new();
+    let auto = Autoscale { min: 1, max: 1, idle_timeout: ms(2000), step: 1, cooldown: ms(0) };
+    let spec = PoolSpec { autoscale: Some(auto), ..pool_spec("p", Provider::Local, 0, Fill::Spread) };
+    env.core.create_pool(env.now, spec, &mut env.out).unwrap();
+    env.tick();
+    let launched = |out: &Outbox| -> Vec<NodeId> {
+        out.provider
+            .iter()
+            .filter_map(|op| match op {
+                ProviderOp::Launch { node, .. } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = launched(&env.take());
+    assert_eq!(first.len(), 1);
+    let node = first[0].clone();
+    let reg = Registration {
+        pool: PoolName::parse("pool", "p").unwrap(),
+        hostname: "h".into(),
+        slots: 2,
+        cpus: 1,
+        memory_bytes: 0,
+        pid: 0,
+        launch_id: Some(node.clone()),
+    };
+    env.core.register_node(env.now, reg, &mut env.out).unwrap();
+    env.core.on_hello(env.now, &node, vec![], vec![], true, &mut env.out).unwrap();
+    env.core.on_start_task_done(env.now, &node, false, "no driver", &mut env.out);
+    env.check();
+    assert_eq!(env.core.nodes[&node].state(), NodeState::Removed);
+    let name = PoolName::parse("name", "p").unwrap();
+    let records = env.core.pools[&name].scale_log.len();
+    // Backing off: a few ticks order nothing and record nothing new.
+    env.take();
+    for _ in 0..3 {
+        env.advance(ms(50));
+        env.tick();
+    }
+    assert!(launched(&env.out).is_empty(), "backing off");
+    assert_eq!(env.core.pools[&name].scale_log.len(), records, "no record per tick");
+    env.advance(ms(2000));
+    env.tick();
+    assert_eq!(launched(&env.out).len(), 1, "then a replacement");
+}
