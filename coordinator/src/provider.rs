@@ -138,6 +138,25 @@ impl LocalProvider {
             Run::Add { .. } => ("add", commands.add.clone()),
             Run::Remove => ("remove", commands.remove.clone()),
         };
+        // Output goes to files kept beside the local agents' logs (the record of each
+        // run), not to pipes: an agent the command leaves running in the background
+        // would hold a pipe open and make the command look like it never ended.
+        let out_path = self.dir.join(format!("{node}.{what}.out"));
+        let files = std::fs::create_dir_all(&self.dir).and_then(|_| {
+            let out = std::fs::File::create(&out_path)?;
+            Ok((out.try_clone()?, out))
+        });
+        let events = self.events.clone();
+        let (stdout, stderr) = match files {
+            Ok(files) => files,
+            Err(e) => {
+                let error = format!("cannot record the {what} command's output in {}: {e}", out_path.display());
+                if let Run::Add { .. } = run {
+                    let _ = events.send(Event::LaunchFailed { node, error });
+                }
+                return;
+            }
+        };
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
             .arg(&script)
@@ -147,33 +166,37 @@ impl LocalProvider {
             .env("CORRAL_NODE_PIDS", pid.to_string())
             .env("CORRAL_COORDINATOR", &self.coordinator_url)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            // Its own group, so that a timeout kills what it started too.
+            .process_group(0)
             .kill_on_drop(true);
         if let Run::Add { slots } = run {
             cmd.env("CORRAL_SLOTS", slots.to_string());
         }
-        let events = self.events.clone();
         tokio::spawn(async move {
+            let said = |path: &std::path::Path| tail(&std::fs::read(path).unwrap_or_default()).unwrap_or_default();
             let outcome = match cmd.spawn() {
-                Ok(child) => match tokio::time::timeout(commands.timeout, child.wait_with_output()).await {
-                    Ok(Ok(output)) if output.status.success() => Ok(output),
-                    Ok(Ok(output)) => Err(format!(
-                        "the {what} command failed ({}): {}",
-                        output.status,
-                        tail(&output.stderr).or_else(|| tail(&output.stdout)).unwrap_or_default()
-                    )),
-                    Ok(Err(e)) => Err(format!("the {what} command: {e}")),
-                    Err(_) => {
-                        Err(format!("the {what} command did not finish within {:?} and was killed", commands.timeout))
+                Ok(mut child) => {
+                    let group = child.id().unwrap_or(0);
+                    match tokio::time::timeout(commands.timeout, child.wait()).await {
+                        Ok(Ok(status)) if status.success() => Ok(()),
+                        Ok(Ok(status)) => Err(format!("the {what} command failed ({status}): {}", said(&out_path))),
+                        Ok(Err(e)) => Err(format!("the {what} command: {e}")),
+                        Err(_) => {
+                            signal_group(group, libc::SIGKILL);
+                            Err(format!(
+                                "the {what} command did not finish within {:?} and was killed",
+                                commands.timeout
+                            ))
+                        }
                     }
-                },
+                }
                 Err(e) => Err(format!("cannot run the {what} command: {e}")),
             };
             match (outcome, run) {
-                (Ok(output), _) => {
-                    let said = tail(&output.stdout).unwrap_or_default();
-                    tracing::info!(node_id = %node, pool = %pool, output = %said, "{what} command succeeded");
+                (Ok(()), _) => {
+                    tracing::info!(node_id = %node, pool = %pool, output = %said(&out_path), "{what} command succeeded");
                 }
                 (Err(error), Run::Add { .. }) => {
                     tracing::warn!(node_id = %node, pool = %pool, %error, "could not add a node");
@@ -211,6 +234,18 @@ fn tail(output: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(output);
     let text = text.trim();
     (!text.is_empty()).then(|| text.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect())
+}
+
+/// Signals a whole process group.
+fn signal_group(pgid: u32, sig: libc::c_int) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        if pgid > 0 {
+            // SAFETY: kill(2) has no memory effects; a gone group yields ESRCH.
+            unsafe {
+                libc::kill(-pgid, sig);
+            }
+        }
+    }
 }
 
 fn signal(pid: u32, sig: libc::c_int) {

@@ -126,9 +126,10 @@ fn a_command_pool_adds_and_removes_nodes_with_the_users_scripts() {
     let d = dir.display();
     let agent = bin("corral-agent");
     // What a user's script for some cloud would do, with local processes: start an
-    // agent for the node it is told to add, and stop the one it is told to remove.
+    // agent for the node it is told to add (left in the background, its output on the
+    // command's own), and stop the one it is told to remove.
     let add = format!(
-        "echo \"$CORRAL_NODE_IDS\" >> {d}/added; nohup {} --coordinator \"$CORRAL_COORDINATOR\" --pool \"$CORRAL_POOL\" --slots \"$CORRAL_SLOTS\" --launch-id \"$CORRAL_NODE_IDS\" --work-dir {d}/\"$CORRAL_NODE_IDS\" > {d}/\"$CORRAL_NODE_IDS\".log 2>&1 & echo $! > {d}/\"$CORRAL_NODE_IDS\".pid",
+        "echo \"$CORRAL_NODE_IDS\" >> {d}/added; {} --coordinator \"$CORRAL_COORDINATOR\" --pool \"$CORRAL_POOL\" --slots \"$CORRAL_SLOTS\" --launch-id \"$CORRAL_NODE_IDS\" --work-dir {d}/\"$CORRAL_NODE_IDS\" & echo $! > {d}/\"$CORRAL_NODE_IDS\".pid",
         agent.display()
     );
     let remove = format!("echo \"$CORRAL_NODE_IDS\" >> {d}/removed; kill $(cat {d}/\"$CORRAL_NODE_IDS\".pid)");
