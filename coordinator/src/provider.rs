@@ -23,6 +23,9 @@ pub struct LocalProvider {
     events: mpsc::UnboundedSender<Event>,
     /// Process ids of the agents this coordinator started.
     children: HashMap<NodeId, u32>,
+    /// Add commands still running, by node: a remove for that node waits for its add,
+    /// so that it cannot finish first and leave the added machine behind.
+    adding: HashMap<NodeId, tokio::task::JoinHandle<()>>,
 }
 
 impl LocalProvider {
@@ -32,7 +35,7 @@ impl LocalProvider {
         dir: PathBuf,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
-        LocalProvider { agent_command, coordinator_url, dir, events, children: HashMap::new() }
+        LocalProvider { agent_command, coordinator_url, dir, events, children: HashMap::new(), adding: HashMap::new() }
     }
 
     /// Carries out orders until the coordinator drops its sender, then waits (a
@@ -46,11 +49,14 @@ impl LocalProvider {
                         self.launch(node, pool, slots, &exited_tx)
                     }
                     Some(ProviderOp::Launch { node, pool, slots, commands: Some(commands) }) => {
-                        self.run_command(Run::Add { slots }, node, pool, 0, commands)
+                        self.adding.retain(|_, add| !add.is_finished());
+                        let add = self.run_command(Run::Add { slots }, node.clone(), pool, 0, commands, None);
+                        self.adding.insert(node, add);
                     }
                     Some(ProviderOp::Stop { node, pid, commands: None, .. }) => self.stop(&node, pid),
                     Some(ProviderOp::Stop { node, pool, pid, commands: Some(commands) }) => {
-                        self.run_command(Run::Remove, node, pool, pid, commands)
+                        let add = self.adding.remove(&node);
+                        self.run_command(Run::Remove, node, pool, pid, commands, add);
                     }
                     None => break,
                 },
@@ -133,7 +139,15 @@ impl LocalProvider {
     /// The `command` provider: runs the pool's add or remove command for one node,
     /// with a timeout, and records how it went. A failed add fails the node's launch
     /// (the pool backs off and shows the error); a failed remove is logged.
-    fn run_command(&self, run: Run, node: NodeId, pool: PoolName, pid: u32, commands: ProviderCommands) {
+    fn run_command(
+        &self,
+        run: Run,
+        node: NodeId,
+        pool: PoolName,
+        pid: u32,
+        commands: ProviderCommands,
+        after: Option<tokio::task::JoinHandle<()>>,
+    ) -> tokio::task::JoinHandle<()> {
         let (what, script) = match run {
             Run::Add { .. } => ("add", commands.add.clone()),
             Run::Remove => ("remove", commands.remove.clone()),
@@ -154,7 +168,7 @@ impl LocalProvider {
                 if let Run::Add { .. } = run {
                     let _ = events.send(Event::LaunchFailed { node, error });
                 }
-                return;
+                return tokio::spawn(async {});
             }
         };
         let mut cmd = tokio::process::Command::new("sh");
@@ -175,6 +189,9 @@ impl LocalProvider {
             cmd.env("CORRAL_SLOTS", slots.to_string());
         }
         tokio::spawn(async move {
+            if let Some(add) = after {
+                let _ = add.await;
+            }
             let said = |path: &std::path::Path| tail(&std::fs::read(path).unwrap_or_default()).unwrap_or_default();
             let outcome = match cmd.spawn() {
                 Ok(mut child) => {
@@ -206,7 +223,7 @@ impl LocalProvider {
                     tracing::warn!(node_id = %node, pool = %pool, %error, "could not remove a node; remove it by hand");
                 }
             }
-        });
+        })
     }
 
     /// Asks an agent to stop (it kills its tasks first). The agent was also told
