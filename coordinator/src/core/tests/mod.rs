@@ -98,6 +98,11 @@ impl Env {
 
     /// Registers an agent (of a local pool, with `launch_id`) and opens its stream.
     fn join(&mut self, slots: u32, launch_id: Option<NodeId>) -> NodeId {
+        self.join_starting(slots, launch_id, false)
+    }
+
+    /// As `join`, saying in the hello whether the pool's start task still runs.
+    fn join_starting(&mut self, slots: u32, launch_id: Option<NodeId>, start_task_running: bool) -> NodeId {
         let reg = Registration {
             pool: PoolName::parse("pool", "p").unwrap(),
             hostname: "h".into(),
@@ -108,7 +113,7 @@ impl Env {
             launch_id,
         };
         let id = self.core.register_node(self.now, reg, &mut self.out).unwrap();
-        self.core.on_hello(self.now, &id, vec![], vec![], false, &mut self.out).unwrap();
+        self.core.on_hello(self.now, &id, vec![], vec![], start_task_running, &mut self.out).unwrap();
         self.check();
         id
     }
@@ -160,4 +165,15 @@ fn result(attempt: AttemptRef, outcome: Outcome, ran_ms: u64) -> TaskResult {
         started_at_ms: 1_000,
         ended_at_ms: 1_000 + ran_ms,
     }
+}
+
+/// The nodes an outbox asks the provider to launch.
+fn launched(out: &Outbox) -> Vec<NodeId> {
+    out.provider
+        .iter()
+        .filter_map(|op| match op {
+            ProviderOp::Launch { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect()
 }

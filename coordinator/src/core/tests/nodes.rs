@@ -148,19 +148,8 @@ fn drained_nodes_take_no_new_work() {
 #[test]
 fn a_node_takes_work_only_after_its_start_task_succeeded() {
     let mut env = Env::with_pool(Fill::Spread);
-    let reg = Registration {
-        pool: PoolName::parse("pool", "p").unwrap(),
-        hostname: "h".into(),
-        slots: 1,
-        cpus: 1,
-        memory_bytes: 0,
-        pid: 0,
-        launch_id: None,
-    };
-    let ok = env.core.register_node(env.now, reg.clone(), &mut env.out).unwrap();
-    env.core.on_hello(env.now, &ok, vec![], vec![], true, &mut env.out).unwrap();
-    let bad = env.core.register_node(env.now, reg, &mut env.out).unwrap();
-    env.core.on_hello(env.now, &bad, vec![], vec![], true, &mut env.out).unwrap();
+    let ok = env.join_starting(1, None, true);
+    let bad = env.join_starting(1, None, true);
     env.submit(2, 0, 0);
     assert!(env.schedule().is_empty(), "no work while start tasks run");
     env.core.on_start_task_done(env.now, &bad, false, "exit status: 3 (no driver)", &mut env.out);

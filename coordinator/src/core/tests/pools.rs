@@ -25,15 +25,7 @@ fn local_pools_launch_replace_and_shrink() {
     let mut env = Env::new();
     env.core.create_pool(env.now, pool_spec("p", Provider::Local, 2, Fill::Spread), &mut env.out).unwrap();
     env.check();
-    let launched: Vec<NodeId> = env
-        .take()
-        .provider
-        .into_iter()
-        .filter_map(|op| match op {
-            ProviderOp::Launch { node, .. } => Some(node),
-            _ => None,
-        })
-        .collect();
+    let launched = launched(&env.take());
     assert_eq!(launched.len(), 2);
     env.tick();
     assert!(env.take().provider.is_empty(), "starting nodes count toward the size");
@@ -42,7 +34,7 @@ fn local_pools_launch_replace_and_shrink() {
     env.join(2, Some(launched[0].clone()));
     env.core.on_node_exited(env.now, &launched[1], &mut env.out);
     env.tick();
-    let replaced = env.take().provider.iter().filter(|op| matches!(op, ProviderOp::Launch { .. })).count();
+    let replaced = super::launched(&env.take()).len();
     assert_eq!(replaced, 1);
 
     // Shrinking to 1 removes the starting node before the registered one.
@@ -87,15 +79,7 @@ fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
     let mut store = crate::store::Store::open(dir.path()).unwrap();
     let mut env = Env::new();
     env.core.create_pool(env.now, pool_spec("p", Provider::Local, 2, Fill::Spread), &mut env.out).unwrap();
-    let launched: Vec<NodeId> = env
-        .out
-        .provider
-        .iter()
-        .filter_map(|op| match op {
-            ProviderOp::Launch { node, .. } => Some(node.clone()),
-            _ => None,
-        })
-        .collect();
+    let launched = launched(&env.out);
     let a = env.join(2, Some(launched[0].clone()));
     let b = env.join(2, Some(launched[1].clone()));
     let job = env.submit(4, 0, 0);
@@ -156,22 +140,10 @@ fn an_autoscaled_pool_follows_its_queue_and_remembers_why() {
 
     let job = env.submit(12, 0, 0);
     env.tick();
-    let launched: Vec<NodeId> = env
-        .out
-        .provider
-        .iter()
-        .filter_map(|op| match op {
-            ProviderOp::Launch { node, .. } => Some(node.clone()),
-            _ => None,
-        })
-        .collect();
+    let launched = launched(&env.out);
     assert_eq!(launched.len(), 3, "12 slots of work on 2-slot nodes, capped at 3");
     env.tick();
-    assert_eq!(
-        env.out.provider.iter().filter(|op| matches!(op, ProviderOp::Launch { .. })).count(),
-        3,
-        "no second order"
-    );
+    assert_eq!(super::launched(&env.out).len(), 3, "no second order");
     let name = PoolName::parse("name", "p").unwrap();
     assert_eq!(env.core.pools[&name].scale_log.len(), 1);
     assert!(env.core.pools[&name].scale_log[0].reason.contains("starting 3"));
@@ -285,29 +257,9 @@ fn a_node_whose_start_task_fails_is_replaced_and_the_log_is_not_flooded() {
     let spec = PoolSpec { autoscale: Some(auto), ..pool_spec("p", Provider::Local, 0, Fill::Spread) };
     env.core.create_pool(env.now, spec, &mut env.out).unwrap();
     env.tick();
-    let launched = |out: &Outbox| -> Vec<NodeId> {
-        out.provider
-            .iter()
-            .filter_map(|op| match op {
-                ProviderOp::Launch { node, .. } => Some(node.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     let first = launched(&env.take());
     assert_eq!(first.len(), 1);
-    let node = first[0].clone();
-    let reg = Registration {
-        pool: PoolName::parse("pool", "p").unwrap(),
-        hostname: "h".into(),
-        slots: 2,
-        cpus: 1,
-        memory_bytes: 0,
-        pid: 0,
-        launch_id: Some(node.clone()),
-    };
-    env.core.register_node(env.now, reg, &mut env.out).unwrap();
-    env.core.on_hello(env.now, &node, vec![], vec![], true, &mut env.out).unwrap();
+    let node = env.join_starting(2, Some(first[0].clone()), true);
     env.core.on_start_task_done(env.now, &node, false, "no driver", &mut env.out);
     env.check();
     assert_eq!(env.core.nodes[&node].state(), NodeState::Removed);
