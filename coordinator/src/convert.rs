@@ -52,6 +52,12 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         (_, Some(_)) => return Err(Invalid::new("commands", "only a command pool has add and remove commands")),
         (_, None) => None,
     };
+    let docker = match (provider, spec.docker) {
+        (Provider::Docker, Some(d)) => Some(docker_spec(d)?),
+        (Provider::Docker, None) => return Err(Invalid::new("docker.image", "a docker pool needs an image (--image)")),
+        (_, Some(_)) => return Err(Invalid::new("docker", "only a docker pool has an image and container limits")),
+        (_, None) => None,
+    };
     if provider.starts_nodes() && spec.target_nodes > MAX_LOCAL_NODES {
         return Err(Invalid::new("nodes", format!("a local pool runs at most {MAX_LOCAL_NODES} agents on this host")));
     }
@@ -70,10 +76,49 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         autoscale: spec.autoscale.map(autoscale).transpose()?,
         removal: word("removal_policy", &spec.removal_policy, RemovalPolicy::TaskCompletion)?,
         commands,
+        docker,
         start_task: {
             text("start_task", &spec.start_task, MAX_ARG)?;
             Some(spec.start_task).filter(|t| !t.trim().is_empty())
         },
+    })
+}
+
+/// A docker pool's container settings; the network defaults to Docker's `bridge`.
+fn docker_spec(d: pb::DockerSpec) -> Result<DockerSpec, Invalid> {
+    let image = d.image.trim();
+    if image.is_empty() {
+        return Err(Invalid::new("docker.image", "a docker pool needs an image (--image)"));
+    }
+    text("docker.image", image, MAX_NAME)?;
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Invalid::new("docker.image", format!("'{image}' is not an image reference (it has spaces)")));
+    }
+    let network = d.network.trim();
+    text("docker.network", network, MAX_NAME)?;
+    if d.memory_bytes != 0 && d.memory_bytes < 6 << 20 {
+        return Err(Invalid::new("docker.memory_bytes", "Docker needs at least 6 MiB for a container"));
+    }
+    if d.memory_bytes > i64::MAX as u64 {
+        return Err(Invalid::new("docker.memory_bytes", "is too large"));
+    }
+    if d.nano_cpus > 1_000_000_000 * 4096 {
+        return Err(Invalid::new("docker.nano_cpus", "is more CPUs than any host has"));
+    }
+    let coordinator_url = d.coordinator_url.trim();
+    if !coordinator_url.is_empty() {
+        let url = url::Url::parse(coordinator_url)
+            .map_err(|e| Invalid::new("docker.coordinator_url", format!("'{coordinator_url}' is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(Invalid::new("docker.coordinator_url", "must be http://HOST:PORT or https://HOST:PORT"));
+        }
+    }
+    Ok(DockerSpec {
+        image: image.to_string(),
+        network: if network.is_empty() { "bridge".to_string() } else { network.to_string() },
+        memory_bytes: Some(d.memory_bytes).filter(|&m| m != 0),
+        nano_cpus: Some(d.nano_cpus).filter(|&c| c != 0),
+        coordinator_url: Some(coordinator_url.to_string()).filter(|u| !u.is_empty()),
     })
 }
 
@@ -395,6 +440,13 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
                 add: c.add.clone(),
                 remove: c.remove.clone(),
                 timeout_ms: c.timeout.as_millis() as u64,
+            }),
+            docker: pool.spec.docker.as_ref().map(|d| pb::DockerSpec {
+                image: d.image.clone(),
+                network: d.network.clone(),
+                memory_bytes: d.memory_bytes.unwrap_or(0),
+                nano_cpus: d.nano_cpus.unwrap_or(0),
+                coordinator_url: d.coordinator_url.clone().unwrap_or_default(),
             }),
         }),
         nodes_by_state: nodes_by_state.into_iter().collect(),

@@ -12,7 +12,7 @@
 //! - [`server`]: the event loop that owns the core and carries out its outbox;
 //! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
 //! - [`objects`]: the object store for task inputs and outputs, and its service;
-//! - [`provider`]: starting and stopping local agents.
+//! - [`provider`]: starting and stopping nodes: local agents, commands, containers.
 //!
 //! The state machines and vocabulary are drawn in `coordinator/README.md`.
 #![deny(clippy::await_holding_lock)]

@@ -259,6 +259,8 @@ named_enum!(
         Local = "local",
         /// The coordinator runs the pool's shell commands to add and remove nodes.
         Command = "command",
+        /// The coordinator starts each node as a container through the Docker Engine API.
+        Docker = "docker",
     }
 );
 
@@ -312,8 +314,46 @@ pub struct PoolSpec {
     pub removal: RemovalPolicy,
     /// The add and remove commands of a `command` pool.
     pub commands: Option<ProviderCommands>,
+    /// The image, network and limits of a `docker` pool's containers.
+    pub docker: Option<DockerSpec>,
     /// Run on every node as it joins, before it takes work.
     pub start_task: Option<String>,
+}
+
+impl PoolSpec {
+    /// How the coordinator starts and stops this pool's nodes; `None` for a static pool.
+    pub fn launcher(&self) -> Option<Launcher> {
+        match self.provider {
+            Provider::Static => None,
+            Provider::Local => Some(Launcher::Local),
+            Provider::Command => self.commands.clone().map(Launcher::Command),
+            Provider::Docker => self.docker.clone().map(Launcher::Docker),
+        }
+    }
+}
+
+/// What a provider needs to start or stop one node of a pool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launcher {
+    Local,
+    Command(ProviderCommands),
+    Docker(DockerSpec),
+}
+
+/// How a `docker` pool's containers are made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DockerSpec {
+    /// An image with `corral-agent` on its PATH (see `docker/agent-image.sh`).
+    pub image: String,
+    /// The Docker network the containers join.
+    pub network: String,
+    /// Memory limit of each container, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU limit of each container, in billionths of a CPU (Docker's NanoCpus).
+    pub nano_cpus: Option<u64>,
+    /// Where the agents in the containers reach the coordinator; by default
+    /// `http://host.docker.internal:<port>`, the Docker host's gateway.
+    pub coordinator_url: Option<String>,
 }
 
 /// How a `command` pool adds and removes nodes.

@@ -18,7 +18,7 @@ use crate::convert;
 use crate::core::{Core, CoreConfig, Outbox, ProviderOp, ToAgent, Work};
 use crate::error::Result;
 use crate::model::*;
-use crate::provider::LocalProvider;
+use crate::provider::ProviderConfig;
 use crate::store::{Batch, FollowUp, Reader, Store, Writer};
 
 /// Where the coordinator listens, keeps its data, and how it starts local agents.
@@ -44,6 +44,27 @@ impl Config {
             store_url: None,
         }
     }
+}
+
+/// A short id of this coordinator that stays the same across its restarts, kept in
+/// `DATA_DIR/instance`: it names the containers it starts apart from those of
+/// another coordinator on the same Docker engine.
+fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // Unique enough among the coordinators sharing an engine: FNV-1a of where this
+    // one keeps its data, when and as which process it first started.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let seed = format!("{}:{now}:{}", data_dir.display(), std::process::id());
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let id = format!("{:08x}", hash as u32);
+    std::fs::write(&path, &id)?;
+    Ok(id)
 }
 
 /// `corral-agent` beside the running executable if it is there, else from `PATH`.
@@ -85,6 +106,12 @@ pub enum Event {
     },
     LaunchFailed {
         node: NodeId,
+        error: String,
+    },
+    /// The provider could not remove a node's machine or container.
+    RemoveFailed {
+        node: NodeId,
+        pool: PoolName,
         error: String,
     },
 }
@@ -175,13 +202,13 @@ impl Coordinator {
         let (writer, writer_thread) = Writer::spawn(store);
         writer.submit(Batch { ops: repairs.store, then: Vec::new() });
         let (provider_tx, provider_rx) = mpsc::unbounded_channel();
-        let provider = LocalProvider::new(
-            config.agent_command.clone(),
-            format!("http://{addr}"),
-            config.data_dir.join("agents"),
-            events_tx.clone(),
-        );
-        let provider_task = tokio::spawn(provider.run(provider_rx));
+        let providers = ProviderConfig {
+            agent_command: config.agent_command.clone(),
+            listen: addr,
+            dir: config.data_dir.join("agents"),
+            instance: instance_id(&config.data_dir)?,
+        };
+        let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
         let shared = Arc::new(Shared {
             events: events_tx,
             reader: Mutex::new(reader),
@@ -284,6 +311,7 @@ fn handle(
         Event::Call(call) => then.push(call(core, now, out)),
         Event::Connected { node, conn, hello, tx } => {
             core.on_logs(hello.logs, out);
+            let late = hello.finished.len();
             match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
                 Ok(()) => {
                     if let Some(why) = &hello.start_task_failed {
@@ -293,6 +321,7 @@ fn handle(
                     conns.insert(node, (conn, tx));
                 }
                 Err(refused) => {
+                    ignored_late_results(&node, late);
                     tracing::info!(node_id = %node, reason = %refused.0, "agent must register again");
                     let msg = pb::CoordinatorMessage { reregister: true, reason: refused.0, ..Default::default() };
                     then.push(Box::new(move || {
@@ -306,6 +335,7 @@ fn handle(
                 return;
             }
             if !core.on_node_message(now, &node, out) {
+                ignored_late_results(&node, update.finished.len());
                 return;
             }
             if let Some((cpu, mem)) = update.heartbeat {
@@ -328,6 +358,15 @@ fn handle(
         }
         Event::NodeExited { node } => core.on_node_exited(now, &node, out),
         Event::LaunchFailed { node, error } => core.on_launch_failed(now, &node, &error, out),
+        Event::RemoveFailed { node, pool, error } => core.on_remove_failed(&node, &pool, &error),
+    }
+}
+
+/// Results from a node that was declared lost count for nothing: its tasks were
+/// requeued when it was lost, and their new attempts own them now.
+fn ignored_late_results(node: &NodeId, results: usize) {
+    if results > 0 {
+        tracing::info!(node_id = %node, results, "ignoring a late result: the node was declared lost and its tasks requeued");
     }
 }
 

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS pools (
     removal TEXT,
     commands TEXT,
     start_task TEXT,
+    docker TEXT,
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scale_log (
@@ -158,7 +159,7 @@ impl Store {
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         let mut stmt = self.conn.prepare(
-            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task FROM pools",
+            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker FROM pools",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -172,32 +173,37 @@ impl Store {
                 r.get::<_, Option<String>>(7)?,
                 r.get::<_, Option<String>>(8)?,
                 r.get::<_, Option<String>>(9)?,
+                r.get::<_, Option<String>>(10)?,
             ))
         })?;
         for row in rows {
-            let (name, slots_per_node, provider, target_nodes, fill, created, autoscale, removal, commands, start_task) =
-                row?;
-            let commands = match commands {
-                Some(json) => Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?),
-                None => None,
-            };
-            let autoscale = match autoscale {
-                Some(json) => Some(serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))?),
-                None => None,
-            };
+            let (
+                name,
+                slots_per_node,
+                provider,
+                target_nodes,
+                fill,
+                created,
+                autoscale,
+                removal,
+                commands,
+                start_task,
+                docker,
+            ) = row?;
             let spec = PoolSpec {
                 name: PoolName::parse("pool", &name).map_err(corrupt)?,
                 slots_per_node,
                 provider: provider.parse().map_err(corrupt)?,
                 target_nodes,
                 fill: fill.parse().map_err(corrupt)?,
-                autoscale,
+                autoscale: from_json(autoscale)?,
                 removal: removal
                     .map(|r| r.parse())
                     .transpose()
                     .map_err(corrupt)?
                     .unwrap_or(RemovalPolicy::TaskCompletion),
-                commands,
+                commands: from_json(commands)?,
+                docker: from_json(docker)?,
                 start_task,
             };
             snap.pools.push((spec, created));
@@ -363,7 +369,7 @@ impl Store {
             match op {
                 StoreOp::PutPool { spec, created_at_ms } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
                     .execute(params![
                         spec.name.as_str(),
@@ -372,16 +378,11 @@ impl Store {
                         spec.target_nodes,
                         spec.fill.as_str(),
                         created_at_ms,
-                        match &spec.autoscale {
-                            Some(a) => Some(serde_json::to_string(a).map_err(|e| corrupt(e.to_string()))?),
-                            None => None,
-                        },
+                        to_json(&spec.autoscale)?,
                         spec.removal.as_str(),
-                        match &spec.commands {
-                            Some(c) => Some(serde_json::to_string(c).map_err(|e| corrupt(e.to_string()))?),
-                            None => None,
-                        },
-                        spec.start_task
+                        to_json(&spec.commands)?,
+                        spec.start_task,
+                        to_json(&spec.docker)?,
                     ])?;
                 }
                 StoreOp::DeletePool(name) => {
@@ -581,6 +582,15 @@ impl Reader {
 
 fn corrupt(why: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("corrupt row in the store: {why}").into())
+}
+
+/// An optional setting kept as a JSON column.
+fn to_json<T: serde::Serialize>(value: &Option<T>) -> rusqlite::Result<Option<String>> {
+    value.as_ref().map(|v| serde_json::to_string(v).map_err(|e| corrupt(e.to_string()))).transpose()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(column: Option<String>) -> rusqlite::Result<Option<T>> {
+    column.map(|json| serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))).transpose()
 }
 
 /// Writes `ops` before returning. Nothing is acknowledged until it is durable, so a

@@ -48,6 +48,9 @@ pub struct Cluster {
     /// The process group of everything the coordinator starts (its local agents).
     pgid: u32,
     agents: Vec<Child>,
+    /// Listening on every address (so containers reach it), and removing this
+    /// coordinator's containers when dropped.
+    docker: bool,
 }
 
 impl Cluster {
@@ -59,6 +62,17 @@ impl Cluster {
 
     /// Starts a coordinator with extra flags and environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Cluster::launch(extra, env, false)
+    }
+
+    /// Starts a coordinator that containers can reach (it listens on 0.0.0.0), after
+    /// building the agent image [`DOCKER_IMAGE`] from this build's agent.
+    pub fn start_docker(extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        docker_image();
+        Cluster::launch(extra, env, true)
+    }
+
+    fn launch(extra: &[&str], env: &[(&str, &str)], docker: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut args: Vec<String> =
             ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1500ms", "--retry-backoff", "100ms"]
@@ -76,6 +90,7 @@ impl Cluster {
             coordinator_env,
             pgid: 0,
             agents: vec![],
+            docker,
         };
         cluster.spawn_coordinator();
         cluster
@@ -94,8 +109,9 @@ impl Cluster {
             .open(self.dir.path().join("coordinator.log"))
             .expect("coordinator log");
         let mut cmd = Command::new(bin("corral-coordinator"));
+        let host = if self.docker { "0.0.0.0" } else { "127.0.0.1" };
         cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("{host}:{}", self.port))
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(&self.coordinator_args)
@@ -116,7 +132,37 @@ impl Cluster {
         wait_until(Duration::from_secs(20), "the coordinator to listen", || addr_file.is_file());
         let addr = std::fs::read_to_string(&addr_file).expect("address file");
         self.port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
-        self.url = format!("http://{}", addr.trim());
+        self.url = format!("http://127.0.0.1:{}", self.port);
+    }
+
+    /// The port the coordinator listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The id that labels this coordinator's containers (`corral.coordinator`).
+    pub fn instance(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("instance")).expect("the coordinator's instance file").trim().into()
+    }
+
+    /// Names of this coordinator's containers, running or not (`docker ps -a`).
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label=corral.coordinator={}", self.instance());
+        let out = docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// Starts an agent in a container of [`DOCKER_IMAGE`] that joins `pool` by
+    /// itself (a static node), named and with the hostname `name`.
+    pub fn docker_agent(&self, pool: &str, slots: u32, name: &str) {
+        let url = format!("http://host.docker.internal:{}", self.port);
+        let label = format!("corral.coordinator={}", self.instance());
+        let slots = slots.to_string();
+        docker(&[
+            "run", "-d", "--init", "--name", name, "--hostname", name, "--label", &label,
+            "--add-host", "host.docker.internal:host-gateway", DOCKER_IMAGE,
+            "--coordinator", &url, "--pool", pool, "--slots", &slots, "--kill-grace", "1s",
+        ]);
     }
 
     /// Kills the coordinator with SIGKILL (its agents live on).
@@ -312,6 +358,37 @@ impl Cluster {
     }
 }
 
+/// The image docker tests use, built from this build's `corral-agent`.
+pub const DOCKER_IMAGE: &str = "corral-agent:test";
+
+/// Builds [`DOCKER_IMAGE`] once per test process with `docker/agent-image.sh`, the
+/// documented way.
+pub fn docker_image() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/agent-image.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("--agent")
+            .arg(bin("corral-agent"))
+            .args(["--tag", DOCKER_IMAGE])
+            .output()
+            .expect("run docker/agent-image.sh");
+        assert!(
+            out.status.success(),
+            "docker/agent-image.sh failed (is the Docker engine running, busybox-static installed?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Runs the docker CLI, asserts success, and returns its stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).stdin(Stdio::null()).output().expect("run docker");
+    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Whether a process exists (and is not a zombie we are about to reap).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -339,6 +416,18 @@ impl Drop for Cluster {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.docker {
+            // Containers outlive their coordinator (as machines would); a test leaves none.
+            if let Ok(instance) = std::fs::read_to_string(self.data_dir().join("instance")) {
+                let filter = format!("label=corral.coordinator={}", instance.trim());
+                if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
+                    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+                    if !ids.is_empty() {
+                        let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
+                    }
+                }
+            }
         }
         if self.pgid != 0 {
             // Local agents left by a coordinator that was killed and not restarted.

@@ -19,8 +19,9 @@ pub enum PoolCommand {
         slots_per_node: u32,
         /// static: agents join by themselves; local: the coordinator starts agents on its
         /// host; command: it runs --add-command and --remove-command (any cloud CLI or
-        /// SSH script) to add and remove nodes.
-        #[arg(long, default_value = "static", value_parser = ["static", "local", "command"])]
+        /// SSH script) to add and remove nodes; docker: it starts one container a node
+        /// from --image.
+        #[arg(long, default_value = "static", value_parser = ["static", "local", "command", "docker"])]
         provider: String,
         /// Nodes to run (local and command pools).
         #[arg(long)]
@@ -45,6 +46,8 @@ pub enum PoolCommand {
         fill: String,
         #[command(flatten)]
         autoscale: AutoscaleArgs,
+        #[command(flatten)]
+        docker: DockerArgs,
         /// What removing a busy node does to its tasks: task-completion (finish them
         /// first), requeue (back to the queue) or terminate (kill and fail them).
         #[arg(long, default_value = "task-completion", value_parser = ["task-completion", "requeue", "terminate"])]
@@ -81,6 +84,76 @@ pub enum PoolCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `pool create --provider docker ...`.
+#[derive(clap::Args, Debug)]
+pub struct DockerArgs {
+    /// Docker pools: the image of the nodes' containers, with corral-agent on its PATH
+    /// (`bash docker/agent-image.sh` builds corral-agent:latest from this checkout;
+    /// nothing is pulled).
+    #[arg(long)]
+    image: Option<String>,
+    /// Docker pools: the network the containers join [default: bridge].
+    #[arg(long, requires = "image")]
+    network: Option<String>,
+    /// Docker pools: memory limit of each container, e.g. 512m, 2g.
+    #[arg(long, requires = "image", value_parser = parse_bytes)]
+    memory: Option<u64>,
+    /// Docker pools: CPU limit of each container, e.g. 1.5.
+    #[arg(long, requires = "image", value_parser = parse_cpus)]
+    cpus: Option<u64>,
+    /// Docker pools: where the agents reach the coordinator [default:
+    /// http://host.docker.internal:PORT, which needs the coordinator to listen on
+    /// 0.0.0.0 or another address containers reach].
+    #[arg(long, requires = "image")]
+    coordinator_url: Option<String>,
+}
+
+impl DockerArgs {
+    fn spec(self) -> Option<pb::DockerSpec> {
+        Some(pb::DockerSpec {
+            image: self.image?,
+            network: self.network.unwrap_or_default(),
+            memory_bytes: self.memory.unwrap_or(0),
+            nano_cpus: self.cpus.unwrap_or(0),
+            coordinator_url: self.coordinator_url.unwrap_or_default(),
+        })
+    }
+}
+
+/// A size in bytes as Docker writes it: `1073741824`, `512k`, `512m`, `2g` (powers
+/// of 1024; `b` and `ib` after the unit are allowed).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let unit_at = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(unit_at);
+    if number.is_empty() {
+        return Err(format!("'{s}' is not a size; write e.g. 512m or 2g"));
+    }
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("'{s}' has an unknown unit; write e.g. 512m or 2g")),
+    };
+    let number: f64 = number.parse().map_err(|_| format!("'{s}' is not a size; write e.g. 512m or 2g"))?;
+    let bytes = number * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+        return Err(format!("'{s}' is not a size a container can have"));
+    }
+    Ok(bytes as u64)
+}
+
+/// CPUs as a decimal (`1.5`), in billionths.
+pub fn parse_cpus(s: &str) -> Result<u64, String> {
+    let cpus: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number of CPUs; write e.g. 1 or 1.5"))?;
+    if !(0.01..=4096.0).contains(&cpus) {
+        return Err(format!("'{s}' CPUs: give between 0.01 and 4096"));
+    }
+    Ok((cpus * 1e9).round() as u64)
 }
 
 /// `pool create --autoscale ...`.
@@ -148,6 +221,10 @@ pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
         "fill": spec.fill,
         "removal_policy": spec.removal_policy,
         "start_task": (!spec.start_task.is_empty()).then_some(&spec.start_task),
+        "docker": spec.docker.as_ref().map(|d| json!({
+            "image": d.image, "network": d.network, "memory_bytes": d.memory_bytes,
+            "nano_cpus": d.nano_cpus, "coordinator_url": d.coordinator_url,
+        })),
         "nodes": p.nodes_by_state,
         "slots_total": p.slots_total,
         "slots_used": p.slots_used,
@@ -186,8 +263,19 @@ fn print_pool(ctx: &Context, p: &pb::Pool) {
         ("removal policy", spec.removal_policy.clone()),
         ("start task", if spec.start_task.is_empty() { "-".into() } else { spec.start_task.clone() }),
     ];
-    if spec.provider == "local" {
+    if spec.provider != "static" {
         rows.push(("target nodes", spec.target_nodes.to_string()));
+    }
+    if let Some(d) = &spec.docker {
+        let mut limits = Vec::new();
+        if d.memory_bytes != 0 {
+            limits.push(format!("memory {} MiB", d.memory_bytes >> 20));
+        }
+        if d.nano_cpus != 0 {
+            limits.push(format!("{} CPUs", d.nano_cpus as f64 / 1e9));
+        }
+        let limits = if limits.is_empty() { "no limits".to_string() } else { limits.join(", ") };
+        rows.push(("containers", format!("{} on network {}, {limits}", d.image, d.network)));
     }
     if let Some(a) = &spec.autoscale {
         rows.push((
@@ -234,6 +322,7 @@ impl PoolCommand {
                 remove_command,
                 command_timeout,
                 start_task,
+                docker,
             } => {
                 if provider != "static" && nodes.is_none() && !autoscale.autoscale {
                     anyhow::bail!(
@@ -261,6 +350,7 @@ impl PoolCommand {
                     removal_policy,
                     commands,
                     start_task: start_task.unwrap_or_default(),
+                    docker: docker.spec(),
                 };
                 let pool = client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
                 print_pool(ctx, &pool);
@@ -359,5 +449,30 @@ impl PoolCommand {
             }
         }
         Ok(Exit::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_docker_writes_them() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("64kb"), Ok(64 << 10));
+        assert!(parse_bytes("12 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("m").unwrap_err().contains("not a size"));
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn cpus_are_billionths() {
+        assert_eq!(parse_cpus("1.5"), Ok(1_500_000_000));
+        assert_eq!(parse_cpus("2"), Ok(2_000_000_000));
+        assert!(parse_cpus("0").is_err());
+        assert!(parse_cpus("lots").unwrap_err().contains("number of CPUs"));
     }
 }

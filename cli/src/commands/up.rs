@@ -51,10 +51,7 @@ pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u
         provider: "local".into(),
         target_nodes: nodes,
         fill: "spread".into(),
-        autoscale: None,
-        removal_policy: String::new(),
-        commands: None,
-        start_task: String::new(),
+        ..Default::default()
     };
     client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;
     Ok(())

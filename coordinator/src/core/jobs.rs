@@ -101,7 +101,7 @@ impl Core {
                 self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
             out.agents.push((node.clone(), ToAgent::Ack(attempt)));
             if !current {
-                tracing::debug!(task = %attempt.task, attempt = attempt.attempt, node = %node, "ignoring a result for an attempt that is not current");
+                tracing::info!(task = %attempt.task, attempt = attempt.attempt, node = %node, "ignoring a late result: that attempt no longer owns the task");
                 continue;
             }
             self.take_running(now, attempt.task);

@@ -137,12 +137,12 @@ pub enum ToAgent {
 /// An order for the provider that starts and stops nodes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderOp {
-    /// Start an agent that registers with `launch_id = node`: on this host, or by
-    /// running the pool's add command.
-    Launch { node: NodeId, pool: PoolName, slots: u32, commands: Option<ProviderCommands> },
-    /// Stop the agent of this node (its process, if the provider knows it), or run
-    /// the pool's remove command.
-    Stop { node: NodeId, pool: PoolName, pid: u32, commands: Option<ProviderCommands> },
+    /// Start an agent that registers with `launch_id = node`: on this host, by
+    /// running the pool's add command, or in a container.
+    Launch { node: NodeId, pool: PoolName, slots: u32, how: Launcher },
+    /// Stop the agent of this node (its process, if the provider knows it), run the
+    /// pool's remove command, or remove its container.
+    Stop { node: NodeId, pool: PoolName, pid: u32, how: Launcher },
 }
 
 /// A node as stored.

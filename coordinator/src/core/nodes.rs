@@ -174,6 +174,14 @@ impl Core {
         }
     }
 
+    /// The provider could not remove what it started for a node: the pool shows it,
+    /// since the machine or container may still be running and costing money.
+    pub fn on_remove_failed(&mut self, id: &NodeId, pool: &PoolName, error: &str) {
+        if let Some(pool) = self.pools.get_mut(pool) {
+            pool.last_error = Some(format!("could not remove node {id}; remove it by hand: {error}"));
+        }
+    }
+
     /// Declares a node lost: its tasks go back to the queue at once.
     pub fn declare_lost(&mut self, now: Instant, id: &NodeId, reason: NodeReason, out: &mut Outbox) {
         tracing::warn!(node_id = %id, reason = %reason, "node lost; its tasks go back to the queue");
@@ -204,19 +212,17 @@ impl Core {
         for key in tasks {
             self.end_attempt_lost(now, key, &why, status == NodeStatus::Lost, out);
         }
-        let provider = self.pools.get_mut(&pool_name).map(|pool| {
+        let launcher = self.pools.get_mut(&pool_name).and_then(|pool| {
             pool.nodes.remove(id);
-            (pool.spec.provider, pool.spec.commands.clone())
+            pool.spec.launcher()
         });
         if status == NodeStatus::Lost {
             out.agents.push((id.clone(), ToAgent::Reregister(why)));
         } else {
             out.agents.push((id.clone(), ToAgent::Shutdown(why)));
         }
-        if let Some((provider, commands)) = provider {
-            if provider.starts_nodes() {
-                out.provider.push(ProviderOp::Stop { node: id.clone(), pool: pool_name.clone(), pid, commands });
-            }
+        if let Some(how) = launcher {
+            out.provider.push(ProviderOp::Stop { node: id.clone(), pool: pool_name.clone(), pid, how });
         }
         self.put_node(id, out);
     }

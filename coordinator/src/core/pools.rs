@@ -110,8 +110,9 @@ impl Core {
                         registered_at_ms: 0,
                     };
                     out.store.push(StoreOp::PutNode(record.clone()));
-                    let commands = self.pools.get(&name).and_then(|p| p.spec.commands.clone());
-                    out.provider.push(ProviderOp::Launch { node: id.clone(), pool: name.clone(), slots, commands });
+                    if let Some(how) = self.pools.get(&name).and_then(|p| p.spec.launcher()) {
+                        out.provider.push(ProviderOp::Launch { node: id.clone(), pool: name.clone(), slots, how });
+                    }
                     self.nodes.insert(id.clone(), new_node(record, now));
                     if let Some(pool) = self.pools.get_mut(&name) {
                         pool.nodes.insert(id);

@@ -33,6 +33,7 @@ fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec
         autoscale: None,
         removal: RemovalPolicy::TaskCompletion,
         commands: None,
+        docker: None,
         start_task: None,
     }
 }
