@@ -166,7 +166,7 @@ impl Core {
 fn check_autoscale(spec: &PoolSpec, auto: &Autoscale) -> Result<()> {
     if !spec.provider.starts_nodes() {
         return Err(Error::Refused(format!(
-            "pool '{}' uses the static provider: the coordinator cannot start its nodes, so it cannot autoscale; use --provider local or command",
+            "pool '{}' uses the static provider: the coordinator cannot start its nodes, so it cannot autoscale; use --provider local, command or docker",
             spec.name
         )));
     }
