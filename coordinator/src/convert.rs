@@ -456,6 +456,7 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
         active_jobs: pool.jobs.len() as u32,
         created_at_ms: pool.created_at_ms,
         last_error: pool.last_error.clone().unwrap_or_default(),
+        deleting: pool.deleting,
         scale_log: pool
             .scale_log
             .iter()

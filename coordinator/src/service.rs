@@ -107,6 +107,7 @@ impl Corral for ClientApi {
         Ok(Response::new(pb::DeletePoolResponse {
             cancelled_jobs: deleted.cancelled_jobs.iter().map(|j| j.0).collect(),
             stopped_nodes: deleted.stopped_nodes,
+            draining_nodes: deleted.draining_nodes,
         }))
     }
 

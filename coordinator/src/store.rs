@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS pools (
     commands TEXT,
     start_task TEXT,
     docker TEXT,
+    deleting INTEGER NOT NULL DEFAULT 0,
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS scale_log (
@@ -159,7 +160,7 @@ impl Store {
     pub fn load(&self) -> Result<Snapshot> {
         let mut snap = Snapshot::default();
         let mut stmt = self.conn.prepare(
-            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker FROM pools",
+            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting FROM pools",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -174,6 +175,7 @@ impl Store {
                 r.get::<_, Option<String>>(8)?,
                 r.get::<_, Option<String>>(9)?,
                 r.get::<_, Option<String>>(10)?,
+                r.get::<_, bool>(11)?,
             ))
         })?;
         for row in rows {
@@ -189,6 +191,7 @@ impl Store {
                 commands,
                 start_task,
                 docker,
+                deleting,
             ) = row?;
             let spec = PoolSpec {
                 name: PoolName::parse("pool", &name).map_err(corrupt)?,
@@ -206,7 +209,7 @@ impl Store {
                 docker: from_json(docker)?,
                 start_task,
             };
-            snap.pools.push((spec, created));
+            snap.pools.push((spec, created, deleting));
         }
         let mut stmt = self.conn.prepare(
             "SELECT pool, at_ms, from_nodes, to_nodes, reason FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER (PARTITION BY pool ORDER BY rowid DESC) AS n FROM scale_log) WHERE n <= 20 ORDER BY r",
@@ -367,9 +370,9 @@ impl Store {
         let tx = self.conn.transaction()?;
         for op in ops {
             match op {
-                StoreOp::PutPool { spec, created_at_ms } => {
+                StoreOp::PutPool { spec, created_at_ms, deleting } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     )?
                     .execute(params![
                         spec.name.as_str(),
@@ -383,6 +386,7 @@ impl Store {
                         to_json(&spec.commands)?,
                         spec.start_task,
                         to_json(&spec.docker)?,
+                        deleting,
                     ])?;
                 }
                 StoreOp::DeletePool(name) => {

@@ -45,16 +45,21 @@ fn local_pool_runs_jobs_replaces_dead_agents_resizes_and_deletes() {
     c.json(&["pool", "resize", "loc", "--nodes", "2"]);
     c.wait_nodes("loc", "idle", 2);
 
-    // Deleting with an active job needs --force; it cancels the job and stops every agent.
+    // Deleting a busy pool follows its removal policy (task-completion): the running
+    // tasks finish, nothing else starts, then the agents stop and the rest is cancelled.
     let pids = live_pids(&c, "loc");
-    let busy = c.submit(&["--pool", "loc", "--array", "1-4"], &["sleep", "30"]);
-    let err = c.fails(&["pool", "delete", "loc"]);
-    assert!(err.contains("--force") && err.contains(&busy.to_string()), "{err}");
-    let deleted = c.json(&["pool", "delete", "loc", "--force"]);
-    assert_eq!(deleted["cancelled_jobs"][0], busy);
-    assert_eq!(c.job(busy)["state"], "cancelled");
-    wait_until(MINUTE, "the agents to exit", || pids.iter().chain(&before).all(|p| !alive(*p)));
+    let busy = c.submit(&["--pool", "loc", "--array", "1-4"], &["sleep", "2"]);
+    wait_until(MINUTE, "two running tasks", || c.job(busy)["counts"]["running"] == 2);
+    let deleted = c.json(&["pool", "delete", "loc"]);
+    assert_eq!(deleted["draining_nodes"], 2, "{deleted}");
+    assert_eq!(c.json(&["pool", "show", "loc"])["deleting"], true);
+    assert!(c.fails(&["job", "submit", "--pool", "loc", "--", "true"]).contains("being deleted"));
+    wait_until(MINUTE, "the pool to go", || !c.corral(&["pool", "show", "loc"]).status.success());
     assert!(c.fails(&["pool", "show", "loc"]).contains("does not exist"));
+    let job = c.job(busy);
+    assert_eq!(job["state"], "cancelled");
+    assert_eq!((job["counts"]["succeeded"].as_u64(), job["counts"]["cancelled"].as_u64()), (Some(2), Some(2)), "{job}");
+    wait_until(MINUTE, "the agents to exit", || pids.iter().chain(&before).all(|p| !alive(*p)));
 }
 
 #[test]

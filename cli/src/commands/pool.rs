@@ -77,10 +77,12 @@ pub enum PoolCommand {
         #[arg(long)]
         nodes: u32,
     },
-    /// Delete a pool and stop its nodes (refused while it has active jobs, unless --force).
+    /// Delete a pool and stop its nodes (containers, processes, machines). With active
+    /// jobs, its nodes go by its removal policy (task-completion: after their running
+    /// tasks), then what has not run of the jobs is cancelled.
     Delete {
         name: String,
-        /// Cancel the pool's active jobs.
+        /// Cancel the pool's jobs and stop its nodes now, killing their tasks.
         #[arg(long)]
         force: bool,
     },
@@ -232,6 +234,7 @@ pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
         "active_jobs": p.active_jobs,
         "created_at_ms": p.created_at_ms,
         "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
+        "deleting": p.deleting,
         "autoscale": spec.autoscale.map(|a| json!({
             "min": a.min, "max": a.max, "idle_timeout_ms": a.idle_timeout_ms, "step": a.step, "cooldown_ms": a.cooldown_ms,
         })),
@@ -256,7 +259,7 @@ fn print_pool(ctx: &Context, p: &pb::Pool) {
     }
     let spec = p.spec.clone().unwrap_or_default();
     let mut rows = vec![
-        ("name", spec.name.clone()),
+        ("name", spec.name.clone() + if p.deleting { " (being deleted)" } else { "" }),
         ("provider", spec.provider.clone()),
         ("slots per node", spec.slots_per_node.to_string()),
         ("fill", spec.fill.clone()),
@@ -438,7 +441,13 @@ impl PoolCommand {
                         "deleted": name,
                         "cancelled_jobs": resp.cancelled_jobs,
                         "stopped_nodes": resp.stopped_nodes,
+                        "draining_nodes": resp.draining_nodes,
                     }));
+                } else if resp.draining_nodes > 0 {
+                    println!(
+                        "deleting pool {name}: {} node(s) stopped; {} node(s) finish their running tasks first, then the pool is deleted and what has not run of its jobs is cancelled (--force stops them now)",
+                        resp.stopped_nodes, resp.draining_nodes
+                    );
                 } else {
                     println!(
                         "deleted pool {name}: {} node(s) stopped, {} job(s) cancelled",

@@ -145,7 +145,7 @@ impl Core {
     /// Evaluates every autoscaled pool and carries out what it decides.
     pub(super) fn autoscale(&mut self, now: Instant, out: &mut Outbox) {
         let names: Vec<PoolName> =
-            self.pools.values().filter(|p| p.spec.autoscale.is_some()).map(|p| p.spec.name.clone()).collect();
+            self.pools.values().filter(|p| p.spec.autoscale.is_some() && !p.deleting).map(|p| p.spec.name.clone()).collect();
         for name in names {
             let Some(pool) = self.pools.get(&name) else { continue };
             let Some(auto) = pool.spec.autoscale.clone() else { continue };
@@ -174,7 +174,7 @@ impl Core {
             while pool.scale_log.len() > KEEP {
                 pool.scale_log.pop_front();
             }
-            out.store.push(StoreOp::PutPool { spec: pool.spec.clone(), created_at_ms: pool.created_at_ms });
+            out.store.push(pool.stored());
             out.store.push(StoreOp::ScaleRecord { pool: name.clone(), record });
         }
     }

@@ -14,6 +14,7 @@ impl Core {
             id: spec.pool.to_string(),
             hint: "; create it with `corral pool create`",
         })?;
+        super::pools::refuse_if_deleting(pool)?;
         let biggest = pool
             .nodes
             .iter()

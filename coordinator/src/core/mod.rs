@@ -188,6 +188,8 @@ pub enum StoreOp {
     PutPool {
         spec: PoolSpec,
         created_at_ms: u64,
+        /// Being deleted: its nodes are on their way out.
+        deleting: bool,
     },
     DeletePool(PoolName),
     PutNode(NodeRecord),
@@ -247,7 +249,8 @@ impl Outbox {
 /// Everything the store knows, to rebuild the core after a restart.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub pools: Vec<(PoolSpec, u64)>,
+    /// Each pool's spec, creation time and whether it is being deleted.
+    pub pools: Vec<(PoolSpec, u64, bool)>,
     /// The last autoscaling records of each pool, oldest first.
     pub scale_log: Vec<(PoolName, autoscale::Record)>,
     pub nodes: Vec<NodeRecord>,
@@ -274,6 +277,16 @@ pub struct Pool {
     pub last_scale_at: Option<Instant>,
     /// The autoscaler's last decisions that changed something, oldest first.
     pub scale_log: std::collections::VecDeque<autoscale::Record>,
+    /// Being deleted: it takes no job, starts no node and no task, and goes when its
+    /// last node has been removed (by its removal policy).
+    pub deleting: bool,
+}
+
+impl Pool {
+    /// The store's copy of this pool.
+    pub fn stored(&self) -> StoreOp {
+        StoreOp::PutPool { spec: self.spec.clone(), created_at_ms: self.created_at_ms, deleting: self.deleting }
+    }
 }
 
 /// A node as the core tracks it.
@@ -315,7 +328,7 @@ impl Node {
     /// the record (as the reason), so it survives a restart.
     pub fn remove_when_idle(&self) -> bool {
         self.record.status == NodeStatus::Draining
-            && matches!(self.record.reason, Some(NodeReason::ScaledDown | NodeReason::Removed))
+            && matches!(self.record.reason, Some(NodeReason::ScaledDown | NodeReason::Removed | NodeReason::PoolDeleted))
     }
 
     /// Whether it counts toward its pool's size: live and not on its way out. The
@@ -557,6 +570,7 @@ fn new_pool(spec: PoolSpec, created_at_ms: u64) -> Pool {
         last_error: None,
         last_scale_at: None,
         scale_log: Default::default(),
+        deleting: false,
     }
 }
 

@@ -20,6 +20,7 @@ impl Core {
             id: reg.pool.to_string(),
             hint: "; create it with `corral pool create` before starting agents for it",
         })?;
+        super::pools::refuse_if_deleting(pool)?;
         if reg.slots == 0 {
             return Err(Invalid::new("slots", "must be at least 1").into());
         }
@@ -273,8 +274,10 @@ impl Core {
             self.put_node(&id, out);
         }
         for id in done_draining {
-            self.retire_node(now, &id, NodeStatus::Removed, NodeReason::ScaledDown, out);
+            let reason = self.nodes.get(&id).and_then(|n| n.record.reason).unwrap_or(NodeReason::ScaledDown);
+            self.retire_node(now, &id, NodeStatus::Removed, reason, out);
         }
+        self.finish_deleting_pools(now, out);
         self.release_delayed(now);
         self.autoscale(now, out);
         self.reconcile_local_pools(now, out);

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 pub struct Deleted {
     pub cancelled_jobs: Vec<JobId>,
     pub stopped_nodes: u32,
+    /// Nodes finishing their tasks first (task-completion); the pool goes after them.
+    pub draining_nodes: u32,
 }
 
 impl Core {
@@ -22,7 +24,7 @@ impl Core {
             spec.target_nodes = auto.min;
         }
         let created_at_ms = self.wall_ms(now);
-        out.store.push(StoreOp::PutPool { spec: spec.clone(), created_at_ms });
+        out.store.push(StoreOp::PutPool { spec: spec.clone(), created_at_ms, deleting: false });
         tracing::info!(pool = %spec.name, provider = %spec.provider, nodes = spec.target_nodes, "pool created");
         self.pools.insert(spec.name.clone(), new_pool(spec, created_at_ms));
         self.reconcile_local_pools(now, out);
@@ -32,6 +34,7 @@ impl Core {
     /// Sets a local pool's node count; the coordinator starts or stops agents to match.
     pub fn resize_pool(&mut self, now: Instant, name: &PoolName, target: u32, out: &mut Outbox) -> Result<()> {
         let pool = self.pools.get_mut(name).ok_or_else(|| Error::not_found("pool", name))?;
+        refuse_if_deleting(pool)?;
         if pool.spec.provider == Provider::Static {
             return Err(Error::Refused(format!(
                 "pool '{name}' uses the static provider: its size is the number of agents that join it; start or stop `corral-agent --pool {name}` to change it"
@@ -45,35 +48,60 @@ impl Core {
         pool.spec.target_nodes = target;
         pool.launch_failures = 0;
         pool.next_launch_at = None;
-        out.store.push(StoreOp::PutPool { spec: pool.spec.clone(), created_at_ms: pool.created_at_ms });
+        out.store.push(pool.stored());
         self.reconcile_local_pools(now, out);
         Ok(())
     }
 
-    /// Deletes a pool. With active jobs it is refused unless `force`, which cancels
-    /// them. Its nodes are stopped either way.
+    /// Deletes a pool. Without active jobs, or with `force` (which cancels them), its
+    /// nodes are stopped and it is gone at once. With active jobs it is taken down by
+    /// its removal policy: it takes no new job and starts no new task or node; each
+    /// node goes as the policy says (task-completion: once its running tasks end;
+    /// requeue and terminate: now); and when the last node is gone, what has not run
+    /// of its jobs is cancelled and the pool is deleted.
     pub fn delete_pool(&mut self, now: Instant, name: &PoolName, force: bool, out: &mut Outbox) -> Result<Deleted> {
-        let pool = self.pools.get(name).ok_or_else(|| Error::not_found("pool", name))?;
+        let pool = self.pools.get_mut(name).ok_or_else(|| Error::not_found("pool", name))?;
         let active: Vec<JobId> = pool.jobs.iter().map(|(_, id)| *id).collect();
-        if !active.is_empty() && !force {
-            let ids: Vec<String> = active.iter().map(|id| id.to_string()).collect();
-            return Err(Error::Refused(format!(
-                "pool '{name}' has {} active job(s) ({}); cancel them first or delete with --force to cancel them",
-                active.len(),
-                ids.join(", ")
-            )));
-        }
         let nodes: Vec<NodeId> = pool.nodes.iter().cloned().collect();
-        for id in &active {
-            self.cancel_job(now, *id, out)?;
+        if active.is_empty() || force {
+            for id in &active {
+                self.cancel_job(now, *id, out)?;
+            }
+            for id in &nodes {
+                self.retire_node(now, id, NodeStatus::Removed, NodeReason::PoolDeleted, out);
+            }
+            self.pools.remove(name);
+            out.store.push(StoreOp::DeletePool(name.clone()));
+            tracing::info!(pool = %name, cancelled_jobs = active.len(), stopped_nodes = nodes.len(), "pool deleted");
+            return Ok(Deleted { cancelled_jobs: active, stopped_nodes: nodes.len() as u32, draining_nodes: 0 });
         }
+        pool.deleting = true;
+        let policy = pool.spec.removal;
+        out.store.push(pool.stored());
         for id in &nodes {
-            self.retire_node(now, id, NodeStatus::Removed, NodeReason::PoolDeleted, out);
+            self.take_out(now, id, policy, NodeReason::PoolDeleted, out);
         }
-        self.pools.remove(name);
-        out.store.push(StoreOp::DeletePool(name.clone()));
-        tracing::info!(pool = %name, cancelled_jobs = active.len(), stopped_nodes = nodes.len(), "pool deleted");
-        Ok(Deleted { cancelled_jobs: active, stopped_nodes: nodes.len() as u32 })
+        let draining = self.pools.get(name).map_or(0, |p| p.nodes.len() as u32);
+        tracing::info!(pool = %name, %policy, draining, active_jobs = active.len(), "deleting the pool by its removal policy");
+        let cancelled = if draining == 0 { active } else { Vec::new() };
+        self.finish_deleting_pools(now, out);
+        Ok(Deleted { cancelled_jobs: cancelled, stopped_nodes: nodes.len() as u32 - draining, draining_nodes: draining })
+    }
+
+    /// Deletes the pools being deleted whose last node is gone, cancelling what has
+    /// not run of their jobs.
+    pub(super) fn finish_deleting_pools(&mut self, now: Instant, out: &mut Outbox) {
+        let done: Vec<PoolName> =
+            self.pools.values().filter(|p| p.deleting && p.nodes.is_empty()).map(|p| p.spec.name.clone()).collect();
+        for name in done {
+            let jobs: Vec<JobId> = self.pools.get(&name).map(|p| p.jobs.iter().map(|(_, id)| *id).collect()).unwrap_or_default();
+            for id in &jobs {
+                let _ = self.cancel_job(now, *id, out);
+            }
+            self.pools.remove(&name);
+            out.store.push(StoreOp::DeletePool(name.clone()));
+            tracing::info!(pool = %name, cancelled_jobs = jobs.len(), "pool deleted: its last node is gone");
+        }
     }
 
     /// Starts or stops local agents so each local pool has its target size. Shrinking
@@ -81,7 +109,7 @@ impl Core {
     /// their last task ends, so scaling down loses no work.
     pub(super) fn reconcile_local_pools(&mut self, now: Instant, out: &mut Outbox) {
         let names: Vec<PoolName> =
-            self.pools.values().filter(|p| p.spec.provider.starts_nodes()).map(|p| p.spec.name.clone()).collect();
+            self.pools.values().filter(|p| p.spec.provider.starts_nodes() && !p.deleting).map(|p| p.spec.name.clone()).collect();
         for name in names {
             let pool = &self.pools[&name];
             let counted: Vec<&Node> =
@@ -162,6 +190,17 @@ impl Core {
     }
 }
 
+/// A pool being deleted takes no more jobs, nodes or changes.
+pub(super) fn refuse_if_deleting(pool: &Pool) -> Result<()> {
+    if pool.deleting {
+        return Err(Error::Refused(format!(
+            "pool '{}' is being deleted (its nodes are finishing their tasks); `corral pool delete {} --force` stops them now",
+            pool.spec.name, pool.spec.name
+        )));
+    }
+    Ok(())
+}
+
 /// Autoscaling needs a provider that can start nodes, and bounds that make sense.
 fn check_autoscale(spec: &PoolSpec, auto: &Autoscale) -> Result<()> {
     if !spec.provider.starts_nodes() {
@@ -191,12 +230,13 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<()> {
         let pool = self.pools.get_mut(name).ok_or_else(|| Error::not_found("pool", name))?;
+        refuse_if_deleting(pool)?;
         if let Some(auto) = &auto {
             check_autoscale(&pool.spec, auto)?;
         }
         pool.spec.autoscale = auto;
         pool.last_scale_at = None;
-        out.store.push(StoreOp::PutPool { spec: pool.spec.clone(), created_at_ms: pool.created_at_ms });
+        out.store.push(pool.stored());
         self.autoscale(now, out);
         self.reconcile_local_pools(now, out);
         Ok(())

@@ -12,9 +12,11 @@ impl Core {
     /// agents may be between two reconnection attempts). Repairs of
     /// what a crash between two writes left behind go into `out`.
     pub fn restore(&mut self, snapshot: Snapshot, now: Instant, out: &mut Outbox) {
-        for (spec, created_at_ms) in snapshot.pools {
+        for (spec, created_at_ms, deleting) in snapshot.pools {
             let name = spec.name.clone();
-            self.pools.insert(name, new_pool(spec, created_at_ms));
+            let mut pool = new_pool(spec, created_at_ms);
+            pool.deleting = deleting;
+            self.pools.insert(name, pool);
         }
         for (name, record) in snapshot.scale_log {
             if let Some(pool) = self.pools.get_mut(&name) {

@@ -1,23 +1,82 @@
 //! Pools: delete, local provider reconciliation, scale-down, shutdown.
 
 use super::*;
+use crate::core::pools::Deleted;
 
 #[test]
-fn pool_delete_needs_force_with_active_jobs() {
+fn pool_delete_with_force_cancels_jobs_and_stops_nodes_now() {
     let mut env = Env::with_pool(Fill::Spread);
     let n = env.node(1);
     let job = env.submit(2, 0, 0);
     env.schedule();
     let name = PoolName::parse("name", "p").unwrap();
-    let err = env.core.delete_pool(env.now, &name, false, &mut env.out).unwrap_err();
-    assert!(err.to_string().contains("--force"), "{err}");
-    assert!(env.core.pools.contains_key(&name));
     let deleted = env.core.delete_pool(env.now, &name, true, &mut env.out).unwrap();
     env.check();
-    assert_eq!(deleted.cancelled_jobs, vec![job]);
+    assert_eq!(deleted, Deleted { cancelled_jobs: vec![job], stopped_nodes: 1, draining_nodes: 0 });
+    assert!(!env.core.pools.contains_key(&name));
     assert_eq!(env.core.jobs[&job].state, JobState::Cancelled);
     assert_eq!(env.core.nodes[&n].state(), NodeState::Removed);
     assert!(env.out.agents.iter().any(|(id, m)| *id == n && matches!(m, ToAgent::Shutdown(_))));
+}
+
+#[test]
+fn pool_delete_lets_running_tasks_finish_under_task_completion() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let busy = env.node(1);
+    let idle_node = env.node(1);
+    let job = env.submit(3, 0, 0);
+    let started = env.schedule();
+    assert_eq!(started.len(), 2);
+    let name = PoolName::parse("name", "p").unwrap();
+    // The second node finishes its task before the delete: it is idle and goes at once.
+    let (_, on_idle) = started.iter().find(|(n, _)| *n == idle_node).cloned().unwrap();
+    env.report(&idle_node, on_idle, Outcome::Succeeded);
+    let deleted = env.core.delete_pool(env.now, &name, false, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(deleted, Deleted { cancelled_jobs: vec![], stopped_nodes: 1, draining_nodes: 1 });
+    assert!(env.core.pools[&name].deleting);
+    assert_eq!(env.core.nodes[&busy].state(), NodeState::Draining);
+    assert_eq!(env.core.nodes[&idle_node].state(), NodeState::Removed);
+    assert!(env.out.store.iter().any(|op| matches!(op, StoreOp::PutPool { deleting: true, .. })));
+
+    // Nothing new starts, nothing new is accepted.
+    assert!(env.schedule().is_empty());
+    let refused = env.core.submit_job(env.now, job_spec("p", 1, 0, 0), &mut env.out).unwrap_err();
+    assert!(refused.to_string().contains("being deleted"), "{refused}");
+    assert!(env.core.resize_pool(env.now, &name, 3, &mut env.out).is_err());
+
+    // The running task ends as it would have; then the node, the pool and the rest go.
+    let (_, on_busy) = started.iter().find(|(n, _)| *n == busy).cloned().unwrap();
+    env.report(&busy, on_busy, Outcome::Succeeded);
+    env.tick();
+    env.check();
+    assert_eq!(env.core.nodes[&busy].state(), NodeState::Removed);
+    assert_eq!(env.core.nodes[&busy].record.reason, Some(NodeReason::PoolDeleted));
+    assert!(!env.core.pools.contains_key(&name));
+    assert_eq!(env.core.jobs[&job].state, JobState::Cancelled);
+    assert_eq!(env.task(job, on_busy.task.index).state, TaskState::Succeeded);
+    assert_eq!(env.task(job, on_idle.task.index).state, TaskState::Succeeded);
+    assert!(env.out.store.iter().any(|op| *op == StoreOp::DeletePool(name.clone())));
+}
+
+#[test]
+fn pool_delete_under_requeue_stops_busy_nodes_now_and_cancels_the_rest() {
+    let mut env = Env::new();
+    let mut spec = pool_spec("p", Provider::Static, 0, Fill::Spread);
+    spec.removal = RemovalPolicy::Requeue;
+    env.core.create_pool(env.now, spec, &mut env.out).unwrap();
+    let n = env.node(1);
+    let job = env.submit(2, 0, 0);
+    let started = env.schedule();
+    let name = PoolName::parse("name", "p").unwrap();
+    let deleted = env.core.delete_pool(env.now, &name, false, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(deleted, Deleted { cancelled_jobs: vec![job], stopped_nodes: 1, draining_nodes: 0 });
+    assert!(!env.core.pools.contains_key(&name));
+    assert_eq!(env.core.nodes[&n].state(), NodeState::Removed);
+    assert_eq!(env.core.jobs[&job].state, JobState::Cancelled);
+    assert!(env.out.agents.iter().any(|(id, m)| *id == n && matches!(m, ToAgent::Shutdown(_))));
+    assert_eq!(env.task(job, started[0].1.task.index).state, TaskState::Cancelled);
 }
 
 #[test]

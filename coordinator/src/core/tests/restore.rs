@@ -73,7 +73,7 @@ fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
         reason: None,
         registered_at_ms: 0,
     };
-    let ops = vec![StoreOp::PutPool { spec: pool, created_at_ms: 1 }, StoreOp::PutNode(bad)];
+    let ops = vec![StoreOp::PutPool { spec: pool, created_at_ms: 1, deleting: false }, StoreOp::PutNode(bad)];
     assert!(store.apply(&ops).is_err(), "u64::MAX does not fit SQLite's integers");
     let (writer, thread) = crate::store::Writer::spawn(store);
     let (tx, rx) = std::sync::mpsc::channel();
