@@ -202,6 +202,8 @@ impl Coordinator {
         let (writer, writer_thread) = Writer::spawn(store);
         writer.submit(Batch { ops: repairs.store, then: Vec::new() });
         let (provider_tx, provider_rx) = mpsc::unbounded_channel();
+        let live = core.nodes.iter().filter(|(_, n)| n.status().is_live()).map(|(id, _)| id.clone()).collect();
+        let _ = provider_tx.send(ProviderOp::Sweep { live });
         let providers = ProviderConfig {
             agent_command: config.agent_command.clone(),
             listen: addr,

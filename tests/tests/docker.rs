@@ -199,3 +199,31 @@ fn docker_pools_say_what_is_wrong() {
     });
     assert!(up(&c, "nope").is_empty());
 }
+
+#[test]
+fn a_restarted_coordinator_removes_containers_whose_removal_was_cut_off() {
+    let _turn = turn();
+    let mut c = Cluster::start_docker(&[], &[]);
+    docker_pool(&c, "keep", &["1", "--nodes", "1"]);
+    wait_until(MINUTE, "a container", || up(&c, "keep").len() == 1);
+    let kept = container_of(&c, &up(&c, "keep")[0]);
+    // What a coordinator killed between removing a node and removing its container
+    // leaves behind: a labelled container for a node that is no longer live.
+    let instance = c.instance();
+    let leftover = format!("corral-{instance}-n-999");
+    docker(&[
+        "run", "-d", "--name", &leftover,
+        "--label", &format!("corral.coordinator={instance}"), "--label", "corral.node=n-999", "--label", "corral.pool=keep",
+        DOCKER_IMAGE, "--coordinator", "http://127.0.0.1:9", "--pool", "keep",
+    ]);
+    // And an agent someone started by hand (no node label): not the coordinator's to remove.
+    let by_hand = format!("corral-test-{instance}-by-hand");
+    c.json(&["pool", "create", "manual", "--slots-per-node", "1"]);
+    c.docker_agent("manual", 1, &by_hand);
+
+    c.restart_coordinator();
+    wait_until(MINUTE, "the leftover container to be removed", || !c.containers().contains(&leftover));
+    let names = c.containers();
+    assert!(names.contains(&kept) && names.contains(&by_hand), "{names:?}");
+    wait_until(MINUTE, "the live node to reconnect", || up(&c, "keep").len() == 1);
+}

@@ -143,6 +143,9 @@ pub enum ProviderOp {
     /// Stop the agent of this node (its process, if the provider knows it), run the
     /// pool's remove command, or remove its container.
     Stop { node: NodeId, pool: PoolName, pid: u32, how: Launcher },
+    /// At start: remove whatever this coordinator's providers left running for a
+    /// node that is not one of these live ones (a removal cut off by a crash).
+    Sweep { live: BTreeSet<NodeId> },
 }
 
 /// A node as stored.

@@ -11,7 +11,7 @@
 //! core hears of it at once; when its node is removed or lost, the container is
 //! stopped (the agent kills its tasks) and removed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,8 @@ use std::time::Duration;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -51,6 +52,8 @@ pub struct Containers {
     launching: HashMap<NodeId, JoinHandle<()>>,
     /// Removals in flight: shutdown waits for them.
     removing: Vec<JoinHandle<()>>,
+    /// The start-up sweep, if running: shutdown stops it.
+    sweeping: Option<JoinHandle<()>>,
 }
 
 impl Containers {
@@ -62,6 +65,7 @@ impl Containers {
             engine: Arc::new(OnceCell::new()),
             launching: HashMap::new(),
             removing: Vec::new(),
+            sweeping: None,
         }
     }
 
@@ -110,18 +114,7 @@ impl Containers {
             }
             let removed = async {
                 let docker = connect(&engine).await?;
-                let stop = StopContainerOptions { t: Some(STOP_GRACE_SECS), signal: None };
-                match docker.stop_container(&name, Some(stop)).await {
-                    Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 304 | 404, .. }) => {}
-                    Err(e) => tracing::warn!(container = %name, "could not stop the container: {e}; removing it by force"),
-                }
-                let remove = RemoveContainerOptions { force: true, v: true, link: false };
-                match docker.remove_container(&name, Some(remove)).await {
-                    Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-                    // Already being removed by the engine.
-                    Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-                    Err(e) => Err(format!("cannot remove container {name}: {e}")),
-                }
+                stop_and_remove(&docker, &name).await
             };
             match removed.await {
                 Ok(()) => tracing::info!(node_id = %node, pool = %pool, container = %name, "removed the container"),
@@ -133,8 +126,52 @@ impl Containers {
         }));
     }
 
+    /// Removes this coordinator's containers whose node is not live: their removal
+    /// was ordered and then cut off (the coordinator was killed, the engine was
+    /// down). Containers without a node label (agents started by hand) are left be.
+    /// Quietly does nothing where there is no Docker engine.
+    pub fn sweep(&mut self, live: BTreeSet<NodeId>) {
+        let engine = self.engine.clone();
+        let instance = self.instance.clone();
+        let events = self.events.clone();
+        let mine = format!("{LABEL_INSTANCE}={instance}");
+        self.sweeping = Some(tokio::spawn(async move {
+            // Connect only if there is an engine to talk to; a coordinator without
+            // Docker has nothing to sweep.
+            let Ok(docker) = connect(&engine).await else { return };
+            let filters = HashMap::from([("label".to_string(), vec![mine])]);
+            let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+            let containers = match docker.list_containers(Some(options)).await {
+                Ok(containers) => containers,
+                Err(e) => {
+                    tracing::warn!("cannot list this coordinator's containers to remove leftovers: {e}");
+                    return;
+                }
+            };
+            for container in containers {
+                let labels = container.labels.unwrap_or_default();
+                let Some(node) = labels.get(LABEL_NODE).map(|n| NodeId(n.clone())) else { continue };
+                if live.contains(&node) {
+                    continue;
+                }
+                let name = container_name(&instance, &node);
+                let pool = labels.get(LABEL_POOL).and_then(|p| PoolName::parse("pool", p).ok());
+                tracing::info!(node_id = %node, container = %name, "removing a container left by a removal that was cut off");
+                if let Err(error) = stop_and_remove(&docker, &name).await {
+                    tracing::warn!(node_id = %node, %error, "could not remove a leftover container");
+                    if let Some(pool) = pool {
+                        let _ = events.send(Event::RemoveFailed { node, pool, error });
+                    }
+                }
+            }
+        }));
+    }
+
     /// At shutdown: waits (a while) for removals in flight.
     pub async fn finish(self) {
+        if let Some(sweep) = &self.sweeping {
+            sweep.abort();
+        }
         let all = futures::future::join_all(self.removing);
         let grace = Duration::from_secs(STOP_GRACE_SECS as u64 + 5);
         if tokio::time::timeout(grace, all).await.is_err() {
@@ -228,6 +265,23 @@ async fn connect(engine: &OnceCell<Docker>) -> Result<Docker, String> {
         })
         .await
         .cloned()
+}
+
+/// Stops a container (SIGTERM: its agent kills its tasks and exits; SIGKILL after the
+/// grace period) and removes it. One that is already gone is fine.
+async fn stop_and_remove(docker: &Docker, name: &str) -> Result<(), String> {
+    let stop = StopContainerOptions { t: Some(STOP_GRACE_SECS), signal: None };
+    match docker.stop_container(name, Some(stop)).await {
+        Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 304 | 404, .. }) => {}
+        Err(e) => tracing::warn!(container = %name, "could not stop the container: {e}; removing it by force"),
+    }
+    let remove = RemoveContainerOptions { force: true, v: true, link: false };
+    match docker.remove_container(name, Some(remove)).await {
+        Ok(()) | Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        // Already being removed by the engine.
+        Err(DockerError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Err(e) => Err(format!("cannot remove container {name}: {e}")),
+    }
 }
 
 /// Creates and starts the container; a container of the same name left by an
