@@ -18,8 +18,10 @@ tag="corral-agent:latest"
 while [ $# -gt 0 ]; do
   case "$1" in
     --debug) agent="$target/debug/corral-agent" ;;
-    --agent) agent="$2"; shift ;;
-    --tag) tag="$2"; shift ;;
+    --agent|--tag)
+      [ $# -ge 2 ] || { echo "agent-image.sh: $1 needs a value" >&2; exit 2; }
+      if [ "$1" = --agent ]; then agent="$2"; else tag="$2"; fi
+      shift ;;
     -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "agent-image.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -43,7 +45,14 @@ chmod 1777 "$root/tmp"
 # The agent without its debug info (a smaller image, a faster build), and every
 # library the dynamic loader would load for it, at the same paths.
 objcopy --strip-debug "$agent" "$root/usr/local/bin/corral-agent"
-ldd "$agent" | grep -o '/[^ ]*' | sort -u | while read -r lib; do
+# (A static agent links nothing: ldd fails and there is nothing to copy.)
+libs="$(ldd "$agent" 2>/dev/null || true)"
+if echo "$libs" | grep -q 'not found'; then
+  echo "agent-image.sh: $agent needs libraries this machine lacks:" >&2
+  echo "$libs" | grep 'not found' >&2
+  exit 1
+fi
+for lib in $(echo "$libs" | grep -o '/[^ ]*' | sort -u); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done

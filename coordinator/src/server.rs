@@ -203,7 +203,7 @@ impl Coordinator {
         writer.submit(Batch { ops: repairs.store, then: Vec::new() });
         let (provider_tx, provider_rx) = mpsc::unbounded_channel();
         let live = core.nodes.iter().filter(|(_, n)| n.status().is_live()).map(|(id, _)| id.clone()).collect();
-        let _ = provider_tx.send(ProviderOp::Sweep { live });
+        let _ = provider_tx.send(ProviderOp::Sweep { live, first_new: core.next_node_seq() });
         let providers = ProviderConfig {
             agent_command: config.agent_command.clone(),
             listen: addr,

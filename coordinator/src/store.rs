@@ -145,6 +145,7 @@ impl Store {
         fs::create_dir_all(data_dir)?;
         let conn = open_connection(&data_dir.join("corral.db"))?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
         Ok(Store { conn, logs })
@@ -588,6 +589,28 @@ fn corrupt(why: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("corrupt row in the store: {why}").into())
 }
 
+/// Columns added to `pools` since the first release, for a store written by an older
+/// coordinator (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it was).
+const POOL_COLUMNS: &[(&str, &str)] = &[
+    ("autoscale", "TEXT"),
+    ("removal", "TEXT"),
+    ("commands", "TEXT"),
+    ("start_task", "TEXT"),
+    ("docker", "TEXT"),
+    ("deleting", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('pools')")?;
+    let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    for (column, decl) in POOL_COLUMNS {
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE pools ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// An optional setting kept as a JSON column.
 fn to_json<T: serde::Serialize>(value: &Option<T>) -> rusqlite::Result<Option<String>> {
     value.as_ref().map(|v| serde_json::to_string(v).map_err(|e| corrupt(e.to_string()))).transpose()
@@ -688,5 +711,29 @@ impl Writer {
     /// Queues a batch. Fails only when the writer has stopped.
     pub fn submit(&self, batch: Batch) -> bool {
         self.tx.send(batch).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_from_before_the_newer_pool_columns_opens_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("corral.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE pools (name TEXT PRIMARY KEY, slots_per_node INTEGER NOT NULL, provider TEXT NOT NULL,
+                target_nodes INTEGER NOT NULL, fill TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+             INSERT INTO pools VALUES ('old', 2, 'local', 1, 'spread', 5);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        let snap = store.load().unwrap();
+        let (spec, created, deleting) = &snap.pools[0];
+        assert_eq!((spec.name.as_str(), *created, *deleting), ("old", 5, false));
+        assert_eq!(spec.removal, RemovalPolicy::TaskCompletion);
+        assert!(spec.docker.is_none() && spec.commands.is_none());
     }
 }

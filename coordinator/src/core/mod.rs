@@ -145,7 +145,8 @@ pub enum ProviderOp {
     Stop { node: NodeId, pool: PoolName, pid: u32, how: Launcher },
     /// At start: remove whatever this coordinator's providers left running for a
     /// node that is not one of these live ones (a removal cut off by a crash).
-    Sweep { live: BTreeSet<NodeId> },
+    /// Nodes from `first_new` on are created after this order and never swept.
+    Sweep { live: BTreeSet<NodeId>, first_new: u64 },
 }
 
 /// A node as stored.

@@ -154,9 +154,23 @@ impl Core {
 
     /// The local provider saw the agent process exit.
     pub fn on_node_exited(&mut self, now: Instant, id: &NodeId, out: &mut Outbox) {
-        if self.nodes.get(id).is_some_and(|n| n.status().is_live()) {
-            self.declare_lost(now, id, NodeReason::ProcessExited, out);
+        match self.nodes.get(id).map(|n| n.status()) {
+            // Gone before it registered: a failed launch, so the pool backs off and
+            // says why instead of starting one doomed node after another.
+            Some(NodeStatus::Starting) => self.on_launch_failed(
+                now,
+                id,
+                "the agent exited before it registered (see its log: DATA_DIR/agents/NODE.log, or `docker logs` for a container)",
+                out,
+            ),
+            Some(status) if status.is_live() => self.declare_lost(now, id, NodeReason::ProcessExited, out),
+            _ => {}
         }
+    }
+
+    /// The sequence number the next node will get.
+    pub fn next_node_seq(&self) -> u64 {
+        self.next_node
     }
 
     /// The local provider could not start the agent.

@@ -130,7 +130,7 @@ impl Containers {
     /// was ordered and then cut off (the coordinator was killed, the engine was
     /// down). Containers without a node label (agents started by hand) are left be.
     /// Quietly does nothing where there is no Docker engine.
-    pub fn sweep(&mut self, live: BTreeSet<NodeId>) {
+    pub fn sweep(&mut self, live: BTreeSet<NodeId>, first_new: u64) {
         let engine = self.engine.clone();
         let instance = self.instance.clone();
         let events = self.events.clone();
@@ -151,10 +151,11 @@ impl Containers {
             for container in containers {
                 let labels = container.labels.unwrap_or_default();
                 let Some(node) = labels.get(LABEL_NODE).map(|n| NodeId(n.clone())) else { continue };
-                if live.contains(&node) {
+                // Live, or started since (their containers may be listed already).
+                if live.contains(&node) || node.seq().is_none_or(|seq| seq >= first_new) {
                     continue;
                 }
-                let name = container_name(&instance, &node);
+                let name = container.id.clone().unwrap_or_else(|| container_name(&instance, &node));
                 let pool = labels.get(LABEL_POOL).and_then(|p| PoolName::parse("pool", p).ok());
                 tracing::info!(node_id = %node, container = %name, "removing a container left by a removal that was cut off");
                 if let Err(error) = stop_and_remove(&docker, &name).await {
@@ -298,7 +299,9 @@ async fn start(docker: &Docker, name: &str, body: ContainerCreateBody, image: &s
     };
     match created {
         Ok(_) => {}
-        Err(DockerError::DockerResponseServerError { status_code: 404, .. }) => {
+        Err(DockerError::DockerResponseServerError { status_code: 404, message })
+            if message.to_lowercase().contains("no such image") =>
+        {
             return Err(format!(
                 "the image '{image}' is not on the Docker engine (nothing is pulled): build it with \
                  `bash docker/agent-image.sh --tag {image}`"

@@ -57,7 +57,7 @@ pub async fn run(config: ProviderConfig, events: mpsc::UnboundedSender<Event>, m
                     Launcher::Command(c) => commands.remove(node, pool, pid, c),
                     Launcher::Docker(_) => docker.remove(node, pool),
                 },
-                Some(ProviderOp::Sweep { live }) => docker.sweep(live),
+                Some(ProviderOp::Sweep { live, first_new }) => docker.sweep(live, first_new),
                 None => break,
             },
             Some(node) = exited.recv() => {

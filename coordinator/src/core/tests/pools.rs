@@ -89,15 +89,21 @@ fn local_pools_launch_replace_and_shrink() {
     env.tick();
     assert!(env.take().provider.is_empty(), "starting nodes count toward the size");
 
-    // One registers; the other dies before it does and is replaced.
+    // One registers; the other dies before it does: a failed launch, replaced after
+    // a backoff, with the reason on the pool.
     env.join(2, Some(launched[0].clone()));
     env.core.on_node_exited(env.now, &launched[1], &mut env.out);
+    env.tick();
+    assert!(super::launched(&env.take()).is_empty(), "no replacement before the backoff");
+    let name = PoolName::parse("name", "p").unwrap();
+    assert!(env.core.pools[&name].last_error.as_deref().is_some_and(|e| e.contains("exited before it registered")));
+    assert_eq!(env.core.nodes[&launched[1]].record.reason, Some(NodeReason::LaunchFailed));
+    env.advance(env.core.config.retry_backoff * 4);
     env.tick();
     let replaced = super::launched(&env.take()).len();
     assert_eq!(replaced, 1);
 
     // Shrinking to 1 removes the starting node before the registered one.
-    let name = PoolName::parse("name", "p").unwrap();
     env.core.resize_pool(env.now, &name, 1, &mut env.out).unwrap();
     env.check();
     assert_eq!(env.core.nodes[&launched[0]].state(), NodeState::Idle);
