@@ -59,7 +59,10 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
         (_, None) => None,
     };
     if provider.starts_nodes() && spec.target_nodes > MAX_LOCAL_NODES {
-        return Err(Invalid::new("nodes", format!("a pool whose nodes the coordinator starts has at most {MAX_LOCAL_NODES} nodes")));
+        return Err(Invalid::new(
+            "nodes",
+            format!("a pool whose nodes the coordinator starts has at most {MAX_LOCAL_NODES} nodes"),
+        ));
     }
     if provider == Provider::Static && spec.target_nodes != 0 {
         return Err(Invalid::new(
@@ -151,7 +154,10 @@ pub fn autoscale_to_pb(a: &Autoscale) -> pb::AutoscaleSpec {
 
 pub fn local_target(target: u32) -> Result<u32, Invalid> {
     if target > MAX_LOCAL_NODES {
-        return Err(Invalid::new("nodes", format!("a pool whose nodes the coordinator starts has at most {MAX_LOCAL_NODES} nodes")));
+        return Err(Invalid::new(
+            "nodes",
+            format!("a pool whose nodes the coordinator starts has at most {MAX_LOCAL_NODES} nodes"),
+        ));
     }
     Ok(target)
 }

@@ -142,7 +142,10 @@ impl Cluster {
 
     /// The id that labels this coordinator's containers (`corral.coordinator`).
     pub fn instance(&self) -> String {
-        std::fs::read_to_string(self.data_dir().join("instance")).expect("the coordinator's instance file").trim().into()
+        std::fs::read_to_string(self.data_dir().join("instance"))
+            .expect("the coordinator's instance file")
+            .trim()
+            .into()
     }
 
     /// Names of this coordinator's containers, running or not (`docker ps -a`).
@@ -159,9 +162,26 @@ impl Cluster {
         let label = format!("corral.coordinator={}", self.instance());
         let slots = slots.to_string();
         docker(&[
-            "run", "-d", "--init", "--name", name, "--hostname", name, "--label", &label,
-            "--add-host", "host.docker.internal:host-gateway", DOCKER_IMAGE,
-            "--coordinator", &url, "--pool", pool, "--slots", &slots, "--kill-grace", "1s",
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--label",
+            &label,
+            "--add-host",
+            "host.docker.internal:host-gateway",
+            DOCKER_IMAGE,
+            "--coordinator",
+            &url,
+            "--pool",
+            pool,
+            "--slots",
+            &slots,
+            "--kill-grace",
+            "1s",
         ]);
     }
 
@@ -422,7 +442,8 @@ impl Drop for Cluster {
             if let Ok(instance) = std::fs::read_to_string(self.data_dir().join("instance")) {
                 let filter = format!("label=corral.coordinator={}", instance.trim());
                 if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output() {
-                    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+                    let ids: Vec<String> =
+                        String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
                     if !ids.is_empty() {
                         let _ = Command::new("docker").args(["rm", "-f"]).args(&ids).output();
                     }

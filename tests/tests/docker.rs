@@ -36,8 +36,7 @@ fn container_of(c: &Cluster, node: &str) -> String {
 }
 
 fn docker_pool(c: &Cluster, name: &str, extra: &[&str]) -> Value {
-    let mut args =
-        vec!["pool", "create", name, "--provider", "docker", "--image", DOCKER_IMAGE, "--slots-per-node"];
+    let mut args = vec!["pool", "create", name, "--provider", "docker", "--image", DOCKER_IMAGE, "--slots-per-node"];
     args.extend_from_slice(extra);
     c.json(&args)
 }
@@ -104,9 +103,7 @@ fn a_killed_container_is_replaced_and_its_tasks_rerun_and_delete_leaves_nothing(
         let ran_on = attempts.last().and_then(|a| a["node_id"].as_str()).unwrap_or_default().to_string();
         assert_eq!(c.logs(job, *index, false).trim(), ran_on, "a task prints its container's hostname");
     }
-    wait_until(MINUTE, "the killed container to be removed", || {
-        !c.containers().contains(&container_of(&c, &victim))
-    });
+    wait_until(MINUTE, "the killed container to be removed", || !c.containers().contains(&container_of(&c, &victim)));
 
     let deleted = c.json(&["pool", "delete", "fleet"]);
     assert_eq!(deleted["stopped_nodes"], 2);
@@ -136,9 +133,7 @@ fn a_container_cut_off_from_the_network_is_lost_and_replaced() {
     assert_ne!(second, first);
     assert_eq!(c.logs(job, 0, false).trim(), second);
     // The cut-off container is stopped and removed like any lost node's.
-    wait_until(MINUTE, "the cut-off container to be removed", || {
-        !c.containers().contains(&container_of(&c, &first))
-    });
+    wait_until(MINUTE, "the cut-off container to be removed", || !c.containers().contains(&container_of(&c, &first)));
 }
 
 #[test]
@@ -190,9 +185,33 @@ fn docker_pools_say_what_is_wrong() {
     assert!(out.contains("docker.image"), "{out}");
     let out = c.fails(&["pool", "create", "p", "--slots-per-node", "1", "--image", "x"]);
     assert!(out.contains("only a docker pool"), "{out}");
-    let out = c.fails(&["pool", "create", "p", "--provider", "docker", "--image", "x", "--slots-per-node", "1", "--memory", "lots"]);
+    let out = c.fails(&[
+        "pool",
+        "create",
+        "p",
+        "--provider",
+        "docker",
+        "--image",
+        "x",
+        "--slots-per-node",
+        "1",
+        "--memory",
+        "lots",
+    ]);
     assert!(out.contains("--memory") && out.contains("not a size"), "{out}");
-    let missing = c.json(&["pool", "create", "nope", "--provider", "docker", "--image", "corral-no-such-image:1", "--slots-per-node", "1", "--nodes", "1"]);
+    let missing = c.json(&[
+        "pool",
+        "create",
+        "nope",
+        "--provider",
+        "docker",
+        "--image",
+        "corral-no-such-image:1",
+        "--slots-per-node",
+        "1",
+        "--nodes",
+        "1",
+    ]);
     assert_eq!(missing["name"], "nope");
     wait_until(MINUTE, "the missing image on the pool", || {
         c.json(&["pool", "show", "nope"])["last_error"].as_str().is_some_and(|e| e.contains("docker/agent-image.sh"))
@@ -212,9 +231,21 @@ fn a_restarted_coordinator_removes_containers_whose_removal_was_cut_off() {
     let instance = c.instance();
     let leftover = format!("corral-{instance}-n-0");
     docker(&[
-        "run", "-d", "--name", &leftover,
-        "--label", &format!("corral.coordinator={instance}"), "--label", "corral.node=n-0", "--label", "corral.pool=keep",
-        DOCKER_IMAGE, "--coordinator", "http://127.0.0.1:9", "--pool", "keep",
+        "run",
+        "-d",
+        "--name",
+        &leftover,
+        "--label",
+        &format!("corral.coordinator={instance}"),
+        "--label",
+        "corral.node=n-0",
+        "--label",
+        "corral.pool=keep",
+        DOCKER_IMAGE,
+        "--coordinator",
+        "http://127.0.0.1:9",
+        "--pool",
+        "keep",
     ]);
     // And an agent someone started by hand (no node label): not the coordinator's to remove.
     let by_hand = format!("corral-test-{instance}-by-hand");

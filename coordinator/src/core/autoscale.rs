@@ -144,8 +144,12 @@ impl Core {
 
     /// Evaluates every autoscaled pool and carries out what it decides.
     pub(super) fn autoscale(&mut self, now: Instant, out: &mut Outbox) {
-        let names: Vec<PoolName> =
-            self.pools.values().filter(|p| p.spec.autoscale.is_some() && !p.deleting).map(|p| p.spec.name.clone()).collect();
+        let names: Vec<PoolName> = self
+            .pools
+            .values()
+            .filter(|p| p.spec.autoscale.is_some() && !p.deleting)
+            .map(|p| p.spec.name.clone())
+            .collect();
         for name in names {
             let Some(pool) = self.pools.get(&name) else { continue };
             let Some(auto) = pool.spec.autoscale.clone() else { continue };

@@ -332,7 +332,10 @@ impl Node {
     /// the record (as the reason), so it survives a restart.
     pub fn remove_when_idle(&self) -> bool {
         self.record.status == NodeStatus::Draining
-            && matches!(self.record.reason, Some(NodeReason::ScaledDown | NodeReason::Removed | NodeReason::PoolDeleted))
+            && matches!(
+                self.record.reason,
+                Some(NodeReason::ScaledDown | NodeReason::Removed | NodeReason::PoolDeleted)
+            )
     }
 
     /// Whether it counts toward its pool's size: live and not on its way out. The

@@ -85,7 +85,11 @@ impl Core {
         tracing::info!(pool = %name, %policy, draining, active_jobs = active.len(), "deleting the pool by its removal policy");
         let cancelled = if draining == 0 { active } else { Vec::new() };
         self.finish_deleting_pools(now, out);
-        Ok(Deleted { cancelled_jobs: cancelled, stopped_nodes: nodes.len() as u32 - draining, draining_nodes: draining })
+        Ok(Deleted {
+            cancelled_jobs: cancelled,
+            stopped_nodes: nodes.len() as u32 - draining,
+            draining_nodes: draining,
+        })
     }
 
     /// Deletes the pools being deleted whose last node is gone, cancelling what has
@@ -94,7 +98,8 @@ impl Core {
         let done: Vec<PoolName> =
             self.pools.values().filter(|p| p.deleting && p.nodes.is_empty()).map(|p| p.spec.name.clone()).collect();
         for name in done {
-            let jobs: Vec<JobId> = self.pools.get(&name).map(|p| p.jobs.iter().map(|(_, id)| *id).collect()).unwrap_or_default();
+            let jobs: Vec<JobId> =
+                self.pools.get(&name).map(|p| p.jobs.iter().map(|(_, id)| *id).collect()).unwrap_or_default();
             for id in &jobs {
                 let _ = self.cancel_job(now, *id, out);
             }
@@ -108,8 +113,12 @@ impl Core {
     /// removes starting and idle nodes first; busy ones are drained and removed when
     /// their last task ends, so scaling down loses no work.
     pub(super) fn reconcile_local_pools(&mut self, now: Instant, out: &mut Outbox) {
-        let names: Vec<PoolName> =
-            self.pools.values().filter(|p| p.spec.provider.starts_nodes() && !p.deleting).map(|p| p.spec.name.clone()).collect();
+        let names: Vec<PoolName> = self
+            .pools
+            .values()
+            .filter(|p| p.spec.provider.starts_nodes() && !p.deleting)
+            .map(|p| p.spec.name.clone())
+            .collect();
         for name in names {
             let pool = &self.pools[&name];
             let counted: Vec<&Node> =

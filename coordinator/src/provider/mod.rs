@@ -37,11 +37,20 @@ pub struct ProviderConfig {
 }
 
 /// Carries out the core's orders until the coordinator drops its sender.
-pub async fn run(config: ProviderConfig, events: mpsc::UnboundedSender<Event>, mut orders: mpsc::UnboundedReceiver<ProviderOp>) {
+pub async fn run(
+    config: ProviderConfig,
+    events: mpsc::UnboundedSender<Event>,
+    mut orders: mpsc::UnboundedReceiver<ProviderOp>,
+) {
     let url = local_url(config.listen);
     let (exited_tx, mut exited) = mpsc::unbounded_channel();
-    let mut local =
-        local::LocalAgents::new(config.agent_command.clone(), url.clone(), config.dir.clone(), events.clone(), exited_tx);
+    let mut local = local::LocalAgents::new(
+        config.agent_command.clone(),
+        url.clone(),
+        config.dir.clone(),
+        events.clone(),
+        exited_tx,
+    );
     let mut commands = command::Commands::new(url, config.dir.clone(), events.clone());
     let mut docker = docker::Containers::new(config.listen, config.instance.clone(), events.clone());
     loop {
