@@ -39,6 +39,8 @@ enum Command {
     /// List and show tasks, and read their logs.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
+    /// Print what happens (pool, node, job, task changes), resumable by event id.
+    Events(commands::events::EventsArgs),
     /// Put, get and list objects in the store that task inputs and outputs use.
     #[command(subcommand)]
     File(commands::file::FileCommand),
@@ -95,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Job(cmd) => cmd.run(&ctx).await,
         Command::Task(cmd) => cmd.run(&ctx).await,
         Command::File(cmd) => cmd.run(&ctx).await,
+        Command::Events(args) => args.run(&ctx).await,
         Command::Demo(args) => args.run().await,
         Command::Up(args) => args.run(&ctx).await,
         Command::Agent(args) => {

@@ -645,3 +645,19 @@ mod tests {
         assert_eq!(local(100_000).unwrap_err().field, "nodes");
     }
 }
+
+/// An event as the API sends it.
+pub fn event_pb(e: crate::events::Event) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        at_ms: e.at_ms,
+        kind: e.kind.as_str().into(),
+        pool: e.pool.unwrap_or_default(),
+        job_id: e.job.unwrap_or_default(),
+        task: e.task,
+        attempt: e.attempt,
+        node_id: e.node.unwrap_or_default(),
+        state: e.state,
+        detail: e.detail,
+    }
+}

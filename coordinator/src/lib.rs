@@ -9,8 +9,10 @@
 //! - [`core`]: every decision, as synchronous functions of the state and `now` that
 //!   write their effects into an outbox;
 //! - [`store`]: SQLite with group commit, and the log files;
+//! - [`events`]: the numbered feed of every change, written with the change;
 //! - [`server`]: the event loop that owns the core and carries out its outbox;
 //! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
+//! - [`feed`]: the event feed read as a stream (gRPC and the dashboard);
 //! - [`objects`]: the object store for task inputs and outputs, and its service;
 //! - [`provider`]: starting and stopping nodes: local agents, commands, containers.
 //!
@@ -21,6 +23,8 @@ pub mod agent_service;
 pub mod convert;
 pub mod core;
 pub mod error;
+pub mod events;
+pub mod feed;
 pub mod graph;
 pub mod mapreduce;
 pub mod model;

@@ -141,6 +141,9 @@ pub struct Shared {
     pub core_config: CoreConfig,
     /// The object store, to measure map/reduce inputs.
     pub objects: Arc<dyn object_store::ObjectStore>,
+    /// The id of the newest durable event; it changes after each commit that
+    /// recorded some.
+    pub last_event: watch::Receiver<u64>,
 }
 
 impl Shared {
@@ -162,6 +165,12 @@ impl Shared {
 
     pub fn send(&self, event: Event) -> Result<(), Status> {
         self.events.send(event).map_err(|_| shutting_down())
+    }
+
+    /// The store's read connection. Hold it only for one query, never across an
+    /// `.await`.
+    pub fn reader(&self) -> std::sync::MutexGuard<'_, Reader> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -199,7 +208,10 @@ impl Coordinator {
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
-        let (writer, writer_thread) = Writer::spawn(store);
+        let (last_event_tx, last_event) = watch::channel(store.last_event());
+        let (writer, writer_thread) = Writer::spawn(store, move |done| {
+            last_event_tx.send_if_modified(|last| std::mem::replace(last, done.last_event) != done.last_event);
+        });
         writer.submit(Batch { ops: repairs.store, then: Vec::new() });
         let (provider_tx, provider_rx) = mpsc::unbounded_channel();
         let live = core.nodes.iter().filter(|(_, n)| n.status().is_live()).map(|(id, _)| id.clone()).collect();
@@ -216,6 +228,7 @@ impl Coordinator {
             reader: Mutex::new(reader),
             core_config: config.core.clone(),
             objects: objects.clone(),
+            last_event,
         });
 
         let event_loop = tokio::spawn(run_loop(core, events_rx, writer, provider_tx, stop_rx.clone()));

@@ -40,6 +40,7 @@ fn pool_or_404(core: &Core, name: &PoolName, now: std::time::Instant) -> Result<
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Corral for ClientApi {
@@ -298,6 +299,22 @@ impl Corral for ClientApi {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<EventStream>, Status> {
+        let req = req.into_inner();
+        let filter = crate::events::Filter {
+            job: (req.job_id != 0).then_some(JobId(req.job_id)),
+            pool: if req.pool.is_empty() { None } else { Some(PoolName::parse("pool", &req.pool)?) },
+        };
+        crate::feed::check_resume(&self.shared, req.after).await?;
+        let events = crate::feed::subscribe(self.shared.clone(), req.after, filter, req.follow);
+        let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(events), |e| {
+            e.map(convert::event_pb).map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
         let req = req.into_inner();
         let state = if req.state.is_empty() {
@@ -335,7 +352,7 @@ impl Corral for ClientApi {
         let key = TaskKey { job: JobId(task.job_id), index: task.index };
         let shared = self.shared.clone();
         let rows = tokio::task::spawn_blocking(move || {
-            let reader = shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+            let reader = shared.reader();
             reader.attempts(key)
         })
         .await
@@ -392,7 +409,7 @@ impl Corral for ClientApi {
         } as usize;
         let shared = self.shared.clone();
         let data = tokio::task::spawn_blocking(move || {
-            let reader = shared.reader.lock().unwrap_or_else(|e| e.into_inner());
+            let reader = shared.reader();
             reader.read_log(AttemptRef { task: key, attempt }, req.stderr, req.offset, max)
         })
         .await

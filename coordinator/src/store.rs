@@ -16,7 +16,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -123,6 +123,10 @@ pub struct AttemptRow {
 pub struct Store {
     conn: Connection,
     logs: PathBuf,
+    /// Each job's pool, for the events of its tasks.
+    job_pools: HashMap<JobId, PoolName>,
+    /// The id of the newest event recorded.
+    last_event: u64,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -145,10 +149,12 @@ impl Store {
         fs::create_dir_all(data_dir)?;
         let conn = open_connection(&data_dir.join("corral.db"))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::events::SCHEMA)?;
         add_missing_columns(&conn)?;
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
-        Ok(Store { conn, logs })
+        let last_event = crate::events::last_id(&conn)?;
+        Ok(Store { conn, logs, job_pools: HashMap::new(), last_event })
     }
 
     /// A second connection for reads that the core does not keep in memory
@@ -365,11 +371,38 @@ impl Store {
         Ok(groups)
     }
 
-    /// Applies a group of changes in one transaction.
+    /// The id of the newest event recorded.
+    pub fn last_event(&self) -> u64 {
+        self.last_event
+    }
+
+    /// Applies a group of changes in one transaction, with the event each makes.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
         let logs = &self.logs;
+        let job_pools = &mut self.job_pools;
         let tx = self.conn.transaction()?;
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut last_event = self.last_event;
         for op in ops {
+            if let StoreOp::InsertJob(j) = op {
+                job_pools.insert(j.id, j.spec.pool.clone());
+            }
+            let event = crate::events::describe(op, |job| {
+                if let Some(pool) = job_pools.get(&job) {
+                    return Some(pool.clone());
+                }
+                let stored: Option<String> = tx
+                    .prepare_cached("SELECT pool FROM jobs WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.query_row([job.0], |r| r.get(0)).optional())
+                    .ok()
+                    .flatten();
+                let pool = PoolName::parse("pool", &stored?).ok()?;
+                job_pools.insert(job, pool.clone());
+                Some(pool)
+            });
+            if let Some(event) = event {
+                last_event = crate::events::insert(&tx, at_ms, &event)?;
+            }
             match op {
                 StoreOp::PutPool { spec, created_at_ms, deleting } => {
                     tx.prepare_cached(
@@ -508,7 +541,12 @@ impl Store {
                 }
             }
         }
+        // Trim the feed now and then, not on every commit.
+        if last_event / 10_000 != self.last_event / 10_000 {
+            crate::events::trim(&tx, last_event)?;
+        }
         tx.commit()?;
+        self.last_event = last_event;
         Ok(())
     }
 }
@@ -557,6 +595,17 @@ impl Reader {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` events after `after` that pass `filter`, oldest first.
+    pub fn events(&self, after: u64, filter: &crate::events::Filter, limit: usize) -> Result<Vec<crate::events::Event>> {
+        Ok(crate::events::read(&self.conn, after, filter, limit)?)
+    }
+
+    /// The oldest and the newest event kept (`None` for an empty feed), and the
+    /// newest ever recorded.
+    pub fn event_bounds(&self) -> Result<(Option<u64>, u64)> {
+        Ok((crate::events::first_id(&self.conn)?, crate::events::last_id(&self.conn)?))
     }
 
     /// Whether an attempt has ended in the record.
@@ -671,6 +720,16 @@ pub struct Batch {
     pub then: Vec<FollowUp>,
 }
 
+/// What the writer made durable in one commit, for those who watch it (the event
+/// feed, the metrics).
+pub struct Committed<'a> {
+    pub ops: &'a [StoreOp],
+    /// The id of the newest event recorded, after this commit.
+    pub last_event: u64,
+    /// How long writing and committing took.
+    pub took: Duration,
+}
+
 /// The handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -679,8 +738,12 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread. It ends when every `Writer` clone is dropped, after
-    /// writing what it was given.
-    pub fn spawn(mut store: Store) -> (Writer, std::thread::JoinHandle<()>) {
+    /// writing what it was given. `committed` hears of each commit before the
+    /// batches' follow-ups run.
+    pub fn spawn(
+        mut store: Store,
+        mut committed: impl FnMut(Committed) + Send + 'static,
+    ) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Batch>();
         let handle = std::thread::Builder::new()
             .name("corral-store".into())
@@ -695,7 +758,9 @@ impl Writer {
                     }
                     let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
                     if !ops.is_empty() {
+                        let started = std::time::Instant::now();
                         write_durably(&mut store, &ops);
+                        committed(Committed { ops: &ops, last_event: store.last_event(), took: started.elapsed() });
                     }
                     for batch in batches {
                         for f in batch.then {

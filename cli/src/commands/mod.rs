@@ -1,6 +1,7 @@
 //! The subcommands, one file each.
 
 pub mod demo;
+pub mod events;
 pub mod file;
 pub mod job;
 pub mod jobfile;

@@ -1,0 +1,334 @@
+//! The event feed: every change of a pool, node, job, task or attempt, numbered.
+//!
+//! Events are not produced by the core: the store writer derives one from each
+//! change it makes durable ([`describe`]) and inserts it in the same transaction.
+//! So the feed holds exactly what happened, in the order it became durable, and an
+//! event is never seen for a change a crash could take back. Ids come from SQLite's
+//! `AUTOINCREMENT`: they only grow, with no gaps, so a consumer that resumes after
+//! its last id misses nothing and sees nothing twice.
+//!
+//! The feed keeps the last [`KEEP`] events; older ones are trimmed as new ones come.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::core::StoreOp;
+use crate::model::*;
+
+/// How many events the store keeps (about 100 bytes each on disk).
+pub const KEEP: u64 = 1_000_000;
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Pool,
+    Node,
+    Job,
+    Task,
+    Attempt,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pool => "pool",
+            Kind::Node => "node",
+            Kind::Job => "job",
+            Kind::Task => "task",
+            Kind::Attempt => "attempt",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "pool" => Kind::Pool,
+            "node" => Kind::Node,
+            "job" => Kind::Job,
+            "task" => Kind::Task,
+            "attempt" => Kind::Attempt,
+            _ => return None,
+        })
+    }
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: u64,
+    pub at_ms: u64,
+    pub kind: Kind,
+    pub pool: Option<String>,
+    pub job: Option<u64>,
+    pub task: Option<u32>,
+    pub attempt: Option<u32>,
+    pub node: Option<String>,
+    /// The new state (see the `Event` message in the proto for the words).
+    pub state: String,
+    /// Why, or what changed, for people.
+    pub detail: String,
+}
+
+/// Which events a reader wants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub job: Option<JobId>,
+    pub pool: Option<PoolName>,
+}
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    pool TEXT,
+    job_id INTEGER,
+    idx INTEGER,
+    attempt INTEGER,
+    node_id TEXT,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id) WHERE job_id IS NOT NULL;
+";
+
+/// The event a change makes, without its id and time; `pool_of` names a job's pool.
+pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>) -> Option<Event> {
+    let event = |kind, state: &str| Event {
+        id: 0,
+        at_ms: 0,
+        kind,
+        pool: None,
+        job: None,
+        task: None,
+        attempt: None,
+        node: None,
+        state: state.to_string(),
+        detail: String::new(),
+    };
+    Some(match op {
+        StoreOp::PutPool { spec, deleting, .. } => Event {
+            pool: Some(spec.name.to_string()),
+            detail: match &spec.autoscale {
+                Some(a) => format!(
+                    "{} pool, {} node(s) now, autoscale {}..{}",
+                    spec.provider.as_str(),
+                    spec.target_nodes,
+                    a.min,
+                    a.max
+                ),
+                None => format!("{} pool, target {} node(s)", spec.provider.as_str(), spec.target_nodes),
+            },
+            ..event(Kind::Pool, if *deleting { "deleting" } else { "active" })
+        },
+        StoreOp::DeletePool(name) => Event { pool: Some(name.to_string()), ..event(Kind::Pool, "deleted") },
+        StoreOp::ScaleRecord { pool, record } => Event {
+            pool: Some(pool.to_string()),
+            detail: format!("{} -> {} node(s): {}", record.from, record.to, record.reason),
+            ..event(Kind::Pool, "scaled")
+        },
+        StoreOp::PutNode(n) => Event {
+            pool: Some(n.pool.to_string()),
+            node: Some(n.id.0.clone()),
+            detail: n.reason.map(|r| r.as_str().to_string()).unwrap_or_default(),
+            ..event(Kind::Node, n.status.as_str())
+        },
+        StoreOp::InsertJob(j) => Event {
+            pool: Some(j.spec.pool.to_string()),
+            job: Some(j.id.0),
+            detail: format!("{} submitted with {} task(s)", j.spec.name, j.spec.task_count()),
+            ..event(Kind::Job, j.state.as_str())
+        },
+        StoreOp::SetJobState { id, state, .. } => {
+            Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
+        }
+        StoreOp::CloseJob(id) => {
+            Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "closed") }
+        }
+        StoreOp::AddTaskGroups { job, last_index, .. } => Event {
+            pool: pool_of(*job).map(|p| p.to_string()),
+            job: Some(job.0),
+            detail: format!("tasks up to index {last_index}"),
+            ..event(Kind::Job, "tasks_added")
+        },
+        // A task starts running with its attempt, which names the node: that one
+        // event says it all.
+        StoreOp::PutTask(t) if t.state == TaskState::Running => return None,
+        StoreOp::PutTask(t) => Event {
+            pool: pool_of(t.key.job).map(|p| p.to_string()),
+            job: Some(t.key.job.0),
+            task: Some(t.key.index),
+            attempt: Some(t.attempt),
+            detail: t.reason.clone().unwrap_or_default(),
+            ..event(Kind::Task, t.state.as_str())
+        },
+        StoreOp::StartAttempt { attempt, node, .. } => Event {
+            pool: pool_of(attempt.task.job).map(|p| p.to_string()),
+            job: Some(attempt.task.job.0),
+            task: Some(attempt.task.index),
+            attempt: Some(attempt.attempt),
+            node: Some(node.0.clone()),
+            ..event(Kind::Task, TaskState::Running.as_str())
+        },
+        StoreOp::EndAttempt { attempt, outcome, exit_code, signal, message, .. } => Event {
+            pool: pool_of(attempt.task.job).map(|p| p.to_string()),
+            job: Some(attempt.task.job.0),
+            task: Some(attempt.task.index),
+            attempt: Some(attempt.attempt),
+            detail: match (exit_code, signal) {
+                (Some(code), _) if message.is_empty() => format!("exit code {code}"),
+                (Some(code), _) => format!("exit code {code}: {message}"),
+                (None, Some(sig)) => format!("signal {sig} {message}").trim_end().to_string(),
+                (None, None) => message.clone(),
+            },
+            ..event(Kind::Attempt, outcome.as_str())
+        },
+        StoreOp::Log(_) => return None,
+    })
+}
+
+/// Records `event` in the transaction; returns its id.
+pub fn insert(conn: &Connection, at_ms: u64, event: &Event) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "INSERT INTO events (at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        at_ms,
+        event.kind.as_str(),
+        event.pool,
+        event.job,
+        event.task,
+        event.attempt,
+        event.node,
+        event.state,
+        event.detail
+    ])?;
+    Ok(conn.last_insert_rowid() as u64)
+}
+
+/// Drops all but the newest [`KEEP`] events.
+pub fn trim(conn: &Connection, last_id: u64) -> rusqlite::Result<()> {
+    if last_id > KEEP {
+        conn.prepare_cached("DELETE FROM events WHERE id <= ?1")?.execute([last_id - KEEP])?;
+    }
+    Ok(())
+}
+
+/// The id of the newest event recorded (0 if none ever was).
+pub fn last_id(conn: &Connection) -> rusqlite::Result<u64> {
+    let seq: Option<i64> =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+/// The oldest event still kept, if any.
+pub fn first_id(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+    conn.query_row("SELECT MIN(id) FROM events", [], |r| r.get::<_, Option<i64>>(0)).map(|id| id.map(|i| i as u64))
+}
+
+/// Up to `limit` events after `after` that pass `filter`, oldest first.
+pub fn read(conn: &Connection, after: u64, filter: &Filter, limit: usize) -> rusqlite::Result<Vec<Event>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events
+         WHERE id > ?1 AND (?2 IS NULL OR job_id = ?2) AND (?3 IS NULL OR pool = ?3)
+         ORDER BY id LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![after, filter.job.map(|j| j.0), filter.pool.as_ref().map(|p| p.as_str()), limit as i64],
+        |r| {
+            let kind: String = r.get(2)?;
+            Ok(Event {
+                id: r.get(0)?,
+                at_ms: r.get(1)?,
+                kind: Kind::parse(&kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        format!("unknown event kind {kind:?}").into(),
+                    )
+                })?,
+                pool: r.get(3)?,
+                job: r.get(4)?,
+                task: r.get(5)?,
+                attempt: r.get(6)?,
+                node: r.get(7)?,
+                state: r.get(8)?,
+                detail: r.get(9)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::TaskRecord;
+
+    fn conn() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn
+    }
+
+    fn task(job: u64, index: u32, state: TaskState) -> StoreOp {
+        StoreOp::PutTask(TaskRecord {
+            key: TaskKey { job: JobId(job), index },
+            state,
+            attempt: 1,
+            failures: 0,
+            node_losses: 0,
+            reason: None,
+        })
+    }
+
+    #[test]
+    fn a_running_task_is_told_once_by_its_attempt() {
+        let pool = |_| Some(PoolName::parse("pool", "cpu").unwrap());
+        assert_eq!(describe(&task(1, 0, TaskState::Running), pool), None);
+        let start = StoreOp::StartAttempt {
+            attempt: AttemptRef { task: TaskKey { job: JobId(1), index: 0 }, attempt: 1 },
+            node: NodeId("n-1".into()),
+            started_at_ms: 5,
+        };
+        let e = describe(&start, pool).unwrap();
+        assert_eq!((e.kind, e.state.as_str(), e.node.as_deref(), e.pool.as_deref()), (Kind::Task, "running", Some("n-1"), Some("cpu")));
+        let done = describe(&task(1, 0, TaskState::Succeeded), pool).unwrap();
+        assert_eq!((done.task, done.state.as_str()), (Some(0), "succeeded"));
+    }
+
+    #[test]
+    fn reads_resume_after_an_id_and_filter_by_job_and_pool() {
+        let conn = conn();
+        let pools = ["a", "b"];
+        for i in 0..10u64 {
+            let mut e = describe(&task(i % 2 + 1, i as u32, TaskState::Succeeded), |j| {
+                Some(PoolName::parse("pool", pools[(j.0 - 1) as usize]).unwrap())
+            })
+            .unwrap();
+            e.at_ms = i;
+            assert_eq!(insert(&conn, i, &e).unwrap(), i + 1);
+        }
+        let all = read(&conn, 0, &Filter::default(), 100).unwrap();
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+        let rest = read(&conn, 7, &Filter::default(), 100).unwrap();
+        assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![8, 9, 10]);
+        let job2 = read(&conn, 0, &Filter { job: Some(JobId(2)), pool: None }, 100).unwrap();
+        assert_eq!(job2.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 4, 6, 8, 10]);
+        let pool_a = read(&conn, 0, &Filter { job: None, pool: Some(PoolName::parse("pool", "a").unwrap()) }, 2).unwrap();
+        assert_eq!(pool_a.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(last_id(&conn).unwrap(), 10);
+    }
+
+    #[test]
+    fn trimming_keeps_ids_growing() {
+        let conn = conn();
+        let e = describe(&StoreOp::DeletePool(PoolName::parse("pool", "p").unwrap()), |_| None).unwrap();
+        for _ in 0..3 {
+            insert(&conn, 0, &e).unwrap();
+        }
+        conn.execute("DELETE FROM events", []).unwrap();
+        assert_eq!(insert(&conn, 0, &e).unwrap(), 4, "an emptied feed must not reuse ids");
+        assert_eq!(first_id(&conn).unwrap(), Some(4));
+    }
+}
