@@ -290,9 +290,13 @@ mod tests {
             attempt: AttemptRef { task: TaskKey { job: JobId(1), index: 0 }, attempt: 1 },
             node: NodeId("n-1".into()),
             started_at_ms: 5,
+            queued_at_ms: 1,
         };
         let e = describe(&start, pool).unwrap();
-        assert_eq!((e.kind, e.state.as_str(), e.node.as_deref(), e.pool.as_deref()), (Kind::Task, "running", Some("n-1"), Some("cpu")));
+        assert_eq!(
+            (e.kind, e.state.as_str(), e.node.as_deref(), e.pool.as_deref()),
+            (Kind::Task, "running", Some("n-1"), Some("cpu"))
+        );
         let done = describe(&task(1, 0, TaskState::Succeeded), pool).unwrap();
         assert_eq!((done.task, done.state.as_str()), (Some(0), "succeeded"));
     }
@@ -315,7 +319,8 @@ mod tests {
         assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![8, 9, 10]);
         let job2 = read(&conn, 0, &Filter { job: Some(JobId(2)), pool: None }, 100).unwrap();
         assert_eq!(job2.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 4, 6, 8, 10]);
-        let pool_a = read(&conn, 0, &Filter { job: None, pool: Some(PoolName::parse("pool", "a").unwrap()) }, 2).unwrap();
+        let pool_a =
+            read(&conn, 0, &Filter { job: None, pool: Some(PoolName::parse("pool", "a").unwrap()) }, 2).unwrap();
         assert_eq!(pool_a.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(last_id(&conn).unwrap(), 10);
     }

@@ -13,6 +13,7 @@
 //! - [`server`]: the event loop that owns the core and carries out its outbox;
 //! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
 //! - [`feed`]: the event feed read as a stream (gRPC and the dashboard);
+//! - [`metrics`], [`http`]: Prometheus metrics, the dashboard and its JSON API;
 //! - [`objects`]: the object store for task inputs and outputs, and its service;
 //! - [`provider`]: starting and stopping nodes: local agents, commands, containers.
 //!
@@ -26,7 +27,9 @@ pub mod error;
 pub mod events;
 pub mod feed;
 pub mod graph;
+pub mod http;
 pub mod mapreduce;
+pub mod metrics;
 pub mod model;
 pub mod objects;
 pub mod provider;

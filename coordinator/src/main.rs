@@ -20,6 +20,13 @@ struct Args {
     /// Where the store (corral.db) and task logs live.
     #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data")]
     data_dir: PathBuf,
+    /// Where to serve the web dashboard, its JSON API and /metrics ("off": nowhere;
+    /// port 0 picks a free one, written to DATA_DIR/http.addr).
+    #[arg(long, env = "CORRAL_HTTP", default_value = "127.0.0.1:7080", value_parser = parse_http)]
+    http: Http,
+    /// Log lines for people ("human") or one JSON object per line ("json").
+    #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value = "human")]
+    log_format: LogFormat,
     /// How often agents send heartbeats, e.g. 500ms, 1s.
     #[arg(long, env = "CORRAL_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
@@ -42,15 +49,32 @@ struct Args {
     store_url: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `--http`: an address, or off.
+#[derive(Debug, Clone, Copy)]
+struct Http(Option<SocketAddr>);
+
+fn parse_http(s: &str) -> Result<Http, String> {
+    if s == "off" {
+        return Ok(Http(None));
+    }
+    s.parse().map(|a| Http(Some(a))).map_err(|e| format!("expected an address like 127.0.0.1:7080, or off ({e})"))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     if args.heartbeat_interval.is_zero() {
         anyhow::bail!("invalid --heartbeat-interval: must be more than 0");
     }
@@ -70,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         ..CoreConfig::default()
     };
     config.store_url = args.store_url;
+    config.http = args.http.0;
     if let Some(bin) = args.agent_bin {
         config.agent_command = vec![bin.into_os_string()];
     }
@@ -80,6 +105,9 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot start the coordinator with data dir {}", data_dir.display()))?;
         println!("corral-coordinator listening on {}", coordinator.addr());
+        if let Some(http) = coordinator.http_addr() {
+            println!("dashboard: http://{http}/  metrics: http://{http}/metrics");
+        }
         wait_for_signal().await?;
         tracing::info!("shutting down");
         coordinator.shutdown().await;

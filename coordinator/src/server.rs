@@ -17,6 +17,7 @@ use tonic::Status;
 use crate::convert;
 use crate::core::{Core, CoreConfig, Outbox, ProviderOp, ToAgent, Work};
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::model::*;
 use crate::provider::ProviderConfig;
 use crate::store::{Batch, FollowUp, Reader, Store, Writer};
@@ -32,6 +33,9 @@ pub struct Config {
     pub agent_command: Vec<OsString>,
     /// Where objects live, if not in `data_dir/objects`: `s3://...`, `az://...`.
     pub store_url: Option<String>,
+    /// Where the dashboard, its API and `/metrics` are served (port 0 picks a free
+    /// port, written to `data_dir/http.addr`); none if unset.
+    pub http: Option<SocketAddr>,
 }
 
 impl Config {
@@ -42,6 +46,7 @@ impl Config {
             core: CoreConfig::default(),
             agent_command: default_agent_command(),
             store_url: None,
+            http: None,
         }
     }
 }
@@ -144,6 +149,7 @@ pub struct Shared {
     /// The id of the newest durable event; it changes after each commit that
     /// recorded some.
     pub last_event: watch::Receiver<u64>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -181,6 +187,7 @@ fn shutting_down() -> Status {
 /// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -208,8 +215,11 @@ impl Coordinator {
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::new());
         let (last_event_tx, last_event) = watch::channel(store.last_event());
+        let committed = metrics.clone();
         let (writer, writer_thread) = Writer::spawn(store, move |done| {
+            committed.on_commit(done.ops, done.events, done.took);
             last_event_tx.send_if_modified(|last| std::mem::replace(last, done.last_event) != done.last_event);
         });
         writer.submit(Batch { ops: repairs.store, then: Vec::new() });
@@ -229,17 +239,46 @@ impl Coordinator {
             core_config: config.core.clone(),
             objects: objects.clone(),
             last_event,
+            metrics: metrics.clone(),
         });
+        let http = match config.http {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot serve the dashboard on {at}: {e} (use --http with another address, or port 0)"),
+                    )
+                })?;
+                let http_addr = listener.local_addr()?;
+                std::fs::write(config.data_dir.join("http.addr"), http_addr.to_string())?;
+                let task = tokio::spawn(crate::http::serve(listener, shared.clone(), stop_rx.clone()));
+                Some((http_addr, task))
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|(a, _)| *a);
 
-        let event_loop = tokio::spawn(run_loop(core, events_rx, writer, provider_tx, stop_rx.clone()));
+        let event_loop = tokio::spawn(run_loop(core, events_rx, writer, provider_tx, metrics, stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // The standard health service and server reflection: `grpcurl` works
+        // without the .proto files.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<pb::corral_server::CorralServer<crate::service::ClientApi>>().await;
+        health.set_serving::<pb::agent_server::AgentServer<crate::agent_service::AgentApi>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| std::io::Error::other(format!("server reflection: {e}")))?;
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             // Room for objects streaming in: the 64 KiB default window held uploads
             // to ~80 MB/s on loopback.
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(16 << 20))
+            .add_service(health_service)
+            .add_service(reflection)
             .add_service(crate::service::server(shared.clone()))
             .add_service(crate::agent_service::server(shared))
             .add_service(crate::objects::server(objects))
@@ -257,14 +296,23 @@ impl Coordinator {
             }
             let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
             let _ = provider_task.await;
+            if let Some((_, task)) = http {
+                // Server-sent event streams would hold a graceful shutdown forever.
+                let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+            }
             tracing::info!("coordinator stopped");
         });
-        Ok(Coordinator { addr, stop, done })
+        Ok(Coordinator { addr, http_addr, stop, done })
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the dashboard and `/metrics` are served, if anywhere.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Stops serving, stops the agents it started, and waits until all is written.
@@ -280,6 +328,7 @@ async fn run_loop(
     mut events: mpsc::UnboundedReceiver<Event>,
     writer: Writer,
     provider: mpsc::UnboundedSender<ProviderOp>,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns: HashMap<NodeId, (u64, AgentTx)> = HashMap::new();
@@ -292,11 +341,11 @@ async fn run_loop(
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
-                handle(&mut core, event, &mut conns, &mut out, &mut then);
+                handle(&mut core, event, &mut conns, &metrics, &mut out, &mut then);
                 // Take what else is waiting, so one transaction covers it all.
                 for _ in 0..4096 {
                     match events.try_recv() {
-                        Ok(event) => handle(&mut core, event, &mut conns, &mut out, &mut then),
+                        Ok(event) => handle(&mut core, event, &mut conns, &metrics, &mut out, &mut then),
                         Err(_) => break,
                     }
                 }
@@ -318,6 +367,7 @@ fn handle(
     core: &mut Core,
     event: Event,
     conns: &mut HashMap<NodeId, (u64, AgentTx)>,
+    metrics: &Metrics,
     out: &mut Outbox,
     then: &mut Vec<FollowUp>,
 ) {
@@ -354,7 +404,8 @@ fn handle(
                 return;
             }
             if let Some((cpu, mem)) = update.heartbeat {
-                core.on_heartbeat(&node, cpu, mem);
+                metrics.on_heartbeat();
+                core.on_heartbeat(now, &node, cpu, mem);
             }
             if let Some((ok, message)) = update.start_task_done {
                 core.on_start_task_done(now, &node, ok, &message, out);

@@ -127,6 +127,8 @@ pub struct Store {
     job_pools: HashMap<JobId, PoolName>,
     /// The id of the newest event recorded.
     last_event: u64,
+    /// Events committed since the writer last took them.
+    committed_events: Vec<crate::events::Event>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -154,7 +156,7 @@ impl Store {
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
         let last_event = crate::events::last_id(&conn)?;
-        Ok(Store { conn, logs, job_pools: HashMap::new(), last_event })
+        Ok(Store { conn, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new() })
     }
 
     /// A second connection for reads that the core does not keep in memory
@@ -383,6 +385,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut last_event = self.last_event;
+        let mut recorded = Vec::new();
         for op in ops {
             if let StoreOp::InsertJob(j) = op {
                 job_pools.insert(j.id, j.spec.pool.clone());
@@ -400,8 +403,11 @@ impl Store {
                 job_pools.insert(job, pool.clone());
                 Some(pool)
             });
-            if let Some(event) = event {
+            if let Some(mut event) = event {
                 last_event = crate::events::insert(&tx, at_ms, &event)?;
+                event.id = last_event;
+                event.at_ms = at_ms;
+                recorded.push(event);
             }
             match op {
                 StoreOp::PutPool { spec, created_at_ms, deleting } => {
@@ -510,7 +516,7 @@ impl Store {
                 StoreOp::CloseJob(job) => {
                     tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;
                 }
-                StoreOp::StartAttempt { attempt, node, started_at_ms } => {
+                StoreOp::StartAttempt { attempt, node, started_at_ms, .. } => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
@@ -547,6 +553,7 @@ impl Store {
         }
         tx.commit()?;
         self.last_event = last_event;
+        self.committed_events.append(&mut recorded);
         Ok(())
     }
 }
@@ -598,7 +605,12 @@ impl Reader {
     }
 
     /// Up to `limit` events after `after` that pass `filter`, oldest first.
-    pub fn events(&self, after: u64, filter: &crate::events::Filter, limit: usize) -> Result<Vec<crate::events::Event>> {
+    pub fn events(
+        &self,
+        after: u64,
+        filter: &crate::events::Filter,
+        limit: usize,
+    ) -> Result<Vec<crate::events::Event>> {
         Ok(crate::events::read(&self.conn, after, filter, limit)?)
     }
 
@@ -724,6 +736,8 @@ pub struct Batch {
 /// feed, the metrics).
 pub struct Committed<'a> {
     pub ops: &'a [StoreOp],
+    /// The events recorded with them, in order.
+    pub events: &'a [crate::events::Event],
     /// The id of the newest event recorded, after this commit.
     pub last_event: u64,
     /// How long writing and committing took.
@@ -760,7 +774,9 @@ impl Writer {
                     if !ops.is_empty() {
                         let started = std::time::Instant::now();
                         write_durably(&mut store, &ops);
-                        committed(Committed { ops: &ops, last_event: store.last_event(), took: started.elapsed() });
+                        let took = started.elapsed();
+                        let events = std::mem::take(&mut store.committed_events);
+                        committed(Committed { ops: &ops, events: &events, last_event: store.last_event(), took });
                     }
                     for batch in batches {
                         for f in batch.then {

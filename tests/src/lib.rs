@@ -74,11 +74,19 @@ impl Cluster {
 
     fn launch(extra: &[&str], env: &[(&str, &str)], docker: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args: Vec<String> =
-            ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1500ms", "--retry-backoff", "100ms"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+        let mut args: Vec<String> = [
+            "--heartbeat-interval",
+            "200ms",
+            "--heartbeat-timeout",
+            "1500ms",
+            "--retry-backoff",
+            "100ms",
+            "--http",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let coordinator_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut cluster = Cluster {
@@ -133,6 +141,26 @@ impl Cluster {
         let addr = std::fs::read_to_string(&addr_file).expect("address file");
         self.port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
         self.url = format!("http://127.0.0.1:{}", self.port);
+    }
+
+    /// The dashboard's base URL (`http://127.0.0.1:PORT`), as the coordinator wrote it.
+    pub fn http_url(&self) -> String {
+        let addr = std::fs::read_to_string(self.data_dir().join("http.addr")).expect("http.addr");
+        format!("http://{}", addr.trim())
+    }
+
+    /// GETs a path of the dashboard's HTTP server; returns the status and body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::blocking::get(format!("{}{path}", self.http_url())).expect("HTTP request");
+        let status = resp.status().as_u16();
+        (status, resp.text().expect("HTTP body"))
+    }
+
+    /// GETs a JSON path of the dashboard's API, asserting success.
+    pub fn api(&self, path: &str) -> Value {
+        let (status, body) = self.http_get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
     }
 
     /// The port the coordinator listens on.

@@ -110,7 +110,7 @@ impl DemoArgs {
     pub async fn run(self) -> anyhow::Result<Exit> {
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
         println!("Starting a throwaway coordinator (data in {}) ...", dir.path().display());
-        let coordinator = start_coordinator("127.0.0.1:0".parse()?, &dir.path().join("data")).await?;
+        let coordinator = start_coordinator("127.0.0.1:0".parse()?, None, &dir.path().join("data")).await?;
         let url = format!("http://{}", coordinator.addr());
         let result = self.run_with(&url).await;
         println!("Shutting down the coordinator and its agents ...");

@@ -16,6 +16,9 @@ pub struct UpArgs {
     /// gRPC address to listen on.
     #[arg(long, env = "CORRAL_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Where to serve the web dashboard and /metrics ("off": nowhere).
+    #[arg(long, env = "CORRAL_HTTP", default_value = "127.0.0.1:7080")]
+    http: String,
     /// Where the store and logs live; kept between runs.
     #[arg(long, env = "CORRAL_DATA_DIR", default_value = "corral-data")]
     data_dir: PathBuf,
@@ -30,9 +33,15 @@ pub struct UpArgs {
     slots_per_node: Option<u32>,
 }
 
-/// Starts a coordinator whose local pools run this very binary as `corral agent`.
-pub async fn start_coordinator(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<Coordinator> {
+/// Starts a coordinator whose local pools run this very binary as `corral agent`,
+/// serving the dashboard on `http` if given.
+pub async fn start_coordinator(
+    listen: SocketAddr,
+    http: Option<SocketAddr>,
+    data_dir: &Path,
+) -> anyhow::Result<Coordinator> {
     let mut config = Config::new(listen, data_dir.to_path_buf());
+    config.http = http;
     let exe = std::env::current_exe().context("cannot find the corral executable to start agents with")?;
     config.agent_command = vec![exe.into_os_string(), "agent".into()];
     Coordinator::start(config)
@@ -63,12 +72,21 @@ pub fn cpus() -> u32 {
 
 impl UpArgs {
     pub async fn run(self, _ctx: &Context) -> anyhow::Result<Exit> {
-        let coordinator = start_coordinator(self.listen, &self.data_dir).await?;
+        let http = match self.http.as_str() {
+            "off" => None,
+            addr => Some(addr.parse().with_context(|| {
+                format!("invalid --http '{addr}': expected an address like 127.0.0.1:7080, or off")
+            })?),
+        };
+        let coordinator = start_coordinator(self.listen, http, &self.data_dir).await?;
         let url = format!("http://{}", coordinator.addr());
         let mut client = client::connect(&url).await?;
         let slots = self.slots_per_node.unwrap_or_else(|| (cpus() / self.nodes.max(1)).max(1));
         ensure_local_pool(&mut client, &self.pool, self.nodes, slots).await?;
         println!("Corral is up at {url}, data in {}", self.data_dir.display());
+        if let Some(http) = coordinator.http_addr() {
+            println!("Dashboard: http://{http}/");
+        }
         println!("Pool '{}': local, {} node(s) x {slots} slot(s). Press Ctrl-C to stop.", self.pool, self.nodes);
         println!();
         println!("Try, in another terminal:");

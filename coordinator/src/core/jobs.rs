@@ -124,7 +124,7 @@ impl Core {
                 Outcome::Succeeded => {
                     self.set_task_state(attempt.task, TaskState::Succeeded);
                     self.put_task(attempt.task, out);
-                    self.release_downstream(attempt.task);
+                    self.release_downstream(attempt.task, now);
                     self.maybe_finish_job(now, attempt.task.job, out);
                 }
                 // An agent cancels only when told to, and by then the attempt is no
@@ -132,8 +132,9 @@ impl Core {
                 // task was interrupted, not at fault: queue it again.
                 Outcome::Cancelled | Outcome::NodeLost => {
                     self.set_task_state(attempt.task, TaskState::Ready);
+                    let at_ms = self.wall_ms(now);
                     if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
-                        job.ready.insert(attempt.task.index);
+                        job.queue(attempt.task.index, at_ms);
                     }
                     self.put_task(attempt.task, out);
                 }
@@ -198,8 +199,9 @@ impl Core {
             self.fail_task(now, key, out);
         } else {
             self.set_task_state(key, TaskState::Ready);
+            let at_ms = self.wall_ms(now);
             if let Some(job) = self.jobs.get_mut(&key.job) {
-                job.ready.insert(key.index);
+                job.queue(key.index, at_ms);
             }
             self.put_task(key, out);
         }
@@ -215,7 +217,8 @@ impl Core {
 
     /// A graph task succeeded: what waited only for it is ready now. (No rows: a
     /// restart recomputes waiting and ready from the upstream states.)
-    fn release_downstream(&mut self, key: TaskKey) {
+    fn release_downstream(&mut self, key: TaskKey, now: Instant) {
+        let at_ms = self.wall_ms(now);
         let Some(job) = self.jobs.get_mut(&key.job) else { return };
         let Some(graph) = job.spec.graph.clone() else { return };
         for &d in &graph.downstream[key.index as usize] {
@@ -225,7 +228,7 @@ impl Core {
                 job.tasks[d as usize].state = TaskState::Ready;
                 job.counts.waiting -= 1;
                 job.counts.ready += 1;
-                job.ready.insert(d);
+                job.queue(d, at_ms);
             }
         }
     }
@@ -292,9 +295,10 @@ impl Core {
                 break;
             }
             self.delayed.pop_first();
+            let at_ms = self.wall_ms(now);
             if let Some(job) = self.jobs.get_mut(&key.job) {
                 if job.task(key.index).is_some_and(|t| t.state == TaskState::Ready) {
-                    job.ready.insert(key.index);
+                    job.queue(key.index, at_ms);
                 }
             }
         }
@@ -320,6 +324,7 @@ impl Core {
         let Some(job) = self.jobs.get_mut(&id) else { return };
         job.state = state;
         job.finished_at_ms = Some(finished_at_ms);
+        job.queued_at = HashMap::new();
         let key = job.priority_key();
         if let Some(pool) = self.pools.get_mut(&job.spec.pool) {
             pool.jobs.remove(&key);
@@ -352,7 +357,7 @@ impl Core {
     /// index of the first new task and how many were added.
     pub fn add_tasks(
         &mut self,
-        _now: Instant,
+        now: Instant,
         id: JobId,
         groups: Vec<crate::graph::TaskGroup>,
         out: &mut Outbox,
@@ -390,6 +395,7 @@ impl Core {
         all.extend(groups.iter().cloned());
         let grown = crate::graph::resolve(all).map_err(|e| crate::error::Invalid::new("tasks", e.to_string()))?;
         let grown = std::sync::Arc::new(grown);
+        let at_ms = self.wall_ms(now);
         let Some(job) = self.jobs.get_mut(&id) else { return Err(Error::not_found("job", id)) };
         let first = job.tasks.len() as u32;
         let added = grown.len() as u32 - first;
@@ -402,7 +408,7 @@ impl Core {
             job.waiting_on.push(pending as u32);
             *job.counts.slot(state) += 1;
             if state == TaskState::Ready {
-                job.ready.insert(index);
+                job.queue(index, at_ms);
             }
             let failed = upstream
                 .iter()

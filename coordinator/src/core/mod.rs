@@ -222,6 +222,8 @@ pub enum StoreOp {
         attempt: AttemptRef,
         node: NodeId,
         started_at_ms: u64,
+        /// When the task was queued (not stored: for the scheduling latency).
+        queued_at_ms: u64,
     },
     EndAttempt {
         attempt: AttemptRef,
@@ -293,6 +295,17 @@ impl Pool {
     }
 }
 
+/// How many heartbeat samples a node keeps (two minutes at the default interval).
+pub const USAGE_SAMPLES: usize = 120;
+
+/// What one heartbeat said.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub at_ms: u64,
+    pub cpu_percent: f32,
+    pub memory_used_bytes: u64,
+}
+
 /// A node as the core tracks it.
 #[derive(Debug)]
 pub struct Node {
@@ -305,6 +318,8 @@ pub struct Node {
     pub running: BTreeSet<TaskKey>,
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
+    /// Its last heartbeats, oldest first (for the dashboard's sparklines).
+    pub usage: std::collections::VecDeque<Usage>,
     /// Since when it has had no task (meaningful while it has none).
     pub idle_since: Instant,
     /// False while its pool's start task runs on it: no work until it succeeds.
@@ -362,7 +377,7 @@ pub struct Task {
 }
 
 /// Tasks per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     pub waiting: u32,
     pub ready: u32,
@@ -419,6 +434,11 @@ pub struct Job {
     pub waiting_on: Vec<u32>,
     /// Why tasks are in their state, where that is not obvious.
     pub reasons: HashMap<u32, String>,
+    /// When its queued tasks were queued (wall ms), for the scheduling latency:
+    /// `queued_at` for those queued after submission (retries, requeues, released
+    /// graph tasks), else `queued_since_ms` (submission, or the restart).
+    pub queued_at: HashMap<u32, u64>,
+    pub queued_since_ms: u64,
 }
 
 /// Run times of a job's finished attempts, to tell short tasks from long ones.
@@ -436,6 +456,12 @@ impl RunStats {
 }
 
 impl Job {
+    /// Queues a task that became ready at `at_ms`.
+    fn queue(&mut self, index: u32, at_ms: u64) {
+        self.ready.insert(index);
+        self.queued_at.insert(index, at_ms);
+    }
+
     pub fn task(&self, index: u32) -> Option<&Task> {
         let offset = index.checked_sub(self.spec.first_index)?;
         self.tasks.get(offset as usize)
@@ -536,6 +562,7 @@ impl Core {
         *job.counts.slot(next) += 1;
         if old == TaskState::Ready {
             job.ready.remove(&key.index);
+            job.queued_at.remove(&key.index);
         }
         true
     }
@@ -590,6 +617,7 @@ fn new_node(record: NodeRecord, now: Instant) -> Node {
         running: BTreeSet::new(),
         cpu_percent: 0.0,
         memory_used_bytes: 0,
+        usage: Default::default(),
         idle_since: now,
         usable: true,
     }
@@ -614,5 +642,7 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
         runs: RunStats::default(),
         waiting_on: Vec::new(),
         reasons: HashMap::new(),
+        queued_at: HashMap::new(),
+        queued_since_ms: submitted_at_ms,
     }
 }

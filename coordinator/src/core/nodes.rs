@@ -137,10 +137,15 @@ impl Core {
         }
     }
 
-    pub fn on_heartbeat(&mut self, id: &NodeId, cpu_percent: f32, memory_used_bytes: u64) {
+    pub fn on_heartbeat(&mut self, now: Instant, id: &NodeId, cpu_percent: f32, memory_used_bytes: u64) {
+        let at_ms = self.wall_ms(now);
         if let Some(node) = self.nodes.get_mut(id) {
             node.cpu_percent = cpu_percent;
             node.memory_used_bytes = memory_used_bytes;
+            if node.usage.len() == USAGE_SAMPLES {
+                node.usage.pop_front();
+            }
+            node.usage.push_back(Usage { at_ms, cpu_percent, memory_used_bytes });
         }
     }
 

@@ -65,8 +65,12 @@ impl Core {
         }
         // Waiting before anything else, so that failures found below cancel what
         // depends on them.
+        let restored_ms = self.wall_ms(now);
         for job in self.jobs.values_mut() {
             let id = job.id;
+            // What waits in the queue has waited since the restart, as far as
+            // scheduling latency goes.
+            job.queued_since_ms = restored_ms;
             job.settle_graph(|index| !recorded.contains(&TaskKey { job: id, index }));
         }
         for (attempt, node, started_at_ms) in snapshot.open_attempts {

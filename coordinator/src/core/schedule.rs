@@ -69,6 +69,7 @@ impl Core {
                 let node = free[slot].1.clone();
                 free[slot].0 -= need;
                 job.ready.pop_first();
+                let queued_at_ms = job.queued_at.remove(&index).unwrap_or(job.queued_since_ms);
                 let spec = job.spec.task_spec(index);
                 let array_index = job.spec.array_index(index);
                 let name = job.spec.task_name(index);
@@ -103,7 +104,7 @@ impl Core {
                     node_losses: task.node_losses,
                     reason: None,
                 }));
-                out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms });
+                out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms, queued_at_ms });
                 out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
                 self.running.insert(
                     attempt.task,

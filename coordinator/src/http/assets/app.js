@@ -172,21 +172,26 @@ addEventListener('pointerdown', () => { pointerDown = true; pointerDownAt = Date
 for (const t of ['pointerup', 'pointercancel']) addEventListener(t, releasePointer, true);
 addEventListener('blur', releasePointer); // the window's own blur (not captured: elements blur on every click)
 
-/* Errors go to a dismissible banner; the same message is counted, not repeated. */
+/* Errors go to a dismissible banner; the same message is counted, not repeated.
+ * An error keyed by a URL goes away by itself once that URL answers again. */
 const bannerEl = document.getElementById('banner');
-function showError(msg) {
+function showError(msg, key = msg) {
   for (const item of bannerEl.children) {
-    if (item.dataset.msg === msg) {
+    if (item.dataset.key === key) {
+      item.querySelector('.msg').textContent = msg;
       item.dataset.count = Number(item.dataset.count) + 1;
       item.querySelector('.count').textContent = `×${item.dataset.count}`;
       return;
     }
   }
-  const item = h('div', { class: 'banner-item', 'data-msg': msg, 'data-count': 1 },
+  const item = h('div', { class: 'banner-item', 'data-key': key, 'data-count': 1 },
     h('span', { class: 'msg' }, msg), h('span', { class: 'count' }),
     h('button', { type: 'button', class: 'close', 'aria-label': 'Dismiss', onclick: () => item.remove() }, '×'));
   bannerEl.append(item);
   while (bannerEl.children.length > 5) bannerEl.firstElementChild.remove();
+}
+function clearError(key) {
+  for (const item of [...bannerEl.children]) if (item.dataset.key === key) item.remove();
 }
 
 /* ---------------------------------------------------------- 3. API and refresh */
@@ -199,7 +204,8 @@ function api(url) {
   if (inflight.has(url)) return inflight.get(url);
   const p = (async () => {
     try {
-      const res = await fetch(url, { cache: 'no-store', headers: { Accept: 'application/json' } });
+      // The timeout keeps a stalled answer from holding up every later refresh.
+      const res = await fetch(url, { cache: 'no-store', headers: { Accept: 'application/json' }, signal: AbortSignal.timeout(15000) });
       let body = null;
       try { body = await res.json(); } catch { /* not JSON: keep the status text */ }
       if (!res.ok) return { ok: false, error: (body && body.error) || `HTTP ${res.status} ${res.statusText}` };
@@ -217,7 +223,8 @@ function api(url) {
 /** The data, or null after putting the error in the banner. */
 async function get(url) {
   const res = await api(url);
-  if (!res.ok) showError(`${url}: ${res.error}`);
+  if (!res.ok) showError(`${url}: ${res.error}`, url);
+  else clearError(url);
   return res.ok ? res.data : null;
 }
 
@@ -279,14 +286,15 @@ function onEvent(msg) {
     lastEventEl.textContent = `event #${fmtInt(lastEventId)}`;
   }
   addRecent([ev]);
-  // The first event tells us where the log ends: backfill the panel once from there.
-  if (!recentLoaded && id) {
-    recentLoaded = true;
-    get(`/api/events?after=${Math.max(0, id - 20)}&limit=20`).then((r) => {
-      if (r && r.events) { addRecent(r.events); requestRefresh(); }
-    });
-  }
+  if (!recentLoaded && id) loadRecent(id); // the start-up backfill did not learn where the log ends
   requestRefresh();
+}
+
+/** Backfills the recent-events panel once with the 20 events up to `last`. */
+async function loadRecent(last) {
+  recentLoaded = true;
+  const r = await get(`/api/events?after=${Math.max(0, last - 20)}&limit=20`);
+  if (r && r.events) { addRecent(r.events); requestRefresh(); }
 }
 
 /* Without a known id the stream starts at "now" (no after=): replaying the whole
@@ -296,7 +304,9 @@ function onEvent(msg) {
 function connect() {
   const es = new EventSource(lastEventId != null ? `/api/stream?after=${lastEventId}` : '/api/stream');
   es.onopen = () => setLive(true);
-  es.onerror = () => {
+  es.onerror = (e) => {
+    // A server-sent "event: error" comes here too, as a message with data; the stream is still up.
+    if (e.data) { showError(`event stream: ${e.data}`); return; }
     setLive(false);
     if (es.readyState === EventSource.CLOSED) { es.close(); setTimeout(connect, 3000); }
   };
@@ -332,7 +342,7 @@ const JOB_HEADERS = [['ID', 'num'], 'Name', 'Pool', 'State', 'Progress', ['Done'
 const NODE_HEADERS = ['ID', 'Pool', 'Host', 'State', ['Heartbeat', 'num'], ['Slots', 'num'], 'CPU', 'Memory', 'Running', 'Reason'];
 const EVENT_HEADERS = [['Time', 'num'], ['#', 'num'], 'Kind', 'Subject', 'State', 'Detail'];
 const TASK_HEADERS = [['Index', 'num'], 'Name', 'State', ['Attempt', 'num'], 'Node', ['Started', 'num'], 'Reason'];
-const ATTEMPT_HEADERS = [['Attempt', 'num'], 'Node', ['Started', 'num'], ['Ended', 'num'], ['Duration', 'num'], 'Outcome', 'Exit', 'Message'];
+const ATTEMPT_HEADERS = [['Attempt', 'num'], 'Node', ['Started', 'num'], ['Ended', 'num'], ['Duration', 'num'], 'Outcome', ['Exit', 'num'], 'Message'];
 
 function poolCard(p, selected) {
   const nodes = p.nodes || {}, slots = p.slots || { total: 0, used: 0, free: 0 }, q = p.queue || {};
@@ -383,10 +393,10 @@ function nodeRow(n) {
     h('td', null, badge(n.state, { 'data-field': 'state' })),
     h('td', { class: !gone && age > 3000 ? 'num warn' : 'num' }, age == null ? '—' : fmtDuration(age)),
     h('td', { class: 'num' }, `${n.slots_used}/${n.slots}`),
-    h('td', { class: 'spark-cell' }, sparkline(usage.map((u) => u.cpu_percent), cpuMax, 'cpu'),
-      h('span', { class: 'num' }, fmtPct(n.cpu_percent))),
-    h('td', { class: 'spark-cell' }, sparkline(usage.map((u) => u.memory_used_bytes), n.memory_bytes || Math.max(...usage.map((u) => u.memory_used_bytes || 0)), 'mem'),
-      h('span', { class: 'num' }, `${fmtBytes(n.memory_used_bytes)} / ${fmtBytes(n.memory_bytes)}`)),
+    h('td', null, h('span', { class: 'spark-cell' }, sparkline(usage.map((u) => u.cpu_percent), cpuMax, 'cpu'),
+      fmtPct(n.cpu_percent))),
+    h('td', null, h('span', { class: 'spark-cell' }, sparkline(usage.map((u) => u.memory_used_bytes), n.memory_bytes || Math.max(...usage.map((u) => u.memory_used_bytes || 0)), 'mem'),
+      `${fmtBytes(n.memory_used_bytes)} / ${fmtBytes(n.memory_bytes)}`)),
     h('td', { class: 'running' }, running.slice(0, 4).map((r) =>
       h('a', { href: taskHref(r.job, r.index), class: 'chip' }, `${r.job}/${r.index} #${r.attempt}`)),
       running.length > 4 && h('span', { class: 'muted' }, ` +${running.length - 4}`)),
@@ -471,7 +481,7 @@ function jobHeader(j) {
       fact('submitted', timeEl(j.submitted_at_ms)),
       fact('finished', timeEl(j.finished_at_ms)),
       fact('elapsed', fmtDuration((j.finished_at_ms ?? Date.now()) - j.submitted_at_ms)),
-      fact('done', h('span', { 'data-field': 'succeeded' }, String(c.succeeded || 0)), ' / ', h('span', { 'data-field': 'total' }, String(j.tasks))),
+      fact('done', `${fmtInt(c.succeeded || 0)} / ${fmtInt(j.tasks)}`),
       fact('throughput', fmtRate(j.throughput_per_s)),
       fact('ETA', fmtEta(j.eta_s))),
     progressBar(c, j.tasks, true),
@@ -524,6 +534,7 @@ function jobView() {
         get(`/api/jobs/${job}/tasks?offset=${offset}&limit=${PAGE}${state ? `&state=${state}` : ''}`),
       ]);
       if (!alive || my !== seq) return;
+      if (!j && !head.querySelector('.job-head')) head.replaceChildren(h('p', { class: 'section error-text' }, `Job ${job} could not be loaded.`));
       if (tasks && tasks.total > 0 && offset >= tasks.total) { setParams({ page: Math.ceil(tasks.total / PAGE) }); return; }
       paint('job', () => {
         if (!alive || my !== seq) return;
@@ -631,7 +642,11 @@ function taskView() {
     async refresh() {
       const my = seq;
       const t = await get(`/api/jobs/${job}/tasks/${index}`);
-      if (!alive || my !== seq || !t) return;
+      if (!alive || my !== seq) return;
+      if (!t) {
+        if (!head.querySelector('.job-head')) head.replaceChildren(h('p', { class: 'section error-text' }, `Task ${job}/${index} could not be loaded.`));
+        return;
+      }
       const attempts = t.attempts || [];
       const latest = attempts.length ? Math.max(...attempts.map((a) => a.attempt)) : null;
       const sel = wanted ?? latest;
@@ -640,7 +655,7 @@ function taskView() {
         if (!alive || my !== seq) return;
         document.title = `Task ${job}/${index} · Corral`;
         head.replaceChildren(h('div', { class: 'job-head', 'data-task-index': t.index, 'data-state': t.state },
-          h('div', { class: 'title-row' }, h('h1', null, `Task ${t.index} `, h('span', { class: 'muted' }, t.name)), badge(t.state)),
+          h('div', { class: 'title-row' }, h('h1', null, `Task ${t.index} `, String(t.name) !== String(t.index) && h('span', { class: 'muted' }, t.name)), badge(t.state)),
           h('div', { class: 'facts' },
             fact('job', h('a', { href: `#/jobs/${job}` }, `job ${job}`)),
             fact('attempt', t.attempt ?? '—'), fact('failures', t.failures), fact('node losses', t.node_losses),
@@ -722,3 +737,5 @@ function navigate() {
 addEventListener('hashchange', navigate);
 navigate();
 connect();
+// /api/events answers with last_id, the newest event: that is where the backfill ends.
+get('/api/events?after=0&limit=1').then((r) => { if (r && r.last_id > 0 && !recentLoaded) loadRecent(r.last_id); });

@@ -1,0 +1,61 @@
+//! The coordinator's HTTP side: the dashboard (three files embedded in the binary),
+//! the JSON read API it is built on ([`api`], documented in `docs/HTTP_API.md`), a
+//! server-sent event stream, and `/metrics` for Prometheus.
+//!
+//! Everything here reads: changes go through the gRPC API and the CLI.
+
+pub mod api;
+
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::watch;
+
+use crate::server::Shared;
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+/// The routes, over the coordinator's shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP) }))
+        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/metrics", get(metrics))
+        .merge(api::routes())
+        .with_state(shared)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+async fn metrics(axum::extract::State(shared): axum::extract::State<Arc<Shared>>) -> Response {
+    let metrics = shared.metrics.clone();
+    let read = shared
+        .call(move |core, now, _| {
+            metrics.read_core(core, now);
+        })
+        .await;
+    match read {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render())
+            .into_response(),
+        Err(status) => (StatusCode::SERVICE_UNAVAILABLE, status.message().to_string()).into_response(),
+    }
+}
+
+/// Serves until `stop` turns true.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let app = router(shared);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "the HTTP server stopped");
+    }
+}
