@@ -270,7 +270,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         let last_index = (graph.len() as u32).saturating_sub(1);
         let graph = Some(std::sync::Arc::new(graph));
         let (name, priority, open) = (req.name, req.priority, req.open);
-        return Ok(JobSpec { pool, name, priority, task, first_index: 0, last_index, graph, open });
+        return Ok(JobSpec { pool, name, priority, task, first_index: 0, last_index, graph, open, notify: None });
     }
     let (first_index, last_index) = if req.is_array {
         if req.array_start > req.array_end {
@@ -300,6 +300,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         last_index,
         graph: None,
         open: false,
+        notify: None,
     })
 }
 
@@ -536,7 +537,31 @@ pub fn job_view(job: &Job) -> pb::Job {
         graph: job.spec.graph.is_some(),
         open: job.spec.open,
         tasks: job.tasks.len() as u32,
+        notify: job.spec.notify.as_ref().map(|url| pb::Notify {
+            url: url.clone(),
+            attempts: job.delivery.attempts,
+            last_error: job.delivery.last_error.clone().unwrap_or_default(),
+            delivered_at_ms: job.delivery.delivered_at_ms.unwrap_or(0),
+        }),
     }
+}
+
+/// The longest callback URL accepted.
+const MAX_URL: usize = 2048;
+
+/// A job's `notify_url`: empty for none, else an absolute http(s) URL.
+pub fn notify_url(url: &str) -> Result<Option<String>, Invalid> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if url.len() > MAX_URL {
+        return Err(Invalid::new("notify_url", format!("is {} characters; at most {MAX_URL}", url.len())));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| Invalid::new("notify_url", format!("'{url}' is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(Invalid::new("notify_url", format!("'{url}' must be an http:// or https:// URL with a host")));
+    }
+    Ok(Some(url.to_string()))
 }
 
 #[cfg(test)]

@@ -142,6 +142,16 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
         StoreOp::SetJobState { id, state, .. } => {
             Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
         }
+        StoreOp::SetDelivery { job, delivery } => Event {
+            pool: pool_of(*job).map(|p| p.to_string()),
+            job: Some(job.0),
+            detail: match (&delivery.delivered_at_ms, &delivery.last_error) {
+                (Some(_), _) => format!("callback accepted on post {}", delivery.attempts),
+                (None, Some(why)) => format!("callback post {} failed: {why}", delivery.attempts),
+                (None, None) => String::new(),
+            },
+            ..event(Kind::Job, if delivery.delivered_at_ms.is_some() { "notified" } else { "notify_failed" })
+        },
         StoreOp::CloseJob(id) => {
             Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "closed") }
         }

@@ -14,6 +14,7 @@
 //! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
 //! - [`feed`]: the event feed read as a stream (gRPC and the dashboard);
 //! - [`metrics`], [`http`]: Prometheus metrics, the dashboard and its JSON API;
+//! - [`notify`]: completion callbacks, posted until accepted;
 //! - [`objects`]: the object store for task inputs and outputs, and its service;
 //! - [`provider`]: starting and stopping nodes: local agents, commands, containers.
 //!
@@ -31,6 +32,7 @@ pub mod http;
 pub mod mapreduce;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod objects;
 pub mod provider;
 pub mod server;

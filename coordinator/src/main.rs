@@ -39,6 +39,10 @@ struct Args {
     /// Delay before a failed task's first retry; doubles with each failure.
     #[arg(long, env = "CORRAL_RETRY_BACKOFF", default_value = "500ms", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
+    /// Wait after a job callback (--notify) fails before posting again; doubles each
+    /// time, up to 5 minutes.
+    #[arg(long, env = "CORRAL_NOTIFY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    notify_backoff: Duration,
     /// The agent program local pools start (default: corral-agent beside this binary, or on PATH).
     #[arg(long, env = "CORRAL_AGENT_BIN")]
     agent_bin: Option<PathBuf>,
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
     };
     config.store_url = args.store_url;
     config.http = args.http.0;
+    config.notify_backoff = args.notify_backoff.max(Duration::from_millis(10));
     if let Some(bin) = args.agent_bin {
         config.agent_command = vec![bin.into_os_string()];
     }

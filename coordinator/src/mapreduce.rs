@@ -99,7 +99,17 @@ pub async fn job_spec(
         crate::graph::resolve(groups).map_err(|e| tonic::Status::from(Invalid::new("mapreduce", e.to_string())))?;
     let task = graph.spec(0).clone();
     let last_index = graph.len() as u32 - 1;
-    Ok(JobSpec { pool, name, priority, task, first_index: 0, last_index, graph: Some(Arc::new(graph)), open: false })
+    Ok(JobSpec {
+        pool,
+        name,
+        priority,
+        task,
+        first_index: 0,
+        last_index,
+        graph: Some(Arc::new(graph)),
+        open: false,
+        notify: None,
+    })
 }
 
 #[cfg(test)]

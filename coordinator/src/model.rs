@@ -514,6 +514,19 @@ pub struct JobSpec {
     pub graph: Option<Arc<Graph>>,
     /// Takes more tasks until closed, and does not end before (graph jobs only).
     pub open: bool,
+    /// Where to POST a summary when the job ends.
+    pub notify: Option<String>,
+}
+
+/// How a job's completion callback is going.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delivery {
+    /// Posts tried so far.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+    /// When the endpoint accepted it.
+    pub delivered_at_ms: Option<u64>,
 }
 
 impl JobSpec {

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::convert;
-use crate::core::{Core, CoreConfig, Outbox, ProviderOp, ToAgent, Work};
+use crate::core::{Core, CoreConfig, Notification, Outbox, ProviderOp, ToAgent, Work};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::model::*;
@@ -36,6 +36,8 @@ pub struct Config {
     /// Where the dashboard, its API and `/metrics` are served (port 0 picks a free
     /// port, written to `data_dir/http.addr`); none if unset.
     pub http: Option<SocketAddr>,
+    /// The wait after a job callback's first failed post; it doubles each time.
+    pub notify_backoff: Duration,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
             agent_command: default_agent_command(),
             store_url: None,
             http: None,
+            notify_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -233,6 +236,12 @@ impl Coordinator {
             instance: instance_id(&config.data_dir)?,
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        for order in repairs.notify.drain(..) {
+            let _ = notify_tx.send(order);
+        }
+        let notify_task =
+            tokio::spawn(crate::notify::run(notify_rx, events_tx.clone(), config.notify_backoff, stop_rx.clone()));
         let shared = Arc::new(Shared {
             events: events_tx,
             reader: Mutex::new(reader),
@@ -258,7 +267,8 @@ impl Coordinator {
         };
         let http_addr = http.as_ref().map(|(a, _)| *a);
 
-        let event_loop = tokio::spawn(run_loop(core, events_rx, writer, provider_tx, metrics, stop_rx.clone()));
+        let effects = Effects { writer, provider: provider_tx, notify: notify_tx };
+        let event_loop = tokio::spawn(run_loop(core, events_rx, effects, metrics, stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         // The standard health service and server reflection: `grpcurl` works
@@ -296,6 +306,7 @@ impl Coordinator {
             }
             let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
             let _ = provider_task.await;
+            let _ = notify_task.await;
             if let Some((_, task)) = http {
                 // Server-sent event streams would hold a graceful shutdown forever.
                 let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
@@ -322,12 +333,18 @@ impl Coordinator {
     }
 }
 
+/// Where the event loop sends what the core decided.
+struct Effects {
+    writer: Writer,
+    provider: mpsc::UnboundedSender<ProviderOp>,
+    notify: mpsc::UnboundedSender<Notification>,
+}
+
 /// The event loop: the one owner of the core.
 async fn run_loop(
     mut core: Core,
     mut events: mpsc::UnboundedReceiver<Event>,
-    writer: Writer,
-    provider: mpsc::UnboundedSender<ProviderOp>,
+    effects: Effects,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -354,13 +371,13 @@ async fn run_loop(
             _ = stop.wait_for(|s| *s) => break,
         }
         core.schedule(Instant::now(), &mut out);
-        flush(out, then, &conns, &writer, &provider);
+        flush(out, then, &conns, &effects);
     }
     // Stop the agents this coordinator started; static agents keep running and
     // reconnect when a coordinator is back.
     let mut out = Outbox::default();
     core.stop_local_nodes(Instant::now(), &mut out);
-    flush(out, Vec::new(), &conns, &writer, &provider);
+    flush(out, Vec::new(), &conns, &effects);
 }
 
 fn handle(
@@ -438,13 +455,7 @@ fn ignored_late_results(node: &NodeId, results: usize) {
 
 /// Hands the outbox to the writer: store rows first, then (once durable) the replies,
 /// one message per agent, and the provider's orders.
-fn flush(
-    out: Outbox,
-    mut then: Vec<FollowUp>,
-    conns: &HashMap<NodeId, (u64, AgentTx)>,
-    writer: &Writer,
-    provider: &mpsc::UnboundedSender<ProviderOp>,
-) {
+fn flush(out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64, AgentTx)>, effects: &Effects) {
     if out.is_empty() && then.is_empty() {
         return;
     }
@@ -503,12 +514,18 @@ fn flush(
         }
     }
     for op in out.provider {
-        let provider = provider.clone();
+        let provider = effects.provider.clone();
         then.push(Box::new(move || {
             let _ = provider.send(op);
         }));
     }
-    if !writer.submit(Batch { ops: out.store, then }) {
+    for order in out.notify {
+        let notify = effects.notify.clone();
+        then.push(Box::new(move || {
+            let _ = notify.send(order);
+        }));
+    }
+    if !effects.writer.submit(Batch { ops: out.store, then }) {
         tracing::error!("the store writer has stopped; changes are not being saved");
     }
 }

@@ -192,9 +192,15 @@ impl Corral for ClientApi {
                     return Err(Invalid::new("mapreduce", why).into());
                 }
                 let pool = PoolName::parse("pool", &req.pool)?;
-                crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &self.shared.objects).await?
+                let notify = convert::notify_url(&req.notify_url)?;
+                let spec = crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &self.shared.objects).await?;
+                JobSpec { notify, ..spec }
             }
-            None => convert::job_spec(req)?,
+            None => {
+                let notify = req.notify_url.clone();
+                let spec = convert::job_spec(req)?;
+                JobSpec { notify: convert::notify_url(&notify)?, ..spec }
+            }
         };
         let tasks = spec.task_count();
         let id = self.shared.call(move |core, now, out| core.submit_job(now, spec, out)).await??;

@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_index INTEGER NOT NULL,
     state TEXT NOT NULL,
     submitted_at_ms INTEGER NOT NULL,
-    finished_at_ms INTEGER
+    finished_at_ms INTEGER,
+    notify_url TEXT,
+    notify_attempts INTEGER NOT NULL DEFAULT 0,
+    notify_error TEXT,
+    notify_delivered_at_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS task_groups (
     job_id INTEGER NOT NULL,
@@ -270,7 +274,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -286,12 +290,28 @@ impl Store {
                 r.get::<_, Option<u64>>(9)?,
                 r.get::<_, bool>(10)?,
                 r.get::<_, bool>(11)?,
+                r.get::<_, Option<String>>(12)?,
+                Delivery { attempts: r.get(13)?, last_error: r.get(14)?, delivered_at_ms: r.get(15)? },
             ))
         })?;
         let mut groups = self.task_groups()?;
         for row in rows {
-            let (id, pool, name, priority, task, first_index, last_index, state, submitted, finished, is_graph, open) =
-                row?;
+            let (
+                id,
+                pool,
+                name,
+                priority,
+                task,
+                first_index,
+                last_index,
+                state,
+                submitted,
+                finished,
+                is_graph,
+                open,
+                notify,
+                delivery,
+            ) = row?;
             let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
             let graph = if is_graph {
                 let groups = groups.remove(&id).unwrap_or_default();
@@ -310,10 +330,12 @@ impl Store {
                     last_index,
                     graph,
                     open,
+                    notify,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,
                 finished_at_ms: finished,
+                delivery,
             });
         }
         let mut stmt =
@@ -456,7 +478,7 @@ impl Store {
                         insert_groups(&tx, j.id, 0, &graph.groups)?;
                     }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -470,7 +492,8 @@ impl Store {
                         j.submitted_at_ms,
                         j.finished_at_ms,
                         j.spec.graph.is_some(),
-                        j.spec.open
+                        j.spec.open,
+                        j.spec.notify
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms } => {
@@ -512,6 +535,12 @@ impl Store {
                         "DELETE FROM scale_log WHERE pool = ?1 AND rowid NOT IN (SELECT rowid FROM scale_log WHERE pool = ?1 ORDER BY rowid DESC LIMIT 100)",
                     )?
                     .execute([pool.as_str()])?;
+                }
+                StoreOp::SetDelivery { job, delivery } => {
+                    tx.prepare_cached(
+                        "UPDATE jobs SET notify_attempts = ?2, notify_error = ?3, notify_delivered_at_ms = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![job.0, delivery.attempts, delivery.last_error, delivery.delivered_at_ms])?;
                 }
                 StoreOp::CloseJob(job) => {
                     tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;
@@ -650,8 +679,16 @@ fn corrupt(why: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(format!("corrupt row in the store: {why}").into())
 }
 
-/// Columns added to `pools` since the first release, for a store written by an older
+/// Columns added since the first release, for a store written by an older
 /// coordinator (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it was).
+const NEWER_COLUMNS: &[(&str, &str, &str)] = &[
+    ("jobs", "notify_url", "TEXT"),
+    ("jobs", "notify_attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "notify_error", "TEXT"),
+    ("jobs", "notify_delivered_at_ms", "INTEGER"),
+];
+
+/// Columns added to `pools` since the first release.
 const POOL_COLUMNS: &[(&str, &str)] = &[
     ("autoscale", "TEXT"),
     ("removal", "TEXT"),
@@ -667,6 +704,13 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (column, decl) in POOL_COLUMNS {
         if !have.iter().any(|c| c == column) {
             conn.execute_batch(&format!("ALTER TABLE pools ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    for (table, column, decl) in NEWER_COLUMNS {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
     Ok(())

@@ -204,6 +204,10 @@ pub struct SubmitArgs {
     /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
     #[arg(long)]
     wait: bool,
+    /// When the job ends, POST a JSON summary to this http(s) URL, retried with
+    /// backoff until it answers 2xx (see `job show` for how delivery goes).
+    #[arg(long, value_name = "URL")]
+    notify: Option<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required_unless_present_any = ["file", "open"], value_name = "CMD")]
     command: Vec<String>,
@@ -343,7 +347,30 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "timeout_ms": (task.timeout_ms > 0).then_some(task.timeout_ms),
         "submitted_at_ms": j.submitted_at_ms,
         "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
+        "notify": j.notify.as_ref().map(|n| json!({
+            "url": n.url,
+            "delivered": n.delivered_at_ms > 0,
+            "attempts": n.attempts,
+            "last_error": (!n.last_error.is_empty()).then_some(&n.last_error),
+            "delivered_at_ms": (n.delivered_at_ms > 0).then_some(n.delivered_at_ms),
+        })),
     })
+}
+
+/// How a job's callback is going, in words.
+fn notify_line(n: &pb::Notify) -> String {
+    let status = if n.delivered_at_ms > 0 {
+        format!("delivered {} after {} post(s)", output::timestamp(n.delivered_at_ms), n.attempts)
+    } else if n.attempts == 0 {
+        "not posted yet (when the job ends)".to_string()
+    } else {
+        format!("not delivered yet: {} post(s) failed, retrying", n.attempts)
+    };
+    let mut line = format!("{} ({status})", n.url);
+    if !n.last_error.is_empty() {
+        line += &format!("; last error: {}", n.last_error);
+    }
+    line
 }
 
 fn counts_line(c: &pb::TaskCounts) -> String {
@@ -394,6 +421,9 @@ fn print_job(ctx: &Context, j: &pb::Job) {
             "finished",
             format!("{} (took {})", output::timestamp(end), output::duration_ms(end.saturating_sub(j.submitted_at_ms))),
         ));
+    }
+    if let Some(n) = &j.notify {
+        rows.push(("notify", notify_line(n)));
     }
     output::fields(&rows);
 }
@@ -459,7 +489,9 @@ impl JobCommand {
         match self {
             JobCommand::Submit(args) => {
                 let wait = args.wait;
+                let notify = args.notify.clone().unwrap_or_default();
                 let (mut req, loaded) = args.request()?;
+                req.notify_url = notify;
                 if let Some(mr) = &mut req.mapreduce {
                     mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
                 }

@@ -40,6 +40,7 @@ impl Core {
             state: JobState::Active,
             submitted_at_ms,
             finished_at_ms: None,
+            delivery: Delivery::default(),
         }));
         let mut job = new_job(id, spec, submitted_at_ms, TaskState::Ready);
         job.settle_graph(|_| true);
@@ -331,6 +332,50 @@ impl Core {
         }
         tracing::info!(job_id = %id, state = %state, "job finished");
         out.store.push(StoreOp::SetJobState { id, state, finished_at_ms: Some(finished_at_ms) });
+        self.notify_if_asked(id, out);
+    }
+
+    /// Orders the job's completion callback, if it has one not yet delivered.
+    pub(super) fn notify_if_asked(&self, id: JobId, out: &mut Outbox) {
+        let Some(job) = self.jobs.get(&id) else { return };
+        let Some(url) = &job.spec.notify else { return };
+        if job.state == JobState::Active || job.delivery.delivered_at_ms.is_some() {
+            return;
+        }
+        let body = serde_json::json!({
+            "event": "job.finished",
+            "job": job.id.0,
+            "name": job.spec.name,
+            "pool": job.spec.pool.as_str(),
+            "state": job.state.as_str(),
+            "tasks": job.tasks.len(),
+            "counts": job.counts,
+            "submitted_at_ms": job.submitted_at_ms,
+            "finished_at_ms": job.finished_at_ms,
+        });
+        out.notify.push(Notification { job: id, url: url.clone(), body: body.to_string() });
+    }
+
+    /// One post of a job's callback ended: accepted (`Ok`), or failed with why.
+    /// Once accepted, it is never posted again.
+    pub fn on_notify_result(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        result: std::result::Result<(), String>,
+        out: &mut Outbox,
+    ) {
+        let at_ms = self.wall_ms(now);
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        if job.delivery.delivered_at_ms.is_some() {
+            return;
+        }
+        job.delivery.attempts += 1;
+        match result {
+            Ok(()) => job.delivery.delivered_at_ms = Some(at_ms),
+            Err(why) => job.delivery.last_error = Some(why),
+        }
+        out.store.push(StoreOp::SetDelivery { job: id, delivery: job.delivery.clone() });
     }
 }
 

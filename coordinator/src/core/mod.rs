@@ -172,6 +172,7 @@ pub struct JobRecord {
     pub state: JobState,
     pub submitted_at_ms: u64,
     pub finished_at_ms: Option<u64>,
+    pub delivery: Delivery,
 }
 
 /// A task's row; tasks that never left their initial state have none.
@@ -213,6 +214,11 @@ pub enum StoreOp {
     },
     /// An open job was closed.
     CloseJob(JobId),
+    /// How the job's completion callback is going.
+    SetDelivery {
+        job: JobId,
+        delivery: Delivery,
+    },
     /// An autoscaling decision that changed a pool's size.
     ScaleRecord {
         pool: PoolName,
@@ -238,17 +244,27 @@ pub enum StoreOp {
     Log(LogChunk),
 }
 
+/// A job's completion callback to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub job: JobId,
+    pub url: String,
+    /// The JSON summary to post.
+    pub body: String,
+}
+
 /// What the core wants done outside itself, in order.
 #[derive(Debug, Default)]
 pub struct Outbox {
     pub store: Vec<StoreOp>,
     pub agents: Vec<(NodeId, ToAgent)>,
     pub provider: Vec<ProviderOp>,
+    pub notify: Vec<Notification>,
 }
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.store.is_empty() && self.agents.is_empty() && self.provider.is_empty()
+        self.store.is_empty() && self.agents.is_empty() && self.provider.is_empty() && self.notify.is_empty()
     }
 }
 
@@ -439,6 +455,8 @@ pub struct Job {
     /// graph tasks), else `queued_since_ms` (submission, or the restart).
     pub queued_at: HashMap<u32, u64>,
     pub queued_since_ms: u64,
+    /// How its completion callback (if it has one) is going.
+    pub delivery: Delivery,
 }
 
 /// Run times of a job's finished attempts, to tell short tasks from long ones.
@@ -644,5 +662,6 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
         reasons: HashMap::new(),
         queued_at: HashMap::new(),
         queued_since_ms: submitted_at_ms,
+        delivery: Delivery::default(),
     }
 }

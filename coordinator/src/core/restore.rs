@@ -42,7 +42,11 @@ impl Core {
             let mut job = new_job(record.id, record.spec, record.submitted_at_ms, initial);
             job.state = record.state;
             job.finished_at_ms = record.finished_at_ms;
-            self.jobs.insert(job.id, job);
+            job.delivery = record.delivery;
+            let id = job.id;
+            self.jobs.insert(id, job);
+            // A callback the coordinator stopped before delivering is posted again.
+            self.notify_if_asked(id, out);
         }
         let mut recorded: HashSet<TaskKey> = HashSet::new();
         for t in snapshot.tasks {

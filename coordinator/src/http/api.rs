@@ -305,6 +305,16 @@ struct JobView {
     throughput_per_s: f64,
     /// Seconds left at that rate, while active.
     eta_s: Option<f64>,
+    notify: Option<NotifyView>,
+}
+
+#[derive(Serialize)]
+struct NotifyView {
+    url: String,
+    delivered: bool,
+    attempts: u32,
+    last_error: Option<String>,
+    delivered_at_ms: Option<u64>,
 }
 
 fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
@@ -325,6 +335,13 @@ fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
         counts: job.counts,
         throughput_per_s: (throughput * 10.0).round() / 10.0,
         eta_s: (job.state == JobState::Active && throughput > 0.0).then(|| (f64::from(left) / throughput).round()),
+        notify: job.spec.notify.as_ref().map(|url| NotifyView {
+            url: url.clone(),
+            delivered: job.delivery.delivered_at_ms.is_some(),
+            attempts: job.delivery.attempts,
+            last_error: job.delivery.last_error.clone(),
+            delivered_at_ms: job.delivery.delivered_at_ms,
+        }),
     }
 }
 

@@ -77,3 +77,57 @@ fn bad_requests_change_nothing() {
     assert_eq!(before, format!("{:?}", env.core.jobs));
     env.check();
 }
+
+#[test]
+fn a_callback_is_ordered_when_the_job_ends_and_stops_once_accepted() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(1);
+    let spec = JobSpec { notify: Some("http://hooks.example/done".into()), ..job_spec("p", 1, 0, 0) };
+    let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
+    let placed = env.schedule();
+    assert!(env.take().notify.is_empty(), "nothing to post while the job runs");
+    env.report(&n, placed[0].1, Outcome::Succeeded);
+    let out = env.take();
+    assert_eq!(out.notify.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&out.notify[0].body).unwrap();
+    assert_eq!((body["job"].as_u64(), body["state"].as_str()), (Some(job.0), Some("completed")));
+    // The job's end is written before the post is ordered.
+    assert!(out.store.iter().any(|op| matches!(op, StoreOp::SetJobState { id, .. } if *id == job)));
+
+    env.core.on_notify_result(env.now, job, Err("HTTP 500".into()), &mut env.out);
+    env.advance(ms(50));
+    env.core.on_notify_result(env.now, job, Ok(()), &mut env.out);
+    let delivery = env.core.jobs[&job].delivery.clone();
+    assert_eq!(delivery.attempts, 2);
+    assert_eq!(delivery.last_error.as_deref(), Some("HTTP 500"));
+    assert!(delivery.delivered_at_ms.is_some());
+    let stored = env.take().store;
+    assert_eq!(stored.iter().filter(|op| matches!(op, StoreOp::SetDelivery { .. })).count(), 2);
+    // A late second acceptance changes nothing.
+    env.core.on_notify_result(env.now, job, Ok(()), &mut env.out);
+    assert!(env.take().store.is_empty());
+    env.check();
+}
+
+#[test]
+fn a_restart_posts_again_only_what_was_not_delivered() {
+    let record = |id: u64, delivered_at_ms: Option<u64>| JobRecord {
+        id: JobId(id),
+        spec: JobSpec { notify: Some(format!("http://hooks.example/{id}")), ..job_spec("p", 1, 0, 0) },
+        state: JobState::Completed,
+        submitted_at_ms: 1,
+        finished_at_ms: Some(2),
+        delivery: Delivery { attempts: 1, last_error: None, delivered_at_ms },
+    };
+    let snapshot = Snapshot {
+        pools: vec![(pool_spec("p", Provider::Static, 0, Fill::Spread), 0, false)],
+        jobs: vec![record(1, None), record(2, Some(5))],
+        ..Snapshot::default()
+    };
+    let mut env = Env::new();
+    env.core.restore(snapshot, env.now, &mut env.out);
+    let out = env.take();
+    assert_eq!(out.notify.iter().map(|n| n.job).collect::<Vec<_>>(), [JobId(1)]);
+    assert_eq!(out.notify[0].url, "http://hooks.example/1");
+    env.check();
+}

@@ -48,6 +48,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         last_index: tasks - 1,
         graph: None,
         open: false,
+        notify: None,
     }
 }
 

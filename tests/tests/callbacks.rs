@@ -1,0 +1,116 @@
+//! Completion callbacks (`job submit --notify URL`) against a real HTTP endpoint.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_tests::{wait_until, Cluster};
+use serde_json::Value;
+
+/// One post the endpoint received, and the status it answered.
+#[derive(Debug, Clone)]
+struct Post {
+    status: u16,
+    job_header: String,
+    body: Value,
+}
+
+/// An HTTP endpoint that answers 500 to its first `failures` posts and 200 after.
+fn endpoint(failures: usize) -> (String, Arc<Mutex<Vec<Post>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hooks/job-done", listener.local_addr().expect("addr"));
+    let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let (mut length, mut job_header) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("corral-job:") {
+                    job_header = v.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut posts = seen.lock().unwrap();
+            let status = if posts.len() < failures { 500 } else { 200 };
+            posts.push(Post { status, job_header, body: serde_json::from_slice(&body).unwrap_or(Value::Null) });
+            let reason = if status == 200 { "OK" } else { "Internal Server Error" };
+            let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, posts)
+}
+
+#[test]
+fn a_callback_that_fails_twice_is_delivered_exactly_once() {
+    let (url, posts) = endpoint(2);
+    let mut cluster = Cluster::start(&["--notify-backoff", "100ms"]);
+    cluster.static_pool("cpu", 1, 2);
+    let job = cluster.submit(&["--pool", "cpu", "--array", "1-3", "--notify", &url], &["true"]);
+    assert_eq!(cluster.wait_job(job, Duration::from_secs(30))["state"], "completed");
+    wait_until(Duration::from_secs(20), "the callback to be accepted", || {
+        cluster.job(job)["notify"]["delivered"] == true
+    });
+
+    let got = posts.lock().unwrap().clone();
+    assert_eq!(got.iter().map(|p| p.status).collect::<Vec<_>>(), [500, 500, 200], "{got:?}");
+    let accepted = &got[2];
+    assert_eq!(accepted.job_header, job.to_string());
+    assert_eq!(accepted.body["job"], job);
+    assert_eq!(accepted.body["state"], "completed");
+    assert_eq!(accepted.body["counts"]["succeeded"], 3);
+    assert_eq!(accepted.body["event"], "job.finished");
+
+    // The failures are on the job, and in its events.
+    let notify = cluster.job(job)["notify"].clone();
+    assert_eq!(notify["attempts"], 3, "{notify}");
+    assert!(notify["last_error"].as_str().is_some_and(|e| e.contains("500")), "{notify}");
+    let shown = String::from_utf8_lossy(&cluster.corral(&["job", "show", &job.to_string()]).stdout).into_owned();
+    assert!(shown.contains("delivered") && shown.contains("after 3 post(s)"), "{shown}");
+    let out = cluster.corral(&["-o", "json", "events", "--job", &job.to_string()]);
+    let states: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"] == "job")
+        .map(|e| e["state"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(states, ["active", "completed", "notify_failed", "notify_failed", "notified"]);
+
+    // Accepted is durable: a restarted coordinator does not post it again.
+    cluster.restart_coordinator();
+    assert_eq!(cluster.job(job)["notify"]["delivered"], true);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(posts.lock().unwrap().len(), 3, "posted again after a restart");
+}
+
+#[test]
+fn an_unreachable_callback_shows_why_and_a_bad_url_is_refused() {
+    // A port nobody listens on: the post fails with the connection's error.
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let mut cluster = Cluster::start(&["--notify-backoff", "100ms"]);
+    cluster.static_pool("cpu", 1, 1);
+    let job = cluster.submit(&["--pool", "cpu", "--notify", &format!("http://{closed}/done")], &["true"]);
+    cluster.wait_job(job, Duration::from_secs(30));
+    wait_until(Duration::from_secs(20), "two failed posts", || {
+        cluster.job(job)["notify"]["attempts"].as_u64().unwrap_or(0) >= 2
+    });
+    let notify = cluster.job(job)["notify"].clone();
+    assert_eq!(notify["delivered"], false, "{notify}");
+    assert!(notify["last_error"].as_str().is_some_and(|e| e.contains("connect")), "{notify}");
+
+    let err = cluster.fails(&["job", "submit", "--pool", "cpu", "--notify", "ftp://example.com/x", "--", "true"]);
+    assert!(err.contains("notify_url") && err.contains("http"), "{err}");
+    let err = cluster.fails(&["job", "submit", "--pool", "cpu", "--notify", "not a url", "--", "true"]);
+    assert!(err.contains("notify_url"), "{err}");
+}
