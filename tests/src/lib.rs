@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod webdriver;
+
 use serde_json::Value;
 
 /// Path of one of the workspace's binaries.

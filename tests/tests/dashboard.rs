@@ -1,0 +1,80 @@
+//! The dashboard in a real browser (headless Chromium over WebDriver), asserting
+//! what a person would see: a submitted job appears and advances, a killed node
+//! turns lost, a task's output shows, all without reloading the page.
+//!
+//! With `CORRAL_SCREENSHOT=FILE` set, the test also saves the dashboard (a base64
+//! PNG) to FILE; `docs/screenshot.sh` uses it for the README's picture.
+
+use std::time::Duration;
+
+use corral_tests::webdriver::Browser;
+use corral_tests::Cluster;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A JavaScript expression: the integer text of a field in job `job`'s row.
+fn job_field(job: u64, field: &str) -> String {
+    format!(
+        "(() => {{ const e = document.querySelector('tr[data-job-id=\"{job}\"] [data-field=\"{field}\"]'); return e ? Number(e.textContent) : -1; }})()"
+    )
+}
+
+#[test]
+fn a_person_sees_the_job_run_live_and_a_killed_node_turn_lost() {
+    let mut cluster = Cluster::start(&[]);
+    let agents = cluster.static_pool("cpu", 2, 1);
+    let browser = Browser::start();
+    browser.open(&format!("{}/", cluster.http_url()));
+    browser.wait_for(WAIT, "the dashboard to render", "return document.body.dataset.ready === 'true'");
+    browser.wait_for(WAIT, "the live indicator", "return document.querySelector('#live').dataset.connected === 'true'");
+    browser.wait_for(WAIT, "the pool card", "return !!document.querySelector('[data-pool=\"cpu\"]')");
+    // Anything the page keeps survives only if it is never reloaded.
+    browser.eval("window.__corralMarker = 42; return true");
+
+    let job = cluster.submit(
+        &["--pool", "cpu", "--array", "0-29", "--name", "render"],
+        &["sh", "-c", "echo frame $CORRAL_TASK_INDEX rendered; sleep 0.2"],
+    );
+    browser.wait_for(
+        WAIT,
+        "the job to appear",
+        &format!("return !!document.querySelector('tr[data-job-id=\"{job}\"]')"),
+    );
+    assert_eq!(browser.eval(&format!("return {}", job_field(job, "total"))), 30);
+    browser.wait_for(WAIT, "progress to show", &format!("return {} > 0", job_field(job, "succeeded")));
+    let early = browser.eval(&format!("return {}", job_field(job, "succeeded"))).as_i64().unwrap_or(0);
+    browser.wait_for(WAIT, "progress to advance", &format!("return {} > {early}", job_field(job, "succeeded")));
+    if let Ok(path) = std::env::var("CORRAL_SCREENSHOT") {
+        std::fs::write(path, browser.screenshot_base64()).expect("write the screenshot");
+    }
+
+    // A node killed mid-job turns lost on the page.
+    let victim = cluster.node_of_pid(agents[0]);
+    cluster.signal(agents[0], libc::SIGKILL);
+    browser.wait_for(
+        WAIT,
+        "the killed node to turn lost",
+        &format!(
+            "const row = document.querySelector('tr[data-node-id=\"{victim}\"]'); return !!row && row.dataset.state === 'lost' && row.querySelector('[data-field=\"state\"]').textContent.trim() === 'lost'"
+        ),
+    );
+    browser.wait_for(
+        Duration::from_secs(60),
+        "the job to complete on the page",
+        &format!(
+            "const row = document.querySelector('tr[data-job-id=\"{job}\"]'); return !!row && row.dataset.state === 'completed' && {} === 30",
+            job_field(job, "succeeded")
+        ),
+    );
+
+    // The job's page lists its tasks, paged; a task's page shows its output.
+    browser.eval(&format!("location.hash = '#/jobs/{job}'; return true"));
+    browser.wait_for(WAIT, "the task list", "return document.querySelectorAll('tr[data-task-index]').length === 30");
+    browser.eval(&format!("location.hash = '#/jobs/{job}/tasks/7'; return true"));
+    browser.wait_for(
+        WAIT,
+        "the task's output",
+        "return [...document.querySelectorAll('pre')].some(p => p.textContent.includes('frame 7 rendered'))",
+    );
+    assert_eq!(browser.eval("return window.__corralMarker"), 42, "the page was reloaded");
+}
