@@ -6,7 +6,7 @@ COORD_PID=
 
 start_coordinator() {
     rm -f "$WORK/data/coordinator.addr"
-    "$BIN/corral-coordinator" --listen "${LISTEN:-127.0.0.1:0}" --data-dir "$WORK/data" "$@" \
+    "$BIN/corral-coordinator" --listen "${LISTEN:-127.0.0.1:0}" --http 127.0.0.1:0 --data-dir "$WORK/data" "$@" \
         >"$WORK/coordinator.out" 2>"$WORK/coordinator.log" &
     COORD_PID=$!
     for _ in $(seq 200); do
@@ -14,6 +14,7 @@ start_coordinator() {
         sleep 0.05
     done
     URL="http://$(cat "$WORK/data/coordinator.addr")"
+    HTTP_URL="http://$(cat "$WORK/data/http.addr")"
     export CORRAL_COORDINATOR=$URL
 }
 

@@ -96,6 +96,7 @@ impl UpArgs {
         );
         println!("  corral job list");
         println!("  corral node list");
+        println!("  corral events --follow");
         tokio::signal::ctrl_c().await?;
         println!("stopping...");
         coordinator.shutdown().await;
