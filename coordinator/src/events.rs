@@ -238,11 +238,14 @@ pub fn first_id(conn: &Connection) -> rusqlite::Result<Option<u64>> {
 
 /// Up to `limit` events after `after` that pass `filter`, oldest first.
 pub fn read(conn: &Connection, after: u64, filter: &Filter, limit: usize) -> rusqlite::Result<Vec<Event>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events
-         WHERE id > ?1 AND (?2 IS NULL OR job_id = ?2) AND (?3 IS NULL OR pool = ?3)
-         ORDER BY id LIMIT ?4",
-    )?;
+    // One statement per filter shape: `job_id = ?` lets SQLite use the job index.
+    let sql = match (filter.job.is_some(), filter.pool.is_some()) {
+        (true, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE job_id = ?2 AND id > ?1 AND pool = ?3 ORDER BY id LIMIT ?4",
+        (true, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE job_id = ?2 AND id > ?1 AND ?3 IS NULL ORDER BY id LIMIT ?4",
+        (false, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE id > ?1 AND ?2 IS NULL AND pool = ?3 ORDER BY id LIMIT ?4",
+        (false, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE id > ?1 AND ?2 IS NULL AND ?3 IS NULL ORDER BY id LIMIT ?4",
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(
         params![after, filter.job.map(|j| j.0), filter.pool.as_ref().map(|p| p.as_str()), limit as i64],
         |r| {

@@ -56,6 +56,28 @@ pub fn subscribe(shared: Arc<Shared>, after: u64, filter: Filter, follow: bool) 
         let mut after = after;
         loop {
             let upto = *recorded.borrow_and_update();
+            // A reader that fell more than the feed keeps behind is told so, rather
+            // than quietly skipping what was trimmed.
+            if after > 0 {
+                let s = shared.clone();
+                match blocking(move || s.reader().event_bounds()).await {
+                    Ok((Some(first), _)) if after + 1 < first => {
+                        let why = format!(
+                            "this reader fell behind: the events after {after} up to {} were discarded (the store keeps the last {}); resume after {} to go on from the oldest kept",
+                            first - 1,
+                            crate::events::KEEP,
+                            first - 1
+                        );
+                        let _ = tx.send(Err(Error::Refused(why))).await;
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
             loop {
                 let (s, f) = (shared.clone(), filter.clone());
                 let page = match blocking(move || s.reader().events(after, &f, PAGE)).await {

@@ -159,6 +159,11 @@ impl Metrics {
         }
     }
 
+    /// The newest event at start (the store's, before any commit).
+    pub fn set_last_event(&self, id: u64) {
+        self.last_event.set(id as i64);
+    }
+
     /// One heartbeat arrived.
     pub fn on_heartbeat(&self) {
         self.heartbeats.inc();

@@ -219,13 +219,24 @@ impl Coordinator {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Arc::new(Metrics::new());
+        metrics.set_last_event(store.last_event());
         let (last_event_tx, last_event) = watch::channel(store.last_event());
         let committed = metrics.clone();
         let (writer, writer_thread) = Writer::spawn(store, move |done| {
             committed.on_commit(done.ops, done.events, done.took);
             last_event_tx.send_if_modified(|last| std::mem::replace(last, done.last_event) != done.last_event);
         });
-        writer.submit(Batch { ops: repairs.store, then: Vec::new() });
+        let restored_orders = std::mem::take(&mut repairs.notify);
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        let notify_restored = notify_tx.clone();
+        // Callbacks of jobs that ended before (or while) restoring go out once the
+        // repairs that may have ended them are durable.
+        let then: Vec<FollowUp> = vec![Box::new(move || {
+            for order in restored_orders {
+                let _ = notify_restored.send(order);
+            }
+        })];
+        writer.submit(Batch { ops: repairs.store, then });
         let (provider_tx, provider_rx) = mpsc::unbounded_channel();
         let live = core.nodes.iter().filter(|(_, n)| n.status().is_live()).map(|(id, _)| id.clone()).collect();
         let _ = provider_tx.send(ProviderOp::Sweep { live, first_new: core.next_node_seq() });
@@ -236,10 +247,6 @@ impl Coordinator {
             instance: instance_id(&config.data_dir)?,
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
-        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
-        for order in repairs.notify.drain(..) {
-            let _ = notify_tx.send(order);
-        }
         let notify_task =
             tokio::spawn(crate::notify::run(notify_rx, events_tx.clone(), config.notify_backoff, stop_rx.clone()));
         let shared = Arc::new(Shared {

@@ -97,12 +97,17 @@ fn the_api_pages_tasks_on_the_server_and_explains_bad_requests() {
         ("/api/jobs/1/tasks/500", 400, "not 500"),
         ("/api/jobs/1/tasks/1/log?stream=both", 400, "stream"),
         ("/api/nodes?pool=Bad%20Pool", 400, "pool"),
+        ("/api/events?after=99999999", 400, "after"),
     ] {
         let (got, body) = cluster.http_get(path);
         assert_eq!(got, status, "GET {path}: {body}");
         let error: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
         assert!(error["error"].as_str().is_some_and(|e| e.contains(words)), "GET {path}: {body}");
     }
+
+    // A page past the end is empty, however far past.
+    let far = cluster.api(&format!("/api/jobs/{job}/tasks?offset=18446744073709551615"));
+    assert_eq!(far["tasks"].as_array().map(Vec::len), Some(0), "{far}");
 
     // The page itself and its files are served from the binary.
     let (status, html) = cluster.http_get("/");

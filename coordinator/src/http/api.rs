@@ -252,9 +252,11 @@ fn node_view(core: &Core, node: &Node, now: Instant) -> NodeView {
             .then(|| now.saturating_duration_since(node.last_seen).as_millis() as u64),
         cpu_percent: node.cpu_percent,
         memory_used_bytes: node.memory_used_bytes,
+        // A node that is gone has no use for its last samples.
         usage: node
             .usage
             .iter()
+            .filter(|_| node.status().is_live())
             .map(|u| UsageView { at_ms: u.at_ms, cpu_percent: u.cpu_percent, memory_used_bytes: u.memory_used_bytes })
             .collect(),
         running: node
@@ -437,7 +439,7 @@ async fn tasks(State(shared): State<Arc<Shared>>, Path(id): Path<u64>, Query(q):
         let job = job_of(core, id)?;
         let page: Vec<usize> = match state {
             // Every task: the page is a slice.
-            None => (offset.min(job.tasks.len())..(offset + limit).min(job.tasks.len())).collect(),
+            None => (offset.min(job.tasks.len())..offset.saturating_add(limit).min(job.tasks.len())).collect(),
             // One state: a scan of compact in-memory states, a few ms for a million.
             Some(s) => job
                 .tasks
@@ -575,6 +577,7 @@ fn filter(job: Option<u64>, pool: Option<String>) -> Result<Filter, Invalid> {
 async fn events(State(shared): State<Arc<Shared>>, Query(q): Query<EventsQuery>) -> Api<EventsPage> {
     let filter = filter(q.job, q.pool)?;
     let (after, limit) = (q.after.unwrap_or(0), page_limit(q.limit));
+    crate::feed::check_resume(&shared, after).await?;
     let last_id = *shared.last_event.borrow();
     let s = shared.clone();
     let events = blocking(move || s.reader().events(after, &filter, limit)).await?;
