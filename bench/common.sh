@@ -38,4 +38,7 @@ wait_idle_nodes() { # pool count
 
 now() { date +%s.%N; }
 
+# The median of the numbers on stdin, one a line.
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
 trap 'stop_coordinator; rm -rf "$WORK"' EXIT

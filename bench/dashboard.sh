@@ -9,7 +9,6 @@ N=${N:-1000000}
 REPS=${REPS:-21}
 . bench/common.sh
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 start_coordinator
 "$BIN/corral" pool create bench --provider local --nodes 2 --slots-per-node 2 >/dev/null

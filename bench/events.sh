@@ -12,7 +12,6 @@ N=${N:-10000}
 RUNS=${RUNS:-3}
 . bench/common.sh
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 last_event() { curl -s "$HTTP_URL/api/events?limit=1" | grep -o '"last_id":[0-9]*' | grep -o '[0-9]*$'; }
 
 plain=() followed=() rates=() catchups=()

@@ -12,7 +12,6 @@ RUNS=${RUNS:-5}
 TICKS=$(getconf CLK_TCK)
 # User + system CPU ticks of the given processes, summed.
 cpu_ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s + 0}'; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 corral_times=() bare_times=() ratios=()
 for run in $(seq "$RUNS"); do

@@ -20,7 +20,6 @@ M=${M:-$(( (SIZE_MB + 63) / 64 ))}
 MAPPER='awk '\''{ for (i = 1; i <= NF; i++) c[$i]++ } END { for (w in c) print w "\t" c[w] }'\'''
 REDUCER='awk -F"\t" '\''{ c[$1] += $2 } END { for (w in c) print w "\t" c[w] }'\'''
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 have_dask=1
 python3 -c 'import dask.distributed' 2>/dev/null || have_dask=0
 
