@@ -3,14 +3,23 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use corral_proto::credentials::Bearer;
 use corral_proto::v1::corral_client::CorralClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-pub type Client = CorralClient<Channel>;
+pub type Client = CorralClient<InterceptedService<Channel, Bearer>>;
 
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
+/// A client of the coordinator at `url` that presents `token` on every call.
+pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<Client> {
     let channel = channel(url).await?;
-    Ok(CorralClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
+    Ok(CorralClient::with_interceptor(channel, bearer(token)?)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+pub fn bearer(token: Option<&str>) -> anyhow::Result<Bearer> {
+    Bearer::new(token).map_err(anyhow::Error::msg)
 }
 
 /// A connection to the coordinator, or an error that says what to do.

@@ -21,6 +21,11 @@ struct Cli {
     /// subcommand: `corral -o json job show 1`).
     #[arg(long, short = 'o', env = "CORRAL_OUTPUT", value_enum, default_value = "table")]
     output: Format,
+    /// A file holding the token to present. Without it the token comes from
+    /// CORRAL_TOKEN, or the file CORRAL_TOKEN_FILE names (`corral up` prints that
+    /// line); a coordinator's first admin token is in DATA_DIR/admin.token.
+    #[arg(long, global = true)]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +44,9 @@ enum Command {
     /// List and show tasks, and read their logs.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
+    /// Create, list and revoke tokens (admin).
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
     /// Print what happens (pool, node, job, task changes), resumable by event id.
     Events(commands::events::EventsArgs),
     /// Put, get and list objects in the store that task inputs and outputs use.
@@ -90,7 +98,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let ctx = commands::Context { coordinator: cli.coordinator, format: cli.output };
+    // The agent and the throwaway clusters find their own tokens.
+    let token = match &cli.command {
+        Command::Agent(_) | Command::Demo(_) | Command::Up(_) => None,
+        _ => corral_proto::credentials::load(cli.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+    };
+    let ctx = commands::Context { coordinator: cli.coordinator, format: cli.output, token };
     match cli.command {
         Command::Pool(cmd) => cmd.run(&ctx).await,
         Command::Node(cmd) => cmd.run(&ctx).await,
@@ -98,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Task(cmd) => cmd.run(&ctx).await,
         Command::File(cmd) => cmd.run(&ctx).await,
         Command::Events(args) => args.run(&ctx).await,
+        Command::Token(cmd) => cmd.run(&ctx).await,
         Command::Demo(args) => args.run().await,
         Command::Up(args) => args.run(&ctx).await,
         Command::Agent(args) => {

@@ -11,7 +11,9 @@ use corral_proto::v1::agent_server::{Agent, AgentServer};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{self, NodeCredential, Principal};
 use crate::convert;
+use crate::core::StoreOp;
 use crate::model::*;
 use crate::server::{AgentUpdate, Event, Hello, Shared};
 
@@ -46,17 +48,36 @@ fn valid<T, U>(node: &NodeId, what: &str, items: Vec<T>, f: impl Fn(T) -> Result
 #[tonic::async_trait]
 impl Agent for AgentApi {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let Principal::Token { id: token_id, name, pool: bound, .. } = auth::caller(&req)? else {
+            return Err(Status::permission_denied("Register needs an agent or admin token, not a node's secret"));
+        };
         let reg = convert::registration(req.into_inner())?;
+        if let Some(bound) = bound.filter(|b| *b != reg.pool) {
+            return Err(Status::permission_denied(format!(
+                "token '{name}' is bound to pool '{bound}' and cannot join pool '{}'",
+                reg.pool
+            )));
+        }
+        // The node's own secret: stored (as a hash) in the same transaction as the
+        // node, and required on its stream and object calls from then on.
+        let secret = auth::secret::Minted::new();
+        let hash = secret.hash;
+        let auth = self.shared.auth.clone();
         let (id, start_task) = self
             .shared
             .call(move |core, now, out| {
+                let pool = reg.pool.clone();
                 let id = core.register_node(now, reg, out)?;
+                let cred = NodeCredential { node: id.clone(), pool, hash, token_id };
+                auth.insert_node(cred.clone());
+                out.store.push(StoreOp::PutNodeCredential(cred));
                 let pool = core.nodes.get(&id).and_then(|n| core.pools.get(&n.record.pool));
                 Ok::<_, crate::error::Error>((id, pool.and_then(|p| p.spec.start_task.clone())))
             })
             .await??;
         let config = &self.shared.core_config;
         Ok(Response::new(pb::RegisterResponse {
+            node_secret: format!("{id}.{}", secret.secret),
             node_id: id.to_string(),
             start_task: start_task.unwrap_or_default(),
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
@@ -67,6 +88,11 @@ impl Agent for AgentApi {
     type SessionStream = SessionStream;
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<SessionStream>, Status> {
+        let who = auth::caller(&req)?;
+        let Principal::Node { node: proven, .. } = &who else {
+            return Err(Status::permission_denied("Session needs the node's own secret, from its registration"));
+        };
+        let proven = proven.clone();
         let mut inbound = req.into_inner();
         let first =
             inbound.message().await?.ok_or_else(|| Status::invalid_argument("the stream closed before its hello"))?;
@@ -74,6 +100,12 @@ impl Agent for AgentApi {
             .hello
             .ok_or_else(|| Status::invalid_argument("hello: the first message of a session must be a hello"))?;
         let node = convert::node_id("hello.node_id", &hello.node_id)?;
+        // Nothing this stream sends counts unless it is the node it proved to be.
+        if node != proven {
+            return Err(Status::permission_denied(format!(
+                "hello.node_id: this stream proved it is node {proven}, not {node}"
+            )));
+        }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let hello = Hello {
@@ -83,11 +115,24 @@ impl Agent for AgentApi {
             finished: valid(&node, "task result", hello.finished, convert::task_result),
             logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),
         };
+        let revoked_tx = tx.clone();
         self.shared.send(Event::Connected { node: node.clone(), conn, hello, tx })?;
         let shared = self.shared.clone();
+        let auth = self.shared.auth.clone();
         tokio::spawn(async move {
+            let ended = auth.ended(&who);
+            tokio::pin!(ended);
             loop {
-                match inbound.message().await {
+                let message = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = &mut ended => {
+                        // Revoked (or expired) mid-stream: nothing more it sends is applied.
+                        tracing::info!(node_id = %node, "the node's token was revoked; closing its stream");
+                        let _ = revoked_tx.send(Err(Status::unauthenticated(auth::BAD_TOKEN)));
+                        break;
+                    }
+                };
+                match message {
                     Ok(Some(msg)) => {
                         let update = AgentUpdate {
                             start_task_done: msg

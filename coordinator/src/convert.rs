@@ -270,7 +270,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         let last_index = (graph.len() as u32).saturating_sub(1);
         let graph = Some(std::sync::Arc::new(graph));
         let (name, priority, open) = (req.name, req.priority, req.open);
-        return Ok(JobSpec { pool, name, priority, task, first_index: 0, last_index, graph, open, notify: None });
+        return Ok(JobSpec { pool, name, priority, task, first_index: 0, last_index, graph, open, notify: None, owner: String::new() });
     }
     let (first_index, last_index) = if req.is_array {
         if req.array_start > req.array_end {
@@ -301,6 +301,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         graph: None,
         open: false,
         notify: None,
+        owner: String::new(),
     })
 }
 
@@ -543,7 +544,32 @@ pub fn job_view(job: &Job) -> pb::Job {
             last_error: job.delivery.last_error.clone().unwrap_or_default(),
             delivered_at_ms: job.delivery.delivered_at_ms.unwrap_or(0),
         }),
+        owner: job.spec.owner.clone(),
     }
+}
+
+/// A token as clients see it: never its secret or hash.
+pub fn token_pb(t: &crate::auth::TokenRecord) -> pb::Token {
+    pb::Token {
+        name: t.name.clone(),
+        role: t.role.to_string(),
+        pool: t.pool.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+        created_at_ms: t.created_at_ms,
+        expires_at_ms: t.expires_at_ms.unwrap_or(0),
+        created_by: t.created_by.clone(),
+    }
+}
+
+/// A token name users choose: 1 to 63 of `a-z A-Z 0-9 - _ .`, so it reads well in
+/// tables and never takes the `pool:` names the coordinator makes for itself.
+pub fn token_name(name: &str) -> Result<String, Invalid> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(Invalid::new("name", "must be 1 to 63 characters"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(Invalid::new("name", "use letters, digits, '-', '_' and '.' only"));
+    }
+    Ok(name.to_string())
 }
 
 /// The longest callback URL accepted.

@@ -37,6 +37,9 @@ pub enum Error {
     /// The request is well-formed but the current state does not allow it.
     #[error("{0}")]
     Refused(String),
+    /// The caller's token does not allow this change.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("store: {0}")]
     Store(#[from] rusqlite::Error),
     #[error("{0}")]
@@ -57,6 +60,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::AlreadyExists { .. } => tonic::Status::already_exists(message),
             Error::Refused(_) => tonic::Status::failed_precondition(message),
+            Error::Forbidden(_) => tonic::Status::permission_denied(message),
             Error::Store(_) | Error::Io(_) => tonic::Status::internal(message),
         }
     }

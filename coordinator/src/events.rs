@@ -27,6 +27,7 @@ pub enum Kind {
     Job,
     Task,
     Attempt,
+    Token,
 }
 
 impl Kind {
@@ -37,6 +38,7 @@ impl Kind {
             Kind::Job => "job",
             Kind::Task => "task",
             Kind::Attempt => "attempt",
+            Kind::Token => "token",
         }
     }
 
@@ -47,6 +49,7 @@ impl Kind {
             "job" => Kind::Job,
             "task" => Kind::Task,
             "attempt" => Kind::Attempt,
+            "token" => Kind::Token,
             _ => return None,
         })
     }
@@ -193,6 +196,15 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
             },
             ..event(Kind::Attempt, outcome.as_str())
         },
+        StoreOp::PutToken(t) => Event {
+            pool: t.pool.as_ref().map(|p| p.to_string()),
+            detail: format!("token '{}', role {}, by '{}'", t.name, t.role, t.created_by),
+            ..event(Kind::Token, "created")
+        },
+        StoreOp::DeleteToken { name, .. } => {
+            Event { detail: format!("token '{name}'"), ..event(Kind::Token, "revoked") }
+        }
+        StoreOp::PutNodeCredential(_) => return None,
         StoreOp::Log(_) => return None,
     })
 }

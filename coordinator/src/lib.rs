@@ -4,6 +4,7 @@
 //!
 //! Read the modules in this order:
 //! - [`model`]: ids, states and specs, the words they are known by;
+//! - [`auth`]: tokens, roles and node secrets; the gate in front of every gRPC call;
 //! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
 //! - [`mapreduce`]: map/reduce jobs planned as graphs of map and reduce tasks;
 //! - [`core`]: every decision, as synchronous functions of the state and `now` that
@@ -22,6 +23,7 @@
 #![deny(clippy::await_holding_lock)]
 
 pub mod agent_service;
+pub mod auth;
 pub mod convert;
 pub mod core;
 pub mod error;

@@ -51,6 +51,10 @@ struct Args {
     /// the usual AWS_* / AZURE_* variables (AWS_ENDPOINT for S3-compatible servers).
     #[arg(long, env = "CORRAL_STORE_URL")]
     store_url: Option<String>,
+    /// Revoke the first admin token ("admin") and write a new one to
+    /// DATA_DIR/admin.token, for when the old one leaked or was lost.
+    #[arg(long)]
+    reset_admin_token: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -98,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         ..CoreConfig::default()
     };
     config.store_url = args.store_url;
+    config.reset_admin_token = args.reset_admin_token;
     config.http = args.http.0;
     config.notify_backoff = args.notify_backoff.max(Duration::from_millis(10));
     if let Some(bin) = args.agent_bin {

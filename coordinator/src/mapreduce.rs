@@ -109,6 +109,7 @@ pub async fn job_spec(
         graph: Some(Arc::new(graph)),
         open: false,
         notify: None,
+        owner: String::new(),
     })
 }
 

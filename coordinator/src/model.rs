@@ -139,6 +139,17 @@ macro_rules! named_enum {
 }
 
 named_enum!(
+    /// What a token may do. `read` < `submit` < `admin`; `agent` stands apart: it may
+    /// only register nodes (an `admin` token may too).
+    Role {
+        Read = "read",
+        Submit = "submit",
+        Admin = "admin",
+        Agent = "agent",
+    }
+);
+
+named_enum!(
     /// Where a task is in its life. `waiting` is for dependencies (none yet in v1 jobs).
     TaskState {
         Waiting = "waiting",
@@ -516,6 +527,8 @@ pub struct JobSpec {
     pub open: bool,
     /// Where to POST a summary when the job ends.
     pub notify: Option<String>,
+    /// The name of the token that submitted it.
+    pub owner: String,
 }
 
 /// How a job's completion callback is going.

@@ -14,6 +14,7 @@ use corral_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
+use crate::auth::{self, Auth};
 use crate::convert;
 use crate::core::{Core, CoreConfig, Notification, Outbox, ProviderOp, ToAgent, Work};
 use crate::error::Result;
@@ -38,6 +39,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// The wait after a job callback's first failed post; it doubles each time.
     pub notify_backoff: Duration,
+    /// Revoke the first admin token and write a new one to `DATA_DIR/admin.token`.
+    pub reset_admin_token: bool,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             store_url: None,
             http: None,
             notify_backoff: Duration::from_secs(1),
+            reset_admin_token: false,
         }
     }
 }
@@ -82,6 +86,39 @@ pub fn default_agent_command() -> Vec<OsString> {
         candidate.is_file().then_some(candidate)
     });
     vec![sibling.map_or_else(|| OsString::from("corral-agent"), |p| p.into_os_string())]
+}
+
+/// The tokens the coordinator accepts, after making those it needs: the first admin
+/// token on a first start (or when asked to reset it), and an agent token for each
+/// provider pool whose token file is missing.
+fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
+    use crate::auth::bootstrap;
+    let (mut tokens, nodes) = store.load_auth()?;
+    let now = auth::now_ms();
+    let mut made = Vec::new();
+    let admin_path = bootstrap::admin_token_path(&config.data_dir);
+    if tokens.is_empty() || config.reset_admin_token {
+        let admin = bootstrap::mint_admin(&config.data_dir, now)?;
+        tracing::info!(path = %admin_path.display(), "wrote a new admin token; clients use it with --token-file or CORRAL_TOKEN_FILE");
+        made.push(admin);
+    }
+    for pool in core.pools.values().filter(|p| p.spec.provider != Provider::Static) {
+        let name = bootstrap::pool_token_name(&pool.spec.name);
+        let existing = tokens.iter().find(|t| t.name == name);
+        if let Some(token) = bootstrap::ensure_pool_token(&config.data_dir, &pool.spec.name, existing, now)? {
+            made.push(token);
+        }
+    }
+    if !made.is_empty() {
+        let ops: Vec<_> = made.iter().cloned().map(crate::core::StoreOp::PutToken).collect();
+        store.apply(&ops)?;
+        tokens.retain(|t| !made.iter().any(|m| m.name == t.name));
+        tokens.extend(made);
+    }
+    if admin_path.is_file() {
+        tracing::info!(path = %admin_path.display(), "the first admin token is in this file");
+    }
+    Ok(Auth::new(tokens, nodes))
 }
 
 /// A call into the core; it returns what to do once its changes are durable.
@@ -153,6 +190,9 @@ pub struct Shared {
     /// recorded some.
     pub last_event: watch::Receiver<u64>,
     pub metrics: Arc<Metrics>,
+    /// The tokens and node secrets the coordinator accepts.
+    pub auth: Arc<Auth>,
+    pub data_dir: PathBuf,
 }
 
 impl Shared {
@@ -198,7 +238,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the store, restores the state, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<Coordinator> {
-        let store = Store::open(&config.data_dir)?;
+        let mut store = Store::open(&config.data_dir)?;
         let objects = match &config.store_url {
             Some(url) => crate::objects::store_from_url(url).await?,
             None => crate::objects::local_store(&config.data_dir.join("objects"))?,
@@ -211,6 +251,7 @@ impl Coordinator {
         let mut repairs = Outbox::default();
         core.restore(snapshot, now, &mut repairs);
         tracing::info!(pools = core.pools.len(), nodes = core.nodes.len(), jobs = core.jobs.len(), "state restored");
+        let auth = Arc::new(load_auth(&mut store, &config, &core)?);
 
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
@@ -245,6 +286,7 @@ impl Coordinator {
             listen: addr,
             dir: config.data_dir.join("agents"),
             instance: instance_id(&config.data_dir)?,
+            data_dir: config.data_dir.clone(),
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
         let notify_task =
@@ -256,6 +298,8 @@ impl Coordinator {
             objects: objects.clone(),
             last_event,
             metrics: metrics.clone(),
+            auth: auth.clone(),
+            data_dir: config.data_dir.clone(),
         });
         let http = match config.http {
             Some(at) => {
@@ -289,6 +333,8 @@ impl Coordinator {
             .build_v1()
             .map_err(|e| std::io::Error::other(format!("server reflection: {e}")))?;
         let server = tonic::transport::Server::builder()
+            // Every request is authenticated before tonic routes it (auth::rules).
+            .layer(auth::layer::AuthLayer::new(auth))
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             // Room for objects streaming in: the 64 KiB default window held uploads
             // to ~80 MB/s on loopback.
@@ -399,10 +445,11 @@ fn handle(
     match event {
         Event::Call(call) => then.push(call(core, now, out)),
         Event::Connected { node, conn, hello, tx } => {
-            core.on_logs(hello.logs, out);
             let late = hello.finished.len();
             match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
                 Ok(()) => {
+                    // Only a stream the core accepted may write logs.
+                    core.on_logs(hello.logs, out);
                     if let Some(why) = &hello.start_task_failed {
                         core.on_start_task_done(now, &node, false, why, out);
                     }

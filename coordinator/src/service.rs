@@ -10,8 +10,9 @@ use corral_proto::v1::corral_server::{Corral, CorralServer};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Principal};
 use crate::convert;
-use crate::core::Core;
+use crate::core::{Core, StoreOp};
 use crate::error::{Error, Invalid};
 use crate::model::*;
 use crate::server::Shared;
@@ -35,6 +36,11 @@ fn job_of(core: &Core, id: u64) -> Result<&crate::core::Job, Error> {
     core.jobs.get(&JobId(id)).ok_or_else(|| Error::not_found("job", id))
 }
 
+/// Refuses a change to someone else's job (see [`auth::may_change_job`]).
+fn may_change(core: &Core, who: &Principal, id: u64) -> Result<(), Error> {
+    auth::may_change_job(who, id, &job_of(core, id)?.spec.owner)
+}
+
 fn pool_or_404(core: &Core, name: &PoolName, now: std::time::Instant) -> Result<pb::Pool, Error> {
     convert::pool_view(core, name, now).ok_or_else(|| Error::not_found("pool", name))
 }
@@ -47,10 +53,22 @@ impl Corral for ClientApi {
     async fn create_pool(&self, req: Request<pb::CreatePoolRequest>) -> Result<Response<pb::Pool>, Status> {
         let spec = convert::pool_spec(req.into_inner().spec)?;
         let name = spec.name.clone();
+        // The agents a provider starts join with a token bound to their pool, kept
+        // in a file the coordinator passes them (never on their command line).
+        let token = match spec.provider {
+            Provider::Static => None,
+            _ => auth::bootstrap::ensure_pool_token(&self.shared.data_dir, &name, None, auth::now_ms())
+                .map_err(|e| Status::internal(format!("cannot write the pool's agent token: {e}")))?,
+        };
+        let auth = self.shared.auth.clone();
         let pool = self
             .shared
             .call(move |core, now, out| {
                 core.create_pool(now, spec, out)?;
+                if let Some(token) = token {
+                    auth.insert_token(token.clone());
+                    out.store.push(StoreOp::PutToken(token));
+                }
                 pool_or_404(core, &name, now)
             })
             .await??;
@@ -184,6 +202,7 @@ impl Corral for ClientApi {
     }
 
     async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let owner = auth::caller(&req)?.name();
         let mut req = req.into_inner();
         let spec = match req.mapreduce.take() {
             Some(mr) => {
@@ -202,6 +221,7 @@ impl Corral for ClientApi {
                 JobSpec { notify: convert::notify_url(&notify)?, ..spec }
             }
         };
+        let spec = JobSpec { owner, ..spec };
         let tasks = spec.task_count();
         let id = self.shared.call(move |core, now, out| core.submit_job(now, spec, out)).await??;
         tracing::info!(job_id = %id, tasks, "job accepted");
@@ -220,10 +240,12 @@ impl Corral for ClientApi {
     }
 
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
         let job = self
             .shared
             .call(move |core, now, out| {
+                may_change(core, &who, id)?;
                 core.cancel_job(now, JobId(id), out)?;
                 job_of(core, id).map(convert::job_view)
             })
@@ -235,6 +257,7 @@ impl Corral for ClientApi {
         &self,
         req: Request<tonic::Streaming<pb::AddTasksRequest>>,
     ) -> Result<Response<pb::AddTasksResponse>, Status> {
+        let who = auth::caller(&req)?;
         let mut stream = req.into_inner();
         let mut job_id = 0;
         let mut groups = Vec::new();
@@ -258,16 +281,23 @@ impl Corral for ClientApi {
             }
         }
         let (first_index, tasks) =
-            self.shared.call(move |core, now, out| core.add_tasks(now, JobId(job_id), groups, out)).await??;
+            self.shared
+                .call(move |core, now, out| {
+                    may_change(core, &who, job_id)?;
+                    core.add_tasks(now, JobId(job_id), groups, out)
+                })
+                .await??;
         tracing::info!(job_id, tasks, "tasks added");
         Ok(Response::new(pb::AddTasksResponse { first_index, tasks }))
     }
 
     async fn close_job(&self, req: Request<pb::CloseJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
         let job = self
             .shared
             .call(move |core, now, out| {
+                may_change(core, &who, id)?;
                 core.close_job(now, JobId(id), out)?;
                 job_of(core, id).map(convert::job_view)
             })
@@ -278,6 +308,7 @@ impl Corral for ClientApi {
     type WatchJobStream = WatchStream;
 
     async fn watch_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<WatchStream>, Status> {
+        let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
         let shared = self.shared.clone();
         // Fail fast on an unknown job, before the stream starts.
@@ -302,12 +333,14 @@ impl Corral for ClientApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(self.shared.auth.guard(who, stream))))
     }
 
     type WatchEventsStream = EventStream;
 
     async fn watch_events(&self, req: Request<pb::WatchEventsRequest>) -> Result<Response<EventStream>, Status> {
+        let who = auth::caller(&req)?;
         let req = req.into_inner();
         let filter = crate::events::Filter {
             job: (req.job_id != 0).then_some(JobId(req.job_id)),
@@ -318,7 +351,82 @@ impl Corral for ClientApi {
         let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(events), |e| {
             e.map(convert::event_pb).map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(self.shared.auth.guard(who, stream))))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let who = auth::caller(&req)?;
+        let req = req.into_inner();
+        let name = convert::token_name(&req.name)?;
+        let role: Role = req.role.parse().map_err(|e| Invalid::new("role", e))?;
+        let pool = if req.pool.is_empty() { None } else { Some(PoolName::parse("pool", &req.pool)?) };
+        if pool.is_some() && role != Role::Agent {
+            return Err(Invalid::new("pool", "only agent tokens are bound to a pool").into());
+        }
+        let now = auth::now_ms();
+        let expires_at_ms = match req.ttl_ms {
+            0 => None,
+            ttl => Some(now.checked_add(ttl).ok_or_else(|| Invalid::new("ttl", "is too long"))?),
+        };
+        let minted = auth::secret::Minted::new();
+        let record = auth::TokenRecord {
+            id: minted.id.clone(),
+            name,
+            role,
+            pool,
+            hash: minted.hash,
+            created_at_ms: now,
+            expires_at_ms,
+            created_by: who.name(),
+        };
+        let view = convert::token_pb(&record);
+        let auth = self.shared.auth.clone();
+        // Checked and taken on the event loop, so two requests for one name cannot
+        // both win.
+        self.shared
+            .call(move |_, _, out| {
+                if auth.token_named(&record.name).is_some() {
+                    return Err(Error::AlreadyExists { what: "token", id: record.name });
+                }
+                auth.insert_token(record.clone());
+                out.store.push(StoreOp::PutToken(record));
+                Ok(())
+            })
+            .await??;
+        tracing::info!(token = %view.name, role = %view.role, by = %view.created_by, "token created");
+        Ok(Response::new(pb::CreateTokenResponse { token: Some(view), secret: minted.bearer() }))
+    }
+
+    async fn list_tokens(&self, _: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let tokens = self.shared.auth.tokens().iter().map(convert::token_pb).collect();
+        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::Token>, Status> {
+        let who = auth::caller(&req)?;
+        let name = req.into_inner().name;
+        let auth = self.shared.auth.clone();
+        let revoked = self
+            .shared
+            .call(move |_, _, out| {
+                let revoked = auth.revoke(&name).ok_or_else(|| Error::not_found("token", &name))?;
+                out.store.push(StoreOp::DeleteToken { id: revoked.id.clone(), name: revoked.name.clone() });
+                Ok::<_, Error>(revoked)
+            })
+            .await??;
+        tracing::info!(token = %revoked.name, by = %who.name(), "token revoked");
+        Ok(Response::new(convert::token_pb(&revoked)))
+    }
+
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Token>, Status> {
+        let Principal::Token { name, .. } = auth::caller(&req)? else {
+            return Err(Status::permission_denied("WhoAmI answers tokens, not nodes"));
+        };
+        let token = self.shared.auth.token_named(&name).ok_or_else(|| Status::unauthenticated(auth::BAD_TOKEN))?;
+        Ok(Response::new(convert::token_pb(&token)))
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {

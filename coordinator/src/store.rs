@@ -22,6 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use std::sync::Arc;
 
+use crate::auth::{NodeCredential, TokenRecord};
 use crate::core::{JobRecord, NodeRecord, Snapshot, StoreOp, TaskRecord};
 use crate::error::Result;
 use crate::graph::TaskGroup;
@@ -77,7 +78,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     notify_url TEXT,
     notify_attempts INTEGER NOT NULL DEFAULT 0,
     notify_error TEXT,
-    notify_delivered_at_ms INTEGER
+    notify_delivered_at_ms INTEGER,
+    owner TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    pool TEXT,
+    hash TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_credentials (
+    node_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    token_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS task_groups (
     job_id INTEGER NOT NULL,
@@ -274,7 +292,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -292,6 +310,7 @@ impl Store {
                 r.get::<_, bool>(11)?,
                 r.get::<_, Option<String>>(12)?,
                 Delivery { attempts: r.get(13)?, last_error: r.get(14)?, delivered_at_ms: r.get(15)? },
+                r.get::<_, String>(16)?,
             ))
         })?;
         let mut groups = self.task_groups()?;
@@ -311,6 +330,7 @@ impl Store {
                 open,
                 notify,
                 delivery,
+                owner,
             ) = row?;
             let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
             let graph = if is_graph {
@@ -331,6 +351,7 @@ impl Store {
                     graph,
                     open,
                     notify,
+                    owner,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,
@@ -383,6 +404,54 @@ impl Store {
     }
 
     /// The task groups of every graph job, in order, by job id.
+    /// The tokens and node credentials the coordinator accepts.
+    pub fn load_auth(&self) -> Result<(Vec<TokenRecord>, Vec<NodeCredential>)> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by FROM tokens ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u64>(5)?,
+                r.get::<_, Option<u64>>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut tokens = Vec::new();
+        for row in rows {
+            let (id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by) = row?;
+            tokens.push(TokenRecord {
+                id,
+                name,
+                role: role.parse().map_err(corrupt)?,
+                pool: pool.map(|p| PoolName::parse("pool", &p)).transpose().map_err(corrupt)?,
+                hash: crate::auth::secret::from_hex(&hash).ok_or_else(|| corrupt("a token hash is not 64 hex digits"))?,
+                created_at_ms,
+                expires_at_ms,
+                created_by,
+            });
+        }
+        let mut stmt = self.conn.prepare("SELECT node_id, pool, hash, token_id FROM node_credentials")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut nodes = Vec::new();
+        for row in rows {
+            let (node, pool, hash, token_id) = row?;
+            nodes.push(NodeCredential {
+                node: NodeId(node),
+                pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
+                hash: crate::auth::secret::from_hex(&hash).ok_or_else(|| corrupt("a node hash is not 64 hex digits"))?,
+                token_id,
+            });
+        }
+        Ok((tokens, nodes))
+    }
+
     fn task_groups(&self) -> Result<HashMap<u64, Vec<TaskGroup>>> {
         let mut stmt = self.conn.prepare("SELECT job_id, spec FROM task_groups ORDER BY job_id, position")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?)))?;
@@ -451,6 +520,32 @@ impl Store {
                         deleting,
                     ])?;
                 }
+                StoreOp::PutToken(t) => {
+                    tx.prepare_cached("DELETE FROM tokens WHERE name = ?1")?.execute([&t.name])?;
+                    tx.prepare_cached(
+                        "INSERT INTO tokens (id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        t.id,
+                        t.name,
+                        t.role.as_str(),
+                        t.pool.as_ref().map(|p| p.as_str()),
+                        crate::auth::secret::hex(&t.hash),
+                        t.created_at_ms,
+                        t.expires_at_ms,
+                        t.created_by
+                    ])?;
+                }
+                StoreOp::DeleteToken { id, .. } => {
+                    tx.prepare_cached("DELETE FROM tokens WHERE id = ?1")?.execute([id])?;
+                    tx.prepare_cached("DELETE FROM node_credentials WHERE token_id = ?1")?.execute([id])?;
+                }
+                StoreOp::PutNodeCredential(c) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO node_credentials (node_id, pool, hash, token_id) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![c.node.0, c.pool.as_str(), crate::auth::secret::hex(&c.hash), c.token_id])?;
+                }
                 StoreOp::DeletePool(name) => {
                     tx.prepare_cached("DELETE FROM pools WHERE name = ?1")?.execute([name.as_str()])?;
                     tx.prepare_cached("DELETE FROM scale_log WHERE pool = ?1")?.execute([name.as_str()])?;
@@ -478,7 +573,7 @@ impl Store {
                         insert_groups(&tx, j.id, 0, &graph.groups)?;
                     }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -493,7 +588,8 @@ impl Store {
                         j.finished_at_ms,
                         j.spec.graph.is_some(),
                         j.spec.open,
-                        j.spec.notify
+                        j.spec.notify,
+                        j.spec.owner
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms } => {
@@ -686,6 +782,7 @@ const NEWER_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "notify_attempts", "INTEGER NOT NULL DEFAULT 0"),
     ("jobs", "notify_error", "TEXT"),
     ("jobs", "notify_delivered_at_ms", "INTEGER"),
+    ("jobs", "owner", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 /// Columns added to `pools` since the first release.

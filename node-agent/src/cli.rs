@@ -24,21 +24,28 @@ pub struct AgentArgs {
     /// Time between SIGTERM and SIGKILL when a task times out or is cancelled.
     #[arg(long, env = "CORRAL_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: Duration,
+    /// A file holding the agent (or admin) token to register with. Without it the
+    /// token comes from CORRAL_TOKEN, or the file CORRAL_TOKEN_FILE names; never
+    /// from the command line.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Set by a coordinator's local provider: the node this agent was started as.
     #[arg(long, hide = true)]
     pub launch_id: Option<String>,
 }
 
 impl AgentArgs {
-    pub fn config(&self) -> AgentConfig {
-        AgentConfig {
+    pub fn config(&self) -> Result<AgentConfig, crate::session::Error> {
+        let token = corral_proto::credentials::load(self.token_file.as_deref()).map_err(crate::session::Error::Token)?;
+        Ok(AgentConfig {
             coordinator: self.coordinator.clone(),
             pool: self.pool.clone(),
             slots: self.slots,
             work_dir: self.work_dir.clone(),
             launch_id: self.launch_id.clone(),
             kill_grace: self.kill_grace,
-        }
+            token,
+        })
     }
 }
 
@@ -51,7 +58,7 @@ pub fn init_tracing() {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs) -> Result<(), crate::session::Error> {
-    crate::run(args.config(), async {
+    crate::run(args.config()?, async {
         use tokio::signal::unix::{signal, SignalKind};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {

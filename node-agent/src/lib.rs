@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub launch_id: Option<String>,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
     pub kill_grace: Duration,
+    /// The `agent` (or `admin`) token it registers with. After registering it
+    /// speaks with the node secret the coordinator gives it.
+    pub token: Option<String>,
 }
 
 impl AgentConfig {
@@ -46,6 +49,7 @@ impl AgentConfig {
             work_dir,
             launch_id: None,
             kill_grace: Duration::from_secs(5),
+            token: None,
         }
     }
 }

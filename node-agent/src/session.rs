@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_proto::v1 as pb;
+use corral_proto::credentials::Bearer;
 use corral_proto::v1::agent_client::AgentClient;
 use tokio::sync::{mpsc, oneshot, watch};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -30,6 +32,8 @@ pub enum Error {
     BadUrl { url: String, reason: String },
     #[error("invalid slots: must be at least 1")]
     ZeroSlots,
+    #[error("{0}")]
+    Token(String),
 }
 
 /// An attempt: job, task index, attempt number.
@@ -64,12 +68,20 @@ enum End {
         established: bool,
     },
     Reregister,
+    /// The coordinator refused the node's secret.
+    Refused(String),
     Shutdown,
 }
+
+type Client = AgentClient<InterceptedService<Channel, Bearer>>;
 
 struct Agent {
     config: AgentConfig,
     endpoint: Endpoint,
+    /// The agent token, for registering.
+    token: Bearer,
+    /// This node's own secret once registered: the stream and object calls carry it.
+    node_secret: Bearer,
     slots: u32,
     node_id: Option<String>,
     heartbeat_interval: Duration,
@@ -117,10 +129,14 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let objects = crate::objects::client(endpoint.connect_lazy());
+    let token = Bearer::new(config.token.as_deref()).map_err(Error::Token)?;
+    let node_secret = Bearer::default();
+    let objects = crate::objects::client(endpoint.connect_lazy(), node_secret.clone());
     let mut agent = Agent {
         config,
         endpoint,
+        token,
+        node_secret,
         slots,
         node_id: None,
         heartbeat_interval: Duration::from_secs(1),
@@ -138,11 +154,14 @@ pub async fn run(
     };
     let mut backoff = MIN_BACKOFF;
     loop {
-        let client = AgentClient::new(agent.endpoint.connect_lazy())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+        let channel = agent.endpoint.connect_lazy();
+        let client = |bearer: &Bearer| {
+            AgentClient::with_interceptor(channel.clone(), bearer.clone())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20)
+        };
         if agent.node_id.is_none() {
-            match agent.register(client.clone(), cpus).await {
+            match agent.register(client(&agent.token), cpus).await {
                 Ok(()) => backoff = MIN_BACKOFF,
                 Err(RegisterError::Fatal(e)) => {
                     agent.stop_all(&mut events).await;
@@ -158,9 +177,17 @@ pub async fn run(
                 }
             }
         }
-        match agent.session(client, &mut events, &mut stop).await {
+        match agent.session(client(&agent.node_secret), &mut events, &mut stop).await {
             End::Shutdown => break,
             End::Reregister => backoff = MIN_BACKOFF,
+            End::Refused(why) => {
+                // The node's secret no longer opens a stream (its token was revoked,
+                // or the coordinator forgot it): register again, which fails for
+                // good if the agent's own token is no longer accepted either.
+                tracing::warn!("the coordinator refused this node's secret ({why}); registering again");
+                agent.abandon_all();
+                agent.node_id = None;
+            }
             End::Disconnected { established } => {
                 if established {
                     backoff = MIN_BACKOFF;
@@ -252,7 +279,7 @@ enum RegisterError {
 }
 
 impl Agent {
-    async fn register(&mut self, mut client: AgentClient<Channel>, cpus: u32) -> Result<(), RegisterError> {
+    async fn register(&mut self, mut client: Client, cpus: u32) -> Result<(), RegisterError> {
         let req = pb::RegisterRequest {
             pool: self.config.pool.clone(),
             hostname: sysinfo::System::host_name().unwrap_or_default(),
@@ -276,6 +303,9 @@ impl Agent {
                     self.heartbeat_interval,
                     Duration::from_millis(resp.heartbeat_timeout_ms)
                 );
+                if let Err(e) = self.node_secret.set(&resp.node_secret) {
+                    return Err(RegisterError::Fatal(Error::Refused(format!("the node secret it sent is unusable: {e}"))));
+                }
                 self.node_id = Some(resp.node_id);
                 self.start_task = if resp.start_task.trim().is_empty() {
                     StartTask::None
@@ -287,7 +317,12 @@ impl Agent {
                 Ok(())
             }
             Err(status) => match status.code() {
-                Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists => {
+                Code::InvalidArgument
+                | Code::NotFound
+                | Code::FailedPrecondition
+                | Code::AlreadyExists
+                | Code::Unauthenticated
+                | Code::PermissionDenied => {
                     Err(RegisterError::Fatal(Error::Refused(status.message().to_string())))
                 }
                 _ => Err(RegisterError::Retry(status.message().to_string())),
@@ -348,7 +383,7 @@ impl Agent {
 
     async fn session(
         &mut self,
-        mut client: AgentClient<Channel>,
+        mut client: Client,
         events: &mut mpsc::UnboundedReceiver<RunnerEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> End {
@@ -356,6 +391,9 @@ impl Agent {
         let _ = out.send(self.hello());
         let mut inbound = match client.session(tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx)).await {
             Ok(resp) => resp.into_inner(),
+            Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+                return End::Refused(status.message().to_string());
+            }
             Err(status) => {
                 tracing::debug!(%status, "could not open the session");
                 return End::Disconnected { established: false };
@@ -379,6 +417,9 @@ impl Agent {
                         if let Some(end) = self.on_message(msg) {
                             return end;
                         }
+                    }
+                    Err(status) if status.code() == Code::Unauthenticated => {
+                        return End::Refused(status.message().to_string())
                     }
                     Ok(None) | Err(_) => return End::Disconnected { established: true },
                 },

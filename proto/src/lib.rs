@@ -5,6 +5,10 @@
 //! [`v1::agent_client`]/[`v1::agent_server`] for node agents (register, then one
 //! bidirectional stream). Generated types stop at the edge: the coordinator converts
 //! them into its own domain types once, where requests arrive.
+//!
+//! [`credentials`] is how every client presents its token.
+
+pub mod credentials;
 
 /// Version 1 of the API. Additive changes only; a breaking change is `v2`.
 pub mod v1 {

@@ -112,14 +112,17 @@ impl DemoArgs {
         println!("Starting a throwaway coordinator (data in {}) ...", dir.path().display());
         let coordinator = start_coordinator("127.0.0.1:0".parse()?, None, &dir.path().join("data")).await?;
         let url = format!("http://{}", coordinator.addr());
-        let result = self.run_with(&url).await;
+        let result = match super::up::admin_token(&dir.path().join("data")) {
+            Ok(token) => self.run_with(&url, &token).await,
+            Err(e) => Err(e),
+        };
         println!("Shutting down the coordinator and its agents ...");
         coordinator.shutdown().await;
         result
     }
 
-    async fn run_with(&self, url: &str) -> anyhow::Result<Exit> {
-        let mut client = client::connect(url).await?;
+    async fn run_with(&self, url: &str, token: &str) -> anyhow::Result<Exit> {
+        let mut client = client::connect(url, Some(token)).await?;
         let pool = "demo";
         ensure_local_pool(&mut client, pool, self.nodes, self.slots_per_node).await?;
         wait_for_nodes(&mut client, pool, self.nodes as usize).await?;
@@ -153,11 +156,11 @@ impl DemoArgs {
         if job.state != "completed" {
             return Ok(Exit::Failed);
         }
-        self.word_count(url, pool, &mut client).await
+        self.word_count(url, token, pool, &mut client).await
     }
 
     /// Part two: a word count over a generated corpus, as a map/reduce job.
-    async fn word_count(&self, url: &str, pool: &str, client: &mut Client) -> anyhow::Result<Exit> {
+    async fn word_count(&self, url: &str, token: &str, pool: &str, client: &mut Client) -> anyhow::Result<Exit> {
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
         let (files, expected) = write_corpus(dir.path(), self.corpus_lines)?;
         println!();
@@ -184,7 +187,8 @@ impl DemoArgs {
             output: out.clone(),
             no_wait: false,
         };
-        let ctx = super::Context { coordinator: url.into(), format: crate::output::Format::Table };
+        let ctx =
+            super::Context { coordinator: url.into(), format: crate::output::Format::Table, token: Some(token.into()) };
         if let Exit::Failed = args.run(&ctx, client).await? {
             return Ok(Exit::Failed);
         }

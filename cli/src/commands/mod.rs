@@ -9,6 +9,7 @@ pub mod mapreduce;
 pub mod node;
 pub mod pool;
 pub mod task;
+pub mod token;
 pub mod up;
 
 use crate::client::{self, Client};
@@ -18,11 +19,13 @@ use crate::output::Format;
 pub struct Context {
     pub coordinator: String,
     pub format: Format,
+    /// The token every call presents (see `corral_proto::credentials::load`).
+    pub token: Option<String>,
 }
 
 impl Context {
     pub async fn client(&self) -> anyhow::Result<Client> {
-        client::connect(&self.coordinator).await
+        client::connect(&self.coordinator, self.token.as_deref()).await
     }
 
     pub fn json(&self) -> bool {

@@ -49,6 +49,12 @@ pub async fn start_coordinator(
         .with_context(|| format!("cannot start a coordinator on {listen} with data dir {}", data_dir.display()))
 }
 
+/// The coordinator's first admin token, which it wrote to `DATA_DIR/admin.token`.
+pub fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = corral_coordinator::auth::bootstrap::admin_token_path(data_dir);
+    corral_proto::credentials::load(Some(&path)).map_err(anyhow::Error::msg)?.context("no admin token")
+}
+
 /// Creates a local pool unless one of that name exists.
 pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u32, slots: u32) -> anyhow::Result<()> {
     if client.get_pool(pb::GetPoolRequest { name: name.into() }).await.is_ok() {
@@ -66,6 +72,17 @@ pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM.
+async fn wait_for_stop() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
 pub fn cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
@@ -80,7 +97,8 @@ impl UpArgs {
         };
         let coordinator = start_coordinator(self.listen, http, &self.data_dir).await?;
         let url = format!("http://{}", coordinator.addr());
-        let mut client = client::connect(&url).await?;
+        let token = admin_token(&self.data_dir)?;
+        let mut client = client::connect(&url, Some(&token)).await?;
         let slots = self.slots_per_node.unwrap_or_else(|| (cpus() / self.nodes.max(1)).max(1));
         ensure_local_pool(&mut client, &self.pool, self.nodes, slots).await?;
         println!("Corral is up at {url}, data in {}", self.data_dir.display());
@@ -89,7 +107,9 @@ impl UpArgs {
         }
         println!("Pool '{}': local, {} node(s) x {slots} slot(s). Press Ctrl-C to stop.", self.pool, self.nodes);
         println!();
+        let token_file = std::fs::canonicalize(corral_coordinator::auth::bootstrap::admin_token_path(&self.data_dir))?;
         println!("Try, in another terminal:");
+        println!("  export CORRAL_TOKEN_FILE={}", token_file.display());
         println!(
             "  corral job submit --pool {} --array 1-20 --wait -- sh -c 'echo hello from task $CORRAL_TASK_INDEX on $CORRAL_NODE_ID'",
             self.pool
@@ -97,7 +117,7 @@ impl UpArgs {
         println!("  corral job list");
         println!("  corral node list");
         println!("  corral events --follow");
-        tokio::signal::ctrl_c().await?;
+        wait_for_stop().await?;
         println!("stopping...");
         coordinator.shutdown().await;
         Ok(Exit::Ok)

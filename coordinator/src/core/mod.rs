@@ -190,6 +190,15 @@ pub struct TaskRecord {
 /// One change to make durable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
+    /// A token made or replaced (by name).
+    PutToken(crate::auth::TokenRecord),
+    /// A token revoked, with the node credentials issued under it.
+    DeleteToken {
+        id: String,
+        name: String,
+    },
+    /// The secret a node registered with proves itself by.
+    PutNodeCredential(crate::auth::NodeCredential),
     PutPool {
         spec: PoolSpec,
         created_at_ms: u64,

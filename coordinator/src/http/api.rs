@@ -57,6 +57,7 @@ impl From<Error> for ApiError {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::AlreadyExists { .. } | Error::Refused(_) => StatusCode::CONFLICT,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Store(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())

@@ -18,6 +18,8 @@ pub struct Commands {
     coordinator_url: String,
     /// Each run's output: `<dir>/<node>.add.out`, `<dir>/<node>.remove.out`.
     dir: PathBuf,
+    /// Where the pools' agent tokens are kept.
+    data_dir: PathBuf,
     events: mpsc::UnboundedSender<Event>,
     /// Add commands still running, by node.
     adding: HashMap<NodeId, JoinHandle<()>>,
@@ -31,8 +33,8 @@ enum Run {
 }
 
 impl Commands {
-    pub fn new(coordinator_url: String, dir: PathBuf, events: mpsc::UnboundedSender<Event>) -> Self {
-        Commands { coordinator_url, dir, events, adding: HashMap::new() }
+    pub fn new(coordinator_url: String, dir: PathBuf, data_dir: PathBuf, events: mpsc::UnboundedSender<Event>) -> Self {
+        Commands { coordinator_url, dir, data_dir, events, adding: HashMap::new() }
     }
 
     pub fn add(&mut self, node: NodeId, pool: PoolName, slots: u32, commands: ProviderCommands) {
@@ -85,6 +87,9 @@ impl Commands {
             .env("CORRAL_COUNT", "1")
             .env("CORRAL_NODE_IDS", node.to_string())
             .env("CORRAL_COORDINATOR", &self.coordinator_url)
+            // The pool's agent token, for the agents the command starts.
+            .env_remove("CORRAL_TOKEN")
+            .env("CORRAL_TOKEN_FILE", crate::auth::bootstrap::pool_token_path(&self.data_dir, &pool))
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))

@@ -43,6 +43,8 @@ pub struct Containers {
     /// The coordinator's listening address, from which the agents' URL is made.
     listen: SocketAddr,
     instance: String,
+    /// Where the pools' agent tokens are kept.
+    data_dir: std::path::PathBuf,
     events: mpsc::UnboundedSender<Event>,
     /// Connected on first use, so a coordinator without Docker runs fine until a
     /// docker pool needs it.
@@ -56,10 +58,16 @@ pub struct Containers {
 }
 
 impl Containers {
-    pub fn new(listen: SocketAddr, instance: String, events: mpsc::UnboundedSender<Event>) -> Self {
+    pub fn new(
+        listen: SocketAddr,
+        instance: String,
+        data_dir: std::path::PathBuf,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
         Containers {
             listen,
             instance,
+            data_dir,
             events,
             engine: Arc::new(OnceCell::new()),
             launching: HashMap::new(),
@@ -73,8 +81,10 @@ impl Containers {
         let engine = self.engine.clone();
         let events = self.events.clone();
         let name = container_name(&self.instance, &node);
-        let plan = agent_url(&spec, self.listen)
-            .map(|(url, via_gateway)| container_body(&spec, &self.instance, &pool, &node, slots, &url, via_gateway));
+        let plan = agent_url(&spec, self.listen).and_then(|(url, via_gateway)| {
+            let token = super::pool_token(&self.data_dir, &pool)?;
+            Ok(container_body(&spec, &self.instance, &pool, &node, slots, &url, via_gateway, &token))
+        });
         let launched = node.clone();
         let launch = tokio::spawn(async move {
             let started = async {
@@ -216,6 +226,7 @@ fn container_body(
     slots: u32,
     url: &str,
     via_gateway: bool,
+    token: &str,
 ) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_POOL.to_string(), pool.to_string()),
@@ -237,6 +248,8 @@ fn container_body(
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint: Some(vec!["corral-agent".to_string()]),
+        // The pool's agent token reaches the agent in its environment, not its argv.
+        env: Some(vec![format!("CORRAL_TOKEN={token}")]),
         cmd: Some(args.iter().map(|a| a.to_string()).collect()),
         hostname: Some(node.to_string()),
         labels: Some(labels),
@@ -376,7 +389,7 @@ mod tests {
     fn the_container_carries_labels_limits_and_the_agent_arguments() {
         let node = NodeId::from_seq(7);
         let pool = PoolName::parse("pool", "gpu").unwrap();
-        let body = container_body(&spec(), "abcd1234", &pool, &node, 4, "http://host.docker.internal:1", true);
+        let body = container_body(&spec(), "abcd1234", &pool, &node, 4, "http://host.docker.internal:1", true, "id.secret");
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_POOL], "gpu");
         assert_eq!(labels[LABEL_NODE], node.to_string());

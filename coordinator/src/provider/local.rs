@@ -19,6 +19,8 @@ pub struct LocalAgents {
     coordinator_url: String,
     /// Work dirs and logs of the agents: `<dir>/<node>/` and `<dir>/<node>.log`.
     dir: PathBuf,
+    /// Where the pools' agent tokens are kept.
+    data_dir: PathBuf,
     events: mpsc::UnboundedSender<Event>,
     /// Told the node of each agent that exits.
     exited: mpsc::UnboundedSender<NodeId>,
@@ -31,10 +33,11 @@ impl LocalAgents {
         agent_command: Vec<OsString>,
         coordinator_url: String,
         dir: PathBuf,
+        data_dir: PathBuf,
         events: mpsc::UnboundedSender<Event>,
         exited: mpsc::UnboundedSender<NodeId>,
     ) -> Self {
-        LocalAgents { agent_command, coordinator_url, dir, events, exited, children: HashMap::new() }
+        LocalAgents { agent_command, coordinator_url, dir, data_dir, events, exited, children: HashMap::new() }
     }
 
     pub fn launch(&mut self, node: NodeId, pool: PoolName, slots: u32) {
@@ -66,6 +69,10 @@ impl LocalAgents {
             .arg(node.to_string())
             .arg("--work-dir")
             .arg(&work_dir)
+            // The pool's agent token, by file: never on a command line `ps` shows,
+            // and never this coordinator's own credentials.
+            .env_remove("CORRAL_TOKEN")
+            .env("CORRAL_TOKEN_FILE", crate::auth::bootstrap::pool_token_path(&self.data_dir, &pool))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(stderr)

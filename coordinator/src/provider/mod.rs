@@ -34,6 +34,19 @@ pub struct ProviderConfig {
     pub dir: PathBuf,
     /// Names this coordinator's containers apart from another's on the same engine.
     pub instance: String,
+    /// The data dir, where each provider pool's agent token is kept
+    /// ([`crate::auth::bootstrap::pool_token_path`]).
+    pub data_dir: PathBuf,
+}
+
+/// The agent token of a provider pool, as its file holds it.
+pub fn pool_token(data_dir: &std::path::Path, pool: &PoolName) -> Result<String, String> {
+    let path = crate::auth::bootstrap::pool_token_path(data_dir, pool);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        Ok(_) => Err(format!("the pool's agent token file {} is empty", path.display())),
+        Err(e) => Err(format!("cannot read the pool's agent token {}: {e}", path.display())),
+    }
 }
 
 /// Carries out the core's orders until the coordinator drops its sender.
@@ -48,11 +61,13 @@ pub async fn run(
         config.agent_command.clone(),
         url.clone(),
         config.dir.clone(),
+        config.data_dir.clone(),
         events.clone(),
         exited_tx,
     );
-    let mut commands = command::Commands::new(url, config.dir.clone(), events.clone());
-    let mut docker = docker::Containers::new(config.listen, config.instance.clone(), events.clone());
+    let mut commands = command::Commands::new(url, config.dir.clone(), config.data_dir.clone(), events.clone());
+    let mut docker =
+        docker::Containers::new(config.listen, config.instance.clone(), config.data_dir.clone(), events.clone());
     loop {
         tokio::select! {
             op = orders.recv() => match op {

@@ -49,6 +49,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         graph: None,
         open: false,
         notify: None,
+        owner: String::new(),
     }
 }
 

@@ -1,0 +1,121 @@
+//! Tokens the coordinator makes for itself: the first admin token, written to
+//! `DATA_DIR/admin.token` (there is no bootstrap endpoint to race for), and one
+//! `agent` token per provider pool, bound to it, that the agents the coordinator
+//! starts read from `DATA_DIR/tokens/pool-NAME.token`. Every such file is mode 0600.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::secret::{self, Minted};
+use super::TokenRecord;
+use crate::model::{PoolName, Role};
+
+/// The name of the first admin token.
+pub const ADMIN: &str = "admin";
+
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// The name of a provider pool's agent token. `:` is not allowed in the names users
+/// choose, so it cannot collide with one.
+pub fn pool_token_name(pool: &PoolName) -> String {
+    format!("pool:{pool}")
+}
+
+/// Where a provider pool's agent token is kept for the agents the coordinator starts.
+pub fn pool_token_path(data_dir: &Path, pool: &PoolName) -> PathBuf {
+    data_dir.join("tokens").join(format!("pool-{pool}.token"))
+}
+
+/// Writes a secret file readable by this user only, replacing any old one whole.
+pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)
+}
+
+fn record(minted: &Minted, name: String, role: Role, pool: Option<PoolName>, now_ms: u64) -> TokenRecord {
+    TokenRecord {
+        id: minted.id.clone(),
+        name,
+        role,
+        pool,
+        hash: minted.hash,
+        created_at_ms: now_ms,
+        expires_at_ms: None,
+        created_by: "bootstrap".into(),
+    }
+}
+
+/// A new admin token, its secret already in `DATA_DIR/admin.token`. Written before
+/// the record is stored: a crash in between leaves no record, and the next start
+/// makes a new one.
+pub fn mint_admin(data_dir: &Path, now_ms: u64) -> std::io::Result<TokenRecord> {
+    let minted = Minted::new();
+    write_secret_file(&admin_token_path(data_dir), &minted.bearer())?;
+    Ok(record(&minted, ADMIN.into(), Role::Admin, None, now_ms))
+}
+
+/// A pool's agent token, new unless `existing` still matches the secret in its file.
+pub fn ensure_pool_token(
+    data_dir: &Path,
+    pool: &PoolName,
+    existing: Option<&TokenRecord>,
+    now_ms: u64,
+) -> std::io::Result<Option<TokenRecord>> {
+    let path = pool_token_path(data_dir, pool);
+    if let Some(existing) = existing {
+        let on_file = std::fs::read_to_string(&path).unwrap_or_default();
+        let fits = on_file
+            .trim()
+            .split_once('.')
+            .is_some_and(|(id, s)| id == existing.id && secret::matches(s, &existing.hash));
+        if fits {
+            return Ok(None);
+        }
+    }
+    let minted = Minted::new();
+    write_secret_file(&path, &minted.bearer())?;
+    Ok(Some(record(&minted, pool_token_name(pool), Role::Agent, Some(pool.clone()), now_ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_token_file_is_private_and_holds_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = mint_admin(dir.path(), 5).unwrap();
+        let path = admin_token_path(dir.path());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let bearer = std::fs::read_to_string(&path).unwrap();
+        let (id, secret) = bearer.trim().split_once('.').unwrap();
+        assert_eq!(id, token.id);
+        assert!(secret::matches(secret, &token.hash));
+        assert_eq!(token.role, Role::Admin);
+    }
+
+    #[test]
+    fn a_pool_token_is_made_again_only_when_its_file_no_longer_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = PoolName::parse("pool", "gpu").unwrap();
+        let first = ensure_pool_token(dir.path(), &pool, None, 0).unwrap().unwrap();
+        assert_eq!((first.name.as_str(), first.pool.as_ref()), ("pool:gpu", Some(&pool)));
+        assert!(ensure_pool_token(dir.path(), &pool, Some(&first), 0).unwrap().is_none());
+        std::fs::remove_file(pool_token_path(dir.path(), &pool)).unwrap();
+        let second = ensure_pool_token(dir.path(), &pool, Some(&first), 0).unwrap().unwrap();
+        assert_ne!(second.id, first.id);
+    }
+}

@@ -1,0 +1,362 @@
+//! Who is asking: bearer tokens with roles, and the per-node secrets that agents
+//! prove themselves with.
+//!
+//! - [`secret`]: making secrets and their hashes (OS randomness and SHA-256 from
+//!   `ring`, compared in constant time with `subtle`);
+//! - [`rules`]: which role each gRPC method needs, in one table;
+//! - [`layer`]: the tower layer that authenticates every gRPC request against that
+//!   table before tonic routes it;
+//! - [`bootstrap`]: the first admin token and the tokens the coordinator gives the
+//!   agents it starts.
+//!
+//! A token is `ID.SECRET`: a public id that finds the record, and 256 random bits of
+//! which only the SHA-256 is kept (in the store and here). A node's secret is
+//! `NODE_ID.SECRET`, issued when the node registers; it is valid only while the token
+//! the node registered with is. The tables live in [`Auth`] behind a mutex that is held
+//! for one lookup or change, never across an `.await`; they change only after the
+//! store holds the change, except that a revocation takes effect here first.
+
+pub mod bootstrap;
+pub mod layer;
+pub mod rules;
+pub mod secret;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::model::{NodeId, PoolName, Role};
+
+/// A token as stored: never its secret, only the secret's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The public half of the bearer string, which finds this record.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// An agent token bound to one pool joins only that pool.
+    pub pool: Option<PoolName>,
+    pub hash: [u8; 32],
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    /// The name of the token that created it (`bootstrap` for the first admin token).
+    pub created_by: String,
+}
+
+/// A node's own secret, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCredential {
+    pub node: NodeId,
+    pub pool: PoolName,
+    pub hash: [u8; 32],
+    /// The token the node registered with: the credential dies with it.
+    pub token_id: String,
+}
+
+/// Who made a request, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Token { id: String, name: String, role: Role, pool: Option<PoolName>, expires_at_ms: Option<u64> },
+    Node { node: NodeId, pool: PoolName, token_id: String },
+}
+
+impl Principal {
+    /// The name recorded as a job's owner and shown in refusals.
+    pub fn name(&self) -> String {
+        match self {
+            Principal::Token { name, .. } => name.clone(),
+            Principal::Node { node, .. } => format!("node {node}"),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Token { role: Role::Admin, .. })
+    }
+
+    /// The token that stands behind this principal.
+    fn token_id(&self) -> &str {
+        match self {
+            Principal::Token { id, .. } => id,
+            Principal::Node { token_id, .. } => token_id,
+        }
+    }
+}
+
+/// The message for a request that carries no token at all.
+pub const NO_TOKEN: &str =
+    "no token: pass --token-file or set CORRAL_TOKEN (the first admin token is in DATA_DIR/admin.token)";
+/// The message for a token that is not (or no longer) valid. It never says which
+/// part was wrong, so a guess learns nothing.
+pub const BAD_TOKEN: &str = "token refused: it is unknown, revoked or expired; ask an admin for a new one (`corral token create`), or use DATA_DIR/admin.token";
+
+#[derive(Default)]
+struct Tables {
+    /// By public id.
+    tokens: HashMap<String, TokenRecord>,
+    nodes: HashMap<NodeId, NodeCredential>,
+}
+
+/// The tokens and node credentials the coordinator accepts.
+pub struct Auth {
+    tables: Mutex<Tables>,
+    /// Bumped at each revocation, so open streams look again at their principal.
+    revocations: watch::Sender<u64>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+impl Auth {
+    pub fn new(tokens: Vec<TokenRecord>, nodes: Vec<NodeCredential>) -> Auth {
+        let tables = Tables {
+            tokens: tokens.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            nodes: nodes.into_iter().map(|n| (n.node.clone(), n)).collect(),
+        };
+        Auth { tables: Mutex::new(tables), revocations: watch::channel(0).0 }
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks an `authorization` header value (`Bearer ID.SECRET`).
+    pub fn authenticate(&self, header: Option<&[u8]>, now_ms: u64) -> Result<Principal, Status> {
+        let header = header.ok_or_else(|| Status::unauthenticated(NO_TOKEN))?;
+        let bearer = std::str::from_utf8(header)
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer TOKEN`"))?;
+        self.check_bearer(bearer, now_ms)
+    }
+
+    /// Checks a bare bearer string (`ID.SECRET`).
+    pub fn check_bearer(&self, bearer: &str, now_ms: u64) -> Result<Principal, Status> {
+        if bearer.is_empty() {
+            return Err(Status::unauthenticated(NO_TOKEN));
+        }
+        let (id, secret) = bearer.split_once('.').ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
+        let tables = self.tables();
+        let principal = if id.starts_with("n-") {
+            let node = tables.nodes.get(&NodeId(id.to_string())).ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
+            if !secret::matches(secret, &node.hash) {
+                return Err(Status::unauthenticated(BAD_TOKEN));
+            }
+            Principal::Node { node: node.node.clone(), pool: node.pool.clone(), token_id: node.token_id.clone() }
+        } else {
+            let token = tables.tokens.get(id).ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
+            if !secret::matches(secret, &token.hash) {
+                return Err(Status::unauthenticated(BAD_TOKEN));
+            }
+            Principal::Token {
+                id: token.id.clone(),
+                name: token.name.clone(),
+                role: token.role,
+                pool: token.pool.clone(),
+                expires_at_ms: token.expires_at_ms,
+            }
+        };
+        if valid(&tables, &principal, now_ms) {
+            Ok(principal)
+        } else {
+            Err(Status::unauthenticated(BAD_TOKEN))
+        }
+    }
+
+    /// Whether a principal authenticated earlier may still act (its token, or the
+    /// token its node registered with, is neither revoked nor expired).
+    pub fn still_valid(&self, who: &Principal, now_ms: u64) -> bool {
+        valid(&self.tables(), who, now_ms)
+    }
+
+    /// Accepts a token from now on (called once it is durable, or just before).
+    pub fn insert_token(&self, token: TokenRecord) {
+        let mut tables = self.tables();
+        tables.tokens.retain(|_, t| t.name != token.name);
+        tables.tokens.insert(token.id.clone(), token);
+    }
+
+    /// Stops accepting the token named `name`, and every node credential under it;
+    /// open streams that use them end. Returns what was revoked.
+    pub fn revoke(&self, name: &str) -> Option<TokenRecord> {
+        let revoked = {
+            let mut tables = self.tables();
+            let id = tables.tokens.values().find(|t| t.name == name)?.id.clone();
+            let token = tables.tokens.remove(&id)?;
+            tables.nodes.retain(|_, n| n.token_id != id);
+            token
+        };
+        self.revocations.send_modify(|n| *n += 1);
+        Some(revoked)
+    }
+
+    pub fn token_named(&self, name: &str) -> Option<TokenRecord> {
+        self.tables().tokens.values().find(|t| t.name == name).cloned()
+    }
+
+    /// Every token, by name.
+    pub fn tokens(&self) -> Vec<TokenRecord> {
+        let mut all: Vec<TokenRecord> = self.tables().tokens.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Accepts a node's secret from now on.
+    pub fn insert_node(&self, cred: NodeCredential) {
+        self.tables().nodes.insert(cred.node.clone(), cred);
+    }
+
+    /// Resolves once `who` may no longer act: its token was revoked or expired.
+    pub async fn ended(self: &Arc<Self>, who: &Principal) {
+        let mut revocations = self.revocations.subscribe();
+        let expiry = match who {
+            Principal::Token { expires_at_ms: Some(at), .. } => Some(*at),
+            Principal::Node { token_id, .. } => self.tables().tokens.get(token_id).and_then(|t| t.expires_at_ms),
+            _ => None,
+        };
+        let expired = async {
+            match expiry {
+                Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
+        loop {
+            if !self.still_valid(who, now_ms()) {
+                return;
+            }
+            tokio::select! {
+                changed = revocations.changed() => if changed.is_err() { return },
+                _ = &mut expired => return,
+            }
+        }
+    }
+
+    /// Passes `inner` through until `who` may no longer act, then ends the stream
+    /// with UNAUTHENTICATED.
+    pub fn guard<T: Send + 'static>(
+        self: &Arc<Self>,
+        who: Principal,
+        inner: impl tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static,
+    ) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>> {
+        use tokio_stream::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let auth = self.clone();
+        tokio::spawn(async move {
+            tokio::pin!(inner);
+            let ended = auth.ended(&who);
+            tokio::pin!(ended);
+            loop {
+                tokio::select! {
+                    item = inner.next() => match item {
+                        Some(item) => if tx.send(item).await.is_err() { return },
+                        None => return,
+                    },
+                    _ = &mut ended => {
+                        let _ = tx.send(Err(Status::unauthenticated(BAD_TOKEN))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+fn valid(tables: &Tables, who: &Principal, now_ms: u64) -> bool {
+    match tables.tokens.get(who.token_id()) {
+        Some(token) => token.expires_at_ms.is_none_or(|at| now_ms < at),
+        None => false,
+    }
+}
+
+/// The caller of a request, as the [`layer`] found it.
+pub fn caller<T>(req: &tonic::Request<T>) -> Result<Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated(NO_TOKEN))
+}
+
+/// Refuses a change to a job owned by someone else, unless the caller is an admin.
+pub fn may_change_job(who: &Principal, job: u64, owner: &str) -> Result<(), crate::Error> {
+    if who.is_admin() || who.name() == owner {
+        return Ok(());
+    }
+    Err(crate::Error::Forbidden(format!(
+        "job {job} belongs to token '{owner}'; a submit token changes only its own jobs (an admin token may change any)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str, role: Role, expires_at_ms: Option<u64>) -> (TokenRecord, String) {
+        let minted = secret::Minted::new();
+        let record = TokenRecord {
+            id: minted.id.clone(),
+            name: name.into(),
+            role,
+            pool: None,
+            hash: minted.hash,
+            created_at_ms: 0,
+            expires_at_ms,
+            created_by: "test".into(),
+        };
+        (record, minted.bearer())
+    }
+
+    #[test]
+    fn a_token_is_accepted_until_it_expires_or_is_revoked() {
+        let (record, bearer) = token("ci", Role::Submit, Some(1_000));
+        let auth = Auth::new(vec![record], vec![]);
+        let who = auth.check_bearer(&bearer, 999).unwrap();
+        assert_eq!(who.name(), "ci");
+        assert_eq!(auth.check_bearer(&bearer, 1_000).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let header = format!("Bearer {bearer}");
+        assert!(auth.authenticate(Some(header.as_bytes()), 10).is_ok());
+        assert!(auth.revoke("ci").is_some());
+        assert!(!auth.still_valid(&who, 10));
+        assert_eq!(auth.authenticate(Some(header.as_bytes()), 10).unwrap_err().message(), BAD_TOKEN);
+    }
+
+    #[test]
+    fn wrong_secrets_and_shapes_are_refused_without_saying_which_part() {
+        let (record, bearer) = token("ci", Role::Read, None);
+        let id = record.id.clone();
+        let auth = Auth::new(vec![record], vec![]);
+        for bad in [format!("{id}.00"), format!("{id}."), "nodot".into(), format!("x{bearer}"), "n-1.abc".into()] {
+            let e = auth.check_bearer(&bad, 0).unwrap_err();
+            assert_eq!((e.code(), e.message()), (tonic::Code::Unauthenticated, BAD_TOKEN), "{bad}");
+        }
+        assert_eq!(auth.authenticate(None, 0).unwrap_err().message(), NO_TOKEN);
+        assert!(auth.authenticate(Some(b"Basic abc"), 0).is_err());
+    }
+
+    #[test]
+    fn a_node_secret_dies_with_the_token_it_registered_with() {
+        let (record, _) = token("agents", Role::Agent, None);
+        let token_id = record.id.clone();
+        let minted = secret::Minted::new();
+        let node = NodeId("n-7".into());
+        let cred = NodeCredential {
+            node: node.clone(),
+            pool: PoolName::parse("pool", "cpu").unwrap(),
+            hash: minted.hash,
+            token_id,
+        };
+        let auth = Auth::new(vec![record], vec![cred]);
+        let bearer = format!("n-7.{}", minted.secret);
+        let who = auth.check_bearer(&bearer, 0).unwrap();
+        assert!(matches!(&who, Principal::Node { node: n, .. } if *n == node));
+        assert!(auth.check_bearer(&format!("n-8.{}", minted.secret), 0).is_err(), "another node's id");
+        auth.revoke("agents");
+        assert!(auth.check_bearer(&bearer, 0).is_err());
+    }
+}

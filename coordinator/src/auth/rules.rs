@@ -1,0 +1,213 @@
+//! Which caller each gRPC method admits: one table, checked by the [`super::layer`]
+//! before any handler runs. A method missing from the table is refused to everyone,
+//! so a new endpoint is closed until it is written here (and in the role tests).
+
+use tonic::Status;
+
+use super::Principal;
+use crate::model::Role;
+
+/// What a method asks of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Anyone, without a token (the health service only).
+    Public,
+    /// A token of this role or a higher one (`read` < `submit` < `admin`).
+    AtLeast(Role),
+    /// An `agent` token (or an `admin` one): joining a pool.
+    JoinPool,
+    /// A node's own secret, issued when it registered.
+    Node,
+    /// Reading objects: a `read` token or a node.
+    ReadObjects,
+    /// Writing objects: a `submit` token or a node.
+    WriteObjects,
+}
+
+use Need::*;
+use Role::*;
+
+/// Every method the coordinator serves, and what it needs.
+pub const METHODS: &[(&str, Need)] = &[
+    ("/corral.v1.Corral/CreatePool", AtLeast(Admin)),
+    ("/corral.v1.Corral/ListPools", AtLeast(Read)),
+    ("/corral.v1.Corral/GetPool", AtLeast(Read)),
+    ("/corral.v1.Corral/ResizePool", AtLeast(Admin)),
+    ("/corral.v1.Corral/SetAutoscale", AtLeast(Admin)),
+    ("/corral.v1.Corral/DeletePool", AtLeast(Admin)),
+    ("/corral.v1.Corral/ListNodes", AtLeast(Read)),
+    ("/corral.v1.Corral/GetNode", AtLeast(Read)),
+    ("/corral.v1.Corral/DrainNode", AtLeast(Admin)),
+    ("/corral.v1.Corral/RemoveNode", AtLeast(Admin)),
+    ("/corral.v1.Corral/SubmitJob", AtLeast(Submit)),
+    ("/corral.v1.Corral/ListJobs", AtLeast(Read)),
+    ("/corral.v1.Corral/GetJob", AtLeast(Read)),
+    ("/corral.v1.Corral/CancelJob", AtLeast(Submit)),
+    ("/corral.v1.Corral/AddTasks", AtLeast(Submit)),
+    ("/corral.v1.Corral/CloseJob", AtLeast(Submit)),
+    ("/corral.v1.Corral/WatchJob", AtLeast(Read)),
+    ("/corral.v1.Corral/ListTasks", AtLeast(Read)),
+    ("/corral.v1.Corral/GetTask", AtLeast(Read)),
+    ("/corral.v1.Corral/ReadLog", AtLeast(Read)),
+    ("/corral.v1.Corral/WatchEvents", AtLeast(Read)),
+    ("/corral.v1.Corral/CreateToken", AtLeast(Admin)),
+    ("/corral.v1.Corral/ListTokens", AtLeast(Admin)),
+    ("/corral.v1.Corral/RevokeToken", AtLeast(Admin)),
+    ("/corral.v1.Corral/WhoAmI", AtLeast(Read)),
+    ("/corral.v1.Agent/Register", JoinPool),
+    ("/corral.v1.Agent/Session", Node),
+    ("/corral.v1.Objects/Put", WriteObjects),
+    ("/corral.v1.Objects/Get", ReadObjects),
+    ("/corral.v1.Objects/List", ReadObjects),
+    ("/corral.v1.Objects/Delete", AtLeast(Admin)),
+    ("/grpc.health.v1.Health/Check", Public),
+    ("/grpc.health.v1.Health/Watch", Public),
+    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", AtLeast(Read)),
+];
+
+/// What the method at `path` needs; `None` for a method nobody may call.
+pub fn need(path: &str) -> Option<Need> {
+    METHODS.iter().find(|(p, _)| *p == path).map(|(_, n)| *n)
+}
+
+/// The rank of a user role; `agent` has none.
+fn rank(role: Role) -> Option<u8> {
+    match role {
+        Read => Some(1),
+        Submit => Some(2),
+        Admin => Some(3),
+        Agent => None,
+    }
+}
+
+/// Whether `who` may call a method that needs `need`; the refusal names what is
+/// needed.
+pub fn allow(who: &Principal, need: Need, method: &str) -> Result<(), Status> {
+    let method = method.rsplit('/').next().unwrap_or(method);
+    let ok = match (need, who) {
+        (Public, _) => true,
+        (AtLeast(min), Principal::Token { role, .. }) => rank(*role) >= rank(min) && rank(*role).is_some(),
+        (JoinPool, Principal::Token { role, .. }) => matches!(role, Agent | Admin),
+        (Node, Principal::Node { .. }) => true,
+        (ReadObjects, Principal::Node { .. }) | (WriteObjects, Principal::Node { .. }) => true,
+        (ReadObjects, Principal::Token { role, .. }) => rank(*role) >= rank(Read) && rank(*role).is_some(),
+        (WriteObjects, Principal::Token { role, .. }) => rank(*role) >= rank(Submit) && rank(*role).is_some(),
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let needed = match need {
+        Public => return Ok(()),
+        AtLeast(Read) => "a read, submit or admin token".to_string(),
+        AtLeast(Submit) => "a submit or admin token".to_string(),
+        AtLeast(role) => format!("an {role} token"),
+        JoinPool => "an agent or admin token".to_string(),
+        Node => "the node's own secret (agents get it when they register)".to_string(),
+        ReadObjects => "a read, submit or admin token, or a node's secret".to_string(),
+        WriteObjects => "a submit or admin token, or a node's secret".to_string(),
+    };
+    let have = match who {
+        Principal::Token { name, role, .. } => format!("token '{name}' has role {role}"),
+        Principal::Node { node, .. } => format!("the caller is node {node}"),
+    };
+    Err(Status::permission_denied(format!("{method} needs {needed}; {have}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PoolName;
+
+    fn token(role: Role) -> Principal {
+        Principal::Token { id: "i".into(), name: role.to_string(), role, pool: None, expires_at_ms: None }
+    }
+
+    fn node() -> Principal {
+        Principal::Node {
+            node: crate::model::NodeId("n-1".into()),
+            pool: PoolName::parse("p", "p").unwrap(),
+            token_id: "i".into(),
+        }
+    }
+
+    #[test]
+    fn roles_nest_and_agents_stand_apart() {
+        let admits = |need: Need, who: &Principal| allow(who, need, "/x/M").is_ok();
+        assert!(admits(AtLeast(Read), &token(Admin)));
+        assert!(admits(AtLeast(Submit), &token(Submit)));
+        assert!(!admits(AtLeast(Submit), &token(Read)));
+        assert!(!admits(AtLeast(Read), &token(Agent)), "an agent token reads nothing");
+        assert!(!admits(AtLeast(Read), &node()), "a node reads no jobs");
+        assert!(admits(JoinPool, &token(Admin)) && admits(JoinPool, &token(Agent)) && !admits(JoinPool, &token(Submit)));
+        assert!(admits(Node, &node()) && !admits(Node, &token(Admin)), "only the node's secret opens its stream");
+        assert!(admits(WriteObjects, &node()) && !admits(WriteObjects, &token(Read)));
+        assert!(!admits(ReadObjects, &token(Agent)));
+    }
+
+    #[test]
+    fn refusals_name_the_role_needed() {
+        let e = allow(&token(Submit), AtLeast(Admin), "/corral.v1.Corral/CreatePool").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(e.message(), "CreatePool needs an admin token; token 'submit' has role submit");
+    }
+
+    #[test]
+    fn every_method_of_every_service_is_in_the_table() {
+        use corral_proto::v1 as pb;
+        // The descriptor set lists every method the protos declare.
+        let names = prost_types_shim::methods(pb::FILE_DESCRIPTOR_SET);
+        assert!(names.len() > 20, "{names:?}");
+        for path in names {
+            assert!(need(&path).is_some(), "{path} is not in auth::rules::METHODS");
+        }
+    }
+
+    /// Reads method names out of an encoded `FileDescriptorSet` with prost alone.
+    mod prost_types_shim {
+        use prost::Message;
+
+        #[derive(Clone, PartialEq, Message)]
+        struct FileDescriptorSet {
+            #[prost(message, repeated, tag = "1")]
+            file: Vec<File>,
+        }
+        #[derive(Clone, PartialEq, Message)]
+        struct File {
+            #[prost(string, optional, tag = "2")]
+            package: Option<String>,
+            #[prost(message, repeated, tag = "6")]
+            service: Vec<Service>,
+        }
+        #[derive(Clone, PartialEq, Message)]
+        struct Service {
+            #[prost(string, optional, tag = "1")]
+            name: Option<String>,
+            #[prost(message, repeated, tag = "2")]
+            method: Vec<Method>,
+        }
+        #[derive(Clone, PartialEq, Message)]
+        struct Method {
+            #[prost(string, optional, tag = "1")]
+            name: Option<String>,
+        }
+
+        pub fn methods(encoded: &[u8]) -> Vec<String> {
+            let set = FileDescriptorSet::decode(encoded).expect("descriptor set");
+            let mut out = Vec::new();
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    for method in service.method {
+                        out.push(format!(
+                            "/{package}.{}/{}",
+                            service.name.clone().unwrap_or_default(),
+                            method.name.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+            out
+        }
+    }
+}
