@@ -270,7 +270,18 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         let last_index = (graph.len() as u32).saturating_sub(1);
         let graph = Some(std::sync::Arc::new(graph));
         let (name, priority, open) = (req.name, req.priority, req.open);
-        return Ok(JobSpec { pool, name, priority, task, first_index: 0, last_index, graph, open, notify: None, owner: String::new() });
+        return Ok(JobSpec {
+            pool,
+            name,
+            priority,
+            task,
+            first_index: 0,
+            last_index,
+            graph,
+            open,
+            notify: None,
+            owner: String::new(),
+        });
     }
     let (first_index, last_index) = if req.is_array {
         if req.array_start > req.array_end {

@@ -51,6 +51,14 @@ struct Args {
     /// the usual AWS_* / AZURE_* variables (AWS_ENDPOINT for S3-compatible servers).
     #[arg(long, env = "CORRAL_STORE_URL")]
     store_url: Option<String>,
+    /// A name the dashboard and its API answer to, besides its --http address,
+    /// localhost and loopback (repeatable, or comma-separated in the variable).
+    /// Requests whose Host header is anything else are refused.
+    #[arg(long, env = "CORRAL_HTTP_HOST", value_delimiter = ',')]
+    http_host: Vec<String>,
+    /// Serve /metrics without a token (for a Prometheus that cannot send one).
+    #[arg(long, env = "CORRAL_METRICS_PUBLIC")]
+    metrics_public: bool,
     /// Revoke the first admin token ("admin") and write a new one to
     /// DATA_DIR/admin.token, for when the old one leaked or was lost.
     #[arg(long)]
@@ -103,6 +111,9 @@ fn main() -> anyhow::Result<()> {
     };
     config.store_url = args.store_url;
     config.reset_admin_token = args.reset_admin_token;
+    config.http_access.hosts =
+        args.http_host.into_iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+    config.http_access.metrics_public = args.metrics_public;
     config.http = args.http.0;
     config.notify_backoff = args.notify_backoff.max(Duration::from_millis(10));
     if let Some(bin) = args.agent_bin {

@@ -41,6 +41,8 @@ pub struct Config {
     pub notify_backoff: Duration,
     /// Revoke the first admin token and write a new one to `DATA_DIR/admin.token`.
     pub reset_admin_token: bool,
+    /// Which `Host` names the HTTP side answers, and whether `/metrics` is open.
+    pub http_access: crate::http::auth::HttpAccess,
 }
 
 impl Config {
@@ -54,6 +56,7 @@ impl Config {
             http: None,
             notify_backoff: Duration::from_secs(1),
             reset_admin_token: false,
+            http_access: Default::default(),
         }
     }
 }
@@ -86,6 +89,16 @@ pub fn default_agent_command() -> Vec<OsString> {
         candidate.is_file().then_some(candidate)
     });
     vec![sibling.map_or_else(|| OsString::from("corral-agent"), |p| p.into_os_string())]
+}
+
+/// The names the HTTP side answers: those given, and the address it serves on
+/// unless that is a wildcard.
+fn http_access(config: &Config) -> crate::http::auth::HttpAccess {
+    let mut access = config.http_access.clone();
+    if let Some(at) = config.http.filter(|a| !a.ip().is_unspecified()) {
+        access.hosts.push(at.ip().to_string());
+    }
+    access
 }
 
 /// The tokens the coordinator accepts, after making those it needs: the first admin
@@ -193,6 +206,7 @@ pub struct Shared {
     /// The tokens and node secrets the coordinator accepts.
     pub auth: Arc<Auth>,
     pub data_dir: PathBuf,
+    pub http_access: crate::http::auth::HttpAccess,
 }
 
 impl Shared {
@@ -300,6 +314,7 @@ impl Coordinator {
             metrics: metrics.clone(),
             auth: auth.clone(),
             data_dir: config.data_dir.clone(),
+            http_access: http_access(&config),
         });
         let http = match config.http {
             Some(at) => {

@@ -280,13 +280,13 @@ impl Corral for ClientApi {
                 .into());
             }
         }
-        let (first_index, tasks) =
-            self.shared
-                .call(move |core, now, out| {
-                    may_change(core, &who, job_id)?;
-                    core.add_tasks(now, JobId(job_id), groups, out)
-                })
-                .await??;
+        let (first_index, tasks) = self
+            .shared
+            .call(move |core, now, out| {
+                may_change(core, &who, job_id)?;
+                core.add_tasks(now, JobId(job_id), groups, out)
+            })
+            .await??;
         tracing::info!(job_id, tasks, "tasks added");
         Ok(Response::new(pb::AddTasksResponse { first_index, tasks }))
     }

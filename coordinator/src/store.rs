@@ -429,7 +429,8 @@ impl Store {
                 name,
                 role: role.parse().map_err(corrupt)?,
                 pool: pool.map(|p| PoolName::parse("pool", &p)).transpose().map_err(corrupt)?,
-                hash: crate::auth::secret::from_hex(&hash).ok_or_else(|| corrupt("a token hash is not 64 hex digits"))?,
+                hash: crate::auth::secret::from_hex(&hash)
+                    .ok_or_else(|| corrupt("a token hash is not 64 hex digits"))?,
                 created_at_ms,
                 expires_at_ms,
                 created_by,
@@ -445,7 +446,8 @@ impl Store {
             nodes.push(NodeCredential {
                 node: NodeId(node),
                 pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
-                hash: crate::auth::secret::from_hex(&hash).ok_or_else(|| corrupt("a node hash is not 64 hex digits"))?,
+                hash: crate::auth::secret::from_hex(&hash)
+                    .ok_or_else(|| corrupt("a node hash is not 64 hex digits"))?,
                 token_id,
             });
         }

@@ -36,7 +36,8 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     pub fn config(&self) -> Result<AgentConfig, crate::session::Error> {
-        let token = corral_proto::credentials::load(self.token_file.as_deref()).map_err(crate::session::Error::Token)?;
+        let token =
+            corral_proto::credentials::load(self.token_file.as_deref()).map_err(crate::session::Error::Token)?;
         Ok(AgentConfig {
             coordinator: self.coordinator.clone(),
             pool: self.pool.clone(),

@@ -4,10 +4,10 @@
 
 use std::path::{Component, Path};
 
+use corral_proto::credentials::Bearer;
 use corral_proto::v1 as pb;
 use corral_proto::v1::objects_client::ObjectsClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use corral_proto::credentials::Bearer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_proto::v1 as pb;
 use corral_proto::credentials::Bearer;
+use corral_proto::v1 as pb;
 use corral_proto::v1::agent_client::AgentClient;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::service::interceptor::InterceptedService;
@@ -304,7 +304,9 @@ impl Agent {
                     Duration::from_millis(resp.heartbeat_timeout_ms)
                 );
                 if let Err(e) = self.node_secret.set(&resp.node_secret) {
-                    return Err(RegisterError::Fatal(Error::Refused(format!("the node secret it sent is unusable: {e}"))));
+                    return Err(RegisterError::Fatal(Error::Refused(format!(
+                        "the node secret it sent is unusable: {e}"
+                    ))));
                 }
                 self.node_id = Some(resp.node_id);
                 self.start_task = if resp.start_task.trim().is_empty() {
@@ -322,9 +324,7 @@ impl Agent {
                 | Code::FailedPrecondition
                 | Code::AlreadyExists
                 | Code::Unauthenticated
-                | Code::PermissionDenied => {
-                    Err(RegisterError::Fatal(Error::Refused(status.message().to_string())))
-                }
+                | Code::PermissionDenied => Err(RegisterError::Fatal(Error::Refused(status.message().to_string()))),
                 _ => Err(RegisterError::Retry(status.message().to_string())),
             },
         }

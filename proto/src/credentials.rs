@@ -68,7 +68,8 @@ pub fn load(token_file: Option<&Path>) -> Result<Option<String>, String> {
 }
 
 fn read_file(path: &Path) -> Result<String, String> {
-    let token = std::fs::read_to_string(path).map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
     let token = token.trim();
     if token.is_empty() {
         return Err(format!("the token file {} is empty", path.display()));

@@ -9,6 +9,7 @@
 //! [`credentials`] is how every client presents its token.
 
 pub mod credentials;
+pub mod methods;
 
 /// Version 1 of the API. Additive changes only; a breaking change is `v2`.
 pub mod v1 {

@@ -151,11 +151,47 @@ impl Cluster {
         format!("http://{}", addr.trim())
     }
 
-    /// GETs a path of the dashboard's HTTP server; returns the status and body.
+    /// GETs a path of the dashboard's HTTP server as the admin; returns the status
+    /// and body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        let resp = reqwest::blocking::get(format!("{}{path}", self.http_url())).expect("HTTP request");
+        self.http_get_as(path, Some(&self.admin_token()))
+    }
+
+    /// GETs a path with `token` as the bearer (none: without one).
+    pub fn http_get_as(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client");
+        let mut req = client.get(format!("{}{path}", self.http_url()));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().expect("HTTP request");
         let status = resp.status().as_u16();
         (status, resp.text().expect("HTTP body"))
+    }
+
+    /// Where the coordinator wrote its first admin token.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir().join("admin.token")
+    }
+
+    /// The coordinator's first admin token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.admin_token_file()).expect("DATA_DIR/admin.token").trim().to_string()
+    }
+
+    /// Makes a token with the CLI (as the admin) and returns its secret.
+    pub fn token(&self, name: &str, role: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", name, "--role", role];
+        args.extend_from_slice(extra);
+        self.json(&args)["token"].as_str().expect("a token secret").to_string()
+    }
+
+    /// A gRPC channel to the coordinator.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url.clone()).expect("url").connect().await.expect("connect")
     }
 
     /// GETs a JSON path of the dashboard's API, asserting success.
@@ -191,10 +227,15 @@ impl Cluster {
         let url = format!("http://host.docker.internal:{}", self.port);
         let label = format!("corral.coordinator={}", self.instance());
         let slots = slots.to_string();
-        docker(&[
+        // A token bound to the pool, as an operator would hand out, passed by
+        // environment (`-e NAME` copies it from docker's own), not on a command line.
+        let token = self.token(&format!("agent-{name}"), "agent", &["--pool", pool]);
+        let args = [
             "run",
             "-d",
             "--init",
+            "-e",
+            "CORRAL_TOKEN",
             "--name",
             name,
             "--hostname",
@@ -212,7 +253,10 @@ impl Cluster {
             &slots,
             "--kill-grace",
             "1s",
-        ]);
+        ];
+        let out = Command::new("docker").args(args).env("CORRAL_TOKEN", token).stdin(Stdio::null()).output();
+        let out = out.expect("run docker");
+        assert!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Kills the coordinator with SIGKILL (its agents live on).
@@ -229,6 +273,15 @@ impl Cluster {
         self.spawn_coordinator();
     }
 
+    /// Restarts the coordinator with `extra` flags for this one start.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.kill_coordinator();
+        let before = self.coordinator_args.len();
+        self.coordinator_args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn_coordinator();
+        self.coordinator_args.truncate(before);
+    }
+
     /// Starts a static agent for `pool`; returns its process id.
     pub fn agent(&mut self, pool: &str, slots: u32) -> u32 {
         self.agent_with_env(pool, slots, &[])
@@ -238,7 +291,10 @@ impl Cluster {
     pub fn agent_with_env(&mut self, pool: &str, slots: u32, env: &[(&str, &str)]) -> u32 {
         let n = self.agents.len();
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{n}.log"))).expect("agent log");
+        // Static agents join with the admin token unless the test gives another.
         let child = Command::new(bin("corral-agent"))
+            .env_remove("CORRAL_TOKEN")
+            .env("CORRAL_TOKEN_FILE", self.admin_token_file())
             .envs(env.iter().copied())
             .args(["--coordinator", &self.url, "--pool", pool, "--slots", &slots.to_string(), "--kill-grace", "1s"])
             .arg("--work-dir")
@@ -252,15 +308,19 @@ impl Cluster {
         pid
     }
 
-    /// Runs the CLI against this cluster.
+    /// Runs the CLI against this cluster, as the admin.
     pub fn corral(&self, args: &[&str]) -> Output {
-        Command::new(bin("corral"))
-            .arg("--coordinator")
-            .arg(&self.url)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run corral")
+        self.corral_as(Some(&self.admin_token()), args)
+    }
+
+    /// Runs the CLI presenting `token` (none: no token at all).
+    pub fn corral_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin("corral"));
+        cmd.env_remove("CORRAL_TOKEN").env_remove("CORRAL_TOKEN_FILE");
+        if let Some(token) = token {
+            cmd.env("CORRAL_TOKEN", token);
+        }
+        cmd.arg("--coordinator").arg(&self.url).args(args).stdin(Stdio::null()).output().expect("run corral")
     }
 
     /// Runs the CLI with `-o json`, asserts success, and parses stdout.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use corral_proto::credentials::Bearer;
 use corral_proto::v1 as pb;
 use corral_proto::v1::agent_client::AgentClient;
 use corral_proto::v1::corral_client::CorralClient;
@@ -23,7 +24,8 @@ fn bad_client_requests_name_the_field() {
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 1);
     runtime().block_on(async {
-        let mut client = CorralClient::connect(c.url.clone()).await.unwrap();
+        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
+        let mut client = CorralClient::with_interceptor(c.channel().await, admin);
         let submit = |t: Option<pb::TaskSpec>, f: fn(&mut pb::SubmitJobRequest)| {
             let mut req = pb::SubmitJobRequest { pool: "cpu".into(), task: t, ..Default::default() };
             f(&mut req);
@@ -92,7 +94,8 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 1);
     runtime().block_on(async {
-        let mut agent = AgentClient::connect(c.url.clone()).await.unwrap();
+        let channel = c.channel().await;
+        let mut agent = AgentClient::with_interceptor(channel.clone(), Bearer::new(Some(&c.admin_token())).unwrap());
         let err = agent
             .register(pb::RegisterRequest { pool: "cpu".into(), slots: 0, ..Default::default() })
             .await
@@ -110,28 +113,30 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
             .unwrap_err();
         assert!(err.message().contains("launch_id"), "{}", err.message());
 
+        // A registered node, speaking with its own secret.
+        let reg = agent
+            .register(pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "h".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut agent = AgentClient::with_interceptor(channel, Bearer::new(Some(&reg.node_secret)).unwrap());
+
         // A session that does not start with a hello is refused.
         let first = pb::AgentMessage { heartbeat: Some(pb::Heartbeat::default()), ..Default::default() };
         let err = agent.session(tokio_stream_once(first)).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("hello"), "{}", err.message());
 
-        // A hello for a node the coordinator never heard of: told to register.
+        // A hello for another node than the one the secret proves: refused.
         let hello = pb::AgentMessage {
             hello: Some(pb::Hello { node_id: "n-4242".into(), ..Default::default() }),
             ..Default::default()
         };
-        let mut stream = agent.session(tokio_stream_once(hello)).await.unwrap().into_inner();
-        let msg = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
-        assert!(msg.reregister, "{msg:?}");
+        let err = agent.session(tokio_stream_once(hello)).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 
-        // A registered node sending garbage: results for tasks that do not exist,
-        // attempt 0, unknown outcomes, oversized log chunks.
-        let reg = agent
-            .register(pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "h".into(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
+        // Garbage from the node: results for tasks that do not exist, attempt 0,
+        // unknown outcomes, oversized log chunks.
         let bad_ref = pb::TaskRef { job_id: 77, index: 3, attempt: 0 };
         let good_ref = pb::TaskRef { job_id: 77, index: 3, attempt: 1 };
         let garbage = pb::AgentMessage {
@@ -172,7 +177,8 @@ fn tokio_stream_once(msg: pb::AgentMessage) -> impl tokio_stream::Stream<Item = 
 fn an_upload_that_ends_early_stores_nothing() {
     let c = Cluster::start(&[]);
     runtime().block_on(async {
-        let mut objects = corral_proto::v1::objects_client::ObjectsClient::connect(c.url.clone()).await.unwrap();
+        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
+        let mut objects = corral_proto::v1::objects_client::ObjectsClient::with_interceptor(c.channel().await, admin);
         let parts = vec![
             pb::PutObjectRequest { path: "half.bin".into(), data: vec![1; 1000], last: false },
             pb::PutObjectRequest { path: String::new(), data: vec![2; 1000], last: false },

@@ -24,7 +24,17 @@ fn a_person_sees_the_job_run_live_and_a_killed_node_turn_lost() {
     let mut cluster = Cluster::start(&[]);
     let agents = cluster.static_pool("cpu", 2, 1);
     let browser = Browser::start();
+    // Without a token the dashboard sends the browser to its sign-in page.
     browser.open(&format!("{}/", cluster.http_url()));
+    browser.wait_for(
+        WAIT,
+        "the sign-in page",
+        "return location.pathname === '/login' && !!document.querySelector('#token')",
+    );
+    let reader = cluster.token("viewer", "read", &[]);
+    browser.eval(&format!(
+        "document.querySelector('#token').value = '{reader}'; document.querySelector('#sign-in').click(); return true"
+    ));
     browser.wait_for(WAIT, "the dashboard to render", "return document.body.dataset.ready === 'true'");
     browser.wait_for(WAIT, "the live indicator", "return document.querySelector('#live').dataset.connected === 'true'");
     browser.wait_for(WAIT, "the pool card", "return !!document.querySelector('[data-pool=\"cpu\"]')");

@@ -32,6 +32,7 @@ fn a_follower_resumes_after_a_coordinator_crash_with_no_gap_and_no_duplicate() {
 
     // Follow from the start, as a program would, reading JSON lines.
     let mut follower = Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", cluster.admin_token_file())
         .args(["--coordinator", &cluster.url, "-o", "json", "events", "--follow"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -217,9 +217,10 @@ fn an_agent_killed_during_the_map_phase_reruns_only_its_map_tasks() {
     let input = corpus(c.dir.path(), 1000);
     let slow_mapper = format!("sleep 1; {MAPPER}");
     let out = c.dir.path().join("out");
-    let (url, out_s) = (c.url.clone(), out.to_str().unwrap().to_string());
+    let (url, out_s, token) = (c.url.clone(), out.to_str().unwrap().to_string(), c.admin_token_file());
     let run = std::thread::spawn(move || {
         std::process::Command::new(corral_tests::bin("corral"))
+            .env("CORRAL_TOKEN_FILE", token)
             .args(["--coordinator", &url, "job", "mapreduce", "--pool", "cpu", "--input", &input, "--map-tasks", "4"])
             .args(["--reduce-tasks", "2", "--mapper", &slow_mapper, "--reducer", REDUCER, "--output", &out_s])
             .output()
@@ -278,8 +279,10 @@ fn a_reduce_task_whose_node_dies_reruns_from_the_stored_map_outputs() {
     let slow_reducer = format!("sleep 2; {REDUCER}");
     let out = c.dir.path().join("out");
     let (url, out_s, input_s) = (c.url.clone(), out.to_str().unwrap().to_string(), input.clone());
+    let token = c.admin_token_file();
     let run = std::thread::spawn(move || {
         std::process::Command::new(corral_tests::bin("corral"))
+            .env("CORRAL_TOKEN_FILE", token)
             .args(["--coordinator", &url, "job", "mapreduce", "--pool", "cpu", "--input", &input_s, "--map-tasks", "3"])
             .args(["--reduce-tasks", "2", "--mapper", MAPPER, "--reducer", &slow_reducer, "--output", &out_s])
             .output()

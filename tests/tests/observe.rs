@@ -133,7 +133,19 @@ async fn grpc_health_and_reflection_answer() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut reflection = ServerReflectionClient::new(channel);
+    // Reflection tells what the API is: it needs a token, as everything but health does.
+    let mut anonymous = ServerReflectionClient::new(channel.clone());
+    let refused = anonymous
+        .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let token = tokio::task::block_in_place(|| cluster.token("reader", "read", &[]));
+    let bearer = corral_proto::credentials::Bearer::new(Some(&token)).unwrap();
+    let mut reflection = ServerReflectionClient::with_interceptor(channel, bearer);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

@@ -120,6 +120,12 @@ impl EventsArgs {
                     }
                     Ok(None) if !self.follow => return Ok(Exit::Ok),
                     Ok(None) => break,
+                    // The token was revoked or expired: retrying cannot help.
+                    Err(status)
+                        if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) =>
+                    {
+                        anyhow::bail!("{}", status.message())
+                    }
                     Err(status) if self.follow => {
                         eprintln!("lost the coordinator ({}); resuming after event {after}", status.message());
                         break;

@@ -329,6 +329,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "name": j.name,
         "pool": j.pool,
         "state": j.state,
+        "owner": j.owner,
         "priority": j.priority,
         "tasks": j.tasks,
         "open": j.open,
@@ -409,6 +410,7 @@ fn print_job(ctx: &Context, j: &pb::Job) {
         ("id", j.id.to_string()),
         ("name", if j.name.is_empty() { "-".into() } else { j.name.clone() }),
         ("pool", j.pool.clone()),
+        ("owner", if j.owner.is_empty() { "-".into() } else { j.owner.clone() }),
         ("state", if j.open { format!("{} (open: takes more tasks until closed)", j.state) } else { j.state.clone() }),
         ("priority", j.priority.to_string()),
         ("tasks", format!("{} ({})", total(j), counts_line(&c))),
@@ -443,7 +445,18 @@ pub async fn follow(client: &mut Client, id: u64, progress: bool) -> anyhow::Res
         bar
     });
     let mut last = None;
-    while let Some(job) = stream.message().await.context("lost the coordinator while following the job")? {
+    loop {
+        let job = match stream.message().await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+                anyhow::bail!("{}", status.message())
+            }
+            Err(status) => {
+                return Err(anyhow::anyhow!("{}", status.message()))
+                    .context("lost the coordinator while following the job")
+            }
+        };
         if let Some(bar) = &bar {
             let c = job.counts.unwrap_or_default();
             bar.set_length(total(&job));
@@ -530,13 +543,14 @@ impl JobCommand {
                                 j.id.to_string(),
                                 j.name.clone(),
                                 j.pool.clone(),
+                                if j.owner.is_empty() { "-".into() } else { j.owner.clone() },
                                 j.state.clone(),
                                 format!("{}/{}", finished(&c), total(j)),
                                 counts_line(&c),
                             ]
                         })
                         .collect();
-                    output::table(&["ID", "NAME", "POOL", "STATE", "DONE", "TASKS"], &rows);
+                    output::table(&["ID", "NAME", "POOL", "OWNER", "STATE", "DONE", "TASKS"], &rows);
                 }
                 Ok(Exit::Ok)
             }

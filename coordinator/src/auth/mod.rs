@@ -277,10 +277,7 @@ fn valid(tables: &Tables, who: &Principal, now_ms: u64) -> bool {
 
 /// The caller of a request, as the [`layer`] found it.
 pub fn caller<T>(req: &tonic::Request<T>) -> Result<Principal, Status> {
-    req.extensions()
-        .get::<Principal>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated(NO_TOKEN))
+    req.extensions().get::<Principal>().cloned().ok_or_else(|| Status::unauthenticated(NO_TOKEN))
 }
 
 /// Refuses a change to a job owned by someone else, unless the caller is an admin.

@@ -298,6 +298,8 @@ struct JobView {
     id: u64,
     name: String,
     pool: String,
+    /// The name of the token that submitted it.
+    owner: String,
     priority: i32,
     state: &'static str,
     submitted_at_ms: u64,
@@ -330,6 +332,7 @@ fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
         id: job.id.0,
         name: job.spec.name.clone(),
         pool: job.spec.pool.to_string(),
+        owner: job.spec.owner.clone(),
         priority: job.spec.priority,
         state: job.state.as_str(),
         submitted_at_ms: job.submitted_at_ms,
@@ -590,6 +593,7 @@ async fn events(State(shared): State<Arc<Shared>>, Query(q): Query<EventsQuery>)
 /// now (the page loads the present state from the API, not from history).
 async fn stream(
     State(shared): State<Arc<Shared>>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
@@ -605,8 +609,13 @@ async fn stream(
         Some(after) if crate::feed::check_resume(&shared, after).await.is_ok() => after,
         _ => now,
     };
+    let auth = shared.auth.clone();
     let events = crate::feed::subscribe(shared, after, filter, true);
-    let sse = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(events), |e| {
+    // A revoked or expired token ends the stream.
+    let events = futures::StreamExt::take_until(tokio_stream::wrappers::ReceiverStream::new(events), async move {
+        auth.ended(&who).await
+    });
+    let sse = tokio_stream::StreamExt::map(events, |e| {
         Ok::<_, Infallible>(match e {
             Ok(e) => SseEvent::default().event("corral").id(e.id.to_string()).json_data(&e).unwrap_or_default(),
             Err(err) => SseEvent::default().event("error").data(err.to_string()),

@@ -2,15 +2,17 @@
 //! the JSON read API it is built on ([`api`], documented in `docs/HTTP_API.md`), a
 //! server-sent event stream, and `/metrics` for Prometheus.
 //!
-//! Everything here reads: changes go through the gRPC API and the CLI.
+//! Everything here reads: changes go through the gRPC API and the CLI. Every route
+//! is behind [`auth::gate`]: a `Host` that names this coordinator, and a token.
 
 pub mod api;
+pub mod auth;
 
 use std::sync::Arc;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::watch;
 
@@ -27,7 +29,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP) }))
         .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
         .merge(api::routes())
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth::gate))
         .with_state(shared)
 }
 

@@ -218,6 +218,7 @@ fn agent_url(spec: &DockerSpec, listen: SocketAddr) -> Result<(String, bool), St
 }
 
 /// How a node's container is made.
+#[allow(clippy::too_many_arguments)] // each is one fact of the container, named at the call
 fn container_body(
     spec: &DockerSpec,
     instance: &str,
@@ -389,7 +390,8 @@ mod tests {
     fn the_container_carries_labels_limits_and_the_agent_arguments() {
         let node = NodeId::from_seq(7);
         let pool = PoolName::parse("pool", "gpu").unwrap();
-        let body = container_body(&spec(), "abcd1234", &pool, &node, 4, "http://host.docker.internal:1", true, "id.secret");
+        let body =
+            container_body(&spec(), "abcd1234", &pool, &node, 4, "http://host.docker.internal:1", true, "id.secret");
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_POOL], "gpu");
         assert_eq!(labels[LABEL_NODE], node.to_string());

@@ -208,6 +208,8 @@ function api(url) {
       const res = await fetch(url, { cache: 'no-store', headers: { Accept: 'application/json' }, signal: AbortSignal.timeout(15000) });
       let body = null;
       try { body = await res.json(); } catch { /* not JSON: keep the status text */ }
+      // The token was revoked or has expired: sign in again.
+      if (res.status === 401) { location.href = '/login'; return { ok: false, error: 'signed out' }; }
       if (!res.ok) return { ok: false, error: (body && body.error) || `HTTP ${res.status} ${res.statusText}` };
       return { ok: true, data: body };
     } catch (e) {
@@ -338,7 +340,7 @@ const pageOf = (q) => Math.max(0, (parseInt(q.get('page'), 10) || 1) - 1); // ?p
 const toPage = (p) => (p > 0 ? p + 1 : null);
 const taskHref = (job, index, params) => routeHref(`/jobs/${job}/tasks/${index}`, params);
 
-const JOB_HEADERS = [['ID', 'num'], 'Name', 'Pool', 'State', 'Progress', ['Done', 'num'], ['Failed', 'num'], ['Throughput', 'num'], ['ETA', 'num'], ['Submitted', 'num']];
+const JOB_HEADERS = [['ID', 'num'], 'Name', 'Pool', 'Owner', 'State', 'Progress', ['Done', 'num'], ['Failed', 'num'], ['Throughput', 'num'], ['ETA', 'num'], ['Submitted', 'num']];
 const NODE_HEADERS = ['ID', 'Pool', 'Host', 'State', ['Heartbeat', 'num'], ['Slots', 'num'], 'CPU', 'Memory', 'Running', 'Reason'];
 const EVENT_HEADERS = [['Time', 'num'], ['#', 'num'], 'Kind', 'Subject', 'State', 'Detail'];
 const TASK_HEADERS = [['Index', 'num'], 'Name', 'State', ['Attempt', 'num'], 'Node', ['Started', 'num'], 'Reason'];
@@ -369,6 +371,7 @@ function jobRow(j) {
     h('td', { class: 'num' }, h('a', { href: `#/jobs/${j.id}` }, j.id)),
     h('td', { class: 'name' }, h('a', { href: `#/jobs/${j.id}` }, j.name)),
     h('td', null, j.pool),
+    h('td', { 'data-field': 'owner' }, j.owner || '-'),
     h('td', null, badge(j.state)),
     h('td', { class: 'bar-cell' }, progressBar(c, j.tasks)),
     // Plain integers on purpose: the browser tests read these.
@@ -477,6 +480,7 @@ function jobHeader(j) {
     h('div', { class: 'title-row' }, h('h1', null, `Job ${j.id} `, h('span', { class: 'muted' }, j.name)), badge(j.state)),
     h('div', { class: 'facts' },
       fact('pool', h('a', { href: routeHref('/', { pool: j.pool }) }, j.pool)),
+      fact('owner', j.owner || '-'),
       fact('priority', j.priority),
       fact('submitted', timeEl(j.submitted_at_ms)),
       fact('finished', timeEl(j.finished_at_ms)),

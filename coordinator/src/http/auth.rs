@@ -1,0 +1,172 @@
+//! Who may use the HTTP side, and from which names.
+//!
+//! - Every request must name the coordinator in its `Host` header (its `--http`
+//!   address, `localhost`, a loopback address or a name given with `--http-host`):
+//!   a page on another site that rebinds its DNS to this address is refused.
+//! - Every route but `/healthz` and `/login` needs a token of any user role, as
+//!   `authorization: Bearer TOKEN` or the `corral_token` cookie that the login page
+//!   sets (HttpOnly, SameSite=Strict); `/metrics` is open with `--metrics-public`.
+//!   A browser without a token is sent to `/login`; an API client gets 401 JSON.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+
+use crate::auth::{self, rules, Principal};
+use crate::model::Role;
+use crate::server::Shared;
+
+const LOGIN: &str = include_str!("assets/login.html");
+/// The cookie the login page sets.
+pub const COOKIE: &str = "corral_token";
+
+/// The names the HTTP server answers to, besides loopback and `localhost`.
+#[derive(Debug, Clone, Default)]
+pub struct HttpAccess {
+    /// Host names (or addresses) accepted in the `Host` header, without ports.
+    pub hosts: Vec<String>,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
+    /// Served over TLS: cookies are `Secure`.
+    pub tls: bool,
+}
+
+/// The host part of a `Host` header: `name`, `1.2.3.4` or `[::1]`, without the port.
+fn host_part(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { host })
+}
+
+/// Whether a `Host` header names this coordinator.
+pub fn host_allowed(host: &str, access: &HttpAccess) -> bool {
+    let name = host_part(host.trim()).to_ascii_lowercase();
+    if name == "localhost" || access.hosts.iter().any(|h| h.eq_ignore_ascii_case(&name)) {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == COOKIE && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The middleware in front of every route.
+pub async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let access = &shared.http_access;
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let path = req.uri().path().to_string();
+    if path != "/healthz" && !host_allowed(host, access) {
+        let why = format!(
+            "Host '{host}' is not a name of this coordinator; add it with --http-host if it is (this stops DNS rebinding)"
+        );
+        return refuse(StatusCode::MISDIRECTED_REQUEST, &why);
+    }
+    if matches!(path.as_str(), "/healthz" | "/login" | "/style.css") || (path == "/metrics" && access.metrics_public) {
+        return next.run(req).await;
+    }
+    let checked = match req.headers().get(header::AUTHORIZATION) {
+        Some(h) => shared.auth.authenticate(Some(h.as_bytes()), auth::now_ms()),
+        None => match cookie_token(req.headers()) {
+            Some(token) => shared.auth.check_bearer(&token, auth::now_ms()),
+            None => Err(tonic::Status::unauthenticated(auth::NO_TOKEN)),
+        },
+    };
+    let browser = req.method() == axum::http::Method::GET && !path.starts_with("/api/") && path != "/metrics";
+    let who = match checked {
+        Ok(who) => who,
+        Err(_) if browser => return Redirect::to("/login").into_response(),
+        Err(status) => return refuse(StatusCode::UNAUTHORIZED, status.message()),
+    };
+    if let Err(status) = rules::allow(&who, rules::Need::AtLeast(Role::Read), &path) {
+        return refuse(StatusCode::FORBIDDEN, status.message());
+    }
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+pub async fn login_page() -> Response {
+    page(StatusCode::OK, "")
+}
+
+fn page(status: StatusCode, error: &str) -> Response {
+    let error = if error.is_empty() { String::new() } else { format!("<p class=\"error\" role=\"alert\">{error}</p>") };
+    let body = LOGIN.replace("<!--ERROR-->", &error);
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body)
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// Checks the token and keeps it in the cookie; a wrong one gets the page again
+/// with the reason.
+pub async fn login(State(shared): State<Arc<Shared>>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    let who = match shared.auth.check_bearer(token, auth::now_ms()) {
+        Ok(who) => who,
+        Err(status) => return page(StatusCode::UNAUTHORIZED, status.message()),
+    };
+    if let Err(status) = rules::allow(&who, rules::Need::AtLeast(Role::Read), "/dashboard") {
+        return page(StatusCode::FORBIDDEN, status.message());
+    }
+    let Principal::Token { name, .. } = &who else {
+        return page(StatusCode::FORBIDDEN, "a node's secret does not open the dashboard");
+    };
+    tracing::info!(token = %name, "signed in to the dashboard");
+    let secure = if shared.http_access.tls { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
+    let mut resp = Redirect::to("/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    resp
+}
+
+pub async fn logout() -> Response {
+    let mut resp = Redirect::to("/login").into_response();
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_coordinators_own_names_are_answered() {
+        let access = HttpAccess { hosts: vec!["corral.example.com".into()], ..Default::default() };
+        for ok in ["localhost:7080", "127.0.0.1:7080", "[::1]:7080", "Corral.Example.com", "corral.example.com:443"] {
+            assert!(host_allowed(ok, &access), "{ok}");
+        }
+        for bad in ["evil.example:7080", "", "10.0.0.5:7080", "corral.example.com.evil:80", "localhost.evil"] {
+            assert!(!host_allowed(bad, &access), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_found_among_other_cookies() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; corral_token=id.secret; b=2"));
+        assert_eq!(cookie_token(&headers).as_deref(), Some("id.secret"));
+        headers.insert(header::COOKIE, HeaderValue::from_static("corral_token="));
+        assert_eq!(cookie_token(&headers), None);
+    }
+}
