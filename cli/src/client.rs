@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use corral_proto::credentials::Bearer;
+use corral_proto::tls::ClientTls;
 use corral_proto::v1::corral_client::CorralClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -11,8 +12,8 @@ use tonic::transport::{Channel, Endpoint};
 pub type Client = CorralClient<InterceptedService<Channel, Bearer>>;
 
 /// A client of the coordinator at `url` that presents `token` on every call.
-pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<Client> {
-    let channel = channel(url).await?;
+pub async fn connect(url: &str, token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Client> {
+    let channel = channel(url, tls).await?;
     Ok(CorralClient::with_interceptor(channel, bearer(token)?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
@@ -22,15 +23,25 @@ pub fn bearer(token: Option<&str>) -> anyhow::Result<Bearer> {
     Bearer::new(token).map_err(anyhow::Error::msg)
 }
 
-/// A connection to the coordinator, or an error that says what to do.
-pub async fn channel(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("invalid --coordinator URL '{url}' (expected e.g. http://127.0.0.1:7070)"))?
-        .connect_timeout(Duration::from_secs(3))
-        // Room for objects streaming in (see the coordinator's server settings).
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(16 << 20));
-    endpoint.connect().await.with_context(|| {
+/// A connection to the coordinator (TLS for `https://`), or an error that says
+/// what to do.
+pub async fn channel(url: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
+    let target = corral_proto::tls::endpoint(url, tls, |endpoint: Endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_secs(3))
+            // Room for objects streaming in (see the coordinator's server settings).
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+    })
+    .map_err(anyhow::Error::msg)?;
+    let connected = target.connect().await;
+    if let Err(e) = &connected {
+        let root = corral_proto::tls::root_cause(e);
+        if root.starts_with("TLS with") {
+            anyhow::bail!("cannot reach the coordinator at {url}: {root}");
+        }
+    }
+    connected.with_context(|| {
         format!(
             "cannot reach the coordinator at {url}: is it running? Start one with `corral up`, or point --coordinator (or CORRAL_COORDINATOR) at it"
         )

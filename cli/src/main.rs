@@ -26,6 +26,14 @@ struct Cli {
     /// line); a coordinator's first admin token is in DATA_DIR/admin.token.
     #[arg(long, global = true)]
     token_file: Option<std::path::PathBuf>,
+    /// For an https:// coordinator: trust this CA certificate (PEM), e.g. the
+    /// coordinator's DATA_DIR/tls/ca.pem [default: the system's roots].
+    #[arg(long, global = true, env = "CORRAL_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// For an https:// coordinator: trust the CA with this fingerprint
+    /// (sha256:HEX, as `corral-coordinator --tls auto` prints it).
+    #[arg(long, global = true, env = "CORRAL_CA_FINGERPRINT", conflicts_with = "ca_cert")]
+    ca_fingerprint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,7 +111,8 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Agent(_) | Command::Demo(_) | Command::Up(_) => None,
         _ => corral_proto::credentials::load(cli.token_file.as_deref()).map_err(anyhow::Error::msg)?,
     };
-    let ctx = commands::Context { coordinator: cli.coordinator, format: cli.output, token };
+    let tls = corral_proto::tls::ClientTls { ca_cert: cli.ca_cert, ca_fingerprint: cli.ca_fingerprint };
+    let ctx = commands::Context { coordinator: cli.coordinator, format: cli.output, token, tls };
     match cli.command {
         Command::Pool(cmd) => cmd.run(&ctx).await,
         Command::Node(cmd) => cmd.run(&ctx).await,

@@ -17,7 +17,8 @@
 //! - [`metrics`], [`http`]: Prometheus metrics, the dashboard and its JSON API;
 //! - [`notify`]: completion callbacks, posted until accepted;
 //! - [`objects`]: the object store for task inputs and outputs, and its service;
-//! - [`provider`]: starting and stopping nodes: local agents, commands, containers.
+//! - [`provider`]: starting and stopping nodes: local agents, commands, containers;
+//! - [`tls`]: TLS on both ports: a CA of its own, or the operator's certificate.
 //!
 //! The state machines and vocabulary are drawn in `coordinator/README.md`.
 #![deny(clippy::await_holding_lock)]
@@ -40,6 +41,7 @@ pub mod provider;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use server::{Config, Coordinator};

@@ -59,6 +59,25 @@ struct Args {
     /// Serve /metrics without a token (for a Prometheus that cannot send one).
     #[arg(long, env = "CORRAL_METRICS_PUBLIC")]
     metrics_public: bool,
+    /// Serve gRPC and HTTP over TLS with a CA of the coordinator's own ("auto"): made
+    /// in DATA_DIR/tls/ on first start (ca.pem is what clients trust); its SHA-256
+    /// fingerprint is printed for --ca-fingerprint.
+    #[arg(long, env = "CORRAL_TLS", value_parser = ["auto"], conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls: Option<String>,
+    /// Serve TLS with this PEM certificate chain (server certificate first).
+    #[arg(long, env = "CORRAL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "CORRAL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Another name (or address) for the certificate --tls auto makes (repeatable);
+    /// loopback, this host's name and the listen address are always in it.
+    #[arg(long, env = "CORRAL_TLS_SAN", value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// Listen beyond loopback without TLS (tokens and tasks then cross the network
+    /// in the clear): only on a network you trust.
+    #[arg(long, env = "CORRAL_ALLOW_PLAINTEXT")]
+    allow_plaintext: bool,
     /// Revoke the first admin token ("admin") and write a new one to
     /// DATA_DIR/admin.token, for when the old one leaked or was lost.
     #[arg(long)]
@@ -114,6 +133,13 @@ fn main() -> anyhow::Result<()> {
     config.http_access.hosts =
         args.http_host.into_iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     config.http_access.metrics_public = args.metrics_public;
+    config.tls = match (args.tls, args.tls_cert, args.tls_key) {
+        (Some(_), _, _) => Some(corral_coordinator::tls::TlsMode::Auto),
+        (None, Some(cert), Some(key)) => Some(corral_coordinator::tls::TlsMode::Files { cert, key }),
+        _ => None,
+    };
+    config.tls_names = args.tls_san.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
+    config.allow_plaintext = args.allow_plaintext;
     config.http = args.http.0;
     config.notify_backoff = args.notify_backoff.max(Duration::from_millis(10));
     if let Some(bin) = args.agent_bin {
@@ -125,10 +151,17 @@ fn main() -> anyhow::Result<()> {
         let coordinator = Coordinator::start(config)
             .await
             .with_context(|| format!("cannot start the coordinator with data dir {}", data_dir.display()))?;
-        println!("corral-coordinator listening on {}", coordinator.addr());
+        let scheme = if coordinator.ca_fingerprint().is_some() { "https" } else { "http" };
+        println!("corral-coordinator listening on {scheme}://{}", coordinator.addr());
         if let Some(http) = coordinator.http_addr() {
-            println!("dashboard: http://{http}/  metrics: http://{http}/metrics");
+            println!("dashboard: {scheme}://{http}/  metrics: {scheme}://{http}/metrics");
         }
+        if let Some(pin) = coordinator.ca_fingerprint() {
+            println!("TLS CA fingerprint: {pin} (clients: --ca-fingerprint {pin}, or --ca-cert with the CA file)");
+        }
+        let admin = corral_coordinator::auth::bootstrap::admin_token_path(&data_dir);
+        let admin = std::fs::canonicalize(&admin).unwrap_or(admin);
+        println!("admin token: {} (clients: export CORRAL_TOKEN_FILE={})", admin.display(), admin.display());
         wait_for_signal().await?;
         tracing::info!("shutting down");
         coordinator.shutdown().await;

@@ -43,6 +43,12 @@ pub struct Config {
     pub reset_admin_token: bool,
     /// Which `Host` names the HTTP side answers, and whether `/metrics` is open.
     pub http_access: crate::http::auth::HttpAccess,
+    /// TLS on both ports, if set.
+    pub tls: Option<crate::tls::TlsMode>,
+    /// More names for the certificate `--tls auto` makes.
+    pub tls_names: Vec<String>,
+    /// Listen beyond loopback without TLS.
+    pub allow_plaintext: bool,
 }
 
 impl Config {
@@ -57,6 +63,9 @@ impl Config {
             notify_backoff: Duration::from_secs(1),
             reset_admin_token: false,
             http_access: Default::default(),
+            tls: None,
+            tls_names: Vec::new(),
+            allow_plaintext: false,
         }
     }
 }
@@ -245,6 +254,7 @@ fn shutting_down() -> Status {
 pub struct Coordinator {
     addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    ca_fingerprint: Option<String>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -252,6 +262,13 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the store, restores the state, binds the port and starts serving.
     pub async fn start(config: Config) -> Result<Coordinator> {
+        let beyond_loopback = !config.listen.ip().is_loopback() || config.http.is_some_and(|h| !h.ip().is_loopback());
+        if beyond_loopback && config.tls.is_none() && !config.allow_plaintext {
+            return Err(crate::Error::Refused(format!(
+                "refusing to listen on {} without TLS: anyone on the network could read tokens and tasks; pass --tls auto (or --tls-cert and --tls-key), or --allow-plaintext on a network you trust",
+                if config.listen.ip().is_loopback() { config.http.map(|h| h.to_string()).unwrap_or_default() } else { config.listen.to_string() }
+            )));
+        }
         let mut store = Store::open(&config.data_dir)?;
         let objects = match &config.store_url {
             Some(url) => crate::objects::store_from_url(url).await?,
@@ -269,6 +286,18 @@ impl Coordinator {
 
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let tls = match &config.tls {
+            None => None,
+            Some(crate::tls::TlsMode::Auto) => {
+                let mut names = config.tls_names.clone();
+                names.extend(config.http_access.hosts.iter().cloned());
+                Some(crate::tls::ServerTls::auto(&config.data_dir, &crate::tls::certificate_names(addr, &names))?)
+            }
+            Some(crate::tls::TlsMode::Files { cert, key }) => Some(crate::tls::ServerTls::from_files(cert, key)?),
+        };
+        if let Some(tls) = &tls {
+            tracing::info!(fingerprint = %tls.ca_fingerprint, ca = ?tls.ca_file, "serving TLS");
+        }
         std::fs::write(config.data_dir.join("coordinator.addr"), addr.to_string())?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -301,6 +330,7 @@ impl Coordinator {
             dir: config.data_dir.join("agents"),
             instance: instance_id(&config.data_dir)?,
             data_dir: config.data_dir.clone(),
+            tls_fingerprint: tls.as_ref().map(|t| t.ca_fingerprint.clone()),
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
         let notify_task =
@@ -314,7 +344,7 @@ impl Coordinator {
             metrics: metrics.clone(),
             auth: auth.clone(),
             data_dir: config.data_dir.clone(),
-            http_access: http_access(&config),
+            http_access: crate::http::auth::HttpAccess { tls: tls.is_some(), ..http_access(&config) },
         });
         let http = match config.http {
             Some(at) => {
@@ -326,7 +356,8 @@ impl Coordinator {
                 })?;
                 let http_addr = listener.local_addr()?;
                 std::fs::write(config.data_dir.join("http.addr"), http_addr.to_string())?;
-                let task = tokio::spawn(crate::http::serve(listener, shared.clone(), stop_rx.clone()));
+                let tls = tls.as_ref().map(|t| t.http());
+                let task = tokio::spawn(crate::http::serve(listener, tls, shared.clone(), stop_rx.clone()));
                 Some((http_addr, task))
             }
             None => None,
@@ -336,7 +367,9 @@ impl Coordinator {
         let effects = Effects { writer, provider: provider_tx, notify: notify_tx };
         let event_loop = tokio::spawn(run_loop(core, events_rx, effects, metrics, stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let stopped = async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        };
         // The standard health service and server reflection: `grpcurl` works
         // without the .proto files.
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -359,10 +392,21 @@ impl Coordinator {
             .add_service(reflection)
             .add_service(crate::service::server(shared.clone()))
             .add_service(crate::agent_service::server(shared))
-            .add_service(crate::objects::server(objects))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            });
+            .add_service(crate::objects::server(objects));
+        let server: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match &tls {
+            Some(tls) => {
+                let conns = crate::tls::incoming(listener, tls.grpc(), stop_rx.clone());
+                let incoming =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(conns), |(c, _)| {
+                        Ok::<_, std::io::Error>(c)
+                    });
+                Box::pin(server.serve_with_incoming_shutdown(incoming, stopped))
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                Box::pin(server.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
         let server = tokio::spawn(server);
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "coordinator listening");
 
@@ -381,12 +425,18 @@ impl Coordinator {
             }
             tracing::info!("coordinator stopped");
         });
-        Ok(Coordinator { addr, http_addr, stop, done })
+        let ca_fingerprint = tls.map(|t| t.ca_fingerprint);
+        Ok(Coordinator { addr, http_addr, stop, done, ca_fingerprint })
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// With TLS on: the `sha256:HEX` clients pin with `--ca-fingerprint`.
+    pub fn ca_fingerprint(&self) -> Option<&str> {
+        self.ca_fingerprint.as_deref()
     }
 
     /// Where the dashboard and `/metrics` are served, if anywhere.

@@ -29,6 +29,14 @@ pub struct AgentArgs {
     /// from the command line.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// For an https:// coordinator: trust this CA certificate (PEM) [default: the
+    /// system's roots].
+    #[arg(long, env = "CORRAL_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// For an https:// coordinator: trust the CA with this fingerprint (sha256:HEX,
+    /// as the coordinator prints it).
+    #[arg(long, env = "CORRAL_CA_FINGERPRINT", conflicts_with = "ca_cert")]
+    pub ca_fingerprint: Option<String>,
     /// Set by a coordinator's local provider: the node this agent was started as.
     #[arg(long, hide = true)]
     pub launch_id: Option<String>,
@@ -46,6 +54,10 @@ impl AgentArgs {
             launch_id: self.launch_id.clone(),
             kill_grace: self.kill_grace,
             token,
+            tls: corral_proto::tls::ClientTls {
+                ca_cert: self.ca_cert.clone(),
+                ca_fingerprint: self.ca_fingerprint.clone().filter(|f| !f.is_empty()),
+            },
         })
     }
 }

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     /// The `agent` (or `admin`) token it registers with. After registering it
     /// speaks with the node secret the coordinator gives it.
     pub token: Option<String>,
+    /// How an `https://` coordinator is trusted.
+    pub tls: corral_proto::tls::ClientTls,
 }
 
 impl AgentConfig {
@@ -50,6 +52,7 @@ impl AgentConfig {
             launch_id: None,
             kill_grace: Duration::from_secs(5),
             token: None,
+            tls: Default::default(),
         }
     }
 }

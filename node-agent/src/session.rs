@@ -77,7 +77,7 @@ type Client = AgentClient<InterceptedService<Channel, Bearer>>;
 
 struct Agent {
     config: AgentConfig,
-    endpoint: Endpoint,
+    target: corral_proto::tls::Target,
     /// The agent token, for registering.
     token: Bearer,
     /// This node's own secret once registered: the stream and object calls carry it.
@@ -107,13 +107,18 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let endpoint = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|e| Error::BadUrl { url: config.coordinator.clone(), reason: e.to_string() })?
-        .connect_timeout(Duration::from_secs(2))
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(16 << 20))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10));
+    let tune = |endpoint: Endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+    };
+    // Made once, so a bad URL or CA file stops the agent at once; each session
+    // gets a fresh connection from it.
+    let target = corral_proto::tls::endpoint(&config.coordinator, &config.tls, tune)
+        .map_err(|reason| Error::BadUrl { url: config.coordinator.clone(), reason })?;
     let mut sys =
         sysinfo::System::new().map_err(|e| Error::Refused(format!("cannot read this host's resources: {e}")))?;
     sys.refresh_cpu_usage();
@@ -131,10 +136,10 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let token = Bearer::new(config.token.as_deref()).map_err(Error::Token)?;
     let node_secret = Bearer::default();
-    let objects = crate::objects::client(endpoint.connect_lazy(), node_secret.clone());
+    let objects = crate::objects::client(target.connect_lazy(), node_secret.clone());
     let mut agent = Agent {
         config,
-        endpoint,
+        target,
         token,
         node_secret,
         slots,
@@ -154,7 +159,7 @@ pub async fn run(
     };
     let mut backoff = MIN_BACKOFF;
     loop {
-        let channel = agent.endpoint.connect_lazy();
+        let channel = agent.target.connect_lazy();
         let client = |bearer: &Bearer| {
             AgentClient::with_interceptor(channel.clone(), bearer.clone())
                 .max_decoding_message_size(64 << 20)
@@ -325,7 +330,16 @@ impl Agent {
                 | Code::AlreadyExists
                 | Code::Unauthenticated
                 | Code::PermissionDenied => Err(RegisterError::Fatal(Error::Refused(status.message().to_string()))),
-                _ => Err(RegisterError::Retry(status.message().to_string())),
+                _ => {
+                    // A certificate it does not trust will not become trusted by
+                    // waiting: stop and say so. Anything else (the coordinator is
+                    // down) is retried.
+                    let root = corral_proto::tls::root_cause(&status);
+                    if root.contains("is not trusted") {
+                        return Err(RegisterError::Fatal(Error::Refused(root)));
+                    }
+                    Err(RegisterError::Retry(status.message().to_string()))
+                }
             },
         }
     }

@@ -6,10 +6,12 @@
 //! bidirectional stream). Generated types stop at the edge: the coordinator converts
 //! them into its own domain types once, where requests arrive.
 //!
-//! [`credentials`] is how every client presents its token.
+//! [`credentials`] is how every client presents its token, [`tls`] how it reaches
+//! a coordinator (plain or TLS), and [`methods`] lists every method the protos declare.
 
 pub mod credentials;
 pub mod methods;
+pub mod tls;
 
 /// Version 1 of the API. Additive changes only; a breaking change is `v2`.
 pub mod v1 {

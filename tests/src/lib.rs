@@ -53,6 +53,8 @@ pub struct Cluster {
     /// Listening on every address (so containers reach it), and removing this
     /// coordinator's containers when dropped.
     docker: bool,
+    /// Serving TLS (`--tls auto`): clients trust `DATA_DIR/tls/ca.pem`.
+    tls: bool,
 }
 
 impl Cluster {
@@ -90,6 +92,11 @@ impl Cluster {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
+        let tls = extra.contains(&"--tls");
+        if docker && !tls {
+            // Containers reach it beyond loopback; these tests do not need TLS there.
+            args.push("--allow-plaintext".into());
+        }
         let coordinator_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut cluster = Cluster {
             dir,
@@ -101,6 +108,7 @@ impl Cluster {
             pgid: 0,
             agents: vec![],
             docker,
+            tls,
         };
         cluster.spawn_coordinator();
         cluster
@@ -142,13 +150,26 @@ impl Cluster {
         wait_until(Duration::from_secs(20), "the coordinator to listen", || addr_file.is_file());
         let addr = std::fs::read_to_string(&addr_file).expect("address file");
         self.port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
-        self.url = format!("http://127.0.0.1:{}", self.port);
+        self.url = format!("{}://127.0.0.1:{}", self.scheme(), self.port);
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The CA clients trust, with TLS on.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.data_dir().join("tls").join("ca.pem"))
     }
 
     /// The dashboard's base URL (`http://127.0.0.1:PORT`), as the coordinator wrote it.
     pub fn http_url(&self) -> String {
         let addr = std::fs::read_to_string(self.data_dir().join("http.addr")).expect("http.addr");
-        format!("http://{}", addr.trim())
+        format!("{}://{}", self.scheme(), addr.trim())
     }
 
     /// GETs a path of the dashboard's HTTP server as the admin; returns the status
@@ -159,10 +180,7 @@ impl Cluster {
 
     /// GETs a path with `token` as the bearer (none: without one).
     pub fn http_get_as(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let client = reqwest::blocking::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
+        let client = self.http_client();
         let mut req = client.get(format!("{}{path}", self.http_url()));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -170,6 +188,21 @@ impl Cluster {
         let resp = req.send().expect("HTTP request");
         let status = resp.status().as_u16();
         (status, resp.text().expect("HTTP body"))
+    }
+
+    /// An HTTP client that follows no redirects and, with TLS on, trusts the CA.
+    pub fn http_client(&self) -> reqwest::blocking::Client {
+        let mut builder = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = self.ca_file() {
+            let pem = std::fs::read(ca).expect("the CA file");
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA"));
+        }
+        builder.build().expect("HTTP client")
+    }
+
+    /// With TLS on: the CA's fingerprint, as clients pin it.
+    pub fn ca_fingerprint(&self) -> Option<String> {
+        corral_proto::tls::pem_fingerprint(&std::fs::read(self.ca_file()?).ok()?)
     }
 
     /// Where the coordinator wrote its first admin token.
@@ -189,9 +222,10 @@ impl Cluster {
         self.json(&args)["token"].as_str().expect("a token secret").to_string()
     }
 
-    /// A gRPC channel to the coordinator.
+    /// A gRPC channel to the coordinator (over TLS, trusting its CA, if it serves TLS).
     pub async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Endpoint::from_shared(self.url.clone()).expect("url").connect().await.expect("connect")
+        let tls = corral_proto::tls::ClientTls { ca_cert: self.ca_file(), ca_fingerprint: None };
+        corral_proto::tls::endpoint(&self.url, &tls, |e| e).expect("endpoint").connect().await.expect("connect")
     }
 
     /// GETs a JSON path of the dashboard's API, asserting success.
@@ -224,18 +258,21 @@ impl Cluster {
     /// Starts an agent in a container of [`DOCKER_IMAGE`] that joins `pool` by
     /// itself (a static node), named and with the hostname `name`.
     pub fn docker_agent(&self, pool: &str, slots: u32, name: &str) {
-        let url = format!("http://host.docker.internal:{}", self.port);
+        let url = format!("{}://host.docker.internal:{}", self.scheme(), self.port);
         let label = format!("corral.coordinator={}", self.instance());
         let slots = slots.to_string();
         // A token bound to the pool, as an operator would hand out, passed by
         // environment (`-e NAME` copies it from docker's own), not on a command line.
         let token = self.token(&format!("agent-{name}"), "agent", &["--pool", pool]);
+        let pin = self.ca_fingerprint().unwrap_or_default();
         let args = [
             "run",
             "-d",
             "--init",
             "-e",
             "CORRAL_TOKEN",
+            "-e",
+            "CORRAL_CA_FINGERPRINT",
             "--name",
             name,
             "--hostname",
@@ -254,7 +291,12 @@ impl Cluster {
             "--kill-grace",
             "1s",
         ];
-        let out = Command::new("docker").args(args).env("CORRAL_TOKEN", token).stdin(Stdio::null()).output();
+        let out = Command::new("docker")
+            .args(args)
+            .env("CORRAL_TOKEN", token)
+            .env("CORRAL_CA_FINGERPRINT", pin)
+            .stdin(Stdio::null())
+            .output();
         let out = out.expect("run docker");
         assert!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -292,7 +334,11 @@ impl Cluster {
         let n = self.agents.len();
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{n}.log"))).expect("agent log");
         // Static agents join with the admin token unless the test gives another.
-        let child = Command::new(bin("corral-agent"))
+        let mut cmd = Command::new(bin("corral-agent"));
+        if let Some(ca) = self.ca_file() {
+            cmd.env("CORRAL_CA_CERT", ca);
+        }
+        let child = cmd
             .env_remove("CORRAL_TOKEN")
             .env("CORRAL_TOKEN_FILE", self.admin_token_file())
             .envs(env.iter().copied())
@@ -316,7 +362,11 @@ impl Cluster {
     /// Runs the CLI presenting `token` (none: no token at all).
     pub fn corral_as(&self, token: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = Command::new(bin("corral"));
-        cmd.env_remove("CORRAL_TOKEN").env_remove("CORRAL_TOKEN_FILE");
+        cmd.env_remove("CORRAL_TOKEN").env_remove("CORRAL_TOKEN_FILE").env_remove("CORRAL_CA_FINGERPRINT");
+        match self.ca_file() {
+            Some(ca) => cmd.env("CORRAL_CA_CERT", ca),
+            None => cmd.env_remove("CORRAL_CA_CERT"),
+        };
         if let Some(token) = token {
             cmd.env("CORRAL_TOKEN", token);
         }

@@ -44,7 +44,9 @@ fn docker_pool(c: &Cluster, name: &str, extra: &[&str]) -> Value {
 #[test]
 fn an_autoscaled_docker_pool_grows_with_a_burst_and_shrinks_back_to_zero() {
     let _turn = turn();
-    let c = Cluster::start_docker(&[], &[]);
+    // Over TLS: the containers' agents pin the coordinator's CA and join with the
+    // pool's own token, both given in their environment.
+    let c = Cluster::start_docker(&["--tls", "auto"], &[]);
     let pool = docker_pool(
         &c,
         "burst",
@@ -141,8 +143,9 @@ fn late_results_from_a_reconnected_container_are_ignored() {
     let _turn = turn();
     // The agent runs in a container the test starts itself (a static node), so the
     // coordinator cannot remove it: it comes back with the result of a task that
-    // has run again elsewhere meanwhile.
-    let mut c = Cluster::start_docker(&[], &[]);
+    // has run again elsewhere meanwhile. It joins over TLS with a token bound to its
+    // pool, as an operator would start one.
+    let mut c = Cluster::start_docker(&["--tls", "auto"], &[]);
     c.json(&["pool", "create", "mixed", "--slots-per-node", "1"]);
     let name = format!("corral-test-{}-cutoff", c.instance());
     c.docker_agent("mixed", 1, &name);

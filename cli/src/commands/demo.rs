@@ -122,7 +122,7 @@ impl DemoArgs {
     }
 
     async fn run_with(&self, url: &str, token: &str) -> anyhow::Result<Exit> {
-        let mut client = client::connect(url, Some(token)).await?;
+        let mut client = client::connect(url, Some(token), &Default::default()).await?;
         let pool = "demo";
         ensure_local_pool(&mut client, pool, self.nodes, self.slots_per_node).await?;
         wait_for_nodes(&mut client, pool, self.nodes as usize).await?;
@@ -187,8 +187,12 @@ impl DemoArgs {
             output: out.clone(),
             no_wait: false,
         };
-        let ctx =
-            super::Context { coordinator: url.into(), format: crate::output::Format::Table, token: Some(token.into()) };
+        let ctx = super::Context {
+            coordinator: url.into(),
+            format: crate::output::Format::Table,
+            token: Some(token.into()),
+            tls: Default::default(),
+        };
         if let Exit::Failed = args.run(&ctx, client).await? {
             return Ok(Exit::Failed);
         }

@@ -34,7 +34,7 @@ pub enum FileCommand {
 
 /// A client of the object service on the coordinator.
 pub async fn connect(ctx: &Context) -> anyhow::Result<Client> {
-    let channel = crate::client::channel(&ctx.coordinator).await?;
+    let channel = crate::client::channel(&ctx.coordinator, &ctx.tls).await?;
     Ok(objects::client(channel, crate::client::bearer(ctx.token.as_deref())?))
 }
 

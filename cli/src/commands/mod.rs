@@ -21,11 +21,13 @@ pub struct Context {
     pub format: Format,
     /// The token every call presents (see `corral_proto::credentials::load`).
     pub token: Option<String>,
+    /// How `https://` coordinators are trusted.
+    pub tls: corral_proto::tls::ClientTls,
 }
 
 impl Context {
     pub async fn client(&self) -> anyhow::Result<Client> {
-        client::connect(&self.coordinator, self.token.as_deref()).await
+        client::connect(&self.coordinator, self.token.as_deref(), &self.tls).await
     }
 
     pub fn json(&self) -> bool {

@@ -98,7 +98,7 @@ impl UpArgs {
         let coordinator = start_coordinator(self.listen, http, &self.data_dir).await?;
         let url = format!("http://{}", coordinator.addr());
         let token = admin_token(&self.data_dir)?;
-        let mut client = client::connect(&url, Some(&token)).await?;
+        let mut client = client::connect(&url, Some(&token), &Default::default()).await?;
         let slots = self.slots_per_node.unwrap_or_else(|| (cpus() / self.nodes.max(1)).max(1));
         ensure_local_pool(&mut client, &self.pool, self.nodes, slots).await?;
         println!("Corral is up at {url}, data in {}", self.data_dir.display());

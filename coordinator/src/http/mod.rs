@@ -55,13 +55,33 @@ async fn metrics(axum::extract::State(shared): axum::extract::State<Arc<Shared>>
     }
 }
 
-/// Serves until `stop` turns true.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Serves (over TLS if `tls` is given) until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
     let app = router(shared);
+    let mut until = stop.clone();
     let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
+        let _ = until.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    let served = match tls {
+        Some(tls) => {
+            let local = match listener.local_addr() {
+                Ok(addr) => addr,
+                Err(e) => {
+                    tracing::error!(error = %e, "the HTTP server cannot start");
+                    return;
+                }
+            };
+            let conns = crate::tls::incoming(listener, tls, stop);
+            axum::serve(crate::tls::TlsListener { conns, local }, app).with_graceful_shutdown(shutdown).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "the HTTP server stopped");
     }
 }

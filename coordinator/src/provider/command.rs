@@ -20,6 +20,8 @@ pub struct Commands {
     dir: PathBuf,
     /// Where the pools' agent tokens are kept.
     data_dir: PathBuf,
+    /// With TLS on: what the agents pin.
+    tls_fingerprint: Option<String>,
     events: mpsc::UnboundedSender<Event>,
     /// Add commands still running, by node.
     adding: HashMap<NodeId, JoinHandle<()>>,
@@ -33,8 +35,14 @@ enum Run {
 }
 
 impl Commands {
-    pub fn new(coordinator_url: String, dir: PathBuf, data_dir: PathBuf, events: mpsc::UnboundedSender<Event>) -> Self {
-        Commands { coordinator_url, dir, data_dir, events, adding: HashMap::new() }
+    pub fn new(
+        coordinator_url: String,
+        dir: PathBuf,
+        data_dir: PathBuf,
+        tls_fingerprint: Option<String>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        Commands { coordinator_url, dir, data_dir, tls_fingerprint, events, adding: HashMap::new() }
     }
 
     pub fn add(&mut self, node: NodeId, pool: PoolName, slots: u32, commands: ProviderCommands) {
@@ -96,6 +104,10 @@ impl Commands {
             // Its own group, so that a timeout kills what it started too.
             .process_group(0)
             .kill_on_drop(true);
+        match &self.tls_fingerprint {
+            Some(pin) => cmd.env("CORRAL_CA_FINGERPRINT", pin),
+            None => cmd.env_remove("CORRAL_CA_FINGERPRINT"),
+        };
         match run {
             Run::Add { slots } => cmd.env("CORRAL_SLOTS", slots.to_string()),
             Run::Remove { pid } => cmd.env("CORRAL_NODE_PIDS", pid.to_string()),

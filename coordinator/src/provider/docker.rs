@@ -45,6 +45,8 @@ pub struct Containers {
     instance: String,
     /// Where the pools' agent tokens are kept.
     data_dir: std::path::PathBuf,
+    /// With TLS on: what the agents pin.
+    tls_fingerprint: Option<String>,
     events: mpsc::UnboundedSender<Event>,
     /// Connected on first use, so a coordinator without Docker runs fine until a
     /// docker pool needs it.
@@ -62,12 +64,14 @@ impl Containers {
         listen: SocketAddr,
         instance: String,
         data_dir: std::path::PathBuf,
+        tls_fingerprint: Option<String>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Self {
         Containers {
             listen,
             instance,
             data_dir,
+            tls_fingerprint,
             events,
             engine: Arc::new(OnceCell::new()),
             launching: HashMap::new(),
@@ -81,9 +85,12 @@ impl Containers {
         let engine = self.engine.clone();
         let events = self.events.clone();
         let name = container_name(&self.instance, &node);
-        let plan = agent_url(&spec, self.listen).and_then(|(url, via_gateway)| {
-            let token = super::pool_token(&self.data_dir, &pool)?;
-            Ok(container_body(&spec, &self.instance, &pool, &node, slots, &url, via_gateway, &token))
+        let plan = agent_url(&spec, self.listen, self.tls_fingerprint.is_some()).and_then(|(url, via_gateway)| {
+            let mut env = vec![format!("CORRAL_TOKEN={}", super::pool_token(&self.data_dir, &pool)?)];
+            if let Some(pin) = &self.tls_fingerprint {
+                env.push(format!("CORRAL_CA_FINGERPRINT={pin}"));
+            }
+            Ok(container_body(&spec, &self.instance, &pool, &node, slots, &url, via_gateway, env))
         });
         let launched = node.clone();
         let launch = tokio::spawn(async move {
@@ -197,7 +204,8 @@ pub fn container_name(instance: &str, node: &NodeId) -> String {
 
 /// The URL the agent in a container dials, and whether it goes through the Docker
 /// host's gateway (`host.docker.internal`).
-fn agent_url(spec: &DockerSpec, listen: SocketAddr) -> Result<(String, bool), String> {
+fn agent_url(spec: &DockerSpec, listen: SocketAddr, tls: bool) -> Result<(String, bool), String> {
+    let scheme = if tls { "https" } else { "http" };
     if let Some(url) = &spec.coordinator_url {
         return Ok((url.clone(), false));
     }
@@ -211,9 +219,9 @@ fn agent_url(spec: &DockerSpec, listen: SocketAddr) -> Result<(String, bool), St
         ));
     }
     if ip.is_unspecified() {
-        Ok((format!("http://host.docker.internal:{}", listen.port()), true))
+        Ok((format!("{scheme}://host.docker.internal:{}", listen.port()), true))
     } else {
-        Ok((format!("http://{listen}"), false))
+        Ok((format!("{scheme}://{listen}"), false))
     }
 }
 
@@ -227,7 +235,7 @@ fn container_body(
     slots: u32,
     url: &str,
     via_gateway: bool,
-    token: &str,
+    env: Vec<String>,
 ) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_POOL.to_string(), pool.to_string()),
@@ -249,8 +257,9 @@ fn container_body(
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint: Some(vec!["corral-agent".to_string()]),
-        // The pool's agent token reaches the agent in its environment, not its argv.
-        env: Some(vec![format!("CORRAL_TOKEN={token}")]),
+        // The pool's agent token (and the CA pin) reach the agent in its
+        // environment, not its argv.
+        env: Some(env),
         cmd: Some(args.iter().map(|a| a.to_string()).collect()),
         hostname: Some(node.to_string()),
         labels: Some(labels),
@@ -367,15 +376,15 @@ mod tests {
 
     #[test]
     fn containers_reach_a_wildcard_listener_through_the_host_gateway() {
-        let (url, gateway) = agent_url(&spec(), "0.0.0.0:7070".parse().unwrap()).unwrap();
+        let (url, gateway) = agent_url(&spec(), "0.0.0.0:7070".parse().unwrap(), false).unwrap();
         assert_eq!((url.as_str(), gateway), ("http://host.docker.internal:7070", true));
-        let (url, gateway) = agent_url(&spec(), "10.0.0.5:7070".parse().unwrap()).unwrap();
-        assert_eq!((url.as_str(), gateway), ("http://10.0.0.5:7070", false));
+        let (url, gateway) = agent_url(&spec(), "10.0.0.5:7070".parse().unwrap(), true).unwrap();
+        assert_eq!((url.as_str(), gateway), ("https://10.0.0.5:7070", false));
     }
 
     #[test]
     fn a_loopback_listener_is_refused_with_what_to_do() {
-        let error = agent_url(&spec(), "127.0.0.1:7070".parse().unwrap()).unwrap_err();
+        let error = agent_url(&spec(), "127.0.0.1:7070".parse().unwrap(), false).unwrap_err();
         assert!(error.contains("--listen 0.0.0.0:7070"), "{error}");
         assert!(error.contains("--coordinator-url"), "{error}");
     }
@@ -383,15 +392,26 @@ mod tests {
     #[test]
     fn a_given_url_wins() {
         let spec = DockerSpec { coordinator_url: Some("http://coord:7070".into()), ..spec() };
-        assert_eq!(agent_url(&spec, "127.0.0.1:7070".parse().unwrap()).unwrap(), ("http://coord:7070".into(), false));
+        assert_eq!(
+            agent_url(&spec, "127.0.0.1:7070".parse().unwrap(), false).unwrap(),
+            ("http://coord:7070".into(), false)
+        );
     }
 
     #[test]
     fn the_container_carries_labels_limits_and_the_agent_arguments() {
         let node = NodeId::from_seq(7);
         let pool = PoolName::parse("pool", "gpu").unwrap();
-        let body =
-            container_body(&spec(), "abcd1234", &pool, &node, 4, "http://host.docker.internal:1", true, "id.secret");
+        let body = container_body(
+            &spec(),
+            "abcd1234",
+            &pool,
+            &node,
+            4,
+            "http://host.docker.internal:1",
+            true,
+            vec!["CORRAL_TOKEN=id.secret".into()],
+        );
         let labels = body.labels.unwrap();
         assert_eq!(labels[LABEL_POOL], "gpu");
         assert_eq!(labels[LABEL_NODE], node.to_string());

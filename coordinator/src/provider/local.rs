@@ -21,6 +21,8 @@ pub struct LocalAgents {
     dir: PathBuf,
     /// Where the pools' agent tokens are kept.
     data_dir: PathBuf,
+    /// With TLS on: what the agents pin.
+    tls_fingerprint: Option<String>,
     events: mpsc::UnboundedSender<Event>,
     /// Told the node of each agent that exits.
     exited: mpsc::UnboundedSender<NodeId>,
@@ -34,10 +36,20 @@ impl LocalAgents {
         coordinator_url: String,
         dir: PathBuf,
         data_dir: PathBuf,
+        tls_fingerprint: Option<String>,
         events: mpsc::UnboundedSender<Event>,
         exited: mpsc::UnboundedSender<NodeId>,
     ) -> Self {
-        LocalAgents { agent_command, coordinator_url, dir, data_dir, events, exited, children: HashMap::new() }
+        LocalAgents {
+            agent_command,
+            coordinator_url,
+            dir,
+            data_dir,
+            tls_fingerprint,
+            events,
+            exited,
+            children: HashMap::new(),
+        }
     }
 
     pub fn launch(&mut self, node: NodeId, pool: PoolName, slots: u32) {
@@ -73,12 +85,17 @@ impl LocalAgents {
             // and never this coordinator's own credentials.
             .env_remove("CORRAL_TOKEN")
             .env("CORRAL_TOKEN_FILE", crate::auth::bootstrap::pool_token_path(&self.data_dir, &pool))
+            .env_remove("CORRAL_CA_CERT")
+            .env_remove("CORRAL_CA_FINGERPRINT")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(stderr)
             // The agent outlives a coordinator that is killed: it keeps its tasks
             // and reconnects to the next one.
             .kill_on_drop(false);
+        if let Some(pin) = &self.tls_fingerprint {
+            cmd.env("CORRAL_CA_FINGERPRINT", pin);
+        }
         match cmd.spawn() {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);

@@ -37,6 +37,8 @@ pub struct ProviderConfig {
     /// The data dir, where each provider pool's agent token is kept
     /// ([`crate::auth::bootstrap::pool_token_path`]).
     pub data_dir: PathBuf,
+    /// With TLS on: the fingerprint the agents it starts pin (`CORRAL_CA_FINGERPRINT`).
+    pub tls_fingerprint: Option<String>,
 }
 
 /// The agent token of a provider pool, as its file holds it.
@@ -55,19 +57,31 @@ pub async fn run(
     events: mpsc::UnboundedSender<Event>,
     mut orders: mpsc::UnboundedReceiver<ProviderOp>,
 ) {
-    let url = local_url(config.listen);
+    let url = local_url(config.listen, config.tls_fingerprint.is_some());
     let (exited_tx, mut exited) = mpsc::unbounded_channel();
     let mut local = local::LocalAgents::new(
         config.agent_command.clone(),
         url.clone(),
         config.dir.clone(),
         config.data_dir.clone(),
+        config.tls_fingerprint.clone(),
         events.clone(),
         exited_tx,
     );
-    let mut commands = command::Commands::new(url, config.dir.clone(), config.data_dir.clone(), events.clone());
-    let mut docker =
-        docker::Containers::new(config.listen, config.instance.clone(), config.data_dir.clone(), events.clone());
+    let mut commands = command::Commands::new(
+        url,
+        config.dir.clone(),
+        config.data_dir.clone(),
+        config.tls_fingerprint.clone(),
+        events.clone(),
+    );
+    let mut docker = docker::Containers::new(
+        config.listen,
+        config.instance.clone(),
+        config.data_dir.clone(),
+        config.tls_fingerprint.clone(),
+        events.clone(),
+    );
     loop {
         tokio::select! {
             op = orders.recv() => match op {
@@ -95,7 +109,7 @@ pub async fn run(
 
 /// The URL agents on this host use: a coordinator listening on every address is
 /// reached on loopback.
-fn local_url(listen: SocketAddr) -> String {
+fn local_url(listen: SocketAddr, tls: bool) -> String {
     let mut addr = listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
@@ -103,7 +117,8 @@ fn local_url(listen: SocketAddr) -> String {
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    format!("http://{addr}")
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }
 
 /// The last line or so of a command's or container's output, for an error message.
@@ -131,9 +146,9 @@ mod tests {
 
     #[test]
     fn agents_on_this_host_reach_a_wildcard_listener_on_loopback() {
-        assert_eq!(local_url("0.0.0.0:7070".parse().unwrap()), "http://127.0.0.1:7070");
-        assert_eq!(local_url("[::]:7070".parse().unwrap()), "http://[::1]:7070");
-        assert_eq!(local_url("10.1.2.3:7070".parse().unwrap()), "http://10.1.2.3:7070");
+        assert_eq!(local_url("0.0.0.0:7070".parse().unwrap(), false), "http://127.0.0.1:7070");
+        assert_eq!(local_url("[::]:7070".parse().unwrap(), false), "http://[::1]:7070");
+        assert_eq!(local_url("10.1.2.3:7070".parse().unwrap(), true), "https://10.1.2.3:7070");
     }
 
     #[test]

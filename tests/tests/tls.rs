@@ -1,0 +1,156 @@
+//! TLS on both ports: `--tls auto` with the CLI, static and local agents and the
+//! dashboard; a CA that is not the coordinator's refused; plaintext to a TLS port
+//! and TLS to a plaintext port refused with messages that say what to do; and no
+//! listening beyond loopback in the clear unless asked.
+
+use std::process::Command;
+use std::time::Duration;
+
+use corral_tests::{bin, Cluster};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_tls_coordinator_runs_jobs_for_the_cli_static_and_local_agents_and_the_dashboard() {
+    let mut c = Cluster::start(&["--tls", "auto", "--agent-bin", bin("corral-agent").to_str().unwrap()]);
+    assert!(c.url.starts_with("https://"), "{}", c.url);
+    // A static agent trusting the CA file, a local pool whose agents the
+    // coordinator starts with the CA pinned.
+    c.static_pool("cpu", 1, 2);
+    c.json(&["pool", "create", "loc", "--provider", "local", "--nodes", "1", "--slots-per-node", "2"]);
+    c.wait_nodes("loc", "idle", 1);
+    for pool in ["cpu", "loc"] {
+        let job =
+            c.submit(&["--pool", pool, "--array", "1-20"], &["sh", "-c", "echo task $CORRAL_TASK_INDEX over TLS"]);
+        assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+        c.assert_each_succeeded_once(job);
+        assert_eq!(c.logs(job, 7, false), "task 7 over TLS\n");
+    }
+    // Pinning the fingerprint works as well as the CA file.
+    let pin = c.ca_fingerprint().unwrap();
+    let out = Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
+        .env_remove("CORRAL_CA_CERT")
+        .args(["--coordinator", &c.url, "--ca-fingerprint", &pin, "-o", "json", "pool", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The coordinator said the fingerprint in its log.
+    assert!(c.coordinator_log().contains(&pin), "the log names the fingerprint");
+    // The dashboard is served over TLS too, with a Secure cookie.
+    assert!(c.http_url().starts_with("https://"));
+    assert_eq!(c.http_get("/api/pools").0, 200);
+    let reader = c.token("reader", "read", &[]);
+    let resp =
+        c.http_client().post(format!("{}/login", c.http_url())).form(&[("token", reader.as_str())]).send().unwrap();
+    assert!(resp.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
+    // The CA stays across restarts, so pins stay true.
+    c.restart_coordinator();
+    assert_eq!(c.ca_fingerprint().unwrap(), pin);
+    c.wait_nodes("cpu", "idle", 1);
+}
+
+#[test]
+fn a_ca_that_is_not_the_coordinators_is_refused() {
+    let c = Cluster::start(&["--tls", "auto"]);
+    let other = Cluster::start(&["--tls", "auto"]);
+    let out = Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
+        .env("CORRAL_CA_CERT", other.ca_file().unwrap())
+        .args(["--coordinator", &c.url, "pool", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the coordinator's certificate is not trusted"), "{err}");
+    let out = Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
+        .env_remove("CORRAL_CA_CERT")
+        .args(["--coordinator", &c.url, "--ca-fingerprint", &other.ca_fingerprint().unwrap(), "pool", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not trusted"));
+    // An agent with the wrong CA never joins: it stops and says why.
+    let out = Command::new(bin("corral-agent"))
+        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
+        .env("CORRAL_CA_CERT", other.ca_file().unwrap())
+        .args(["--coordinator", &c.url, "--pool", "cpu", "--work-dir"])
+        .arg(c.dir.path().join("w"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the coordinator's certificate is not trusted"), "{err}");
+    assert!(c.json(&["node", "list"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn plaintext_to_a_tls_port_and_tls_to_a_plaintext_port_are_refused_clearly() {
+    let tls = Cluster::start(&["--tls", "auto"]);
+    let plain = Cluster::start(&[]);
+    let http_to_tls = tls.url.replacen("https://", "http://", 1);
+    let out = Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", tls.admin_token_file())
+        .args(["--coordinator", &http_to_tls, "pool", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("this port serves TLS: use https://"), "{err}");
+    // A browser or curl gets the same words.
+    let dashboard = tls.http_url().replacen("https://", "http://", 1);
+    let body = reqwest::blocking::get(format!("{dashboard}/healthz")).unwrap().text().unwrap();
+    assert!(body.contains("this port serves TLS"), "{body}");
+
+    let https_to_plain = plain.url.replacen("http://", "https://", 1);
+    let out = Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", plain.admin_token_file())
+        .env("CORRAL_CA_CERT", tls.ca_file().unwrap())
+        .args(["--coordinator", &https_to_plain, "pool", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is it serving TLS there? An http:// coordinator cannot be reached with https://"), "{err}");
+    // An agent pointed at a TLS port with http:// stops and says why, instead of retrying forever.
+    let out = Command::new(bin("corral-agent"))
+        .env("CORRAL_TOKEN_FILE", tls.admin_token_file())
+        .args(["--coordinator", &http_to_tls, "--pool", "cpu", "--work-dir"])
+        .arg(tls.dir.path().join("w"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this port serves TLS"));
+}
+
+#[test]
+fn listening_beyond_loopback_needs_tls_or_a_plain_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("corral-coordinator"))
+        .args(["--listen", "0.0.0.0:0", "--http", "off", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 without TLS") && err.contains("--tls auto"), "{err}");
+    assert!(!dir.path().join("admin.token").exists(), "nothing was set up");
+    let out = Command::new(bin("corral-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--http", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));
+    // With the plain word it starts.
+    let mut child = Command::new(bin("corral-coordinator"))
+        .args(["--listen", "0.0.0.0:0", "--http", "off", "--allow-plaintext", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    corral_tests::wait_until(Duration::from_secs(20), "it to listen", || dir.path().join("coordinator.addr").is_file());
+    let _ = child.kill();
+    let _ = child.wait();
+}
