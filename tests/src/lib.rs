@@ -354,6 +354,25 @@ impl Cluster {
         pid
     }
 
+    /// Runs an agent for `pool` at `url` that is expected to be refused and exit,
+    /// with only the credentials in `env` (no token or CA settings of the test's
+    /// own); returns what it printed on stderr.
+    pub fn agent_refused(&self, url: &str, pool: &str, env: &[(&str, &str)]) -> String {
+        let out = Command::new(bin("corral-agent"))
+            .env_remove("CORRAL_TOKEN")
+            .env_remove("CORRAL_TOKEN_FILE")
+            .env_remove("CORRAL_CA_CERT")
+            .env_remove("CORRAL_CA_FINGERPRINT")
+            .envs(env.iter().copied())
+            .args(["--coordinator", url, "--pool", pool, "--work-dir"])
+            .arg(self.dir.path().join("refused-agent"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run corral-agent");
+        assert!(!out.status.success(), "the agent should have been refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Runs the CLI against this cluster, as the admin.
     pub fn corral(&self, args: &[&str]) -> Output {
         self.corral_as(Some(&self.admin_token()), args)

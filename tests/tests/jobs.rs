@@ -185,26 +185,13 @@ fn bad_input_is_refused_with_the_field_and_changes_nothing() {
     assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1);
 
     // An agent without a token is refused, says where to find one, and exits.
-    let out = std::process::Command::new(corral_tests::bin("corral-agent"))
-        .env_remove("CORRAL_TOKEN")
-        .env_remove("CORRAL_TOKEN_FILE")
-        .args(["--coordinator", &c.url, "--pool", "cpu", "--work-dir"])
-        .arg(c.dir.path().join("w"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = c.agent_refused(&c.url, "cpu", &[]);
     assert!(err.contains("no token: pass --token-file or set CORRAL_TOKEN"), "{err}");
 
     // An agent for a pool that does not exist is refused and exits.
-    let out = std::process::Command::new(corral_tests::bin("corral-agent"))
-        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
-        .args(["--coordinator", &c.url, "--pool", "nope", "--work-dir"])
-        .arg(c.dir.path().join("w"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pool 'nope' does not exist"));
+    let admin = c.admin_token_file();
+    let err = c.agent_refused(&c.url, "nope", &[("CORRAL_TOKEN_FILE", admin.to_str().unwrap())]);
+    assert!(err.contains("pool 'nope' does not exist"), "{err}");
     let out = std::process::Command::new(corral_tests::bin("corral-agent"))
         .args(["--coordinator", &c.url, "--pool", "cpu", "--slots", "0"])
         .output()

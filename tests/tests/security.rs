@@ -322,15 +322,7 @@ fn agents_cannot_pass_for_one_another() {
 
     // A token bound to gpu cannot join cpu.
     let gpu_only = c.token("gpu-agents", "agent", &["--pool", "gpu"]);
-    let out = Command::new(bin("corral-agent"))
-        .env_remove("CORRAL_TOKEN_FILE")
-        .env("CORRAL_TOKEN", &gpu_only)
-        .args(["--coordinator", &c.url, "--pool", "cpu", "--work-dir"])
-        .arg(c.dir.path().join("w"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = c.agent_refused(&c.url, "cpu", &[("CORRAL_TOKEN", &gpu_only)]);
     assert!(err.contains("token 'gpu-agents' is bound to pool 'gpu' and cannot join pool 'cpu'"), "{err}");
 
     // The real node runs a long task.

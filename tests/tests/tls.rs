@@ -72,15 +72,9 @@ fn a_ca_that_is_not_the_coordinators_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not trusted"));
     // An agent with the wrong CA never joins: it stops and says why.
-    let out = Command::new(bin("corral-agent"))
-        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
-        .env("CORRAL_CA_CERT", other.ca_file().unwrap())
-        .args(["--coordinator", &c.url, "--pool", "cpu", "--work-dir"])
-        .arg(c.dir.path().join("w"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (admin, ca) = (c.admin_token_file(), other.ca_file().unwrap());
+    let env = [("CORRAL_TOKEN_FILE", admin.to_str().unwrap()), ("CORRAL_CA_CERT", ca.to_str().unwrap())];
+    let err = c.agent_refused(&c.url, "cpu", &env);
     assert!(err.contains("the coordinator's certificate is not trusted"), "{err}");
     assert!(c.json(&["node", "list"]).as_array().unwrap().is_empty());
 }
@@ -114,14 +108,9 @@ fn plaintext_to_a_tls_port_and_tls_to_a_plaintext_port_are_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is it serving TLS there? An http:// coordinator cannot be reached with https://"), "{err}");
     // An agent pointed at a TLS port with http:// stops and says why, instead of retrying forever.
-    let out = Command::new(bin("corral-agent"))
-        .env("CORRAL_TOKEN_FILE", tls.admin_token_file())
-        .args(["--coordinator", &http_to_tls, "--pool", "cpu", "--work-dir"])
-        .arg(tls.dir.path().join("w"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("this port serves TLS"));
+    let admin = tls.admin_token_file();
+    let err = tls.agent_refused(&http_to_tls, "cpu", &[("CORRAL_TOKEN_FILE", admin.to_str().unwrap())]);
+    assert!(err.contains("this port serves TLS"), "{err}");
 }
 
 #[test]
