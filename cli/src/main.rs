@@ -55,6 +55,8 @@ enum Command {
     /// Create, list and revoke tokens (admin).
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// Print the key that signs job callbacks (admin).
+    NotifySecret(commands::notify::NotifySecretArgs),
     /// Print what happens (pool, node, job, task changes), resumable by event id.
     Events(commands::events::EventsArgs),
     /// Put, get and list objects in the store that task inputs and outputs use.
@@ -121,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::File(cmd) => cmd.run(&ctx).await,
         Command::Events(args) => args.run(&ctx).await,
         Command::Token(cmd) => cmd.run(&ctx).await,
+        Command::NotifySecret(args) => args.run(&ctx).await,
         Command::Demo(args) => args.run().await,
         Command::Up(args) => args.run(&ctx).await,
         Command::Agent(args) => {

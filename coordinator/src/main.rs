@@ -78,6 +78,11 @@ struct Args {
     /// in the clear): only on a network you trust.
     #[arg(long, env = "CORRAL_ALLOW_PLAINTEXT")]
     allow_plaintext: bool,
+    /// Post job callbacks (--notify) to loopback, link-local and private addresses
+    /// too; without it they are refused, so that a job cannot make the coordinator
+    /// call into its own network.
+    #[arg(long, env = "CORRAL_NOTIFY_ALLOW_PRIVATE")]
+    notify_allow_private: bool,
     /// Revoke the first admin token ("admin") and write a new one to
     /// DATA_DIR/admin.token, for when the old one leaked or was lost.
     #[arg(long)]
@@ -140,6 +145,7 @@ fn main() -> anyhow::Result<()> {
     };
     config.tls_names = args.tls_san.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
     config.allow_plaintext = args.allow_plaintext;
+    config.notify_allow_private = args.notify_allow_private;
     config.http = args.http.0;
     config.notify_backoff = args.notify_backoff.max(Duration::from_millis(10));
     if let Some(bin) = args.agent_bin {

@@ -6,7 +6,16 @@
 //! more. A coordinator that stops mid-way posts again after its restart, so an
 //! endpoint may, rarely, receive the same summary twice: the `Corral-Job` header and
 //! the `job` field let it tell.
+//!
+//! Each post carries `Corral-Signature: sha256=HEX`, the HMAC-SHA256 of the body
+//! under the secret in `DATA_DIR/notify.secret` (the file's text is the key), so a
+//! receiver can check that it came from this coordinator. URLs whose host resolves
+//! to a loopback, link-local or private address are refused (at submission and
+//! again at each post, which then connects to the address it checked) unless the
+//! coordinator runs with `--notify-allow-private`: a job's owner must not be able
+//! to make the coordinator call into its own network.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -20,27 +29,101 @@ const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait between posts.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// Delivers every notification it is given until `stop`; `backoff` is the wait
-/// after the first failed post, doubling with each failure.
+/// How callbacks are posted.
+#[derive(Clone)]
+pub struct Settings {
+    /// The wait after the first failed post; it doubles with each failure.
+    pub backoff: Duration,
+    /// The HMAC key of `Corral-Signature`.
+    pub secret: String,
+    /// Post to loopback, link-local and private addresses too.
+    pub allow_private: bool,
+}
+
+/// Why an address is no place for a callback, if it is not.
+pub fn internal(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("a loopback address")
+            } else if v4.is_link_local() {
+                Some("a link-local address")
+            } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
+                Some("a private address")
+            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || a == 0 {
+                Some("not a host's address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return internal(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("a loopback address")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("a link-local address")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("a private address")
+            } else if v6.is_unspecified() || v6.is_multicast() {
+                Some("not a host's address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The addresses `url`'s host resolves to, refused if any is internal (unless
+/// allowed).
+pub async fn resolve(url: &str, allow_private: bool) -> Result<(String, Vec<SocketAddr>), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("'{url}' is not a URL: {e}"))?;
+    let host = parsed.host_str().ok_or_else(|| format!("'{url}' has no host"))?.to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let lookup = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((bare.as_str(), port)));
+    let addrs: Vec<SocketAddr> = match lookup.await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(e)) => return Err(format!("cannot resolve '{host}': {e}")),
+        Err(_) => return Err(format!("resolving '{host}' took more than 5s")),
+    };
+    if addrs.is_empty() {
+        return Err(format!("'{host}' resolves to no address"));
+    }
+    if !allow_private {
+        if let Some((addr, why)) = addrs.iter().find_map(|a| internal(a.ip()).map(|why| (a, why))) {
+            return Err(format!(
+                "'{host}' resolves to {}, {why}: callbacks to loopback, link-local and private addresses are refused unless the coordinator runs with --notify-allow-private",
+                addr.ip()
+            ));
+        }
+    }
+    Ok((bare, addrs))
+}
+
+/// `sha256=HEX` of the HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, body);
+    format!("sha256={}", crate::auth::secret::hex(tag.as_ref()))
+}
+
+/// Delivers every notification it is given until `stop`.
 pub async fn run(
     mut orders: mpsc::UnboundedReceiver<Notification>,
     results: mpsc::UnboundedSender<Event>,
-    backoff: Duration,
+    settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot make an HTTP client: job callbacks will not be posted");
-            return;
-        }
-    };
     let mut deliveries = JoinSet::new();
     loop {
         tokio::select! {
             order = orders.recv() => match order {
                 Some(order) => {
-                    deliveries.spawn(deliver(client.clone(), order, results.clone(), backoff));
+                    deliveries.spawn(deliver(settings.clone(), order, results.clone()));
                 }
                 None => break,
             },
@@ -53,15 +136,10 @@ pub async fn run(
 }
 
 /// Posts until accepted, reporting each result to the core.
-async fn deliver(
-    client: reqwest::Client,
-    order: Notification,
-    results: mpsc::UnboundedSender<Event>,
-    backoff: Duration,
-) {
-    let mut wait = backoff;
+async fn deliver(settings: Settings, order: Notification, results: mpsc::UnboundedSender<Event>) {
+    let mut wait = settings.backoff;
     loop {
-        let outcome = post(&client, &order).await;
+        let outcome = post(&settings, &order).await;
         let accepted = outcome.is_ok();
         if let Err(why) = &outcome {
             tracing::warn!(job_id = %order.job, url = %order.url, error = %why, "job callback failed; retrying in {wait:?}");
@@ -81,12 +159,22 @@ async fn deliver(
     }
 }
 
-/// One post: `Ok` for a 2xx answer, else why not.
-async fn post(client: &reqwest::Client, order: &Notification) -> Result<(), String> {
+/// One post: `Ok` for a 2xx answer, else why not. The host is resolved and checked
+/// here, and the connection goes to the addresses checked (no second lookup that a
+/// rebinding DNS could answer differently).
+async fn post(settings: &Settings, order: &Notification) -> Result<(), String> {
+    let (host, addrs) = resolve(&order.url, settings.allow_private).await?;
+    let client = reqwest::Client::builder()
+        .timeout(POST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve_to_addrs(&host, &addrs)
+        .build()
+        .map_err(|e| describe(&e))?;
     let response = client
         .post(&order.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("Corral-Job", order.job.to_string())
+        .header("Corral-Signature", signature(&settings.secret, order.body.as_bytes()))
         .body(order.body.clone())
         .send()
         .await
@@ -108,4 +196,47 @@ fn describe(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_named() {
+        for (ip, why) in [
+            ("127.0.0.1", "a loopback address"),
+            ("10.1.2.3", "a private address"),
+            ("172.20.0.1", "a private address"),
+            ("192.168.1.1", "a private address"),
+            ("100.64.0.1", "a private address"),
+            ("169.254.169.254", "a link-local address"),
+            ("0.0.0.0", "not a host's address"),
+            ("::1", "a loopback address"),
+            ("fe80::1", "a link-local address"),
+            ("fd00::1", "a private address"),
+            ("::ffff:10.0.0.1", "a private address"),
+        ] {
+            assert_eq!(internal(ip.parse().unwrap()), Some(why), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "172.32.0.1", "100.128.0.1"] {
+            assert_eq!(internal(ip.parse().unwrap()), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn the_signature_is_the_hmac_of_the_body() {
+        // RFC 4231, test case 2.
+        let sig = signature("Jefe", b"what do ya want for nothing?");
+        assert_eq!(sig, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[tokio::test]
+    async fn loopback_hosts_are_refused_unless_allowed() {
+        let err = resolve("http://127.0.0.1:9/hook", false).await.unwrap_err();
+        assert!(err.contains("127.0.0.1, a loopback address") && err.contains("--notify-allow-private"), "{err}");
+        assert!(resolve("http://localhost:9/hook", false).await.is_err());
+        let (host, addrs) = resolve("http://127.0.0.1:9/hook", true).await.unwrap();
+        assert_eq!((host.as_str(), addrs[0].port()), ("127.0.0.1", 9));
+    }
 }

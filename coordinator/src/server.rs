@@ -49,6 +49,8 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// Listen beyond loopback without TLS.
     pub allow_plaintext: bool,
+    /// Post job callbacks to loopback, link-local and private addresses too.
+    pub notify_allow_private: bool,
 }
 
 impl Config {
@@ -66,6 +68,7 @@ impl Config {
             tls: None,
             tls_names: Vec::new(),
             allow_plaintext: false,
+            notify_allow_private: false,
         }
     }
 }
@@ -216,6 +219,9 @@ pub struct Shared {
     pub auth: Arc<Auth>,
     pub data_dir: PathBuf,
     pub http_access: crate::http::auth::HttpAccess,
+    /// How callbacks are posted: what submissions are checked against, and the
+    /// secret admins may read.
+    pub notify: crate::notify::Settings,
 }
 
 impl Shared {
@@ -333,8 +339,13 @@ impl Coordinator {
             tls_fingerprint: tls.as_ref().map(|t| t.ca_fingerprint.clone()),
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
+        let notify = crate::notify::Settings {
+            backoff: config.notify_backoff,
+            secret: auth::bootstrap::notify_secret(&config.data_dir)?,
+            allow_private: config.notify_allow_private,
+        };
         let notify_task =
-            tokio::spawn(crate::notify::run(notify_rx, events_tx.clone(), config.notify_backoff, stop_rx.clone()));
+            tokio::spawn(crate::notify::run(notify_rx, events_tx.clone(), notify.clone(), stop_rx.clone()));
         let shared = Arc::new(Shared {
             events: events_tx,
             reader: Mutex::new(reader),
@@ -345,6 +356,7 @@ impl Coordinator {
             auth: auth.clone(),
             data_dir: config.data_dir.clone(),
             http_access: crate::http::auth::HttpAccess { tls: tls.is_some(), ..http_access(&config) },
+            notify,
         });
         let http = match config.http {
             Some(at) => {

@@ -221,6 +221,11 @@ impl Corral for ClientApi {
                 JobSpec { notify: convert::notify_url(&notify)?, ..spec }
             }
         };
+        if let Some(url) = &spec.notify {
+            crate::notify::resolve(url, self.shared.notify.allow_private)
+                .await
+                .map_err(|why| Invalid::new("notify_url", why))?;
+        }
         let spec = JobSpec { owner, ..spec };
         let tasks = spec.task_count();
         let id = self.shared.call(move |core, now, out| core.submit_job(now, spec, out)).await??;
@@ -419,6 +424,13 @@ impl Corral for ClientApi {
             .await??;
         tracing::info!(token = %revoked.name, by = %who.name(), "token revoked");
         Ok(Response::new(convert::token_pb(&revoked)))
+    }
+
+    async fn get_notify_secret(
+        &self,
+        _: Request<pb::GetNotifySecretRequest>,
+    ) -> Result<Response<pb::GetNotifySecretResponse>, Status> {
+        Ok(Response::new(pb::GetNotifySecretResponse { secret: self.shared.notify.secret.clone() }))
     }
 
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Token>, Status> {

@@ -13,6 +13,8 @@ use serde_json::Value;
 struct Post {
     status: u16,
     job_header: String,
+    signature: String,
+    raw: Vec<u8>,
     body: Value,
 }
 
@@ -26,7 +28,7 @@ fn endpoint(failures: usize) -> (String, Arc<Mutex<Vec<Post>>>) {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let (mut length, mut job_header) = (0usize, String::new());
+            let (mut length, mut job_header, mut signature) = (0usize, String::new(), String::new());
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -39,12 +41,16 @@ fn endpoint(failures: usize) -> (String, Arc<Mutex<Vec<Post>>>) {
                 if let Some(v) = lower.strip_prefix("corral-job:") {
                     job_header = v.trim().to_string();
                 }
+                if let Some(v) = lower.strip_prefix("corral-signature:") {
+                    signature = v.trim().to_string();
+                }
             }
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             let mut posts = seen.lock().unwrap();
             let status = if posts.len() < failures { 500 } else { 200 };
-            posts.push(Post { status, job_header, body: serde_json::from_slice(&body).unwrap_or(Value::Null) });
+            let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            posts.push(Post { status, job_header, signature, raw: body, body: parsed });
             let reason = if status == 200 { "OK" } else { "Internal Server Error" };
             let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
@@ -55,7 +61,8 @@ fn endpoint(failures: usize) -> (String, Arc<Mutex<Vec<Post>>>) {
 #[test]
 fn a_callback_that_fails_twice_is_delivered_exactly_once() {
     let (url, posts) = endpoint(2);
-    let mut cluster = Cluster::start(&["--notify-backoff", "100ms"]);
+    // The receiver is on this machine: loopback callbacks must be allowed.
+    let mut cluster = Cluster::start(&["--notify-backoff", "100ms", "--notify-allow-private"]);
     cluster.static_pool("cpu", 1, 2);
     let job = cluster.submit(&["--pool", "cpu", "--array", "1-3", "--notify", &url], &["true"]);
     assert_eq!(cluster.wait_job(job, Duration::from_secs(30))["state"], "completed");
@@ -71,6 +78,17 @@ fn a_callback_that_fails_twice_is_delivered_exactly_once() {
     assert_eq!(accepted.body["state"], "completed");
     assert_eq!(accepted.body["counts"]["succeeded"], 3);
     assert_eq!(accepted.body["event"], "job.finished");
+    // The receiver can check that it came from this coordinator: the signature is
+    // the HMAC-SHA256 of the body under the secret an admin reads.
+    let secret = cluster.json(&["notify-secret"])["secret"].as_str().unwrap().to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let hex = accepted.signature.strip_prefix("sha256=").expect("sha256= signature");
+    let tag: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    ring::hmac::verify(&key, &accepted.raw, &tag).expect("the signature verifies");
+    assert!(ring::hmac::verify(&key, b"{\"forged\": true}", &tag).is_err());
+    let reader = cluster.token("reader", "read", &[]);
+    let out = cluster.corral_as(Some(&reader), &["notify-secret"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs an admin token"));
 
     // The failures are on the job, and in its events.
     let notify = cluster.job(job)["notify"].clone();
@@ -98,7 +116,7 @@ fn a_callback_that_fails_twice_is_delivered_exactly_once() {
 fn an_unreachable_callback_shows_why_and_a_bad_url_is_refused() {
     // A port nobody listens on: the post fails with the connection's error.
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let mut cluster = Cluster::start(&["--notify-backoff", "100ms"]);
+    let mut cluster = Cluster::start(&["--notify-backoff", "100ms", "--notify-allow-private"]);
     cluster.static_pool("cpu", 1, 1);
     let job = cluster.submit(&["--pool", "cpu", "--notify", &format!("http://{closed}/done")], &["true"]);
     cluster.wait_job(job, Duration::from_secs(30));
@@ -113,4 +131,17 @@ fn an_unreachable_callback_shows_why_and_a_bad_url_is_refused() {
     assert!(err.contains("notify_url") && err.contains("http"), "{err}");
     let err = cluster.fails(&["job", "submit", "--pool", "cpu", "--notify", "not a url", "--", "true"]);
     assert!(err.contains("notify_url"), "{err}");
+}
+
+#[test]
+fn callbacks_into_the_coordinators_own_network_are_refused_by_default() {
+    let (url, posts) = endpoint(0);
+    let mut cluster = Cluster::start(&[]);
+    cluster.static_pool("cpu", 1, 1);
+    for target in [url.as_str(), "http://localhost:9/x", "http://169.254.169.254/latest/meta-data", "http://[::1]:9/"] {
+        let err = cluster.fails(&["job", "submit", "--pool", "cpu", "--notify", target, "--", "true"]);
+        assert!(err.contains("invalid notify_url") && err.contains("--notify-allow-private"), "{target}: {err}");
+    }
+    assert!(cluster.json(&["job", "list"]).as_array().unwrap().is_empty(), "nothing was submitted");
+    assert!(posts.lock().unwrap().is_empty());
 }

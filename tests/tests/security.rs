@@ -60,6 +60,7 @@ const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/ListTokens", Need::Admin),
     ("/corral.v1.Corral/RevokeToken", Need::Admin),
     ("/corral.v1.Corral/WhoAmI", Need::Read),
+    ("/corral.v1.Corral/GetNotifySecret", Need::Admin),
     ("/corral.v1.Agent/Register", Need::JoinPool),
     ("/corral.v1.Agent/Session", Need::Node),
     ("/corral.v1.Objects/Put", Need::WriteObjects),

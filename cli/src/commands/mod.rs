@@ -7,6 +7,7 @@ pub mod job;
 pub mod jobfile;
 pub mod mapreduce;
 pub mod node;
+pub mod notify;
 pub mod pool;
 pub mod task;
 pub mod token;

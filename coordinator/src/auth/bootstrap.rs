@@ -57,6 +57,21 @@ fn record(minted: &Minted, name: String, role: Role, pool: Option<PoolName>, now
     }
 }
 
+/// The key that signs completion callbacks, made on first start in
+/// `DATA_DIR/notify.secret`.
+pub fn notify_secret(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("notify.secret");
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let secret = secret::random_hex(32);
+    write_secret_file(&path, &secret)?;
+    Ok(secret)
+}
+
 /// A new admin token, its secret already in `DATA_DIR/admin.token`. Written before
 /// the record is stored: a crash in between leaves no record, and the next start
 /// makes a new one.

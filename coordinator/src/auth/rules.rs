@@ -54,6 +54,7 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/ListTokens", AtLeast(Admin)),
     ("/corral.v1.Corral/RevokeToken", AtLeast(Admin)),
     ("/corral.v1.Corral/WhoAmI", AtLeast(Read)),
+    ("/corral.v1.Corral/GetNotifySecret", AtLeast(Admin)),
     ("/corral.v1.Agent/Register", JoinPool),
     ("/corral.v1.Agent/Session", Node),
     ("/corral.v1.Objects/Put", WriteObjects),
