@@ -48,7 +48,8 @@ fn valid<T, U>(node: &NodeId, what: &str, items: Vec<T>, f: impl Fn(T) -> Result
 #[tonic::async_trait]
 impl Agent for AgentApi {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
-        let Principal::Token { id: token_id, name, pool: bound, .. } = auth::caller(&req)? else {
+        let who = auth::caller(&req)?;
+        let Principal::Token { id: token_id, name, pool: bound, .. } = who.clone() else {
             return Err(Status::permission_denied("Register needs an agent or admin token, not a node's secret"));
         };
         let reg = convert::registration(req.into_inner())?;
@@ -65,7 +66,7 @@ impl Agent for AgentApi {
         let auth = self.shared.auth.clone();
         let (id, start_task) = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 let pool = reg.pool.clone();
                 let id = core.register_node(now, reg, out)?;
                 let cred = NodeCredential { node: id.clone(), pool, hash, token_id };

@@ -721,5 +721,6 @@ pub fn event_pb(e: crate::events::Event) -> pb::Event {
         node_id: e.node.unwrap_or_default(),
         state: e.state,
         detail: e.detail,
+        actor: e.actor.unwrap_or_default(),
     }
 }

@@ -70,6 +70,9 @@ pub struct Event {
     pub state: String,
     /// Why, or what changed, for people.
     pub detail: String,
+    /// The name of the token whose request made the change; none for what the
+    /// coordinator decided by itself (scheduling, heartbeats, retries).
+    pub actor: Option<String>,
 }
 
 /// Which events a reader wants.
@@ -90,7 +93,8 @@ CREATE TABLE IF NOT EXISTS events (
     attempt INTEGER,
     node_id TEXT,
     state TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    actor TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id) WHERE job_id IS NOT NULL;
 ";
@@ -108,6 +112,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
         node: None,
         state: state.to_string(),
         detail: String::new(),
+        actor: None,
     };
     Some(match op {
         StoreOp::PutPool { spec, deleting, .. } => Event {
@@ -204,7 +209,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
         StoreOp::DeleteToken { name, .. } => {
             Event { detail: format!("token '{name}'"), ..event(Kind::Token, "revoked") }
         }
-        StoreOp::PutNodeCredential(_) => return None,
+        StoreOp::PutNodeCredential(_) | StoreOp::Actor(_) => return None,
         StoreOp::Log(_) => return None,
     })
 }
@@ -212,7 +217,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
 /// Records `event` in the transaction; returns its id.
 pub fn insert(conn: &Connection, at_ms: u64, event: &Event) -> rusqlite::Result<u64> {
     conn.prepare_cached(
-        "INSERT INTO events (at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO events (at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         at_ms,
@@ -223,7 +228,8 @@ pub fn insert(conn: &Connection, at_ms: u64, event: &Event) -> rusqlite::Result<
         event.attempt,
         event.node,
         event.state,
-        event.detail
+        event.detail,
+        event.actor
     ])?;
     Ok(conn.last_insert_rowid() as u64)
 }
@@ -252,10 +258,10 @@ pub fn first_id(conn: &Connection) -> rusqlite::Result<Option<u64>> {
 pub fn read(conn: &Connection, after: u64, filter: &Filter, limit: usize) -> rusqlite::Result<Vec<Event>> {
     // One statement per filter shape: `job_id = ?` lets SQLite use the job index.
     let sql = match (filter.job.is_some(), filter.pool.is_some()) {
-        (true, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE job_id = ?2 AND id > ?1 AND pool = ?3 ORDER BY id LIMIT ?4",
-        (true, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE job_id = ?2 AND id > ?1 AND ?3 IS NULL ORDER BY id LIMIT ?4",
-        (false, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE id > ?1 AND ?2 IS NULL AND pool = ?3 ORDER BY id LIMIT ?4",
-        (false, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail FROM events WHERE id > ?1 AND ?2 IS NULL AND ?3 IS NULL ORDER BY id LIMIT ?4",
+        (true, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE job_id = ?2 AND id > ?1 AND pool = ?3 ORDER BY id LIMIT ?4",
+        (true, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE job_id = ?2 AND id > ?1 AND ?3 IS NULL ORDER BY id LIMIT ?4",
+        (false, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE id > ?1 AND ?2 IS NULL AND pool = ?3 ORDER BY id LIMIT ?4",
+        (false, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE id > ?1 AND ?2 IS NULL AND ?3 IS NULL ORDER BY id LIMIT ?4",
     };
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(
@@ -279,6 +285,7 @@ pub fn read(conn: &Connection, after: u64, filter: &Filter, limit: usize) -> rus
                 node: r.get(7)?,
                 state: r.get(8)?,
                 detail: r.get(9)?,
+                actor: r.get(10)?,
             })
         },
     )?;

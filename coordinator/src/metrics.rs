@@ -290,6 +290,7 @@ mod tests {
             node: None,
             state: state.into(),
             detail: String::new(),
+            actor: None,
         }
     }
 

@@ -241,6 +241,28 @@ impl Shared {
         rx.await.map_err(|_| shutting_down())
     }
 
+    /// [`Shared::call`] for a change the token named `actor` asked for: the events
+    /// it makes name it.
+    pub async fn call_by<T: Send + 'static>(
+        &self,
+        actor: String,
+        f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        self.call(move |core, now, out| {
+            let before = out.store.len();
+            out.store.push(crate::core::StoreOp::Actor(Some(actor)));
+            let value = f(core, now, out);
+            if out.store.len() == before + 1 {
+                // Nothing changed: no marker, and no commit for it.
+                out.store.pop();
+            } else {
+                out.store.push(crate::core::StoreOp::Actor(None));
+            }
+            value
+        })
+        .await
+    }
+
     pub fn send(&self, event: Event) -> Result<(), Status> {
         self.events.send(event).map_err(|_| shutting_down())
     }

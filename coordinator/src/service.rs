@@ -51,6 +51,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>
 #[tonic::async_trait]
 impl Corral for ClientApi {
     async fn create_pool(&self, req: Request<pb::CreatePoolRequest>) -> Result<Response<pb::Pool>, Status> {
+        let who = auth::caller(&req)?;
         let spec = convert::pool_spec(req.into_inner().spec)?;
         let name = spec.name.clone();
         // The agents a provider starts join with a token bound to their pool, kept
@@ -63,7 +64,7 @@ impl Corral for ClientApi {
         let auth = self.shared.auth.clone();
         let pool = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 core.create_pool(now, spec, out)?;
                 if let Some(token) = token {
                     auth.insert_token(token.clone());
@@ -89,12 +90,13 @@ impl Corral for ClientApi {
     }
 
     async fn resize_pool(&self, req: Request<pb::ResizePoolRequest>) -> Result<Response<pb::Pool>, Status> {
+        let who = auth::caller(&req)?;
         let req = req.into_inner();
         let name = pool_name(&req.name)?;
         let target = convert::local_target(req.target_nodes)?;
         let pool = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 core.resize_pool(now, &name, target, out)?;
                 pool_or_404(core, &name, now)
             })
@@ -103,12 +105,13 @@ impl Corral for ClientApi {
     }
 
     async fn set_autoscale(&self, req: Request<pb::SetAutoscaleRequest>) -> Result<Response<pb::Pool>, Status> {
+        let who = auth::caller(&req)?;
         let req = req.into_inner();
         let name = pool_name(&req.name)?;
         let auto = req.autoscale.map(convert::autoscale).transpose()?;
         let pool = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 core.set_autoscale(now, &name, auto, out)?;
                 pool_or_404(core, &name, now)
             })
@@ -120,9 +123,13 @@ impl Corral for ClientApi {
         &self,
         req: Request<pb::DeletePoolRequest>,
     ) -> Result<Response<pb::DeletePoolResponse>, Status> {
+        let who = auth::caller(&req)?;
         let req = req.into_inner();
         let name = pool_name(&req.name)?;
-        let deleted = self.shared.call(move |core, now, out| core.delete_pool(now, &name, req.force, out)).await??;
+        let deleted = self
+            .shared
+            .call_by(who.name(), move |core, now, out| core.delete_pool(now, &name, req.force, out))
+            .await??;
         Ok(Response::new(pb::DeletePoolResponse {
             cancelled_jobs: deleted.cancelled_jobs.iter().map(|j| j.0).collect(),
             stopped_nodes: deleted.stopped_nodes,
@@ -172,10 +179,11 @@ impl Corral for ClientApi {
     }
 
     async fn drain_node(&self, req: Request<pb::DrainNodeRequest>) -> Result<Response<pb::Node>, Status> {
+        let who = auth::caller(&req)?;
         let id = convert::node_id("id", &req.into_inner().id)?;
         let node = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 core.drain_node(&id, out)?;
                 Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
             })
@@ -184,6 +192,7 @@ impl Corral for ClientApi {
     }
 
     async fn remove_node(&self, req: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::Node>, Status> {
+        let who = auth::caller(&req)?;
         let req = req.into_inner();
         let id = convert::node_id("id", &req.id)?;
         let policy = if req.policy.is_empty() {
@@ -193,7 +202,7 @@ impl Corral for ClientApi {
         };
         let node = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 core.remove_node(now, &id, policy, out)?;
                 Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
             })
@@ -202,7 +211,8 @@ impl Corral for ClientApi {
     }
 
     async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let owner = auth::caller(&req)?.name();
+        let who = auth::caller(&req)?;
+        let owner = who.name();
         let mut req = req.into_inner();
         let spec = match req.mapreduce.take() {
             Some(mr) => {
@@ -228,7 +238,7 @@ impl Corral for ClientApi {
         }
         let spec = JobSpec { owner, ..spec };
         let tasks = spec.task_count();
-        let id = self.shared.call(move |core, now, out| core.submit_job(now, spec, out)).await??;
+        let id = self.shared.call_by(who.name(), move |core, now, out| core.submit_job(now, spec, out)).await??;
         tracing::info!(job_id = %id, tasks, "job accepted");
         Ok(Response::new(pb::SubmitJobResponse { job_id: id.0, tasks }))
     }
@@ -249,7 +259,7 @@ impl Corral for ClientApi {
         let id = req.into_inner().job_id;
         let job = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 may_change(core, &who, id)?;
                 core.cancel_job(now, JobId(id), out)?;
                 job_of(core, id).map(convert::job_view)
@@ -287,7 +297,7 @@ impl Corral for ClientApi {
         }
         let (first_index, tasks) = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 may_change(core, &who, job_id)?;
                 core.add_tasks(now, JobId(job_id), groups, out)
             })
@@ -301,7 +311,7 @@ impl Corral for ClientApi {
         let id = req.into_inner().job_id;
         let job = self
             .shared
-            .call(move |core, now, out| {
+            .call_by(who.name(), move |core, now, out| {
                 may_change(core, &who, id)?;
                 core.close_job(now, JobId(id), out)?;
                 job_of(core, id).map(convert::job_view)
@@ -392,7 +402,7 @@ impl Corral for ClientApi {
         // Checked and taken on the event loop, so two requests for one name cannot
         // both win.
         self.shared
-            .call(move |_, _, out| {
+            .call_by(who.name(), move |_, _, out| {
                 if auth.token_named(&record.name).is_some() {
                     return Err(Error::AlreadyExists { what: "token", id: record.name });
                 }
@@ -416,7 +426,7 @@ impl Corral for ClientApi {
         let auth = self.shared.auth.clone();
         let revoked = self
             .shared
-            .call(move |_, _, out| {
+            .call_by(who.name(), move |_, _, out| {
                 let revoked = auth.revoke(&name).ok_or_else(|| Error::not_found("token", &name))?;
                 out.store.push(StoreOp::DeleteToken { id: revoked.id.clone(), name: revoked.name.clone() });
                 Ok::<_, Error>(revoked)

@@ -479,7 +479,12 @@ impl Store {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut last_event = self.last_event;
         let mut recorded = Vec::new();
+        let mut actor: Option<&String> = None;
         for op in ops {
+            if let StoreOp::Actor(who) = op {
+                actor = who.as_ref();
+                continue;
+            }
             if let StoreOp::InsertJob(j) = op {
                 job_pools.insert(j.id, j.spec.pool.clone());
             }
@@ -497,6 +502,7 @@ impl Store {
                 Some(pool)
             });
             if let Some(mut event) = event {
+                event.actor = actor.cloned();
                 last_event = crate::events::insert(&tx, at_ms, &event)?;
                 event.id = last_event;
                 event.at_ms = at_ms;
@@ -667,6 +673,7 @@ impl Store {
                 }
                 // Task output must not hold up the state: a log that cannot be
                 // written (disk full, permissions) is reported and skipped.
+                StoreOp::Actor(_) => {}
                 StoreOp::Log(chunk) => {
                     if let Err(e) = write_log(logs, chunk) {
                         tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it");
@@ -785,6 +792,7 @@ const NEWER_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "notify_error", "TEXT"),
     ("jobs", "notify_delivered_at_ms", "INTEGER"),
     ("jobs", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("events", "actor", "TEXT"),
 ];
 
 /// Columns added to `pools` since the first release.

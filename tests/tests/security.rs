@@ -246,6 +246,7 @@ fn a_submit_token_changes_only_its_own_jobs() {
     let out = c.corral_as(Some(&alice), &["job", "cancel", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(c.job(id.parse().unwrap())["state"], "cancelled");
+    let first = id.clone();
 
     // An admin may change anyone's job.
     let out = c.corral_as(Some(&bob), &["-o", "json", "job", "submit", "--pool", "cpu", "--", "sleep", "30"]);
@@ -258,6 +259,19 @@ fn a_submit_token_changes_only_its_own_jobs() {
     let out = c.corral(&["-o", "json", "events"]);
     let events: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Each change a client made names its token; what the coordinator did by itself
+    // (running the task) names none.
+    let of_job = |id: &str, state: &str| {
+        events
+            .iter()
+            .find(|e| e["job"].as_u64() == id.parse().ok() && e["kind"] == "job" && e["state"] == state)
+            .cloned()
+    };
+    assert_eq!(of_job(&first, "active").unwrap()["actor"], "alice");
+    assert_eq!(of_job(&first, "cancelled").unwrap()["actor"], "alice");
+    assert_eq!(of_job(&id, "cancelled").unwrap()["actor"], "admin");
+    let started = events.iter().find(|e| e["kind"] == "task" && e["state"] == "running").unwrap();
+    assert!(started["actor"].is_null(), "{started}");
     let tokens: Vec<_> = events.iter().filter(|e| e["kind"] == "token").collect();
     assert!(
         tokens.iter().any(|e| e["detail"].as_str().unwrap_or("").contains("token 'alice', role submit, by 'admin'")),

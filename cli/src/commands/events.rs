@@ -44,6 +44,7 @@ pub fn event_json(e: &pb::Event) -> serde_json::Value {
         "node": (!e.node_id.is_empty()).then_some(&e.node_id),
         "state": e.state,
         "detail": e.detail,
+        "actor": (!e.actor.is_empty()).then_some(&e.actor),
     })
 }
 
@@ -51,6 +52,7 @@ pub fn event_json(e: &pb::Event) -> serde_json::Value {
 fn subject(e: &pb::Event) -> String {
     let mut s = match e.kind.as_str() {
         "pool" => format!("pool {}", e.pool),
+        "token" => "token".to_string(),
         "node" => format!("node {} ({})", e.node_id, e.pool),
         _ => format!("job {}", e.job_id),
     };
@@ -70,6 +72,9 @@ fn line(e: &pb::Event) -> String {
     let mut line = format!("{:>8}  {}  {:<7}  {}  {}", e.id, output::timestamp(e.at_ms), e.kind, subject(e), e.state);
     if !e.detail.is_empty() {
         line += &format!("  {}", e.detail);
+    }
+    if !e.actor.is_empty() {
+        line += &format!("  (by {})", e.actor);
     }
     line
 }
@@ -155,6 +160,7 @@ mod tests {
             node_id: "n-4".into(),
             state: "running".into(),
             detail: String::new(),
+            actor: String::new(),
         };
         assert_eq!(line(&e), "      42  -  task     job 3 task 0 #2 on n-4  running");
         let lost = pb::Event {
@@ -166,5 +172,7 @@ mod tests {
             ..e
         };
         assert!(line(&lost).ends_with("node n-4 (cpu)  lost  heartbeat_timeout"), "{}", line(&lost));
+        let cancelled = pb::Event { kind: "job".into(), state: "cancelled".into(), actor: "alice".into(), ..lost };
+        assert!(line(&cancelled).ends_with("cancelled  heartbeat_timeout  (by alice)"), "{}", line(&cancelled));
     }
 }

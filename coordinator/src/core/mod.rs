@@ -199,6 +199,9 @@ pub enum StoreOp {
     },
     /// The secret a node registered with proves itself by.
     PutNodeCredential(crate::auth::NodeCredential),
+    /// The events of the changes that follow were asked for by this token (none:
+    /// by the coordinator itself). Not stored: it marks the events.
+    Actor(Option<String>),
     PutPool {
         spec: PoolSpec,
         created_at_ms: u64,

@@ -415,7 +415,8 @@ function eventRow(e) {
   return h('tr', null,
     h('td', { class: 'num' }, timeEl(e.at_ms)), h('td', { class: 'num muted' }, e.id), h('td', null, e.kind),
     h('td', null, subject.flatMap((s, i) => (i ? [' · ', s] : [s]))),
-    h('td', null, e.state && badge(e.state)), h('td', { class: 'reason' }, e.detail || ''));
+    h('td', null, e.state && badge(e.state)),
+    h('td', { class: 'reason' }, [e.detail || '', e.actor ? h('span', { class: 'muted', 'data-field': 'actor' }, ` (by ${e.actor})`) : ''].filter(Boolean)));
 }
 
 function homeView() {
