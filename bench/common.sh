@@ -13,9 +13,21 @@ start_coordinator() {
         [ -s "$WORK/data/coordinator.addr" ] && break
         sleep 0.05
     done
-    URL="http://$(cat "$WORK/data/coordinator.addr")"
-    HTTP_URL="http://$(cat "$WORK/data/http.addr")"
+    local scheme=http
+    case " $* " in *" --tls "*) scheme=https ;; esac
+    URL="$scheme://$(cat "$WORK/data/coordinator.addr")"
+    HTTP_URL="$scheme://$(cat "$WORK/data/http.addr")"
     export CORRAL_COORDINATOR=$URL
+    # Every request carries a token: the admin one the coordinator wrote.
+    export CORRAL_TOKEN_FILE="$WORK/data/admin.token"
+    if [ "$scheme" = https ]; then export CORRAL_CA_CERT="$WORK/data/tls/ca.pem"; else unset CORRAL_CA_CERT; fi
+}
+
+# curl with the admin token (from a header file, not the command line) and, with
+# TLS on, the coordinator's CA.
+curl_api() {
+    (umask 077 && printf 'Authorization: Bearer %s\n' "$(cat "$CORRAL_TOKEN_FILE")" >"$WORK/auth.header")
+    curl -s -H @"$WORK/auth.header" ${CORRAL_CA_CERT:+--cacert "$CORRAL_CA_CERT"} "$@"
 }
 
 stop_coordinator() {

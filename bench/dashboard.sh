@@ -38,7 +38,7 @@ printf '%-58s %10s %10s\n' page median_ms max_ms
 for page in "${pages[@]}"; do
     times=()
     for _ in $(seq "$REPS"); do
-        times+=("$(curl -s -o /dev/null -w '%{time_total}' "$HTTP_URL$page")")
+        times+=("$(curl_api -o /dev/null -w '%{time_total}' "$HTTP_URL$page")")
     done
     med=$(printf '%s\n' "${times[@]}" | median)
     max=$(printf '%s\n' "${times[@]}" | sort -n | tail -1)

@@ -12,7 +12,7 @@ N=${N:-10000}
 RUNS=${RUNS:-3}
 . bench/common.sh
 
-last_event() { curl -s "$HTTP_URL/api/events?limit=1" | grep -o '"last_id":[0-9]*' | grep -o '[0-9]*$'; }
+last_event() { curl_api "$HTTP_URL/api/events?limit=1" | grep -o '"last_id":[0-9]*' | grep -o '[0-9]*$'; }
 
 plain=() followed=() rates=() catchups=()
 for run in $(seq "$RUNS"); do

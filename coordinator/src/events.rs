@@ -209,7 +209,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
         StoreOp::DeleteToken { name, .. } => {
             Event { detail: format!("token '{name}'"), ..event(Kind::Token, "revoked") }
         }
-        StoreOp::PutNodeCredential(_) | StoreOp::Actor(_) => return None,
+        StoreOp::PutNodeCredential(_) | StoreOp::ForgetNodeCredential(_) | StoreOp::Actor(_) => return None,
         StoreOp::Log(_) => return None,
     })
 }

@@ -119,6 +119,13 @@ fn http_access(config: &Config) -> crate::http::auth::HttpAccess {
 fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
     use crate::auth::bootstrap;
     let (mut tokens, nodes) = store.load_auth()?;
+    // Only live nodes speak; the others' secrets are forgotten when they go (this
+    // catches those whose forgetting a crash cut off).
+    let gone: Vec<NodeId> = nodes
+        .iter()
+        .filter(|c| !core.nodes.get(&c.node).is_some_and(|n| n.status().is_live()))
+        .map(|c| c.node.clone())
+        .collect();
     let now = auth::now_ms();
     let mut made = Vec::new();
     let admin_path = bootstrap::admin_token_path(&config.data_dir);
@@ -143,7 +150,11 @@ fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
     if admin_path.is_file() {
         tracing::info!(path = %admin_path.display(), "the first admin token is in this file");
     }
-    Ok(Auth::new(tokens, nodes))
+    let auth = Auth::new(tokens, nodes);
+    for node in &gone {
+        auth.forget_node(node);
+    }
+    Ok(auth)
 }
 
 /// A call into the core; it returns what to do once its changes are durable.
@@ -398,7 +409,7 @@ impl Coordinator {
         };
         let http_addr = http.as_ref().map(|(a, _)| *a);
 
-        let effects = Effects { writer, provider: provider_tx, notify: notify_tx };
+        let effects = Effects { writer, provider: provider_tx, notify: notify_tx, auth: auth.clone() };
         let event_loop = tokio::spawn(run_loop(core, events_rx, effects, metrics, stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
         let stopped = async move {
@@ -490,6 +501,8 @@ struct Effects {
     writer: Writer,
     provider: mpsc::UnboundedSender<ProviderOp>,
     notify: mpsc::UnboundedSender<Notification>,
+    /// Forgets the secrets of nodes that are gone.
+    auth: Arc<Auth>,
 }
 
 /// The event loop: the one owner of the core.
@@ -608,9 +621,23 @@ fn ignored_late_results(node: &NodeId, results: usize) {
 
 /// Hands the outbox to the writer: store rows first, then (once durable) the replies,
 /// one message per agent, and the provider's orders.
-fn flush(out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64, AgentTx)>, effects: &Effects) {
+fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64, AgentTx)>, effects: &Effects) {
     if out.is_empty() && then.is_empty() {
         return;
+    }
+    // A node that is lost or removed speaks for nothing any more: its secret stops
+    // opening streams and object calls now (one that comes back registers again).
+    let gone: Vec<NodeId> = out
+        .store
+        .iter()
+        .filter_map(|op| match op {
+            crate::core::StoreOp::PutNode(n) if !n.status.is_live() => Some(n.id.clone()),
+            _ => None,
+        })
+        .collect();
+    for node in gone {
+        effects.auth.forget_node(&node);
+        out.store.push(crate::core::StoreOp::ForgetNodeCredential(node));
     }
     let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
     for (node, msg) in out.agents {

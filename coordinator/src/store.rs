@@ -674,6 +674,9 @@ impl Store {
                 // Task output must not hold up the state: a log that cannot be
                 // written (disk full, permissions) is reported and skipped.
                 StoreOp::Actor(_) => {}
+                StoreOp::ForgetNodeCredential(node) => {
+                    tx.prepare_cached("DELETE FROM node_credentials WHERE node_id = ?1")?.execute([&node.0])?;
+                }
                 StoreOp::Log(chunk) => {
                     if let Err(e) = write_log(logs, chunk) {
                         tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it");

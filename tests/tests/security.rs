@@ -150,6 +150,22 @@ fn every_grpc_method_admits_exactly_the_roles_it_should() {
             .await
             .unwrap()
             .into_inner();
+        // Keep it alive (a hello, then heartbeats), as its agent would.
+        let mut session = pb::agent_client::AgentClient::with_interceptor(
+            channel.clone(),
+            Bearer::new(Some(&reg.node_secret)).unwrap(),
+        );
+        let hello = pb::AgentMessage {
+            hello: Some(pb::Hello { node_id: reg.node_id.clone(), ..Default::default() }),
+            ..Default::default()
+        };
+        let beats = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_millis(100))),
+            |_| pb::AgentMessage { heartbeat: Some(pb::Heartbeat::default()), ..Default::default() },
+        );
+        let outbound = tokio_stream::StreamExt::chain(tokio_stream::once(hello), beats);
+        let mut downstream = session.session(outbound).await.unwrap().into_inner();
+        tokio::spawn(async move { while let Ok(Some(_)) = downstream.message().await {} });
         tokens.push((Caller::Node, Some(reg.node_secret)));
         // Let the short token expire.
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -347,7 +363,7 @@ fn agents_cannot_pass_for_one_another() {
     let job = c.submit(&["--pool", "cpu"], &["sh", "-c", "echo real output; sleep 3"]);
     wait_until(MINUTE, "the task to run", || c.job(job)["counts"]["running"] == 1);
 
-    runtime().block_on(async {
+    let impostor_reg = runtime().block_on(async {
         let channel = c.channel().await;
         let admin = Bearer::new(Some(&c.admin_token())).unwrap();
         // An impostor that registered as a node of its own...
@@ -394,6 +410,7 @@ fn agents_cannot_pass_for_one_another() {
         let mut admin_agent = pb::agent_client::AgentClient::with_interceptor(channel, admin);
         let err = admin_agent.session(tokio_stream::iter([claim(&real_node)])).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        reg
     });
 
     // The real node keeps its work: the task ends by itself, once, with its own output.
@@ -407,6 +424,17 @@ fn agents_cannot_pass_for_one_another() {
     // Nothing wedged: the pool takes the next job.
     let next = c.submit(&["--pool", "cpu"], &["true"]);
     assert_eq!(c.wait_job(next, MINUTE)["state"], "completed");
+
+    // A node that is gone (the impostor never heartbeat, so it was lost) speaks for
+    // nothing: its secret opens no store and no stream.
+    wait_until(MINUTE, "the silent node to be lost", || c.nodes_in("cpu", "lost").contains(&impostor_reg.node_id));
+    runtime().block_on(async {
+        let bearer = Bearer::new(Some(&impostor_reg.node_secret)).unwrap();
+        let mut objects = pb::objects_client::ObjectsClient::with_interceptor(c.channel().await, bearer);
+        let err = objects.list(pb::ListObjectsRequest { prefix: String::new() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+        assert!(err.message().contains("register again"), "{}", err.message());
+    });
 }
 
 #[test]

@@ -97,6 +97,9 @@ struct Tables {
     /// By public id.
     tokens: HashMap<String, TokenRecord>,
     nodes: HashMap<NodeId, NodeCredential>,
+    /// Nodes that were lost or removed: their secrets count for nothing, and saying
+    /// so tells their agents to register again.
+    gone: std::collections::HashSet<NodeId>,
 }
 
 /// The tokens and node credentials the coordinator accepts.
@@ -115,6 +118,7 @@ impl Auth {
         let tables = Tables {
             tokens: tokens.into_iter().map(|t| (t.id.clone(), t)).collect(),
             nodes: nodes.into_iter().map(|n| (n.node.clone(), n)).collect(),
+            gone: Default::default(),
         };
         Auth { tables: Mutex::new(tables), revocations: watch::channel(0).0 }
     }
@@ -142,7 +146,13 @@ impl Auth {
         let (id, secret) = bearer.split_once('.').ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
         let tables = self.tables();
         let principal = if id.starts_with("n-") {
-            let node = tables.nodes.get(&NodeId(id.to_string())).ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
+            let node_id = NodeId(id.to_string());
+            if tables.gone.contains(&node_id) {
+                return Err(Status::unauthenticated(format!(
+                    "node {node_id} was declared lost or removed, and its secret no longer counts: register again"
+                )));
+            }
+            let node = tables.nodes.get(&node_id).ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
             if !secret::matches(secret, &node.hash) {
                 return Err(Status::unauthenticated(BAD_TOKEN));
             }
@@ -210,6 +220,15 @@ impl Auth {
         self.tables().nodes.insert(cred.node.clone(), cred);
     }
 
+    /// Stops accepting a node's secret (the node is lost or removed). Its open
+    /// stream is left to the core, which tells it to stop or register again.
+    pub fn forget_node(&self, node: &NodeId) {
+        let mut tables = self.tables();
+        if tables.nodes.remove(node).is_some() {
+            tables.gone.insert(node.clone());
+        }
+    }
+
     /// Resolves once `who` may no longer act: its token was revoked or expired.
     pub async fn ended(self: &Arc<Self>, who: &Principal) {
         let mut revocations = self.revocations.subscribe();
@@ -269,6 +288,11 @@ impl Auth {
 }
 
 fn valid(tables: &Tables, who: &Principal, now_ms: u64) -> bool {
+    if let Principal::Node { node, .. } = who {
+        if !tables.nodes.contains_key(node) {
+            return false;
+        }
+    }
     match tables.tokens.get(who.token_id()) {
         Some(token) => token.expires_at_ms.is_none_or(|at| now_ms < at),
         None => false,
@@ -355,5 +379,23 @@ mod tests {
         assert!(auth.check_bearer(&format!("n-8.{}", minted.secret), 0).is_err(), "another node's id");
         auth.revoke("agents");
         assert!(auth.check_bearer(&bearer, 0).is_err());
+    }
+
+    #[test]
+    fn a_forgotten_node_is_told_to_register_again() {
+        let (record, _) = token("agents", Role::Agent, None);
+        let minted = secret::Minted::new();
+        let cred = NodeCredential {
+            node: NodeId("n-3".into()),
+            pool: PoolName::parse("pool", "cpu").unwrap(),
+            hash: minted.hash,
+            token_id: record.id.clone(),
+        };
+        let auth = Auth::new(vec![record], vec![cred]);
+        let who = auth.check_bearer(&format!("n-3.{}", minted.secret), 0).unwrap();
+        auth.forget_node(&NodeId("n-3".into()));
+        assert!(!auth.still_valid(&who, 0));
+        let e = auth.check_bearer(&format!("n-3.{}", minted.secret), 0).unwrap_err();
+        assert!(e.message().contains("register again"), "{}", e.message());
     }
 }

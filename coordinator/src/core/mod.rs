@@ -199,6 +199,8 @@ pub enum StoreOp {
     },
     /// The secret a node registered with proves itself by.
     PutNodeCredential(crate::auth::NodeCredential),
+    /// A lost or removed node's secret, forgotten.
+    ForgetNodeCredential(NodeId),
     /// The events of the changes that follow were asked for by this token (none:
     /// by the coordinator itself). Not stored: it marks the events.
     Actor(Option<String>),

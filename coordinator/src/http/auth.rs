@@ -74,6 +74,17 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Nex
         );
         return refuse(StatusCode::MISDIRECTED_REQUEST, &why);
     }
+    // A form posted from another site (login CSRF) names that site as its origin.
+    if req.method() == axum::http::Method::POST {
+        let origin = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        let foreign = origin.is_some_and(|o| {
+            let host = o.split_once("://").map_or(o, |(_, rest)| rest);
+            o != "null" && !host_allowed(host, access)
+        });
+        if foreign {
+            return refuse(StatusCode::FORBIDDEN, "a form from another site cannot post here");
+        }
+    }
     if matches!(path.as_str(), "/healthz" | "/login" | "/style.css") || (path == "/metrics" && access.metrics_public) {
         return next.run(req).await;
     }
