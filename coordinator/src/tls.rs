@@ -158,6 +158,12 @@ pub fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
         }
     }
     names.extend(extra.iter().cloned());
+    // Only what can be a DNS name or an address: a host name with other characters
+    // would make the certificate fail to build.
+    names.retain(|n| {
+        n.parse::<std::net::IpAddr>().is_ok()
+            || (!n.is_empty() && n.len() <= 253 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    });
     names.sort();
     names.dedup();
     names
