@@ -322,3 +322,53 @@ fn shrinking_a_busy_pool_with_task_completion_loses_no_task() {
     });
     assert_eq!(live_pids(&c, "busy").len(), 1);
 }
+
+#[test]
+fn corral_up_needs_no_setup_and_prints_the_line_a_second_terminal_needs() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = std::process::Command::new(bin("corral"))
+        .env_remove("CORRAL_TOKEN")
+        .env_remove("CORRAL_TOKEN_FILE")
+        .args(["up", "--listen", "127.0.0.1:0", "--http", "off", "--nodes", "1", "--slots-per-node", "2", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines().map_while(Result::ok);
+    let (mut url, mut token_file) = (None, None);
+    for line in lines.by_ref() {
+        if let Some(rest) = line.strip_prefix("Corral is up at ") {
+            url = rest.split(',').next().map(str::to_string);
+        }
+        if let Some(path) = line.trim().strip_prefix("export CORRAL_TOKEN_FILE=") {
+            token_file = Some(path.to_string());
+            break;
+        }
+    }
+    let (url, token_file) = (url.expect("the URL line"), token_file.expect("the export line"));
+    // A second terminal with just that line runs a job.
+    let out = std::process::Command::new(bin("corral"))
+        .env_remove("CORRAL_TOKEN")
+        .env("CORRAL_TOKEN_FILE", &token_file)
+        .args(["--coordinator", &url, "job", "submit", "--pool", "local", "--wait", "--", "echo", "hi"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nodes = std::process::Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", &token_file)
+        .args(["--coordinator", &url, "-o", "json", "node", "list"])
+        .output()
+        .unwrap();
+    let nodes: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
+    let agent = nodes[0]["pid"].as_u64().expect("the local agent's pid") as u32;
+    // SIGTERM stops it and its agents.
+    // SAFETY: kill(2) has no memory effects.
+    unsafe {
+        libc::kill(up.id() as libc::pid_t, libc::SIGTERM);
+    }
+    wait_until(MINUTE, "corral up to stop", || up.try_wait().unwrap().is_some());
+    assert!(up.wait().unwrap().success());
+    wait_until(MINUTE, "its agent to stop", || !alive(agent));
+}

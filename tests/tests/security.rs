@@ -519,3 +519,85 @@ fn metrics_can_be_public() {
     assert_eq!(c.http_get_as("/metrics", None).0, 200);
     assert_eq!(c.http_get_as("/api/pools", None).0, 401, "only /metrics opens");
 }
+
+#[test]
+fn every_http_route_admits_exactly_the_roles_it_should() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let job = c.submit(&["--pool", "cpu"], &["echo", "hi"]);
+    c.wait_job(job, MINUTE);
+    let mut callers = vec![
+        (Caller::Nobody, None),
+        (Caller::Garbage, Some("0123456789abcdef.not-the-secret".to_string())),
+        (Caller::Read, Some(c.token("reader", "read", &[]))),
+        (Caller::Submit, Some(c.token("submitter", "submit", &[]))),
+        (Caller::Admin, Some(c.admin_token())),
+        (Caller::Agent, Some(c.token("joiner", "agent", &[]))),
+        (Caller::Revoked, Some(c.token("gone", "admin", &[]))),
+        (Caller::Expired, Some(c.token("brief", "admin", &["--ttl", "1s"]))),
+    ];
+    c.json(&["token", "revoke", "gone"]);
+    // Let the short token expire first, then register a node (it has a heartbeat
+    // timeout's time before it is lost, more than the matrix takes).
+    std::thread::sleep(Duration::from_millis(1100));
+    let node_secret = runtime().block_on(async {
+        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
+        let mut agent = pb::agent_client::AgentClient::with_interceptor(c.channel().await, admin);
+        let reg = pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "m".into(), ..Default::default() };
+        agent.register(reg).await.unwrap().into_inner().node_secret
+    });
+    callers.push((Caller::Node, Some(node_secret)));
+    // (path, open to all, a page a browser asks for)
+    let routes: &[(&str, bool, bool)] = &[
+        ("/healthz", true, false),
+        ("/login", true, false),
+        ("/style.css", true, false),
+        ("/", false, true),
+        ("/app.js", false, true),
+        ("/metrics", false, false),
+        ("/api/pools", false, false),
+        ("/api/nodes", false, false),
+        ("/api/jobs", false, false),
+        ("/api/jobs/1", false, false),
+        ("/api/jobs/1/tasks", false, false),
+        ("/api/jobs/1/tasks/0", false, false),
+        ("/api/jobs/1/tasks/0/log?stream=stdout", false, false),
+        ("/api/events", false, false),
+        ("/api/stream", false, false),
+    ];
+    let http = c.http_client();
+    for (caller, token) in &callers {
+        for (path, open, page) in routes {
+            let mut req = http.get(format!("{}{path}", c.http_url()));
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let status = req.send().unwrap().status().as_u16();
+            let reads = matches!(caller, Caller::Read | Caller::Submit | Caller::Admin);
+            let known = !matches!(caller, Caller::Nobody | Caller::Garbage | Caller::Revoked | Caller::Expired);
+            let expected = if *open || reads {
+                200
+            } else if known {
+                403
+            } else if *page {
+                303
+            } else {
+                401
+            };
+            assert_eq!(status, expected, "{caller:?} GET {path}");
+        }
+    }
+    // Signing out needs nothing and clears the cookie.
+    let resp = http.post(format!("{}/logout", c.http_url())).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    assert!(resp.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    // A sign-in form posted from another site is refused.
+    let reader = callers[2].1.clone().unwrap();
+    let resp = http
+        .post(format!("{}/login", c.http_url()))
+        .header("origin", "https://evil.example")
+        .form(&[("token", reader.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+}

@@ -3,7 +3,7 @@
 //! - Every request must name the coordinator in its `Host` header (its `--http`
 //!   address, `localhost`, a loopback address or a name given with `--http-host`):
 //!   a page on another site that rebinds its DNS to this address is refused.
-//! - Every route but `/healthz` and `/login` needs a token of any user role, as
+//! - Every route but `/healthz`, `/login` and `/logout` needs a token of any user role, as
 //!   `authorization: Bearer TOKEN` or the `corral_token` cookie that the login page
 //!   sets (HttpOnly, SameSite=Strict); `/metrics` is open with `--metrics-public`.
 //!   A browser without a token is sent to `/login`; an API client gets 401 JSON.
@@ -85,7 +85,9 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Nex
             return refuse(StatusCode::FORBIDDEN, "a form from another site cannot post here");
         }
     }
-    if matches!(path.as_str(), "/healthz" | "/login" | "/style.css") || (path == "/metrics" && access.metrics_public) {
+    if matches!(path.as_str(), "/healthz" | "/login" | "/logout" | "/style.css")
+        || (path == "/metrics" && access.metrics_public)
+    {
         return next.run(req).await;
     }
     let checked = match req.headers().get(header::AUTHORIZATION) {
