@@ -639,6 +639,20 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64,
         effects.auth.forget_node(&node);
         out.store.push(crate::core::StoreOp::ForgetNodeCredential(node));
     }
+    // A deleted pool's agent token goes with it.
+    let deleted: Vec<PoolName> = out
+        .store
+        .iter()
+        .filter_map(|op| match op {
+            crate::core::StoreOp::DeletePool(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    for pool in deleted {
+        if let Some(token) = effects.auth.revoke(&auth::bootstrap::pool_token_name(&pool)) {
+            out.store.push(crate::core::StoreOp::DeleteToken { id: token.id, name: token.name });
+        }
+    }
     let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
     for (node, msg) in out.agents {
         let m = messages.entry(node).or_default();

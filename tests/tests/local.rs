@@ -23,6 +23,10 @@ fn local_pool_runs_jobs_replaces_dead_agents_resizes_and_deletes() {
     let pool = c.json(&["pool", "create", "loc", "--provider", "local", "--nodes", "2", "--slots-per-node", "1"]);
     assert_eq!(pool["provider"], "local");
     c.wait_nodes("loc", "idle", 2);
+    // Its agents joined with a token bound to it, made for them.
+    let tokens = c.json(&["token", "list"]);
+    let theirs = tokens.as_array().unwrap().iter().find(|t| t["name"] == "pool:loc").cloned();
+    assert_eq!(theirs.map(|t| (t["role"].clone(), t["pool"].clone())), Some(("agent".into(), "loc".into())));
     let job = c.submit(&["--pool", "loc", "--array", "1-6"], &["sh", "-c", "echo $CORRAL_POOL"]);
     assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
     assert_eq!(c.logs(job, 3, false), "loc\n");
@@ -55,6 +59,9 @@ fn local_pool_runs_jobs_replaces_dead_agents_resizes_and_deletes() {
     assert!(c.fails(&["job", "submit", "--pool", "loc", "--", "true"]).contains("being deleted"));
     wait_until(MINUTE, "the pool to go", || !c.corral(&["pool", "show", "loc"]).status.success());
     assert!(c.fails(&["pool", "show", "loc"]).contains("does not exist"));
+    // Its agents' token went with it.
+    let tokens = c.json(&["token", "list"]);
+    assert!(!tokens.as_array().unwrap().iter().any(|t| t["name"] == "pool:loc"), "{tokens}");
     let job = c.job(busy);
     assert_eq!(job["state"], "cancelled");
     assert_eq!((job["counts"]["succeeded"].as_u64(), job["counts"]["cancelled"].as_u64()), (Some(2), Some(2)), "{job}");
