@@ -64,9 +64,14 @@ impl Agent for AgentApi {
         let secret = auth::secret::Minted::new();
         let hash = secret.hash;
         let auth = self.shared.auth.clone();
+        let who_now = who.clone();
         let (id, start_task) = self
             .shared
             .call_by(who.name(), move |core, now, out| {
+                // Revoked while the request was on its way: it registers nothing.
+                if !auth.still_valid(&who_now, auth::now_ms()) {
+                    return Err(crate::error::Error::Forbidden(auth::BAD_TOKEN.to_string()));
+                }
                 let pool = reg.pool.clone();
                 let id = core.register_node(now, reg, out)?;
                 let cred = NodeCredential { node: id.clone(), pool, hash, token_id };
@@ -117,6 +122,10 @@ impl Agent for AgentApi {
             logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),
         };
         let revoked_tx = tx.clone();
+        // Revoked while the hello was on its way: nothing of it is applied.
+        if !self.shared.auth.still_valid(&who, auth::now_ms()) {
+            return Err(Status::unauthenticated(auth::BAD_TOKEN));
+        }
         self.shared.send(Event::Connected { node: node.clone(), conn, hello, tx })?;
         let shared = self.shared.clone();
         let auth = self.shared.auth.clone();

@@ -49,24 +49,40 @@ pub fn internal(ip: IpAddr) -> Option<&'static str> {
                 Some("a loopback address")
             } else if v4.is_link_local() {
                 Some("a link-local address")
-            } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
+            } else if v4.is_private()
+                || (a == 100 && (64..128).contains(&b))
+                || (a, b) == (192, 0)
+                || (a == 198 && (b & 0xfe) == 18)
+            {
                 Some("a private address")
-            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || a == 0 {
+            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || a == 0 || a >= 240 {
                 Some("not a host's address")
             } else {
                 None
             }
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let seg = v6.segments();
+            // IPv4 inside IPv6: mapped, compatible (::a.b.c.d), NAT64 (64:ff9b::/96)
+            // and 6to4 (2002:AABB:CCDD::/48) all lead to the IPv4 address.
+            let embedded =
+                |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+            if v6.is_loopback() || v6.is_unspecified() {
+                return if v6.is_loopback() { Some("a loopback address") } else { Some("not a host's address") };
+            }
+            if let Some(v4) = v6.to_ipv4() {
                 return internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            if v6.is_loopback() {
-                Some("a loopback address")
-            } else if first & 0xffc0 == 0xfe80 {
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return internal(IpAddr::V4(embedded(seg[6], seg[7])));
+            }
+            if seg[0] == 0x2002 {
+                return internal(IpAddr::V4(embedded(seg[1], seg[2])));
+            }
+            let first = seg[0];
+            if first & 0xffc0 == 0xfe80 {
                 Some("a link-local address")
-            } else if first & 0xfe00 == 0xfc00 {
+            } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
                 Some("a private address")
             } else if v6.is_unspecified() || v6.is_multicast() {
                 Some("not a host's address")
@@ -167,6 +183,8 @@ async fn post(settings: &Settings, order: &Notification) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(POST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would look the name up again, past the check.
+        .no_proxy()
         .resolve_to_addrs(&host, &addrs)
         .build()
         .map_err(|e| describe(&e))?;
@@ -216,6 +234,12 @@ mod tests {
             ("fe80::1", "a link-local address"),
             ("fd00::1", "a private address"),
             ("::ffff:10.0.0.1", "a private address"),
+            ("::10.0.0.1", "a private address"),
+            ("64:ff9b::a9fe:a9fe", "a link-local address"),
+            ("2002:c0a8:0101::1", "a private address"),
+            ("fec0::1", "a private address"),
+            ("198.18.0.1", "a private address"),
+            ("240.0.0.1", "not a host's address"),
         ] {
             assert_eq!(internal(ip.parse().unwrap()), Some(why), "{ip}");
         }

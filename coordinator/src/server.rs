@@ -129,6 +129,19 @@ fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
     let now = auth::now_ms();
     let mut made = Vec::new();
     let admin_path = bootstrap::admin_token_path(&config.data_dir);
+    let mut revoked = Vec::new();
+    if config.reset_admin_token {
+        // A leaked admin token could have made others: every admin token goes, with
+        // every token an admin made.
+        let admins: Vec<String> = tokens.iter().filter(|t| t.role == Role::Admin).map(|t| t.name.clone()).collect();
+        revoked = tokens
+            .iter()
+            .filter(|t| t.role == Role::Admin || admins.contains(&t.created_by))
+            .map(|t| (t.id.clone(), t.name.clone()))
+            .collect();
+        tokens.retain(|t| !revoked.iter().any(|(id, _)| *id == t.id));
+        tracing::warn!(revoked = revoked.len(), "reset: revoked every admin token and every token an admin made");
+    }
     if tokens.is_empty() || config.reset_admin_token {
         let admin = bootstrap::mint_admin(&config.data_dir, now)?;
         tracing::info!(path = %admin_path.display(), "wrote a new admin token; clients use it with --token-file or CORRAL_TOKEN_FILE");
@@ -141,8 +154,10 @@ fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
             made.push(token);
         }
     }
-    if !made.is_empty() {
-        let ops: Vec<_> = made.iter().cloned().map(crate::core::StoreOp::PutToken).collect();
+    if !made.is_empty() || !revoked.is_empty() {
+        let mut ops: Vec<_> =
+            revoked.into_iter().map(|(id, name)| crate::core::StoreOp::DeleteToken { id, name }).collect();
+        ops.extend(made.iter().cloned().map(crate::core::StoreOp::PutToken));
         store.apply(&ops)?;
         tokens.retain(|t| !made.iter().any(|m| m.name == t.name));
         tokens.extend(made);
@@ -561,7 +576,7 @@ fn handle(
             match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
                 Ok(()) => {
                     // Only a stream the core accepted may write logs.
-                    core.on_logs(hello.logs, out);
+                    core.on_logs(&node, hello.logs, out);
                     if let Some(why) = &hello.start_task_failed {
                         core.on_start_task_done(now, &node, false, why, out);
                     }
@@ -593,7 +608,7 @@ fn handle(
             if let Some((ok, message)) = update.start_task_done {
                 core.on_start_task_done(now, &node, ok, &message, out);
             }
-            core.on_logs(update.logs, out);
+            core.on_logs(&node, update.logs, out);
             if !update.finished.is_empty() {
                 core.on_task_results(now, &node, update.finished, out);
             }

@@ -54,17 +54,25 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let spec = convert::pool_spec(req.into_inner().spec)?;
         let name = spec.name.clone();
-        // The agents a provider starts join with a token bound to their pool, kept
-        // in a file the coordinator passes them (never on their command line).
-        let token = match spec.provider {
-            Provider::Static => None,
-            _ => auth::bootstrap::ensure_pool_token(&self.shared.data_dir, &name, None, auth::now_ms())
-                .map_err(|e| Status::internal(format!("cannot write the pool's agent token: {e}")))?,
-        };
-        let auth = self.shared.auth.clone();
+        let (auth, data_dir) = (self.shared.auth.clone(), self.shared.data_dir.clone());
         let pool = self
             .shared
             .call_by(who.name(), move |core, now, out| {
+                // Checked first: a second create must not replace the token file
+                // of the pool that exists.
+                if core.pools.contains_key(&name) {
+                    return Err(Error::AlreadyExists { what: "pool", id: name.to_string() });
+                }
+                // The agents a provider starts join with a token bound to their
+                // pool, kept in a file the coordinator passes them (never on their
+                // command line). Made here, on the event loop, so that no other
+                // create of this name runs in between.
+                let token = match spec.provider {
+                    Provider::Static => None,
+                    _ => auth::bootstrap::ensure_pool_token(&data_dir, &name, None, auth::now_ms()).map_err(|e| {
+                        Error::Io(std::io::Error::new(e.kind(), format!("cannot write the pool's agent token: {e}")))
+                    })?,
+                };
                 core.create_pool(now, spec, out)?;
                 if let Some(token) = token {
                     auth.insert_token(token.clone());

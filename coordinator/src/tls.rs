@@ -27,8 +27,10 @@ use crate::auth::bootstrap::write_secret_file;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in flight at once; more wait for a free one.
+/// Handshakes in flight at once; a connection beyond that is closed at once.
 const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in flight from one address: one peer cannot take all the others'.
+const MAX_HANDSHAKES_PER_PEER: usize = 16;
 
 /// Where the coordinator's certificate comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,8 +113,11 @@ impl ServerTls {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<_, _>>())
             .map_err(|e| io_error(format!("--tls-cert {}: {e}", cert.display())))?;
-        if chain.is_empty() {
-            return Err(io_error(format!("--tls-cert {} holds no PEM certificate", cert.display())));
+        if chain.len() < 2 {
+            return Err(io_error(format!(
+                "--tls-cert {} must hold the server's certificate followed by the CA (or intermediate) that signed it: clients and the agents the coordinator starts trust that last one",
+                cert.display()
+            )));
         }
         let key =
             PrivateKeyDer::from_pem_file(key).map_err(|e| io_error(format!("--tls-key {}: {e}", key.display())))?;
@@ -220,6 +225,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_peer: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -236,10 +242,20 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+            // Never wait here: a crowd of silent connections must not stop the
+            // accepting of others.
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many TLS handshakes in flight; closing a new connection");
+                continue;
+            };
+            let Some(slot) = PeerSlot::take(&per_peer, peer.ip()) else {
+                tracing::debug!(%peer, "too many TLS handshakes in flight from this address; closing");
+                continue;
+            };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let _permit = permit;
+                let _slot = slot;
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&acceptor, tcp)).await {
                     Ok(Ok(Some(conn))) => {
@@ -253,6 +269,39 @@ pub fn incoming(
         }
     });
     rx
+}
+
+/// One handshake's place in its peer's count, given back when dropped.
+struct PeerSlot {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+    ) -> Option<PeerSlot> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A TLS record starts with 0x16 (handshake); anything else is a plaintext client,

@@ -58,3 +58,8 @@ impl AgentConfig {
 }
 
 pub use session::run;
+
+/// The agent's own credentials in its environment. Nothing it starts for a pool's
+/// users (tasks, start tasks, combiners) inherits them: a task that could read its
+/// agent's token could register a node of its own and receive other users' tasks.
+pub const AGENT_SECRETS: &[&str] = &["CORRAL_TOKEN", "CORRAL_TOKEN_FILE"];

@@ -177,6 +177,9 @@ async fn run(
         Err(e) => return result(task, "spawn_failed", started_at_ms, format!("cannot set up the task's pipes: {e}")),
     };
     let mut cmd = tokio::process::Command::new(program);
+    for var in crate::AGENT_SECRETS {
+        cmd.env_remove(var);
+    }
     cmd.args(args)
         .envs(env)
         .current_dir(dir)

@@ -235,7 +235,11 @@ fn run_start_task(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, S
         let dir = ctx.tasks_dir.join("start-task");
         let result = async {
             tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-            let child = tokio::process::Command::new("sh")
+            let mut cmd = tokio::process::Command::new("sh");
+            for var in crate::AGENT_SECRETS {
+                cmd.env_remove(var);
+            }
+            let child = cmd
                 .arg("-c")
                 .arg(&script)
                 .current_dir(&dir)

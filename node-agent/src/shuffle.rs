@@ -380,7 +380,11 @@ where
 /// same spilling as the map output, so a big partition does not have to fit in memory.
 pub fn combine(path: &Path, combiner: &str, limit: usize) -> Result<(), String> {
     let input = File::open(path).map_err(|e| format!("combiner input: {e}"))?;
-    let mut child = std::process::Command::new("sh")
+    let mut cmd = std::process::Command::new("sh");
+    for var in crate::AGENT_SECRETS {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
         .arg("-c")
         .arg(combiner)
         .stdin(input)

@@ -449,13 +449,27 @@ fn the_first_admin_token_is_private_and_a_reset_revokes_it() {
     c.restart_coordinator();
     assert_eq!(c.admin_token(), old);
     assert!(c.corral(&["pool", "list"]).status.success());
-    // ...and a reset replaces it: the old one is refused from then on.
+    // ...and a reset replaces it: the old one is refused from then on, and so is
+    // every admin token and every token an admin made (a leaked admin token may
+    // have made them); others stay.
+    let second_admin = c.token("ops", "admin", &[]);
+    let made_by_admin = c.token("ci", "submit", &[]);
     c.restart_with(&["--reset-admin-token"]);
     let new = c.admin_token();
     assert_ne!(new, old);
-    let out = c.corral_as(Some(&old), &["pool", "list"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("token refused"));
+    for gone in [&old, &second_admin, &made_by_admin] {
+        let out = c.corral_as(Some(gone), &["pool", "list"]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("token refused"));
+    }
     assert!(c.corral_as(Some(&new), &["pool", "list"]).status.success());
+    let names: Vec<String> = c
+        .json(&["token", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["admin"], "{names:?}");
 }
 
 #[test]
@@ -600,4 +614,30 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
+}
+
+#[test]
+fn tasks_never_see_their_agents_token() {
+    let mut c = Cluster::start(&["--agent-bin", bin("corral-agent").to_str().unwrap()]);
+    // One static agent with the token in its environment, one with a token file,
+    // and a local pool whose agents the coordinator starts with theirs.
+    let token = c.token("agents", "agent", &[]);
+    c.json(&["pool", "create", "cpu", "--slots-per-node", "1"]);
+    c.agent_with_env("cpu", 1, &[("CORRAL_TOKEN", &token), ("CORRAL_TOKEN_FILE", "")]);
+    c.agent("cpu", 1);
+    c.wait_nodes("cpu", "idle", 2);
+    c.json(&["pool", "create", "loc", "--provider", "local", "--nodes", "1", "--slots-per-node", "1"]);
+    c.wait_nodes("loc", "idle", 1);
+    let show = ["sh", "-c", "echo token=${CORRAL_TOKEN:-none} file=${CORRAL_TOKEN_FILE:-none}"];
+    for pool in ["cpu", "loc"] {
+        let job = c.submit(&["--pool", pool, "--array", "0-3"], &show);
+        assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+        for task in 0..4 {
+            assert_eq!(c.logs(job, task, false), "token=none file=none\n", "{pool} task {task}");
+        }
+    }
+    // A task's own --env of the same name is its to set.
+    let job = c.submit(&["--pool", "cpu", "--env", "CORRAL_TOKEN=mine"], &show);
+    c.wait_job(job, MINUTE);
+    assert_eq!(c.logs(job, 0, false), "token=mine file=none\n");
 }

@@ -143,3 +143,40 @@ fn listening_beyond_loopback_needs_tls_or_a_plain_word() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn an_operators_own_certificate_is_served_and_a_chain_without_its_ca_refused() {
+    // A certificate chain and key made elsewhere: here, by another coordinator's CA.
+    let issuer = Cluster::start(&["--tls", "auto"]);
+    let tls_dir = issuer.data_dir().join("tls");
+    let (chain, key) = (tls_dir.join("server.pem"), tls_dir.join("server.key"));
+    let c = Cluster::start(&["--tls-cert", chain.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    // (The harness knows TLS by `--tls` only, so this one is asked over https by hand.)
+    let https = c.url.replacen("http://", "https://", 1);
+    let out = Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
+        .env("CORRAL_CA_CERT", issuer.ca_file().unwrap())
+        .args(["--coordinator", &https, "pool", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Only the server's own certificate, without what signed it: refused, with why.
+    let pem = std::fs::read_to_string(&chain).unwrap();
+    let leaf_end = pem.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let leaf_only = issuer.dir.path().join("leaf.pem");
+    std::fs::write(&leaf_only, &pem[..leaf_end]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("corral-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--http", "off", "--tls-cert", leaf_only.to_str().unwrap()])
+        .args(["--tls-key", key.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("followed by the CA"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

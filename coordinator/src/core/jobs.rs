@@ -107,6 +107,7 @@ impl Core {
                 continue;
             }
             self.take_running(now, attempt.task);
+            self.ended_on.insert(attempt, node.clone());
             if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
                 let ran = result.ended_at_ms.saturating_sub(result.started_at_ms);
                 job.runs.total_ms = job.runs.total_ms.saturating_add(ran);
@@ -380,17 +381,19 @@ impl Core {
 }
 
 impl Core {
-    /// Log output of an attempt. Kept for any attempt that was ever started (also a
-    /// lost node's: what it printed is still what that attempt printed).
-    pub fn on_logs(&mut self, chunks: Vec<LogChunk>, out: &mut Outbox) {
+    /// Log output of an attempt, from `node`. Kept only from the node the attempt
+    /// runs on, or whose result ended it: no node writes another's output, and a
+    /// late copy from a node whose attempt was taken from it writes nothing.
+    pub fn on_logs(&mut self, node: &NodeId, chunks: Vec<LogChunk>, out: &mut Outbox) {
         for chunk in chunks {
-            let known = self
-                .jobs
-                .get(&chunk.attempt.task.job)
-                .and_then(|j| j.task(chunk.attempt.task.index))
-                .is_some_and(|t| chunk.attempt.attempt <= t.attempt);
-            if known && !chunk.data.is_empty() {
+            let attempt = chunk.attempt;
+            let running_here =
+                self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
+            let ended_here = self.ended_on.get(&attempt) == Some(node);
+            if (running_here || ended_here) && !chunk.data.is_empty() {
                 out.store.push(StoreOp::Log(chunk));
+            } else if !chunk.data.is_empty() {
+                tracing::debug!(node_id = %node, task = %attempt.task, attempt = attempt.attempt, "dropping output of an attempt this node does not own");
             }
         }
     }

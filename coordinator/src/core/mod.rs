@@ -550,8 +550,38 @@ pub struct Core {
     pub running: HashMap<TaskKey, RunningAttempt>,
     /// Failed tasks waiting out their retry backoff.
     pub delayed: BTreeSet<(Instant, TaskKey)>,
+    /// The nodes whose results ended the most recent attempts: their output may
+    /// still arrive after the result (an agent that reconnects ships it again), and
+    /// only from them.
+    pub ended_on: EndedOn,
     next_job: u64,
     next_node: u64,
+}
+
+/// Which node ended each of the last [`EndedOn::KEEP`] attempts.
+#[derive(Debug, Default)]
+pub struct EndedOn {
+    by_attempt: HashMap<AttemptRef, NodeId>,
+    order: std::collections::VecDeque<AttemptRef>,
+}
+
+impl EndedOn {
+    pub const KEEP: usize = 65_536;
+
+    pub fn insert(&mut self, attempt: AttemptRef, node: NodeId) {
+        if self.by_attempt.insert(attempt, node).is_none() {
+            self.order.push_back(attempt);
+        }
+        while self.order.len() > Self::KEEP {
+            if let Some(old) = self.order.pop_front() {
+                self.by_attempt.remove(&old);
+            }
+        }
+    }
+
+    pub fn get(&self, attempt: &AttemptRef) -> Option<&NodeId> {
+        self.by_attempt.get(attempt)
+    }
 }
 
 impl Core {
@@ -566,6 +596,7 @@ impl Core {
             jobs: BTreeMap::new(),
             running: HashMap::new(),
             delayed: BTreeSet::new(),
+            ended_on: EndedOn::default(),
             next_job: 1,
             next_node: 1,
         }

@@ -131,3 +131,27 @@ fn a_restart_posts_again_only_what_was_not_delivered() {
     assert_eq!(out.notify[0].url, "http://hooks.example/1");
     env.check();
 }
+
+#[test]
+fn only_the_node_an_attempt_runs_on_writes_its_output() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let owner = env.node(1);
+    let other = env.node(1);
+    env.submit(1, 0, 0);
+    let (on, a) = env.schedule()[0].clone();
+    let (owner, other) = if on == owner { (owner, other) } else { (other, owner) };
+    let chunk = |data: &[u8]| LogChunk { attempt: a, stderr: false, offset: 0, data: data.to_vec() };
+    let logs = |out: &Outbox| out.store.iter().filter(|op| matches!(op, StoreOp::Log(_))).count();
+    env.take();
+    env.core.on_logs(&other, vec![chunk(b"forged")], &mut env.out);
+    assert_eq!(logs(&env.take()), 0, "another node's chunk is dropped");
+    env.core.on_logs(&owner, vec![chunk(b"real")], &mut env.out);
+    assert_eq!(logs(&env.take()), 1);
+    // After its result, output the owner ships again (after a reconnect) still counts.
+    env.report(&owner, a, Outcome::Succeeded);
+    env.take();
+    env.core.on_logs(&owner, vec![chunk(b"real")], &mut env.out);
+    assert_eq!(logs(&env.take()), 1);
+    env.core.on_logs(&other, vec![chunk(b"forged")], &mut env.out);
+    assert_eq!(logs(&env.take()), 0);
+}
