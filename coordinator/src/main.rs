@@ -83,8 +83,8 @@ struct Args {
     /// call into its own network.
     #[arg(long, env = "CORRAL_NOTIFY_ALLOW_PRIVATE")]
     notify_allow_private: bool,
-    /// Revoke the first admin token ("admin") and write a new one to
-    /// DATA_DIR/admin.token, for when the old one leaked or was lost.
+    /// Revoke every admin token and every token an admin made, and write a new
+    /// admin token to DATA_DIR/admin.token: for when one leaked or was lost.
     #[arg(long)]
     reset_admin_token: bool,
 }

@@ -518,9 +518,17 @@ fn the_http_side_needs_a_token_and_its_own_host_name() {
     assert_eq!(resp.status().as_u16(), 303);
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains(reader.split_once('.').unwrap().1), "the cookie holds a session id, not the token");
     let pair = cookie.split(';').next().unwrap().to_string();
     let resp = http.get(format!("{}/api/pools", c.http_url())).header("cookie", &pair).send().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+    // Signing out ends that session (another sign-in keeps its own).
+    let resp = http.post(format!("{}/login", c.http_url())).form(&[("token", reader.as_str())]).send().unwrap();
+    let other = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let resp = http.post(format!("{}/logout", c.http_url())).header("cookie", &other).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let resp = http.get(format!("{}/api/pools", c.http_url())).header("cookie", &other).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
     // Revoked: the cookie stops working at once.
     c.json(&["token", "revoke", "reader"]);
     let resp = http.get(format!("{}/api/pools", c.http_url())).header("cookie", &pair).send().unwrap();

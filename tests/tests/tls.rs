@@ -43,7 +43,8 @@ fn a_tls_coordinator_runs_jobs_for_the_cli_static_and_local_agents_and_the_dashb
     let reader = c.token("reader", "read", &[]);
     let resp =
         c.http_client().post(format!("{}/login", c.http_url())).form(&[("token", reader.as_str())]).send().unwrap();
-    assert!(resp.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-corral_session=") && cookie.contains("Secure"), "{cookie}");
     // The CA stays across restarts, so pins stay true.
     c.restart_coordinator();
     assert_eq!(c.ca_fingerprint().unwrap(), pin);

@@ -100,7 +100,13 @@ struct Tables {
     /// Nodes that were lost or removed: their secrets count for nothing, and saying
     /// so tells their agents to register again.
     gone: std::collections::HashSet<NodeId>,
+    /// Dashboard sign-ins, by the hash of their cookie's value, oldest first.
+    sessions: HashMap<String, Principal>,
+    session_order: std::collections::VecDeque<String>,
 }
+
+/// Dashboard sign-ins kept at once; the oldest go first.
+const MAX_SESSIONS: usize = 10_000;
 
 /// The tokens and node credentials the coordinator accepts.
 pub struct Auth {
@@ -119,6 +125,8 @@ impl Auth {
             tokens: tokens.into_iter().map(|t| (t.id.clone(), t)).collect(),
             nodes: nodes.into_iter().map(|n| (n.node.clone(), n)).collect(),
             gone: Default::default(),
+            sessions: HashMap::new(),
+            session_order: Default::default(),
         };
         Auth { tables: Mutex::new(tables), revocations: watch::channel(0).0 }
     }
@@ -218,6 +226,42 @@ impl Auth {
     /// Accepts a node's secret from now on.
     pub fn insert_node(&self, cred: NodeCredential) {
         self.tables().nodes.insert(cred.node.clone(), cred);
+    }
+
+    /// A dashboard sign-in for `who`: the cookie value, random, standing for the
+    /// token without being it (so a cookie that leaks is no bearer token). It lives
+    /// while the token does, until sign-out, or until the coordinator restarts.
+    pub fn open_session(&self, who: &Principal) -> String {
+        let sid = secret::random_hex(32);
+        let key = secret::hex(&secret::hash(&sid));
+        let mut tables = self.tables();
+        tables.sessions.insert(key.clone(), who.clone());
+        tables.session_order.push_back(key);
+        while tables.session_order.len() > MAX_SESSIONS {
+            if let Some(old) = tables.session_order.pop_front() {
+                tables.sessions.remove(&old);
+            }
+        }
+        sid
+    }
+
+    /// The principal a session cookie stands for, if its token still counts.
+    pub fn session(&self, sid: &str, now_ms: u64) -> Result<Principal, Status> {
+        let key = secret::hex(&secret::hash(sid));
+        let tables = self.tables();
+        match tables.sessions.get(&key) {
+            Some(who) if valid(&tables, who, now_ms) => Ok(who.clone()),
+            _ => {
+                Err(Status::unauthenticated("signed out: sign in again (the session ended, or its token was revoked)"))
+            }
+        }
+    }
+
+    pub fn close_session(&self, sid: &str) {
+        let key = secret::hex(&secret::hash(sid));
+        let mut tables = self.tables();
+        tables.sessions.remove(&key);
+        tables.session_order.retain(|k| *k != key);
     }
 
     /// Stops accepting a node's secret (the node is lost or removed). Its open
@@ -379,6 +423,27 @@ mod tests {
         assert!(auth.check_bearer(&format!("n-8.{}", minted.secret), 0).is_err(), "another node's id");
         auth.revoke("agents");
         assert!(auth.check_bearer(&bearer, 0).is_err());
+    }
+
+    #[test]
+    fn a_session_stands_for_its_token_until_revoked_or_closed() {
+        let (record, _) = token("viewer", Role::Read, None);
+        let auth = Auth::new(vec![record], vec![]);
+        let who = Principal::Token {
+            id: auth.tokens()[0].id.clone(),
+            name: "viewer".into(),
+            role: Role::Read,
+            pool: None,
+            expires_at_ms: None,
+        };
+        let sid = auth.open_session(&who);
+        assert_eq!(auth.session(&sid, 0).unwrap(), who);
+        assert!(auth.check_bearer(&sid, 0).is_err(), "a session id is no bearer token");
+        let other = auth.open_session(&who);
+        auth.close_session(&other);
+        assert!(auth.session(&other, 0).is_err());
+        auth.revoke("viewer");
+        assert!(auth.session(&sid, 0).is_err());
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!   address, `localhost`, a loopback address or a name given with `--http-host`):
 //!   a page on another site that rebinds its DNS to this address is refused.
 //! - Every route but `/healthz`, `/login` and `/logout` needs a token of any user role, as
-//!   `authorization: Bearer TOKEN` or the `corral_token` cookie that the login page
-//!   sets (HttpOnly, SameSite=Strict); `/metrics` is open with `--metrics-public`.
+//!   `authorization: Bearer TOKEN` or the session cookie that the login page sets
+//!   (HttpOnly, SameSite=Strict; a random id standing for the token, not the token); `/metrics` is open with `--metrics-public`.
 //!   A browser without a token is sent to `/login`; an API client gets 401 JSON.
 
 use std::sync::Arc;
@@ -21,8 +21,10 @@ use crate::model::Role;
 use crate::server::Shared;
 
 const LOGIN: &str = include_str!("assets/login.html");
-/// The cookie the login page sets.
-pub const COOKIE: &str = "corral_token";
+/// The cookie the login page sets: a session id, not the token. Over TLS it takes
+/// the `__Host-` prefix, so no other port or subdomain can set or scope it.
+pub const COOKIE: &str = "corral_session";
+pub const TLS_COOKIE: &str = "__Host-corral_session";
 
 /// The names the HTTP server answers to, besides loopback and `localhost`.
 #[derive(Debug, Clone, Default)]
@@ -52,11 +54,27 @@ pub fn host_allowed(host: &str, access: &HttpAccess) -> bool {
     name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == COOKIE && !v.is_empty()).then(|| v.to_string())
-    })
+fn cookie_name(access: &HttpAccess) -> &'static str {
+    if access.tls {
+        TLS_COOKIE
+    } else {
+        COOKIE
+    }
+}
+
+/// Every value of the session cookie `name` (a page on another port of the same
+/// host may have planted one of its own: each is tried).
+fn cookie_values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name && !v.is_empty()).then(|| v.to_string())
+        })
+        .collect()
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -92,10 +110,17 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Nex
     }
     let checked = match req.headers().get(header::AUTHORIZATION) {
         Some(h) => shared.auth.authenticate(Some(h.as_bytes()), auth::now_ms()),
-        None => match cookie_token(req.headers()) {
-            Some(token) => shared.auth.check_bearer(&token, auth::now_ms()),
-            None => Err(tonic::Status::unauthenticated(auth::NO_TOKEN)),
-        },
+        None => {
+            let sessions = cookie_values(req.headers(), cookie_name(access));
+            let mut found = Err(tonic::Status::unauthenticated(auth::NO_TOKEN));
+            for sid in sessions {
+                found = shared.auth.session(&sid, auth::now_ms());
+                if found.is_ok() {
+                    break;
+                }
+            }
+            found
+        }
     };
     let browser = req.method() == axum::http::Method::GET && !path.starts_with("/api/") && path != "/metrics";
     let who = match checked {
@@ -141,8 +166,9 @@ pub async fn login(State(shared): State<Arc<Shared>>, Form(form): Form<LoginForm
         return page(StatusCode::FORBIDDEN, "a node's secret does not open the dashboard");
     };
     tracing::info!(token = %name, "signed in to the dashboard");
+    let sid = shared.auth.open_session(&who);
     let secure = if shared.http_access.tls { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
+    let cookie = format!("{}={sid}; HttpOnly; SameSite=Strict; Path=/{secure}", cookie_name(&shared.http_access));
     let mut resp = Redirect::to("/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, value);
@@ -150,9 +176,14 @@ pub async fn login(State(shared): State<Arc<Shared>>, Form(form): Form<LoginForm
     resp
 }
 
-pub async fn logout() -> Response {
+pub async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let name = cookie_name(&shared.http_access);
+    for sid in cookie_values(&headers, name) {
+        shared.auth.close_session(&sid);
+    }
     let mut resp = Redirect::to("/login").into_response();
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let secure = if shared.http_access.tls { "; Secure" } else { "" };
+    let cookie = format!("{name}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -175,11 +206,11 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_found_among_other_cookies() {
+    fn every_session_cookie_is_found_among_other_cookies() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; corral_token=id.secret; b=2"));
-        assert_eq!(cookie_token(&headers).as_deref(), Some("id.secret"));
-        headers.insert(header::COOKIE, HeaderValue::from_static("corral_token="));
-        assert_eq!(cookie_token(&headers), None);
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; corral_session=s1; b=2; corral_session=s2"));
+        assert_eq!(cookie_values(&headers, COOKIE), ["s1", "s2"]);
+        headers.insert(header::COOKIE, HeaderValue::from_static("corral_session="));
+        assert!(cookie_values(&headers, COOKIE).is_empty());
     }
 }
