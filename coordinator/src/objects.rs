@@ -38,12 +38,35 @@ fn store_error(e: object_store::Error) -> Status {
     }
 }
 
-pub fn server(store: Arc<dyn ObjectStore>) -> ObjectsServer<ObjectsApi> {
-    ObjectsServer::new(ObjectsApi { store }).max_decoding_message_size(16 << 20).max_encoding_message_size(16 << 20)
+pub fn server(store: Arc<dyn ObjectStore>, shared: Arc<crate::server::Shared>) -> ObjectsServer<ObjectsApi> {
+    ObjectsServer::new(ObjectsApi { store, shared })
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20)
 }
 
 pub struct ObjectsApi {
     store: Arc<dyn ObjectStore>,
+    /// Asks the core what a node's tasks may touch.
+    shared: Arc<crate::server::Shared>,
+}
+
+impl ObjectsApi {
+    /// A node may touch only the objects of the tasks assigned to it; tokens are
+    /// held to their role by the gate (auth::rules).
+    async fn allow<T>(&self, req: &Request<T>, path: &str, write: bool) -> Result<(), Status> {
+        let Some(crate::auth::Principal::Node { node, .. }) = req.extensions().get::<crate::auth::Principal>().cloned()
+        else {
+            return Ok(());
+        };
+        let object = path.to_string();
+        let asked = node.clone();
+        let allowed = self.shared.call(move |core, _, _| core.node_object_access(&asked, &object, write)).await?;
+        if allowed {
+            return Ok(());
+        }
+        let what = if write { "writes" } else { "reads" };
+        Err(Status::permission_denied(format!("node {node} runs no task that {what} object '{path}'")))
+    }
 }
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
@@ -51,9 +74,15 @@ type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>
 #[tonic::async_trait]
 impl Objects for ObjectsApi {
     async fn put(&self, req: Request<Streaming<pb::PutObjectRequest>>) -> Result<Response<pb::ObjectInfo>, Status> {
+        let principal = req.extensions().get::<crate::auth::Principal>().cloned();
         let mut stream = req.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("path: the stream was empty"))?;
         let path = object_path("path", &first.path)?;
+        let mut probe = Request::new(());
+        if let Some(who) = principal {
+            probe.extensions_mut().insert(who);
+        }
+        self.allow(&probe, path.as_ref(), true).await?;
         let upload = self.store.put_multipart(&path).await.map_err(store_error)?;
         let mut writer = WriteMultipart::new(upload);
         let mut size = first.data.len() as u64;
@@ -88,8 +117,9 @@ impl Objects for ObjectsApi {
     type GetStream = GetStream;
 
     async fn get(&self, req: Request<pb::GetObjectRequest>) -> Result<Response<GetStream>, Status> {
+        let path = object_path("path", &req.get_ref().path)?;
+        self.allow(&req, path.as_ref(), false).await?;
         let req = req.into_inner();
-        let path = object_path("path", &req.path)?;
         let meta = self.store.head(&path).await.map_err(store_error)?;
         let end = if req.length == 0 { meta.size } else { req.offset.saturating_add(req.length).min(meta.size) };
         let (tx, rx) = tokio::sync::mpsc::channel(4);

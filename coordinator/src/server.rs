@@ -451,8 +451,8 @@ impl Coordinator {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(crate::service::server(shared.clone()))
-            .add_service(crate::agent_service::server(shared))
-            .add_service(crate::objects::server(objects));
+            .add_service(crate::agent_service::server(shared.clone()))
+            .add_service(crate::objects::server(objects, shared));
         let server: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match &tls {
             Some(tls) => {
                 let conns = crate::tls::incoming(listener, tls.grpc(), stop_rx.clone());

@@ -65,7 +65,7 @@ const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Agent/Session", Need::Node),
     ("/corral.v1.Objects/Put", Need::WriteObjects),
     ("/corral.v1.Objects/Get", Need::ReadObjects),
-    ("/corral.v1.Objects/List", Need::ReadObjects),
+    ("/corral.v1.Objects/List", Need::Read),
     ("/corral.v1.Objects/Delete", Need::Admin),
     ("/grpc.health.v1.Health/Check", Need::Public),
     ("/grpc.health.v1.Health/Watch", Need::Public),
@@ -648,4 +648,41 @@ fn tasks_never_see_their_agents_token() {
     let job = c.submit(&["--pool", "cpu", "--env", "CORRAL_TOKEN=mine"], &show);
     c.wait_job(job, MINUTE);
     assert_eq!(c.logs(job, 0, false), "token=mine file=none\n");
+}
+
+#[test]
+fn a_node_touches_only_the_objects_of_its_own_tasks() {
+    let mut c = Cluster::start(&[]);
+    c.json(&["pool", "create", "cpu", "--slots-per-node", "1"]);
+    let secret_file = c.dir.path().join("payroll.csv");
+    std::fs::write(&secret_file, "alice,100\n").unwrap();
+    c.json(&["file", "put", secret_file.to_str().unwrap(), "hr/payroll.csv"]);
+    runtime().block_on(async {
+        let channel = c.channel().await;
+        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
+        let mut agent = pb::agent_client::AgentClient::with_interceptor(channel.clone(), admin);
+        let reg = pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "m".into(), ..Default::default() };
+        let reg = agent.register(reg).await.unwrap().into_inner();
+        let node = Bearer::new(Some(&reg.node_secret)).unwrap();
+        let mut objects = pb::objects_client::ObjectsClient::with_interceptor(channel, node);
+        let get = pb::GetObjectRequest { path: "hr/payroll.csv".into(), offset: 0, length: 0 };
+        let err = objects.get(get).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        assert!(err.message().contains("runs no task that reads object 'hr/payroll.csv'"), "{}", err.message());
+        let put = pb::PutObjectRequest { path: "jobs/1/0/forged.txt".into(), data: b"x".to_vec(), last: true };
+        let err = objects.put(tokio_stream::iter([put])).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        let err = objects.list(pb::ListObjectsRequest { prefix: String::new() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    });
+    // A task that names the object as its input gets it, through its own node.
+    c.agent("cpu", 1);
+    c.wait_nodes("cpu", "idle", 1);
+    let job = c.submit(
+        &["--pool", "cpu", "--input", "hr/payroll.csv=in.csv", "--outputs", "out.txt"],
+        &["sh", "-c", "cut -d, -f2 in.csv > out.txt"],
+    );
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed", "{}", c.coordinator_log());
+    let listed = c.json(&["file", "ls", &format!("jobs/{job}")]);
+    assert!(listed.to_string().contains("out.txt"), "{listed}");
 }

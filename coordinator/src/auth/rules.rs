@@ -18,9 +18,10 @@ pub enum Need {
     JoinPool,
     /// A node's own secret, issued when it registered.
     Node,
-    /// Reading objects: a `read` token or a node.
+    /// Reading objects: a `read` token, or a node (for the objects its tasks read,
+    /// which the objects service checks).
     ReadObjects,
-    /// Writing objects: a `submit` token or a node.
+    /// Writing objects: a `submit` token, or a node (for its tasks' outputs).
     WriteObjects,
 }
 
@@ -59,7 +60,7 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Agent/Session", Node),
     ("/corral.v1.Objects/Put", WriteObjects),
     ("/corral.v1.Objects/Get", ReadObjects),
-    ("/corral.v1.Objects/List", ReadObjects),
+    ("/corral.v1.Objects/List", AtLeast(Read)),
     ("/corral.v1.Objects/Delete", AtLeast(Admin)),
     ("/grpc.health.v1.Health/Check", Public),
     ("/grpc.health.v1.Health/Watch", Public),

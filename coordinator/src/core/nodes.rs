@@ -338,3 +338,41 @@ impl Core {
         }
     }
 }
+
+impl Core {
+    /// Whether `node` may read (or, with `write`, write) the object at `path`:
+    /// only for the tasks it has been assigned. It reads their inputs (a map task
+    /// its input segments, a reduce task its job's map outputs) and writes under
+    /// their output prefixes (a map task its partitions, a reduce task its part).
+    pub fn node_object_access(&self, node: &NodeId, path: &str, write: bool) -> bool {
+        let path = path.trim_matches('/');
+        let Some(n) = self.nodes.get(node) else { return false };
+        if !n.status().is_live() {
+            return false;
+        }
+        n.running.iter().any(|key| {
+            let Some(job) = self.jobs.get(&key.job) else { return false };
+            let spec = job.spec.task_spec(key.index);
+            let array_index = job.spec.array_index(key.index);
+            let work = super::Work::of(key.job, spec, array_index);
+            if write {
+                let outputs = format!("jobs/{}/{}/", key.job, job.spec.task_name(key.index));
+                path.starts_with(&outputs)
+                    || match &work {
+                        super::Work::Map { output_prefix, .. } => path.starts_with(&format!("{output_prefix}/")),
+                        super::Work::Reduce { output, .. } => path == output,
+                        super::Work::Command => false,
+                    }
+            } else {
+                spec.inputs_for(array_index).iter().any(|i| i.object.trim_matches('/') == path)
+                    || match &work {
+                        super::Work::Map { segments, .. } => {
+                            segments.iter().any(|s| s.object.trim_matches('/') == path)
+                        }
+                        super::Work::Reduce { inputs, .. } => inputs.iter().any(|i| i == path),
+                        super::Work::Command => false,
+                    }
+            }
+        })
+    }
+}
