@@ -28,6 +28,7 @@ pub enum Kind {
     Task,
     Attempt,
     Token,
+    Object,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             Kind::Task => "task",
             Kind::Attempt => "attempt",
             Kind::Token => "token",
+            Kind::Object => "object",
         }
     }
 
@@ -50,6 +52,7 @@ impl Kind {
             "task" => Kind::Task,
             "attempt" => Kind::Attempt,
             "token" => Kind::Token,
+            "object" => Kind::Object,
             _ => return None,
         })
     }
@@ -209,6 +212,13 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
         StoreOp::DeleteToken { name, .. } => {
             Event { detail: format!("token '{name}'"), ..event(Kind::Token, "revoked") }
         }
+        StoreOp::ObjectChanged { path, size } => Event {
+            detail: match size {
+                Some(bytes) => format!("{path} ({bytes} bytes)"),
+                None => path.clone(),
+            },
+            ..event(Kind::Object, if size.is_some() { "put" } else { "deleted" })
+        },
         StoreOp::PutNodeCredential(_) | StoreOp::ForgetNodeCredential(_) | StoreOp::Actor(_) => return None,
         StoreOp::Log(_) => return None,
     })

@@ -67,6 +67,14 @@ impl ObjectsApi {
         let what = if write { "writes" } else { "reads" };
         Err(Status::permission_denied(format!("node {node} runs no task that {what} object '{path}'")))
     }
+
+    /// Records in the event feed an object a client (not a node, whose uploads are
+    /// its tasks' outputs) put or deleted, with the token that did it.
+    async fn record(&self, who: Option<crate::auth::Principal>, path: String, size: Option<u64>) {
+        let Some(who @ crate::auth::Principal::Token { .. }) = who else { return };
+        let op = crate::core::StoreOp::ObjectChanged { path, size };
+        let _ = self.shared.call_by(who.name(), move |_, _, out| out.store.push(op)).await;
+    }
 }
 
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
@@ -79,7 +87,7 @@ impl Objects for ObjectsApi {
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("path: the stream was empty"))?;
         let path = object_path("path", &first.path)?;
         let mut probe = Request::new(());
-        if let Some(who) = principal {
+        if let Some(who) = principal.clone() {
             probe.extensions_mut().insert(who);
         }
         self.allow(&probe, path.as_ref(), true).await?;
@@ -111,6 +119,7 @@ impl Objects for ObjectsApi {
             }
         }
         writer.finish().await.map_err(store_error)?;
+        self.record(principal, path.to_string(), Some(size)).await;
         Ok(Response::new(pb::ObjectInfo { path: path.to_string(), size, modified_at_ms: 0 }))
     }
 
@@ -180,9 +189,11 @@ impl Objects for ObjectsApi {
         &self,
         req: Request<pb::DeleteObjectRequest>,
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
+        let principal = req.extensions().get::<crate::auth::Principal>().cloned();
         let path = object_path("path", &req.into_inner().path)?;
         self.store.head(&path).await.map_err(store_error)?;
         self.store.delete(&path).await.map_err(store_error)?;
+        self.record(principal, path.to_string(), None).await;
         Ok(Response::new(pb::DeleteObjectResponse {}))
     }
 }

@@ -673,7 +673,7 @@ impl Store {
                 }
                 // Task output must not hold up the state: a log that cannot be
                 // written (disk full, permissions) is reported and skipped.
-                StoreOp::Actor(_) => {}
+                StoreOp::Actor(_) | StoreOp::ObjectChanged { .. } => {}
                 StoreOp::ForgetNodeCredential(node) => {
                     tx.prepare_cached("DELETE FROM node_credentials WHERE node_id = ?1")?.execute([&node.0])?;
                 }

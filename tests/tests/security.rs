@@ -657,6 +657,15 @@ fn a_node_touches_only_the_objects_of_its_own_tasks() {
     let secret_file = c.dir.path().join("payroll.csv");
     std::fs::write(&secret_file, "alice,100\n").unwrap();
     c.json(&["file", "put", secret_file.to_str().unwrap(), "hr/payroll.csv"]);
+    // The put is in the feed, with who did it.
+    let out = c.corral(&["-o", "json", "events"]);
+    let put = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["kind"] == "object")
+        .expect("an object event");
+    assert_eq!((put["state"].as_str(), put["actor"].as_str()), (Some("put"), Some("admin")), "{put}");
+    assert!(put["detail"].as_str().unwrap().starts_with("hr/payroll.csv"), "{put}");
     runtime().block_on(async {
         let channel = c.channel().await;
         let admin = Bearer::new(Some(&c.admin_token())).unwrap();

@@ -53,6 +53,7 @@ fn subject(e: &pb::Event) -> String {
     let mut s = match e.kind.as_str() {
         "pool" => format!("pool {}", e.pool),
         "token" => "token".to_string(),
+        "object" => "object".to_string(),
         "node" => format!("node {} ({})", e.node_id, e.pool),
         _ => format!("job {}", e.job_id),
     };

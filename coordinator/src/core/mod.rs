@@ -199,6 +199,12 @@ pub enum StoreOp {
     },
     /// The secret a node registered with proves itself by.
     PutNodeCredential(crate::auth::NodeCredential),
+    /// An object a client put (with its size) or deleted (none). Not stored here:
+    /// the object store holds it; this makes its event.
+    ObjectChanged {
+        path: String,
+        size: Option<u64>,
+    },
     /// A lost or removed node's secret, forgotten.
     ForgetNodeCredential(NodeId),
     /// The events of the changes that follow were asked for by this token (none:
