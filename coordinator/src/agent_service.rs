@@ -64,14 +64,9 @@ impl Agent for AgentApi {
         let secret = auth::secret::Minted::new();
         let hash = secret.hash;
         let auth = self.shared.auth.clone();
-        let who_now = who.clone();
         let (id, start_task) = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
-                // Revoked while the request was on its way: it registers nothing.
-                if !auth.still_valid(&who_now, auth::now_ms()) {
-                    return Err(crate::error::Error::Forbidden(auth::BAD_TOKEN.to_string()));
-                }
+            .call_by(who.clone(), move |core, now, out| {
                 let pool = reg.pool.clone();
                 let id = core.register_node(now, reg, out)?;
                 let cred = NodeCredential { node: id.clone(), pool, hash, token_id };

@@ -73,7 +73,7 @@ impl ObjectsApi {
     async fn record(&self, who: Option<crate::auth::Principal>, path: String, size: Option<u64>) {
         let Some(who @ crate::auth::Principal::Token { .. }) = who else { return };
         let op = crate::core::StoreOp::ObjectChanged { path, size };
-        let _ = self.shared.call_by(who.name(), move |_, _, out| out.store.push(op)).await;
+        let _ = self.shared.call_by(who.clone(), move |_, _, out| out.store.push(op)).await;
     }
 }
 

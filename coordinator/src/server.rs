@@ -267,26 +267,33 @@ impl Shared {
         rx.await.map_err(|_| shutting_down())
     }
 
-    /// [`Shared::call`] for a change the token named `actor` asked for: the events
-    /// it makes name it.
+    /// [`Shared::call`] for a change `who` asked for: the events it makes name
+    /// them, and it is refused if their token was revoked (or expired) before it
+    /// ran (a revocation runs on the event loop too, so none slips past it).
     pub async fn call_by<T: Send + 'static>(
         &self,
-        actor: String,
+        who: crate::auth::Principal,
         f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
     ) -> Result<T, Status> {
-        self.call(move |core, now, out| {
-            let before = out.store.len();
-            out.store.push(crate::core::StoreOp::Actor(Some(actor)));
-            let value = f(core, now, out);
-            if out.store.len() == before + 1 {
-                // Nothing changed: no marker, and no commit for it.
-                out.store.pop();
-            } else {
-                out.store.push(crate::core::StoreOp::Actor(None));
-            }
-            value
-        })
-        .await
+        let auth = self.auth.clone();
+        let done = self
+            .call(move |core, now, out| {
+                if !auth.still_valid(&who, crate::auth::now_ms()) {
+                    return None;
+                }
+                let before = out.store.len();
+                out.store.push(crate::core::StoreOp::Actor(Some(who.name())));
+                let value = f(core, now, out);
+                if out.store.len() == before + 1 {
+                    // Nothing changed: no marker, and no commit for it.
+                    out.store.pop();
+                } else {
+                    out.store.push(crate::core::StoreOp::Actor(None));
+                }
+                Some(value)
+            })
+            .await?;
+        done.ok_or_else(|| Status::unauthenticated(crate::auth::BAD_TOKEN))
     }
 
     pub fn send(&self, event: Event) -> Result<(), Status> {

@@ -57,7 +57,7 @@ impl Corral for ClientApi {
         let (auth, data_dir) = (self.shared.auth.clone(), self.shared.data_dir.clone());
         let pool = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 // Checked first: a second create must not replace the token file
                 // of the pool that exists.
                 if core.pools.contains_key(&name) {
@@ -104,7 +104,7 @@ impl Corral for ClientApi {
         let target = convert::local_target(req.target_nodes)?;
         let pool = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 core.resize_pool(now, &name, target, out)?;
                 pool_or_404(core, &name, now)
             })
@@ -119,7 +119,7 @@ impl Corral for ClientApi {
         let auto = req.autoscale.map(convert::autoscale).transpose()?;
         let pool = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 core.set_autoscale(now, &name, auto, out)?;
                 pool_or_404(core, &name, now)
             })
@@ -136,7 +136,7 @@ impl Corral for ClientApi {
         let name = pool_name(&req.name)?;
         let deleted = self
             .shared
-            .call_by(who.name(), move |core, now, out| core.delete_pool(now, &name, req.force, out))
+            .call_by(who.clone(), move |core, now, out| core.delete_pool(now, &name, req.force, out))
             .await??;
         Ok(Response::new(pb::DeletePoolResponse {
             cancelled_jobs: deleted.cancelled_jobs.iter().map(|j| j.0).collect(),
@@ -191,7 +191,7 @@ impl Corral for ClientApi {
         let id = convert::node_id("id", &req.into_inner().id)?;
         let node = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 core.drain_node(&id, out)?;
                 Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
             })
@@ -210,7 +210,7 @@ impl Corral for ClientApi {
         };
         let node = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 core.remove_node(now, &id, policy, out)?;
                 Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
             })
@@ -246,7 +246,7 @@ impl Corral for ClientApi {
         }
         let spec = JobSpec { owner, ..spec };
         let tasks = spec.task_count();
-        let id = self.shared.call_by(who.name(), move |core, now, out| core.submit_job(now, spec, out)).await??;
+        let id = self.shared.call_by(who.clone(), move |core, now, out| core.submit_job(now, spec, out)).await??;
         tracing::info!(job_id = %id, tasks, "job accepted");
         Ok(Response::new(pb::SubmitJobResponse { job_id: id.0, tasks }))
     }
@@ -267,7 +267,7 @@ impl Corral for ClientApi {
         let id = req.into_inner().job_id;
         let job = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, id)?;
                 core.cancel_job(now, JobId(id), out)?;
                 job_of(core, id).map(convert::job_view)
@@ -305,7 +305,7 @@ impl Corral for ClientApi {
         }
         let (first_index, tasks) = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, job_id)?;
                 core.add_tasks(now, JobId(job_id), groups, out)
             })
@@ -319,7 +319,7 @@ impl Corral for ClientApi {
         let id = req.into_inner().job_id;
         let job = self
             .shared
-            .call_by(who.name(), move |core, now, out| {
+            .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, id)?;
                 core.close_job(now, JobId(id), out)?;
                 job_of(core, id).map(convert::job_view)
@@ -410,7 +410,7 @@ impl Corral for ClientApi {
         // Checked and taken on the event loop, so two requests for one name cannot
         // both win.
         self.shared
-            .call_by(who.name(), move |_, _, out| {
+            .call_by(who.clone(), move |_, _, out| {
                 if auth.token_named(&record.name).is_some() {
                     return Err(Error::AlreadyExists { what: "token", id: record.name });
                 }
@@ -434,7 +434,7 @@ impl Corral for ClientApi {
         let auth = self.shared.auth.clone();
         let revoked = self
             .shared
-            .call_by(who.name(), move |_, _, out| {
+            .call_by(who.clone(), move |_, _, out| {
                 let revoked = auth.revoke(&name).ok_or_else(|| Error::not_found("token", &name))?;
                 out.store.push(StoreOp::DeleteToken { id: revoked.id.clone(), name: revoked.name.clone() });
                 Ok::<_, Error>(revoked)
