@@ -44,14 +44,14 @@ pub struct Settings {
 pub fn internal(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             if v4.is_loopback() {
                 Some("a loopback address")
             } else if v4.is_link_local() {
                 Some("a link-local address")
             } else if v4.is_private()
                 || (a == 100 && (64..128).contains(&b))
-                || (a, b) == (192, 0)
+                || matches!((a, b, c), (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113))
                 || (a == 198 && (b & 0xfe) == 18)
             {
                 Some("a private address")
@@ -73,7 +73,8 @@ pub fn internal(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4() {
                 return internal(IpAddr::V4(v4));
             }
-            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+            // 64:ff9b::/96, and the local-use 64:ff9b:1::/48 (RFC 8215).
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || seg[..3] == [0x64, 0xff9b, 1] {
                 return internal(IpAddr::V4(embedded(seg[6], seg[7])));
             }
             if seg[0] == 0x2002 {
@@ -236,6 +237,8 @@ mod tests {
             ("::ffff:10.0.0.1", "a private address"),
             ("::10.0.0.1", "a private address"),
             ("64:ff9b::a9fe:a9fe", "a link-local address"),
+            ("64:ff9b:1::a00:1", "a private address"),
+            ("192.0.2.1", "a private address"),
             ("2002:c0a8:0101::1", "a private address"),
             ("fec0::1", "a private address"),
             ("198.18.0.1", "a private address"),
@@ -243,7 +246,7 @@ mod tests {
         ] {
             assert_eq!(internal(ip.parse().unwrap()), Some(why), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1", "172.32.0.1", "100.128.0.1"] {
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "172.32.0.1", "100.128.0.1", "192.0.78.9"] {
             assert_eq!(internal(ip.parse().unwrap()), None, "{ip}");
         }
     }

@@ -72,8 +72,21 @@ impl ObjectsApi {
     /// its tasks' outputs) put or deleted, with the token that did it.
     async fn record(&self, who: Option<crate::auth::Principal>, path: String, size: Option<u64>) {
         let Some(who @ crate::auth::Principal::Token { .. }) = who else { return };
+        // The object is stored whatever became of the token since: the feed must
+        // say so (this is when an audit matters most).
         let op = crate::core::StoreOp::ObjectChanged { path, size };
-        let _ = self.shared.call_by(who.clone(), move |_, _, out| out.store.push(op)).await;
+        let actor = who.name();
+        let recorded = self
+            .shared
+            .call(move |_, _, out| {
+                out.store.push(crate::core::StoreOp::Actor(Some(actor)));
+                out.store.push(op);
+                out.store.push(crate::core::StoreOp::Actor(None));
+            })
+            .await;
+        if let Err(status) = recorded {
+            tracing::warn!(error = %status.message(), "an object change could not be recorded in the event feed");
+        }
     }
 }
 

@@ -132,11 +132,11 @@ fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
     let mut revoked = Vec::new();
     if config.reset_admin_token {
         // A leaked admin token could have made others: every admin token goes, with
-        // every token an admin made.
-        let admins: Vec<String> = tokens.iter().filter(|t| t.role == Role::Admin).map(|t| t.name.clone()).collect();
+        // every token an admin made (only admins make tokens, so: all but the
+        // coordinator's own, even those whose maker was revoked since).
         revoked = tokens
             .iter()
-            .filter(|t| t.role == Role::Admin || admins.contains(&t.created_by))
+            .filter(|t| t.role == Role::Admin || t.created_by != "bootstrap")
             .map(|t| (t.id.clone(), t.name.clone()))
             .collect();
         tokens.retain(|t| !revoked.iter().any(|(id, _)| *id == t.id));

@@ -29,7 +29,8 @@ use crate::auth::bootstrap::write_secret_file;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in flight at once; a connection beyond that is closed at once.
 const MAX_HANDSHAKES: usize = 256;
-/// Handshakes in flight from one address: one peer cannot take all the others'.
+/// Handshakes in flight from one address (an IPv6 /64) once they run short: one
+/// peer cannot take all the others'.
 const MAX_HANDSHAKES_PER_PEER: usize = 16;
 
 /// Where the coordinator's certificate comes from.
@@ -248,7 +249,10 @@ pub fn incoming(
                 tracing::debug!(%peer, "too many TLS handshakes in flight; closing a new connection");
                 continue;
             };
-            let Some(slot) = PeerSlot::take(&per_peer, peer.ip()) else {
+            // One address (an IPv6 /64) may hold at most a few of the handshakes
+            // when they run short; loopback is this host's own and never held back.
+            let scarce = handshakes.available_permits() < MAX_HANDSHAKES / 2;
+            let Some(slot) = PeerSlot::take(&per_peer, peer.ip(), scarce) else {
                 tracing::debug!(%peer, "too many TLS handshakes in flight from this address; closing");
                 continue;
             };
@@ -281,10 +285,20 @@ impl PeerSlot {
     fn take(
         counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
         ip: std::net::IpAddr,
+        scarce: bool,
     ) -> Option<PeerSlot> {
+        let local = ip.is_loopback();
+        let ip = match ip {
+            // One host usually has a whole /64.
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        };
         let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(ip).or_insert(0);
-        if *n >= MAX_HANDSHAKES_PER_PEER {
+        if scarce && *n >= MAX_HANDSHAKES_PER_PEER && !local {
             return None;
         }
         *n += 1;

@@ -72,6 +72,24 @@ const METHODS: &[(&str, Need)] = &[
     ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Need::Read),
 ];
 
+/// Opens `reg`'s session and heartbeats on it in the background, as its agent
+/// would, so the node stays up however slowly a test runs.
+async fn keep_alive(channel: Channel, reg: &pb::RegisterResponse) {
+    let mut session =
+        pb::agent_client::AgentClient::with_interceptor(channel, Bearer::new(Some(&reg.node_secret)).unwrap());
+    let hello = pb::AgentMessage {
+        hello: Some(pb::Hello { node_id: reg.node_id.clone(), ..Default::default() }),
+        ..Default::default()
+    };
+    let beats = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_millis(100))),
+        |_| pb::AgentMessage { heartbeat: Some(pb::Heartbeat::default()), ..Default::default() },
+    );
+    let outbound = tokio_stream::StreamExt::chain(tokio_stream::once(hello), beats);
+    let mut downstream = session.session(outbound).await.unwrap().into_inner();
+    tokio::spawn(async move { while let Ok(Some(_)) = downstream.message().await {} });
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Caller {
     Nobody,
@@ -151,21 +169,7 @@ fn every_grpc_method_admits_exactly_the_roles_it_should() {
             .unwrap()
             .into_inner();
         // Keep it alive (a hello, then heartbeats), as its agent would.
-        let mut session = pb::agent_client::AgentClient::with_interceptor(
-            channel.clone(),
-            Bearer::new(Some(&reg.node_secret)).unwrap(),
-        );
-        let hello = pb::AgentMessage {
-            hello: Some(pb::Hello { node_id: reg.node_id.clone(), ..Default::default() }),
-            ..Default::default()
-        };
-        let beats = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_millis(100))),
-            |_| pb::AgentMessage { heartbeat: Some(pb::Heartbeat::default()), ..Default::default() },
-        );
-        let outbound = tokio_stream::StreamExt::chain(tokio_stream::once(hello), beats);
-        let mut downstream = session.session(outbound).await.unwrap().into_inner();
-        tokio::spawn(async move { while let Ok(Some(_)) = downstream.message().await {} });
+        keep_alive(channel.clone(), &reg).await;
         tokens.push((Caller::Node, Some(reg.node_secret)));
         // Let the short token expire.
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -672,6 +676,7 @@ fn a_node_touches_only_the_objects_of_its_own_tasks() {
         let mut agent = pb::agent_client::AgentClient::with_interceptor(channel.clone(), admin);
         let reg = pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "m".into(), ..Default::default() };
         let reg = agent.register(reg).await.unwrap().into_inner();
+        keep_alive(channel.clone(), &reg).await;
         let node = Bearer::new(Some(&reg.node_secret)).unwrap();
         let mut objects = pb::objects_client::ObjectsClient::with_interceptor(channel, node);
         let get = pb::GetObjectRequest { path: "hr/payroll.csv".into(), offset: 0, length: 0 };

@@ -10,6 +10,28 @@ use corral_tests::{bin, Cluster};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// Starts a coordinator that must refuse to start; returns what it said. One that
+/// starts after all is killed, and the test fails instead of hanging.
+fn refused_start(args: &[&str]) -> String {
+    let mut child = Command::new(bin("corral-coordinator"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the coordinator started with {args:?}; it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_tls_coordinator_runs_jobs_for_the_cli_static_and_local_agents_and_the_dashboard() {
     let mut c = Cluster::start(&["--tls", "auto", "--agent-bin", bin("corral-agent").to_str().unwrap()]);
@@ -117,21 +139,12 @@ fn plaintext_to_a_tls_port_and_tls_to_a_plaintext_port_are_refused_clearly() {
 #[test]
 fn listening_beyond_loopback_needs_tls_or_a_plain_word() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("corral-coordinator"))
-        .args(["--listen", "0.0.0.0:0", "--http", "off", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let data = dir.path().to_str().unwrap();
+    let err = refused_start(&["--listen", "0.0.0.0:0", "--http", "off", "--data-dir", data]);
     assert!(err.contains("refusing to listen on 0.0.0.0:0 without TLS") && err.contains("--tls auto"), "{err}");
     assert!(!dir.path().join("admin.token").exists(), "nothing was set up");
-    let out = Command::new(bin("corral-coordinator"))
-        .args(["--listen", "127.0.0.1:0", "--http", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));
+    let err = refused_start(&["--listen", "127.0.0.1:0", "--http", "0.0.0.0:0", "--data-dir", data]);
+    assert!(err.contains("without TLS"), "{err}");
     // With the plain word it starts.
     let mut child = Command::new(bin("corral-coordinator"))
         .args(["--listen", "0.0.0.0:0", "--http", "off", "--allow-plaintext", "--data-dir"])

@@ -107,6 +107,9 @@ struct Tables {
 
 /// Dashboard sign-ins kept at once; the oldest go first.
 const MAX_SESSIONS: usize = 10_000;
+/// Sign-ins kept per token: one token signing in over and over pushes out only its
+/// own oldest, never other people's.
+const MAX_SESSIONS_PER_TOKEN: usize = 16;
 
 /// The tokens and node credentials the coordinator accepts.
 pub struct Auth {
@@ -235,8 +238,20 @@ impl Auth {
         let sid = secret::random_hex(32);
         let key = secret::hex(&secret::hash(&sid));
         let mut tables = self.tables();
-        tables.sessions.insert(key.clone(), who.clone());
-        tables.session_order.push_back(key);
+        let token = who.token_id().to_string();
+        let mine: Vec<String> = tables
+            .session_order
+            .iter()
+            .filter(|k| tables.sessions.get(*k).is_some_and(|p| p.token_id() == token))
+            .cloned()
+            .collect();
+        for old in mine.iter().take((mine.len() + 1).saturating_sub(MAX_SESSIONS_PER_TOKEN)) {
+            tables.sessions.remove(old);
+        }
+        let Tables { sessions, session_order, .. } = &mut *tables;
+        session_order.retain(|k| sessions.contains_key(k));
+        sessions.insert(key.clone(), who.clone());
+        session_order.push_back(key);
         while tables.session_order.len() > MAX_SESSIONS {
             if let Some(old) = tables.session_order.pop_front() {
                 tables.sessions.remove(&old);
@@ -442,8 +457,12 @@ mod tests {
         let other = auth.open_session(&who);
         auth.close_session(&other);
         assert!(auth.session(&other, 0).is_err());
+        // One token signing in again and again keeps only its newest sessions.
+        let many: Vec<String> = (0..40).map(|_| auth.open_session(&who)).collect();
+        assert!(auth.session(&many[0], 0).is_err() && auth.session(&many[39], 0).is_ok());
+        assert!(auth.session(&many[40 - MAX_SESSIONS_PER_TOKEN], 0).is_ok());
         auth.revoke("viewer");
-        assert!(auth.session(&sid, 0).is_err());
+        assert!(auth.session(&many[39], 0).is_err());
     }
 
     #[test]

@@ -263,6 +263,8 @@ impl Core {
     pub(super) fn kill_attempt(&mut self, now: Instant, key: TaskKey, why: &str, out: &mut Outbox) -> bool {
         let Some(run) = self.take_running(now, key) else { return false };
         let attempt = AttemptRef { task: key, attempt: run.attempt };
+        // What it prints while it is killed is still its output.
+        self.ended_on.insert(attempt, run.node.clone());
         out.store.push(StoreOp::EndAttempt {
             attempt,
             started_at_ms: None,

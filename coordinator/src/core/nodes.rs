@@ -344,6 +344,8 @@ impl Core {
     /// only for the tasks it has been assigned. It reads their inputs (a map task
     /// its input segments, a reduce task its job's map outputs) and writes under
     /// their output prefixes (a map task its partitions, a reduce task its part).
+    /// Matched without building every path a task may touch: a reduce task of a
+    /// job with 10,000 map tasks costs one parse, not 10,000 strings.
     pub fn node_object_access(&self, node: &NodeId, path: &str, write: bool) -> bool {
         let path = path.trim_matches('/');
         let Some(n) = self.nodes.get(node) else { return false };
@@ -354,23 +356,28 @@ impl Core {
             let Some(job) = self.jobs.get(&key.job) else { return false };
             let spec = job.spec.task_spec(key.index);
             let array_index = job.spec.array_index(key.index);
-            let work = super::Work::of(key.job, spec, array_index);
+            let (job_id, index) = (key.job, array_index.to_string());
             if write {
-                let outputs = format!("jobs/{}/{}/", key.job, job.spec.task_name(key.index));
+                let outputs = format!("jobs/{job_id}/{}/", job.spec.task_name(key.index));
                 path.starts_with(&outputs)
-                    || match &work {
-                        super::Work::Map { output_prefix, .. } => path.starts_with(&format!("{output_prefix}/")),
-                        super::Work::Reduce { output, .. } => path == output,
-                        super::Work::Command => false,
+                    || match &spec.kind {
+                        TaskKind::Map { .. } => path.starts_with(&format!("shuffle/{job_id}/{array_index}/")),
+                        TaskKind::Reduce { .. } => path == super::reduce_output(job_id, array_index),
+                        TaskKind::Command => false,
                     }
             } else {
-                spec.inputs_for(array_index).iter().any(|i| i.object.trim_matches('/') == path)
-                    || match &work {
-                        super::Work::Map { segments, .. } => {
-                            segments.iter().any(|s| s.object.trim_matches('/') == path)
-                        }
-                        super::Work::Reduce { inputs, .. } => inputs.iter().any(|i| i == path),
-                        super::Work::Command => false,
+                let input = spec.inputs.iter().any(|i| i.object.replace("{index}", &index).trim_matches('/') == path);
+                input
+                    || match &spec.kind {
+                        TaskKind::Map { splits, .. } => splits
+                            .get(array_index as usize)
+                            .is_some_and(|segments| segments.iter().any(|s| s.object.trim_matches('/') == path)),
+                        // shuffle/JOB/M/part-R, for any map task M and this task's R.
+                        TaskKind::Reduce { map_tasks } => path
+                            .strip_prefix(&format!("shuffle/{job_id}/"))
+                            .and_then(|rest| rest.split_once("/part-"))
+                            .is_some_and(|(m, r)| m.parse::<u32>().is_ok_and(|m| m < *map_tasks) && r == index),
+                        TaskKind::Command => false,
                     }
             }
         })
