@@ -641,40 +641,37 @@ fn ignored_late_results(node: &NodeId, results: usize) {
     }
 }
 
+/// Credentials that a batch's changes end, in one pass over its store ops: a node
+/// that is lost or removed speaks for nothing any more (its secret stops opening
+/// streams and object calls; one that comes back registers again), and a deleted
+/// pool's agent token goes with it.
+fn retire_credentials(out: &mut Outbox, auth: &Auth) {
+    use crate::core::StoreOp;
+    let mut retired = Vec::new();
+    for op in &out.store {
+        match op {
+            // Forgotten here; stored as forgotten only if it had a secret.
+            StoreOp::PutNode(n) if !n.status.is_live() && auth.forget_node(&n.id) => {
+                retired.push(StoreOp::ForgetNodeCredential(n.id.clone()));
+            }
+            StoreOp::DeletePool(pool) => {
+                if let Some(token) = auth.revoke(&auth::bootstrap::pool_token_name(pool)) {
+                    retired.push(StoreOp::DeleteToken { id: token.id, name: token.name });
+                }
+            }
+            _ => {}
+        }
+    }
+    out.store.extend(retired);
+}
+
 /// Hands the outbox to the writer: store rows first, then (once durable) the replies,
 /// one message per agent, and the provider's orders.
 fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64, AgentTx)>, effects: &Effects) {
     if out.is_empty() && then.is_empty() {
         return;
     }
-    // A node that is lost or removed speaks for nothing any more: its secret stops
-    // opening streams and object calls now (one that comes back registers again).
-    let gone: Vec<NodeId> = out
-        .store
-        .iter()
-        .filter_map(|op| match op {
-            crate::core::StoreOp::PutNode(n) if !n.status.is_live() => Some(n.id.clone()),
-            _ => None,
-        })
-        .collect();
-    for node in gone {
-        effects.auth.forget_node(&node);
-        out.store.push(crate::core::StoreOp::ForgetNodeCredential(node));
-    }
-    // A deleted pool's agent token goes with it.
-    let deleted: Vec<PoolName> = out
-        .store
-        .iter()
-        .filter_map(|op| match op {
-            crate::core::StoreOp::DeletePool(name) => Some(name.clone()),
-            _ => None,
-        })
-        .collect();
-    for pool in deleted {
-        if let Some(token) = effects.auth.revoke(&auth::bootstrap::pool_token_name(&pool)) {
-            out.store.push(crate::core::StoreOp::DeleteToken { id: token.id, name: token.name });
-        }
-    }
+    retire_credentials(&mut out, &effects.auth);
     let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
     for (node, msg) in out.agents {
         let m = messages.entry(node).or_default();

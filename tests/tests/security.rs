@@ -117,6 +117,37 @@ fn admits(need: Need, caller: Caller) -> bool {
     }
 }
 
+/// One credential of every kind: none, garbage, each role, revoked, expired, and a
+/// live node's secret (kept alive by heartbeats on the returned runtime, which must
+/// outlive its use).
+fn callers(c: &Cluster) -> (tokio::runtime::Runtime, Vec<(Caller, Option<String>)>) {
+    let mut callers = vec![
+        (Caller::Nobody, None),
+        (Caller::Garbage, Some("0123456789abcdef.not-the-secret".to_string())),
+        (Caller::Read, Some(c.token("reader", "read", &[]))),
+        (Caller::Submit, Some(c.token("submitter", "submit", &[]))),
+        (Caller::Admin, Some(c.admin_token())),
+        (Caller::Agent, Some(c.token("joiner", "agent", &[]))),
+        (Caller::Revoked, Some(c.token("gone", "admin", &[]))),
+        (Caller::Expired, Some(c.token("brief", "admin", &["--ttl", "1s"]))),
+    ];
+    c.json(&["token", "revoke", "gone"]);
+    // Let the short token expire.
+    std::thread::sleep(Duration::from_millis(1100));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let node_secret = rt.block_on(async {
+        let channel = c.channel().await;
+        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
+        let mut agent = pb::agent_client::AgentClient::with_interceptor(channel.clone(), admin);
+        let reg = pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "m".into(), ..Default::default() };
+        let reg = agent.register(reg).await.unwrap().into_inner();
+        keep_alive(channel, &reg).await;
+        reg.node_secret
+    });
+    callers.push((Caller::Node, Some(node_secret)));
+    (rt, callers)
+}
+
 /// Calls `path` with one empty message (a valid encoding of every request type)
 /// and returns the status code it ends with (`Ok` if it answered).
 async fn call(channel: Channel, bearer: Bearer, path: &'static str) -> Status {
@@ -145,34 +176,9 @@ fn every_grpc_method_admits_exactly_the_roles_it_should() {
     }
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 1);
-    let mut tokens = vec![
-        (Caller::Nobody, None),
-        (Caller::Garbage, Some("0123456789abcdef.not-the-secret".to_string())),
-        (Caller::Read, Some(c.token("reader", "read", &[]))),
-        (Caller::Submit, Some(c.token("submitter", "submit", &[]))),
-        (Caller::Admin, Some(c.admin_token())),
-        (Caller::Agent, Some(c.token("joiner", "agent", &[]))),
-        (Caller::Revoked, Some(c.token("gone", "admin", &[]))),
-        (Caller::Expired, Some(c.token("brief", "admin", &["--ttl", "1s"]))),
-    ];
-    c.json(&["token", "revoke", "gone"]);
-    runtime().block_on(async {
-        // A node's own secret, from a real registration.
+    let (rt, tokens) = callers(&c);
+    rt.block_on(async {
         let channel = c.channel().await;
-        let mut agent = pb::agent_client::AgentClient::with_interceptor(
-            channel.clone(),
-            Bearer::new(Some(&c.admin_token())).unwrap(),
-        );
-        let reg = agent
-            .register(pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "m".into(), ..Default::default() })
-            .await
-            .unwrap()
-            .into_inner();
-        // Keep it alive (a hello, then heartbeats), as its agent would.
-        keep_alive(channel.clone(), &reg).await;
-        tokens.push((Caller::Node, Some(reg.node_secret)));
-        // Let the short token expire.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
         for (caller, token) in &tokens {
             let bearer = Bearer::new(token.as_deref()).unwrap();
             for (path, need) in METHODS {
@@ -552,27 +558,7 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
     c.static_pool("cpu", 1, 1);
     let job = c.submit(&["--pool", "cpu"], &["echo", "hi"]);
     c.wait_job(job, MINUTE);
-    let mut callers = vec![
-        (Caller::Nobody, None),
-        (Caller::Garbage, Some("0123456789abcdef.not-the-secret".to_string())),
-        (Caller::Read, Some(c.token("reader", "read", &[]))),
-        (Caller::Submit, Some(c.token("submitter", "submit", &[]))),
-        (Caller::Admin, Some(c.admin_token())),
-        (Caller::Agent, Some(c.token("joiner", "agent", &[]))),
-        (Caller::Revoked, Some(c.token("gone", "admin", &[]))),
-        (Caller::Expired, Some(c.token("brief", "admin", &["--ttl", "1s"]))),
-    ];
-    c.json(&["token", "revoke", "gone"]);
-    // Let the short token expire first, then register a node (it has a heartbeat
-    // timeout's time before it is lost, more than the matrix takes).
-    std::thread::sleep(Duration::from_millis(1100));
-    let node_secret = runtime().block_on(async {
-        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
-        let mut agent = pb::agent_client::AgentClient::with_interceptor(c.channel().await, admin);
-        let reg = pb::RegisterRequest { pool: "cpu".into(), slots: 1, hostname: "m".into(), ..Default::default() };
-        agent.register(reg).await.unwrap().into_inner().node_secret
-    });
-    callers.push((Caller::Node, Some(node_secret)));
+    let (_heartbeats, callers) = callers(&c);
     // (path, open to all, a page a browser asks for)
     let routes: &[(&str, bool, bool)] = &[
         ("/healthz", true, false),

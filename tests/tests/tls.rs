@@ -10,6 +10,21 @@ use corral_tests::{bin, Cluster};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// `corral pool list` at `url` with the admin token in `token_file`, and only the
+/// trust settings given (flags before the subcommand, or `CORRAL_CA_*` variables).
+fn pool_list(url: &str, token_file: &std::path::Path, env: &[(&str, &str)], flags: &[&str]) -> std::process::Output {
+    Command::new(bin("corral"))
+        .env("CORRAL_TOKEN_FILE", token_file)
+        .env_remove("CORRAL_CA_CERT")
+        .env_remove("CORRAL_CA_FINGERPRINT")
+        .envs(env.iter().copied())
+        .args(["--coordinator", url])
+        .args(flags)
+        .args(["pool", "list"])
+        .output()
+        .unwrap()
+}
+
 /// Starts a coordinator that must refuse to start; returns what it said. One that
 /// starts after all is killed, and the test fails instead of hanging.
 fn refused_start(args: &[&str]) -> String {
@@ -50,12 +65,7 @@ fn a_tls_coordinator_runs_jobs_for_the_cli_static_and_local_agents_and_the_dashb
     }
     // Pinning the fingerprint works as well as the CA file.
     let pin = c.ca_fingerprint().unwrap();
-    let out = Command::new(bin("corral"))
-        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
-        .env_remove("CORRAL_CA_CERT")
-        .args(["--coordinator", &c.url, "--ca-fingerprint", &pin, "-o", "json", "pool", "list"])
-        .output()
-        .unwrap();
+    let out = pool_list(&c.url, &c.admin_token_file(), &[], &["--ca-fingerprint", &pin]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The coordinator said the fingerprint in its log.
     assert!(c.coordinator_log().contains(&pin), "the log names the fingerprint");
@@ -77,21 +87,13 @@ fn a_tls_coordinator_runs_jobs_for_the_cli_static_and_local_agents_and_the_dashb
 fn a_ca_that_is_not_the_coordinators_is_refused() {
     let c = Cluster::start(&["--tls", "auto"]);
     let other = Cluster::start(&["--tls", "auto"]);
-    let out = Command::new(bin("corral"))
-        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
-        .env("CORRAL_CA_CERT", other.ca_file().unwrap())
-        .args(["--coordinator", &c.url, "pool", "list"])
-        .output()
-        .unwrap();
+    let other_ca = other.ca_file().unwrap();
+    let out = pool_list(&c.url, &c.admin_token_file(), &[("CORRAL_CA_CERT", other_ca.to_str().unwrap())], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the coordinator's certificate is not trusted"), "{err}");
-    let out = Command::new(bin("corral"))
-        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
-        .env_remove("CORRAL_CA_CERT")
-        .args(["--coordinator", &c.url, "--ca-fingerprint", &other.ca_fingerprint().unwrap(), "pool", "list"])
-        .output()
-        .unwrap();
+    let other_pin = other.ca_fingerprint().unwrap();
+    let out = pool_list(&c.url, &c.admin_token_file(), &[], &["--ca-fingerprint", &other_pin]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not trusted"));
     // An agent with the wrong CA never joins: it stops and says why.
@@ -107,11 +109,7 @@ fn plaintext_to_a_tls_port_and_tls_to_a_plaintext_port_are_refused_clearly() {
     let tls = Cluster::start(&["--tls", "auto"]);
     let plain = Cluster::start(&[]);
     let http_to_tls = tls.url.replacen("https://", "http://", 1);
-    let out = Command::new(bin("corral"))
-        .env("CORRAL_TOKEN_FILE", tls.admin_token_file())
-        .args(["--coordinator", &http_to_tls, "pool", "list"])
-        .output()
-        .unwrap();
+    let out = pool_list(&http_to_tls, &tls.admin_token_file(), &[], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("this port serves TLS: use https://"), "{err}");
@@ -121,12 +119,9 @@ fn plaintext_to_a_tls_port_and_tls_to_a_plaintext_port_are_refused_clearly() {
     assert!(body.contains("this port serves TLS"), "{body}");
 
     let https_to_plain = plain.url.replacen("http://", "https://", 1);
-    let out = Command::new(bin("corral"))
-        .env("CORRAL_TOKEN_FILE", plain.admin_token_file())
-        .env("CORRAL_CA_CERT", tls.ca_file().unwrap())
-        .args(["--coordinator", &https_to_plain, "pool", "list"])
-        .output()
-        .unwrap();
+    let tls_ca = tls.ca_file().unwrap();
+    let out =
+        pool_list(&https_to_plain, &plain.admin_token_file(), &[("CORRAL_CA_CERT", tls_ca.to_str().unwrap())], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is it serving TLS there? An http:// coordinator cannot be reached with https://"), "{err}");
@@ -167,12 +162,8 @@ fn an_operators_own_certificate_is_served_and_a_chain_without_its_ca_refused() {
     let c = Cluster::start(&["--tls-cert", chain.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
     // (The harness knows TLS by `--tls` only, so this one is asked over https by hand.)
     let https = c.url.replacen("http://", "https://", 1);
-    let out = Command::new(bin("corral"))
-        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
-        .env("CORRAL_CA_CERT", issuer.ca_file().unwrap())
-        .args(["--coordinator", &https, "pool", "list"])
-        .output()
-        .unwrap();
+    let issuer_ca = issuer.ca_file().unwrap();
+    let out = pool_list(&https, &c.admin_token_file(), &[], &["--ca-cert", issuer_ca.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Only the server's own certificate, without what signed it: refused, with why.

@@ -279,13 +279,16 @@ impl Auth {
         tables.session_order.retain(|k| *k != key);
     }
 
-    /// Stops accepting a node's secret (the node is lost or removed). Its open
-    /// stream is left to the core, which tells it to stop or register again.
-    pub fn forget_node(&self, node: &NodeId) {
+    /// Stops accepting a node's secret (the node is lost or removed); says whether
+    /// it had one. Its open stream is left to the core, which tells it to stop or
+    /// register again.
+    pub fn forget_node(&self, node: &NodeId) -> bool {
         let mut tables = self.tables();
-        if tables.nodes.remove(node).is_some() {
+        let had = tables.nodes.remove(node).is_some();
+        if had {
             tables.gone.insert(node.clone());
         }
+        had
     }
 
     /// Resolves once `who` may no longer act: its token was revoked or expired.
