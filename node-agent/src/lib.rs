@@ -17,6 +17,7 @@ pub mod objects;
 pub mod runner;
 pub mod session;
 pub mod shuffle;
+pub mod warden;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -52,6 +52,8 @@ pub struct RunContext {
     pub stream_generation: Arc<AtomicU64>,
     /// The coordinator's object store, for inputs and outputs.
     pub objects: crate::objects::Client,
+    /// Kills the task's process group if the agent dies first.
+    pub warden: Arc<crate::warden::Warden>,
 }
 
 pub fn now_ms() -> u64 {
@@ -197,6 +199,7 @@ async fn run(
     };
     let shuffle = plumbing.start(&mut child, &ctx.objects);
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
+    ctx.warden.watch(pgid);
     let generation = ctx.stream_generation.load(Ordering::Relaxed);
     let mut output = Output { task, files, shipped: [0, 0], generation };
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
@@ -224,6 +227,7 @@ async fn run(
     };
     // Whatever the task left behind in its process group goes with it.
     signal_group(pgid, libc::SIGKILL);
+    ctx.warden.release(pgid);
     output.ship(&ctx.stream_generation, u64::MAX, events);
     let mut r = match status {
         Ok(status) => {
@@ -251,7 +255,7 @@ async fn run(
             _ => "cancelled".into(),
         };
     }
-    if let Err(why) = shuffle.finish(r.outcome == "succeeded", &ctx.objects).await {
+    if let Err(why) = shuffle.finish(r.outcome == "succeeded", &ctx.objects, &ctx.warden).await {
         r.outcome = "failed".into();
         r.message = why;
     }
@@ -293,7 +297,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
+pub(crate) fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
     if pgid > 0 {
         // SAFETY: kill(2) has no memory effects; a group that is gone yields ESRCH.
         unsafe {

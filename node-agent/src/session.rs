@@ -34,6 +34,8 @@ pub enum Error {
     ZeroSlots,
     #[error("{0}")]
     Token(String),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// An attempt: job, task index, attempt number.
@@ -97,6 +99,7 @@ struct Agent {
     start_task: StartTask,
     start_done: Option<oneshot::Receiver<(bool, String)>>,
     objects: crate::objects::Client,
+    warden: Arc<crate::warden::Warden>,
     events: mpsc::UnboundedSender<RunnerEvent>,
     sys: sysinfo::System,
 }
@@ -128,6 +131,14 @@ pub async fn run(
     if slots == 0 {
         return Err(Error::ZeroSlots);
     }
+    // Before registering: what an earlier agent here left running is killed, and
+    // what this one starts dies with it.
+    let leftovers = crate::warden::kill_leftovers(&config.work_dir);
+    if leftovers > 0 {
+        tracing::warn!(groups = leftovers, "killed task processes an earlier agent on {} left running", config.work_dir.display());
+    }
+    let warden = crate::warden::Warden::start(&config.work_dir)
+        .map_err(|e| Error::Setup(format!("cannot start the task warden in {}: {e}", config.work_dir.display())))?;
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -154,6 +165,7 @@ pub async fn run(
         start_task: StartTask::None,
         start_done: None,
         objects,
+        warden: Arc::new(warden),
         events: events_tx,
         sys,
     };
@@ -248,11 +260,17 @@ fn run_start_task(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, S
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
+                .process_group(0)
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("cannot run the start task: {e}"))?;
-            let output = tokio::time::timeout(START_TASK_TIMEOUT, child.wait_with_output())
-                .await
+            let pgid = child.id().map_or(0, |p| p as libc::pid_t);
+            ctx.warden.watch(pgid);
+            let output = tokio::time::timeout(START_TASK_TIMEOUT, child.wait_with_output()).await;
+            // What it left running in its group goes with it.
+            runner::signal_group(pgid, libc::SIGKILL);
+            ctx.warden.release(pgid);
+            let output = output
                 .map_err(|_| format!("the start task ran longer than {START_TASK_TIMEOUT:?}"))?
                 .map_err(|e| format!("the start task: {e}"))?;
             if output.status.success() {
@@ -356,6 +374,7 @@ impl Agent {
             kill_grace: self.config.kill_grace,
             stream_generation: self.stream_generation.clone(),
             objects: self.objects.clone(),
+            warden: self.warden.clone(),
         }
     }
 

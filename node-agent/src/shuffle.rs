@@ -13,12 +13,14 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use corral_proto::v1 as pb;
 use rayon::prelude::*;
 use tokio::io::AsyncWriteExt;
 
 use crate::objects::{self, Client};
+use crate::warden::Warden;
 
 /// Map output held in memory before it is spilled to disk as sorted runs.
 pub fn spill_bytes() -> usize {
@@ -378,7 +380,8 @@ where
 /// Runs `combiner` (with `sh -c`) over a sorted partition file and replaces it with
 /// the combiner's output, sorted again (a combiner need not keep the order) with the
 /// same spilling as the map output, so a big partition does not have to fit in memory.
-pub fn combine(path: &Path, combiner: &str, limit: usize) -> Result<(), String> {
+pub fn combine(path: &Path, combiner: &str, limit: usize, warden: &Warden) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
     let input = File::open(path).map_err(|e| format!("combiner input: {e}"))?;
     let mut cmd = std::process::Command::new("sh");
     for var in crate::AGENT_SECRETS {
@@ -390,13 +393,19 @@ pub fn combine(path: &Path, combiner: &str, limit: usize) -> Result<(), String> 
         .stdin(input)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run the combiner: {e}"))?;
+    let pgid = child.id() as libc::pid_t;
+    warden.watch(pgid);
     let stdout = child.stdout.take().ok_or("the combiner has no stdout")?;
     let dir = path.with_extension("combine");
     let mut sorted = Partitions::new(&dir, 1, limit).map_err(|e| format!("combiner output: {e}"))?;
     let collected = sorted.collect(stdout);
-    let status = child.wait().map_err(|e| format!("the combiner: {e}"))?;
+    let status = child.wait();
+    crate::runner::signal_group(pgid, libc::SIGKILL);
+    warden.release(pgid);
+    let status = status.map_err(|e| format!("the combiner: {e}"))?;
     if !status.success() {
         return Err(format!("the combiner failed ({status})"));
     }
@@ -549,7 +558,7 @@ async fn after_exit<T>(work: tokio::task::JoinHandle<T>) -> Result<T, String> {
 impl Running {
     /// Waits for the shuffle and, if the command `succeeded`, stores its results.
     /// An error is why the attempt failed.
-    pub async fn finish(self, succeeded: bool, objects: &Client) -> Result<(), String> {
+    pub async fn finish(self, succeeded: bool, objects: &Client, warden: &Arc<Warden>) -> Result<(), String> {
         let joined = |e: tokio::task::JoinError| format!("the shuffle stopped: {e}");
         match self {
             Running::Command => Ok(()),
@@ -566,10 +575,11 @@ impl Running {
                     }
                 }
                 let combiner = Some(work.combiner.clone()).filter(|c| !c.trim().is_empty());
+                let warden = warden.clone();
                 let files = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, String> {
                     let files = parts.finish().map_err(|e| format!("sorting the map output: {e}"))?;
                     if let Some(combiner) = combiner {
-                        files.par_iter().try_for_each(|f| combine(f, &combiner, spill_bytes()))?;
+                        files.par_iter().try_for_each(|f| combine(f, &combiner, spill_bytes(), &warden))?;
                     }
                     Ok(files)
                 })

@@ -118,6 +118,11 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
+    /// What agent `n` (counting from 0 in start order) logged, all its lives.
+    pub fn agent_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent-{n}.log"))).unwrap_or_default()
+    }
+
     fn spawn_coordinator(&mut self) {
         let addr_file = self.data_dir().join("coordinator.addr");
         let _ = std::fs::remove_file(&addr_file);
@@ -331,14 +336,33 @@ impl Cluster {
 
     /// Starts a static agent with extra environment variables.
     pub fn agent_with_env(&mut self, pool: &str, slots: u32, env: &[(&str, &str)]) -> u32 {
-        let n = self.agents.len();
-        let log = std::fs::File::create(self.dir.path().join(format!("agent-{n}.log"))).expect("agent log");
+        let child = self.spawn_agent(pool, slots, env, self.agents.len());
+        let pid = child.id();
+        self.agents.push(child);
+        pid
+    }
+
+    /// Starts another agent on the work dir of agent `n` (which should be dead by
+    /// now), as a restarted machine would; returns its process id.
+    pub fn agent_again(&mut self, n: usize, pool: &str, slots: u32) -> u32 {
+        let child = self.spawn_agent(pool, slots, &[], n);
+        let pid = child.id();
+        self.agents.push(child);
+        pid
+    }
+
+    fn spawn_agent(&mut self, pool: &str, slots: u32, env: &[(&str, &str)], n: usize) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("agent-{n}.log")))
+            .expect("agent log");
         // Static agents join with the admin token unless the test gives another.
         let mut cmd = Command::new(bin("corral-agent"));
         if let Some(ca) = self.ca_file() {
             cmd.env("CORRAL_CA_CERT", ca);
         }
-        let child = cmd
+        cmd
             .env_remove("CORRAL_TOKEN")
             .env("CORRAL_TOKEN_FILE", self.admin_token_file())
             .envs(env.iter().copied())
@@ -348,10 +372,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start corral-agent");
-        let pid = child.id();
-        self.agents.push(child);
-        pid
+            .expect("start corral-agent")
     }
 
     /// Runs an agent for `pool` at `url` that is expected to be refused and exit,

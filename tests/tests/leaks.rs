@@ -1,0 +1,85 @@
+//! Nothing outlives what it belongs to: a task's processes die with their agent,
+//! however the agent dies.
+
+use std::time::Duration;
+
+use corral_tests::{alive, wait_until, Cluster};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+/// A task that forks two children and waits, all three findable by `marker`.
+fn forking_task(marker: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), format!("sleep {marker} & sleep {marker} & wait # {marker}")]
+}
+
+/// A sleep length no other test uses, so its processes can be found.
+fn marker(test: u32) -> String {
+    format!("{}.{}{test}", 7000 + test, std::process::id())
+}
+
+/// The warden an agent forked (see `node-agent/src/warden.rs`).
+fn warden_of(agent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (name, rest) = stat.rsplit_once(')')?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (name.ends_with("(corral-warden") && ppid == agent).then_some(pid)
+    })
+}
+
+#[test]
+fn a_killed_agents_tasks_die_with_it_children_included() {
+    let mut c = Cluster::start(&[]);
+    let pids = c.static_pool("cpu", 1, 2);
+    let marker = marker(1);
+    let task = forking_task(&marker);
+    let args: Vec<&str> = task.iter().map(String::as_str).collect();
+    let job = c.submit(&["--pool", "cpu", "--array", "1-2"], &args);
+    wait_until(MINUTE, "both tasks and their children to run", || processes_with(&marker).len() == 6);
+    c.signal(pids[0], libc::SIGKILL);
+    wait_until(Duration::from_secs(5), "the killed agent's task processes to be gone", || {
+        processes_with(&marker).is_empty()
+    });
+    let job = c.job(job);
+    assert_eq!(job["state"], "active", "{job}");
+}
+
+#[test]
+fn an_agent_started_on_a_work_dir_kills_what_the_last_one_left_there() {
+    let mut c = Cluster::start(&[]);
+    let pids = c.static_pool("cpu", 1, 2);
+    let marker = marker(2);
+    let task = forking_task(&marker);
+    let args: Vec<&str> = task.iter().map(String::as_str).collect();
+    c.submit(&["--pool", "cpu", "--array", "1-2"], &args);
+    wait_until(MINUTE, "both tasks and their children to run", || processes_with(&marker).len() == 6);
+    // Agent and warden die together (as when a whole session is killed): the tasks
+    // are left running...
+    let warden = warden_of(pids[0]).expect("the agent runs a warden");
+    c.signal(warden, libc::SIGKILL);
+    c.signal(pids[0], libc::SIGKILL);
+    let left = processes_with(&marker);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(left.iter().all(|p| alive(*p)), "the tasks survived agent and warden");
+    // ...until an agent starts on that work dir again, before it takes new work
+    // (which starts the same commands again: only the old processes are watched).
+    c.agent_again(0, "cpu", 2);
+    wait_until(Duration::from_secs(10), "the new agent to kill the old tasks", || !left.iter().any(|p| alive(*p)));
+    let log = c.agent_log(0);
+    assert!(log.contains("killed task processes an earlier agent"), "{log}");
+}
