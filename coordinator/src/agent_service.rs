@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use corral_proto::v1 as pb;
 use corral_proto::v1::agent_server::{Agent, AgentServer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -17,8 +18,22 @@ use crate::core::StoreOp;
 use crate::model::*;
 use crate::server::{AgentUpdate, Event, Hello, Shared};
 
+/// Task output read from all agent streams and not yet written to disk: past it,
+/// the coordinator reads no more output until some is written. Bounds what
+/// output costs the coordinator's memory however fast agents send it.
+const LOG_ROOM: u32 = 256 << 20;
+/// The same for one stream, so one node printing gigabytes does not hold up the
+/// output of the others.
+const LOG_ROOM_PER_STREAM: u32 = 16 << 20;
+
+/// Room taken by output on its way to disk; given back when dropped.
+pub struct LogRoom {
+    _all: OwnedSemaphorePermit,
+    _stream: OwnedSemaphorePermit,
+}
+
 pub fn server(shared: Arc<Shared>) -> AgentServer<AgentApi> {
-    AgentServer::new(AgentApi { shared, next_conn: AtomicU64::new(1) })
+    AgentServer::new(AgentApi { shared, next_conn: AtomicU64::new(1), log_room: Arc::new(Semaphore::new(LOG_ROOM as usize)) })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
 }
@@ -26,6 +41,31 @@ pub fn server(shared: Arc<Shared>) -> AgentServer<AgentApi> {
 pub struct AgentApi {
     shared: Arc<Shared>,
     next_conn: AtomicU64,
+    log_room: Arc<Semaphore>,
+}
+
+/// Waits for room for `bytes` of output in both budgets. While it waits, the
+/// node is told alive every `every`: it is sending output, it is not silent.
+async fn room_for(
+    bytes: usize,
+    all: &Arc<Semaphore>,
+    stream: &Arc<Semaphore>,
+    every: std::time::Duration,
+    alive: impl Fn(),
+) -> Option<LogRoom> {
+    let n = bytes.min(LOG_ROOM_PER_STREAM as usize) as u32;
+    let take = async {
+        let stream = stream.clone().acquire_many_owned(n).await.ok()?;
+        let all = all.clone().acquire_many_owned(n).await.ok()?;
+        Some(LogRoom { _all: all, _stream: stream })
+    };
+    tokio::pin!(take);
+    loop {
+        tokio::select! {
+            room = &mut take => return room,
+            _ = tokio::time::sleep(every) => alive(),
+        }
+    }
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
@@ -124,6 +164,8 @@ impl Agent for AgentApi {
         self.shared.send(Event::Connected { node: node.clone(), conn, hello, tx })?;
         let shared = self.shared.clone();
         let auth = self.shared.auth.clone();
+        let (log_room, stream_room) = (self.log_room.clone(), Arc::new(Semaphore::new(LOG_ROOM_PER_STREAM as usize)));
+        let every = self.shared.core_config.heartbeat_interval;
         tokio::spawn(async move {
             let ended = auth.ended(&who);
             tokio::pin!(ended);
@@ -139,6 +181,16 @@ impl Agent for AgentApi {
                 };
                 match message {
                     Ok(Some(msg)) => {
+                        let bytes: usize = msg.logs.iter().map(|c| c.data.len()).sum();
+                        let room = if bytes == 0 {
+                            None
+                        } else {
+                            let alive = || {
+                                let update = AgentUpdate::default();
+                                let _ = shared.send(Event::FromAgent { node: node.clone(), conn, update });
+                            };
+                            room_for(bytes, &log_room, &stream_room, every, alive).await
+                        };
                         let update = AgentUpdate {
                             start_task_done: msg
                                 .start_task_done
@@ -146,6 +198,7 @@ impl Agent for AgentApi {
                             heartbeat: msg.heartbeat.map(|h| (h.cpu_percent, h.memory_used_bytes)),
                             logs: valid(&node, "log chunk", msg.logs, convert::log_chunk),
                             finished: valid(&node, "task result", msg.finished, convert::task_result),
+                            room,
                         };
                         if shared.send(Event::FromAgent { node: node.clone(), conn, update }).is_err() {
                             return;

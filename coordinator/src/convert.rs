@@ -281,6 +281,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
             open,
             notify: None,
             owner: String::new(),
+            max_output: 0,
         });
     }
     let (first_index, last_index) = if req.is_array {
@@ -313,7 +314,20 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         open: false,
         notify: None,
         owner: String::new(),
+        max_output: 0,
     })
+}
+
+/// The least a job may keep of each task stream, so the truncation marker has
+/// output to follow.
+pub const MIN_MAX_OUTPUT: u64 = 1024;
+
+/// A job's `max_output_bytes`: 0 for the coordinator's default.
+pub fn max_output(bytes: u64) -> Result<u64, Invalid> {
+    if bytes != 0 && bytes < MIN_MAX_OUTPUT {
+        return Err(Invalid::new("max_output_bytes", format!("is {bytes}; keep at least {MIN_MAX_OUTPUT} bytes (1KiB)")));
+    }
+    storable("max_output_bytes", bytes)
 }
 
 /// What an open job that has no tasks yet shows as its task.
@@ -409,6 +423,7 @@ pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
         message: r.message.chars().take(4096).collect(),
         started_at_ms: storable("started_at_ms", r.started_at_ms)?,
         ended_at_ms: storable("ended_at_ms", r.ended_at_ms)?,
+        written: [r.stdout_bytes, r.stderr_bytes],
     })
 }
 
@@ -556,6 +571,7 @@ pub fn job_view(job: &Job) -> pb::Job {
             delivered_at_ms: job.delivery.delivered_at_ms.unwrap_or(0),
         }),
         owner: job.spec.owner.clone(),
+        max_output_bytes: job.spec.max_output,
     }
 }
 

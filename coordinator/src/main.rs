@@ -83,6 +83,11 @@ struct Args {
     /// call into its own network.
     #[arg(long, env = "CORRAL_NOTIFY_ALLOW_PRIVATE")]
     notify_allow_private: bool,
+    /// The most of each task's stdout, and of its stderr, that is kept for a job
+    /// that does not say (job submit --max-output), e.g. 100MiB; what is beyond it is
+    /// dropped and the log ends with a marker saying so.
+    #[arg(long, env = "CORRAL_MAX_OUTPUT", default_value = "1GiB", value_parser = parse_size)]
+    max_output: u64,
     /// Revoke every admin token and every token an admin made, and write a new
     /// admin token to DATA_DIR/admin.token: for when one leaked or was lost.
     #[arg(long)]
@@ -104,6 +109,14 @@ fn parse_http(s: &str) -> Result<Http, String> {
         return Ok(Http(None));
     }
     s.parse().map(|a| Http(Some(a))).map_err(|e| format!("expected an address like 127.0.0.1:7080, or off ({e})"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let bytes = corral_proto::size::parse(s)?;
+    if bytes < corral_coordinator::convert::MIN_MAX_OUTPUT {
+        return Err(format!("keep at least {} bytes (1KiB)", corral_coordinator::convert::MIN_MAX_OUTPUT));
+    }
+    Ok(bytes)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -131,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         heartbeat_timeout: args.heartbeat_timeout,
         retry_backoff: args.retry_backoff,
         start_timeout: args.node_start_timeout,
+        max_output: args.max_output,
         ..CoreConfig::default()
     };
     config.store_url = args.store_url;

@@ -110,6 +110,7 @@ pub async fn job_spec(
         open: false,
         notify: None,
         owner: String::new(),
+        max_output: 0,
     })
 }
 

@@ -529,6 +529,9 @@ pub struct JobSpec {
     pub notify: Option<String>,
     /// The name of the token that submitted it.
     pub owner: String,
+    /// The most of each task's stdout, and of its stderr, that is kept; 0 for the
+    /// coordinator's default.
+    pub max_output: u64,
 }
 
 /// How a job's completion callback is going.
@@ -543,6 +546,15 @@ pub struct Delivery {
 }
 
 impl JobSpec {
+    /// The most of each task's stdout and stderr that is kept.
+    pub fn max_output_or(&self, default: u64) -> u64 {
+        if self.max_output == 0 {
+            default
+        } else {
+            self.max_output
+        }
+    }
+
     pub fn task_count(&self) -> u32 {
         match &self.graph {
             Some(graph) => graph.len() as u32,
@@ -593,6 +605,8 @@ pub struct TaskResult {
     pub message: String,
     pub started_at_ms: u64,
     pub ended_at_ms: u64,
+    /// How much the task wrote to stdout and to stderr.
+    pub written: [u64; 2],
 }
 
 /// A piece of a task's stdout or stderr.

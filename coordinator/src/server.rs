@@ -222,12 +222,15 @@ pub struct Hello {
 }
 
 /// One later message of an agent stream, validated.
+#[derive(Default)]
 pub struct AgentUpdate {
     /// The start task ended: whether it succeeded, and what it said.
     pub start_task_done: Option<(bool, String)>,
     pub heartbeat: Option<(f32, u64)>,
     pub logs: Vec<LogChunk>,
     pub finished: Vec<TaskResult>,
+    /// The room its logs take in memory, given back once they are written.
+    pub room: Option<crate::agent_service::LogRoom>,
 }
 
 /// What the gRPC handlers share.
@@ -600,7 +603,10 @@ fn handle(
                 }
             }
         }
-        Event::FromAgent { node, conn, update } => {
+        Event::FromAgent { node, conn, mut update } => {
+            if let Some(room) = update.room.take() {
+                then.push(Box::new(move || drop(room)));
+            }
             if conns.get(&node).is_some_and(|(c, _)| *c != conn) {
                 return;
             }
@@ -684,6 +690,7 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64,
                 outputs: a.outputs,
                 outputs_when: a.outputs_when.as_str().into(),
                 output_prefix: a.output_prefix,
+                max_output_bytes: a.max_output,
                 map: match &a.work {
                     Work::Map { segments, reduce_tasks, combiner, output_prefix } => Some(pb::MapWork {
                         segments: segments

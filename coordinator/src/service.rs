@@ -222,6 +222,11 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let owner = who.name();
         let mut req = req.into_inner();
+        // Fixed at submission: a later change of the default leaves the job alone.
+        let max_output = match convert::max_output(req.max_output_bytes)? {
+            0 => self.shared.core_config.max_output,
+            bytes => bytes,
+        };
         let spec = match req.mapreduce.take() {
             Some(mr) => {
                 if req.task.is_some() || req.is_array || !req.tasks.is_empty() || req.open {
@@ -244,7 +249,7 @@ impl Corral for ClientApi {
                 .await
                 .map_err(|why| Invalid::new("notify_url", why))?;
         }
-        let spec = JobSpec { owner, ..spec };
+        let spec = JobSpec { owner, max_output, ..spec };
         let tasks = spec.task_count();
         let id = self.shared.call_by(who.clone(), move |core, now, out| core.submit_job(now, spec, out)).await??;
         tracing::info!(job_id = %id, tasks, "job accepted");

@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     notify_attempts INTEGER NOT NULL DEFAULT 0,
     notify_error TEXT,
     notify_delivered_at_ms INTEGER,
-    owner TEXT NOT NULL DEFAULT ''
+    owner TEXT NOT NULL DEFAULT '',
+    max_output INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
@@ -292,7 +293,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -311,6 +312,7 @@ impl Store {
                 r.get::<_, Option<String>>(12)?,
                 Delivery { attempts: r.get(13)?, last_error: r.get(14)?, delivered_at_ms: r.get(15)? },
                 r.get::<_, String>(16)?,
+                r.get::<_, u64>(17)?,
             ))
         })?;
         let mut groups = self.task_groups()?;
@@ -331,6 +333,7 @@ impl Store {
                 notify,
                 delivery,
                 owner,
+                max_output,
             ) = row?;
             let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
             let graph = if is_graph {
@@ -352,6 +355,7 @@ impl Store {
                     open,
                     notify,
                     owner,
+                    max_output,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,
@@ -581,7 +585,7 @@ impl Store {
                         insert_groups(&tx, j.id, 0, &graph.groups)?;
                     }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -597,7 +601,8 @@ impl Store {
                         j.spec.graph.is_some(),
                         j.spec.open,
                         j.spec.notify,
-                        j.spec.owner
+                        j.spec.owner,
+                        j.spec.max_output
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms } => {
@@ -795,6 +800,7 @@ const NEWER_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "notify_error", "TEXT"),
     ("jobs", "notify_delivered_at_ms", "INTEGER"),
     ("jobs", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("jobs", "max_output", "INTEGER NOT NULL DEFAULT 0"),
     ("events", "actor", "TEXT"),
 ];
 

@@ -7,12 +7,11 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// Largest log chunk sent in one message.
@@ -23,13 +22,17 @@ const TAIL_EVERY: Duration = Duration::from_millis(250);
 /// What a runner tells the agent.
 #[derive(Debug)]
 pub enum RunnerEvent {
-    Log(pb::LogChunk),
-    /// The attempt ended. Its directory (with `stdout.txt` and `stderr.txt`) is
-    /// left in place: the agent removes it once the coordinator has the result, and
+    /// The attempt ended, and its output went out on the current stream (if
+    /// there was one). Its directory (with `stdout.txt` and `stderr.txt`) is left
+    /// in place: the agent removes it once the coordinator has the result, and
     /// until then can ship the output again from it.
     Finished {
         result: pb::TaskResult,
         dir: PathBuf,
+        max_output: u64,
+        /// The stream all its output was shipped on; `None` if there was none
+        /// for the whole of it.
+        shipped_on: Option<u64>,
     },
 }
 
@@ -37,6 +40,19 @@ pub enum RunnerEvent {
 #[derive(Debug, Clone, Copy)]
 pub enum StopReason {
     Cancelled,
+}
+
+/// The agent's current stream, as far as output is concerned: a bounded queue of
+/// messages for it, and a number that changes with every new stream.
+///
+/// The queue is small, so a task that prints gigabytes holds at most a few chunks
+/// in the agent's memory: its runner waits for room, and reads the rest from the
+/// task's files when there is. Heartbeats go on another, unbounded lane that the
+/// stream sends first (see `session`), so they never wait behind output.
+#[derive(Debug, Clone, Default)]
+pub struct Lane {
+    pub generation: u64,
+    pub tx: Option<mpsc::Sender<pb::AgentMessage>>,
 }
 
 /// What every task of this agent shares.
@@ -47,9 +63,9 @@ pub struct RunContext {
     pub tasks_dir: PathBuf,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
-    /// Bumped by the agent on every new stream: output shipped on an older one may
-    /// not have arrived, so runners ship their output again from the start.
-    pub stream_generation: Arc<AtomicU64>,
+    /// Where output goes. Output shipped on an older stream may not have
+    /// arrived, so on a new one runners ship theirs again from the start.
+    pub lane: watch::Receiver<Lane>,
     /// The coordinator's object store, for inputs and outputs.
     pub objects: crate::objects::Client,
     /// Kills the task's process group if the agent dies first.
@@ -70,53 +86,126 @@ pub fn start(
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
         let dir = ctx.tasks_dir.join(format!("{}.{}.{}", task.job_id, task.index, task.attempt));
-        let result = run(assignment, task, &dir, &ctx, stop_rx, &events).await;
-        let _ = events.send(RunnerEvent::Finished { result, dir });
+        let max_output = assignment.max_output_bytes;
+        let mut shipped_on = None;
+        let result = run(assignment, task, &dir, &ctx, stop_rx, &mut shipped_on).await;
+        let _ = events.send(RunnerEvent::Finished { result, dir, max_output, shipped_on });
     });
     stop_tx
 }
 
-/// Output shipped per stream per tick while a task runs, so a task that writes
-/// gigabytes cannot flood the agent's memory; the rest goes on later ticks.
-const SHIP_PER_TICK: u64 = 8 << 20;
-
-/// Where output goes and how much of it has been shipped.
-struct Output {
+/// A task's stdout and stderr files, and how much of each went out on the
+/// current stream.
+pub struct Output {
     task: pb::TaskRef,
-    /// The agent's own handles on the task's stdout and stderr files.
+    /// The agent's own handles on the files.
     files: [std::fs::File; 2],
     shipped: [u64; 2],
-    /// The stream generation the shipped offsets belong to.
-    generation: u64,
+    /// How much of each file there is to ship: its length when last looked at,
+    /// at most `limit`.
+    known: [u64; 2],
+    /// The most of each stream that is shipped (`u64::MAX`: all).
+    limit: u64,
+    lane: watch::Receiver<Lane>,
+    /// The stream the shipped offsets belong to, and its queue.
+    current: Lane,
 }
 
 impl Output {
-    /// Sends what the files gained since the last call (from the start again if the
-    /// agent's stream was replaced), at most `limit` bytes per file.
-    fn ship(&mut self, generation: &AtomicU64, limit: u64, events: &mpsc::UnboundedSender<RunnerEvent>) {
-        let current = generation.load(Ordering::Relaxed);
-        if current != self.generation {
-            self.generation = current;
+    pub fn new(task: pb::TaskRef, files: [std::fs::File; 2], max_output: u64, lane: watch::Receiver<Lane>) -> Output {
+        let limit = if max_output == 0 { u64::MAX } else { max_output };
+        Output { task, files, shipped: [0, 0], known: [0, 0], limit, lane, current: Lane::default() }
+    }
+
+    /// Opens a finished attempt's output in `dir`, to ship it again.
+    pub fn open(task: pb::TaskRef, dir: &Path, max_output: u64, lane: watch::Receiver<Lane>) -> std::io::Result<Output> {
+        let open = |name: &str| std::fs::File::open(dir.join(name));
+        Ok(Output::new(task, [open("stdout.txt")?, open("stderr.txt")?], max_output, lane))
+    }
+
+    /// Looks at the files' lengths and at the stream: on a new one, everything
+    /// goes again from the start.
+    pub fn refresh(&mut self) {
+        let lane = self.lane.borrow_and_update().clone();
+        if lane.generation != self.current.generation || lane.tx.is_none() {
             self.shipped = [0, 0];
         }
+        self.current = lane;
         for (i, file) in self.files.iter().enumerate() {
-            let Ok(len) = file.metadata().map(|m| m.len()) else { continue };
-            let len = len.min(self.shipped[i].saturating_add(limit));
-            while self.shipped[i] < len {
-                let want = ((len - self.shipped[i]) as usize).min(CHUNK);
-                let mut data = vec![0; want];
-                match file.read_at(&mut data, self.shipped[i]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        data.truncate(n);
-                        let chunk =
-                            pb::LogChunk { task: Some(self.task), stderr: i == 1, offset: self.shipped[i], data };
-                        self.shipped[i] += n as u64;
-                        let _ = events.send(RunnerEvent::Log(chunk));
-                    }
-                }
+            if let Ok(meta) = file.metadata() {
+                self.known[i] = meta.len().min(self.limit);
             }
         }
+    }
+
+    /// The bytes each file holds in all (as last looked at).
+    pub fn written(&self) -> [u64; 2] {
+        let mut written = [0; 2];
+        for (i, file) in self.files.iter().enumerate() {
+            written[i] = file.metadata().map_or(0, |m| m.len());
+        }
+        written
+    }
+
+    /// Whether there is a stream and something to send on it.
+    pub fn has_more(&self) -> bool {
+        self.current.tx.is_some() && (0..2).any(|i| self.shipped[i] < self.known[i])
+    }
+
+    /// The stream everything so far went out on, if it did.
+    pub fn shipped_on(&self) -> Option<u64> {
+        (self.current.tx.is_some() && !self.has_more()).then_some(self.current.generation)
+    }
+
+    /// The current stream's queue, to wait for room in.
+    pub fn sender(&self) -> Option<mpsc::Sender<pb::AgentMessage>> {
+        self.current.tx.clone()
+    }
+
+    /// Sends one chunk (of the stream furthest behind) in the room `permit` holds.
+    pub fn send_one(&mut self, permit: mpsc::OwnedPermit<pb::AgentMessage>) {
+        let i = if self.known[0] - self.shipped[0].min(self.known[0]) >= self.known[1] - self.shipped[1].min(self.known[1])
+        {
+            0
+        } else {
+            1
+        };
+        let want = (self.known[i].saturating_sub(self.shipped[i]) as usize).min(CHUNK);
+        let mut data = vec![0; want];
+        match self.files[i].read_at(&mut data, self.shipped[i]) {
+            Ok(n) if n > 0 => {
+                data.truncate(n);
+                let chunk = pb::LogChunk { task: Some(self.task), stderr: i == 1, offset: self.shipped[i], data };
+                self.shipped[i] += n as u64;
+                permit.send(pb::AgentMessage { logs: vec![chunk], ..Default::default() });
+            }
+            // Shrunk under us (or unreadable): stop at what there is.
+            _ => self.known[i] = self.shipped[i],
+        }
+    }
+
+    /// Ships everything there is, waiting for room; returns early if the stream
+    /// goes away (the next one gets it all again).
+    pub async fn ship_all(&mut self) {
+        loop {
+            self.refresh();
+            let Some(tx) = self.sender().filter(|_| self.has_more()) else { return };
+            tokio::select! {
+                permit = tx.reserve_owned() => match permit {
+                    Ok(permit) => self.send_one(permit),
+                    Err(_) => return,
+                },
+                changed = self.lane.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+/// Waits for room in `tx`'s queue; never resolves without a queue.
+async fn room(tx: Option<mpsc::Sender<pb::AgentMessage>>) -> Option<mpsc::OwnedPermit<pb::AgentMessage>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -137,7 +226,7 @@ async fn run(
     dir: &Path,
     ctx: &RunContext,
     mut stop: oneshot::Receiver<StopReason>,
-    events: &mpsc::UnboundedSender<RunnerEvent>,
+    shipped_on: &mut Option<u64>,
 ) -> pb::TaskResult {
     let started_at_ms = now_ms();
     // The task writes through its handles; the agent reads through clones of them.
@@ -200,8 +289,8 @@ async fn run(
     let shuffle = plumbing.start(&mut child, &ctx.objects);
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
     ctx.warden.watch(pgid);
-    let generation = ctx.stream_generation.load(Ordering::Relaxed);
-    let mut output = Output { task, files, shipped: [0, 0], generation };
+    let mut output = Output::new(task, files, a.max_output_bytes, ctx.lane.clone());
+    output.refresh();
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
     let mut tail = tokio::time::interval_at(Instant::now() + TAIL_EVERY, TAIL_EVERY);
     // Set once the agent decided to end the task: why, and when to SIGKILL.
@@ -222,13 +311,20 @@ async fn run(
             _ = sleep_until_opt(kill_at) => {
                 signal_group(pgid, libc::SIGKILL);
             }
-            _ = tail.tick() => output.ship(&ctx.stream_generation, SHIP_PER_TICK, events),
+            permit = room(output.sender()), if output.has_more() => match permit {
+                Some(permit) => output.send_one(permit),
+                // That stream is gone; the tick finds the next one.
+                None => output.refresh(),
+            },
+            _ = tail.tick() => output.refresh(),
         }
     };
     // Whatever the task left behind in its process group goes with it.
     signal_group(pgid, libc::SIGKILL);
     ctx.warden.release(pgid);
-    output.ship(&ctx.stream_generation, u64::MAX, events);
+    output.ship_all().await;
+    *shipped_on = output.shipped_on();
+    let written = output.written();
     let mut r = match status {
         Ok(status) => {
             let mut r = result(task, "failed", started_at_ms, String::new());
@@ -248,6 +344,8 @@ async fn run(
         }
         Err(e) => result(task, "failed", started_at_ms, format!("lost track of the process: {e}")),
     };
+    r.stdout_bytes = written[0];
+    r.stderr_bytes = written[1];
     if let Some((why, _)) = ending {
         r.outcome = why.into();
         r.message = match why {
@@ -304,28 +402,6 @@ pub(crate) fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
             libc::kill(-pgid, sig);
         }
     }
-}
-
-/// Reads a finished attempt's output from its directory as log chunks, to ship it
-/// again after a reconnect.
-pub fn output_chunks(task: pb::TaskRef, dir: &Path) -> Vec<pb::LogChunk> {
-    let mut chunks = Vec::new();
-    for (stderr, name) in [(false, "stdout.txt"), (true, "stderr.txt")] {
-        let Ok(file) = std::fs::File::open(dir.join(name)) else { continue };
-        let mut offset = 0u64;
-        loop {
-            let mut data = vec![0; CHUNK];
-            match file.read_at(&mut data, offset) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    data.truncate(n);
-                    chunks.push(pb::LogChunk { task: Some(task), stderr, offset, data });
-                    offset += n as u64;
-                }
-            }
-        }
-    }
-    chunks
 }
 
 /// Removes a task's directory: the two output files and the directory itself in

@@ -2,8 +2,9 @@
 //! when the stream breaks keep the tasks running and reconnect with backoff.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use corral_proto::credentials::Bearer;
@@ -14,7 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::runner::{self, RunContext, RunnerEvent, StopReason};
+use crate::runner::{self, Lane, Output, RunContext, RunnerEvent, StopReason};
 use crate::AgentConfig;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -58,10 +59,15 @@ struct Running {
 }
 
 /// A result the coordinator has not acknowledged yet, and where its output is.
+#[derive(Clone)]
 struct Unacked {
     result: pb::TaskResult,
     dir: std::path::PathBuf,
+    max_output: u64,
 }
+
+/// How many messages of output (each at most one chunk) may wait for the stream.
+const DATA_QUEUE: usize = 8;
 
 /// How a session ended.
 enum End {
@@ -94,7 +100,8 @@ struct Agent {
     queue: VecDeque<(pb::Assignment, pb::TaskRef)>,
     /// Results sent (or to send) and not yet acknowledged as durable.
     unacked: HashMap<Key, Unacked>,
-    stream_generation: Arc<AtomicU64>,
+    /// The current stream's output lane, which runners ship through.
+    lane: watch::Sender<Lane>,
     /// The pool's start task for this registration, and where it stands.
     start_task: StartTask,
     start_done: Option<oneshot::Receiver<(bool, String)>>,
@@ -161,7 +168,7 @@ pub async fn run(
         running: HashMap::new(),
         queue: VecDeque::new(),
         unacked: HashMap::new(),
-        stream_generation: Arc::new(AtomicU64::new(0)),
+        lane: watch::Sender::new(Lane::default()),
         start_task: StartTask::None,
         start_done: None,
         objects,
@@ -372,7 +379,7 @@ impl Agent {
             pool: self.config.pool.clone(),
             tasks_dir: self.config.work_dir.join("tasks"),
             kill_grace: self.config.kill_grace,
-            stream_generation: self.stream_generation.clone(),
+            lane: self.lane.subscribe(),
             objects: self.objects.clone(),
             warden: self.warden.clone(),
         }
@@ -403,30 +410,31 @@ impl Agent {
         pb::AgentMessage { hello: Some(hello), ..Default::default() }
     }
 
-    /// The results not yet acknowledged, each preceded by its whole output read back
-    /// from the attempt's directory: chunks may have been lost with the old stream,
-    /// and the coordinator writes them by offset, so sending twice is harmless.
-    fn resend_unacked(&self, out: &mpsc::UnboundedSender<pb::AgentMessage>) -> bool {
-        for (key, u) in &self.unacked {
-            for chunk in runner::output_chunks(task_ref(*key), &u.dir) {
-                if out.send(pb::AgentMessage { logs: vec![chunk], ..Default::default() }).is_err() {
-                    return false;
-                }
-            }
-        }
-        let finished = self.unacked.values().map(|u| u.result.clone()).collect();
-        out.send(pb::AgentMessage { finished, ..Default::default() }).is_ok()
+    async fn session(
+        &mut self,
+        client: Client,
+        events: &mut mpsc::UnboundedReceiver<RunnerEvent>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
+        let end = self.stream(client, events, stop).await;
+        // No stream: runners stop shipping, and ship it all again on the next.
+        self.lane.send_modify(|lane| lane.tx = None);
+        end
     }
 
-    async fn session(
+    async fn stream(
         &mut self,
         mut client: Client,
         events: &mut mpsc::UnboundedReceiver<RunnerEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> End {
-        let (out, out_rx) = mpsc::unbounded_channel();
+        // Two lanes: heartbeats and the like go first, output and results (in
+        // the order they were produced) when there is room.
+        let (out, control) = mpsc::unbounded_channel();
+        let (data, data_rx) = mpsc::channel(DATA_QUEUE);
         let _ = out.send(self.hello());
-        let mut inbound = match client.session(tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx)).await {
+        let lanes = Lanes { control, data: data_rx };
+        let mut inbound = match client.session(lanes).await {
             Ok(resp) => resp.into_inner(),
             Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
                 return End::Refused(status.message().to_string());
@@ -438,9 +446,12 @@ impl Agent {
         };
         // Output shipped on the old stream may be lost: running tasks ship theirs
         // again from the start, finished ones from their directories.
-        self.stream_generation.fetch_add(1, Ordering::Relaxed);
-        if !self.unacked.is_empty() && !self.resend_unacked(&out) {
-            return End::Disconnected { established: true };
+        let generation = self.lane.borrow().generation + 1;
+        self.lane.send_replace(Lane { generation, tx: Some(data.clone()) });
+        let (report, reports) = mpsc::unbounded_channel();
+        let reporter = AbortOnDrop(tokio::spawn(report_results(reports, data, self.lane.subscribe())));
+        for u in self.unacked.values() {
+            let _ = report.send((u.clone(), false));
         }
         if let StartTask::Pending(script) = &self.start_task {
             self.start_done = Some(run_start_task(script.clone(), self.context()));
@@ -461,13 +472,14 @@ impl Agent {
                     Ok(None) | Err(_) => return End::Disconnected { established: true },
                 },
                 Some(event) = events.recv() => {
-                    let mut msg = pb::AgentMessage::default();
-                    self.on_event(event, &mut msg);
-                    while let Ok(event) = events.try_recv() {
-                        self.on_event(event, &mut msg);
+                    for event in std::iter::once(event).chain(std::iter::from_fn(|| events.try_recv().ok())) {
+                        if let Some((finished, shipped)) = self.on_event(event) {
+                            // Output shipped on an earlier stream goes again first.
+                            let _ = report.send((finished, shipped == Some(generation)));
+                        }
                     }
                     self.start_queued();
-                    if out.send(msg).is_err() {
+                    if reporter.0.is_finished() {
                         return End::Disconnected { established: true };
                     }
                 }
@@ -536,22 +548,20 @@ impl Agent {
         None
     }
 
-    fn on_event(&mut self, event: RunnerEvent, msg: &mut pb::AgentMessage) {
-        match event {
-            RunnerEvent::Log(chunk) => msg.logs.push(chunk),
-            RunnerEvent::Finished { result, dir } => {
-                let Some(task) = result.task else { return };
-                let key = key_of(&task);
-                let Some(r) = self.running.remove(&key) else { return };
-                self.used = self.used.saturating_sub(r.slots);
-                if r.abandoned {
-                    runner::remove_dir(&dir);
-                    return;
-                }
-                msg.finished.push(result.clone());
-                self.unacked.insert(key, Unacked { result, dir });
-            }
+    /// A runner's news. A result to report comes back, with the stream its
+    /// output was all shipped on (if any).
+    fn on_event(&mut self, event: RunnerEvent) -> Option<(Unacked, Option<u64>)> {
+        let RunnerEvent::Finished { result, dir, max_output, shipped_on } = event;
+        let key = key_of(&result.task?);
+        let r = self.running.remove(&key)?;
+        self.used = self.used.saturating_sub(r.slots);
+        if r.abandoned {
+            runner::remove_dir(&dir);
+            return None;
         }
+        let unacked = Unacked { result, dir, max_output };
+        self.unacked.insert(key, unacked.clone());
+        Some((unacked, shipped_on))
     }
 
     /// Starts queued tasks while slots are free (a task bigger than the node still
@@ -586,7 +596,7 @@ impl Agent {
                 // Results are kept until acknowledged; output is shipped again from
                 // the start on the next stream, so chunks can go now.
                 Some(event) = events.recv() => {
-                    self.on_event(event, &mut pb::AgentMessage::default());
+                    self.on_event(event);
                     self.start_queued();
                 }
             }
@@ -616,11 +626,70 @@ impl Agent {
         while !self.running.is_empty() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(event)) => {
-                    let mut msg = pb::AgentMessage::default();
-                    self.on_event(event, &mut msg);
+                    self.on_event(event);
                 }
                 _ => break,
             }
         }
+    }
+}
+
+/// The agent's half of its stream: control messages (hello, heartbeats, the start
+/// task's end) before anything on the bounded data lane (output and results).
+struct Lanes {
+    control: mpsc::UnboundedReceiver<pb::AgentMessage>,
+    data: mpsc::Receiver<pb::AgentMessage>,
+}
+
+impl tokio_stream::Stream for Lanes {
+    type Item = pb::AgentMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<pb::AgentMessage>> {
+        match self.control.poll_recv(cx) {
+            Poll::Ready(Some(msg)) => return Poll::Ready(Some(msg)),
+            // The session ended: so does the stream.
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        match self.data.poll_recv(cx) {
+            Poll::Ready(Some(msg)) => Poll::Ready(Some(msg)),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// Sends results on the data lane, each after its output: an attempt whose output
+/// went out on this stream is reported at once; any other (it finished while the
+/// agent was disconnected, or before this stream opened) has its output shipped
+/// again from its directory first, through the same bounded lane. Ends when the
+/// lane does.
+async fn report_results(
+    mut reports: mpsc::UnboundedReceiver<(Unacked, bool)>,
+    data: mpsc::Sender<pb::AgentMessage>,
+    lane: watch::Receiver<Lane>,
+) {
+    while let Some((u, shipped)) = reports.recv().await {
+        if !shipped {
+            if let Some(task) = u.result.task {
+                // A directory already gone was acknowledged meanwhile: only the
+                // result goes again, which the coordinator takes once.
+                if let Ok(mut output) = Output::open(task, &u.dir, u.max_output, lane.clone()) {
+                    output.ship_all().await;
+                }
+            }
+        }
+        let msg = pb::AgentMessage { finished: vec![u.result], ..Default::default() };
+        if data.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Aborts a task when dropped: what a session started ends with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

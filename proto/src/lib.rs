@@ -7,10 +7,12 @@
 //! them into its own domain types once, where requests arrive.
 //!
 //! [`credentials`] is how every client presents its token, [`tls`] how it reaches
-//! a coordinator (plain or TLS), and [`methods`] lists every method the protos declare.
+//! a coordinator (plain or TLS), [`methods`] lists every method the protos declare,
+//! and [`size`] reads and writes byte sizes as users do (`10MiB`).
 
 pub mod credentials;
 pub mod methods;
+pub mod size;
 pub mod tls;
 
 /// Version 1 of the API. Additive changes only; a breaking change is `v2`.

@@ -208,6 +208,11 @@ pub struct SubmitArgs {
     /// backoff until it answers 2xx (see `job show` for how delivery goes).
     #[arg(long, value_name = "URL")]
     notify: Option<String>,
+    /// Keep at most this much of each task's stdout, and of its stderr (e.g. 10MiB,
+    /// 1GiB); the rest is dropped and the log ends with a marker saying so
+    /// [default: the coordinator's --max-output, 1GiB unless set].
+    #[arg(long, value_name = "SIZE", value_parser = corral_proto::size::parse)]
+    max_output: Option<u64>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required_unless_present_any = ["file", "open"], value_name = "CMD")]
     command: Vec<String>,
@@ -345,6 +350,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "kind": if j.graph { "graph" } else { "array" },
         "command": (!j.graph).then_some(task.argv),
         "max_retries": task.max_retries,
+        "max_output_bytes": j.max_output_bytes,
         "timeout_ms": (task.timeout_ms > 0).then_some(task.timeout_ms),
         "submitted_at_ms": j.submitted_at_ms,
         "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
@@ -416,6 +422,13 @@ fn print_job(ctx: &Context, j: &pb::Job) {
         ("tasks", format!("{} ({})", total(j), counts_line(&c))),
         ("command", if j.graph { "(a graph: see `corral task list`)".into() } else { output::shell_words(&task.argv) }),
         ("max retries", task.max_retries.to_string()),
+        (
+            "max output",
+            match j.max_output_bytes {
+                0 => "the coordinator's default, per stream".into(),
+                n => format!("{} per stream", corral_proto::size::show(n)),
+            },
+        ),
         ("submitted", output::timestamp(j.submitted_at_ms)),
     ];
     if end > 0 {
@@ -503,8 +516,10 @@ impl JobCommand {
             JobCommand::Submit(args) => {
                 let wait = args.wait;
                 let notify = args.notify.clone().unwrap_or_default();
+                let max_output = args.max_output.unwrap_or_default();
                 let (mut req, loaded) = args.request()?;
                 req.notify_url = notify;
+                req.max_output_bytes = max_output;
                 if let Some(mr) = &mut req.mapreduce {
                     mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
                 }

@@ -113,13 +113,21 @@ impl Core {
                 job.runs.total_ms = job.runs.total_ms.saturating_add(ran);
                 job.runs.count = job.runs.count.saturating_add(1);
             }
+            let limit = self.max_output_of(attempt.task.job);
+            let mut message = result.message;
+            for (stderr, written) in [(false, result.written[0]), (true, result.written[1])] {
+                if let Some((marker, note)) = truncation(stderr, written, limit) {
+                    out.store.push(StoreOp::Log(LogChunk { attempt, stderr, offset: limit, data: marker.into_bytes() }));
+                    message = if message.is_empty() { note } else { format!("{message}; {note}") };
+                }
+            }
             out.store.push(StoreOp::EndAttempt {
                 attempt,
                 started_at_ms: Some(result.started_at_ms).filter(|&t| t > 0),
                 outcome: result.outcome,
                 exit_code: result.exit_code,
                 signal: result.signal,
-                message: result.message,
+                message,
                 ended_at_ms: result.ended_at_ms.max(result.started_at_ms),
             });
             match result.outcome {
@@ -392,6 +400,8 @@ impl Core {
             let running_here =
                 self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
             let ended_here = self.ended_on.get(&attempt) == Some(node);
+            let limit = self.max_output_of(attempt.task.job);
+            let chunk = clip(chunk, limit);
             if (running_here || ended_here) && !chunk.data.is_empty() {
                 out.store.push(StoreOp::Log(chunk));
             } else if !chunk.data.is_empty() {
@@ -488,4 +498,34 @@ impl Core {
         }
         Ok(())
     }
+}
+
+impl Core {
+    /// The most of each of a job's task streams that is kept.
+    pub fn max_output_of(&self, job: JobId) -> u64 {
+        self.jobs.get(&job).map_or(self.config.max_output, |j| j.spec.max_output_or(self.config.max_output))
+    }
+}
+
+/// What of `chunk` lies within the first `limit` bytes of its stream.
+fn clip(mut chunk: LogChunk, limit: u64) -> LogChunk {
+    let room = limit.saturating_sub(chunk.offset);
+    if (chunk.data.len() as u64) > room {
+        chunk.data.truncate(room as usize);
+    }
+    chunk
+}
+
+/// For a stream that wrote more than `limit` bytes: the marker that ends its
+/// stored log, and the note on the attempt.
+pub fn truncation(stderr: bool, written: u64, limit: u64) -> Option<(String, String)> {
+    if written <= limit {
+        return None;
+    }
+    let stream = if stderr { "stderr" } else { "stdout" };
+    let (kept, all) = (corral_proto::size::show(limit), corral_proto::size::show(written));
+    Some((
+        format!("\n[corral: {stream} truncated here: kept the first {kept} of {all} (--max-output)]\n"),
+        format!("{stream} truncated to {kept} of {all}"),
+    ))
 }

@@ -46,6 +46,9 @@ pub struct CoreConfig {
     /// Jobs whose tasks run shorter than this on average get tasks queued ahead
     /// on their nodes (see [`schedule`]).
     pub prefetch_below: Duration,
+    /// The most of each task's stdout, and of its stderr, that is kept, for jobs
+    /// that do not say.
+    pub max_output: u64,
 }
 
 impl Default for CoreConfig {
@@ -58,6 +61,7 @@ impl Default for CoreConfig {
             max_node_losses: 3,
             start_timeout: Duration::from_secs(30),
             prefetch_below: Duration::from_millis(100),
+            max_output: 1 << 30,
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct Assignment {
     pub output_prefix: String,
     /// For map/reduce tasks: what the agent does around the command.
     pub work: Work,
+    /// The most of stdout, and of stderr, to ship.
+    pub max_output: u64,
 }
 
 /// The shuffle work around a map/reduce task's command.

@@ -57,12 +57,14 @@ impl Core {
         let jobs: Vec<JobId> = pool.jobs.iter().map(|(_, id)| *id).collect();
         let started_at_ms = self.wall_ms(now);
         let short = self.config.prefetch_below.as_millis() as u64;
+        let default_max_output = self.config.max_output;
         let mut assigned = 0;
         for job_id in jobs {
             let Some(job) = self.jobs.get_mut(&job_id) else { continue };
             if prefetch && !job.ready.is_empty() && !job.runs.is_short(short) {
                 break;
             }
+            let max_output = job.spec.max_output_or(default_max_output);
             while let Some(&index) = job.ready.first() {
                 let need = job.spec.task_spec(index).slots;
                 let Some(slot) = pick(&free, need, fill) else { break };
@@ -86,6 +88,7 @@ impl Core {
                     outputs: spec.outputs.clone(),
                     outputs_when: spec.outputs_when,
                     work: Work::of(job_id, spec, array_index),
+                    max_output,
                 };
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };

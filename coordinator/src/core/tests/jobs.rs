@@ -155,3 +155,42 @@ fn only_the_node_an_attempt_runs_on_writes_its_output() {
     env.core.on_logs(&other, vec![chunk(b"forged")], &mut env.out);
     assert_eq!(logs(&env.take()), 0);
 }
+
+#[test]
+fn output_beyond_a_jobs_limit_is_dropped_and_the_log_ends_with_a_marker() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let node = env.node(1);
+    let spec = JobSpec { max_output: 10, ..job_spec("p", 1, 0, 0) };
+    env.core.submit_job(env.now, spec, &mut env.out).unwrap();
+    let (_, a) = env.schedule()[0].clone();
+    env.take();
+    let chunk = |offset: u64, data: &[u8]| LogChunk { attempt: a, stderr: false, offset, data: data.to_vec() };
+    let logs = |out: &Outbox| -> Vec<(u64, Vec<u8>)> {
+        out.store
+            .iter()
+            .filter_map(|op| match op {
+                StoreOp::Log(c) => Some((c.offset, c.data.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // A chunk across the limit is cut at it; one past it is dropped.
+    env.core.on_logs(&node, vec![chunk(4, b"0123456789"), chunk(10, b"late")], &mut env.out);
+    assert_eq!(logs(&env.take()), [(4, b"012345".to_vec())]);
+    // The result says how much was written: the marker goes at the limit, and the
+    // attempt notes it.
+    let done = TaskResult { written: [25, 3], ..result(a, Outcome::Succeeded, 5) };
+    env.core.on_task_results(env.now, &node, vec![done], &mut env.out);
+    let out = env.take();
+    let logs = logs(&out);
+    assert_eq!(logs.len(), 1, "stderr was within its limit");
+    assert_eq!(logs[0].0, 10);
+    let marker = String::from_utf8(logs[0].1.clone()).unwrap();
+    assert!(marker.contains("stdout truncated here: kept the first 10 B of 25 B"), "{marker}");
+    let note = out.store.iter().find_map(|op| match op {
+        StoreOp::EndAttempt { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    assert_eq!(note.as_deref(), Some("stdout truncated to 10 B of 25 B"));
+    env.check();
+}

@@ -50,6 +50,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         open: false,
         notify: None,
         owner: String::new(),
+        max_output: 0,
     }
 }
 
@@ -167,6 +168,7 @@ fn result(attempt: AttemptRef, outcome: Outcome, ran_ms: u64) -> TaskResult {
         message: String::new(),
         started_at_ms: 1_000,
         ended_at_ms: 1_000 + ran_ms,
+        written: [0, 0],
     }
 }
 
