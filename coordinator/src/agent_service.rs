@@ -33,9 +33,13 @@ pub struct LogRoom {
 }
 
 pub fn server(shared: Arc<Shared>) -> AgentServer<AgentApi> {
-    AgentServer::new(AgentApi { shared, next_conn: AtomicU64::new(1), log_room: Arc::new(Semaphore::new(LOG_ROOM as usize)) })
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
+    AgentServer::new(AgentApi {
+        shared,
+        next_conn: AtomicU64::new(1),
+        log_room: Arc::new(Semaphore::new(LOG_ROOM as usize)),
+    })
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(64 << 20)
 }
 
 pub struct AgentApi {

@@ -95,7 +95,10 @@ fn docker_spec(d: pb::DockerSpec) -> Result<DockerSpec, Invalid> {
     }
     text("docker.image", image, MAX_NAME)?;
     if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Invalid::new("docker.image", format!("'{image}' is not an image reference (it has spaces)")));
+        return Err(Invalid::new(
+            "docker.image",
+            format!("'{}' is not an image reference (it has spaces)", crate::error::shown(&image)),
+        ));
     }
     let network = d.network.trim();
     text("docker.network", network, MAX_NAME)?;
@@ -110,8 +113,12 @@ fn docker_spec(d: pb::DockerSpec) -> Result<DockerSpec, Invalid> {
     }
     let coordinator_url = d.coordinator_url.trim();
     if !coordinator_url.is_empty() {
-        let url = url::Url::parse(coordinator_url)
-            .map_err(|e| Invalid::new("docker.coordinator_url", format!("'{coordinator_url}' is not a URL: {e}")))?;
+        let url = url::Url::parse(coordinator_url).map_err(|e| {
+            Invalid::new(
+                "docker.coordinator_url",
+                format!("'{}' is not a URL: {e}", crate::error::shown(&coordinator_url)),
+            )
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(Invalid::new("docker.coordinator_url", "must be http://HOST:PORT or https://HOST:PORT"));
         }
@@ -189,7 +196,7 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         if key.is_empty() || key.contains('=') {
             return Err(Invalid::new(
                 "env",
-                format!("'{key}' is not a variable name (expected K=V with a non-empty K)"),
+                format!("'{}' is not a variable name (expected K=V with a non-empty K)", crate::error::shown(&key)),
             ));
         }
         text("env", &key, MAX_ARG)?;
@@ -234,7 +241,10 @@ pub fn relative_path(field: &'static str, path: &str) -> Result<(), Invalid> {
     if path.is_empty() || p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         return Err(Invalid::new(
             field,
-            format!("'{path}' must be a relative path inside the task's directory, without '..'"),
+            format!(
+                "'{}' must be a relative path inside the task's directory, without '..'",
+                crate::error::shown(&path)
+            ),
         ));
     }
     Ok(())
@@ -245,7 +255,10 @@ fn glob_pattern(pattern: &str) -> Result<(), Invalid> {
     let ok = !pattern.contains("[!") || pattern.contains(']');
     let balanced = pattern.matches('[').count() == pattern.matches(']').count();
     if !ok || !balanced {
-        return Err(Invalid::new("outputs", format!("'{pattern}' is not a valid glob pattern")));
+        return Err(Invalid::new(
+            "outputs",
+            format!("'{}' is not a valid glob pattern", crate::error::shown(&pattern)),
+        ));
     }
     Ok(())
 }
@@ -325,7 +338,10 @@ pub const MIN_MAX_OUTPUT: u64 = 1024;
 /// A job's `max_output_bytes`: 0 for the coordinator's default.
 pub fn max_output(bytes: u64) -> Result<u64, Invalid> {
     if bytes != 0 && bytes < MIN_MAX_OUTPUT {
-        return Err(Invalid::new("max_output_bytes", format!("is {bytes}; keep at least {MIN_MAX_OUTPUT} bytes (1KiB)")));
+        return Err(Invalid::new(
+            "max_output_bytes",
+            format!("is {bytes}; keep at least {MIN_MAX_OUTPUT} bytes (1KiB)"),
+        ));
     }
     storable("max_output_bytes", bytes)
 }
@@ -380,7 +396,7 @@ pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
     } else {
         let id = NodeId(req.launch_id);
         if id.seq().is_none() {
-            return Err(Invalid::new("launch_id", format!("'{id}' is not a node id")));
+            return Err(Invalid::new("launch_id", format!("'{}' is not a node id", crate::error::shown(&id))));
         }
         Some(id)
     };
@@ -398,7 +414,10 @@ pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
 pub fn node_id(field: &'static str, id: &str) -> Result<NodeId, Invalid> {
     let id = NodeId(id.to_string());
     if id.seq().is_none() {
-        return Err(Invalid::new(field, format!("'{id}' is not a node id (they look like n-12)")));
+        return Err(Invalid::new(
+            field,
+            format!("'{}' is not a node id (they look like n-12)", crate::error::shown(&id)),
+        ));
     }
     Ok(id)
 }
@@ -610,9 +629,13 @@ pub fn notify_url(url: &str) -> Result<Option<String>, Invalid> {
     if url.len() > MAX_URL {
         return Err(Invalid::new("notify_url", format!("is {} characters; at most {MAX_URL}", url.len())));
     }
-    let parsed = url::Url::parse(url).map_err(|e| Invalid::new("notify_url", format!("'{url}' is not a URL: {e}")))?;
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Invalid::new("notify_url", format!("'{}' is not a URL: {e}", crate::error::shown(&url))))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(Invalid::new("notify_url", format!("'{url}' must be an http:// or https:// URL with a host")));
+        return Err(Invalid::new(
+            "notify_url",
+            format!("'{}' must be an http:// or https:// URL with a host", crate::error::shown(&url)),
+        ));
     }
     Ok(Some(url.to_string()))
 }

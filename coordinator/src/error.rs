@@ -24,6 +24,36 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// How much of a value a client sent is said back in an error.
+pub const SHOWN: usize = 100;
+
+/// A client's value for an error message: at most [`SHOWN`] characters, with an
+/// ellipsis and the full length when cut. An error that echoed a megabyte back
+/// would not even fit in a gRPC status.
+pub fn shown(value: impl fmt::Display) -> String {
+    let value = value.to_string();
+    match value.char_indices().nth(SHOWN) {
+        None => value,
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// The longest message a status carries; anything longer is cut, whatever made it.
+const MAX_MESSAGE: usize = 1024;
+
+/// A message cut to [`MAX_MESSAGE`] bytes (on a character boundary).
+pub fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
 /// Everything a coordinator operation can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,7 +84,7 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        let message = err.to_string();
+        let message = bounded(err.to_string());
         match err {
             Error::Invalid(_) => tonic::Status::invalid_argument(message),
             Error::NotFound { .. } => tonic::Status::not_found(message),
@@ -68,8 +98,24 @@ impl From<Error> for tonic::Status {
 
 impl From<Invalid> for tonic::Status {
     fn from(err: Invalid) -> Self {
-        tonic::Status::invalid_argument(err.to_string())
+        tonic::Status::invalid_argument(bounded(err.to_string()))
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_bad_value_is_said_back_in_short() {
+        let huge = "x".repeat(1 << 20);
+        let said = shown(&huge);
+        assert!(said.len() < 150 && said.ends_with("… (1048576 bytes)"), "{said}");
+        assert_eq!(shown("short"), "short");
+        let status = tonic::Status::from(Invalid::new("name", format!("'{huge}' is bad")));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_MESSAGE + 3);
+    }
+}

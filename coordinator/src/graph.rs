@@ -96,7 +96,7 @@ pub enum GraphError {
     Empty,
     #[error("task id must not be empty")]
     EmptyId,
-    #[error("task id '{0}' is not valid: use letters, digits, '-', '_' and '.'")]
+    #[error("task id '{0}' is not valid: use up to {MAX_ID} letters, digits, '-', '_' and '.' ('.' and '..' alone are not ids)")]
     BadId(String),
     #[error("task id '{0}' is used twice")]
     Duplicate(String),
@@ -130,8 +130,13 @@ impl GraphError {
     }
 }
 
+/// The longest task id.
+pub const MAX_ID: usize = 128;
+
+/// A task id names the task's directory and its outputs' prefix, so `.` and `..`
+/// (which would name another directory) are not ids.
 fn valid_id(id: &str) -> bool {
-    id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    id.len() <= MAX_ID && id != "." && id != ".." && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// Checks a graph and numbers its tasks. An empty graph is fine here (an open job
@@ -144,7 +149,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
             return Err(GraphError::EmptyId);
         }
         if !valid_id(&group.id) {
-            return Err(GraphError::BadId(group.id.clone()));
+            return Err(GraphError::BadId(crate::error::shown(&group.id)));
         }
         if let Some((a, b)) = group.array {
             if a > b {
@@ -185,7 +190,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
                     return Err(GraphError::BadReference {
                         task: group.id.clone(),
                         on: reference.clone(),
-                        why: format!("'{id}' is a single task, not an array"),
+                        why: format!("'{}' is a single task, not an array", crate::error::shown(&id)),
                     })
                 }
                 (Some((a, b)), Some((start, end))) => {
@@ -193,7 +198,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
                         return Err(GraphError::BadReference {
                             task: group.id.clone(),
                             on: reference.clone(),
-                            why: format!("'{id}' has indices {start}-{end}"),
+                            why: format!("'{}' has indices {start}-{end}", crate::error::shown(&id)),
                         });
                     }
                     target_first + (a - start)..target_first + (b - start) + 1

@@ -66,9 +66,10 @@ pub async fn job_spec(
     for input in &mr.inputs {
         let path = crate::objects::object_path("mapreduce.inputs", input)?;
         let meta = store.head(&path).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => {
-                tonic::Status::from(Invalid::new("mapreduce.inputs", format!("object '{input}' does not exist")))
-            }
+            object_store::Error::NotFound { .. } => tonic::Status::from(Invalid::new(
+                "mapreduce.inputs",
+                format!("object '{}' does not exist", crate::error::shown(&input)),
+            )),
             other => tonic::Status::internal(format!("object store: {other}")),
         })?;
         inputs.push((path.to_string(), meta.size));

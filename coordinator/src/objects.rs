@@ -26,15 +26,29 @@ pub fn object_path(field: &'static str, path: &str) -> Result<Path, Invalid> {
         return Err(Invalid::new(field, "an object path must not be empty"));
     }
     if trimmed.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-        return Err(Invalid::new(field, format!("'{path}' is not a valid object path: no empty, '.' or '..' parts")));
+        return Err(Invalid::new(
+            field,
+            format!("'{}' is not a valid object path: no empty, '.' or '..' parts", crate::error::shown(&path)),
+        ));
     }
-    Path::parse(trimmed).map_err(|e| Invalid::new(field, format!("'{path}' is not a valid object path: {e}")))
+    Path::parse(trimmed)
+        .map_err(|e| Invalid::new(field, format!("'{}' is not a valid object path: {e}", crate::error::shown(&path))))
 }
 
-fn store_error(e: object_store::Error) -> Status {
-    match e {
-        object_store::Error::NotFound { path, .. } => Status::not_found(format!("object '{path}' does not exist")),
-        other => Status::internal(format!("object store: {other}")),
+/// A store error as clients see it: it names the object as they do, never where
+/// the store keeps it (a local store's errors hold paths inside the data dir).
+fn store_error(object: &Path) -> impl Fn(object_store::Error) -> Status + '_ {
+    move |e| match e {
+        object_store::Error::NotFound { .. } => {
+            Status::not_found(format!("object '{}' does not exist", crate::error::shown(&object)))
+        }
+        other => {
+            tracing::error!(%object, error = %other, "the object store failed");
+            Status::internal(format!(
+                "the object store failed on '{}'; the coordinator's log says why",
+                crate::error::shown(&object)
+            ))
+        }
     }
 }
 
@@ -64,7 +78,10 @@ impl ObjectsApi {
             return Ok(());
         }
         let what = if write { "writes" } else { "reads" };
-        Err(Status::permission_denied(format!("node {node} runs no task that {what} object '{path}'")))
+        Err(Status::permission_denied(format!(
+            "node {node} runs no task that {what} object '{}'",
+            crate::error::shown(&path)
+        )))
     }
 
     /// Records in the event feed an object a client (not a node, whose uploads are
@@ -99,7 +116,7 @@ impl Objects for ObjectsApi {
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("path: the stream was empty"))?;
         let path = object_path("path", &first.path)?;
         self.allow(principal.as_ref(), path.as_ref(), true).await?;
-        let upload = self.store.put_multipart(&path).await.map_err(store_error)?;
+        let upload = self.store.put_multipart(&path).await.map_err(store_error(&path))?;
         let mut writer = WriteMultipart::new(upload);
         let mut size = first.data.len() as u64;
         let mut last = first.last;
@@ -110,7 +127,7 @@ impl Objects for ObjectsApi {
                     size += msg.data.len() as u64;
                     last = msg.last;
                     // Backpressure: do not read faster than the store writes.
-                    writer.wait_for_capacity(4).await.map_err(store_error)?;
+                    writer.wait_for_capacity(4).await.map_err(store_error(&path))?;
                     writer.write(&msg.data);
                 }
                 // The sender went away mid-object: leave nothing half-written.
@@ -126,7 +143,7 @@ impl Objects for ObjectsApi {
                 }
             }
         }
-        writer.finish().await.map_err(store_error)?;
+        writer.finish().await.map_err(store_error(&path))?;
         self.record(principal, path.to_string(), Some(size)).await;
         Ok(Response::new(pb::ObjectInfo { path: path.to_string(), size, modified_at_ms: 0 }))
     }
@@ -137,7 +154,7 @@ impl Objects for ObjectsApi {
         let path = object_path("path", &req.get_ref().path)?;
         self.allow(req.extensions().get::<crate::auth::Principal>(), path.as_ref(), false).await?;
         let req = req.into_inner();
-        let meta = self.store.head(&path).await.map_err(store_error)?;
+        let meta = self.store.head(&path).await.map_err(store_error(&path))?;
         let end = if req.length == 0 { meta.size } else { req.offset.saturating_add(req.length).min(meta.size) };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let size = meta.size;
@@ -145,8 +162,9 @@ impl Objects for ObjectsApi {
             let _ = tx.send(Ok(pb::GetObjectResponse { data: Vec::new(), size })).await;
         } else {
             let options = GetOptions::default().with_range(Some(GetRange::Bounded(req.offset..end)));
-            let result = self.store.get_opts(&path, options).await.map_err(store_error)?;
+            let result = self.store.get_opts(&path, options).await.map_err(store_error(&path))?;
             tokio::spawn(async move {
+                let failed = store_error(&path);
                 let mut chunks = result.into_stream();
                 let mut first = true;
                 let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
@@ -154,7 +172,7 @@ impl Objects for ObjectsApi {
                     let chunk = match chunk {
                         Ok(chunk) => chunk,
                         Err(e) => {
-                            let _ = tx.send(Err(store_error(e))).await;
+                            let _ = tx.send(Err(failed(e))).await;
                             return;
                         }
                     };
@@ -182,7 +200,8 @@ impl Objects for ObjectsApi {
         let mut listing = self.store.list(prefix.as_ref());
         let mut objects = Vec::new();
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(store_error)?;
+            let listed = prefix.clone().unwrap_or_default();
+            let meta = meta.map_err(store_error(&listed))?;
             objects.push(pb::ObjectInfo {
                 path: meta.location.to_string(),
                 size: meta.size,
@@ -199,8 +218,8 @@ impl Objects for ObjectsApi {
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let principal = req.extensions().get::<crate::auth::Principal>().cloned();
         let path = object_path("path", &req.into_inner().path)?;
-        self.store.head(&path).await.map_err(store_error)?;
-        self.store.delete(&path).await.map_err(store_error)?;
+        self.store.head(&path).await.map_err(store_error(&path))?;
+        self.store.delete(&path).await.map_err(store_error(&path))?;
         self.record(principal, path.to_string(), None).await;
         Ok(Response::new(pb::DeleteObjectResponse {}))
     }

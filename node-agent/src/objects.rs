@@ -42,6 +42,23 @@ pub fn is_inside(path: &Path) -> bool {
     !path.as_os_str().is_empty() && path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
+/// Whether `dir/relative` is a regular file whose every directory below `dir` is a
+/// directory, not a symbolic link to one.
+pub fn is_real_file_under(dir: &Path, relative: &Path) -> bool {
+    let mut at = dir.to_path_buf();
+    let mut parts = relative.components().peekable();
+    while let Some(part) = parts.next() {
+        let Component::Normal(name) = part else { return false };
+        at.push(name);
+        let Ok(meta) = std::fs::symlink_metadata(&at) else { return false };
+        let last = parts.peek().is_none();
+        if (last && !meta.file_type().is_file()) || (!last && !meta.file_type().is_dir()) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Streams object `object` into the file `dest` (created, parents too).
 pub async fn download(client: &mut Client, object: &str, dest: &Path) -> Result<u64, TransferError> {
     let local = |source| TransferError::Local { path: dest.display().to_string(), source };
@@ -123,11 +140,13 @@ pub async fn upload_matching(
             glob::glob(&full).map_err(|e| TransferError::Refused(format!("output pattern '{pattern}': {e}")))?;
         for entry in matches {
             let path = entry.map_err(|e| TransferError::Refused(format!("output pattern '{pattern}': {e}")))?;
-            // Regular files only: a symbolic link could point anywhere on the node.
-            if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+            let Ok(relative) = path.strip_prefix(dir) else { continue };
+            // Regular files in real directories only: a symbolic link, to the file
+            // or to a directory on its way, could point anywhere on the node.
+            if !is_real_file_under(dir, relative) {
+                tracing::debug!(path = %relative.display(), "not uploading an output reached through a symbolic link");
                 continue;
             }
-            let Ok(relative) = path.strip_prefix(dir) else { continue };
             let object = format!("{prefix}/{}", relative.to_string_lossy());
             upload(client, &path, &object).await.map_err(|e| {
                 TransferError::Refused(format!("uploading output '{}' failed: {e}", relative.display()))
@@ -136,4 +155,25 @@ pub async fn upload_matching(
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_in_real_directories_are_outputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "no").unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        std::fs::write(dir.path().join("out/result.txt"), "yes").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("linked")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("out/file-link")).unwrap();
+        assert!(is_real_file_under(dir.path(), Path::new("out/result.txt")));
+        assert!(!is_real_file_under(dir.path(), Path::new("linked/secret")), "through a linked directory");
+        assert!(!is_real_file_under(dir.path(), Path::new("out/file-link")), "a linked file");
+        assert!(!is_real_file_under(dir.path(), Path::new("out")), "a directory");
+        assert!(!is_real_file_under(dir.path(), Path::new("../x")));
+    }
 }

@@ -118,7 +118,12 @@ impl Output {
     }
 
     /// Opens a finished attempt's output in `dir`, to ship it again.
-    pub fn open(task: pb::TaskRef, dir: &Path, max_output: u64, lane: watch::Receiver<Lane>) -> std::io::Result<Output> {
+    pub fn open(
+        task: pb::TaskRef,
+        dir: &Path,
+        max_output: u64,
+        lane: watch::Receiver<Lane>,
+    ) -> std::io::Result<Output> {
         let open = |name: &str| std::fs::File::open(dir.join(name));
         Ok(Output::new(task, [open("stdout.txt")?, open("stderr.txt")?], max_output, lane))
     }
@@ -164,7 +169,8 @@ impl Output {
 
     /// Sends one chunk (of the stream furthest behind) in the room `permit` holds.
     pub fn send_one(&mut self, permit: mpsc::OwnedPermit<pb::AgentMessage>) {
-        let i = if self.known[0] - self.shipped[0].min(self.known[0]) >= self.known[1] - self.shipped[1].min(self.known[1])
+        let i = if self.known[0] - self.shipped[0].min(self.known[0])
+            >= self.known[1] - self.shipped[1].min(self.known[1])
         {
             0
         } else {

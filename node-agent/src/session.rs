@@ -142,7 +142,11 @@ pub async fn run(
     // what this one starts dies with it.
     let leftovers = crate::warden::kill_leftovers(&config.work_dir);
     if leftovers > 0 {
-        tracing::warn!(groups = leftovers, "killed task processes an earlier agent on {} left running", config.work_dir.display());
+        tracing::warn!(
+            groups = leftovers,
+            "killed task processes an earlier agent on {} left running",
+            config.work_dir.display()
+        );
     }
     let warden = crate::warden::Warden::start(&config.work_dir)
         .map_err(|e| Error::Setup(format!("cannot start the task warden in {}: {e}", config.work_dir.display())))?;

@@ -105,7 +105,9 @@ impl Inner {
                     self.pipe = Some(pipe);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "cannot start a task warden: tasks would outlive a crash of this agent"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a task warden: tasks would outlive a crash of this agent")
+            }
         }
     }
 }

@@ -362,8 +362,7 @@ impl Cluster {
         if let Some(ca) = self.ca_file() {
             cmd.env("CORRAL_CA_CERT", ca);
         }
-        cmd
-            .env_remove("CORRAL_TOKEN")
+        cmd.env_remove("CORRAL_TOKEN")
             .env("CORRAL_TOKEN_FILE", self.admin_token_file())
             .envs(env.iter().copied())
             .args(["--coordinator", &self.url, "--pool", pool, "--slots", &slots.to_string(), "--kill-grace", "1s"])

@@ -56,6 +56,13 @@ fn bad_client_requests_name_the_field() {
                 "invalid slots",
             ),
             (submit(task(&["a\0b"]), |_| {}), "NUL"),
+            (submit(task(&["true"]), |r| r.max_output_bytes = 10), "invalid max_output_bytes: is 10"),
+            (
+                submit(None, |r| {
+                    r.tasks = vec![pb::TaskGroup { id: "..".into(), spec: task(&["true"]), ..Default::default() }]
+                }),
+                "task id '..' is not valid",
+            ),
         ];
         for (req, expected) in cases {
             let err = client.submit_job(req.clone()).await.unwrap_err();
@@ -82,6 +89,29 @@ fn bad_client_requests_name_the_field() {
         assert!(err.message().contains("invalid state"), "{}", err.message());
         let err = client.get_node(pb::GetNodeRequest { id: "n-7".into() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
+        // A megabyte of bad value is refused with a short message, not echoed back.
+        let huge = format!("http://{}", "x".repeat(1 << 20));
+        let mut req = submit(task(&["true"]), |_| {});
+        req.notify_url = huge;
+        let err = client.submit_job(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", &err.message()[..200.min(err.message().len())]);
+        assert!(
+            err.message().starts_with("invalid notify_url") && err.message().len() < 400,
+            "{}",
+            err.message().len()
+        );
+        // A missing object is named as the client named it, not by where the
+        // coordinator keeps it.
+        let mut objects = corral_proto::v1::objects_client::ObjectsClient::with_interceptor(
+            c.channel().await,
+            Bearer::new(Some(&c.admin_token())).unwrap(),
+        );
+        let err = objects
+            .get(pb::GetObjectRequest { path: "inputs/missing.txt".into(), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert_eq!(err.message(), "object 'inputs/missing.txt' does not exist");
 
         // Nothing was created.
         assert!(client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs.is_empty());
@@ -191,4 +221,15 @@ fn an_upload_that_ends_early_stores_nothing() {
         let whole = vec![pb::PutObjectRequest { path: "whole.bin".into(), data: vec![3; 10], last: true }];
         assert_eq!(objects.put(tokio_stream::iter(whole)).await.unwrap().into_inner().size, 10);
     });
+}
+
+#[test]
+fn a_page_limit_outside_1_to_1000_is_refused() {
+    let c = Cluster::start(&[]);
+    for path in ["/api/jobs?limit=0", "/api/jobs?limit=1001", "/api/events?limit=0"] {
+        let (status, body) = c.http_get(path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("limit") && body.contains("from 1 to 1000"), "{path}: {body}");
+    }
+    assert_eq!(c.http_get("/api/jobs?limit=1000").0, 200);
 }

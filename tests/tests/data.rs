@@ -97,3 +97,19 @@ fn tasks_fetch_inputs_and_upload_outputs() {
     let err = c.fails(&["job", "submit", "--pool", "cpu", "--outputs", "/etc/*", "--", "true"]);
     assert!(err.contains("outputs"), "{err}");
 }
+
+#[test]
+fn an_output_pattern_does_not_follow_a_linked_directory_out_of_the_task() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let secret = c.dir.path().join("elsewhere");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("key.txt"), "not yours\n").unwrap();
+    let job = c.submit(
+        &["--pool", "cpu", "--outputs", "out/*.txt"],
+        &["sh", "-c", &format!("ln -s {} out && ls out/key.txt", secret.display())],
+    );
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    let listed = c.json(&["file", "ls", &format!("jobs/{job}/")]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "nothing from outside the task was uploaded: {listed}");
+}

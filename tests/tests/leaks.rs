@@ -125,7 +125,8 @@ fn a_task_printing_2_gib_neither_bloats_nor_loses_its_node_and_its_log_is_capped
     assert!(text.starts_with("xxx\n[corral: stdout truncated here: kept the first 256.0 MiB of 2.0 GiB"), "{text:?}");
     assert_eq!(c.logs(job, 0, true), "done\n");
     // A job's own limit overrides the coordinator's.
-    let small = c.submit(&["--pool", "cpu", "--max-output", "1KiB"], &["sh", "-c", "head -c 5000 /dev/zero | tr '\\0' y"]);
+    let small =
+        c.submit(&["--pool", "cpu", "--max-output", "1KiB"], &["sh", "-c", "head -c 5000 /dev/zero | tr '\\0' y"]);
     c.wait_job(small, MINUTE);
     let log = c.logs(small, 0, false);
     assert!(log.starts_with(&"y".repeat(1024)) && log[1024..].starts_with("\n[corral: stdout truncated here"), "{log}");

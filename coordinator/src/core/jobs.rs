@@ -117,7 +117,12 @@ impl Core {
             let mut message = result.message;
             for (stderr, written) in [(false, result.written[0]), (true, result.written[1])] {
                 if let Some((marker, note)) = truncation(stderr, written, limit) {
-                    out.store.push(StoreOp::Log(LogChunk { attempt, stderr, offset: limit, data: marker.into_bytes() }));
+                    out.store.push(StoreOp::Log(LogChunk {
+                        attempt,
+                        stderr,
+                        offset: limit,
+                        data: marker.into_bytes(),
+                    }));
                     message = if message.is_empty() { note } else { format!("{message}; {note}") };
                 }
             }

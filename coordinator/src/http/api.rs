@@ -92,8 +92,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> crate::Result<T> + Send
         .map_err(ApiError::from)
 }
 
-fn page_limit(limit: Option<usize>) -> usize {
-    limit.unwrap_or(50).clamp(1, MAX_PAGE)
+/// `limit`: 50 when absent, else 1..=MAX_PAGE (anything else is refused, not
+/// quietly changed into something the client did not ask for).
+fn page_limit(limit: Option<usize>) -> Result<usize, Invalid> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(Invalid::new("limit", format!("is {n}; it must be from 1 to {MAX_PAGE}"))),
+    }
 }
 
 // ----------------------------------------------------------------------- pools
@@ -361,7 +367,7 @@ struct JobsPage {
 async fn jobs(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Api<JobsPage> {
     let state = q.state.filter(|s| !s.is_empty()).map(|s| s.parse::<JobState>()).transpose();
     let state = state.map_err(|e| Invalid::new("state", e))?;
-    let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit));
+    let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit)?);
     read(&shared, move |core, now| {
         let matching = || core.jobs.values().rev().filter(|j| state.is_none_or(|s| j.state == s));
         Ok(JobsPage {
@@ -438,7 +444,7 @@ struct TasksPage {
 async fn tasks(State(shared): State<Arc<Shared>>, Path(id): Path<u64>, Query(q): Query<PageQuery>) -> Api<TasksPage> {
     let state = q.state.filter(|s| !s.is_empty()).map(|s| s.parse::<TaskState>()).transpose();
     let state = state.map_err(|e| Invalid::new("state", e))?;
-    let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit));
+    let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit)?);
     read(&shared, move |core, _| {
         let job = job_of(core, id)?;
         let page: Vec<usize> = match state {
@@ -580,7 +586,7 @@ fn filter(job: Option<u64>, pool: Option<String>) -> Result<Filter, Invalid> {
 
 async fn events(State(shared): State<Arc<Shared>>, Query(q): Query<EventsQuery>) -> Api<EventsPage> {
     let filter = filter(q.job, q.pool)?;
-    let (after, limit) = (q.after.unwrap_or(0), page_limit(q.limit));
+    let (after, limit) = (q.after.unwrap_or(0), page_limit(q.limit)?);
     crate::feed::check_resume(&shared, after).await?;
     let last_id = *shared.last_event.borrow();
     let s = shared.clone();
