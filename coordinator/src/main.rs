@@ -43,6 +43,10 @@ struct Args {
     /// time, up to 5 minutes.
     #[arg(long, env = "CORRAL_NOTIFY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
     notify_backoff: Duration,
+    /// A local pool's agent whose coordinator is gone this long stops, killing its
+    /// tasks (a coordinator back sooner finds them still running).
+    #[arg(long, env = "CORRAL_LOCAL_AGENT_GIVE_UP", default_value = "5m", value_parser = humantime::parse_duration)]
+    local_agent_give_up: Duration,
     /// The agent program local pools start (default: corral-agent beside this binary, or on PATH).
     #[arg(long, env = "CORRAL_AGENT_BIN")]
     agent_bin: Option<PathBuf>,
@@ -162,6 +166,7 @@ fn main() -> anyhow::Result<()> {
     config.notify_allow_private = args.notify_allow_private;
     config.http = args.http.0;
     config.notify_backoff = args.notify_backoff.max(Duration::from_millis(10));
+    config.local_give_up = args.local_agent_give_up;
     if let Some(bin) = args.agent_bin {
         config.agent_command = vec![bin.into_os_string()];
     }

@@ -39,6 +39,9 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// The wait after a job callback's first failed post; it doubles each time.
     pub notify_backoff: Duration,
+    /// A local agent whose coordinator is gone this long stops, killing its tasks;
+    /// a coordinator back sooner finds it still running them.
+    pub local_give_up: Duration,
     /// Revoke the first admin token and write a new one to `DATA_DIR/admin.token`.
     pub reset_admin_token: bool,
     /// Which `Host` names the HTTP side answers, and whether `/metrics` is open.
@@ -63,6 +66,7 @@ impl Config {
             store_url: None,
             http: None,
             notify_backoff: Duration::from_secs(1),
+            local_give_up: Duration::from_secs(300),
             reset_admin_token: false,
             http_access: Default::default(),
             tls: None,
@@ -395,6 +399,7 @@ impl Coordinator {
             instance: instance_id(&config.data_dir)?,
             data_dir: config.data_dir.clone(),
             tls_fingerprint: tls.as_ref().map(|t| t.ca_fingerprint.clone()),
+            local_give_up: config.local_give_up,
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
         let notify = crate::notify::Settings {

@@ -37,6 +37,10 @@ pub struct AgentArgs {
     /// as the coordinator prints it).
     #[arg(long, env = "CORRAL_CA_FINGERPRINT", conflicts_with = "ca_cert")]
     pub ca_fingerprint: Option<String>,
+    /// Stop, killing its tasks, after this long with no coordinator answering (e.g.
+    /// 10m) [default: keep trying for ever, as a machine's agent should].
+    #[arg(long, env = "CORRAL_GIVE_UP_AFTER", value_parser = humantime::parse_duration)]
+    pub give_up_after: Option<Duration>,
     /// Set by a coordinator's local provider: the node this agent was started as.
     #[arg(long, hide = true)]
     pub launch_id: Option<String>,
@@ -54,6 +58,7 @@ impl AgentArgs {
             launch_id: self.launch_id.clone(),
             kill_grace: self.kill_grace,
             token,
+            give_up_after: self.give_up_after,
             tls: corral_proto::tls::ClientTls {
                 ca_cert: self.ca_cert.clone(),
                 ca_fingerprint: self.ca_fingerprint.clone().filter(|f| !f.is_empty()),

@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// How an `https://` coordinator is trusted.
     pub tls: corral_proto::tls::ClientTls,
+    /// Stop (killing the tasks) after this long with no coordinator answering;
+    /// `None`: keep trying for ever.
+    pub give_up_after: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -54,6 +57,7 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(5),
             token: None,
             tls: Default::default(),
+            give_up_after: None,
         }
     }
 }

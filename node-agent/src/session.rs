@@ -37,6 +37,8 @@ pub enum Error {
     Token(String),
     #[error("{0}")]
     Setup(String),
+    #[error("gave up: no coordinator answered at {url} for {after:?} (--give-up-after)")]
+    GaveUp { url: String, after: Duration },
 }
 
 /// An attempt: job, task index, attempt number.
@@ -181,7 +183,16 @@ pub async fn run(
         sys,
     };
     let mut backoff = MIN_BACKOFF;
+    // Since when no coordinator has answered (None while one does).
+    let mut alone_since: Option<tokio::time::Instant> = None;
     loop {
+        if let (Some(after), Some(since)) = (agent.config.give_up_after, alone_since) {
+            if since.elapsed() >= after {
+                tracing::error!("no coordinator answered at {} for {after:?}; stopping", agent.config.coordinator);
+                agent.stop_all(&mut events).await;
+                return Err(Error::GaveUp { url: agent.config.coordinator.clone(), after });
+            }
+        }
         let channel = agent.target.connect_lazy();
         let client = |bearer: &Bearer| {
             AgentClient::with_interceptor(channel.clone(), bearer.clone())
@@ -190,12 +201,16 @@ pub async fn run(
         };
         if agent.node_id.is_none() {
             match agent.register(client(&agent.token), cpus).await {
-                Ok(()) => backoff = MIN_BACKOFF,
+                Ok(()) => {
+                    backoff = MIN_BACKOFF;
+                    alone_since = None;
+                }
                 Err(RegisterError::Fatal(e)) => {
                     agent.stop_all(&mut events).await;
                     return Err(e);
                 }
                 Err(RegisterError::Retry(why)) => {
+                    alone_since.get_or_insert_with(tokio::time::Instant::now);
                     tracing::warn!("cannot register with {}: {why}; retrying in {backoff:?}", agent.config.coordinator);
                     if agent.pause(backoff, &mut events, &mut stop).await {
                         break;
@@ -219,6 +234,9 @@ pub async fn run(
             End::Disconnected { established } => {
                 if established {
                     backoff = MIN_BACKOFF;
+                    alone_since = Some(tokio::time::Instant::now());
+                } else {
+                    alone_since.get_or_insert_with(tokio::time::Instant::now);
                 }
                 tracing::warn!(
                     running = agent.running.len(),

@@ -3,23 +3,9 @@
 
 use std::time::Duration;
 
-use corral_tests::{alive, wait_until, Cluster};
+use corral_tests::{alive, processes_with, wait_until, Cluster};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Processes whose command line holds `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
-}
 
 /// A task that forks two children and waits, all three findable by `marker`.
 fn forking_task(marker: &str) -> Vec<String> {

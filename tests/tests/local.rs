@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use corral_tests::{alive, bin, wait_until, Cluster};
+use corral_tests::{alive, bin, processes_with, wait_until, Cluster};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -378,4 +378,21 @@ fn corral_up_needs_no_setup_and_prints_the_line_a_second_terminal_needs() {
     wait_until(MINUTE, "corral up to stop", || up.try_wait().unwrap().is_some());
     assert!(up.wait().unwrap().success());
     wait_until(MINUTE, "its agent to stop", || !alive(agent));
+}
+
+#[test]
+fn local_agents_of_a_coordinator_killed_for_good_stop_and_take_their_tasks_with_them() {
+    let mut c = Cluster::start(&["--local-agent-give-up", "2s"]);
+    c.json(&["pool", "create", "orphans", "--provider", "local", "--nodes", "2", "--slots-per-node", "1"]);
+    c.wait_nodes("orphans", "idle", 2);
+    let pids = live_pids(&c, "orphans");
+    let marker = format!("300.{}", std::process::id());
+    c.submit(&["--pool", "orphans", "--array", "1-2"], &["sh", "-c", &format!("sleep {marker}; true")]);
+    wait_until(MINUTE, "both tasks to run", || processes_with(&marker).len() == 4);
+    c.kill_coordinator();
+    // Still running right after (a coordinator back soon would find them)...
+    assert!(pids.iter().all(|p| alive(*p)));
+    // ...but not for ever.
+    wait_until(Duration::from_secs(20), "the local agents to give up", || pids.iter().all(|p| !alive(*p)));
+    wait_until(Duration::from_secs(5), "their tasks to be gone", || processes_with(&marker).is_empty());
 }

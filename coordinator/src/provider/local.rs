@@ -23,6 +23,8 @@ pub struct LocalAgents {
     data_dir: PathBuf,
     /// With TLS on: what the agents pin.
     tls_fingerprint: Option<String>,
+    /// How long an agent goes on without a coordinator before it stops.
+    give_up: Duration,
     events: mpsc::UnboundedSender<Event>,
     /// Told the node of each agent that exits.
     exited: mpsc::UnboundedSender<NodeId>,
@@ -37,6 +39,7 @@ impl LocalAgents {
         dir: PathBuf,
         data_dir: PathBuf,
         tls_fingerprint: Option<String>,
+        give_up: Duration,
         events: mpsc::UnboundedSender<Event>,
         exited: mpsc::UnboundedSender<NodeId>,
     ) -> Self {
@@ -46,6 +49,7 @@ impl LocalAgents {
             dir,
             data_dir,
             tls_fingerprint,
+            give_up,
             events,
             exited,
             children: HashMap::new(),
@@ -81,6 +85,10 @@ impl LocalAgents {
             .arg(node.to_string())
             .arg("--work-dir")
             .arg(&work_dir)
+            // A coordinator killed and never restarted does not leave its agents
+            // (and their tasks) running for ever.
+            .arg("--give-up-after")
+            .arg(humantime::format_duration(self.give_up).to_string())
             // The pool's agent token, by file: never on a command line `ps` shows,
             // and never this coordinator's own credentials.
             .env_remove("CORRAL_TOKEN")

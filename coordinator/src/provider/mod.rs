@@ -39,6 +39,8 @@ pub struct ProviderConfig {
     pub data_dir: PathBuf,
     /// With TLS on: the fingerprint the agents it starts pin (`CORRAL_CA_FINGERPRINT`).
     pub tls_fingerprint: Option<String>,
+    /// How long a local agent goes on without a coordinator before it stops.
+    pub local_give_up: std::time::Duration,
 }
 
 /// The agent token of a provider pool, as its file holds it.
@@ -65,6 +67,7 @@ pub async fn run(
         config.dir.clone(),
         config.data_dir.clone(),
         config.tls_fingerprint.clone(),
+        config.local_give_up,
         events.clone(),
         exited_tx,
     );
