@@ -67,6 +67,9 @@ pub enum Error {
     /// The request is well-formed but the current state does not allow it.
     #[error("{0}")]
     Refused(String),
+    /// A limit on what the coordinator holds would be passed.
+    #[error("{0}")]
+    Exhausted(String),
     /// The caller's token does not allow this change.
     #[error("{0}")]
     Forbidden(String),
@@ -91,6 +94,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists { .. } => tonic::Status::already_exists(message),
             Error::Refused(_) => tonic::Status::failed_precondition(message),
             Error::Forbidden(_) => tonic::Status::permission_denied(message),
+            Error::Exhausted(_) => tonic::Status::resource_exhausted(message),
             Error::Store(_) | Error::Io(_) => tonic::Status::internal(message),
         }
     }

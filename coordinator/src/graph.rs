@@ -19,7 +19,7 @@ pub struct TaskGroup {
 
 impl TaskGroup {
     /// How many tasks it stands for (u64: `0-4294967295` has 2^32).
-    fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         self.array.map_or(1, |(a, b)| u64::from(b).saturating_sub(u64::from(a)) + 1)
     }
 }

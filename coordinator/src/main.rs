@@ -92,6 +92,11 @@ struct Args {
     /// dropped and the log ends with a marker saying so.
     #[arg(long, env = "CORRAL_MAX_OUTPUT", default_value = "1GiB", value_parser = parse_size)]
     max_output: u64,
+    /// The most unfinished tasks (waiting, ready or running, of all jobs) the
+    /// coordinator holds; a submission that would pass it is refused
+    /// (RESOURCE_EXHAUSTED). Each costs about 21 bytes of memory.
+    #[arg(long, env = "CORRAL_MAX_QUEUED_TASKS", default_value_t = 20_000_000)]
+    max_queued_tasks: u64,
     /// Revoke every admin token and every token an admin made, and write a new
     /// admin token to DATA_DIR/admin.token: for when one leaked or was lost.
     #[arg(long)]
@@ -149,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         retry_backoff: args.retry_backoff,
         start_timeout: args.node_start_timeout,
         max_output: args.max_output,
+        max_queued_tasks: args.max_queued_tasks,
         ..CoreConfig::default()
     };
     config.store_url = args.store_url;

@@ -233,3 +233,30 @@ fn a_page_limit_outside_1_to_1000_is_refused() {
     }
     assert_eq!(c.http_get("/api/jobs?limit=1000").0, 200);
 }
+
+#[test]
+fn a_submission_past_the_queued_task_limit_is_refused_with_the_numbers() {
+    let mut c = Cluster::start(&["--max-queued-tasks", "1000"]);
+    c.static_pool("cpu", 1, 1);
+    c.submit(&["--pool", "cpu", "--array", "1-600"], &["sleep", "60"]);
+    let out = c.corral(&["job", "submit", "--pool", "cpu", "--array", "1-600", "--", "true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds 600 unfinished tasks and may hold 1000 (--max-queued-tasks)"), "{err}");
+    assert!(err.contains("600 more are refused"), "{err}");
+    runtime().block_on(async {
+        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
+        let mut client = CorralClient::with_interceptor(c.channel().await, admin);
+        let req = pb::SubmitJobRequest {
+            pool: "cpu".into(),
+            task: task(&["true"]),
+            is_array: true,
+            array_start: 1,
+            array_end: 401,
+            ..Default::default()
+        };
+        let err = client.submit_job(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        assert_eq!(client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs.len(), 1);
+    });
+}

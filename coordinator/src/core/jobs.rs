@@ -23,6 +23,7 @@ impl Core {
             .chain([pool.spec.slots_per_node])
             .max()
             .unwrap_or(0);
+        self.refuse_beyond_queue_limit(u64::from(spec.task_count()))?;
         if spec.max_slots() > biggest {
             return Err(Error::Refused(format!(
                 "task.slots: a task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",
@@ -449,6 +450,7 @@ impl Core {
                 .max()
                 .unwrap_or(0)
         });
+        self.refuse_beyond_queue_limit(groups.iter().map(|g| g.len()).sum())?;
         if let Some(g) = groups.iter().find(|g| g.spec.slots > biggest) {
             return Err(Error::Refused(format!(
                 "task.slots: task '{}' needs {} slots but the nodes of pool '{pool}' have at most {biggest}",
@@ -533,4 +535,28 @@ pub fn truncation(stderr: bool, written: u64, limit: u64) -> Option<(String, Str
         format!("\n[corral: {stream} truncated here: kept the first {kept} of {all} (--max-output)]\n"),
         format!("{stream} truncated to {kept} of {all}"),
     ))
+}
+
+impl Core {
+    /// Tasks of active jobs that have not finished (waiting, ready or running).
+    pub fn unfinished_tasks(&self) -> u64 {
+        self.jobs
+            .values()
+            .filter(|j| j.state == JobState::Active)
+            .map(|j| u64::from(j.counts.waiting) + u64::from(j.counts.ready) + u64::from(j.counts.running))
+            .sum()
+    }
+
+    /// Refuses `more` tasks if they would take the coordinator past
+    /// `max_queued_tasks`: what one client can make it hold is bounded.
+    fn refuse_beyond_queue_limit(&self, more: u64) -> Result<()> {
+        let limit = self.config.max_queued_tasks;
+        let held = self.unfinished_tasks();
+        if held.saturating_add(more) > limit {
+            return Err(Error::Exhausted(format!(
+                "the coordinator holds {held} unfinished tasks and may hold {limit} (--max-queued-tasks); these {more} more are refused until some finish"
+            )));
+        }
+        Ok(())
+    }
 }

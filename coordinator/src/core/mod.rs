@@ -49,6 +49,9 @@ pub struct CoreConfig {
     /// The most of each task's stdout, and of its stderr, that is kept, for jobs
     /// that do not say.
     pub max_output: u64,
+    /// The most unfinished tasks (of all jobs) the coordinator holds; submissions
+    /// beyond it are refused.
+    pub max_queued_tasks: u64,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +65,7 @@ impl Default for CoreConfig {
             start_timeout: Duration::from_secs(30),
             prefetch_below: Duration::from_millis(100),
             max_output: 1 << 30,
+            max_queued_tasks: 20_000_000,
         }
     }
 }

@@ -58,9 +58,10 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::AlreadyExists { .. } | Error::Refused(_) => StatusCode::CONFLICT,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Store(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError(status, e.to_string())
+        ApiError(status, crate::error::bounded(e.to_string()))
     }
 }
 

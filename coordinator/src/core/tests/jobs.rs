@@ -194,3 +194,20 @@ fn output_beyond_a_jobs_limit_is_dropped_and_the_log_ends_with_a_marker() {
     assert_eq!(note.as_deref(), Some("stdout truncated to 10 B of 25 B"));
     env.check();
 }
+
+#[test]
+fn submissions_past_the_queued_task_limit_are_refused_and_change_nothing() {
+    let mut env = Env::with_pool(Fill::Spread);
+    env.core.config.max_queued_tasks = 10;
+    env.submit(6, 0, 0);
+    env.take();
+    let err = env.core.submit_job(env.now, job_spec("p", 5, 0, 0), &mut env.out).unwrap_err();
+    assert!(matches!(err, Error::Exhausted(_)), "{err}");
+    assert!(err.to_string().contains("holds 6 unfinished tasks and may hold 10"), "{err}");
+    assert!(env.take().store.is_empty(), "nothing was stored");
+    assert_eq!(env.core.jobs.len(), 1);
+    // Exactly up to the limit is fine; finished tasks make room.
+    env.submit(4, 0, 0);
+    assert_eq!(env.core.unfinished_tasks(), 10);
+    env.check();
+}
