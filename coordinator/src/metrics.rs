@@ -42,6 +42,7 @@ pub struct Metrics {
     late_heartbeats: IntGaugeVec,
     jobs: IntGaugeVec,
     last_event: IntGauge,
+    store_can_write: IntGauge,
 }
 
 // The `expect`s below run once, in `Metrics::new`, on constant names and labels: no
@@ -158,8 +159,21 @@ impl Metrics {
                 &r,
                 IntGauge::new("corral_last_event_id", "The id of the newest event in the feed.").expect("valid metric"),
             ),
+            store_can_write: register(
+                &r,
+                IntGauge::new(
+                    "corral_store_can_write",
+                    "1 while the store writes; 0 while it cannot (a full disk), when changes are refused.",
+                )
+                .expect("valid metric"),
+            ),
             registry: r,
         }
+    }
+
+    /// Whether the store can write now.
+    pub fn set_store_can_write(&self, can: bool) {
+        self.store_can_write.set(i64::from(can));
     }
 
     /// The newest event at start (the store's, before any commit).

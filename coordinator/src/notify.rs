@@ -166,7 +166,7 @@ async fn deliver(settings: Settings, order: Notification, results: mpsc::Unbound
         let job = order.job;
         let report = Event::Call(Box::new(move |core, now, out| {
             core.on_notify_result(now, job, outcome, out);
-            Box::new(|| {})
+            Box::new(|_| {})
         }));
         if results.send(report).is_err() || accepted {
             return;

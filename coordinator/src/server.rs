@@ -255,23 +255,63 @@ pub struct Shared {
     /// How callbacks are posted: what submissions are checked against, and the
     /// secret admins may read.
     pub notify: crate::notify::Settings,
+    /// Why the store cannot write now (a full disk), while it cannot.
+    pub store_failing: watch::Receiver<Option<String>>,
 }
 
 impl Shared {
-    /// Runs `f` on the core; the answer comes once whatever `f` changed is durable.
+    /// Runs `f` on the core; the answer comes once whatever `f` changed is durable,
+    /// or at once if it changed nothing (a read answers even while the store
+    /// cannot write).
+    ///
+    /// While the store cannot write, a change that has waited [`STORE_WAIT`] is
+    /// answered UNAVAILABLE: it may still be saved once the store can write again
+    /// (which is what `--idempotency-key` is for).
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
     ) -> Result<T, Status> {
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = oneshot::channel::<Result<T, String>>();
         let call: Call = Box::new(move |core, now, out| {
+            let before = out.store.len();
             let value = f(core, now, out);
-            Box::new(move || {
-                let _ = tx.send(value);
+            if out.store.len() == before {
+                let _ = tx.send(Ok(value));
+                return Box::new(|_| {});
+            }
+            Box::new(move |stored| {
+                let _ = tx.send(stored.clone().map(|()| value));
             })
         });
+        let started = tokio::time::Instant::now();
         self.send(Event::Call(call))?;
-        rx.await.map_err(|_| shutting_down())
+        tokio::pin!(rx);
+        let answered = |answer: Result<Result<T, String>, _>| match answer {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(refused)) => Err(Status::internal(refused)),
+            Err(_) => Err(shutting_down()),
+        };
+        let mut failing = self.store_failing.clone();
+        let mut watching = true;
+        loop {
+            // While the store cannot write, wait only until STORE_WAIT has passed.
+            let deadline = failing.borrow_and_update().is_some().then_some(started + STORE_WAIT);
+            let give_up = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                answer = &mut rx => return answered(answer),
+                _ = give_up => {
+                    if let Some(cause) = self.store_failing.borrow().clone() {
+                        return Err(store_cannot_write(&cause, true));
+                    }
+                }
+                changed = failing.changed(), if watching => watching = changed.is_ok(),
+            }
+        }
     }
 
     /// [`Shared::call`] for a change `who` asked for: the events it makes name
@@ -282,6 +322,10 @@ impl Shared {
         who: crate::auth::Principal,
         f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
     ) -> Result<T, Status> {
+        // While the store cannot write, no change is taken on (and nothing changes).
+        if let Some(cause) = self.store_failing.borrow().clone() {
+            return Err(store_cannot_write(&cause, false));
+        }
         let auth = self.auth.clone();
         let done = self
             .call(move |core, now, out| {
@@ -312,6 +356,19 @@ impl Shared {
     pub fn reader(&self) -> std::sync::MutexGuard<'_, Reader> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// How long a change waits for a store that cannot write before its caller is
+/// told so.
+pub const STORE_WAIT: Duration = Duration::from_secs(5);
+
+fn store_cannot_write(cause: &str, in_flight: bool) -> Status {
+    let outcome = if in_flight {
+        "this change is kept and saved when it can write again; retry with the same --idempotency-key to be sure"
+    } else {
+        "nothing was changed; try again when it can"
+    };
+    Status::unavailable(format!("store cannot write: {cause}; {outcome}"))
 }
 
 fn shutting_down() -> Status {
@@ -374,7 +431,8 @@ impl Coordinator {
         metrics.set_last_event(store.last_event());
         let (last_event_tx, last_event) = watch::channel(store.last_event());
         let committed = metrics.clone();
-        let (writer, writer_thread) = Writer::spawn(store, move |done| {
+        let (store_health, store_failing) = watch::channel(None);
+        let (writer, writer_thread) = Writer::spawn(store, store_health, move |done| {
             committed.on_commit(done.ops, done.events, done.took);
             last_event_tx.send_if_modified(|last| std::mem::replace(last, done.last_event) != done.last_event);
         });
@@ -383,7 +441,7 @@ impl Coordinator {
         let notify_restored = notify_tx.clone();
         // Callbacks of jobs that ended before (or while) restoring go out once the
         // repairs that may have ended them are durable.
-        let then: Vec<FollowUp> = vec![Box::new(move || {
+        let then: Vec<FollowUp> = vec![Box::new(move |_| {
             for order in restored_orders {
                 let _ = notify_restored.send(order);
             }
@@ -420,6 +478,7 @@ impl Coordinator {
             data_dir: config.data_dir.clone(),
             http_access: crate::http::auth::HttpAccess { tls: tls.is_some(), ..http_access(&config) },
             notify,
+            store_failing: store_failing.clone(),
         });
         let http = match config.http {
             Some(at) => {
@@ -440,7 +499,7 @@ impl Coordinator {
         let http_addr = http.as_ref().map(|(a, _)| *a);
 
         let effects = Effects { writer, provider: provider_tx, notify: notify_tx, auth: auth.clone() };
-        let event_loop = tokio::spawn(run_loop(core, events_rx, effects, metrics, stop_rx.clone()));
+        let event_loop = tokio::spawn(run_loop(core, events_rx, effects, metrics.clone(), stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
         let stopped = async move {
             let _ = server_stop.wait_for(|s| *s).await;
@@ -450,6 +509,27 @@ impl Coordinator {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<pb::corral_server::CorralServer<crate::service::ClientApi>>().await;
         health.set_serving::<pb::agent_server::AgentServer<crate::agent_service::AgentApi>>().await;
+        // While the store cannot write, the health service says NOT_SERVING (a
+        // load balancer sends no changes here) and a metric says so.
+        let mut failing = store_failing.clone();
+        let (reporter, watched) = (health.clone(), metrics.clone());
+        watched.set_store_can_write(true);
+        tokio::spawn(async move {
+            loop {
+                let status = if failing.borrow_and_update().is_some() {
+                    tonic_health::ServingStatus::NotServing
+                } else {
+                    tonic_health::ServingStatus::Serving
+                };
+                for service in ["", "corral.v1.Corral", "corral.v1.Agent"] {
+                    reporter.set_service_status(service, status).await;
+                }
+                watched.set_store_can_write(status == tonic_health::ServingStatus::Serving);
+                if failing.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -602,7 +682,7 @@ fn handle(
                     ignored_late_results(&node, late);
                     tracing::info!(node_id = %node, reason = %refused.0, "agent must register again");
                     let msg = pb::CoordinatorMessage { reregister: true, reason: refused.0, ..Default::default() };
-                    then.push(Box::new(move || {
+                    then.push(Box::new(move |_| {
                         let _ = tx.send(Ok(msg));
                     }));
                 }
@@ -610,7 +690,7 @@ fn handle(
         }
         Event::FromAgent { node, conn, mut update } => {
             if let Some(room) = update.room.take() {
-                then.push(Box::new(move || drop(room)));
+                then.push(Box::new(move |_| drop(room)));
             }
             if conns.get(&node).is_some_and(|(c, _)| *c != conn) {
                 return;
@@ -733,20 +813,20 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64,
         // A node without a stream gets nothing now; its hello reconciles later.
         if let Some((_, tx)) = conns.get(&node) {
             let tx = tx.clone();
-            then.push(Box::new(move || {
+            then.push(Box::new(move |_| {
                 let _ = tx.send(Ok(msg));
             }));
         }
     }
     for op in out.provider {
         let provider = effects.provider.clone();
-        then.push(Box::new(move || {
+        then.push(Box::new(move |_| {
             let _ = provider.send(op);
         }));
     }
     for order in out.notify {
         let notify = effects.notify.clone();
-        then.push(Box::new(move || {
+        then.push(Box::new(move |_| {
             let _ = notify.send(order);
         }));
     }

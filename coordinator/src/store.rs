@@ -19,6 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::watch;
 
 use std::sync::Arc;
 
@@ -846,24 +847,52 @@ fn from_json<T: serde::de::DeserializeOwned>(column: Option<String>) -> rusqlite
 /// long as it takes. A failure that will not pass (a value the store cannot hold)
 /// must not stop every other change: the ops are then written one by one and only
 /// the failing one is skipped, with an error naming it.
-fn write_durably(store: &mut Store, ops: &[StoreOp]) {
-    let Err(err) = apply_retrying(store, ops) else { return };
-    tracing::error!(error = %err, "a change cannot be stored; writing the batch one change at a time");
-    for op in ops {
-        if let Err(err) = apply_retrying(store, std::slice::from_ref(op)) {
-            tracing::error!(error = %err, ?op, "skipping a change the store cannot hold");
+/// Writes the ops of several batches (`sizes` says how many each has) and says,
+/// per batch, whether all of its changes were stored. A change the store refuses
+/// (not a full disk: a value it cannot hold) is skipped, and its batch's callers
+/// are told, never answered as if it were stored.
+fn write_durably(
+    store: &mut Store,
+    ops: &[StoreOp],
+    sizes: &[usize],
+    health: &watch::Sender<Option<String>>,
+) -> Vec<Stored> {
+    let Err(err) = apply_retrying(store, ops, health) else { return vec![Ok(()); sizes.len()] };
+    tracing::error!(error = %err, "a change cannot be stored; writing the batches one at a time");
+    let mut results = Vec::with_capacity(sizes.len());
+    let mut at = 0;
+    for &size in sizes {
+        let batch = &ops[at..at + size];
+        at += size;
+        let Err(err) = apply_retrying(store, batch, health) else {
+            results.push(Ok(()));
+            continue;
+        };
+        let refused = format!("the store refused this change ({err}); it was not saved");
+        for op in batch {
+            if let Err(err) = apply_retrying(store, std::slice::from_ref(op), health) {
+                tracing::error!(error = %err, ?op, "skipping a change the store cannot hold");
+            }
         }
+        results.push(Err(refused));
     }
+    results
 }
 
-/// Applies `ops`, retrying failures that may pass; returns the others.
-fn apply_retrying(store: &mut Store, ops: &[StoreOp]) -> Result<()> {
+/// Applies `ops`, retrying failures that may pass (a full disk) for as long as
+/// they last, and saying so in `health` meanwhile; returns the others.
+fn apply_retrying(store: &mut Store, ops: &[StoreOp], health: &watch::Sender<Option<String>>) -> Result<()> {
     let mut delay = Duration::from_millis(50);
     loop {
         match store.apply(ops) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                health.send_if_modified(|h| h.take().is_some());
+                return Ok(());
+            }
             Err(err) if is_transient(&err) => {
                 tracing::error!(error = %err, "could not write to the store; retrying in {delay:?} (is the disk full?)");
+                let cause = err.to_string();
+                health.send_if_modified(|h| h.replace(cause.clone()).as_ref() != Some(&cause));
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -883,8 +912,11 @@ fn is_transient(err: &crate::error::Error) -> bool {
     }
 }
 
-/// Something to do once a batch is durable.
-pub type FollowUp = Box<dyn FnOnce() + Send>;
+/// Whether a batch was stored, or why not.
+pub type Stored = std::result::Result<(), String>;
+
+/// Something to do once a batch is durable (or was refused).
+pub type FollowUp = Box<dyn FnOnce(&Stored) + Send>;
 
 /// A group of changes and what to do once they are durable.
 pub struct Batch {
@@ -916,6 +948,7 @@ impl Writer {
     /// batches' follow-ups run.
     pub fn spawn(
         mut store: Store,
+        health: watch::Sender<Option<String>>,
         mut committed: impl FnMut(Committed) + Send + 'static,
     ) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Batch>();
@@ -930,17 +963,19 @@ impl Writer {
                             break;
                         }
                     }
+                    let sizes: Vec<usize> = batches.iter().map(|b| b.ops.len()).collect();
                     let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
+                    let mut stored = vec![Ok(()); batches.len()];
                     if !ops.is_empty() {
                         let started = std::time::Instant::now();
-                        write_durably(&mut store, &ops);
+                        stored = write_durably(&mut store, &ops, &sizes, &health);
                         let took = started.elapsed();
                         let events = std::mem::take(&mut store.committed_events);
                         committed(Committed { ops: &ops, events: &events, last_event: store.last_event(), took });
                     }
-                    for batch in batches {
+                    for (batch, stored) in batches.into_iter().zip(&stored) {
                         for f in batch.then {
-                            f();
+                            f(stored);
                         }
                     }
                 }

@@ -55,9 +55,25 @@ pub struct Cluster {
     docker: bool,
     /// Serving TLS (`--tls auto`): clients trust `DATA_DIR/tls/ca.pem`.
     tls: bool,
+    /// The data dir is a tmpfs of its own, unmounted on drop.
+    small_disk: bool,
 }
 
 impl Cluster {
+    /// Starts a coordinator whose data dir is a tmpfs of `mib` MiB, to fill up.
+    pub fn start_on_small_disk(mib: u32, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&data)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "mounting a tmpfs needs root: {}", String::from_utf8_lossy(&out.stderr));
+        Cluster::launch_in(dir, extra, &[], false, true)
+    }
+
     /// Starts a coordinator with fast heartbeats (200 ms, lost after 1.5 s) plus
     /// `extra` flags.
     pub fn start(extra: &[&str]) -> Cluster {
@@ -77,7 +93,16 @@ impl Cluster {
     }
 
     fn launch(extra: &[&str], env: &[(&str, &str)], docker: bool) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Cluster::launch_in(tempfile::tempdir().expect("temp dir"), extra, env, docker, false)
+    }
+
+    fn launch_in(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        docker: bool,
+        small_disk: bool,
+    ) -> Cluster {
         let mut args: Vec<String> = [
             "--heartbeat-interval",
             "200ms",
@@ -109,6 +134,7 @@ impl Cluster {
             agents: vec![],
             docker,
             tls,
+            small_disk,
         };
         cluster.spawn_coordinator();
         cluster
@@ -642,6 +668,9 @@ impl Drop for Cluster {
                     }
                 }
             }
+        }
+        if self.small_disk {
+            let _ = Command::new("umount").arg(self.data_dir()).output();
         }
         if self.pgid != 0 {
             // Local agents left by a coordinator that was killed and not restarted.

@@ -75,10 +75,12 @@ fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
     };
     let ops = vec![StoreOp::PutPool { spec: pool, created_at_ms: 1, deleting: false }, StoreOp::PutNode(bad)];
     assert!(store.apply(&ops).is_err(), "u64::MAX does not fit SQLite's integers");
-    let (writer, thread) = crate::store::Writer::spawn(store, |_| {});
+    let (writer, thread) = crate::store::Writer::spawn(store, tokio::sync::watch::channel(None).0, |_| {});
     let (tx, rx) = std::sync::mpsc::channel();
-    writer.submit(crate::store::Batch { ops, then: vec![Box::new(move || tx.send(()).unwrap())] });
-    rx.recv_timeout(Duration::from_secs(10)).expect("the writer went on");
+    writer.submit(crate::store::Batch { ops, then: vec![Box::new(move |stored| tx.send(stored.clone()).unwrap())] });
+    let stored = rx.recv_timeout(Duration::from_secs(10)).expect("the writer went on");
+    let refused = stored.expect_err("the batch's callers are told a change was refused");
+    assert!(refused.contains("the store refused this change"), "{refused}");
     drop(writer);
     thread.join().unwrap();
     let snapshot = crate::store::Store::open(dir.path()).unwrap().load().unwrap();
