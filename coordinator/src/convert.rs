@@ -331,6 +331,35 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     })
 }
 
+/// A submission's `idempotency_key`: empty for none.
+pub fn idempotency_key(key: &str) -> Result<Option<String>, Invalid> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key.chars().count() > 128 || key.chars().any(char::is_control) {
+        return Err(Invalid::new("idempotency_key", "must be at most 128 characters, none of them control characters"));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// A digest of what a submission asks for (all but who asks), to tell a retry of
+/// it from another request under the same key.
+pub fn request_digest(spec: &JobSpec) -> String {
+    let canonical = serde_json::json!({
+        "pool": spec.pool.as_str(),
+        "name": spec.name,
+        "priority": spec.priority,
+        "task": spec.task,
+        "array": [spec.first_index, spec.last_index],
+        "graph": spec.graph.as_ref().map(|g| &g.groups),
+        "open": spec.open,
+        "notify": spec.notify,
+        "max_output": spec.max_output,
+    });
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.to_string().as_bytes());
+    crate::auth::secret::hex(digest.as_ref())
+}
+
 /// The least a job may keep of each task stream, so the truncation marker has
 /// output to follow.
 pub const MIN_MAX_OUTPUT: u64 = 1024;

@@ -64,6 +64,10 @@ pub enum Error {
     NotFound { what: &'static str, id: String, hint: &'static str },
     #[error("{what} '{id}' already exists")]
     AlreadyExists { what: &'static str, id: String },
+    #[error(
+        "idempotency key '{key}' was used for a different request (it made job {job}); use a new key for a new job"
+    )]
+    KeyReused { key: String, job: crate::model::JobId },
     /// The request is well-formed but the current state does not allow it.
     #[error("{0}")]
     Refused(String),
@@ -91,7 +95,7 @@ impl From<Error> for tonic::Status {
         match err {
             Error::Invalid(_) => tonic::Status::invalid_argument(message),
             Error::NotFound { .. } => tonic::Status::not_found(message),
-            Error::AlreadyExists { .. } => tonic::Status::already_exists(message),
+            Error::AlreadyExists { .. } | Error::KeyReused { .. } => tonic::Status::already_exists(message),
             Error::Refused(_) => tonic::Status::failed_precondition(message),
             Error::Forbidden(_) => tonic::Status::permission_denied(message),
             Error::Exhausted(_) => tonic::Status::resource_exhausted(message),

@@ -220,7 +220,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
             ..event(Kind::Object, if size.is_some() { "put" } else { "deleted" })
         },
         StoreOp::PutNodeCredential(_) | StoreOp::ForgetNodeCredential(_) | StoreOp::Actor(_) => return None,
-        StoreOp::Log(_) => return None,
+        StoreOp::Log(_) | StoreOp::PutIdempotencyKey(_) | StoreOp::ExpireIdempotencyKeys { .. } => return None,
     })
 }
 

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Principal};
 use crate::convert;
+use crate::core::keys::IdempotencyKey;
 use crate::core::{Core, StoreOp};
 use crate::error::{Error, Invalid};
 use crate::model::*;
@@ -222,6 +223,7 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let owner = who.name();
         let mut req = req.into_inner();
+        let key = convert::idempotency_key(&req.idempotency_key)?;
         // Fixed at submission: a later change of the default leaves the job alone.
         let max_output = match convert::max_output(req.max_output_bytes)? {
             0 => self.shared.core_config.max_output,
@@ -251,7 +253,10 @@ impl Corral for ClientApi {
         }
         let spec = JobSpec { owner, max_output, ..spec };
         let tasks = spec.task_count();
-        let id = self.shared.call_by(who.clone(), move |core, now, out| core.submit_job(now, spec, out)).await??;
+        let key =
+            key.map(|key| IdempotencyKey { owner: spec.owner.clone(), key, digest: convert::request_digest(&spec) });
+        let id =
+            self.shared.call_by(who.clone(), move |core, now, out| core.submit_job_once(now, spec, key, out)).await??;
         tracing::info!(job_id = %id, tasks, "job accepted");
         Ok(Response::new(pb::SubmitJobResponse { job_id: id.0, tasks }))
     }

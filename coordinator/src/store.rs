@@ -83,6 +83,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL DEFAULT '',
     max_output INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (owner, key)
+);
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -405,6 +413,18 @@ impl Store {
             let attempt = AttemptRef { task: TaskKey { job: JobId(job), index }, attempt };
             snap.open_attempts.push((attempt, NodeId(node), started));
         }
+        let mut stmt =
+            self.conn.prepare("SELECT owner, key, digest, job_id, at_ms FROM idempotency_keys ORDER BY at_ms")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(crate::core::keys::KeyRecord {
+                key: crate::core::keys::IdempotencyKey { owner: r.get(0)?, key: r.get(1)?, digest: r.get(2)? },
+                job: JobId(r.get(3)?),
+                at_ms: r.get(4)?,
+            })
+        })?;
+        for row in rows {
+            snap.keys.push(row?);
+        }
         Ok(snap)
     }
 
@@ -532,6 +552,17 @@ impl Store {
                         to_json(&spec.docker)?,
                         deleting,
                     ])?;
+                }
+                StoreOp::PutIdempotencyKey(k) => {
+                    // A plain INSERT: a second job for one key would break the
+                    // primary key and roll back the transaction that made it.
+                    tx.prepare_cached(
+                        "INSERT INTO idempotency_keys (owner, key, digest, job_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![k.key.owner, k.key.key, k.key.digest, k.job.0, k.at_ms])?;
+                }
+                StoreOp::ExpireIdempotencyKeys { before_ms } => {
+                    tx.prepare_cached("DELETE FROM idempotency_keys WHERE at_ms < ?1")?.execute([before_ms])?;
                 }
                 StoreOp::PutToken(t) => {
                     tx.prepare_cached("DELETE FROM tokens WHERE name = ?1")?.execute([&t.name])?;

@@ -143,3 +143,40 @@ fn removing_a_busy_node_with_requeue_reruns_its_task_elsewhere() {
         "the removed node's task went back to the queue: {attempts:?}"
     );
 }
+
+#[test]
+fn a_submission_retried_with_its_idempotency_key_makes_one_job_even_across_a_sigkill() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let submit = |c: &Cluster, cmd: &str| {
+        c.corral(&[
+            "-o",
+            "json",
+            "job",
+            "submit",
+            "--pool",
+            "cpu",
+            "--idempotency-key",
+            "nightly-2026-12-01",
+            "--",
+            "sh",
+            "-c",
+            cmd,
+        ])
+    };
+    let first = submit(&c, "echo once");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let id = serde_json::from_slice::<serde_json::Value>(&first.stdout).unwrap()["job_id"].clone();
+    c.kill_coordinator();
+    c.restart_coordinator();
+    let again = submit(&c, "echo once");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&again.stdout).unwrap()["job_id"], id);
+    let other = submit(&c, "echo another");
+    assert!(!other.status.success());
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(err.contains("idempotency key 'nightly-2026-12-01' was used for a different request"), "{err}");
+    assert_eq!(c.json(&["job", "list"]).as_array().map(Vec::len), Some(1));
+    let job = c.wait_job(id.as_u64().unwrap(), MINUTE);
+    assert_eq!(job["state"], "completed");
+}

@@ -213,6 +213,11 @@ pub struct SubmitArgs {
     /// [default: the coordinator's --max-output, 1GiB unless set].
     #[arg(long, value_name = "SIZE", value_parser = corral_proto::size::parse)]
     max_output: Option<u64>,
+    /// Make the submission safe to retry: the same key with the same request gives
+    /// back the first job (for 24 h) instead of a second one; with another request
+    /// it is refused. Without it the CLI picks one for its own retries.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required_unless_present_any = ["file", "open"], value_name = "CMD")]
     command: Vec<String>,
@@ -517,13 +522,18 @@ impl JobCommand {
                 let wait = args.wait;
                 let notify = args.notify.clone().unwrap_or_default();
                 let max_output = args.max_output.unwrap_or_default();
+                let key = args
+                    .idempotency_key
+                    .clone()
+                    .unwrap_or_else(|| format!("corral-cli-{}", corral_coordinator::auth::secret::random_hex(16)));
                 let (mut req, loaded) = args.request()?;
                 req.notify_url = notify;
                 req.max_output_bytes = max_output;
+                req.idempotency_key = key;
                 if let Some(mr) = &mut req.mapreduce {
                     mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
                 }
-                let resp = match client.submit_job(req).await.api() {
+                let resp = match submit_retrying(&mut client, req).await {
                     Ok(resp) => resp,
                     Err(e) => match &loaded {
                         Some(file) => anyhow::bail!(file.annotate(&e.to_string())),
@@ -651,4 +661,28 @@ mod tests {
         assert!(parse_env("=x").is_err());
         assert!(parse_env("novalue").is_err());
     }
+}
+
+/// How often `job submit` tries when the coordinator cannot be reached.
+const SUBMIT_TRIES: u32 = 4;
+
+/// Submits, trying again (with the same idempotency key, so at most one job is
+/// made) while the coordinator is unreachable: a connection that broke after the
+/// request was sent leaves no way to know whether it was taken. A store that
+/// cannot write is not waited for: it says so at once.
+async fn submit_retrying(
+    client: &mut crate::client::Client,
+    req: pb::SubmitJobRequest,
+) -> anyhow::Result<pb::SubmitJobResponse> {
+    let mut wait = std::time::Duration::from_millis(250);
+    for _ in 1..SUBMIT_TRIES {
+        match client.submit_job(req.clone()).await {
+            Err(s) if s.code() == tonic::Code::Unavailable && !s.message().contains("store cannot write") => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other.api(),
+        }
+    }
+    client.submit_job(req).await.api()
 }

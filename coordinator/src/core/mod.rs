@@ -14,6 +14,7 @@
 pub mod autoscale;
 mod check;
 mod jobs;
+pub mod keys;
 mod nodes;
 mod pools;
 mod restore;
@@ -200,6 +201,12 @@ pub struct TaskRecord {
 /// One change to make durable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
+    /// An idempotency key and the job it made (with that job's InsertJob).
+    PutIdempotencyKey(keys::KeyRecord),
+    /// Keys recorded before this time are forgotten.
+    ExpireIdempotencyKeys {
+        before_ms: u64,
+    },
     /// A token made or replaced (by name).
     PutToken(crate::auth::TokenRecord),
     /// A token revoked, with the node credentials issued under it.
@@ -310,6 +317,8 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRecord>,
     /// Attempts with no end: the task was running there when the coordinator stopped.
     pub open_attempts: Vec<(AttemptRef, NodeId, u64)>,
+    /// The idempotency keys of the last day, oldest first.
+    pub keys: Vec<keys::KeyRecord>,
 }
 
 /// A pool and the indexes the scheduler needs.
@@ -570,6 +579,8 @@ pub struct Core {
     /// still arrive after the result (an agent that reconnects ships it again), and
     /// only from them.
     pub ended_on: EndedOn,
+    /// The idempotency keys of the last day.
+    pub keys: keys::Keys,
     next_job: u64,
     next_node: u64,
 }
@@ -613,6 +624,7 @@ impl Core {
             running: HashMap::new(),
             delayed: BTreeSet::new(),
             ended_on: EndedOn::default(),
+            keys: keys::Keys::default(),
             next_job: 1,
             next_node: 1,
         }

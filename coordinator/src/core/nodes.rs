@@ -265,6 +265,7 @@ impl Core {
     /// whose backoff is over are queued, draining nodes that were scaled down and are
     /// now idle are removed, and local pools are brought to their size.
     pub fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
+        self.expire_keys(now, out);
         let timeout = self.config.heartbeat_timeout;
         let start_timeout = self.config.start_timeout;
         let mut silent = Vec::new();

@@ -12,6 +12,10 @@ impl Core {
     /// agents may be between two reconnection attempts). Repairs of
     /// what a crash between two writes left behind go into `out`.
     pub fn restore(&mut self, snapshot: Snapshot, now: Instant, out: &mut Outbox) {
+        for record in snapshot.keys {
+            self.keys.insert(record);
+        }
+        self.expire_keys(now, out);
         for (spec, created_at_ms, deleting) in snapshot.pools {
             let name = spec.name.clone();
             let mut pool = new_pool(spec, created_at_ms);

@@ -56,7 +56,7 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::Invalid(_) => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::AlreadyExists { .. } | Error::Refused(_) => StatusCode::CONFLICT,
+            Error::AlreadyExists { .. } | Error::KeyReused { .. } | Error::Refused(_) => StatusCode::CONFLICT,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Store(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -211,3 +211,35 @@ fn submissions_past_the_queued_task_limit_are_refused_and_change_nothing() {
     assert_eq!(env.core.unfinished_tasks(), 10);
     env.check();
 }
+
+#[test]
+fn one_idempotency_key_makes_one_job_for_a_day() {
+    use crate::core::keys::{IdempotencyKey, KEEP_MS};
+    let mut env = Env::with_pool(Fill::Spread);
+    let key = |digest: &str| Some(IdempotencyKey { owner: "ci".into(), key: "k1".into(), digest: digest.into() });
+    let first = env.core.submit_job_once(env.now, job_spec("p", 1, 0, 0), key("a"), &mut env.out).unwrap();
+    let out = env.take();
+    let inserts = |out: &Outbox| out.store.iter().filter(|op| matches!(op, StoreOp::InsertJob(_))).count();
+    assert_eq!(inserts(&out), 1);
+    assert!(out.store.iter().any(|op| matches!(op, StoreOp::PutIdempotencyKey(_))), "stored with its job");
+    // The same request again: the same job, and nothing changes.
+    let again = env.core.submit_job_once(env.now, job_spec("p", 1, 0, 0), key("a"), &mut env.out).unwrap();
+    assert_eq!(again, first);
+    assert!(env.take().store.is_empty());
+    // Another request under the key: refused, naming it and the job it made.
+    let err = env.core.submit_job_once(env.now, job_spec("p", 2, 0, 0), key("b"), &mut env.out).unwrap_err();
+    assert!(matches!(err, Error::KeyReused { .. }));
+    assert!(err.to_string().contains("idempotency key 'k1' was used for a different request (it made job 1)"), "{err}");
+    // Another owner's key of the same name is another key.
+    let theirs = Some(IdempotencyKey { owner: "other".into(), key: "k1".into(), digest: "a".into() });
+    assert_ne!(env.core.submit_job_once(env.now, job_spec("p", 1, 0, 0), theirs, &mut env.out).unwrap(), first);
+    env.take();
+    // A day later the key is forgotten, in memory and in the store.
+    env.now += Duration::from_millis(KEEP_MS + 1);
+    env.tick();
+    let out = env.take();
+    assert!(out.store.iter().any(|op| matches!(op, StoreOp::ExpireIdempotencyKeys { .. })));
+    let later = env.core.submit_job_once(env.now, job_spec("p", 1, 0, 0), key("a"), &mut env.out).unwrap();
+    assert_ne!(later, first);
+    env.check();
+}
