@@ -153,6 +153,9 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
         StoreOp::SetJobState { id, state, .. } => {
             Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
         }
+        StoreOp::DeleteJob(id) => {
+            Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "deleted") }
+        }
         StoreOp::SetDelivery { job, delivery } => Event {
             pool: pool_of(*job).map(|p| p.to_string()),
             job: Some(job.0),

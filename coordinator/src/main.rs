@@ -97,6 +97,10 @@ struct Args {
     /// (RESOURCE_EXHAUSTED). Each costs about 21 bytes of memory.
     #[arg(long, env = "CORRAL_MAX_QUEUED_TASKS", default_value_t = 20_000_000)]
     max_queued_tasks: u64,
+    /// How long a finished job is kept; then it is deleted with its tasks,
+    /// attempts, logs, outputs and events (`corral job delete` does it at once).
+    #[arg(long, env = "CORRAL_RETAIN", default_value = "7days", value_parser = humantime::parse_duration)]
+    retain: Duration,
     /// Revoke every admin token and every token an admin made, and write a new
     /// admin token to DATA_DIR/admin.token: for when one leaked or was lost.
     #[arg(long)]
@@ -155,6 +159,7 @@ fn main() -> anyhow::Result<()> {
         start_timeout: args.node_start_timeout,
         max_output: args.max_output,
         max_queued_tasks: args.max_queued_tasks,
+        retain: args.retain,
         ..CoreConfig::default()
     };
     config.store_url = args.store_url;

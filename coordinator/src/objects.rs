@@ -270,3 +270,17 @@ mod tests {
         }
     }
 }
+
+/// Deletes every object under `prefix` (a deleted job's outputs and shuffle data).
+pub async fn delete_prefix(store: Arc<dyn ObjectStore>, prefix: String) {
+    let Ok(path) = Path::parse(&prefix) else { return };
+    let listed: Vec<_> = store.list(Some(&path)).collect().await;
+    let mut deleted = 0;
+    for meta in listed.into_iter().flatten() {
+        match store.delete(&meta.location).await {
+            Ok(()) => deleted += 1,
+            Err(e) => tracing::warn!(object = %meta.location, error = %e, "could not delete a deleted job's object"),
+        }
+    }
+    tracing::debug!(%prefix, deleted, "deleted a job's objects");
+}

@@ -498,7 +498,8 @@ impl Coordinator {
         };
         let http_addr = http.as_ref().map(|(a, _)| *a);
 
-        let effects = Effects { writer, provider: provider_tx, notify: notify_tx, auth: auth.clone() };
+        let effects =
+            Effects { writer, provider: provider_tx, notify: notify_tx, auth: auth.clone(), objects: objects.clone() };
         let event_loop = tokio::spawn(run_loop(core, events_rx, effects, metrics.clone(), stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
         let stopped = async move {
@@ -613,6 +614,8 @@ struct Effects {
     notify: mpsc::UnboundedSender<Notification>,
     /// Forgets the secrets of nodes that are gone.
     auth: Arc<Auth>,
+    /// Where deleted jobs' outputs are removed from.
+    objects: Arc<dyn object_store::ObjectStore>,
 }
 
 /// The event loop: the one owner of the core.
@@ -823,6 +826,17 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64,
         then.push(Box::new(move |_| {
             let _ = provider.send(op);
         }));
+    }
+    // A deleted job's objects go once its deletion is durable.
+    for op in &out.store {
+        if let crate::core::StoreOp::DeleteJob(id) = op {
+            let (objects, id, runtime) = (effects.objects.clone(), *id, tokio::runtime::Handle::current());
+            then.push(Box::new(move |stored| {
+                if stored.is_ok() {
+                    runtime.spawn(crate::objects::delete_prefix(objects, format!("jobs/{id}")));
+                }
+            }));
+        }
     }
     for order in out.notify {
         let notify = effects.notify.clone();

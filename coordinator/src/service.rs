@@ -286,6 +286,19 @@ impl Corral for ClientApi {
         Ok(Response::new(job))
     }
 
+    async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        let who = auth::caller(&req)?;
+        let id = req.into_inner().job_id;
+        self.shared
+            .call_by(who.clone(), move |core, now, out| {
+                may_change(core, &who, id)?;
+                core.delete_job(now, JobId(id), out)
+            })
+            .await??;
+        tracing::info!(job_id = id, "job deleted");
+        Ok(Response::new(pb::DeleteJobResponse {}))
+    }
+
     async fn add_tasks(
         &self,
         req: Request<tonic::Streaming<pb::AddTasksRequest>>,

@@ -553,6 +553,20 @@ impl Store {
                         deleting,
                     ])?;
                 }
+                StoreOp::DeleteJob(id) => {
+                    for table in ["tasks", "attempts", "task_groups"] {
+                        tx.prepare_cached(&format!("DELETE FROM {table} WHERE job_id = ?1"))?.execute([id.0])?;
+                    }
+                    tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id.0])?;
+                    // All but the event that says it was deleted, just recorded.
+                    tx.prepare_cached("DELETE FROM events WHERE job_id = ?1 AND id < ?2")?
+                        .execute(params![id.0, last_event])?;
+                    match fs::remove_dir_all(logs.join(id.0.to_string())) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(job_id = %id, error = %e, "could not delete the job's logs"),
+                    }
+                }
                 StoreOp::PutIdempotencyKey(k) => {
                     // A plain INSERT: a second job for one key would break the
                     // primary key and roll back the transaction that made it.

@@ -215,3 +215,38 @@ fn fails_at(url: &str, args: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(2));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+#[test]
+fn a_finished_job_is_deleted_with_everything_of_it_by_hand_or_after_retain() {
+    let mut c = Cluster::start(&["--retain", "3s"]);
+    c.static_pool("cpu", 1, 1);
+    let running = c.submit(&["--pool", "cpu"], &["sleep", "30"]);
+    let err = c.fails(&["job", "delete", &running.to_string()]);
+    assert!(err.contains(&format!("job {running} is active; cancel it first")), "{err}");
+    c.json(&["job", "cancel", &running.to_string()]);
+    let job = c.submit(&["--pool", "cpu", "--outputs", "out.txt"], &["sh", "-c", "echo printed; echo kept > out.txt"]);
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    assert_eq!(c.logs(job, 0, false), "printed\n");
+    assert_eq!(c.json(&["file", "ls", &format!("jobs/{job}/")]).as_array().map(Vec::len), Some(1));
+    // By hand: gone at once, with its logs, outputs and events.
+    c.json(&["job", "delete", &job.to_string()]);
+    let err = c.fails(&["job", "show", &job.to_string()]);
+    assert!(err.contains(&format!("job '{job}' does not exist")), "{err}");
+    assert!(!c.data_dir().join("logs").join(job.to_string()).exists(), "its logs are gone");
+    wait_until(MINUTE, "its outputs to be deleted", || {
+        c.json(&["file", "ls", &format!("jobs/{job}/")]).as_array().is_some_and(Vec::is_empty)
+    });
+    let out = c.corral(&["-o", "json", "events", "--job", &job.to_string()]);
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "only the deletion is left in the feed: {events:?}");
+    assert_eq!(events[0]["state"], "deleted");
+    // By itself: the cancelled job goes once it has been finished for --retain.
+    wait_until(MINUTE, "retention to delete the cancelled job", || {
+        c.json(&["job", "list"]).as_array().is_some_and(Vec::is_empty)
+    });
+    // Survives a restart: nothing comes back.
+    c.kill_coordinator();
+    c.restart_coordinator();
+    assert_eq!(c.json(&["job", "list"]).as_array().map(Vec::len), Some(0));
+}

@@ -49,6 +49,7 @@ const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/ListJobs", Need::Read),
     ("/corral.v1.Corral/GetJob", Need::Read),
     ("/corral.v1.Corral/CancelJob", Need::Submit),
+    ("/corral.v1.Corral/DeleteJob", Need::Submit),
     ("/corral.v1.Corral/AddTasks", Need::Submit),
     ("/corral.v1.Corral/CloseJob", Need::Submit),
     ("/corral.v1.Corral/WatchJob", Need::Read),
@@ -303,6 +304,13 @@ fn a_submit_token_changes_only_its_own_jobs() {
         tokens.iter().any(|e| e["detail"].as_str().unwrap_or("").contains("token 'alice', role submit, by 'admin'")),
         "{tokens:?}"
     );
+
+    // Deleting is a change too: only the owner (or an admin) deletes a job.
+    let out = c.corral_as(Some(&bob), &["job", "delete", &first]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to token 'alice'"));
+    let out = c.corral_as(Some(&alice), &["job", "delete", &first]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

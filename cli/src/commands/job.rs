@@ -31,6 +31,9 @@ pub enum JobCommand {
     Wait { job: u64 },
     /// Cancel a job: queued tasks are dropped, running ones killed.
     Cancel { job: u64 },
+    /// Delete a finished job now, with its tasks, attempts, logs, outputs and
+    /// events (the coordinator does it by itself after --retain, 7 days by default).
+    Delete { job: u64 },
     /// Add tasks to an open job (one submitted with --open): from a job file's
     /// `tasks`, or one task or array given here. Any number, streamed.
     AddTasks(AddTasksArgs),
@@ -634,6 +637,15 @@ impl JobCommand {
                     output::json(&job_json(&j));
                 } else {
                     println!("job {} {}: {}", j.id, j.state, counts_line(&j.counts.unwrap_or_default()));
+                }
+                Ok(Exit::Ok)
+            }
+            JobCommand::Delete { job } => {
+                client.delete_job(pb::DeleteJobRequest { job_id: job }).await.api()?;
+                if ctx.json() {
+                    output::json(&json!({ "job_id": job, "deleted": true }));
+                } else {
+                    println!("job {job} deleted, with its logs, outputs and events");
                 }
                 Ok(Exit::Ok)
             }

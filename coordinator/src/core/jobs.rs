@@ -560,3 +560,43 @@ impl Core {
         Ok(())
     }
 }
+
+/// How often retention looks for finished jobs past `retain`.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
+
+impl Core {
+    /// Deletes a finished job with everything of it: record, tasks, attempts,
+    /// logs and events (the store op), and its objects (`jobs/<id>/`, by whoever
+    /// carries out the op). An active job is refused: cancel it first.
+    pub fn delete_job(&mut self, _now: Instant, id: JobId, out: &mut Outbox) -> Result<()> {
+        let job = self.jobs.get(&id).ok_or_else(|| Error::not_found("job", id))?;
+        if job.state == JobState::Active {
+            return Err(Error::Refused(format!(
+                "job {id} is active; cancel it first (corral job cancel {id}), then delete it"
+            )));
+        }
+        self.jobs.remove(&id);
+        out.store.push(StoreOp::DeleteJob(id));
+        Ok(())
+    }
+
+    /// Deletes finished jobs that ended more than `retain` ago; looks every
+    /// [`RETENTION_EVERY`].
+    pub fn apply_retention(&mut self, now: Instant, out: &mut Outbox) {
+        if self.retention_checked.is_some_and(|at| now.saturating_duration_since(at) < RETENTION_EVERY) {
+            return;
+        }
+        self.retention_checked = Some(now);
+        let cutoff = self.wall_ms(now).saturating_sub(self.config.retain.as_millis() as u64);
+        let expired: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.state != JobState::Active && j.finished_at_ms.is_some_and(|at| at <= cutoff))
+            .map(|j| j.id)
+            .collect();
+        for id in expired {
+            tracing::info!(job_id = %id, "deleting a finished job past its retention");
+            let _ = self.delete_job(now, id, out);
+        }
+    }
+}

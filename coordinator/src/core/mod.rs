@@ -53,6 +53,9 @@ pub struct CoreConfig {
     /// The most unfinished tasks (of all jobs) the coordinator holds; submissions
     /// beyond it are refused.
     pub max_queued_tasks: u64,
+    /// How long a finished job is kept before it is deleted with its logs,
+    /// outputs and events.
+    pub retain: Duration,
 }
 
 impl Default for CoreConfig {
@@ -67,6 +70,7 @@ impl Default for CoreConfig {
             prefetch_below: Duration::from_millis(100),
             max_output: 1 << 30,
             max_queued_tasks: 20_000_000,
+            retain: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -201,6 +205,8 @@ pub struct TaskRecord {
 /// One change to make durable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreOp {
+    /// A finished job deleted: its record, tasks, attempts, logs and events.
+    DeleteJob(JobId),
     /// An idempotency key and the job it made (with that job's InsertJob).
     PutIdempotencyKey(keys::KeyRecord),
     /// Keys recorded before this time are forgotten.
@@ -581,6 +587,8 @@ pub struct Core {
     pub ended_on: EndedOn,
     /// The idempotency keys of the last day.
     pub keys: keys::Keys,
+    /// When retention last looked for jobs to delete.
+    retention_checked: Option<Instant>,
     next_job: u64,
     next_node: u64,
 }
@@ -625,6 +633,7 @@ impl Core {
             delayed: BTreeSet::new(),
             ended_on: EndedOn::default(),
             keys: keys::Keys::default(),
+            retention_checked: None,
             next_job: 1,
             next_node: 1,
         }

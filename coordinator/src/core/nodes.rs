@@ -266,6 +266,7 @@ impl Core {
     /// now idle are removed, and local pools are brought to their size.
     pub fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
         self.expire_keys(now, out);
+        self.apply_retention(now, out);
         let timeout = self.config.heartbeat_timeout;
         let start_timeout = self.config.start_timeout;
         let mut silent = Vec::new();

@@ -243,3 +243,36 @@ fn one_idempotency_key_makes_one_job_for_a_day() {
     assert_ne!(later, first);
     env.check();
 }
+
+#[test]
+fn a_finished_job_is_deleted_once_it_is_past_retention_and_an_active_one_never() {
+    let mut env = Env::with_pool(Fill::Spread);
+    env.core.config.retain = Duration::from_secs(3600);
+    let node = env.node(1);
+    let done = env.submit(1, 0, 0);
+    let active = env.submit(1, 0, 0);
+    let (_, a) = env.schedule()[0].clone();
+    env.report(&node, a, Outcome::Succeeded);
+    assert_eq!(env.core.jobs[&done].state, JobState::Completed);
+    let deleted = |out: &Outbox| -> Vec<JobId> {
+        out.store
+            .iter()
+            .filter_map(|op| match op {
+                StoreOp::DeleteJob(id) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    env.take();
+    env.now += Duration::from_secs(3599);
+    env.tick();
+    assert!(deleted(&env.take()).is_empty(), "not yet");
+    env.now += Duration::from_secs(11);
+    env.tick();
+    assert_eq!(deleted(&env.take()), [done]);
+    assert!(!env.core.jobs.contains_key(&done));
+    assert!(env.core.jobs.contains_key(&active), "an active job is never deleted");
+    let err = env.core.delete_job(env.now, active, &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("is active; cancel it first"), "{err}");
+    env.check();
+}
