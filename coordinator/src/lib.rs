@@ -25,6 +25,7 @@
 
 pub mod agent_service;
 pub mod auth;
+pub mod conns;
 pub mod convert;
 pub mod core;
 pub mod error;

@@ -97,6 +97,11 @@ struct Args {
     /// (RESOURCE_EXHAUSTED). Each costs about 21 bytes of memory.
     #[arg(long, env = "CORRAL_MAX_QUEUED_TASKS", default_value_t = 20_000_000)]
     max_queued_tasks: u64,
+    /// The most gRPC connections at once; more are closed as they come [default:
+    /// the open-file limit (raised to its hard limit) less 1024]. A connection
+    /// that sends nothing for 10 s is closed.
+    #[arg(long, env = "CORRAL_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
     /// How long a finished job is kept; then it is deleted with its tasks,
     /// attempts, logs, outputs and events (`corral job delete` does it at once).
     #[arg(long, env = "CORRAL_RETAIN", default_value = "7days", value_parser = humantime::parse_duration)]
@@ -178,6 +183,7 @@ fn main() -> anyhow::Result<()> {
     config.http = args.http.0;
     config.notify_backoff = args.notify_backoff.max(Duration::from_millis(10));
     config.local_give_up = args.local_agent_give_up;
+    config.max_connections = args.max_connections.map(|n| n as usize);
     if let Some(bin) = args.agent_bin {
         config.agent_command = vec![bin.into_os_string()];
     }

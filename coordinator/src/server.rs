@@ -39,6 +39,9 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// The wait after a job callback's first failed post; it doubles each time.
     pub notify_backoff: Duration,
+    /// The most client and agent connections at once (`None`: the file limit
+    /// less a reserve).
+    pub max_connections: Option<usize>,
     /// A local agent whose coordinator is gone this long stops, killing its tasks;
     /// a coordinator back sooner finds it still running them.
     pub local_give_up: Duration,
@@ -67,6 +70,7 @@ impl Config {
             http: None,
             notify_backoff: Duration::from_secs(1),
             local_give_up: Duration::from_secs(300),
+            max_connections: None,
             reset_admin_token: false,
             http_access: Default::default(),
             tls: None,
@@ -539,7 +543,11 @@ impl Coordinator {
         let server = tonic::transport::Server::builder()
             // Every request is authenticated before tonic routes it (auth::rules).
             .layer(auth::layer::AuthLayer::new(auth))
+            // A peer that stops answering pings is dropped (a dead machine, a cut
+            // network): its connection does not hold a place for ever.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(Some(1024))
             // Room for objects streaming in: the 64 KiB default window held uploads
             // to ~80 MB/s on loopback.
             .initial_stream_window_size(Some(8 << 20))
@@ -549,9 +557,13 @@ impl Coordinator {
             .add_service(crate::service::server(shared.clone()))
             .add_service(crate::agent_service::server(shared.clone()))
             .add_service(crate::objects::server(objects, shared));
+        let file_limit = crate::conns::raise_file_limit();
+        let cap = config.max_connections.unwrap_or_else(|| crate::conns::default_cap(file_limit));
+        tracing::info!(file_limit, max_connections = cap, "connections capped");
+        let cap = Arc::new(tokio::sync::Semaphore::new(cap));
         let server: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = match &tls {
             Some(tls) => {
-                let conns = crate::tls::incoming(listener, tls.grpc(), stop_rx.clone());
+                let conns = crate::tls::incoming(listener, tls.grpc(), cap, stop_rx.clone());
                 let incoming =
                     tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(conns), |(c, _)| {
                         Ok::<_, std::io::Error>(c)
@@ -559,7 +571,11 @@ impl Coordinator {
                 Box::pin(server.serve_with_incoming_shutdown(incoming, stopped))
             }
             None => {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let conns = crate::conns::incoming(listener, cap, stop_rx.clone());
+                let incoming =
+                    tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(conns), |(c, _)| {
+                        Ok::<_, std::io::Error>(c)
+                    });
                 Box::pin(server.serve_with_incoming_shutdown(incoming, stopped))
             }
         };

@@ -221,8 +221,9 @@ impl tonic::transport::server::Connected for TlsConn {
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    cap: Arc<tokio::sync::Semaphore>,
     mut stop: watch::Receiver<bool>,
-) -> mpsc::Receiver<(TlsConn, SocketAddr)> {
+) -> mpsc::Receiver<(crate::conns::Limited<TlsConn>, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -245,6 +246,10 @@ pub fn incoming(
             };
             // Never wait here: a crowd of silent connections must not stop the
             // accepting of others.
+            let Ok(place) = cap.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "at the connection cap (--max-connections); closing a new connection");
+                continue;
+            };
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "too many TLS handshakes in flight; closing a new connection");
                 continue;
@@ -263,7 +268,7 @@ pub fn incoming(
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&acceptor, tcp)).await {
                     Ok(Ok(Some(conn))) => {
-                        let _ = tx.send((conn, peer)).await;
+                        let _ = tx.send((crate::conns::Limited::new(conn, place, None), peer)).await;
                     }
                     Ok(Ok(None)) => tracing::debug!(%peer, "a plaintext client was told this port serves TLS"),
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -421,29 +426,6 @@ fn grpc_refusal(message: &str) -> Vec<u8> {
     goaway.extend_from_slice(&0u32.to_be_bytes());
     out.extend(frame(0x7, 0, 0, &goaway));
     out
-}
-
-/// [`incoming`] as a listener for axum.
-pub struct TlsListener {
-    pub conns: mpsc::Receiver<(TlsConn, SocketAddr)>,
-    pub local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.conns.recv().await {
-            Some(conn) => conn,
-            // The acceptor stopped (shutdown): accept nothing more.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 #[cfg(test)]

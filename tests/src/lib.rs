@@ -565,6 +565,11 @@ impl Cluster {
         signal(pid, sig);
     }
 
+    /// The coordinator's process id.
+    pub fn coordinator_pid(&self) -> u32 {
+        self.coordinator.as_ref().expect("a running coordinator").id()
+    }
+
     /// The coordinator's resident memory, in bytes.
     pub fn coordinator_rss(&self) -> u64 {
         let pid = self.coordinator.as_ref().expect("a running coordinator").id();

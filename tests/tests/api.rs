@@ -260,3 +260,22 @@ fn a_submission_past_the_queued_task_limit_is_refused_with_the_numbers() {
         assert_eq!(client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs.len(), 1);
     });
 }
+
+#[test]
+fn a_flood_of_idle_connections_is_bounded_and_then_clients_get_through() {
+    let c = Cluster::start(&["--max-connections", "100"]);
+    let addr = format!("127.0.0.1:{}", c.port());
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", c.coordinator_pid())).map_or(0, |d| d.count());
+    let before = fds();
+    // Five times the cap, all silent.
+    let flood: Vec<std::net::TcpStream> = (0..500).filter_map(|_| std::net::TcpStream::connect(&addr).ok()).collect();
+    assert!(flood.len() > 100, "the flood could connect");
+    std::thread::sleep(Duration::from_millis(500));
+    let during = fds();
+    assert!(during <= before + 110, "{during} descriptors open with the flood, {before} before");
+    // The silent ones are closed after a while; then a client gets through.
+    corral_tests::wait_until(Duration::from_secs(30), "pool list to answer after the flood", || {
+        c.corral(&["pool", "list"]).status.success()
+    });
+    drop(flood);
+}

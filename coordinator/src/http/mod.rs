@@ -23,6 +23,9 @@ const APP: &str = include_str!("assets/app.js");
 const STYLE: &str = include_str!("assets/style.css");
 
 /// The routes, over the coordinator's shared state.
+/// The most HTTP connections at once.
+const MAX_CONNECTIONS: usize = 1024;
+
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
@@ -67,19 +70,24 @@ pub async fn serve(
     let shutdown = async move {
         let _ = until.wait_for(|s| *s).await;
     };
+    let local = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::error!(error = %e, "the HTTP server cannot start");
+            return;
+        }
+    };
+    // The dashboard and API have a few readers, not thousands of agents.
+    let cap = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let served = match tls {
         Some(tls) => {
-            let local = match listener.local_addr() {
-                Ok(addr) => addr,
-                Err(e) => {
-                    tracing::error!(error = %e, "the HTTP server cannot start");
-                    return;
-                }
-            };
-            let conns = crate::tls::incoming(listener, tls, stop);
-            axum::serve(crate::tls::TlsListener { conns, local }, app).with_graceful_shutdown(shutdown).await
+            let conns = crate::tls::incoming(listener, tls, cap, stop);
+            axum::serve(crate::conns::Listener { conns, local }, app).with_graceful_shutdown(shutdown).await
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        None => {
+            let conns = crate::conns::incoming(listener, cap, stop);
+            axum::serve(crate::conns::Listener { conns, local }, app).with_graceful_shutdown(shutdown).await
+        }
     };
     if let Err(e) = served {
         tracing::error!(error = %e, "the HTTP server stopped");
