@@ -22,7 +22,7 @@ node=$("$BIN/corral" -o json node list --pool print | awk -F'"' '/"id"/ {print $
 t0=$(now)
 "$BIN/corral" job submit --pool print -- sh -c "head -c $SIZE /dev/zero | tr '\\0' x" >/dev/null
 peak=0 gap=0
-while "$BIN/corral" -o json job show 1 | grep -q '"state": "active"'; do
+while [ "$("$BIN/corral" -o json job show 1 | awk -F'"' '/"state"/ {print $4; exit}')" = active ]; do
     rss=$(awk '/^VmRSS/ {print $2}' "/proc/$AGENT/status")
     [ "$rss" -gt "$peak" ] && peak=$rss
     age=$("$BIN/corral" -o json node show "$node" | awk -F': ' '/heartbeat_age_ms/ {gsub(/,/, "", $2); print $2}')
@@ -50,6 +50,7 @@ t0=$(now)
 t1=$(now)
 "$BIN/corral" job submit --pool disk -- true >/dev/null 2>"$WORK/second.err" || true
 t2=$(now)
+rm -f "$WORK/data/filler" # so that the coordinator can save what it holds, and stop
 printf 'full disk: first submit answered in %.2fs (%s), the next in %.3fs (%s)\n' \
     "$(echo "$t1 - $t0" | bc -l)" "$(cut -c1-40 "$WORK/first.err")" \
     "$(echo "$t2 - $t1" | bc -l)" "$(cut -c1-40 "$WORK/second.err")"

@@ -80,6 +80,15 @@ pub enum Exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_agent = matches!(cli.command, Command::Agent(_));
+    if !matches!(cli.command, Command::Agent(_) | Command::Up(_) | Command::Demo(_)) {
+        // A client whose reader went away (`corral ... | head`) ends quietly, as
+        // Unix tools do, instead of failing to print. The commands that run
+        // servers or tasks keep SIGPIPE ignored and see EPIPE as an error.
+        // SAFETY: setting a signal's disposition at start, before any thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let default = if is_agent { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -368,7 +368,7 @@ pub const STORE_WAIT: Duration = Duration::from_secs(5);
 
 fn store_cannot_write(cause: &str, in_flight: bool) -> Status {
     let outcome = if in_flight {
-        "this change is kept and saved when it can write again; retry with the same --idempotency-key to be sure"
+        "this change may still be saved when it can write again; retry with the same --idempotency-key to be sure"
     } else {
         "nothing was changed; try again when it can"
     };
@@ -588,7 +588,17 @@ impl Coordinator {
             if tokio::time::timeout(Duration::from_secs(3), server).await.is_err() {
                 tracing::debug!("gRPC server did not stop within 3s; dropping its connections");
             }
-            let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+            // What the store cannot write (a full disk) is not waited for for ever.
+            let written = tokio::task::spawn_blocking(move || writer_thread.join());
+            let mut failing = store_failing;
+            let stuck = async move {
+                let _ = failing.wait_for(Option::is_some).await;
+                tokio::time::sleep(STORE_WAIT).await;
+            };
+            tokio::select! {
+                _ = written => {}
+                _ = stuck => tracing::error!("stopping without the changes the store could not write"),
+            }
             let _ = provider_task.await;
             let _ = notify_task.await;
             if let Some((_, task)) = http {

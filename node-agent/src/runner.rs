@@ -285,6 +285,7 @@ async fn run(
         .stderr(Stdio::from(stderr))
         .process_group(0)
         .kill_on_drop(false);
+    ctx.warden.register_at_start(&mut cmd);
     let spawned = cmd.spawn();
     // Close our copies of the child's pipe ends, so the shuffle sees its EOF.
     drop(cmd);

@@ -280,8 +280,7 @@ fn run_start_task(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, S
             for var in crate::AGENT_SECRETS {
                 cmd.env_remove(var);
             }
-            let child = cmd
-                .arg("-c")
+            cmd.arg("-c")
                 .arg(&script)
                 .current_dir(&dir)
                 .env("CORRAL_NODE_ID", &ctx.node_id)
@@ -290,9 +289,9 @@ fn run_start_task(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, S
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .process_group(0)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("cannot run the start task: {e}"))?;
+                .kill_on_drop(true);
+            ctx.warden.register_at_start(&mut cmd);
+            let child = cmd.spawn().map_err(|e| format!("cannot run the start task: {e}"))?;
             let pgid = child.id().map_or(0, |p| p as libc::pid_t);
             ctx.warden.watch(pgid);
             let output = tokio::time::timeout(START_TASK_TIMEOUT, child.wait_with_output()).await;

@@ -80,6 +80,24 @@ impl Warden {
         let _ = std::fs::remove_file(self.groups_dir.join(pgid.to_string()));
     }
 
+    /// Makes `cmd`'s child register its own process group with the warden (and
+    /// ask for SIGKILL if the agent's thread dies) between fork and exec, before
+    /// it can run a thing: an agent killed the instant after the fork still has
+    /// its task killed. [`Warden::watch`] follows once the spawn returns.
+    pub fn register_at_start(&self, cmd: &mut tokio::process::Command) {
+        let Some(fd) = self.lock().pipe.as_ref().map(|p| p.as_raw_fd()) else { return };
+        // SAFETY: the closure runs in the child between fork and exec and makes
+        // only async-signal-safe system calls on values copied into it.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                let record = libc::getpid().to_ne_bytes();
+                libc::write(fd, record.as_ptr().cast(), record.len());
+                Ok(())
+            });
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -187,6 +205,10 @@ unsafe fn warden_main(read: libc::c_int, table: &mut [libc::pid_t], buf: &mut [u
         for record in buf[..n as usize].chunks_exact(4) {
             let record = libc::pid_t::from_ne_bytes([record[0], record[1], record[2], record[3]]);
             if record > 0 {
+                // A task registers itself before it runs, and the agent again.
+                if table[..used].contains(&record) {
+                    continue;
+                }
                 if let Some(slot) = table[..used].iter_mut().find(|s| **s == 0) {
                     *slot = record;
                 } else if used < table.len() {
@@ -354,21 +376,25 @@ mod tests {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let lines = std::io::BufReader::new(agent.stdout.take().unwrap()).lines();
-        let pgid: libc::pid_t = lines
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("PGID=").map(|p| p.trim().parse().unwrap()))
-            .expect("the agent never said its task group");
+        let mut lines = std::io::BufReader::new(agent.stdout.take().unwrap()).lines().map_while(Result::ok);
+        let mut said = |key: &str| -> libc::pid_t {
+            lines
+                .find_map(|l| l.strip_prefix(key).map(|p| p.trim().parse().unwrap()))
+                .expect("the agent never said its task groups")
+        };
+        let unwatched = said("UNWATCHED=");
+        let pgid = said("PGID=");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while members(pgid).len() < 3 {
+        while members(pgid).len() < 3 || members(unwatched).len() < 3 {
             assert!(Instant::now() < deadline, "the task group never had its three processes");
             std::thread::sleep(Duration::from_millis(10));
         }
         agent.kill().unwrap();
         agent.wait().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !members(pgid).is_empty() {
-            assert!(Instant::now() < deadline, "task processes outlived their agent by 5 s: {:?}", members(pgid));
+        while !members(pgid).is_empty() || !members(unwatched).is_empty() {
+            let left = (members(pgid), members(unwatched));
+            assert!(Instant::now() < deadline, "task processes outlived their agent by 5 s: {left:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -382,6 +408,16 @@ mod tests {
         let child = spawn_group();
         let pgid = child.id() as libc::pid_t;
         warden.watch(pgid);
+        // A second group registers only itself, from inside the fork: as if the
+        // agent died before it could.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let unwatched = rt.block_on(async {
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.args(["-c", "sleep 300 & sleep 300 & wait"]).process_group(0);
+            warden.register_at_start(&mut cmd);
+            cmd.spawn().unwrap().id().unwrap()
+        });
+        println!("UNWATCHED={unwatched}");
         println!("PGID={pgid}");
         std::thread::sleep(Duration::from_secs(60));
     }
