@@ -171,8 +171,14 @@ impl Cluster {
         cmd.process_group(self.pgid as i32);
         let child = match cmd.spawn() {
             Ok(child) => child,
-            // The old group is gone with all its members: start a new one.
-            Err(_) => cmd.process_group(0).spawn().expect("start corral-coordinator"),
+            // The old group is gone with all its members: start a new one, and
+            // forget the old id (another process may be given it, and Drop kills
+            // this group).
+            Err(_) => {
+                let child = cmd.process_group(0).spawn().expect("start corral-coordinator");
+                self.pgid = child.id();
+                child
+            }
         };
         if self.pgid == 0 {
             self.pgid = child.id();

@@ -250,3 +250,26 @@ fn a_finished_job_is_deleted_with_everything_of_it_by_hand_or_after_retain() {
     c.restart_coordinator();
     assert_eq!(c.json(&["job", "list"]).as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn a_listing_piped_into_a_reader_that_stops_early_ends_quietly() {
+    use std::io::Read;
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 2);
+    let job = c.submit(&["--pool", "cpu", "--array", "1-300"], &["true"]);
+    c.wait_job(job, MINUTE);
+    let mut events = std::process::Command::new(corral_tests::bin("corral"))
+        .env_remove("CORRAL_CA_CERT")
+        .env("CORRAL_TOKEN_FILE", c.admin_token_file())
+        .args(["--coordinator", &c.url, "-o", "json", "events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    events.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The reader is gone (as `| head -1` would be).
+    let out = events.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}
