@@ -107,8 +107,17 @@ impl Inner {
     /// Sends one record; if the warden is gone, starts another and tells it every
     /// live group.
     fn tell(&mut self, record: libc::pid_t) {
-        if self.pipe.as_ref().is_some_and(|p| write_record(p, record)) {
-            return;
+        if let Some(pipe) = &self.pipe {
+            match write_record(pipe, record) {
+                Ok(()) => return,
+                // Only a warden that is gone is replaced: dropping the pipe of a
+                // live one would make it kill every running task.
+                Err(e) if e.raw_os_error() != Some(libc::EPIPE) => {
+                    tracing::warn!(error = %e, "could not tell the task warden about a task group");
+                    return;
+                }
+                Err(_) => {}
+            }
         }
         if let Some(old) = self.pipe.take() {
             drop(old);
@@ -119,7 +128,7 @@ impl Inner {
         match fork_warden() {
             Ok((pipe, pid)) => {
                 self.pid = pid;
-                if self.live.iter().all(|g| write_record(&pipe, *g)) {
+                if self.live.iter().all(|g| write_record(&pipe, *g).is_ok()) {
                     self.pipe = Some(pipe);
                 }
             }
@@ -130,12 +139,24 @@ impl Inner {
     }
 }
 
-fn write_record(pipe: &OwnedFd, record: libc::pid_t) -> bool {
+/// Writes one record, waiting out a full pipe (a warden that is slow to read) for
+/// up to a second.
+fn write_record(pipe: &OwnedFd, record: libc::pid_t) -> io::Result<()> {
     let bytes = record.to_ne_bytes();
-    // SAFETY: writes 4 bytes from a live buffer to a descriptor we own. A pipe
-    // write of at most PIPE_BUF bytes is atomic: the warden never sees half a record.
-    let n = unsafe { libc::write(pipe.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-    n == bytes.len() as isize
+    for _ in 0..1000 {
+        // SAFETY: writes 4 bytes from a live buffer to a descriptor we own. A pipe
+        // write of at most PIPE_BUF bytes is atomic: the warden never sees half a record.
+        let n = unsafe { libc::write(pipe.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        if n == bytes.len() as isize {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+            return Err(e);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(io::Error::from_raw_os_error(libc::EAGAIN))
 }
 
 /// Forks the warden; returns the pipe's write end and its pid.

@@ -87,9 +87,11 @@ fn tasks_fetch_inputs_and_upload_outputs() {
         .submit(&["--pool", "cpu", "--outputs", "*.txt"], &["sh", "-c", "printf x > \"$(printf 'bad\\001name').txt\""]);
     assert_eq!(c.wait_job(refused, MINUTE)["state"], "failed");
     let shown = c.json(&["task", "show", &refused.to_string(), "0"]);
-    let attempt = &shown["attempts"][0];
-    let message = attempt["message"].as_str().unwrap();
-    assert_eq!(attempt["exit_code"], 0, "the command itself succeeded");
+    // The last attempt: under load a node may be lost under the first (which is
+    // not the task's fault and is run again).
+    let attempt = shown["attempts"].as_array().and_then(|a| a.last()).cloned().unwrap_or_default();
+    let message = attempt["message"].as_str().unwrap_or_default();
+    assert_eq!(attempt["exit_code"], 0, "the command itself succeeded: {shown}");
     assert!(message.contains("uploading output") && message.contains("name.txt"), "{message}");
 
     let err = c.fails(&["job", "submit", "--pool", "cpu", "--input", "x=../../etc/passwd", "--", "true"]);
