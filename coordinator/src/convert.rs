@@ -97,7 +97,7 @@ fn docker_spec(d: pb::DockerSpec) -> Result<DockerSpec, Invalid> {
     if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Invalid::new(
             "docker.image",
-            format!("'{}' is not an image reference (it has spaces)", crate::error::shown(&image)),
+            format!("'{}' is not an image reference (it has spaces)", crate::error::shown(image)),
         ));
     }
     let network = d.network.trim();
@@ -116,7 +116,7 @@ fn docker_spec(d: pb::DockerSpec) -> Result<DockerSpec, Invalid> {
         let url = url::Url::parse(coordinator_url).map_err(|e| {
             Invalid::new(
                 "docker.coordinator_url",
-                format!("'{}' is not a URL: {e}", crate::error::shown(&coordinator_url)),
+                format!("'{}' is not a URL: {e}", crate::error::shown(coordinator_url)),
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
@@ -243,7 +243,7 @@ pub fn relative_path(field: &'static str, path: &str) -> Result<(), Invalid> {
             field,
             format!(
                 "'{}' must be a relative path inside the task's directory, without '..'",
-                crate::error::shown(&path)
+                crate::error::shown(path)
             ),
         ));
     }
@@ -255,10 +255,7 @@ fn glob_pattern(pattern: &str) -> Result<(), Invalid> {
     let ok = !pattern.contains("[!") || pattern.contains(']');
     let balanced = pattern.matches('[').count() == pattern.matches(']').count();
     if !ok || !balanced {
-        return Err(Invalid::new(
-            "outputs",
-            format!("'{}' is not a valid glob pattern", crate::error::shown(&pattern)),
-        ));
+        return Err(Invalid::new("outputs", format!("'{}' is not a valid glob pattern", crate::error::shown(pattern))));
     }
     Ok(())
 }
@@ -659,14 +656,31 @@ pub fn notify_url(url: &str) -> Result<Option<String>, Invalid> {
         return Err(Invalid::new("notify_url", format!("is {} characters; at most {MAX_URL}", url.len())));
     }
     let parsed = url::Url::parse(url)
-        .map_err(|e| Invalid::new("notify_url", format!("'{}' is not a URL: {e}", crate::error::shown(&url))))?;
+        .map_err(|e| Invalid::new("notify_url", format!("'{}' is not a URL: {e}", crate::error::shown(url))))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
         return Err(Invalid::new(
             "notify_url",
-            format!("'{}' must be an http:// or https:// URL with a host", crate::error::shown(&url)),
+            format!("'{}' must be an http:// or https:// URL with a host", crate::error::shown(url)),
         ));
     }
     Ok(Some(url.to_string()))
+}
+
+/// An event as the API sends it.
+pub fn event_pb(e: crate::events::Event) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        at_ms: e.at_ms,
+        kind: e.kind.as_str().into(),
+        pool: e.pool.unwrap_or_default(),
+        job_id: e.job.unwrap_or_default(),
+        task: e.task,
+        attempt: e.attempt,
+        node_id: e.node.unwrap_or_default(),
+        state: e.state,
+        detail: e.detail,
+        actor: e.actor.unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
@@ -773,22 +787,5 @@ mod tests {
             pool_spec(Some(pb::PoolSpec { name: "p".into(), slots_per_node: 1, commands, ..Default::default() }));
         assert_eq!(misplaced.unwrap_err().field, "commands");
         assert_eq!(local(100_000).unwrap_err().field, "nodes");
-    }
-}
-
-/// An event as the API sends it.
-pub fn event_pb(e: crate::events::Event) -> pb::Event {
-    pb::Event {
-        id: e.id,
-        at_ms: e.at_ms,
-        kind: e.kind.as_str().into(),
-        pool: e.pool.unwrap_or_default(),
-        job_id: e.job.unwrap_or_default(),
-        task: e.task,
-        attempt: e.attempt,
-        node_id: e.node.unwrap_or_default(),
-        state: e.state,
-        detail: e.detail,
-        actor: e.actor.unwrap_or_default(),
     }
 }

@@ -19,7 +19,7 @@ pub struct TaskGroup {
 
 impl TaskGroup {
     /// How many tasks it stands for (u64: `0-4294967295` has 2^32).
-    pub fn len(&self) -> u64 {
+    pub fn task_count(&self) -> u64 {
         self.array.map_or(1, |(a, b)| u64::from(b).saturating_sub(u64::from(a)) + 1)
     }
 }
@@ -83,7 +83,7 @@ impl Graph {
                     _ => None,
                 };
             }
-            first += group.len() as u32;
+            first += group.task_count() as u32;
         }
         None
     }
@@ -159,7 +159,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
         if first_of.insert(group.id.as_str(), (total as u32, g)).is_some() {
             return Err(GraphError::Duplicate(group.id.clone()));
         }
-        total = total.saturating_add(group.len() as usize);
+        total = total.saturating_add(group.task_count() as usize);
         if total > MAX_GRAPH_TASKS {
             return Err(GraphError::TooManyTasks);
         }
@@ -185,12 +185,12 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
                 .ok_or_else(|| GraphError::Unknown { task: group.id.clone(), on: reference.clone() })?;
             let target = &groups[target_group];
             let range = match (range, target.array) {
-                (None, _) => target_first..target_first + target.len() as u32,
+                (None, _) => target_first..target_first + target.task_count() as u32,
                 (Some(_), None) => {
                     return Err(GraphError::BadReference {
                         task: group.id.clone(),
                         on: reference.clone(),
-                        why: format!("'{}' is a single task, not an array", crate::error::shown(&id)),
+                        why: format!("'{}' is a single task, not an array", crate::error::shown(id)),
                     })
                 }
                 (Some((a, b)), Some((start, end))) => {
@@ -198,7 +198,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
                         return Err(GraphError::BadReference {
                             task: group.id.clone(),
                             on: reference.clone(),
-                            why: format!("'{}' has indices {start}-{end}", crate::error::shown(&id)),
+                            why: format!("'{}' has indices {start}-{end}", crate::error::shown(id)),
                         });
                     }
                     target_first + (a - start)..target_first + (b - start) + 1
@@ -218,11 +218,11 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
             }
         }
         let per_task: usize = merged.iter().map(|r| r.len()).sum();
-        if per_task.saturating_mul(group.len() as usize) > MAX_EDGES {
+        if per_task.saturating_mul(group.task_count() as usize) > MAX_EDGES {
             return Err(GraphError::TooManyEdges);
         }
         let targets: Vec<u32> = merged.into_iter().flatten().collect();
-        for t in first..first + group.len() as u32 {
+        for t in first..first + group.task_count() as u32 {
             edges += targets.len();
             if edges > MAX_EDGES {
                 return Err(GraphError::TooManyEdges);

@@ -68,7 +68,7 @@ pub async fn job_spec(
         let meta = store.head(&path).await.map_err(|e| match e {
             object_store::Error::NotFound { .. } => tonic::Status::from(Invalid::new(
                 "mapreduce.inputs",
-                format!("object '{}' does not exist", crate::error::shown(&input)),
+                format!("object '{}' does not exist", crate::error::shown(input)),
             )),
             other => tonic::Status::internal(format!("object store: {other}")),
         })?;

@@ -197,11 +197,8 @@ impl Metrics {
         // Each task change in a commit has its event, which names the job's pool.
         let mut pools: HashMap<u64, &str> = HashMap::new();
         for e in events {
-            match (e.kind, e.job, e.pool.as_deref()) {
-                (Kind::Task | Kind::Attempt, Some(job), Some(pool)) => {
-                    pools.insert(job, pool);
-                }
-                _ => {}
+            if let (Kind::Task | Kind::Attempt, Some(job), Some(pool)) = (e.kind, e.job, e.pool.as_deref()) {
+                pools.insert(job, pool);
             }
             let pool = e.pool.as_deref().unwrap_or("");
             match e.kind {

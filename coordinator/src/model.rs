@@ -467,7 +467,7 @@ impl FromStr for OutputsWhen {
             "success" => Ok(OutputsWhen::Success),
             "failure" => Ok(OutputsWhen::Failure),
             "always" => Ok(OutputsWhen::Always),
-            _ => Err(format!("'{}' is not one of: success, failure, always", crate::error::shown(&s))),
+            _ => Err(format!("'{}' is not one of: success, failure, always", crate::error::shown(s))),
         }
     }
 }

@@ -28,11 +28,11 @@ pub fn object_path(field: &'static str, path: &str) -> Result<Path, Invalid> {
     if trimmed.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
         return Err(Invalid::new(
             field,
-            format!("'{}' is not a valid object path: no empty, '.' or '..' parts", crate::error::shown(&path)),
+            format!("'{}' is not a valid object path: no empty, '.' or '..' parts", crate::error::shown(path)),
         ));
     }
     Path::parse(trimmed)
-        .map_err(|e| Invalid::new(field, format!("'{}' is not a valid object path: {e}", crate::error::shown(&path))))
+        .map_err(|e| Invalid::new(field, format!("'{}' is not a valid object path: {e}", crate::error::shown(path))))
 }
 
 /// A store error as clients see it: it names the object as they do, never where
@@ -40,13 +40,13 @@ pub fn object_path(field: &'static str, path: &str) -> Result<Path, Invalid> {
 fn store_error(object: &Path) -> impl Fn(object_store::Error) -> Status + '_ {
     move |e| match e {
         object_store::Error::NotFound { .. } => {
-            Status::not_found(format!("object '{}' does not exist", crate::error::shown(&object)))
+            Status::not_found(format!("object '{}' does not exist", crate::error::shown(object)))
         }
         other => {
             tracing::error!(%object, error = %other, "the object store failed");
             Status::internal(format!(
                 "the object store failed on '{}'; the coordinator's log says why",
-                crate::error::shown(&object)
+                crate::error::shown(object)
             ))
         }
     }
@@ -80,7 +80,7 @@ impl ObjectsApi {
         let what = if write { "writes" } else { "reads" };
         Err(Status::permission_denied(format!(
             "node {node} runs no task that {what} object '{}'",
-            crate::error::shown(&path)
+            crate::error::shown(path)
         )))
     }
 
@@ -258,19 +258,6 @@ pub fn local_store(dir: &std::path::Path) -> crate::error::Result<Arc<dyn Object
     Ok(Arc::new(store))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn object_paths_are_checked() {
-        assert_eq!(object_path("path", "/a/b.txt").unwrap().to_string(), "a/b.txt");
-        for bad in ["", "/", "a/../b", "a//b", "./a"] {
-            assert_eq!(object_path("path", bad).unwrap_err().field, "path", "{bad}");
-        }
-    }
-}
-
 /// Deletes every object under `prefix` (a deleted job's outputs and shuffle data).
 pub async fn delete_prefix(store: Arc<dyn ObjectStore>, prefix: String) {
     let Ok(path) = Path::parse(&prefix) else { return };
@@ -283,4 +270,17 @@ pub async fn delete_prefix(store: Arc<dyn ObjectStore>, prefix: String) {
         }
     }
     tracing::debug!(%prefix, deleted, "deleted a job's objects");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_are_checked() {
+        assert_eq!(object_path("path", "/a/b.txt").unwrap().to_string(), "a/b.txt");
+        for bad in ["", "/", "a/../b", "a//b", "./a"] {
+            assert_eq!(object_path("path", bad).unwrap_err().field, "path", "{bad}");
+        }
+    }
 }

@@ -597,7 +597,7 @@ fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Result<TaskKey,
         None => name.parse().ok().filter(|i| job.task(*i).is_some()),
     };
     let index = found.ok_or_else(|| {
-        Error::Invalid(Invalid::new("task", format!("job {job_id} has no task '{}'", crate::error::shown(&name))))
+        Error::Invalid(Invalid::new("task", format!("job {job_id} has no task '{}'", crate::error::shown(name))))
     })?;
     Ok(TaskKey { job: job.id, index })
 }

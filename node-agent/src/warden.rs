@@ -420,9 +420,11 @@ mod tests {
         }
     }
 
-    /// The other half of the test above; does nothing when run by itself.
+    /// The other half of the test above; does nothing when run by itself. Its
+    /// children are never waited for: it is killed, and they with it.
     #[test]
     #[ignore]
+    #[allow(clippy::zombie_processes)]
     fn agent_for_the_warden_test() {
         let Some(dir) = std::env::var_os("WARDEN_TEST_DIR") else { return };
         let warden = Warden::start(Path::new(&dir)).unwrap();

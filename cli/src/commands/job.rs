@@ -653,28 +653,6 @@ impl JobCommand {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arrays_are_checked() {
-        assert_eq!(parse_array("1-100"), Ok((1, 100)));
-        assert_eq!(parse_array("5-5"), Ok((5, 5)));
-        assert!(parse_array("10-1").unwrap_err().contains("reversed"));
-        assert!(parse_array("1..10").unwrap_err().contains("expected A-B"));
-        assert!(parse_array("a-3").unwrap_err().contains("'a'"));
-        assert!(parse_array("-3-4").is_err());
-    }
-
-    #[test]
-    fn env_needs_a_name() {
-        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
-        assert!(parse_env("=x").is_err());
-        assert!(parse_env("novalue").is_err());
-    }
-}
-
 /// How often `job submit` tries when the coordinator cannot be reached.
 const SUBMIT_TRIES: u32 = 4;
 
@@ -697,4 +675,26 @@ async fn submit_retrying(
         }
     }
     client.submit_job(req).await.api()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_are_checked() {
+        assert_eq!(parse_array("1-100"), Ok((1, 100)));
+        assert_eq!(parse_array("5-5"), Ok((5, 5)));
+        assert!(parse_array("10-1").unwrap_err().contains("reversed"));
+        assert!(parse_array("1..10").unwrap_err().contains("expected A-B"));
+        assert!(parse_array("a-3").unwrap_err().contains("'a'"));
+        assert!(parse_array("-3-4").is_err());
+    }
+
+    #[test]
+    fn env_needs_a_name() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("novalue").is_err());
+    }
 }

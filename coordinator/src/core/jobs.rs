@@ -450,7 +450,7 @@ impl Core {
                 .max()
                 .unwrap_or(0)
         });
-        self.refuse_beyond_queue_limit(groups.iter().map(|g| g.len()).sum())?;
+        self.refuse_beyond_queue_limit(groups.iter().map(|g| g.task_count()).sum())?;
         if let Some(g) = groups.iter().find(|g| g.spec.slots > biggest) {
             return Err(Error::Refused(format!(
                 "task.slots: task '{}' needs {} slots but the nodes of pool '{pool}' have at most {biggest}",

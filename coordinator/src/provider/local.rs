@@ -33,23 +33,20 @@ pub struct LocalAgents {
 }
 
 impl LocalAgents {
+    /// Local agents for the coordinator at `coordinator_url`, as `config` says.
     pub fn new(
-        agent_command: Vec<OsString>,
+        config: &super::ProviderConfig,
         coordinator_url: String,
-        dir: PathBuf,
-        data_dir: PathBuf,
-        tls_fingerprint: Option<String>,
-        give_up: Duration,
         events: mpsc::UnboundedSender<Event>,
         exited: mpsc::UnboundedSender<NodeId>,
     ) -> Self {
         LocalAgents {
-            agent_command,
+            agent_command: config.agent_command.clone(),
             coordinator_url,
-            dir,
-            data_dir,
-            tls_fingerprint,
-            give_up,
+            dir: config.dir.clone(),
+            data_dir: config.data_dir.clone(),
+            tls_fingerprint: config.tls_fingerprint.clone(),
+            give_up: config.local_give_up,
             events,
             exited,
             children: HashMap::new(),

@@ -61,16 +61,7 @@ pub async fn run(
 ) {
     let url = local_url(config.listen, config.tls_fingerprint.is_some());
     let (exited_tx, mut exited) = mpsc::unbounded_channel();
-    let mut local = local::LocalAgents::new(
-        config.agent_command.clone(),
-        url.clone(),
-        config.dir.clone(),
-        config.data_dir.clone(),
-        config.tls_fingerprint.clone(),
-        config.local_give_up,
-        events.clone(),
-        exited_tx,
-    );
+    let mut local = local::LocalAgents::new(&config, url.clone(), events.clone(), exited_tx);
     let mut commands = command::Commands::new(
         url,
         config.dir.clone(),
