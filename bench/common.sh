@@ -50,6 +50,22 @@ wait_idle_nodes() { # pool count
 
 now() { date +%s.%N; }
 
+# One throughput run on the build in $BIN, with the coordinator flags given: N
+# `/bin/true` tasks as one array on a local pool of 2 nodes x 1 slot, timed from
+# `job submit --wait` to its exit; prints seconds.
+throughput_run() {
+    rm -rf "$WORK/data"
+    start_coordinator "$@"
+    "$BIN/corral" pool create bench --provider local --nodes 2 --slots-per-node 1 >/dev/null
+    wait_idle_nodes bench 2
+    local t0 t1
+    t0=$(now)
+    "$BIN/corral" job submit --pool bench --array "1-$N" --wait -- /bin/true >/dev/null
+    t1=$(now)
+    stop_coordinator
+    echo "$t1 - $t0" | bc -l
+}
+
 # The median of the numbers on stdin, one a line.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 

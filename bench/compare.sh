@@ -11,23 +11,10 @@ RUNS=${RUNS:-5}
 BEFORE=${BEFORE:?set BEFORE to the target/release directory of the build to compare with}
 . bench/common.sh
 
-run_once() {
-    rm -rf "$WORK/data"
-    start_coordinator
-    "$BIN/corral" pool create bench --provider local --nodes 2 --slots-per-node 1 >/dev/null
-    wait_idle_nodes bench 2
-    local t0 t1
-    t0=$(now)
-    "$BIN/corral" job submit --pool bench --array "1-$N" --wait -- /bin/true >/dev/null
-    t1=$(now)
-    stop_coordinator
-    echo "$t1 - $t0" | bc -l
-}
-
 this=() before=()
 for run in $(seq "$RUNS"); do
-    a=$(run_once)
-    b=$(BIN=$BEFORE run_once)
+    a=$(throughput_run)
+    b=$(BIN=$BEFORE throughput_run)
     this+=("$a") before+=("$b")
     printf 'run %d: this build %.2fs  before %.2fs  (this/before %.3f)\n' "$run" "$a" "$b" "$(echo "$a / $b" | bc -l)"
 done

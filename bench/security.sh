@@ -13,28 +13,14 @@ RUNS=${RUNS:-5}
 BEFORE=${BEFORE:-}
 . bench/common.sh
 
-# One run on the build in $BIN, with the coordinator flags given; prints seconds.
-run_once() {
-    rm -rf "$WORK/data"
-    start_coordinator "$@"
-    "$BIN/corral" pool create bench --provider local --nodes 2 --slots-per-node 1 >/dev/null
-    wait_idle_nodes bench 2
-    local t0 t1
-    t0=$(now)
-    "$BIN/corral" job submit --pool bench --array "1-$N" --wait -- /bin/true >/dev/null
-    t1=$(now)
-    stop_coordinator
-    echo "$t1 - $t0" | bc -l
-}
-
 plain=() tls=() before=()
 for run in $(seq "$RUNS"); do
-    p=$(run_once)
-    t=$(run_once --tls auto)
+    p=$(throughput_run)
+    t=$(throughput_run --tls auto)
     line=$(printf 'run %d: tokens %.2fs  tokens+TLS %.2fs  (TLS/plain %.3f)' "$run" "$p" "$t" "$(echo "$t / $p" | bc -l)")
     plain+=("$p") tls+=("$t")
     if [ -n "$BEFORE" ]; then
-        b=$(BIN=$BEFORE run_once)
+        b=$(BIN=$BEFORE throughput_run)
         before+=("$b")
         line+=$(printf '  before tokens %.2fs' "$b")
     fi

@@ -13,7 +13,7 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 /// How long a new plaintext connection may stay silent before it is closed (a TLS
@@ -113,38 +113,60 @@ impl<T> tonic::transport::server::Connected for Limited<T> {
     fn connect_info(&self) -> Self::ConnectInfo {}
 }
 
-/// Accepts plaintext connections on `listener` while there is room under `cap`;
-/// one beyond it is closed at once (never left waiting in the kernel's backlog).
-pub fn incoming(
+/// Accepts connections on `listener` until `stop` turns true or `tx` closes,
+/// handing each that finds room under `cap` to `take` with its place (false from
+/// `take`: stop). One beyond the cap is closed at once, never left waiting in the
+/// kernel's backlog, and nothing here waits on a connection: a crowd of silent
+/// ones must not stop the accepting of others.
+pub async fn accept<T, F>(
     listener: TcpListener,
     cap: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) -> mpsc::Receiver<(Limited<tokio::net::TcpStream>, SocketAddr)> {
+    tx: &mpsc::Sender<T>,
+    mut take: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> F,
+) where
+    F: Future<Output = bool>,
+{
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tx.closed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(place) = cap.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "at the connection cap (--max-connections); closing a new connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        if !take(tcp, peer, place).await {
+            return;
+        }
+    }
+}
+
+/// Accepts plaintext connections on `listener` while there is room under `cap`.
+pub fn incoming(
+    listener: TcpListener,
+    cap: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+) -> mpsc::Receiver<(Limited<TcpStream>, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stop.wait_for(|s| *s) => return,
-                _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = cap.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "at the connection cap (--max-connections); closing a new connection");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            if tx.send((Limited::new(tcp, permit, Some(SILENT_FOR)), peer)).await.is_err() {
-                return;
-            }
-        }
+        let to = tx.clone();
+        accept(listener, cap, stop, &tx, move |tcp, peer, place| {
+            let to = to.clone();
+            async move { to.send((Limited::new(tcp, place, Some(SILENT_FOR)), peer)).await.is_ok() }
+        })
+        .await;
     });
     rx
 }

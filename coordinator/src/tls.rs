@@ -222,50 +222,31 @@ pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     cap: Arc<tokio::sync::Semaphore>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> mpsc::Receiver<(crate::conns::Limited<TlsConn>, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let per_peer: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stop.wait_for(|s| *s) => return,
-                _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // Never wait here: a crowd of silent connections must not stop the
-            // accepting of others.
-            let Ok(place) = cap.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "at the connection cap (--max-connections); closing a new connection");
-                continue;
-            };
+        let to = tx.clone();
+        crate::conns::accept(listener, cap, stop, &tx, move |tcp, peer, place| {
+            let ready = std::future::ready(true);
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                 tracing::debug!(%peer, "too many TLS handshakes in flight; closing a new connection");
-                continue;
+                return ready;
             };
             // One address (an IPv6 /64) may hold at most a few of the handshakes
             // when they run short; loopback is this host's own and never held back.
             let scarce = handshakes.available_permits() < MAX_HANDSHAKES / 2;
             let Some(slot) = PeerSlot::take(&per_peer, peer.ip(), scarce) else {
                 tracing::debug!(%peer, "too many TLS handshakes in flight from this address; closing");
-                continue;
+                return ready;
             };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx) = (acceptor.clone(), to.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let _slot = slot;
-                let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&acceptor, tcp)).await {
                     Ok(Ok(Some(conn))) => {
                         let _ = tx.send((crate::conns::Limited::new(conn, place, None), peer)).await;
@@ -275,7 +256,9 @@ pub fn incoming(
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             });
-        }
+            ready
+        })
+        .await;
     });
     rx
 }

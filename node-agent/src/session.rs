@@ -689,18 +689,32 @@ async fn report_results(
     data: mpsc::Sender<pb::AgentMessage>,
     lane: watch::Receiver<Lane>,
 ) {
-    while let Some((u, shipped)) = reports.recv().await {
-        if !shipped {
-            if let Some(task) = u.result.task {
-                // A directory already gone was acknowledged meanwhile: only the
-                // result goes again, which the coordinator takes once.
-                if let Ok(mut output) = Output::open(task, &u.dir, u.max_output, lane.clone()) {
-                    output.ship_all().await;
+    let send = |finished: Vec<pb::TaskResult>| {
+        let data = data.clone();
+        async move { finished.is_empty() || data.send(pb::AgentMessage { finished, ..Default::default() }).await.is_ok() }
+    };
+    while let Some(first) = reports.recv().await {
+        // Whatever else is waiting goes in the same message: one per batch of
+        // short tasks, not one per task.
+        let waiting = std::iter::once(first).chain(std::iter::from_fn(|| reports.try_recv().ok()));
+        let mut finished = Vec::new();
+        for (u, shipped) in waiting.collect::<Vec<_>>() {
+            if !shipped {
+                // The results before it go first, so each still follows its output.
+                if !send(std::mem::take(&mut finished)).await {
+                    return;
+                }
+                if let Some(task) = u.result.task {
+                    // A directory already gone was acknowledged meanwhile: only the
+                    // result goes again, which the coordinator takes once.
+                    if let Ok(mut output) = Output::open(task, &u.dir, u.max_output, lane.clone()) {
+                        output.ship_all().await;
+                    }
                 }
             }
+            finished.push(u.result);
         }
-        let msg = pb::AgentMessage { finished: vec![u.result], ..Default::default() };
-        if data.send(msg).await.is_err() {
+        if !send(finished).await {
             return;
         }
     }

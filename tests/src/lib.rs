@@ -578,14 +578,7 @@ impl Cluster {
 
     /// The coordinator's resident memory, in bytes.
     pub fn coordinator_rss(&self) -> u64 {
-        let pid = self.coordinator.as_ref().expect("a running coordinator").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
-        kib * 1024
+        rss(self.coordinator_pid())
     }
 
     /// The coordinator's log so far, for failure messages.
@@ -623,6 +616,16 @@ pub fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).stdin(Stdio::null()).output().expect("run docker");
     assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process's resident memory, in bytes (0 once it is gone).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// The live processes whose command line holds `marker`.

@@ -7,14 +7,17 @@ use corral_tests::{alive, processes_with, wait_until, Cluster};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// A task that forks two children and waits, all three findable by `marker`.
-fn forking_task(marker: &str) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), format!("sleep {marker} & sleep {marker} & wait # {marker}")]
-}
-
-/// A sleep length no other test uses, so its processes can be found.
-fn marker(test: u32) -> String {
-    format!("{}.{}{test}", 7000 + test, std::process::id())
+/// A cluster of one agent with 2 slots running two tasks that each fork two
+/// children, all six findable by the marker returned (a sleep length no other
+/// test uses); also the agent's pid and the job.
+fn forking_tasks(test: u32) -> (Cluster, u32, String, u64) {
+    let mut c = Cluster::start(&[]);
+    let agent = c.static_pool("cpu", 1, 2)[0];
+    let marker = format!("{}.{}{test}", 7000 + test, std::process::id());
+    let script = format!("sleep {marker} & sleep {marker} & wait # {marker}");
+    let job = c.submit(&["--pool", "cpu", "--array", "1-2"], &["sh", "-c", &script]);
+    wait_until(MINUTE, "both tasks and their children to run", || processes_with(&marker).len() == 6);
+    (c, agent, marker, job)
 }
 
 /// The warden an agent forked (see `node-agent/src/warden.rs`).
@@ -30,14 +33,8 @@ fn warden_of(agent: u32) -> Option<u32> {
 
 #[test]
 fn a_killed_agents_tasks_die_with_it_children_included() {
-    let mut c = Cluster::start(&[]);
-    let pids = c.static_pool("cpu", 1, 2);
-    let marker = marker(1);
-    let task = forking_task(&marker);
-    let args: Vec<&str> = task.iter().map(String::as_str).collect();
-    let job = c.submit(&["--pool", "cpu", "--array", "1-2"], &args);
-    wait_until(MINUTE, "both tasks and their children to run", || processes_with(&marker).len() == 6);
-    c.signal(pids[0], libc::SIGKILL);
+    let (c, agent, marker, job) = forking_tasks(1);
+    c.signal(agent, libc::SIGKILL);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !processes_with(&marker).is_empty() {
         if std::time::Instant::now() > deadline {
@@ -55,19 +52,13 @@ fn a_killed_agents_tasks_die_with_it_children_included() {
 
 #[test]
 fn an_agent_started_on_a_work_dir_kills_what_the_last_one_left_there() {
-    let mut c = Cluster::start(&[]);
-    let pids = c.static_pool("cpu", 1, 2);
-    let marker = marker(2);
-    let task = forking_task(&marker);
-    let args: Vec<&str> = task.iter().map(String::as_str).collect();
-    c.submit(&["--pool", "cpu", "--array", "1-2"], &args);
-    wait_until(MINUTE, "both tasks and their children to run", || processes_with(&marker).len() == 6);
+    let (mut c, agent, marker, _) = forking_tasks(2);
     // Agent and warden die together (as when a whole session is killed): the
     // tasks' children are left running (the tasks themselves die of the agent's
     // death signal)...
-    let warden = warden_of(pids[0]).expect("the agent runs a warden");
+    let warden = warden_of(agent).expect("the agent runs a warden");
     c.signal(warden, libc::SIGKILL);
-    c.signal(pids[0], libc::SIGKILL);
+    c.signal(agent, libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(500));
     let left = processes_with(&marker);
     assert_eq!(left.len(), 4, "the tasks' children survived agent and warden");
@@ -77,16 +68,6 @@ fn an_agent_started_on_a_work_dir_kills_what_the_last_one_left_there() {
     wait_until(Duration::from_secs(10), "the new agent to kill the old tasks", || !left.iter().any(|p| alive(*p)));
     let log = c.agent_log(0);
     assert!(log.contains("killed task processes an earlier agent"), "{log}");
-}
-
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
 }
 
 #[test]
@@ -100,7 +81,7 @@ fn a_task_printing_2_gib_neither_bloats_nor_loses_its_node_and_its_log_is_capped
     let deadline = std::time::Instant::now() + 3 * MINUTE;
     while c.job(job)["state"] == "active" {
         assert!(std::time::Instant::now() < deadline, "the job took over 3 minutes");
-        peak = peak.max(rss(pids[0]));
+        peak = peak.max(corral_tests::rss(pids[0]));
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("agent peak RSS: {} MiB", peak >> 20);

@@ -100,7 +100,7 @@ pub struct DockerArgs {
     #[arg(long, requires = "image")]
     network: Option<String>,
     /// Docker pools: memory limit of each container, e.g. 512m, 2g.
-    #[arg(long, requires = "image", value_parser = parse_bytes)]
+    #[arg(long, requires = "image", value_parser = corral_proto::size::parse)]
     memory: Option<u64>,
     /// Docker pools: CPU limit of each container, e.g. 1.5.
     #[arg(long, requires = "image", value_parser = parse_cpus)]
@@ -122,31 +122,6 @@ impl DockerArgs {
             coordinator_url: self.coordinator_url.unwrap_or_default(),
         })
     }
-}
-
-/// A size in bytes as Docker writes it: `1073741824`, `512k`, `512m`, `2g` (powers
-/// of 1024; `b` and `ib` after the unit are allowed).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    let unit_at = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(unit_at);
-    if number.is_empty() {
-        return Err(format!("'{s}' is not a size; write e.g. 512m or 2g"));
-    }
-    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(format!("'{s}' has an unknown unit; write e.g. 512m or 2g")),
-    };
-    let number: f64 = number.parse().map_err(|_| format!("'{s}' is not a size; write e.g. 512m or 2g"))?;
-    let bytes = number * (1u64 << shift) as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
-        return Err(format!("'{s}' is not a size a container can have"));
-    }
-    Ok(bytes as u64)
 }
 
 /// CPUs as a decimal (`1.5`), in billionths.
@@ -464,18 +439,6 @@ impl PoolCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_as_docker_writes_them() {
-        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
-        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
-        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
-        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_bytes("64kb"), Ok(64 << 10));
-        assert!(parse_bytes("12 parsecs").unwrap_err().contains("unknown unit"));
-        assert!(parse_bytes("m").unwrap_err().contains("not a size"));
-        assert!(parse_bytes("0").is_err());
-    }
 
     #[test]
     fn cpus_are_billionths() {
