@@ -8,8 +8,8 @@ use corral_proto::v1 as pb;
 
 use crate::core::{Core, Job, Node};
 use crate::error::Invalid;
-use crate::graph::{Graph, TaskGroup};
 use crate::model::*;
+use corral_types::graph::{Graph, TaskGroup};
 
 /// The most a log chunk from an agent may carry.
 pub const MAX_LOG_CHUNK: usize = 4 << 20;
@@ -395,7 +395,7 @@ fn task_group(g: pb::TaskGroup) -> Result<TaskGroup, Invalid> {
 
 /// A graph job's tasks, each checked, then the graph as a whole.
 pub fn graph(groups: Vec<pb::TaskGroup>) -> Result<Graph, Invalid> {
-    crate::graph::resolve(task_groups(groups)?).map_err(|e| Invalid::new("tasks", e.to_string()))
+    corral_types::graph::resolve(task_groups(groups)?).map_err(|e| Invalid::new("tasks", e.to_string()))
 }
 
 /// The store keeps integers as SQLite's signed 64 bits.

@@ -2,57 +2,9 @@
 
 use std::fmt;
 
-/// A request field that was refused, and why. The message names both, so a user can
-/// fix the request without reading the source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub field: &'static str,
-    pub reason: String,
-}
-
-impl Invalid {
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Invalid { field, reason: reason.into() }
-    }
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {}: {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for Invalid {}
-
-/// How much of a value a client sent is said back in an error.
-pub const SHOWN: usize = 100;
-
-/// A client's value for an error message: at most [`SHOWN`] characters, with an
-/// ellipsis and the full length when cut. An error that echoed a megabyte back
-/// would not even fit in a gRPC status.
-pub fn shown(value: impl fmt::Display) -> String {
-    let value = value.to_string();
-    match value.char_indices().nth(SHOWN) {
-        None => value,
-        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
-    }
-}
-
-/// The longest message a status carries; anything longer is cut, whatever made it.
-const MAX_MESSAGE: usize = 1024;
-
-/// A message cut to [`MAX_MESSAGE`] bytes (on a character boundary).
-pub fn bounded(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-        message.push('…');
-    }
-    message
-}
+/// A refused field and the short forms of what a client sent are the shared
+/// vocabulary's (`corral-types`); every coordinator error builds on them.
+pub use corral_types::{bounded, shown, Invalid, MAX_MESSAGE};
 
 /// Everything a coordinator operation can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +56,6 @@ impl From<Error> for tonic::Status {
     }
 }
 
-impl From<Invalid> for tonic::Status {
-    fn from(err: Invalid) -> Self {
-        tonic::Status::invalid_argument(bounded(err.to_string()))
-    }
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
@@ -117,12 +63,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_huge_bad_value_is_said_back_in_short() {
+    fn a_huge_bad_value_is_refused_in_short() {
         let huge = "x".repeat(1 << 20);
-        let said = shown(&huge);
-        assert!(said.len() < 150 && said.ends_with("… (1048576 bytes)"), "{said}");
-        assert_eq!(shown("short"), "short");
-        let status = tonic::Status::from(Invalid::new("name", format!("'{huge}' is bad")));
+        let status = tonic::Status::from(Error::from(Invalid::new("name", format!("'{huge}' is bad"))));
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().len() <= MAX_MESSAGE + 3);
     }

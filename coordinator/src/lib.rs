@@ -31,7 +31,6 @@ pub mod core;
 pub mod error;
 pub mod events;
 pub mod feed;
-pub mod graph;
 pub mod http;
 pub mod mapreduce;
 pub mod metrics;

@@ -10,8 +10,8 @@ use corral_proto::v1 as pb;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::Invalid;
-use crate::graph::TaskGroup;
 use crate::model::*;
+use corral_types::graph::TaskGroup;
 
 /// The most map or reduce tasks one job may have.
 pub const MAX_TASKS: u32 = 100_000;
@@ -96,8 +96,8 @@ pub async fn job_spec(
             depends_on: vec!["map".into()],
         },
     ];
-    let graph =
-        crate::graph::resolve(groups).map_err(|e| tonic::Status::from(Invalid::new("mapreduce", e.to_string())))?;
+    let graph = corral_types::graph::resolve(groups)
+        .map_err(|e| tonic::Status::from(Invalid::new("mapreduce", e.to_string())))?;
     let task = graph.spec(0).clone();
     let last_index = graph.len() as u32 - 1;
     Ok(JobSpec {

@@ -859,7 +859,7 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64,
             let (objects, id, runtime) = (effects.objects.clone(), *id, tokio::runtime::Handle::current());
             then.push(Box::new(move |stored| {
                 if stored.is_ok() {
-                    runtime.spawn(crate::objects::delete_prefix(objects, format!("jobs/{id}")));
+                    runtime.spawn(crate::objects::delete_prefix(objects, corral_types::paths::job(id)));
                 }
             }));
         }

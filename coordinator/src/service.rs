@@ -318,10 +318,10 @@ impl Corral for ClientApi {
                 .into());
             }
             groups.extend(convert::task_groups(msg.tasks)?);
-            if groups.len() > crate::graph::MAX_GRAPH_TASKS {
+            if groups.len() > corral_types::graph::MAX_GRAPH_TASKS {
                 return Err(Invalid::new(
                     "tasks",
-                    format!("more than {} in one stream", crate::graph::MAX_GRAPH_TASKS),
+                    format!("more than {} in one stream", corral_types::graph::MAX_GRAPH_TASKS),
                 )
                 .into());
             }

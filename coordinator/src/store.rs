@@ -26,8 +26,8 @@ use std::sync::Arc;
 use crate::auth::{NodeCredential, TokenRecord};
 use crate::core::{JobRecord, NodeRecord, Snapshot, StoreOp, TaskRecord};
 use crate::error::Result;
-use crate::graph::TaskGroup;
 use crate::model::*;
+use corral_types::graph::TaskGroup;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pools (
@@ -347,7 +347,7 @@ impl Store {
             let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
             let graph = if is_graph {
                 let groups = groups.remove(&id).unwrap_or_default();
-                Some(Arc::new(crate::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
+                Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
             } else {
                 None
             };

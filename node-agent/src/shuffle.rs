@@ -420,7 +420,7 @@ pub fn combine(path: &Path, combiner: &str, limit: usize, warden: &Warden) -> Re
 /// Uploads a map task's partition files as `<prefix>/part-<r>`.
 pub async fn upload_parts(client: &mut Client, parts: &[PathBuf], prefix: &str) -> Result<(), String> {
     for (r, part) in parts.iter().enumerate() {
-        objects::upload(client, part, &format!("{prefix}/part-{r}"))
+        objects::upload(client, part, &corral_types::paths::partition(prefix, r as u32))
             .await
             .map_err(|e| format!("uploading map output partition {r} failed: {e}"))?;
     }

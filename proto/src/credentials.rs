@@ -6,6 +6,8 @@
 //! environment (`CORRAL_TOKEN`).
 
 use std::path::Path;
+
+use ring::rand::SecureRandom;
 use std::sync::{Arc, RwLock};
 
 use tonic::metadata::{Ascii, MetadataValue};
@@ -75,6 +77,20 @@ fn read_file(path: &Path) -> Result<String, String> {
         return Err(format!("the token file {} is empty", path.display()));
     }
     Ok(token.to_string())
+}
+
+/// `n` random bytes from the OS, as lower-case hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    // The OS generator does not fail once the process runs; if it ever did, a
+    // predictable secret would be worse than stopping.
+    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the operating system's random generator failed");
+    hex(&bytes)
+}
+
+/// Bytes as lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -528,7 +528,7 @@ impl JobCommand {
                 let key = args
                     .idempotency_key
                     .clone()
-                    .unwrap_or_else(|| format!("corral-cli-{}", corral_coordinator::auth::secret::random_hex(16)));
+                    .unwrap_or_else(|| format!("corral-cli-{}", corral_proto::credentials::random_hex(16)));
                 let (mut req, loaded) = args.request()?;
                 req.notify_url = notify;
                 req.max_output_bytes = max_output;
@@ -602,8 +602,8 @@ impl JobCommand {
             JobCommand::Output { job, task, dest } => {
                 client.get_job(pb::GetJobRequest { job_id: job }).await.api()?;
                 let prefix = match &task {
-                    Some(task) => format!("jobs/{job}/{task}"),
-                    None => format!("jobs/{job}"),
+                    Some(task) => corral_types::paths::task_outputs(corral_types::JobId(job), task),
+                    None => corral_types::paths::job(corral_types::JobId(job)),
                 };
                 let dest = match &task {
                     Some(task) => dest.join(task),

@@ -28,9 +28,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use corral_coordinator::graph::{self, TaskGroup};
-use corral_coordinator::model::{OutputsWhen, TaskInput, TaskSpec};
 use corral_proto::v1 as pb;
+use corral_types::graph::{self, TaskGroup};
+use corral_types::{OutputsWhen, TaskInput, TaskSpec};
 use serde::Deserialize;
 
 use super::job::parse_array;

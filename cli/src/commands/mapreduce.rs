@@ -168,7 +168,12 @@ impl MapReduceArgs {
             }
             return Ok(Exit::Failed);
         }
-        let got = super::file::download_all(&mut objects, &format!("jobs/{job}/output"), &self.output).await?;
+        let got = super::file::download_all(
+            &mut objects,
+            &corral_types::paths::job_output(corral_types::JobId(job)),
+            &self.output,
+        )
+        .await?;
         let map_ms = phase_span(client, job, 0..self.map_tasks).await?;
         let reduce_ms = phase_span(client, job, self.map_tasks..self.map_tasks + self.reduce_tasks).await?;
         let total_ms = done.finished_at_ms.saturating_sub(done.submitted_at_ms);

@@ -1,21 +1,11 @@
 //! Secrets: 256 random bits from the operating system, kept only as SHA-256 hashes
 //! and compared in constant time.
 
-use ring::rand::SecureRandom;
 use subtle::ConstantTimeEq;
 
-/// `n` random bytes from the OS, as lower-case hex.
-pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    // The OS generator does not fail once the process runs; if it ever did, a
-    // predictable secret would be worse than stopping.
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the operating system's random generator failed");
-    hex(&bytes)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Random hex and its encoding are the credentials' (`corral-proto`), which the CLI
+/// uses too (for idempotency keys) without linking the coordinator.
+pub use corral_proto::credentials::{hex, random_hex};
 
 /// Parses what [`hex`] wrote, for hashes read back from the store.
 pub fn from_hex(s: &str) -> Option<[u8; 32]> {

@@ -425,7 +425,7 @@ impl Core {
         &mut self,
         now: Instant,
         id: JobId,
-        groups: Vec<crate::graph::TaskGroup>,
+        groups: Vec<corral_types::graph::TaskGroup>,
         out: &mut Outbox,
     ) -> Result<(u32, u32)> {
         let job = self.jobs.get(&id).ok_or_else(|| Error::not_found("job", id))?;
@@ -460,7 +460,8 @@ impl Core {
         let first_group = graph.groups.len() as u32;
         let mut all = graph.groups.clone();
         all.extend(groups.iter().cloned());
-        let grown = crate::graph::resolve(all).map_err(|e| crate::error::Invalid::new("tasks", e.to_string()))?;
+        let grown =
+            corral_types::graph::resolve(all).map_err(|e| crate::error::Invalid::new("tasks", e.to_string()))?;
         let grown = std::sync::Arc::new(grown);
         let at_ms = self.wall_ms(now);
         let Some(job) = self.jobs.get_mut(&id) else { return Err(Error::not_found("job", id)) };

@@ -22,6 +22,7 @@ mod schedule;
 #[cfg(test)]
 mod tests;
 
+use corral_types::paths;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -105,17 +106,6 @@ pub enum Work {
     Reduce { inputs: Vec<String>, output: String },
 }
 
-/// Where map task `m` of job `job` stores its partition `r` (apart from the job's
-/// outputs under `jobs/`, which `corral job output` downloads).
-pub fn map_output(job: JobId, m: u32, r: u32) -> String {
-    format!("shuffle/{job}/{m}/part-{r}")
-}
-
-/// Where reduce task `r` of job `job` stores its result.
-pub fn reduce_output(job: JobId, r: u32) -> String {
-    format!("jobs/{job}/output/part-{r:05}")
-}
-
 impl Work {
     /// The work of task `array_index` of `spec`, in job `job`.
     pub fn of(job: JobId, spec: &TaskSpec, array_index: u32) -> Work {
@@ -125,11 +115,11 @@ impl Work {
                 segments: splits.get(array_index as usize).cloned().unwrap_or_default(),
                 reduce_tasks: *reduce_tasks,
                 combiner: combiner.clone(),
-                output_prefix: format!("shuffle/{job}/{array_index}"),
+                output_prefix: paths::map_outputs(job, array_index),
             },
             TaskKind::Reduce { map_tasks } => Work::Reduce {
-                inputs: (0..*map_tasks).map(|m| map_output(job, m, array_index)).collect(),
-                output: reduce_output(job, array_index),
+                inputs: (0..*map_tasks).map(|m| paths::map_output(job, m, array_index)).collect(),
+                output: paths::reduce_output(job, array_index),
             },
         }
     }
@@ -252,7 +242,7 @@ pub enum StoreOp {
     AddTaskGroups {
         job: JobId,
         first_group: u32,
-        groups: Vec<crate::graph::TaskGroup>,
+        groups: Vec<corral_types::graph::TaskGroup>,
         last_index: u32,
     },
     /// An open job was closed.

@@ -1,6 +1,7 @@
 //! Nodes: registration, the hello that opens each agent stream, heartbeats, loss,
 //! drain, and the periodic tick that notices silence.
 
+use corral_types::paths;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -360,11 +361,11 @@ impl Core {
             let array_index = job.spec.array_index(key.index);
             let (job_id, index) = (key.job, array_index.to_string());
             if write {
-                let outputs = format!("jobs/{job_id}/{}/", job.spec.task_name(key.index));
+                let outputs = paths::task_outputs(job_id, &job.spec.task_name(key.index)) + "/";
                 path.starts_with(&outputs)
                     || match &spec.kind {
-                        TaskKind::Map { .. } => path.starts_with(&format!("shuffle/{job_id}/{array_index}/")),
-                        TaskKind::Reduce { .. } => path == super::reduce_output(job_id, array_index),
+                        TaskKind::Map { .. } => path.starts_with(&(paths::map_outputs(job_id, array_index) + "/")),
+                        TaskKind::Reduce { .. } => path == paths::reduce_output(job_id, array_index),
                         TaskKind::Command => false,
                     }
             } else {
@@ -375,10 +376,8 @@ impl Core {
                             .get(array_index as usize)
                             .is_some_and(|segments| segments.iter().any(|s| s.object.trim_matches('/') == path)),
                         // shuffle/JOB/M/part-R, for any map task M and this task's R.
-                        TaskKind::Reduce { map_tasks } => path
-                            .strip_prefix(&format!("shuffle/{job_id}/"))
-                            .and_then(|rest| rest.split_once("/part-"))
-                            .is_some_and(|(m, r)| m.parse::<u32>().is_ok_and(|m| m < *map_tasks) && r == index),
+                        TaskKind::Reduce { map_tasks } => paths::parse_map_output(job_id, path)
+                            .is_some_and(|(m, r)| m < *map_tasks && r == array_index),
                         TaskKind::Command => false,
                     }
             }

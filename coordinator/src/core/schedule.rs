@@ -77,7 +77,7 @@ impl Core {
                 let name = job.spec.task_name(index);
                 let assignment = |attempt| Assignment {
                     attempt,
-                    output_prefix: format!("jobs/{job_id}/{name}"),
+                    output_prefix: corral_types::paths::task_outputs(job_id, &name),
                     name: name.clone(),
                     array_index,
                     argv: spec.argv_for(array_index),

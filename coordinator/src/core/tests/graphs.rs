@@ -76,8 +76,8 @@ fn a_graph_job_is_restored_with_its_waiting_tasks() {
     assert_eq!(b.reasons[&4], "upstream_failed: task 'x' failed");
 }
 
-fn group(id: &str, deps: &[&str]) -> crate::graph::TaskGroup {
-    crate::graph::TaskGroup {
+fn group(id: &str, deps: &[&str]) -> corral_types::graph::TaskGroup {
+    corral_types::graph::TaskGroup {
         id: id.into(),
         spec: job_spec("p", 1, 0, 0).task,
         array: None,
@@ -151,7 +151,7 @@ fn tasks_added_after_their_upstream_failed_are_cancelled_at_once() {
 #[test]
 fn an_empty_open_job_completes_when_closed() {
     let mut env = Env::with_pool(Fill::Spread);
-    let graph = crate::graph::resolve(vec![]).unwrap();
+    let graph = corral_types::graph::resolve(vec![]).unwrap();
     let spec = JobSpec { open: true, last_index: 0, graph: Some(std::sync::Arc::new(graph)), ..job_spec("p", 1, 0, 0) };
     let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
     env.check();

@@ -56,16 +56,16 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
 
 /// A graph job on pool `p` of single tasks, given as `(id, depends_on)`.
 fn graph_spec(tasks: &[(&str, &[&str])]) -> JobSpec {
-    let groups: Vec<crate::graph::TaskGroup> = tasks
+    let groups: Vec<corral_types::graph::TaskGroup> = tasks
         .iter()
-        .map(|(id, deps)| crate::graph::TaskGroup {
+        .map(|(id, deps)| corral_types::graph::TaskGroup {
             id: id.to_string(),
             spec: job_spec("p", 1, 0, 0).task,
             array: None,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
         })
         .collect();
-    let graph = crate::graph::resolve(groups).unwrap();
+    let graph = corral_types::graph::resolve(groups).unwrap();
     JobSpec { last_index: graph.len() as u32 - 1, graph: Some(std::sync::Arc::new(graph)), ..job_spec("p", 1, 0, 0) }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::TaskSpec;
+use crate::spec::TaskSpec;
 
 /// One task or array of a graph job, as submitted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -149,7 +149,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
             return Err(GraphError::EmptyId);
         }
         if !valid_id(&group.id) {
-            return Err(GraphError::BadId(crate::error::shown(&group.id)));
+            return Err(GraphError::BadId(crate::shown(&group.id)));
         }
         if let Some((a, b)) = group.array {
             if a > b {
@@ -190,7 +190,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
                     return Err(GraphError::BadReference {
                         task: group.id.clone(),
                         on: reference.clone(),
-                        why: format!("'{}' is a single task, not an array", crate::error::shown(id)),
+                        why: format!("'{}' is a single task, not an array", crate::shown(id)),
                     })
                 }
                 (Some((a, b)), Some((start, end))) => {
@@ -198,7 +198,7 @@ pub fn resolve(groups: Vec<TaskGroup>) -> Result<Graph, GraphError> {
                         return Err(GraphError::BadReference {
                             task: group.id.clone(),
                             on: reference.clone(),
-                            why: format!("'{}' has indices {start}-{end}", crate::error::shown(id)),
+                            why: format!("'{}' has indices {start}-{end}", crate::shown(id)),
                         });
                     }
                     target_first + (a - start)..target_first + (b - start) + 1

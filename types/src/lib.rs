@@ -1,0 +1,103 @@
+//! Corral's shared vocabulary: the words the coordinator, the agent and the CLI all
+//! speak, each defined once. It depends on nothing of Corral's, and everything else
+//! depends on it.
+//!
+//! Read the modules in this order:
+//! - [`ids`]: jobs, tasks, attempts, nodes and pools;
+//! - [`words`]: every state, outcome, reason and policy, as an enum spelled in one place;
+//! - [`spec`]: what a task runs ([`spec::TaskSpec`]);
+//! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
+//! - [`paths`]: where everything lives in the object store;
+//! - and, here, [`Invalid`]: a refused request field, with [`shown`] and [`bounded`]
+//!   keeping what a client sent short when it is said back.
+//!
+//! The protobuf (`corral-proto`) carries the enums of [`words`] as protobuf enums;
+//! the conversion between the two is in the coordinator's and the agent's edge code.
+
+use std::fmt;
+
+pub mod graph;
+pub mod ids;
+pub mod paths;
+pub mod spec;
+pub mod words;
+
+pub use ids::{AttemptRef, JobId, NodeId, PoolName, TaskKey};
+pub use spec::{OutputsWhen, Segment, TaskInput, TaskKind, TaskSpec};
+pub use words::{Fill, JobState, NodeReason, NodeState, NodeStatus, Outcome, Provider, RemovalPolicy, Role, TaskState};
+
+/// A request field that was refused, and why. The message names both, so a user can
+/// fix the request without reading the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl Invalid {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Invalid { field, reason: reason.into() }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// A refused field reaches a gRPC client as INVALID_ARGUMENT (feature `tonic`, for
+/// the crates that serve gRPC; the vocabulary itself needs no network code).
+#[cfg(feature = "tonic")]
+impl From<Invalid> for tonic::Status {
+    fn from(err: Invalid) -> Self {
+        tonic::Status::invalid_argument(bounded(err.to_string()))
+    }
+}
+
+/// How much of a value a client sent is said back in an error.
+pub const SHOWN: usize = 100;
+
+/// A client's value for an error message: at most [`SHOWN`] characters, with an
+/// ellipsis and the full length when cut. An error that echoed a megabyte back
+/// would not even fit in a gRPC status.
+pub fn shown(value: impl fmt::Display) -> String {
+    let value = value.to_string();
+    match value.char_indices().nth(SHOWN) {
+        None => value,
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// The longest message an error carries; anything longer is cut, whatever made it.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// A message cut to [`MAX_MESSAGE`] bytes (on a character boundary).
+pub fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_bad_value_is_said_back_in_short() {
+        let huge = "x".repeat(1 << 20);
+        let said = shown(&huge);
+        assert!(said.len() < 150 && said.ends_with("… (1048576 bytes)"), "{said}");
+        assert_eq!(shown("short"), "short");
+        let message = bounded(Invalid::new("name", format!("'{huge}' is bad")).to_string());
+        assert!(message.len() <= MAX_MESSAGE + 3);
+    }
+}

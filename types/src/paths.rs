@@ -1,0 +1,75 @@
+//! Where everything lives in the object store, written once. The coordinator, the
+//! agent and the CLI all name objects through these functions:
+//!
+//! ```text
+//! jobs/<job>/                    everything a job stored (deleted with the job)
+//! jobs/<job>/<task id>/<path>    a task's outputs (`corral job output`)
+//! jobs/<job>/output/part-<r>     reduce task r's result (five digits)
+//! shuffle/<job>/<m>/part-<r>     map task m's partition r
+//! ```
+
+use crate::JobId;
+
+/// Every object of a job's own, without the trailing slash (`corral job output` lists
+/// it; deleting the job deletes it).
+pub fn job(job: JobId) -> String {
+    format!("jobs/{job}")
+}
+
+/// Where a task's outputs go: `<path>` under it is the file's path in the task's dir.
+pub fn task_outputs(job: JobId, task_name: &str) -> String {
+    format!("jobs/{job}/{task_name}")
+}
+
+/// The folder of a map/reduce job's result (`corral mapreduce` downloads it).
+pub fn job_output(job: JobId) -> String {
+    format!("jobs/{job}/output")
+}
+
+/// Where reduce task `r` of `job` stores its result.
+pub fn reduce_output(job: JobId, r: u32) -> String {
+    format!("jobs/{job}/output/part-{r:05}")
+}
+
+/// Where map task `m` of `job` stores its partitions (apart from the job's outputs
+/// under `jobs/`, which `corral job output` downloads).
+pub fn map_outputs(job: JobId, m: u32) -> String {
+    format!("shuffle/{job}/{m}")
+}
+
+/// Partition `r` under a map task's prefix ([`map_outputs`]): what the agent stores.
+pub fn partition(map_outputs: &str, r: u32) -> String {
+    format!("{map_outputs}/part-{r}")
+}
+
+/// Where map task `m` of `job` stores its partition `r`.
+pub fn map_output(job: JobId, m: u32, r: u32) -> String {
+    partition(&map_outputs(job, m), r)
+}
+
+/// The map task and partition of a path under `job`'s shuffle, if it is exactly one
+/// that [`map_output`] makes (no leading zeros, nothing after).
+pub fn parse_map_output(job: JobId, path: &str) -> Option<(u32, u32)> {
+    let rest = path.strip_prefix(&format!("shuffle/{job}/"))?;
+    let (m, r) = rest.split_once("/part-")?;
+    let number = |s: &str| s.parse::<u32>().ok().filter(|n| n.to_string() == s);
+    Some((number(m)?, number(r)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_output_reads_back() {
+        let job = JobId(7);
+        assert_eq!(map_output(job, 3, 12), "shuffle/7/3/part-12");
+        assert_eq!(parse_map_output(job, &map_output(job, 3, 12)), Some((3, 12)));
+        assert_eq!(parse_map_output(JobId(8), &map_output(job, 3, 12)), None);
+        assert_eq!(parse_map_output(job, "shuffle/7/x/part-1"), None);
+        assert_eq!(parse_map_output(job, "shuffle/7/3/part-012"), None);
+        assert_eq!(reduce_output(job, 2), "jobs/7/output/part-00002");
+        assert!(reduce_output(job, 2).starts_with(&job_output(job)));
+        assert!(task_outputs(job, "a").starts_with(&self::job(job)));
+    }
+}
