@@ -8,15 +8,16 @@ use std::sync::Arc;
 
 use corral_proto::v1 as pb;
 use corral_proto::v1::agent_server::{Agent, AgentServer};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_stream::Stream;
+use tokio::sync::Semaphore;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{self, NodeCredential, Principal};
 use crate::convert;
 use crate::core::StoreOp;
 use crate::model::*;
-use crate::server::{AgentUpdate, Event, Hello, Shared};
+use crate::runtime::{AgentUpdate, Event, Hello, LogRoom};
+use crate::shared::Shared;
 
 /// Task output read from all agent streams and not yet written to disk: past it,
 /// the coordinator reads no more output until some is written. Bounds what
@@ -25,12 +26,6 @@ const LOG_ROOM: u32 = 256 << 20;
 /// The same for one stream, so one node printing gigabytes does not hold up the
 /// output of the others.
 const LOG_ROOM_PER_STREAM: u32 = 16 << 20;
-
-/// Room taken by output on its way to disk; given back when dropped.
-pub struct LogRoom {
-    _all: OwnedSemaphorePermit,
-    _stream: OwnedSemaphorePermit,
-}
 
 pub fn server(shared: Arc<Shared>) -> AgentServer<AgentApi> {
     AgentServer::new(AgentApi {
@@ -61,7 +56,7 @@ async fn room_for(
     let take = async {
         let stream = stream.clone().acquire_many_owned(n).await.ok()?;
         let all = all.clone().acquire_many_owned(n).await.ok()?;
-        Some(LogRoom { _all: all, _stream: stream })
+        Some(LogRoom { all, stream })
     };
     tokio::pin!(take);
     loop {
@@ -110,6 +105,7 @@ impl Agent for AgentApi {
         let auth = self.shared.auth.clone();
         let (id, start_task) = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 let pool = reg.pool.clone();
                 let id = core.register_node(now, reg, out)?;
@@ -160,12 +156,13 @@ impl Agent for AgentApi {
             finished: valid(&node, "task result", hello.finished, convert::task_result),
             logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),
         };
-        let revoked_tx = tx.clone();
+        // A revocation mid-stream ends the stream with UNAUTHENTICATED.
+        let (revoked_tx, revoked_rx) = tokio::sync::oneshot::channel::<Status>();
         // Revoked while the hello was on its way: nothing of it is applied.
         if !self.shared.auth.still_valid(&who, auth::now_ms()) {
             return Err(Status::unauthenticated(auth::BAD_TOKEN));
         }
-        self.shared.send(Event::Connected { node: node.clone(), conn, hello, tx })?;
+        self.shared.runtime.send(Event::Connected { node: node.clone(), conn, hello, tx })?;
         let shared = self.shared.clone();
         let auth = self.shared.auth.clone();
         let (log_room, stream_room) = (self.log_room.clone(), Arc::new(Semaphore::new(LOG_ROOM_PER_STREAM as usize)));
@@ -179,7 +176,7 @@ impl Agent for AgentApi {
                     _ = &mut ended => {
                         // Revoked (or expired) mid-stream: nothing more it sends is applied.
                         tracing::info!(node_id = %node, "the node's token was revoked; closing its stream");
-                        let _ = revoked_tx.send(Err(Status::unauthenticated(auth::BAD_TOKEN)));
+                        let _ = revoked_tx.send(Status::unauthenticated(auth::BAD_TOKEN));
                         break;
                     }
                 };
@@ -191,7 +188,7 @@ impl Agent for AgentApi {
                         } else {
                             let alive = || {
                                 let update = AgentUpdate::default();
-                                let _ = shared.send(Event::FromAgent { node: node.clone(), conn, update });
+                                let _ = shared.runtime.send(Event::FromAgent { node: node.clone(), conn, update });
                             };
                             room_for(bytes, &log_room, &stream_room, every, alive).await
                         };
@@ -204,7 +201,7 @@ impl Agent for AgentApi {
                             finished: valid(&node, "task result", msg.finished, convert::task_result),
                             room,
                         };
-                        if shared.send(Event::FromAgent { node: node.clone(), conn, update }).is_err() {
+                        if shared.runtime.send(Event::FromAgent { node: node.clone(), conn, update }).is_err() {
                             return;
                         }
                     }
@@ -215,8 +212,10 @@ impl Agent for AgentApi {
                     }
                 }
             }
-            let _ = shared.send(Event::Disconnected { node, conn });
+            let _ = shared.runtime.send(Event::Disconnected { node, conn });
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))))
+        let messages = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
+        let revoked = futures::stream::once(revoked_rx).filter_map(|revoked| revoked.ok().map(Err));
+        Ok(Response::new(Box::pin(messages.merge(revoked))))
     }
 }

@@ -459,13 +459,21 @@ pub fn attempt_ref(r: Option<pb::TaskRef>) -> Result<AttemptRef, Invalid> {
     })
 }
 
+/// An agent's report of an ended attempt. An outcome this coordinator does not know
+/// (a newer agent's, or none) still ends the attempt, as failed and saying so: a
+/// report dropped for its outcome would leave the task running forever.
 pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
+    let known = pb::Outcome::try_from(r.outcome).ok().and_then(pb::Outcome::word);
+    let mut message: String = r.message.chars().take(4096).collect();
+    if known.is_none() {
+        message = format!("the agent reported outcome {}, which this coordinator does not know; {message}", r.outcome);
+    }
     Ok(TaskResult {
         attempt: attempt_ref(r.task)?,
-        outcome: r.outcome.parse().map_err(|e| Invalid::new("outcome", e))?,
+        outcome: known.unwrap_or(Outcome::Failed),
         exit_code: r.has_exit_code.then_some(r.exit_code),
         signal: (r.signal != 0).then_some(r.signal),
-        message: r.message.chars().take(4096).collect(),
+        message,
         started_at_ms: storable("started_at_ms", r.started_at_ms)?,
         ended_at_ms: storable("ended_at_ms", r.ended_at_ms)?,
         written: [r.stdout_bytes, r.stderr_bytes],
@@ -486,25 +494,45 @@ pub fn attempt_to_pb(a: AttemptRef) -> pb::TaskRef {
     pb::TaskRef { job_id: a.task.job.0, index: a.task.index, attempt: a.attempt }
 }
 
+/// What the core assigned, as the agent reads it.
+pub fn assignment_to_pb(a: crate::core::Assignment) -> pb::Assignment {
+    pb::Assignment {
+        task: Some(attempt_to_pb(a.attempt)),
+        name: a.name,
+        array_index: a.array_index,
+        inputs: a.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
+        outputs: a.outputs,
+        outputs_when: a.outputs_when.as_str().into(),
+        output_prefix: a.output_prefix,
+        max_output_bytes: a.max_output,
+        map: match &a.work {
+            crate::core::Work::Map { segments, reduce_tasks, combiner, output_prefix } => Some(pb::MapWork {
+                segments: segments
+                    .iter()
+                    .map(|s| pb::Segment { object: s.object.clone(), offset: s.offset, length: s.length })
+                    .collect(),
+                reduce_tasks: *reduce_tasks,
+                combiner: combiner.clone().unwrap_or_default(),
+                output_prefix: output_prefix.clone(),
+            }),
+            _ => None,
+        },
+        reduce: match a.work {
+            crate::core::Work::Reduce { inputs, output } => Some(pb::ReduceWork { inputs, output }),
+            _ => None,
+        },
+        argv: a.argv,
+        env: a.env.into_iter().collect(),
+        slots: a.slots,
+        timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
 // ---- views ----------------------------------------------------------------------
 
 pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool> {
     let pool = core.pools.get(name)?;
-    let mut nodes_by_state: BTreeMap<String, u32> = BTreeMap::new();
-    let (mut slots_total, mut slots_used) = (0, 0);
-    for node in pool.nodes.iter().filter_map(|id| core.nodes.get(id)) {
-        *nodes_by_state.entry(node.state().as_str().to_string()).or_default() += 1;
-        if node.status() != NodeStatus::Starting {
-            slots_total += node.record.slots;
-            slots_used += node.slots_used;
-        }
-    }
-    let mut ready_tasks = 0;
-    for (_, id) in &pool.jobs {
-        if let Some(job) = core.jobs.get(id) {
-            ready_tasks += job.counts.ready;
-        }
-    }
+    let summary = core.pool_summary(pool);
     Some(pb::Pool {
         spec: Some(pb::PoolSpec {
             name: pool.spec.name.to_string(),
@@ -528,11 +556,12 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
                 coordinator_url: d.coordinator_url.clone().unwrap_or_default(),
             }),
         }),
-        nodes_by_state: nodes_by_state.into_iter().collect(),
-        slots_total,
-        slots_used,
-        ready_tasks,
-        active_jobs: pool.jobs.len() as u32,
+        nodes_by_state: summary.nodes.iter().map(|(state, n)| (state.to_string(), *n)).collect(),
+        slots_total: summary.slots.total,
+        slots_used: summary.slots.used,
+        slots_free: summary.slots.free,
+        ready_tasks: summary.ready.min(u64::from(u32::MAX)) as u32,
+        active_jobs: summary.active_jobs,
         created_at_ms: pool.created_at_ms,
         last_error: pool.last_error.clone().unwrap_or_default(),
         deleting: pool.deleting,
@@ -561,7 +590,7 @@ pub fn node_view(node: &Node, now: Instant) -> pb::Node {
         slots_used: node.slots_used,
         cpus: r.cpus,
         memory_bytes: r.memory_bytes,
-        state: node.state().to_string(),
+        state: pb::NodeState::of(node.state()),
         reason: r.reason.map(|r| r.to_string()).unwrap_or_default(),
         registered_at_ms: r.registered_at_ms,
         heartbeat_age_ms: now.saturating_duration_since(node.last_seen).as_millis() as u64,
@@ -592,7 +621,7 @@ pub fn job_view(job: &Job) -> pb::Job {
         name: job.spec.name.clone(),
         pool: job.spec.pool.to_string(),
         priority: job.spec.priority,
-        state: job.state.to_string(),
+        state: pb::JobState::of(job.state),
         counts: Some(pb::TaskCounts {
             waiting: c.waiting,
             ready: c.ready,
@@ -734,9 +763,13 @@ mod tests {
         assert!(attempt_ref(Some(good)).is_ok());
         assert_eq!(attempt_ref(Some(pb::TaskRef { attempt: 0, ..good })).unwrap_err().field, "task.attempt");
         assert_eq!(attempt_ref(None).unwrap_err().field, "task");
-        let result = |outcome: &str| pb::TaskResult { task: Some(good), outcome: outcome.into(), ..Default::default() };
-        assert_eq!(task_result(result("timed_out")).unwrap().outcome, Outcome::TimedOut);
-        assert_eq!(task_result(result("kaboom")).unwrap_err().field, "outcome");
+        let result = |outcome: i32| pb::TaskResult { task: Some(good), outcome, ..Default::default() };
+        assert_eq!(task_result(result(pb::Outcome::of(Outcome::TimedOut))).unwrap().outcome, Outcome::TimedOut);
+        // An outcome it does not know still ends the attempt, as a failure that says so.
+        let unknown = task_result(result(99)).unwrap();
+        assert_eq!(unknown.outcome, Outcome::Failed);
+        assert!(unknown.message.contains("outcome 99"), "{}", unknown.message);
+        assert_eq!(task_result(result(0)).unwrap().outcome, Outcome::Failed);
         let big = pb::LogChunk { task: Some(good), data: vec![0; MAX_LOG_CHUNK + 1], ..Default::default() };
         assert_eq!(log_chunk(big).unwrap_err().field, "logs.data");
         let reg = |slots| pb::RegisterRequest { pool: "p".into(), slots, ..Default::default() };

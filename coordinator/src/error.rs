@@ -56,6 +56,19 @@ impl From<Error> for tonic::Status {
     }
 }
 
+/// The event loop's refusals, as a gRPC client reads them.
+impl From<crate::runtime::RuntimeError> for tonic::Status {
+    fn from(err: crate::runtime::RuntimeError) -> Self {
+        use crate::runtime::RuntimeError;
+        let message = err.to_string();
+        match err {
+            RuntimeError::ShuttingDown | RuntimeError::StoreCannotWrite { .. } => tonic::Status::unavailable(message),
+            RuntimeError::NotSaved(_) => tonic::Status::internal(message),
+            RuntimeError::Revoked => tonic::Status::unauthenticated(message),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Invalid, Result};
 use crate::events::{Event, Filter};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// Events read from the store at a time.
 const PAGE: usize = 1000;

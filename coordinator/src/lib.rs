@@ -2,23 +2,29 @@
 //! durable store, schedules ready tasks onto the free slots of its nodes, watches the
 //! nodes through heartbeats, and starts local agents for `local` pools.
 //!
+//! The dependency rule: `corral-types` ← [`core`] ← {[`store`], [`runtime`]} ←
+//! {[`service`], [`agent_service`], [`objects`], [`http`], [`provider`], [`notify`],
+//! [`feed`]} ← [`start`]. Nothing imports upward.
+//!
 //! Read the modules in this order:
-//! - [`model`]: ids, states and specs, the words they are known by;
+//! - [`model`]: the shared vocabulary (`corral-types`) and the coordinator's own specs;
 //! - [`auth`]: tokens, roles and node secrets; the gate in front of every gRPC call;
-//! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
 //! - [`mapreduce`]: map/reduce jobs planned as graphs of map and reduce tasks;
 //! - [`core`]: every decision, as synchronous functions of the state and `now` that
 //!   write their effects into an outbox;
 //! - [`store`]: SQLite with group commit, and the log files;
 //! - [`events`]: the numbered feed of every change, written with the change;
-//! - [`server`]: the event loop that owns the core and carries out its outbox;
+//! - [`runtime`]: what reaches the event loop and the handle to it; the pure dispatch
+//!   of events into the core; the loop that owns the core and carries out its outbox;
+//! - [`shared`]: what the gRPC and HTTP edges share;
 //! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
 //! - [`feed`]: the event feed read as a stream (gRPC and the dashboard);
 //! - [`metrics`], [`http`]: Prometheus metrics, the dashboard and its JSON API;
 //! - [`notify`]: completion callbacks, posted until accepted;
 //! - [`objects`]: the object store for task inputs and outputs, and its service;
 //! - [`provider`]: starting and stopping nodes: local agents, commands, containers;
-//! - [`tls`]: TLS on both ports: a CA of its own, or the operator's certificate.
+//! - [`tls`], [`conns`]: TLS on both ports, and the cap on connections;
+//! - [`start`]: the composition root that starts all of the above.
 //!
 //! The state machines and vocabulary are drawn in `coordinator/README.md`.
 #![deny(clippy::await_holding_lock)]
@@ -38,10 +44,12 @@ pub mod model;
 pub mod notify;
 pub mod objects;
 pub mod provider;
-pub mod server;
+pub mod runtime;
 pub mod service;
+pub mod shared;
+pub mod start;
 pub mod store;
 pub mod tls;
 
 pub use error::{Error, Result};
-pub use server::{Config, Coordinator};
+pub use start::{Config, Coordinator};

@@ -141,7 +141,7 @@ impl Metrics {
                 "Live nodes by state (starting, idle, running, draining).",
                 &["pool", "state"],
             ),
-            slots: gauge_vec(&r, "corral_pool_slots", "Slots of the pool's up nodes, used and total.", &["pool", "kind"]),
+            slots: gauge_vec(&r, "corral_pool_slots", "Slots of the pool's up and draining nodes: total, used, and free (what a new task can take: up nodes only).", &["pool", "kind"]),
             target_nodes: gauge_vec(
                 &r,
                 "corral_pool_target_nodes",
@@ -238,32 +238,25 @@ impl Metrics {
         let late_after = core.config.heartbeat_interval * 2;
         for (name, pool) in &core.pools {
             let name = name.as_str();
-            let (mut queued, mut running) = (0i64, 0i64);
-            for (_, id) in &pool.jobs {
-                if let Some(job) = core.jobs.get(id) {
-                    queued += i64::from(job.counts.ready);
-                    running += i64::from(job.counts.running);
-                }
-            }
-            self.queued.with_label_values(&[name]).set(queued);
-            self.running.with_label_values(&[name]).set(running);
+            let summary = core.pool_summary(pool);
+            self.queued.with_label_values(&[name]).set(summary.ready as i64);
+            self.running.with_label_values(&[name]).set(summary.running as i64);
             self.target_nodes.with_label_values(&[name]).set(i64::from(pool.spec.target_nodes));
             for state in ["starting", "idle", "running", "draining"] {
                 self.nodes.with_label_values(&[name, state]).set(0);
             }
-            let (mut used, mut total, mut late) = (0i64, 0i64, 0i64);
-            for node in pool.nodes.iter().filter_map(|id| core.nodes.get(id)) {
-                self.nodes.with_label_values(&[name, node.state().as_str()]).inc();
-                if node.status() == NodeStatus::Up {
-                    used += i64::from(node.slots_used);
-                    total += i64::from(node.record.slots);
-                    if now.saturating_duration_since(node.last_seen) > late_after {
-                        late += 1;
-                    }
-                }
+            for (state, n) in &summary.nodes {
+                self.nodes.with_label_values(&[name, state.as_str()]).set(i64::from(*n));
             }
-            self.slots.with_label_values(&[name, "used"]).set(used);
-            self.slots.with_label_values(&[name, "total"]).set(total);
+            let late = pool
+                .nodes
+                .iter()
+                .filter_map(|id| core.nodes.get(id))
+                .filter(|n| n.status() == NodeStatus::Up && now.saturating_duration_since(n.last_seen) > late_after)
+                .count() as i64;
+            self.slots.with_label_values(&[name, "used"]).set(i64::from(summary.slots.used));
+            self.slots.with_label_values(&[name, "total"]).set(i64::from(summary.slots.total));
+            self.slots.with_label_values(&[name, "free"]).set(i64::from(summary.slots.free));
             self.late_heartbeats.with_label_values(&[name]).set(late);
         }
         let mut jobs: HashMap<&str, i64> = HashMap::new();

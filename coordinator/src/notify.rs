@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::core::Notification;
-use crate::server::Event;
+use crate::runtime::Event;
 
 /// How long one post may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);

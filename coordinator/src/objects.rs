@@ -52,7 +52,7 @@ fn store_error(object: &Path) -> impl Fn(object_store::Error) -> Status + '_ {
     }
 }
 
-pub fn server(store: Arc<dyn ObjectStore>, shared: Arc<crate::server::Shared>) -> ObjectsServer<ObjectsApi> {
+pub fn server(store: Arc<dyn ObjectStore>, shared: Arc<crate::shared::Shared>) -> ObjectsServer<ObjectsApi> {
     ObjectsServer::new(ObjectsApi { store, shared })
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20)
@@ -61,7 +61,7 @@ pub fn server(store: Arc<dyn ObjectStore>, shared: Arc<crate::server::Shared>) -
 pub struct ObjectsApi {
     store: Arc<dyn ObjectStore>,
     /// Asks the core what a node's tasks may touch.
-    shared: Arc<crate::server::Shared>,
+    shared: Arc<crate::shared::Shared>,
 }
 
 impl ObjectsApi {
@@ -73,7 +73,8 @@ impl ObjectsApi {
         };
         let object = path.to_string();
         let asked = node.clone();
-        let allowed = self.shared.call(move |core, _, _| core.node_object_access(&asked, &object, write)).await?;
+        let allowed =
+            self.shared.runtime.call(move |core, _, _| core.node_object_access(&asked, &object, write)).await?;
         if allowed {
             return Ok(());
         }
@@ -94,14 +95,15 @@ impl ObjectsApi {
         let actor = who.name();
         let recorded = self
             .shared
+            .runtime
             .call(move |_, _, out| {
                 out.store.push(crate::core::StoreOp::Actor(Some(actor)));
                 out.store.push(op);
                 out.store.push(crate::core::StoreOp::Actor(None));
             })
             .await;
-        if let Err(status) = recorded {
-            tracing::warn!(error = %status.message(), "an object change could not be recorded in the event feed");
+        if let Err(refused) = recorded {
+            tracing::warn!(error = %refused, "an object change could not be recorded in the event feed");
         }
     }
 }

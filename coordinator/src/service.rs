@@ -16,7 +16,7 @@ use crate::core::keys::IdempotencyKey;
 use crate::core::{Core, StoreOp};
 use crate::error::{Error, Invalid};
 use crate::model::*;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// The most tasks one `ListTasks` page returns.
 pub const MAX_PAGE: u32 = 100_000;
@@ -58,6 +58,7 @@ impl Corral for ClientApi {
         let (auth, data_dir) = (self.shared.auth.clone(), self.shared.data_dir.clone());
         let pool = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 // Checked first: a second create must not replace the token file
                 // of the pool that exists.
@@ -88,6 +89,7 @@ impl Corral for ClientApi {
     async fn list_pools(&self, _: Request<pb::ListPoolsRequest>) -> Result<Response<pb::ListPoolsResponse>, Status> {
         let pools = self
             .shared
+            .runtime
             .call(|core, now, _| core.pools.keys().filter_map(|name| convert::pool_view(core, name, now)).collect())
             .await?;
         Ok(Response::new(pb::ListPoolsResponse { pools }))
@@ -95,7 +97,7 @@ impl Corral for ClientApi {
 
     async fn get_pool(&self, req: Request<pb::GetPoolRequest>) -> Result<Response<pb::Pool>, Status> {
         let name = pool_name(&req.into_inner().name)?;
-        Ok(Response::new(self.shared.call(move |core, now, _| pool_or_404(core, &name, now)).await??))
+        Ok(Response::new(self.shared.runtime.call(move |core, now, _| pool_or_404(core, &name, now)).await??))
     }
 
     async fn resize_pool(&self, req: Request<pb::ResizePoolRequest>) -> Result<Response<pb::Pool>, Status> {
@@ -105,6 +107,7 @@ impl Corral for ClientApi {
         let target = convert::local_target(req.target_nodes)?;
         let pool = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 core.resize_pool(now, &name, target, out)?;
                 pool_or_404(core, &name, now)
@@ -120,6 +123,7 @@ impl Corral for ClientApi {
         let auto = req.autoscale.map(convert::autoscale).transpose()?;
         let pool = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 core.set_autoscale(now, &name, auto, out)?;
                 pool_or_404(core, &name, now)
@@ -137,6 +141,7 @@ impl Corral for ClientApi {
         let name = pool_name(&req.name)?;
         let deleted = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| core.delete_pool(now, &name, req.force, out))
             .await??;
         Ok(Response::new(pb::DeletePoolResponse {
@@ -151,6 +156,7 @@ impl Corral for ClientApi {
         let pool = if pool.is_empty() { None } else { Some(PoolName::parse("pool", &pool)?) };
         let nodes = self
             .shared
+            .runtime
             .call(move |core, now, _| {
                 if let Some(pool) = &pool {
                     if !core.pools.contains_key(pool) {
@@ -170,6 +176,7 @@ impl Corral for ClientApi {
         let id = convert::node_id("id", &req.into_inner().id)?;
         let node = self
             .shared
+            .runtime
             .call(move |core, now, _| {
                 let node = core.nodes.get(&id).ok_or_else(|| Error::not_found("node", &id))?;
                 let mut view = convert::node_view(node, now);
@@ -192,6 +199,7 @@ impl Corral for ClientApi {
         let id = convert::node_id("id", &req.into_inner().id)?;
         let node = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 core.drain_node(&id, out)?;
                 Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
@@ -211,6 +219,7 @@ impl Corral for ClientApi {
         };
         let node = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 core.remove_node(now, &id, policy, out)?;
                 Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
@@ -255,20 +264,23 @@ impl Corral for ClientApi {
         let tasks = spec.task_count();
         let key =
             key.map(|key| IdempotencyKey { owner: spec.owner.clone(), key, digest: convert::request_digest(&spec) });
-        let id =
-            self.shared.call_by(who.clone(), move |core, now, out| core.submit_job_once(now, spec, key, out)).await??;
+        let id = self
+            .shared
+            .runtime
+            .call_by(who.clone(), move |core, now, out| core.submit_job_once(now, spec, key, out))
+            .await??;
         tracing::info!(job_id = %id, tasks, "job accepted");
         Ok(Response::new(pb::SubmitJobResponse { job_id: id.0, tasks }))
     }
 
     async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.shared.call(|core, _, _| core.jobs.values().map(convert::job_view).collect()).await?;
+        let jobs = self.shared.runtime.call(|core, _, _| core.jobs.values().map(convert::job_view).collect()).await?;
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let id = req.into_inner().job_id;
-        let job = self.shared.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await??;
+        let job = self.shared.runtime.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await??;
         Ok(Response::new(job))
     }
 
@@ -277,6 +289,7 @@ impl Corral for ClientApi {
         let id = req.into_inner().job_id;
         let job = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, id)?;
                 core.cancel_job(now, JobId(id), out)?;
@@ -290,6 +303,7 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
         self.shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, id)?;
                 core.delete_job(now, JobId(id), out)
@@ -328,6 +342,7 @@ impl Corral for ClientApi {
         }
         let (first_index, tasks) = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, job_id)?;
                 core.add_tasks(now, JobId(job_id), groups, out)
@@ -342,6 +357,7 @@ impl Corral for ClientApi {
         let id = req.into_inner().job_id;
         let job = self
             .shared
+            .runtime
             .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, id)?;
                 core.close_job(now, JobId(id), out)?;
@@ -358,7 +374,7 @@ impl Corral for ClientApi {
         let id = req.into_inner().job_id;
         let shared = self.shared.clone();
         // Fail fast on an unknown job, before the stream starts.
-        let first = shared.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await??;
+        let first = shared.runtime.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await??;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut last = first;
@@ -366,9 +382,10 @@ impl Corral for ClientApi {
                 return;
             }
             let mut tick = tokio::time::interval(Duration::from_millis(100));
-            while last.state == JobState::Active.as_str() {
+            while last.state() == pb::JobState::Active {
                 tick.tick().await;
-                let Ok(Ok(job)) = shared.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await else {
+                let Ok(Ok(job)) = shared.runtime.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await
+                else {
                     return;
                 };
                 if job != last {
@@ -433,6 +450,7 @@ impl Corral for ClientApi {
         // Checked and taken on the event loop, so two requests for one name cannot
         // both win.
         self.shared
+            .runtime
             .call_by(who.clone(), move |_, _, out| {
                 if auth.token_named(&record.name).is_some() {
                     return Err(Error::AlreadyExists { what: "token", id: record.name });
@@ -457,6 +475,7 @@ impl Corral for ClientApi {
         let auth = self.shared.auth.clone();
         let revoked = self
             .shared
+            .runtime
             .call_by(who.clone(), move |_, _, out| {
                 let revoked = auth.revoke(&name).ok_or_else(|| Error::not_found("token", &name))?;
                 out.store.push(StoreOp::DeleteToken { id: revoked.id.clone(), name: revoked.name.clone() });
@@ -484,14 +503,14 @@ impl Corral for ClientApi {
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
         let req = req.into_inner();
-        let state = if req.state.is_empty() {
-            None
-        } else {
-            Some(req.state.parse::<TaskState>().map_err(|e| Invalid::new("state", e))?)
+        let state = match pb::TaskState::try_from(req.state) {
+            Ok(state) => state.word(),
+            Err(_) => return Err(Invalid::new("state", format!("{} is not a task state", req.state)).into()),
         };
         let limit = if req.limit == 0 { MAX_PAGE } else { req.limit.min(MAX_PAGE) };
         let resp = self
             .shared
+            .runtime
             .call(move |core, _, _| {
                 let job = job_of(core, req.job_id)?;
                 let matching = job.tasks.iter().enumerate().filter(|(_, t)| state.is_none_or(|s| t.state == s));
@@ -514,6 +533,7 @@ impl Corral for ClientApi {
         let req = req.into_inner();
         let mut task = self
             .shared
+            .runtime
             .call(move |core, _, _| task_view(core, task_key(core, req.job_id, req.index, &req.name)?))
             .await??;
         let key = TaskKey { job: JobId(task.job_id), index: task.index };
@@ -531,7 +551,7 @@ impl Corral for ClientApi {
                 node_id: a.node_id,
                 started_at_ms: a.started_at_ms,
                 ended_at_ms: a.ended_at_ms.unwrap_or(0),
-                outcome: a.outcome.unwrap_or_default(),
+                outcome: a.outcome.map_or(0, pb::Outcome::of),
                 has_exit_code: a.exit_code.is_some(),
                 exit_code: a.exit_code.unwrap_or(0),
                 signal: a.signal.unwrap_or(0),
@@ -547,6 +567,7 @@ impl Corral for ClientApi {
         let name = req.name.clone();
         let (key, attempt, running) = self
             .shared
+            .runtime
             .call(move |core, _, _| {
                 let key = task_key(core, req.job_id, req.index, &name)?;
                 let view = task_view(core, key)?;
@@ -618,7 +639,7 @@ fn task_pb(core: &Core, job: &crate::core::Job, index: u32, task: &crate::core::
     pb::Task {
         job_id: key.job.0,
         index,
-        state: task.state.to_string(),
+        state: pb::TaskState::of(task.state),
         attempts_count: task.attempt,
         node_id: core.running.get(&key).map(|r| r.node.to_string()).unwrap_or_default(),
         attempts: Vec::new(),

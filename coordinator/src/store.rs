@@ -19,6 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
+
+use corral_types::Outcome;
 use tokio::sync::watch;
 
 use std::sync::Arc;
@@ -145,7 +147,7 @@ pub struct AttemptRow {
     pub node_id: String,
     pub started_at_ms: u64,
     pub ended_at_ms: Option<u64>,
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub message: String,
@@ -783,7 +785,7 @@ impl Reader {
                 node_id: r.get(1)?,
                 started_at_ms: r.get(2)?,
                 ended_at_ms: r.get(3)?,
-                outcome: r.get(4)?,
+                outcome: r.get::<_, Option<String>>(4)?.map(|o| o.parse()).transpose().map_err(corrupt)?,
                 exit_code: r.get(5)?,
                 signal: r.get(6)?,
                 message: r.get::<_, Option<String>>(7)?.unwrap_or_default(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use corral_proto::v1 as pb;
+use corral_types::{Outcome, OutputsWhen};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -215,10 +216,10 @@ async fn room(tx: Option<mpsc::Sender<pb::AgentMessage>>) -> Option<mpsc::OwnedP
     }
 }
 
-fn result(task: pb::TaskRef, outcome: &str, started_at_ms: u64, message: String) -> pb::TaskResult {
+fn result(task: pb::TaskRef, outcome: Outcome, started_at_ms: u64, message: String) -> pb::TaskResult {
     pb::TaskResult {
         task: Some(task),
-        outcome: outcome.into(),
+        outcome: pb::Outcome::of(outcome),
         message,
         started_at_ms,
         ended_at_ms: now_ms(),
@@ -248,14 +249,14 @@ async fn run(
         Ok(files) => files,
         Err(e) => {
             let msg = format!("cannot prepare the task directory {}: {e}", dir.display());
-            return result(task, "spawn_failed", started_at_ms, msg);
+            return result(task, Outcome::SpawnFailed, started_at_ms, msg);
         }
     };
     let Some((program, args)) = a.argv.split_first() else {
-        return result(task, "spawn_failed", started_at_ms, "the command is empty".into());
+        return result(task, Outcome::SpawnFailed, started_at_ms, "the command is empty".into());
     };
     if let Err(why) = fetch_inputs(&a.inputs, dir, ctx).await {
-        return result(task, "failed", started_at_ms, why);
+        return result(task, Outcome::Failed, started_at_ms, why);
     }
     let mut env: HashMap<String, String> = std::mem::take(&mut a.env).into_iter().collect();
     env.insert("CORRAL_JOB_ID".into(), task.job_id.to_string());
@@ -267,11 +268,13 @@ async fn run(
     // Map and reduce tasks talk to the shuffle through pipes; commands to nobody.
     let plumbing = match crate::shuffle::Plumbing::prepare(&a, dir, &ctx.objects).await {
         Ok(plumbing) => plumbing,
-        Err(why) => return result(task, "failed", started_at_ms, why),
+        Err(why) => return result(task, Outcome::Failed, started_at_ms, why),
     };
     let (stdin, stdout) = match plumbing.stdio(stdout) {
         Ok(stdio) => stdio,
-        Err(e) => return result(task, "spawn_failed", started_at_ms, format!("cannot set up the task's pipes: {e}")),
+        Err(e) => {
+            return result(task, Outcome::SpawnFailed, started_at_ms, format!("cannot set up the task's pipes: {e}"))
+        }
     };
     let mut cmd = tokio::process::Command::new(program);
     for var in crate::AGENT_SECRETS {
@@ -291,7 +294,7 @@ async fn run(
     drop(cmd);
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => return result(task, "spawn_failed", started_at_ms, format!("cannot run '{program}': {e}")),
+        Err(e) => return result(task, Outcome::SpawnFailed, started_at_ms, format!("cannot run '{program}': {e}")),
     };
     let shuffle = plumbing.start(&mut child, &ctx.objects);
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
@@ -301,19 +304,19 @@ async fn run(
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
     let mut tail = tokio::time::interval_at(Instant::now() + TAIL_EVERY, TAIL_EVERY);
     // Set once the agent decided to end the task: why, and when to SIGKILL.
-    let mut ending: Option<(&str, Instant)> = None;
+    let mut ending: Option<(Outcome, Instant)> = None;
     let status = loop {
         let kill_at = ending.map(|(_, at)| at);
         tokio::select! {
             status = child.wait() => break status,
             _ = sleep_until_opt(timeout), if ending.is_none() => {
                 signal_group(pgid, libc::SIGTERM);
-                ending = Some(("timed_out", Instant::now() + ctx.kill_grace));
+                ending = Some((Outcome::TimedOut, Instant::now() + ctx.kill_grace));
             }
             reason = &mut stop, if ending.is_none() => {
                 let StopReason::Cancelled = reason.unwrap_or(StopReason::Cancelled);
                 signal_group(pgid, libc::SIGTERM);
-                ending = Some(("cancelled", Instant::now() + ctx.kill_grace));
+                ending = Some((Outcome::Cancelled, Instant::now() + ctx.kill_grace));
             }
             _ = sleep_until_opt(kill_at) => {
                 signal_group(pgid, libc::SIGKILL);
@@ -334,12 +337,12 @@ async fn run(
     let written = output.written();
     let mut r = match status {
         Ok(status) => {
-            let mut r = result(task, "failed", started_at_ms, String::new());
+            let mut r = result(task, Outcome::Failed, started_at_ms, String::new());
             if let Some(code) = status.code() {
                 r.has_exit_code = true;
                 r.exit_code = code;
                 if code == 0 {
-                    r.outcome = "succeeded".into();
+                    r.set_outcome(pb::Outcome::Succeeded);
                 } else {
                     r.message = format!("exited with code {code}");
                 }
@@ -349,31 +352,32 @@ async fn run(
             }
             r
         }
-        Err(e) => result(task, "failed", started_at_ms, format!("lost track of the process: {e}")),
+        Err(e) => result(task, Outcome::Failed, started_at_ms, format!("lost track of the process: {e}")),
     };
     r.stdout_bytes = written[0];
     r.stderr_bytes = written[1];
     if let Some((why, _)) = ending {
-        r.outcome = why.into();
+        r.outcome = pb::Outcome::of(why);
         r.message = match why {
-            "timed_out" => format!("timed out after {} ms", a.timeout_ms),
+            Outcome::TimedOut => format!("timed out after {} ms", a.timeout_ms),
             _ => "cancelled".into(),
         };
     }
-    if let Err(why) = shuffle.finish(r.outcome == "succeeded", &ctx.objects, &ctx.warden).await {
-        r.outcome = "failed".into();
+    if let Err(why) = shuffle.finish(r.outcome() == pb::Outcome::Succeeded, &ctx.objects, &ctx.warden).await {
+        r.set_outcome(pb::Outcome::Failed);
         r.message = why;
     }
-    let wanted = match a.outputs_when.as_str() {
-        "always" => true,
-        "failure" => r.outcome != "succeeded",
-        _ => r.outcome == "succeeded",
+    let succeeded = r.outcome() == pb::Outcome::Succeeded;
+    let wanted = match a.outputs_when.parse().unwrap_or_default() {
+        OutputsWhen::Always => true,
+        OutputsWhen::Failure => !succeeded,
+        OutputsWhen::Success => succeeded,
     };
-    if wanted && !a.outputs.is_empty() && r.outcome != "cancelled" {
+    if wanted && !a.outputs.is_empty() && r.outcome() != pb::Outcome::Cancelled {
         let mut objects = ctx.objects.clone();
         if let Err(e) = crate::objects::upload_matching(&mut objects, dir, &a.outputs, &a.output_prefix).await {
             // The task's work is not where it should be: the attempt failed.
-            r.outcome = "failed".into();
+            r.set_outcome(pb::Outcome::Failed);
             r.message = e.to_string();
         }
     }

@@ -8,12 +8,15 @@
 //!
 //! [`credentials`] is how every client presents its token, [`tls`] how it reaches
 //! a coordinator (plain or TLS), [`methods`] lists every method the protos declare,
-//! and [`size`] reads and writes byte sizes as users do (`10MiB`).
+//! [`size`] reads and writes byte sizes as users do (`10MiB`), and [`words`]
+//! converts the vocabulary's states and outcomes (`corral-types`) to and from their
+//! protobuf enums.
 
 pub mod credentials;
 pub mod methods;
 pub mod size;
 pub mod tls;
+pub mod words;
 
 /// Version 1 of the API. Additive changes only; a breaking change is `v2`.
 pub mod v1 {

@@ -82,10 +82,8 @@ fn bad_client_requests_name_the_field() {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("invalid provider: 'cloud' is not one of: static, local"), "{}", err.message());
-        let err = client
-            .list_tasks(pb::ListTasksRequest { job_id: 1, state: "done".into(), ..Default::default() })
-            .await
-            .unwrap_err();
+        let err =
+            client.list_tasks(pb::ListTasksRequest { job_id: 1, state: 42, ..Default::default() }).await.unwrap_err();
         assert!(err.message().contains("invalid state"), "{}", err.message());
         let err = client.get_node(pb::GetNodeRequest { id: "n-7".into() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -166,7 +164,7 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 
         // Garbage from the node: results for tasks that do not exist, attempt 0,
-        // unknown outcomes, oversized log chunks.
+        // an unknown outcome (recorded as failed), oversized log chunks.
         let bad_ref = pb::TaskRef { job_id: 77, index: 3, attempt: 0 };
         let good_ref = pb::TaskRef { job_id: 77, index: 3, attempt: 1 };
         let garbage = pb::AgentMessage {
@@ -174,9 +172,13 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
                 node_id: reg.node_id.clone(),
                 running: vec![bad_ref, good_ref],
                 finished: vec![
-                    pb::TaskResult { task: Some(good_ref), outcome: "exploded".into(), ..Default::default() },
-                    pb::TaskResult { task: None, outcome: "succeeded".into(), ..Default::default() },
-                    pb::TaskResult { task: Some(good_ref), outcome: "succeeded".into(), ..Default::default() },
+                    pb::TaskResult { task: Some(good_ref), outcome: 99, ..Default::default() },
+                    pb::TaskResult { task: None, outcome: pb::Outcome::Succeeded.into(), ..Default::default() },
+                    pb::TaskResult {
+                        task: Some(good_ref),
+                        outcome: pb::Outcome::Succeeded.into(),
+                        ..Default::default()
+                    },
                 ],
                 logs: vec![pb::LogChunk { task: Some(good_ref), offset: u64::MAX, data: vec![1; 10], stderr: false }],
                 start_task_running: false,
@@ -185,11 +187,12 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
             ..Default::default()
         };
         let mut stream = agent.session(tokio_stream_once(garbage)).await.unwrap().into_inner();
-        // It is told to kill the attempt it claims to run and gets an ack for the
-        // well-formed result; the rest is dropped.
+        // It is told to kill the attempt it claims to run and gets an ack for each
+        // result with a task (the unknown outcome ends the attempt as failed); the
+        // result without one is dropped.
         let msg = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
         assert_eq!(msg.kill, vec![good_ref], "{msg:?}");
-        assert_eq!(msg.ack, vec![good_ref], "{msg:?}");
+        assert_eq!(msg.ack, vec![good_ref, good_ref], "{msg:?}");
     });
     // Still serving, state intact.
     let pools = c.json(&["pool", "list"]);

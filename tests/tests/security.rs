@@ -397,7 +397,7 @@ fn agents_cannot_pass_for_one_another() {
                 node_id: node.into(),
                 finished: vec![pb::TaskResult {
                     task: Some(running),
-                    outcome: "succeeded".into(),
+                    outcome: pb::Outcome::Succeeded.into(),
                     has_exit_code: true,
                     ..Default::default()
                 }],

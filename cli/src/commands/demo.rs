@@ -95,7 +95,7 @@ async fn wait_for_nodes(client: &mut Client, pool: &str, want: usize) -> anyhow:
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let nodes = client.list_nodes(pb::ListNodesRequest { pool: pool.into() }).await.api()?.nodes;
-        if nodes.iter().filter(|n| n.state == "idle" || n.state == "running").count() >= want {
+        if nodes.iter().filter(|n| matches!(n.state(), pb::NodeState::Idle | pb::NodeState::Running)).count() >= want {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -153,7 +153,7 @@ impl DemoArgs {
         let job = follow(&mut client, submitted.job_id, std::io::stderr().is_terminal()).await?;
         let took = started.elapsed();
         self.summary(&mut client, &job, took).await?;
-        if job.state != "completed" {
+        if job.state() != pb::JobState::Completed {
             return Ok(Exit::Failed);
         }
         self.word_count(url, token, pool, &mut client).await
@@ -225,7 +225,7 @@ impl DemoArgs {
         println!(
             "Job {} {} in {:.2}s: {} succeeded, {} failed ({:.0} tasks/s).",
             job.id,
-            job.state,
+            job.state().as_word(),
             took.as_secs_f64(),
             c.succeeded,
             c.failed,

@@ -341,7 +341,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "id": j.id,
         "name": j.name,
         "pool": j.pool,
-        "state": j.state,
+        "state": j.state().as_word(),
         "owner": j.owner,
         "priority": j.priority,
         "tasks": j.tasks,
@@ -425,7 +425,14 @@ fn print_job(ctx: &Context, j: &pb::Job) {
         ("name", if j.name.is_empty() { "-".into() } else { j.name.clone() }),
         ("pool", j.pool.clone()),
         ("owner", if j.owner.is_empty() { "-".into() } else { j.owner.clone() }),
-        ("state", if j.open { format!("{} (open: takes more tasks until closed)", j.state) } else { j.state.clone() }),
+        (
+            "state",
+            if j.open {
+                format!("{} (open: takes more tasks until closed)", j.state().as_word())
+            } else {
+                j.state().as_word().to_string()
+            },
+        ),
         ("priority", j.priority.to_string()),
         ("tasks", format!("{} ({})", total(j), counts_line(&c))),
         ("command", if j.graph { "(a graph: see `corral task list`)".into() } else { output::shell_words(&task.argv) }),
@@ -484,7 +491,7 @@ pub async fn follow(client: &mut Client, id: u64, progress: bool) -> anyhow::Res
             bar.set_position(finished(&c));
             bar.set_message(counts_line(&c));
         }
-        let done = job.state != "active";
+        let done = job.state() != pb::JobState::Active;
         last = Some(job);
         if done {
             break;
@@ -497,7 +504,7 @@ pub async fn follow(client: &mut Client, id: u64, progress: bool) -> anyhow::Res
 }
 
 fn verdict(j: &pb::Job) -> Exit {
-    if j.state == "completed" {
+    if j.state() == pb::JobState::Completed {
         Exit::Ok
     } else {
         Exit::Failed
@@ -510,7 +517,7 @@ fn print_outcome(ctx: &Context, j: &pb::Job) {
     } else {
         let c = j.counts.unwrap_or_default();
         let took = output::duration_ms(j.finished_at_ms.saturating_sub(j.submitted_at_ms));
-        println!("job {} {} in {took}: {}", j.id, j.state, counts_line(&c));
+        println!("job {} {} in {took}: {}", j.id, j.state().as_word(), counts_line(&c));
         if c.failed > 0 {
             println!("see the failures with: corral task list {} --state failed", j.id);
         }
@@ -572,7 +579,7 @@ impl JobCommand {
                                 j.name.clone(),
                                 j.pool.clone(),
                                 if j.owner.is_empty() { "-".into() } else { j.owner.clone() },
-                                j.state.clone(),
+                                j.state().as_word().to_string(),
                                 format!("{}/{}", finished(&c), total(j)),
                                 counts_line(&c),
                             ]
@@ -627,7 +634,12 @@ impl JobCommand {
                 if ctx.json() {
                     output::json(&job_json(&j));
                 } else {
-                    println!("job {} closed: {} ({})", j.id, j.state, counts_line(&j.counts.unwrap_or_default()));
+                    println!(
+                        "job {} closed: {} ({})",
+                        j.id,
+                        j.state().as_word(),
+                        counts_line(&j.counts.unwrap_or_default())
+                    );
                 }
                 Ok(Exit::Ok)
             }
@@ -636,7 +648,7 @@ impl JobCommand {
                 if ctx.json() {
                     output::json(&job_json(&j));
                 } else {
-                    println!("job {} {}: {}", j.id, j.state, counts_line(&j.counts.unwrap_or_default()));
+                    println!("job {} {}: {}", j.id, j.state().as_word(), counts_line(&j.counts.unwrap_or_default()));
                 }
                 Ok(Exit::Ok)
             }

@@ -85,7 +85,7 @@ fn expand_inputs(inputs: &[String]) -> anyhow::Result<(Vec<PathBuf>, Vec<String>
 /// How far each phase is: (map done, reduce done).
 async fn phase_counts(client: &mut Client, job: u64, map_tasks: u32) -> anyhow::Result<(u64, u64)> {
     let done = client
-        .list_tasks(pb::ListTasksRequest { job_id: job, state: "succeeded".into(), offset: 0, limit: 0 })
+        .list_tasks(pb::ListTasksRequest { job_id: job, state: pb::TaskState::Succeeded.into(), offset: 0, limit: 0 })
         .await
         .api()?;
     let map = done.tasks.iter().filter(|t| t.index < map_tasks).count() as u64;
@@ -97,7 +97,7 @@ async fn phase_span(client: &mut Client, job: u64, range: std::ops::Range<u32>) 
     let (mut first, mut last) = (u64::MAX, 0);
     for index in range {
         let task = client.get_task(pb::GetTaskRequest { job_id: job, index, name: String::new() }).await.api()?;
-        if let Some(a) = task.attempts.iter().rev().find(|a| a.outcome == "succeeded") {
+        if let Some(a) = task.attempts.iter().rev().find(|a| a.outcome() == pb::Outcome::Succeeded) {
             first = first.min(a.started_at_ms);
             last = last.max(a.ended_at_ms);
         }
@@ -160,11 +160,11 @@ impl MapReduceArgs {
             println!("submitted map/reduce job {job}: {} map and {} reduce tasks", self.map_tasks, self.reduce_tasks);
         }
         let done = self.follow(ctx, client, job).await?;
-        if done.state != "completed" {
+        if done.state() != pb::JobState::Completed {
             if ctx.json() {
                 output::json(&super::job::job_json(&done));
             } else {
-                println!("job {job} {}: see `corral task list {job} --state failed`", done.state);
+                println!("job {job} {}: see `corral task list {job} --state failed`", done.state().as_word());
             }
             return Ok(Exit::Failed);
         }
@@ -180,7 +180,7 @@ impl MapReduceArgs {
         if ctx.json() {
             output::json(&json!({
                 "job_id": job,
-                "state": done.state,
+                "state": done.state().as_word(),
                 "output": self.output,
                 "parts": got.iter().map(|(p, s)| json!({"path": p, "size": s})).collect::<Vec<_>>(),
                 "map_ms": map_ms,
@@ -228,7 +228,7 @@ impl MapReduceArgs {
                 map_bar.set_position(map);
                 reduce_bar.set_position(reduce);
             }
-            let finished = update.state != "active";
+            let finished = update.state() != pb::JobState::Active;
             last = Some(update);
             if finished {
                 break;

@@ -33,7 +33,7 @@ pub fn node_json(n: &pb::Node) -> serde_json::Value {
     json!({
         "id": n.id,
         "pool": n.pool,
-        "state": n.state,
+        "state": n.state().as_word(),
         "reason": (!n.reason.is_empty()).then_some(&n.reason),
         "hostname": n.hostname,
         "slots": n.slots,
@@ -51,9 +51,9 @@ pub fn node_json(n: &pb::Node) -> serde_json::Value {
 
 fn state_with_reason(n: &pb::Node) -> String {
     if n.reason.is_empty() {
-        n.state.clone()
+        n.state().as_word().to_string()
     } else {
-        format!("{} ({})", n.state, n.reason)
+        format!("{} ({})", n.state().as_word(), n.reason)
     }
 }
 
@@ -112,7 +112,7 @@ impl NodeCommand {
                     client.remove_node(pb::RemoveNodeRequest { id, policy: policy.unwrap_or_default() }).await.api()?;
                 if ctx.json() {
                     output::json(&node_json(&n));
-                } else if n.state == "draining" {
+                } else if n.state() == pb::NodeState::Draining {
                     println!("node {} will be removed when its {} running slot(s) are done", n.id, n.slots_used);
                 } else {
                     println!("node {} removed", n.id);

@@ -205,6 +205,7 @@ pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
         "nodes": p.nodes_by_state,
         "slots_total": p.slots_total,
         "slots_used": p.slots_used,
+        "slots_free": p.slots_free,
         "ready_tasks": p.ready_tasks,
         "active_jobs": p.active_jobs,
         "created_at_ms": p.created_at_ms,
@@ -273,7 +274,7 @@ fn print_pool(ctx: &Context, p: &pb::Pool) {
     }
     rows.extend([
         ("nodes", nodes_summary(p)),
-        ("slots used", format!("{}/{}", p.slots_used, p.slots_total)),
+        ("slots used", format!("{}/{} ({} free)", p.slots_used, p.slots_total, p.slots_free)),
         ("ready tasks", p.ready_tasks.to_string()),
         ("active jobs", p.active_jobs.to_string()),
         ("created", output::timestamp(p.created_at_ms)),

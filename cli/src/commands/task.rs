@@ -3,8 +3,10 @@
 use std::io::Write;
 use std::time::Duration;
 
+use clap::builder::PossibleValuesParser;
 use clap::Subcommand;
 use corral_proto::v1 as pb;
+use corral_types::TaskState;
 use serde_json::json;
 
 use super::Context;
@@ -21,7 +23,7 @@ pub enum TaskCommand {
     List {
         job: u64,
         /// waiting, ready, running, succeeded, failed or cancelled.
-        #[arg(long, value_parser = ["waiting", "ready", "running", "succeeded", "failed", "cancelled"])]
+        #[arg(long, value_parser = PossibleValuesParser::new(TaskState::ALL.iter().map(|s| s.as_str())))]
         state: Option<String>,
     },
     /// Show a task and every attempt: node, times, exit code, why it ended.
@@ -59,20 +61,20 @@ fn attempt_json(a: &pb::Attempt) -> serde_json::Value {
         "node_id": a.node_id,
         "started_at_ms": a.started_at_ms,
         "ended_at_ms": (a.ended_at_ms > 0).then_some(a.ended_at_ms),
-        "outcome": (!a.outcome.is_empty()).then_some(&a.outcome),
+        "outcome": a.outcome().word().map(|o| o.as_str()),
         "exit_code": a.has_exit_code.then_some(a.exit_code),
         "signal": (a.signal != 0).then_some(a.signal),
         "message": a.message,
     })
 }
 
-async fn list(client: &mut Client, job: u64, state: Option<String>) -> anyhow::Result<Vec<pb::Task>> {
+async fn list(client: &mut Client, job: u64, state: Option<TaskState>) -> anyhow::Result<Vec<pb::Task>> {
     let mut tasks = Vec::new();
     loop {
         let page = client
             .list_tasks(pb::ListTasksRequest {
                 job_id: job,
-                state: state.clone().unwrap_or_default(),
+                state: state.map_or(0, pb::TaskState::of),
                 offset: tasks.len() as u32,
                 limit: PAGE,
             })
@@ -133,6 +135,7 @@ impl TaskCommand {
         let mut client = ctx.client().await?;
         match self {
             TaskCommand::List { job, state } => {
+                let state = state.map(|s| s.parse::<TaskState>()).transpose().map_err(anyhow::Error::msg)?;
                 let tasks = list(&mut client, job, state).await?;
                 if ctx.json() {
                     let items: Vec<serde_json::Value> = tasks
@@ -142,7 +145,7 @@ impl TaskCommand {
                                 "id": t.index,
                                 "name": t.name,
                                 "job_id": t.job_id,
-                                "state": t.state,
+                                "state": t.state().as_word(),
                                 "reason": (!t.reason.is_empty()).then_some(&t.reason),
                                 "attempts": t.attempts_count,
                                 "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
@@ -156,9 +159,9 @@ impl TaskCommand {
                         .map(|t| {
                             let node = if t.node_id.is_empty() { "-".to_string() } else { t.node_id.clone() };
                             let state = if t.reason.is_empty() {
-                                t.state.clone()
+                                t.state().as_word().to_string()
                             } else {
-                                format!("{} ({})", t.state, t.reason)
+                                format!("{} ({})", t.state().as_word(), t.reason)
                             };
                             vec![t.index.to_string(), t.name.clone(), state, t.attempts_count.to_string(), node]
                         })
@@ -174,7 +177,7 @@ impl TaskCommand {
                         "id": t.index,
                         "name": t.name,
                         "job_id": t.job_id,
-                        "state": t.state,
+                        "state": t.state().as_word(),
                         "reason": (!t.reason.is_empty()).then_some(&t.reason),
                         "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
                         "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
@@ -182,7 +185,7 @@ impl TaskCommand {
                 } else {
                     let mut rows = vec![
                         ("task", format!("{} of job {} (index {})", t.name, t.job_id, t.index)),
-                        ("state", t.state.clone()),
+                        ("state", t.state().as_word().to_string()),
                         ("attempts", t.attempts_count.to_string()),
                     ];
                     if !t.reason.is_empty() {
@@ -211,7 +214,7 @@ impl TaskCommand {
                                 a.node_id.clone(),
                                 output::timestamp(a.started_at_ms),
                                 took,
-                                if a.outcome.is_empty() { "-".into() } else { a.outcome.clone() },
+                                a.outcome().word().map_or("-", |o| o.as_str()).to_string(),
                                 exit,
                                 a.message.clone(),
                             ]

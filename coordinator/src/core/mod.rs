@@ -3,7 +3,7 @@
 //! Nothing here awaits, reads the clock, or touches a socket or a disk: every entry
 //! point takes `now` and writes what must happen outside into an [`Outbox`] (rows for
 //! the store, messages for agents, orders for providers). The shell
-//! ([`crate::server`]) makes the store rows durable first and only then sends the
+//! ([`crate::runtime`]) makes the store rows durable first and only then sends the
 //! messages, so nothing leaves the coordinator that a crash could take back.
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
@@ -21,6 +21,7 @@ mod restore;
 mod schedule;
 #[cfg(test)]
 mod tests;
+pub mod views;
 
 use corral_types::paths;
 use std::cmp::Reverse;

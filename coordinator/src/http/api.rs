@@ -22,7 +22,7 @@ use crate::core::{Core, Job, Node};
 use crate::error::{Error, Invalid};
 use crate::events::Filter;
 use crate::model::*;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 type Api<T> = Result<Json<T>, ApiError>;
 
@@ -71,9 +71,15 @@ impl From<Invalid> for ApiError {
     }
 }
 
-impl From<tonic::Status> for ApiError {
-    fn from(s: tonic::Status) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, s.message().to_string())
+impl From<crate::runtime::RuntimeError> for ApiError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        use crate::runtime::RuntimeError;
+        let status = match e {
+            RuntimeError::ShuttingDown | RuntimeError::StoreCannotWrite { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            RuntimeError::NotSaved(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RuntimeError::Revoked => StatusCode::UNAUTHORIZED,
+        };
+        ApiError(status, e.to_string())
     }
 }
 
@@ -82,7 +88,7 @@ async fn read<T: Send + 'static>(
     shared: &Shared,
     f: impl FnOnce(&Core, Instant) -> Result<T, Error> + Send + 'static,
 ) -> Api<T> {
-    Ok(Json(shared.call(move |core, now, _| f(core, now)).await??))
+    Ok(Json(shared.runtime.call(move |core, now, _| f(core, now)).await??))
 }
 
 /// Runs a store read off the async threads.
@@ -151,30 +157,16 @@ struct ScaleView {
 
 async fn pools(State(shared): State<Arc<Shared>>) -> Api<Vec<PoolView>> {
     read(&shared, |core, _| {
-        let mut lost: BTreeMap<&PoolName, u32> = BTreeMap::new();
-        for node in core.nodes.values().filter(|n| n.status() == NodeStatus::Lost) {
-            *lost.entry(&node.record.pool).or_default() += 1;
-        }
         Ok(core
             .pools
             .values()
             .map(|pool| {
+                let summary = core.pool_summary(pool);
+                let live = [NodeState::Starting, NodeState::Idle, NodeState::Running, NodeState::Draining];
                 let mut nodes: BTreeMap<&'static str, u32> =
-                    ["starting", "idle", "running", "draining"].into_iter().map(|s| (s, 0)).collect();
-                nodes.insert("lost", lost.get(&pool.spec.name).copied().unwrap_or(0));
-                let (mut total, mut used) = (0, 0);
-                for node in pool.nodes.iter().filter_map(|id| core.nodes.get(id)) {
-                    *nodes.entry(node.state().as_str()).or_default() += 1;
-                    if node.status() == NodeStatus::Up {
-                        total += node.record.slots;
-                        used += node.slots_used;
-                    }
-                }
-                let (mut ready, mut running) = (0, 0);
-                for job in pool.jobs.iter().filter_map(|(_, id)| core.jobs.get(id)) {
-                    ready += u64::from(job.counts.ready);
-                    running += u64::from(job.counts.running);
-                }
+                    live.into_iter().map(|s| (s.as_str(), summary.nodes.get(&s).copied().unwrap_or(0))).collect();
+                nodes.insert(NodeState::Lost.as_str(), summary.lost);
+                let slots = summary.slots;
                 PoolView {
                     name: pool.spec.name.to_string(),
                     provider: pool.spec.provider.as_str(),
@@ -189,8 +181,8 @@ async fn pools(State(shared): State<Arc<Shared>>) -> Api<Vec<PoolView>> {
                     deleting: pool.deleting,
                     last_error: pool.last_error.clone(),
                     nodes,
-                    slots: Slots { total, used, free: total.saturating_sub(used) },
-                    queue: Queue { ready, running },
+                    slots: Slots { total: slots.total, used: slots.used, free: slots.free },
+                    queue: Queue { ready: summary.ready, running: summary.running },
                     scale_log: pool
                         .scale_log
                         .iter()
@@ -497,7 +489,7 @@ async fn task(State(shared): State<Arc<Shared>>, Path((id, index)): Path<(u64, u
                 node: a.node_id,
                 started_at_ms: a.started_at_ms,
                 ended_at_ms: a.ended_at_ms,
-                outcome: a.outcome,
+                outcome: a.outcome.map(|o| o.as_str().to_string()),
                 exit_code: a.exit_code,
                 signal: a.signal,
                 message: a.message,

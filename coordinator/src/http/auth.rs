@@ -18,7 +18,7 @@ use axum::{Form, Json};
 
 use crate::auth::{self, rules, Principal};
 use crate::model::Role;
-use crate::server::Shared;
+use crate::shared::Shared;
 
 const LOGIN: &str = include_str!("assets/login.html");
 /// The cookie the login page sets: a session id, not the token. Over TLS it takes

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::watch;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP: &str = include_str!("assets/app.js");
@@ -47,6 +47,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn metrics(axum::extract::State(shared): axum::extract::State<Arc<Shared>>) -> Response {
     let metrics = shared.metrics.clone();
     let read = shared
+        .runtime
         .call(move |core, now, _| {
             metrics.read_core(core, now);
         })
@@ -54,7 +55,7 @@ async fn metrics(axum::extract::State(shared): axum::extract::State<Arc<Shared>>
     match read {
         Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], shared.metrics.render())
             .into_response(),
-        Err(status) => (StatusCode::SERVICE_UNAVAILABLE, status.message().to_string()).into_response(),
+        Err(refused) => (StatusCode::SERVICE_UNAVAILABLE, refused.to_string()).into_response(),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::{signal, tail};
 use crate::model::*;
-use crate::server::Event;
+use crate::runtime::Event;
 
 pub struct Commands {
     coordinator_url: String,

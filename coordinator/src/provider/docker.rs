@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::model::*;
-use crate::server::Event;
+use crate::runtime::Event;
 
 /// Where the agent keeps its work inside the container.
 const WORK_DIR: &str = "/var/lib/corral";

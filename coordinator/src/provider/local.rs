@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::signal;
 use crate::model::*;
-use crate::server::Event;
+use crate::runtime::Event;
 
 pub struct LocalAgents {
     agent_command: Vec<OsString>,

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::core::ProviderOp;
 use crate::model::*;
-use crate::server::Event;
+use crate::runtime::Event;
 
 /// What the providers need to know about the coordinator they work for.
 #[derive(Debug, Clone)]

@@ -146,6 +146,25 @@ fn drained_nodes_take_no_new_work() {
 }
 
 #[test]
+fn a_draining_node_counts_its_busy_slots_as_used_and_none_as_free() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let draining = env.node(2);
+    let _up = env.node(3);
+    env.submit(3, 0, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 3);
+    env.core.drain_node(&draining, &mut env.out).unwrap();
+    let busy_on_draining = placed.iter().filter(|(n, _)| *n == draining).count() as u32;
+    let pool = &env.core.pools[&PoolName::parse("name", "p").unwrap()];
+    let summary = env.core.pool_summary(pool);
+    assert_eq!(summary.slots.total, 5);
+    assert_eq!(summary.slots.used, 3);
+    assert_eq!(summary.slots.free, 3 - (3 - busy_on_draining), "only the up node's unused slots are free");
+    assert_eq!(summary.nodes[&NodeState::Draining], 1);
+    assert_eq!(summary.running, 3);
+}
+
+#[test]
 fn a_node_takes_work_only_after_its_start_task_succeeded() {
     let mut env = Env::with_pool(Fill::Spread);
     let ok = env.join_starting(1, None, true);

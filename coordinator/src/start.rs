@@ -1,9 +1,8 @@
-//! The shell around the core: one event loop owns the [`Core`]; gRPC handlers, agent
-//! streams, the provider and a timer send it events. After each burst of events the
-//! loop schedules, then hands the outbox to the store writer, which makes it durable
-//! and only then delivers replies and agent messages.
+//! The composition root: it opens the store, restores the core, and starts every
+//! part around it (the store writer, the event loop, providers, callbacks, the gRPC
+//! and HTTP servers), each with the shutdown signal; [`Coordinator::shutdown`] stops
+//! them in order.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,17 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corral_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot, watch};
-use tonic::Status;
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::{self, Auth};
-use crate::convert;
-use crate::core::{Core, CoreConfig, Notification, Outbox, ProviderOp, ToAgent, Work};
+use crate::core::{Core, CoreConfig, Outbox, ProviderOp};
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::model::*;
+use crate::model::{NodeId, Provider, Role};
 use crate::provider::ProviderConfig;
-use crate::store::{Batch, FollowUp, Reader, Store, Writer};
+use crate::runtime::{event_loop, Handle, STORE_WAIT};
+use crate::shared::Shared;
+use crate::store::{Batch, FollowUp, Store, Writer};
 
 /// Where the coordinator listens, keeps its data, and how it starts local agents.
 #[derive(Debug, Clone)]
@@ -180,206 +179,6 @@ fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
     Ok(auth)
 }
 
-/// A call into the core; it returns what to do once its changes are durable.
-pub type Call = Box<dyn FnOnce(&mut Core, Instant, &mut Outbox) -> FollowUp + Send>;
-/// The sending half of one agent stream.
-pub type AgentTx = mpsc::UnboundedSender<Result<pb::CoordinatorMessage, Status>>;
-
-/// Everything that reaches the event loop.
-pub enum Event {
-    Call(Call),
-    /// An agent stream opened with its hello.
-    Connected {
-        node: NodeId,
-        conn: u64,
-        hello: Hello,
-        tx: AgentTx,
-    },
-    FromAgent {
-        node: NodeId,
-        conn: u64,
-        update: AgentUpdate,
-    },
-    Disconnected {
-        node: NodeId,
-        conn: u64,
-    },
-    /// A local agent process exited.
-    NodeExited {
-        node: NodeId,
-    },
-    LaunchFailed {
-        node: NodeId,
-        error: String,
-    },
-    /// The provider could not remove a node's machine or container.
-    RemoveFailed {
-        node: NodeId,
-        pool: PoolName,
-        error: String,
-    },
-}
-
-/// The opening message of an agent stream, validated.
-pub struct Hello {
-    pub start_task_running: bool,
-    pub start_task_failed: Option<String>,
-    pub running: Vec<AttemptRef>,
-    pub finished: Vec<TaskResult>,
-    pub logs: Vec<LogChunk>,
-}
-
-/// One later message of an agent stream, validated.
-#[derive(Default)]
-pub struct AgentUpdate {
-    /// The start task ended: whether it succeeded, and what it said.
-    pub start_task_done: Option<(bool, String)>,
-    pub heartbeat: Option<(f32, u64)>,
-    pub logs: Vec<LogChunk>,
-    pub finished: Vec<TaskResult>,
-    /// The room its logs take in memory, given back once they are written.
-    pub room: Option<crate::agent_service::LogRoom>,
-}
-
-/// What the gRPC handlers share.
-pub struct Shared {
-    events: mpsc::UnboundedSender<Event>,
-    pub reader: Mutex<Reader>,
-    pub core_config: CoreConfig,
-    /// The object store, to measure map/reduce inputs.
-    pub objects: Arc<dyn object_store::ObjectStore>,
-    /// The id of the newest durable event; it changes after each commit that
-    /// recorded some.
-    pub last_event: watch::Receiver<u64>,
-    pub metrics: Arc<Metrics>,
-    /// The tokens and node secrets the coordinator accepts.
-    pub auth: Arc<Auth>,
-    pub data_dir: PathBuf,
-    pub http_access: crate::http::auth::HttpAccess,
-    /// How callbacks are posted: what submissions are checked against, and the
-    /// secret admins may read.
-    pub notify: crate::notify::Settings,
-    /// Why the store cannot write now (a full disk), while it cannot.
-    pub store_failing: watch::Receiver<Option<String>>,
-}
-
-impl Shared {
-    /// Runs `f` on the core; the answer comes once whatever `f` changed is durable,
-    /// or at once if it changed nothing (a read answers even while the store
-    /// cannot write).
-    ///
-    /// While the store cannot write, a change that has waited [`STORE_WAIT`] is
-    /// answered UNAVAILABLE: it may still be saved once the store can write again
-    /// (which is what `--idempotency-key` is for).
-    pub async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
-    ) -> Result<T, Status> {
-        let (tx, rx) = oneshot::channel::<Result<T, String>>();
-        let call: Call = Box::new(move |core, now, out| {
-            let before = out.store.len();
-            let value = f(core, now, out);
-            if out.store.len() == before {
-                let _ = tx.send(Ok(value));
-                return Box::new(|_| {});
-            }
-            Box::new(move |stored| {
-                let _ = tx.send(stored.clone().map(|()| value));
-            })
-        });
-        let started = tokio::time::Instant::now();
-        self.send(Event::Call(call))?;
-        tokio::pin!(rx);
-        let answered = |answer: Result<Result<T, String>, _>| match answer {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(refused)) => Err(Status::internal(refused)),
-            Err(_) => Err(shutting_down()),
-        };
-        let mut failing = self.store_failing.clone();
-        let mut watching = true;
-        loop {
-            // While the store cannot write, wait only until STORE_WAIT has passed.
-            let deadline = failing.borrow_and_update().is_some().then_some(started + STORE_WAIT);
-            let give_up = async move {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                answer = &mut rx => return answered(answer),
-                _ = give_up => {
-                    if let Some(cause) = self.store_failing.borrow().clone() {
-                        return Err(store_cannot_write(&cause, true));
-                    }
-                }
-                changed = failing.changed(), if watching => watching = changed.is_ok(),
-            }
-        }
-    }
-
-    /// [`Shared::call`] for a change `who` asked for: the events it makes name
-    /// them, and it is refused if their token was revoked (or expired) before it
-    /// ran (a revocation runs on the event loop too, so none slips past it).
-    pub async fn call_by<T: Send + 'static>(
-        &self,
-        who: crate::auth::Principal,
-        f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
-    ) -> Result<T, Status> {
-        // While the store cannot write, no change is taken on (and nothing changes).
-        if let Some(cause) = self.store_failing.borrow().clone() {
-            return Err(store_cannot_write(&cause, false));
-        }
-        let auth = self.auth.clone();
-        let done = self
-            .call(move |core, now, out| {
-                if !auth.still_valid(&who, crate::auth::now_ms()) {
-                    return None;
-                }
-                let before = out.store.len();
-                out.store.push(crate::core::StoreOp::Actor(Some(who.name())));
-                let value = f(core, now, out);
-                if out.store.len() == before + 1 {
-                    // Nothing changed: no marker, and no commit for it.
-                    out.store.pop();
-                } else {
-                    out.store.push(crate::core::StoreOp::Actor(None));
-                }
-                Some(value)
-            })
-            .await?;
-        done.ok_or_else(|| Status::unauthenticated(crate::auth::BAD_TOKEN))
-    }
-
-    pub fn send(&self, event: Event) -> Result<(), Status> {
-        self.events.send(event).map_err(|_| shutting_down())
-    }
-
-    /// The store's read connection. Hold it only for one query, never across an
-    /// `.await`.
-    pub fn reader(&self) -> std::sync::MutexGuard<'_, Reader> {
-        self.reader.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// How long a change waits for a store that cannot write before its caller is
-/// told so.
-pub const STORE_WAIT: Duration = Duration::from_secs(5);
-
-fn store_cannot_write(cause: &str, in_flight: bool) -> Status {
-    let outcome = if in_flight {
-        "this change may still be saved when it can write again; retry with the same --idempotency-key to be sure"
-    } else {
-        "nothing was changed; try again when it can"
-    };
-    Status::unavailable(format!("store cannot write: {cause}; {outcome}"))
-}
-
-fn shutting_down() -> Status {
-    Status::unavailable("the coordinator is shutting down; try again when it is back")
-}
-
-/// A running coordinator.
 pub struct Coordinator {
     addr: SocketAddr,
     http_addr: Option<SocketAddr>,
@@ -471,8 +270,9 @@ impl Coordinator {
         };
         let notify_task =
             tokio::spawn(crate::notify::run(notify_rx, events_tx.clone(), notify.clone(), stop_rx.clone()));
+        let runtime = Handle::new(events_tx, store_failing.clone(), auth.clone());
         let shared = Arc::new(Shared {
-            events: events_tx,
+            runtime,
             reader: Mutex::new(reader),
             core_config: config.core.clone(),
             objects: objects.clone(),
@@ -502,9 +302,14 @@ impl Coordinator {
         };
         let http_addr = http.as_ref().map(|(a, _)| *a);
 
-        let effects =
-            Effects { writer, provider: provider_tx, notify: notify_tx, auth: auth.clone(), objects: objects.clone() };
-        let event_loop = tokio::spawn(run_loop(core, events_rx, effects, metrics.clone(), stop_rx.clone()));
+        let effects = event_loop::Effects {
+            writer,
+            provider: provider_tx,
+            notify: notify_tx,
+            auth: auth.clone(),
+            objects: objects.clone(),
+        };
+        let event_loop = tokio::spawn(event_loop::run(core, events_rx, effects, metrics.clone(), stop_rx.clone()));
         let mut server_stop = stop_rx.clone();
         let stopped = async move {
             let _ = server_stop.wait_for(|s| *s).await;
@@ -630,247 +435,5 @@ impl Coordinator {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.done.await;
-    }
-}
-
-/// Where the event loop sends what the core decided.
-struct Effects {
-    writer: Writer,
-    provider: mpsc::UnboundedSender<ProviderOp>,
-    notify: mpsc::UnboundedSender<Notification>,
-    /// Forgets the secrets of nodes that are gone.
-    auth: Arc<Auth>,
-    /// Where deleted jobs' outputs are removed from.
-    objects: Arc<dyn object_store::ObjectStore>,
-}
-
-/// The event loop: the one owner of the core.
-async fn run_loop(
-    mut core: Core,
-    mut events: mpsc::UnboundedReceiver<Event>,
-    effects: Effects,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut conns: HashMap<NodeId, (u64, AgentTx)> = HashMap::new();
-    let period = (core.config.heartbeat_interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let mut out = Outbox::default();
-        let mut then: Vec<FollowUp> = Vec::new();
-        tokio::select! {
-            event = events.recv() => {
-                let Some(event) = event else { break };
-                handle(&mut core, event, &mut conns, &metrics, &mut out, &mut then);
-                // Take what else is waiting, so one transaction covers it all.
-                for _ in 0..4096 {
-                    match events.try_recv() {
-                        Ok(event) => handle(&mut core, event, &mut conns, &metrics, &mut out, &mut then),
-                        Err(_) => break,
-                    }
-                }
-            }
-            _ = tick.tick() => core.on_tick(Instant::now(), &mut out),
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        core.schedule(Instant::now(), &mut out);
-        flush(out, then, &conns, &effects);
-    }
-    // Stop the agents this coordinator started; static agents keep running and
-    // reconnect when a coordinator is back.
-    let mut out = Outbox::default();
-    core.stop_local_nodes(Instant::now(), &mut out);
-    flush(out, Vec::new(), &conns, &effects);
-}
-
-fn handle(
-    core: &mut Core,
-    event: Event,
-    conns: &mut HashMap<NodeId, (u64, AgentTx)>,
-    metrics: &Metrics,
-    out: &mut Outbox,
-    then: &mut Vec<FollowUp>,
-) {
-    let now = Instant::now();
-    match event {
-        Event::Call(call) => then.push(call(core, now, out)),
-        Event::Connected { node, conn, hello, tx } => {
-            let late = hello.finished.len();
-            match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
-                Ok(()) => {
-                    // Only a stream the core accepted may write logs.
-                    core.on_logs(&node, hello.logs, out);
-                    if let Some(why) = &hello.start_task_failed {
-                        core.on_start_task_done(now, &node, false, why, out);
-                    }
-                    tracing::info!(node_id = %node, "agent connected");
-                    conns.insert(node, (conn, tx));
-                }
-                Err(refused) => {
-                    ignored_late_results(&node, late);
-                    tracing::info!(node_id = %node, reason = %refused.0, "agent must register again");
-                    let msg = pb::CoordinatorMessage { reregister: true, reason: refused.0, ..Default::default() };
-                    then.push(Box::new(move |_| {
-                        let _ = tx.send(Ok(msg));
-                    }));
-                }
-            }
-        }
-        Event::FromAgent { node, conn, mut update } => {
-            if let Some(room) = update.room.take() {
-                then.push(Box::new(move |_| drop(room)));
-            }
-            if conns.get(&node).is_some_and(|(c, _)| *c != conn) {
-                return;
-            }
-            if !core.on_node_message(now, &node, out) {
-                ignored_late_results(&node, update.finished.len());
-                return;
-            }
-            if let Some((cpu, mem)) = update.heartbeat {
-                metrics.on_heartbeat();
-                core.on_heartbeat(now, &node, cpu, mem);
-            }
-            if let Some((ok, message)) = update.start_task_done {
-                core.on_start_task_done(now, &node, ok, &message, out);
-            }
-            core.on_logs(&node, update.logs, out);
-            if !update.finished.is_empty() {
-                core.on_task_results(now, &node, update.finished, out);
-            }
-        }
-        Event::Disconnected { node, conn } => {
-            if conns.get(&node).is_some_and(|(c, _)| *c == conn) {
-                conns.remove(&node);
-                core.on_disconnected(&node);
-                tracing::info!(node_id = %node, "agent disconnected");
-            }
-        }
-        Event::NodeExited { node } => core.on_node_exited(now, &node, out),
-        Event::LaunchFailed { node, error } => core.on_launch_failed(now, &node, &error, out),
-        Event::RemoveFailed { node, pool, error } => core.on_remove_failed(&node, &pool, &error),
-    }
-}
-
-/// Results from a node that was declared lost count for nothing: its tasks were
-/// requeued when it was lost, and their new attempts own them now.
-fn ignored_late_results(node: &NodeId, results: usize) {
-    if results > 0 {
-        tracing::info!(node_id = %node, results, "ignoring a late result: the node was declared lost and its tasks requeued");
-    }
-}
-
-/// Credentials that a batch's changes end, in one pass over its store ops: a node
-/// that is lost or removed speaks for nothing any more (its secret stops opening
-/// streams and object calls; one that comes back registers again), and a deleted
-/// pool's agent token goes with it.
-fn retire_credentials(out: &mut Outbox, auth: &Auth) {
-    use crate::core::StoreOp;
-    let mut retired = Vec::new();
-    for op in &out.store {
-        match op {
-            // Forgotten here; stored as forgotten only if it had a secret.
-            StoreOp::PutNode(n) if !n.status.is_live() && auth.forget_node(&n.id) => {
-                retired.push(StoreOp::ForgetNodeCredential(n.id.clone()));
-            }
-            StoreOp::DeletePool(pool) => {
-                if let Some(token) = auth.revoke(&auth::bootstrap::pool_token_name(pool)) {
-                    retired.push(StoreOp::DeleteToken { id: token.id, name: token.name });
-                }
-            }
-            _ => {}
-        }
-    }
-    out.store.extend(retired);
-}
-
-/// Hands the outbox to the writer: store rows first, then (once durable) the replies,
-/// one message per agent, and the provider's orders.
-fn flush(mut out: Outbox, mut then: Vec<FollowUp>, conns: &HashMap<NodeId, (u64, AgentTx)>, effects: &Effects) {
-    if out.is_empty() && then.is_empty() {
-        return;
-    }
-    retire_credentials(&mut out, &effects.auth);
-    let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
-    for (node, msg) in out.agents {
-        let m = messages.entry(node).or_default();
-        match msg {
-            ToAgent::Assign(a) => m.assign.push(pb::Assignment {
-                task: Some(convert::attempt_to_pb(a.attempt)),
-                name: a.name,
-                array_index: a.array_index,
-                inputs: a.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
-                outputs: a.outputs,
-                outputs_when: a.outputs_when.as_str().into(),
-                output_prefix: a.output_prefix,
-                max_output_bytes: a.max_output,
-                map: match &a.work {
-                    Work::Map { segments, reduce_tasks, combiner, output_prefix } => Some(pb::MapWork {
-                        segments: segments
-                            .iter()
-                            .map(|s| pb::Segment { object: s.object.clone(), offset: s.offset, length: s.length })
-                            .collect(),
-                        reduce_tasks: *reduce_tasks,
-                        combiner: combiner.clone().unwrap_or_default(),
-                        output_prefix: output_prefix.clone(),
-                    }),
-                    _ => None,
-                },
-                reduce: match a.work {
-                    Work::Reduce { inputs, output } => Some(pb::ReduceWork { inputs, output }),
-                    _ => None,
-                },
-                argv: a.argv,
-                env: a.env.into_iter().collect(),
-                slots: a.slots,
-                timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
-            }),
-            ToAgent::Kill(a) => m.kill.push(convert::attempt_to_pb(a)),
-            ToAgent::Ack(a) => m.ack.push(convert::attempt_to_pb(a)),
-            ToAgent::Reregister(why) => {
-                m.reregister = true;
-                m.reason = why;
-            }
-            ToAgent::Shutdown(why) => {
-                m.shutdown = true;
-                m.reason = why;
-            }
-        }
-    }
-    for (node, msg) in messages {
-        // A node without a stream gets nothing now; its hello reconciles later.
-        if let Some((_, tx)) = conns.get(&node) {
-            let tx = tx.clone();
-            then.push(Box::new(move |_| {
-                let _ = tx.send(Ok(msg));
-            }));
-        }
-    }
-    for op in out.provider {
-        let provider = effects.provider.clone();
-        then.push(Box::new(move |_| {
-            let _ = provider.send(op);
-        }));
-    }
-    // A deleted job's objects go once its deletion is durable.
-    for op in &out.store {
-        if let crate::core::StoreOp::DeleteJob(id) = op {
-            let (objects, id, runtime) = (effects.objects.clone(), *id, tokio::runtime::Handle::current());
-            then.push(Box::new(move |stored| {
-                if stored.is_ok() {
-                    runtime.spawn(crate::objects::delete_prefix(objects, corral_types::paths::job(id)));
-                }
-            }));
-        }
-    }
-    for order in out.notify {
-        let notify = effects.notify.clone();
-        then.push(Box::new(move |_| {
-            let _ = notify.send(order);
-        }));
-    }
-    if !effects.writer.submit(Batch { ops: out.store, then }) {
-        tracing::error!("the store writer has stopped; changes are not being saved");
     }
 }

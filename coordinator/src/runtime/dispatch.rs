@@ -1,0 +1,123 @@
+//! One event in, the core's entry points called: which agent stream is current,
+//! what a stale stream's messages are worth (nothing), and the order in which a
+//! hello's parts reach the core. Pure: `now` is given, effects go to the outbox and
+//! the follow-ups, so it is tested without sockets (below).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use corral_proto::v1 as pb;
+
+use super::{AgentTx, Event};
+use crate::core::{Core, Outbox};
+use crate::model::NodeId;
+use crate::store::FollowUp;
+
+/// The open agent streams: each node's current connection and where its messages go.
+/// A node that reconnects replaces its old stream; the old one's messages and its
+/// closing are ignored from then on.
+#[derive(Default)]
+pub struct Streams {
+    by_node: HashMap<NodeId, (u64, AgentTx)>,
+}
+
+impl Streams {
+    /// Where `node`'s messages go, if it has a stream.
+    pub fn get(&self, node: &NodeId) -> Option<&AgentTx> {
+        self.by_node.get(node).map(|(_, tx)| tx)
+    }
+
+    /// Whether `conn` is not `node`'s current stream (a newer one replaced it).
+    fn is_stale(&self, node: &NodeId, conn: u64) -> bool {
+        self.by_node.get(node).is_some_and(|(current, _)| *current != conn)
+    }
+}
+
+/// What an event did that the loop counts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Handled {
+    pub heartbeat: bool,
+}
+
+/// Hands `event` to the core.
+pub fn handle(
+    core: &mut Core,
+    now: Instant,
+    event: Event,
+    streams: &mut Streams,
+    out: &mut Outbox,
+    then: &mut Vec<FollowUp>,
+) -> Handled {
+    let mut handled = Handled::default();
+    match event {
+        Event::Call(call) => then.push(call(core, now, out)),
+        Event::Connected { node, conn, hello, tx } => {
+            let late = hello.finished.len();
+            match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
+                Ok(()) => {
+                    // Only a stream the core accepted may write logs.
+                    core.on_logs(&node, hello.logs, out);
+                    if let Some(why) = &hello.start_task_failed {
+                        core.on_start_task_done(now, &node, false, why, out);
+                    }
+                    tracing::info!(node_id = %node, "agent connected");
+                    streams.by_node.insert(node, (conn, tx));
+                }
+                Err(refused) => {
+                    ignored_late_results(&node, late);
+                    tracing::info!(node_id = %node, reason = %refused.0, "agent must register again");
+                    let msg = pb::CoordinatorMessage { reregister: true, reason: refused.0, ..Default::default() };
+                    // Said once the batch is durable, like every other message.
+                    then.push(Box::new(move |_| {
+                        let _ = tx.send(msg);
+                    }));
+                }
+            }
+        }
+        Event::FromAgent { node, conn, mut update } => {
+            if let Some(room) = update.room.take() {
+                then.push(Box::new(move |_| drop(room)));
+            }
+            if streams.is_stale(&node, conn) {
+                return handled;
+            }
+            if !core.on_node_message(now, &node, out) {
+                ignored_late_results(&node, update.finished.len());
+                return handled;
+            }
+            if let Some((cpu, mem)) = update.heartbeat {
+                handled.heartbeat = true;
+                core.on_heartbeat(now, &node, cpu, mem);
+            }
+            if let Some((ok, message)) = update.start_task_done {
+                core.on_start_task_done(now, &node, ok, &message, out);
+            }
+            core.on_logs(&node, update.logs, out);
+            if !update.finished.is_empty() {
+                core.on_task_results(now, &node, update.finished, out);
+            }
+        }
+        Event::Disconnected { node, conn } => {
+            if streams.by_node.get(&node).is_some_and(|(current, _)| *current == conn) {
+                streams.by_node.remove(&node);
+                core.on_disconnected(&node);
+                tracing::info!(node_id = %node, "agent disconnected");
+            }
+        }
+        Event::NodeExited { node } => core.on_node_exited(now, &node, out),
+        Event::LaunchFailed { node, error } => core.on_launch_failed(now, &node, &error, out),
+        Event::RemoveFailed { node, pool, error } => core.on_remove_failed(&node, &pool, &error),
+    }
+    handled
+}
+
+/// Results from a node that was declared lost count for nothing: its tasks were
+/// requeued when it was lost, and their new attempts own them now.
+fn ignored_late_results(node: &NodeId, results: usize) {
+    if results > 0 {
+        tracing::info!(node_id = %node, results, "ignoring a late result: the node was declared lost and its tasks requeued");
+    }
+}
+
+#[cfg(test)]
+mod tests;

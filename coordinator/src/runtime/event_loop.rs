@@ -1,0 +1,156 @@
+//! The event loop: the one owner of the core. It drains whatever events are
+//! waiting into the core ([`super::dispatch`]), schedules once, and hands the outbox
+//! to the store writer, whose follow-ups send replies, agent messages, provider
+//! orders and callbacks only once the batch is durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+
+use super::dispatch::{self, Streams};
+use super::Event;
+use crate::auth::{self, Auth};
+use crate::convert;
+use crate::core::{Core, Notification, Outbox, ProviderOp, ToAgent};
+use crate::metrics::Metrics;
+use crate::model::NodeId;
+use crate::store::{Batch, FollowUp, Writer};
+
+/// Where the event loop sends what the core decided.
+pub struct Effects {
+    pub writer: Writer,
+    pub provider: mpsc::UnboundedSender<ProviderOp>,
+    pub notify: mpsc::UnboundedSender<Notification>,
+    /// Forgets the secrets of nodes that are gone.
+    pub auth: Arc<Auth>,
+    /// Where deleted jobs' outputs are removed from.
+    pub objects: Arc<dyn object_store::ObjectStore>,
+}
+
+/// The event loop: the one owner of the core.
+pub async fn run(
+    mut core: Core,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    effects: Effects,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut streams = Streams::default();
+    let period = (core.config.heartbeat_interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut out = Outbox::default();
+        let mut then: Vec<FollowUp> = Vec::new();
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let mut next = Some(event);
+                // Take what else is waiting, so one transaction covers it all.
+                for _ in 0..4096 {
+                    let Some(event) = next.take().or_else(|| events.try_recv().ok()) else { break };
+                    if dispatch::handle(&mut core, Instant::now(), event, &mut streams, &mut out, &mut then).heartbeat {
+                        metrics.on_heartbeat();
+                    }
+                }
+            }
+            _ = tick.tick() => core.on_tick(Instant::now(), &mut out),
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        core.schedule(Instant::now(), &mut out);
+        flush(out, then, &streams, &effects);
+    }
+    // Stop the agents this coordinator started; static agents keep running and
+    // reconnect when a coordinator is back.
+    let mut out = Outbox::default();
+    core.stop_local_nodes(Instant::now(), &mut out);
+    flush(out, Vec::new(), &streams, &effects);
+}
+
+/// Credentials that a batch's changes end, in one pass over its store ops: a node
+/// that is lost or removed speaks for nothing any more (its secret stops opening
+/// streams and object calls; one that comes back registers again), and a deleted
+/// pool's agent token goes with it.
+fn retire_credentials(out: &mut Outbox, auth: &Auth) {
+    use crate::core::StoreOp;
+    let mut retired = Vec::new();
+    for op in &out.store {
+        match op {
+            // Forgotten here; stored as forgotten only if it had a secret.
+            StoreOp::PutNode(n) if !n.status.is_live() && auth.forget_node(&n.id) => {
+                retired.push(StoreOp::ForgetNodeCredential(n.id.clone()));
+            }
+            StoreOp::DeletePool(pool) => {
+                if let Some(token) = auth.revoke(&auth::bootstrap::pool_token_name(pool)) {
+                    retired.push(StoreOp::DeleteToken { id: token.id, name: token.name });
+                }
+            }
+            _ => {}
+        }
+    }
+    out.store.extend(retired);
+}
+
+/// Hands the outbox to the writer: store rows first, then (once durable) the replies,
+/// one message per agent, and the provider's orders.
+fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &Effects) {
+    if out.is_empty() && then.is_empty() {
+        return;
+    }
+    retire_credentials(&mut out, &effects.auth);
+    let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
+    for (node, msg) in out.agents {
+        let m = messages.entry(node).or_default();
+        match msg {
+            ToAgent::Assign(a) => m.assign.push(convert::assignment_to_pb(*a)),
+            ToAgent::Kill(a) => m.kill.push(convert::attempt_to_pb(a)),
+            ToAgent::Ack(a) => m.ack.push(convert::attempt_to_pb(a)),
+            ToAgent::Reregister(why) => {
+                m.reregister = true;
+                m.reason = why;
+            }
+            ToAgent::Shutdown(why) => {
+                m.shutdown = true;
+                m.reason = why;
+            }
+        }
+    }
+    for (node, msg) in messages {
+        // A node without a stream gets nothing now; its hello reconciles later.
+        if let Some(tx) = streams.get(&node) {
+            let tx = tx.clone();
+            then.push(Box::new(move |_| {
+                let _ = tx.send(msg);
+            }));
+        }
+    }
+    for op in out.provider {
+        let provider = effects.provider.clone();
+        then.push(Box::new(move |_| {
+            let _ = provider.send(op);
+        }));
+    }
+    // A deleted job's objects go once its deletion is durable.
+    for op in &out.store {
+        if let crate::core::StoreOp::DeleteJob(id) = op {
+            let (objects, id, runtime) = (effects.objects.clone(), *id, tokio::runtime::Handle::current());
+            then.push(Box::new(move |stored| {
+                if stored.is_ok() {
+                    runtime.spawn(crate::objects::delete_prefix(objects, corral_types::paths::job(id)));
+                }
+            }));
+        }
+    }
+    for order in out.notify {
+        let notify = effects.notify.clone();
+        then.push(Box::new(move |_| {
+            let _ = notify.send(order);
+        }));
+    }
+    if !effects.writer.submit(Batch { ops: out.store, then }) {
+        tracing::error!("the store writer has stopped; changes are not being saved");
+    }
+}
