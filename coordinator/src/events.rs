@@ -102,8 +102,12 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id) WHERE job_id IS NOT NULL;
 ";
 
-/// The event a change makes, without its id and time; `pool_of` names a job's pool.
-pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>) -> Option<Event> {
+/// The event a change makes, without its id and time; `pool_of` names a job's pool
+/// (`None` for a job the store does not have), and its failure is the caller's.
+pub fn describe<E>(
+    op: &StoreOp,
+    mut pool_of: impl FnMut(JobId) -> Result<Option<PoolName>, E>,
+) -> Result<Option<Event>, E> {
     let event = |kind, state: &str| Event {
         id: 0,
         at_ms: 0,
@@ -117,7 +121,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
         detail: String::new(),
         actor: None,
     };
-    Some(match op {
+    Ok(Some(match op {
         StoreOp::PutPool { spec, deleting, .. } => Event {
             pool: Some(spec.name.to_string()),
             detail: match &spec.autoscale {
@@ -151,13 +155,13 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
             ..event(Kind::Job, j.state.as_str())
         },
         StoreOp::SetJobState { id, state, .. } => {
-            Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
+            Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
         }
         StoreOp::DeleteJob(id) => {
-            Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "deleted") }
+            Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "deleted") }
         }
         StoreOp::SetDelivery { job, delivery } => Event {
-            pool: pool_of(*job).map(|p| p.to_string()),
+            pool: pool_of(*job)?.map(|p| p.to_string()),
             job: Some(job.0),
             detail: match (&delivery.delivered_at_ms, &delivery.last_error) {
                 (Some(_), _) => format!("callback accepted on post {}", delivery.attempts),
@@ -167,19 +171,19 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
             ..event(Kind::Job, if delivery.delivered_at_ms.is_some() { "notified" } else { "notify_failed" })
         },
         StoreOp::CloseJob(id) => {
-            Event { pool: pool_of(*id).map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "closed") }
+            Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "closed") }
         }
         StoreOp::AddTaskGroups { job, last_index, .. } => Event {
-            pool: pool_of(*job).map(|p| p.to_string()),
+            pool: pool_of(*job)?.map(|p| p.to_string()),
             job: Some(job.0),
             detail: format!("tasks up to index {last_index}"),
             ..event(Kind::Job, "tasks_added")
         },
         // A task starts running with its attempt, which names the node: that one
         // event says it all.
-        StoreOp::PutTask(t) if t.state == TaskState::Running => return None,
+        StoreOp::PutTask(t) if t.state == TaskState::Running => return Ok(None),
         StoreOp::PutTask(t) => Event {
-            pool: pool_of(t.key.job).map(|p| p.to_string()),
+            pool: pool_of(t.key.job)?.map(|p| p.to_string()),
             job: Some(t.key.job.0),
             task: Some(t.key.index),
             attempt: Some(t.attempt),
@@ -187,7 +191,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
             ..event(Kind::Task, t.state.as_str())
         },
         StoreOp::StartAttempt { attempt, node, .. } => Event {
-            pool: pool_of(attempt.task.job).map(|p| p.to_string()),
+            pool: pool_of(attempt.task.job)?.map(|p| p.to_string()),
             job: Some(attempt.task.job.0),
             task: Some(attempt.task.index),
             attempt: Some(attempt.attempt),
@@ -195,7 +199,7 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
             ..event(Kind::Task, TaskState::Running.as_str())
         },
         StoreOp::EndAttempt { attempt, outcome, exit_code, signal, message, .. } => Event {
-            pool: pool_of(attempt.task.job).map(|p| p.to_string()),
+            pool: pool_of(attempt.task.job)?.map(|p| p.to_string()),
             job: Some(attempt.task.job.0),
             task: Some(attempt.task.index),
             attempt: Some(attempt.attempt),
@@ -222,9 +226,9 @@ pub fn describe(op: &StoreOp, mut pool_of: impl FnMut(JobId) -> Option<PoolName>
             },
             ..event(Kind::Object, if size.is_some() { "put" } else { "deleted" })
         },
-        StoreOp::PutNodeCredential(_) | StoreOp::ForgetNodeCredential(_) | StoreOp::Actor(_) => return None,
-        StoreOp::Log(_) | StoreOp::PutIdempotencyKey(_) | StoreOp::ExpireIdempotencyKeys { .. } => return None,
-    })
+        StoreOp::PutNodeCredential(_) | StoreOp::ForgetNodeCredential(_) | StoreOp::Actor(_) => return Ok(None),
+        StoreOp::Log(_) | StoreOp::PutIdempotencyKey(_) | StoreOp::ExpireIdempotencyKeys { .. } => return Ok(None),
+    }))
 }
 
 /// Records `event` in the transaction; returns its id.
@@ -329,20 +333,25 @@ mod tests {
 
     #[test]
     fn a_running_task_is_told_once_by_its_attempt() {
-        let pool = |_| Some(PoolName::parse("pool", "cpu").unwrap());
-        assert_eq!(describe(&task(1, 0, TaskState::Running), pool), None);
+        let pool = |_| Ok::<_, ()>(Some(PoolName::parse("pool", "cpu").unwrap()));
+        assert_eq!(describe(&task(1, 0, TaskState::Running), pool), Ok(None));
         let start = StoreOp::StartAttempt {
             attempt: AttemptRef { task: TaskKey { job: JobId(1), index: 0 }, attempt: 1 },
             node: NodeId("n-1".into()),
             started_at_ms: 5,
             queued_at_ms: 1,
         };
-        let e = describe(&start, pool).unwrap();
+        let e = describe(&start, pool).unwrap().unwrap();
         assert_eq!(
             (e.kind, e.state.as_str(), e.node.as_deref(), e.pool.as_deref()),
             (Kind::Task, "running", Some("n-1"), Some("cpu"))
         );
-        let done = describe(&task(1, 0, TaskState::Succeeded), pool).unwrap();
+        let done = describe(&task(1, 0, TaskState::Succeeded), pool).unwrap().unwrap();
+        // A lookup that fails is the caller's failure, not an event without its pool.
+        assert_eq!(
+            describe(&task(1, 0, TaskState::Succeeded), |_| Err::<Option<PoolName>, _>("locked")),
+            Err("locked")
+        );
         assert_eq!((done.task, done.state.as_str()), (Some(0), "succeeded"));
     }
 
@@ -352,8 +361,9 @@ mod tests {
         let pools = ["a", "b"];
         for i in 0..10u64 {
             let mut e = describe(&task(i % 2 + 1, i as u32, TaskState::Succeeded), |j| {
-                Some(PoolName::parse("pool", pools[(j.0 - 1) as usize]).unwrap())
+                Ok::<_, ()>(Some(PoolName::parse("pool", pools[(j.0 - 1) as usize]).unwrap()))
             })
+            .unwrap()
             .unwrap();
             e.at_ms = i;
             assert_eq!(insert(&conn, i, &e).unwrap(), i + 1);
@@ -373,7 +383,9 @@ mod tests {
     #[test]
     fn trimming_keeps_ids_growing() {
         let conn = conn();
-        let e = describe(&StoreOp::DeletePool(PoolName::parse("pool", "p").unwrap()), |_| None).unwrap();
+        let e = describe(&StoreOp::DeletePool(PoolName::parse("pool", "p").unwrap()), |_| Ok::<_, ()>(None))
+            .unwrap()
+            .unwrap();
         for _ in 0..3 {
             insert(&conn, 0, &e).unwrap();
         }

@@ -1,0 +1,290 @@
+//! One transaction of the core's changes, with the event each makes: the event is
+//! derived (`crate::events::describe`) and inserted in the same transaction, so the
+//! feed never shows a change that was not stored, nor misses one that was.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, OptionalExtension};
+
+use corral_types::graph::TaskGroup;
+
+use super::{corrupt, log_path, to_json, Store};
+use crate::core::StoreOp;
+use crate::error::Result;
+use crate::model::*;
+
+impl Store {
+    /// Applies a group of changes in one transaction, with the event each makes.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
+        let logs = &self.logs;
+        let job_pools = &mut self.job_pools;
+        let tx = self.conn.transaction()?;
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let mut last_event = self.last_event;
+        let mut recorded = Vec::new();
+        let mut actor: Option<&String> = None;
+        for op in ops {
+            if let StoreOp::Actor(who) = op {
+                actor = who.as_ref();
+                continue;
+            }
+            if let StoreOp::InsertJob(j) = op {
+                job_pools.insert(j.id, j.spec.pool.clone());
+            }
+            // A failed lookup fails the transaction (and is retried like any write):
+            // an event without its pool would be missed by pool-filtered followers.
+            let event = crate::events::describe(op, |job| -> rusqlite::Result<Option<PoolName>> {
+                if let Some(pool) = job_pools.get(&job) {
+                    return Ok(Some(pool.clone()));
+                }
+                let stored: Option<String> = tx
+                    .prepare_cached("SELECT pool FROM jobs WHERE id = ?1")?
+                    .query_row([job.0], |r| r.get(0))
+                    .optional()?;
+                let Some(stored) = stored else { return Ok(None) };
+                let pool = PoolName::parse("pool", &stored).map_err(corrupt)?;
+                job_pools.insert(job, pool.clone());
+                Ok(Some(pool))
+            })?;
+            if let Some(mut event) = event {
+                event.actor = actor.cloned();
+                last_event = crate::events::insert(&tx, at_ms, &event)?;
+                event.id = last_event;
+                event.at_ms = at_ms;
+                recorded.push(event);
+            }
+            match op {
+                StoreOp::PutPool { spec, created_at_ms, deleting } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )?
+                    .execute(params![
+                        spec.name.as_str(),
+                        spec.slots_per_node,
+                        spec.provider.as_str(),
+                        spec.target_nodes,
+                        spec.fill.as_str(),
+                        created_at_ms,
+                        to_json(&spec.autoscale)?,
+                        spec.removal.as_str(),
+                        to_json(&spec.commands)?,
+                        spec.start_task,
+                        to_json(&spec.docker)?,
+                        deleting,
+                    ])?;
+                }
+                StoreOp::DeleteJob(id) => {
+                    for table in ["tasks", "attempts", "task_groups"] {
+                        tx.prepare_cached(&format!("DELETE FROM {table} WHERE job_id = ?1"))?.execute([id.0])?;
+                    }
+                    tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id.0])?;
+                    // All but the event that says it was deleted, just recorded.
+                    tx.prepare_cached("DELETE FROM events WHERE job_id = ?1 AND id < ?2")?
+                        .execute(params![id.0, last_event])?;
+                    match fs::remove_dir_all(logs.join(id.0.to_string())) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(job_id = %id, error = %e, "could not delete the job's logs"),
+                    }
+                }
+                StoreOp::PutIdempotencyKey(k) => {
+                    // A plain INSERT: a second job for one key would break the
+                    // primary key and roll back the transaction that made it.
+                    tx.prepare_cached(
+                        "INSERT INTO idempotency_keys (owner, key, digest, job_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![k.key.owner, k.key.key, k.key.digest, k.job.0, k.at_ms])?;
+                }
+                StoreOp::ExpireIdempotencyKeys { before_ms } => {
+                    tx.prepare_cached("DELETE FROM idempotency_keys WHERE at_ms < ?1")?.execute([before_ms])?;
+                }
+                StoreOp::PutToken(t) => {
+                    tx.prepare_cached("DELETE FROM tokens WHERE name = ?1")?.execute([&t.name])?;
+                    tx.prepare_cached(
+                        "INSERT INTO tokens (id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        t.id,
+                        t.name,
+                        t.role.as_str(),
+                        t.pool.as_ref().map(|p| p.as_str()),
+                        crate::auth::secret::hex(&t.hash),
+                        t.created_at_ms,
+                        t.expires_at_ms,
+                        t.created_by
+                    ])?;
+                }
+                StoreOp::DeleteToken { id, .. } => {
+                    tx.prepare_cached("DELETE FROM tokens WHERE id = ?1")?.execute([id])?;
+                    tx.prepare_cached("DELETE FROM node_credentials WHERE token_id = ?1")?.execute([id])?;
+                }
+                StoreOp::PutNodeCredential(c) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO node_credentials (node_id, pool, hash, token_id) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![c.node.0, c.pool.as_str(), crate::auth::secret::hex(&c.hash), c.token_id])?;
+                }
+                StoreOp::DeletePool(name) => {
+                    tx.prepare_cached("DELETE FROM pools WHERE name = ?1")?.execute([name.as_str()])?;
+                    tx.prepare_cached("DELETE FROM scale_log WHERE pool = ?1")?.execute([name.as_str()])?;
+                }
+                StoreOp::PutNode(n) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO nodes (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?
+                    .execute(params![
+                        n.id.0,
+                        n.pool.as_str(),
+                        n.hostname,
+                        n.slots,
+                        n.cpus,
+                        n.memory_bytes,
+                        n.pid,
+                        n.status.as_str(),
+                        n.reason.map(|r| r.as_str()),
+                        n.registered_at_ms
+                    ])?;
+                }
+                StoreOp::InsertJob(j) => {
+                    let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
+                    if let Some(graph) = &j.spec.graph {
+                        insert_groups(&tx, j.id, 0, &graph.groups)?;
+                    }
+                    tx.prepare_cached(
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    )?
+                    .execute(params![
+                        j.id.0,
+                        j.spec.pool.as_str(),
+                        j.spec.name,
+                        j.spec.priority,
+                        task,
+                        j.spec.first_index,
+                        j.spec.last_index,
+                        j.state.as_str(),
+                        j.submitted_at_ms,
+                        j.finished_at_ms,
+                        j.spec.graph.is_some(),
+                        j.spec.open,
+                        j.spec.notify,
+                        j.spec.owner,
+                        j.spec.max_output
+                    ])?;
+                }
+                StoreOp::SetJobState { id, state, finished_at_ms } => {
+                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1")?
+                        .execute(params![id.0, state.as_str(), finished_at_ms])?;
+                }
+                StoreOp::PutTask(t) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO tasks (job_id, idx, state, attempt, failures, node_losses, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?
+                    .execute(params![
+                        t.key.job.0,
+                        t.key.index,
+                        t.state.as_str(),
+                        t.attempt,
+                        t.failures,
+                        t.node_losses,
+                        t.reason
+                    ])?;
+                }
+                StoreOp::AddTaskGroups { job, first_group, groups, last_index } => {
+                    insert_groups(&tx, *job, *first_group, groups)?;
+                    tx.prepare_cached("UPDATE jobs SET last_index = ?2 WHERE id = ?1")?
+                        .execute(params![job.0, last_index])?;
+                }
+                StoreOp::ScaleRecord { pool, record } => {
+                    tx.prepare_cached(
+                        "INSERT INTO scale_log (pool, at_ms, from_nodes, to_nodes, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        pool.as_str(),
+                        record.at_ms,
+                        record.from,
+                        record.to,
+                        record.reason
+                    ])?;
+                    // Keep the last 100 per pool.
+                    tx.prepare_cached(
+                        "DELETE FROM scale_log WHERE pool = ?1 AND rowid NOT IN (SELECT rowid FROM scale_log WHERE pool = ?1 ORDER BY rowid DESC LIMIT 100)",
+                    )?
+                    .execute([pool.as_str()])?;
+                }
+                StoreOp::SetDelivery { job, delivery } => {
+                    tx.prepare_cached(
+                        "UPDATE jobs SET notify_attempts = ?2, notify_error = ?3, notify_delivered_at_ms = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![job.0, delivery.attempts, delivery.last_error, delivery.delivered_at_ms])?;
+                }
+                StoreOp::CloseJob(job) => {
+                    tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;
+                }
+                StoreOp::StartAttempt { attempt, node, started_at_ms, .. } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms])?;
+                }
+                StoreOp::EndAttempt { attempt, started_at_ms, outcome, exit_code, signal, message, ended_at_ms } => {
+                    tx.prepare_cached(
+                        "UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8, started_at_ms = COALESCE(?9, started_at_ms) WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+                    )?
+                    .execute(params![
+                        attempt.task.job.0,
+                        attempt.task.index,
+                        attempt.attempt,
+                        ended_at_ms,
+                        outcome.as_str(),
+                        exit_code,
+                        signal,
+                        message,
+                        started_at_ms
+                    ])?;
+                }
+                // Task output must not hold up the state: a log that cannot be
+                // written (disk full, permissions) is reported and skipped.
+                StoreOp::Actor(_) | StoreOp::ObjectChanged { .. } => {}
+                StoreOp::ForgetNodeCredential(node) => {
+                    tx.prepare_cached("DELETE FROM node_credentials WHERE node_id = ?1")?.execute([&node.0])?;
+                }
+                StoreOp::Log(chunk) => {
+                    if let Err(e) = write_log(logs, chunk) {
+                        tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it");
+                    }
+                }
+            }
+        }
+        // Trim the feed now and then, not on every commit.
+        if last_event / 10_000 != self.last_event / 10_000 {
+            crate::events::trim(&tx, last_event)?;
+        }
+        tx.commit()?;
+        self.last_event = last_event;
+        self.committed_events.append(&mut recorded);
+        Ok(())
+    }
+}
+
+fn insert_groups(tx: &rusqlite::Transaction, job: JobId, first: u32, groups: &[TaskGroup]) -> Result<()> {
+    let mut stmt = tx.prepare_cached("INSERT INTO task_groups (job_id, position, spec) VALUES (?1, ?2, ?3)")?;
+    for (i, group) in groups.iter().enumerate() {
+        let spec = serde_json::to_string(group).map_err(|e| corrupt(e.to_string()))?;
+        stmt.execute(params![job.0, first + i as u32, spec])?;
+    }
+    Ok(())
+}
+
+/// Writes a log chunk at its offset, so a chunk sent twice lands once.
+fn write_log(logs: &Path, chunk: &LogChunk) -> Result<()> {
+    let path = log_path(logs, chunk.attempt, chunk.stderr);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+    file.write_all_at(&chunk.data, chunk.offset)?;
+    Ok(())
+}

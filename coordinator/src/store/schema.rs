@@ -1,0 +1,172 @@
+//! The tables, and the one way an older store is brought up to date: every column
+//! added since the first release is listed in [`ADDED_COLUMNS`] and added where it is
+//! missing (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it was).
+
+use rusqlite::Connection;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pools (
+    name TEXT PRIMARY KEY,
+    slots_per_node INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    target_nodes INTEGER NOT NULL,
+    fill TEXT NOT NULL,
+    autoscale TEXT,
+    removal TEXT,
+    commands TEXT,
+    start_task TEXT,
+    docker TEXT,
+    deleting INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scale_log (
+    pool TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    from_nodes INTEGER NOT NULL,
+    to_nodes INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    cpus INTEGER NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    registered_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    pool TEXT NOT NULL,
+    name TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    task_spec TEXT NOT NULL,
+    is_graph INTEGER NOT NULL,
+    open INTEGER NOT NULL,
+    first_index INTEGER NOT NULL,
+    last_index INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    submitted_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    notify_url TEXT,
+    notify_attempts INTEGER NOT NULL DEFAULT 0,
+    notify_error TEXT,
+    notify_delivered_at_ms INTEGER,
+    owner TEXT NOT NULL DEFAULT '',
+    max_output INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    job_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (owner, key)
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    pool TEXT,
+    hash TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_credentials (
+    node_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    token_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_groups (
+    job_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (job_id, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    node_losses INTEGER NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (job_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms INTEGER,
+    outcome TEXT,
+    exit_code INTEGER,
+    signal INTEGER,
+    message TEXT,
+    PRIMARY KEY (job_id, idx, attempt)
+) WITHOUT ROWID;
+";
+
+/// Columns added since the first release: (table, column, declaration), oldest first.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("pools", "autoscale", "TEXT"),
+    ("pools", "removal", "TEXT"),
+    ("pools", "commands", "TEXT"),
+    ("pools", "start_task", "TEXT"),
+    ("pools", "docker", "TEXT"),
+    ("pools", "deleting", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "notify_url", "TEXT"),
+    ("jobs", "notify_attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "notify_error", "TEXT"),
+    ("jobs", "notify_delivered_at_ms", "INTEGER"),
+    ("jobs", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("jobs", "max_output", "INTEGER NOT NULL DEFAULT 0"),
+    ("events", "actor", "TEXT"),
+];
+
+/// Creates what is missing: tables, indexes, and the columns of [`ADDED_COLUMNS`].
+pub fn create_or_upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(crate::events::SCHEMA)?;
+    for (table, column, decl) in ADDED_COLUMNS {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use crate::model::RemovalPolicy;
+    use crate::store::Store;
+
+    #[test]
+    fn a_store_from_before_the_newer_pool_columns_opens_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("corral.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE pools (name TEXT PRIMARY KEY, slots_per_node INTEGER NOT NULL, provider TEXT NOT NULL,
+                target_nodes INTEGER NOT NULL, fill TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+             INSERT INTO pools VALUES ('old', 2, 'local', 1, 'spread', 5);",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        let snap = store.load().unwrap();
+        let (spec, created, deleting) = &snap.pools[0];
+        assert_eq!((spec.name.as_str(), *created, *deleting), ("old", 5, false));
+        assert_eq!(spec.removal, RemovalPolicy::TaskCompletion);
+        assert!(spec.docker.is_none() && spec.commands.is_none());
+    }
+}

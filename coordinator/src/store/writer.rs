@@ -1,0 +1,158 @@
+//! The writer thread: group commit of the core's batches, and what it does when a
+//! write fails (a full disk is waited out; a value the store cannot hold is skipped,
+//! loudly, and its callers told).
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Store;
+use crate::core::StoreOp;
+use crate::error::Result;
+
+/// Writes the ops of several batches (`sizes` says how many each has) before
+/// returning, and says per batch whether all of its changes were stored. Nothing is
+/// acknowledged until it is durable, so a failure that may pass (disk full, I/O
+/// error, a lock) is retried, loudly, for as long as it takes. A failure that will
+/// not pass (a value the store cannot hold) must not stop every other change: the
+/// batches are then written one by one, the failing op is skipped with an error
+/// naming it, and its batch's callers are told, never answered as if it were stored.
+fn write_durably(
+    store: &mut Store,
+    ops: &[StoreOp],
+    sizes: &[usize],
+    health: &watch::Sender<Option<String>>,
+) -> Vec<Stored> {
+    let Err(err) = apply_retrying(store, ops, health) else { return vec![Ok(()); sizes.len()] };
+    tracing::error!(error = %err, "a change cannot be stored; writing the batches one at a time");
+    let mut results = Vec::with_capacity(sizes.len());
+    let mut at = 0;
+    for &size in sizes {
+        let batch = &ops[at..at + size];
+        at += size;
+        let Err(err) = apply_retrying(store, batch, health) else {
+            results.push(Ok(()));
+            continue;
+        };
+        let refused = format!("the store refused this change ({err}); it was not saved");
+        for op in batch {
+            if let Err(err) = apply_retrying(store, std::slice::from_ref(op), health) {
+                tracing::error!(error = %err, ?op, "skipping a change the store cannot hold");
+            }
+        }
+        results.push(Err(refused));
+    }
+    results
+}
+
+/// Applies `ops`, retrying failures that may pass (a full disk) for as long as
+/// they last, and saying so in `health` meanwhile; returns the others.
+fn apply_retrying(store: &mut Store, ops: &[StoreOp], health: &watch::Sender<Option<String>>) -> Result<()> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match store.apply(ops) {
+            Ok(()) => {
+                health.send_if_modified(|h| h.take().is_some());
+                return Ok(());
+            }
+            Err(err) if is_transient(&err) => {
+                tracing::error!(error = %err, "could not write to the store; retrying in {delay:?} (is the disk full?)");
+                let cause = err.to_string();
+                health.send_if_modified(|h| h.replace(cause.clone()).as_ref() != Some(&cause));
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn is_transient(err: &crate::error::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    match err {
+        crate::error::Error::Io(_) => true,
+        crate::error::Error::Store(rusqlite::Error::SqliteFailure(e, _)) => {
+            matches!(e.code, DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | OutOfMemory)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a batch was stored, or why not.
+pub type Stored = std::result::Result<(), String>;
+
+/// Something to do once a batch is durable (or was refused).
+pub type FollowUp = Box<dyn FnOnce(&Stored) + Send>;
+
+/// A group of changes and what to do once they are durable.
+pub struct Batch {
+    pub ops: Vec<StoreOp>,
+    pub then: Vec<FollowUp>,
+}
+
+/// What the writer made durable in one commit, for those who watch it (the event
+/// feed, the metrics).
+pub struct Committed<'a> {
+    pub ops: &'a [StoreOp],
+    /// The events recorded with them, in order.
+    pub events: &'a [crate::events::Event],
+    /// The id of the newest event recorded, after this commit.
+    pub last_event: u64,
+    /// How long writing and committing took.
+    pub took: Duration,
+}
+
+/// The handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Writer {
+    /// Starts the writer thread. It ends when every `Writer` clone is dropped, after
+    /// writing what it was given. `committed` hears of each commit before the
+    /// batches' follow-ups run.
+    pub fn spawn(
+        mut store: Store,
+        health: watch::Sender<Option<String>>,
+        mut committed: impl FnMut(Committed) + Send + 'static,
+    ) -> (Writer, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let handle = std::thread::Builder::new()
+            .name("corral-store".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batches = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batches.push(more);
+                        if batches.len() >= 256 {
+                            break;
+                        }
+                    }
+                    let sizes: Vec<usize> = batches.iter().map(|b| b.ops.len()).collect();
+                    let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
+                    let mut stored = vec![Ok(()); batches.len()];
+                    if !ops.is_empty() {
+                        let started = std::time::Instant::now();
+                        stored = write_durably(&mut store, &ops, &sizes, &health);
+                        let took = started.elapsed();
+                        let events = std::mem::take(&mut store.committed_events);
+                        committed(Committed { ops: &ops, events: &events, last_event: store.last_event(), took });
+                    }
+                    for (batch, stored) in batches.into_iter().zip(&stored) {
+                        for f in batch.then {
+                            f(stored);
+                        }
+                    }
+                }
+            })
+            .expect("spawning the store thread");
+        (Writer { tx }, handle)
+    }
+
+    /// Queues a batch. Fails only when the writer has stopped.
+    pub fn submit(&self, batch: Batch) -> bool {
+        self.tx.send(batch).is_ok()
+    }
+}
