@@ -101,6 +101,14 @@ fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     Ok(id)
 }
 
+/// Writes `contents` to `path` so that a reader sees all of it or no file: scripts
+/// and tests wait for `coordinator.addr` to appear and read it at once.
+fn write_whole(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, contents)?;
+    std::fs::rename(&partial, path)
+}
+
 /// `corral-agent` beside the running executable if it is there, else from `PATH`.
 pub fn default_agent_command() -> Vec<OsString> {
     let sibling = std::env::current_exe().ok().and_then(|exe| {
@@ -226,7 +234,7 @@ impl Coordinator {
         if let Some(tls) = &tls {
             tracing::info!(fingerprint = %tls.ca_fingerprint, ca = ?tls.ca_file, "serving TLS");
         }
-        std::fs::write(config.data_dir.join("coordinator.addr"), addr.to_string())?;
+        write_whole(&config.data_dir.join("coordinator.addr"), &addr.to_string())?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
@@ -293,7 +301,7 @@ impl Coordinator {
                     )
                 })?;
                 let http_addr = listener.local_addr()?;
-                std::fs::write(config.data_dir.join("http.addr"), http_addr.to_string())?;
+                write_whole(&config.data_dir.join("http.addr"), &http_addr.to_string())?;
                 let tls = tls.as_ref().map(|t| t.http());
                 let task = tokio::spawn(crate::http::serve(listener, tls, shared.clone(), stop_rx.clone()));
                 Some((http_addr, task))

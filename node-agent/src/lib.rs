@@ -2,8 +2,11 @@
 //! gRPC stream to it, runs the tasks it is assigned as child processes, heartbeats
 //! with the host's CPU and memory use, and ships task output as it is written.
 //!
-//! Modules, in reading order: [`session`] (registration, the stream, reconnecting
-//! with backoff while tasks keep running, fencing by attempt), [`runner`] (one
+//! Modules, in reading order: [`attempts`] (the agent's core: the attempts it holds
+//! and its slots, a pure state machine that writes an outbox of effects, unit-tested
+//! for reconnects, acks, kills and abandonment), [`session`] (the thin I/O shell
+//! around it: registration, the stream, reconnecting with backoff while tasks keep
+//! running), [`warden`] (no task outlives the agent), [`runner`] (one
 //! task attempt as a process group with a timeout), [`objects`] (inputs and
 //! outputs streamed to and from the coordinator's object store) and [`shuffle`]
 //! (the map/reduce partition, sort, spill and merge around map and reduce tasks).
@@ -12,11 +15,13 @@
 //! backoff, and reports what finished meanwhile; results are kept until the
 //! coordinator acknowledges them as durable.
 
+pub mod attempts;
 pub mod cli;
 pub mod objects;
 pub mod runner;
 pub mod session;
 pub mod shuffle;
+pub mod start_task;
 pub mod warden;
 
 use std::path::PathBuf;

@@ -37,11 +37,8 @@ pub enum RunnerEvent {
     },
 }
 
-/// Why the agent asks a task to stop.
-#[derive(Debug, Clone, Copy)]
-pub enum StopReason {
-    Cancelled,
-}
+/// Cancels a running attempt when fired, or when dropped (the agent forgot it).
+pub type Cancel = oneshot::Sender<()>;
 
 /// The agent's current stream, as far as output is concerned: a bounded queue of
 /// messages for it, and a number that changes with every new stream.
@@ -83,7 +80,7 @@ pub fn start(
     task: pb::TaskRef,
     ctx: RunContext,
     events: mpsc::UnboundedSender<RunnerEvent>,
-) -> oneshot::Sender<StopReason> {
+) -> Cancel {
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
         let dir = ctx.tasks_dir.join(format!("{}.{}.{}", task.job_id, task.index, task.attempt));
@@ -232,7 +229,7 @@ async fn run(
     task: pb::TaskRef,
     dir: &Path,
     ctx: &RunContext,
-    mut stop: oneshot::Receiver<StopReason>,
+    mut stop: oneshot::Receiver<()>,
     shipped_on: &mut Option<u64>,
 ) -> pb::TaskResult {
     let started_at_ms = now_ms();
@@ -313,8 +310,7 @@ async fn run(
                 signal_group(pgid, libc::SIGTERM);
                 ending = Some((Outcome::TimedOut, Instant::now() + ctx.kill_grace));
             }
-            reason = &mut stop, if ending.is_none() => {
-                let StopReason::Cancelled = reason.unwrap_or(StopReason::Cancelled);
+            _ = &mut stop, if ending.is_none() => {
                 signal_group(pgid, libc::SIGTERM);
                 ending = Some((Outcome::Cancelled, Instant::now() + ctx.kill_grace));
             }

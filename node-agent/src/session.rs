@@ -1,7 +1,7 @@
 //! The agent's life: register, open the stream, run what is assigned, report, and
 //! when the stream breaks keep the tasks running and reconnect with backoff.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +15,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
-use crate::runner::{self, Lane, Output, RunContext, RunnerEvent, StopReason};
+use crate::attempts::{key_of, Attempts, Effect, Key, Unacked};
+use crate::runner::{self, Cancel, Lane, Output, RunContext, RunnerEvent};
+use crate::start_task::{self, StartTask};
 use crate::AgentConfig;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -39,33 +41,6 @@ pub enum Error {
     Setup(String),
     #[error("gave up: no coordinator answered at {url} for {after:?} (--give-up-after)")]
     GaveUp { url: String, after: Duration },
-}
-
-/// An attempt: job, task index, attempt number.
-type Key = (u64, u32, u32);
-
-fn key_of(t: &pb::TaskRef) -> Key {
-    (t.job_id, t.index, t.attempt)
-}
-
-fn task_ref((job_id, index, attempt): Key) -> pb::TaskRef {
-    pb::TaskRef { job_id, index, attempt }
-}
-
-struct Running {
-    slots: u32,
-    stop: Option<oneshot::Sender<StopReason>>,
-    /// Killed because this agent registered anew: its slots stay taken until the
-    /// process is gone, and its result is nobody's business.
-    abandoned: bool,
-}
-
-/// A result the coordinator has not acknowledged yet, and where its output is.
-#[derive(Clone)]
-struct Unacked {
-    result: pb::TaskResult,
-    dir: std::path::PathBuf,
-    max_output: u64,
 }
 
 /// How many messages of output (each at most one chunk) may wait for the stream.
@@ -96,12 +71,10 @@ struct Agent {
     node_id: Option<String>,
     heartbeat_interval: Duration,
     max_backoff: Duration,
-    used: u32,
-    running: HashMap<Key, Running>,
-    /// Assigned, waiting for a free slot (short tasks are sent ahead).
-    queue: VecDeque<(pb::Assignment, pb::TaskRef)>,
-    /// Results sent (or to send) and not yet acknowledged as durable.
-    unacked: HashMap<Key, Unacked>,
+    /// The attempts it holds and its slots: the agent's state machine.
+    attempts: Attempts,
+    /// How to stop each running attempt's runner.
+    cancels: HashMap<Key, Cancel>,
     /// The current stream's output lane, which runners ship through.
     lane: watch::Sender<Lane>,
     /// The pool's start task for this registration, and where it stands.
@@ -170,10 +143,8 @@ pub async fn run(
         node_id: None,
         heartbeat_interval: Duration::from_secs(1),
         max_backoff: MAX_BACKOFF,
-        used: 0,
-        running: HashMap::new(),
-        queue: VecDeque::new(),
-        unacked: HashMap::new(),
+        attempts: Attempts::new(slots),
+        cancels: HashMap::new(),
         lane: watch::Sender::new(Lane::default()),
         start_task: StartTask::None,
         start_done: None,
@@ -229,7 +200,6 @@ pub async fn run(
                 // good if the agent's own token is no longer accepted either.
                 tracing::warn!("the coordinator refused this node's secret ({why}); registering again");
                 agent.abandon_all();
-                agent.node_id = None;
             }
             End::Disconnected { established } => {
                 if established {
@@ -239,8 +209,7 @@ pub async fn run(
                     alone_since.get_or_insert_with(tokio::time::Instant::now);
                 }
                 tracing::warn!(
-                    running = agent.running.len(),
-                    unreported = agent.unacked.len(),
+                    held = agent.attempts.held().len(),
                     "lost the coordinator at {}; tasks keep running; reconnecting in {backoff:?}",
                     agent.config.coordinator
                 );
@@ -253,79 +222,6 @@ pub async fn run(
     }
     agent.stop_all(&mut events).await;
     Ok(())
-}
-
-/// Where the pool's start task stands for this registration.
-enum StartTask {
-    None,
-    Pending(String),
-    Running,
-    Done,
-    /// Failed, and why: said again in every hello.
-    Failed(String),
-}
-
-/// How long a start task may run.
-const START_TASK_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Runs the start task (`sh -c`) in its own directory; the answer is whether it
-/// succeeded and, if not, why.
-fn run_start_task(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, String)> {
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let dir = ctx.tasks_dir.join("start-task");
-        let result = async {
-            tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
-            let mut cmd = tokio::process::Command::new("sh");
-            for var in crate::AGENT_SECRETS {
-                cmd.env_remove(var);
-            }
-            cmd.arg("-c")
-                .arg(&script)
-                .current_dir(&dir)
-                .env("CORRAL_NODE_ID", &ctx.node_id)
-                .env("CORRAL_POOL", &ctx.pool)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .process_group(0)
-                .kill_on_drop(true);
-            ctx.warden.register_at_start(&mut cmd);
-            let child = cmd.spawn().map_err(|e| format!("cannot run the start task: {e}"))?;
-            let pgid = child.id().map_or(0, |p| p as libc::pid_t);
-            ctx.warden.watch(pgid);
-            let output = tokio::time::timeout(START_TASK_TIMEOUT, child.wait_with_output()).await;
-            // What it left running in its group goes with it.
-            runner::signal_group(pgid, libc::SIGKILL);
-            ctx.warden.release(pgid);
-            let output = output
-                .map_err(|_| format!("the start task ran longer than {START_TASK_TIMEOUT:?}"))?
-                .map_err(|e| format!("the start task: {e}"))?;
-            if output.status.success() {
-                return Ok(());
-            }
-            let said = String::from_utf8_lossy(if output.stderr.is_empty() { &output.stdout } else { &output.stderr })
-                .trim()
-                .chars()
-                .take(1000)
-                .collect::<String>();
-            Err(format!("{} ({said})", output.status))
-        }
-        .await;
-        let _ = tx.send(match result {
-            Ok(()) => (true, String::new()),
-            Err(why) => (false, why),
-        });
-    });
-    rx
-}
-
-/// The start task's result, when there is one to wait for.
-async fn start_task_result(done: &mut Option<oneshot::Receiver<(bool, String)>>) -> (bool, String) {
-    match done {
-        Some(rx) => rx.await.unwrap_or((false, "the start task was lost".into())),
-        None => std::future::pending().await,
-    }
 }
 
 enum RegisterError {
@@ -410,17 +306,9 @@ impl Agent {
     /// finished and not acknowledged), so the coordinator can reconcile. Results and
     /// their output follow in the next messages.
     fn hello(&self) -> pb::AgentMessage {
-        let held = self
-            .running
-            .iter()
-            .filter(|(_, r)| !r.abandoned)
-            .map(|(k, _)| task_ref(*k))
-            .chain(self.queue.iter().map(|(_, t)| *t))
-            .chain(self.unacked.keys().map(|k| task_ref(*k)))
-            .collect();
         let hello = pb::Hello {
             node_id: self.node_id.clone().unwrap_or_default(),
-            running: held,
+            running: self.attempts.held(),
             start_task_running: matches!(self.start_task, StartTask::Pending(_) | StartTask::Running),
             start_task_failed: match &self.start_task {
                 StartTask::Failed(why) => why.clone(),
@@ -471,11 +359,11 @@ impl Agent {
         self.lane.send_replace(Lane { generation, tx: Some(data.clone()) });
         let (report, reports) = mpsc::unbounded_channel();
         let reporter = AbortOnDrop(tokio::spawn(report_results(reports, data, self.lane.subscribe())));
-        for u in self.unacked.values() {
-            let _ = report.send((u.clone(), false));
-        }
+        let mut effects = Vec::new();
+        self.attempts.on_connected(&mut effects);
+        self.carry(effects, Some(&report));
         if let StartTask::Pending(script) = &self.start_task {
-            self.start_done = Some(run_start_task(script.clone(), self.context()));
+            self.start_done = Some(start_task::run(script.clone(), self.context()));
             self.start_task = StartTask::Running;
         }
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
@@ -483,7 +371,10 @@ impl Agent {
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(msg)) => {
-                        if let Some(end) = self.on_message(msg) {
+                        let mut effects = Vec::new();
+                        let end = self.on_message(msg, &mut effects);
+                        self.carry(effects, Some(&report));
+                        if let Some(end) = end {
                             return end;
                         }
                     }
@@ -493,13 +384,11 @@ impl Agent {
                     Ok(None) | Err(_) => return End::Disconnected { established: true },
                 },
                 Some(event) = events.recv() => {
+                    let mut effects = Vec::new();
                     for event in std::iter::once(event).chain(std::iter::from_fn(|| events.try_recv().ok())) {
-                        if let Some((finished, shipped)) = self.on_event(event) {
-                            // Output shipped on an earlier stream goes again first.
-                            let _ = report.send((finished, shipped == Some(generation)));
-                        }
+                        self.on_event(event, Some(generation), &mut effects);
                     }
-                    self.start_queued();
+                    self.carry(effects, Some(&report));
                     if reporter.0.is_finished() {
                         return End::Disconnected { established: true };
                     }
@@ -512,7 +401,7 @@ impl Agent {
                         return End::Disconnected { established: true };
                     }
                 }
-                done = start_task_result(&mut self.start_done) => {
+                done = start_task::result(&mut self.start_done) => {
                     self.start_done = None;
                     let (ok, message) = done;
                     self.start_task = if ok { StartTask::Done } else { StartTask::Failed(message.clone()) };
@@ -529,74 +418,55 @@ impl Agent {
         }
     }
 
-    fn on_message(&mut self, msg: pb::CoordinatorMessage) -> Option<End> {
-        for ack in msg.ack {
-            if let Some(u) = self.unacked.remove(&key_of(&ack)) {
-                runner::remove_dir(&u.dir);
-            }
-        }
-        for kill in msg.kill {
-            let key = key_of(&kill);
-            match self.running.get_mut(&key) {
-                Some(r) => {
-                    if let Some(stop) = r.stop.take() {
-                        let _ = stop.send(StopReason::Cancelled);
-                    }
-                }
-                None => self.queue.retain(|(_, t)| key_of(t) != key),
-            }
-        }
+    fn on_message(&mut self, msg: pb::CoordinatorMessage, out: &mut Vec<Effect>) -> Option<End> {
+        self.attempts.on_ack(&msg.ack, out);
+        self.attempts.on_kill(&msg.kill, out);
         if msg.shutdown {
             tracing::info!(reason = %msg.reason, "the coordinator removed this node; stopping");
             return Some(End::Shutdown);
         }
         if msg.reregister {
             tracing::warn!(reason = %msg.reason, "the coordinator no longer knows this node; killing its tasks and registering again");
-            self.abandon_all();
+            self.attempts.abandon_all(out);
+            self.node_id = None;
             return Some(End::Reregister);
         }
-        for assignment in msg.assign {
-            let Some(task) = assignment.task else { continue };
-            let key = key_of(&task);
-            let known = self.running.contains_key(&key)
-                || self.unacked.contains_key(&key)
-                || self.queue.iter().any(|(_, t)| *t == task);
-            if !known {
-                self.queue.push_back((assignment, task));
-            }
-        }
-        self.start_queued();
+        self.attempts.on_assign(msg.assign, out);
         None
     }
 
-    /// A runner's news. A result to report comes back, with the stream its
-    /// output was all shipped on (if any).
-    fn on_event(&mut self, event: RunnerEvent) -> Option<(Unacked, Option<u64>)> {
+    /// A runner's news. `generation` is the current stream's, if one is open: a
+    /// result whose output all went out on it is not shipped again.
+    fn on_event(&mut self, event: RunnerEvent, generation: Option<u64>, out: &mut Vec<Effect>) {
         let RunnerEvent::Finished { result, dir, max_output, shipped_on } = event;
-        let key = key_of(&result.task?);
-        let r = self.running.remove(&key)?;
-        self.used = self.used.saturating_sub(r.slots);
-        if r.abandoned {
-            runner::remove_dir(&dir);
-            return None;
+        if let Some(task) = &result.task {
+            self.cancels.remove(&key_of(task));
         }
-        let unacked = Unacked { result, dir, max_output };
-        self.unacked.insert(key, unacked.clone());
-        Some((unacked, shipped_on))
+        let shipped = generation.is_some() && shipped_on == generation;
+        self.attempts.on_finished(result, dir, max_output, shipped, out);
     }
 
-    /// Starts queued tasks while slots are free (a task bigger than the node still
-    /// runs, alone).
-    fn start_queued(&mut self) {
-        while let Some((a, _)) = self.queue.front() {
-            let slots = a.slots.max(1);
-            if self.used > 0 && self.used + slots > self.slots {
-                break;
+    /// Carries out what the attempts decided. Without a stream (`report` is None)
+    /// results wait: they are reported when the next stream opens.
+    fn carry(&mut self, effects: Vec<Effect>, report: Option<&mpsc::UnboundedSender<(Unacked, bool)>>) {
+        for effect in effects {
+            match effect {
+                Effect::Start(assignment, task) => {
+                    let cancel = runner::start(*assignment, task, self.context(), self.events.clone());
+                    self.cancels.insert(key_of(&task), cancel);
+                }
+                Effect::Cancel(key) => {
+                    if let Some(cancel) = self.cancels.remove(&key) {
+                        let _ = cancel.send(());
+                    }
+                }
+                Effect::Report(unacked, shipped) => {
+                    if let Some(report) = report {
+                        let _ = report.send((unacked, shipped));
+                    }
+                }
+                Effect::RemoveDir(dir) => runner::remove_dir(&dir),
             }
-            let Some((assignment, task)) = self.queue.pop_front() else { break };
-            let stop = runner::start(assignment, task, self.context(), self.events.clone());
-            self.used += slots;
-            self.running.insert(key_of(&task), Running { slots, stop: Some(stop), abandoned: false });
         }
     }
 
@@ -617,8 +487,9 @@ impl Agent {
                 // Results are kept until acknowledged; output is shipped again from
                 // the start on the next stream, so chunks can go now.
                 Some(event) = events.recv() => {
-                    self.on_event(event);
-                    self.start_queued();
+                    let mut out = Vec::new();
+                    self.on_event(event, None, &mut out);
+                    self.carry(out, None);
                 }
             }
         }
@@ -627,16 +498,9 @@ impl Agent {
     /// Kills every task and forgets this registration. The killed tasks keep their
     /// slots until their processes are gone.
     fn abandon_all(&mut self) {
-        for r in self.running.values_mut() {
-            r.abandoned = true;
-            if let Some(stop) = r.stop.take() {
-                let _ = stop.send(StopReason::Cancelled);
-            }
-        }
-        self.queue.clear();
-        for (_, u) in self.unacked.drain() {
-            runner::remove_dir(&u.dir);
-        }
+        let mut out = Vec::new();
+        self.attempts.abandon_all(&mut out);
+        self.carry(out, None);
         self.node_id = None;
     }
 
@@ -644,10 +508,12 @@ impl Agent {
     async fn stop_all(&mut self, events: &mut mpsc::UnboundedReceiver<RunnerEvent>) {
         self.abandon_all();
         let deadline = tokio::time::Instant::now() + self.config.kill_grace + Duration::from_secs(1);
-        while !self.running.is_empty() {
+        while self.attempts.any_running() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(event)) => {
-                    self.on_event(event);
+                    let mut out = Vec::new();
+                    self.on_event(event, None, &mut out);
+                    self.carry(out, None);
                 }
                 _ => break,
             }

@@ -9,7 +9,6 @@
 //! feeds their k-way merge, in key order, to the reducer.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::objects::{self, Client};
 use crate::warden::Warden;
+
+mod merge;
+
+pub use merge::{merge_files, merge_into, read_lines, FAN_IN};
 
 /// Map output held in memory before it is spilled to disk as sorted runs.
 pub fn spill_bytes() -> usize {
@@ -282,101 +285,6 @@ fn write_lines<'a>(path: &Path, lines: impl Iterator<Item = &'a Vec<u8>>) -> std
     out.flush()
 }
 
-/// The most runs merged at once: more would need more file descriptors and read
-/// buffers than a node should give one task.
-const FAN_IN: usize = 64;
-
-/// Merges sorted run files into `out`, at most [`FAN_IN`] at a time (in passes
-/// through intermediate runs in `dir` when there are more), and deletes them.
-pub fn merge_files(mut runs: Vec<PathBuf>, dir: &Path, out: impl Write) -> std::io::Result<u64> {
-    while runs.len() > FAN_IN {
-        let mut next = Vec::with_capacity(runs.len() / FAN_IN + 1);
-        for group in runs.chunks(FAN_IN) {
-            let merged = dir.join(format!("merge-{}", uuid_like()));
-            merge_into(open_runs(group)?, BufWriter::new(File::create(&merged)?))?;
-            for run in group {
-                let _ = std::fs::remove_file(run);
-            }
-            next.push(merged);
-        }
-        runs = next;
-    }
-    let written = merge_into(open_runs(&runs)?, out)?;
-    for run in runs {
-        let _ = std::fs::remove_file(run);
-    }
-    Ok(written)
-}
-
-fn open_runs(runs: &[PathBuf]) -> std::io::Result<Vec<impl Iterator<Item = std::io::Result<Vec<u8>>> + Send>> {
-    runs.iter().map(|run| Ok(read_lines(File::open(run)?))).collect()
-}
-
-/// The lines of a sorted run, without their newlines.
-pub fn read_lines(from: impl Read + Send + 'static) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + Send {
-    let mut reader = BufReader::with_capacity(64 << 10, from);
-    std::iter::from_fn(move || {
-        let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => None,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                Some(Ok(line))
-            }
-            Err(e) => Some(Err(e)),
-        }
-    })
-}
-
-struct Head {
-    line: Vec<u8>,
-    source: usize,
-}
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Head {}
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Head {
-    // Reversed: BinaryHeap is a max-heap and the merge wants the smallest first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        by_key(&other.line, &self.line).then_with(|| other.source.cmp(&self.source))
-    }
-}
-
-/// Merges sorted sources (a k-way merge) into `out`, in key order.
-pub fn merge_into<I>(mut sources: Vec<I>, mut out: impl Write) -> std::io::Result<u64>
-where
-    I: Iterator<Item = std::io::Result<Vec<u8>>>,
-{
-    let mut heap = BinaryHeap::new();
-    for (source, it) in sources.iter_mut().enumerate() {
-        if let Some(line) = it.next() {
-            heap.push(Head { line: line?, source });
-        }
-    }
-    let mut written = 0;
-    while let Some(Head { line, source }) = heap.pop() {
-        out.write_all(&line)?;
-        out.write_all(b"\n")?;
-        written += 1;
-        if let Some(next) = sources[source].next() {
-            heap.push(Head { line: next?, source });
-        }
-    }
-    out.flush()?;
-    Ok(written)
-}
-
 /// Runs `combiner` (with `sh -c`) over a sorted partition file and replaces it with
 /// the combiner's output, sorted again (a combiner need not keep the order) with the
 /// same spilling as the map output, so a big partition does not have to fit in memory.
@@ -612,95 +520,4 @@ impl Running {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_and_order() {
-        assert_eq!(key(b"a b\tc\td"), b"a b");
-        assert_eq!(key(b"nokey"), b"nokey");
-        assert_eq!(by_key(b"ab\t9", b"abc\t1"), Ordering::Less);
-        assert_eq!(by_key(b"ab\x01\t1", b"ab\t2"), Ordering::Greater, "by key, not by raw bytes");
-        assert_eq!(fnv1a(b"hello"), 0xa430_d846_80aa_bd0b);
-    }
-
-    #[test]
-    fn partitions_spill_and_merge_sorted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut parts = Partitions::new(dir.path(), 3, 200).unwrap();
-        let mut input = Vec::new();
-        for i in (0..500).rev() {
-            input.extend_from_slice(format!("k{}\t{i}\n", i % 37).as_bytes());
-        }
-        assert_eq!(parts.collect(&input[..]).unwrap(), 500);
-        assert!(parts.runs.iter().map(Vec::len).sum::<usize>() > 3, "it spilled");
-        let files = parts.finish().unwrap();
-        let mut total = 0;
-        for (r, file) in files.iter().enumerate() {
-            let text = std::fs::read(file).unwrap();
-            let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-            total += lines.len();
-            assert!(lines.windows(2).all(|w| by_key(w[0], w[1]) != Ordering::Greater), "partition {r} is sorted");
-            assert!(lines.iter().all(|l| fnv1a(key(l)) % 3 == r as u64), "partition {r} holds its keys");
-        }
-        assert_eq!(total, 500);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "runs are cleaned up");
-    }
-
-    /// Every line of `text` goes to exactly one of the splits, whole, wherever the
-    /// splits and the chunks of the stream fall.
-    #[test]
-    fn splits_take_each_line_exactly_once_whatever_the_chunking() {
-        let text = b"alpha\nb\n\nlonger line here\nx\nlast without newline";
-        let len = text.len() as u64;
-        for cuts in
-            [vec![len], vec![6, len - 6], vec![1, 1, 1, len - 3], vec![7, 7, 7, 7, 7, len - 35], vec![17, len - 17]]
-        {
-            for chunk in 1..=text.len() {
-                let mut offset = 0;
-                let mut got = Vec::new();
-                for length in &cuts {
-                    let mut split = SplitLines::new(offset, *length);
-                    let mut pos = split.from() as usize;
-                    while !split.done() && pos < text.len() {
-                        let next = (pos + chunk).min(text.len());
-                        got.extend_from_slice(split.take(&text[pos..next]));
-                        pos = next;
-                    }
-                    offset += length;
-                }
-                assert_eq!(
-                    String::from_utf8_lossy(&got),
-                    String::from_utf8_lossy(text),
-                    "cuts {cuts:?}, chunks of {chunk}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn many_runs_merge_in_passes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut runs = Vec::new();
-        for r in 0..(FAN_IN * 2 + 5) {
-            let path = dir.path().join(format!("in-{r}"));
-            std::fs::write(&path, format!("k{:04}\t{r}\nz\t{r}\n", r * 7 % 1000)).unwrap();
-            runs.push(path);
-        }
-        let n = runs.len();
-        let mut out = Vec::new();
-        assert_eq!(merge_files(runs, dir.path(), &mut out).unwrap(), 2 * n as u64);
-        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        assert!(lines.windows(2).all(|w| by_key(w[0], w[1]) != Ordering::Greater));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "every run was deleted");
-    }
-
-    #[test]
-    fn merge_interleaves_sorted_runs() {
-        let a: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"a\t1".to_vec()), Ok(b"c\t1".to_vec())];
-        let b: Vec<std::io::Result<Vec<u8>>> = vec![Ok(b"b\t2".to_vec()), Ok(b"c\t2".to_vec())];
-        let mut out = Vec::new();
-        assert_eq!(merge_into(vec![a.into_iter(), b.into_iter()], &mut out).unwrap(), 4);
-        assert_eq!(out, b"a\t1\nb\t2\nc\t1\nc\t2\n");
-    }
-}
+mod tests;

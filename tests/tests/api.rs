@@ -8,12 +8,9 @@ use corral_proto::credentials::Bearer;
 use corral_proto::v1 as pb;
 use corral_proto::v1::agent_client::AgentClient;
 use corral_proto::v1::corral_client::CorralClient;
+use corral_tests::grpc::runtime;
 use corral_tests::Cluster;
 use tonic::Code;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
 
 fn task(argv: &[&str]) -> Option<pb::TaskSpec> {
     Some(pb::TaskSpec { argv: argv.iter().map(|s| s.to_string()).collect(), slots: 1, ..Default::default() })

@@ -172,7 +172,7 @@ impl DemoArgs {
             self.nodes
         );
         let out = dir.path().join("result");
-        let args = super::mapreduce::MapReduceArgs {
+        let args = super::job::mapreduce::MapReduceArgs {
             pool: pool.into(),
             name: "word-count".into(),
             inputs: vec![format!("{}/corpus-*.txt", dir.path().display())],

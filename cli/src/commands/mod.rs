@@ -4,8 +4,6 @@ pub mod demo;
 pub mod events;
 pub mod file;
 pub mod job;
-pub mod jobfile;
-pub mod mapreduce;
 pub mod node;
 pub mod notify;
 pub mod pool;

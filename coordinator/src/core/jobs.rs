@@ -104,7 +104,7 @@ impl Core {
                 self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
             out.agents.push((node.clone(), ToAgent::Ack(attempt)));
             if !current {
-                tracing::info!(task = %attempt.task, attempt = attempt.attempt, node = %node, "ignoring a late result: that attempt no longer owns the task");
+                tracing::info!(task = %attempt.task, attempt = attempt.attempt, node_id = %node, "ignoring a late result: that attempt no longer owns the task");
                 continue;
             }
             self.take_running(now, attempt.task);
@@ -143,19 +143,17 @@ impl Core {
                     self.release_downstream(attempt.task, now);
                     self.maybe_finish_job(now, attempt.task.job, out);
                 }
+                outcome if outcome.counts_against_retries() => self.on_attempt_failed(now, attempt.task, out),
                 // An agent cancels only when told to, and by then the attempt is no
                 // longer current; if one ever reports it for a current attempt, the
                 // task was interrupted, not at fault: queue it again.
-                Outcome::Cancelled | Outcome::NodeLost => {
+                _ => {
                     self.set_task_state(attempt.task, TaskState::Ready);
                     let at_ms = self.wall_ms(now);
                     if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
                         job.queue(attempt.task.index, at_ms);
                     }
                     self.put_task(attempt.task, out);
-                }
-                Outcome::Failed | Outcome::TimedOut | Outcome::SpawnFailed => {
-                    self.on_attempt_failed(now, attempt.task, out)
                 }
             }
         }
@@ -240,10 +238,7 @@ impl Core {
         for &d in &graph.downstream[key.index as usize] {
             let waiting = &mut job.waiting_on[d as usize];
             *waiting = waiting.saturating_sub(1);
-            if *waiting == 0 && job.tasks[d as usize].state == TaskState::Waiting {
-                job.tasks[d as usize].state = TaskState::Ready;
-                job.counts.waiting -= 1;
-                job.counts.ready += 1;
+            if *waiting == 0 && job.move_task(d, TaskState::Ready) {
                 job.queue(d, at_ms);
             }
         }

@@ -10,25 +10,30 @@
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
 //! [`jobs`] (submit, cancel, results, retries, graphs, open jobs), [`schedule`],
 //! [`restore`] (from the store, after a restart) and [`check`] (the invariants).
+//! What they write is in [`outbox`]; a task's state changes only in `transitions`,
+//! and what users see of a pool is computed in [`views`].
 
 pub mod autoscale;
 mod check;
 mod jobs;
 pub mod keys;
 mod nodes;
+pub mod outbox;
 mod pools;
 mod restore;
 mod schedule;
 #[cfg(test)]
 mod tests;
+mod transitions;
 pub mod views;
 
-use corral_types::paths;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::model::*;
+
+pub use outbox::*;
 
 /// The knobs of the core; the binary fills them from flags, tests build them directly.
 #[derive(Debug, Clone)]
@@ -75,247 +80,6 @@ impl Default for CoreConfig {
             retain: Duration::from_secs(7 * 24 * 3600),
         }
     }
-}
-
-/// A task to start, as the agent receives it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Assignment {
-    pub attempt: AttemptRef,
-    /// The task's id in its job and its array index.
-    pub name: String,
-    pub array_index: u32,
-    pub argv: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub slots: u32,
-    pub timeout: Option<Duration>,
-    pub inputs: Vec<TaskInput>,
-    pub outputs: Vec<String>,
-    pub outputs_when: OutputsWhen,
-    /// Where its outputs go in the store.
-    pub output_prefix: String,
-    /// For map/reduce tasks: what the agent does around the command.
-    pub work: Work,
-    /// The most of stdout, and of stderr, to ship.
-    pub max_output: u64,
-}
-
-/// The shuffle work around a map/reduce task's command.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Work {
-    Command,
-    Map { segments: Vec<Segment>, reduce_tasks: u32, combiner: Option<String>, output_prefix: String },
-    Reduce { inputs: Vec<String>, output: String },
-}
-
-impl Work {
-    /// The work of task `array_index` of `spec`, in job `job`.
-    pub fn of(job: JobId, spec: &TaskSpec, array_index: u32) -> Work {
-        match &spec.kind {
-            TaskKind::Command => Work::Command,
-            TaskKind::Map { splits, reduce_tasks, combiner } => Work::Map {
-                segments: splits.get(array_index as usize).cloned().unwrap_or_default(),
-                reduce_tasks: *reduce_tasks,
-                combiner: combiner.clone(),
-                output_prefix: paths::map_outputs(job, array_index),
-            },
-            TaskKind::Reduce { map_tasks } => Work::Reduce {
-                inputs: (0..*map_tasks).map(|m| paths::map_output(job, m, array_index)).collect(),
-                output: paths::reduce_output(job, array_index),
-            },
-        }
-    }
-}
-
-/// A message for one agent.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ToAgent {
-    Assign(Box<Assignment>),
-    /// Kill this attempt: cancelled, or not the current one.
-    Kill(AttemptRef),
-    /// The result of this attempt is durable; the agent may forget it.
-    Ack(AttemptRef),
-    /// The node is unknown or lost: kill everything and register again.
-    Reregister(String),
-    /// The node is removed: kill everything and exit.
-    Shutdown(String),
-}
-
-/// An order for the provider that starts and stops nodes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProviderOp {
-    /// Start an agent that registers with `launch_id = node`: on this host, by
-    /// running the pool's add command, or in a container.
-    Launch { node: NodeId, pool: PoolName, slots: u32, how: Launcher },
-    /// Stop the agent of this node (its process, if the provider knows it), run the
-    /// pool's remove command, or remove its container.
-    Stop { node: NodeId, pool: PoolName, pid: u32, how: Launcher },
-    /// At start: remove whatever this coordinator's providers left running for a
-    /// node that is not one of these live ones (a removal cut off by a crash).
-    /// Nodes from `first_new` on are created after this order and never swept.
-    Sweep { live: BTreeSet<NodeId>, first_new: u64 },
-}
-
-/// A node as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeRecord {
-    pub id: NodeId,
-    pub pool: PoolName,
-    pub hostname: String,
-    pub slots: u32,
-    pub cpus: u32,
-    pub memory_bytes: u64,
-    pub pid: u32,
-    pub status: NodeStatus,
-    pub reason: Option<NodeReason>,
-    pub registered_at_ms: u64,
-}
-
-/// A job as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    pub id: JobId,
-    pub spec: JobSpec,
-    pub state: JobState,
-    pub submitted_at_ms: u64,
-    pub finished_at_ms: Option<u64>,
-    pub delivery: Delivery,
-}
-
-/// A task's row; tasks that never left their initial state have none.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRecord {
-    pub key: TaskKey,
-    pub state: TaskState,
-    pub attempt: u32,
-    pub failures: u32,
-    pub node_losses: u32,
-    /// Why it is in this state, when that is not obvious (`upstream_failed: ...`).
-    pub reason: Option<String>,
-}
-
-/// One change to make durable.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoreOp {
-    /// A finished job deleted: its record, tasks, attempts, logs and events.
-    DeleteJob(JobId),
-    /// An idempotency key and the job it made (with that job's InsertJob).
-    PutIdempotencyKey(keys::KeyRecord),
-    /// Keys recorded before this time are forgotten.
-    ExpireIdempotencyKeys {
-        before_ms: u64,
-    },
-    /// A token made or replaced (by name).
-    PutToken(crate::auth::TokenRecord),
-    /// A token revoked, with the node credentials issued under it.
-    DeleteToken {
-        id: String,
-        name: String,
-    },
-    /// The secret a node registered with proves itself by.
-    PutNodeCredential(crate::auth::NodeCredential),
-    /// An object a client put (with its size) or deleted (none). Not stored here:
-    /// the object store holds it; this makes its event.
-    ObjectChanged {
-        path: String,
-        size: Option<u64>,
-    },
-    /// A lost or removed node's secret, forgotten.
-    ForgetNodeCredential(NodeId),
-    /// The events of the changes that follow were asked for by this token (none:
-    /// by the coordinator itself). Not stored: it marks the events.
-    Actor(Option<String>),
-    PutPool {
-        spec: PoolSpec,
-        created_at_ms: u64,
-        /// Being deleted: its nodes are on their way out.
-        deleting: bool,
-    },
-    DeletePool(PoolName),
-    PutNode(NodeRecord),
-    InsertJob(JobRecord),
-    SetJobState {
-        id: JobId,
-        state: JobState,
-        finished_at_ms: Option<u64>,
-    },
-    PutTask(TaskRecord),
-    /// Tasks added to an open graph job; `groups` follow its existing ones.
-    AddTaskGroups {
-        job: JobId,
-        first_group: u32,
-        groups: Vec<corral_types::graph::TaskGroup>,
-        last_index: u32,
-    },
-    /// An open job was closed.
-    CloseJob(JobId),
-    /// How the job's completion callback is going.
-    SetDelivery {
-        job: JobId,
-        delivery: Delivery,
-    },
-    /// An autoscaling decision that changed a pool's size.
-    ScaleRecord {
-        pool: PoolName,
-        record: autoscale::Record,
-    },
-    StartAttempt {
-        attempt: AttemptRef,
-        node: NodeId,
-        started_at_ms: u64,
-        /// When the task was queued (not stored: for the scheduling latency).
-        queued_at_ms: u64,
-    },
-    EndAttempt {
-        attempt: AttemptRef,
-        /// When the agent actually started it, if it says (it may have queued it).
-        started_at_ms: Option<u64>,
-        outcome: Outcome,
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        message: String,
-        ended_at_ms: u64,
-    },
-    Log(LogChunk),
-}
-
-/// A job's completion callback to deliver.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    pub job: JobId,
-    pub url: String,
-    /// The JSON summary to post.
-    pub body: String,
-}
-
-/// What the core wants done outside itself, in order.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pub store: Vec<StoreOp>,
-    pub agents: Vec<(NodeId, ToAgent)>,
-    pub provider: Vec<ProviderOp>,
-    pub notify: Vec<Notification>,
-}
-
-impl Outbox {
-    pub fn is_empty(&self) -> bool {
-        self.store.is_empty() && self.agents.is_empty() && self.provider.is_empty() && self.notify.is_empty()
-    }
-}
-
-/// Everything the store knows, to rebuild the core after a restart.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Each pool's spec, creation time and whether it is being deleted.
-    pub pools: Vec<(PoolSpec, u64, bool)>,
-    /// The last autoscaling records of each pool, oldest first.
-    pub scale_log: Vec<(PoolName, autoscale::Record)>,
-    pub nodes: Vec<NodeRecord>,
-    pub jobs: Vec<JobRecord>,
-    pub tasks: Vec<TaskRecord>,
-    /// Attempts with no end: the task was running there when the coordinator stopped.
-    pub open_attempts: Vec<(AttemptRef, NodeId, u64)>,
-    /// The idempotency keys of the last day, oldest first.
-    pub keys: Vec<keys::KeyRecord>,
 }
 
 /// A pool and the indexes the scheduler needs.
@@ -541,12 +305,9 @@ impl Job {
             .map(|ups| ups.iter().filter(|&&u| self.tasks[u as usize].state != TaskState::Succeeded).count() as u32)
             .collect();
         for index in 0..self.tasks.len() as u32 {
-            let task = &mut self.tasks[index as usize];
+            let task = self.tasks[index as usize];
             if self.waiting_on[index as usize] > 0 && task.state == TaskState::Ready && defaulted(index) {
-                task.state = TaskState::Waiting;
-                self.counts.ready -= 1;
-                self.counts.waiting += 1;
-                self.ready.remove(&index);
+                self.restore_task(index, TaskState::Waiting);
             }
         }
     }
@@ -637,25 +398,6 @@ impl Core {
             Some(d) => ms + d.as_millis() as u64,
             None => ms.saturating_sub(at.duration_since(now).as_millis() as u64),
         }
-    }
-
-    /// Moves a task to `next`, keeping the job's counts and ready queue in step.
-    /// Returns false (and changes nothing) for a transition that is not allowed.
-    fn set_task_state(&mut self, key: TaskKey, next: TaskState) -> bool {
-        let Some(job) = self.jobs.get_mut(&key.job) else { return false };
-        let Some(task) = job.task_mut(key.index) else { return false };
-        let old = task.state;
-        if !old.can_become(next) {
-            return false;
-        }
-        task.state = next;
-        *job.counts.slot(old) -= 1;
-        *job.counts.slot(next) += 1;
-        if old == TaskState::Ready {
-            job.ready.remove(&key.index);
-            job.queued_at.remove(&key.index);
-        }
-        true
     }
 
     fn task_record(&self, key: TaskKey) -> Option<TaskRecord> {

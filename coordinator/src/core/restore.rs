@@ -110,9 +110,10 @@ impl Core {
         // finished job, and running tasks whose attempt row is missing.
         for job in self.jobs.values_mut() {
             let first = job.spec.first_index;
-            for (i, task) in job.tasks.iter_mut().enumerate() {
+            for i in 0..job.tasks.len() {
                 let index = first + i as u32;
                 let key = TaskKey { job: job.id, index };
+                let task = job.tasks[i];
                 let fix = if job.state != JobState::Active && !task.state.is_final() {
                     Some(TaskState::Cancelled)
                 } else if task.state == TaskState::Running && !self.running.contains_key(&key) {
@@ -129,15 +130,7 @@ impl Core {
                         node_losses: task.node_losses,
                         reason: None,
                     }));
-                    *job.counts.slot(task.state) -= 1;
-                    *job.counts.slot(next) += 1;
-                    if task.state == TaskState::Ready {
-                        job.ready.remove(&index);
-                    }
-                    if next == TaskState::Ready {
-                        job.ready.insert(index);
-                    }
-                    task.state = next;
+                    job.restore_task(index, next);
                 }
             }
         }

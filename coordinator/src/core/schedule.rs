@@ -93,12 +93,10 @@ impl Core {
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };
                 let assignment = assignment(attempt);
+                job.move_task(index, TaskState::Running);
                 let task = job.task_mut(index).expect("ready index belongs to the job");
-                task.state = TaskState::Running;
                 task.attempt = next;
                 let task = *task;
-                job.counts.ready -= 1;
-                job.counts.running += 1;
                 out.store.push(StoreOp::PutTask(TaskRecord {
                     key: attempt.task,
                     state: TaskState::Running,

@@ -18,8 +18,15 @@ use crate::error::{Error, Invalid};
 use crate::model::*;
 use crate::shared::Shared;
 
-/// The most tasks one `ListTasks` page returns.
-pub const MAX_PAGE: u32 = 100_000;
+mod tasks;
+mod tokens;
+
+/// The most tasks one gRPC `ListTasks` page returns (the CLI pages through larger
+/// jobs; the dashboard's JSON pages are smaller: `http::api::MAX_ROWS_PER_PAGE`).
+pub const MAX_TASKS_PER_PAGE: u32 = 100_000;
+
+/// The least time between two updates of a watched job.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 pub fn server(shared: Arc<Shared>) -> CorralServer<ClientApi> {
     CorralServer::new(ClientApi { shared }).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
@@ -381,9 +388,15 @@ impl Corral for ClientApi {
             if tx.send(Ok(last.clone())).await.is_err() {
                 return;
             }
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            // Woken by each commit that recorded an event (every change of a task's or
+            // the job's state makes one), at most every WATCH_EVERY however fast they come.
+            let mut recorded = shared.last_event.clone();
             while last.state() == pb::JobState::Active {
-                tick.tick().await;
+                tokio::select! {
+                    changed = recorded.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                tokio::time::sleep(WATCH_EVERY).await;
                 let Ok(Ok(job)) = shared.runtime.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await
                 else {
                     return;
@@ -421,229 +434,40 @@ impl Corral for ClientApi {
         &self,
         req: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let who = auth::caller(&req)?;
-        let req = req.into_inner();
-        let name = convert::token_name(&req.name)?;
-        let role: Role = req.role.parse().map_err(|e| Invalid::new("role", e))?;
-        let pool = if req.pool.is_empty() { None } else { Some(PoolName::parse("pool", &req.pool)?) };
-        if pool.is_some() && role != Role::Agent {
-            return Err(Invalid::new("pool", "only agent tokens are bound to a pool").into());
-        }
-        let now = auth::now_ms();
-        let expires_at_ms = match req.ttl_ms {
-            0 => None,
-            ttl => Some(now.checked_add(ttl).ok_or_else(|| Invalid::new("ttl", "is too long"))?),
-        };
-        let minted = auth::secret::Minted::new();
-        let record = auth::TokenRecord {
-            id: minted.id.clone(),
-            name,
-            role,
-            pool,
-            hash: minted.hash,
-            created_at_ms: now,
-            expires_at_ms,
-            created_by: who.name(),
-        };
-        let view = convert::token_pb(&record);
-        let auth = self.shared.auth.clone();
-        // Checked and taken on the event loop, so two requests for one name cannot
-        // both win.
-        self.shared
-            .runtime
-            .call_by(who.clone(), move |_, _, out| {
-                if auth.token_named(&record.name).is_some() {
-                    return Err(Error::AlreadyExists { what: "token", id: record.name });
-                }
-                auth.insert_token(record.clone());
-                out.store.push(StoreOp::PutToken(record));
-                Ok(())
-            })
-            .await??;
-        tracing::info!(token = %view.name, role = %view.role, by = %view.created_by, "token created");
-        Ok(Response::new(pb::CreateTokenResponse { token: Some(view), secret: minted.bearer() }))
+        tokens::create_token(self, req).await
     }
 
-    async fn list_tokens(&self, _: Request<pb::ListTokensRequest>) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let tokens = self.shared.auth.tokens().iter().map(convert::token_pb).collect();
-        Ok(Response::new(pb::ListTokensResponse { tokens }))
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        tokens::list_tokens(self, req).await
     }
 
     async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::Token>, Status> {
-        let who = auth::caller(&req)?;
-        let name = req.into_inner().name;
-        let auth = self.shared.auth.clone();
-        let revoked = self
-            .shared
-            .runtime
-            .call_by(who.clone(), move |_, _, out| {
-                let revoked = auth.revoke(&name).ok_or_else(|| Error::not_found("token", &name))?;
-                out.store.push(StoreOp::DeleteToken { id: revoked.id.clone(), name: revoked.name.clone() });
-                Ok::<_, Error>(revoked)
-            })
-            .await??;
-        tracing::info!(token = %revoked.name, by = %who.name(), "token revoked");
-        Ok(Response::new(convert::token_pb(&revoked)))
+        tokens::revoke_token(self, req).await
     }
 
     async fn get_notify_secret(
         &self,
-        _: Request<pb::GetNotifySecretRequest>,
+        req: Request<pb::GetNotifySecretRequest>,
     ) -> Result<Response<pb::GetNotifySecretResponse>, Status> {
-        Ok(Response::new(pb::GetNotifySecretResponse { secret: self.shared.notify.secret.clone() }))
+        tokens::get_notify_secret(self, req).await
     }
 
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Token>, Status> {
-        let Principal::Token { name, .. } = auth::caller(&req)? else {
-            return Err(Status::permission_denied("WhoAmI answers tokens, not nodes"));
-        };
-        let token = self.shared.auth.token_named(&name).ok_or_else(|| Status::unauthenticated(auth::BAD_TOKEN))?;
-        Ok(Response::new(convert::token_pb(&token)))
+        tokens::who_am_i(self, req).await
     }
 
     async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
-        let req = req.into_inner();
-        let state = match pb::TaskState::try_from(req.state) {
-            Ok(state) => state.word(),
-            Err(_) => return Err(Invalid::new("state", format!("{} is not a task state", req.state)).into()),
-        };
-        let limit = if req.limit == 0 { MAX_PAGE } else { req.limit.min(MAX_PAGE) };
-        let resp = self
-            .shared
-            .runtime
-            .call(move |core, _, _| {
-                let job = job_of(core, req.job_id)?;
-                let matching = job.tasks.iter().enumerate().filter(|(_, t)| state.is_none_or(|s| t.state == s));
-                let total = match state {
-                    Some(s) => job.counts.get(s),
-                    None => job.tasks.len() as u32,
-                };
-                let tasks = matching
-                    .skip(req.offset as usize)
-                    .take(limit as usize)
-                    .map(|(i, t)| task_pb(core, job, job.spec.first_index + i as u32, t))
-                    .collect();
-                Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
-            })
-            .await??;
-        Ok(Response::new(resp))
+        tasks::list_tasks(self, req).await
     }
 
     async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
-        let req = req.into_inner();
-        let mut task = self
-            .shared
-            .runtime
-            .call(move |core, _, _| task_view(core, task_key(core, req.job_id, req.index, &req.name)?))
-            .await??;
-        let key = TaskKey { job: JobId(task.job_id), index: task.index };
-        let shared = self.shared.clone();
-        let rows = tokio::task::spawn_blocking(move || {
-            let reader = shared.reader();
-            reader.attempts(key)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
-        task.attempts = rows
-            .into_iter()
-            .map(|a| pb::Attempt {
-                attempt: a.attempt,
-                node_id: a.node_id,
-                started_at_ms: a.started_at_ms,
-                ended_at_ms: a.ended_at_ms.unwrap_or(0),
-                outcome: a.outcome.map_or(0, pb::Outcome::of),
-                has_exit_code: a.exit_code.is_some(),
-                exit_code: a.exit_code.unwrap_or(0),
-                signal: a.signal.unwrap_or(0),
-                message: a.message,
-            })
-            .collect();
-        Ok(Response::new(task))
+        tasks::get_task(self, req).await
     }
 
     async fn read_log(&self, req: Request<pb::ReadLogRequest>) -> Result<Response<pb::ReadLogResponse>, Status> {
-        let req = req.into_inner();
-        let wanted = req.attempt;
-        let name = req.name.clone();
-        let (key, attempt, running) = self
-            .shared
-            .runtime
-            .call(move |core, _, _| {
-                let key = task_key(core, req.job_id, req.index, &name)?;
-                let view = task_view(core, key)?;
-                let attempt = if wanted == 0 { view.attempts_count } else { wanted };
-                if attempt > view.attempts_count {
-                    return Err(Error::Invalid(Invalid::new(
-                        "attempt",
-                        format!("task {key} has had {} attempt(s)", view.attempts_count),
-                    )));
-                }
-                let running = core.running.get(&key).is_some_and(|r| r.attempt == attempt);
-                Ok((key, attempt, running))
-            })
-            .await??;
-        if attempt == 0 {
-            // Never started: nothing was written, and nothing is being written yet.
-            return Ok(Response::new(pb::ReadLogResponse {
-                data: vec![],
-                next_offset: 0,
-                attempt: 0,
-                complete: false,
-            }));
-        }
-        let max = match req.max_bytes {
-            0 => 1 << 20,
-            n => n.min(8 << 20),
-        } as usize;
-        let shared = self.shared.clone();
-        let data = tokio::task::spawn_blocking(move || {
-            let reader = shared.reader();
-            reader.read_log(AttemptRef { task: key, attempt }, req.stderr, req.offset, max)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
-        let next_offset = req.offset + data.len() as u64;
-        Ok(Response::new(pb::ReadLogResponse { complete: !running && data.is_empty(), data, next_offset, attempt }))
-    }
-}
-
-/// The task a request names: by `name` when given, else by `index`.
-fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Result<TaskKey, Error> {
-    let job = job_of(core, job_id)?;
-    if name.is_empty() {
-        return Ok(TaskKey { job: job.id, index });
-    }
-    let found = match &job.spec.graph {
-        Some(graph) => graph.find(name),
-        None => name.parse().ok().filter(|i| job.task(*i).is_some()),
-    };
-    let index = found.ok_or_else(|| {
-        Error::Invalid(Invalid::new("task", format!("job {job_id} has no task '{}'", crate::error::shown(name))))
-    })?;
-    Ok(TaskKey { job: job.id, index })
-}
-
-fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
-    let job = job_of(core, key.job.0)?;
-    let task = job.task(key.index).ok_or_else(|| {
-        Error::Invalid(Invalid::new(
-            "task",
-            format!("job {} has tasks {}..{}, not {}", key.job, job.spec.first_index, job.spec.last_index, key.index),
-        ))
-    })?;
-    Ok(task_pb(core, job, key.index, task))
-}
-
-fn task_pb(core: &Core, job: &crate::core::Job, index: u32, task: &crate::core::Task) -> pb::Task {
-    let key = TaskKey { job: job.id, index };
-    pb::Task {
-        job_id: key.job.0,
-        index,
-        state: pb::TaskState::of(task.state),
-        attempts_count: task.attempt,
-        node_id: core.running.get(&key).map(|r| r.node.to_string()).unwrap_or_default(),
-        attempts: Vec::new(),
-        name: job.spec.task_name(index),
-        reason: job.reasons.get(&index).cloned().unwrap_or_default(),
+        tasks::read_log(self, req).await
     }
 }

@@ -9,7 +9,7 @@ use corral_proto::v1 as pb;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::Context;
+use super::super::Context;
 use crate::client::{ApiResult, Client};
 use crate::output;
 use crate::Exit;
@@ -112,7 +112,7 @@ pub async fn upload_inputs(ctx: &Context, inputs: &[String]) -> anyhow::Result<V
     if local.is_empty() {
         return Ok(objects_in);
     }
-    let mut objects = super::file::connect(ctx).await?;
+    let mut objects = crate::commands::file::connect(ctx).await?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     for (i, file) in local.iter().enumerate() {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -126,7 +126,7 @@ pub async fn upload_inputs(ctx: &Context, inputs: &[String]) -> anyhow::Result<V
 impl MapReduceArgs {
     pub async fn run(self, ctx: &Context, client: &mut Client) -> anyhow::Result<Exit> {
         let objects_in = upload_inputs(ctx, &self.inputs).await?;
-        let mut objects = super::file::connect(ctx).await?;
+        let mut objects = crate::commands::file::connect(ctx).await?;
         let req = pb::SubmitJobRequest {
             pool: self.pool.clone(),
             name: self.name.clone(),
@@ -162,13 +162,13 @@ impl MapReduceArgs {
         let done = self.follow(ctx, client, job).await?;
         if done.state() != pb::JobState::Completed {
             if ctx.json() {
-                output::json(&super::job::job_json(&done));
+                output::json(&super::render::job_json(&done));
             } else {
                 println!("job {job} {}: see `corral task list {job} --state failed`", done.state().as_word());
             }
             return Ok(Exit::Failed);
         }
-        let got = super::file::download_all(
+        let got = crate::commands::file::download_all(
             &mut objects,
             &corral_types::paths::job_output(corral_types::JobId(job)),
             &self.output,

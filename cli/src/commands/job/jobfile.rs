@@ -33,7 +33,7 @@ use corral_types::graph::{self, TaskGroup};
 use corral_types::{OutputsWhen, TaskInput, TaskSpec};
 use serde::Deserialize;
 
-use super::job::parse_array;
+use super::spec::parse_array;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]

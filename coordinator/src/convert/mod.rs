@@ -1,22 +1,29 @@
-//! The edge: protobuf messages in, domain types out (validated, with errors that name
-//! the field), and views of the core back out as protobuf.
+//! The gRPC edge: protobuf messages in, domain types out (validated, with errors
+//! that name the field), and views of the core back out as protobuf. Client requests
+//! are here; [`agent`] has what agents send and are sent, [`views`] the core's state
+//! as protobuf.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corral_proto::v1 as pb;
 
-use crate::core::{Core, Job, Node};
 use crate::error::Invalid;
 use crate::model::*;
 use corral_types::graph::{Graph, TaskGroup};
+
+mod agent;
+mod views;
+
+pub use agent::*;
+pub use views::*;
 
 /// The most a log chunk from an agent may carry.
 pub const MAX_LOG_CHUNK: usize = 4 << 20;
 const MAX_NAME: usize = 200;
 const MAX_ARG: usize = 128 << 10;
 const MAX_RETRIES: u32 = 1000;
-const MAX_SLOTS: u32 = 100_000;
+pub(crate) const MAX_SLOTS: u32 = 100_000;
 const MAX_LOCAL_NODES: u32 = 256;
 
 fn word<T: std::str::FromStr<Err = String>>(field: &'static str, s: &str, default: T) -> Result<T, Invalid> {
@@ -169,7 +176,7 @@ pub fn local_target(target: u32) -> Result<u32, Invalid> {
     Ok(target)
 }
 
-fn text(field: &'static str, s: &str, max: usize) -> Result<(), Invalid> {
+pub(crate) fn text(field: &'static str, s: &str, max: usize) -> Result<(), Invalid> {
     if s.len() > max {
         return Err(Invalid::new(field, format!("is {} bytes long; the limit is {max}", s.len())));
     }
@@ -399,266 +406,13 @@ pub fn graph(groups: Vec<pb::TaskGroup>) -> Result<Graph, Invalid> {
 }
 
 /// The store keeps integers as SQLite's signed 64 bits.
-const MAX_STORED: u64 = i64::MAX as u64;
+pub(crate) const MAX_STORED: u64 = i64::MAX as u64;
 
-fn storable(field: &'static str, value: u64) -> Result<u64, Invalid> {
+pub(crate) fn storable(field: &'static str, value: u64) -> Result<u64, Invalid> {
     if value > MAX_STORED {
         return Err(Invalid::new(field, format!("{value} is too large")));
     }
     Ok(value)
-}
-
-pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
-    let pool = PoolName::parse("pool", &req.pool)?;
-    if req.slots == 0 {
-        return Err(Invalid::new("slots", "must be at least 1"));
-    }
-    if req.slots > MAX_SLOTS {
-        return Err(Invalid::new("slots", format!("must be at most {MAX_SLOTS}")));
-    }
-    text("hostname", &req.hostname, 255)?;
-    let launch_id = if req.launch_id.is_empty() {
-        None
-    } else {
-        let id = NodeId(req.launch_id);
-        if id.seq().is_none() {
-            return Err(Invalid::new("launch_id", format!("'{}' is not a node id", crate::error::shown(&id))));
-        }
-        Some(id)
-    };
-    Ok(Registration {
-        pool,
-        hostname: req.hostname,
-        slots: req.slots,
-        cpus: req.cpus,
-        memory_bytes: storable("memory_bytes", req.memory_bytes)?,
-        pid: req.pid,
-        launch_id,
-    })
-}
-
-pub fn node_id(field: &'static str, id: &str) -> Result<NodeId, Invalid> {
-    let id = NodeId(id.to_string());
-    if id.seq().is_none() {
-        return Err(Invalid::new(
-            field,
-            format!("'{}' is not a node id (they look like n-12)", crate::error::shown(&id)),
-        ));
-    }
-    Ok(id)
-}
-
-pub fn attempt_ref(r: Option<pb::TaskRef>) -> Result<AttemptRef, Invalid> {
-    let r = r.ok_or_else(|| Invalid::new("task", "is required"))?;
-    if r.attempt == 0 {
-        return Err(Invalid::new("task.attempt", "must be at least 1"));
-    }
-    Ok(AttemptRef {
-        task: TaskKey { job: JobId(storable("task.job_id", r.job_id)?), index: r.index },
-        attempt: r.attempt,
-    })
-}
-
-/// An agent's report of an ended attempt. An outcome this coordinator does not know
-/// (a newer agent's, or none) still ends the attempt, as failed and saying so: a
-/// report dropped for its outcome would leave the task running forever.
-pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
-    let known = pb::Outcome::try_from(r.outcome).ok().and_then(pb::Outcome::word);
-    let mut message: String = r.message.chars().take(4096).collect();
-    if known.is_none() {
-        message = format!("the agent reported outcome {}, which this coordinator does not know; {message}", r.outcome);
-    }
-    Ok(TaskResult {
-        attempt: attempt_ref(r.task)?,
-        outcome: known.unwrap_or(Outcome::Failed),
-        exit_code: r.has_exit_code.then_some(r.exit_code),
-        signal: (r.signal != 0).then_some(r.signal),
-        message,
-        started_at_ms: storable("started_at_ms", r.started_at_ms)?,
-        ended_at_ms: storable("ended_at_ms", r.ended_at_ms)?,
-        written: [r.stdout_bytes, r.stderr_bytes],
-    })
-}
-
-pub fn log_chunk(c: pb::LogChunk) -> Result<LogChunk, Invalid> {
-    if c.data.len() > MAX_LOG_CHUNK {
-        return Err(Invalid::new("logs.data", format!("a chunk may carry at most {MAX_LOG_CHUNK} bytes")));
-    }
-    if c.offset > 1 << 50 {
-        return Err(Invalid::new("logs.offset", "is implausibly large"));
-    }
-    Ok(LogChunk { attempt: attempt_ref(c.task)?, stderr: c.stderr, offset: c.offset, data: c.data })
-}
-
-pub fn attempt_to_pb(a: AttemptRef) -> pb::TaskRef {
-    pb::TaskRef { job_id: a.task.job.0, index: a.task.index, attempt: a.attempt }
-}
-
-/// What the core assigned, as the agent reads it.
-pub fn assignment_to_pb(a: crate::core::Assignment) -> pb::Assignment {
-    pb::Assignment {
-        task: Some(attempt_to_pb(a.attempt)),
-        name: a.name,
-        array_index: a.array_index,
-        inputs: a.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
-        outputs: a.outputs,
-        outputs_when: a.outputs_when.as_str().into(),
-        output_prefix: a.output_prefix,
-        max_output_bytes: a.max_output,
-        map: match &a.work {
-            crate::core::Work::Map { segments, reduce_tasks, combiner, output_prefix } => Some(pb::MapWork {
-                segments: segments
-                    .iter()
-                    .map(|s| pb::Segment { object: s.object.clone(), offset: s.offset, length: s.length })
-                    .collect(),
-                reduce_tasks: *reduce_tasks,
-                combiner: combiner.clone().unwrap_or_default(),
-                output_prefix: output_prefix.clone(),
-            }),
-            _ => None,
-        },
-        reduce: match a.work {
-            crate::core::Work::Reduce { inputs, output } => Some(pb::ReduceWork { inputs, output }),
-            _ => None,
-        },
-        argv: a.argv,
-        env: a.env.into_iter().collect(),
-        slots: a.slots,
-        timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
-    }
-}
-
-// ---- views ----------------------------------------------------------------------
-
-pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool> {
-    let pool = core.pools.get(name)?;
-    let summary = core.pool_summary(pool);
-    Some(pb::Pool {
-        spec: Some(pb::PoolSpec {
-            name: pool.spec.name.to_string(),
-            slots_per_node: pool.spec.slots_per_node,
-            provider: pool.spec.provider.to_string(),
-            target_nodes: pool.spec.target_nodes,
-            fill: pool.spec.fill.to_string(),
-            autoscale: pool.spec.autoscale.as_ref().map(autoscale_to_pb),
-            removal_policy: pool.spec.removal.to_string(),
-            start_task: pool.spec.start_task.clone().unwrap_or_default(),
-            commands: pool.spec.commands.as_ref().map(|c| pb::ProviderCommands {
-                add: c.add.clone(),
-                remove: c.remove.clone(),
-                timeout_ms: c.timeout.as_millis() as u64,
-            }),
-            docker: pool.spec.docker.as_ref().map(|d| pb::DockerSpec {
-                image: d.image.clone(),
-                network: d.network.clone(),
-                memory_bytes: d.memory_bytes.unwrap_or(0),
-                nano_cpus: d.nano_cpus.unwrap_or(0),
-                coordinator_url: d.coordinator_url.clone().unwrap_or_default(),
-            }),
-        }),
-        nodes_by_state: summary.nodes.iter().map(|(state, n)| (state.to_string(), *n)).collect(),
-        slots_total: summary.slots.total,
-        slots_used: summary.slots.used,
-        slots_free: summary.slots.free,
-        ready_tasks: summary.ready.min(u64::from(u32::MAX)) as u32,
-        active_jobs: summary.active_jobs,
-        created_at_ms: pool.created_at_ms,
-        last_error: pool.last_error.clone().unwrap_or_default(),
-        deleting: pool.deleting,
-        scale_log: pool
-            .scale_log
-            .iter()
-            .map(|r| pb::ScaleRecord { at_ms: r.at_ms, from: r.from, to: r.to, reason: r.reason.clone() })
-            .collect(),
-        autoscale_now: match &pool.spec.autoscale {
-            Some(auto) => {
-                let snapshot = core.autoscale_snapshot(pool, now);
-                crate::core::autoscale::decide(auto, &snapshot, now).reason().to_string()
-            }
-            None => String::new(),
-        },
-    })
-}
-
-pub fn node_view(node: &Node, now: Instant) -> pb::Node {
-    let r = &node.record;
-    pb::Node {
-        id: r.id.to_string(),
-        pool: r.pool.to_string(),
-        hostname: r.hostname.clone(),
-        slots: r.slots,
-        slots_used: node.slots_used,
-        cpus: r.cpus,
-        memory_bytes: r.memory_bytes,
-        state: pb::NodeState::of(node.state()),
-        reason: r.reason.map(|r| r.to_string()).unwrap_or_default(),
-        registered_at_ms: r.registered_at_ms,
-        heartbeat_age_ms: now.saturating_duration_since(node.last_seen).as_millis() as u64,
-        cpu_percent: node.cpu_percent,
-        memory_used_bytes: node.memory_used_bytes,
-        pid: r.pid,
-        running: Vec::new(),
-    }
-}
-
-pub fn task_spec_to_pb(t: &TaskSpec) -> pb::TaskSpec {
-    pb::TaskSpec {
-        argv: t.argv.clone(),
-        env: t.env.clone().into_iter().collect(),
-        slots: t.slots,
-        max_retries: t.max_retries,
-        timeout_ms: t.timeout.map_or(0, |d| d.as_millis() as u64),
-        inputs: t.inputs.iter().map(|i| pb::TaskInput { object: i.object.clone(), path: i.path.clone() }).collect(),
-        outputs: t.outputs.clone(),
-        outputs_when: t.outputs_when.as_str().into(),
-    }
-}
-
-pub fn job_view(job: &Job) -> pb::Job {
-    let c = job.counts;
-    pb::Job {
-        id: job.id.0,
-        name: job.spec.name.clone(),
-        pool: job.spec.pool.to_string(),
-        priority: job.spec.priority,
-        state: pb::JobState::of(job.state),
-        counts: Some(pb::TaskCounts {
-            waiting: c.waiting,
-            ready: c.ready,
-            running: c.running,
-            succeeded: c.succeeded,
-            failed: c.failed,
-            cancelled: c.cancelled,
-        }),
-        task: Some(task_spec_to_pb(&job.spec.task)),
-        array_start: job.spec.first_index,
-        array_end: job.spec.last_index,
-        submitted_at_ms: job.submitted_at_ms,
-        finished_at_ms: job.finished_at_ms.unwrap_or(0),
-        graph: job.spec.graph.is_some(),
-        open: job.spec.open,
-        tasks: job.tasks.len() as u32,
-        notify: job.spec.notify.as_ref().map(|url| pb::Notify {
-            url: url.clone(),
-            attempts: job.delivery.attempts,
-            last_error: job.delivery.last_error.clone().unwrap_or_default(),
-            delivered_at_ms: job.delivery.delivered_at_ms.unwrap_or(0),
-        }),
-        owner: job.spec.owner.clone(),
-        max_output_bytes: job.spec.max_output,
-    }
-}
-
-/// A token as clients see it: never its secret or hash.
-pub fn token_pb(t: &crate::auth::TokenRecord) -> pb::Token {
-    pb::Token {
-        name: t.name.clone(),
-        role: t.role.to_string(),
-        pool: t.pool.as_ref().map(|p| p.to_string()).unwrap_or_default(),
-        created_at_ms: t.created_at_ms,
-        expires_at_ms: t.expires_at_ms.unwrap_or(0),
-        created_by: t.created_by.clone(),
-    }
 }
 
 /// A token name users choose: 1 to 63 of `a-z A-Z 0-9 - _ .`, so it reads well in
@@ -693,23 +447,6 @@ pub fn notify_url(url: &str) -> Result<Option<String>, Invalid> {
         ));
     }
     Ok(Some(url.to_string()))
-}
-
-/// An event as the API sends it.
-pub fn event_pb(e: crate::events::Event) -> pb::Event {
-    pb::Event {
-        id: e.id,
-        at_ms: e.at_ms,
-        kind: e.kind.as_str().into(),
-        pool: e.pool.unwrap_or_default(),
-        job_id: e.job.unwrap_or_default(),
-        task: e.task,
-        attempt: e.attempt,
-        node_id: e.node.unwrap_or_default(),
-        state: e.state,
-        detail: e.detail,
-        actor: e.actor.unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]

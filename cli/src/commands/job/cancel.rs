@@ -1,0 +1,19 @@
+//! `corral job cancel JOB`: queued tasks are dropped, running ones killed.
+
+use corral_proto::v1 as pb;
+
+use super::super::Context;
+use super::render::{counts_line, job_json};
+use crate::client::{ApiResult, Client};
+use crate::output;
+use crate::Exit;
+
+pub async fn run(ctx: &Context, client: &mut Client, job: u64) -> anyhow::Result<Exit> {
+    let j = client.cancel_job(pb::CancelJobRequest { job_id: job }).await.api()?;
+    if ctx.json() {
+        output::json(&job_json(&j));
+    } else {
+        println!("job {} {}: {}", j.id, j.state().as_word(), counts_line(&j.counts.unwrap_or_default()));
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,83 @@
+//! `corral job ...`: one file per subcommand, with the shared rendering in [`render`]
+//! and the task flags of `submit` and `add-tasks` in [`spec`].
+
+use clap::Subcommand;
+
+use super::Context;
+use crate::Exit;
+
+mod add_tasks;
+mod cancel;
+mod close;
+mod delete;
+pub mod jobfile;
+mod list;
+pub mod mapreduce;
+mod output;
+pub mod render;
+mod show;
+pub mod spec;
+mod submit;
+mod watch;
+
+pub use watch::follow;
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job: one task, or one per index of --array.
+    ///
+    /// The command runs directly (no shell); write `sh -c '...'` for one. In an array,
+    /// `{index}` in any argument becomes the task's index, also in $CORRAL_TASK_INDEX.
+    Submit(submit::SubmitArgs),
+    /// List jobs.
+    List,
+    /// Show a job and its task counts.
+    Show { job: u64 },
+    /// Follow a job with a live progress bar until it ends.
+    Watch { job: u64 },
+    /// Wait until a job ends; exit status 0 only if every task succeeded.
+    Wait { job: u64 },
+    /// Cancel a job: queued tasks are dropped, running ones killed.
+    Cancel { job: u64 },
+    /// Delete a finished job now, with its tasks, attempts, logs, outputs and
+    /// events (the coordinator does it by itself after --retain, 7 days by default).
+    Delete { job: u64 },
+    /// Add tasks to an open job (one submitted with --open): from a job file's
+    /// `tasks`, or one task or array given here. Any number, streamed.
+    AddTasks(add_tasks::AddTasksArgs),
+    /// Close an open job: it ends once all its tasks have.
+    Close { job: u64 },
+    /// Run a map/reduce job: the mapper and reducer are streaming commands (lines on
+    /// stdin, `key<TAB>value` lines out), with a real shuffle between them.
+    Mapreduce(mapreduce::MapReduceArgs),
+    /// Download a job's outputs (what its tasks' `--output` patterns uploaded).
+    Output {
+        job: u64,
+        /// Only this task's (its id: the index in an array job).
+        #[arg(long)]
+        task: Option<String>,
+        /// Where to put them: DEST/TASK/PATH.
+        #[arg(long, default_value = ".")]
+        dest: std::path::PathBuf,
+    },
+}
+
+impl JobCommand {
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
+        let mut client = ctx.client().await?;
+        let client = &mut client;
+        match self {
+            JobCommand::Submit(args) => args.run(ctx, client).await,
+            JobCommand::List => list::run(ctx, client).await,
+            JobCommand::Show { job } => show::run(ctx, client, job).await,
+            JobCommand::Watch { job } => watch::watch(ctx, client, job).await,
+            JobCommand::Wait { job } => watch::wait(ctx, client, job).await,
+            JobCommand::Cancel { job } => cancel::run(ctx, client, job).await,
+            JobCommand::Delete { job } => delete::run(ctx, client, job).await,
+            JobCommand::AddTasks(args) => args.run(ctx, client).await,
+            JobCommand::Close { job } => close::run(ctx, client, job).await,
+            JobCommand::Mapreduce(args) => args.run(ctx, client).await,
+            JobCommand::Output { job, task, dest } => output::run(ctx, client, job, task, dest).await,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! How jobs are shown, shared by the job subcommands (and `demo`, `mapreduce`):
+//! the JSON of `-o json` and the words of tables and summaries.
+
+use corral_proto::v1 as pb;
+use serde_json::json;
+
+use super::super::Context;
+use crate::output;
+use crate::Exit;
+
+/// A job as `-o json` prints it.
+pub fn job_json(j: &pb::Job) -> serde_json::Value {
+    let c = j.counts.unwrap_or_default();
+    let task = j.task.clone().unwrap_or_default();
+    json!({
+        "id": j.id,
+        "name": j.name,
+        "pool": j.pool,
+        "state": j.state().as_word(),
+        "owner": j.owner,
+        "priority": j.priority,
+        "tasks": j.tasks,
+        "open": j.open,
+        "array": [j.array_start, j.array_end],
+        "counts": {
+            "waiting": c.waiting,
+            "ready": c.ready,
+            "running": c.running,
+            "succeeded": c.succeeded,
+            "failed": c.failed,
+            "cancelled": c.cancelled,
+        },
+        "kind": if j.graph { "graph" } else { "array" },
+        "command": (!j.graph).then_some(task.argv),
+        "max_retries": task.max_retries,
+        "max_output_bytes": j.max_output_bytes,
+        "timeout_ms": (task.timeout_ms > 0).then_some(task.timeout_ms),
+        "submitted_at_ms": j.submitted_at_ms,
+        "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
+        "notify": j.notify.as_ref().map(|n| json!({
+            "url": n.url,
+            "delivered": n.delivered_at_ms > 0,
+            "attempts": n.attempts,
+            "last_error": (!n.last_error.is_empty()).then_some(&n.last_error),
+            "delivered_at_ms": (n.delivered_at_ms > 0).then_some(n.delivered_at_ms),
+        })),
+    })
+}
+
+/// How a job's callback is going, in words.
+pub fn notify_line(n: &pb::Notify) -> String {
+    let status = if n.delivered_at_ms > 0 {
+        format!("delivered {} after {} post(s)", output::timestamp(n.delivered_at_ms), n.attempts)
+    } else if n.attempts == 0 {
+        "not posted yet (when the job ends)".to_string()
+    } else {
+        format!("not delivered yet: {} post(s) failed, retrying", n.attempts)
+    };
+    let mut line = format!("{} ({status})", n.url);
+    if !n.last_error.is_empty() {
+        line += &format!("; last error: {}", n.last_error);
+    }
+    line
+}
+
+pub fn counts_line(c: &pb::TaskCounts) -> String {
+    let mut parts = Vec::new();
+    for (n, word) in [
+        (c.succeeded, "succeeded"),
+        (c.failed, "failed"),
+        (c.cancelled, "cancelled"),
+        (c.running, "running"),
+        (c.ready, "ready"),
+        (c.waiting, "waiting"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {word}"));
+        }
+    }
+    parts.join(", ")
+}
+
+pub fn total(j: &pb::Job) -> u64 {
+    u64::from(j.tasks)
+}
+
+pub fn finished(c: &pb::TaskCounts) -> u64 {
+    u64::from(c.succeeded + c.failed + c.cancelled)
+}
+
+pub fn verdict(j: &pb::Job) -> Exit {
+    if j.state() == pb::JobState::Completed {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
+}
+
+pub fn print_outcome(ctx: &Context, j: &pb::Job) {
+    if ctx.json() {
+        output::json(&job_json(j));
+    } else {
+        let c = j.counts.unwrap_or_default();
+        let took = output::duration_ms(j.finished_at_ms.saturating_sub(j.submitted_at_ms));
+        println!("job {} {} in {took}: {}", j.id, j.state().as_word(), counts_line(&c));
+        if c.failed > 0 {
+            println!("see the failures with: corral task list {} --state failed", j.id);
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! How each task runs, shared by `job submit` and `job add-tasks`, and the parsers
+//! of their flag values.
+
+use std::time::Duration;
+
+use corral_proto::v1 as pb;
+
+/// How each task runs, shared by `submit` and `add-tasks`.
+#[derive(clap::Args, Debug)]
+pub struct SpecArgs {
+    /// Retries after a task fails or times out (node loss does not count).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub max_retries: u32,
+    /// Kill a task that runs longer than this (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Slots each task needs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: u32,
+    /// Environment for each task, K=V (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// An object fetched into each task's directory first: OBJECT, or OBJECT=PATH to
+    /// name it there (repeatable; `{index}` allowed).
+    #[arg(long = "input", value_parser = parse_input)]
+    pub inputs: Vec<(String, String)>,
+    /// A glob pattern (relative to the task's directory) of files to upload when the
+    /// task ends, to jobs/JOB/TASK/ in the store (repeatable).
+    #[arg(long = "outputs", value_name = "PATTERN")]
+    pub outputs: Vec<String>,
+    /// When outputs are uploaded.
+    #[arg(long, default_value = "success", value_parser = ["success", "failure", "always"])]
+    pub outputs_when: String,
+}
+
+/// `OBJECT` or `OBJECT=PATH`.
+pub fn parse_input(s: &str) -> Result<(String, String), String> {
+    let (object, path) = s.split_once('=').unwrap_or((s, ""));
+    if object.is_empty() {
+        return Err(format!("'{s}' names no object"));
+    }
+    Ok((object.to_string(), path.to_string()))
+}
+
+impl SpecArgs {
+    pub fn to_pb(&self, argv: Vec<String>) -> pb::TaskSpec {
+        pb::TaskSpec {
+            argv,
+            env: self.env.iter().cloned().collect(),
+            slots: self.slots,
+            max_retries: self.max_retries,
+            timeout_ms: self.timeout.map_or(0, |d| d.as_millis() as u64),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(object, path)| pb::TaskInput { object: object.clone(), path: path.clone() })
+                .collect(),
+            outputs: self.outputs.clone(),
+            outputs_when: self.outputs_when.clone(),
+        }
+    }
+}
+
+/// `A-B` with A <= B.
+pub fn parse_array(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("'{s}' is not a range: expected A-B, e.g. 1-100"))?;
+    let a: u32 = a.trim().parse().map_err(|_| format!("'{a}' in '{s}' is not a whole number ≥ 0"))?;
+    let b: u32 = b.trim().parse().map_err(|_| format!("'{b}' in '{s}' is not a whole number ≥ 0"))?;
+    if a > b {
+        return Err(format!("'{s}' is reversed: the start must not be after the end"));
+    }
+    Ok((a, b))
+}
+
+/// `K=V` with a non-empty K.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not K=V")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_are_checked() {
+        assert_eq!(parse_array("1-100"), Ok((1, 100)));
+        assert_eq!(parse_array("5-5"), Ok((5, 5)));
+        assert!(parse_array("10-1").unwrap_err().contains("reversed"));
+        assert!(parse_array("1..10").unwrap_err().contains("expected A-B"));
+        assert!(parse_array("a-3").unwrap_err().contains("'a'"));
+        assert!(parse_array("-3-4").is_err());
+    }
+
+    #[test]
+    fn env_needs_a_name() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("novalue").is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! `corral job submit`: one task, an array, a job file or a map/reduce job; safe to
+//! retry (an idempotency key makes at most one job).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde_json::json;
+
+use corral_proto::v1 as pb;
+
+use super::super::Context;
+use super::render::{print_outcome, verdict};
+use super::spec::{parse_array, SpecArgs};
+use super::watch::follow;
+use crate::client::{ApiResult, Client};
+use crate::output;
+use crate::Exit;
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    /// The pool to run on (or `pool:` in the job file).
+    #[arg(long)]
+    pool: Option<String>,
+    /// A name to recognise the job by.
+    #[arg(long)]
+    name: Option<String>,
+    /// A job file (YAML, or JSON if it ends in .json): tasks with ids, commands and
+    /// dependencies. See the README for the schema.
+    #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots"])]
+    file: Option<std::path::PathBuf>,
+    /// Keep the job open: more tasks can be added with `job add-tasks` until `job
+    /// close`. With --file or on its own (an open job starts with no tasks).
+    #[arg(long, conflicts_with_all = ["array", "command"])]
+    open: bool,
+    /// Run one task per index, A-B inclusive (e.g. 1-1000).
+    #[arg(long, value_parser = parse_array)]
+    array: Option<(u32, u32)>,
+    /// Higher runs first, from -1000 to 1000 [default: 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    priority: Option<i32>,
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
+    #[arg(long)]
+    wait: bool,
+    /// When the job ends, POST a JSON summary to this http(s) URL, retried with
+    /// backoff until it answers 2xx (see `job show` for how delivery goes).
+    #[arg(long, value_name = "URL")]
+    notify: Option<String>,
+    /// Keep at most this much of each task's stdout, and of its stderr (e.g. 10MiB,
+    /// 1GiB); the rest is dropped and the log ends with a marker saying so
+    /// [default: the coordinator's --max-output, 1GiB unless set].
+    #[arg(long, value_name = "SIZE", value_parser = corral_proto::size::parse)]
+    max_output: Option<u64>,
+    /// Make the submission safe to retry: the same key with the same request gives
+    /// back the first job (for 24 h) instead of a second one; with another request
+    /// it is refused. Without it the CLI picks one for its own retries.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required_unless_present_any = ["file", "open"], value_name = "CMD")]
+    command: Vec<String>,
+}
+
+impl SubmitArgs {
+    /// The request, from the flags or from the job file (flags win over the file's
+    /// name, pool and priority). With a file, also the loaded file for error lines.
+    fn request(self) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+        if self.open && self.file.is_none() {
+            let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
+            let req = pb::SubmitJobRequest {
+                pool,
+                name: self.name.unwrap_or_default(),
+                priority: self.priority.unwrap_or(0),
+                open: true,
+                ..Default::default()
+            };
+            return Ok((req, None));
+        }
+        let Some(path) = &self.file else {
+            let (is_array, (array_start, array_end)) = match self.array {
+                Some(range) => (true, range),
+                None => (false, (0, 0)),
+            };
+            let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
+            let req = pb::SubmitJobRequest {
+                pool,
+                name: self.name.unwrap_or_default(),
+                priority: self.priority.unwrap_or(0),
+                task: Some(self.spec.to_pb(self.command)),
+                is_array,
+                array_start,
+                array_end,
+                ..Default::default()
+            };
+            return Ok((req, None));
+        };
+        let loaded = super::jobfile::load(path)?;
+        let pool = self.pool.or_else(|| loaded.file.pool.clone()).ok_or_else(|| {
+            anyhow::anyhow!("invalid --pool: say which pool runs the job (--pool, or `pool:` in {})", path.display())
+        })?;
+        if let Some(mr) = &loaded.file.mapreduce {
+            let timeout = match &mr.timeout {
+                Some(t) => humantime::parse_duration(t)
+                    .map_err(|e| anyhow::anyhow!(loaded.annotate(&format!("invalid mapreduce.timeout '{t}': {e}"))))?,
+                None => Duration::ZERO,
+            };
+            let inputs: Vec<String> = mr
+                .inputs
+                .iter()
+                .map(|i| match i.strip_prefix("store:") {
+                    Some(_) => i.clone(),
+                    None => loaded.dir.join(i).to_string_lossy().into_owned(),
+                })
+                .collect();
+            let req = pb::SubmitJobRequest {
+                pool,
+                name: self.name.or_else(|| loaded.file.name.clone()).unwrap_or_default(),
+                priority: self.priority.or(loaded.file.priority).unwrap_or(0),
+                mapreduce: Some(pb::MapReduceSpec {
+                    inputs,
+                    map_tasks: mr.map_tasks,
+                    reduce_tasks: mr.reduce_tasks,
+                    mapper: mr.mapper.clone(),
+                    reducer: mr.reducer.clone(),
+                    combiner: mr.combiner.clone().unwrap_or_default(),
+                    max_retries: mr.max_retries,
+                    timeout_ms: timeout.as_millis() as u64,
+                }),
+                ..Default::default()
+            };
+            return Ok((req, Some(loaded)));
+        }
+        let mut groups = loaded.groups.clone();
+        for group in &mut groups {
+            if let Some(spec) = &mut group.spec {
+                for (k, v) in &self.spec.env {
+                    spec.env.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        let req = pb::SubmitJobRequest {
+            pool,
+            name: self.name.or_else(|| loaded.file.name.clone()).unwrap_or_default(),
+            priority: self.priority.or(loaded.file.priority).unwrap_or(0),
+            tasks: groups,
+            open: self.open,
+            ..Default::default()
+        };
+        Ok((req, Some(loaded)))
+    }
+}
+
+impl SubmitArgs {
+    pub async fn run(self, ctx: &Context, client: &mut Client) -> anyhow::Result<Exit> {
+        let args = self;
+        let wait = args.wait;
+        let notify = args.notify.clone().unwrap_or_default();
+        let max_output = args.max_output.unwrap_or_default();
+        let key = args
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| format!("corral-cli-{}", corral_proto::credentials::random_hex(16)));
+        let (mut req, loaded) = args.request()?;
+        req.notify_url = notify;
+        req.max_output_bytes = max_output;
+        req.idempotency_key = key;
+        if let Some(mr) = &mut req.mapreduce {
+            mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
+        }
+        let resp = match submit_retrying(client, req).await {
+            Ok(resp) => resp,
+            Err(e) => match &loaded {
+                Some(file) => anyhow::bail!(file.annotate(&e.to_string())),
+                None => return Err(e),
+            },
+        };
+        if !wait {
+            if ctx.json() {
+                output::json(&json!({ "job_id": resp.job_id, "tasks": resp.tasks }));
+            } else {
+                println!("submitted job {} ({} task(s))", resp.job_id, resp.tasks);
+            }
+            return Ok(Exit::Ok);
+        }
+        if !ctx.json() {
+            println!("submitted job {} ({} task(s))", resp.job_id, resp.tasks);
+        }
+        let job = follow(client, resp.job_id, !ctx.json() && std::io::stderr().is_terminal()).await?;
+        print_outcome(ctx, &job);
+        Ok(verdict(&job))
+    }
+}
+
+/// How often `job submit` tries when the coordinator cannot be reached.
+const SUBMIT_TRIES: u32 = 4;
+
+/// Submits, trying again (with the same idempotency key, so at most one job is
+/// made) while the coordinator is unreachable: a connection that broke after the
+/// request was sent leaves no way to know whether it was taken. A store that
+/// cannot write is not waited for: it says so at once.
+async fn submit_retrying(
+    client: &mut crate::client::Client,
+    req: pb::SubmitJobRequest,
+) -> anyhow::Result<pb::SubmitJobResponse> {
+    let mut wait = std::time::Duration::from_millis(250);
+    for _ in 1..SUBMIT_TRIES {
+        match client.submit_job(req.clone()).await {
+            Err(s) if s.code() == tonic::Code::Unavailable && !s.message().contains("store cannot write") => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other.api(),
+        }
+    }
+    client.submit_job(req).await.api()
+}

@@ -1,0 +1,128 @@
+//! What agents send (registration, results, log chunks), validated, and what they
+//! are sent (assignments).
+
+use corral_proto::v1 as pb;
+
+use super::{storable, text, MAX_LOG_CHUNK, MAX_SLOTS};
+use crate::error::Invalid;
+use crate::model::*;
+
+pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
+    let pool = PoolName::parse("pool", &req.pool)?;
+    if req.slots == 0 {
+        return Err(Invalid::new("slots", "must be at least 1"));
+    }
+    if req.slots > MAX_SLOTS {
+        return Err(Invalid::new("slots", format!("must be at most {MAX_SLOTS}")));
+    }
+    text("hostname", &req.hostname, 255)?;
+    let launch_id = if req.launch_id.is_empty() {
+        None
+    } else {
+        let id = NodeId(req.launch_id);
+        if id.seq().is_none() {
+            return Err(Invalid::new("launch_id", format!("'{}' is not a node id", crate::error::shown(&id))));
+        }
+        Some(id)
+    };
+    Ok(Registration {
+        pool,
+        hostname: req.hostname,
+        slots: req.slots,
+        cpus: req.cpus,
+        memory_bytes: storable("memory_bytes", req.memory_bytes)?,
+        pid: req.pid,
+        launch_id,
+    })
+}
+
+pub fn node_id(field: &'static str, id: &str) -> Result<NodeId, Invalid> {
+    let id = NodeId(id.to_string());
+    if id.seq().is_none() {
+        return Err(Invalid::new(
+            field,
+            format!("'{}' is not a node id (they look like n-12)", crate::error::shown(&id)),
+        ));
+    }
+    Ok(id)
+}
+
+pub fn attempt_ref(r: Option<pb::TaskRef>) -> Result<AttemptRef, Invalid> {
+    let r = r.ok_or_else(|| Invalid::new("task", "is required"))?;
+    if r.attempt == 0 {
+        return Err(Invalid::new("task.attempt", "must be at least 1"));
+    }
+    Ok(AttemptRef {
+        task: TaskKey { job: JobId(storable("task.job_id", r.job_id)?), index: r.index },
+        attempt: r.attempt,
+    })
+}
+
+/// An agent's report of an ended attempt. An outcome this coordinator does not know
+/// (a newer agent's, or none) still ends the attempt, as failed and saying so: a
+/// report dropped for its outcome would leave the task running forever.
+pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
+    let known = pb::Outcome::try_from(r.outcome).ok().and_then(pb::Outcome::word);
+    let mut message: String = r.message.chars().take(4096).collect();
+    if known.is_none() {
+        message = format!("the agent reported outcome {}, which this coordinator does not know; {message}", r.outcome);
+    }
+    Ok(TaskResult {
+        attempt: attempt_ref(r.task)?,
+        outcome: known.unwrap_or(Outcome::Failed),
+        exit_code: r.has_exit_code.then_some(r.exit_code),
+        signal: (r.signal != 0).then_some(r.signal),
+        message,
+        started_at_ms: storable("started_at_ms", r.started_at_ms)?,
+        ended_at_ms: storable("ended_at_ms", r.ended_at_ms)?,
+        written: [r.stdout_bytes, r.stderr_bytes],
+    })
+}
+
+pub fn log_chunk(c: pb::LogChunk) -> Result<LogChunk, Invalid> {
+    if c.data.len() > MAX_LOG_CHUNK {
+        return Err(Invalid::new("logs.data", format!("a chunk may carry at most {MAX_LOG_CHUNK} bytes")));
+    }
+    if c.offset > 1 << 50 {
+        return Err(Invalid::new("logs.offset", "is implausibly large"));
+    }
+    Ok(LogChunk { attempt: attempt_ref(c.task)?, stderr: c.stderr, offset: c.offset, data: c.data })
+}
+
+pub fn attempt_to_pb(a: AttemptRef) -> pb::TaskRef {
+    pb::TaskRef { job_id: a.task.job.0, index: a.task.index, attempt: a.attempt }
+}
+
+/// What the core assigned, as the agent reads it.
+pub fn assignment_to_pb(a: crate::core::Assignment) -> pb::Assignment {
+    pb::Assignment {
+        task: Some(attempt_to_pb(a.attempt)),
+        name: a.name,
+        array_index: a.array_index,
+        inputs: a.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
+        outputs: a.outputs,
+        outputs_when: a.outputs_when.as_str().into(),
+        output_prefix: a.output_prefix,
+        max_output_bytes: a.max_output,
+        map: match &a.work {
+            crate::core::Work::Map { segments, reduce_tasks, combiner, output_prefix } => Some(pb::MapWork {
+                segments: segments
+                    .iter()
+                    .map(|s| pb::Segment { object: s.object.clone(), offset: s.offset, length: s.length })
+                    .collect(),
+                reduce_tasks: *reduce_tasks,
+                combiner: combiner.clone().unwrap_or_default(),
+                output_prefix: output_prefix.clone(),
+            }),
+            _ => None,
+        },
+        reduce: match a.work {
+            crate::core::Work::Reduce { inputs, output } => Some(pb::ReduceWork { inputs, output }),
+            _ => None,
+        },
+        argv: a.argv,
+        env: a.env.into_iter().collect(),
+        slots: a.slots,
+        timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
+    }
+}

@@ -1,0 +1,287 @@
+//! `GET /api/jobs[/{id}[/tasks[/{index}[/log]]]]`: jobs, their tasks paged on the
+//! server, attempt history and logs.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{blocking, page_limit, read, Api};
+use crate::core::{Core, Job};
+use crate::error::{Error, Invalid};
+use crate::model::*;
+use crate::shared::Shared;
+
+#[derive(Deserialize)]
+pub(super) struct PageQuery {
+    state: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub(super) struct JobView {
+    id: u64,
+    name: String,
+    pool: String,
+    /// The name of the token that submitted it.
+    owner: String,
+    priority: i32,
+    state: &'static str,
+    submitted_at_ms: u64,
+    finished_at_ms: Option<u64>,
+    tasks: u32,
+    counts: crate::core::Counts,
+    /// Tasks finished per second since submission.
+    throughput_per_s: f64,
+    /// Seconds left at that rate, while active.
+    eta_s: Option<f64>,
+    notify: Option<NotifyView>,
+}
+
+#[derive(Serialize)]
+pub(super) struct NotifyView {
+    url: String,
+    delivered: bool,
+    attempts: u32,
+    last_error: Option<String>,
+    delivered_at_ms: Option<u64>,
+}
+
+fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
+    let end = job.finished_at_ms.unwrap_or_else(|| core.wall_ms(now));
+    let elapsed_s = end.saturating_sub(job.submitted_at_ms) as f64 / 1000.0;
+    let finished = job.counts.finished();
+    let throughput = if elapsed_s > 0.0 { f64::from(finished) / elapsed_s } else { 0.0 };
+    let left = job.tasks.len() as u32 - finished.min(job.tasks.len() as u32);
+    JobView {
+        id: job.id.0,
+        name: job.spec.name.clone(),
+        pool: job.spec.pool.to_string(),
+        owner: job.spec.owner.clone(),
+        priority: job.spec.priority,
+        state: job.state.as_str(),
+        submitted_at_ms: job.submitted_at_ms,
+        finished_at_ms: job.finished_at_ms,
+        tasks: job.tasks.len() as u32,
+        counts: job.counts,
+        throughput_per_s: (throughput * 10.0).round() / 10.0,
+        eta_s: (job.state == JobState::Active && throughput > 0.0).then(|| (f64::from(left) / throughput).round()),
+        notify: job.spec.notify.as_ref().map(|url| NotifyView {
+            url: url.clone(),
+            delivered: job.delivery.delivered_at_ms.is_some(),
+            attempts: job.delivery.attempts,
+            last_error: job.delivery.last_error.clone(),
+            delivered_at_ms: job.delivery.delivered_at_ms,
+        }),
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct JobsPage {
+    total: usize,
+    offset: usize,
+    jobs: Vec<JobView>,
+}
+
+pub(super) async fn jobs(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Api<JobsPage> {
+    let state = q.state.filter(|s| !s.is_empty()).map(|s| s.parse::<JobState>()).transpose();
+    let state = state.map_err(|e| Invalid::new("state", e))?;
+    let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit)?);
+    read(&shared, move |core, now| {
+        let matching = || core.jobs.values().rev().filter(|j| state.is_none_or(|s| j.state == s));
+        Ok(JobsPage {
+            total: matching().count(),
+            offset,
+            jobs: matching().skip(offset).take(limit).map(|j| job_view(core, j, now)).collect(),
+        })
+    })
+    .await
+}
+
+fn job_of(core: &Core, id: u64) -> Result<&Job, Error> {
+    core.jobs.get(&JobId(id)).ok_or_else(|| Error::not_found("job", id))
+}
+
+pub(super) async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<u64>) -> Api<JobView> {
+    read(&shared, move |core, now| Ok(job_view(core, job_of(core, id)?, now))).await
+}
+
+// ----------------------------------------------------------------------- tasks
+
+#[derive(Serialize)]
+pub(super) struct TaskView {
+    index: u32,
+    name: String,
+    state: &'static str,
+    attempt: u32,
+    failures: u32,
+    node_losses: u32,
+    reason: Option<String>,
+    node: Option<String>,
+    started_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<Vec<AttemptView>>,
+}
+
+#[derive(Serialize)]
+pub(super) struct AttemptView {
+    attempt: u32,
+    node: String,
+    started_at_ms: u64,
+    ended_at_ms: Option<u64>,
+    outcome: Option<String>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    message: String,
+}
+
+fn task_view(core: &Core, job: &Job, offset: usize) -> TaskView {
+    let index = job.spec.first_index + offset as u32;
+    let task = job.tasks[offset];
+    let running = core.running.get(&TaskKey { job: job.id, index });
+    TaskView {
+        index,
+        name: job.spec.task_name(index),
+        state: task.state.as_str(),
+        attempt: task.attempt,
+        failures: task.failures,
+        node_losses: task.node_losses,
+        reason: job.reasons.get(&index).cloned(),
+        node: running.map(|r| r.node.to_string()),
+        started_at_ms: running.map(|r| r.started_at_ms),
+        attempts: None,
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct TasksPage {
+    total: u32,
+    offset: usize,
+    tasks: Vec<TaskView>,
+}
+
+pub(super) async fn tasks(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<u64>,
+    Query(q): Query<PageQuery>,
+) -> Api<TasksPage> {
+    let state = q.state.filter(|s| !s.is_empty()).map(|s| s.parse::<TaskState>()).transpose();
+    let state = state.map_err(|e| Invalid::new("state", e))?;
+    let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit)?);
+    read(&shared, move |core, _| {
+        let job = job_of(core, id)?;
+        let page: Vec<usize> = match state {
+            // Every task: the page is a slice.
+            None => (offset.min(job.tasks.len())..offset.saturating_add(limit).min(job.tasks.len())).collect(),
+            // One state: a scan of compact in-memory states, a few ms for a million.
+            Some(s) => job
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.state == s)
+                .skip(offset)
+                .take(limit)
+                .map(|(i, _)| i)
+                .collect(),
+        };
+        Ok(TasksPage {
+            total: state.map_or(job.tasks.len() as u32, |s| job.counts.get(s)),
+            offset,
+            tasks: page.into_iter().map(|i| task_view(core, job, i)).collect(),
+        })
+    })
+    .await
+}
+
+/// The task's place in its job's task list.
+fn task_offset(job: &Job, index: u32) -> Result<usize, Error> {
+    index.checked_sub(job.spec.first_index).map(|o| o as usize).filter(|&o| o < job.tasks.len()).ok_or_else(|| {
+        Error::Invalid(Invalid::new(
+            "index",
+            format!("job {} has tasks {}..{}, not {index}", job.id, job.spec.first_index, job.spec.last_index),
+        ))
+    })
+}
+
+pub(super) async fn task(State(shared): State<Arc<Shared>>, Path((id, index)): Path<(u64, u32)>) -> Api<TaskView> {
+    let Json(mut view) = read(&shared, move |core, _| {
+        let job = job_of(core, id)?;
+        Ok(task_view(core, job, task_offset(job, index)?))
+    })
+    .await?;
+    let key = TaskKey { job: JobId(id), index };
+    let s = shared.clone();
+    let rows = blocking(move || s.reader().attempts(key)).await?;
+    view.attempts = Some(
+        rows.into_iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                node: a.node_id,
+                started_at_ms: a.started_at_ms,
+                ended_at_ms: a.ended_at_ms,
+                outcome: a.outcome.map(|o| o.as_str().to_string()),
+                exit_code: a.exit_code,
+                signal: a.signal,
+                message: a.message,
+            })
+            .collect(),
+    );
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+pub(super) struct LogQuery {
+    attempt: Option<u32>,
+    stream: Option<String>,
+    offset: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct LogChunkView {
+    text: String,
+    offset: u64,
+    next_offset: u64,
+}
+
+/// The most log bytes one read returns.
+const MAX_LOG_READ: usize = 256 << 10;
+
+pub(super) async fn log(
+    State(shared): State<Arc<Shared>>,
+    Path((id, index)): Path<(u64, u32)>,
+    Query(q): Query<LogQuery>,
+) -> Api<LogChunkView> {
+    let stderr = match q.stream.as_deref() {
+        None | Some("stdout") => false,
+        Some("stderr") => true,
+        Some(other) => return Err(Invalid::new("stream", format!("must be stdout or stderr, not '{other}'")).into()),
+    };
+    let Json(latest) = read(&shared, move |core, _| {
+        let job = job_of(core, id)?;
+        Ok(job.tasks[task_offset(job, index)?].attempt)
+    })
+    .await?;
+    let attempt = q.attempt.unwrap_or(latest);
+    let offset = q.offset.unwrap_or(0);
+    if attempt == 0 || attempt > latest {
+        return Ok(Json(LogChunkView { text: String::new(), offset, next_offset: offset }));
+    }
+    let at = AttemptRef { task: TaskKey { job: JobId(id), index }, attempt };
+    let s = shared.clone();
+    let data = blocking(move || s.reader().read_log(at, stderr, offset, MAX_LOG_READ)).await?;
+    // Cut at the last whole UTF-8 character, so a character split across reads is
+    // not mangled: the rest comes with the next read.
+    let whole = match std::str::from_utf8(&data) {
+        Ok(_) => data.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => data.len(),
+    };
+    Ok(Json(LogChunkView {
+        text: String::from_utf8_lossy(&data[..whole]).into_owned(),
+        offset,
+        next_offset: offset + whole as u64,
+    }))
+}

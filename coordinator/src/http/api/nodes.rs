@@ -1,0 +1,98 @@
+//! `GET /api/nodes`: nodes, live first, with their recent usage.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Query, State};
+use serde::{Deserialize, Serialize};
+
+use super::{read, Api};
+use crate::core::{Core, Node};
+use crate::model::*;
+use crate::shared::Shared;
+
+#[derive(Deserialize)]
+pub(super) struct NodesQuery {
+    pool: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct NodeView {
+    id: String,
+    pool: String,
+    hostname: String,
+    state: &'static str,
+    reason: Option<&'static str>,
+    slots: u32,
+    slots_used: u32,
+    cpus: u32,
+    memory_bytes: u64,
+    heartbeat_age_ms: Option<u64>,
+    cpu_percent: f32,
+    memory_used_bytes: u64,
+    usage: Vec<UsageView>,
+    running: Vec<RunningView>,
+}
+
+#[derive(Serialize)]
+pub(super) struct UsageView {
+    at_ms: u64,
+    cpu_percent: f32,
+    memory_used_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct RunningView {
+    job: u64,
+    index: u32,
+    attempt: u32,
+}
+
+fn node_view(core: &Core, node: &Node, now: Instant) -> NodeView {
+    let r = &node.record;
+    NodeView {
+        id: r.id.to_string(),
+        pool: r.pool.to_string(),
+        hostname: r.hostname.clone(),
+        state: node.state().as_str(),
+        reason: r.reason.map(|x| x.as_str()),
+        slots: r.slots,
+        slots_used: node.slots_used,
+        cpus: r.cpus,
+        memory_bytes: r.memory_bytes,
+        heartbeat_age_ms: node
+            .status()
+            .is_live()
+            .then(|| now.saturating_duration_since(node.last_seen).as_millis() as u64),
+        cpu_percent: node.cpu_percent,
+        memory_used_bytes: node.memory_used_bytes,
+        // A node that is gone has no use for its last samples.
+        usage: node
+            .usage
+            .iter()
+            .filter(|_| node.status().is_live())
+            .map(|u| UsageView { at_ms: u.at_ms, cpu_percent: u.cpu_percent, memory_used_bytes: u.memory_used_bytes })
+            .collect(),
+        running: node
+            .running
+            .iter()
+            .map(|key| RunningView {
+                job: key.job.0,
+                index: key.index,
+                attempt: core.running.get(key).map_or(0, |a| a.attempt),
+            })
+            .collect(),
+    }
+}
+
+pub(super) async fn nodes(State(shared): State<Arc<Shared>>, Query(q): Query<NodesQuery>) -> Api<Vec<NodeView>> {
+    let pool = q.pool.filter(|p| !p.is_empty()).map(|p| PoolName::parse("pool", &p)).transpose()?;
+    read(&shared, move |core, now| {
+        let mut nodes: Vec<&Node> =
+            core.nodes.values().filter(|n| pool.as_ref().is_none_or(|p| n.record.pool == *p)).collect();
+        // Live nodes first, then the lost and removed, newest first.
+        nodes.sort_by_key(|n| (!n.status().is_live(), std::cmp::Reverse(n.record.registered_at_ms)));
+        Ok(nodes.into_iter().map(|n| node_view(core, n, now)).collect())
+    })
+    .await
+}

@@ -1,0 +1,156 @@
+//! Tasks and their logs: `ListTasks`, `GetTask`, `ReadLog`.
+
+use corral_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::{job_of, ClientApi, MAX_TASKS_PER_PAGE};
+use crate::core::Core;
+use crate::error::{Error, Invalid};
+use crate::model::*;
+
+pub(super) async fn list_tasks(
+    api: &ClientApi,
+    req: Request<pb::ListTasksRequest>,
+) -> Result<Response<pb::ListTasksResponse>, Status> {
+    let req = req.into_inner();
+    let state = match pb::TaskState::try_from(req.state) {
+        Ok(state) => state.word(),
+        Err(_) => return Err(Invalid::new("state", format!("{} is not a task state", req.state)).into()),
+    };
+    let limit = if req.limit == 0 { MAX_TASKS_PER_PAGE } else { req.limit.min(MAX_TASKS_PER_PAGE) };
+    let resp = api
+        .shared
+        .runtime
+        .call(move |core, _, _| {
+            let job = job_of(core, req.job_id)?;
+            let matching = job.tasks.iter().enumerate().filter(|(_, t)| state.is_none_or(|s| t.state == s));
+            let total = match state {
+                Some(s) => job.counts.get(s),
+                None => job.tasks.len() as u32,
+            };
+            let tasks = matching
+                .skip(req.offset as usize)
+                .take(limit as usize)
+                .map(|(i, t)| task_pb(core, job, job.spec.first_index + i as u32, t))
+                .collect();
+            Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
+        })
+        .await??;
+    Ok(Response::new(resp))
+}
+
+pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+    let req = req.into_inner();
+    let mut task = api
+        .shared
+        .runtime
+        .call(move |core, _, _| task_view(core, task_key(core, req.job_id, req.index, &req.name)?))
+        .await??;
+    let key = TaskKey { job: JobId(task.job_id), index: task.index };
+    let shared = api.shared.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        let reader = shared.reader();
+        reader.attempts(key)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))??;
+    task.attempts = rows
+        .into_iter()
+        .map(|a| pb::Attempt {
+            attempt: a.attempt,
+            node_id: a.node_id,
+            started_at_ms: a.started_at_ms,
+            ended_at_ms: a.ended_at_ms.unwrap_or(0),
+            outcome: a.outcome.map_or(0, pb::Outcome::of),
+            has_exit_code: a.exit_code.is_some(),
+            exit_code: a.exit_code.unwrap_or(0),
+            signal: a.signal.unwrap_or(0),
+            message: a.message,
+        })
+        .collect();
+    Ok(Response::new(task))
+}
+
+pub(super) async fn read_log(
+    api: &ClientApi,
+    req: Request<pb::ReadLogRequest>,
+) -> Result<Response<pb::ReadLogResponse>, Status> {
+    let req = req.into_inner();
+    let wanted = req.attempt;
+    let name = req.name.clone();
+    let (key, attempt, running) = api
+        .shared
+        .runtime
+        .call(move |core, _, _| {
+            let key = task_key(core, req.job_id, req.index, &name)?;
+            let view = task_view(core, key)?;
+            let attempt = if wanted == 0 { view.attempts_count } else { wanted };
+            if attempt > view.attempts_count {
+                return Err(Error::Invalid(Invalid::new(
+                    "attempt",
+                    format!("task {key} has had {} attempt(s)", view.attempts_count),
+                )));
+            }
+            let running = core.running.get(&key).is_some_and(|r| r.attempt == attempt);
+            Ok((key, attempt, running))
+        })
+        .await??;
+    if attempt == 0 {
+        // Never started: nothing was written, and nothing is being written yet.
+        return Ok(Response::new(pb::ReadLogResponse { data: vec![], next_offset: 0, attempt: 0, complete: false }));
+    }
+    let max = match req.max_bytes {
+        0 => 1 << 20,
+        n => n.min(8 << 20),
+    } as usize;
+    let shared = api.shared.clone();
+    let data = tokio::task::spawn_blocking(move || {
+        let reader = shared.reader();
+        reader.read_log(AttemptRef { task: key, attempt }, req.stderr, req.offset, max)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))??;
+    let next_offset = req.offset + data.len() as u64;
+    Ok(Response::new(pb::ReadLogResponse { complete: !running && data.is_empty(), data, next_offset, attempt }))
+}
+
+/// The task a request names: by `name` when given, else by `index`.
+fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Result<TaskKey, Error> {
+    let job = job_of(core, job_id)?;
+    if name.is_empty() {
+        return Ok(TaskKey { job: job.id, index });
+    }
+    let found = match &job.spec.graph {
+        Some(graph) => graph.find(name),
+        None => name.parse().ok().filter(|i| job.task(*i).is_some()),
+    };
+    let index = found.ok_or_else(|| {
+        Error::Invalid(Invalid::new("task", format!("job {job_id} has no task '{}'", crate::error::shown(name))))
+    })?;
+    Ok(TaskKey { job: job.id, index })
+}
+
+fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
+    let job = job_of(core, key.job.0)?;
+    let task = job.task(key.index).ok_or_else(|| {
+        Error::Invalid(Invalid::new(
+            "task",
+            format!("job {} has tasks {}..{}, not {}", key.job, job.spec.first_index, job.spec.last_index, key.index),
+        ))
+    })?;
+    Ok(task_pb(core, job, key.index, task))
+}
+
+fn task_pb(core: &Core, job: &crate::core::Job, index: u32, task: &crate::core::Task) -> pb::Task {
+    let key = TaskKey { job: job.id, index };
+    pb::Task {
+        job_id: key.job.0,
+        index,
+        state: pb::TaskState::of(task.state),
+        attempts_count: task.attempt,
+        node_id: core.running.get(&key).map(|r| r.node.to_string()).unwrap_or_default(),
+        attempts: Vec::new(),
+        name: job.spec.task_name(index),
+        reason: job.reasons.get(&index).cloned().unwrap_or_default(),
+    }
+}
