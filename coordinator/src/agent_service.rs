@@ -16,7 +16,7 @@ use crate::auth::{self, NodeCredential, Principal};
 use crate::convert;
 use crate::core::StoreOp;
 use crate::model::*;
-use crate::runtime::{AgentUpdate, Event, Hello, LogRoom};
+use crate::runtime::{AgentUpdate, Hello, Input, LogRoom};
 use crate::shared::Shared;
 
 /// Task output read from all agent streams and not yet written to disk: past it,
@@ -162,7 +162,7 @@ impl Agent for AgentApi {
         if !self.shared.auth.still_valid(&who, auth::now_ms()) {
             return Err(Status::unauthenticated(auth::BAD_TOKEN));
         }
-        self.shared.runtime.send(Event::Connected { node: node.clone(), conn, hello, tx })?;
+        self.shared.runtime.send(Input::Connected { node: node.clone(), conn, hello, tx })?;
         let shared = self.shared.clone();
         let auth = self.shared.auth.clone();
         let (log_room, stream_room) = (self.log_room.clone(), Arc::new(Semaphore::new(LOG_ROOM_PER_STREAM as usize)));
@@ -188,7 +188,7 @@ impl Agent for AgentApi {
                         } else {
                             let alive = || {
                                 let update = AgentUpdate::default();
-                                let _ = shared.runtime.send(Event::FromAgent { node: node.clone(), conn, update });
+                                let _ = shared.runtime.send(Input::FromAgent { node: node.clone(), conn, update });
                             };
                             room_for(bytes, &log_room, &stream_room, every, alive).await
                         };
@@ -201,7 +201,7 @@ impl Agent for AgentApi {
                             finished: valid(&node, "task result", msg.finished, convert::task_result),
                             room,
                         };
-                        if shared.runtime.send(Event::FromAgent { node: node.clone(), conn, update }).is_err() {
+                        if shared.runtime.send(Input::FromAgent { node: node.clone(), conn, update }).is_err() {
                             return;
                         }
                     }
@@ -212,7 +212,7 @@ impl Agent for AgentApi {
                     }
                 }
             }
-            let _ = shared.runtime.send(Event::Disconnected { node, conn });
+            let _ = shared.runtime.send(Input::Disconnected { node, conn });
         });
         let messages = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
         let revoked = futures::stream::once(revoked_rx).filter_map(|revoked| revoked.ok().map(Err));

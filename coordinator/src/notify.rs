@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::core::Notification;
-use crate::runtime::Event;
+use crate::runtime::Input;
 
 /// How long one post may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,7 +131,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 /// Delivers every notification it is given until `stop`.
 pub async fn run(
     mut orders: mpsc::UnboundedReceiver<Notification>,
-    results: mpsc::UnboundedSender<Event>,
+    results: mpsc::UnboundedSender<Input>,
     settings: Settings,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -153,7 +153,7 @@ pub async fn run(
 }
 
 /// Posts until accepted, reporting each result to the core.
-async fn deliver(settings: Settings, order: Notification, results: mpsc::UnboundedSender<Event>) {
+async fn deliver(settings: Settings, order: Notification, results: mpsc::UnboundedSender<Input>) {
     let mut wait = settings.backoff;
     loop {
         let outcome = post(&settings, &order).await;
@@ -164,7 +164,7 @@ async fn deliver(settings: Settings, order: Notification, results: mpsc::Unbound
             tracing::info!(job_id = %order.job, url = %order.url, "job callback accepted");
         }
         let job = order.job;
-        let report = Event::Call(Box::new(move |core, now, out| {
+        let report = Input::Call(Box::new(move |core, now, out| {
             core.on_notify_result(now, job, outcome, out);
             Box::new(|_| {})
         }));

@@ -10,7 +10,7 @@ use super::*;
 
 /// What the autoscaler sees of a pool.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub struct PoolLoad {
     /// Slots needed by the pool's ready and running tasks.
     pub needed_slots: u64,
     pub slots_per_node: u32,
@@ -53,7 +53,7 @@ pub fn wanted(auto: &Autoscale, needed_slots: u64, slots_per_node: u32) -> u32 {
 /// counting nodes still starting so none is ordered twice); shrinks only by nodes
 /// idle for `idle_timeout`, never within `cooldown` of the last change, longest idle
 /// first.
-pub fn decide(auto: &Autoscale, s: &Snapshot, now: Instant) -> Decision {
+pub fn decide(auto: &Autoscale, s: &PoolLoad, now: Instant) -> Decision {
     let target = wanted(auto, s.needed_slots, s.slots_per_node);
     let have = s.up + s.starting;
     let why = format!(
@@ -107,7 +107,7 @@ pub const KEEP: usize = 20;
 
 impl Core {
     /// What the autoscaler sees of `pool` at `now`.
-    pub fn autoscale_snapshot(&self, pool: &Pool, now: Instant) -> Snapshot {
+    pub fn autoscale_snapshot(&self, pool: &Pool, now: Instant) -> PoolLoad {
         let mut needed_slots = 0u64;
         for (_, id) in &pool.jobs {
             if let Some(job) = self.jobs.get(id) {
@@ -132,7 +132,7 @@ impl Core {
                 }
             }
         }
-        Snapshot {
+        PoolLoad {
             needed_slots,
             slots_per_node: pool.spec.slots_per_node,
             up,
@@ -192,8 +192,8 @@ mod tests {
         Autoscale { min: 0, max: 3, idle_timeout: Duration::from_secs(10), step: 2, cooldown: Duration::from_secs(5) }
     }
 
-    fn snap(needed: u64, up: u32, starting: u32, idle: &[(u64, u64)]) -> Snapshot {
-        Snapshot {
+    fn snap(needed: u64, up: u32, starting: u32, idle: &[(u64, u64)]) -> PoolLoad {
+        PoolLoad {
             needed_slots: needed,
             slots_per_node: 2,
             up,
@@ -215,7 +215,7 @@ mod tests {
     fn the_table() {
         let now = Instant::now();
         // (what, snapshot, expected (kind, target, count))
-        let cases: Vec<(&str, Snapshot, (char, u32, usize))> = vec![
+        let cases: Vec<(&str, PoolLoad, (char, u32, usize))> = vec![
             ("empty stays empty", snap(0, 0, 0, &[]), ('=', 0, 0)),
             ("a burst grows by the step", snap(120, 0, 0, &[]), ('+', 2, 2)),
             ("starting nodes are counted", snap(120, 0, 2, &[]), ('+', 3, 1)),

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::{signal, tail};
 use crate::model::*;
-use crate::runtime::Event;
+use crate::runtime::Input;
 
 pub struct Commands {
     coordinator_url: String,
@@ -22,7 +22,7 @@ pub struct Commands {
     data_dir: PathBuf,
     /// With TLS on: what the agents pin.
     tls_fingerprint: Option<String>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Input>,
     /// Add commands still running, by node.
     adding: HashMap<NodeId, JoinHandle<()>>,
 }
@@ -40,7 +40,7 @@ impl Commands {
         dir: PathBuf,
         data_dir: PathBuf,
         tls_fingerprint: Option<String>,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::UnboundedSender<Input>,
     ) -> Self {
         Commands { coordinator_url, dir, data_dir, tls_fingerprint, events, adding: HashMap::new() }
     }
@@ -148,9 +148,9 @@ impl Commands {
     }
 }
 
-fn failure(run: Run, node: NodeId, pool: PoolName, error: String) -> Event {
+fn failure(run: Run, node: NodeId, pool: PoolName, error: String) -> Input {
     match run {
-        Run::Add { .. } => Event::LaunchFailed { node, error },
-        Run::Remove { .. } => Event::RemoveFailed { node, pool, error },
+        Run::Add { .. } => Input::LaunchFailed { node, error },
+        Run::Remove { .. } => Input::RemoveFailed { node, pool, error },
     }
 }

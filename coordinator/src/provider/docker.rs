@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinHandle;
 
 use crate::model::*;
-use crate::runtime::Event;
+use crate::runtime::Input;
 
 /// Where the agent keeps its work inside the container.
 const WORK_DIR: &str = "/var/lib/corral";
@@ -47,7 +47,7 @@ pub struct Containers {
     data_dir: std::path::PathBuf,
     /// With TLS on: what the agents pin.
     tls_fingerprint: Option<String>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Input>,
     /// Connected on first use, so a coordinator without Docker runs fine until a
     /// docker pool needs it.
     engine: Arc<OnceCell<Docker>>,
@@ -65,7 +65,7 @@ impl Containers {
         instance: String,
         data_dir: std::path::PathBuf,
         tls_fingerprint: Option<String>,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::UnboundedSender<Input>,
     ) -> Self {
         Containers {
             listen,
@@ -108,7 +108,7 @@ impl Containers {
                 }
                 Err(error) => {
                     tracing::warn!(node_id = %node, pool = %pool, %error, "could not start a container");
-                    let _ = events.send(Event::LaunchFailed { node, error });
+                    let _ = events.send(Input::LaunchFailed { node, error });
                 }
             }
         });
@@ -136,7 +136,7 @@ impl Containers {
                 Ok(()) => tracing::info!(node_id = %node, pool = %pool, container = %name, "removed the container"),
                 Err(error) => {
                     tracing::warn!(node_id = %node, pool = %pool, %error, "could not remove a container");
-                    let _ = events.send(Event::RemoveFailed { node, pool, error });
+                    let _ = events.send(Input::RemoveFailed { node, pool, error });
                 }
             }
         }));
@@ -177,7 +177,7 @@ impl Containers {
                 if let Err(error) = stop_and_remove(&docker, &name).await {
                     tracing::warn!(node_id = %node, %error, "could not remove a leftover container");
                     if let Some(pool) = pool {
-                        let _ = events.send(Event::RemoveFailed { node, pool, error });
+                        let _ = events.send(Input::RemoveFailed { node, pool, error });
                     }
                 }
             }
@@ -341,7 +341,7 @@ async fn start(docker: &Docker, name: &str, body: ContainerCreateBody, image: &s
 
 /// Waits for the container to stop and tells the core. A stop the coordinator asked
 /// for is told too; the core ignores it for a node already removed.
-async fn watch(docker: Docker, name: String, node: NodeId, events: mpsc::UnboundedSender<Event>) {
+async fn watch(docker: Docker, name: String, node: NodeId, events: mpsc::UnboundedSender<Input>) {
     let options = WaitContainerOptions { condition: "not-running".to_string() };
     let ended = match docker.wait_container(&name, Some(options)).next().await {
         Some(Ok(exit)) => Some(format!("exit code {}", exit.status_code)),
@@ -356,7 +356,7 @@ async fn watch(docker: Docker, name: String, node: NodeId, events: mpsc::Unbound
     };
     if let Some(how) = ended {
         tracing::info!(node_id = %node, container = %name, "container stopped ({how})");
-        let _ = events.send(Event::NodeExited { node });
+        let _ = events.send(Input::NodeExited { node });
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::signal;
 use crate::model::*;
-use crate::runtime::Event;
+use crate::runtime::Input;
 
 pub struct LocalAgents {
     agent_command: Vec<OsString>,
@@ -25,7 +25,7 @@ pub struct LocalAgents {
     tls_fingerprint: Option<String>,
     /// How long an agent goes on without a coordinator before it stops.
     give_up: Duration,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Input>,
     /// Told the node of each agent that exits.
     exited: mpsc::UnboundedSender<NodeId>,
     /// Process ids of the agents this coordinator started.
@@ -37,7 +37,7 @@ impl LocalAgents {
     pub fn new(
         config: &super::ProviderConfig,
         coordinator_url: String,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::UnboundedSender<Input>,
         exited: mpsc::UnboundedSender<NodeId>,
     ) -> Self {
         LocalAgents {
@@ -55,7 +55,7 @@ impl LocalAgents {
 
     pub fn launch(&mut self, node: NodeId, pool: PoolName, slots: u32) {
         let Some((program, args)) = self.agent_command.split_first() else {
-            let _ = self.events.send(Event::LaunchFailed { node, error: "no agent command is configured".into() });
+            let _ = self.events.send(Input::LaunchFailed { node, error: "no agent command is configured".into() });
             return;
         };
         let work_dir = self.dir.join(node.to_string());
@@ -65,7 +65,7 @@ impl LocalAgents {
             Ok(log) => log,
             Err(e) => {
                 let error = format!("cannot prepare {}: {e}", work_dir.display());
-                let _ = self.events.send(Event::LaunchFailed { node, error });
+                let _ = self.events.send(Input::LaunchFailed { node, error });
                 return;
             }
         };
@@ -115,7 +115,7 @@ impl LocalAgents {
             }
             Err(e) => {
                 let error = format!("cannot run {}: {e}", program.to_string_lossy());
-                let _ = self.events.send(Event::LaunchFailed { node, error });
+                let _ = self.events.send(Input::LaunchFailed { node, error });
             }
         }
     }

@@ -6,8 +6,8 @@
 //! One task carries out the core's [`ProviderOp`]s in order. Every agent a provider
 //! starts registers with `--launch-id <node>`, which is how the core pairs it with
 //! its `starting` node; a provider that sees a node's process or container end says
-//! so at once ([`Event::NodeExited`]), and one that cannot start a node says why
-//! ([`Event::LaunchFailed`]), so the pool backs off and shows the error.
+//! so at once ([`Input::NodeExited`]), and one that cannot start a node says why
+//! ([`Input::LaunchFailed`]), so the pool backs off and shows the error.
 
 mod command;
 mod docker;
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::core::ProviderOp;
 use crate::model::*;
-use crate::runtime::Event;
+use crate::runtime::Input;
 
 /// What the providers need to know about the coordinator they work for.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub fn pool_token(data_dir: &std::path::Path, pool: &PoolName) -> Result<String,
 /// Carries out the core's orders until the coordinator drops its sender.
 pub async fn run(
     config: ProviderConfig,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Input>,
     mut orders: mpsc::UnboundedReceiver<ProviderOp>,
 ) {
     let url = local_url(config.listen, config.tls_fingerprint.is_some());
@@ -94,7 +94,7 @@ pub async fn run(
             },
             Some(node) = exited.recv() => {
                 local.exited(&node);
-                let _ = events.send(Event::NodeExited { node });
+                let _ = events.send(Input::NodeExited { node });
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use corral_proto::v1 as pb;
 
-use super::{AgentTx, Event};
+use super::{AgentTx, Input};
 use crate::core::{Core, Outbox};
 use crate::model::NodeId;
 use crate::store::FollowUp;
@@ -43,15 +43,15 @@ pub struct Handled {
 pub fn handle(
     core: &mut Core,
     now: Instant,
-    event: Event,
+    event: Input,
     streams: &mut Streams,
     out: &mut Outbox,
     then: &mut Vec<FollowUp>,
 ) -> Handled {
     let mut handled = Handled::default();
     match event {
-        Event::Call(call) => then.push(call(core, now, out)),
-        Event::Connected { node, conn, hello, tx } => {
+        Input::Call(call) => then.push(call(core, now, out)),
+        Input::Connected { node, conn, hello, tx } => {
             let late = hello.finished.len();
             match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
                 Ok(()) => {
@@ -74,7 +74,7 @@ pub fn handle(
                 }
             }
         }
-        Event::FromAgent { node, conn, mut update } => {
+        Input::FromAgent { node, conn, mut update } => {
             if let Some(room) = update.room.take() {
                 then.push(Box::new(move |_| drop(room)));
             }
@@ -97,16 +97,16 @@ pub fn handle(
                 core.on_task_results(now, &node, update.finished, out);
             }
         }
-        Event::Disconnected { node, conn } => {
+        Input::Disconnected { node, conn } => {
             if streams.by_node.get(&node).is_some_and(|(current, _)| *current == conn) {
                 streams.by_node.remove(&node);
                 core.on_disconnected(&node);
                 tracing::info!(node_id = %node, "agent disconnected");
             }
         }
-        Event::NodeExited { node } => core.on_node_exited(now, &node, out),
-        Event::LaunchFailed { node, error } => core.on_launch_failed(now, &node, &error, out),
-        Event::RemoveFailed { node, pool, error } => core.on_remove_failed(&node, &pool, &error),
+        Input::NodeExited { node } => core.on_node_exited(now, &node, out),
+        Input::LaunchFailed { node, error } => core.on_launch_failed(now, &node, &error, out),
+        Input::RemoveFailed { node, pool, error } => core.on_remove_failed(&node, &pool, &error),
     }
     handled
 }

@@ -11,7 +11,7 @@ use corral_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
 use super::dispatch::{self, Streams};
-use super::Event;
+use super::Input;
 use crate::auth::{self, Auth};
 use crate::convert;
 use crate::core::{Core, Notification, Outbox, ProviderOp, ToAgent};
@@ -33,7 +33,7 @@ pub struct Effects {
 /// The event loop: the one owner of the core.
 pub async fn run(
     mut core: Core,
-    mut events: mpsc::UnboundedReceiver<Event>,
+    mut events: mpsc::UnboundedReceiver<Input>,
     effects: Effects,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,

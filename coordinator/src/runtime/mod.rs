@@ -1,4 +1,4 @@
-//! The runtime's leaf: what reaches the event loop ([`Event`]) and the [`Handle`]
+//! The runtime's leaf: what reaches the event loop ([`Input`]) and the [`Handle`]
 //! that every other part (gRPC and HTTP handlers, providers, callbacks) reaches it
 //! through. It knows the core and the store's follow-ups, nothing of tonic or axum:
 //! its refusals are a [`RuntimeError`], which each edge turns into its own status.
@@ -26,7 +26,7 @@ pub type Call = Box<dyn FnOnce(&mut Core, Instant, &mut Outbox) -> FollowUp + Se
 pub type AgentTx = mpsc::UnboundedSender<pb::CoordinatorMessage>;
 
 /// Everything that reaches the event loop.
-pub enum Event {
+pub enum Input {
     Call(Call),
     /// An agent stream opened with its hello.
     Connected {
@@ -116,7 +116,7 @@ pub const STORE_WAIT: Duration = Duration::from_secs(5);
 /// The way into the event loop.
 #[derive(Clone)]
 pub struct Handle {
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Input>,
     /// Why the store cannot write now (a full disk), while it cannot.
     store_failing: watch::Receiver<Option<String>>,
     /// Whether a caller's token still holds when its change runs.
@@ -125,14 +125,14 @@ pub struct Handle {
 
 impl Handle {
     pub fn new(
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::UnboundedSender<Input>,
         store_failing: watch::Receiver<Option<String>>,
         auth: Arc<Auth>,
     ) -> Self {
         Handle { events, store_failing, auth }
     }
 
-    pub fn send(&self, event: Event) -> Result<(), RuntimeError> {
+    pub fn send(&self, event: Input) -> Result<(), RuntimeError> {
         self.events.send(event).map_err(|_| RuntimeError::ShuttingDown)
     }
 
@@ -160,7 +160,7 @@ impl Handle {
             })
         });
         let started = tokio::time::Instant::now();
-        self.send(Event::Call(call))?;
+        self.send(Input::Call(call))?;
         tokio::pin!(rx);
         let answered = |answer: Result<Result<T, String>, _>| match answer {
             Ok(Ok(value)) => Ok(value),

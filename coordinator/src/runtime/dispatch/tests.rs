@@ -71,7 +71,7 @@ impl Env {
         (Env { core, now, streams: Streams::default(), out: Outbox::default(), then: Vec::new() }, node)
     }
 
-    fn handle(&mut self, event: Event) -> Handled {
+    fn handle(&mut self, event: Input) -> Handled {
         let handled = handle(&mut self.core, self.now, event, &mut self.streams, &mut self.out, &mut self.then);
         self.core.sanity_check();
         handled
@@ -80,7 +80,7 @@ impl Env {
     /// Opens stream `conn` for `node`; returns what the loop would send down it.
     fn connect(&mut self, node: &NodeId, conn: u64, hello: Hello) -> mpsc::UnboundedReceiver<pb::CoordinatorMessage> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.handle(Event::Connected { node: node.clone(), conn, hello, tx });
+        self.handle(Input::Connected { node: node.clone(), conn, hello, tx });
         rx
     }
 
@@ -162,20 +162,20 @@ fn a_replaced_stream_counts_for_nothing() {
     let _new = env.connect(&node, 2, Hello { running: vec![attempt], ..hello() });
     // The old stream's result and heartbeat are ignored...
     let update = AgentUpdate { heartbeat: Some((50.0, 1)), finished: vec![succeeded(attempt)], ..Default::default() };
-    let handled = env.handle(Event::FromAgent { node: node.clone(), conn: 1, update });
+    let handled = env.handle(Input::FromAgent { node: node.clone(), conn: 1, update });
     assert_eq!(handled, Handled::default());
     assert_eq!(env.core.jobs[&JobId(1)].task(0).unwrap().state, TaskState::Running);
     // ...and so is its closing: the new stream stays.
-    env.handle(Event::Disconnected { node: node.clone(), conn: 1 });
+    env.handle(Input::Disconnected { node: node.clone(), conn: 1 });
     assert!(env.streams.get(&node).is_some() && env.core.nodes[&node].connected);
     // The current stream's result counts.
     env.now += Duration::from_millis(10);
     let update = AgentUpdate { heartbeat: Some((50.0, 1)), finished: vec![succeeded(attempt)], ..Default::default() };
-    let handled = env.handle(Event::FromAgent { node: node.clone(), conn: 2, update });
+    let handled = env.handle(Input::FromAgent { node: node.clone(), conn: 2, update });
     assert!(handled.heartbeat);
     assert_eq!(env.core.jobs[&JobId(1)].task(0).unwrap().state, TaskState::Succeeded);
     assert_eq!(env.core.nodes[&node].last_seen, env.now);
-    env.handle(Event::Disconnected { node: node.clone(), conn: 2 });
+    env.handle(Input::Disconnected { node: node.clone(), conn: 2 });
     assert!(env.streams.get(&node).is_none() && !env.core.nodes[&node].connected);
 }
 
@@ -191,7 +191,7 @@ fn the_room_of_a_stale_streams_logs_is_given_back_after_the_commit() {
         stream: stream.clone().try_acquire_many_owned(4).unwrap(),
     };
     let update = AgentUpdate { room: Some(room), ..Default::default() };
-    env.handle(Event::FromAgent { node, conn: 1, update });
+    env.handle(Input::FromAgent { node, conn: 1, update });
     assert_eq!(all.available_permits(), 6, "held until the batch is durable");
     env.committed();
     assert_eq!((all.available_permits(), stream.available_permits()), (10, 10));
