@@ -2,9 +2,11 @@
 //! durable store, schedules ready tasks onto the free slots of its nodes, watches the
 //! nodes through heartbeats, and starts local agents for `local` pools.
 //!
-//! The dependency rule: `corral-types` ← [`core`] ← {[`store`], [`runtime`]} ←
-//! {[`service`], [`agent_service`], [`objects`], [`http`], [`provider`], [`notify`],
-//! [`feed`]} ← [`start`]. Nothing imports upward.
+//! The dependency rule: `corral-types` ← [`core`] ← {[`store`], the runtime's handle
+//! ([`runtime::Input`], [`runtime::Handle`])} ← {[`service`], [`agent_service`],
+//! [`objects`], [`http`], [`provider`], [`notify`], [`feed`]} ← {the loop
+//! ([`runtime::event_loop`]), [`start`]}. Nothing imports upward: the edges reach the
+//! core only through the handle.
 //!
 //! Read the modules in this order:
 //! - [`model`]: the shared vocabulary (`corral-types`) and the coordinator's own specs;

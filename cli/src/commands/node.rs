@@ -24,7 +24,7 @@ pub enum NodeCommand {
     Remove {
         id: String,
         /// What happens to its tasks [default: its pool's removal policy].
-        #[arg(long, value_parser = ["task-completion", "requeue", "terminate"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(corral_types::RemovalPolicy::ALL.iter().map(|r| r.as_str())))]
         policy: Option<String>,
     },
 }

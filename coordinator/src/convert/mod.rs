@@ -12,8 +12,8 @@ use crate::error::Invalid;
 use crate::model::*;
 use corral_types::graph::{Graph, TaskGroup};
 
-mod agent;
-mod views;
+pub mod agent;
+pub mod views;
 
 pub use agent::*;
 pub use views::*;

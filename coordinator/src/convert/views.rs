@@ -59,8 +59,9 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
     })
 }
 
-pub fn node_view(node: &Node, now: Instant) -> pb::Node {
+pub fn node_view(core: &Core, node: &Node, now: Instant) -> pb::Node {
     let r = &node.record;
+    let summary = core.node_summary(node, now);
     pb::Node {
         id: r.id.to_string(),
         pool: r.pool.to_string(),
@@ -69,14 +70,28 @@ pub fn node_view(node: &Node, now: Instant) -> pb::Node {
         slots_used: node.slots_used,
         cpus: r.cpus,
         memory_bytes: r.memory_bytes,
-        state: pb::NodeState::of(node.state()),
+        state: pb::NodeState::of(summary.state),
         reason: r.reason.map(|r| r.to_string()).unwrap_or_default(),
         registered_at_ms: r.registered_at_ms,
-        heartbeat_age_ms: now.saturating_duration_since(node.last_seen).as_millis() as u64,
+        heartbeat_age_ms: summary.heartbeat_age_ms,
         cpu_percent: node.cpu_percent,
         memory_used_bytes: node.memory_used_bytes,
         pid: r.pid,
-        running: Vec::new(),
+        running: summary.running.into_iter().map(super::attempt_to_pb).collect(),
+    }
+}
+
+/// A task as `corral task list/show` read it (attempts are added from the store).
+pub fn task_pb(t: &crate::core::views::TaskSummary) -> pb::Task {
+    pb::Task {
+        job_id: t.key.job.0,
+        index: t.key.index,
+        state: pb::TaskState::of(t.state),
+        attempts_count: t.attempts,
+        node_id: t.node.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+        attempts: Vec::new(),
+        name: t.name.clone(),
+        reason: t.reason.clone().unwrap_or_default(),
     }
 }
 

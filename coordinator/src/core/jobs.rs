@@ -238,7 +238,9 @@ impl Core {
         for &d in &graph.downstream[key.index as usize] {
             let waiting = &mut job.waiting_on[d as usize];
             *waiting = waiting.saturating_sub(1);
-            if *waiting == 0 && job.move_task(d, TaskState::Ready) {
+            let released = *waiting == 0;
+            let was_waiting = job.task(d).is_some_and(|t| t.state == TaskState::Waiting);
+            if released && was_waiting && job.move_task(d, TaskState::Ready) {
                 job.queue(d, at_ms);
             }
         }

@@ -93,7 +93,8 @@ impl Core {
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };
                 let assignment = assignment(attempt);
-                job.move_task(index, TaskState::Running);
+                let moved = job.move_task(index, TaskState::Running);
+                debug_assert!(moved, "a queued task is ready");
                 let task = job.task_mut(index).expect("ready index belongs to the job");
                 task.attempt = next;
                 let task = *task;

@@ -1,10 +1,12 @@
-//! The numbers users see, computed once here and serialized by every surface (gRPC,
-//! the dashboard's JSON, `/metrics`), so `corral pool show` and the dashboard agree.
+//! What users see of pools, jobs, nodes and tasks, computed once here and serialized
+//! by every surface (gRPC, the dashboard's JSON, `/metrics`), so `corral pool show`
+//! and the dashboard agree.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
-use super::{Core, Pool};
-use crate::model::{NodeState, NodeStatus};
+use super::{Core, Job, Node, Pool};
+use crate::model::{AttemptRef, JobState, NodeId, NodeState, NodeStatus, TaskKey, TaskState};
 
 /// A pool's nodes, slots and queue at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,5 +61,95 @@ impl Core {
             s.running += u64::from(job.counts.running);
         }
         s
+    }
+}
+
+/// How far a job has come at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JobProgress {
+    pub tasks: u32,
+    /// Succeeded, failed or cancelled.
+    pub finished: u32,
+    /// Tasks finished per second since submission (until the job ended), to 0.1.
+    pub throughput_per_s: f64,
+    /// Seconds left at that rate, while the job is active and moving.
+    pub eta_s: Option<f64>,
+}
+
+/// A node at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSummary {
+    pub state: NodeState,
+    /// Starting, up or draining: it counts toward its pool, and its heartbeats matter.
+    pub live: bool,
+    /// Since the coordinator last heard from it.
+    pub heartbeat_age_ms: u64,
+    /// The attempts it runs now.
+    pub running: Vec<AttemptRef>,
+}
+
+/// A task as users see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSummary {
+    pub key: TaskKey,
+    /// Its id in its job: the index, or its name in a graph.
+    pub name: String,
+    pub state: TaskState,
+    /// Attempts so far (the current one's number).
+    pub attempts: u32,
+    pub failures: u32,
+    pub node_losses: u32,
+    /// Why it is in its state, when that is not obvious (e.g. upstream_failed).
+    pub reason: Option<String>,
+    /// Where and since when it runs, while it does.
+    pub node: Option<NodeId>,
+    pub started_at_ms: Option<u64>,
+}
+
+impl Core {
+    pub fn job_progress(&self, job: &Job, now: Instant) -> JobProgress {
+        let tasks = job.tasks.len() as u32;
+        let finished = job.counts.finished().min(tasks);
+        let end = job.finished_at_ms.unwrap_or_else(|| self.wall_ms(now));
+        let elapsed_s = end.saturating_sub(job.submitted_at_ms) as f64 / 1000.0;
+        let throughput = if elapsed_s > 0.0 { f64::from(finished) / elapsed_s } else { 0.0 };
+        JobProgress {
+            tasks,
+            finished,
+            throughput_per_s: (throughput * 10.0).round() / 10.0,
+            eta_s: (job.state == JobState::Active && throughput > 0.0)
+                .then(|| (f64::from(tasks - finished) / throughput).round()),
+        }
+    }
+
+    pub fn node_summary(&self, node: &Node, now: Instant) -> NodeSummary {
+        NodeSummary {
+            state: node.state(),
+            live: node.status().is_live(),
+            heartbeat_age_ms: now.saturating_duration_since(node.last_seen).as_millis() as u64,
+            running: node
+                .running
+                .iter()
+                .filter_map(|key| Some(AttemptRef { task: *key, attempt: self.running.get(key)?.attempt }))
+                .collect(),
+        }
+    }
+
+    /// Task `index` of `job`, if it has one.
+    pub fn task_summary(&self, job: &Job, index: u32) -> Option<TaskSummary> {
+        let task = job.task(index)?;
+        let key = TaskKey { job: job.id, index };
+        let running = self.running.get(&key);
+        Some(TaskSummary {
+            key,
+            name: job.spec.task_name(index),
+            state: task.state,
+            attempts: task.attempt,
+            failures: task.failures,
+            node_losses: task.node_losses,
+            reason: job.reasons.get(&index).cloned(),
+            node: running.map(|r| r.node.clone()),
+            started_at_ms: running.map(|r| r.started_at_ms),
+        })
     }
 }

@@ -173,7 +173,7 @@ impl Corral for ClientApi {
                 let mut nodes: Vec<&crate::core::Node> =
                     core.nodes.values().filter(|n| pool.as_ref().is_none_or(|p| &n.record.pool == p)).collect();
                 nodes.sort_by_key(|n| n.record.id.seq());
-                Ok(nodes.into_iter().map(|n| convert::node_view(n, now)).collect())
+                Ok(nodes.into_iter().map(|n| convert::node_view(core, n, now)).collect())
             })
             .await??;
         Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -186,16 +186,7 @@ impl Corral for ClientApi {
             .runtime
             .call(move |core, now, _| {
                 let node = core.nodes.get(&id).ok_or_else(|| Error::not_found("node", &id))?;
-                let mut view = convert::node_view(node, now);
-                view.running = node
-                    .running
-                    .iter()
-                    .filter_map(|key| {
-                        let run = core.running.get(key)?;
-                        Some(pb::TaskRef { job_id: key.job.0, index: key.index, attempt: run.attempt })
-                    })
-                    .collect();
-                Ok::<_, Error>(view)
+                Ok::<_, Error>(convert::node_view(core, node, now))
             })
             .await??;
         Ok(Response::new(node))
@@ -209,7 +200,7 @@ impl Corral for ClientApi {
             .runtime
             .call_by(who.clone(), move |core, now, out| {
                 core.drain_node(&id, out)?;
-                Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
+                Ok::<_, Error>(convert::node_view(core, &core.nodes[&id], now))
             })
             .await??;
         Ok(Response::new(node))
@@ -229,7 +220,7 @@ impl Corral for ClientApi {
             .runtime
             .call_by(who.clone(), move |core, now, out| {
                 core.remove_node(now, &id, policy, out)?;
-                Ok::<_, Error>(convert::node_view(&core.nodes[&id], now))
+                Ok::<_, Error>(convert::node_view(core, &core.nodes[&id], now))
             })
             .await??;
         Ok(Response::new(node))

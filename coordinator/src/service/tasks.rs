@@ -4,6 +4,7 @@ use corral_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::{job_of, ClientApi, MAX_TASKS_PER_PAGE};
+use crate::convert;
 use crate::core::Core;
 use crate::error::{Error, Invalid};
 use crate::model::*;
@@ -31,7 +32,8 @@ pub(super) async fn list_tasks(
             let tasks = matching
                 .skip(req.offset as usize)
                 .take(limit as usize)
-                .map(|(i, t)| task_pb(core, job, job.spec.first_index + i as u32, t))
+                .filter_map(|(i, _)| core.task_summary(job, job.spec.first_index + i as u32))
+                .map(|t| convert::task_pb(&t))
                 .collect();
             Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
         })
@@ -132,25 +134,11 @@ fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Result<TaskKey,
 
 fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
     let job = job_of(core, key.job.0)?;
-    let task = job.task(key.index).ok_or_else(|| {
+    let task = core.task_summary(job, key.index).ok_or_else(|| {
         Error::Invalid(Invalid::new(
             "task",
             format!("job {} has tasks {}..{}, not {}", key.job, job.spec.first_index, job.spec.last_index, key.index),
         ))
     })?;
-    Ok(task_pb(core, job, key.index, task))
-}
-
-fn task_pb(core: &Core, job: &crate::core::Job, index: u32, task: &crate::core::Task) -> pb::Task {
-    let key = TaskKey { job: job.id, index };
-    pb::Task {
-        job_id: key.job.0,
-        index,
-        state: pb::TaskState::of(task.state),
-        attempts_count: task.attempt,
-        node_id: core.running.get(&key).map(|r| r.node.to_string()).unwrap_or_default(),
-        attempts: Vec::new(),
-        name: job.spec.task_name(index),
-        reason: job.reasons.get(&index).cloned().unwrap_or_default(),
-    }
+    Ok(convert::task_pb(&task))
 }

@@ -182,3 +182,24 @@ fn a_node_takes_work_only_after_its_start_task_succeeded() {
     let name = PoolName::parse("name", "p").unwrap();
     assert!(env.core.pools[&name].last_error.as_deref().is_some_and(|e| e.contains("no driver")));
 }
+
+#[test]
+fn every_surface_reads_one_summary_of_a_task_a_node_and_a_job() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(1);
+    let job = env.submit(4, 0, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 1);
+    let running = placed[0].1;
+    let j = &env.core.jobs[&job];
+    let task = env.core.task_summary(j, running.task.index).unwrap();
+    assert_eq!((task.state, task.node.as_ref(), task.attempts), (TaskState::Running, Some(&n), 1));
+    assert!(env.core.task_summary(j, 99).is_none(), "no such task");
+    let node = env.core.node_summary(&env.core.nodes[&n], env.now);
+    assert_eq!((node.state, node.live, node.running.clone()), (NodeState::Running, true, vec![running]));
+    env.advance(ms(2000));
+    env.report(&n, running, Outcome::Succeeded);
+    let p = env.core.job_progress(&env.core.jobs[&job], env.now);
+    assert_eq!((p.tasks, p.finished, p.throughput_per_s), (4, 1, 0.5));
+    assert_eq!(p.eta_s, Some(6.0), "3 tasks left at 0.5 a second");
+}

@@ -51,11 +51,7 @@ pub(super) struct NotifyView {
 }
 
 fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
-    let end = job.finished_at_ms.unwrap_or_else(|| core.wall_ms(now));
-    let elapsed_s = end.saturating_sub(job.submitted_at_ms) as f64 / 1000.0;
-    let finished = job.counts.finished();
-    let throughput = if elapsed_s > 0.0 { f64::from(finished) / elapsed_s } else { 0.0 };
-    let left = job.tasks.len() as u32 - finished.min(job.tasks.len() as u32);
+    let progress = core.job_progress(job, now);
     JobView {
         id: job.id.0,
         name: job.spec.name.clone(),
@@ -65,10 +61,10 @@ fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
         state: job.state.as_str(),
         submitted_at_ms: job.submitted_at_ms,
         finished_at_ms: job.finished_at_ms,
-        tasks: job.tasks.len() as u32,
+        tasks: progress.tasks,
         counts: job.counts,
-        throughput_per_s: (throughput * 10.0).round() / 10.0,
-        eta_s: (job.state == JobState::Active && throughput > 0.0).then(|| (f64::from(left) / throughput).round()),
+        throughput_per_s: progress.throughput_per_s,
+        eta_s: progress.eta_s,
         notify: job.spec.notify.as_ref().map(|url| NotifyView {
             url: url.clone(),
             delivered: job.delivery.delivered_at_ms.is_some(),
@@ -138,22 +134,20 @@ pub(super) struct AttemptView {
     message: String,
 }
 
-fn task_view(core: &Core, job: &Job, offset: usize) -> TaskView {
-    let index = job.spec.first_index + offset as u32;
-    let task = job.tasks[offset];
-    let running = core.running.get(&TaskKey { job: job.id, index });
-    TaskView {
-        index,
-        name: job.spec.task_name(index),
-        state: task.state.as_str(),
-        attempt: task.attempt,
-        failures: task.failures,
-        node_losses: task.node_losses,
-        reason: job.reasons.get(&index).cloned(),
-        node: running.map(|r| r.node.to_string()),
-        started_at_ms: running.map(|r| r.started_at_ms),
+fn task_view(core: &Core, job: &Job, offset: usize) -> Option<TaskView> {
+    let t = core.task_summary(job, job.spec.first_index + offset as u32)?;
+    Some(TaskView {
+        index: t.key.index,
+        name: t.name,
+        state: t.state.as_str(),
+        attempt: t.attempts,
+        failures: t.failures,
+        node_losses: t.node_losses,
+        reason: t.reason,
+        node: t.node.map(|n| n.to_string()),
+        started_at_ms: t.started_at_ms,
         attempts: None,
-    }
+    })
 }
 
 #[derive(Serialize)]
@@ -190,7 +184,7 @@ pub(super) async fn tasks(
         Ok(TasksPage {
             total: state.map_or(job.tasks.len() as u32, |s| job.counts.get(s)),
             offset,
-            tasks: page.into_iter().map(|i| task_view(core, job, i)).collect(),
+            tasks: page.into_iter().filter_map(|i| task_view(core, job, i)).collect(),
         })
     })
     .await
@@ -209,7 +203,7 @@ fn task_offset(job: &Job, index: u32) -> Result<usize, Error> {
 pub(super) async fn task(State(shared): State<Arc<Shared>>, Path((id, index)): Path<(u64, u32)>) -> Api<TaskView> {
     let Json(mut view) = read(&shared, move |core, _| {
         let job = job_of(core, id)?;
-        Ok(task_view(core, job, task_offset(job, index)?))
+        task_view(core, job, task_offset(job, index)?).ok_or_else(|| Error::not_found("task", index))
     })
     .await?;
     let key = TaskKey { job: JobId(id), index };

@@ -50,37 +50,31 @@ pub(super) struct RunningView {
 
 fn node_view(core: &Core, node: &Node, now: Instant) -> NodeView {
     let r = &node.record;
+    let summary = core.node_summary(node, now);
     NodeView {
         id: r.id.to_string(),
         pool: r.pool.to_string(),
         hostname: r.hostname.clone(),
-        state: node.state().as_str(),
+        state: summary.state.as_str(),
         reason: r.reason.map(|x| x.as_str()),
         slots: r.slots,
         slots_used: node.slots_used,
         cpus: r.cpus,
         memory_bytes: r.memory_bytes,
-        heartbeat_age_ms: node
-            .status()
-            .is_live()
-            .then(|| now.saturating_duration_since(node.last_seen).as_millis() as u64),
+        heartbeat_age_ms: summary.live.then_some(summary.heartbeat_age_ms),
         cpu_percent: node.cpu_percent,
         memory_used_bytes: node.memory_used_bytes,
         // A node that is gone has no use for its last samples.
         usage: node
             .usage
             .iter()
-            .filter(|_| node.status().is_live())
+            .filter(|_| summary.live)
             .map(|u| UsageView { at_ms: u.at_ms, cpu_percent: u.cpu_percent, memory_used_bytes: u.memory_used_bytes })
             .collect(),
-        running: node
+        running: summary
             .running
             .iter()
-            .map(|key| RunningView {
-                job: key.job.0,
-                index: key.index,
-                attempt: core.running.get(key).map_or(0, |a| a.attempt),
-            })
+            .map(|a| RunningView { job: a.task.job.0, index: a.task.index, attempt: a.attempt })
             .collect(),
     }
 }
