@@ -371,6 +371,11 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
         let shared = self.shared.clone();
+        // Woken by each commit that recorded an event (every change of a task's or the
+        // job's state makes one). Watched from before the first read, so a commit
+        // between that read and the loop (the job's last, say) still wakes it.
+        let mut recorded = shared.last_event.clone();
+        recorded.borrow_and_update();
         // Fail fast on an unknown job, before the stream starts.
         let first = shared.runtime.call(move |core, _, _| job_of(core, id).map(convert::job_view)).await??;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -379,9 +384,7 @@ impl Corral for ClientApi {
             if tx.send(Ok(last.clone())).await.is_err() {
                 return;
             }
-            // Woken by each commit that recorded an event (every change of a task's or
-            // the job's state makes one), at most every WATCH_EVERY however fast they come.
-            let mut recorded = shared.last_event.clone();
+            // At most every WATCH_EVERY, however fast the commits come.
             while last.state() == pb::JobState::Active {
                 tokio::select! {
                     changed = recorded.changed() => if changed.is_err() { return },
