@@ -6,15 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Core, Job, Node, Pool};
-use crate::model::{AttemptRef, JobState, NodeId, NodeState, NodeStatus, TaskKey, TaskState};
+use crate::model::{AttemptRef, JobState, NodeId, NodeState, NodeStatus, PoolName, TaskKey, TaskState};
 
 /// A pool's nodes, slots and queue at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolSummary {
     /// Its live nodes (starting, idle, running, draining) by state.
     pub nodes: BTreeMap<NodeState, u32>,
-    /// Its nodes declared lost (kept until removed).
-    pub lost: u32,
     pub slots: Slots,
     /// Tasks of its active jobs, queued and running.
     pub ready: u64,
@@ -35,6 +33,16 @@ pub struct Slots {
 }
 
 impl Core {
+    /// How many nodes of each pool are declared lost (a pool keeps only its live
+    /// nodes, so this is one pass over all of them, for every pool at once).
+    pub fn lost_nodes_by_pool(&self) -> BTreeMap<&PoolName, u32> {
+        let mut lost = BTreeMap::new();
+        for node in self.nodes.values().filter(|n| n.status() == NodeStatus::Lost) {
+            *lost.entry(&node.record.pool).or_default() += 1;
+        }
+        lost
+    }
+
     /// The summary of `pool`, as every surface shows it.
     pub fn pool_summary(&self, pool: &Pool) -> PoolSummary {
         let mut s = PoolSummary { active_jobs: pool.jobs.len() as u32, ..PoolSummary::default() };
@@ -53,9 +61,6 @@ impl Core {
                 NodeStatus::Starting | NodeStatus::Lost | NodeStatus::Removed => {}
             }
         }
-        s.lost =
-            self.nodes.values().filter(|n| n.status() == NodeStatus::Lost && n.record.pool == pool.spec.name).count()
-                as u32;
         for job in pool.jobs.iter().filter_map(|(_, id)| self.jobs.get(id)) {
             s.ready += u64::from(job.counts.ready);
             s.running += u64::from(job.counts.running);

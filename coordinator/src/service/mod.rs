@@ -36,6 +36,26 @@ pub struct ClientApi {
     shared: Arc<Shared>,
 }
 
+/// A change the owner of a job (or an admin) may make to it.
+type JobChange = fn(&mut Core, std::time::Instant, JobId, &mut crate::core::Outbox) -> crate::Result<()>;
+
+impl ClientApi {
+    /// Makes `change` to job `id` for `who`, if they may, and answers with the job
+    /// as it is then.
+    async fn change_job(&self, who: Principal, id: u64, change: JobChange) -> Result<pb::Job, Status> {
+        let job = self
+            .shared
+            .runtime
+            .call_by(who.clone(), move |core, now, out| {
+                may_change(core, &who, id)?;
+                change(core, now, JobId(id), out)?;
+                job_of(core, id).map(convert::job_view)
+            })
+            .await??;
+        Ok(job)
+    }
+}
+
 fn pool_name(name: &str) -> Result<PoolName, Status> {
     Ok(PoolName::parse("name", name)?)
 }
@@ -285,16 +305,7 @@ impl Corral for ClientApi {
     async fn cancel_job(&self, req: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
         let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
-        let job = self
-            .shared
-            .runtime
-            .call_by(who.clone(), move |core, now, out| {
-                may_change(core, &who, id)?;
-                core.cancel_job(now, JobId(id), out)?;
-                job_of(core, id).map(convert::job_view)
-            })
-            .await??;
-        Ok(Response::new(job))
+        Ok(Response::new(self.change_job(who, id, Core::cancel_job).await?))
     }
 
     async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {
@@ -353,16 +364,7 @@ impl Corral for ClientApi {
     async fn close_job(&self, req: Request<pb::CloseJobRequest>) -> Result<Response<pb::Job>, Status> {
         let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
-        let job = self
-            .shared
-            .runtime
-            .call_by(who.clone(), move |core, now, out| {
-                may_change(core, &who, id)?;
-                core.close_job(now, JobId(id), out)?;
-                job_of(core, id).map(convert::job_view)
-            })
-            .await??;
-        Ok(Response::new(job))
+        Ok(Response::new(self.change_job(who, id, Core::close_job).await?))
     }
 
     type WatchJobStream = WatchStream;

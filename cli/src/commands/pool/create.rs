@@ -11,11 +11,6 @@ use super::render::print_pool;
 use crate::client::{ApiResult, Client};
 use crate::Exit;
 
-/// The words of one of the vocabulary's enums, for a flag's possible values.
-fn words(all: impl Iterator<Item = &'static str>) -> PossibleValuesParser {
-    PossibleValuesParser::new(all)
-}
-
 /// `pool create NAME ...`.
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
@@ -27,7 +22,7 @@ pub struct CreateArgs {
     /// host; command: it runs --add-command and --remove-command (any cloud CLI or
     /// SSH script) to add and remove nodes; docker: it starts one container a node
     /// from --image.
-    #[arg(long, default_value = "static", value_parser = words(Provider::ALL.iter().map(|p| p.as_str())))]
+    #[arg(long, default_value = "static", value_parser = PossibleValuesParser::new(Provider::ALL.iter().map(|p| p.as_str())))]
     provider: String,
     /// Nodes to run (local and command pools).
     #[arg(long)]
@@ -48,7 +43,7 @@ pub struct CreateArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     command_timeout: std::time::Duration,
     /// spread: the node with the most free slots first; pack: fill busy nodes first.
-    #[arg(long, default_value = "spread", value_parser = words(Fill::ALL.iter().map(|f| f.as_str())))]
+    #[arg(long, default_value = "spread", value_parser = PossibleValuesParser::new(Fill::ALL.iter().map(|f| f.as_str())))]
     fill: String,
     #[command(flatten)]
     autoscale: AutoscaleArgs,
@@ -56,7 +51,7 @@ pub struct CreateArgs {
     docker: DockerArgs,
     /// What removing a busy node does to its tasks: task-completion (finish them
     /// first), requeue (back to the queue) or terminate (kill and fail them).
-    #[arg(long, default_value = "task-completion", value_parser = words(RemovalPolicy::ALL.iter().map(|r| r.as_str())))]
+    #[arg(long, default_value = "task-completion", value_parser = PossibleValuesParser::new(RemovalPolicy::ALL.iter().map(|r| r.as_str())))]
     removal_policy: String,
 }
 

@@ -155,11 +155,14 @@ fn a_draining_node_counts_its_busy_slots_as_used_and_none_as_free() {
     assert_eq!(placed.len(), 3);
     env.core.drain_node(&draining, &mut env.out).unwrap();
     let busy_on_draining = placed.iter().filter(|(n, _)| *n == draining).count() as u32;
+    assert!(busy_on_draining > 0, "the node drains with a task on it");
+    let busy_on_up = 3 - busy_on_draining;
     let pool = &env.core.pools[&PoolName::parse("name", "p").unwrap()];
     let summary = env.core.pool_summary(pool);
     assert_eq!(summary.slots.total, 5);
     assert_eq!(summary.slots.used, 3);
-    assert_eq!(summary.slots.free, 3 - (3 - busy_on_draining), "only the up node's unused slots are free");
+    assert_eq!(summary.slots.free, 3 - busy_on_up, "only the up node's unused slots are free");
+    assert!(summary.slots.free < summary.slots.total - summary.slots.used, "the draining node's idle slot is not free");
     assert_eq!(summary.nodes[&NodeState::Draining], 1);
     assert_eq!(summary.running, 3);
 }

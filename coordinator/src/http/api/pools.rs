@@ -56,6 +56,7 @@ pub(super) struct ScaleView {
 
 pub(super) async fn pools(State(shared): State<Arc<Shared>>) -> Api<Vec<PoolView>> {
     read(&shared, |core, _| {
+        let lost = core.lost_nodes_by_pool();
         Ok(core
             .pools
             .values()
@@ -64,7 +65,7 @@ pub(super) async fn pools(State(shared): State<Arc<Shared>>) -> Api<Vec<PoolView
                 let live = [NodeState::Starting, NodeState::Idle, NodeState::Running, NodeState::Draining];
                 let mut nodes: BTreeMap<&'static str, u32> =
                     live.into_iter().map(|s| (s.as_str(), summary.nodes.get(&s).copied().unwrap_or(0))).collect();
-                nodes.insert(NodeState::Lost.as_str(), summary.lost);
+                nodes.insert(NodeState::Lost.as_str(), lost.get(&pool.spec.name).copied().unwrap_or(0));
                 let slots = summary.slots;
                 PoolView {
                     name: pool.spec.name.to_string(),
