@@ -147,11 +147,33 @@ impl Handle {
         &self,
         f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
     ) -> Result<T, RuntimeError> {
+        self.call_then(f, false).await
+    }
+
+    /// A read of the core that is answered only once every change made before it
+    /// is durable, for an answer that joins the core's view with the store's rows
+    /// (a task's state with its attempts, an ended attempt with its whole log):
+    /// without the wait, a task can be seen failed beside an attempt the store
+    /// has not yet recorded as ended. While the store cannot write, it answers at
+    /// once with what the store has.
+    pub async fn read_settled<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Core, Instant) -> T + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let settle = self.store_failing.borrow().is_none();
+        self.call_then(move |core, now, _| f(core, now), settle).await
+    }
+
+    async fn call_then<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
+        settle: bool,
+    ) -> Result<T, RuntimeError> {
         let (tx, rx) = oneshot::channel::<Result<T, String>>();
         let call: Call = Box::new(move |core, now, out| {
             let before = out.store.len();
             let value = f(core, now, out);
-            if out.store.len() == before {
+            if out.store.len() == before && !settle {
                 let _ = tx.send(Ok(value));
                 return Box::new(|_| {});
             }
