@@ -16,7 +16,7 @@ use crate::auth::{self, NodeCredential, Principal};
 use crate::convert;
 use crate::core::StoreOp;
 use crate::model::*;
-use crate::runtime::{AgentUpdate, Hello, Input, LogRoom};
+use crate::runtime::{AgentTx, AgentUpdate, Hello, Input, LogRoom};
 use crate::shared::Shared;
 
 /// Task output read from all agent streams and not yet written to disk: past it,
@@ -148,7 +148,7 @@ impl Agent for AgentApi {
             )));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = AgentTx::channel();
         let hello = Hello {
             start_task_running: hello.start_task_running,
             start_task_failed: Some(hello.start_task_failed).filter(|f| !f.is_empty()),
@@ -214,7 +214,19 @@ impl Agent for AgentApi {
             }
             let _ = shared.runtime.send(Input::Disconnected { node, conn });
         });
-        let messages = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok);
+        // The loop's messages, until the loop drops the stream or it fell too far
+        // behind (then it ends with an error, and the agent connects again).
+        let messages = futures::stream::unfold(Some(rx), |rx| async move {
+            let mut rx = rx?;
+            tokio::select! {
+                biased;
+                _ = rx.behind.notified() => Some((Err(Status::resource_exhausted(format!(
+                    "this stream fell {} messages behind; connect again",
+                    crate::runtime::AGENT_QUEUE
+                ))), None)),
+                msg = rx.messages.recv() => msg.map(|m| (Ok(m), Some(rx))),
+            }
+        });
         let revoked = futures::stream::once(revoked_rx).filter_map(|revoked| revoked.ok().map(Err));
         Ok(Response::new(Box::pin(messages.merge(revoked))))
     }

@@ -289,19 +289,6 @@ impl Core {
         true
     }
 
-    /// Removes a task from the running map and its node; returns where it ran.
-    pub(super) fn take_running(&mut self, now: Instant, key: TaskKey) -> Option<RunningAttempt> {
-        let run = self.running.remove(&key)?;
-        let slots = self.jobs.get(&key.job).map_or(0, |j| j.spec.task_spec(key.index).slots);
-        if let Some(node) = self.nodes.get_mut(&run.node) {
-            node.running.remove(&key);
-            node.slots_used = node.slots_used.saturating_sub(slots);
-            if node.running.is_empty() {
-                node.idle_since = now;
-            }
-        }
-        Some(run)
-    }
 
     /// Queues the retries whose backoff is over.
     pub(super) fn release_delayed(&mut self, now: Instant) {

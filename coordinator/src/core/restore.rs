@@ -92,18 +92,14 @@ impl Core {
                 continue;
             }
             let slots = self.jobs[&key.job].spec.task_spec(key.index).slots;
-            match self.nodes.get_mut(&node) {
-                Some(n) if n.status().is_live() => {
-                    n.running.insert(key);
-                    n.slots_used += slots;
-                    self.running.insert(key, RunningAttempt { node, attempt: attempt.attempt, started_at_ms });
-                }
+            let live = self.nodes.get(&node).is_some_and(|n| n.status().is_live());
+            let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms };
+            if live {
+                transitions::occupy(&mut self.running, &mut self.nodes, key, run, slots);
+            } else {
                 // The node is gone: a crash between its loss and the requeue.
-                _ => {
-                    self.running
-                        .insert(key, RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms });
-                    self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", true, out);
-                }
+                self.running.insert(key, run);
+                self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", true, out);
             }
         }
         // Repair what a crash between two writes can leave: unfinished tasks of a

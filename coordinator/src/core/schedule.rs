@@ -108,14 +108,8 @@ impl Core {
                 }));
                 out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms, queued_at_ms });
                 out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
-                self.running.insert(
-                    attempt.task,
-                    RunningAttempt { node: node.clone(), attempt: attempt.attempt, started_at_ms },
-                );
-                if let Some(n) = self.nodes.get_mut(&node) {
-                    n.running.insert(attempt.task);
-                    n.slots_used += need;
-                }
+                let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms };
+                transitions::occupy(&mut self.running, &mut self.nodes, attempt.task, run, need);
                 assigned += 1;
             }
             if free.iter().all(|(slots, _)| *slots == 0) {

@@ -3,9 +3,17 @@
 //! [`TaskState::can_become`] and keeps the job's counts and ready queue in step with
 //! the task. Restoring from the store is the one other way in
 //! ([`Job::restore_task`]), since the store may hold any state.
+//!
+//! Where a running task runs (the core's running map, and its node's tasks and
+//! slots) changes here too, in [`occupy`] and [`Core::take_running`];
+//! `sanity_check` holds the two to each other (a task is running exactly when it
+//! is in the running map, on a node that lists it).
 
-use super::{Core, Job};
-use crate::model::{TaskKey, TaskState};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use super::{Core, Job, Node, RunningAttempt};
+use crate::model::{NodeId, TaskKey, TaskState};
 
 impl Job {
     /// Moves task `index` to `next`, keeping the counts and the ready queue in step
@@ -49,5 +57,38 @@ impl Core {
     /// [`Job::move_task`] for a task named by its key.
     pub(super) fn set_task_state(&mut self, key: TaskKey, next: TaskState) -> bool {
         self.jobs.get_mut(&key.job).is_some_and(|job| job.move_task(key.index, next))
+    }
+}
+
+/// Records that `key` runs on `run.node` taking `slots`: in the running map and on
+/// the node, if the node is still known. A free function over the two maps, so the
+/// scheduler can call it while it holds the job.
+pub(super) fn occupy(
+    running: &mut HashMap<TaskKey, RunningAttempt>,
+    nodes: &mut BTreeMap<NodeId, Node>,
+    key: TaskKey,
+    run: RunningAttempt,
+    slots: u32,
+) {
+    if let Some(node) = nodes.get_mut(&run.node) {
+        node.running.insert(key);
+        node.slots_used += slots;
+    }
+    running.insert(key, run);
+}
+
+impl Core {
+    /// Removes a task from the running map and its node; returns where it ran.
+    pub(super) fn take_running(&mut self, now: Instant, key: TaskKey) -> Option<RunningAttempt> {
+        let run = self.running.remove(&key)?;
+        let slots = self.jobs.get(&key.job).map_or(0, |j| j.spec.task_spec(key.index).slots);
+        if let Some(node) = self.nodes.get_mut(&run.node) {
+            node.running.remove(&key);
+            node.slots_used = node.slots_used.saturating_sub(slots);
+            if node.running.is_empty() {
+                node.idle_since = now;
+            }
+        }
+        Some(run)
     }
 }

@@ -69,7 +69,7 @@ pub fn handle(
                     let msg = pb::CoordinatorMessage { reregister: true, reason: refused.0, ..Default::default() };
                     // Said once the batch is durable, like every other message.
                     then.push(Box::new(move |_| {
-                        let _ = tx.send(msg);
+                        tx.send(msg);
                     }));
                 }
             }

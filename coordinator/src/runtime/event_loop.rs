@@ -123,7 +123,7 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
         if let Some(tx) = streams.get(&node) {
             let tx = tx.clone();
             then.push(Box::new(move |_| {
-                let _ = tx.send(msg);
+                tx.send(msg);
             }));
         }
     }

@@ -5,12 +5,21 @@
 //!
 //! - [`dispatch`]: one event in, the core's entry points called (pure, unit-tested);
 //! - [`event_loop`]: the one owner of the core, and how an outbox is carried out.
+//!
+//! The channels into the loop and down each agent stream are unbounded on purpose:
+//! the loop must never wait on a slow peer, and each is bounded where it is fed.
+//! Into the loop: a client call waits for its answer before it sends another (and
+//! connections and their streams are capped), an agent stream sends one message
+//! per gRPC message it reads (at most 4 MiB, log bytes under [`LogRoom`]). Down a
+//! stream: one message per loop turn that has something for that node, holding no
+//! more assignments than its slots (with prefetch), a kill or an ack per task it
+//! runs or result it sent; [`AgentTx`] ends a stream that stops reading.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_proto::v1 as pb;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit};
 
 use crate::auth::{Auth, Principal};
 use crate::core::{Core, Outbox, StoreOp};
@@ -22,8 +31,41 @@ pub mod event_loop;
 
 /// A call into the core; it returns what to do once its changes are durable.
 pub type Call = Box<dyn FnOnce(&mut Core, Instant, &mut Outbox) -> FollowUp + Send>;
-/// Where the event loop sends one agent stream's messages.
-pub type AgentTx = mpsc::UnboundedSender<pb::CoordinatorMessage>;
+/// How many messages one agent stream may fall behind before it is ended.
+pub const AGENT_QUEUE: usize = 1024;
+
+/// Where the event loop sends one agent stream's messages. It never waits: a
+/// stream that is [`AGENT_QUEUE`] messages behind (an agent that stopped reading
+/// what it is sent) is ended with RESOURCE_EXHAUSTED instead of queueing more, and
+/// the agent's next hello reconciles what it missed.
+#[derive(Clone)]
+pub struct AgentTx {
+    tx: mpsc::Sender<pb::CoordinatorMessage>,
+    behind: Arc<Notify>,
+}
+
+/// The stream's end of an [`AgentTx`].
+pub struct AgentRx {
+    pub messages: mpsc::Receiver<pb::CoordinatorMessage>,
+    /// Notified once the stream fell too far behind.
+    pub behind: Arc<Notify>,
+}
+
+impl AgentTx {
+    pub fn channel() -> (AgentTx, AgentRx) {
+        let (tx, messages) = mpsc::channel(AGENT_QUEUE);
+        let behind = Arc::new(Notify::new());
+        (AgentTx { tx, behind: behind.clone() }, AgentRx { messages, behind })
+    }
+
+    /// Queues `msg`, or ends the stream if it is too far behind (a closed
+    /// stream takes nothing).
+    pub fn send(&self, msg: pb::CoordinatorMessage) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg) {
+            self.behind.notify_one();
+        }
+    }
+}
 
 /// Everything that reaches the event loop.
 pub enum Input {

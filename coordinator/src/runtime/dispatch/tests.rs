@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::core::{CoreConfig, StoreOp, ToAgent};
 use crate::model::*;
-use crate::runtime::{AgentUpdate, Hello};
+use crate::runtime::{AgentTx, AgentUpdate, Hello, AGENT_QUEUE};
 
 struct Env {
     core: Core,
@@ -78,10 +78,10 @@ impl Env {
     }
 
     /// Opens stream `conn` for `node`; returns what the loop would send down it.
-    fn connect(&mut self, node: &NodeId, conn: u64, hello: Hello) -> mpsc::UnboundedReceiver<pb::CoordinatorMessage> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    fn connect(&mut self, node: &NodeId, conn: u64, hello: Hello) -> mpsc::Receiver<pb::CoordinatorMessage> {
+        let (tx, rx) = AgentTx::channel();
         self.handle(Input::Connected { node: node.clone(), conn, hello, tx });
-        rx
+        rx.messages
     }
 
     /// Submits a one-task job and schedules it onto the only node.
@@ -195,4 +195,18 @@ fn the_room_of_a_stale_streams_logs_is_given_back_after_the_commit() {
     assert_eq!(all.available_permits(), 6, "held until the batch is durable");
     env.committed();
     assert_eq!((all.available_permits(), stream.available_permits()), (10, 10));
+}
+
+#[tokio::test]
+async fn a_stream_that_stops_reading_is_ended_instead_of_queueing_without_bound() {
+    let (tx, rx) = AgentTx::channel();
+    for _ in 0..AGENT_QUEUE {
+        tx.send(pb::CoordinatorMessage::default());
+    }
+    let behind = rx.behind.clone();
+    let told = tokio::time::timeout(Duration::from_millis(50), behind.notified()).await;
+    assert!(told.is_err(), "a stream as far behind as allowed is not ended");
+    tx.send(pb::CoordinatorMessage::default());
+    tokio::time::timeout(Duration::from_secs(5), rx.behind.notified()).await.expect("one more ends the stream");
+    assert_eq!(rx.messages.len(), AGENT_QUEUE, "nothing was queued beyond the bound");
 }
