@@ -41,6 +41,15 @@ pub struct AgentArgs {
     /// 10m) [default: keep trying for ever, as a machine's agent should].
     #[arg(long, env = "CORRAL_GIVE_UP_AFTER", value_parser = humantime::parse_duration)]
     pub give_up_after: Option<Duration>,
+    /// Test mode: run nothing, and report every assigned task as succeeded at
+    /// once, with no output. For measuring the coordinator alone; never on a pool
+    /// whose tasks should run.
+    #[arg(long)]
+    pub simulate: bool,
+    /// With --simulate: stand in for this many nodes from one process, each with
+    /// its own registration, connection, session and heartbeats.
+    #[arg(long, default_value_t = 1, requires = "simulate", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub nodes: u32,
     /// Set by a coordinator's local provider: the node this agent was started as.
     #[arg(long, hide = true)]
     pub launch_id: Option<String>,
@@ -59,6 +68,8 @@ impl AgentArgs {
             kill_grace: self.kill_grace,
             token,
             give_up_after: self.give_up_after,
+            simulate: self.simulate,
+            hostname: None,
             tls: corral_proto::tls::ClientTls {
                 ca_cert: self.ca_cert.clone(),
                 ca_fingerprint: self.ca_fingerprint.clone().filter(|f| !f.is_empty()),
@@ -76,19 +87,26 @@ pub fn init_tracing() {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(args: AgentArgs) -> Result<(), crate::session::Error> {
-    crate::run(args.config()?, async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    let config = args.config()?;
+    if config.simulate {
+        tracing::warn!(nodes = args.nodes, "simulating: assigned tasks are reported as succeeded and never run");
+        return crate::simulate::run_many(config, args.nodes, stopped()).await;
+    }
+    crate::run(config, stopped()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stopped() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
         }
-    })
-    .await
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! task attempt as a process group with a timeout), [`objects`] (inputs and
 //! outputs streamed to and from the coordinator's object store) and [`shuffle`]
 //! (the map/reduce partition, sort, spill and merge around map and reduce tasks).
+//! [`simulate`] is a test mode that runs nothing, for measuring the coordinator.
 //!
 //! When the coordinator goes away the agent keeps its tasks running, reconnects with
 //! backoff, and reports what finished meanwhile; results are kept until the
@@ -21,6 +22,7 @@ pub mod objects;
 pub mod runner;
 pub mod session;
 pub mod shuffle;
+pub mod simulate;
 pub mod start_task;
 pub mod warden;
 
@@ -49,6 +51,11 @@ pub struct AgentConfig {
     /// Stop (killing the tasks) after this long with no coordinator answering;
     /// `None`: keep trying for ever.
     pub give_up_after: Option<Duration>,
+    /// A test mode that runs nothing: every assigned task is reported as succeeded
+    /// at once, with no output (see [`simulate`]).
+    pub simulate: bool,
+    /// The host name it registers with [default: this host's].
+    pub hostname: Option<String>,
 }
 
 impl AgentConfig {
@@ -63,6 +70,8 @@ impl AgentConfig {
             token: None,
             tls: Default::default(),
             give_up_after: None,
+            simulate: false,
+            hostname: None,
         }
     }
 }

@@ -83,13 +83,18 @@ pub fn start(
 ) -> Cancel {
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let dir = ctx.tasks_dir.join(format!("{}.{}.{}", task.job_id, task.index, task.attempt));
+        let dir = ctx.tasks_dir.join(dir_name(&task));
         let max_output = assignment.max_output_bytes;
         let mut shipped_on = None;
         let result = run(assignment, task, &dir, &ctx, stop_rx, &mut shipped_on).await;
         let _ = events.send(RunnerEvent::Finished { result, dir, max_output, shipped_on });
     });
     stop_tx
+}
+
+/// The name of an attempt's directory under the tasks dir.
+pub fn dir_name(task: &pb::TaskRef) -> String {
+    format!("{}.{}.{}", task.job_id, task.index, task.attempt)
 }
 
 /// A task's stdout and stderr files, and how much of each went out on the

@@ -81,7 +81,8 @@ struct Agent {
     start_task: StartTask,
     start_done: Option<oneshot::Receiver<(bool, String)>>,
     objects: crate::objects::Client,
-    warden: Arc<crate::warden::Warden>,
+    /// What runs the tasks: processes under the warden, or nothing (simulated).
+    warden: Option<Arc<crate::warden::Warden>>,
     events: mpsc::UnboundedSender<RunnerEvent>,
     sys: sysinfo::System,
 }
@@ -106,25 +107,17 @@ pub async fn run(
         .map_err(|reason| Error::BadUrl { url: config.coordinator.clone(), reason })?;
     let mut sys =
         sysinfo::System::new().map_err(|e| Error::Refused(format!("cannot read this host's resources: {e}")))?;
-    sys.refresh_cpu_usage();
-    sys.refresh_memory();
+    // A simulated node reads nothing of the host: thousands share one process.
+    if !config.simulate {
+        sys.refresh_cpu_usage();
+        sys.refresh_memory();
+    }
     let cpus = sys.cpus().len().max(1) as u32;
     let slots = config.slots.unwrap_or(cpus);
     if slots == 0 {
         return Err(Error::ZeroSlots);
     }
-    // Before registering: what an earlier agent here left running is killed, and
-    // what this one starts dies with it.
-    let leftovers = crate::warden::kill_leftovers(&config.work_dir);
-    if leftovers > 0 {
-        tracing::warn!(
-            groups = leftovers,
-            "killed task processes an earlier agent on {} left running",
-            config.work_dir.display()
-        );
-    }
-    let warden = crate::warden::Warden::start(&config.work_dir)
-        .map_err(|e| Error::Setup(format!("cannot start the task warden in {}: {e}", config.work_dir.display())))?;
+    let warden = if config.simulate { None } else { Some(Arc::new(start_warden(&config)?)) };
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -149,7 +142,7 @@ pub async fn run(
         start_task: StartTask::None,
         start_done: None,
         objects,
-        warden: Arc::new(warden),
+        warden,
         events: events_tx,
         sys,
     };
@@ -224,6 +217,21 @@ pub async fn run(
     Ok(())
 }
 
+/// Kills what an earlier agent in the same work dir left running, then starts this
+/// agent's warden, so that what it starts dies with it.
+fn start_warden(config: &AgentConfig) -> Result<crate::warden::Warden, Error> {
+    let leftovers = crate::warden::kill_leftovers(&config.work_dir);
+    if leftovers > 0 {
+        tracing::warn!(
+            groups = leftovers,
+            "killed task processes an earlier agent on {} left running",
+            config.work_dir.display()
+        );
+    }
+    crate::warden::Warden::start(&config.work_dir)
+        .map_err(|e| Error::Setup(format!("cannot start the task warden in {}: {e}", config.work_dir.display())))
+}
+
 enum RegisterError {
     Fatal(Error),
     Retry(String),
@@ -233,7 +241,7 @@ impl Agent {
     async fn register(&mut self, mut client: Client, cpus: u32) -> Result<(), RegisterError> {
         let req = pb::RegisterRequest {
             pool: self.config.pool.clone(),
-            hostname: sysinfo::System::host_name().unwrap_or_default(),
+            hostname: self.config.hostname.clone().or_else(|| sysinfo::System::host_name().ok()).unwrap_or_default(),
             slots: self.slots,
             cpus,
             memory_bytes: self.sys.total_memory(),
@@ -290,16 +298,19 @@ impl Agent {
         }
     }
 
-    fn context(&self) -> RunContext {
-        RunContext {
+    /// How runners reach the stream, the store and the warden; `None` for a
+    /// simulated node, which runs nothing.
+    fn context(&self) -> Option<RunContext> {
+        let warden = self.warden.clone()?;
+        Some(RunContext {
             node_id: self.node_id.clone().unwrap_or_default(),
             pool: self.config.pool.clone(),
             tasks_dir: self.config.work_dir.join("tasks"),
             kill_grace: self.config.kill_grace,
             lane: self.lane.subscribe(),
             objects: self.objects.clone(),
-            warden: self.warden.clone(),
-        }
+            warden,
+        })
     }
 
     /// The opening message: every attempt this agent holds (running, queued, or
@@ -363,7 +374,10 @@ impl Agent {
         self.attempts.on_connected(&mut effects);
         self.carry(effects, Some(&report));
         if let StartTask::Pending(script) = &self.start_task {
-            self.start_done = Some(start_task::run(script.clone(), self.context()));
+            self.start_done = Some(match self.context() {
+                Some(ctx) => start_task::run(script.clone(), ctx),
+                None => crate::simulate::start_task(),
+            });
             self.start_task = StartTask::Running;
         }
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
@@ -394,8 +408,10 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    self.sys.refresh_cpu_usage();
-                    self.sys.refresh_memory();
+                    if self.warden.is_some() {
+                        self.sys.refresh_cpu_usage();
+                        self.sys.refresh_memory();
+                    }
                     let beat = pb::Heartbeat { cpu_percent: self.sys.global_cpu_usage(), memory_used_bytes: self.sys.used_memory() };
                     if out.send(pb::AgentMessage { heartbeat: Some(beat), ..Default::default() }).is_err() {
                         return End::Disconnected { established: true };
@@ -452,7 +468,13 @@ impl Agent {
         for effect in effects {
             match effect {
                 Effect::Start(assignment, task) => {
-                    let cancel = runner::start(*assignment, task, self.context(), self.events.clone());
+                    let Some(ctx) = self.context() else {
+                        let generation = self.lane.borrow().generation;
+                        let dir = self.config.work_dir.join("tasks").join(runner::dir_name(&task));
+                        let _ = self.events.send(crate::simulate::finished(task, dir, generation));
+                        continue;
+                    };
+                    let cancel = runner::start(*assignment, task, ctx, self.events.clone());
                     self.cancels.insert(key_of(&task), cancel);
                 }
                 Effect::Cancel(key) => {

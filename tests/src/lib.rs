@@ -327,7 +327,28 @@ impl Cluster {
         pid
     }
 
+    /// Starts one `corral-agent --simulate --nodes NODES` process, standing in
+    /// for `nodes` nodes that run nothing; returns its process id.
+    pub fn simulated_agents(&mut self, pool: &str, nodes: u32, slots: u32) -> u32 {
+        let nodes = nodes.to_string();
+        let child = self.spawn_agent_with(pool, slots, &[], self.agents.len(), &["--simulate", "--nodes", &nodes]);
+        let pid = child.id();
+        self.agents.push(child);
+        pid
+    }
+
     fn spawn_agent(&mut self, pool: &str, slots: u32, env: &[(&str, &str)], n: usize) -> std::process::Child {
+        self.spawn_agent_with(pool, slots, env, n, &[])
+    }
+
+    fn spawn_agent_with(
+        &mut self,
+        pool: &str,
+        slots: u32,
+        env: &[(&str, &str)],
+        n: usize,
+        args: &[&str],
+    ) -> std::process::Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -344,6 +365,7 @@ impl Cluster {
             .args(["--coordinator", &self.url, "--pool", pool, "--slots", &slots.to_string(), "--kill-grace", "1s"])
             .arg("--work-dir")
             .arg(self.dir.path().join(format!("agent-{n}")))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
