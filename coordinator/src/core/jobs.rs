@@ -289,7 +289,6 @@ impl Core {
         true
     }
 
-
     /// Queues the retries whose backoff is over.
     pub(super) fn release_delayed(&mut self, now: Instant) {
         while let Some(&(at, key)) = self.delayed.first() {

@@ -2,6 +2,7 @@
 //! derived (`crate::events::describe`) and inserted in the same transaction, so the
 //! feed never shows a change that was not stored, nor misses one that was.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -26,7 +27,8 @@ impl Store {
         let mut last_event = self.last_event;
         let mut recorded = Vec::new();
         let mut actor: Option<&String> = None;
-        for op in ops {
+        let plan = Coalesced::of(ops);
+        for (i, op) in ops.iter().enumerate() {
             if let StoreOp::Actor(who) = op {
                 actor = who.as_ref();
                 continue;
@@ -178,6 +180,7 @@ impl Store {
                     tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1")?
                         .execute(params![id.0, state.as_str(), finished_at_ms])?;
                 }
+                StoreOp::PutTask(_) if plan.superseded[i] => {}
                 StoreOp::PutTask(t) => {
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO tasks (job_id, idx, state, attempt, failures, node_losses, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -223,12 +226,41 @@ impl Store {
                 StoreOp::CloseJob(job) => {
                     tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;
                 }
-                StoreOp::StartAttempt { attempt, node, started_at_ms, .. } => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms])?;
-                }
+                StoreOp::StartAttempt { attempt, node, started_at_ms, .. } => match plan.ended_by(i, ops) {
+                    // Started and ended in this transaction: one row, written whole.
+                    Some(StoreOp::EndAttempt {
+                        started_at_ms: ran_from,
+                        outcome,
+                        exit_code,
+                        signal,
+                        message,
+                        ended_at_ms,
+                        ..
+                    }) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms, ended_at_ms, outcome, exit_code, signal, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        )?
+                        .execute(params![
+                            attempt.task.job.0,
+                            attempt.task.index,
+                            attempt.attempt,
+                            node.0,
+                            ran_from.unwrap_or(*started_at_ms),
+                            ended_at_ms,
+                            outcome.as_str(),
+                            exit_code,
+                            signal,
+                            message
+                        ])?;
+                    }
+                    _ => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms])?;
+                    }
+                },
+                StoreOp::EndAttempt { .. } if plan.superseded[i] => {}
                 StoreOp::EndAttempt { attempt, started_at_ms, outcome, exit_code, signal, message, ended_at_ms } => {
                     tx.prepare_cached(
                         "UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8, started_at_ms = COALESCE(?9, started_at_ms) WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
@@ -269,6 +301,54 @@ impl Store {
     }
 }
 
+/// What a transaction need not write as it comes: at thousands of short tasks a
+/// second a task often starts and ends within one group commit, and writing only
+/// its last state is a third fewer statements. Every op still makes its event.
+struct Coalesced {
+    /// Ops whose row a later op of the same transaction writes anyway: a task row
+    /// written again later, an attempt's end written with its start.
+    superseded: Vec<bool>,
+    /// For a `StartAttempt`, the `EndAttempt` of the same attempt later in the
+    /// transaction.
+    ends: HashMap<usize, usize>,
+}
+
+impl Coalesced {
+    fn of(ops: &[StoreOp]) -> Coalesced {
+        let mut superseded = vec![false; ops.len()];
+        let mut ends = HashMap::new();
+        let mut written = HashSet::new();
+        for (i, op) in ops.iter().enumerate().rev() {
+            if let StoreOp::PutTask(t) = op {
+                superseded[i] = !written.insert(t.key);
+            }
+        }
+        let mut started: HashMap<AttemptRef, usize> = HashMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                StoreOp::StartAttempt { attempt, .. } => {
+                    started.insert(*attempt, i);
+                }
+                StoreOp::EndAttempt { attempt, .. } => {
+                    if let Some(start) = started.remove(attempt) {
+                        ends.insert(start, i);
+                        superseded[i] = true;
+                    }
+                }
+                // Rows it deletes are not written whole ahead of it.
+                StoreOp::DeleteJob(_) => started.clear(),
+                _ => {}
+            }
+        }
+        Coalesced { superseded, ends }
+    }
+
+    /// The end that `StartAttempt` number `i` is written with, if any.
+    fn ended_by<'a>(&self, i: usize, ops: &'a [StoreOp]) -> Option<&'a StoreOp> {
+        self.ends.get(&i).map(|&end| &ops[end])
+    }
+}
+
 fn insert_groups(tx: &rusqlite::Transaction, job: JobId, first: u32, groups: &[TaskGroup]) -> Result<()> {
     let mut stmt = tx.prepare_cached("INSERT INTO task_groups (job_id, position, spec) VALUES (?1, ?2, ?3)")?;
     for (i, group) in groups.iter().enumerate() {
@@ -287,4 +367,71 @@ fn write_log(logs: &Path, chunk: &LogChunk) -> Result<()> {
     let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
     file.write_all_at(&chunk.data, chunk.offset)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::TaskRecord;
+    use crate::events::Filter;
+
+    fn put(index: u32, state: TaskState) -> StoreOp {
+        let key = TaskKey { job: JobId(1), index };
+        StoreOp::PutTask(TaskRecord { key, state, attempt: 1, failures: 0, node_losses: 0, reason: None })
+    }
+
+    fn start(index: u32) -> StoreOp {
+        let attempt = AttemptRef { task: TaskKey { job: JobId(1), index }, attempt: 1 };
+        StoreOp::StartAttempt { attempt, node: NodeId("n-1".into()), started_at_ms: 10, queued_at_ms: 5 }
+    }
+
+    fn end(index: u32) -> StoreOp {
+        StoreOp::EndAttempt {
+            attempt: AttemptRef { task: TaskKey { job: JobId(1), index }, attempt: 1 },
+            started_at_ms: Some(12),
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            signal: None,
+            message: String::new(),
+            ended_at_ms: 20,
+        }
+    }
+
+    /// What the store holds of task `index` of job 1: (state, attempts).
+    fn stored(dir: &Path, index: u32) -> (String, Vec<crate::store::AttemptRow>) {
+        let reader = Store::open_reader(dir).unwrap();
+        let key = TaskKey { job: JobId(1), index };
+        let conn = rusqlite::Connection::open(dir.join("corral.db")).unwrap();
+        let state =
+            conn.query_row("SELECT state FROM tasks WHERE job_id = 1 AND idx = ?1", [index], |r| r.get(0)).unwrap();
+        (state, reader.attempts(key).unwrap())
+    }
+
+    #[test]
+    fn a_task_that_starts_and_ends_in_one_transaction_is_stored_as_if_each_change_had_its_own() {
+        let (one, apart) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ops = vec![
+            put(0, TaskState::Running),
+            start(0),
+            put(1, TaskState::Running),
+            start(1),
+            put(0, TaskState::Succeeded),
+            end(0),
+        ];
+        let mut together = Store::open(one.path()).unwrap();
+        together.apply(&ops).unwrap();
+        let mut separately = Store::open(apart.path()).unwrap();
+        for op in &ops {
+            separately.apply(std::slice::from_ref(op)).unwrap();
+        }
+        for index in [0, 1] {
+            assert_eq!(stored(one.path(), index), stored(apart.path(), index), "task {index}");
+        }
+        let (state, attempts) = stored(one.path(), 0);
+        assert_eq!((state.as_str(), attempts[0].started_at_ms, attempts[0].ended_at_ms), ("succeeded", 12, Some(20)));
+        assert_eq!(stored(one.path(), 1).1[0].ended_at_ms, None, "an attempt still running has no end");
+        // Every change still makes its event.
+        let events = |dir: &Path| Store::open_reader(dir).unwrap().events(0, &Filter::default(), 100).unwrap().len();
+        assert_eq!(events(one.path()), events(apart.path()));
+    }
 }
