@@ -43,7 +43,7 @@ hq_run() {
     done
     local t0 t1
     t0=$(now)
-    (cd "$WORK/hq-out" && "$HQ" submit --server-dir "$WORK/hq" --array "1-$N" --wait -- /bin/true >/dev/null)
+    (cd "$WORK/hq-out" && "$HQ" submit --server-dir "$WORK/hq" --array "1-$N" --wait -- /bin/true >/dev/null 2>>"$WORK/hq-submit.log")
     t1=$(now)
     stop_hq
     secs "$t0" "$t1"

@@ -7,7 +7,8 @@
 //! for reconnects, acks, kills and abandonment), [`session`] (the thin I/O shell
 //! around it: registration, the stream, reconnecting with backoff while tasks keep
 //! running), [`warden`] (no task outlives the agent), [`runner`] (one
-//! task attempt as a process group with a timeout), [`objects`] (inputs and
+//! task attempt as a process group with a timeout), [`task_dirs`] (their
+//! directories, recycled), [`objects`] (inputs and
 //! outputs streamed to and from the coordinator's object store) and [`shuffle`]
 //! (the map/reduce partition, sort, spill and merge around map and reduce tasks).
 //! [`simulate`] is a test mode that runs nothing, for measuring the coordinator.
@@ -24,6 +25,7 @@ pub mod session;
 pub mod shuffle;
 pub mod simulate;
 pub mod start_task;
+pub mod task_dirs;
 pub mod warden;
 
 use std::path::PathBuf;

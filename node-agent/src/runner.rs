@@ -58,7 +58,8 @@ pub struct Lane {
 pub struct RunContext {
     pub node_id: String,
     pub pool: String,
-    pub tasks_dir: PathBuf,
+    /// Where attempts get their directories.
+    pub dirs: Arc<crate::task_dirs::TaskDirs>,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// Where output goes. Output shipped on an older stream may not have
@@ -83,7 +84,7 @@ pub fn start(
 ) -> Cancel {
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let dir = ctx.tasks_dir.join(dir_name(&task));
+        let dir = ctx.dirs.root().join(dir_name(&task));
         let max_output = assignment.max_output_bytes;
         let mut shipped_on = None;
         let result = run(assignment, task, &dir, &ctx, stop_rx, &mut shipped_on).await;
@@ -242,7 +243,7 @@ async fn run(
     let create = |name: &str| {
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(name))
     };
-    let opened = std::fs::create_dir_all(dir).and_then(|_| {
+    let opened = ctx.dirs.prepare(dir).and_then(|_| {
         let stdout = create("stdout.txt")?;
         let stderr = create("stderr.txt")?;
         Ok(((stdout.try_clone()?, stderr.try_clone()?), [stdout, stderr]))
@@ -290,7 +291,7 @@ async fn run(
         .stderr(Stdio::from(stderr))
         .process_group(0)
         .kill_on_drop(false);
-    ctx.warden.register_at_start(&mut cmd);
+    ctx.warden.mark(&mut cmd);
     let spawned = cmd.spawn();
     // Close our copies of the child's pipe ends, so the shuffle sees its EOF.
     drop(cmd);
@@ -413,18 +414,5 @@ pub(crate) fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
         unsafe {
             libc::kill(-pgid, sig);
         }
-    }
-}
-
-/// Removes a task's directory: the two output files and the directory itself in
-/// three calls when the task left nothing else, a recursive removal when it did.
-pub fn remove_dir(dir: &Path) {
-    let _ = std::fs::remove_file(dir.join("stdout.txt"));
-    let _ = std::fs::remove_file(dir.join("stderr.txt"));
-    if std::fs::remove_dir(dir).is_ok() {
-        return;
-    }
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        tracing::debug!(dir = %dir.display(), error = %e, "could not remove a task directory");
     }
 }

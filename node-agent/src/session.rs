@@ -83,6 +83,8 @@ struct Agent {
     objects: crate::objects::Client,
     /// What runs the tasks: processes under the warden, or nothing (simulated).
     warden: Option<Arc<crate::warden::Warden>>,
+    /// The attempts' directories, recycled.
+    dirs: Arc<crate::task_dirs::TaskDirs>,
     events: mpsc::UnboundedSender<RunnerEvent>,
     sys: sysinfo::System,
 }
@@ -127,8 +129,10 @@ pub async fn run(
     let token = Bearer::new(config.token.as_deref()).map_err(Error::Token)?;
     let node_secret = Bearer::default();
     let objects = crate::objects::client(target.connect_lazy(), node_secret.clone());
+    let dirs = Arc::new(crate::task_dirs::TaskDirs::new(config.work_dir.join("tasks")));
     let mut agent = Agent {
         config,
+        dirs,
         target,
         token,
         node_secret,
@@ -305,7 +309,7 @@ impl Agent {
         Some(RunContext {
             node_id: self.node_id.clone().unwrap_or_default(),
             pool: self.config.pool.clone(),
-            tasks_dir: self.config.work_dir.join("tasks"),
+            dirs: self.dirs.clone(),
             kill_grace: self.config.kill_grace,
             lane: self.lane.subscribe(),
             objects: self.objects.clone(),
@@ -470,7 +474,7 @@ impl Agent {
                 Effect::Start(assignment, task) => {
                     let Some(ctx) = self.context() else {
                         let generation = self.lane.borrow().generation;
-                        let dir = self.config.work_dir.join("tasks").join(runner::dir_name(&task));
+                        let dir = self.dirs.root().join(runner::dir_name(&task));
                         let _ = self.events.send(crate::simulate::finished(task, dir, generation));
                         continue;
                     };
@@ -487,7 +491,7 @@ impl Agent {
                         let _ = report.send((unacked, shipped));
                     }
                 }
-                Effect::RemoveDir(dir) => runner::remove_dir(&dir),
+                Effect::RemoveDir(dir) => self.dirs.retire(&dir),
             }
         }
     }

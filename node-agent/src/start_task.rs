@@ -25,7 +25,7 @@ const START_TASK_TIMEOUT: Duration = Duration::from_secs(3600);
 pub fn run(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, String)> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        let dir = ctx.tasks_dir.join("start-task");
+        let dir = ctx.dirs.root().join("start-task");
         let result = async {
             tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
             let mut cmd = tokio::process::Command::new("sh");
@@ -42,7 +42,7 @@ pub fn run(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, String)>
                 .stderr(std::process::Stdio::piped())
                 .process_group(0)
                 .kill_on_drop(true);
-            ctx.warden.register_at_start(&mut cmd);
+            ctx.warden.mark(&mut cmd);
             let child = cmd.spawn().map_err(|e| format!("cannot run the start task: {e}"))?;
             let pgid = child.id().map_or(0, |p| p as libc::pid_t);
             ctx.warden.watch(pgid);

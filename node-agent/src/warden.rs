@@ -9,28 +9,37 @@
 //! gone or tells it something.
 //!
 //! A warden can be killed too (a whole container or session is killed at once), so
-//! each live group also has a file in `<work_dir>/groups/`, and an agent that starts
-//! on a work dir kills the groups a previous agent left there before it registers
-//! (see [`kill_leftovers`]).
+//! each group is also appended to a journal, `<work_dir>/groups.log` (`+PGID START`
+//! when it starts, `-PGID` when it is gone), and an agent that starts on a work dir
+//! kills the groups a previous agent left there before it registers (see
+//! [`kill_leftovers`]). A journal, not a file per group: creating and deleting a
+//! file per task was a third of a short task's cost on ext4.
 //!
 //! What this does not catch: a task process that leaves its process group on
 //! purpose (`setsid`, `setpgid`), as a daemon does. Only a cgroup would hold those,
 //! and the agent does not create cgroups.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// How many live groups the warden's table holds; more live tasks than this on one
-/// agent are still killed on its next start, from their files.
+/// agent are still killed on its next start, from the journal.
 const TABLE: usize = 1 << 16;
+
+/// The journal is rewritten with only the live groups once it is this long.
+const JOURNAL_COMPACT_AT: u64 = 1 << 20;
+
+/// The variable every task of an agent run carries, with the run's random id.
+pub const RUN_VAR: &str = "CORRAL_AGENT_RUN";
 
 /// The agent's side of its warden.
 #[derive(Debug)]
 pub struct Warden {
-    groups_dir: PathBuf,
+    /// This run's id, in [`RUN_VAR`] of every task it starts.
+    run: String,
     inner: Mutex<Inner>,
 }
 
@@ -39,16 +48,23 @@ struct Inner {
     /// The pipe's write end; `None` while no warden runs.
     pipe: Option<OwnedFd>,
     pid: libc::pid_t,
-    live: HashSet<libc::pid_t>,
+    /// The live groups, with their leaders' start times.
+    live: HashMap<libc::pid_t, String>,
+    journal: Journal,
+    /// The run's id, for a warden started again.
+    run: String,
 }
 
 impl Warden {
-    /// Starts a warden for the tasks of an agent working in `work_dir`.
+    /// Starts a warden for the tasks of an agent working in `work_dir` (after
+    /// [`kill_leftovers`] on it: the journal starts empty).
     pub fn start(work_dir: &Path) -> io::Result<Warden> {
-        let groups_dir = work_dir.join("groups");
-        std::fs::create_dir_all(&groups_dir)?;
-        let (pipe, pid) = fork_warden()?;
-        Ok(Warden { groups_dir, inner: Mutex::new(Inner { pipe: Some(pipe), pid, live: HashSet::new() }) })
+        std::fs::create_dir_all(work_dir)?;
+        let journal = Journal::create(work_dir.join(JOURNAL))?;
+        let run = corral_proto::credentials::random_hex(16);
+        let (pipe, pid) = fork_warden(&run)?;
+        let inner = Inner { pipe: Some(pipe), pid, live: HashMap::new(), journal, run: run.clone() };
+        Ok(Warden { run, inner: Mutex::new(inner) })
     }
 
     /// The warden kills process group `pgid` if this agent dies before
@@ -57,12 +73,10 @@ impl Warden {
         if pgid <= 0 {
             return;
         }
-        let record = leader_start_time(pgid).unwrap_or_default();
-        if let Err(e) = std::fs::write(self.groups_dir.join(pgid.to_string()), record) {
-            tracing::debug!(pgid, error = %e, "could not record a task's process group");
-        }
+        let started = leader_start_time(pgid).unwrap_or_default();
         let mut inner = self.lock();
-        inner.live.insert(pgid);
+        inner.journal.append(&format!("+{pgid} {started}\n"));
+        inner.live.insert(pgid, started);
         inner.tell(pgid);
     }
 
@@ -73,29 +87,24 @@ impl Warden {
             return;
         }
         let mut inner = self.lock();
-        if inner.live.remove(&pgid) {
+        if inner.live.remove(&pgid).is_some() {
             inner.tell(-pgid);
         }
-        drop(inner);
-        let _ = std::fs::remove_file(self.groups_dir.join(pgid.to_string()));
+        inner.journal.append(&format!("-{pgid}\n"));
+        if inner.journal.len >= JOURNAL_COMPACT_AT {
+            let Inner { journal, live, .. } = &mut *inner;
+            journal.compact(live);
+        }
     }
 
-    /// Makes `cmd`'s child register its own process group with the warden (and
-    /// ask for SIGKILL if the agent's thread dies) between fork and exec, before
-    /// it can run a thing: an agent killed the instant after the fork still has
-    /// its task killed. [`Warden::watch`] follows once the spawn returns.
-    pub fn register_at_start(&self, cmd: &mut tokio::process::Command) {
-        let Some(fd) = self.lock().pipe.as_ref().map(|p| p.as_raw_fd()) else { return };
-        // SAFETY: the closure runs in the child between fork and exec and makes
-        // only async-signal-safe system calls on values copied into it.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-                let record = libc::getpid().to_ne_bytes();
-                libc::write(fd, record.as_ptr().cast(), record.len());
-                Ok(())
-            });
-        }
+    /// Marks what `cmd` starts as this agent's: it carries [`RUN_VAR`] with this
+    /// run's id from its first instruction, so if the agent dies before
+    /// [`Warden::watch`] (the instant after the spawn), the warden still finds it
+    /// and kills its group. A mark, not code run between fork and exec, so the
+    /// standard library can spawn with `posix_spawn` (vfork) instead of copying
+    /// the agent's memory map for every task.
+    pub fn mark(&self, cmd: &mut tokio::process::Command) {
+        cmd.env(RUN_VAR, &self.run);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -125,10 +134,10 @@ impl Inner {
             unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) };
         }
         tracing::warn!("the task warden is gone; starting another");
-        match fork_warden() {
+        match fork_warden(&self.run) {
             Ok((pipe, pid)) => {
                 self.pid = pid;
-                if self.live.iter().all(|g| write_record(&pipe, *g).is_ok()) {
+                if self.live.keys().all(|g| write_record(&pipe, *g).is_ok()) {
                     self.pipe = Some(pipe);
                 }
             }
@@ -160,7 +169,7 @@ fn write_record(pipe: &OwnedFd, record: libc::pid_t) -> io::Result<()> {
 }
 
 /// Forks the warden; returns the pipe's write end and its pid.
-fn fork_warden() -> io::Result<(OwnedFd, libc::pid_t)> {
+fn fork_warden(run: &str) -> io::Result<(OwnedFd, libc::pid_t)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the two-element array. Close-on-exec keeps the write end
     // out of every task: a task holding it would keep the warden from ever seeing
@@ -174,11 +183,17 @@ fn fork_warden() -> io::Result<(OwnedFd, libc::pid_t)> {
     // allocate (another thread may have held the allocator's lock).
     let mut table = vec![0 as libc::pid_t; TABLE];
     let mut buf = [0u8; 4096];
+    let mut scan = Scan {
+        mark: format!("{RUN_VAR}={run}\0").into_bytes(),
+        dents: vec![0; 32 << 10],
+        environ: vec![0; 256 << 10],
+        path: [0; 64],
+    };
     // SAFETY: the child runs only async-signal-safe system calls on memory that was
     // allocated before the fork, and leaves with _exit.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
-        0 => unsafe { warden_main(read.as_raw_fd(), &mut table, &mut buf) },
+        0 => unsafe { warden_main(read.as_raw_fd(), &mut table, &mut buf, &mut scan) },
         pid => {
             drop(read);
             // A full pipe (a stopped warden) must not stall the agent.
@@ -192,11 +207,21 @@ fn fork_warden() -> io::Result<(OwnedFd, libc::pid_t)> {
     }
 }
 
+/// What the warden needs, allocated before the fork, to find the processes that
+/// carry its run's mark.
+struct Scan {
+    /// `CORRAL_AGENT_RUN=<id>` and its NUL, as it appears in `/proc/PID/environ`.
+    mark: Vec<u8>,
+    dents: Vec<u8>,
+    environ: Vec<u8>,
+    path: [u8; 64],
+}
+
 /// The warden's whole life, in the forked child.
 ///
 /// # Safety
 /// Only for the child of `fork`: it uses nothing but system calls.
-unsafe fn warden_main(read: libc::c_int, table: &mut [libc::pid_t], buf: &mut [u8; 4096]) -> ! {
+unsafe fn warden_main(read: libc::c_int, table: &mut [libc::pid_t], buf: &mut [u8; 4096], scan: &mut Scan) -> ! {
     // Its own session, so a signal to the agent's process group does not reach it,
     // and no signal the agent handles either: only the pipe ends it.
     libc::setsid();
@@ -226,7 +251,6 @@ unsafe fn warden_main(read: libc::c_int, table: &mut [libc::pid_t], buf: &mut [u
         for record in buf[..n as usize].chunks_exact(4) {
             let record = libc::pid_t::from_ne_bytes([record[0], record[1], record[2], record[3]]);
             if record > 0 {
-                // A task registers itself before it runs, and the agent again.
                 if table[..used].contains(&record) {
                     continue;
                 }
@@ -241,13 +265,107 @@ unsafe fn warden_main(read: libc::c_int, table: &mut [libc::pid_t], buf: &mut [u
             }
         }
     }
-    // The agent is gone.
+    // The agent is gone: its groups go, and so does anything that carries its
+    // mark without being in the table (it died between a spawn and telling us).
+    // A task spawned the instant before may not have its mark yet: look again.
     for &pgid in &table[..used] {
         if pgid > 0 {
             libc::kill(-pgid, libc::SIGKILL);
         }
     }
+    for pause_ms in [0, 50, 250] {
+        let pause = libc::timespec { tv_sec: 0, tv_nsec: pause_ms * 1_000_000 };
+        libc::nanosleep(&pause, std::ptr::null_mut());
+        kill_marked(scan);
+    }
     libc::_exit(0)
+}
+
+/// Kills the group of every process whose environment carries the run's mark.
+///
+/// # Safety
+/// Only system calls, on the buffers of `scan`: fit for the warden.
+unsafe fn kill_marked(scan: &mut Scan) {
+    let proc_dir = libc::open(c"/proc".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+    if proc_dir < 0 {
+        return;
+    }
+    let own_group = libc::getpgrp();
+    loop {
+        let n = libc::syscall(libc::SYS_getdents64, proc_dir, scan.dents.as_mut_ptr(), scan.dents.len());
+        if n <= 0 {
+            break;
+        }
+        let mut at = 0usize;
+        while at + 19 < n as usize {
+            // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+            let reclen = u16::from_ne_bytes([scan.dents[at + 16], scan.dents[at + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let name = &scan.dents[at + 19..(at + reclen).min(n as usize)];
+            let digits = name.iter().take_while(|b| **b != 0).count();
+            let pid = name[..digits].iter().try_fold(0 as libc::pid_t, |p, b| {
+                b.is_ascii_digit().then(|| p.saturating_mul(10).saturating_add((b - b'0') as libc::pid_t))
+            });
+            if let Some(pid) = pid.filter(|p| *p > 1 && digits > 0) {
+                if carries_mark(pid, scan) {
+                    let group = libc::getpgid(pid);
+                    if group > 1 && group != own_group {
+                        libc::kill(-group, libc::SIGKILL);
+                    } else {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+            at += reclen;
+        }
+    }
+    libc::close(proc_dir);
+}
+
+/// Whether `/proc/PID/environ` holds the run's mark as one whole variable.
+///
+/// # Safety
+/// Only system calls, on the buffers of `scan`.
+unsafe fn carries_mark(pid: libc::pid_t, scan: &mut Scan) -> bool {
+    // "/proc/<pid>/environ\0", written by hand: no allocation, no formatting.
+    let mut digits = [0u8; 12];
+    let mut len = 0;
+    let mut rest = pid;
+    while rest > 0 && len < digits.len() {
+        digits[len] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        len += 1;
+    }
+    let mut at = 0;
+    for part in [&b"/proc/"[..], &[], &b"/environ\0"[..]] {
+        if part.is_empty() {
+            for i in (0..len).rev() {
+                scan.path[at] = digits[i];
+                at += 1;
+            }
+        } else {
+            scan.path[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+    }
+    let fd = libc::open(scan.path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return false;
+    }
+    let mut filled = 0;
+    while filled < scan.environ.len() {
+        let n = libc::read(fd, scan.environ[filled..].as_mut_ptr().cast(), scan.environ.len() - filled);
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+    libc::close(fd);
+    let env = &scan.environ[..filled];
+    let mark = &scan.mark[..];
+    (0..env.len()).any(|i| (i == 0 || env[i - 1] == 0) && env[i..].starts_with(mark))
 }
 
 unsafe fn close_all_but(keep: libc::c_int, null: libc::c_int) {
@@ -292,9 +410,13 @@ fn group_of(pid: libc::pid_t) -> Option<libc::pid_t> {
 /// `CORRAL_JOB_ID` every task starts with: a group id can be taken again only
 /// after the group has emptied, so a live member with it is a leftover.
 pub fn kill_leftovers(work_dir: &Path) -> usize {
+    let journal = work_dir.join(JOURNAL);
+    let text = std::fs::read_to_string(&journal).unwrap_or_default();
+    let mut killed = replay(&text).iter().filter(|(pgid, started)| kill_if_left(**pgid, started)).count();
+    let _ = std::fs::remove_file(&journal);
+    // A file per group, as agents before the journal kept them.
     let dir = work_dir.join("groups");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
-    let mut killed = 0;
+    let Ok(entries) = std::fs::read_dir(&dir) else { return killed };
     for entry in entries.flatten() {
         let path = entry.path();
         let Some(pgid) = entry.file_name().to_str().and_then(|n| n.parse::<libc::pid_t>().ok()).filter(|p| *p > 0)
@@ -302,16 +424,82 @@ pub fn kill_leftovers(work_dir: &Path) -> usize {
             continue;
         };
         let recorded = std::fs::read_to_string(&path).unwrap_or_default();
-        let leader_matches = !recorded.is_empty() && leader_start_time(pgid).as_deref() == Some(recorded.trim());
-        if leader_matches || members_are_tasks(pgid) {
-            // SAFETY: kill(2) has no memory effects.
-            if unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0 {
-                killed += 1;
-            }
+        if kill_if_left(pgid, recorded.trim()) {
+            killed += 1;
         }
         let _ = std::fs::remove_file(&path);
     }
     killed
+}
+
+/// Kills group `pgid` if it is a task group left running (see [`kill_leftovers`]);
+/// returns whether it had processes to kill.
+fn kill_if_left(pgid: libc::pid_t, started: &str) -> bool {
+    let leader_matches = !started.is_empty() && leader_start_time(pgid).as_deref() == Some(started);
+    // SAFETY: kill(2) has no memory effects.
+    (leader_matches || members_are_tasks(pgid)) && unsafe { libc::kill(-pgid, libc::SIGKILL) } == 0
+}
+
+/// The journal's file name in the work dir.
+const JOURNAL: &str = "groups.log";
+
+/// The groups a journal says are live, with their leaders' start times. A torn
+/// last line (the agent died writing it) is skipped.
+fn replay(text: &str) -> HashMap<libc::pid_t, String> {
+    let mut live = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix('+') {
+            let (pgid, started) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Ok(pgid) = pgid.parse::<libc::pid_t>() {
+                if pgid > 0 {
+                    live.insert(pgid, started.to_string());
+                }
+            }
+        } else if let Some(Ok(pgid)) = line.strip_prefix('-').map(str::parse::<libc::pid_t>) {
+            live.remove(&pgid);
+        }
+    }
+    live
+}
+
+/// The append-only record of live groups.
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    len: u64,
+}
+
+impl Journal {
+    fn create(path: PathBuf) -> io::Result<Journal> {
+        let file = std::fs::File::create(&path)?;
+        Ok(Journal { path, file: Some(file), len: 0 })
+    }
+
+    fn append(&mut self, line: &str) {
+        use std::io::Write;
+        let Some(file) = &mut self.file else { return };
+        match file.write_all(line.as_bytes()) {
+            Ok(()) => self.len += line.len() as u64,
+            Err(e) => tracing::debug!(error = %e, "could not record a task's process group"),
+        }
+    }
+
+    /// Rewrites the journal with only the `live` groups (a new file renamed over
+    /// the old, so a crash leaves one or the other whole).
+    fn compact(&mut self, live: &HashMap<libc::pid_t, String>) {
+        let text: String = live.iter().map(|(pgid, started)| format!("+{pgid} {started}\n")).collect();
+        let fresh = self.path.with_extension("log.new");
+        let rewritten = std::fs::write(&fresh, &text).and_then(|()| std::fs::rename(&fresh, &self.path));
+        let reopened = rewritten.and_then(|()| std::fs::OpenOptions::new().append(true).open(&self.path));
+        match reopened {
+            Ok(file) => {
+                self.file = Some(file);
+                self.len = text.len() as u64;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not compact the task group journal"),
+        }
+    }
 }
 
 fn members_are_tasks(pgid: libc::pid_t) -> bool {
@@ -359,6 +547,35 @@ mod tests {
         assert_eq!(kill_leftovers(dir.path()), 1);
         child.wait().unwrap();
         assert_eq!(std::fs::read_dir(dir.path().join("groups")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_journal_names_the_groups_still_live_and_the_next_start_kills_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let warden = Warden::start(dir.path()).unwrap();
+        let (mut left, mut ended) = (spawn_group(), spawn_group());
+        let (left_pgid, ended_pgid) = (left.id() as libc::pid_t, ended.id() as libc::pid_t);
+        warden.watch(left_pgid);
+        warden.watch(ended_pgid);
+        ended.kill().unwrap();
+        ended.wait().unwrap();
+        warden.release(ended_pgid);
+        // Compacting keeps the live group and drops the ended one.
+        {
+            let mut inner = warden.lock();
+            let Inner { journal, live, .. } = &mut *inner;
+            journal.compact(live);
+        }
+        // The agent and its warden die without a word; a torn line is skipped.
+        std::mem::forget(warden);
+        let journal = dir.path().join(JOURNAL);
+        let mut text = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(replay(&text).keys().collect::<Vec<_>>(), vec![&left_pgid], "{text}");
+        text.push_str("+12");
+        std::fs::write(&journal, text).unwrap();
+        assert_eq!(kill_leftovers(dir.path()), 1);
+        left.wait().unwrap();
+        assert!(!journal.exists(), "the journal is forgotten once read");
     }
 
     #[test]
@@ -431,13 +648,13 @@ mod tests {
         let child = spawn_group();
         let pgid = child.id() as libc::pid_t;
         warden.watch(pgid);
-        // A second group registers only itself, from inside the fork: as if the
-        // agent died before it could.
+        // A second group is only marked, never watched: as if the agent died the
+        // instant after spawning it.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let unwatched = rt.block_on(async {
             let mut cmd = tokio::process::Command::new("sh");
             cmd.args(["-c", "sleep 300 & sleep 300 & wait"]).process_group(0);
-            warden.register_at_start(&mut cmd);
+            warden.mark(&mut cmd);
             cmd.spawn().unwrap().id().unwrap()
         });
         println!("UNWATCHED={unwatched}");

@@ -54,14 +54,13 @@ fn a_killed_agents_tasks_die_with_it_children_included() {
 fn an_agent_started_on_a_work_dir_kills_what_the_last_one_left_there() {
     let (mut c, agent, marker, _) = forking_tasks(2);
     // Agent and warden die together (as when a whole session is killed): the
-    // tasks' children are left running (the tasks themselves die of the agent's
-    // death signal)...
+    // tasks and their children are left running...
     let warden = warden_of(agent).expect("the agent runs a warden");
     c.signal(warden, libc::SIGKILL);
     c.signal(agent, libc::SIGKILL);
     std::thread::sleep(Duration::from_millis(500));
     let left = processes_with(&marker);
-    assert_eq!(left.len(), 4, "the tasks' children survived agent and warden");
+    assert!(left.len() >= 4, "the tasks' children survived agent and warden: {left:?}");
     // ...until an agent starts on that work dir again, before it takes new work
     // (which starts the same commands again: only the old processes are watched).
     c.agent_again(0, "cpu", 2);
