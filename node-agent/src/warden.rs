@@ -9,8 +9,8 @@
 //! gone or tells it something.
 //!
 //! A warden can be killed too (a whole container or session is killed at once), so
-//! each group is also appended to a journal, `<work_dir>/groups.log` (`+PGID START`
-//! when it starts, `-PGID` when it is gone), and an agent that starts on a work dir
+//! each group is also appended to a journal, `<work_dir>/groups.log` (`+PGID` when
+//! it starts, `-PGID` when it is gone), and an agent that starts on a work dir
 //! kills the groups a previous agent left there before it registers (see
 //! [`kill_leftovers`]). A journal, not a file per group: creating and deleting a
 //! file per task was a third of a short task's cost on ext4.
@@ -19,7 +19,7 @@
 //! purpose (`setsid`, `setpgid`), as a daemon does. Only a cgroup would hold those,
 //! and the agent does not create cgroups.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -48,8 +48,8 @@ struct Inner {
     /// The pipe's write end; `None` while no warden runs.
     pipe: Option<OwnedFd>,
     pid: libc::pid_t,
-    /// The live groups, with their leaders' start times.
-    live: HashMap<libc::pid_t, String>,
+    /// The live groups.
+    live: HashSet<libc::pid_t>,
     journal: Journal,
     /// The run's id, for a warden started again.
     run: String,
@@ -63,7 +63,7 @@ impl Warden {
         let journal = Journal::create(work_dir.join(JOURNAL))?;
         let run = corral_proto::credentials::random_hex(16);
         let (pipe, pid) = fork_warden(&run)?;
-        let inner = Inner { pipe: Some(pipe), pid, live: HashMap::new(), journal, run: run.clone() };
+        let inner = Inner { pipe: Some(pipe), pid, live: HashSet::new(), journal, run: run.clone() };
         Ok(Warden { run, inner: Mutex::new(inner) })
     }
 
@@ -73,10 +73,11 @@ impl Warden {
         if pgid <= 0 {
             return;
         }
-        let started = leader_start_time(pgid).unwrap_or_default();
+        // No leader start time is read (a /proc read per task): a recorded group
+        // is killed by the next agent only if a member is still a task.
         let mut inner = self.lock();
-        inner.journal.append(&format!("+{pgid} {started}\n"));
-        inner.live.insert(pgid, started);
+        inner.journal.append(&format!("+{pgid}\n"));
+        inner.live.insert(pgid);
         inner.tell(pgid);
     }
 
@@ -87,7 +88,7 @@ impl Warden {
             return;
         }
         let mut inner = self.lock();
-        if inner.live.remove(&pgid).is_some() {
+        if inner.live.remove(&pgid) {
             inner.tell(-pgid);
         }
         inner.journal.append(&format!("-{pgid}\n"));
@@ -137,7 +138,7 @@ impl Inner {
         match fork_warden(&self.run) {
             Ok((pipe, pid)) => {
                 self.pid = pid;
-                if self.live.keys().all(|g| write_record(&pipe, *g).is_ok()) {
+                if self.live.iter().all(|g| write_record(&pipe, *g).is_ok()) {
                     self.pipe = Some(pipe);
                 }
             }
@@ -443,8 +444,8 @@ fn kill_if_left(pgid: libc::pid_t, started: &str) -> bool {
 /// The journal's file name in the work dir.
 const JOURNAL: &str = "groups.log";
 
-/// The groups a journal says are live, with their leaders' start times. A torn
-/// last line (the agent died writing it) is skipped.
+/// The groups a journal says are live, with their leaders' start times where it
+/// has them (older agents wrote them). A torn last line is skipped.
 fn replay(text: &str) -> HashMap<libc::pid_t, String> {
     let mut live = HashMap::new();
     for line in text.lines() {
@@ -487,8 +488,8 @@ impl Journal {
 
     /// Rewrites the journal with only the `live` groups (a new file renamed over
     /// the old, so a crash leaves one or the other whole).
-    fn compact(&mut self, live: &HashMap<libc::pid_t, String>) {
-        let text: String = live.iter().map(|(pgid, started)| format!("+{pgid} {started}\n")).collect();
+    fn compact(&mut self, live: &HashSet<libc::pid_t>) {
+        let text: String = live.iter().map(|pgid| format!("+{pgid}\n")).collect();
         let fresh = self.path.with_extension("log.new");
         let rewritten = std::fs::write(&fresh, &text).and_then(|()| std::fs::rename(&fresh, &self.path));
         let reopened = rewritten.and_then(|()| std::fs::OpenOptions::new().append(true).open(&self.path));

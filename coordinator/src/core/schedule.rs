@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use super::*;
 
-/// Short tasks queued ahead on a node, per slot. Two measured faster than one on
-/// 10,000 `/bin/true` tasks (ratio to a bare spawn loop 1.37 against 1.46), and a
-/// short task waits behind at most two others.
-pub const PREFETCH_PER_SLOT: u32 = 2;
+/// Short tasks queued ahead on a node, per slot: enough to cover the round trip
+/// (a result's group commit, then the next assignment) with tasks of a
+/// millisecond. On 10,000 `/bin/true` tasks, 8 against 2 took the median from
+/// 7.99 s to 5.99 s (docs/BENCHMARKS.md); a short task waits behind at most eight.
+pub const PREFETCH_PER_SLOT: u32 = 8;
 
 impl Core {
     /// Assigns as many ready tasks as free slots allow. Returns how many it assigned.

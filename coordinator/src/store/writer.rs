@@ -79,6 +79,15 @@ fn is_transient(err: &crate::error::Error) -> bool {
     }
 }
 
+/// Under load, a group commit starts at the earliest this long after the last one
+/// ended, gathering what arrives meanwhile: a few milliseconds of delay buys one
+/// fsync for many changes (DESIGN: group commit "every few milliseconds").
+const GATHER: Duration = Duration::from_millis(2);
+
+/// A commit that ended this recently means the store is busy (with none, a change
+/// is written at once).
+const BUSY_WITHIN: Duration = Duration::from_millis(10);
+
 /// Whether a batch was stored, or why not.
 pub type Stored = std::result::Result<(), String>;
 
@@ -122,13 +131,22 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("corral-store".into())
             .spawn(move || {
+                let mut last_commit = std::time::Instant::now() - BUSY_WITHIN;
                 while let Ok(first) = rx.recv() {
                     let mut batches = vec![first];
-                    while let Ok(more) = rx.try_recv() {
+                    // Under load (a commit just ended), wait a moment for more: one
+                    // fsync then covers the results of several tasks, not each alone.
+                    let gather_until = (last_commit.elapsed() < BUSY_WITHIN).then(|| last_commit + GATHER);
+                    while batches.len() < 256 {
+                        let more = match gather_until {
+                            Some(until) => match until.checked_duration_since(std::time::Instant::now()) {
+                                Some(left) => rx.recv_timeout(left).ok(),
+                                None => rx.try_recv().ok(),
+                            },
+                            None => rx.try_recv().ok(),
+                        };
+                        let Some(more) = more else { break };
                         batches.push(more);
-                        if batches.len() >= 256 {
-                            break;
-                        }
                     }
                     let sizes: Vec<usize> = batches.iter().map(|b| b.ops.len()).collect();
                     let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
@@ -139,6 +157,7 @@ impl Writer {
                         let took = started.elapsed();
                         let events = std::mem::take(&mut store.committed_events);
                         committed(Committed { ops: &ops, events: &events, last_event: store.last_event(), took });
+                        last_commit = std::time::Instant::now();
                     }
                     for (batch, stored) in batches.into_iter().zip(&stored) {
                         for f in batch.then {
