@@ -5,12 +5,12 @@ WORK=$(mktemp -d)
 COORD_PID=
 
 start_coordinator() {
-    rm -f "$WORK/data/coordinator.addr"
+    rm -f "$WORK/data/coordinator.addr" "$WORK/data/http.addr"
     "$BIN/corral-coordinator" --listen "${LISTEN:-127.0.0.1:0}" --http 127.0.0.1:0 --data-dir "$WORK/data" "$@" \
         >"$WORK/coordinator.out" 2>"$WORK/coordinator.log" &
     COORD_PID=$!
     for _ in $(seq 200); do
-        [ -s "$WORK/data/coordinator.addr" ] && break
+        [ -s "$WORK/data/coordinator.addr" ] && [ -s "$WORK/data/http.addr" ] && break
         sleep 0.05
     done
     local scheme=http

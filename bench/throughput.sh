@@ -6,8 +6,9 @@
 #  - `seq N | xargs -P 2 -n 1 /bin/true` (one xargs spawn per task: not the limit);
 #  - with HQ=path/to/hq, HyperQueue (2 workers --cpus 1, `hq submit --array 1-N
 #    --wait`, its default stdout/stderr files), each timed from submit to done.
-# All alternate in one invocation, RUNS (5) times; prints every run, the medians and
-# the ratios to the limit. Build first: cargo build --release --workspace
+# All alternate in one invocation, RUNS (5) times, each leg starting after a `sync`
+# (what one leg wrote is not flushed by the next one's fsyncs); prints every run, the
+# medians and the ratios to the limit. Build first: cargo build --release --workspace
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
@@ -46,6 +47,8 @@ hq_run() {
     (cd "$WORK/hq-out" && "$HQ" submit --server-dir "$WORK/hq" --array "1-$N" --wait -- /bin/true >/dev/null 2>>"$WORK/hq-submit.log")
     t1=$(now)
     stop_hq
+    # Its 2N output files are not left for the next leg's fsyncs to flush.
+    rm -rf "$WORK/hq-out" && sync
     secs "$t0" "$t1"
 }
 
@@ -67,6 +70,7 @@ for run in $(seq "$RUNS"); do
     t1=$(now)
     c1=$(cpu_ticks "$COORD_PID") a1=$(cpu_ticks $agents)
     stop_coordinator
+    rm -rf "$WORK/data" && sync
     c=$(secs "$t0" "$t1")
 
     t0=$(now)

@@ -79,10 +79,14 @@ fn is_transient(err: &crate::error::Error) -> bool {
     }
 }
 
-/// Under load, a group commit starts at the earliest this long after the last one
-/// ended, gathering what arrives meanwhile: a few milliseconds of delay buys one
-/// fsync for many changes (DESIGN: group commit "every few milliseconds").
+/// Under load, a group commit of fewer than [`GATHER_BELOW_OPS`] changes waits up
+/// to this long after its first batch arrived for more: a couple of milliseconds buys
+/// one fsync for many changes (DESIGN: group commit "every few milliseconds").
 const GATHER: Duration = Duration::from_millis(2);
+const GATHER_BELOW_OPS: usize = 64;
+
+/// The most batches one commit takes.
+const MAX_BATCHES: usize = 256;
 
 /// A commit that ended this recently means the store is busy (with none, a change
 /// is written at once).
@@ -133,20 +137,28 @@ impl Writer {
             .spawn(move || {
                 let mut last_commit = std::time::Instant::now() - BUSY_WITHIN;
                 while let Ok(first) = rx.recv() {
+                    let arrived = std::time::Instant::now();
+                    let busy = last_commit.elapsed() < BUSY_WITHIN;
                     let mut batches = vec![first];
-                    // Under load (a commit just ended), wait a moment for more: one
-                    // fsync then covers the results of several tasks, not each alone.
-                    let gather_until = (last_commit.elapsed() < BUSY_WITHIN).then(|| last_commit + GATHER);
-                    while batches.len() < 256 {
-                        let more = match gather_until {
-                            Some(until) => match until.checked_duration_since(std::time::Instant::now()) {
-                                Some(left) => rx.recv_timeout(left).ok(),
-                                None => rx.try_recv().ok(),
-                            },
-                            None => rx.try_recv().ok(),
+                    loop {
+                        while batches.len() < MAX_BATCHES {
+                            let Ok(more) = rx.try_recv() else { break };
+                            batches.push(more);
+                        }
+                        // Under load, a commit of a few changes waits a moment for
+                        // more: one fsync then covers the results of several tasks.
+                        // Plenty already waiting (the store is the bottleneck): no wait.
+                        let small = batches.iter().map(|b| b.ops.len()).sum::<usize>() < GATHER_BELOW_OPS;
+                        if !busy || !small || batches.len() >= MAX_BATCHES {
+                            break;
+                        }
+                        let Some(left) = (arrived + GATHER).checked_duration_since(std::time::Instant::now()) else {
+                            break;
                         };
-                        let Some(more) = more else { break };
-                        batches.push(more);
+                        match rx.recv_timeout(left) {
+                            Ok(more) => batches.push(more),
+                            Err(_) => break,
+                        }
                     }
                     let sizes: Vec<usize> = batches.iter().map(|b| b.ops.len()).collect();
                     let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
