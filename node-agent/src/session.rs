@@ -412,7 +412,7 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if self.warden.is_some() {
+                    if !self.config.simulate {
                         self.sys.refresh_cpu_usage();
                         self.sys.refresh_memory();
                     }
@@ -491,7 +491,9 @@ impl Agent {
                         let _ = report.send((unacked, shipped));
                     }
                 }
-                Effect::RemoveDir(dir) => self.dirs.retire(&dir),
+                // A simulated attempt never made its directory.
+                Effect::RemoveDir(dir) if !self.config.simulate => self.dirs.retire(&dir),
+                Effect::RemoveDir(_) => {}
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Task directories, recycled. Each attempt runs in a directory of its own with its
 //! `stdout.txt` and `stderr.txt`; making and deleting those three inodes per task
-//! was the largest cost of a short task on ext4 (its inode allocator slows down
-//! as recently deleted inodes pile up). A finished attempt's directory that holds
+//! was one of the largest costs in the agent's profile on ext4 (its inode
+//! allocator slows down as recently deleted inodes pile up). A finished attempt's directory that holds
 //! nothing but its two output files, as it made them, is emptied and kept as a
 //! spare, and the next attempt's directory is a spare renamed: no inode is
 //! allocated or freed. Anything else (a file the task left, a link, a changed mode)

@@ -13,13 +13,17 @@
 //! it starts, `-PGID` when it is gone), and an agent that starts on a work dir
 //! kills the groups a previous agent left there before it registers (see
 //! [`kill_leftovers`]). A journal, not a file per group: creating and deleting a
-//! file per task was a third of a short task's cost on ext4.
+//! file per task was one of the largest costs in the agent's profile on ext4.
+//!
+//! Every task also carries [`RUN_VAR`], and a warden whose agent died kills the
+//! group of any process that carries its run's id, so a task the agent spawned but
+//! had not yet told it about dies too, and so does one that left its group.
 //!
 //! What this does not catch: a task process that leaves its process group on
-//! purpose (`setsid`, `setpgid`), as a daemon does. Only a cgroup would hold those,
-//! and the agent does not create cgroups.
+//! purpose (`setsid`, `setpgid`) and clears its environment. Only a cgroup would
+//! hold those, and the agent does not create cgroups.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -413,7 +417,7 @@ fn group_of(pid: libc::pid_t) -> Option<libc::pid_t> {
 pub fn kill_leftovers(work_dir: &Path) -> usize {
     let journal = work_dir.join(JOURNAL);
     let text = std::fs::read_to_string(&journal).unwrap_or_default();
-    let mut killed = replay(&text).iter().filter(|(pgid, started)| kill_if_left(**pgid, started)).count();
+    let mut killed = replay(&text).into_iter().filter(|pgid| kill_if_left(*pgid, "")).count();
     let _ = std::fs::remove_file(&journal);
     // A file per group, as agents before the journal kept them.
     let dir = work_dir.join("groups");
@@ -444,17 +448,13 @@ fn kill_if_left(pgid: libc::pid_t, started: &str) -> bool {
 /// The journal's file name in the work dir.
 const JOURNAL: &str = "groups.log";
 
-/// The groups a journal says are live, with their leaders' start times where it
-/// has them (older agents wrote them). A torn last line is skipped.
-fn replay(text: &str) -> HashMap<libc::pid_t, String> {
-    let mut live = HashMap::new();
+/// The groups a journal says are live. A torn last line is skipped.
+fn replay(text: &str) -> HashSet<libc::pid_t> {
+    let mut live = HashSet::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix('+') {
-            let (pgid, started) = rest.split_once(' ').unwrap_or((rest, ""));
-            if let Ok(pgid) = pgid.parse::<libc::pid_t>() {
-                if pgid > 0 {
-                    live.insert(pgid, started.to_string());
-                }
+        if let Some(Ok(pgid)) = line.strip_prefix('+').map(str::parse::<libc::pid_t>) {
+            if pgid > 0 {
+                live.insert(pgid);
             }
         } else if let Some(Ok(pgid)) = line.strip_prefix('-').map(str::parse::<libc::pid_t>) {
             live.remove(&pgid);
@@ -467,20 +467,19 @@ fn replay(text: &str) -> HashMap<libc::pid_t, String> {
 #[derive(Debug)]
 struct Journal {
     path: PathBuf,
-    file: Option<std::fs::File>,
+    file: std::fs::File,
     len: u64,
 }
 
 impl Journal {
     fn create(path: PathBuf) -> io::Result<Journal> {
         let file = std::fs::File::create(&path)?;
-        Ok(Journal { path, file: Some(file), len: 0 })
+        Ok(Journal { path, file, len: 0 })
     }
 
     fn append(&mut self, line: &str) {
         use std::io::Write;
-        let Some(file) = &mut self.file else { return };
-        match file.write_all(line.as_bytes()) {
+        match self.file.write_all(line.as_bytes()) {
             Ok(()) => self.len += line.len() as u64,
             Err(e) => tracing::debug!(error = %e, "could not record a task's process group"),
         }
@@ -495,7 +494,7 @@ impl Journal {
         let reopened = rewritten.and_then(|()| std::fs::OpenOptions::new().append(true).open(&self.path));
         match reopened {
             Ok(file) => {
-                self.file = Some(file);
+                self.file = file;
                 self.len = text.len() as u64;
             }
             Err(e) => tracing::warn!(error = %e, "could not compact the task group journal"),
@@ -571,7 +570,7 @@ mod tests {
         std::mem::forget(warden);
         let journal = dir.path().join(JOURNAL);
         let mut text = std::fs::read_to_string(&journal).unwrap();
-        assert_eq!(replay(&text).keys().collect::<Vec<_>>(), vec![&left_pgid], "{text}");
+        assert_eq!(replay(&text).into_iter().collect::<Vec<_>>(), vec![left_pgid], "{text}");
         text.push_str("+12");
         std::fs::write(&journal, text).unwrap();
         assert_eq!(kill_leftovers(dir.path()), 1);

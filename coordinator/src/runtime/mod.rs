@@ -6,14 +6,12 @@
 //! - [`dispatch`]: one event in, the core's entry points called (pure, unit-tested);
 //! - [`event_loop`]: the one owner of the core, and how an outbox is carried out.
 //!
-//! The channels into the loop and down each agent stream are unbounded on purpose:
-//! the loop must never wait on a slow peer, and each is bounded where it is fed.
-//! Into the loop: a client call waits for its answer before it sends another (and
-//! connections and their streams are capped), an agent stream sends one message
-//! per gRPC message it reads (at most 4 MiB, log bytes under [`LogRoom`]). Down a
-//! stream: one message per loop turn that has something for that node, holding no
-//! more assignments than its slots (with prefetch), a kill or an ack per task it
-//! runs or result it sent; [`AgentTx`] ends a stream that stops reading.
+//! The loop never waits on a peer. Its input channel is unbounded on purpose, and
+//! bounded where it is fed: a client call waits for its answer before it sends
+//! another (and connections and their streams are capped), an agent stream sends
+//! one message per gRPC message it reads (at most 4 MiB, log bytes under
+//! [`LogRoom`]). Each agent stream's channel is bounded ([`AGENT_QUEUE`]) and never
+//! waited on: [`AgentTx`] ends a stream that stops reading.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
