@@ -176,9 +176,11 @@ impl Handle {
         self.events.send(event).map_err(|_| RuntimeError::ShuttingDown)
     }
 
-    /// Runs `f` on the core; the answer comes once whatever `f` changed is durable,
-    /// or at once if it changed nothing (a read answers even while the store
-    /// cannot write).
+    /// Runs `f` on the core; the answer comes once whatever `f` changed, and every
+    /// change made before it, is durable. So a client never sees a state the store
+    /// does not hold yet (a job shown completed, then read from the feed or the
+    /// attempts without its last events). While the store cannot write, a call
+    /// that changed nothing answers at once with what the core has.
     ///
     /// While the store cannot write, a change that has waited [`STORE_WAIT`] is
     /// answered [`RuntimeError::StoreCannotWrite`]: it may still be saved once the
@@ -187,28 +189,7 @@ impl Handle {
         &self,
         f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
     ) -> Result<T, RuntimeError> {
-        self.call_then(f, false).await
-    }
-
-    /// A read of the core that is answered only once every change made before it
-    /// is durable, for an answer that joins the core's view with the store's rows
-    /// (a task's state with its attempts, an ended attempt with its whole log):
-    /// without the wait, a task can be seen failed beside an attempt the store
-    /// has not yet recorded as ended. While the store cannot write, it answers at
-    /// once with what the store has.
-    pub async fn read_settled<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Core, Instant) -> T + Send + 'static,
-    ) -> Result<T, RuntimeError> {
         let settle = self.store_failing.borrow().is_none();
-        self.call_then(move |core, now, _| f(core, now), settle).await
-    }
-
-    async fn call_then<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Core, Instant, &mut Outbox) -> T + Send + 'static,
-        settle: bool,
-    ) -> Result<T, RuntimeError> {
         let (tx, rx) = oneshot::channel::<Result<T, String>>();
         let call: Call = Box::new(move |core, now, out| {
             let before = out.store.len();

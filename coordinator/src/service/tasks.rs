@@ -46,7 +46,7 @@ pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) 
     let mut task = api
         .shared
         .runtime
-        .read_settled(move |core, _| task_view(core, task_key(core, req.job_id, req.index, &req.name)?))
+        .call(move |core, _, _| task_view(core, task_key(core, req.job_id, req.index, &req.name)?))
         .await??;
     let key = TaskKey { job: JobId(task.job_id), index: task.index };
     let shared = api.shared.clone();
@@ -83,7 +83,7 @@ pub(super) async fn read_log(
     let (key, attempt, running) = api
         .shared
         .runtime
-        .read_settled(move |core, _| {
+        .call(move |core, _, _| {
             let key = task_key(core, req.job_id, req.index, &name)?;
             let view = task_view(core, key)?;
             let attempt = if wanted == 0 { view.attempts_count } else { wanted };

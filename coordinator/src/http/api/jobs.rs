@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{blocking, page_limit, read, read_settled, Api};
+use super::{blocking, page_limit, read, Api};
 use crate::core::{Core, Job};
 use crate::error::{Error, Invalid};
 use crate::model::*;
@@ -201,7 +201,7 @@ fn task_offset(job: &Job, index: u32) -> Result<usize, Error> {
 }
 
 pub(super) async fn task(State(shared): State<Arc<Shared>>, Path((id, index)): Path<(u64, u32)>) -> Api<TaskView> {
-    let Json(mut view) = read_settled(&shared, move |core, _| {
+    let Json(mut view) = read(&shared, move |core, _| {
         let job = job_of(core, id)?;
         task_view(core, job, task_offset(job, index)?).ok_or_else(|| Error::not_found("task", index))
     })
@@ -253,7 +253,7 @@ pub(super) async fn log(
         Some("stderr") => true,
         Some(other) => return Err(Invalid::new("stream", format!("must be stdout or stderr, not '{other}'")).into()),
     };
-    let Json(latest) = read_settled(&shared, move |core, _| {
+    let Json(latest) = read(&shared, move |core, _| {
         let job = job_of(core, id)?;
         Ok(job.tasks[task_offset(job, index)?].attempt)
     })

@@ -90,16 +90,6 @@ pub(super) async fn read<T: Send + 'static>(
     Ok(Json(shared.runtime.call(move |core, now, _| f(core, now)).await??))
 }
 
-/// [`read`] for an answer that joins the core's view with the store's rows: it
-/// comes once every change made before it is durable (see
-/// [`crate::runtime::Handle::read_settled`]).
-pub(super) async fn read_settled<T: Send + 'static>(
-    shared: &Shared,
-    f: impl FnOnce(&Core, Instant) -> Result<T, Error> + Send + 'static,
-) -> Api<T> {
-    Ok(Json(shared.runtime.read_settled(f).await??))
-}
-
 /// Runs a store read off the async threads.
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> crate::Result<T> + Send + 'static,
