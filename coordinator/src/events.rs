@@ -29,6 +29,7 @@ pub enum Kind {
     Attempt,
     Token,
     Object,
+    Schedule,
 }
 
 impl Kind {
@@ -41,6 +42,7 @@ impl Kind {
             Kind::Attempt => "attempt",
             Kind::Token => "token",
             Kind::Object => "object",
+            Kind::Schedule => "schedule",
         }
     }
 
@@ -53,6 +55,7 @@ impl Kind {
             "attempt" => Kind::Attempt,
             "token" => Kind::Token,
             "object" => Kind::Object,
+            "schedule" => Kind::Schedule,
             _ => return None,
         })
     }
@@ -151,9 +154,28 @@ pub fn describe<E>(
         StoreOp::InsertJob(j) => Event {
             pool: Some(j.spec.pool.to_string()),
             job: Some(j.id.0),
-            detail: format!("{} submitted with {} task(s)", j.spec.name, j.spec.task_count()),
+            detail: match &j.spec.schedule {
+                Some(run) => format!(
+                    "{} submitted with {} task(s) by schedule {} for {}",
+                    j.spec.name,
+                    j.spec.task_count(),
+                    run.schedule,
+                    crate::core::cadence::utc(run.slot_ms)
+                ),
+                None => format!("{} submitted with {} task(s)", j.spec.name, j.spec.task_count()),
+            },
             ..event(Kind::Job, j.state.as_str())
         },
+        StoreOp::PutSchedule { change: None, .. } => return Ok(None),
+        StoreOp::PutSchedule { record, change: Some(change) } => Event {
+            pool: Some(record.spec.job.pool.to_string()),
+            detail: format!("schedule {}", record.spec.name),
+            ..event(Kind::Schedule, change)
+        },
+        StoreOp::DeleteSchedule(name) => {
+            Event { detail: format!("schedule {name}"), ..event(Kind::Schedule, "deleted") }
+        }
+        StoreOp::InsertScheduleSlot { .. } | StoreOp::PruneScheduleSlots { .. } => return Ok(None),
         StoreOp::SetJobState { id, state, .. } => {
             Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
         }

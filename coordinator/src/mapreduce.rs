@@ -112,6 +112,8 @@ pub async fn job_spec(
         notify: None,
         owner: String::new(),
         max_output: 0,
+        begin_at_ms: None,
+        schedule: None,
     })
 }
 

@@ -117,6 +117,39 @@ pub struct JobSpec {
     /// The most of each task's stdout, and of its stderr, that is kept; 0 for the
     /// coordinator's default.
     pub max_output: u64,
+    /// No task starts before this wall-clock time (ms since the Unix epoch), across
+    /// restarts (`job submit --begin`).
+    pub begin_at_ms: Option<u64>,
+    /// The schedule that made it, and for which slot.
+    pub schedule: Option<ScheduledFor>,
+}
+
+/// The run of a schedule a job is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledFor {
+    pub schedule: ScheduleName,
+    /// The slot it was made for (ms since the Unix epoch); for a run started by hand
+    /// (`schedule trigger`), when it was started.
+    pub slot_ms: u64,
+}
+
+/// A schedule as its creator asked: when, what to do with overlapping and missed
+/// slots, and the job each slot makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    pub name: ScheduleName,
+    pub cadence: crate::core::cadence::Cadence,
+    pub overlap: Overlap,
+    /// Slots missed (coordinator down, schedule paused) by at most this long still run.
+    pub catchup_window: Duration,
+    /// Each slot fires up to this long after its time (a stable offset per slot).
+    pub jitter: Duration,
+    /// No slot before this (ms since the Unix epoch).
+    pub start_at_ms: Option<u64>,
+    /// No slot after this.
+    pub end_at_ms: Option<u64>,
+    /// The job every slot makes (its `owner` is the schedule's).
+    pub job: JobSpec,
 }
 
 /// How a job's completion callback is going.

@@ -62,28 +62,53 @@ pub struct PoolName(String);
 
 impl PoolName {
     pub fn parse(field: &'static str, name: &str) -> Result<Self, Invalid> {
-        if name.is_empty() {
-            return Err(Invalid::new(field, "must not be empty"));
-        }
-        if name.len() > 63 {
-            return Err(Invalid::new(field, "must be at most 63 characters"));
-        }
-        let valid = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        let starts_well = name.starts_with(|c: char| c.is_ascii_alphanumeric());
-        if !valid || !starts_well {
-            return Err(Invalid::new(
-                field,
-                format!(
-                    "'{name}' is not a valid pool name: use lower-case letters, digits, '-' and '_', starting with a letter or digit"
-                ),
-            ));
-        }
-        Ok(PoolName(name.to_string()))
+        check_name(field, "pool", name).map(PoolName)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A schedule's name: the same rule as a pool's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScheduleName(String);
+
+impl ScheduleName {
+    pub fn parse(field: &'static str, name: &str) -> Result<Self, Invalid> {
+        check_name(field, "schedule", name).map(ScheduleName)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ScheduleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 1 to 63 characters of `a-z 0-9 - _`, starting with a letter or digit.
+fn check_name(field: &'static str, what: &str, name: &str) -> Result<String, Invalid> {
+    if name.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if name.len() > 63 {
+        return Err(Invalid::new(field, "must be at most 63 characters"));
+    }
+    let valid = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let starts_well = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid || !starts_well {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "'{name}' is not a valid {what} name: use lower-case letters, digits, '-' and '_', starting with a letter or digit"
+            ),
+        ));
+    }
+    Ok(name.to_string())
 }
 
 impl fmt::Display for PoolName {

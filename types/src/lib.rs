@@ -24,7 +24,9 @@ pub mod words;
 
 pub use ids::{AttemptRef, JobId, NodeId, PoolName, TaskKey};
 pub use spec::{OutputsWhen, Segment, TaskInput, TaskKind, TaskSpec};
-pub use words::{Fill, JobState, NodeReason, NodeState, NodeStatus, Outcome, Provider, RemovalPolicy, Role, TaskState};
+pub use words::{
+    Fill, JobState, NodeReason, NodeState, NodeStatus, Outcome, Overlap, Provider, RemovalPolicy, Role, TaskState,
+};
 
 /// A request field that was refused, and why. The message names both, so a user can
 /// fix the request without reading the source.

@@ -197,6 +197,23 @@ named_enum!(
 );
 
 named_enum!(
+    /// What a schedule does with a slot that comes while its last run is still
+    /// active (Temporal's overlap policies).
+    Overlap {
+        /// Start nothing for that slot (counted as skipped).
+        Skip = "skip",
+        /// Keep the one latest such slot, and run it when the active run ends.
+        BufferOne = "buffer-one",
+        /// Keep every such slot (up to a bound), and run them one after another.
+        BufferAll = "buffer-all",
+        /// Cancel the active run and start the new one.
+        CancelOther = "cancel-other",
+        /// Run them side by side.
+        Allow = "allow",
+    }
+);
+
+named_enum!(
     /// How an attempt ended.
     Outcome {
         Succeeded = "succeeded",

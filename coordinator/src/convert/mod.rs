@@ -299,6 +299,8 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
             notify: None,
             owner: String::new(),
             max_output: 0,
+            begin_at_ms: None,
+            schedule: None,
         });
     }
     let (first_index, last_index) = if req.is_array {
@@ -332,6 +334,8 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         notify: None,
         owner: String::new(),
         max_output: 0,
+        begin_at_ms: None,
+        schedule: None,
     })
 }
 

@@ -109,8 +109,9 @@ impl Core {
     /// What the autoscaler sees of `pool` at `now`.
     pub fn autoscale_snapshot(&self, pool: &Pool, now: Instant) -> PoolLoad {
         let mut needed_slots = 0u64;
+        let now_ms = self.wall_ms(now);
         for (_, id) in &pool.jobs {
-            if let Some(job) = self.jobs.get(id) {
+            if let Some(job) = self.jobs.get(id).filter(|j| !j.begins_after(now_ms)) {
                 let slots = |index: u32| u64::from(job.spec.task_spec(index).slots);
                 needed_slots += job.ready.iter().map(|&i| slots(i)).sum::<u64>();
                 needed_slots +=

@@ -30,6 +30,19 @@ impl Core {
                 assert!(node.running.is_empty(), "dead node {id} runs tasks");
             }
         }
+        for (name, s) in &self.schedules {
+            for id in &s.active {
+                let job = &self.jobs[id];
+                assert_eq!(job.state, JobState::Active, "schedule {name} counts finished job {id} as active");
+                assert_eq!(job.spec.schedule.as_ref().map(|r| &r.schedule), Some(name), "job {id} of schedule {name}");
+            }
+            assert!(s.next_slot.is_none_or(|slot| slot > s.cursor_ms), "schedule {name}: next slot before its cursor");
+        }
+        for job in self.jobs.values().filter(|j| j.state == JobState::Active) {
+            if let Some(s) = job.spec.schedule.as_ref().and_then(|r| self.schedules.get(&r.schedule)) {
+                assert!(s.active.contains(&job.id), "active job {} missing from schedule {}", job.id, s.spec.name);
+            }
+        }
         let delayed: BTreeSet<TaskKey> = self.delayed.iter().map(|(_, k)| *k).collect();
         for job in self.jobs.values() {
             let mut counts = Counts::default();

@@ -9,29 +9,8 @@ impl Core {
     /// Accepts a job; its tasks are queued at once. The id is final only once the
     /// outbox's store rows are durable.
     pub fn submit_job(&mut self, now: Instant, spec: JobSpec, out: &mut Outbox) -> Result<JobId> {
-        let pool = self.pools.get(&spec.pool).ok_or(Error::NotFound {
-            what: "pool",
-            id: spec.pool.to_string(),
-            hint: "; create it with `corral pool create`",
-        })?;
-        super::pools::refuse_if_deleting(pool)?;
-        let biggest = pool
-            .nodes
-            .iter()
-            .filter_map(|id| self.nodes.get(id))
-            .map(|n| n.record.slots)
-            .chain([pool.spec.slots_per_node])
-            .max()
-            .unwrap_or(0);
+        self.check_submittable(&spec)?;
         self.refuse_beyond_queue_limit(u64::from(spec.task_count()))?;
-        if spec.max_slots() > biggest {
-            return Err(Error::Refused(format!(
-                "task.slots: a task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",
-                spec.max_slots(),
-                spec.pool,
-                biggest
-            )));
-        }
         let id = JobId(self.next_job);
         self.next_job += 1;
         let submitted_at_ms = self.wall_ms(now);
@@ -50,6 +29,34 @@ impl Core {
         }
         self.jobs.insert(id, job);
         Ok(id)
+    }
+
+    /// Refuses a job no node of its pool could ever run, or whose pool is missing
+    /// or being deleted.
+    pub(super) fn check_submittable(&self, spec: &JobSpec) -> Result<()> {
+        let pool = self.pools.get(&spec.pool).ok_or(Error::NotFound {
+            what: "pool",
+            id: spec.pool.to_string(),
+            hint: "; create it with `corral pool create`",
+        })?;
+        super::pools::refuse_if_deleting(pool)?;
+        let biggest = pool
+            .nodes
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
+            .map(|n| n.record.slots)
+            .chain([pool.spec.slots_per_node])
+            .max()
+            .unwrap_or(0);
+        if spec.max_slots() > biggest {
+            return Err(Error::Refused(format!(
+                "task.slots: a task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",
+                spec.max_slots(),
+                spec.pool,
+                biggest
+            )));
+        }
+        Ok(())
     }
 
     /// Cancels every unfinished task of a job and kills the running ones.
@@ -333,6 +340,7 @@ impl Core {
         tracing::info!(job_id = %id, state = %state, "job finished");
         out.store.push(StoreOp::SetJobState { id, state, finished_at_ms: Some(finished_at_ms) });
         self.notify_if_asked(id, out);
+        self.on_run_finished(now, id, out);
     }
 
     /// Orders the job's completion callback, if it has one not yet delivered.
@@ -581,6 +589,10 @@ impl Core {
         for id in expired {
             tracing::info!(job_id = %id, "deleting a finished job past its retention");
             let _ = self.delete_job(now, id, out);
+        }
+        // Which slots ran is kept as long as jobs are: a backfill reaches no further.
+        if !self.schedules.is_empty() {
+            out.store.push(StoreOp::PruneScheduleSlots { before_ms: cutoff });
         }
     }
 }

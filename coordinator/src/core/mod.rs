@@ -8,12 +8,14 @@
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
-//! [`jobs`] (submit, cancel, results, retries, graphs, open jobs), [`schedule`],
+//! [`jobs`] (submit, cancel, results, retries, graphs, open jobs), [`schedule`] (tasks
+//! onto slots), [`schedules`] (jobs made on a [`cadence`]: cron or interval),
 //! [`restore`] (from the store, after a restart) and [`check`] (the invariants).
 //! What they write is in [`outbox`]; a task's state changes only in `transitions`,
 //! and what users see of a pool is computed in [`views`].
 
 pub mod autoscale;
+pub mod cadence;
 mod check;
 mod jobs;
 pub mod keys;
@@ -22,6 +24,7 @@ pub mod outbox;
 mod pools;
 mod restore;
 mod schedule;
+pub mod schedules;
 #[cfg(test)]
 mod tests;
 mod transitions;
@@ -294,6 +297,12 @@ impl Job {
         (Reverse(self.spec.priority), self.id)
     }
 
+    /// Whether it was submitted with a `--begin` that is still to come at `now_ms`:
+    /// then none of its tasks starts, and it asks no pool to grow.
+    pub fn begins_after(&self, now_ms: u64) -> bool {
+        self.spec.begin_at_ms.is_some_and(|at| at > now_ms)
+    }
+
     /// Recounts what each task of a graph waits for, from the tasks' states, and
     /// moves tasks that are `ready` only by default (`defaulted`) to `waiting` if
     /// something upstream has not succeeded.
@@ -339,6 +348,7 @@ pub struct Core {
     pub ended_on: EndedOn,
     /// The idempotency keys of the last day.
     pub keys: keys::Keys,
+    pub schedules: BTreeMap<ScheduleName, schedules::Schedule>,
     /// When retention last looked for jobs to delete.
     retention_checked: Option<Instant>,
     next_job: u64,
@@ -385,6 +395,7 @@ impl Core {
             delayed: BTreeSet::new(),
             ended_on: EndedOn::default(),
             keys: keys::Keys::default(),
+            schedules: BTreeMap::new(),
             retention_checked: None,
             next_job: 1,
             next_node: 1,

@@ -268,6 +268,7 @@ impl Core {
     pub fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
         self.expire_keys(now, out);
         self.apply_retention(now, out);
+        self.fire_schedules(now, out);
         let timeout = self.config.heartbeat_timeout;
         let start_timeout = self.config.start_timeout;
         let mut silent = Vec::new();

@@ -156,6 +156,25 @@ pub enum StoreOp {
     /// The events of the changes that follow were asked for by this token (none:
     /// by the coordinator itself). Not stored: it marks the events.
     Actor(Option<String>),
+    /// A schedule made or changed (its cursor, counts, buffer); `change` names the
+    /// event it makes, if any (moving the cursor makes none: the job it makes does).
+    PutSchedule {
+        record: super::schedules::ScheduleRecord,
+        change: super::schedules::Change,
+    },
+    /// A schedule deleted, with the record of its slots.
+    DeleteSchedule(ScheduleName),
+    /// The job a schedule's slot made. Its key is the slot: a second job for one
+    /// slot would break it and roll back the batch that made it.
+    InsertScheduleSlot {
+        schedule: ScheduleName,
+        slot_ms: u64,
+        job: JobId,
+    },
+    /// Slot records older than this are forgotten (with the jobs of that age).
+    PruneScheduleSlots {
+        before_ms: u64,
+    },
     PutPool {
         spec: PoolSpec,
         created_at_ms: u64,
@@ -248,4 +267,6 @@ pub struct Snapshot {
     pub open_attempts: Vec<(AttemptRef, NodeId, u64)>,
     /// The idempotency keys of the last day, oldest first.
     pub keys: Vec<keys::KeyRecord>,
+    /// Every schedule, with its last runs (slot, job), oldest first.
+    pub schedules: Vec<(super::schedules::ScheduleRecord, Vec<(u64, JobId)>)>,
 }

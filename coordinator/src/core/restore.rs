@@ -37,8 +37,18 @@ impl Core {
             let grace = now + self.config.heartbeat_timeout;
             self.nodes.insert(record.id.clone(), new_node(record, grace));
         }
+        for (record, runs) in snapshot.schedules {
+            let mut schedule = schedules::Schedule::from_record(record);
+            schedule.runs = runs.into_iter().collect();
+            self.schedules.insert(schedule.spec.name.clone(), schedule);
+        }
         for record in snapshot.jobs {
             self.next_job = self.next_job.max(record.id.0 + 1);
+            if let (JobState::Active, Some(run)) = (record.state, &record.spec.schedule) {
+                if let Some(s) = self.schedules.get_mut(&run.schedule) {
+                    s.active.insert(record.id);
+                }
+            }
             let initial = match record.state {
                 JobState::Cancelled => TaskState::Cancelled,
                 _ => TaskState::Ready,
@@ -161,6 +171,16 @@ impl Core {
         let active: Vec<JobId> = self.jobs.values().filter(|j| j.state == JobState::Active).map(|j| j.id).collect();
         for id in active {
             self.maybe_finish_job(now, id, out);
+        }
+        // A buffered run whose active one is gone (deleted by hand) starts now.
+        let waiting: Vec<ScheduleName> = self
+            .schedules
+            .iter()
+            .filter(|(_, s)| s.active.is_empty() && !s.buffered.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in waiting {
+            self.start_buffered(now, &name, out);
         }
     }
 }

@@ -62,6 +62,9 @@ impl Core {
         let mut assigned = 0;
         for job_id in jobs {
             let Some(job) = self.jobs.get_mut(&job_id) else { continue };
+            if job.begins_after(started_at_ms) {
+                continue;
+            }
             if prefetch && !job.ready.is_empty() && !job.runs.is_short(short) {
                 break;
             }

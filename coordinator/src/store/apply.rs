@@ -100,6 +100,12 @@ impl Store {
                     )?
                     .execute(params![k.key.owner, k.key.key, k.key.digest, k.job.0, k.at_ms])?;
                 }
+                StoreOp::PutSchedule { record, .. } => super::schedules::put(&tx, record)?,
+                StoreOp::DeleteSchedule(name) => super::schedules::delete(&tx, name)?,
+                StoreOp::InsertScheduleSlot { schedule, slot_ms, job } => {
+                    super::schedules::insert_slot(&tx, schedule, *slot_ms, *job)?
+                }
+                StoreOp::PruneScheduleSlots { before_ms } => super::schedules::prune(&tx, *before_ms)?,
                 StoreOp::ExpireIdempotencyKeys { before_ms } => {
                     tx.prepare_cached("DELETE FROM idempotency_keys WHERE at_ms < ?1")?.execute([before_ms])?;
                 }
@@ -156,7 +162,7 @@ impl Store {
                         insert_groups(&tx, j.id, 0, &graph.groups)?;
                     }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -173,7 +179,10 @@ impl Store {
                         j.spec.open,
                         j.spec.notify,
                         j.spec.owner,
-                        j.spec.max_output
+                        j.spec.max_output,
+                        j.spec.begin_at_ms,
+                        j.spec.schedule.as_ref().map(|s| s.schedule.as_str()),
+                        j.spec.schedule.as_ref().map(|s| s.slot_ms),
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms } => {

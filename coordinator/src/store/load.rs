@@ -117,7 +117,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -137,6 +137,9 @@ impl Store {
                 Delivery { attempts: r.get(13)?, last_error: r.get(14)?, delivered_at_ms: r.get(15)? },
                 r.get::<_, String>(16)?,
                 r.get::<_, u64>(17)?,
+                r.get::<_, Option<u64>>(18)?,
+                r.get::<_, Option<String>>(19)?,
+                r.get::<_, Option<u64>>(20)?,
             ))
         })?;
         let mut groups = self.task_groups()?;
@@ -158,7 +161,17 @@ impl Store {
                 delivery,
                 owner,
                 max_output,
+                begin_at_ms,
+                schedule,
+                scheduled_for_ms,
             ) = row?;
+            let schedule = match schedule {
+                Some(name) => Some(ScheduledFor {
+                    schedule: ScheduleName::parse("schedule", &name).map_err(corrupt)?,
+                    slot_ms: scheduled_for_ms.unwrap_or(0),
+                }),
+                None => None,
+            };
             let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
             let graph = if is_graph {
                 let groups = groups.remove(&id).unwrap_or_default();
@@ -180,6 +193,8 @@ impl Store {
                     notify,
                     owner,
                     max_output,
+                    begin_at_ms,
+                    schedule,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,
@@ -228,6 +243,7 @@ impl Store {
             let attempt = AttemptRef { task: TaskKey { job: JobId(job), index }, attempt };
             snap.open_attempts.push((attempt, NodeId(node), started));
         }
+        snap.schedules = super::schedules::load(&self.conn)?;
         let mut stmt =
             self.conn.prepare("SELECT owner, key, digest, job_id, at_ms FROM idempotency_keys ORDER BY at_ms")?;
         let rows = stmt.query_map([], |r| {

@@ -18,7 +18,9 @@
 //! - [`writer`]: the thread that applies batches with group commit and retries a
 //!   full disk;
 //! - [`reader`]: the second connection, for what the core does not keep (attempt
-//!   history, events, logs).
+//!   history, events, logs);
+//! - [`schedules`]: schedules, and the slots that made jobs (one row each, keyed by
+//!   the slot).
 
 use std::collections::HashMap;
 use std::fs;
@@ -33,6 +35,7 @@ use crate::model::*;
 mod apply;
 mod load;
 mod reader;
+mod schedules;
 mod schema;
 mod writer;
 

@@ -56,8 +56,29 @@ CREATE TABLE IF NOT EXISTS jobs (
     notify_error TEXT,
     notify_delivered_at_ms INTEGER,
     owner TEXT NOT NULL DEFAULT '',
-    max_output INTEGER NOT NULL DEFAULT 0
+    max_output INTEGER NOT NULL DEFAULT 0,
+    begin_at_ms INTEGER,
+    schedule TEXT,
+    scheduled_for_ms INTEGER
 );
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    job TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    cursor_ms INTEGER NOT NULL,
+    buffered TEXT NOT NULL,
+    missed INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS schedule_slots (
+    schedule TEXT NOT NULL,
+    slot_ms INTEGER NOT NULL,
+    job_id INTEGER NOT NULL,
+    PRIMARY KEY (schedule, slot_ms)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     owner TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -128,6 +149,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "owner", "TEXT NOT NULL DEFAULT ''"),
     ("jobs", "max_output", "INTEGER NOT NULL DEFAULT 0"),
     ("events", "actor", "TEXT"),
+    ("jobs", "begin_at_ms", "INTEGER"),
+    ("jobs", "schedule", "TEXT"),
+    ("jobs", "scheduled_for_ms", "INTEGER"),
 ];
 
 /// Creates what is missing: tables, indexes, and the columns of [`ADDED_COLUMNS`].

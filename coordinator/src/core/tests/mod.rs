@@ -11,6 +11,7 @@ mod jobs;
 mod nodes;
 mod pools;
 mod restore;
+mod schedules;
 mod scheduling;
 
 struct Env {
@@ -51,6 +52,8 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         notify: None,
         owner: String::new(),
         max_output: 0,
+        begin_at_ms: None,
+        schedule: None,
     }
 }
 

@@ -98,6 +98,8 @@ impl Env {
             notify: None,
             owner: String::new(),
             max_output: 0,
+            begin_at_ms: None,
+            schedule: None,
         };
         self.core.submit_job(self.now, spec, &mut self.out).unwrap();
         let mut out = Outbox::default();

@@ -1,0 +1,209 @@
+//! Schedules and their slots in the store: a row per schedule (its spec and job as
+//! JSON, its cursor and counts as columns) and a row per slot that made a job,
+//! whose primary key is (schedule, slot).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_types::graph::TaskGroup;
+use rusqlite::{params, Connection, Transaction};
+
+use super::{corrupt, Reader};
+use crate::core::cadence::Cadence;
+use crate::core::schedules::ScheduleRecord;
+use crate::error::Result;
+use crate::model::*;
+
+/// When a schedule fires and what it does with overlaps and missed slots.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredWhen {
+    cron: Option<String>,
+    tz: Option<String>,
+    every_ms: Option<u64>,
+    anchor_ms: Option<u64>,
+    overlap: String,
+    catchup_window_ms: u64,
+    jitter_ms: u64,
+    start_at_ms: Option<u64>,
+    end_at_ms: Option<u64>,
+}
+
+/// The job every slot makes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredJob {
+    pool: String,
+    name: String,
+    priority: i32,
+    task: TaskSpec,
+    first_index: u32,
+    last_index: u32,
+    groups: Option<Vec<TaskGroup>>,
+    notify: Option<String>,
+    owner: String,
+    max_output: u64,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| corrupt(e.to_string()))
+}
+
+pub(super) fn put(tx: &Transaction, r: &ScheduleRecord) -> rusqlite::Result<()> {
+    let s = &r.spec;
+    let (cron, tz, every_ms, anchor_ms) = match &s.cadence {
+        Cadence::Cron { expr, zone, .. } => (Some(expr.clone()), Some(zone.clone()), None, None),
+        Cadence::Every { period_ms, anchor_ms } => (None, None, Some(*period_ms), Some(*anchor_ms)),
+    };
+    let when = StoredWhen {
+        cron,
+        tz,
+        every_ms,
+        anchor_ms,
+        overlap: s.overlap.as_str().to_string(),
+        catchup_window_ms: s.catchup_window.as_millis() as u64,
+        jitter_ms: s.jitter.as_millis() as u64,
+        start_at_ms: s.start_at_ms,
+        end_at_ms: s.end_at_ms,
+    };
+    let j = &s.job;
+    let job = StoredJob {
+        pool: j.pool.to_string(),
+        name: j.name.clone(),
+        priority: j.priority,
+        task: j.task.clone(),
+        first_index: j.first_index,
+        last_index: j.last_index,
+        groups: j.graph.as_ref().map(|g| g.groups.clone()),
+        notify: j.notify.clone(),
+        owner: j.owner.clone(),
+        max_output: j.max_output,
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO schedules (name, spec, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        s.name.as_str(),
+        json(&when)?,
+        json(&job)?,
+        r.created_at_ms,
+        r.paused,
+        r.cursor_ms,
+        json(&r.buffered)?,
+        r.missed,
+        r.skipped,
+        r.last_error,
+    ])?;
+    Ok(())
+}
+
+pub(super) fn delete(tx: &Transaction, name: &ScheduleName) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM schedules WHERE name = ?1")?.execute([name.as_str()])?;
+    tx.prepare_cached("DELETE FROM schedule_slots WHERE schedule = ?1")?.execute([name.as_str()])?;
+    Ok(())
+}
+
+pub(super) fn insert_slot(tx: &Transaction, name: &ScheduleName, slot_ms: u64, job: JobId) -> rusqlite::Result<()> {
+    // A plain INSERT: a second job for one slot breaks the key, and the batch that
+    // made it rolls back.
+    tx.prepare_cached("INSERT INTO schedule_slots (schedule, slot_ms, job_id) VALUES (?1, ?2, ?3)")?
+        .execute(params![name.as_str(), slot_ms, job.0])?;
+    Ok(())
+}
+
+pub(super) fn prune(tx: &Transaction, before_ms: u64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM schedule_slots WHERE slot_ms < ?1")?.execute([before_ms])?;
+    Ok(())
+}
+
+/// Every schedule, with its last [`crate::core::schedules::RUNS_KEPT`] runs.
+pub(super) fn load(conn: &Connection) -> Result<Vec<(ScheduleRecord, Vec<(u64, JobId)>)>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, spec, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error FROM schedules ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, u64>(3)?,
+            r.get::<_, bool>(4)?,
+            r.get::<_, u64>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, u64>(7)?,
+            r.get::<_, u64>(8)?,
+            r.get::<_, Option<String>>(9)?,
+        ))
+    })?;
+    let mut runs = conn.prepare(
+        "SELECT slot_ms, job_id FROM (SELECT slot_ms, job_id FROM schedule_slots WHERE schedule = ?1 ORDER BY slot_ms DESC LIMIT ?2) ORDER BY slot_ms",
+    )?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, when, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error) = row?;
+        let de = |e: serde_json::Error| corrupt(e.to_string());
+        let when: StoredWhen = serde_json::from_str(&when).map_err(de)?;
+        let job: StoredJob = serde_json::from_str(&job).map_err(de)?;
+        let cadence = match (when.cron, when.tz, when.every_ms, when.anchor_ms) {
+            (Some(expr), Some(tz), _, _) => Cadence::cron(&expr, &tz).map_err(corrupt)?,
+            (_, _, Some(every), Some(anchor)) => Cadence::every(every, anchor).map_err(corrupt)?,
+            _ => return Err(corrupt(format!("schedule '{name}' has neither a cron expression nor an interval")).into()),
+        };
+        let graph = match job.groups {
+            Some(groups) => Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?)),
+            None => None,
+        };
+        let name = ScheduleName::parse("name", &name).map_err(corrupt)?;
+        let spec = ScheduleSpec {
+            cadence,
+            overlap: when.overlap.parse().map_err(corrupt)?,
+            catchup_window: Duration::from_millis(when.catchup_window_ms),
+            jitter: Duration::from_millis(when.jitter_ms),
+            start_at_ms: when.start_at_ms,
+            end_at_ms: when.end_at_ms,
+            job: JobSpec {
+                pool: PoolName::parse("pool", &job.pool).map_err(corrupt)?,
+                name: job.name,
+                priority: job.priority,
+                task: job.task,
+                first_index: job.first_index,
+                last_index: job.last_index,
+                graph,
+                open: false,
+                notify: job.notify,
+                owner: job.owner,
+                max_output: job.max_output,
+                begin_at_ms: None,
+                schedule: None,
+            },
+            name: name.clone(),
+        };
+        let last: Vec<(u64, JobId)> = runs
+            .query_map(params![name.as_str(), crate::core::schedules::RUNS_KEPT as u64], |r| {
+                Ok((r.get::<_, u64>(0)?, JobId(r.get(1)?)))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let record = ScheduleRecord {
+            spec,
+            created_at_ms,
+            paused,
+            cursor_ms,
+            buffered: serde_json::from_str(&buffered).map_err(de)?,
+            missed,
+            skipped,
+            last_error,
+        };
+        out.push((record, last));
+    }
+    Ok(out)
+}
+
+impl Reader {
+    /// The slots of `schedule` in `from..=to` that made a job.
+    pub fn schedule_slots(&self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT slot_ms FROM schedule_slots WHERE schedule = ?1 AND slot_ms BETWEEN ?2 AND ?3")?;
+        let rows = stmt.query_map(params![schedule.as_str(), from_ms, to_ms], |r| r.get::<_, u64>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
