@@ -49,6 +49,10 @@ enum Command {
     /// Submit, list, show, watch, wait for and cancel jobs.
     #[command(subcommand)]
     Job(commands::job::JobCommand),
+    /// Run jobs on a cron expression (in a time zone) or an interval: create, list,
+    /// show, pause, resume, trigger, backfill and delete schedules.
+    #[command(subcommand)]
+    Schedule(commands::schedule::ScheduleCommand),
     /// List and show tasks, and read their logs.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::File(cmd) => cmd.run(&ctx).await,
         Command::Events(args) => args.run(&ctx).await,
         Command::Token(cmd) => cmd.run(&ctx).await,
+        Command::Schedule(cmd) => cmd.run(&ctx).await,
         Command::NotifySecret(args) => args.run(&ctx).await,
         Command::Demo(args) => args.run().await,
         Command::Up(args) => args.run(&ctx).await,
@@ -139,5 +144,16 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
             corral_agent::cli::run(args).await?;
             Ok(Exit::Ok)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's flags are well formed (unique names, valid conflicts):
+    /// clap checks this only when the subcommand is used.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -109,7 +109,7 @@ fn bad_client_requests_name_the_field() {
         assert_eq!(err.message(), "object 'inputs/missing.txt' does not exist");
 
         // Nothing was created.
-        assert!(client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs.is_empty());
+        assert!(client.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs.is_empty());
         assert_eq!(client.list_pools(pb::ListPoolsRequest {}).await.unwrap().into_inner().pools.len(), 1);
     });
 }
@@ -257,7 +257,7 @@ fn a_submission_past_the_queued_task_limit_is_refused_with_the_numbers() {
         };
         let err = client.submit_job(req).await.unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
-        assert_eq!(client.list_jobs(pb::ListJobsRequest {}).await.unwrap().into_inner().jobs.len(), 1);
+        assert_eq!(client.list_jobs(pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs.len(), 1);
     });
 }
 

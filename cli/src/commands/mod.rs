@@ -7,6 +7,7 @@ pub mod job;
 pub mod node;
 pub mod notify;
 pub mod pool;
+pub mod schedule;
 pub mod task;
 pub mod token;
 pub mod up;

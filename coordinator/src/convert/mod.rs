@@ -13,6 +13,7 @@ use crate::model::*;
 use corral_types::graph::{Graph, TaskGroup};
 
 pub mod agent;
+pub mod schedules;
 pub mod views;
 
 pub use agent::*;
@@ -269,6 +270,7 @@ fn glob_pattern(pattern: &str) -> Result<(), Invalid> {
 
 pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     let pool = PoolName::parse("pool", &req.pool)?;
+    let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
     text("name", &req.name, MAX_NAME)?;
     if !(-1000..=1000).contains(&req.priority) {
         return Err(Invalid::new("priority", format!("{} is outside -1000..1000", req.priority)));
@@ -299,7 +301,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
             notify: None,
             owner: String::new(),
             max_output: 0,
-            begin_at_ms: None,
+            begin_at_ms,
             schedule: None,
         });
     }
@@ -334,7 +336,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         notify: None,
         owner: String::new(),
         max_output: 0,
-        begin_at_ms: None,
+        begin_at_ms,
         schedule: None,
     })
 }
@@ -364,6 +366,7 @@ pub fn request_digest(spec: &JobSpec) -> String {
         "notify": spec.notify,
         "max_output": spec.max_output,
     });
+    // Not the begin time: `--begin 10m` retried a moment later is the same request.
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.to_string().as_bytes());
     crate::auth::secret::hex(digest.as_ref())
 }

@@ -140,6 +140,9 @@ pub fn job_view(job: &Job) -> pb::Job {
         }),
         owner: job.spec.owner.clone(),
         max_output_bytes: job.spec.max_output,
+        schedule: job.spec.schedule.as_ref().map(|r| r.schedule.to_string()).unwrap_or_default(),
+        scheduled_for_ms: job.spec.schedule.as_ref().map_or(0, |r| r.slot_ms),
+        begin_at_ms: job.spec.begin_at_ms.unwrap_or(0),
     }
 }
 

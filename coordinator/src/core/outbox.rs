@@ -253,6 +253,9 @@ impl Outbox {
     }
 }
 
+/// A schedule as stored, with its last runs (slot, job), oldest first.
+pub type StoredSchedule = (super::schedules::ScheduleRecord, Vec<(u64, JobId)>);
+
 /// Everything the store knows, to rebuild the core after a restart.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -268,5 +271,5 @@ pub struct Snapshot {
     /// The idempotency keys of the last day, oldest first.
     pub keys: Vec<keys::KeyRecord>,
     /// Every schedule, with its last runs (slot, job), oldest first.
-    pub schedules: Vec<(super::schedules::ScheduleRecord, Vec<(u64, JobId)>)>,
+    pub schedules: Vec<StoredSchedule>,
 }

@@ -18,6 +18,7 @@ use crate::error::{Error, Invalid};
 use crate::model::*;
 use crate::shared::Shared;
 
+mod schedules;
 mod tasks;
 mod tokens;
 
@@ -54,6 +55,40 @@ impl ClientApi {
             .await??;
         Ok(job)
     }
+}
+
+/// The job a submission asks for, checked, owned by `owner` (a schedule's job is
+/// checked the same way).
+async fn job_from_request(shared: &Shared, mut req: pb::SubmitJobRequest, owner: String) -> Result<JobSpec, Status> {
+    // Fixed at submission: a later change of the default leaves the job alone.
+    let max_output = match convert::max_output(req.max_output_bytes)? {
+        0 => shared.core_config.max_output,
+        bytes => bytes,
+    };
+    let spec = match req.mapreduce.take() {
+        Some(mr) => {
+            if req.task.is_some() || req.is_array || !req.tasks.is_empty() || req.open {
+                let why = "a map/reduce job has no other tasks: leave task, tasks and open unset";
+                return Err(Invalid::new("mapreduce", why).into());
+            }
+            let pool = PoolName::parse("pool", &req.pool)?;
+            let notify = convert::notify_url(&req.notify_url)?;
+            let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
+            let spec = crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &shared.objects).await?;
+            JobSpec { notify, begin_at_ms, ..spec }
+        }
+        None => {
+            let notify = req.notify_url.clone();
+            let spec = convert::job_spec(req)?;
+            JobSpec { notify: convert::notify_url(&notify)?, ..spec }
+        }
+    };
+    if let Some(url) = &spec.notify {
+        crate::notify::resolve(url, shared.notify.allow_private)
+            .await
+            .map_err(|why| Invalid::new("notify_url", why))?;
+    }
+    Ok(JobSpec { owner, max_output, ..spec })
 }
 
 fn pool_name(name: &str) -> Result<PoolName, Status> {
@@ -248,37 +283,9 @@ impl Corral for ClientApi {
 
     async fn submit_job(&self, req: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let who = auth::caller(&req)?;
-        let owner = who.name();
-        let mut req = req.into_inner();
+        let req = req.into_inner();
         let key = convert::idempotency_key(&req.idempotency_key)?;
-        // Fixed at submission: a later change of the default leaves the job alone.
-        let max_output = match convert::max_output(req.max_output_bytes)? {
-            0 => self.shared.core_config.max_output,
-            bytes => bytes,
-        };
-        let spec = match req.mapreduce.take() {
-            Some(mr) => {
-                if req.task.is_some() || req.is_array || !req.tasks.is_empty() || req.open {
-                    let why = "a map/reduce job has no other tasks: leave task, tasks and open unset";
-                    return Err(Invalid::new("mapreduce", why).into());
-                }
-                let pool = PoolName::parse("pool", &req.pool)?;
-                let notify = convert::notify_url(&req.notify_url)?;
-                let spec = crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &self.shared.objects).await?;
-                JobSpec { notify, ..spec }
-            }
-            None => {
-                let notify = req.notify_url.clone();
-                let spec = convert::job_spec(req)?;
-                JobSpec { notify: convert::notify_url(&notify)?, ..spec }
-            }
-        };
-        if let Some(url) = &spec.notify {
-            crate::notify::resolve(url, self.shared.notify.allow_private)
-                .await
-                .map_err(|why| Invalid::new("notify_url", why))?;
-        }
-        let spec = JobSpec { owner, max_output, ..spec };
+        let spec = job_from_request(&self.shared, req, who.name()).await?;
         let tasks = spec.task_count();
         let key =
             key.map(|key| IdempotencyKey { owner: spec.owner.clone(), key, digest: convert::request_digest(&spec) });
@@ -291,8 +298,24 @@ impl Corral for ClientApi {
         Ok(Response::new(pb::SubmitJobResponse { job_id: id.0, tasks }))
     }
 
-    async fn list_jobs(&self, _: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let jobs = self.shared.runtime.call(|core, _, _| core.jobs.values().map(convert::job_view).collect()).await?;
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let schedule = match req.into_inner().schedule.as_str() {
+            "" => None,
+            name => Some(ScheduleName::parse("schedule", name)?),
+        };
+        let jobs = self
+            .shared
+            .runtime
+            .call(move |core, _, _| {
+                core.jobs
+                    .values()
+                    .filter(|j| {
+                        schedule.is_none() || j.spec.schedule.as_ref().map(|r| &r.schedule) == schedule.as_ref()
+                    })
+                    .map(convert::job_view)
+                    .collect()
+            })
+            .await?;
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 
@@ -449,6 +472,46 @@ impl Corral for ClientApi {
         req: Request<pb::GetNotifySecretRequest>,
     ) -> Result<Response<pb::GetNotifySecretResponse>, Status> {
         tokens::get_notify_secret(self, req).await
+    }
+
+    async fn create_schedule(&self, req: Request<pb::CreateScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        schedules::create(self, req).await
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        schedules::list(self, req).await
+    }
+
+    async fn get_schedule(&self, req: Request<pb::GetScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        schedules::get(self, req).await
+    }
+
+    async fn pause_schedule(&self, req: Request<pb::PauseScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        schedules::pause(self, req).await
+    }
+
+    async fn trigger_schedule(
+        &self,
+        req: Request<pb::TriggerScheduleRequest>,
+    ) -> Result<Response<pb::TriggerScheduleResponse>, Status> {
+        schedules::trigger(self, req).await
+    }
+
+    async fn backfill_schedule(
+        &self,
+        req: Request<pb::BackfillScheduleRequest>,
+    ) -> Result<Response<pb::BackfillScheduleResponse>, Status> {
+        schedules::backfill(self, req).await
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        schedules::delete(self, req).await
     }
 
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Token>, Status> {

@@ -116,7 +116,7 @@ pub(super) fn prune(tx: &Transaction, before_ms: u64) -> rusqlite::Result<()> {
 }
 
 /// Every schedule, with its last [`crate::core::schedules::RUNS_KEPT`] runs.
-pub(super) fn load(conn: &Connection) -> Result<Vec<(ScheduleRecord, Vec<(u64, JobId)>)>> {
+pub(super) fn load(conn: &Connection) -> Result<Vec<crate::core::StoredSchedule>> {
     let mut stmt = conn.prepare(
         "SELECT name, spec, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error FROM schedules ORDER BY name",
     )?;

@@ -8,8 +8,8 @@ use crate::client::{ApiResult, Client};
 use crate::output;
 use crate::Exit;
 
-pub async fn run(ctx: &Context, client: &mut Client) -> anyhow::Result<Exit> {
-    let jobs = client.list_jobs(pb::ListJobsRequest {}).await.api()?.jobs;
+pub async fn run(ctx: &Context, client: &mut Client, schedule: Option<String>) -> anyhow::Result<Exit> {
+    let jobs = client.list_jobs(pb::ListJobsRequest { schedule: schedule.unwrap_or_default() }).await.api()?.jobs;
     if ctx.json() {
         output::json(&jobs.iter().map(job_json).collect());
     } else {
@@ -22,7 +22,7 @@ pub async fn run(ctx: &Context, client: &mut Client) -> anyhow::Result<Exit> {
                     j.name.clone(),
                     j.pool.clone(),
                     if j.owner.is_empty() { "-".into() } else { j.owner.clone() },
-                    j.state().as_word().to_string(),
+                    super::render::state_line(j),
                     format!("{}/{}", finished(&c), total(j)),
                     counts_line(&c),
                 ]

@@ -20,6 +20,7 @@ pub mod spec;
 mod submit;
 mod watch;
 
+pub use submit::JobArgs;
 pub use watch::follow;
 
 #[derive(Subcommand, Debug)]
@@ -30,7 +31,11 @@ pub enum JobCommand {
     /// `{index}` in any argument becomes the task's index, also in $CORRAL_TASK_INDEX.
     Submit(submit::SubmitArgs),
     /// List jobs.
-    List,
+    List {
+        /// Only the jobs this schedule made.
+        #[arg(long, value_name = "NAME")]
+        schedule: Option<String>,
+    },
     /// Show a job and its task counts.
     Show { job: u64 },
     /// Follow a job with a live progress bar until it ends.
@@ -68,7 +73,7 @@ impl JobCommand {
         let client = &mut client;
         match self {
             JobCommand::Submit(args) => args.run(ctx, client).await,
-            JobCommand::List => list::run(ctx, client).await,
+            JobCommand::List { schedule } => list::run(ctx, client, schedule).await,
             JobCommand::Show { job } => show::run(ctx, client, job).await,
             JobCommand::Watch { job } => watch::watch(ctx, client, job).await,
             JobCommand::Wait { job } => watch::wait(ctx, client, job).await,

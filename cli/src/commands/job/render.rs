@@ -8,6 +8,16 @@ use super::super::Context;
 use crate::output;
 use crate::Exit;
 
+/// A job's state as people read it: an active job whose `--begin` is still to come
+/// is `waiting (begins at ...)`.
+pub fn state_line(j: &pb::Job) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    if j.state() == pb::JobState::Active && j.begin_at_ms > now {
+        return format!("waiting (begins at {} UTC)", output::timestamp(j.begin_at_ms));
+    }
+    j.state().as_word().to_string()
+}
+
 /// A job as `-o json` prints it.
 pub fn job_json(j: &pb::Job) -> serde_json::Value {
     let c = j.counts.unwrap_or_default();
@@ -36,6 +46,9 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "max_output_bytes": j.max_output_bytes,
         "timeout_ms": (task.timeout_ms > 0).then_some(task.timeout_ms),
         "submitted_at_ms": j.submitted_at_ms,
+        "begin_at_ms": (j.begin_at_ms > 0).then_some(j.begin_at_ms),
+        "schedule": (!j.schedule.is_empty()).then_some(&j.schedule),
+        "scheduled_for_ms": (!j.schedule.is_empty()).then_some(j.scheduled_for_ms),
         "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
         "notify": j.notify.as_ref().map(|n| json!({
             "url": n.url,

@@ -29,9 +29,9 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
         (
             "state",
             if j.open {
-                format!("{} (open: takes more tasks until closed)", j.state().as_word())
+                format!("{} (open: takes more tasks until closed)", super::render::state_line(j))
             } else {
-                j.state().as_word().to_string()
+                super::render::state_line(j)
             },
         ),
         ("priority", j.priority.to_string()),
@@ -47,6 +47,12 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
         ),
         ("submitted", output::timestamp(j.submitted_at_ms)),
     ];
+    if !j.schedule.is_empty() {
+        rows.push(("schedule", format!("{} (for {} UTC)", j.schedule, output::timestamp(j.scheduled_for_ms))));
+    }
+    if j.begin_at_ms > 0 {
+        rows.push(("begins", format!("{} UTC", output::timestamp(j.begin_at_ms))));
+    }
     if end > 0 {
         rows.push((
             "finished",

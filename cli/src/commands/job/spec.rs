@@ -61,6 +61,23 @@ impl SpecArgs {
     }
 }
 
+/// A time as ms since the Unix epoch: RFC 3339 with an offset
+/// (`2026-12-24T18:00:00+01:00`, `...Z`), or a duration from now (`10m`, `1h30m`).
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return u64::try_from(t.as_millisecond()).map_err(|_| format!("'{s}' is before 1970"));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Ok((now + d).as_millis() as u64)
+        }
+        Err(_) => Err(format!(
+            "'{s}' is neither an RFC 3339 time with an offset (2026-12-24T18:00:00+01:00) nor a duration from now (10m)"
+        )),
+    }
+}
+
 /// `A-B` with A <= B.
 pub fn parse_array(s: &str) -> Result<(u32, u32), String> {
     let (a, b) = s.split_once('-').ok_or_else(|| format!("'{s}' is not a range: expected A-B, e.g. 1-100"))?;

@@ -18,6 +18,31 @@ use crate::Exit;
 
 #[derive(clap::Args, Debug)]
 pub struct SubmitArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Keep the job open: more tasks can be added with `job add-tasks` until `job
+    /// close`. With --file or on its own (an open job starts with no tasks).
+    #[arg(long, conflicts_with_all = ["array", "command"])]
+    open: bool,
+    /// Start no task before this time: RFC 3339 (`2026-12-24T18:00:00+01:00`) or a
+    /// duration from now (`10m`, `2h`). The job is accepted and stored at once, and
+    /// waits across coordinator restarts.
+    #[arg(long, value_name = "TIME", value_parser = super::spec::parse_time)]
+    begin: Option<u64>,
+    /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
+    #[arg(long)]
+    wait: bool,
+    /// Make the submission safe to retry: the same key with the same request gives
+    /// back the first job (for 24 h) instead of a second one; with another request
+    /// it is refused. Without it the CLI picks one for its own retries.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
+}
+
+/// What a job is: its pool, its tasks and how they run (shared by `job submit` and
+/// `schedule create`).
+#[derive(clap::Args, Debug)]
+pub struct JobArgs {
     /// The pool to run on (or `pool:` in the job file).
     #[arg(long)]
     pool: Option<String>,
@@ -28,10 +53,6 @@ pub struct SubmitArgs {
     /// dependencies. See the README for the schema.
     #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots"])]
     file: Option<std::path::PathBuf>,
-    /// Keep the job open: more tasks can be added with `job add-tasks` until `job
-    /// close`. With --file or on its own (an open job starts with no tasks).
-    #[arg(long, conflicts_with_all = ["array", "command"])]
-    open: bool,
     /// Run one task per index, A-B inclusive (e.g. 1-1000).
     #[arg(long, value_parser = parse_array)]
     array: Option<(u32, u32)>,
@@ -40,9 +61,6 @@ pub struct SubmitArgs {
     priority: Option<i32>,
     #[command(flatten)]
     spec: SpecArgs,
-    /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
-    #[arg(long)]
-    wait: bool,
     /// When the job ends, POST a JSON summary to this http(s) URL, retried with
     /// backoff until it answers 2xx (see `job show` for how delivery goes).
     #[arg(long, value_name = "URL")]
@@ -52,21 +70,25 @@ pub struct SubmitArgs {
     /// [default: the coordinator's --max-output, 1GiB unless set].
     #[arg(long, value_name = "SIZE", value_parser = corral_proto::size::parse)]
     max_output: Option<u64>,
-    /// Make the submission safe to retry: the same key with the same request gives
-    /// back the first job (for 24 h) instead of a second one; with another request
-    /// it is refused. Without it the CLI picks one for its own retries.
-    #[arg(long, value_name = "KEY")]
-    idempotency_key: Option<String>,
     /// The command and its arguments, after `--`.
-    #[arg(last = true, required_unless_present_any = ["file", "open"], value_name = "CMD")]
+    #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
-impl SubmitArgs {
+impl JobArgs {
     /// The request, from the flags or from the job file (flags win over the file's
     /// name, pool and priority). With a file, also the loaded file for error lines.
-    fn request(self) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
-        if self.open && self.file.is_none() {
+    pub fn request(self, open: bool) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+        let (notify_url, max_output_bytes) = (self.notify.clone().unwrap_or_default(), self.max_output.unwrap_or(0));
+        let (req, loaded) = self.request_without_limits(open)?;
+        Ok((pb::SubmitJobRequest { notify_url, max_output_bytes, ..req }, loaded))
+    }
+
+    fn request_without_limits(
+        self,
+        open: bool,
+    ) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+        if open && self.file.is_none() {
             let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
             let req = pb::SubmitJobRequest {
                 pool,
@@ -78,6 +100,11 @@ impl SubmitArgs {
             return Ok((req, None));
         }
         let Some(path) = &self.file else {
+            if self.command.is_empty() {
+                anyhow::bail!(
+                    "invalid command: give the command after `--` (e.g. `-- echo hi`), or a job file with --file"
+                );
+            }
             let (is_array, (array_start, array_end)) = match self.array {
                 Some(range) => (true, range),
                 None => (false, (0, 0)),
@@ -144,7 +171,7 @@ impl SubmitArgs {
             name: self.name.or_else(|| loaded.file.name.clone()).unwrap_or_default(),
             priority: self.priority.or(loaded.file.priority).unwrap_or(0),
             tasks: groups,
-            open: self.open,
+            open,
             ..Default::default()
         };
         Ok((req, Some(loaded)))
@@ -155,15 +182,12 @@ impl SubmitArgs {
     pub async fn run(self, ctx: &Context, client: &mut Client) -> anyhow::Result<Exit> {
         let args = self;
         let wait = args.wait;
-        let notify = args.notify.clone().unwrap_or_default();
-        let max_output = args.max_output.unwrap_or_default();
         let key = args
             .idempotency_key
             .clone()
             .unwrap_or_else(|| format!("corral-cli-{}", corral_proto::credentials::random_hex(16)));
-        let (mut req, loaded) = args.request()?;
-        req.notify_url = notify;
-        req.max_output_bytes = max_output;
+        let (mut req, loaded) = args.job.request(args.open)?;
+        req.begin_at_ms = args.begin.unwrap_or(0);
         req.idempotency_key = key;
         if let Some(mr) = &mut req.mapreduce {
             mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
