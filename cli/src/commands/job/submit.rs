@@ -102,7 +102,7 @@ impl JobArgs {
         let Some(path) = &self.file else {
             if self.command.is_empty() {
                 anyhow::bail!(
-                    "invalid command: give the command after `--` (e.g. `-- echo hi`), or a job file with --file"
+                    "invalid CMD: give the command after `--` (e.g. `-- echo hi`), or a job file with --file"
                 );
             }
             let (is_array, (array_start, array_end)) = match self.array {
