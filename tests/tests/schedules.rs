@@ -69,6 +69,11 @@ fn an_every_second_schedule_makes_one_job_per_slot() {
         assert_eq!(done["name"], "tick-job");
         assert_eq!(done["scheduled_for_ms"], j["scheduled_for_ms"]);
     }
+    // The dashboard's API shows them too.
+    let first = &jobs[0];
+    let shown = c.api(&format!("/api/jobs/{}", first["id"]));
+    assert_eq!(shown["schedule"], "tick", "{shown}");
+    assert_eq!(shown["scheduled_for_ms"], first["scheduled_for_ms"]);
     let shown = c.json(&["schedule", "show", "tick"]);
     assert_eq!(shown["state"], "paused", "{shown}");
     assert_eq!(shown["runs"].as_array().unwrap().len(), made.len().min(10));

@@ -158,7 +158,16 @@ impl Core {
             last_error: None,
         };
         let name = record.spec.name.clone();
-        self.schedules.insert(name.clone(), Schedule::from_record(record));
+        let mut schedule = Schedule::from_record(record);
+        // Runs of an earlier schedule of this name that are still active count as its
+        // own (as a restart would count them), so overlap sees them.
+        schedule.active = self
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Active && j.spec.schedule.as_ref().is_some_and(|r| r.schedule == name))
+            .map(|j| j.id)
+            .collect();
+        self.schedules.insert(name.clone(), schedule);
         self.put_schedule(&name, Some("created"), out);
         Ok(())
     }

@@ -325,3 +325,18 @@ fn a_job_with_a_begin_time_starts_nothing_before_it() {
     assert_eq!(assigned.len(), 2);
     assert!(assigned.iter().all(|(n, a)| n == &node && a.task.job == job));
 }
+
+#[test]
+fn a_schedule_made_again_under_its_name_counts_the_old_runs_still_active() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let name = env.create(every("s", 10, Overlap::Skip));
+    env.advance(ms(10_000));
+    env.tick();
+    env.core.delete_schedule(&name, &mut env.out).unwrap();
+    env.check();
+    env.create(every("s", 10, Overlap::Skip));
+    assert_eq!(env.core.schedules[&name].active.len(), 1);
+    env.advance(ms(10_000));
+    env.tick();
+    assert_eq!(env.runs(&name).len(), 1, "skip: the old run is still active");
+}

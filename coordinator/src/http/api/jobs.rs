@@ -39,6 +39,11 @@ pub(super) struct JobView {
     /// Seconds left at that rate, while active.
     eta_s: Option<f64>,
     notify: Option<NotifyView>,
+    /// The schedule that made it, and the slot it was made for.
+    schedule: Option<String>,
+    scheduled_for_ms: Option<u64>,
+    /// No task starts before this (`job submit --begin`).
+    begin_at_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -72,6 +77,9 @@ fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
             last_error: job.delivery.last_error.clone(),
             delivered_at_ms: job.delivery.delivered_at_ms,
         }),
+        schedule: job.spec.schedule.as_ref().map(|r| r.schedule.to_string()),
+        scheduled_for_ms: job.spec.schedule.as_ref().map(|r| r.slot_ms),
+        begin_at_ms: job.spec.begin_at_ms,
     }
 }
 
