@@ -85,8 +85,8 @@ pub struct CreateArgs {
 
 /// A time in the past: RFC 3339, or a duration back from now.
 fn parse_past(s: &str) -> Result<u64, String> {
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return u64::try_from(t.as_millisecond()).map_err(|_| format!("'{s}' is before 1970"));
+    if let Some(at) = super::job::spec::parse_rfc3339(s) {
+        return at;
     }
     let d = humantime::parse_duration(s)
         .map_err(|_| format!("'{s}' is neither an RFC 3339 time nor a duration back from now (2h)"))?;

@@ -124,6 +124,14 @@ pub fn first_slot_after(spec: &ScheduleSpec, after_ms: u64) -> Option<u64> {
     spec.cadence.next_after(after).filter(|slot| spec.end_at_ms.is_none_or(|end| *slot <= end))
 }
 
+/// What became of a due run.
+enum Dealt {
+    Started(JobId),
+    Buffered,
+    Skipped,
+    Failed(Error),
+}
+
 /// Why the put of a change to a schedule makes an event (none for the cursor's moves).
 pub type Change = Option<&'static str>;
 
@@ -198,27 +206,19 @@ impl Core {
     /// is no slot, so it never stands in for one.
     pub fn trigger_schedule(&mut self, now: Instant, name: &ScheduleName, out: &mut Outbox) -> Result<Option<JobId>> {
         let now_ms = self.wall_ms(now);
-        let s = self.schedule_mut(name)?;
-        match cadence::on_due(s.spec.overlap, !s.active.is_empty(), s.buffered.len()) {
-            Due::Skip => {
-                let active = s.active.iter().map(|j| j.to_string()).collect::<Vec<_>>().join(", ");
+        let overlap = self.schedule_mut(name)?.spec.overlap;
+        let dealt = self.deal(now, name, now_ms, false, overlap, out);
+        self.put_schedule(name, None, out);
+        match dealt {
+            Dealt::Started(job) => Ok(Some(job)),
+            Dealt::Buffered => Ok(None),
+            Dealt::Failed(e) => Err(e),
+            Dealt::Skipped => {
+                let active = self.schedules[name].active.iter().map(|j| j.to_string()).collect::<Vec<_>>();
                 Err(Error::Refused(format!(
-                    "schedule '{name}' has an active run (job {active}) and its overlap policy is {}; nothing was started",
-                    s.spec.overlap
+                    "schedule '{name}' has an active run (job {}) and its overlap policy is {overlap}; nothing was started",
+                    active.join(", ")
                 )))
-            }
-            Due::Buffer => {
-                s.buffered.push_back((now_ms, false));
-                self.put_schedule(name, None, out);
-                Ok(None)
-            }
-            due => {
-                if due == Due::CancelThenStart {
-                    self.cancel_runs(now, name, out);
-                }
-                let job = self.start_run(now, name, now_ms, false, out)?;
-                self.put_schedule(name, None, out);
-                Ok(Some(job))
             }
         }
     }
@@ -266,15 +266,40 @@ impl Core {
     /// A slot (from the cadence or a backfill) is due: start it, buffer it or skip
     /// it, by the overlap policy.
     fn on_slot(&mut self, now: Instant, name: &ScheduleName, slot: u64, out: &mut Outbox) {
-        let Some(s) = self.schedules.get_mut(name) else { return };
-        match cadence::on_due(s.spec.overlap, !s.active.is_empty(), s.buffered.len()) {
-            Due::Skip => s.skipped += 1,
-            Due::Buffer => s.buffered.push_back((slot, true)),
+        let Some(overlap) = self.schedules.get(name).map(|s| s.spec.overlap) else { return };
+        if let Dealt::Skipped = self.deal(now, name, slot, true, overlap, out) {
+            if let Some(s) = self.schedules.get_mut(name) {
+                s.skipped += 1;
+            }
+        }
+    }
+
+    /// A run is due at `at_ms` (a slot, or now for a trigger): starts it, buffers it
+    /// or skips it by `overlap`. A skip is the caller's to count or refuse.
+    fn deal(
+        &mut self,
+        now: Instant,
+        name: &ScheduleName,
+        at_ms: u64,
+        slot: bool,
+        overlap: Overlap,
+        out: &mut Outbox,
+    ) -> Dealt {
+        let Some(s) = self.schedules.get_mut(name) else { return Dealt::Skipped };
+        match cadence::on_due(overlap, !s.active.is_empty(), s.buffered.len()) {
+            Due::Skip => Dealt::Skipped,
+            Due::Buffer => {
+                s.buffered.push_back((at_ms, slot));
+                Dealt::Buffered
+            }
             due => {
                 if due == Due::CancelThenStart {
                     self.cancel_runs(now, name, out);
                 }
-                let _ = self.start_run(now, name, slot, true, out);
+                match self.start_run(now, name, at_ms, slot, out) {
+                    Ok(job) => Dealt::Started(job),
+                    Err(e) => Dealt::Failed(e),
+                }
             }
         }
     }
@@ -408,15 +433,17 @@ impl Core {
             if taken.contains(&slot) || started.contains(&slot) || recent.contains(&slot) {
                 continue;
             }
-            let Some(s) = self.schedules.get_mut(name) else { break };
-            match cadence::on_due(overlap, !s.active.is_empty(), s.buffered.len()) {
-                Due::Skip => s.skipped += 1,
-                Due::Buffer => s.buffered.push_back((slot, true)),
-                due => {
-                    if due == Due::CancelThenStart {
-                        self.cancel_runs(now, name, out);
+            match self.deal(now, name, slot, true, overlap, out) {
+                Dealt::Started(job) => made.push(job),
+                Dealt::Buffered => {}
+                Dealt::Skipped => {
+                    if let Some(s) = self.schedules.get_mut(name) {
+                        s.skipped += 1;
                     }
-                    made.push(self.start_run(now, name, slot, true, out)?);
+                }
+                Dealt::Failed(e) => {
+                    self.put_schedule(name, None, out);
+                    return Err(e);
                 }
             }
         }

@@ -61,11 +61,17 @@ impl SpecArgs {
     }
 }
 
+/// An RFC 3339 time with an offset as ms since the Unix epoch; `None` if `s` is not one.
+pub fn parse_rfc3339(s: &str) -> Option<Result<u64, String>> {
+    let t = s.parse::<jiff::Timestamp>().ok()?;
+    Some(u64::try_from(t.as_millisecond()).map_err(|_| format!("'{s}' is before 1970")))
+}
+
 /// A time as ms since the Unix epoch: RFC 3339 with an offset
 /// (`2026-12-24T18:00:00+01:00`, `...Z`), or a duration from now (`10m`, `1h30m`).
 pub fn parse_time(s: &str) -> Result<u64, String> {
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return u64::try_from(t.as_millisecond()).map_err(|_| format!("'{s}' is before 1970"));
+    if let Some(at) = parse_rfc3339(s) {
+        return at;
     }
     match humantime::parse_duration(s) {
         Ok(d) => {
