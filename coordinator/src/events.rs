@@ -30,6 +30,8 @@ pub enum Kind {
     Token,
     Object,
     Schedule,
+    Template,
+    Trigger,
 }
 
 impl Kind {
@@ -43,6 +45,8 @@ impl Kind {
             Kind::Token => "token",
             Kind::Object => "object",
             Kind::Schedule => "schedule",
+            Kind::Template => "template",
+            Kind::Trigger => "trigger",
         }
     }
 
@@ -56,6 +60,8 @@ impl Kind {
             "token" => Kind::Token,
             "object" => Kind::Object,
             "schedule" => Kind::Schedule,
+            "template" => Kind::Template,
+            "trigger" => Kind::Trigger,
             _ => return None,
         })
     }
@@ -176,6 +182,23 @@ pub fn describe<E>(
             Event { detail: format!("schedule {name}"), ..event(Kind::Schedule, "deleted") }
         }
         StoreOp::InsertScheduleSlot { .. } | StoreOp::PruneScheduleSlots { .. } => return Ok(None),
+        StoreOp::PutTemplate(t) => Event {
+            pool: Some(t.spec.job.pool.to_string()),
+            detail: format!("template {}", t.spec.name),
+            ..event(Kind::Template, "created")
+        },
+        StoreOp::DeleteTemplate(name) => {
+            Event { detail: format!("template {name}"), ..event(Kind::Template, "deleted") }
+        }
+        StoreOp::PutTrigger { change: None, .. } | StoreOp::SeeTriggerObject { .. } => return Ok(None),
+        StoreOp::PutTrigger { record, change: Some(change) } => Event {
+            detail: format!(
+                "trigger {} on '{}' dispatching {}",
+                record.spec.name, record.spec.prefix, record.spec.template
+            ),
+            ..event(Kind::Trigger, change)
+        },
+        StoreOp::DeleteTrigger(name) => Event { detail: format!("trigger {name}"), ..event(Kind::Trigger, "deleted") },
         StoreOp::SetJobState { id, state, .. } => {
             Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
         }

@@ -70,25 +70,46 @@ impl PoolName {
     }
 }
 
-/// A schedule's name: the same rule as a pool's.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ScheduleName(String);
+/// A name with the same rule as a pool's ([`check_name`]), for a kind of thing.
+macro_rules! plain_name {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
 
-impl ScheduleName {
-    pub fn parse(field: &'static str, name: &str) -> Result<Self, Invalid> {
-        check_name(field, "schedule", name).map(ScheduleName)
-    }
+        impl $name {
+            pub fn parse(field: &'static str, name: &str) -> Result<Self, Invalid> {
+                check_name(field, $what, name).map($name)
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl fmt::Display for ScheduleName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+plain_name!(
+    /// A schedule's name.
+    ScheduleName,
+    "schedule"
+);
+plain_name!(
+    /// A job template's name.
+    TemplateName,
+    "template"
+);
+plain_name!(
+    /// An object trigger's name.
+    TriggerName,
+    "trigger"
+);
 
 /// 1 to 63 characters of `a-z 0-9 - _`, starting with a letter or digit.
 fn check_name(field: &'static str, what: &str, name: &str) -> Result<String, Invalid> {

@@ -214,6 +214,18 @@ named_enum!(
 );
 
 named_enum!(
+    /// Whether a template's dispatches carry a payload.
+    PayloadRule {
+        /// Every dispatch must carry one.
+        Required = "required",
+        /// A dispatch may carry one.
+        Optional = "optional",
+        /// No dispatch may carry one.
+        Forbidden = "forbidden",
+    }
+);
+
+named_enum!(
     /// How an attempt ended.
     Outcome {
         Succeeded = "succeeded",

@@ -43,6 +43,14 @@ impl Core {
                 assert!(s.active.contains(&job.id), "active job {} missing from schedule {}", job.id, s.spec.name);
             }
         }
+        for (name, t) in &self.triggers {
+            assert!(
+                self.templates.contains_key(&t.record.spec.template),
+                "trigger {name} dispatches a missing template"
+            );
+            assert!(t.record.recent.len() <= super::triggers::FIRES_KEPT, "trigger {name} keeps too many dispatches");
+            assert!(t.record.spec.poll.is_some() || t.seen.is_empty(), "put trigger {name} has a poll cursor");
+        }
         let delayed: BTreeSet<TaskKey> = self.delayed.iter().map(|(_, k)| *k).collect();
         for job in self.jobs.values() {
             let mut counts = Counts::default();

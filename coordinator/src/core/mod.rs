@@ -10,6 +10,7 @@
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
 //! [`jobs`] (submit, cancel, results, retries, graphs, open jobs), [`schedule`] (tasks
 //! onto slots), [`schedules`] (jobs made on a [`cadence`]: cron or interval),
+//! [`templates`] (jobs made by a dispatch), [`triggers`] (dispatches for new objects),
 //! [`restore`] (from the store, after a restart) and [`check`] (the invariants).
 //! What they write is in [`outbox`]; a task's state changes only in `transitions`,
 //! and what users see of a pool is computed in [`views`].
@@ -25,9 +26,11 @@ mod pools;
 mod restore;
 mod schedule;
 pub mod schedules;
+pub mod templates;
 #[cfg(test)]
 mod tests;
 mod transitions;
+pub mod triggers;
 pub mod views;
 
 use std::cmp::Reverse;
@@ -349,6 +352,8 @@ pub struct Core {
     /// The idempotency keys of the last day.
     pub keys: keys::Keys,
     pub schedules: BTreeMap<ScheduleName, schedules::Schedule>,
+    pub templates: BTreeMap<TemplateName, templates::Template>,
+    pub triggers: BTreeMap<TriggerName, triggers::Trigger>,
     /// When retention last looked for jobs to delete.
     retention_checked: Option<Instant>,
     next_job: u64,
@@ -396,6 +401,8 @@ impl Core {
             ended_on: EndedOn::default(),
             keys: keys::Keys::default(),
             schedules: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            triggers: BTreeMap::new(),
             retention_checked: None,
             next_job: 1,
             next_node: 1,

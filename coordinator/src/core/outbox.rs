@@ -175,6 +175,22 @@ pub enum StoreOp {
     PruneScheduleSlots {
         before_ms: u64,
     },
+    PutTemplate(super::templates::Template),
+    DeleteTemplate(TemplateName),
+    /// A trigger made or changed; `change` names the event it makes, if any.
+    PutTrigger {
+        record: super::triggers::TriggerRecord,
+        change: super::triggers::Change,
+    },
+    /// A trigger deleted, with its cursor.
+    DeleteTrigger(TriggerName),
+    /// A polling trigger dealt with this version of an object (none: the object
+    /// is gone from the listing).
+    SeeTriggerObject {
+        trigger: TriggerName,
+        object: String,
+        version: Option<String>,
+    },
     PutPool {
         spec: PoolSpec,
         created_at_ms: u64,
@@ -272,4 +288,7 @@ pub struct Snapshot {
     pub keys: Vec<keys::KeyRecord>,
     /// Every schedule, with its last runs (slot, job), oldest first.
     pub schedules: Vec<StoredSchedule>,
+    pub templates: Vec<super::templates::Template>,
+    /// Every trigger, with a polling one's cursor (object, version).
+    pub triggers: Vec<(super::triggers::TriggerRecord, BTreeMap<String, String>)>,
 }

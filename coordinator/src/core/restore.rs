@@ -37,6 +37,12 @@ impl Core {
             let grace = now + self.config.heartbeat_timeout;
             self.nodes.insert(record.id.clone(), new_node(record, grace));
         }
+        for template in snapshot.templates {
+            self.templates.insert(template.spec.name.clone(), template);
+        }
+        for (record, seen) in snapshot.triggers {
+            self.triggers.insert(record.spec.name.clone(), triggers::Trigger::new(record, seen));
+        }
         for (record, runs) in snapshot.schedules {
             let mut schedule = schedules::Schedule::from_record(record);
             schedule.runs = runs.into_iter().collect();

@@ -106,6 +106,13 @@ impl Store {
                     super::schedules::insert_slot(&tx, schedule, *slot_ms, *job)?
                 }
                 StoreOp::PruneScheduleSlots { before_ms } => super::schedules::prune(&tx, *before_ms)?,
+                StoreOp::PutTemplate(t) => super::templates::put_template(&tx, t)?,
+                StoreOp::DeleteTemplate(name) => super::templates::delete_template(&tx, name)?,
+                StoreOp::PutTrigger { record, .. } => super::templates::put_trigger(&tx, record)?,
+                StoreOp::DeleteTrigger(name) => super::templates::delete_trigger(&tx, name)?,
+                StoreOp::SeeTriggerObject { trigger, object, version } => {
+                    super::templates::see(&tx, trigger, object, version.as_deref())?
+                }
                 StoreOp::ExpireIdempotencyKeys { before_ms } => {
                     tx.prepare_cached("DELETE FROM idempotency_keys WHERE at_ms < ?1")?.execute([before_ms])?;
                 }

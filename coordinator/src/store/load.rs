@@ -244,6 +244,8 @@ impl Store {
             snap.open_attempts.push((attempt, NodeId(node), started));
         }
         snap.schedules = super::schedules::load(&self.conn)?;
+        snap.templates = super::templates::load_templates(&self.conn)?;
+        snap.triggers = super::templates::load_triggers(&self.conn)?;
         let mut stmt =
             self.conn.prepare("SELECT owner, key, digest, job_id, at_ms FROM idempotency_keys ORDER BY at_ms")?;
         let rows = stmt.query_map([], |r| {

@@ -20,7 +20,8 @@
 //! - [`reader`]: the second connection, for what the core does not keep (attempt
 //!   history, events, logs);
 //! - [`schedules`]: schedules, and the slots that made jobs (one row each, keyed by
-//!   the slot).
+//!   the slot);
+//! - [`templates`]: templates, triggers and polling triggers' cursors.
 
 use std::collections::HashMap;
 use std::fs;
@@ -37,6 +38,7 @@ mod load;
 mod reader;
 mod schedules;
 mod schema;
+mod templates;
 mod writer;
 
 pub use reader::{AttemptRow, Reader};

@@ -29,9 +29,9 @@ struct StoredWhen {
     end_at_ms: Option<u64>,
 }
 
-/// The job every slot makes.
+/// The job every slot (or a template's dispatch) makes.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct StoredJob {
+pub(super) struct StoredJob {
     pool: String,
     name: String,
     priority: i32,
@@ -44,7 +44,46 @@ struct StoredJob {
     max_output: u64,
 }
 
-fn json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+impl StoredJob {
+    pub(super) fn of(j: &JobSpec) -> StoredJob {
+        StoredJob {
+            pool: j.pool.to_string(),
+            name: j.name.clone(),
+            priority: j.priority,
+            task: j.task.clone(),
+            first_index: j.first_index,
+            last_index: j.last_index,
+            groups: j.graph.as_ref().map(|g| g.groups.clone()),
+            notify: j.notify.clone(),
+            owner: j.owner.clone(),
+            max_output: j.max_output,
+        }
+    }
+
+    pub(super) fn into_spec(self) -> rusqlite::Result<JobSpec> {
+        let graph = match self.groups {
+            Some(groups) => Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?)),
+            None => None,
+        };
+        Ok(JobSpec {
+            pool: PoolName::parse("pool", &self.pool).map_err(corrupt)?,
+            name: self.name,
+            priority: self.priority,
+            task: self.task,
+            first_index: self.first_index,
+            last_index: self.last_index,
+            graph,
+            open: false,
+            notify: self.notify,
+            owner: self.owner,
+            max_output: self.max_output,
+            begin_at_ms: None,
+            schedule: None,
+        })
+    }
+}
+
+pub(super) fn json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -65,19 +104,7 @@ pub(super) fn put(tx: &Transaction, r: &ScheduleRecord) -> rusqlite::Result<()> 
         start_at_ms: s.start_at_ms,
         end_at_ms: s.end_at_ms,
     };
-    let j = &s.job;
-    let job = StoredJob {
-        pool: j.pool.to_string(),
-        name: j.name.clone(),
-        priority: j.priority,
-        task: j.task.clone(),
-        first_index: j.first_index,
-        last_index: j.last_index,
-        groups: j.graph.as_ref().map(|g| g.groups.clone()),
-        notify: j.notify.clone(),
-        owner: j.owner.clone(),
-        max_output: j.max_output,
-    };
+    let job = StoredJob::of(&s.job);
     tx.prepare_cached(
         "INSERT OR REPLACE INTO schedules (name, spec, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
@@ -148,10 +175,6 @@ pub(super) fn load(conn: &Connection) -> Result<Vec<crate::core::StoredSchedule>
             (_, _, Some(every), Some(anchor)) => Cadence::every(every, anchor).map_err(corrupt)?,
             _ => return Err(corrupt(format!("schedule '{name}' has neither a cron expression nor an interval")).into()),
         };
-        let graph = match job.groups {
-            Some(groups) => Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?)),
-            None => None,
-        };
         let name = ScheduleName::parse("name", &name).map_err(corrupt)?;
         let spec = ScheduleSpec {
             cadence,
@@ -160,21 +183,7 @@ pub(super) fn load(conn: &Connection) -> Result<Vec<crate::core::StoredSchedule>
             jitter: Duration::from_millis(when.jitter_ms),
             start_at_ms: when.start_at_ms,
             end_at_ms: when.end_at_ms,
-            job: JobSpec {
-                pool: PoolName::parse("pool", &job.pool).map_err(corrupt)?,
-                name: job.name,
-                priority: job.priority,
-                task: job.task,
-                first_index: job.first_index,
-                last_index: job.last_index,
-                graph,
-                open: false,
-                notify: job.notify,
-                owner: job.owner,
-                max_output: job.max_output,
-                begin_at_ms: None,
-                schedule: None,
-            },
+            job: job.into_spec()?,
             name: name.clone(),
         };
         let last: Vec<(u64, JobId)> = runs

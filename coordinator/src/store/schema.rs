@@ -79,6 +79,29 @@ CREATE TABLE IF NOT EXISTS schedule_slots (
     job_id INTEGER NOT NULL,
     PRIMARY KEY (schedule, slot_ms)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS templates (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    job TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS triggers (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    fired INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    last_error TEXT,
+    recent TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trigger_seen (
+    trigger TEXT NOT NULL,
+    object TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (trigger, object)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     owner TEXT NOT NULL,
     key TEXT NOT NULL,

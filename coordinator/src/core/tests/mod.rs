@@ -13,6 +13,7 @@ mod pools;
 mod restore;
 mod schedules;
 mod scheduling;
+mod templates;
 
 struct Env {
     core: Core,

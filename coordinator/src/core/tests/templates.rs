@@ -1,0 +1,234 @@
+//! Templates, dispatch and triggers with chosen `now`s: what a dispatch fills in,
+//! the payload and meta rules, one job per idempotency key, a trigger firing once
+//! per put and per new object version, and a poll cursor that survives a restore.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::core::keys::IdempotencyKey;
+use crate::core::templates::{Dispatch, TemplateSpec};
+use crate::core::triggers::{Listed, TriggerSpec};
+
+fn template(name: &str, payload: PayloadRule, meta_required: &[&str]) -> TemplateSpec {
+    TemplateSpec {
+        name: TemplateName::parse("name", name).unwrap(),
+        payload,
+        meta_required: meta_required.iter().map(|k| k.to_string()).collect(),
+        job: JobSpec { owner: "maker".into(), ..job_spec("p", 2, 0, 0) },
+    }
+}
+
+fn trigger(name: &str, prefix: &str, glob: Option<&str>, poll: bool) -> TriggerSpec {
+    TriggerSpec {
+        name: TriggerName::parse("name", name).unwrap(),
+        prefix: prefix.into(),
+        glob: glob.map(str::to_string),
+        template: TemplateName::parse("template", "t").unwrap(),
+        poll: poll.then_some(Duration::from_secs(5)),
+        owner: "alice".into(),
+    }
+}
+
+fn name(n: &str) -> TemplateName {
+    TemplateName::parse("name", n).unwrap()
+}
+
+fn listed(path: &str, version: &str, modified_ms: u64) -> Listed {
+    Listed { path: path.into(), version: version.into(), modified_ms }
+}
+
+impl Env {
+    fn with_template(payload: PayloadRule, meta_required: &[&str]) -> Env {
+        let mut env = Env::with_pool(Fill::Spread);
+        env.core.create_template(env.now, template("t", payload, meta_required), &mut env.out).unwrap();
+        env.check();
+        env
+    }
+
+    /// The objects each job made by a trigger got as input, in job order.
+    fn trigger_objects(&self) -> Vec<String> {
+        self.core.jobs.values().filter_map(|j| j.spec.task.env.get("CORRAL_TRIGGER_OBJECT").cloned()).collect()
+    }
+}
+
+#[test]
+fn a_dispatch_fills_in_payload_meta_owner_and_notify() {
+    let mut env = Env::with_template(PayloadRule::Optional, &["region"]);
+    let dispatch = Dispatch {
+        payload: Some("payloads/abc".into()),
+        meta: BTreeMap::from([("region".to_string(), "eu".to_string())]),
+        notify: Some("https://example.com/done".into()),
+        owner: "bob".into(),
+        ..Dispatch::default()
+    };
+    let job = env.core.dispatch(env.now, &name("t"), dispatch, None, &mut env.out).unwrap();
+    env.check();
+    let spec = &env.core.jobs[&job].spec;
+    assert_eq!(spec.owner, "bob", "the job is the dispatcher's");
+    assert_eq!(spec.notify.as_deref(), Some("https://example.com/done"));
+    assert_eq!(spec.task_count(), 2);
+    let task = spec.task_spec(1);
+    assert_eq!(task.inputs, vec![TaskInput { object: "payloads/abc".into(), path: "payload".into() }]);
+    assert_eq!(task.env["CORRAL_PAYLOAD"], "payload");
+    assert_eq!(task.env["CORRAL_META_region"], "eu");
+    assert!(env.core.templates[&name("t")].spec.job.task.inputs.is_empty(), "the template is unchanged");
+}
+
+#[test]
+fn payload_and_meta_rules_are_kept_and_a_refusal_changes_nothing() {
+    let mut env = Env::with_template(PayloadRule::Required, &["region"]);
+    let before = env.core.jobs.len();
+    let meta = BTreeMap::from([("region".to_string(), "eu".to_string())]);
+    let cases = [
+        (Dispatch { meta: meta.clone(), ..Dispatch::default() }, "payload", "requires a payload"),
+        (Dispatch { payload: Some("x".into()), ..Dispatch::default() }, "meta", "requires meta 'region'"),
+        (
+            Dispatch {
+                payload: Some("x".into()),
+                meta: BTreeMap::from([("region".into(), "eu".into()), ("bad-key".into(), "1".into())]),
+                ..Dispatch::default()
+            },
+            "meta",
+            "not a valid meta key",
+        ),
+    ];
+    for (dispatch, field, says) in cases {
+        let err = env.core.dispatch(env.now, &name("t"), dispatch, None, &mut env.out).unwrap_err();
+        let Error::Invalid(invalid) = &err else { panic!("{err}") };
+        assert_eq!(invalid.field, field, "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    let mut forbidden = Env::with_template(PayloadRule::Forbidden, &[]);
+    let err = forbidden
+        .core
+        .dispatch(
+            forbidden.now,
+            &name("t"),
+            Dispatch { payload: Some("x".into()), ..Dispatch::default() },
+            None,
+            &mut forbidden.out,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("takes no payload"), "{err}");
+    assert_eq!(env.core.jobs.len(), before, "nothing was made");
+    let unknown = env.core.dispatch(env.now, &name("nope"), Dispatch::default(), None, &mut env.out).unwrap_err();
+    assert!(matches!(unknown, Error::NotFound { .. }), "{unknown}");
+}
+
+#[test]
+fn one_key_makes_one_job_and_another_request_under_it_is_refused() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    let key = |digest: &str| Some(IdempotencyKey { owner: "bob".into(), key: "k1".into(), digest: digest.into() });
+    let d = || Dispatch { owner: "bob".into(), ..Dispatch::default() };
+    let first = env.core.dispatch(env.now, &name("t"), d(), key("a"), &mut env.out).unwrap();
+    let again = env.core.dispatch(env.now, &name("t"), d(), key("a"), &mut env.out).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(env.core.jobs.len(), 1);
+    let other = env.core.dispatch(env.now, &name("t"), d(), key("b"), &mut env.out).unwrap_err();
+    assert!(matches!(other, Error::KeyReused { .. }), "{other}");
+    let keys = env.out.store.iter().filter(|op| matches!(op, StoreOp::PutIdempotencyKey(_))).count();
+    assert_eq!(keys, 1, "the key goes into the batch of its job, once");
+    env.check();
+}
+
+#[test]
+fn a_template_in_use_by_a_trigger_is_not_deleted() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    env.core.create_trigger(env.now, trigger("tr", "in/", None, false), &mut env.out).unwrap();
+    let err = env.core.delete_template(&name("t"), &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("trigger 'tr'"), "{err}");
+    env.core.delete_trigger(&TriggerName::parse("name", "tr").unwrap(), &mut env.out).unwrap();
+    env.core.delete_template(&name("t"), &mut env.out).unwrap();
+    env.check();
+    let mut needs = Env::with_template(PayloadRule::Required, &[]);
+    let err = needs.core.create_trigger(needs.now, trigger("tr", "in/", None, false), &mut needs.out).unwrap_err();
+    assert!(err.to_string().contains("requires a payload"), "{err}");
+}
+
+#[test]
+fn a_put_trigger_fires_once_per_matching_put() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    env.core.create_trigger(env.now, trigger("jpg", "in/", Some("*.jpg"), false), &mut env.out).unwrap();
+    for path in ["in/a.jpg", "in/b.png", "out/c.jpg", "in/sub/d.jpg", "in/a.jpg"] {
+        env.core.on_object_put(env.now, path, &mut env.out);
+        env.check();
+    }
+    assert_eq!(env.trigger_objects(), ["in/a.jpg", "in/sub/d.jpg", "in/a.jpg"], "each put of a match, once");
+    let job = env.core.jobs.values().next().unwrap();
+    assert_eq!(job.spec.owner, "alice", "the trigger's creator owns its jobs");
+    assert_eq!(job.spec.task.inputs, vec![TaskInput { object: "in/a.jpg".into(), path: "in/a.jpg".into() }]);
+    let t = &env.core.triggers[&TriggerName::parse("name", "jpg").unwrap()];
+    assert_eq!((t.record.fired, t.record.recent.len()), (3, 3));
+    // Paused: a put is counted, not dispatched.
+    let jpg = TriggerName::parse("name", "jpg").unwrap();
+    env.core.pause_trigger(&jpg, true, &mut env.out).unwrap();
+    env.core.on_object_put(env.now, "in/e.jpg", &mut env.out);
+    assert_eq!(env.trigger_objects().len(), 3);
+    assert_eq!(env.core.triggers[&jpg].record.skipped, 1);
+    env.check();
+}
+
+#[test]
+fn a_polling_trigger_fires_once_per_new_version_and_its_cursor_survives_a_restore() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    let created = env.core.wall_ms(env.now);
+    env.core.create_trigger(env.now, trigger("poll", "in/", None, true), &mut env.out).unwrap();
+    let poll = TriggerName::parse("name", "poll").unwrap();
+    env.core.on_object_put(env.now, "in/put-through-corral", &mut env.out);
+    assert!(env.trigger_objects().is_empty(), "a polling trigger does not fire on puts: its poll sees them");
+    assert_eq!(env.core.due_polls(env.now), vec![(poll.clone(), "in/".to_string())]);
+    assert!(env.core.due_polls(env.now).is_empty(), "one poll at a time");
+    let first = vec![
+        listed("in/old", "v1", created - 1),
+        listed("in/a", "v1", created + 10),
+        listed("in/b", "v1", created + 20),
+    ];
+    env.core.on_poll(env.now, &poll, Ok(first.clone()), &mut env.out);
+    env.check();
+    assert_eq!(env.trigger_objects(), ["in/a", "in/b"], "objects from before the trigger are not new");
+    env.advance(ms(5_000));
+    assert_eq!(env.core.due_polls(env.now).len(), 1);
+    // The same listing again, then a new version of a, and b gone.
+    env.core.on_poll(env.now, &poll, Ok(first), &mut env.out);
+    assert_eq!(env.trigger_objects().len(), 2, "nothing seen twice");
+    env.core.on_poll(env.now, &poll, Ok(vec![listed("in/a", "v2", created + 30)]), &mut env.out);
+    assert_eq!(env.trigger_objects(), ["in/a", "in/b", "in/a"]);
+    assert_eq!(env.core.triggers[&poll].seen.keys().collect::<Vec<_>>(), ["in/a"], "gone objects leave the cursor");
+    // A failed listing changes nothing but the error.
+    env.core.on_poll(env.now, &poll, Err("the store is down".into()), &mut env.out);
+    assert_eq!(env.core.triggers[&poll].record.last_error.as_deref(), Some("the store is down"));
+    env.check();
+
+    // Restore from what the store was told: the cursor holds, nothing fires again.
+    let mut seen = BTreeMap::new();
+    let mut record = None;
+    let mut jobs = Vec::new();
+    for op in &env.out.store {
+        match op {
+            StoreOp::SeeTriggerObject { object, version: Some(v), .. } => {
+                seen.insert(object.clone(), v.clone());
+            }
+            StoreOp::SeeTriggerObject { object, version: None, .. } => {
+                seen.remove(object);
+            }
+            StoreOp::PutTrigger { record: r, .. } => record = Some(r.clone()),
+            StoreOp::InsertJob(j) => jobs.push(j.clone()),
+            _ => {}
+        }
+    }
+    let snapshot = Snapshot {
+        pools: vec![(pool_spec("p", Provider::Static, 0, Fill::Spread), 0, false)],
+        jobs,
+        templates: env.core.templates.values().cloned().collect(),
+        triggers: vec![(record.unwrap(), seen)],
+        ..Snapshot::default()
+    };
+    let mut core = Core::new(CoreConfig::default(), (env.now, env.core.wall_ms(env.now)));
+    let mut out = Outbox::default();
+    core.restore(snapshot, env.now, &mut out);
+    core.sanity_check();
+    assert_eq!(core.due_polls(env.now).len(), 1, "a restored trigger polls at once");
+    core.on_poll(env.now, &poll, Ok(vec![listed("in/a", "v2", created + 30)]), &mut out);
+    assert!(!out.store.iter().any(|op| matches!(op, StoreOp::InsertJob(_))), "no version twice");
+    assert_eq!(core.triggers[&poll].record.fired, 3);
+}
