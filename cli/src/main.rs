@@ -53,6 +53,17 @@ enum Command {
     /// show, pause, resume, trigger, backfill and delete schedules.
     #[command(subcommand)]
     Schedule(commands::schedule::ScheduleCommand),
+    /// Keep a job under a name for `corral dispatch`: create, list, show and delete
+    /// templates.
+    #[command(subcommand)]
+    Template(commands::template::TemplateCommand),
+    /// Make a job from a template, with a payload (--payload-file F, or --payload -
+    /// for standard input) and meta values (--meta K=V).
+    Dispatch(commands::template::DispatchArgs),
+    /// Dispatch a template for every new object under a prefix: create, list, show,
+    /// pause, resume and delete triggers.
+    #[command(subcommand)]
+    Trigger(commands::trigger::TriggerCommand),
     /// List and show tasks, and read their logs.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -137,6 +148,9 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Events(args) => args.run(&ctx).await,
         Command::Token(cmd) => cmd.run(&ctx).await,
         Command::Schedule(cmd) => cmd.run(&ctx).await,
+        Command::Template(cmd) => cmd.run(&ctx).await,
+        Command::Dispatch(args) => args.run(&ctx).await,
+        Command::Trigger(cmd) => cmd.run(&ctx).await,
         Command::NotifySecret(args) => args.run(&ctx).await,
         Command::Demo(args) => args.run().await,
         Command::Up(args) => args.run(&ctx).await,

@@ -52,6 +52,7 @@ pub mod shared;
 pub mod start;
 pub mod store;
 pub mod tls;
+pub mod triggers;
 
 pub use error::{Error, Result};
 pub use start::{Config, Coordinator};

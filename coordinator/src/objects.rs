@@ -86,25 +86,32 @@ impl ObjectsApi {
     }
 
     /// Records in the event feed an object a client (not a node, whose uploads are
-    /// its tasks' outputs) put or deleted, with the token that did it.
-    async fn record(&self, who: Option<crate::auth::Principal>, path: String, size: Option<u64>) {
-        let Some(who @ crate::auth::Principal::Token { .. }) = who else { return };
+    /// its tasks' outputs) put or deleted, with the token that did it; a put fires
+    /// the triggers on its prefix in the same batch, so that once the put is
+    /// acknowledged their jobs are stored too.
+    async fn record(&self, who: Option<crate::auth::Principal>, path: String, size: Option<u64>) -> Result<(), Status> {
+        let Some(who @ crate::auth::Principal::Token { .. }) = who else { return Ok(()) };
         // The object is stored whatever became of the token since: the feed must
         // say so (this is when an audit matters most).
-        let op = crate::core::StoreOp::ObjectChanged { path, size };
         let actor = who.name();
         let recorded = self
             .shared
             .runtime
-            .call(move |_, _, out| {
+            .call(move |core, now, out| {
                 out.store.push(crate::core::StoreOp::Actor(Some(actor)));
-                out.store.push(op);
+                out.store.push(crate::core::StoreOp::ObjectChanged { path: path.clone(), size });
                 out.store.push(crate::core::StoreOp::Actor(None));
+                if size.is_some() {
+                    core.on_object_put(now, &path, out);
+                }
             })
             .await;
-        if let Err(refused) = recorded {
-            tracing::warn!(error = %refused, "an object change could not be recorded in the event feed");
-        }
+        recorded.map_err(|refused| {
+            tracing::warn!(error = %refused, "an object change could not be recorded");
+            Status::unavailable(format!(
+                "the object was stored, but its put could not be recorded (its triggers may not have fired): {refused}; put it again"
+            ))
+        })
     }
 }
 
@@ -146,7 +153,7 @@ impl Objects for ObjectsApi {
             }
         }
         writer.finish().await.map_err(store_error(&path))?;
-        self.record(principal, path.to_string(), Some(size)).await;
+        self.record(principal, path.to_string(), Some(size)).await?;
         Ok(Response::new(pb::ObjectInfo { path: path.to_string(), size, modified_at_ms: 0 }))
     }
 
@@ -222,7 +229,7 @@ impl Objects for ObjectsApi {
         let path = object_path("path", &req.into_inner().path)?;
         self.store.head(&path).await.map_err(store_error(&path))?;
         self.store.delete(&path).await.map_err(store_error(&path))?;
-        self.record(principal, path.to_string(), None).await;
+        self.record(principal, path.to_string(), None).await?;
         Ok(Response::new(pb::DeleteObjectResponse {}))
     }
 }

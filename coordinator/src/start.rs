@@ -292,6 +292,7 @@ impl Coordinator {
             notify,
             store_failing: store_failing.clone(),
         });
+        let triggers_task = tokio::spawn(crate::triggers::run(shared.clone(), stop_rx.clone()));
         let http = match config.http {
             Some(at) => {
                 let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
@@ -414,6 +415,9 @@ impl Coordinator {
             }
             let _ = provider_task.await;
             let _ = notify_task.await;
+            // A poll half done leaves nothing behind: the next start polls again.
+            triggers_task.abort();
+            let _ = triggers_task.await;
             if let Some((_, task)) = http {
                 // Server-sent event streams would hold a graceful shutdown forever.
                 let _ = tokio::time::timeout(Duration::from_secs(3), task).await;

@@ -29,12 +29,20 @@ pub fn client(channel: Channel, bearer: Bearer) -> Client {
 pub enum TransferError {
     #[error("{0}")]
     Refused(String),
+    /// The coordinator could not be reached (restarting, say): worth trying again.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{path}: {source}")]
     Local { path: String, source: std::io::Error },
 }
 
 fn status(s: tonic::Status) -> TransferError {
-    TransferError::Refused(s.message().to_string())
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            TransferError::Unreachable(s.message().to_string())
+        }
+        _ => TransferError::Refused(s.message().to_string()),
+    }
 }
 
 /// Whether `path` stays inside the directory it is relative to.

@@ -394,12 +394,24 @@ async fn fetch_inputs(inputs: &[pb::TaskInput], dir: &Path, ctx: &RunContext) ->
         if !crate::objects::is_inside(relative) {
             return Err(format!("input '{}': '{}' is not inside the task's directory", input.object, input.path));
         }
-        crate::objects::download(&mut objects, &input.object, &dir.join(relative))
-            .await
-            .map_err(|e| format!("input '{}' could not be fetched: {e}", input.object))?;
+        // A coordinator restarting is waited for (up to FETCH_PATIENCE); a refusal is final.
+        let (started, mut wait) = (Instant::now(), Duration::from_millis(250));
+        loop {
+            match crate::objects::download(&mut objects, &input.object, &dir.join(relative)).await {
+                Ok(_) => break,
+                Err(crate::objects::TransferError::Unreachable(_)) if started.elapsed() + wait < FETCH_PATIENCE => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(format!("input '{}' could not be fetched: {e}", input.object)),
+            }
+        }
     }
     Ok(())
 }
+
+/// How long fetching an input waits for an unreachable coordinator.
+const FETCH_PATIENCE: Duration = Duration::from_secs(60);
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {

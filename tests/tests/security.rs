@@ -66,6 +66,16 @@ const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/TriggerSchedule", Need::Submit),
     ("/corral.v1.Corral/BackfillSchedule", Need::Submit),
     ("/corral.v1.Corral/DeleteSchedule", Need::Submit),
+    ("/corral.v1.Corral/CreateTemplate", Need::Submit),
+    ("/corral.v1.Corral/ListTemplates", Need::Read),
+    ("/corral.v1.Corral/GetTemplate", Need::Read),
+    ("/corral.v1.Corral/DeleteTemplate", Need::Submit),
+    ("/corral.v1.Corral/Dispatch", Need::Submit),
+    ("/corral.v1.Corral/CreateTrigger", Need::Submit),
+    ("/corral.v1.Corral/ListTriggers", Need::Read),
+    ("/corral.v1.Corral/GetTrigger", Need::Read),
+    ("/corral.v1.Corral/PauseTrigger", Need::Submit),
+    ("/corral.v1.Corral/DeleteTrigger", Need::Submit),
     ("/corral.v1.Agent/Register", Need::JoinPool),
     ("/corral.v1.Agent/Session", Need::Node),
     ("/corral.v1.Objects/Put", Need::WriteObjects),
@@ -501,6 +511,36 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
             assert_eq!(status, expected, "{caller:?} GET {path}");
         }
     }
+    // Dispatching over HTTP needs a submit token, as a bearer.
+    c.json(&["template", "create", "hello", "--pool", "cpu", "--", "cat", "payload"]);
+    let dispatch = format!("{}/api/templates/hello/dispatch", c.http_url());
+    let mut made = 0;
+    for (caller, token) in &callers {
+        let mut req = http.post(&dispatch).body("hi");
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().unwrap();
+        let expected = match caller {
+            Caller::Submit | Caller::Admin => 200,
+            Caller::Read | Caller::Agent | Caller::Node => 403,
+            Caller::Nobody | Caller::Garbage | Caller::Revoked | Caller::Expired => 401,
+        };
+        assert_eq!(status, expected, "{caller:?} POST dispatch: {body}");
+        made += usize::from(status == 200);
+    }
+    assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1 + made);
+    // Not with the dashboard's cookie, even an admin's: no other site's page can
+    // make a signed-in browser dispatch.
+    let admin = c.admin_token();
+    let resp = http.post(format!("{}/login", c.http_url())).form(&[("token", admin.as_str())]).send().unwrap();
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let resp = http.post(&dispatch).header("cookie", &cookie).body("hi").send().unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert!(resp.text().unwrap().contains("Authorization: Bearer"));
+    assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1 + made);
     // Signing out needs nothing and clears the cookie.
     let resp = http.post(format!("{}/logout", c.http_url())).send().unwrap();
     assert_eq!(resp.status().as_u16(), 303);

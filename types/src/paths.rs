@@ -6,6 +6,7 @@
 //! jobs/<job>/<task id>/<path>    a task's outputs (`corral job output`)
 //! jobs/<job>/output/part-<r>     reduce task r's result (five digits)
 //! shuffle/<job>/<m>/part-<r>     map task m's partition r
+//! payloads/<id>/payload          a dispatch's payload (deleted with its job)
 //! ```
 
 use crate::JobId;
@@ -14,6 +15,20 @@ use crate::JobId;
 /// it; deleting the job deletes it).
 pub fn job(job: JobId) -> String {
     format!("jobs/{job}")
+}
+
+/// Where dispatches' payloads live.
+pub const PAYLOADS: &str = "payloads/";
+
+/// The object of payload `id` (a random name the coordinator picks).
+pub fn payload(id: &str) -> String {
+    format!("{PAYLOADS}{id}/payload")
+}
+
+/// The folder to delete with the job whose input `object` is, if it is a payload.
+pub fn payload_folder(object: &str) -> Option<&str> {
+    object.strip_prefix(PAYLOADS)?;
+    object.strip_suffix("/payload")
 }
 
 /// Where a task's outputs go: `<path>` under it is the file's path in the task's dir.

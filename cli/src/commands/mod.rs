@@ -9,7 +9,9 @@ pub mod notify;
 pub mod pool;
 pub mod schedule;
 pub mod task;
+pub mod template;
 pub mod token;
+pub mod trigger;
 pub mod up;
 
 use crate::client::{self, Client};

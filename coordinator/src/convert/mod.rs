@@ -14,6 +14,7 @@ use corral_types::graph::{Graph, TaskGroup};
 
 pub mod agent;
 pub mod schedules;
+pub mod templates;
 pub mod views;
 
 pub use agent::*;

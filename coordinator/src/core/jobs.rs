@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::error::{Error, Result};
+use corral_types::paths;
 
 impl Core {
     /// Accepts a job; its tasks are queued at once. The id is final only once the
@@ -567,6 +568,10 @@ impl Core {
                 "job {id} is active; cancel it first (corral job cancel {id}), then delete it"
             )));
         }
+        // Its objects go with it: what its tasks wrote, and a dispatch's payload.
+        out.delete_objects.push(paths::job(id));
+        out.delete_objects
+            .extend(job.spec.task.inputs.iter().filter_map(|i| paths::payload_folder(&i.object)).map(str::to_string));
         self.jobs.remove(&id);
         out.store.push(StoreOp::DeleteJob(id));
         Ok(())

@@ -261,11 +261,18 @@ pub struct Outbox {
     pub agents: Vec<(NodeId, ToAgent)>,
     pub provider: Vec<ProviderOp>,
     pub notify: Vec<Notification>,
+    /// Object prefixes to delete once this batch is durable (a deleted job's
+    /// outputs and its dispatch's payload).
+    pub delete_objects: Vec<String>,
 }
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.store.is_empty() && self.agents.is_empty() && self.provider.is_empty() && self.notify.is_empty()
+        self.store.is_empty()
+            && self.agents.is_empty()
+            && self.provider.is_empty()
+            && self.notify.is_empty()
+            && self.delete_objects.is_empty()
     }
 }
 

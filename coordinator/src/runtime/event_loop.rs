@@ -134,15 +134,13 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
         }));
     }
     // A deleted job's objects go once its deletion is durable.
-    for op in &out.store {
-        if let crate::core::StoreOp::DeleteJob(id) = op {
-            let (objects, id, runtime) = (effects.objects.clone(), *id, tokio::runtime::Handle::current());
-            then.push(Box::new(move |stored| {
-                if stored.is_ok() {
-                    runtime.spawn(crate::objects::delete_prefix(objects, corral_types::paths::job(id)));
-                }
-            }));
-        }
+    for prefix in out.delete_objects {
+        let (objects, runtime) = (effects.objects.clone(), tokio::runtime::Handle::current());
+        then.push(Box::new(move |stored| {
+            if stored.is_ok() {
+                runtime.spawn(crate::objects::delete_prefix(objects, prefix));
+            }
+        }));
     }
     for order in out.notify {
         let notify = effects.notify.clone();

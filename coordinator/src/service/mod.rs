@@ -20,6 +20,7 @@ use crate::shared::Shared;
 
 mod schedules;
 mod tasks;
+pub mod templates;
 mod tokens;
 
 /// The most tasks one gRPC `ListTasks` page returns (the CLI pages through larger
@@ -512,6 +513,58 @@ impl Corral for ClientApi {
         req: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         schedules::delete(self, req).await
+    }
+
+    async fn create_template(&self, req: Request<pb::CreateTemplateRequest>) -> Result<Response<pb::Template>, Status> {
+        templates::create_template(self, req).await
+    }
+
+    async fn list_templates(
+        &self,
+        req: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        templates::list_templates(self, req).await
+    }
+
+    async fn get_template(&self, req: Request<pb::GetTemplateRequest>) -> Result<Response<pb::Template>, Status> {
+        templates::get_template(self, req).await
+    }
+
+    async fn delete_template(
+        &self,
+        req: Request<pb::DeleteTemplateRequest>,
+    ) -> Result<Response<pb::DeleteTemplateResponse>, Status> {
+        templates::delete_template(self, req).await
+    }
+
+    async fn dispatch(&self, req: Request<pb::DispatchRequest>) -> Result<Response<pb::DispatchResponse>, Status> {
+        templates::dispatch_rpc(self, req).await
+    }
+
+    async fn create_trigger(&self, req: Request<pb::CreateTriggerRequest>) -> Result<Response<pb::Trigger>, Status> {
+        templates::create_trigger(self, req).await
+    }
+
+    async fn list_triggers(
+        &self,
+        req: Request<pb::ListTriggersRequest>,
+    ) -> Result<Response<pb::ListTriggersResponse>, Status> {
+        templates::list_triggers(self, req).await
+    }
+
+    async fn get_trigger(&self, req: Request<pb::GetTriggerRequest>) -> Result<Response<pb::Trigger>, Status> {
+        templates::get_trigger(self, req).await
+    }
+
+    async fn pause_trigger(&self, req: Request<pb::PauseTriggerRequest>) -> Result<Response<pb::Trigger>, Status> {
+        templates::pause_trigger(self, req).await
+    }
+
+    async fn delete_trigger(
+        &self,
+        req: Request<pb::DeleteTriggerRequest>,
+    ) -> Result<Response<pb::DeleteTriggerResponse>, Status> {
+        templates::delete_trigger(self, req).await
     }
 
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Token>, Status> {

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::core::Core;
@@ -22,6 +23,7 @@ mod events;
 mod jobs;
 mod nodes;
 mod pools;
+mod templates;
 
 pub(super) type Api<T> = Result<Json<T>, ApiError>;
 
@@ -39,6 +41,10 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/jobs/{id}/tasks/{index}/log", get(jobs::log))
         .route("/api/events", get(events::events))
         .route("/api/stream", get(events::stream))
+        .route(
+            "/api/templates/{name}/dispatch",
+            post(templates::dispatch).layer(DefaultBodyLimit::max(crate::core::templates::MAX_PAYLOAD as usize)),
+        )
 }
 
 /// An error as JSON, `{"error": "..."}`, with the status that fits it.
@@ -79,6 +85,23 @@ impl From<crate::runtime::RuntimeError> for ApiError {
             RuntimeError::Revoked => StatusCode::UNAUTHORIZED,
         };
         ApiError(status, e.to_string())
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let status = match s.code() {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, crate::error::bounded(s.message().to_string()))
     }
 }
 

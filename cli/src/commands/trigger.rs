@@ -1,0 +1,191 @@
+//! `corral trigger ...`: a template dispatched once for every object put under a
+//! prefix through Corral, or (with --poll) for every new object version that
+//! another writer put in an S3 or Azure store.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use corral_proto::v1 as pb;
+use serde_json::json;
+
+use super::Context;
+use crate::client::ApiResult;
+use crate::output;
+use crate::Exit;
+
+#[derive(Subcommand, Debug)]
+pub enum TriggerCommand {
+    /// Make a trigger: each new object under --prefix (matching --glob) dispatches
+    /// --template once, with the object in the task's directory at its own path
+    /// ($CORRAL_TRIGGER_OBJECT names it).
+    Create(CreateArgs),
+    /// List triggers with their counts.
+    List,
+    /// Show a trigger and its last dispatches.
+    Show { name: String },
+    /// Stop firing; puts meanwhile are counted as skipped (a polling trigger
+    /// picks up what is new when resumed).
+    Pause { name: String },
+    /// Fire again.
+    Resume { name: String },
+    /// Delete a trigger; the jobs it made stay.
+    Delete { name: String },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The trigger's name: 1 to 63 of a-z 0-9 - _.
+    #[arg(value_name = "NAME")]
+    trigger: String,
+    /// Objects under this prefix (e.g. incoming/).
+    #[arg(long)]
+    prefix: String,
+    /// ... whose path after the prefix matches this glob (e.g. '*.jpg').
+    #[arg(long)]
+    glob: Option<String>,
+    /// The template each object dispatches (it may not require a payload or meta).
+    #[arg(long)]
+    template: String,
+    /// List the prefix this often (1s to 24h) and fire once per new object version,
+    /// for objects written to the store directly rather than through Corral.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    poll: Option<Duration>,
+}
+
+fn state(t: &pb::Trigger) -> &'static str {
+    if t.paused {
+        "paused"
+    } else {
+        "active"
+    }
+}
+
+fn fire_state(f: &pb::TriggerFire) -> &'static str {
+    match f.state() {
+        pb::JobState::Unspecified => "deleted",
+        s => s.as_word(),
+    }
+}
+
+fn trigger_json(t: &pb::Trigger) -> serde_json::Value {
+    json!({
+        "name": t.name,
+        "state": state(t),
+        "prefix": t.prefix,
+        "glob": (!t.glob.is_empty()).then_some(&t.glob),
+        "template": t.template,
+        "poll_ms": (t.poll_ms > 0).then_some(t.poll_ms),
+        "owner": t.owner,
+        "created_at_ms": t.created_at_ms,
+        "fired": t.fired,
+        "skipped": t.skipped,
+        "failed": t.failed,
+        "last_error": (!t.last_error.is_empty()).then_some(&t.last_error),
+        "seen": t.seen,
+        "recent": t.recent.iter().map(|f| json!({
+            "object": f.object,
+            "job_id": f.job_id,
+            "at_ms": f.at_ms,
+            "state": fire_state(f),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn on(t: &pb::Trigger) -> String {
+    let what = format!("{}{}", t.prefix, if t.glob.is_empty() { "*" } else { &t.glob });
+    match t.poll_ms {
+        0 => format!("put {what}"),
+        ms => format!("poll {what} every {}", output::duration_ms(ms)),
+    }
+}
+
+fn print(ctx: &Context, t: &pb::Trigger) {
+    if ctx.json() {
+        output::json(&trigger_json(t));
+        return;
+    }
+    let mut rows = vec![
+        ("name", t.name.clone()),
+        ("state", state(t).to_string()),
+        ("on", on(t)),
+        ("template", t.template.clone()),
+        ("owner", t.owner.clone()),
+        ("fired", t.fired.to_string()),
+        ("skipped", t.skipped.to_string()),
+        ("failed", t.failed.to_string()),
+    ];
+    if t.poll_ms > 0 {
+        rows.push(("seen", t.seen.to_string()));
+    }
+    if !t.last_error.is_empty() {
+        rows.push(("last error", t.last_error.clone()));
+    }
+    for (i, f) in t.recent.iter().rev().enumerate() {
+        let line = format!("{} UTC: {} -> job {} {}", output::timestamp(f.at_ms), f.object, f.job_id, fire_state(f));
+        rows.push((if i == 0 { "last dispatches" } else { "" }, line));
+    }
+    output::fields(&rows);
+}
+
+impl TriggerCommand {
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
+        let mut client = ctx.client().await?;
+        match self {
+            TriggerCommand::Create(args) => {
+                let req = pb::CreateTriggerRequest {
+                    name: args.trigger,
+                    prefix: args.prefix,
+                    glob: args.glob.unwrap_or_default(),
+                    template: args.template,
+                    poll_ms: args.poll.map_or(0, |d| d.as_millis() as u64),
+                };
+                let t = client.create_trigger(req).await.api()?;
+                if ctx.json() {
+                    output::json(&trigger_json(&t));
+                } else {
+                    println!("created trigger '{}' ({} dispatches '{}')", t.name, on(&t), t.template);
+                }
+            }
+            TriggerCommand::List => {
+                let triggers = client.list_triggers(pb::ListTriggersRequest {}).await.api()?.triggers;
+                if ctx.json() {
+                    output::json(&triggers.iter().map(trigger_json).collect());
+                } else {
+                    let rows: Vec<Vec<String>> = triggers
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                state(t).to_string(),
+                                on(t),
+                                t.template.clone(),
+                                t.fired.to_string(),
+                                t.skipped.to_string(),
+                                t.failed.to_string(),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["NAME", "STATE", "ON", "TEMPLATE", "FIRED", "SKIPPED", "FAILED"], &rows);
+                }
+            }
+            TriggerCommand::Show { name } => {
+                print(ctx, &client.get_trigger(pb::GetTriggerRequest { name }).await.api()?);
+            }
+            TriggerCommand::Pause { name } => {
+                print(ctx, &client.pause_trigger(pb::PauseTriggerRequest { name, paused: true }).await.api()?);
+            }
+            TriggerCommand::Resume { name } => {
+                print(ctx, &client.pause_trigger(pb::PauseTriggerRequest { name, paused: false }).await.api()?);
+            }
+            TriggerCommand::Delete { name } => {
+                client.delete_trigger(pb::DeleteTriggerRequest { name: name.clone() }).await.api()?;
+                if ctx.json() {
+                    output::json(&json!({ "deleted": name }));
+                } else {
+                    println!("deleted trigger '{name}' (its jobs stay)");
+                }
+            }
+        }
+        Ok(Exit::Ok)
+    }
+}
