@@ -147,3 +147,76 @@ fn a_bad_store_url_stops_the_coordinator_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid --store-url 'ftp://nowhere/x'"), "{err}");
 }
+
+/// Trigger `name` as `trigger show` has it.
+fn trigger(c: &Cluster, name: &str) -> serde_json::Value {
+    c.json(&["trigger", "show", name])
+}
+
+/// Waits until two polls of trigger `name` began after `after_ms`: the first of
+/// them has finished by then.
+fn two_polls_after(c: &Cluster, name: &str, after_ms: u64) {
+    wait_until(MINUTE, "two more polls", || trigger(c, name)["last_poll_ms"].as_u64().unwrap_or(0) >= after_ms + 2000);
+}
+
+#[test]
+fn a_polling_trigger_dispatches_each_new_object_version_in_the_bucket_once() {
+    let s3 = S3::start();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut c = Cluster::start_with_env(&["--store-url", "s3://corral/prod"], &env);
+    c.static_pool("cpu", 1, 2);
+    c.json(&["template", "create", "size", "--pool", "cpu", "--", "sh", "-c", r#"wc -c < "$CORRAL_TRIGGER_OBJECT""#]);
+    let made = c.json(&[
+        "trigger",
+        "create",
+        "drops",
+        "--prefix",
+        "drop/",
+        "--glob",
+        "*.csv",
+        "--template",
+        "size",
+        "--poll",
+        "1s",
+    ]);
+    assert_eq!(made["poll_ms"], 1000, "{made}");
+    // Written to the bucket directly, by someone else: the poll finds them.
+    s3.boto("s3.put_object(Bucket='corral', Key='prod/drop/a.csv', Body=b'abc')");
+    s3.boto("s3.put_object(Bucket='corral', Key='prod/drop/notes.txt', Body=b'x')");
+    s3.boto("s3.put_object(Bucket='corral', Key='prod/elsewhere/b.csv', Body=b'x')");
+    wait_until(MINUTE, "a.csv to fire", || trigger(&c, "drops")["fired"] == 1);
+    // A job reads its object when it runs: let this one finish before a.csv changes.
+    let first = trigger(&c, "drops")["recent"][0]["job_id"].as_u64().unwrap();
+    assert_eq!(c.wait_job(first, MINUTE)["state"], "completed");
+    s3.boto("s3.put_object(Bucket='corral', Key='prod/drop/sub/b.csv', Body=b'abcdef')");
+    // A new version of a.csv is a new object to the trigger.
+    s3.boto("s3.put_object(Bucket='corral', Key='prod/drop/a.csv', Body=b'abcdefghij')");
+    wait_until(MINUTE, "b.csv and a.csv again to fire", || trigger(&c, "drops")["fired"] == 3);
+    let shown = trigger(&c, "drops");
+    two_polls_after(&c, "drops", shown["last_poll_ms"].as_u64().unwrap());
+    assert_eq!(trigger(&c, "drops")["fired"], 3, "an object version fired twice");
+    let mut outputs: Vec<(String, String)> = shown["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let job = f["job_id"].as_u64().unwrap();
+            assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+            (f["object"].as_str().unwrap().to_string(), c.logs(job, 0, false).trim().to_string())
+        })
+        .collect();
+    outputs.sort();
+    assert_eq!(
+        outputs,
+        [("drop/a.csv".into(), "10".into()), ("drop/a.csv".into(), "3".into()), ("drop/sub/b.csv".into(), "6".into())]
+    );
+    // The cursor is durable: after a SIGKILL nothing seen fires again.
+    c.kill_coordinator();
+    c.restart_coordinator();
+    let restarted = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    two_polls_after(&c, "drops", restarted);
+    let shown = trigger(&c, "drops");
+    assert_eq!((shown["fired"].as_u64(), shown["seen"].as_u64()), (Some(3), Some(2)), "{shown}");
+    assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 3);
+}

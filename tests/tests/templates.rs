@@ -4,6 +4,8 @@
 //! acknowledged just before the coordinator was killed; refusals name their field.
 
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
 
 use corral_proto::credentials::Bearer;
@@ -47,6 +49,18 @@ fn dispatch_brings_the_payload_and_meta_to_the_task_through_cli_grpc_and_http() 
     let cli = c.json(&["dispatch", "echo", "--payload-file", file.to_str().unwrap(), "--meta", "size=64"]);
     let cli = cli["job_id"].as_u64().unwrap();
     assert_eq!(finished_stdout(&c, cli), "from-cli size=64\n");
+
+    // The CLI, from standard input, waiting for the job's end.
+    let mut cmd = std::process::Command::new(corral_tests::bin("corral"));
+    cmd.env("CORRAL_TOKEN", c.admin_token()).env_remove("CORRAL_TOKEN_FILE").arg("--coordinator").arg(&c.url);
+    cmd.args(["-o", "json", "dispatch", "echo", "--payload", "-", "--meta", "size=9", "--wait"]);
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"from-stdin").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let waited: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(waited["state"], "completed", "{waited}");
+    assert_eq!(finished_stdout(&c, waited["id"].as_u64().unwrap()), "from-stdin size=9\n");
 
     // gRPC, as a submit token; the job is the dispatcher's.
     let submitter = c.token("webapp", "submit", &[]);
@@ -97,11 +111,11 @@ fn dispatch_brings_the_payload_and_meta_to_the_task_through_cli_grpc_and_http() 
     assert!(err.contains("gpu"), "{err}");
     assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), before);
     // A refused dispatch leaves no payload behind; each job has its own.
-    wait_until(MINUTE, "the refused payload to be deleted", || objects(&c, "payloads/").len() == 3);
+    wait_until(MINUTE, "the refused payload to be deleted", || objects(&c, "payloads/").len() == 4);
 
     // Deleting a job deletes its payload.
     c.json(&["job", "delete", &cli.to_string()]);
-    wait_until(MINUTE, "the deleted job's payload to go", || objects(&c, "payloads/").len() == 2);
+    wait_until(MINUTE, "the deleted job's payload to go", || objects(&c, "payloads/").len() == 3);
     let shown = c.json(&["template", "show", "echo"]);
     assert_eq!(shown["payload"], "optional", "{shown}");
     assert_eq!(shown["command"], serde_json::json!(ECHO));

@@ -82,6 +82,7 @@ fn trigger_json(t: &pb::Trigger) -> serde_json::Value {
         "failed": t.failed,
         "last_error": (!t.last_error.is_empty()).then_some(&t.last_error),
         "seen": t.seen,
+        "last_poll_ms": (t.last_poll_ms > 0).then_some(t.last_poll_ms),
         "recent": t.recent.iter().map(|f| json!({
             "object": f.object,
             "job_id": f.job_id,
@@ -116,6 +117,9 @@ fn print(ctx: &Context, t: &pb::Trigger) {
     ];
     if t.poll_ms > 0 {
         rows.push(("seen", t.seen.to_string()));
+        if t.last_poll_ms > 0 {
+            rows.push(("last poll", format!("{} UTC", output::timestamp(t.last_poll_ms))));
+        }
     }
     if !t.last_error.is_empty() {
         rows.push(("last error", t.last_error.clone()));

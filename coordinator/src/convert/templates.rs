@@ -121,5 +121,6 @@ pub fn trigger_view(core: &Core, t: &Trigger) -> pb::Trigger {
             })
             .collect(),
         seen: t.seen.len() as u64,
+        last_poll_ms: t.last_poll.map_or(0, |at| core.wall_ms(at)),
     }
 }

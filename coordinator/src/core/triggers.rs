@@ -269,7 +269,9 @@ impl Core {
                 return;
             }
         };
-        let since = t.record.created_at_ms;
+        // Stores keep modification times to the second (S3 does): an object put in
+        // the second the trigger was made counts as new.
+        let since = t.record.created_at_ms - t.record.created_at_ms % 1000;
         let spec = t.record.spec.clone();
         let present: std::collections::BTreeSet<&str> = listed.iter().map(|o| o.path.as_str()).collect();
         let gone: Vec<String> = t.seen.keys().filter(|p| !present.contains(p.as_str())).cloned().collect();

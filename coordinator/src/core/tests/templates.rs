@@ -232,3 +232,32 @@ fn a_polling_trigger_fires_once_per_new_version_and_its_cursor_survives_a_restor
     assert!(!out.store.iter().any(|op| matches!(op, StoreOp::InsertJob(_))), "no version twice");
     assert_eq!(core.triggers[&poll].record.fired, 3);
 }
+
+#[test]
+fn a_store_that_keeps_seconds_still_shows_objects_put_right_after_the_trigger() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    env.advance(ms(1_500));
+    let created = env.core.wall_ms(env.now);
+    env.core.create_trigger(env.now, trigger("poll", "in/", None, true), &mut env.out).unwrap();
+    let poll = TriggerName::parse("name", "poll").unwrap();
+    assert_eq!(env.core.due_polls(env.now).len(), 1);
+    // Put after the trigger, but S3 says the start of that second.
+    let second = created - created % 1000;
+    let listing = vec![listed("in/now", "v1", second), listed("in/before", "v1", second - 1)];
+    env.core.on_poll(env.now, &poll, Ok(listing), &mut env.out);
+    assert_eq!(env.trigger_objects(), ["in/now"]);
+    env.check();
+}
+
+#[test]
+fn deleting_a_dispatched_job_deletes_its_payload_and_outputs() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    let payload = corral_types::paths::payload("0123abcd");
+    let d = Dispatch { payload: Some(payload), owner: "bob".into(), ..Dispatch::default() };
+    let id = env.core.dispatch(env.now, &name("t"), d, None, &mut env.out).unwrap();
+    env.core.cancel_job(env.now, id, &mut env.out).unwrap();
+    env.out = Outbox::default();
+    env.core.delete_job(env.now, id, &mut env.out).unwrap();
+    assert_eq!(env.out.delete_objects, [corral_types::paths::job(id), "payloads/0123abcd".to_string()]);
+    env.check();
+}

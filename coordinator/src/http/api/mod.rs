@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,10 +40,7 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/jobs/{id}/tasks/{index}/log", get(jobs::log))
         .route("/api/events", get(events::events))
         .route("/api/stream", get(events::stream))
-        .route(
-            "/api/templates/{name}/dispatch",
-            post(templates::dispatch).layer(DefaultBodyLimit::max(crate::core::templates::MAX_PAYLOAD as usize)),
-        )
+        .route("/api/templates/{name}/dispatch", post(templates::dispatch))
 }
 
 /// An error as JSON, `{"error": "..."}`, with the status that fits it.

@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
@@ -21,6 +21,13 @@ use crate::auth::{rules, Principal};
 use crate::core::templates::MAX_PAYLOAD;
 use crate::model::Role;
 use crate::shared::Shared;
+
+/// How many dispatch bodies are read at once: each holds up to 16 MiB, and a
+/// flood of them must not hold more than this many times that.
+const BODIES_AT_ONCE: usize = 8;
+/// The longest a body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+static BODIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODIES_AT_ONCE);
 
 #[derive(Serialize)]
 pub(super) struct Dispatched {
@@ -34,7 +41,7 @@ pub(super) async fn dispatch(
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Api<Dispatched> {
     if !headers.contains_key(header::AUTHORIZATION) {
         return Err(ApiError(
@@ -52,13 +59,22 @@ pub(super) async fn dispatch(
             return Err(bad("meta", format!("'{}' is given twice", crate::error::shown(&key))));
         }
     }
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("payload: the body is larger than {MAX_PAYLOAD} bytes (16 MiB), the most a dispatch carries"),
-        ),
-        status => ApiError(status, format!("payload: {}", e.body_text())),
-    })?;
+    let _reading = BODIES.acquire().await.map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "stopping".into()))?;
+    // A client that sends slowly does not keep the others out for long.
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_PAYLOAD as usize)).await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            let why = format!("payload: the body is larger than {MAX_PAYLOAD} bytes (16 MiB), the most a dispatch carries (or it broke off)");
+            return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, why));
+        }
+        Err(_) => {
+            return Err(ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                "payload: the body took longer than 60s to arrive".into(),
+            ))
+        }
+    };
     let idempotency_key = match headers.get("idempotency-key") {
         None => String::new(),
         Some(v) => v.to_str().map_err(|_| bad("Idempotency-Key", "must be printable ASCII".into()))?.to_string(),
