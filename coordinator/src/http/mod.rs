@@ -2,8 +2,10 @@
 //! the JSON read API it is built on ([`api`], documented in `docs/HTTP_API.md`), a
 //! server-sent event stream, and `/metrics` for Prometheus.
 //!
-//! Everything here reads: changes go through the gRPC API and the CLI. Every route
-//! is behind [`auth::gate`]: a `Host` that names this coordinator, and a token.
+//! Everything here reads but one route: `POST /api/templates/NAME/dispatch`, which
+//! makes a job from a template (a bearer `submit` token only); every other change
+//! goes through the gRPC API and the CLI. Every route is behind [`auth::gate`]: a
+//! `Host` that names this coordinator, and a token.
 
 pub mod api;
 pub mod auth;

@@ -1,10 +1,12 @@
-//! The JSON read API under `/api`, which the dashboard is built on. Each answer is
+//! The JSON API under `/api`, which the dashboard is built on (reads), and the
+//! dispatch of a template ([`templates`], the one route that changes anything). Each answer is
 //! read from the core in one call of the event loop (so it is consistent) or, for
 //! attempt history, logs and events, from the store's read connection. Task lists
 //! are paged here, on the server, so a job of a million tasks costs one page.
 //!
 //! The routes and their fields are documented in `docs/HTTP_API.md`; one module per
-//! subject: [`pools`], [`nodes`], [`jobs`] (with tasks and logs), [`events`].
+//! subject: [`pools`], [`nodes`], [`jobs`] (with tasks and logs), [`events`],
+//! [`templates`].
 
 use std::sync::Arc;
 use std::time::Instant;
