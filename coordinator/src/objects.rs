@@ -101,17 +101,30 @@ impl ObjectsApi {
                 out.store.push(crate::core::StoreOp::Actor(Some(actor)));
                 out.store.push(crate::core::StoreOp::ObjectChanged { path: path.clone(), size });
                 out.store.push(crate::core::StoreOp::Actor(None));
-                if size.is_some() {
-                    core.on_object_put(now, &path, out);
+                match size {
+                    Some(_) => core.on_object_put(now, &path, out),
+                    None => Vec::new(),
                 }
             })
             .await;
-        recorded.map_err(|refused| {
-            tracing::warn!(error = %refused, "an object change could not be recorded");
-            Status::unavailable(format!(
-                "the object was stored, but its put could not be recorded (its triggers may not have fired): {refused}; put it again"
-            ))
-        })
+        match recorded {
+            Ok(failed) if failed.is_empty() => Ok(()),
+            Ok(failed) => Err(Status::failed_precondition(crate::error::bounded(format!(
+                "the object was stored, but {}",
+                failed.join("; ")
+            )))),
+            Err(crate::runtime::RuntimeError::StoreCannotWrite { in_flight: true, cause }) => {
+                Err(Status::unavailable(format!(
+                    "the object was stored; its put (and the jobs of its triggers) may still be recorded once the store can write ({cause}): see `corral trigger show` before putting it again"
+                )))
+            }
+            Err(refused) => {
+                tracing::warn!(error = %refused, "an object change could not be recorded");
+                Err(Status::unavailable(format!(
+                    "the object was stored, but its put was not recorded (its triggers did not fire): {refused}; put it again"
+                )))
+            }
+        }
     }
 }
 
@@ -124,6 +137,11 @@ impl Objects for ObjectsApi {
         let mut stream = req.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("path: the stream was empty"))?;
         let path = object_path("path", &first.path)?;
+        if path.as_ref().starts_with(corral_types::paths::PAYLOADS) {
+            return Err(Status::invalid_argument(
+                "path: payloads/ holds dispatches' payloads, which only `corral dispatch` writes",
+            ));
+        }
         self.allow(principal.as_ref(), path.as_ref(), true).await?;
         let upload = self.store.put_multipart(&path).await.map_err(store_error(&path))?;
         let mut writer = WriteMultipart::new(upload);

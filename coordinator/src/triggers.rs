@@ -16,6 +16,9 @@ use crate::shared::Shared;
 
 /// How often the core is asked which triggers are due.
 const TICK: Duration = Duration::from_millis(500);
+/// The longest one listing may take: a store that hangs holds up no other trigger
+/// for longer.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most objects one poll lists; a larger prefix is reported, not half-read
 /// (half a listing would look like deleted objects, and they would fire again).
 pub const MAX_LISTED: usize = 100_000;
@@ -31,7 +34,10 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         let Ok(due) = shared.runtime.call(|core, now, _| core.due_polls(now)).await else { continue };
         for (name, prefix) in due {
-            let listed = list(shared.objects.clone(), &prefix).await;
+            let listed = match tokio::time::timeout(LIST_TIMEOUT, list(shared.objects.clone(), &prefix)).await {
+                Ok(listed) => listed,
+                Err(_) => Err(format!("listing '{prefix}' took longer than {}s", LIST_TIMEOUT.as_secs())),
+            };
             if let Err(why) = &listed {
                 tracing::warn!(trigger = %name, error = %why, "a polling trigger could not list its prefix");
             }
@@ -52,7 +58,11 @@ async fn list(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Vec<Listed>, 
     let mut listing = store.list((!folder.is_empty()).then_some(&path));
     let mut listed = Vec::new();
     while let Some(meta) = listing.next().await {
-        let meta = meta.map_err(|e| crate::error::bounded(format!("listing '{prefix}' failed: {e}")))?;
+        let meta = meta.map_err(|e| {
+            // The store's own words may name where it keeps objects: they go to the log.
+            tracing::warn!(prefix, error = %e, "a polling trigger's listing failed");
+            format!("listing '{prefix}' failed (the coordinator's log says why)")
+        })?;
         if listed.len() == MAX_LISTED {
             return Err(format!("'{prefix}' holds more than {MAX_LISTED} objects; give the trigger a narrower prefix"));
         }

@@ -236,6 +236,13 @@ fn a_trigger_fires_once_per_put_also_across_a_coordinator_kill() {
     c.json(&["template", "create", "needs", "--pool", "cpu", "--payload", "required", "--", "true"]);
     let err = c.fails(&["trigger", "create", "t2", "--prefix", "in/", "--template", "needs"]);
     assert!(err.contains("template") && err.contains("requires a payload"), "{err}");
+    // What Corral writes itself is no trigger's business, nor a client's to write.
+    let err = c.fails(&["trigger", "create", "t2", "--prefix", "jobs/", "--template", "thumb"]);
+    assert!(err.contains("prefix") && err.contains("jobs/"), "{err}");
+    let err = c.fails(&["file", "put", image, "payloads/0123456789abcdef0123456789abcdef/payload"]);
+    assert!(err.contains("payloads/"), "{err}");
+    let err = c.fails(&["job", "submit", "--pool", "cpu", "--input", "payloads/x/payload", "--", "true"]);
+    assert!(err.contains("inputs.object") && err.contains("payloads/"), "{err}");
     // Another submit token may not change it.
     let other = c.token("other", "submit", &[]);
     let out = c.corral_as(Some(&other), &["trigger", "delete", "thumbs"]);
@@ -243,4 +250,30 @@ fn a_trigger_fires_once_per_put_also_across_a_coordinator_kill() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to token"));
     c.json(&["trigger", "delete", "thumbs"]);
     c.json(&["template", "delete", "thumb"]);
+}
+
+#[test]
+fn a_put_whose_trigger_cannot_make_its_job_is_answered_so() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    c.json(&["pool", "create", "gone", "--slots-per-node", "1"]);
+    c.json(&["template", "create", "t", "--pool", "gone", "--", "true"]);
+    // A template's owner may remove another token's trigger on it.
+    let other = c.token("other", "submit", &[]);
+    let made = c.corral_as(Some(&other), &["trigger", "create", "theirs", "--prefix", "x/", "--template", "t"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    c.json(&["trigger", "delete", "theirs"]);
+    c.json(&["trigger", "create", "on-gone", "--prefix", "in/", "--template", "t"]);
+    c.json(&["pool", "delete", "gone"]);
+    let file = c.dir.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    let err = c.fails(&["file", "put", file.to_str().unwrap(), "in/f"]);
+    assert!(
+        err.contains("stored") && err.contains("trigger 'on-gone' could not make its job") && err.contains("gone"),
+        "{err}"
+    );
+    let shown = c.json(&["trigger", "show", "on-gone"]);
+    assert_eq!((shown["fired"].as_u64(), shown["failed"].as_u64()), (Some(0), Some(1)), "{shown}");
+    assert!(shown["last_error"].as_str().unwrap().contains("gone"), "{shown}");
+    assert_eq!(objects(&c, "in/"), ["in/f"], "the object itself is stored");
 }

@@ -25,10 +25,22 @@ pub fn payload(id: &str) -> String {
     format!("{PAYLOADS}{id}/payload")
 }
 
-/// The folder to delete with the job whose input `object` is, if it is a payload.
+/// The folder to delete with the job whose input `object` is, if it is a payload:
+/// `payloads/<32 hex digits>/payload` and nothing else.
 pub fn payload_folder(object: &str) -> Option<&str> {
-    object.strip_prefix(PAYLOADS)?;
-    object.strip_suffix("/payload")
+    let id = object.strip_prefix(PAYLOADS)?.strip_suffix("/payload")?;
+    let hex = id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    hex.then(|| &object[..PAYLOADS.len() + id.len()])
+}
+
+/// The folders Corral writes itself: a client may not put there, name them as a
+/// task's input, or trigger on them.
+pub const RESERVED: [&str; 3] = ["jobs/", "shuffle/", PAYLOADS];
+
+/// Whether `path` is in one of the [`RESERVED`] folders.
+pub fn is_reserved(path: &str) -> bool {
+    let path = path.trim_start_matches('/');
+    RESERVED.iter().any(|r| path.starts_with(r) || path == r.trim_end_matches('/'))
 }
 
 /// Where a task's outputs go: `<path>` under it is the file's path in the task's dir.
@@ -74,6 +86,17 @@ pub fn parse_map_output(job: JobId, path: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_payload_of_the_coordinators_naming_is_deleted_with_its_job() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(payload_folder(&payload(id)), Some(format!("payloads/{id}").as_str()));
+        for other in ["payloads/payload", "payloads/../payload", "in/x/payload", "payloads/ABC/payload", "payloads/"] {
+            assert_eq!(payload_folder(other), None, "{other}");
+        }
+        assert!(is_reserved("jobs/1/0/out") && is_reserved("payloads") && is_reserved("/shuffle/2"));
+        assert!(!is_reserved("jobsite/a") && !is_reserved("in/jobs/x"));
+    }
 
     #[test]
     fn a_map_output_reads_back() {

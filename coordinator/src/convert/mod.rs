@@ -11,6 +11,7 @@ use corral_proto::v1 as pb;
 use crate::error::Invalid;
 use crate::model::*;
 use corral_types::graph::{Graph, TaskGroup};
+use corral_types::paths;
 
 pub mod agent;
 pub mod schedules;
@@ -222,6 +223,12 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
     for input in spec.inputs {
         // Checked with `{index}` filled in, as the agent will see it.
         let object = crate::objects::object_path("inputs.object", &input.object.replace("{index}", "0"))?;
+        if object.as_ref().starts_with(paths::PAYLOADS) {
+            return Err(Invalid::new(
+                "inputs.object",
+                "payloads/ holds dispatches' payloads: a job gets one by dispatch",
+            ));
+        }
         let path = if input.path.is_empty() { object.filename().unwrap_or_default().to_string() } else { input.path };
         relative_path("inputs.path", &path)?;
         inputs.push(TaskInput { object: input.object.trim_matches('/').to_string(), path });

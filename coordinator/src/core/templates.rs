@@ -140,27 +140,34 @@ impl Core {
     }
 }
 
-/// The job a dispatch of `template` makes: the payload and a trigger's object as
-/// inputs of every task, meta in every task's environment.
-pub fn job_of(template: &TemplateSpec, d: Dispatch) -> Result<JobSpec> {
+/// Whether a dispatch with (or without) a payload and these meta values may use
+/// `template` (checked before a payload is stored, and again when the job is made).
+pub fn check_dispatch(template: &TemplateSpec, payload: bool, meta: &BTreeMap<String, String>) -> Result<()> {
     let name = &template.name;
-    match (template.payload, &d.payload) {
-        (PayloadRule::Required, None) => {
+    match (template.payload, payload) {
+        (PayloadRule::Required, false) => {
             return Err(Invalid::new("payload", format!("template '{name}' requires a payload")).into())
         }
-        (PayloadRule::Forbidden, Some(_)) => {
+        (PayloadRule::Forbidden, true) => {
             return Err(Invalid::new("payload", format!("template '{name}' takes no payload")).into())
         }
         _ => {}
     }
-    if let Some(missing) = template.meta_required.iter().find(|k| !d.meta.contains_key(*k)) {
+    if let Some(missing) = template.meta_required.iter().find(|k| !meta.contains_key(*k)) {
         return Err(Invalid::new(
             "meta",
             format!("template '{name}' requires meta '{missing}' (--meta {missing}=...)"),
         )
         .into());
     }
-    check_meta(&d.meta)?;
+    check_meta(meta)?;
+    Ok(())
+}
+
+/// The job a dispatch of `template` makes: the payload and a trigger's object as
+/// inputs of every task, meta in every task's environment.
+pub fn job_of(template: &TemplateSpec, d: Dispatch) -> Result<JobSpec> {
+    check_dispatch(template, d.payload.is_some(), &d.meta)?;
     let mut env = d.env;
     env.extend(d.meta.iter().map(|(k, v)| (format!("CORRAL_META_{k}"), v.clone())));
     let mut inputs = d.inputs;

@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use corral_types::paths;
+
 use super::templates::Dispatch;
 use super::*;
 use crate::error::{Error, Invalid, Result};
@@ -39,6 +41,11 @@ pub struct TriggerSpec {
 impl TriggerSpec {
     /// Whether an object at `path` is one this trigger fires for.
     pub fn matches(&self, path: &str) -> bool {
+        // What Corral writes itself (task outputs, shuffle data, payloads) never
+        // fires: a job writing under its own trigger's prefix would loop.
+        if paths::is_reserved(path) {
+            return false;
+        }
         let Some(rest) = path.strip_prefix(&self.prefix) else { return false };
         match &self.glob {
             None => true,
@@ -93,6 +100,9 @@ pub struct Listed {
     pub modified_ms: u64,
 }
 
+/// The longest glob a trigger takes (it is matched on the event loop at each put).
+pub const MAX_GLOB: usize = 256;
+
 /// Why a trigger's put makes an event (none for its counts).
 pub type Change = Option<&'static str>;
 
@@ -105,7 +115,16 @@ pub fn check_match(prefix: &str, glob: Option<&str>) -> std::result::Result<Stri
     if prefix.len() > 1024 {
         return Err(Invalid::new("prefix", "must be at most 1024 bytes"));
     }
+    if paths::is_reserved(prefix) {
+        return Err(Invalid::new(
+            "prefix",
+            "is in jobs/, shuffle/ or payloads/, where Corral writes task outputs, shuffle data and payloads; triggers do not fire there",
+        ));
+    }
     if let Some(glob) = glob {
+        if glob.len() > MAX_GLOB {
+            return Err(Invalid::new("glob", format!("must be at most {MAX_GLOB} bytes")));
+        }
         glob::Pattern::new(glob).map_err(|e| Invalid::new("glob", format!("is not a glob pattern: {e}")))?;
     }
     Ok(prefix.to_string())
@@ -176,7 +195,10 @@ impl Core {
 
     /// A client put `path` through Corral: every put trigger it matches fires once.
     /// Called in the batch that records the put, before the put is acknowledged.
-    pub fn on_object_put(&mut self, now: Instant, path: &str, out: &mut Outbox) {
+    /// Answers why each trigger that could not make its job could not (the put's
+    /// client is told: the object is stored, its job is not).
+    pub fn on_object_put(&mut self, now: Instant, path: &str, out: &mut Outbox) -> Vec<String> {
+        let mut failed = Vec::new();
         let hit: Vec<TriggerName> = self
             .triggers
             .iter()
@@ -187,12 +209,13 @@ impl Core {
             if let Some(t) = self.triggers.get_mut(&name) {
                 if t.record.paused {
                     t.record.skipped += 1;
-                } else {
-                    let _ = self.fire(now, &name, path, out);
+                } else if let Err(e) = self.fire(now, &name, path, out) {
+                    failed.push(format!("trigger '{name}' could not make its job: {e}"));
                 }
             }
             self.put_trigger(&name, None, out);
         }
+        failed
     }
 
     /// Dispatches trigger `name`'s template for `object`, and remembers it.
@@ -261,11 +284,19 @@ impl Core {
     ) {
         let Some(t) = self.triggers.get_mut(name) else { return };
         t.polling = false;
+        // A poll that finds nothing new writes nothing.
+        let before = t.record.clone();
         let listed = match listed {
-            Ok(listed) => listed,
+            Ok(listed) => {
+                // Listed: an earlier failure is over (a dispatch failing now says so again).
+                t.record.last_error = None;
+                listed
+            }
             Err(why) => {
                 t.record.last_error = Some(why);
-                self.put_trigger(name, None, out);
+                if t.record != before {
+                    self.put_trigger(name, None, out);
+                }
                 return;
             }
         };
@@ -297,7 +328,9 @@ impl Core {
                 version: Some(object.version.clone()),
             });
         }
-        self.put_trigger(name, None, out);
+        if self.triggers.get(name).is_some_and(|t| t.record != before) {
+            self.put_trigger(name, None, out);
+        }
     }
 }
 

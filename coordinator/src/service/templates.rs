@@ -26,6 +26,8 @@ use crate::shared::Shared;
 /// The most templates, and triggers, one coordinator holds.
 pub const MAX_TEMPLATES: usize = 10_000;
 pub const MAX_TRIGGERS: usize = 1_000;
+/// The most triggers one token makes (each polling one lists its prefix).
+pub const MAX_TRIGGERS_PER_OWNER: usize = 100;
 
 fn template_name(field: &'static str, name: &str) -> Result<TemplateName, Status> {
     Ok(TemplateName::parse(field, name)?)
@@ -172,6 +174,15 @@ pub async fn dispatch(
             return Err(Invalid::new("payload", why).into());
         }
     }
+    // Checked before the payload is stored, so that a refusal stores nothing.
+    let (checked, has_payload, checked_meta) = (name.clone(), req.payload.is_some(), meta.clone());
+    shared
+        .runtime
+        .call(move |core, _, _| {
+            let t = core.templates.get(&checked).ok_or_else(|| Error::not_found("template", &checked))?;
+            crate::core::templates::check_dispatch(&t.spec, has_payload, &checked_meta)
+        })
+        .await??;
     let mut d = Dispatch { payload: None, meta, notify, owner: who.name(), ..Dispatch::default() };
     let key = key.map(|key| IdempotencyKey {
         owner: d.owner.clone(),
@@ -183,10 +194,9 @@ pub async fn dispatch(
             let object = payload_object()?;
             let path = object_store::path::Path::parse(&object).map_err(|e| Status::internal(e.to_string()))?;
             shared.objects.put(&path, bytes.into()).await.map_err(|e| {
-                Status::unavailable(format!(
-                    "the payload could not be stored: {}",
-                    crate::error::bounded(e.to_string())
-                ))
+                // The store's own words may name where it keeps objects: they go to the log.
+                tracing::warn!(error = %e, "a dispatch's payload could not be stored");
+                Status::unavailable("payload: the object store could not store it (the coordinator's log says why)")
             })?;
             d.payload = Some(object.clone());
             Some(object)
@@ -204,8 +214,16 @@ pub async fn dispatch(
             Ok::<_, Error>((id, job.spec.task_count(), ours))
         })
         .await;
-    let ours = matches!(made, Ok(Ok((_, _, true))));
-    if let (Some(folder), false) = (object.as_deref().and_then(paths::payload_folder), ours) {
+    // Deleted only when surely no job takes it: a dispatch still in flight (the
+    // store could not write yet) may be saved later, and needs its payload then.
+    use crate::runtime::RuntimeError;
+    let unused = match &made {
+        Ok(Ok((_, _, ours))) => !ours,
+        Ok(Err(_)) | Err(RuntimeError::Revoked | RuntimeError::NotSaved(_)) => true,
+        Err(RuntimeError::StoreCannotWrite { in_flight, .. }) => !in_flight,
+        Err(RuntimeError::ShuttingDown) => false,
+    };
+    if let (Some(folder), true) = (object.as_deref().and_then(paths::payload_folder), unused) {
         tokio::spawn(crate::objects::delete_prefix(shared.objects.clone(), folder.to_string()));
     }
     let (id, tasks, _) = made??;
@@ -226,6 +244,13 @@ pub(super) async fn create_trigger(
             if core.triggers.len() >= MAX_TRIGGERS {
                 return Err(Error::Refused(format!(
                     "the coordinator holds {MAX_TRIGGERS} triggers, its most; delete some first"
+                )));
+            }
+            let owned = core.triggers.values().filter(|t| t.record.spec.owner == spec.owner).count();
+            if owned >= MAX_TRIGGERS_PER_OWNER {
+                return Err(Error::Refused(format!(
+                    "token '{}' has made {MAX_TRIGGERS_PER_OWNER} triggers, the most one token makes; delete some first",
+                    spec.owner
                 )));
             }
             let name = spec.name.clone();
@@ -254,8 +279,15 @@ pub(super) async fn get_trigger(
     Ok(Response::new(api.shared.runtime.call(move |core, _, _| trigger_or_404(core, &name)).await??))
 }
 
-fn trigger_owner(core: &Core, name: &TriggerName) -> Result<String, Error> {
-    Ok(core.triggers.get(name).ok_or_else(|| Error::not_found("trigger", name))?.record.spec.owner.clone())
+/// Refuses a change to a trigger by anyone but its creator, the creator of its
+/// template (who may free the template of it), or an admin.
+fn may_change_trigger(core: &Core, who: &Principal, name: &TriggerName) -> Result<(), Error> {
+    let t = core.triggers.get(name).ok_or_else(|| Error::not_found("trigger", name))?;
+    let spec = &t.record.spec;
+    if core.templates.get(&spec.template).is_some_and(|tpl| tpl.spec.job.owner == who.name()) {
+        return Ok(());
+    }
+    may_change(who, "trigger", name.as_str(), &spec.owner)
 }
 
 pub(super) async fn pause_trigger(
@@ -269,7 +301,7 @@ pub(super) async fn pause_trigger(
         .shared
         .runtime
         .call_by(who.clone(), move |core, _, out| {
-            may_change(&who, "trigger", name.as_str(), &trigger_owner(core, &name)?)?;
+            may_change_trigger(core, &who, &name)?;
             core.pause_trigger(&name, req.paused, out)?;
             trigger_or_404(core, &name)
         })
@@ -287,7 +319,7 @@ pub(super) async fn delete_trigger(
     api.shared
         .runtime
         .call_by(who.clone(), move |core, _, out| {
-            may_change(&who, "trigger", name.as_str(), &trigger_owner(core, &name)?)?;
+            may_change_trigger(core, &who, &name)?;
             core.delete_trigger(&name, out)
         })
         .await??;

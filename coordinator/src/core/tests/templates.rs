@@ -189,8 +189,10 @@ fn a_polling_trigger_fires_once_per_new_version_and_its_cursor_survives_a_restor
     env.advance(ms(5_000));
     assert_eq!(env.core.due_polls(env.now).len(), 1);
     // The same listing again, then a new version of a, and b gone.
+    let ops = env.out.store.len();
     env.core.on_poll(env.now, &poll, Ok(first), &mut env.out);
     assert_eq!(env.trigger_objects().len(), 2, "nothing seen twice");
+    assert_eq!(env.out.store.len(), ops, "a poll that finds nothing new writes nothing");
     env.core.on_poll(env.now, &poll, Ok(vec![listed("in/a", "v2", created + 30)]), &mut env.out);
     assert_eq!(env.trigger_objects(), ["in/a", "in/b", "in/a"]);
     assert_eq!(env.core.triggers[&poll].seen.keys().collect::<Vec<_>>(), ["in/a"], "gone objects leave the cursor");
@@ -252,12 +254,15 @@ fn a_store_that_keeps_seconds_still_shows_objects_put_right_after_the_trigger() 
 #[test]
 fn deleting_a_dispatched_job_deletes_its_payload_and_outputs() {
     let mut env = Env::with_template(PayloadRule::Optional, &[]);
-    let payload = corral_types::paths::payload("0123abcd");
+    let payload = corral_types::paths::payload("0123456789abcdef0123456789abcdef");
     let d = Dispatch { payload: Some(payload), owner: "bob".into(), ..Dispatch::default() };
     let id = env.core.dispatch(env.now, &name("t"), d, None, &mut env.out).unwrap();
     env.core.cancel_job(env.now, id, &mut env.out).unwrap();
     env.out = Outbox::default();
     env.core.delete_job(env.now, id, &mut env.out).unwrap();
-    assert_eq!(env.out.delete_objects, [corral_types::paths::job(id), "payloads/0123abcd".to_string()]);
+    assert_eq!(
+        env.out.delete_objects,
+        [corral_types::paths::job(id), "payloads/0123456789abcdef0123456789abcdef".to_string()]
+    );
     env.check();
 }
