@@ -220,7 +220,17 @@ impl Core {
 
     /// Dispatches trigger `name`'s template for `object`, and remembers it.
     fn fire(&mut self, now: Instant, name: &TriggerName, object: &str, out: &mut Outbox) -> Result<JobId> {
-        let t = self.triggers.get(name).ok_or_else(|| Error::not_found("trigger", name))?;
+        let made = if object.contains("{index}") {
+            // An input's `{index}` is an array index to the agent: this object could not be fetched.
+            Err(Invalid::new("object", "a path holding '{index}' cannot be a trigger's input").into())
+        } else {
+            self.dispatch_for(now, name, object, out)
+        };
+        self.remember(now, name, object, made)
+    }
+
+    fn dispatch_for(&mut self, now: Instant, name: &TriggerName, object: &str, out: &mut Outbox) -> Result<JobId> {
+        let Some(t) = self.triggers.get(name) else { return Err(Error::not_found("trigger", name)) };
         let spec = &t.record.spec;
         let dispatch = Dispatch {
             owner: spec.owner.clone(),
@@ -234,13 +244,16 @@ impl Core {
             ..Dispatch::default()
         };
         let template = spec.template.clone();
-        let made = self.dispatch(now, &template, dispatch, None, out);
+        self.dispatch(now, &template, dispatch, None, out)
+    }
+
+    /// Counts what firing trigger `name` for `object` came to.
+    fn remember(&mut self, now: Instant, name: &TriggerName, object: &str, made: Result<JobId>) -> Result<JobId> {
         let at_ms = self.wall_ms(now);
         let Some(t) = self.triggers.get_mut(name) else { return made };
         match &made {
             Ok(job) => {
                 t.record.fired += 1;
-                t.record.last_error = None;
                 t.record.recent.push(Fired { object: object.to_string(), job: job.0, at_ms });
                 let extra = t.record.recent.len().saturating_sub(FIRES_KEPT);
                 t.record.recent.drain(..extra);
@@ -287,11 +300,7 @@ impl Core {
         // A poll that finds nothing new writes nothing.
         let before = t.record.clone();
         let listed = match listed {
-            Ok(listed) => {
-                // Listed: an earlier failure is over (a dispatch failing now says so again).
-                t.record.last_error = None;
-                listed
-            }
+            Ok(listed) => listed,
             Err(why) => {
                 t.record.last_error = Some(why);
                 if t.record != before {
@@ -316,8 +325,11 @@ impl Core {
             .take(MAX_FIRES_PER_POLL)
             .collect();
         for object in new {
-            if self.fire(now, name, &object.path, out).is_err() {
-                break;
+            match self.fire(now, name, &object.path, out) {
+                // This object can never make a job: seen, so that it holds up no other.
+                Ok(_) | Err(Error::Invalid(_)) => {}
+                // Perhaps later (the queue is full): it and the rest wait for the next poll.
+                Err(_) => break,
             }
             if let Some(t) = self.triggers.get_mut(name) {
                 t.seen.insert(object.path.clone(), object.version.clone());

@@ -266,3 +266,27 @@ fn deleting_a_dispatched_job_deletes_its_payload_and_outputs() {
     );
     env.check();
 }
+
+#[test]
+fn an_object_that_can_never_make_a_job_is_counted_and_holds_up_no_other() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    let created = env.core.wall_ms(env.now);
+    env.core.create_trigger(env.now, trigger("poll", "in/", None, true), &mut env.out).unwrap();
+    let poll = TriggerName::parse("name", "poll").unwrap();
+    assert_eq!(env.core.due_polls(env.now).len(), 1);
+    let listing = vec![listed("in/a{index}", "v1", created + 1), listed("in/b", "v1", created + 2)];
+    env.core.on_poll(env.now, &poll, Ok(listing.clone()), &mut env.out);
+    assert_eq!(env.trigger_objects(), ["in/b"]);
+    let t = &env.core.triggers[&poll];
+    assert_eq!((t.record.fired, t.record.failed), (1, 1));
+    assert!(t.record.last_error.as_deref().is_some_and(|e| e.contains("{index}")), "{:?}", t.record.last_error);
+    // Seen: the next poll does not try it again.
+    env.core.on_poll(env.now, &poll, Ok(listing), &mut env.out);
+    assert_eq!(env.core.triggers[&poll].record.failed, 1);
+    // Put through Corral, the same is refused to the client.
+    env.core.create_trigger(env.now, trigger("put", "up/", None, false), &mut env.out).unwrap();
+    let failed = env.core.on_object_put(env.now, "up/x{index}", &mut env.out);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("trigger 'put'") && failed[0].contains("{index}"), "{failed:?}");
+    env.check();
+}
