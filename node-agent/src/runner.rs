@@ -258,7 +258,13 @@ async fn run(
     let Some((program, args)) = a.argv.split_first() else {
         return result(task, Outcome::SpawnFailed, started_at_ms, "the command is empty".into());
     };
-    if let Err(why) = fetch_inputs(&a.inputs, dir, ctx).await {
+    // A kill while the inputs are fetched (which may wait for a restarting
+    // coordinator) ends the attempt there.
+    let fetched = tokio::select! {
+        fetched = fetch_inputs(&a.inputs, dir, ctx) => fetched,
+        _ = &mut stop => return result(task, Outcome::Cancelled, started_at_ms, "cancelled".into()),
+    };
+    if let Err(why) = fetched {
         return result(task, Outcome::Failed, started_at_ms, why);
     }
     let mut env: HashMap<String, String> = std::mem::take(&mut a.env).into_iter().collect();
