@@ -60,6 +60,13 @@ enum Command {
     /// Make a job from a template, with a payload (--payload-file F, or --payload -
     /// for standard input) and meta values (--meta K=V).
     Dispatch(commands::template::DispatchArgs),
+    /// Print a completion script for a shell: `corral completions bash >
+    /// ~/.local/share/bash-completion/completions/corral` (zsh: into a directory on
+    /// $fpath as `_corral`; fish: ~/.config/fish/completions/corral.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Dispatch a template for every new object under a prefix: create, list, show,
     /// pause, resume and delete triggers.
     #[command(subcommand)]
@@ -132,9 +139,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "corral", &mut std::io::stdout());
+        return Ok(Exit::Ok);
+    }
     // The agent and the throwaway clusters find their own tokens.
     let token = match &cli.command {
-        Command::Agent(_) | Command::Demo(_) | Command::Up(_) => None,
+        Command::Agent(_) | Command::Demo(_) | Command::Up(_) | Command::Completions { .. } => None,
         _ => corral_proto::credentials::load(cli.token_file.as_deref()).map_err(anyhow::Error::msg)?,
     };
     let tls = corral_proto::tls::ClientTls { ca_cert: cli.ca_cert, ca_fingerprint: cli.ca_fingerprint };
@@ -150,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Schedule(cmd) => cmd.run(&ctx).await,
         Command::Template(cmd) => cmd.run(&ctx).await,
         Command::Dispatch(args) => args.run(&ctx).await,
+        Command::Completions { .. } => Ok(Exit::Ok),
         Command::Trigger(cmd) => cmd.run(&ctx).await,
         Command::NotifySecret(args) => args.run(&ctx).await,
         Command::Demo(args) => args.run().await,
@@ -169,5 +182,32 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Each shell's script names the subcommands, new ones included.
+    #[test]
+    fn completions_cover_every_subcommand() {
+        use clap::CommandFactory;
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut super::Cli::command(), "corral", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for sub in super::Cli::command().get_subcommands() {
+                assert!(script.contains(sub.get_name()), "{shell}: no '{}'", sub.get_name());
+            }
+            assert!(script.contains("payload-file") && script.contains("meta-required"), "{shell}");
+        }
+        // And bash, given the script, completes a subcommand from its start.
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut super::Cli::command(), "corral", &mut script);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("corral.bash");
+        std::fs::write(&file, script).unwrap();
+        let probe = format!(
+            "source {}; COMP_WORDS=(corral tem); COMP_CWORD=1; _corral corral tem corral; echo \"${{COMPREPLY[@]}}\"",
+            file.display()
+        );
+        let out = std::process::Command::new("bash").arg("-c").arg(probe).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "template", "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
