@@ -33,7 +33,7 @@ for run in $(seq "$RUNS"); do
     rm -rf "$WORK/out"
     t0=$(now)
     summary=$("$BIN/corral" -o json job mapreduce --pool wc --input store:corpus/text.txt --map-tasks "$M" \
-        --reduce-tasks 2 --mapper "$MAPPER" --reducer "$REDUCER" --output "$WORK/out")
+        --reduce-tasks 2 --mapper "$MAPPER" --reducer "$REDUCER" --output-dir "$WORK/out")
     t1=$(now)
     c=$(echo "$t1 - $t0" | bc -l)
     map_s=$(echo "$summary" | python3 -c 'import json,sys; print(json.load(sys.stdin)["map_ms"]/1000)')

@@ -17,9 +17,9 @@ struct Cli {
     /// The coordinator's URL.
     #[arg(long, global = true, env = "CORRAL_COORDINATOR", default_value = "http://127.0.0.1:7070")]
     coordinator: String,
-    /// How to print results: tables for people, JSON for programs (before the
-    /// subcommand: `corral -o json job show 1`).
-    #[arg(long, short = 'o', env = "CORRAL_OUTPUT", value_enum, default_value = "table")]
+    /// How to print results: tables for people, JSON for programs (anywhere:
+    /// `corral -o json job show 1` or `corral job show 1 -o json`).
+    #[arg(long, short = 'o', global = true, env = "CORRAL_OUTPUT", value_enum, default_value = "table")]
     output: Format,
     /// A file holding the token to present. Without it the token comes from
     /// CORRAL_TOKEN, or the file CORRAL_TOKEN_FILE names (`corral up` prints that

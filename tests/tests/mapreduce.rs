@@ -94,7 +94,7 @@ fn mapreduce(c: &Cluster, input: &str, m: u32, r: u32, out: &Path, extra: &[&str
         MAPPER,
         "--reducer",
         REDUCER,
-        "--output",
+        "--output-dir",
     ];
     let out = out.to_str().unwrap();
     args.push(out);
@@ -155,7 +155,7 @@ fn combiner_empty_mapper_and_keys_with_spaces() {
         "cat > /dev/null",
         "--reducer",
         "cat",
-        "--output",
+        "--output-dir",
         out.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -180,7 +180,7 @@ fn combiner_empty_mapper_and_keys_with_spaces() {
         r#"awk '{ print $0 "\t1" }'"#,
         "--reducer",
         REDUCER,
-        "--output",
+        "--output-dir",
         out.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -222,7 +222,7 @@ fn an_agent_killed_during_the_map_phase_reruns_only_its_map_tasks() {
         std::process::Command::new(corral_tests::bin("corral"))
             .env("CORRAL_TOKEN_FILE", token)
             .args(["--coordinator", &url, "job", "mapreduce", "--pool", "cpu", "--input", &input, "--map-tasks", "4"])
-            .args(["--reduce-tasks", "2", "--mapper", &slow_mapper, "--reducer", REDUCER, "--output", &out_s])
+            .args(["--reduce-tasks", "2", "--mapper", &slow_mapper, "--reducer", REDUCER, "--output-dir", &out_s])
             .output()
             .unwrap()
     });
@@ -284,7 +284,7 @@ fn a_reduce_task_whose_node_dies_reruns_from_the_stored_map_outputs() {
         std::process::Command::new(corral_tests::bin("corral"))
             .env("CORRAL_TOKEN_FILE", token)
             .args(["--coordinator", &url, "job", "mapreduce", "--pool", "cpu", "--input", &input_s, "--map-tasks", "3"])
-            .args(["--reduce-tasks", "2", "--mapper", MAPPER, "--reducer", &slow_reducer, "--output", &out_s])
+            .args(["--reduce-tasks", "2", "--mapper", MAPPER, "--reducer", &slow_reducer, "--output-dir", &out_s])
             .output()
             .unwrap()
     });

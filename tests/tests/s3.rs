@@ -115,7 +115,7 @@ fn inputs_outputs_files_and_map_reduce_through_an_s3_bucket() {
         r#"tr -s ' ' '\n' | awk 'NF { print $1 "\t1" }'"#,
         "--reducer",
         r#"awk -F'\t' '{ c[$1] += $2 } END { for (k in c) print k "\t" c[k] }'"#,
-        "--output",
+        "--output-dir",
         mr_out.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));

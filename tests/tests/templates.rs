@@ -116,7 +116,9 @@ fn dispatch_brings_the_payload_and_meta_to_the_task_through_cli_grpc_and_http() 
     // Deleting a job deletes its payload.
     c.json(&["job", "delete", &cli.to_string()]);
     wait_until(MINUTE, "the deleted job's payload to go", || objects(&c, "payloads/").len() == 3);
-    let shown = c.json(&["template", "show", "echo"]);
+    // Global flags go after the subcommand too.
+    let out = c.corral(&["template", "show", "echo", "-o", "json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["payload"], "optional", "{shown}");
     assert_eq!(shown["command"], serde_json::json!(ECHO));
     c.json(&["template", "delete", "echo"]);

@@ -184,7 +184,7 @@ impl DemoArgs {
             max_retries: 1,
             timeout: None,
             priority: 0,
-            output: out.clone(),
+            output_dir: out.clone(),
             no_wait: false,
         };
         let ctx = super::Context {

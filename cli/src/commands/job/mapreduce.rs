@@ -50,9 +50,10 @@ pub struct MapReduceArgs {
     /// Higher runs first, from -1000 to 1000.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     pub(crate) priority: i32,
-    /// Where the result files (part-00000 ...) are downloaded when the job completes.
-    #[arg(long)]
-    pub(crate) output: PathBuf,
+    /// Where the result files (part-00000 ...) are downloaded when the job completes
+    /// (`--output` is the global output format: `-o json`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) output_dir: PathBuf,
     /// Submit and return; the result stays at jobs/JOB/output/ in the store.
     #[arg(long)]
     pub(crate) no_wait: bool,
@@ -171,7 +172,7 @@ impl MapReduceArgs {
         let got = crate::commands::file::download_all(
             &mut objects,
             &corral_types::paths::job_output(corral_types::JobId(job)),
-            &self.output,
+            &self.output_dir,
         )
         .await?;
         let map_ms = phase_span(client, job, 0..self.map_tasks).await?;
@@ -181,7 +182,7 @@ impl MapReduceArgs {
             output::json(&json!({
                 "job_id": job,
                 "state": done.state().as_word(),
-                "output": self.output,
+                "output": self.output_dir,
                 "parts": got.iter().map(|(p, s)| json!({"path": p, "size": s})).collect::<Vec<_>>(),
                 "map_ms": map_ms,
                 "reduce_ms": reduce_ms,
@@ -195,7 +196,7 @@ impl MapReduceArgs {
                 output::duration_ms(map_ms),
                 output::duration_ms(reduce_ms),
                 got.len(),
-                self.output.display()
+                self.output_dir.display()
             );
         }
         Ok(Exit::Ok)
