@@ -113,6 +113,11 @@ impl ObjectsApi {
                 "the object was stored, but {}",
                 failed.join("; ")
             )))),
+            // A delete fires nothing: it is done, only its line in the feed is missing.
+            Err(refused) if size.is_none() => {
+                tracing::warn!(error = %refused, "an object's deletion could not be recorded in the event feed");
+                Ok(())
+            }
             Err(crate::runtime::RuntimeError::StoreCannotWrite { in_flight: true, cause }) => {
                 Err(Status::unavailable(format!(
                     "the object was stored; its put (and the jobs of its triggers) may still be recorded once the store can write ({cause}): see `corral trigger show` before putting it again"
