@@ -58,3 +58,32 @@ impl<T> ApiResult<T> for Result<tonic::Response<T>, tonic::Status> {
         self.map(tonic::Response::into_inner).map_err(|s| anyhow::anyhow!("{}", s.message()))
     }
 }
+
+/// One try of a call, borrowing the client.
+pub type Call<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'a>>;
+
+/// How often a call that makes something is tried while the coordinator cannot be
+/// reached.
+const TRIES: u32 = 4;
+
+/// Makes `call` (a submission or a dispatch, which carries an idempotency key, so
+/// at most one job is made), trying again while the coordinator is unreachable: a
+/// connection that broke after the request was sent leaves no way to know whether
+/// it was taken. A store that cannot write is not waited for: it says so at once.
+pub async fn retrying<T>(
+    client: &mut Client,
+    mut call: impl for<'a> FnMut(&'a mut Client) -> Call<'a, T>,
+) -> anyhow::Result<T> {
+    let mut wait = Duration::from_millis(250);
+    for _ in 1..TRIES {
+        match call(client).await {
+            Err(s) if s.code() == tonic::Code::Unavailable && !s.message().contains("store cannot write") => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other.api(),
+        }
+    }
+    call(client).await.api()
+}

@@ -224,7 +224,8 @@ impl DispatchArgs {
             notify_url: self.notify.unwrap_or_default(),
         };
         let mut client = ctx.client().await?;
-        let resp = dispatch_retrying(&mut client, req).await?;
+        // Under one key, so the CLI's own retries make one job.
+        let resp = crate::client::retrying(&mut client, |c| Box::pin(c.dispatch(req.clone()))).await?;
         // With --wait and -o json, the job's outcome is the one JSON answer.
         if !ctx.json() {
             println!("dispatched job {} ({} task(s))", resp.job_id, resp.tasks);
@@ -238,23 +239,4 @@ impl DispatchArgs {
         print_outcome(ctx, &job);
         Ok(verdict(&job))
     }
-}
-
-/// Dispatches, trying again under the same key while the coordinator cannot be
-/// reached (as `job submit` does), so at most one job is made.
-async fn dispatch_retrying(
-    client: &mut crate::client::Client,
-    req: pb::DispatchRequest,
-) -> anyhow::Result<pb::DispatchResponse> {
-    let mut wait = std::time::Duration::from_millis(250);
-    for _ in 1..4 {
-        match client.dispatch(req.clone()).await {
-            Err(s) if s.code() == tonic::Code::Unavailable && !s.message().contains("store cannot write") => {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            other => return other.api(),
-        }
-    }
-    client.dispatch(req).await.api()
 }

@@ -17,7 +17,7 @@ use super::{job_from_request, ClientApi};
 use crate::auth::{self, Principal};
 use crate::convert::templates::{check_template_job, template_spec, template_view, trigger_spec, trigger_view};
 use crate::core::keys::IdempotencyKey;
-use crate::core::templates::{check_meta, Dispatch, MAX_PAYLOAD};
+use crate::core::templates::{check_dispatch, Dispatch, MAX_PAYLOAD};
 use crate::core::Core;
 use crate::error::{Error, Invalid};
 use crate::model::*;
@@ -161,7 +161,6 @@ pub async fn dispatch(
     let name = template_name("template", &req.template)?;
     let key = crate::convert::idempotency_key(&req.idempotency_key)?;
     let meta: BTreeMap<String, String> = req.meta.into_iter().collect();
-    check_meta(&meta)?;
     let notify = crate::convert::notify_url(&req.notify_url)?;
     if let Some(url) = &notify {
         crate::notify::resolve(url, shared.notify.allow_private)
@@ -174,13 +173,14 @@ pub async fn dispatch(
             return Err(Invalid::new("payload", why).into());
         }
     }
-    // Checked before the payload is stored, so that a refusal stores nothing.
+    // Checked (payload rule, meta) before the payload is stored, so that a refusal
+    // stores nothing.
     let (checked, has_payload, checked_meta) = (name.clone(), req.payload.is_some(), meta.clone());
     shared
         .runtime
         .call(move |core, _, _| {
             let t = core.templates.get(&checked).ok_or_else(|| Error::not_found("template", &checked))?;
-            crate::core::templates::check_dispatch(&t.spec, has_payload, &checked_meta)
+            check_dispatch(&t.spec, has_payload, &checked_meta)
         })
         .await??;
     let mut d = Dispatch { payload: None, meta, notify, owner: who.name(), ..Dispatch::default() };

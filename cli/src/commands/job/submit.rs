@@ -12,7 +12,7 @@ use super::super::Context;
 use super::render::{print_outcome, verdict};
 use super::spec::{parse_array, SpecArgs};
 use super::watch::follow;
-use crate::client::{ApiResult, Client};
+use crate::client::Client;
 use crate::output;
 use crate::Exit;
 
@@ -192,7 +192,7 @@ impl SubmitArgs {
         if let Some(mr) = &mut req.mapreduce {
             mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
         }
-        let resp = match submit_retrying(client, req).await {
+        let resp = match crate::client::retrying(client, |c| Box::pin(c.submit_job(req.clone()))).await {
             Ok(resp) => resp,
             Err(e) => match &loaded {
                 Some(file) => anyhow::bail!(file.annotate(&e.to_string())),
@@ -214,28 +214,4 @@ impl SubmitArgs {
         print_outcome(ctx, &job);
         Ok(verdict(&job))
     }
-}
-
-/// How often `job submit` tries when the coordinator cannot be reached.
-const SUBMIT_TRIES: u32 = 4;
-
-/// Submits, trying again (with the same idempotency key, so at most one job is
-/// made) while the coordinator is unreachable: a connection that broke after the
-/// request was sent leaves no way to know whether it was taken. A store that
-/// cannot write is not waited for: it says so at once.
-async fn submit_retrying(
-    client: &mut crate::client::Client,
-    req: pb::SubmitJobRequest,
-) -> anyhow::Result<pb::SubmitJobResponse> {
-    let mut wait = std::time::Duration::from_millis(250);
-    for _ in 1..SUBMIT_TRIES {
-        match client.submit_job(req.clone()).await {
-            Err(s) if s.code() == tonic::Code::Unavailable && !s.message().contains("store cannot write") => {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            other => return other.api(),
-        }
-    }
-    client.submit_job(req).await.api()
 }
