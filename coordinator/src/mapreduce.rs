@@ -114,6 +114,7 @@ pub async fn job_spec(
         max_output: 0,
         begin_at_ms: None,
         schedule: None,
+        policy: JobPolicy::default(),
     })
 }
 

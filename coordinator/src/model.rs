@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use corral_types::graph::Graph;
 pub use corral_types::ids::*;
+pub use corral_types::policy::{Exit, ExitAction, JobPolicy, Throttle};
 pub use corral_types::spec::*;
 pub use corral_types::words::*;
 
@@ -122,6 +123,8 @@ pub struct JobSpec {
     pub begin_at_ms: Option<u64>,
     /// The schedule that made it, and for which slot.
     pub schedule: Option<ScheduledFor>,
+    /// Exit rules, retry delays, throttles.
+    pub policy: JobPolicy,
 }
 
 /// The run of a schedule a job is.

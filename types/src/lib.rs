@@ -6,6 +6,8 @@
 //! - [`ids`]: jobs, tasks, attempts, nodes and pools;
 //! - [`words`]: every state, outcome, reason and policy, as an enum spelled in one place;
 //! - [`spec`]: what a task runs ([`spec::TaskSpec`]);
+//! - [`policy`]: what a job does with failures (exit rules, retry delays) and how
+//!   many of its tasks run at once (throttles, concurrency keys);
 //! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
 //! - [`paths`]: where everything lives in the object store;
 //! - and, here, [`Invalid`]: a refused request field, with [`shown`] and [`bounded`]
@@ -16,11 +18,13 @@
 
 use std::fmt;
 
+#[macro_use]
+pub mod words;
 pub mod graph;
 pub mod ids;
 pub mod paths;
+pub mod policy;
 pub mod spec;
-pub mod words;
 
 pub use ids::{AttemptRef, JobId, NodeId, PoolName, TaskKey};
 pub use spec::{OutputsWhen, Segment, TaskInput, TaskKind, TaskSpec};

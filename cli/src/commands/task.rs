@@ -19,7 +19,9 @@ const PAGE: u32 = 50_000;
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {
-    /// List a job's tasks, optionally only those in one state.
+    /// List a job's tasks, optionally only those in one state. `--state failed` is
+    /// the dead-letter list: each failed task with how its last attempt ended
+    /// (`corral job retry JOB` puts them back).
     List {
         job: u64,
         /// waiting, ready, running, succeeded, failed or cancelled.
@@ -147,6 +149,7 @@ impl TaskCommand {
                                 "job_id": t.job_id,
                                 "state": t.state().as_word(),
                                 "reason": (!t.reason.is_empty()).then_some(&t.reason),
+                                "last_error": (!t.last_error.is_empty()).then_some(&t.last_error),
                                 "attempts": t.attempts_count,
                                 "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
                             })
@@ -158,10 +161,13 @@ impl TaskCommand {
                         .iter()
                         .map(|t| {
                             let node = if t.node_id.is_empty() { "-".to_string() } else { t.node_id.clone() };
-                            let state = if t.reason.is_empty() {
+                            // A failed task says why: the exit rule that stopped it,
+                            // else how its last attempt ended.
+                            let why = if t.reason.is_empty() { &t.last_error } else { &t.reason };
+                            let state = if why.is_empty() {
                                 t.state().as_word().to_string()
                             } else {
-                                format!("{} ({})", t.state().as_word(), t.reason)
+                                format!("{} ({why})", t.state().as_word())
                             };
                             vec![t.index.to_string(), t.name.clone(), state, t.attempts_count.to_string(), node]
                         })

@@ -14,6 +14,7 @@ use corral_types::graph::{Graph, TaskGroup};
 use corral_types::paths;
 
 pub mod agent;
+pub mod policy;
 pub mod schedules;
 pub mod templates;
 pub mod views;
@@ -276,8 +277,9 @@ fn glob_pattern(pattern: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
+pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     let pool = PoolName::parse("pool", &req.pool)?;
+    let policy = policy::job_policy(req.policy.take())?;
     let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
     text("name", &req.name, MAX_NAME)?;
     if !(-1000..=1000).contains(&req.priority) {
@@ -311,6 +313,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
             max_output: 0,
             begin_at_ms,
             schedule: None,
+            policy,
         });
     }
     let (first_index, last_index) = if req.is_array {
@@ -346,6 +349,7 @@ pub fn job_spec(req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         max_output: 0,
         begin_at_ms,
         schedule: None,
+        policy,
     })
 }
 
@@ -363,7 +367,7 @@ pub fn idempotency_key(key: &str) -> Result<Option<String>, Invalid> {
 /// A digest of what a submission asks for (all but who asks), to tell a retry of
 /// it from another request under the same key.
 pub fn request_digest(spec: &JobSpec) -> String {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "pool": spec.pool.as_str(),
         "name": spec.name,
         "priority": spec.priority,
@@ -374,6 +378,10 @@ pub fn request_digest(spec: &JobSpec) -> String {
         "notify": spec.notify,
         "max_output": spec.max_output,
     });
+    // Only when set, so that a key stored before policies existed still matches.
+    if !spec.policy.is_default() {
+        canonical["policy"] = serde_json::json!(spec.policy);
+    }
     // Not the begin time: `--begin 10m` retried a moment later is the same request.
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.to_string().as_bytes());
     crate::auth::secret::hex(digest.as_ref())

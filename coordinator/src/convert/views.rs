@@ -92,6 +92,7 @@ pub fn task_pb(t: &crate::core::views::TaskSummary) -> pb::Task {
         attempts: Vec::new(),
         name: t.name.clone(),
         reason: t.reason.clone().unwrap_or_default(),
+        last_error: String::new(),
     }
 }
 
@@ -143,6 +144,7 @@ pub fn job_view(job: &Job) -> pb::Job {
         schedule: job.spec.schedule.as_ref().map(|r| r.schedule.to_string()).unwrap_or_default(),
         scheduled_for_ms: job.spec.schedule.as_ref().map_or(0, |r| r.slot_ms),
         begin_at_ms: job.spec.begin_at_ms.unwrap_or(0),
+        policy: super::policy::policy_to_pb(&job.spec.policy),
     }
 }
 

@@ -113,9 +113,10 @@ impl Core {
         for (_, id) in &pool.jobs {
             if let Some(job) = self.jobs.get(id).filter(|j| !j.begins_after(now_ms)) {
                 let slots = |index: u32| u64::from(job.spec.task_spec(index).slots);
-                needed_slots += job.ready.iter().map(|&i| slots(i)).sum::<u64>();
-                needed_slots +=
-                    self.delayed.iter().filter(|(_, k)| k.job == *id).map(|(_, k)| slots(k.index)).sum::<u64>();
+                // A throttled job needs only the slots its limit lets it use.
+                let room = super::schedule::room(job, &self.keyed) as usize;
+                let delayed = self.delayed.iter().filter(|(_, k)| k.job == *id).map(|(_, k)| k.index);
+                needed_slots += job.ready.iter().copied().chain(delayed).take(room).map(slots).sum::<u64>();
             }
         }
         let (mut up, mut starting, mut idle) = (0, 0, Vec::new());

@@ -1,7 +1,7 @@
 //! The invariants that tie the core's maps together, checked by tests after every
 //! step (as tako's `Core::sanity_check`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::*;
 
@@ -10,14 +10,38 @@ impl Core {
     /// broken. Tests call it after every step.
     pub fn sanity_check(&self) {
         let mut slots_by_node: BTreeMap<&NodeId, u32> = BTreeMap::new();
+        let mut keyed: HashMap<String, u32> = HashMap::new();
         for (key, run) in &self.running {
             let job = &self.jobs[&key.job];
+            if let Some(k) = &job.spec.policy.concurrency_key {
+                *keyed.entry(k.clone()).or_default() += 1;
+            }
             let task = job.task(key.index).expect("running task exists");
             assert_eq!(task.state, TaskState::Running, "{key} in running map is {:?}", task.state);
             assert_eq!(task.attempt, run.attempt, "{key} attempt");
             let node = &self.nodes[&run.node];
             assert!(node.running.contains(key), "{key} missing from node {}", run.node);
             *slots_by_node.entry(&run.node).or_default() += job.spec.task_spec(key.index).slots;
+        }
+        assert_eq!(keyed, self.keyed, "running tasks per concurrency key");
+        // No job runs more than its limit, and no key more than the largest limit
+        // of its jobs (each task started while its key ran fewer than its job's).
+        let mut key_limits: HashMap<&str, u32> = HashMap::new();
+        for job in self.jobs.values() {
+            let limit = match job.spec.policy.throttle() {
+                Throttle::Job(n) => n,
+                Throttle::Key(k, n) => {
+                    let most = key_limits.entry(k).or_default();
+                    *most = (*most).max(n);
+                    n
+                }
+                Throttle::None => u32::MAX,
+            };
+            assert!(job.counts.running <= limit, "job {} runs {} of at most {limit}", job.id, job.counts.running);
+        }
+        for (k, n) in &keyed {
+            let most = key_limits.get(k.as_str()).copied().unwrap_or(0);
+            assert!(*n <= most, "key {k} runs {n} tasks, more than any of its jobs allows ({most})");
         }
         for (id, node) in &self.nodes {
             assert_eq!(node.slots_used, slots_by_node.get(id).copied().unwrap_or(0), "slots of {id}");

@@ -62,11 +62,19 @@ impl Core {
 
     /// Cancels every unfinished task of a job and kills the running ones.
     pub fn cancel_job(&mut self, now: Instant, id: JobId, out: &mut Outbox) -> Result<()> {
-        let job = self.jobs.get_mut(&id).ok_or_else(|| Error::not_found("job", id))?;
+        self.jobs.get(&id).ok_or_else(|| Error::not_found("job", id))?;
+        self.stop_job(now, id, JobState::Cancelled, "job cancelled", out);
+        Ok(())
+    }
+
+    /// Ends an active job as `state`: its unfinished tasks are cancelled (the
+    /// running ones killed, their attempts ended with `why`).
+    pub(super) fn stop_job(&mut self, now: Instant, id: JobId, state: JobState, why: &str, out: &mut Outbox) {
+        let Some(job) = self.jobs.get_mut(&id) else { return };
         if job.state != JobState::Active {
-            return Ok(());
+            return;
         }
-        // Queued tasks need no row each: a cancelled job's unrecorded tasks are
+        // Queued tasks need no row each: a finished job's unrecorded tasks are
         // restored as cancelled. This keeps cancelling a million tasks cheap.
         let queued: Vec<u32> = job.ready.iter().copied().collect();
         for index in queued {
@@ -80,12 +88,12 @@ impl Core {
         }
         let running: Vec<TaskKey> = self.running.keys().filter(|k| k.job == id).copied().collect();
         for key in running {
-            if self.kill_attempt(now, key, "job cancelled", out) {
+            if self.kill_attempt(now, key, why, out) {
                 self.set_task_state(key, TaskState::Cancelled);
                 self.put_task(key, out);
             }
         }
-        // Waiting tasks (none in v1 jobs) would be cancelled the same way as queued.
+        // Graph tasks waiting for others, likewise without rows.
         if let Some(job) = self.jobs.get(&id) {
             let waiting: Vec<u32> = job
                 .tasks
@@ -98,8 +106,7 @@ impl Core {
                 self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled);
             }
         }
-        self.finish_job(now, id, JobState::Cancelled, out);
-        Ok(())
+        self.finish_job(now, id, state, out);
     }
 
     /// Results reported by a node. Only the current attempt of a task, on the node it
@@ -151,7 +158,13 @@ impl Core {
                     self.release_downstream(attempt.task, now);
                     self.maybe_finish_job(now, attempt.task.job, out);
                 }
-                outcome if outcome.counts_against_retries() => self.on_attempt_failed(now, attempt.task, out),
+                outcome if outcome.counts_against_retries() => {
+                    let exit = match outcome {
+                        Outcome::TimedOut => Some(Exit::Timeout),
+                        _ => result.exit_code.map(Exit::Code).or(result.signal.map(Exit::Signal)),
+                    };
+                    self.on_attempt_failed(now, attempt.task, exit, out)
+                }
                 // An agent cancels only when told to, and by then the attempt is no
                 // longer current; if one ever reports it for a current attempt, the
                 // task was interrupted, not at fault: queue it again.
@@ -165,29 +178,6 @@ impl Core {
                 }
             }
         }
-    }
-
-    /// Counts a failure and either schedules a retry after a backoff or fails the task.
-    fn on_attempt_failed(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) {
-        let Some(job) = self.jobs.get_mut(&key.job) else { return };
-        let max_retries = job.spec.task_spec(key.index).max_retries;
-        let Some(task) = job.task_mut(key.index) else { return };
-        task.failures += 1;
-        let failures = task.failures;
-        if failures > max_retries {
-            self.fail_task(now, key, out);
-        } else {
-            self.set_task_state(key, TaskState::Ready);
-            let delay = self.retry_delay(failures);
-            self.delayed.insert((now + delay, key));
-            self.put_task(key, out);
-        }
-    }
-
-    /// `retry_backoff`, doubled for each earlier failure, capped.
-    pub fn retry_delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(16);
-        (self.config.retry_backoff * 2u32.pow(doublings)).min(self.config.retry_backoff_max)
     }
 
     /// Ends the attempt because its node is gone; the task is queued again at once
@@ -239,7 +229,7 @@ impl Core {
 
     /// A graph task succeeded: what waited only for it is ready now. (No rows: a
     /// restart recomputes waiting and ready from the upstream states.)
-    fn release_downstream(&mut self, key: TaskKey, now: Instant) {
+    pub(super) fn release_downstream(&mut self, key: TaskKey, now: Instant) {
         let at_ms = self.wall_ms(now);
         let Some(job) = self.jobs.get_mut(&key.job) else { return };
         let Some(graph) = job.spec.graph.clone() else { return };
@@ -328,7 +318,7 @@ impl Core {
         self.finish_job(now, id, state, out);
     }
 
-    fn finish_job(&mut self, now: Instant, id: JobId, state: JobState, out: &mut Outbox) {
+    pub(super) fn finish_job(&mut self, now: Instant, id: JobId, state: JobState, out: &mut Outbox) {
         let finished_at_ms = self.wall_ms(now);
         let Some(job) = self.jobs.get_mut(&id) else { return };
         job.state = state;
@@ -542,7 +532,7 @@ impl Core {
 
     /// Refuses `more` tasks if they would take the coordinator past
     /// `max_queued_tasks`: what one client can make it hold is bounded.
-    fn refuse_beyond_queue_limit(&self, more: u64) -> Result<()> {
+    pub(super) fn refuse_beyond_queue_limit(&self, more: u64) -> Result<()> {
         let limit = self.config.max_queued_tasks;
         let held = self.unfinished_tasks();
         if held.saturating_add(more) > limit {

@@ -8,8 +8,9 @@
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
-//! [`jobs`] (submit, cancel, results, retries, graphs, open jobs), [`schedule`] (tasks
-//! onto slots), [`schedules`] (jobs made on a [`cadence`]: cron or interval),
+//! [`jobs`] (submit, cancel, results, graphs, open jobs), [`retries`] (exit rules,
+//! retry delays, `job retry`), [`schedule`] (tasks onto slots, within throttles),
+//! [`schedules`] (jobs made on a [`cadence`]: cron or interval),
 //! [`templates`] (jobs made by a dispatch), [`triggers`] (dispatches for new objects),
 //! [`restore`] (from the store, after a restart) and [`check`] (the invariants).
 //! What they write is in [`outbox`]; a task's state changes only in `transitions`,
@@ -24,6 +25,7 @@ mod nodes;
 pub mod outbox;
 mod pools;
 mod restore;
+mod retries;
 mod schedule;
 pub mod schedules;
 pub mod templates;
@@ -40,6 +42,7 @@ use std::time::{Duration, Instant};
 use crate::model::*;
 
 pub use outbox::*;
+pub use retries::RetrySelection;
 
 /// The knobs of the core; the binary fills them from flags, tests build them directly.
 #[derive(Debug, Clone)]
@@ -343,6 +346,8 @@ pub struct Core {
     pub nodes: BTreeMap<NodeId, Node>,
     pub jobs: BTreeMap<JobId, Job>,
     pub running: HashMap<TaskKey, RunningAttempt>,
+    /// How many tasks run now per concurrency key (keys with none are absent).
+    pub keyed: HashMap<String, u32>,
     /// Failed tasks waiting out their retry backoff.
     pub delayed: BTreeSet<(Instant, TaskKey)>,
     /// The nodes whose results ended the most recent attempts: their output may
@@ -397,6 +402,7 @@ impl Core {
             nodes: BTreeMap::new(),
             jobs: BTreeMap::new(),
             running: HashMap::new(),
+            keyed: HashMap::new(),
             delayed: BTreeSet::new(),
             ended_on: EndedOn::default(),
             keys: keys::Keys::default(),

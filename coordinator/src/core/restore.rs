@@ -55,9 +55,11 @@ impl Core {
                     s.active.insert(record.id);
                 }
             }
+            // A finished job's tasks without a row were cancelled with it (queued
+            // or waiting when it was cancelled or failed by an exit rule).
             let initial = match record.state {
-                JobState::Cancelled => TaskState::Cancelled,
-                _ => TaskState::Ready,
+                JobState::Active => TaskState::Ready,
+                _ => TaskState::Cancelled,
             };
             let mut job = new_job(record.id, record.spec, record.submitted_at_ms, initial);
             job.state = record.state;
@@ -107,14 +109,13 @@ impl Core {
             if !current {
                 continue;
             }
-            let slots = self.jobs[&key.job].spec.task_spec(key.index).slots;
+            let spec = &self.jobs[&key.job].spec;
+            let need = (spec.task_spec(key.index).slots, spec.policy.concurrency_key.as_deref());
             let live = self.nodes.get(&node).is_some_and(|n| n.status().is_live());
             let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms };
-            if live {
-                transitions::occupy(&mut self.running, &mut self.nodes, key, run, slots);
-            } else {
+            transitions::occupy(&mut self.running, &mut self.nodes, &mut self.keyed, key, run, need);
+            if !live {
                 // The node is gone: a crash between its loss and the requeue.
-                self.running.insert(key, run);
                 self.end_attempt_lost(now, key, "node was gone when the coordinator restarted", true, out);
             }
         }

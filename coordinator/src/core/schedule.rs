@@ -1,5 +1,7 @@
 //! The scheduler: ready tasks, by job priority and then submission order, onto the
-//! free slots of their pool's connected nodes, chosen by the pool's fill policy.
+//! free slots of their pool's connected nodes, chosen by the pool's fill policy. A
+//! job with `--max-running` (or a concurrency key) starts no task beyond its limit;
+//! the next job gets the slots.
 //!
 //! Two passes. The first fills free slots. The second, for jobs whose tasks have
 //! been short (mean run time under `CoreConfig::prefetch_below`), gives each node
@@ -69,7 +71,12 @@ impl Core {
                 break;
             }
             let max_output = job.spec.max_output_or(default_max_output);
+            let concurrency_key = job.spec.policy.concurrency_key.clone();
+            let mut room = room(job, &self.keyed);
             while let Some(&index) = job.ready.first() {
+                if room == 0 {
+                    break;
+                }
                 let need = job.spec.task_spec(index).slots;
                 let Some(slot) = pick(&free, need, fill) else { break };
                 let node = free[slot].1.clone();
@@ -113,7 +120,9 @@ impl Core {
                 out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms, queued_at_ms });
                 out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
                 let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms };
-                transitions::occupy(&mut self.running, &mut self.nodes, attempt.task, run, need);
+                let occupied = (need, concurrency_key.as_deref());
+                transitions::occupy(&mut self.running, &mut self.nodes, &mut self.keyed, attempt.task, run, occupied);
+                room -= 1;
                 assigned += 1;
             }
             if free.iter().all(|(slots, _)| *slots == 0) {
@@ -121,6 +130,16 @@ impl Core {
             }
         }
         assigned
+    }
+}
+
+/// How many more of `job`'s tasks may start now: what its `--max-running` leaves,
+/// or what its concurrency key's leaves (`keyed`: tasks running per key).
+pub fn room(job: &Job, keyed: &HashMap<String, u32>) -> u32 {
+    match job.spec.policy.throttle() {
+        Throttle::None => u32::MAX,
+        Throttle::Job(n) => n.saturating_sub(job.counts.running),
+        Throttle::Key(k, n) => n.saturating_sub(keyed.get(k).copied().unwrap_or(0)),
     }
 }
 

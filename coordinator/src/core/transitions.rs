@@ -2,12 +2,14 @@
 //! [`Job::move_task`], which allows only the transitions of
 //! [`TaskState::can_become`] and keeps the job's counts and ready queue in step with
 //! the task. Restoring from the store is the one other way in
-//! ([`Job::restore_task`]), since the store may hold any state.
+//! ([`Job::restore_task`]), since the store may hold any state; `job retry` uses it
+//! too, to reopen finished tasks (the one move out of a final state).
 //!
-//! Where a running task runs (the core's running map, and its node's tasks and
-//! slots) changes here too, in [`occupy`] and [`Core::take_running`];
-//! `sanity_check` holds the two to each other (a task is running exactly when it
-//! is in the running map, on a node that lists it).
+//! Where a running task runs (the core's running map, its node's tasks and slots,
+//! and its concurrency key's count) changes here too, in [`occupy`] and
+//! [`Core::take_running`]; `sanity_check` holds them to each other (a task is
+//! running exactly when it is in the running map, on a node that lists it, counted
+//! under its job's key).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -60,19 +62,24 @@ impl Core {
     }
 }
 
-/// Records that `key` runs on `run.node` taking `slots`: in the running map and on
-/// the node, if the node is still known. A free function over the two maps, so the
-/// scheduler can call it while it holds the job.
+/// Records that `key` runs on `run.node` taking `slots`: in the running map, on
+/// the node (if the node is still known) and in its job's concurrency key's count.
+/// A free function over the maps, so the scheduler can call it while it holds the
+/// job.
 pub(super) fn occupy(
     running: &mut HashMap<TaskKey, RunningAttempt>,
     nodes: &mut BTreeMap<NodeId, Node>,
+    keyed: &mut HashMap<String, u32>,
     key: TaskKey,
     run: RunningAttempt,
-    slots: u32,
+    (slots, concurrency_key): (u32, Option<&str>),
 ) {
     if let Some(node) = nodes.get_mut(&run.node) {
         node.running.insert(key);
         node.slots_used += slots;
+    }
+    if let Some(k) = concurrency_key {
+        *keyed.entry(k.to_string()).or_default() += 1;
     }
     running.insert(key, run);
 }
@@ -81,7 +88,16 @@ impl Core {
     /// Removes a task from the running map and its node; returns where it ran.
     pub(super) fn take_running(&mut self, now: Instant, key: TaskKey) -> Option<RunningAttempt> {
         let run = self.running.remove(&key)?;
-        let slots = self.jobs.get(&key.job).map_or(0, |j| j.spec.task_spec(key.index).slots);
+        let job = self.jobs.get(&key.job);
+        let slots = job.map_or(0, |j| j.spec.task_spec(key.index).slots);
+        if let Some(k) = job.and_then(|j| j.spec.policy.concurrency_key.as_deref()) {
+            if let Some(count) = self.keyed.get_mut(k) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.keyed.remove(k);
+                }
+            }
+        }
         if let Some(node) = self.nodes.get_mut(&run.node) {
             node.running.remove(&key);
             node.slots_used = node.slots_used.saturating_sub(slots);

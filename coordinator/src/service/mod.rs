@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{self, Principal};
 use crate::convert;
 use crate::core::keys::IdempotencyKey;
-use crate::core::{Core, StoreOp};
+use crate::core::{Core, RetrySelection, StoreOp};
 use crate::error::{Error, Invalid};
 use crate::model::*;
 use crate::shared::Shared;
@@ -75,8 +75,9 @@ async fn job_from_request(shared: &Shared, mut req: pb::SubmitJobRequest, owner:
             let pool = PoolName::parse("pool", &req.pool)?;
             let notify = convert::notify_url(&req.notify_url)?;
             let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
+            let policy = convert::policy::job_policy(req.policy.take())?;
             let spec = crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &shared.objects).await?;
-            JobSpec { notify, begin_at_ms, ..spec }
+            JobSpec { notify, begin_at_ms, policy, ..spec }
         }
         None => {
             let notify = req.notify_url.clone();
@@ -330,6 +331,35 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let id = req.into_inner().job_id;
         Ok(Response::new(self.change_job(who, id, Core::cancel_job).await?))
+    }
+
+    async fn retry_job(&self, req: Request<pb::RetryJobRequest>) -> Result<Response<pb::RetryJobResponse>, Status> {
+        let who = auth::caller(&req)?;
+        let req = req.into_inner();
+        if req.tasks.len() > 100_000 {
+            return Err(Invalid::new("tasks", "names more than 100000 tasks; use --failed or --cancelled").into());
+        }
+        for task in &req.tasks {
+            convert::text("tasks", task, 256)?;
+        }
+        let id = req.job_id;
+        let (tasks, job) = self
+            .shared
+            .runtime
+            .call_by(who.clone(), move |core, now, out| {
+                may_change(core, &who, id)?;
+                let indices = req
+                    .tasks
+                    .iter()
+                    .map(|t| tasks::task_key(core, id, 0, t).map(|k| k.index))
+                    .collect::<Result<Vec<u32>, Error>>()?;
+                let selection = RetrySelection { failed: req.failed, cancelled: req.cancelled, tasks: indices };
+                let tasks = core.retry_job(now, JobId(id), &selection, out)?;
+                Ok::<_, Error>((tasks, job_of(core, id).map(convert::job_view)?))
+            })
+            .await??;
+        tracing::info!(job_id = id, tasks, "job retried");
+        Ok(Response::new(pb::RetryJobResponse { tasks, job: Some(job) }))
     }
 
     async fn delete_job(&self, req: Request<pb::DeleteJobRequest>) -> Result<Response<pb::DeleteJobResponse>, Status> {

@@ -38,6 +38,26 @@ pub(super) async fn list_tasks(
             Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
         })
         .await??;
+    // The dead-letter view: each failed task says how its last attempt ended.
+    let failed: Vec<usize> =
+        resp.tasks.iter().enumerate().filter(|(_, t)| t.state() == pb::TaskState::Failed).map(|(i, _)| i).collect();
+    if failed.is_empty() {
+        return Ok(Response::new(resp));
+    }
+    let shared = api.shared.clone();
+    let resp = tokio::task::spawn_blocking(move || {
+        let mut resp = resp;
+        let reader = shared.reader();
+        for i in failed {
+            let t = &mut resp.tasks[i];
+            let attempt =
+                AttemptRef { task: TaskKey { job: JobId(t.job_id), index: t.index }, attempt: t.attempts_count };
+            t.last_error = reader.attempt_error(attempt)?.unwrap_or_default();
+        }
+        Ok::<_, Error>(resp)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))??;
     Ok(Response::new(resp))
 }
 
@@ -117,14 +137,15 @@ pub(super) async fn read_log(
 }
 
 /// The task a request names: by `name` when given, else by `index`.
-fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Result<TaskKey, Error> {
+pub(super) fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Result<TaskKey, Error> {
     let job = job_of(core, job_id)?;
     if name.is_empty() {
         return Ok(TaskKey { job: job.id, index });
     }
+    let by_index = || name.parse().ok().filter(|i| job.task(*i).is_some());
     let found = match &job.spec.graph {
-        Some(graph) => graph.find(name),
-        None => name.parse().ok().filter(|i| job.task(*i).is_some()),
+        Some(graph) => graph.find(name).or_else(by_index),
+        None => by_index(),
     };
     let index = found.ok_or_else(|| {
         Error::Invalid(Invalid::new("task", format!("job {job_id} has no task '{}'", crate::error::shown(name))))

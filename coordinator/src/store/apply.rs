@@ -165,11 +165,15 @@ impl Store {
                 }
                 StoreOp::InsertJob(j) => {
                     let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
+                    let policy = match j.spec.policy.is_default() {
+                        true => None,
+                        false => Some(serde_json::to_string(&j.spec.policy).map_err(|e| corrupt(e.to_string()))?),
+                    };
                     if let Some(graph) = &j.spec.graph {
                         insert_groups(&tx, j.id, 0, &graph.groups)?;
                     }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -190,6 +194,7 @@ impl Store {
                         j.spec.begin_at_ms,
                         j.spec.schedule.as_ref().map(|s| s.schedule.as_str()),
                         j.spec.schedule.as_ref().map(|s| s.slot_ms),
+                        policy,
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms } => {

@@ -117,7 +117,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -140,6 +140,7 @@ impl Store {
                 r.get::<_, Option<u64>>(18)?,
                 r.get::<_, Option<String>>(19)?,
                 r.get::<_, Option<u64>>(20)?,
+                r.get::<_, Option<String>>(21)?,
             ))
         })?;
         let mut groups = self.task_groups()?;
@@ -164,7 +165,12 @@ impl Store {
                 begin_at_ms,
                 schedule,
                 scheduled_for_ms,
+                policy,
             ) = row?;
+            let policy: JobPolicy = match policy {
+                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+                None => JobPolicy::default(),
+            };
             let schedule = match schedule {
                 Some(name) => Some(ScheduledFor {
                     schedule: ScheduleName::parse("schedule", &name).map_err(corrupt)?,
@@ -195,6 +201,7 @@ impl Store {
                     max_output,
                     begin_at_ms,
                     schedule,
+                    policy,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,

@@ -76,6 +76,29 @@ impl Reader {
         Ok(matches!(ended, Some(Some(_))))
     }
 
+    /// How an ended attempt ended, in a few words (`exited with code 2`); `None` for
+    /// one that has no row or has not ended.
+    pub fn attempt_error(&self, attempt: AttemptRef) -> Result<Option<String>> {
+        type Row = (Option<String>, Option<i32>, Option<i32>, Option<String>);
+        let row: Option<Row> = self
+            .conn
+            .prepare_cached(
+                "SELECT outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+            )?
+            .query_row(params![attempt.task.job.0, attempt.task.index, attempt.attempt], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        let Some((Some(outcome), exit_code, signal, message)) = row else { return Ok(None) };
+        let said = match (message.filter(|m| !m.is_empty()), exit_code, signal) {
+            (Some(message), _, _) => message,
+            (None, Some(code), _) => format!("exit code {code}"),
+            (None, None, Some(signal)) => format!("killed by signal {signal}"),
+            (None, None, None) => outcome,
+        };
+        Ok(Some(said))
+    }
+
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was written.
     pub fn read_log(&self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
         let path = log_path(&self.logs, attempt, stderr);

@@ -42,6 +42,8 @@ pub(super) struct StoredJob {
     notify: Option<String>,
     owner: String,
     max_output: u64,
+    #[serde(default, skip_serializing_if = "JobPolicy::is_default")]
+    policy: JobPolicy,
 }
 
 impl StoredJob {
@@ -57,6 +59,7 @@ impl StoredJob {
             notify: j.notify.clone(),
             owner: j.owner.clone(),
             max_output: j.max_output,
+            policy: j.policy.clone(),
         }
     }
 
@@ -79,6 +82,7 @@ impl StoredJob {
             max_output: self.max_output,
             begin_at_ms: None,
             schedule: None,
+            policy: self.policy,
         })
     }
 }

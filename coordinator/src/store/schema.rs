@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_output INTEGER NOT NULL DEFAULT 0,
     begin_at_ms INTEGER,
     schedule TEXT,
-    scheduled_for_ms INTEGER
+    scheduled_for_ms INTEGER,
+    policy TEXT
 );
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
@@ -175,6 +176,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "begin_at_ms", "INTEGER"),
     ("jobs", "schedule", "TEXT"),
     ("jobs", "scheduled_for_ms", "INTEGER"),
+    ("jobs", "policy", "TEXT"),
 ];
 
 /// Creates what is missing: tables, indexes, and the columns of [`ADDED_COLUMNS`].

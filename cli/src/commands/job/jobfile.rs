@@ -5,6 +5,10 @@
 //! name: render            # optional; --name overrides
 //! pool: cpu               # optional; --pool overrides
 //! priority: 10            # optional, -1000..1000
+//! exit_policy: ["3=fail", "signal:KILL=fail-job"]   # optional, as --exit-policy
+//! retry_delay: 5s..10m    # optional, as --retry-delay
+//! max_running: 20         # optional, as --max-running
+//! concurrency_key: render # optional, as --concurrency-key
 //! tasks:
 //!   - id: prep
 //!     command: [sh, -c, "make assets"]
@@ -46,6 +50,23 @@ pub struct JobFile {
     pub tasks: Vec<FileTask>,
     /// A map/reduce job instead of `tasks`.
     pub mapreduce: Option<FileMapReduce>,
+    /// As --exit-policy, --retry-delay, --max-running and --concurrency-key.
+    #[serde(default)]
+    pub exit_policy: Vec<String>,
+    pub retry_delay: Option<String>,
+    pub max_running: Option<u32>,
+    pub concurrency_key: Option<String>,
+}
+
+impl JobFile {
+    pub fn policy(&self) -> super::policy::FilePolicy {
+        super::policy::FilePolicy {
+            exit_policy: self.exit_policy.clone(),
+            retry_delay: self.retry_delay.clone(),
+            max_running: self.max_running,
+            concurrency_key: self.concurrency_key.clone(),
+        }
+    }
 }
 
 /// A map/reduce job as written (the flags of `corral job mapreduce`).

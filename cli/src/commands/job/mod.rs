@@ -14,7 +14,9 @@ pub mod jobfile;
 mod list;
 pub mod mapreduce;
 mod output;
+pub mod policy;
 pub mod render;
+mod retry;
 mod show;
 pub mod spec;
 mod submit;
@@ -44,6 +46,11 @@ pub enum JobCommand {
     Wait { job: u64 },
     /// Cancel a job: queued tasks are dropped, running ones killed.
     Cancel { job: u64 },
+    /// Put a job's finished tasks back in the queue (default: the failed ones), each
+    /// with new attempts and its retries renewed; their history is kept. In a graph,
+    /// what was cancelled because they failed waits for them again. The job becomes
+    /// active again.
+    Retry(retry::RetryArgs),
     /// Delete a finished job now, with its tasks, attempts, logs, outputs and
     /// events (the coordinator does it by itself after --retain, 7 days by default).
     Delete { job: u64 },
@@ -78,6 +85,7 @@ impl JobCommand {
             JobCommand::Watch { job } => watch::watch(ctx, client, job).await,
             JobCommand::Wait { job } => watch::wait(ctx, client, job).await,
             JobCommand::Cancel { job } => cancel::run(ctx, client, job).await,
+            JobCommand::Retry(args) => args.run(ctx, client).await,
             JobCommand::Delete { job } => delete::run(ctx, client, job).await,
             JobCommand::AddTasks(args) => args.run(ctx, client).await,
             JobCommand::Close { job } => close::run(ctx, client, job).await,

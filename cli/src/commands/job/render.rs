@@ -50,6 +50,13 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "schedule": (!j.schedule.is_empty()).then_some(&j.schedule),
         "scheduled_for_ms": (!j.schedule.is_empty()).then_some(j.scheduled_for_ms),
         "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
+        "policy": j.policy.as_ref().map(|p| json!({
+            "exit_policy": p.exit_policy,
+            "retry_delay_ms": (p.retry_delay_ms > 0).then_some(p.retry_delay_ms),
+            "retry_delay_max_ms": (p.retry_delay_max_ms > 0).then_some(p.retry_delay_max_ms),
+            "max_running": (p.max_running > 0).then_some(p.max_running),
+            "concurrency_key": (!p.concurrency_key.is_empty()).then_some(&p.concurrency_key),
+        })),
         "notify": j.notify.as_ref().map(|n| json!({
             "url": n.url,
             "delivered": n.delivered_at_ms > 0,
@@ -120,4 +127,29 @@ pub fn print_outcome(ctx: &Context, j: &pb::Job) {
             println!("see the failures with: corral task list {} --state failed", j.id);
         }
     }
+}
+
+/// A job's policy as `job show` lists it: (label, value) rows, none for the default.
+pub fn policy_rows(p: Option<&pb::JobPolicy>) -> Vec<(&'static str, String)> {
+    let Some(p) = p else { return Vec::new() };
+    let mut rows = Vec::new();
+    if !p.exit_policy.is_empty() {
+        rows.push(("exit policy", p.exit_policy.join(", ")));
+    }
+    if p.retry_delay_ms > 0 || p.retry_delay_max_ms > 0 {
+        let first = output::duration_ms(p.retry_delay_ms);
+        let delay = match p.retry_delay_max_ms {
+            0 => format!("{first}, doubling"),
+            max => format!("{first}, doubling up to {}", output::duration_ms(max)),
+        };
+        rows.push(("retry delay", delay));
+    }
+    match (p.concurrency_key.as_str(), p.max_running) {
+        ("", 0) => {}
+        ("", n) => rows.push(("max running", format!("{n} of its tasks at once"))),
+        (key, n) => {
+            rows.push(("concurrency", format!("at most {} task(s) at once of all jobs with key '{key}'", n.max(1))))
+        }
+    }
+    rows
 }

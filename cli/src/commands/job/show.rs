@@ -59,6 +59,7 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
             format!("{} (took {})", output::timestamp(end), output::duration_ms(end.saturating_sub(j.submitted_at_ms))),
         ));
     }
+    rows.extend(super::render::policy_rows(j.policy.as_ref()));
     if let Some(n) = &j.notify {
         rows.push(("notify", notify_line(n)));
     }

@@ -9,8 +9,9 @@ use serde_json::json;
 use corral_proto::v1 as pb;
 
 use super::super::Context;
+use super::policy::PolicyArgs;
 use super::render::{print_outcome, verdict};
-use super::spec::{parse_array, SpecArgs};
+use super::spec::SpecArgs;
 use super::watch::follow;
 use crate::client::Client;
 use crate::output;
@@ -53,14 +54,17 @@ pub struct JobArgs {
     /// dependencies. See the README for the schema.
     #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots"])]
     file: Option<std::path::PathBuf>,
-    /// Run one task per index, A-B inclusive (e.g. 1-1000).
-    #[arg(long, value_parser = parse_array)]
-    array: Option<(u32, u32)>,
+    /// Run one task per index, A-B inclusive (e.g. 1-1000); `A-B%N` runs at most
+    /// N of them at once (as --max-running N).
+    #[arg(long, value_name = "A-B[%N]", value_parser = corral_types::policy::parse_array)]
+    array: Option<((u32, u32), Option<u32>)>,
     /// Higher runs first, from -1000 to 1000 [default: 0].
     #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     priority: Option<i32>,
     #[command(flatten)]
     spec: SpecArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// When the job ends, POST a JSON summary to this http(s) URL, retried with
     /// backoff until it answers 2xx (see `job show` for how delivery goes).
     #[arg(long, value_name = "URL")]
@@ -78,10 +82,17 @@ pub struct JobArgs {
 impl JobArgs {
     /// The request, from the flags or from the job file (flags win over the file's
     /// name, pool and priority). With a file, also the loaded file for error lines.
-    pub fn request(self, open: bool) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+    pub fn request(mut self, open: bool) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
         let (notify_url, max_output_bytes) = (self.notify.clone().unwrap_or_default(), self.max_output.unwrap_or(0));
+        let flags = std::mem::take(&mut self.policy);
+        let array_limit = self.array.and_then(|(_, limit)| limit);
         let (req, loaded) = self.request_without_limits(open)?;
-        Ok((pb::SubmitJobRequest { notify_url, max_output_bytes, ..req }, loaded))
+        let file = loaded.as_ref().map(|l| l.file.policy());
+        let policy = flags.to_pb(file.as_ref(), array_limit).map_err(|e| match &loaded {
+            Some(l) => anyhow::anyhow!(l.annotate(&e.to_string())),
+            None => e,
+        })?;
+        Ok((pb::SubmitJobRequest { notify_url, max_output_bytes, policy, ..req }, loaded))
     }
 
     fn request_without_limits(
@@ -106,7 +117,7 @@ impl JobArgs {
                 );
             }
             let (is_array, (array_start, array_end)) = match self.array {
-                Some(range) => (true, range),
+                Some((range, _)) => (true, range),
                 None => (false, (0, 0)),
             };
             let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;

@@ -9,6 +9,7 @@ use crate::error::Error;
 mod graphs;
 mod jobs;
 mod nodes;
+mod policies;
 mod pools;
 mod restore;
 mod schedules;
@@ -55,6 +56,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         max_output: 0,
         begin_at_ms: None,
         schedule: None,
+        policy: JobPolicy::default(),
     }
 }
 
@@ -150,6 +152,20 @@ impl Env {
     fn report(&mut self, node: &NodeId, attempt: AttemptRef, outcome: Outcome) {
         self.core.on_task_results(self.now, node, vec![result(attempt, outcome, 0)], &mut self.out);
         self.check();
+    }
+
+    /// Reports that `attempt` exited with `code` (a failure unless 0).
+    fn exit(&mut self, node: &NodeId, attempt: AttemptRef, code: i32) {
+        let outcome = if code == 0 { Outcome::Succeeded } else { Outcome::Failed };
+        let r = TaskResult { exit_code: Some(code), ..result(attempt, outcome, 0) };
+        self.core.on_task_results(self.now, node, vec![r], &mut self.out);
+        self.check();
+    }
+
+    fn submit_spec(&mut self, spec: JobSpec) -> JobId {
+        let id = self.core.submit_job(self.now, spec, &mut self.out).unwrap();
+        self.check();
+        id
     }
 
     fn tick(&mut self) {

@@ -44,6 +44,9 @@ pub(super) struct JobView {
     scheduled_for_ms: Option<u64>,
     /// No task starts before this (`job submit --begin`).
     begin_at_ms: Option<u64>,
+    /// Exit rules, retry delay, throttle (omitted when none was asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<JobPolicy>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +83,7 @@ fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
         schedule: job.spec.schedule.as_ref().map(|r| r.schedule.to_string()),
         scheduled_for_ms: job.spec.schedule.as_ref().map(|r| r.slot_ms),
         begin_at_ms: job.spec.begin_at_ms,
+        policy: (!job.spec.policy.is_default()).then(|| job.spec.policy.clone()),
     }
 }
 

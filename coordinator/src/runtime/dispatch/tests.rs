@@ -100,6 +100,7 @@ impl Env {
             max_output: 0,
             begin_at_ms: None,
             schedule: None,
+            policy: JobPolicy::default(),
         };
         self.core.submit_job(self.now, spec, &mut self.out).unwrap();
         let mut out = Outbox::default();
