@@ -199,9 +199,12 @@ pub fn describe<E>(
             ..event(Kind::Trigger, change)
         },
         StoreOp::DeleteTrigger(name) => Event { detail: format!("trigger {name}"), ..event(Kind::Trigger, "deleted") },
-        StoreOp::SetJobState { id, state, .. } => {
-            Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, state.as_str()) }
-        }
+        StoreOp::SetJobState { id, state, reason, .. } => Event {
+            pool: pool_of(*id)?.map(|p| p.to_string()),
+            job: Some(id.0),
+            detail: reason.clone().unwrap_or_default(),
+            ..event(Kind::Job, state.as_str())
+        },
         StoreOp::DeleteJob(id) => {
             Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "deleted") }
         }

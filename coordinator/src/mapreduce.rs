@@ -115,6 +115,7 @@ pub async fn job_spec(
         begin_at_ms: None,
         schedule: None,
         policy: JobPolicy::default(),
+        after: Vec::new(),
     })
 }
 

@@ -125,6 +125,16 @@ pub struct JobSpec {
     pub schedule: Option<ScheduledFor>,
     /// Exit rules, retry delays, throttles.
     pub policy: JobPolicy,
+    /// Jobs that must end first (`job submit --after`).
+    pub after: Vec<After>,
+}
+
+/// A job another waits for (Slurm's `afterok`/`afterany`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub job: JobId,
+    /// Any end will do; else only `completed` (another end cancels the waiting job).
+    pub any: bool,
 }
 
 /// The run of a schedule a job is.

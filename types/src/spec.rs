@@ -24,6 +24,10 @@ pub struct TaskSpec {
     /// A plain command, or one side of a map/reduce shuffle around it.
     #[serde(default)]
     pub kind: TaskKind,
+    /// One entry per array index from 0 (`job submit --each-line FILE`): task `i`
+    /// gets `entries[i]` in `CORRAL_ENTRY`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<String>,
 }
 
 /// What the agent does around a task's command.
@@ -98,7 +102,18 @@ impl TaskSpec {
             outputs: Vec::new(),
             outputs_when: OutputsWhen::Success,
             kind: TaskKind::Command,
+            entries: Vec::new(),
         }
+    }
+
+    /// The environment for one array index: the job's, and `CORRAL_ENTRY` when the
+    /// job was made from the lines of a file.
+    pub fn env_for(&self, index: u32) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        if let Some(entry) = self.entries.get(index as usize) {
+            env.insert("CORRAL_ENTRY".into(), entry.clone());
+        }
+        env
     }
 
     /// The inputs for one array index: `{index}` replaced.

@@ -248,6 +248,7 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         outputs: spec.outputs,
         outputs_when: word("outputs_when", &spec.outputs_when, OutputsWhen::Success)?,
         kind: TaskKind::Command,
+        entries: Vec::new(),
     })
 }
 
@@ -280,12 +281,19 @@ fn glob_pattern(pattern: &str) -> Result<(), Invalid> {
 pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     let pool = PoolName::parse("pool", &req.pool)?;
     let policy = policy::job_policy(req.policy.take())?;
+    let after = after(&req.after)?;
     let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
     text("name", &req.name, MAX_NAME)?;
     if !(-1000..=1000).contains(&req.priority) {
         return Err(Invalid::new("priority", format!("{} is outside -1000..1000", req.priority)));
     }
     if !req.tasks.is_empty() || req.open {
+        if !req.entries.is_empty() {
+            return Err(Invalid::new(
+                "entries",
+                "a graph job's tasks are its `tasks`; entries make an array of one command",
+            ));
+        }
         if req.task.is_some() || req.is_array {
             let why = if req.open {
                 "an open job is a graph job: give its tasks as `tasks` (a job file), or add them later"
@@ -314,9 +322,25 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
             begin_at_ms,
             schedule: None,
             policy,
+            after,
         });
     }
-    let (first_index, last_index) = if req.is_array {
+    let entries = std::mem::take(&mut req.entries);
+    if !entries.is_empty() && req.is_array {
+        return Err(Invalid::new("entries", "the entries make the array (one task per entry): leave the array unset"));
+    }
+    let (first_index, last_index) = if !entries.is_empty() {
+        if entries.len() as u64 > MAX_TASKS_PER_JOB {
+            return Err(Invalid::new(
+                "entries",
+                format!("{} entries is more than the {MAX_TASKS_PER_JOB} tasks a job may have", entries.len()),
+            ));
+        }
+        for entry in &entries {
+            text("entries", entry, MAX_ARG)?;
+        }
+        (0, entries.len() as u32 - 1)
+    } else if req.is_array {
         if req.array_start > req.array_end {
             return Err(Invalid::new(
                 "array",
@@ -334,7 +358,7 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     } else {
         (0, 0)
     };
-    let task = task_spec(req.task)?;
+    let task = TaskSpec { entries, ..task_spec(req.task)? };
     Ok(JobSpec {
         pool,
         name: req.name,
@@ -350,7 +374,26 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         begin_at_ms,
         schedule: None,
         policy,
+        after,
     })
+}
+
+/// The most jobs one job may wait for.
+const MAX_AFTER: usize = 100;
+
+/// A submission's `--after` jobs.
+pub fn after(after: &[pb::After]) -> Result<Vec<After>, Invalid> {
+    if after.len() > MAX_AFTER {
+        return Err(Invalid::new("after", format!("names {} jobs; the limit is {MAX_AFTER}", after.len())));
+    }
+    let mut jobs = Vec::with_capacity(after.len());
+    for a in after {
+        if a.job_id == 0 {
+            return Err(Invalid::new("after", "job 0 does not exist: ids start at 1"));
+        }
+        jobs.push(After { job: JobId(a.job_id), any: a.any });
+    }
+    Ok(jobs)
 }
 
 /// A submission's `idempotency_key`: empty for none.
@@ -378,9 +421,12 @@ pub fn request_digest(spec: &JobSpec) -> String {
         "notify": spec.notify,
         "max_output": spec.max_output,
     });
-    // Only when set, so that a key stored before policies existed still matches.
+    // Only when set, so that a key stored before these existed still matches.
     if !spec.policy.is_default() {
         canonical["policy"] = serde_json::json!(spec.policy);
+    }
+    if !spec.after.is_empty() {
+        canonical["after"] = spec.after.iter().map(|a| serde_json::json!([a.job.0, a.any])).collect();
     }
     // Not the begin time: `--begin 10m` retried a moment later is the same request.
     let digest = ring::digest::digest(&ring::digest::SHA256, canonical.to_string().as_bytes());

@@ -145,6 +145,9 @@ pub fn job_view(job: &Job) -> pb::Job {
         scheduled_for_ms: job.spec.schedule.as_ref().map_or(0, |r| r.slot_ms),
         begin_at_ms: job.spec.begin_at_ms.unwrap_or(0),
         policy: super::policy::policy_to_pb(&job.spec.policy),
+        after: job.spec.after.iter().map(|a| pb::After { job_id: a.job.0, any: a.any }).collect(),
+        waiting_for: job.held_by.iter().map(|j| j.0).collect(),
+        reason: job.reason.clone().unwrap_or_default(),
     }
 }
 

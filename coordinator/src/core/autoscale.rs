@@ -111,7 +111,7 @@ impl Core {
         let mut needed_slots = 0u64;
         let now_ms = self.wall_ms(now);
         for (_, id) in &pool.jobs {
-            if let Some(job) = self.jobs.get(id).filter(|j| !j.begins_after(now_ms)) {
+            if let Some(job) = self.jobs.get(id).filter(|j| !j.held(now_ms)) {
                 let slots = |index: u32| u64::from(job.spec.task_spec(index).slots);
                 // A throttled job needs only the slots its limit lets it use.
                 let room = super::schedule::room(job, &self.keyed) as usize;

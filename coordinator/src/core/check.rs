@@ -54,6 +54,20 @@ impl Core {
                 assert!(node.running.is_empty(), "dead node {id} runs tasks");
             }
         }
+        for (dep, waiting) in &self.waited_for {
+            assert_eq!(self.jobs.get(dep).map(|j| j.state), Some(JobState::Active), "job {dep} is waited for");
+            assert!(!waiting.is_empty(), "job {dep}: an empty wait");
+            for id in waiting {
+                let job = &self.jobs[id];
+                assert_eq!(job.state, JobState::Active, "finished job {id} waits for {dep}");
+                assert!(job.held_by.contains(dep), "job {id} waits for {dep} unheld");
+            }
+        }
+        for job in self.jobs.values() {
+            for dep in &job.held_by {
+                assert!(self.waited_for.get(dep).is_some_and(|w| w.contains(&job.id)), "job {} held by {dep}", job.id);
+            }
+        }
         for (name, s) in &self.schedules {
             for id in &s.active {
                 let job = &self.jobs[id];

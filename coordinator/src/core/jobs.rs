@@ -11,6 +11,7 @@ impl Core {
     /// outbox's store rows are durable.
     pub fn submit_job(&mut self, now: Instant, spec: JobSpec, out: &mut Outbox) -> Result<JobId> {
         self.check_submittable(&spec)?;
+        self.check_after(&spec)?;
         self.refuse_beyond_queue_limit(u64::from(spec.task_count()))?;
         let id = JobId(self.next_job);
         self.next_job += 1;
@@ -22,6 +23,7 @@ impl Core {
             submitted_at_ms,
             finished_at_ms: None,
             delivery: Delivery::default(),
+            reason: None,
         }));
         let mut job = new_job(id, spec, submitted_at_ms, TaskState::Ready);
         job.settle_graph(|_| true);
@@ -29,6 +31,7 @@ impl Core {
             pool.jobs.insert(job.priority_key());
         }
         self.jobs.insert(id, job);
+        self.hold_for_after(id);
         Ok(id)
     }
 
@@ -328,10 +331,12 @@ impl Core {
         if let Some(pool) = self.pools.get_mut(&job.spec.pool) {
             pool.jobs.remove(&key);
         }
+        let reason = job.reason.clone();
         tracing::info!(job_id = %id, state = %state, "job finished");
-        out.store.push(StoreOp::SetJobState { id, state, finished_at_ms: Some(finished_at_ms) });
+        out.store.push(StoreOp::SetJobState { id, state, finished_at_ms: Some(finished_at_ms), reason });
         self.notify_if_asked(id, out);
         self.on_run_finished(now, id, out);
+        self.release_after(now, id, out);
     }
 
     /// Orders the job's completion callback, if it has one not yet delivered.

@@ -8,7 +8,8 @@
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
-//! [`jobs`] (submit, cancel, results, graphs, open jobs), [`retries`] (exit rules,
+//! [`jobs`] (submit, cancel, results, graphs, open jobs), [`after`] (jobs waiting for
+//! jobs), [`retries`] (exit rules,
 //! retry delays, `job retry`), [`schedule`] (tasks onto slots, within throttles),
 //! [`schedules`] (jobs made on a [`cadence`]: cron or interval),
 //! [`templates`] (jobs made by a dispatch), [`triggers`] (dispatches for new objects),
@@ -16,6 +17,7 @@
 //! What they write is in [`outbox`]; a task's state changes only in `transitions`,
 //! and what users see of a pool is computed in [`views`].
 
+mod after;
 pub mod autoscale;
 pub mod cadence;
 mod check;
@@ -266,6 +268,12 @@ pub struct Job {
     pub queued_since_ms: u64,
     /// How its completion callback (if it has one) is going.
     pub delivery: Delivery,
+    /// Why it ended as it did, where that is not obvious (a `fail-job` exit rule,
+    /// an `--after` job that did not complete).
+    pub reason: Option<String>,
+    /// The `--after` jobs it still waits for (active ones); none of its tasks
+    /// starts before this is empty.
+    pub held_by: BTreeSet<JobId>,
 }
 
 /// Run times of a job's finished attempts, to tell short tasks from long ones.
@@ -309,6 +317,12 @@ impl Job {
         self.spec.begin_at_ms.is_some_and(|at| at > now_ms)
     }
 
+    /// Whether none of its tasks may start at `now_ms` yet: its `--begin` is to
+    /// come, or a job it waits for (`--after`) has not ended.
+    pub fn held(&self, now_ms: u64) -> bool {
+        self.begins_after(now_ms) || !self.held_by.is_empty()
+    }
+
     /// Recounts what each task of a graph waits for, from the tasks' states, and
     /// moves tasks that are `ready` only by default (`defaulted`) to `waiting` if
     /// something upstream has not succeeded.
@@ -348,6 +362,8 @@ pub struct Core {
     pub running: HashMap<TaskKey, RunningAttempt>,
     /// How many tasks run now per concurrency key (keys with none are absent).
     pub keyed: HashMap<String, u32>,
+    /// Active jobs, and the active jobs waiting for them (`--after`).
+    pub waited_for: BTreeMap<JobId, BTreeSet<JobId>>,
     /// Failed tasks waiting out their retry backoff.
     pub delayed: BTreeSet<(Instant, TaskKey)>,
     /// The nodes whose results ended the most recent attempts: their output may
@@ -403,6 +419,7 @@ impl Core {
             jobs: BTreeMap::new(),
             running: HashMap::new(),
             keyed: HashMap::new(),
+            waited_for: BTreeMap::new(),
             delayed: BTreeSet::new(),
             ended_on: EndedOn::default(),
             keys: keys::Keys::default(),
@@ -502,5 +519,7 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
         queued_at: HashMap::new(),
         queued_since_ms: submitted_at_ms,
         delivery: Delivery::default(),
+        reason: None,
+        held_by: BTreeSet::new(),
     }
 }

@@ -111,6 +111,8 @@ pub struct JobRecord {
     pub submitted_at_ms: u64,
     pub finished_at_ms: Option<u64>,
     pub delivery: Delivery,
+    /// Why it ended so (see [`super::Job::reason`]).
+    pub reason: Option<String>,
 }
 
 /// A task's row; tasks that never left their initial state have none.
@@ -204,6 +206,8 @@ pub enum StoreOp {
         id: JobId,
         state: JobState,
         finished_at_ms: Option<u64>,
+        /// Why it ended so, where that is not obvious.
+        reason: Option<String>,
     },
     PutTask(TaskRecord),
     /// Tasks added to an open graph job; `groups` follow its existing ones.

@@ -65,6 +65,7 @@ impl Core {
             job.state = record.state;
             job.finished_at_ms = record.finished_at_ms;
             job.delivery = record.delivery;
+            job.reason = record.reason;
             let id = job.id;
             self.jobs.insert(id, job);
             // A callback the coordinator stopped before delivering is posted again.
@@ -174,8 +175,12 @@ impl Core {
                 }
             }
         }
-        // A repair above may have ended a job's last task.
+        // What each active job still waits for (`--after`).
         let active: Vec<JobId> = self.jobs.values().filter(|j| j.state == JobState::Active).map(|j| j.id).collect();
+        for &id in &active {
+            self.hold_for_after(id);
+        }
+        // A repair above may have ended a job's last task.
         for id in active {
             self.maybe_finish_job(now, id, out);
         }

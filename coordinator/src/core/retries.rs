@@ -47,6 +47,7 @@ impl Core {
                 let why = said("the job fails");
                 job.reasons.insert(key.index, why.clone());
                 let name = job.spec.task_name(key.index);
+                job.reason = Some(format!("task {name}: {why}"));
                 self.fail_task(now, key, out);
                 self.stop_job(now, key.job, JobState::Failed, &format!("job failed: task {name}: {why}"), out);
             }
@@ -160,7 +161,8 @@ impl Core {
             job.state = JobState::Active;
             job.finished_at_ms = None;
             job.delivery = Delivery::default();
-            out.store.push(StoreOp::SetJobState { id, state: JobState::Active, finished_at_ms: None });
+            job.reason = None;
+            out.store.push(StoreOp::SetJobState { id, state: JobState::Active, finished_at_ms: None, reason: None });
             out.store.push(StoreOp::SetDelivery { job: id, delivery: Delivery::default() });
         }
         let key = job.priority_key();
@@ -185,6 +187,7 @@ impl Core {
             if let Some(s) = schedule.and_then(|name| self.schedules.get_mut(&name)) {
                 s.active.insert(id);
             }
+            self.hold_for_after(id);
         }
         tracing::info!(job_id = %id, tasks = chosen.len(), "tasks put back in the queue");
         Ok(chosen.len() as u32)

@@ -64,7 +64,7 @@ impl Core {
         let mut assigned = 0;
         for job_id in jobs {
             let Some(job) = self.jobs.get_mut(&job_id) else { continue };
-            if job.begins_after(started_at_ms) {
+            if job.held(started_at_ms) {
                 continue;
             }
             if prefetch && !job.ready.is_empty() && !job.runs.is_short(short) {
@@ -92,7 +92,7 @@ impl Core {
                     name: name.clone(),
                     array_index,
                     argv: spec.argv_for(array_index),
-                    env: spec.env.clone(),
+                    env: spec.env_for(array_index),
                     slots: need,
                     timeout: spec.timeout,
                     inputs: spec.inputs_for(array_index),

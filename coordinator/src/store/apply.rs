@@ -165,6 +165,11 @@ impl Store {
                 }
                 StoreOp::InsertJob(j) => {
                     let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
+                    let after: Vec<(u64, bool)> = j.spec.after.iter().map(|a| (a.job.0, a.any)).collect();
+                    let after = match after.is_empty() {
+                        true => None,
+                        false => Some(serde_json::to_string(&after).map_err(|e| corrupt(e.to_string()))?),
+                    };
                     let policy = match j.spec.policy.is_default() {
                         true => None,
                         false => Some(serde_json::to_string(&j.spec.policy).map_err(|e| corrupt(e.to_string()))?),
@@ -173,7 +178,7 @@ impl Store {
                         insert_groups(&tx, j.id, 0, &graph.groups)?;
                     }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -195,11 +200,12 @@ impl Store {
                         j.spec.schedule.as_ref().map(|s| s.schedule.as_str()),
                         j.spec.schedule.as_ref().map(|s| s.slot_ms),
                         policy,
+                        after,
                     ])?;
                 }
-                StoreOp::SetJobState { id, state, finished_at_ms } => {
-                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at_ms = ?3 WHERE id = ?1")?
-                        .execute(params![id.0, state.as_str(), finished_at_ms])?;
+                StoreOp::SetJobState { id, state, finished_at_ms, reason } => {
+                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at_ms = ?3, reason = ?4 WHERE id = ?1")?
+                        .execute(params![id.0, state.as_str(), finished_at_ms, reason])?;
                 }
                 StoreOp::PutTask(_) if plan.superseded[i] => {}
                 StoreOp::PutTask(t) => {

@@ -117,7 +117,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -141,6 +141,8 @@ impl Store {
                 r.get::<_, Option<String>>(19)?,
                 r.get::<_, Option<u64>>(20)?,
                 r.get::<_, Option<String>>(21)?,
+                r.get::<_, Option<String>>(22)?,
+                r.get::<_, Option<String>>(23)?,
             ))
         })?;
         let mut groups = self.task_groups()?;
@@ -166,7 +168,14 @@ impl Store {
                 schedule,
                 scheduled_for_ms,
                 policy,
+                after,
+                reason,
             ) = row?;
+            let after: Vec<(u64, bool)> = match after {
+                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+                None => Vec::new(),
+            };
+            let after = after.into_iter().map(|(job, any)| After { job: JobId(job), any }).collect();
             let policy: JobPolicy = match policy {
                 Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
                 None => JobPolicy::default(),
@@ -202,11 +211,13 @@ impl Store {
                     begin_at_ms,
                     schedule,
                     policy,
+                    after,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,
                 finished_at_ms: finished,
                 delivery,
+                reason,
             });
         }
         let mut stmt =

@@ -83,6 +83,7 @@ impl StoredJob {
             begin_at_ms: None,
             schedule: None,
             policy: self.policy,
+            after: Vec::new(),
         })
     }
 }

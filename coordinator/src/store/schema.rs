@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     begin_at_ms INTEGER,
     schedule TEXT,
     scheduled_for_ms INTEGER,
-    policy TEXT
+    policy TEXT,
+    after TEXT,
+    reason TEXT
 );
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
@@ -177,6 +179,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "schedule", "TEXT"),
     ("jobs", "scheduled_for_ms", "INTEGER"),
     ("jobs", "policy", "TEXT"),
+    ("jobs", "after", "TEXT"),
+    ("jobs", "reason", "TEXT"),
 ];
 
 /// Creates what is missing: tables, indexes, and the columns of [`ADDED_COLUMNS`].

@@ -219,6 +219,7 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             outputs: task.outputs.clone(),
             outputs_when,
             kind: Default::default(),
+            entries: Vec::new(),
         };
         checked.push(TaskGroup { id: task.id.clone(), spec, array, depends_on: task.depends_on.clone() });
     }

@@ -31,7 +31,7 @@ pub enum JobCommand {
     ///
     /// The command runs directly (no shell); write `sh -c '...'` for one. In an array,
     /// `{index}` in any argument becomes the task's index, also in $CORRAL_TASK_INDEX.
-    Submit(submit::SubmitArgs),
+    Submit(Box<submit::SubmitArgs>),
     /// List jobs.
     List {
         /// Only the jobs this schedule made.

@@ -15,6 +15,13 @@ pub fn state_line(j: &pb::Job) -> String {
     if j.state() == pb::JobState::Active && j.begin_at_ms > now {
         return format!("waiting (begins at {} UTC)", output::timestamp(j.begin_at_ms));
     }
+    if j.state() == pb::JobState::Active && !j.waiting_for.is_empty() {
+        let jobs: Vec<String> = j.waiting_for.iter().map(|id| format!("job {id}")).collect();
+        return format!("waiting (for {} to end)", jobs.join(", "));
+    }
+    if !j.reason.is_empty() {
+        return format!("{} ({})", j.state().as_word(), j.reason);
+    }
     j.state().as_word().to_string()
 }
 
@@ -50,6 +57,9 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "schedule": (!j.schedule.is_empty()).then_some(&j.schedule),
         "scheduled_for_ms": (!j.schedule.is_empty()).then_some(j.scheduled_for_ms),
         "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
+        "after": j.after.iter().map(|a| json!({"job": a.job_id, "when": if a.any { "any" } else { "ok" }})).collect::<Vec<_>>(),
+        "waiting_for": j.waiting_for,
+        "reason": (!j.reason.is_empty()).then_some(&j.reason),
         "policy": j.policy.as_ref().map(|p| json!({
             "exit_policy": p.exit_policy,
             "retry_delay_ms": (p.retry_delay_ms > 0).then_some(p.retry_delay_ms),

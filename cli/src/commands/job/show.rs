@@ -59,6 +59,11 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
             format!("{} (took {})", output::timestamp(end), output::duration_ms(end.saturating_sub(j.submitted_at_ms))),
         ));
     }
+    if !j.after.is_empty() {
+        let after: Vec<String> =
+            j.after.iter().map(|a| format!("job {}:{}", a.job_id, if a.any { "any" } else { "ok" })).collect();
+        rows.push(("after", after.join(", ")));
+    }
     rows.extend(super::render::policy_rows(j.policy.as_ref()));
     if let Some(n) = &j.notify {
         rows.push(("notify", notify_line(n)));

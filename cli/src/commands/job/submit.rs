@@ -30,6 +30,11 @@ pub struct SubmitArgs {
     /// waits across coordinator restarts.
     #[arg(long, value_name = "TIME", value_parser = super::spec::parse_time)]
     begin: Option<u64>,
+    /// Start no task until job JOB has ended: `JOB` or `JOB:ok` (it must have
+    /// completed, else this job is cancelled), `JOB:any` (however it ended)
+    /// (repeatable; Slurm's afterok/afterany).
+    #[arg(long, value_name = "JOB[:ok|any]", value_parser = parse_after)]
+    after: Vec<pb::After>,
     /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
     #[arg(long)]
     wait: bool,
@@ -58,6 +63,10 @@ pub struct JobArgs {
     /// N of them at once (as --max-running N).
     #[arg(long, value_name = "A-B[%N]", value_parser = corral_types::policy::parse_array)]
     array: Option<((u32, u32), Option<u32>)>,
+    /// Run one task per line of FILE (`-` for stdin): task i gets line i in
+    /// $CORRAL_ENTRY (and i in $CORRAL_TASK_INDEX).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["array", "file"])]
+    each_line: Option<std::path::PathBuf>,
     /// Higher runs first, from -1000 to 1000 [default: 0].
     #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     priority: Option<i32>,
@@ -121,6 +130,10 @@ impl JobArgs {
                 None => (false, (0, 0)),
             };
             let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
+            let entries = match &self.each_line {
+                Some(path) => read_lines(path)?,
+                None => Vec::new(),
+            };
             let req = pb::SubmitJobRequest {
                 pool,
                 name: self.name.unwrap_or_default(),
@@ -129,6 +142,7 @@ impl JobArgs {
                 is_array,
                 array_start,
                 array_end,
+                entries,
                 ..Default::default()
             };
             return Ok((req, None));
@@ -199,6 +213,7 @@ impl SubmitArgs {
             .unwrap_or_else(|| format!("corral-cli-{}", corral_proto::credentials::random_hex(16)));
         let (mut req, loaded) = args.job.request(args.open)?;
         req.begin_at_ms = args.begin.unwrap_or(0);
+        req.after = args.after.clone();
         req.idempotency_key = key;
         if let Some(mr) = &mut req.mapreduce {
             mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
@@ -224,5 +239,46 @@ impl SubmitArgs {
         let job = follow(client, resp.job_id, !ctx.json() && std::io::stderr().is_terminal()).await?;
         print_outcome(ctx, &job);
         Ok(verdict(&job))
+    }
+}
+
+/// The lines of `path` (`-`: stdin), for `--each-line`; a file without lines is
+/// refused.
+fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read --each-line from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read --each-line file {}", path.display()))?
+    };
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if lines.is_empty() {
+        anyhow::bail!("invalid --each-line: {} has no lines, so the job would have no tasks", path.display());
+    }
+    Ok(lines)
+}
+
+/// `JOB`, `JOB:ok` or `JOB:any`.
+pub fn parse_after(s: &str) -> Result<pb::After, String> {
+    let (job, when) = s.split_once(':').unwrap_or((s, "ok"));
+    let job_id: u64 = job.trim().parse().map_err(|_| format!("'{job}' is not a job id"))?;
+    let any = match when {
+        "ok" => false,
+        "any" => true,
+        other => return Err(format!("'{other}' is not one of: ok, any")),
+    };
+    Ok(pb::After { job_id, any })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_reads_ok_and_any() {
+        assert_eq!(parse_after("12"), Ok(pb::After { job_id: 12, any: false }));
+        assert_eq!(parse_after("12:any"), Ok(pb::After { job_id: 12, any: true }));
+        assert!(parse_after("12:maybe").unwrap_err().contains("ok, any"));
+        assert!(parse_after("x").is_err());
     }
 }

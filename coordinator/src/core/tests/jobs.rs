@@ -118,6 +118,7 @@ fn a_restart_posts_again_only_what_was_not_delivered() {
         submitted_at_ms: 1,
         finished_at_ms: Some(2),
         delivery: Delivery { attempts: 1, last_error: None, delivered_at_ms },
+        reason: None,
     };
     let snapshot = Snapshot {
         pools: vec![(pool_spec("p", Provider::Static, 0, Fill::Spread), 0, false)],

@@ -57,6 +57,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         begin_at_ms: None,
         schedule: None,
         policy: JobPolicy::default(),
+        after: Vec::new(),
     }
 }
 

@@ -278,3 +278,81 @@ fn a_throttled_job_asks_the_autoscaler_only_for_what_it_may_run() {
     let pool = &env.core.pools[&PoolName::parse("pool", "p").unwrap()];
     assert_eq!(env.core.autoscale_snapshot(pool, env.now).needed_slots, 4);
 }
+
+fn after(job: JobId, any: bool) -> JobSpec {
+    JobSpec { after: vec![After { job, any }], ..job_spec("p", 2, 0, 0) }
+}
+
+#[test]
+fn a_job_after_another_starts_only_once_that_one_ends() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(4);
+    let first = env.submit(1, 0, 0);
+    let ok = env.submit_spec(after(first, false));
+    let any = env.submit_spec(after(first, true));
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 1, "only the first job's task: {placed:?}");
+    assert_eq!(env.core.jobs[&any].held_by, BTreeSet::from([first]));
+    assert_eq!(env.core.jobs[&ok].held_by, BTreeSet::from([first]));
+    env.exit(&n, placed[0].1, 0);
+    let placed = env.schedule();
+    assert_eq!(placed.len(), 4, "both waiting jobs start");
+    assert!(env.core.waited_for.is_empty());
+}
+
+#[test]
+fn afterok_is_cancelled_when_the_job_fails_and_afterany_runs() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(4);
+    let first = env.submit(1, 0, 0);
+    let ok = env.submit_spec(after(first, false));
+    let chained = env.submit_spec(after(ok, false));
+    let any = env.submit_spec(after(first, true));
+    let placed = env.schedule();
+    env.exit(&n, placed[0].1, 1);
+    assert_eq!(state(&env, ok), JobState::Cancelled);
+    assert_eq!(env.core.jobs[&ok].reason.as_deref(), Some("after: job 1 ended failed, not completed"));
+    assert_eq!(state(&env, chained), JobState::Cancelled, "a chain is cancelled down its length");
+    assert_eq!(env.schedule().len(), 2, "the afterany job runs");
+    assert_eq!(env.core.jobs[&any].counts.running, 2);
+    // An ok-dependency on a job that already failed could never start: refused.
+    let err = env.core.submit_job(env.now, after(first, false), &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("could never start"), "{err}");
+    let err = env.core.submit_job(env.now, after(JobId(99), true), &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("99") && err.to_string().contains("--after"), "{err}");
+}
+
+#[test]
+fn what_a_job_waits_for_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let mut env = Env::with_pool(Fill::Spread);
+    let first = env.submit(1, 0, 0);
+    let second = env.submit_spec(after(first, false));
+    store.apply(&env.out.store).unwrap();
+    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
+    restored.sanity_check();
+    assert_eq!(restored.jobs[&second].held_by, BTreeSet::from([first]));
+    assert_eq!(restored.jobs[&second].spec.after, vec![After { job: first, any: false }]);
+}
+
+#[test]
+fn each_line_entries_reach_the_tasks() {
+    let mut env = Env::with_pool(Fill::Spread);
+    env.node(2);
+    let mut spec = job_spec("p", 2, 0, 0);
+    spec.task.entries = vec!["a.png".into(), "b.png".into()];
+    env.submit_spec(spec);
+    let mut out = Outbox::default();
+    env.core.schedule(env.now, &mut out);
+    let entries: Vec<String> = out
+        .agents
+        .iter()
+        .filter_map(|(_, m)| match m {
+            ToAgent::Assign(a) => a.env.get("CORRAL_ENTRY").cloned(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(entries, ["a.png", "b.png"]);
+}

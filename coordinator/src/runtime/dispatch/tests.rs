@@ -101,6 +101,7 @@ impl Env {
             begin_at_ms: None,
             schedule: None,
             policy: JobPolicy::default(),
+            after: Vec::new(),
         };
         self.core.submit_job(self.now, spec, &mut self.out).unwrap();
         let mut out = Outbox::default();
