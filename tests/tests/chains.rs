@@ -64,3 +64,36 @@ fn after_waits_for_the_job_and_afterok_is_cancelled_when_it_fails() {
     let err = c.fails(&["job", "submit", "--pool", "cpu", "--after", "999", "--", "true"]);
     assert!(err.contains("999"), "{err}");
 }
+
+fn explain(c: &Cluster, job: u64, task: &str) -> String {
+    let shown = c.json(&["task", "explain", &job.to_string(), task]);
+    shown["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn task_explain_says_why_a_task_is_not_running() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    // No node in this pool at all.
+    let out = c.corral(&["pool", "create", "gpu", "--slots-per-node", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lonely = c.submit(&["--pool", "gpu"], &["true"]);
+    assert!(explain(&c, lonely, "0").contains("pool 'gpu' has no node ready for work"), "{}", explain(&c, lonely, "0"));
+    // One slot, busy: the second task waits for it, with the first ahead of it.
+    let busy = c.submit(&["--pool", "cpu", "--array", "0-1"], &["sleep", "30"]);
+    corral_tests::wait_until(MINUTE, "the first task to run", || c.job(busy)["counts"]["running"] == 1);
+    let text = explain(&c, busy, "1");
+    assert!(text.contains("no node of pool 'cpu' has 1 free slot(s): all 1 are busy"), "{text}");
+    assert!(explain(&c, busy, "0").starts_with("running: attempt 1 on node"), "{}", explain(&c, busy, "0"));
+    // Begins later; waits for a job; throttled.
+    let later = c.submit(&["--pool", "cpu", "--begin", "2h"], &["true"]);
+    assert!(explain(&c, later, "0").contains("the job begins at"), "{}", explain(&c, later, "0"));
+    let after = c.submit(&["--pool", "cpu", "--after", &busy.to_string()], &["true"]);
+    assert!(explain(&c, after, "0").contains(&format!("waits for job {busy} to end (--after)")));
+    let text = c.corral(&["task", "explain", &after.to_string(), "0"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with(&format!("task 0 of job {after}: ready\n  - ")), "{text}");
+    c.corral(&["job", "cancel", &busy.to_string()]);
+    let err = c.fails(&["task", "explain", &busy.to_string(), "7"]);
+    assert!(err.contains("task"), "{err}");
+}

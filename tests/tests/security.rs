@@ -53,6 +53,7 @@ const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/WatchJob", Need::Read),
     ("/corral.v1.Corral/ListTasks", Need::Read),
     ("/corral.v1.Corral/GetTask", Need::Read),
+    ("/corral.v1.Corral/ExplainTask", Need::Read),
     ("/corral.v1.Corral/ReadLog", Need::Read),
     ("/corral.v1.Corral/WatchEvents", Need::Read),
     ("/corral.v1.Corral/CreateToken", Need::Admin),

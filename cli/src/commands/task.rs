@@ -32,6 +32,11 @@ pub enum TaskCommand {
     ///
     /// TASK is a task's index, or its id in a graph job (`prep`, `frames[7]`).
     Show { job: u64, task: String },
+    /// Why a task is not running: the tasks it waits for, a throttle, no node with
+    /// room, the pool at its maximum, its --begin, a retry backoff, the queue ahead.
+    ///
+    /// TASK is a task's index, or its id in a graph job.
+    Explain { job: u64, task: String },
     /// Print a task's stdout (or stderr), from any node, even one that is gone.
     Logs {
         job: u64,
@@ -227,6 +232,25 @@ impl TaskCommand {
                         })
                         .collect();
                     output::table(&["ATTEMPT", "NODE", "STARTED", "TOOK", "OUTCOME", "EXIT", "MESSAGE"], &rows);
+                }
+            }
+            TaskCommand::Explain { job, task } => {
+                let (index, name) = task_ref(&task);
+                let e = client.explain_task(pb::GetTaskRequest { job_id: job, index, name }).await.api()?;
+                let t = e.task.unwrap_or_default();
+                if ctx.json() {
+                    output::json(&json!({
+                        "id": t.index,
+                        "name": t.name,
+                        "job_id": t.job_id,
+                        "state": t.state().as_word(),
+                        "reasons": e.reasons,
+                    }));
+                } else {
+                    println!("task {} of job {}: {}", t.name, t.job_id, t.state().as_word());
+                    for reason in &e.reasons {
+                        println!("  - {reason}");
+                    }
                 }
             }
             TaskCommand::Logs { job, task, stderr, follow, attempt } => {

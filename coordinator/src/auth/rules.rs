@@ -51,6 +51,7 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/WatchJob", AtLeast(Read)),
     ("/corral.v1.Corral/ListTasks", AtLeast(Read)),
     ("/corral.v1.Corral/GetTask", AtLeast(Read)),
+    ("/corral.v1.Corral/ExplainTask", AtLeast(Read)),
     ("/corral.v1.Corral/ReadLog", AtLeast(Read)),
     ("/corral.v1.Corral/WatchEvents", AtLeast(Read)),
     ("/corral.v1.Corral/CreateToken", AtLeast(Admin)),

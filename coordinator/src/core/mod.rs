@@ -13,7 +13,8 @@
 //! retry delays, `job retry`), [`schedule`] (tasks onto slots, within throttles),
 //! [`schedules`] (jobs made on a [`cadence`]: cron or interval),
 //! [`templates`] (jobs made by a dispatch), [`triggers`] (dispatches for new objects),
-//! [`restore`] (from the store, after a restart) and [`check`] (the invariants).
+//! [`explain`] (why a task is not running), [`restore`] (from the store, after a
+//! restart) and [`check`] (the invariants).
 //! What they write is in [`outbox`]; a task's state changes only in `transitions`,
 //! and what users see of a pool is computed in [`views`].
 
@@ -21,6 +22,7 @@ mod after;
 pub mod autoscale;
 pub mod cadence;
 mod check;
+mod explain;
 mod jobs;
 pub mod keys;
 mod nodes;

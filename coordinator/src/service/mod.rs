@@ -609,6 +609,10 @@ impl Corral for ClientApi {
         tasks::get_task(self, req).await
     }
 
+    async fn explain_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::TaskExplanation>, Status> {
+        tasks::explain_task(self, req).await
+    }
+
     async fn read_log(&self, req: Request<pb::ReadLogRequest>) -> Result<Response<pb::ReadLogResponse>, Status> {
         tasks::read_log(self, req).await
     }

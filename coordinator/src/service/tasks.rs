@@ -93,6 +93,23 @@ pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) 
     Ok(Response::new(task))
 }
 
+pub(super) async fn explain_task(
+    api: &ClientApi,
+    req: Request<pb::GetTaskRequest>,
+) -> Result<Response<pb::TaskExplanation>, Status> {
+    let req = req.into_inner();
+    let explained = api
+        .shared
+        .runtime
+        .call(move |core, now, _| {
+            let key = task_key(core, req.job_id, req.index, &req.name)?;
+            let task = task_view(core, key)?;
+            Ok::<_, Error>(pb::TaskExplanation { reasons: core.explain_task(now, key)?, task: Some(task) })
+        })
+        .await??;
+    Ok(Response::new(explained))
+}
+
 pub(super) async fn read_log(
     api: &ClientApi,
     req: Request<pb::ReadLogRequest>,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::error::Error;
 
+mod explain;
 mod graphs;
 mod jobs;
 mod nodes;

@@ -1,0 +1,153 @@
+//! Why a task is where it is (`corral task explain`): each thing that keeps a
+//! queued task from starting, in words, from the same state the scheduler reads.
+
+use std::time::Instant;
+
+use super::*;
+use crate::error::{Error, Result};
+
+/// How many names a reason lists before it says "and N more".
+const LISTED: usize = 5;
+
+fn listed(names: Vec<String>) -> String {
+    let more = names.len().saturating_sub(LISTED);
+    let mut text = names.into_iter().take(LISTED).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+impl Core {
+    /// The reasons task `key` is not running (or what it is doing), each one line.
+    pub fn explain_task(&self, now: Instant, key: TaskKey) -> Result<Vec<String>> {
+        let job = self.jobs.get(&key.job).ok_or_else(|| Error::not_found("job", key.job))?;
+        let task = job.task(key.index).ok_or_else(|| Error::not_found("task", key))?;
+        let now_ms = self.wall_ms(now);
+        let at = |ms: u64| {
+            let t = jiff::Timestamp::from_millisecond(ms as i64).map_or_else(|_| ms.to_string(), |t| t.to_string());
+            format!(
+                "{t} (in {})",
+                humantime::format_duration(std::time::Duration::from_secs(ms.saturating_sub(now_ms).div_ceil(1000)))
+            )
+        };
+        let mut why = Vec::new();
+        match task.state {
+            TaskState::Running => {
+                let run = self.running.get(&key);
+                let (node, since) = run.map_or(("?".to_string(), 0), |r| (r.node.to_string(), r.started_at_ms));
+                why.push(format!(
+                    "running: attempt {} on node {node}, assigned {}s ago",
+                    task.attempt,
+                    now_ms.saturating_sub(since) / 1000
+                ));
+                return Ok(why);
+            }
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled => {
+                let reason = job.reasons.get(&key.index).map(|r| format!(": {r}")).unwrap_or_default();
+                why.push(format!(
+                    "finished: {}{reason}; `corral job retry {} --task {}` runs it again",
+                    task.state,
+                    key.job,
+                    job.spec.task_name(key.index)
+                ));
+                return Ok(why);
+            }
+            TaskState::Waiting => {
+                let graph = job.spec.graph.as_deref();
+                let pending: Vec<String> = graph
+                    .map(|g| {
+                        g.upstream[key.index as usize]
+                            .iter()
+                            .filter(|&&u| job.tasks[u as usize].state != TaskState::Succeeded)
+                            .map(|&u| format!("{} ({})", g.name(u), job.tasks[u as usize].state))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                why.push(format!("waiting for {} upstream task(s) to succeed: {}", pending.len(), listed(pending)));
+            }
+            TaskState::Ready => {}
+        }
+        if let Some((until, _)) = self.delayed.iter().find(|(_, k)| *k == key) {
+            let until_ms = self.wall_ms(*until);
+            why.push(format!("backing off after {} failure(s): retried at {}", task.failures, at(until_ms)));
+        }
+        if job.begins_after(now_ms) {
+            why.push(format!("the job begins at {} (--begin)", at(job.spec.begin_at_ms.unwrap_or(0))));
+        }
+        if !job.held_by.is_empty() {
+            let jobs = job.held_by.iter().map(|j| format!("job {j}")).collect();
+            why.push(format!("the job waits for {} to end (--after)", listed(jobs)));
+        }
+        match job.spec.policy.throttle() {
+            Throttle::Job(n) if job.counts.running >= n => {
+                why.push(format!(
+                    "throttled: {} of the job's tasks run, at most {n} at once (--max-running)",
+                    job.counts.running
+                ));
+            }
+            Throttle::Key(k, n) if self.keyed.get(k).copied().unwrap_or(0) >= n => {
+                let running = self.keyed.get(k).copied().unwrap_or(0);
+                why.push(format!("throttled: {running} task(s) with concurrency key '{k}' run, at most {n} at once"));
+            }
+            _ => {}
+        }
+        let Some(pool) = self.pools.get(&job.spec.pool) else {
+            why.push(format!("its pool '{}' is gone", job.spec.pool));
+            return Ok(why);
+        };
+        if pool.deleting {
+            why.push(format!("its pool '{}' is being deleted: it starts nothing new", pool.spec.name));
+        }
+        let nodes: Vec<&Node> = pool.nodes.iter().filter_map(|id| self.nodes.get(id)).collect();
+        let usable: Vec<&Node> =
+            nodes.iter().copied().filter(|n| n.status() == NodeStatus::Up && n.connected && n.usable).collect();
+        let need = job.spec.task_spec(key.index).slots;
+        if usable.is_empty() {
+            let starting = nodes.iter().filter(|n| n.status() == NodeStatus::Starting).count();
+            let mut line = format!("pool '{}' has no node ready for work", pool.spec.name);
+            if starting > 0 {
+                line.push_str(&format!(" ({starting} starting)"));
+            }
+            match &pool.spec.autoscale {
+                Some(auto) if pool.spec.target_nodes >= auto.max => {
+                    line.push_str(&format!("; the pool is at its maximum of {} node(s) (--max)", auto.max));
+                }
+                Some(_) => line.push_str("; the autoscaler grows it for its queue"),
+                None if pool.spec.provider == Provider::Static => {
+                    line.push_str("; start `corral-agent` on a machine for it")
+                }
+                None => {}
+            }
+            why.push(line);
+        } else if !usable.iter().any(|n| n.free_slots() >= need) {
+            let mut line =
+                format!("no node of pool '{}' has {need} free slot(s): all {} are busy", pool.spec.name, usable.len());
+            if let Some(auto) = pool.spec.autoscale.as_ref().filter(|a| pool.spec.target_nodes >= a.max) {
+                line.push_str(&format!(", and the pool is at its maximum of {} node(s)", auto.max));
+            }
+            why.push(line);
+        }
+        if task.state == TaskState::Ready && job.ready.contains(&key.index) {
+            let ahead_here = job.ready.range(..key.index).count();
+            let ahead_before: usize = pool
+                .jobs
+                .iter()
+                .take_while(|(_, id)| *id != job.id)
+                .filter_map(|(_, id)| self.jobs.get(id))
+                .filter(|j| !j.held(now_ms))
+                .map(|j| j.ready.len())
+                .sum();
+            let ahead = ahead_here + ahead_before;
+            if ahead > 0 {
+                why.push(format!(
+                    "{ahead} queued task(s) of this pool go first (by job priority, then submission order)"
+                ));
+            }
+        }
+        if why.is_empty() {
+            why.push("queued: it starts at the next scheduling pass".into());
+        }
+        Ok(why)
+    }
+}
