@@ -388,6 +388,7 @@ mod tests {
             node: NodeId("n-1".into()),
             started_at_ms: 5,
             queued_at_ms: 1,
+            gpus: vec![],
         };
         let e = describe(&start, pool).unwrap().unwrap();
         assert_eq!(

@@ -303,7 +303,13 @@ mod tests {
         let m = Metrics::new();
         let attempt = AttemptRef { task: TaskKey { job: JobId(7), index: 0 }, attempt: 1 };
         let ops = vec![
-            StoreOp::StartAttempt { attempt, node: NodeId("n-1".into()), started_at_ms: 1_500, queued_at_ms: 1_000 },
+            StoreOp::StartAttempt {
+                attempt,
+                node: NodeId("n-1".into()),
+                started_at_ms: 1_500,
+                queued_at_ms: 1_000,
+                gpus: vec![],
+            },
             StoreOp::EndAttempt {
                 attempt,
                 started_at_ms: Some(1_500),

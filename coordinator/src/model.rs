@@ -10,6 +10,7 @@ use std::time::Duration;
 use corral_types::graph::Graph;
 pub use corral_types::ids::*;
 pub use corral_types::policy::{Exit, ExitAction, JobPolicy, Throttle};
+pub use corral_types::resources::Resources;
 pub use corral_types::spec::*;
 pub use corral_types::words::*;
 
@@ -224,6 +225,17 @@ impl JobSpec {
             None => self.task.slots,
         }
     }
+
+    /// The distinct resource requests of its tasks (none for tasks that ask for none).
+    pub fn resource_requests(&self) -> Vec<&Resources> {
+        let mut wants: Vec<&Resources> = match &self.graph {
+            Some(graph) => graph.groups.iter().map(|g| &g.spec.resources).collect(),
+            None => vec![&self.task.resources],
+        };
+        wants.retain(|r| !r.is_empty());
+        wants.dedup();
+        wants
+    }
 }
 
 /// What an agent reports about a finished attempt.
@@ -259,4 +271,6 @@ pub struct Registration {
     pub memory_bytes: u64,
     pub pid: u32,
     pub launch_id: Option<NodeId>,
+    /// What it has beyond slots; `mem` is always there (default: `memory_bytes`).
+    pub resources: Resources,
 }

@@ -18,6 +18,12 @@ pub struct AgentArgs {
     /// Task slots on this node [default: the number of CPUs].
     #[arg(long, env = "CORRAL_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
     pub slots: Option<u32>,
+    /// What this node offers beyond slots, NAME=VALUE (repeatable): `gpus=4` (or
+    /// `gpus=auto`, counted with `nvidia-smi -L`), `mem=64GiB` [default: all of this
+    /// host's memory], or any counter (`licenses=2`). Tasks ask with
+    /// `job submit --resource`; a GPU goes to one task at a time.
+    #[arg(long = "resource", env = "CORRAL_RESOURCES", value_delimiter = ',', value_name = "NAME=VALUE", value_parser = crate::resources::parse)]
+    pub resources: Vec<(String, crate::resources::Amount)>,
     /// Where tasks get their working directories.
     #[arg(long, env = "CORRAL_WORK_DIR", default_value = "corral-work")]
     pub work_dir: PathBuf,
@@ -70,6 +76,7 @@ impl AgentArgs {
             give_up_after: self.give_up_after,
             simulate: self.simulate,
             hostname: None,
+            resources: crate::resources::resolve(&self.resources),
             tls: corral_proto::tls::ClientTls {
                 ca_cert: self.ca_cert.clone(),
                 ca_fingerprint: self.ca_fingerprint.clone().filter(|f| !f.is_empty()),

@@ -6,7 +6,8 @@
 //! and its slots, a pure state machine that writes an outbox of effects, unit-tested
 //! for reconnects, acks, kills and abandonment), [`session`] (the thin I/O shell
 //! around it: registration, the stream, reconnecting with backoff while tasks keep
-//! running), [`warden`] (no task outlives the agent), [`runner`] (one
+//! running), [`resources`] (what the node offers beyond slots), [`warden`] (no task
+//! outlives the agent), [`runner`] (one
 //! task attempt as a process group with a timeout), [`task_dirs`] (their
 //! directories, recycled), [`objects`] (inputs and
 //! outputs streamed to and from the coordinator's object store) and [`shuffle`]
@@ -20,6 +21,7 @@
 pub mod attempts;
 pub mod cli;
 pub mod objects;
+pub mod resources;
 pub mod runner;
 pub mod session;
 pub mod shuffle;
@@ -58,6 +60,9 @@ pub struct AgentConfig {
     pub simulate: bool,
     /// The host name it registers with [default: this host's].
     pub hostname: Option<String>,
+    /// What it offers beyond slots (`gpus`, `mem`, counters); `mem` defaults to
+    /// all of the host's memory.
+    pub resources: std::collections::BTreeMap<String, u64>,
 }
 
 impl AgentConfig {
@@ -74,6 +79,7 @@ impl AgentConfig {
             give_up_after: None,
             simulate: false,
             hostname: None,
+            resources: Default::default(),
         }
     }
 }

@@ -251,6 +251,7 @@ impl Agent {
             memory_bytes: self.sys.total_memory(),
             pid: std::process::id(),
             launch_id: self.config.launch_id.clone().unwrap_or_default(),
+            resources: self.config.resources.clone().into_iter().collect(),
         };
         match client.register(req).await {
             Ok(resp) => {

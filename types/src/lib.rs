@@ -6,6 +6,8 @@
 //! - [`ids`]: jobs, tasks, attempts, nodes and pools;
 //! - [`words`]: every state, outcome, reason and policy, as an enum spelled in one place;
 //! - [`spec`]: what a task runs ([`spec::TaskSpec`]);
+//! - [`resources`]: what nodes have and tasks ask for beyond slots (GPUs, memory,
+//!   named counters);
 //! - [`policy`]: what a job does with failures (exit rules, retry delays) and how
 //!   many of its tasks run at once (throttles, concurrency keys);
 //! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
@@ -24,6 +26,7 @@ pub mod graph;
 pub mod ids;
 pub mod paths;
 pub mod policy;
+pub mod resources;
 pub mod spec;
 
 pub use ids::{AttemptRef, JobId, NodeId, PoolName, TaskKey};

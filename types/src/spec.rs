@@ -24,6 +24,9 @@ pub struct TaskSpec {
     /// A plain command, or one side of a map/reduce shuffle around it.
     #[serde(default)]
     pub kind: TaskKind,
+    /// What each task needs beyond slots (`gpus`, `mem` in bytes, named counters).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, u64>,
     /// One entry per array index from 0 (`job submit --each-line FILE`): task `i`
     /// gets `entries[i]` in `CORRAL_ENTRY`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -102,6 +105,7 @@ impl TaskSpec {
             outputs: Vec::new(),
             outputs_when: OutputsWhen::Success,
             kind: TaskKind::Command,
+            resources: BTreeMap::new(),
             entries: Vec::new(),
         }
     }

@@ -46,7 +46,42 @@ pub fn node_json(n: &pb::Node) -> serde_json::Value {
         "registered_at_ms": n.registered_at_ms,
         "pid": n.pid,
         "running": n.running.iter().map(|t| json!({"job_id": t.job_id, "index": t.index, "attempt": t.attempt})).collect::<Vec<_>>(),
+        "resources": resources_json(n),
     })
+}
+
+/// Each resource with what the node has, what its tasks hold, and what is free.
+fn resources_json(n: &pb::Node) -> serde_json::Value {
+    let mut all = serde_json::Map::new();
+    for (name, has) in resources(n) {
+        let used = n.resources_used.get(&name).copied().unwrap_or(0);
+        all.insert(name, json!({"total": has, "used": used, "free": has.saturating_sub(used)}));
+    }
+    serde_json::Value::Object(all)
+}
+
+fn resources(n: &pb::Node) -> std::collections::BTreeMap<String, u64> {
+    n.resources.iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+/// `gpus 1/4 used, licenses 0/2 used, mem 4.0 GiB/62.8 GiB used`.
+fn resources_line(n: &pb::Node) -> String {
+    let items: Vec<String> = resources(n)
+        .into_iter()
+        .map(|(name, has)| {
+            let used = n.resources_used.get(&name).copied().unwrap_or(0);
+            if name == corral_types::resources::MEM {
+                format!("{name} {}/{} used", corral_proto::size::show(used), corral_proto::size::show(has))
+            } else {
+                format!("{name} {used}/{has} used")
+            }
+        })
+        .collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn state_with_reason(n: &pb::Node) -> String {
@@ -103,6 +138,7 @@ impl NodeCommand {
                         ("cpu use", format!("{:.0}%", n.cpu_percent)),
                         ("last heard", format!("{} ago", output::duration_ms(n.heartbeat_age_ms))),
                         ("registered", output::timestamp(n.registered_at_ms)),
+                        ("resources", resources_line(&n)),
                         ("running", if running.is_empty() { "-".into() } else { running.join(", ") }),
                     ]);
                 }

@@ -25,14 +25,19 @@ pub fn registration(req: pb::RegisterRequest) -> Result<Registration, Invalid> {
         }
         Some(id)
     };
+    let memory_bytes = storable("memory_bytes", req.memory_bytes)?;
+    let mut resources = super::resources("resources", req.resources)?;
+    // Memory is a resource of every node: what it has, unless it says otherwise.
+    resources.entry(corral_types::resources::MEM.into()).or_insert(memory_bytes);
     Ok(Registration {
         pool,
         hostname: req.hostname,
         slots: req.slots,
         cpus: req.cpus,
-        memory_bytes: storable("memory_bytes", req.memory_bytes)?,
+        memory_bytes,
         pid: req.pid,
         launch_id,
+        resources,
     })
 }
 

@@ -248,8 +248,30 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         outputs: spec.outputs,
         outputs_when: word("outputs_when", &spec.outputs_when, OutputsWhen::Success)?,
         kind: TaskKind::Command,
+        resources: resources("resources", spec.resources.into_iter().filter(|(_, v)| *v > 0).collect())?,
         entries: Vec::new(),
     })
+}
+
+/// Named resource amounts (a node's or a task's), each name checked, each amount
+/// storable, devices within their limit.
+pub fn resources(field: &'static str, given: std::collections::HashMap<String, u64>) -> Result<Resources, Invalid> {
+    use corral_types::resources::{check_name, GPUS, MAX_GPUS, MAX_RESOURCES};
+    if given.len() > MAX_RESOURCES {
+        return Err(Invalid::new(field, format!("names {} resources; the limit is {MAX_RESOURCES}", given.len())));
+    }
+    let mut checked = Resources::new();
+    for (name, amount) in given {
+        check_name(&name).map_err(|e| Invalid::new(field, e))?;
+        if name == GPUS && amount > MAX_GPUS {
+            return Err(Invalid::new(
+                field,
+                format!("gpus={amount} is more than the {MAX_GPUS} devices a node may have"),
+            ));
+        }
+        checked.insert(name, storable(field, amount)?);
+    }
+    Ok(checked)
 }
 
 /// A path inside a task's directory: relative, without `..`.

@@ -78,6 +78,8 @@ pub fn node_view(core: &Core, node: &Node, now: Instant) -> pb::Node {
         memory_used_bytes: node.memory_used_bytes,
         pid: r.pid,
         running: summary.running.into_iter().map(super::attempt_to_pb).collect(),
+        resources: r.resources.clone().into_iter().collect(),
+        resources_used: node.resources_used.clone().into_iter().collect(),
     }
 }
 
@@ -106,6 +108,7 @@ pub fn task_spec_to_pb(t: &TaskSpec) -> pb::TaskSpec {
         inputs: t.inputs.iter().map(|i| pb::TaskInput { object: i.object.clone(), path: i.path.clone() }).collect(),
         outputs: t.outputs.clone(),
         outputs_when: t.outputs_when.as_str().into(),
+        resources: t.resources.clone().into_iter().collect(),
     }
 }
 

@@ -22,6 +22,9 @@ pub struct PoolLoad {
     pub idle: Vec<(NodeId, Duration)>,
     /// When the pool's size last changed.
     pub last_change: Option<Instant>,
+    /// Nodes needed for the resources (GPUs, memory, counters) the tasks ask for,
+    /// at what the pool's nodes have (0 when no node has said yet).
+    pub resource_nodes: u32,
 }
 
 /// What to do.
@@ -54,9 +57,9 @@ pub fn wanted(auto: &Autoscale, needed_slots: u64, slots_per_node: u32) -> u32 {
 /// idle for `idle_timeout`, never within `cooldown` of the last change, longest idle
 /// first.
 pub fn decide(auto: &Autoscale, s: &PoolLoad, now: Instant) -> Decision {
-    let target = wanted(auto, s.needed_slots, s.slots_per_node);
+    let target = wanted(auto, s.needed_slots, s.slots_per_node).max(s.resource_nodes.clamp(auto.min, auto.max));
     let have = s.up + s.starting;
-    let why = format!(
+    let mut why = format!(
         "the queue needs {} slot(s) = {} node(s) of {}, within {}..{}; the pool has {} ({} up, {} starting)",
         s.needed_slots,
         s.needed_slots.div_ceil(u64::from(s.slots_per_node.max(1))),
@@ -67,6 +70,9 @@ pub fn decide(auto: &Autoscale, s: &PoolLoad, now: Instant) -> Decision {
         s.up,
         s.starting
     );
+    if s.resource_nodes > 0 {
+        why = format!("{why}; their resources need {} node(s)", s.resource_nodes);
+    }
     if target > have {
         let add = (target - have).min(auto.step.max(1));
         let reason = format!("{why}: starting {add}");
@@ -109,21 +115,36 @@ impl Core {
     /// What the autoscaler sees of `pool` at `now`.
     pub fn autoscale_snapshot(&self, pool: &Pool, now: Instant) -> PoolLoad {
         let mut needed_slots = 0u64;
+        let mut needed = Resources::new();
         let now_ms = self.wall_ms(now);
         for (_, id) in &pool.jobs {
             if let Some(job) = self.jobs.get(id).filter(|j| !j.held(now_ms)) {
-                let slots = |index: u32| u64::from(job.spec.task_spec(index).slots);
                 // A throttled job needs only the slots its limit lets it use.
                 let room = super::schedule::room(job, &self.keyed) as usize;
                 let delayed = self.delayed.iter().filter(|(_, k)| k.job == *id).map(|(_, k)| k.index);
-                needed_slots += job.ready.iter().copied().chain(delayed).take(room).map(slots).sum::<u64>();
+                for index in job.ready.iter().copied().chain(delayed).take(room) {
+                    let spec = job.spec.task_spec(index);
+                    needed_slots += u64::from(spec.slots);
+                    for (name, amount) in &spec.resources {
+                        *needed.entry(name.clone()).or_default() += amount;
+                    }
+                }
             }
         }
+        // What one node has of each resource: the most any registered node has.
+        let mut per_node = Resources::new();
         let (mut up, mut starting, mut idle) = (0, 0, Vec::new());
         // The same nodes the reconciler counts; work finishing on nodes that are on
         // their way out is no reason to order more.
         for node in pool.nodes.iter().filter_map(|id| self.nodes.get(id)).filter(|n| n.counts_toward_size()) {
             needed_slots += u64::from(node.slots_used);
+            for (name, amount) in &node.resources_used {
+                *needed.entry(name.clone()).or_default() += amount;
+            }
+            for (name, &has) in &node.record.resources {
+                let most = per_node.entry(name.clone()).or_default();
+                *most = (*most).max(has);
+            }
             match node.status() {
                 NodeStatus::Starting => starting += 1,
                 _ => {
@@ -134,7 +155,14 @@ impl Core {
                 }
             }
         }
+        let resource_nodes = needed
+            .iter()
+            .filter_map(|(name, &amount)| per_node.get(name).filter(|&&has| has > 0).map(|&has| amount.div_ceil(has)))
+            .max()
+            .unwrap_or(0)
+            .min(u64::from(u32::MAX)) as u32;
         PoolLoad {
+            resource_nodes,
             needed_slots,
             slots_per_node: pool.spec.slots_per_node,
             up,
@@ -202,6 +230,7 @@ mod tests {
             starting,
             idle: idle.iter().map(|&(n, secs)| (NodeId::from_seq(n), Duration::from_secs(secs))).collect(),
             last_change: None,
+            resource_nodes: 0,
         }
     }
 

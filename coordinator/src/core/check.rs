@@ -43,6 +43,30 @@ impl Core {
             let most = key_limits.get(k.as_str()).copied().unwrap_or(0);
             assert!(*n <= most, "key {k} runs {n} tasks, more than any of its jobs allows ({most})");
         }
+        // Resources: what each node's tasks hold adds up, never past what it has,
+        // and no device is given twice.
+        let mut held: BTreeMap<&NodeId, (Resources, Vec<u32>)> = BTreeMap::new();
+        for (key, run) in &self.running {
+            let entry = held.entry(&run.node).or_default();
+            for (name, amount) in &self.jobs[&key.job].spec.task_spec(key.index).resources {
+                *entry.0.entry(name.clone()).or_default() += amount;
+            }
+            entry.1.extend(run.gpus.iter().copied());
+        }
+        for (id, node) in &self.nodes {
+            let (resources, gpus) = held.remove(id).unwrap_or_default();
+            assert_eq!(node.resources_used, resources, "resources held on {id}");
+            for (name, amount) in &resources {
+                let has = node.record.resources.get(name).copied().unwrap_or(0);
+                assert!(*amount <= has, "{id} holds {name}={amount} of {has}");
+            }
+            let distinct: BTreeSet<u32> = gpus.iter().copied().collect();
+            assert_eq!(distinct.len(), gpus.len(), "a device of {id} given twice: {gpus:?}");
+            assert_eq!(distinct, node.gpus_taken, "devices taken on {id}");
+            assert!(gpus.iter().all(|&g| u64::from(g) < node.gpus()), "{id} has no device in {gpus:?}");
+            let asked = resources.get(corral_types::resources::GPUS).copied().unwrap_or(0);
+            assert_eq!(asked, gpus.len() as u64, "devices of {id} match the requests");
+        }
         for (id, node) in &self.nodes {
             assert_eq!(node.slots_used, slots_by_node.get(id).copied().unwrap_or(0), "slots of {id}");
             for key in &node.running {

@@ -128,6 +128,17 @@ impl Core {
             }
             why.push(line);
         }
+        let want = &job.spec.task_spec(key.index).resources;
+        if !usable.is_empty() && !usable.iter().any(|n| n.fits(want)) {
+            let show = corral_types::resources::describe(want, corral_proto::size::show);
+            let ever =
+                usable.iter().any(|n| corral_types::resources::fits(&n.record.resources, &Resources::new(), want));
+            why.push(if ever {
+                format!("no node of pool '{}' has {show} free now: their running tasks hold it", pool.spec.name)
+            } else {
+                format!("no node of pool '{}' up now has {show} at all", pool.spec.name)
+            });
+        }
         if task.state == TaskState::Ready && job.ready.contains(&key.index) {
             let ahead_here = job.ready.range(..key.index).count();
             let ahead_before: usize = pool

@@ -52,6 +52,34 @@ impl Core {
             .chain([pool.spec.slots_per_node])
             .max()
             .unwrap_or(0);
+        // A node that has registered says what it has; none yet, and nothing is
+        // known to refuse by (an autoscaled pool, agents still to come).
+        let registered: Vec<&Node> = pool
+            .nodes
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
+            .filter(|n| n.status() != NodeStatus::Starting)
+            .collect();
+        if !registered.is_empty() {
+            for want in spec.resource_requests() {
+                if !registered
+                    .iter()
+                    .any(|n| corral_types::resources::fits(&n.record.resources, &Resources::new(), want))
+                {
+                    let show = |r: &Resources| corral_types::resources::describe(r, corral_proto::size::show);
+                    let most = registered
+                        .iter()
+                        .map(|n| show(&n.record.resources))
+                        .max_by_key(|s| s.len())
+                        .unwrap_or_default();
+                    return Err(Error::Refused(format!(
+                        "task.resources: a task needs {} but no node of pool '{}' has that (one has: {most}); no node could ever run it",
+                        show(want),
+                        spec.pool
+                    )));
+                }
+            }
+        }
         if spec.max_slots() > biggest {
             return Err(Error::Refused(format!(
                 "task.slots: a task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",

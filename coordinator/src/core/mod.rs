@@ -144,6 +144,9 @@ pub struct Node {
     /// Whether an agent stream is open; assignments go only to connected nodes.
     pub connected: bool,
     pub slots_used: u32,
+    /// What its running tasks hold of its resources, and which devices.
+    pub resources_used: Resources,
+    pub gpus_taken: BTreeSet<u32>,
     pub running: BTreeSet<TaskKey>,
     pub cpu_percent: f32,
     pub memory_used_bytes: u64,
@@ -190,6 +193,16 @@ impl Node {
 
     pub fn free_slots(&self) -> u32 {
         self.record.slots.saturating_sub(self.slots_used)
+    }
+
+    /// Whether what is free of its resources covers `want`.
+    pub fn fits(&self, want: &Resources) -> bool {
+        want.is_empty() || corral_types::resources::fits(&self.record.resources, &self.resources_used, want)
+    }
+
+    /// How many devices it has.
+    pub fn gpus(&self) -> u64 {
+        self.record.resources.get(corral_types::resources::GPUS).copied().unwrap_or(0)
     }
 }
 
@@ -350,6 +363,8 @@ pub struct RunningAttempt {
     pub node: NodeId,
     pub attempt: u32,
     pub started_at_ms: u64,
+    /// The devices of its node it holds (`CORRAL_GPUS`).
+    pub gpus: Vec<u32>,
 }
 
 /// All of the coordinator's state.
@@ -490,6 +505,8 @@ fn new_node(record: NodeRecord, now: Instant) -> Node {
         last_seen: now,
         connected: false,
         slots_used: 0,
+        resources_used: Resources::new(),
+        gpus_taken: BTreeSet::new(),
         running: BTreeSet::new(),
         cpu_percent: 0.0,
         memory_used_bytes: 0,

@@ -63,6 +63,7 @@ impl Core {
             status: NodeStatus::Up,
             reason: None,
             registered_at_ms,
+            resources: reg.resources,
         };
         let node = self.nodes.entry(id.clone()).or_insert_with(|| new_node(record.clone(), now));
         node.record = record;

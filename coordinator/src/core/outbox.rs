@@ -100,6 +100,8 @@ pub struct NodeRecord {
     pub status: NodeStatus,
     pub reason: Option<NodeReason>,
     pub registered_at_ms: u64,
+    /// What it has beyond slots (`gpus`, `mem`, named counters).
+    pub resources: Resources,
 }
 
 /// A job as stored.
@@ -235,6 +237,8 @@ pub enum StoreOp {
         started_at_ms: u64,
         /// When the task was queued (not stored: for the scheduling latency).
         queued_at_ms: u64,
+        /// The devices it was given (`CORRAL_GPUS`).
+        gpus: Vec<u32>,
     },
     EndAttempt {
         attempt: AttemptRef,
@@ -294,7 +298,7 @@ pub struct Snapshot {
     pub jobs: Vec<JobRecord>,
     pub tasks: Vec<TaskRecord>,
     /// Attempts with no end: the task was running there when the coordinator stopped.
-    pub open_attempts: Vec<(AttemptRef, NodeId, u64)>,
+    pub open_attempts: Vec<OpenAttempt>,
     /// The idempotency keys of the last day, oldest first.
     pub keys: Vec<keys::KeyRecord>,
     /// Every schedule, with its last runs (slot, job), oldest first.
@@ -302,4 +306,14 @@ pub struct Snapshot {
     pub templates: Vec<super::templates::Template>,
     /// Every trigger, with a polling one's cursor (object, version).
     pub triggers: Vec<(super::triggers::TriggerRecord, BTreeMap<String, String>)>,
+}
+
+/// An attempt the store says was running, as a restart finds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAttempt {
+    pub attempt: AttemptRef,
+    pub node: NodeId,
+    pub started_at_ms: u64,
+    /// The devices it was given.
+    pub gpus: Vec<u32>,
 }

@@ -145,6 +145,7 @@ impl Core {
                         status: NodeStatus::Starting,
                         reason: None,
                         registered_at_ms: 0,
+                        resources: Resources::new(),
                     };
                     out.store.push(StoreOp::PutNode(record.clone()));
                     if let Some(how) = self.pools.get(&name).and_then(|p| p.spec.launcher()) {

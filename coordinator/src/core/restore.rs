@@ -100,7 +100,7 @@ impl Core {
             job.queued_since_ms = restored_ms;
             job.settle_graph(|index| !recorded.contains(&TaskKey { job: id, index }));
         }
-        for (attempt, node, started_at_ms) in snapshot.open_attempts {
+        for OpenAttempt { attempt, node, started_at_ms, gpus } in snapshot.open_attempts {
             let key = attempt.task;
             let current = self
                 .jobs
@@ -111,9 +111,9 @@ impl Core {
                 continue;
             }
             let spec = &self.jobs[&key.job].spec;
-            let need = (spec.task_spec(key.index).slots, spec.policy.concurrency_key.as_deref());
+            let need = transitions::Need::of(spec, key.index);
             let live = self.nodes.get(&node).is_some_and(|n| n.status().is_live());
-            let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms };
+            let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus };
             transitions::occupy(&mut self.running, &mut self.nodes, &mut self.keyed, key, run, need);
             if !live {
                 // The node is gone: a crash between its loss and the requeue.

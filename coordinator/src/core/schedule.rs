@@ -78,9 +78,13 @@ impl Core {
                     break;
                 }
                 let need = job.spec.task_spec(index).slots;
-                let Some(slot) = pick(&free, need, fill) else { break };
+                let want = &job.spec.task_spec(index).resources;
+                let nodes = &self.nodes;
+                let fits = |id: &NodeId| nodes.get(id).is_some_and(|n| n.fits(want));
+                let Some(slot) = pick(&free, need, fill, fits) else { break };
                 let node = free[slot].1.clone();
                 free[slot].0 -= need;
+                let gpus = gpus_for(&self.nodes[&node], want);
                 job.ready.pop_first();
                 let queued_at_ms = job.queued_at.remove(&index).unwrap_or(job.queued_since_ms);
                 let spec = job.spec.task_spec(index);
@@ -103,7 +107,9 @@ impl Core {
                 };
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };
-                let assignment = assignment(attempt);
+                let mut assignment = assignment(attempt);
+                assignment.env.extend(gpu_env(&self.nodes[&node], &gpus));
+                let resources = spec.resources.clone();
                 let moved = job.move_task(index, TaskState::Running);
                 debug_assert!(moved, "a queued task is ready");
                 let task = job.task_mut(index).expect("ready index belongs to the job");
@@ -117,10 +123,21 @@ impl Core {
                     node_losses: task.node_losses,
                     reason: None,
                 }));
-                out.store.push(StoreOp::StartAttempt { attempt, node: node.clone(), started_at_ms, queued_at_ms });
+                let start = StoreOp::StartAttempt {
+                    attempt,
+                    node: node.clone(),
+                    started_at_ms,
+                    queued_at_ms,
+                    gpus: gpus.clone(),
+                };
+                out.store.push(start);
                 out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
-                let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms };
-                let occupied = (need, concurrency_key.as_deref());
+                let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus };
+                let occupied = transitions::Need {
+                    slots: need,
+                    resources: &resources,
+                    concurrency_key: concurrency_key.as_deref(),
+                };
                 transitions::occupy(&mut self.running, &mut self.nodes, &mut self.keyed, attempt.task, run, occupied);
                 room -= 1;
                 assigned += 1;
@@ -143,11 +160,33 @@ pub fn room(job: &Job, keyed: &HashMap<String, u32>) -> u32 {
     }
 }
 
-/// The node (index into `free`) a task needing `need` slots goes to: for `spread`
-/// the one with the most free slots, for `pack` the one with the fewest that still
-/// fits. Ties go to the first listed (node ids in order), so the choice is stable.
-pub fn pick(free: &[(u32, NodeId)], need: u32, fill: Fill) -> Option<usize> {
-    let fits = free.iter().enumerate().filter(|(_, (slots, _))| *slots >= need);
+/// The devices a task asking for `want` gets on `node`: the lowest free ones.
+fn gpus_for(node: &Node, want: &Resources) -> Vec<u32> {
+    match want.get(corral_types::resources::GPUS) {
+        Some(&count) if count > 0 => {
+            corral_types::resources::pick_devices(node.gpus(), &node.gpus_taken, count).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What a task on `node` is told of its devices: `CORRAL_GPUS` and
+/// `CUDA_VISIBLE_DEVICES` list them; on a node with devices, a task that asked
+/// for none gets empty lists, so it cannot take another task's.
+fn gpu_env(node: &Node, gpus: &[u32]) -> Vec<(String, String)> {
+    if gpus.is_empty() && node.gpus() == 0 {
+        return Vec::new();
+    }
+    let list = gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    vec![("CORRAL_GPUS".into(), list.clone()), ("CUDA_VISIBLE_DEVICES".into(), list)]
+}
+
+/// The node (index into `free`) a task needing `need` slots goes to, among those
+/// where its resources `fit`: for `spread` the one with the most free slots, for
+/// `pack` the one with the fewest that still fits. Ties go to the first listed
+/// (node ids in order), so the choice is stable.
+pub fn pick(free: &[(u32, NodeId)], need: u32, fill: Fill, fit: impl Fn(&NodeId) -> bool) -> Option<usize> {
+    let fits = free.iter().enumerate().filter(|(_, (slots, id))| *slots >= need && fit(id));
     match fill {
         Fill::Spread => fits.max_by_key(|(i, (slots, _))| (*slots, std::cmp::Reverse(*i))).map(|(i, _)| i),
         Fill::Pack => fits.min_by_key(|(i, (slots, _))| (*slots, *i)).map(|(i, _)| i),

@@ -5,8 +5,8 @@
 //! ([`Job::restore_task`]), since the store may hold any state; `job retry` uses it
 //! too, to reopen finished tasks (the one move out of a final state).
 //!
-//! Where a running task runs (the core's running map, its node's tasks and slots,
-//! and its concurrency key's count) changes here too, in [`occupy`] and
+//! Where a running task runs (the core's running map, its node's tasks, slots,
+//! resources and devices, and its concurrency key's count) changes here too, in [`occupy`] and
 //! [`Core::take_running`]; `sanity_check` holds them to each other (a task is
 //! running exactly when it is in the running map, on a node that lists it, counted
 //! under its job's key).
@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use super::{Core, Job, Node, RunningAttempt};
-use crate::model::{NodeId, TaskKey, TaskState};
+use crate::model::{JobSpec, NodeId, Resources, TaskKey, TaskState};
 
 impl Job {
     /// Moves task `index` to `next`, keeping the counts and the ready queue in step
@@ -62,23 +62,43 @@ impl Core {
     }
 }
 
-/// Records that `key` runs on `run.node` taking `slots`: in the running map, on
-/// the node (if the node is still known) and in its job's concurrency key's count.
-/// A free function over the maps, so the scheduler can call it while it holds the
-/// job.
+/// What a running task holds: its slots, its resources, a place under its job's
+/// concurrency key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Need<'a> {
+    pub slots: u32,
+    pub resources: &'a Resources,
+    pub concurrency_key: Option<&'a str>,
+}
+
+impl<'a> Need<'a> {
+    pub fn of(spec: &'a JobSpec, index: u32) -> Need<'a> {
+        let task = spec.task_spec(index);
+        Need { slots: task.slots, resources: &task.resources, concurrency_key: spec.policy.concurrency_key.as_deref() }
+    }
+}
+
+/// Records that `key` runs on `run.node` holding `need` (and the devices in
+/// `run.gpus`): in the running map, on the node (if the node is still known) and
+/// in its concurrency key's count. A free function over the maps, so the
+/// scheduler can call it while it holds the job.
 pub(super) fn occupy(
     running: &mut HashMap<TaskKey, RunningAttempt>,
     nodes: &mut BTreeMap<NodeId, Node>,
     keyed: &mut HashMap<String, u32>,
     key: TaskKey,
     run: RunningAttempt,
-    (slots, concurrency_key): (u32, Option<&str>),
+    need: Need<'_>,
 ) {
     if let Some(node) = nodes.get_mut(&run.node) {
         node.running.insert(key);
-        node.slots_used += slots;
+        node.slots_used += need.slots;
+        for (name, amount) in need.resources {
+            *node.resources_used.entry(name.clone()).or_default() += amount;
+        }
+        node.gpus_taken.extend(run.gpus.iter().copied());
     }
-    if let Some(k) = concurrency_key {
+    if let Some(k) = need.concurrency_key {
         *keyed.entry(k.to_string()).or_default() += 1;
     }
     running.insert(key, run);
@@ -98,9 +118,21 @@ impl Core {
                 }
             }
         }
+        let resources = job.map(|j| &j.spec.task_spec(key.index).resources);
         if let Some(node) = self.nodes.get_mut(&run.node) {
             node.running.remove(&key);
             node.slots_used = node.slots_used.saturating_sub(slots);
+            for (name, amount) in resources.into_iter().flatten() {
+                if let Some(used) = node.resources_used.get_mut(name) {
+                    *used = used.saturating_sub(*amount);
+                    if *used == 0 {
+                        node.resources_used.remove(name);
+                    }
+                }
+            }
+            for gpu in &run.gpus {
+                node.gpus_taken.remove(gpu);
+            }
             if node.running.is_empty() {
                 node.idle_since = now;
             }

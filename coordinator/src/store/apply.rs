@@ -147,8 +147,12 @@ impl Store {
                     tx.prepare_cached("DELETE FROM scale_log WHERE pool = ?1")?.execute([name.as_str()])?;
                 }
                 StoreOp::PutNode(n) => {
+                    let resources = match n.resources.is_empty() {
+                        true => None,
+                        false => Some(serde_json::to_string(&n.resources).map_err(|e| corrupt(e.to_string()))?),
+                    };
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO nodes (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        "INSERT OR REPLACE INTO nodes (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
                     .execute(params![
                         n.id.0,
@@ -160,7 +164,8 @@ impl Store {
                         n.pid,
                         n.status.as_str(),
                         n.reason.map(|r| r.as_str()),
-                        n.registered_at_ms
+                        n.registered_at_ms,
+                        resources,
                     ])?;
                 }
                 StoreOp::InsertJob(j) => {
@@ -253,7 +258,7 @@ impl Store {
                 StoreOp::CloseJob(job) => {
                     tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;
                 }
-                StoreOp::StartAttempt { attempt, node, started_at_ms, .. } => match plan.ended_by(i, ops) {
+                StoreOp::StartAttempt { attempt, node, started_at_ms, gpus, .. } => match plan.ended_by(i, ops) {
                     // Started and ended in this transaction: one row, written whole.
                     Some(StoreOp::EndAttempt {
                         started_at_ms: ran_from,
@@ -281,10 +286,16 @@ impl Store {
                         ])?;
                     }
                     _ => {
+                        // The devices are kept only while it runs: a restart gives them
+                        // back to the same attempt.
+                        let gpus = match gpus.is_empty() {
+                            true => None,
+                            false => Some(serde_json::to_string(gpus).map_err(|e| corrupt(e.to_string()))?),
+                        };
                         tx.prepare_cached(
-                            "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms, gpus) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         )?
-                        .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms])?;
+                        .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms, gpus])?;
                     }
                 },
                 StoreOp::EndAttempt { .. } if plan.superseded[i] => {}
@@ -409,7 +420,7 @@ mod tests {
 
     fn start(index: u32) -> StoreOp {
         let attempt = AttemptRef { task: TaskKey { job: JobId(1), index }, attempt: 1 };
-        StoreOp::StartAttempt { attempt, node: NodeId("n-1".into()), started_at_ms: 10, queued_at_ms: 5 }
+        StoreOp::StartAttempt { attempt, node: NodeId("n-1".into()), started_at_ms: 10, queued_at_ms: 5, gpus: vec![] }
     }
 
     fn end(index: u32) -> StoreOp {

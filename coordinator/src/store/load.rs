@@ -85,7 +85,7 @@ impl Store {
             snap.scale_log.push((pool, crate::core::autoscale::Record { at_ms, from, to, reason }));
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms FROM nodes",
+            "SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources FROM nodes",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -99,10 +99,16 @@ impl Store {
                 r.get::<_, String>(7)?,
                 r.get::<_, Option<String>>(8)?,
                 r.get::<_, u64>(9)?,
+                r.get::<_, Option<String>>(10)?,
             ))
         })?;
         for row in rows {
-            let (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms) = row?;
+            let (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources) =
+                row?;
+            let resources: Resources = match resources {
+                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+                None => Resources::new(),
+            };
             snap.nodes.push(NodeRecord {
                 id: NodeId(id),
                 pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
@@ -114,6 +120,7 @@ impl Store {
                 status: status.parse().map_err(corrupt)?,
                 reason: reason.map(|r| r.parse()).transpose().map_err(corrupt)?,
                 registered_at_ms,
+                resources,
             });
         }
         let mut stmt = self.conn.prepare(
@@ -244,9 +251,9 @@ impl Store {
                 reason,
             });
         }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT job_id, idx, attempt, node_id, started_at_ms FROM attempts WHERE ended_at_ms IS NULL")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT job_id, idx, attempt, node_id, started_at_ms, gpus FROM attempts WHERE ended_at_ms IS NULL",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, u64>(0)?,
@@ -254,12 +261,22 @@ impl Store {
                 r.get::<_, u32>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, u64>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })?;
         for row in rows {
-            let (job, index, attempt, node, started) = row?;
+            let (job, index, attempt, node, started, gpus) = row?;
+            let gpus: Vec<u32> = match gpus {
+                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+                None => Vec::new(),
+            };
             let attempt = AttemptRef { task: TaskKey { job: JobId(job), index }, attempt };
-            snap.open_attempts.push((attempt, NodeId(node), started));
+            snap.open_attempts.push(crate::core::OpenAttempt {
+                attempt,
+                node: NodeId(node),
+                started_at_ms: started,
+                gpus,
+            });
         }
         snap.schedules = super::schedules::load(&self.conn)?;
         snap.templates = super::templates::load_templates(&self.conn)?;

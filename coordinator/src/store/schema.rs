@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     pid INTEGER NOT NULL,
     status TEXT NOT NULL,
     reason TEXT,
-    registered_at_ms INTEGER NOT NULL
+    registered_at_ms INTEGER NOT NULL,
+    resources TEXT
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -156,6 +157,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     exit_code INTEGER,
     signal INTEGER,
     message TEXT,
+    gpus TEXT,
     PRIMARY KEY (job_id, idx, attempt)
 ) WITHOUT ROWID;
 ";
@@ -181,6 +183,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "policy", "TEXT"),
     ("jobs", "after", "TEXT"),
     ("jobs", "reason", "TEXT"),
+    ("nodes", "resources", "TEXT"),
+    ("attempts", "gpus", "TEXT"),
 ];
 
 /// Creates what is missing: tables, indexes, and the columns of [`ADDED_COLUMNS`].

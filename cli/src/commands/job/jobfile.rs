@@ -22,6 +22,7 @@
 //!     env: {QUALITY: high}
 //!     inputs: [scenes/scene.blend]      # objects fetched first
 //!     outputs: ["frame-*.png"]          # uploaded to jobs/<job>/frames[i]/
+//!     resources: {gpus: 1, mem: 4GiB}   # beyond slots, as --resource
 //!   - id: movie
 //!     command: [encode]
 //!     depends_on: [frames]  # or frames[1-50], frames[7]
@@ -111,6 +112,17 @@ pub struct FileTask {
     pub outputs: Vec<String>,
     /// `success` (default), `failure` or `always`.
     pub outputs_when: Option<String>,
+    /// What each task needs beyond slots: `{gpus: 1, mem: 4GiB, licenses: 1}`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, FileAmount>,
+}
+
+/// A resource amount as written: a number, or text such as `4GiB`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileAmount {
+    Count(u64),
+    Text(String),
 }
 
 /// An input: an object's path, or `{object: ..., path: ...}` to place it elsewhere.
@@ -209,6 +221,16 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
                 }
             })
             .collect();
+        let mut resources = BTreeMap::new();
+        for (name, amount) in &task.resources {
+            let bad = |e: String| anyhow::anyhow!(at(format!("invalid resources: {e}")));
+            corral_types::resources::check_name(name).map_err(bad)?;
+            let amount = match amount {
+                FileAmount::Count(n) => *n,
+                FileAmount::Text(t) => super::spec::resource_amount(name, t).map_err(bad)?,
+            };
+            resources.insert(name.clone(), amount);
+        }
         let spec = TaskSpec {
             argv: task.command.clone(),
             env: task.env.clone(),
@@ -219,6 +241,7 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             outputs: task.outputs.clone(),
             outputs_when,
             kind: Default::default(),
+            resources,
             entries: Vec::new(),
         };
         checked.push(TaskGroup { id: task.id.clone(), spec, array, depends_on: task.depends_on.clone() });
@@ -258,6 +281,7 @@ fn to_pb(g: TaskGroup) -> pb::TaskGroup {
             inputs: g.spec.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
             outputs: g.spec.outputs,
             outputs_when: g.spec.outputs_when.as_str().into(),
+            resources: g.spec.resources.into_iter().collect(),
         }),
         is_array,
         array_start,

@@ -31,6 +31,27 @@ pub struct SpecArgs {
     /// When outputs are uploaded.
     #[arg(long, default_value = "success", value_parser = ["success", "failure", "always"])]
     pub outputs_when: String,
+    /// What each task needs beyond slots, NAME=VALUE (repeatable): `gpus=1` (its own
+    /// devices, in $CORRAL_GPUS and $CUDA_VISIBLE_DEVICES), `mem=4GiB`, or a counter
+    /// the agents declare (`licenses=1`). A task goes only where all of it is free.
+    #[arg(long = "resource", value_name = "NAME=VALUE", value_parser = parse_resource)]
+    pub resources: Vec<(String, u64)>,
+}
+
+/// A task's `NAME=VALUE` request: `mem` in a size (`4GiB`), anything else a count.
+pub fn parse_resource(s: &str) -> Result<(String, u64), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("'{s}' is not NAME=VALUE (e.g. gpus=1, mem=4GiB)"))?;
+    let name = name.trim();
+    corral_types::resources::check_name(name)?;
+    Ok((name.to_string(), resource_amount(name, value.trim())?))
+}
+
+/// How much of resource `name` a value says.
+pub fn resource_amount(name: &str, value: &str) -> Result<u64, String> {
+    if name == corral_types::resources::MEM {
+        return corral_proto::size::parse(value);
+    }
+    value.parse().map_err(|_| format!("'{value}' for {name} is not a whole number"))
 }
 
 /// `OBJECT` or `OBJECT=PATH`.
@@ -57,6 +78,7 @@ impl SpecArgs {
                 .collect(),
             outputs: self.outputs.clone(),
             outputs_when: self.outputs_when.clone(),
+            resources: self.resources.iter().cloned().collect(),
         }
     }
 }

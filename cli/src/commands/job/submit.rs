@@ -57,7 +57,7 @@ pub struct JobArgs {
     name: Option<String>,
     /// A job file (YAML, or JSON if it ends in .json): tasks with ids, commands and
     /// dependencies. See the README for the schema.
-    #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots"])]
+    #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots", "resources"])]
     file: Option<std::path::PathBuf>,
     /// Run one task per index, A-B inclusive (e.g. 1-1000); `A-B%N` runs at most
     /// N of them at once (as --max-running N).

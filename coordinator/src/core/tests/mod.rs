@@ -12,6 +12,7 @@ mod jobs;
 mod nodes;
 mod policies;
 mod pools;
+mod resources;
 mod restore;
 mod schedules;
 mod scheduling;
@@ -115,6 +116,22 @@ impl Env {
 
     /// As `join`, saying in the hello whether the pool's start task still runs.
     fn join_starting(&mut self, slots: u32, launch_id: Option<NodeId>, start_task_running: bool) -> NodeId {
+        self.join_with(slots, launch_id, start_task_running, Resources::new())
+    }
+
+    /// Registers a static node with `slots` that has `resources`.
+    fn node_with(&mut self, slots: u32, resources: &[(&str, u64)]) -> NodeId {
+        let resources = resources.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        self.join_with(slots, None, false, resources)
+    }
+
+    fn join_with(
+        &mut self,
+        slots: u32,
+        launch_id: Option<NodeId>,
+        start_task_running: bool,
+        resources: Resources,
+    ) -> NodeId {
         let reg = Registration {
             pool: PoolName::parse("pool", "p").unwrap(),
             hostname: "h".into(),
@@ -123,6 +140,7 @@ impl Env {
             memory_bytes: 1 << 30,
             pid: 0,
             launch_id,
+            resources,
         };
         let id = self.core.register_node(self.now, reg, &mut self.out).unwrap();
         self.core.on_hello(self.now, &id, vec![], vec![], start_task_running, &mut self.out).unwrap();

@@ -72,6 +72,7 @@ fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
         status: NodeStatus::Up,
         reason: None,
         registered_at_ms: 0,
+        resources: Resources::new(),
     };
     let ops = vec![StoreOp::PutPool { spec: pool, created_at_ms: 1, deleting: false }, StoreOp::PutNode(bad)];
     assert!(store.apply(&ops).is_err(), "u64::MAX does not fit SQLite's integers");

@@ -27,12 +27,12 @@ fn spread_and_pack_choose_nodes() {
     let a = NodeId::from_seq(1);
     let b = NodeId::from_seq(2);
     let free = vec![(1, a.clone()), (3, b.clone())];
-    assert_eq!(schedule::pick(&free, 1, Fill::Spread), Some(1));
-    assert_eq!(schedule::pick(&free, 1, Fill::Pack), Some(0));
-    assert_eq!(schedule::pick(&free, 2, Fill::Pack), Some(1));
-    assert_eq!(schedule::pick(&free, 4, Fill::Spread), None);
+    assert_eq!(schedule::pick(&free, 1, Fill::Spread, |_| true), Some(1));
+    assert_eq!(schedule::pick(&free, 1, Fill::Pack, |_| true), Some(0));
+    assert_eq!(schedule::pick(&free, 2, Fill::Pack, |_| true), Some(1));
+    assert_eq!(schedule::pick(&free, 4, Fill::Spread, |_| true), None);
     let tie = vec![(2, a), (2, b)];
-    assert_eq!(schedule::pick(&tie, 1, Fill::Spread), Some(0), "ties go to the first node");
+    assert_eq!(schedule::pick(&tie, 1, Fill::Spread, |_| true), Some(0), "ties go to the first node");
 
     for (fill, expect_on_second) in [(Fill::Spread, 1), (Fill::Pack, 0)] {
         let mut env = Env::with_pool(fill);

@@ -32,6 +32,9 @@ pub(super) struct NodeView {
     memory_used_bytes: u64,
     usage: Vec<UsageView>,
     running: Vec<RunningView>,
+    /// What it has beyond slots, and what its running tasks hold of it.
+    resources: crate::model::Resources,
+    resources_used: crate::model::Resources,
 }
 
 #[derive(Serialize)]
@@ -76,6 +79,8 @@ fn node_view(core: &Core, node: &Node, now: Instant) -> NodeView {
             .iter()
             .map(|a| RunningView { job: a.task.job.0, index: a.task.index, attempt: a.attempt })
             .collect(),
+        resources: r.resources.clone(),
+        resources_used: node.resources_used.clone(),
     }
 }
 

@@ -395,7 +395,9 @@ function nodeRow(n) {
     h('td', { class: 'mono', title: `${n.cpus} CPUs, ${fmtBytes(n.memory_bytes)}` }, n.hostname),
     h('td', null, badge(n.state, { 'data-field': 'state' })),
     h('td', { class: !gone && age > 3000 ? 'num warn' : 'num' }, age == null ? '—' : fmtDuration(age)),
-    h('td', { class: 'num' }, `${n.slots_used}/${n.slots}`),
+    h('td', { class: 'num', 'data-field': 'slots' }, `${n.slots_used}/${n.slots}`,
+      Object.entries(n.resources || {}).filter(([name]) => name !== 'mem').map(([name, total]) =>
+        h('div', { class: 'muted', 'data-resource': name }, `${name} ${(n.resources_used || {})[name] || 0}/${total}`))),
     h('td', null, h('span', { class: 'spark-cell' }, sparkline(usage.map((u) => u.cpu_percent), cpuMax, 'cpu'),
       fmtPct(n.cpu_percent))),
     h('td', null, h('span', { class: 'spark-cell' }, sparkline(usage.map((u) => u.memory_used_bytes), n.memory_bytes || Math.max(...usage.map((u) => u.memory_used_bytes || 0)), 'mem'),

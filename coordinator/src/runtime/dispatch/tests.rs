@@ -66,6 +66,7 @@ impl Env {
             memory_bytes: 1 << 30,
             pid: 0,
             launch_id: None,
+            resources: Resources::new(),
         };
         let node = core.register_node(now, reg, &mut out).unwrap();
         (Env { core, now, streams: Streams::default(), out: Outbox::default(), then: Vec::new() }, node)
