@@ -6,7 +6,7 @@
 //! and its slots, a pure state machine that writes an outbox of effects, unit-tested
 //! for reconnects, acks, kills and abandonment), [`session`] (the thin I/O shell
 //! around it: registration, the stream, reconnecting with backoff while tasks keep
-//! running), [`resources`] (what the node offers beyond slots), [`warden`] (no task
+//! running), [`checkpoint`] (a task's state kept across attempts), [`resources`] (what the node offers beyond slots), [`warden`] (no task
 //! outlives the agent), [`runner`] (one
 //! task attempt as a process group with a timeout), [`task_dirs`] (their
 //! directories, recycled), [`objects`] (inputs and
@@ -19,6 +19,7 @@
 //! coordinator acknowledges them as durable.
 
 pub mod attempts;
+pub mod checkpoint;
 pub mod cli;
 pub mod objects;
 pub mod resources;

@@ -32,6 +32,9 @@ pub enum TransferError {
     /// The coordinator could not be reached (restarting, say): worth trying again.
     #[error("{0}")]
     Unreachable(String),
+    /// There is no such object.
+    #[error("{0}")]
+    Missing(String),
     #[error("{path}: {source}")]
     Local { path: String, source: std::io::Error },
 }
@@ -41,6 +44,7 @@ fn status(s: tonic::Status) -> TransferError {
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
             TransferError::Unreachable(s.message().to_string())
         }
+        tonic::Code::NotFound => TransferError::Missing(s.message().to_string()),
         _ => TransferError::Refused(s.message().to_string()),
     }
 }

@@ -15,6 +15,8 @@ use corral_types::{Outcome, OutputsWhen};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::checkpoint::Checkpoint;
+
 /// Largest log chunk sent in one message.
 const CHUNK: usize = 256 << 10;
 /// How often a running task's output is shipped.
@@ -267,7 +269,34 @@ async fn run(
     if let Err(why) = fetched {
         return result(task, Outcome::Failed, started_at_ms, why);
     }
+    let checkpoint = match Checkpoint::of(&a.checkpoint, &a.checkpoint_object, a.checkpoint_interval_ms) {
+        Ok(checkpoint) => checkpoint,
+        Err(why) => return result(task, Outcome::SpawnFailed, started_at_ms, why),
+    };
+    // The latest checkpoint, in place; one that cannot be had is not worth failing
+    // for: the attempt starts from scratch, and says so.
+    let mut restored = false;
+    if let Some(ck) = &checkpoint {
+        let restore = || {
+            let mut objects = ctx.objects.clone();
+            async move { ck.restore(&mut objects, dir).await }
+        };
+        restored = tokio::select! {
+            got = with_patience(restore) => match got {
+                Ok(restored) => restored,
+                Err(why) => {
+                    tracing::warn!(task = ?task, %why, "starting without the checkpoint");
+                    false
+                }
+            },
+            _ = &mut stop => return result(task, Outcome::Cancelled, started_at_ms, "cancelled".into()),
+        };
+    }
     let mut env: HashMap<String, String> = std::mem::take(&mut a.env).into_iter().collect();
+    if let Some(ck) = &checkpoint {
+        env.insert("CORRAL_CHECKPOINT".into(), ck.path.display().to_string());
+        env.insert("CORRAL_CHECKPOINT_RESTORED".into(), if restored { "1" } else { "0" }.into());
+    }
     env.insert("CORRAL_JOB_ID".into(), task.job_id.to_string());
     env.insert("CORRAL_TASK_ID".into(), a.name.clone());
     env.insert("CORRAL_TASK_INDEX".into(), a.array_index.to_string());
@@ -312,6 +341,12 @@ async fn run(
     output.refresh();
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
     let mut tail = tokio::time::interval_at(Instant::now() + TAIL_EVERY, TAIL_EVERY);
+    // Checkpoints while it runs: one save at a time, in the background.
+    let mut save_tick = checkpoint.as_ref().and_then(|ck| ck.interval).map(|every| {
+        let every = every.max(MIN_CHECKPOINT_INTERVAL);
+        tokio::time::interval_at(Instant::now() + every, every)
+    });
+    let mut saving: Option<tokio::task::JoinHandle<()>> = None;
     // Set once the agent decided to end the task: why, and when to SIGKILL.
     let mut ending: Option<(Outcome, Instant)> = None;
     let status = loop {
@@ -335,11 +370,23 @@ async fn run(
                 None => output.refresh(),
             },
             _ = tail.tick() => output.refresh(),
+            _ = tick_opt(&mut save_tick), if ending.is_none() && saving.as_ref().is_none_or(|s| s.is_finished()) => {
+                if let Some(ck) = checkpoint.clone() {
+                    saving = Some(tokio::spawn(save_checkpoint(ck, ctx.objects.clone(), dir.to_path_buf())));
+                }
+            }
         }
     };
     // Whatever the task left behind in its process group goes with it.
     signal_group(pgid, libc::SIGKILL);
     ctx.warden.release(pgid);
+    // However it ended, its last checkpoint is kept, after any save still going.
+    if let Some(saving) = saving {
+        let _ = saving.await;
+    }
+    if let Some(ck) = checkpoint {
+        save_checkpoint(ck, ctx.objects.clone(), dir.to_path_buf()).await;
+    }
     output.ship_all().await;
     *shipped_on = output.shipped_on();
     let written = output.written();
@@ -390,6 +437,51 @@ async fn run(
         }
     }
     r
+}
+
+/// Stores a task's checkpoint; a failure is logged (the next save may do better),
+/// not held against the task.
+async fn save_checkpoint(ck: Checkpoint, objects: crate::objects::Client, dir: std::path::PathBuf) {
+    let save = || {
+        let (mut objects, ck, dir) = (objects.clone(), &ck, &dir);
+        async move { ck.save(&mut objects, dir).await }
+    };
+    match with_patience(save).await {
+        Ok(true) => tracing::debug!(object = %ck.object, "checkpoint stored"),
+        Ok(false) => {}
+        Err(why) => tracing::warn!(object = %ck.object, %why, "checkpoint not stored"),
+    }
+}
+
+/// The shortest time between two checkpoints of one task.
+const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+async fn tick_opt(tick: &mut Option<tokio::time::Interval>) {
+    match tick {
+        Some(tick) => {
+            tick.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `f` again while the coordinator cannot be reached, for up to
+/// [`FETCH_PATIENCE`].
+async fn with_patience<F, Fut, T>(mut f: F) -> Result<T, crate::objects::TransferError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::objects::TransferError>>,
+{
+    let (started, mut wait) = (Instant::now(), Duration::from_millis(250));
+    loop {
+        match f().await {
+            Err(crate::objects::TransferError::Unreachable(_)) if started.elapsed() + wait < FETCH_PATIENCE => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Fetches a task's inputs into its directory; the error says which input failed.

@@ -75,11 +75,14 @@ fn exit_rules_retry_fail_and_succeed() {
 fn fail_job_ends_the_job_at_once_and_kills_the_rest() {
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 3);
-    let script = "[ $CORRAL_TASK_INDEX = 0 ] && { sleep 0.5; exit 7; }; exec sleep 300";
+    // The sleeping tasks' shells carry a marker of this test alone in their command line.
+    let marker = c.dir.path().join("fail-job-sleeper").display().to_string();
+    let script = format!("[ $CORRAL_TASK_INDEX = 0 ] && {{ sleep 2; exit 7; }}; sleep 300; : {marker}");
     let job = c.submit(
         &["--pool", "cpu", "--array", "0-9", "--max-retries", "3", "--exit-policy", "7=fail-job"],
-        &["sh", "-c", script],
+        &["sh", "-c", &script],
     );
+    corral_tests::wait_until(MINUTE, "the sleepers to start", || !corral_tests::processes_with(&marker).is_empty());
     let started = std::time::Instant::now();
     let done = c.wait_job(job, MINUTE);
     assert!(started.elapsed() < Duration::from_secs(30), "the job ended when task 0 failed, not after the sleeps");

@@ -48,6 +48,20 @@ pub fn task_outputs(job: JobId, task_name: &str) -> String {
     format!("jobs/{job}/{task_name}")
 }
 
+/// Where a task's checkpoint is kept (one object, replaced by each save); it goes
+/// with the job.
+pub fn task_checkpoint(job: JobId, task_name: &str) -> String {
+    format!("jobs/{job}/.checkpoints/{task_name}.tar")
+}
+
+/// The job and task name of a checkpoint object's path.
+pub fn parse_checkpoint(path: &str) -> Option<(JobId, &str)> {
+    let rest = path.strip_prefix("jobs/")?;
+    let (job, rest) = rest.split_once('/')?;
+    let name = rest.strip_prefix(".checkpoints/")?.strip_suffix(".tar")?;
+    Some((JobId(job.parse().ok()?), name))
+}
+
 /// The folder of a map/reduce job's result (`corral mapreduce` downloads it).
 pub fn job_output(job: JobId) -> String {
     format!("jobs/{job}/output")

@@ -24,6 +24,13 @@ pub struct TaskSpec {
     /// A plain command, or one side of a map/reduce shuffle around it.
     #[serde(default)]
     pub kind: TaskKind,
+    /// A file or directory in the task's directory kept across attempts
+    /// (`--checkpoint`): stored when an attempt ends and every `checkpoint_interval`,
+    /// put back before the next attempt starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    pub checkpoint_interval: Option<Duration>,
     /// What each task needs beyond slots (`gpus`, `mem` in bytes, named counters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, u64>,
@@ -105,6 +112,8 @@ impl TaskSpec {
             outputs: Vec::new(),
             outputs_when: OutputsWhen::Success,
             kind: TaskKind::Command,
+            checkpoint: None,
+            checkpoint_interval: None,
             resources: BTreeMap::new(),
             entries: Vec::new(),
         }

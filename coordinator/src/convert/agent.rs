@@ -109,6 +109,9 @@ pub fn assignment_to_pb(a: crate::core::Assignment) -> pb::Assignment {
         outputs_when: a.outputs_when.as_str().into(),
         output_prefix: a.output_prefix,
         max_output_bytes: a.max_output,
+        checkpoint_interval_ms: a.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
+        checkpoint_object: a.checkpoint.as_ref().map(|(_, object)| object.clone()).unwrap_or_default(),
+        checkpoint: a.checkpoint.map(|(path, _)| path).unwrap_or_default(),
         map: match &a.work {
             crate::core::Work::Map { segments, reduce_tasks, combiner, output_prefix } => Some(pb::MapWork {
                 segments: segments

@@ -249,6 +249,21 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         outputs_when: word("outputs_when", &spec.outputs_when, OutputsWhen::Success)?,
         kind: TaskKind::Command,
         resources: resources("resources", spec.resources.into_iter().filter(|(_, v)| *v > 0).collect())?,
+        checkpoint: match spec.checkpoint.as_str() {
+            "" => None,
+            path => {
+                relative_path("checkpoint", path)?;
+                Some(path.trim_end_matches('/').to_string())
+            }
+        },
+        checkpoint_interval: match spec.checkpoint_interval_ms {
+            0 => None,
+            ms if ms < 1000 => return Err(Invalid::new("checkpoint_interval", "must be at least 1s")),
+            _ if spec.checkpoint.is_empty() => {
+                return Err(Invalid::new("checkpoint_interval", "needs a checkpoint: give --checkpoint PATH"))
+            }
+            ms => Some(Duration::from_millis(ms)),
+        },
         entries: Vec::new(),
     })
 }

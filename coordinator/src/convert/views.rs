@@ -109,6 +109,8 @@ pub fn task_spec_to_pb(t: &TaskSpec) -> pb::TaskSpec {
         outputs: t.outputs.clone(),
         outputs_when: t.outputs_when.as_str().into(),
         resources: t.resources.clone().into_iter().collect(),
+        checkpoint: t.checkpoint.clone().unwrap_or_default(),
+        checkpoint_interval_ms: t.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
     }
 }
 

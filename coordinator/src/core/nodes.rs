@@ -357,6 +357,23 @@ impl Core {
         if !n.status().is_live() {
             return false;
         }
+        // A checkpoint: of a task it runs, or (to store it one last time) of the
+        // attempt that was just killed on it.
+        if let Some((job_id, name)) = paths::parse_checkpoint(path) {
+            let Some(job) = self.jobs.get(&job_id) else { return false };
+            let index = match &job.spec.graph {
+                Some(graph) => graph.find(name),
+                None => name.parse().ok().filter(|i| job.task(*i).is_some()),
+            };
+            let Some(index) = index else { return false };
+            let key = TaskKey { job: job_id, index };
+            let Some(task) = job.task(index) else { return false };
+            if job.spec.task_spec(index).checkpoint.is_none() {
+                return false;
+            }
+            let ended_here = write && self.ended_on.get(&AttemptRef { task: key, attempt: task.attempt }) == Some(node);
+            return n.running.contains(&key) || ended_here;
+        }
         n.running.iter().any(|key| {
             let Some(job) = self.jobs.get(&key.job) else { return false };
             let spec = job.spec.task_spec(key.index);

@@ -29,6 +29,9 @@ pub struct Assignment {
     pub work: Work,
     /// The most of stdout, and of stderr, to ship.
     pub max_output: u64,
+    /// Its checkpoint: the path in its directory and the object it is kept as.
+    pub checkpoint: Option<(String, String)>,
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// The shuffle work around a map/reduce task's command.

@@ -104,6 +104,11 @@ impl Core {
                     outputs_when: spec.outputs_when,
                     work: Work::of(job_id, spec, array_index),
                     max_output,
+                    checkpoint: spec
+                        .checkpoint
+                        .clone()
+                        .map(|path| (path, corral_types::paths::task_checkpoint(job_id, &name))),
+                    checkpoint_interval: spec.checkpoint_interval,
                 };
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };

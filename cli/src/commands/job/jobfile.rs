@@ -23,6 +23,8 @@
 //!     inputs: [scenes/scene.blend]      # objects fetched first
 //!     outputs: ["frame-*.png"]          # uploaded to jobs/<job>/frames[i]/
 //!     resources: {gpus: 1, mem: 4GiB}   # beyond slots, as --resource
+//!     checkpoint: state/                # kept across attempts, as --checkpoint
+//!     checkpoint_interval: 5m
 //!   - id: movie
 //!     command: [encode]
 //!     depends_on: [frames]  # or frames[1-50], frames[7]
@@ -115,6 +117,10 @@ pub struct FileTask {
     /// What each task needs beyond slots: `{gpus: 1, mem: 4GiB, licenses: 1}`.
     #[serde(default)]
     pub resources: BTreeMap<String, FileAmount>,
+    /// A file or directory kept across attempts, as --checkpoint.
+    pub checkpoint: Option<String>,
+    /// As --checkpoint-interval (`5m`).
+    pub checkpoint_interval: Option<String>,
 }
 
 /// A resource amount as written: a number, or text such as `4GiB`.
@@ -241,6 +247,14 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             outputs: task.outputs.clone(),
             outputs_when,
             kind: Default::default(),
+            checkpoint: task.checkpoint.clone(),
+            checkpoint_interval: match &task.checkpoint_interval {
+                Some(t) => Some(
+                    humantime::parse_duration(t)
+                        .map_err(|e| anyhow::anyhow!(at(format!("invalid checkpoint_interval '{t}': {e}"))))?,
+                ),
+                None => None,
+            },
             resources,
             entries: Vec::new(),
         };
@@ -282,6 +296,8 @@ fn to_pb(g: TaskGroup) -> pb::TaskGroup {
             outputs: g.spec.outputs,
             outputs_when: g.spec.outputs_when.as_str().into(),
             resources: g.spec.resources.into_iter().collect(),
+            checkpoint: g.spec.checkpoint.unwrap_or_default(),
+            checkpoint_interval_ms: g.spec.checkpoint_interval.map_or(0, |d: Duration| d.as_millis() as u64),
         }),
         is_array,
         array_start,

@@ -36,6 +36,16 @@ pub struct SpecArgs {
     /// the agents declare (`licenses=1`). A task goes only where all of it is free.
     #[arg(long = "resource", value_name = "NAME=VALUE", value_parser = parse_resource)]
     pub resources: Vec<(String, u64)>,
+    /// A file or directory in the task's directory kept across attempts: stored
+    /// when an attempt ends (exit, timeout, cancel) and every --checkpoint-interval,
+    /// put back in place before the next attempt starts, on any node, with
+    /// $CORRAL_CHECKPOINT_RESTORED=1. Write it atomically (a new file renamed over).
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: Option<String>,
+    /// Also store the checkpoint this often while the task runs (e.g. 5m; at least
+    /// 1s), so a node that dies loses at most that much.
+    #[arg(long, value_name = "DUR", requires = "checkpoint", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// A task's `NAME=VALUE` request: `mem` in a size (`4GiB`), anything else a count.
@@ -79,6 +89,8 @@ impl SpecArgs {
             outputs: self.outputs.clone(),
             outputs_when: self.outputs_when.clone(),
             resources: self.resources.iter().cloned().collect(),
+            checkpoint: self.checkpoint.clone().unwrap_or_default(),
+            checkpoint_interval_ms: self.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
         }
     }
 }

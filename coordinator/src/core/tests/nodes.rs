@@ -206,3 +206,25 @@ fn every_surface_reads_one_summary_of_a_task_a_node_and_a_job() {
     assert_eq!((p.tasks, p.finished, p.throughput_per_s), (4, 1, 0.5));
     assert_eq!(p.eta_s, Some(6.0), "3 tasks left at 0.5 a second");
 }
+
+#[test]
+fn a_node_touches_only_the_checkpoints_of_its_own_attempts() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let a = env.node(1);
+    let b = env.node(1);
+    let mut spec = job_spec("p", 2, 0, 0);
+    spec.task.checkpoint = Some("state".into());
+    let job = env.submit_spec(spec);
+    let placed = env.schedule();
+    let (on_a, on_b) = if placed[0].0 == a { (placed[0].1, placed[1].1) } else { (placed[1].1, placed[0].1) };
+    let ck = |i: u32| corral_types::paths::task_checkpoint(job, &i.to_string());
+    let (mine, theirs) = (ck(on_a.task.index), ck(on_b.task.index));
+    assert!(env.core.node_object_access(&a, &mine, true) && env.core.node_object_access(&a, &mine, false));
+    assert!(!env.core.node_object_access(&a, &theirs, true) && !env.core.node_object_access(&a, &theirs, false));
+    assert!(!env.core.node_object_access(&b, &mine, false));
+    // Killed (the job cancelled): its node may store it one last time, not read it.
+    env.core.cancel_job(env.now, job, &mut env.out).unwrap();
+    assert!(env.core.node_object_access(&a, &mine, true));
+    assert!(!env.core.node_object_access(&a, &mine, false));
+    assert!(!env.core.node_object_access(&b, &mine, true));
+}
