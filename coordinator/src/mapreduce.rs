@@ -116,6 +116,7 @@ pub async fn job_spec(
         schedule: None,
         policy: JobPolicy::default(),
         after: Vec::new(),
+        auto_pool: None,
     })
 }
 

@@ -128,6 +128,9 @@ pub struct JobSpec {
     pub policy: JobPolicy,
     /// Jobs that must end first (`job submit --after`).
     pub after: Vec<After>,
+    /// A pool made for this job alone (`--auto-pool`), deleted with its nodes when
+    /// the job ends; once the job is submitted, `pool` names it.
+    pub auto_pool: Option<Box<PoolSpec>>,
 }
 
 /// A job another waits for (Slurm's `afterok`/`afterany`).

@@ -317,6 +317,7 @@ impl Coordinator {
             notify: notify_tx,
             auth: auth.clone(),
             objects: objects.clone(),
+            data_dir: config.data_dir.clone(),
         };
         let event_loop = tokio::spawn(event_loop::run(core, events_rx, effects, metrics.clone(), stop_rx.clone()));
         let mut server_stop = stop_rx.clone();

@@ -315,8 +315,29 @@ fn glob_pattern(pattern: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// The pool a submission names, or the pool it asks to have made for it
+/// (`auto_pool`; its pool is then a placeholder until the core names it).
+pub fn pool_or_auto(req: &mut pb::SubmitJobRequest) -> Result<(PoolName, Option<Box<PoolSpec>>), Invalid> {
+    let Some(mut auto) = req.auto_pool.take() else { return Ok((PoolName::parse("pool", &req.pool)?, None)) };
+    if !req.pool.is_empty() {
+        return Err(Invalid::new("auto_pool", "give a pool or an auto pool, not both"));
+    }
+    auto.name = AUTO_POOL.into();
+    let spec = pool_spec(Some(auto)).map_err(|e| Invalid::new("auto_pool", e.to_string()))?;
+    if spec.provider == Provider::Static {
+        return Err(Invalid::new(
+            "auto_pool",
+            "an auto pool's nodes are started for it: give provider=local, docker or command",
+        ));
+    }
+    Ok((PoolName::parse("pool", AUTO_POOL)?, Some(Box::new(spec))))
+}
+
+/// What a job with an auto pool names as its pool until it has one.
+const AUTO_POOL: &str = "auto";
+
 pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
-    let pool = PoolName::parse("pool", &req.pool)?;
+    let (pool, auto_pool) = pool_or_auto(&mut req)?;
     let policy = policy::job_policy(req.policy.take())?;
     let after = after(&req.after)?;
     let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
@@ -360,6 +381,7 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
             schedule: None,
             policy,
             after,
+            auto_pool,
         });
     }
     let entries = std::mem::take(&mut req.entries);
@@ -412,6 +434,7 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         schedule: None,
         policy,
         after,
+        auto_pool,
     })
 }
 
@@ -461,6 +484,9 @@ pub fn request_digest(spec: &JobSpec) -> String {
     // Only when set, so that a key stored before these existed still matches.
     if !spec.policy.is_default() {
         canonical["policy"] = serde_json::json!(spec.policy);
+    }
+    if let Some(auto) = &spec.auto_pool {
+        canonical["auto_pool"] = serde_json::json!(format!("{auto:?}"));
     }
     if !spec.after.is_empty() {
         canonical["after"] = spec.after.iter().map(|a| serde_json::json!([a.job.0, a.any])).collect();

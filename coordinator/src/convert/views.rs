@@ -153,6 +153,7 @@ pub fn job_view(job: &Job) -> pb::Job {
         after: job.spec.after.iter().map(|a| pb::After { job_id: a.job.0, any: a.any }).collect(),
         waiting_for: job.held_by.iter().map(|j| j.0).collect(),
         reason: job.reason.clone().unwrap_or_default(),
+        auto_pool: job.spec.auto_pool.is_some(),
     }
 }
 

@@ -9,10 +9,20 @@ use corral_types::paths;
 impl Core {
     /// Accepts a job; its tasks are queued at once. The id is final only once the
     /// outbox's store rows are durable.
-    pub fn submit_job(&mut self, now: Instant, spec: JobSpec, out: &mut Outbox) -> Result<JobId> {
-        self.check_submittable(&spec)?;
+    pub fn submit_job(&mut self, now: Instant, mut spec: JobSpec, out: &mut Outbox) -> Result<JobId> {
         self.check_after(&spec)?;
         self.refuse_beyond_queue_limit(u64::from(spec.task_count()))?;
+        // Its own pool first, in the same batch: both are durable, or neither. All
+        // that could refuse the job on a new pool is checked before it is made.
+        self.check_runnable(&spec)?;
+        if let Some(auto) = spec.auto_pool.take() {
+            let name = PoolName::parse("pool", &format!("job-{}", self.next_job))?;
+            let auto = PoolSpec { name: name.clone(), ..*auto };
+            self.create_pool(now, auto.clone(), out)?;
+            spec.pool = name;
+            spec.auto_pool = Some(Box::new(auto));
+        }
+        self.check_submittable(&spec)?;
         let id = JobId(self.next_job);
         self.next_job += 1;
         let submitted_at_ms = self.wall_ms(now);
@@ -33,6 +43,21 @@ impl Core {
         self.jobs.insert(id, job);
         self.hold_for_after(id);
         Ok(id)
+    }
+
+    /// Refuses a job (or the job of a template or schedule) that could never run:
+    /// one that brings its own pool (`--auto-pool`, not made yet) by that pool's
+    /// nodes, any other by [`Core::check_submittable`].
+    pub(super) fn check_runnable(&self, spec: &JobSpec) -> Result<()> {
+        match &spec.auto_pool {
+            Some(auto) if spec.max_slots() > auto.slots_per_node => Err(Error::Refused(format!(
+                "task.slots: a task needs {} slots but the auto pool's nodes have {}; no node could ever run it",
+                spec.max_slots(),
+                auto.slots_per_node
+            ))),
+            Some(_) => Ok(()),
+            None => self.check_submittable(spec),
+        }
     }
 
     /// Refuses a job no node of its pool could ever run, or whose pool is missing
@@ -365,6 +390,14 @@ impl Core {
         self.notify_if_asked(id, out);
         self.on_run_finished(now, id, out);
         self.release_after(now, id, out);
+        // A pool made for this job goes with it, its nodes stopped by its provider.
+        let own = self.jobs.get(&id).and_then(|j| j.spec.auto_pool.as_ref().map(|p| p.name.clone()));
+        if let Some(pool) = own.filter(|p| self.pools.get(p).is_some_and(|p| !p.deleting)) {
+            tracing::info!(job_id = %id, %pool, "deleting the job's own pool");
+            if let Err(e) = self.delete_pool(now, &pool, false, out) {
+                tracing::warn!(job_id = %id, %pool, error = %e, "the job's own pool was not deleted");
+            }
+        }
     }
 
     /// Orders the job's completion callback, if it has one not yet delivered.

@@ -153,7 +153,7 @@ impl Core {
         if self.schedules.contains_key(&spec.name) {
             return Err(Error::AlreadyExists { what: "schedule", id: spec.name.to_string() });
         }
-        self.check_submittable(&spec.job)?;
+        self.check_runnable(&spec.job)?;
         let now_ms = self.wall_ms(now);
         let record = ScheduleRecord {
             spec,

@@ -101,7 +101,7 @@ impl Core {
         for key in &spec.meta_required {
             meta_key("meta_required", key)?;
         }
-        self.check_submittable(&spec.job)?;
+        self.check_runnable(&spec.job)?;
         let template = Template { spec, created_at_ms: self.wall_ms(now) };
         out.store.push(StoreOp::PutTemplate(template.clone()));
         self.templates.insert(template.spec.name.clone(), template);

@@ -28,6 +28,8 @@ pub struct Effects {
     pub auth: Arc<Auth>,
     /// Where deleted jobs' outputs are removed from.
     pub objects: Arc<dyn object_store::ObjectStore>,
+    /// Where the agent tokens of pools the coordinator starts nodes for are kept.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The event loop: the one owner of the core.
@@ -70,15 +72,32 @@ pub async fn run(
     flush(out, Vec::new(), &streams, &effects);
 }
 
-/// Credentials that a batch's changes end, in one pass over its store ops: a node
-/// that is lost or removed speaks for nothing any more (its secret stops opening
-/// streams and object calls; one that comes back registers again), and a deleted
-/// pool's agent token goes with it.
-fn retire_credentials(out: &mut Outbox, auth: &Auth) {
+/// Credentials that a batch's changes make or end, in one pass over its store ops:
+/// a pool the core made for a job (`--auto-pool`) gets the agent token its
+/// provider's agents join with, in the same batch; a node that is lost or removed
+/// speaks for nothing any more (its secret stops opening streams and object calls;
+/// one that comes back registers again), and a deleted pool's agent token goes
+/// with it.
+fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path) {
     use crate::core::StoreOp;
     let mut retired = Vec::new();
     for op in &out.store {
         match op {
+            StoreOp::PutPool { spec, deleting: false, .. }
+                if spec.provider.starts_nodes()
+                    && auth.token_named(&auth::bootstrap::pool_token_name(&spec.name)).is_none() =>
+            {
+                match auth::bootstrap::ensure_pool_token(data_dir, &spec.name, None, auth::now_ms()) {
+                    Ok(Some(token)) => {
+                        auth.insert_token(token.clone());
+                        retired.push(StoreOp::PutToken(token));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(pool = %spec.name, error = %e, "cannot write the pool's agent token; its agents cannot join")
+                    }
+                }
+            }
             // Forgotten here; stored as forgotten only if it had a secret.
             StoreOp::PutNode(n) if !n.status.is_live() && auth.forget_node(&n.id) => {
                 retired.push(StoreOp::ForgetNodeCredential(n.id.clone()));
@@ -100,7 +119,7 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
     if out.is_empty() && then.is_empty() {
         return;
     }
-    retire_credentials(&mut out, &effects.auth);
+    retire_credentials(&mut out, &effects.auth, &effects.data_dir);
     let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
     for (node, msg) in out.agents {
         let m = messages.entry(node).or_default();

@@ -60,7 +60,13 @@ impl ClientApi {
 
 /// The job a submission asks for, checked, owned by `owner` (a schedule's job is
 /// checked the same way).
-async fn job_from_request(shared: &Shared, mut req: pb::SubmitJobRequest, owner: String) -> Result<JobSpec, Status> {
+async fn job_from_request(shared: &Shared, mut req: pb::SubmitJobRequest, who: &Principal) -> Result<JobSpec, Status> {
+    let owner = who.name();
+    if req.auto_pool.is_some() && !who.is_admin() {
+        return Err(Status::permission_denied(
+            "an auto pool needs an admin token: its nodes are started by a provider on the coordinator's host (an admin can make a template with it for you to dispatch)",
+        ));
+    }
     // Fixed at submission: a later change of the default leaves the job alone.
     let max_output = match convert::max_output(req.max_output_bytes)? {
         0 => shared.core_config.max_output,
@@ -72,12 +78,12 @@ async fn job_from_request(shared: &Shared, mut req: pb::SubmitJobRequest, owner:
                 let why = "a map/reduce job has no other tasks: leave task, tasks and open unset";
                 return Err(Invalid::new("mapreduce", why).into());
             }
-            let pool = PoolName::parse("pool", &req.pool)?;
+            let (pool, auto_pool) = convert::pool_or_auto(&mut req)?;
             let notify = convert::notify_url(&req.notify_url)?;
             let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
             let policy = convert::policy::job_policy(req.policy.take())?;
             let spec = crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &shared.objects).await?;
-            JobSpec { notify, begin_at_ms, policy, ..spec }
+            JobSpec { notify, begin_at_ms, policy, auto_pool, ..spec }
         }
         None => {
             let notify = req.notify_url.clone();
@@ -287,7 +293,7 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let req = req.into_inner();
         let key = convert::idempotency_key(&req.idempotency_key)?;
-        let spec = job_from_request(&self.shared, req, who.name()).await?;
+        let spec = job_from_request(&self.shared, req, &who).await?;
         let tasks = spec.task_count();
         let key =
             key.map(|key| IdempotencyKey { owner: spec.owner.clone(), key, digest: convert::request_digest(&spec) });

@@ -44,7 +44,7 @@ pub(super) async fn create(
     let mut req = req.into_inner();
     let job = req.job.take().ok_or_else(|| Invalid::new("job", "is required: what every slot runs"))?;
     check_schedule_job(&job)?;
-    let job = job_from_request(&api.shared, job, who.name()).await?;
+    let job = job_from_request(&api.shared, job, &who).await?;
     let schedule = api
         .shared
         .runtime

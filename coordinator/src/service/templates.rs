@@ -65,7 +65,7 @@ pub(super) async fn create_template(
     let mut req = req.into_inner();
     let job = req.job.take().ok_or_else(|| Invalid::new("job", "is required: what every dispatch runs"))?;
     check_template_job(&job)?;
-    let job = job_from_request(&api.shared, job, who.name()).await?;
+    let job = job_from_request(&api.shared, job, &who).await?;
     let spec = template_spec(&req, job)?;
     let template = api
         .shared

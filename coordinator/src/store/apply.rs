@@ -183,7 +183,7 @@ impl Store {
                         insert_groups(&tx, j.id, 0, &graph.groups)?;
                     }
                     tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, auto_pool) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                     )?
                     .execute(params![
                         j.id.0,
@@ -206,6 +206,7 @@ impl Store {
                         j.spec.schedule.as_ref().map(|s| s.slot_ms),
                         policy,
                         after,
+                        super::schedules::auto_pool_json(&j.spec)?,
                     ])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms, reason } => {

@@ -124,7 +124,7 @@ impl Store {
             });
         }
         let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason FROM jobs ORDER BY id",
+            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason, auto_pool FROM jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -150,6 +150,7 @@ impl Store {
                 r.get::<_, Option<String>>(21)?,
                 r.get::<_, Option<String>>(22)?,
                 r.get::<_, Option<String>>(23)?,
+                r.get::<_, Option<String>>(24)?,
             ))
         })?;
         let mut groups = self.task_groups()?;
@@ -177,7 +178,17 @@ impl Store {
                 policy,
                 after,
                 reason,
+                auto_pool,
             ) = row?;
+            let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
+            let auto_pool = match auto_pool {
+                Some(text) => {
+                    let stored: super::schedules::StoredPool =
+                        serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+                    Some(Box::new(stored.into_spec(pool.clone())?))
+                }
+                None => None,
+            };
             let after: Vec<(u64, bool)> = match after {
                 Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
                 None => Vec::new(),
@@ -204,7 +215,7 @@ impl Store {
             snap.jobs.push(JobRecord {
                 id: JobId(id),
                 spec: JobSpec {
-                    pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
+                    pool,
                     name,
                     priority,
                     task,
@@ -219,6 +230,7 @@ impl Store {
                     schedule,
                     policy,
                     after,
+                    auto_pool,
                 },
                 state: state.parse().map_err(corrupt)?,
                 submitted_at_ms: submitted,

@@ -29,6 +29,56 @@ struct StoredWhen {
     end_at_ms: Option<u64>,
 }
 
+/// A pool spec as JSON (a job's own pool, `--auto-pool`); its name is the job's pool.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct StoredPool {
+    slots_per_node: u32,
+    provider: String,
+    target_nodes: u32,
+    fill: String,
+    autoscale: Option<Autoscale>,
+    removal: String,
+    commands: Option<ProviderCommands>,
+    docker: Option<DockerSpec>,
+    start_task: Option<String>,
+}
+
+impl StoredPool {
+    pub(super) fn of(p: &PoolSpec) -> StoredPool {
+        StoredPool {
+            slots_per_node: p.slots_per_node,
+            provider: p.provider.as_str().into(),
+            target_nodes: p.target_nodes,
+            fill: p.fill.as_str().into(),
+            autoscale: p.autoscale.clone(),
+            removal: p.removal.as_str().into(),
+            commands: p.commands.clone(),
+            docker: p.docker.clone(),
+            start_task: p.start_task.clone(),
+        }
+    }
+
+    pub(super) fn into_spec(self, name: PoolName) -> rusqlite::Result<PoolSpec> {
+        Ok(PoolSpec {
+            name,
+            slots_per_node: self.slots_per_node,
+            provider: self.provider.parse().map_err(corrupt)?,
+            target_nodes: self.target_nodes,
+            fill: self.fill.parse().map_err(corrupt)?,
+            autoscale: self.autoscale,
+            removal: self.removal.parse().map_err(corrupt)?,
+            commands: self.commands,
+            docker: self.docker,
+            start_task: self.start_task,
+        })
+    }
+}
+
+/// A job's own pool as stored with it: none, or its spec as JSON.
+pub(super) fn auto_pool_json(spec: &JobSpec) -> rusqlite::Result<Option<String>> {
+    spec.auto_pool.as_deref().map(|p| json(&StoredPool::of(p))).transpose()
+}
+
 /// The job every slot (or a template's dispatch) makes.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct StoredJob {
@@ -44,6 +94,8 @@ pub(super) struct StoredJob {
     max_output: u64,
     #[serde(default, skip_serializing_if = "JobPolicy::is_default")]
     policy: JobPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auto_pool: Option<StoredPool>,
 }
 
 impl StoredJob {
@@ -60,6 +112,7 @@ impl StoredJob {
             owner: j.owner.clone(),
             max_output: j.max_output,
             policy: j.policy.clone(),
+            auto_pool: j.auto_pool.as_deref().map(StoredPool::of),
         }
     }
 
@@ -68,8 +121,13 @@ impl StoredJob {
             Some(groups) => Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?)),
             None => None,
         };
+        let pool = PoolName::parse("pool", &self.pool).map_err(corrupt)?;
+        let auto_pool = match self.auto_pool {
+            Some(p) => Some(Box::new(p.into_spec(pool.clone())?)),
+            None => None,
+        };
         Ok(JobSpec {
-            pool: PoolName::parse("pool", &self.pool).map_err(corrupt)?,
+            pool,
             name: self.name,
             priority: self.priority,
             task: self.task,
@@ -84,6 +142,7 @@ impl StoredJob {
             schedule: None,
             policy: self.policy,
             after: Vec::new(),
+            auto_pool,
         })
     }
 }

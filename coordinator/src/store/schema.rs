@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     scheduled_for_ms INTEGER,
     policy TEXT,
     after TEXT,
-    reason TEXT
+    reason TEXT,
+    auto_pool TEXT
 );
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY,
@@ -184,6 +185,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("jobs", "after", "TEXT"),
     ("jobs", "reason", "TEXT"),
     ("nodes", "resources", "TEXT"),
+    ("jobs", "auto_pool", "TEXT"),
     ("attempts", "gpus", "TEXT"),
 ];
 

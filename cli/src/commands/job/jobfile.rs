@@ -59,6 +59,8 @@ pub struct JobFile {
     pub retry_delay: Option<String>,
     pub max_running: Option<u32>,
     pub concurrency_key: Option<String>,
+    /// A pool for this job alone, as --auto-pool: `{provider: local, nodes: 2, slots: 4}`.
+    pub auto_pool: Option<BTreeMap<String, serde_norway::Value>>,
 }
 
 impl JobFile {

@@ -7,6 +7,7 @@ use super::Context;
 use crate::Exit;
 
 mod add_tasks;
+pub mod auto_pool;
 mod cancel;
 mod close;
 mod delete;

@@ -60,6 +60,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "after": j.after.iter().map(|a| json!({"job": a.job_id, "when": if a.any { "any" } else { "ok" }})).collect::<Vec<_>>(),
         "waiting_for": j.waiting_for,
         "reason": (!j.reason.is_empty()).then_some(&j.reason),
+        "auto_pool": j.auto_pool,
         "policy": j.policy.as_ref().map(|p| json!({
             "exit_policy": p.exit_policy,
             "retry_delay_ms": (p.retry_delay_ms > 0).then_some(p.retry_delay_ms),

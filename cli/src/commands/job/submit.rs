@@ -50,8 +50,14 @@ pub struct SubmitArgs {
 #[derive(clap::Args, Debug)]
 pub struct JobArgs {
     /// The pool to run on (or `pool:` in the job file).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "auto_pool")]
     pool: Option<String>,
+    /// Make a pool for this job alone, deleted with its nodes when the job ends
+    /// (Azure Batch's auto pool; admin tokens): `provider=local,nodes=2,slots=4`, or
+    /// with `min=A,max=B` autoscaled, `image=...` for docker; the keys are `pool
+    /// create`'s flags (or `auto_pool:` in the job file).
+    #[arg(long, value_name = "SPEC", value_parser = super::auto_pool::parse)]
+    auto_pool: Option<pb::PoolSpec>,
     /// A name to recognise the job by.
     #[arg(long)]
     name: Option<String>,
@@ -95,7 +101,18 @@ impl JobArgs {
         let (notify_url, max_output_bytes) = (self.notify.clone().unwrap_or_default(), self.max_output.unwrap_or(0));
         let flags = std::mem::take(&mut self.policy);
         let array_limit = self.array.and_then(|(_, limit)| limit);
-        let (req, loaded) = self.request_without_limits(open)?;
+        let auto_pool = self.auto_pool.take();
+        let (req, loaded) = self.request_without_limits(open, auto_pool.is_some())?;
+        let auto_pool = match (auto_pool, loaded.as_ref().and_then(|l| l.file.auto_pool.as_ref())) {
+            (Some(flag), _) => Some(flag),
+            (None, Some(file)) => {
+                let settings = file.iter().map(|(k, v)| (k.clone(), super::auto_pool::value_text(v))).collect();
+                Some(super::auto_pool::spec(&settings).map_err(|e| anyhow::anyhow!("invalid auto_pool: {e}"))?)
+            }
+            (None, None) => None,
+        };
+        let req =
+            pb::SubmitJobRequest { pool: if auto_pool.is_some() { String::new() } else { req.pool }, auto_pool, ..req };
         let file = loaded.as_ref().map(|l| l.file.policy());
         let policy = flags.to_pb(file.as_ref(), array_limit).map_err(|e| match &loaded {
             Some(l) => anyhow::anyhow!(l.annotate(&e.to_string())),
@@ -104,10 +121,16 @@ impl JobArgs {
         Ok((pb::SubmitJobRequest { notify_url, max_output_bytes, policy, ..req }, loaded))
     }
 
+    /// The request without its limits and policy; `auto` says the job brings its own
+    /// pool (then it needs no --pool).
     fn request_without_limits(
-        self,
+        mut self,
         open: bool,
+        auto: bool,
     ) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+        if auto && self.pool.is_none() {
+            self.pool = Some(String::new());
+        }
         if open && self.file.is_none() {
             let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
             let req = pb::SubmitJobRequest {
@@ -148,7 +171,8 @@ impl JobArgs {
             return Ok((req, None));
         };
         let loaded = super::jobfile::load(path)?;
-        let pool = self.pool.or_else(|| loaded.file.pool.clone()).ok_or_else(|| {
+        let own_pool = loaded.file.auto_pool.as_ref().map(|_| String::new());
+        let pool = self.pool.or_else(|| loaded.file.pool.clone()).or(own_pool).ok_or_else(|| {
             anyhow::anyhow!("invalid --pool: say which pool runs the job (--pool, or `pool:` in {})", path.display())
         })?;
         if let Some(mr) = &loaded.file.mapreduce {

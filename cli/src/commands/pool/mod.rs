@@ -8,6 +8,7 @@ use crate::Exit;
 
 mod autoscale;
 mod create;
+pub use create::parse_cpus;
 mod delete;
 mod list;
 pub mod render;

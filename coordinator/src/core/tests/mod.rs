@@ -60,6 +60,7 @@ fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec 
         schedule: None,
         policy: JobPolicy::default(),
         after: Vec::new(),
+        auto_pool: None,
     }
 }
 

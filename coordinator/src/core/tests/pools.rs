@@ -342,3 +342,46 @@ fn a_node_whose_start_task_fails_is_replaced_and_the_log_is_not_flooded() {
     env.tick();
     assert_eq!(launched(&env.out).len(), 1, "then a replacement");
 }
+
+#[test]
+fn an_auto_pool_is_made_with_its_job_and_goes_when_it_ends() {
+    let mut env = Env::new();
+    let auto = pool_spec("auto", Provider::Local, 1, Fill::Spread);
+    let spec = JobSpec { auto_pool: Some(Box::new(auto)), ..job_spec("auto", 2, 0, 0) };
+    let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
+    env.check();
+    let name = PoolName::parse("pool", &format!("job-{job}")).unwrap();
+    assert_eq!(env.core.jobs[&job].spec.pool, name);
+    assert!(env.core.pools.contains_key(&name));
+    let launched = launched(&env.take());
+    assert_eq!(launched.len(), 1, "its node is started");
+    // Its node joins, runs both tasks, and the pool is deleted with it.
+    let reg = Registration {
+        pool: name.clone(),
+        hostname: "h".into(),
+        slots: 2,
+        cpus: 2,
+        memory_bytes: 1 << 30,
+        pid: 0,
+        launch_id: Some(launched[0].clone()),
+        resources: Resources::new(),
+    };
+    let n = env.core.register_node(env.now, reg, &mut env.out).unwrap();
+    env.core.on_hello(env.now, &n, vec![], vec![], false, &mut env.out).unwrap();
+    for (node, a) in env.schedule() {
+        env.report(&node, a, Outcome::Succeeded);
+    }
+    assert_eq!(env.core.jobs[&job].state, JobState::Completed);
+    assert!(!env.core.pools.contains_key(&name), "the pool went with its job");
+    assert_eq!(env.core.nodes[&n].status(), NodeStatus::Removed);
+    // Tasks too big for the auto pool's nodes: refused, and no pool is made.
+    let mut big = JobSpec {
+        auto_pool: Some(Box::new(pool_spec("auto", Provider::Local, 1, Fill::Spread))),
+        ..job_spec("auto", 1, 0, 0)
+    };
+    big.task.slots = 3;
+    env.take();
+    let err = env.core.submit_job(env.now, big, &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("auto pool's nodes have 2"), "{err}");
+    assert!(env.out.is_empty() && env.core.pools.is_empty());
+}

@@ -103,6 +103,7 @@ impl Env {
             schedule: None,
             policy: JobPolicy::default(),
             after: Vec::new(),
+            auto_pool: None,
         };
         self.core.submit_job(self.now, spec, &mut self.out).unwrap();
         let mut out = Outbox::default();
