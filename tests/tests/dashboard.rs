@@ -88,3 +88,65 @@ fn a_person_sees_the_job_run_live_and_a_killed_node_turn_lost() {
     );
     assert_eq!(browser.eval("return window.__corralMarker"), 42, "the page was reloaded");
 }
+
+#[test]
+fn a_signed_in_submitter_cancels_its_job_and_retries_failed_tasks_from_the_page() {
+    let mut cluster = Cluster::start(&[]);
+    cluster.static_pool("cpu", 1, 2);
+    let token = cluster.token("alice", "submit", &[]);
+    let submit = |args: &[&str]| {
+        let out = cluster.corral_as(Some(&token), &[&["-o", "json", "job", "submit", "--pool", "cpu"], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["job_id"].as_u64().unwrap()
+    };
+    let flag = cluster.dir.path().join("fixed");
+    let flaky = submit(&["--", "sh", "-c", &format!("[ -e {} ]", flag.display())]);
+    assert_eq!(cluster.wait_job(flaky, WAIT)["state"], "failed");
+    let long = submit(&["--array", "0-9", "--", "sleep", "300"]);
+
+    let browser = Browser::start();
+    browser.open(&format!("{}/login", cluster.http_url()));
+    browser.wait_for(WAIT, "the sign-in page", "return !!document.querySelector('#token')");
+    browser.eval(&format!(
+        "document.querySelector('#token').value = '{token}'; document.querySelector('#sign-in').click(); return true"
+    ));
+    browser.wait_for(WAIT, "the dashboard", "return document.body.dataset.ready === 'true'");
+    // Every action asks first; here the person says yes.
+    browser.eval("window.confirm = (q) => { window.__asked = q; return true; }; return true");
+    browser.eval(&format!("location.hash = '#/jobs/{long}'; return true"));
+    browser.wait_for(WAIT, "the cancel button", "return !!document.querySelector('button[data-action=\"cancel\"]')");
+    browser.eval("document.querySelector('button[data-action=\"cancel\"]').click(); return true");
+    browser.wait_for(
+        WAIT,
+        "the job to show cancelled",
+        &format!("const e = document.querySelector('.job-head[data-job-id=\"{long}\"]'); return !!e && e.dataset.state === 'cancelled'"),
+    );
+    assert!(browser.eval("return window.__asked").as_str().unwrap().starts_with(&format!("Cancel job {long}?")));
+    assert_eq!(cluster.job(long)["state"], "cancelled");
+    // The feed says who did it.
+    let out = cluster.corral(&["-o", "json", "events", "--job", &long.to_string()]);
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cancelled = events.iter().find(|e| e["kind"] == "job" && e["state"] == "cancelled").cloned();
+    assert_eq!(cancelled.map(|e| e["actor"].clone()), Some("alice".into()), "{events:?}");
+
+    // Fixed the cause: retry the failed task from its job's page.
+    std::fs::write(&flag, "").unwrap();
+    browser.eval(&format!("location.hash = '#/jobs/{flaky}'; return true"));
+    browser.wait_for(WAIT, "the retry button", "return !!document.querySelector('button[data-action=\"retry\"]')");
+    browser.wait_for(
+        WAIT,
+        "the failed task to say why",
+        "return [...document.querySelectorAll('tr[data-state=\"failed\"] td.reason')].some(td => td.textContent.includes('exited with code 1'))",
+    );
+    browser.eval("document.querySelector('button[data-action=\"retry\"]').click(); return true");
+    browser.wait_for(
+        WAIT,
+        "the job to complete",
+        &format!("const e = document.querySelector('.job-head[data-job-id=\"{flaky}\"]'); return !!e && e.dataset.state === 'completed'"),
+    );
+    // A submitter is offered no node or pool actions.
+    browser.eval("location.hash = '#/'; return true");
+    browser.wait_for(WAIT, "the node table", "return !!document.querySelector('tr[data-node-id]')");
+    assert_eq!(browser.eval("return document.querySelectorAll('button[data-action=\"drain\"]').length"), 0);
+}

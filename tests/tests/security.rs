@@ -490,6 +490,7 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
         ("/api/jobs/1/tasks/0/log?stream=stdout", false, false),
         ("/api/events", false, false),
         ("/api/stream", false, false),
+        ("/api/whoami", false, false),
     ];
     let http = c.http_client();
     for (caller, token) in &callers {
@@ -534,6 +535,34 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
         made += usize::from(status == 200);
     }
     assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1 + made);
+    // The dashboard's actions: a submit token changes only its own jobs (this one is
+    // the admin's), node and pool changes need an admin.
+    let node = c.json(&["node", "list"])[0]["id"].as_str().unwrap().to_string();
+    let actions: [(String, &str, u16); 4] = [
+        (format!("/api/jobs/{job}/cancel"), "{}", 200),
+        (format!("/api/jobs/{job}/retry"), "{}", 409),
+        ("/api/pools/cpu/resize".to_string(), "{\"nodes\": 2}", 409),
+        (format!("/api/nodes/{node}/drain"), "{}", 200),
+    ];
+    for (path, body, admin_gets) in &actions {
+        let needs_admin = !path.starts_with("/api/jobs/");
+        for (caller, token) in &callers {
+            let mut req =
+                http.post(format!("{}{path}", c.http_url())).header("content-type", "application/json").body(*body);
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let resp = req.send().unwrap();
+            let status = resp.status().as_u16();
+            let expected = match caller {
+                Caller::Admin => *admin_gets,
+                Caller::Submit if !needs_admin => 403, // not its job
+                Caller::Read | Caller::Submit | Caller::Agent | Caller::Node => 403,
+                Caller::Nobody | Caller::Garbage | Caller::Revoked | Caller::Expired => 401,
+            };
+            assert_eq!(status, expected, "{caller:?} POST {path}: {}", resp.text().unwrap());
+        }
+    }
     // Not with the dashboard's cookie, even an admin's: no other site's page can
     // make a signed-in browser dispatch.
     let admin = c.admin_token();
@@ -543,6 +572,13 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
     assert_eq!(resp.status().as_u16(), 401);
     assert!(resp.text().unwrap().contains("Authorization: Bearer"));
     assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1 + made);
+    // A browser's action needs the dashboard's header besides the cookie.
+    let retry = format!("{}/api/jobs/{job}/retry", c.http_url());
+    let resp = http.post(&retry).header("cookie", &cookie).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(resp.text().unwrap().contains("x-corral-action"));
+    let resp = http.post(&retry).header("cookie", &cookie).header("x-corral-action", "1").send().unwrap();
+    assert_eq!(resp.status().as_u16(), 409, "let through, and refused only for having nothing to retry");
     // Signing out needs nothing and clears the cookie.
     let resp = http.post(format!("{}/logout", c.http_url())).send().unwrap();
     assert_eq!(resp.status().as_u16(), 303);

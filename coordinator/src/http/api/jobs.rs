@@ -128,6 +128,9 @@ pub(super) struct TaskView {
     failures: u32,
     node_losses: u32,
     reason: Option<String>,
+    /// A failed task's last attempt: how it ended (in task lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
     node: Option<String>,
     started_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,6 +159,7 @@ fn task_view(core: &Core, job: &Job, offset: usize) -> Option<TaskView> {
         failures: t.failures,
         node_losses: t.node_losses,
         reason: t.reason,
+        last_error: None,
         node: t.node.map(|n| n.to_string()),
         started_at_ms: t.started_at_ms,
         attempts: None,
@@ -177,7 +181,7 @@ pub(super) async fn tasks(
     let state = q.state.filter(|s| !s.is_empty()).map(|s| s.parse::<TaskState>()).transpose();
     let state = state.map_err(|e| Invalid::new("state", e))?;
     let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit)?);
-    read(&shared, move |core, _| {
+    let mut page = read(&shared, move |core, _| {
         let job = job_of(core, id)?;
         let page: Vec<usize> = match state {
             // Every task: the page is a slice.
@@ -199,7 +203,22 @@ pub(super) async fn tasks(
             tasks: page.into_iter().filter_map(|i| task_view(core, job, i)).collect(),
         })
     })
-    .await
+    .await?
+    .0;
+    // The dead-letter view: each failed task says how its last attempt ended.
+    if page.tasks.iter().any(|t| t.state == "failed") {
+        let s = shared.clone();
+        page = blocking(move || {
+            let reader = s.reader();
+            for t in page.tasks.iter_mut().filter(|t| t.state == "failed") {
+                let attempt = AttemptRef { task: TaskKey { job: JobId(id), index: t.index }, attempt: t.attempt };
+                t.last_error = reader.attempt_error(attempt)?;
+            }
+            Ok(page)
+        })
+        .await?;
+    }
+    Ok(Json(page))
 }
 
 /// The task's place in its job's task list.

@@ -1,12 +1,13 @@
-//! The JSON API under `/api`, which the dashboard is built on (reads), and the
-//! dispatch of a template ([`templates`], the one route that changes anything). Each answer is
+//! The JSON API under `/api`, which the dashboard is built on (reads), the
+//! dispatch of a template ([`templates`]), and the dashboard's actions
+//! ([`actions`]: cancel, retry, drain, resize), the routes that change anything. Each answer is
 //! read from the core in one call of the event loop (so it is consistent) or, for
 //! attempt history, logs and events, from the store's read connection. Task lists
 //! are paged here, on the server, so a job of a million tasks costs one page.
 //!
 //! The routes and their fields are documented in `docs/HTTP_API.md`; one module per
 //! subject: [`pools`], [`nodes`], [`jobs`] (with tasks and logs), [`events`],
-//! [`templates`].
+//! [`templates`], [`actions`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use crate::core::Core;
 use crate::error::{Error, Invalid};
 use crate::shared::Shared;
 
+mod actions;
 mod events;
 mod jobs;
 mod nodes;
@@ -43,6 +45,11 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/events", get(events::events))
         .route("/api/stream", get(events::stream))
         .route("/api/templates/{name}/dispatch", post(templates::dispatch))
+        .route("/api/whoami", get(actions::whoami))
+        .route("/api/jobs/{id}/cancel", post(actions::cancel_job))
+        .route("/api/jobs/{id}/retry", post(actions::retry_job))
+        .route("/api/nodes/{id}/drain", post(actions::drain_node))
+        .route("/api/pools/{name}/resize", post(actions::resize_pool))
 }
 
 /// An error as JSON, `{"error": "..."}`, with the status that fits it.

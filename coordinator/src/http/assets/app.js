@@ -222,6 +222,37 @@ function api(url) {
   return p;
 }
 
+/* What the signed-in token may do (GET /api/whoami): the page shows only the
+ * actions it may take; the server checks each one again. */
+let me = { may: { change_jobs: false, change_nodes: false } };
+
+/** Asks `question`; if confirmed, POSTs `body` to `url` as a dashboard action (with
+ * the header that tells the server a page of this dashboard sent it), then
+ * refreshes. The event feed records who did it. */
+async function act(url, question, body) {
+  if (!confirm(question)) return false;
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { Accept: 'application/json', 'Content-Type': 'application/json', 'X-Corral-Action': '1' },
+      body: body ? JSON.stringify(body) : '{}',
+      signal: AbortSignal.timeout(15000),
+    });
+    let answer = null;
+    try { answer = await res.json(); } catch { /* not JSON */ }
+    if (!res.ok) { showError(`${question.replace(/\?$/, '')}: ${(answer && answer.error) || `HTTP ${res.status}`}`); return false; }
+    requestRefresh();
+    return true;
+  } catch (e) {
+    showError(`${question.replace(/\?$/, '')}: ${e.message || e}`);
+    return false;
+  }
+}
+
+function actionButton(label, attrs, onclick) {
+  return h('button', { type: 'button', class: 'action', ...attrs, onclick }, label);
+}
+
 /** The data, or null after putting the error in the banner. */
 async function get(url) {
   const res = await api(url);
@@ -362,6 +393,14 @@ function poolCard(p, selected) {
       h('span', { class: 'muted' }, ` · ${p.slots_per_node} slots/node · ${p.fill}`)),
     (p.scale_log || []).length > 0 && h('ul', { class: 'scale-log' }, (p.scale_log || []).slice(-5).reverse().map((d) =>
       h('li', null, timeEl(d.at_ms), h('b', null, ` ${d.from}→${d.to} `), h('span', { class: 'muted' }, d.reason)))),
+    me.may.change_nodes && p.provider !== 'static' && !a && !p.deleting && h('div', { class: 'actions' },
+      actionButton('Resize', { 'data-action': 'resize' }, () => {
+        const answer = prompt(`Nodes for pool ${p.name}?`, String(p.target_nodes));
+        if (answer === null) return;
+        const nodes = Number(answer);
+        if (!Number.isInteger(nodes) || nodes < 0) { showError(`resize ${p.name}: '${answer}' is not a whole number of nodes`); return; }
+        act(`/api/pools/${encodeURIComponent(p.name)}/resize`, `Resize pool ${p.name} to ${nodes} node(s)?`, { nodes });
+      })),
     p.last_error && h('div', { class: 'error-text' }, p.last_error));
 }
 
@@ -405,7 +444,9 @@ function nodeRow(n) {
     h('td', { class: 'running' }, running.slice(0, 4).map((r) =>
       h('a', { href: taskHref(r.job, r.index), class: 'chip' }, `${r.job}/${r.index} #${r.attempt}`)),
       running.length > 4 && h('span', { class: 'muted' }, ` +${running.length - 4}`)),
-    h('td', { class: 'reason' }, n.reason || ''));
+    h('td', { class: 'reason' }, n.reason || '',
+      me.may.change_nodes && (n.state === 'idle' || n.state === 'running') && actionButton('Drain', { 'data-action': 'drain' },
+        () => act(`/api/nodes/${encodeURIComponent(n.id)}/drain`, `Drain node ${n.id}? It takes no new tasks; its running ones finish.`))));
 }
 
 function eventRow(e) {
@@ -491,6 +532,12 @@ function jobHeader(j) {
       fact('done', `${fmtInt(c.succeeded || 0)} / ${fmtInt(j.tasks)}`),
       fact('throughput', fmtRate(j.throughput_per_s)),
       fact('ETA', fmtEta(j.eta_s))),
+    me.may.change_jobs && h('div', { class: 'actions' },
+      j.state === 'active' && actionButton('Cancel job', { 'data-action': 'cancel' },
+        () => act(`/api/jobs/${j.id}/cancel`, `Cancel job ${j.id}? Its queued tasks are dropped and its running ones killed.`)),
+      (c.failed || 0) > 0 && actionButton(`Retry ${fmtInt(c.failed)} failed`, { 'data-action': 'retry' },
+        () => act(`/api/jobs/${j.id}/retry`, `Retry the ${c.failed} failed task(s) of job ${j.id}?`))),
+    j.reason && h('div', { class: 'reason-line' }, j.reason),
     progressBar(c, j.tasks, true),
     h('div', { class: 'counts' }, TASK_STATES.map((s) =>
       h('span', { class: s === 'failed' && c.failed > 0 ? 'count bad' : 'count' }, h('i', { class: `dot s-${s}` }), `${s} `, h('b', null, fmtInt(c[s] || 0))))),
@@ -508,7 +555,7 @@ function taskRow(job, t) {
     h('td', { class: 'num', title: `${t.failures} failures, ${t.node_losses} node losses` }, t.attempt ?? '—'),
     h('td', { class: 'mono' }, t.node || '—'),
     h('td', { class: 'num' }, timeEl(t.started_at_ms)),
-    h('td', { class: 'reason' }, t.reason || ''));
+    h('td', { class: 'reason' }, t.reason || t.last_error || ''));
 }
 
 function jobView() {
@@ -742,6 +789,7 @@ function navigate() {
 }
 
 addEventListener('hashchange', navigate);
+get('/api/whoami').then((who) => { if (who) { me = who; requestRefresh(); } });
 navigate();
 connect();
 // /api/events answers with last_id, the newest event: that is where the backfill ends.
