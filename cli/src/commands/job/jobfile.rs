@@ -9,6 +9,8 @@
 //! retry_delay: 5s..10m    # optional, as --retry-delay
 //! max_running: 20         # optional, as --max-running
 //! concurrency_key: render # optional, as --concurrency-key
+//! after: [12, "13:any"]   # optional, as --after
+//! auto_pool: {provider: local, nodes: 2, slots: 4}   # optional, as --auto-pool
 //! tasks:
 //!   - id: prep
 //!     command: [sh, -c, "make assets"]
@@ -59,6 +61,9 @@ pub struct JobFile {
     pub retry_delay: Option<String>,
     pub max_running: Option<u32>,
     pub concurrency_key: Option<String>,
+    /// Jobs that must end first, as --after: `[12, "13:any"]`.
+    #[serde(default)]
+    pub after: Vec<FileAfter>,
     /// A pool for this job alone, as --auto-pool: `{provider: local, nodes: 2, slots: 4}`.
     pub auto_pool: Option<BTreeMap<String, serde_norway::Value>>,
 }
@@ -123,6 +128,14 @@ pub struct FileTask {
     pub checkpoint: Option<String>,
     /// As --checkpoint-interval (`5m`).
     pub checkpoint_interval: Option<String>,
+}
+
+/// A job to wait for as written: its id, or `ID:ok` / `ID:any`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileAfter {
+    Id(u64),
+    Text(String),
 }
 
 /// A resource amount as written: a number, or text such as `4GiB`.
@@ -343,6 +356,23 @@ mod tests {
         assert_eq!(loaded.groups.len(), 3);
         assert!(loaded.groups[1].is_array);
         assert_eq!(loaded.groups[1].spec.as_ref().unwrap().timeout_ms, 600_000);
+    }
+
+    #[test]
+    fn job_settings_and_task_needs_load() {
+        let loaded = load_str(
+            "job.yaml",
+            "exit_policy: [\"3=fail\"]\nretry_delay: 1s..1m\nmax_running: 2\nconcurrency_key: k\nafter: [4, \"5:any\"]\nauto_pool: {provider: local, nodes: 1, slots: 2}\ntasks:\n  - id: a\n    command: [true]\n    resources: {gpus: 1, mem: 2GiB}\n    checkpoint: state\n    checkpoint_interval: 30s\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.file.max_running, Some(2));
+        assert_eq!(loaded.file.after.len(), 2);
+        assert!(loaded.file.auto_pool.is_some());
+        let spec = loaded.groups[0].spec.as_ref().unwrap();
+        assert_eq!(spec.resources.get("mem"), Some(&(2u64 << 30)));
+        assert_eq!((spec.checkpoint.as_str(), spec.checkpoint_interval_ms), ("state", 30_000));
+        let bad = load_str("job.yaml", "tasks:\n  - id: a\n    command: [true]\n    resources: {GPU: 1}\n");
+        assert!(bad.err().unwrap().to_string().contains("invalid resources"));
     }
 
     #[test]

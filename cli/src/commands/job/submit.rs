@@ -238,6 +238,19 @@ impl SubmitArgs {
         let (mut req, loaded) = args.job.request(args.open)?;
         req.begin_at_ms = args.begin.unwrap_or(0);
         req.after = args.after.clone();
+        if let Some(file) = &loaded {
+            for after in &file.file.after {
+                let text = match after {
+                    super::jobfile::FileAfter::Id(id) => id.to_string(),
+                    super::jobfile::FileAfter::Text(t) => t.clone(),
+                };
+                let after =
+                    parse_after(&text).map_err(|e| anyhow::anyhow!(file.annotate(&format!("invalid after: {e}"))))?;
+                if !req.after.contains(&after) {
+                    req.after.push(after);
+                }
+            }
+        }
         req.idempotency_key = key;
         if let Some(mr) = &mut req.mapreduce {
             mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
