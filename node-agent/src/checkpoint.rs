@@ -67,6 +67,14 @@ impl Checkpoint {
         if tokio::fs::symlink_metadata(dir.join(&self.path)).await.is_err() {
             return Ok(false);
         }
+        // Through a symbolic link on the way, it would pack what lies outside the
+        // task's directory, with the agent's rights.
+        if !within(dir, &self.path) {
+            return Err(TransferError::Refused(format!(
+                "checkpoint '{}': a directory on its way is a symbolic link; it stays where it is",
+                self.path.display()
+            )));
+        }
         let archive = Self::scratch(dir);
         let (at, from, path) = (archive.clone(), dir.to_path_buf(), self.path.clone());
         let result = match blocking(&archive, move || pack(&from, &path, &at)).await {
@@ -76,6 +84,22 @@ impl Checkpoint {
         let _ = tokio::fs::remove_file(&archive).await;
         result
     }
+}
+
+/// Whether every directory between `dir` and `dir/path` is a real directory (the
+/// last part may be anything: a link there is packed as a link).
+fn within(dir: &Path, path: &Path) -> bool {
+    let mut at = dir.to_path_buf();
+    let parts: Vec<_> = path.components().collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        let std::path::Component::Normal(name) = part else { return false };
+        at.push(name);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Runs file work off the async threads; its error names `archive`.
@@ -131,6 +155,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(to.path().join("state/inner/x")).unwrap(), "y");
         let link = std::fs::symlink_metadata(to.path().join("state/link")).unwrap();
         assert!(link.file_type().is_symlink(), "a link stays a link, its target is not copied");
+    }
+
+    #[test]
+    fn a_link_on_the_way_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("a")).unwrap();
+        assert!(!within(dir.path(), Path::new("a/state")));
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        assert!(within(dir.path(), Path::new("b/state")));
+        assert!(within(dir.path(), Path::new("a")), "the checkpoint itself may be a link, packed as one");
     }
 
     #[test]

@@ -276,7 +276,9 @@ async fn run(
     // The latest checkpoint, in place; one that cannot be had is not worth failing
     // for: the attempt starts from scratch, and says so.
     let mut restored = false;
-    if let Some(ck) = &checkpoint {
+    let mut checkpoint = checkpoint;
+    if let Some(ck) = checkpoint.clone() {
+        let ck = &ck;
         let restore = || {
             let mut objects = ctx.objects.clone();
             async move { ck.restore(&mut objects, dir).await }
@@ -285,7 +287,9 @@ async fn run(
             got = with_patience(restore) => match got {
                 Ok(restored) => restored,
                 Err(why) => {
-                    tracing::warn!(task = ?task, %why, "starting without the checkpoint");
+                    // Saving over the one it could not have would lose it for good.
+                    tracing::warn!(task = ?task, %why, "starting without the checkpoint, and saving none this attempt");
+                    checkpoint = None;
                     false
                 }
             },

@@ -16,7 +16,13 @@ impl Core {
         // that could refuse the job on a new pool is checked before it is made.
         self.check_runnable(&spec)?;
         if let Some(auto) = spec.auto_pool.take() {
-            let name = PoolName::parse("pool", &format!("job-{}", self.next_job))?;
+            // job-<id>, or job-<id>-2... if someone took that name for a pool of theirs.
+            let base = format!("job-{}", self.next_job);
+            let free = (1..).map(|k| if k == 1 { base.clone() } else { format!("{base}-{k}") });
+            let name = free
+                .map(|n| PoolName::parse("pool", &n))
+                .find(|n| n.as_ref().map_or(true, |n| !self.pools.contains_key(n)))
+                .unwrap_or_else(|| PoolName::parse("pool", &base))?;
             let auto = PoolSpec { name: name.clone(), ..*auto };
             self.create_pool(now, auto.clone(), out)?;
             spec.pool = name;

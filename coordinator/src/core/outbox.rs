@@ -275,11 +275,15 @@ pub struct Outbox {
     /// Object prefixes to delete once this batch is durable (a deleted job's
     /// outputs and its dispatch's payload).
     pub delete_objects: Vec<String>,
+    /// Pools made in this batch whose provider starts nodes: their agents need a
+    /// token, minted in the same batch (a pool made by `CreatePool` has one already).
+    pub new_pools: Vec<PoolName>,
 }
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
+        self.new_pools.is_empty()
+            && self.store.is_empty()
             && self.agents.is_empty()
             && self.provider.is_empty()
             && self.notify.is_empty()

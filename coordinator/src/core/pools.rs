@@ -25,6 +25,9 @@ impl Core {
         }
         let created_at_ms = self.wall_ms(now);
         out.store.push(StoreOp::PutPool { spec: spec.clone(), created_at_ms, deleting: false });
+        if spec.provider.starts_nodes() {
+            out.new_pools.push(spec.name.clone());
+        }
         tracing::info!(pool = %spec.name, provider = %spec.provider, nodes = spec.target_nodes, "pool created");
         self.pools.insert(spec.name.clone(), new_pool(spec, created_at_ms));
         self.reconcile_local_pools(now, out);

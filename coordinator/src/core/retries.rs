@@ -77,12 +77,30 @@ impl Core {
     /// A finished job becomes active again. Returns how many tasks went back.
     pub fn retry_job(&mut self, now: Instant, id: JobId, selection: &RetrySelection, out: &mut Outbox) -> Result<u32> {
         let job = self.jobs.get(&id).ok_or_else(|| Error::not_found("job", id))?;
+        if job.spec.auto_pool.is_some() && job.state != JobState::Active {
+            return Err(Error::Refused(format!(
+                "job {id} ran on its own pool (--auto-pool), which went when it ended; submit it again"
+            )));
+        }
         let pool = self.pools.get(&job.spec.pool).ok_or(Error::NotFound {
             what: "pool",
             id: job.spec.pool.to_string(),
             hint: "; the job's pool is gone: submit the job again on another pool",
         })?;
         super::pools::refuse_if_deleting(pool)?;
+        if job.state != JobState::Active {
+            // Reopened, it waits for its --after jobs as a new one would.
+            self.check_after(&job.spec)?;
+            // A schedule's run may not overlap the one that has started since.
+            if let Some(run) = job.spec.schedule.as_ref() {
+                if let Some(other) = self.schedules.get(&run.schedule).and_then(|s| s.active.iter().next()) {
+                    return Err(Error::Refused(format!(
+                        "schedule '{}' has run job {other} active; retry job {id} once it has ended",
+                        run.schedule
+                    )));
+                }
+            }
+        }
         let mut chosen: BTreeSet<u32> = BTreeSet::new();
         let everything = !selection.failed && !selection.cancelled && selection.tasks.is_empty();
         for (i, task) in job.tasks.iter().enumerate() {
@@ -133,10 +151,26 @@ impl Core {
         if chosen.is_empty() {
             return Err(Error::Refused(format!("job {id} has no task to retry in that selection")));
         }
-        let reopened = job.state != JobState::Active;
-        if job.state != JobState::Active {
-            self.refuse_beyond_queue_limit(chosen.len() as u64)?;
+        // A task that would wait for one that stays failed could never run.
+        if let Some(graph) = job.spec.graph.as_deref() {
+            for &index in &chosen {
+                let stuck = graph.upstream[index as usize].iter().find(|&&u| {
+                    !chosen.contains(&u)
+                        && matches!(job.tasks[u as usize].state, TaskState::Failed | TaskState::Cancelled)
+                });
+                if let Some(&u) = stuck {
+                    return Err(Error::Refused(format!(
+                        "task {} waits for {}, which stays {}: retry that one too (--task '{}', or --failed/--cancelled)",
+                        graph.name(index),
+                        graph.name(u),
+                        job.tasks[u as usize].state,
+                        graph.name(u)
+                    )));
+                }
+            }
         }
+        let reopened = job.state != JobState::Active;
+        self.refuse_beyond_queue_limit(chosen.len() as u64)?;
         let at_ms = self.wall_ms(now);
         let Some(job) = self.jobs.get_mut(&id) else { return Ok(0) };
         for &index in &chosen {

@@ -80,7 +80,8 @@ impl Core {
                 let need = job.spec.task_spec(index).slots;
                 let want = &job.spec.task_spec(index).resources;
                 let nodes = &self.nodes;
-                let fits = |id: &NodeId| nodes.get(id).is_some_and(|n| n.fits(want));
+                // Most tasks ask for no resources: no node lookup for them.
+                let fits = |id: &NodeId| want.is_empty() || nodes.get(id).is_some_and(|n| n.fits(want));
                 let Some(slot) = pick(&free, need, fill, fits) else { break };
                 let node = free[slot].1.clone();
                 free[slot].0 -= need;

@@ -81,23 +81,21 @@ pub async fn run(
 fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path) {
     use crate::core::StoreOp;
     let mut retired = Vec::new();
+    for pool in std::mem::take(&mut out.new_pools) {
+        if auth.token_named(&auth::bootstrap::pool_token_name(&pool)).is_some() {
+            continue;
+        }
+        match auth::bootstrap::ensure_pool_token(data_dir, &pool, None, auth::now_ms()) {
+            Ok(Some(token)) => {
+                auth.insert_token(token.clone());
+                retired.push(StoreOp::PutToken(token));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(%pool, error = %e, "cannot write the pool's agent token; its agents cannot join"),
+        }
+    }
     for op in &out.store {
         match op {
-            StoreOp::PutPool { spec, deleting: false, .. }
-                if spec.provider.starts_nodes()
-                    && auth.token_named(&auth::bootstrap::pool_token_name(&spec.name)).is_none() =>
-            {
-                match auth::bootstrap::ensure_pool_token(data_dir, &spec.name, None, auth::now_ms()) {
-                    Ok(Some(token)) => {
-                        auth.insert_token(token.clone());
-                        retired.push(StoreOp::PutToken(token));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(pool = %spec.name, error = %e, "cannot write the pool's agent token; its agents cannot join")
-                    }
-                }
-            }
             // Forgotten here; stored as forgotten only if it had a secret.
             StoreOp::PutNode(n) if !n.status.is_live() && auth.forget_node(&n.id) => {
                 retired.push(StoreOp::ForgetNodeCredential(n.id.clone()));
@@ -106,6 +104,8 @@ fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path)
                 if let Some(token) = auth.revoke(&auth::bootstrap::pool_token_name(pool)) {
                     retired.push(StoreOp::DeleteToken { id: token.id, name: token.name });
                 }
+                // Its secret's file goes too: auto pools would leave one per job.
+                let _ = std::fs::remove_file(auth::bootstrap::pool_token_path(data_dir, pool));
             }
             _ => {}
         }

@@ -356,3 +356,29 @@ fn each_line_entries_reach_the_tasks() {
         .collect();
     assert_eq!(entries, ["a.png", "b.png"]);
 }
+
+#[test]
+fn job_retry_refuses_what_could_never_run() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(2);
+    // B waits for A; retrying B alone would leave it waiting for a failed A forever.
+    let job = env.submit_spec(graph_spec(&[("a", &[]), ("b", &["a"])]));
+    let a = env.schedule()[0].1;
+    env.exit(&n, a, 1);
+    env.take();
+    let only_b = RetrySelection { cancelled: true, ..Default::default() };
+    let err = env.core.retry_job(env.now, job, &only_b, &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("task b waits for a, which stays failed"), "{err}");
+    assert!(env.out.is_empty());
+    // A job that needed another to complete stays refused while that one failed.
+    let first = env.submit(1, 0, 0);
+    let waiting = env.submit_spec(after(first, false));
+    let placed = env.schedule();
+    env.exit(&n, placed[0].1, 1);
+    assert_eq!(state(&env, waiting), JobState::Cancelled);
+    env.take();
+    let all = RetrySelection { cancelled: true, ..Default::default() };
+    let err = env.core.retry_job(env.now, waiting, &all, &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("could never start"), "{err}");
+    assert!(env.out.is_empty());
+}

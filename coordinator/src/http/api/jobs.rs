@@ -47,6 +47,8 @@ pub(super) struct JobView {
     /// Exit rules, retry delay, throttle (omitted when none was asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     policy: Option<JobPolicy>,
+    /// Its pool was made for it (`--auto-pool`) and goes when it ends.
+    auto_pool: bool,
 }
 
 #[derive(Serialize)]
@@ -84,6 +86,7 @@ fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
         scheduled_for_ms: job.spec.schedule.as_ref().map(|r| r.slot_ms),
         begin_at_ms: job.spec.begin_at_ms,
         policy: (!job.spec.policy.is_default()).then(|| job.spec.policy.clone()),
+        auto_pool: job.spec.auto_pool.is_some(),
     }
 }
 

@@ -535,7 +535,7 @@ function jobHeader(j) {
     me.may.change_jobs && h('div', { class: 'actions' },
       j.state === 'active' && actionButton('Cancel job', { 'data-action': 'cancel' },
         () => act(`/api/jobs/${j.id}/cancel`, `Cancel job ${j.id}? Its queued tasks are dropped and its running ones killed.`)),
-      (c.failed || 0) > 0 && actionButton(`Retry ${fmtInt(c.failed)} failed`, { 'data-action': 'retry' },
+      (c.failed || 0) > 0 && !(j.auto_pool && j.state !== 'active') && actionButton(`Retry ${fmtInt(c.failed)} failed`, { 'data-action': 'retry' },
         () => act(`/api/jobs/${j.id}/retry`, `Retry the ${c.failed} failed task(s) of job ${j.id}?`))),
     j.reason && h('div', { class: 'reason-line' }, j.reason),
     progressBar(c, j.tasks, true),
