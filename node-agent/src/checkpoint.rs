@@ -13,6 +13,11 @@ use std::time::Duration;
 
 use crate::objects::{Client, TransferError};
 
+/// The end of an archive's name while it is packed or unpacked beside its task's
+/// directory; one an agent that died mid-save left behind is removed at start
+/// (see [`crate::task_dirs::TaskDirs::new`]).
+pub const SCRATCH_SUFFIX: &str = ".checkpoint.tar";
+
 /// Where a task's checkpoint lives, in its directory and in the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -41,7 +46,7 @@ impl Checkpoint {
     /// directory, out of its outputs' way.
     fn scratch(dir: &Path) -> PathBuf {
         let mut name = dir.file_name().unwrap_or_default().to_os_string();
-        name.push(".checkpoint.tar");
+        name.push(SCRATCH_SUFFIX);
         dir.with_file_name(name)
     }
 

@@ -490,24 +490,19 @@ where
 
 /// Fetches a task's inputs into its directory; the error says which input failed.
 async fn fetch_inputs(inputs: &[pb::TaskInput], dir: &Path, ctx: &RunContext) -> Result<(), String> {
-    let mut objects = ctx.objects.clone();
+    let objects = ctx.objects.clone();
     for input in inputs {
         let relative = Path::new(&input.path);
         if !crate::objects::is_inside(relative) {
             return Err(format!("input '{}': '{}' is not inside the task's directory", input.object, input.path));
         }
         // A coordinator restarting is waited for (up to FETCH_PATIENCE); a refusal is final.
-        let (started, mut wait) = (Instant::now(), Duration::from_millis(250));
-        loop {
-            match crate::objects::download(&mut objects, &input.object, &dir.join(relative)).await {
-                Ok(_) => break,
-                Err(crate::objects::TransferError::Unreachable(_)) if started.elapsed() + wait < FETCH_PATIENCE => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(format!("input '{}' could not be fetched: {e}", input.object)),
-            }
-        }
+        let fetch = || {
+            let mut objects = objects.clone();
+            let dest = dir.join(relative);
+            async move { crate::objects::download(&mut objects, &input.object, &dest).await }
+        };
+        with_patience(fetch).await.map_err(|e| format!("input '{}' could not be fetched: {e}", input.object))?;
     }
     Ok(())
 }

@@ -35,13 +35,16 @@ pub struct TaskDirs {
 }
 
 impl TaskDirs {
-    /// Spares an earlier agent left in `root` are removed: only this agent's own
-    /// are known to be empty.
+    /// Spares an earlier agent left in `root` are removed (only this agent's own
+    /// are known to be empty), and so are checkpoint archives it was packing.
     pub fn new(root: PathBuf) -> TaskDirs {
         if let Ok(entries) = fs::read_dir(&root) {
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(SPARE_PREFIX) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(SPARE_PREFIX) {
                     let _ = fs::remove_dir_all(entry.path());
+                } else if name.ends_with(crate::checkpoint::SCRATCH_SUFFIX) {
+                    let _ = fs::remove_file(entry.path());
                 }
             }
         }
@@ -202,8 +205,11 @@ mod tests {
         let left = root.path().join(".spare-1-0");
         fs::create_dir(&left).unwrap();
         fs::write(left.join("stdout.txt"), "old").unwrap();
+        // An archive a killed agent was packing goes too; a task's directory stays.
+        let archive = root.path().join(format!("1.0.1{}", crate::checkpoint::SCRATCH_SUFFIX));
+        fs::write(&archive, "half").unwrap();
         let dirs = TaskDirs::new(root.path().to_path_buf());
-        assert!(!left.exists());
+        assert!(!left.exists() && !archive.exists());
         let dir = root.path().join("1.0.1");
         dirs.prepare(&dir).unwrap();
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);

@@ -62,6 +62,22 @@ fn task_ref(task: &str) -> (u32, String) {
     }
 }
 
+/// What every task view says of a task in `-o json`, with `more` fields added.
+fn task_json(t: &pb::Task, more: serde_json::Value) -> serde_json::Value {
+    let mut v = json!({
+        "id": t.index,
+        "name": t.name,
+        "job_id": t.job_id,
+        "state": t.state().as_word(),
+        "reason": (!t.reason.is_empty()).then_some(&t.reason),
+        "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
+    });
+    if let (Some(v), serde_json::Value::Object(more)) = (v.as_object_mut(), more) {
+        v.extend(more);
+    }
+    v
+}
+
 fn attempt_json(a: &pb::Attempt) -> serde_json::Value {
     json!({
         "attempt": a.attempt,
@@ -148,16 +164,8 @@ impl TaskCommand {
                     let items: Vec<serde_json::Value> = tasks
                         .iter()
                         .map(|t| {
-                            json!({
-                                "id": t.index,
-                                "name": t.name,
-                                "job_id": t.job_id,
-                                "state": t.state().as_word(),
-                                "reason": (!t.reason.is_empty()).then_some(&t.reason),
-                                "last_error": (!t.last_error.is_empty()).then_some(&t.last_error),
-                                "attempts": t.attempts_count,
-                                "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
-                            })
+                            let last_error = (!t.last_error.is_empty()).then_some(&t.last_error);
+                            task_json(t, json!({ "last_error": last_error, "attempts": t.attempts_count }))
                         })
                         .collect();
                     output::json(&serde_json::Value::Array(items));
@@ -184,15 +192,8 @@ impl TaskCommand {
                 let (index, name) = task_ref(&task);
                 let t = client.get_task(pb::GetTaskRequest { job_id: job, index, name }).await.api()?;
                 if ctx.json() {
-                    output::json(&json!({
-                        "id": t.index,
-                        "name": t.name,
-                        "job_id": t.job_id,
-                        "state": t.state().as_word(),
-                        "reason": (!t.reason.is_empty()).then_some(&t.reason),
-                        "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
-                        "attempts": t.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
-                    }));
+                    let attempts: Vec<_> = t.attempts.iter().map(attempt_json).collect();
+                    output::json(&task_json(&t, json!({ "attempts": attempts })));
                 } else {
                     let mut rows = vec![
                         ("task", format!("{} of job {} (index {})", t.name, t.job_id, t.index)),
@@ -239,13 +240,7 @@ impl TaskCommand {
                 let e = client.explain_task(pb::GetTaskRequest { job_id: job, index, name }).await.api()?;
                 let t = e.task.unwrap_or_default();
                 if ctx.json() {
-                    output::json(&json!({
-                        "id": t.index,
-                        "name": t.name,
-                        "job_id": t.job_id,
-                        "state": t.state().as_word(),
-                        "reasons": e.reasons,
-                    }));
+                    output::json(&task_json(&t, json!({ "reasons": e.reasons })));
                 } else {
                     println!("task {} of job {}: {}", t.name, t.job_id, t.state().as_word());
                     for reason in &e.reasons {

@@ -85,7 +85,14 @@ impl Core {
                 let Some(slot) = pick(&free, need, fill, fits) else { break };
                 let node = free[slot].1.clone();
                 free[slot].0 -= need;
-                let gpus = gpus_for(&self.nodes[&node], want);
+                let (gpus, gpu_env) = match self.nodes.get(&node) {
+                    Some(n) if n.gpus() > 0 => {
+                        let gpus = gpus_for(n, want);
+                        let env = gpu_env(&gpus);
+                        (gpus, env)
+                    }
+                    _ => (Vec::new(), Vec::new()),
+                };
                 job.ready.pop_first();
                 let queued_at_ms = job.queued_at.remove(&index).unwrap_or(job.queued_since_ms);
                 let spec = job.spec.task_spec(index);
@@ -114,7 +121,7 @@ impl Core {
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };
                 let mut assignment = assignment(attempt);
-                assignment.env.extend(gpu_env(&self.nodes[&node], &gpus));
+                assignment.env.extend(gpu_env);
                 let resources = spec.resources.clone();
                 let moved = job.move_task(index, TaskState::Running);
                 debug_assert!(moved, "a queued task is ready");
@@ -176,13 +183,10 @@ fn gpus_for(node: &Node, want: &Resources) -> Vec<u32> {
     }
 }
 
-/// What a task on `node` is told of its devices: `CORRAL_GPUS` and
-/// `CUDA_VISIBLE_DEVICES` list them; on a node with devices, a task that asked
-/// for none gets empty lists, so it cannot take another task's.
-fn gpu_env(node: &Node, gpus: &[u32]) -> Vec<(String, String)> {
-    if gpus.is_empty() && node.gpus() == 0 {
-        return Vec::new();
-    }
+/// What a task on a node with devices is told of its own: `CORRAL_GPUS` and
+/// `CUDA_VISIBLE_DEVICES` list them; one that asked for none gets empty lists, so
+/// it cannot take another task's.
+fn gpu_env(gpus: &[u32]) -> Vec<(String, String)> {
     let list = gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     vec![("CORRAL_GPUS".into(), list.clone()), ("CUDA_VISIBLE_DEVICES".into(), list)]
 }

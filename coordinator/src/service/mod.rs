@@ -108,7 +108,8 @@ fn job_of(core: &Core, id: u64) -> Result<&crate::core::Job, Error> {
 }
 
 /// Refuses a change to someone else's job (see [`auth::may_change_job`]).
-fn may_change(core: &Core, who: &Principal, id: u64) -> Result<(), Error> {
+/// Whether `who` may change job `id` (its owner, or an admin).
+pub(crate) fn may_change(core: &Core, who: &Principal, id: u64) -> Result<(), Error> {
     auth::may_change_job(who, id, &job_of(core, id)?.spec.owner)
 }
 

@@ -74,9 +74,25 @@ pub(super) struct Changed {
     state: &'static str,
 }
 
-fn job_may_change(core: &crate::core::Core, who: &Principal, id: u64) -> Result<(), Error> {
-    let job = core.jobs.get(&JobId(id)).ok_or_else(|| Error::not_found("job", id))?;
-    crate::auth::may_change_job(who, id, &job.spec.owner)
+/// Changes job `id` by `change` (which says how many tasks it put back), as `who`,
+/// if `who` may change that job.
+async fn change_job(
+    shared: &Shared,
+    who: Principal,
+    id: u64,
+    change: impl FnOnce(&mut crate::core::Core, std::time::Instant, &mut crate::core::Outbox) -> Result<u32, Error>
+        + Send
+        + 'static,
+) -> Api<Changed> {
+    let changed = shared
+        .runtime
+        .call_by(who.clone(), move |core, now, out| {
+            crate::service::may_change(core, &who, id)?;
+            let tasks = change(core, now, out)?;
+            Ok::<_, Error>(Changed { tasks, state: core.jobs[&JobId(id)].state.as_str() })
+        })
+        .await??;
+    Ok(Json(changed))
 }
 
 pub(super) async fn cancel_job(
@@ -86,15 +102,7 @@ pub(super) async fn cancel_job(
     headers: HeaderMap,
 ) -> Api<Changed> {
     check(&who, &headers, Role::Submit, "cancelling a job")?;
-    let changed = shared
-        .runtime
-        .call_by(who.clone(), move |core, now, out| {
-            job_may_change(core, &who, id)?;
-            core.cancel_job(now, JobId(id), out)?;
-            Ok::<_, Error>(Changed { tasks: 0, state: core.jobs[&JobId(id)].state.as_str() })
-        })
-        .await??;
-    Ok(Json(changed))
+    change_job(&shared, who, id, move |core, now, out| core.cancel_job(now, JobId(id), out).map(|()| 0)).await
 }
 
 pub(super) async fn retry_job(
@@ -104,16 +112,8 @@ pub(super) async fn retry_job(
     headers: HeaderMap,
 ) -> Api<Changed> {
     check(&who, &headers, Role::Submit, "retrying a job")?;
-    let changed = shared
-        .runtime
-        .call_by(who.clone(), move |core, now, out| {
-            job_may_change(core, &who, id)?;
-            let selection = RetrySelection { failed: true, ..Default::default() };
-            let tasks = core.retry_job(now, JobId(id), &selection, out)?;
-            Ok::<_, Error>(Changed { tasks, state: core.jobs[&JobId(id)].state.as_str() })
-        })
-        .await??;
-    Ok(Json(changed))
+    let selection = RetrySelection { failed: true, ..Default::default() };
+    change_job(&shared, who, id, move |core, now, out| core.retry_job(now, JobId(id), &selection, out)).await
 }
 
 #[derive(Serialize)]
