@@ -91,9 +91,8 @@ fn fail_job_ends_the_job_at_once_and_kills_the_rest() {
     let task = c.json(&["task", "show", &job.to_string(), "1"]);
     let last = task["attempts"].as_array().unwrap().last().unwrap().clone();
     assert!(last["message"].as_str().unwrap().contains("job failed: task 0: exit code 7"), "{task}");
-    corral_tests::wait_until(MINUTE, "the killed sleeps to be gone", || {
-        corral_tests::processes_with("exec sleep 300").is_empty()
-            && corral_tests::processes_with("sleep 300").is_empty()
+    corral_tests::wait_until(MINUTE, "the killed sleepers to be gone", || {
+        corral_tests::processes_with(&marker).is_empty()
     });
 }
 
