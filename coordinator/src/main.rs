@@ -28,24 +28,24 @@ struct Args {
     #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
     /// How often agents send heartbeats, e.g. 500ms, 1s.
-    #[arg(long, env = "CORRAL_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = corral_types::duration::parse)]
     heartbeat_interval: Duration,
     /// Silence after which a node is declared lost and its tasks are requeued.
-    #[arg(long, env = "CORRAL_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = corral_types::duration::parse)]
     heartbeat_timeout: Duration,
     /// A node a provider started that has not registered by then has failed.
-    #[arg(long, env = "CORRAL_NODE_START_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_NODE_START_TIMEOUT", default_value = "30s", value_parser = corral_types::duration::parse)]
     node_start_timeout: Duration,
     /// Delay before a failed task's first retry; doubles with each failure.
-    #[arg(long, env = "CORRAL_RETRY_BACKOFF", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_RETRY_BACKOFF", default_value = "500ms", value_parser = corral_types::duration::parse)]
     retry_backoff: Duration,
     /// Wait after a job callback (--notify) fails before posting again; doubles each
     /// time, up to 5 minutes.
-    #[arg(long, env = "CORRAL_NOTIFY_BACKOFF", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_NOTIFY_BACKOFF", default_value = "1s", value_parser = corral_types::duration::parse)]
     notify_backoff: Duration,
     /// A local pool's agent whose coordinator is gone this long stops, killing its
     /// tasks (a coordinator back sooner finds them still running).
-    #[arg(long, env = "CORRAL_LOCAL_AGENT_GIVE_UP", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_LOCAL_AGENT_GIVE_UP", default_value = "5m", value_parser = corral_types::duration::parse)]
     local_agent_give_up: Duration,
     /// The agent program local pools start (default: corral-agent beside this binary, or on PATH).
     #[arg(long, env = "CORRAL_AGENT_BIN")]
@@ -104,7 +104,7 @@ struct Args {
     max_connections: Option<u64>,
     /// How long a finished job is kept; then it is deleted with its tasks,
     /// attempts, logs, outputs and events (`corral job delete` does it at once).
-    #[arg(long, env = "CORRAL_RETAIN", default_value = "7days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_RETAIN", default_value = "7days", value_parser = corral_types::duration::parse)]
     retain: Duration,
     /// Revoke every admin token and every token an admin made, and write a new
     /// admin token to DATA_DIR/admin.token: for when one leaked or was lost.

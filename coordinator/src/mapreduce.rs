@@ -75,9 +75,13 @@ pub async fn job_spec(
         inputs.push((path.to_string(), meta.size));
     }
     let splits = plan_splits(&inputs, mr.map_tasks);
+    let timeout = (mr.timeout_ms > 0)
+        .then(|| corral_types::duration::from_ms("mapreduce.timeout", mr.timeout_ms))
+        .transpose()
+        .map_err(tonic::Status::from)?;
     let spec = |command: &str, kind: TaskKind| TaskSpec {
         max_retries: mr.max_retries.min(1000),
-        timeout: (mr.timeout_ms > 0).then(|| std::time::Duration::from_millis(mr.timeout_ms)),
+        timeout,
         kind,
         ..TaskSpec::command(vec!["sh".into(), "-c".into(), command.to_string()])
     };

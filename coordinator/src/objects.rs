@@ -19,11 +19,34 @@ use crate::error::Invalid;
 /// Bytes per message when streaming an object out.
 const CHUNK: usize = 1 << 20;
 
-/// An object's path in the store: `a/b/c.txt`, relative, no `.` or `..` parts.
+/// The longest object path, in bytes: S3 keys stop at 1,024, and so does every store.
+pub const MAX_PATH: usize = 1024;
+/// The longest part of a path between two slashes, in bytes (a file name on most
+/// file systems, the data dir's store included).
+pub const MAX_PATH_PART: usize = 255;
+
+/// An object's path in the store: `a/b/c.txt`, relative, no `.` or `..` parts, at
+/// most [`MAX_PATH`] bytes and [`MAX_PATH_PART`] a part.
 pub fn object_path(field: &'static str, path: &str) -> Result<Path, Invalid> {
     let trimmed = path.trim_matches('/');
     if trimmed.is_empty() {
         return Err(Invalid::new(field, "an object path must not be empty"));
+    }
+    if trimmed.len() > MAX_PATH {
+        return Err(Invalid::new(
+            field,
+            format!("an object path is at most {MAX_PATH} bytes; this one has {}", trimmed.len()),
+        ));
+    }
+    if let Some(part) = trimmed.split('/').find(|part| part.len() > MAX_PATH_PART) {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "each part of an object path is at most {MAX_PATH_PART} bytes; '{}...' has {}",
+                crate::error::shown(&part[..part.floor_char_boundary(32)]),
+                part.len()
+            ),
+        ));
     }
     if trimmed.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
         return Err(Invalid::new(
@@ -133,6 +156,22 @@ impl ObjectsApi {
     }
 }
 
+/// The folders Corral writes itself (a job's outputs and checkpoints, its shuffle,
+/// dispatches' payloads) are written by the node running the attempt they belong
+/// to, never by a client token, an admin's included: a planted checkpoint or output
+/// would be taken for the job's own. They go with `corral job delete`.
+fn reserved_for_corral(who: Option<&crate::auth::Principal>, path: &Path, what: &str) -> Result<(), Status> {
+    let Some(crate::auth::Principal::Token { .. }) = who else { return Ok(()) };
+    let Some(folder) =
+        corral_types::paths::RESERVED.iter().find(|r| corral_types::paths::is_reserved_by(path.as_ref(), r))
+    else {
+        return Ok(());
+    };
+    Err(Status::permission_denied(format!(
+        "path: {folder} is Corral's own folder (task outputs, checkpoints, shuffle data, payloads): only the node running a task {what} there; a job's objects go with `corral job delete`"
+    )))
+}
+
 type GetStream = Pin<Box<dyn Stream<Item = Result<pb::GetObjectResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -147,6 +186,7 @@ impl Objects for ObjectsApi {
                 "path: payloads/ holds dispatches' payloads, which only `corral dispatch` writes",
             ));
         }
+        reserved_for_corral(principal.as_ref(), &path, "writes")?;
         self.allow(principal.as_ref(), path.as_ref(), true).await?;
         let upload = self.store.put_multipart(&path).await.map_err(store_error(&path))?;
         let mut writer = WriteMultipart::new(upload);
@@ -250,6 +290,7 @@ impl Objects for ObjectsApi {
     ) -> Result<Response<pb::DeleteObjectResponse>, Status> {
         let principal = req.extensions().get::<crate::auth::Principal>().cloned();
         let path = object_path("path", &req.into_inner().path)?;
+        reserved_for_corral(principal.as_ref(), &path, "deletes")?;
         self.store.head(&path).await.map_err(store_error(&path))?;
         self.store.delete(&path).await.map_err(store_error(&path))?;
         self.record(principal, path.to_string(), None).await?;
@@ -314,5 +355,14 @@ mod tests {
         for bad in ["", "/", "a/../b", "a//b", "./a"] {
             assert_eq!(object_path("path", bad).unwrap_err().field, "path", "{bad}");
         }
+        let part = "x".repeat(MAX_PATH_PART);
+        assert!(object_path("path", &format!("a/{part}")).is_ok());
+        let err = object_path("path", &format!("a/{part}y/b")).unwrap_err();
+        assert!(err.reason.contains("at most 255 bytes") && err.reason.contains("256"), "{}", err.reason);
+        let long = vec!["abc"; 300].join("/");
+        let err = object_path("path", &long).unwrap_err();
+        assert!(err.reason.contains("at most 1024 bytes") && err.reason.contains("1199"), "{}", err.reason);
+        let many = "é".repeat(200);
+        assert!(object_path("path", &many).unwrap_err().reason.contains("'éééé"));
     }
 }

@@ -243,10 +243,18 @@ impl Coordinator {
         let (last_event_tx, last_event) = watch::channel(store.last_event());
         let committed = metrics.clone();
         let (store_health, store_failing) = watch::channel(None);
-        let (writer, writer_thread) = Writer::spawn(store, store_health, move |done| {
-            committed.on_commit(done.ops, done.events, done.took);
-            last_event_tx.send_if_modified(|last| std::mem::replace(last, done.last_event) != done.last_event);
-        });
+        let refused_tx = events_tx.clone();
+        let (writer, writer_thread) = Writer::spawn(
+            store,
+            store_health,
+            move |done| {
+                committed.on_commit(done.ops, done.events, done.took);
+                last_event_tx.send_if_modified(|last| std::mem::replace(last, done.last_event) != done.last_event);
+            },
+            move |generation| {
+                let _ = refused_tx.send(crate::runtime::Input::StoreRefused { generation });
+            },
+        );
         let restored_orders = std::mem::take(&mut repairs.notify);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         let notify_restored = notify_tx.clone();
@@ -257,7 +265,7 @@ impl Coordinator {
                 let _ = notify_restored.send(order);
             }
         })];
-        writer.submit(Batch { ops: repairs.store, then });
+        writer.submit(Batch { ops: repairs.store, then, generation: 0 });
         let (provider_tx, provider_rx) = mpsc::unbounded_channel();
         let live = core.nodes.iter().filter(|(_, n)| n.status().is_live()).map(|(id, _)| id.clone()).collect();
         let _ = provider_tx.send(ProviderOp::Sweep { live, first_new: core.next_node_seq() });

@@ -28,7 +28,7 @@ pub struct AgentArgs {
     #[arg(long, env = "CORRAL_WORK_DIR", default_value = "corral-work")]
     pub work_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL when a task times out or is cancelled.
-    #[arg(long, env = "CORRAL_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_KILL_GRACE", default_value = "5s", value_parser = corral_types::duration::parse)]
     pub kill_grace: Duration,
     /// A file holding the agent (or admin) token to register with. Without it the
     /// token comes from CORRAL_TOKEN, or the file CORRAL_TOKEN_FILE names; never
@@ -45,7 +45,7 @@ pub struct AgentArgs {
     pub ca_fingerprint: Option<String>,
     /// Stop, killing its tasks, after this long with no coordinator answering (e.g.
     /// 10m) [default: keep trying for ever, as a machine's agent should].
-    #[arg(long, env = "CORRAL_GIVE_UP_AFTER", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CORRAL_GIVE_UP_AFTER", value_parser = corral_types::duration::parse)]
     pub give_up_after: Option<Duration>,
     /// Test mode: run nothing, and report every assigned task as succeeded at
     /// once, with no output. For measuring the coordinator alone; never on a pool

@@ -12,6 +12,7 @@
 //!   many of its tasks run at once (throttles, concurrency keys);
 //! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
 //! - [`paths`]: where everything lives in the object store;
+//! - [`duration`]: durations as users write them, and the one bound on them;
 //! - and, here, [`Invalid`]: a refused request field, with [`shown`] and [`bounded`]
 //!   keeping what a client sent short when it is said back.
 //!
@@ -22,6 +23,7 @@ use std::fmt;
 
 #[macro_use]
 pub mod words;
+pub mod duration;
 pub mod graph;
 pub mod ids;
 pub mod paths;

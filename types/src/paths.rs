@@ -39,8 +39,13 @@ pub const RESERVED: [&str; 3] = ["jobs/", "shuffle/", PAYLOADS];
 
 /// Whether `path` is in one of the [`RESERVED`] folders.
 pub fn is_reserved(path: &str) -> bool {
+    RESERVED.iter().any(|r| is_reserved_by(path, r))
+}
+
+/// Whether `path` is in (or is) the reserved folder `folder` (`jobs/`).
+pub fn is_reserved_by(path: &str, folder: &str) -> bool {
     let path = path.trim_start_matches('/');
-    RESERVED.iter().any(|r| path.starts_with(r) || path == r.trim_end_matches('/'))
+    path.starts_with(folder) || path == folder.trim_end_matches('/')
 }
 
 /// Where a task's outputs go: `<path>` under it is the file's path in the task's dir.

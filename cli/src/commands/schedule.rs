@@ -61,17 +61,17 @@ pub struct CreateArgs {
     #[arg(long, requires = "cron")]
     tz: Option<String>,
     /// An interval instead of --cron (e.g. 30s, 15m; at least 1s), from --start-at or now.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = corral_types::duration::parse)]
     every: Option<Duration>,
     /// What a slot does while the last run is still active.
     #[arg(long, default_value = "skip", value_parser = ["skip", "buffer-one", "buffer-all", "cancel-other", "allow"])]
     overlap: String,
     /// Slots missed (coordinator down, schedule paused) by at most this long still run
     /// once each; older ones are counted as missed.
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = corral_types::duration::parse)]
     catchup_window: Duration,
     /// Start each slot up to this long late (a fixed offset per slot), to spread load.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = corral_types::duration::parse)]
     jitter: Option<Duration>,
     /// No slot before this (RFC 3339, or a duration from now).
     #[arg(long, value_parser = parse_time)]
@@ -88,9 +88,9 @@ fn parse_past(s: &str) -> Result<u64, String> {
     if let Some(at) = super::job::spec::parse_rfc3339(s) {
         return at;
     }
-    let d = humantime::parse_duration(s)
-        .map_err(|_| format!("'{s}' is neither an RFC 3339 time nor a duration back from now (2h)"))?;
-    Ok(now_ms().saturating_sub(d.as_millis() as u64))
+    let d = corral_types::duration::parse(s)
+        .map_err(|e| format!("{e}; give an RFC 3339 time or a duration back from now (2h)"))?;
+    Ok(now_ms().saturating_sub(corral_types::duration::ms(d)))
 }
 
 fn now_ms() -> u64 {
@@ -201,10 +201,10 @@ impl ScheduleCommand {
                     name: args.schedule,
                     cron: args.cron.unwrap_or_default(),
                     tz: args.tz.unwrap_or_default(),
-                    every_ms: args.every.map_or(0, |d| d.as_millis() as u64),
+                    every_ms: args.every.map_or(0, corral_types::duration::ms),
                     overlap: args.overlap,
-                    catchup_window_ms: Some(args.catchup_window.as_millis() as u64),
-                    jitter_ms: args.jitter.map_or(0, |d| d.as_millis() as u64),
+                    catchup_window_ms: Some(corral_types::duration::ms(args.catchup_window)),
+                    jitter_ms: args.jitter.map_or(0, corral_types::duration::ms),
                     start_at_ms: args.start_at.unwrap_or(0),
                     end_at_ms: args.end_at.unwrap_or(0),
                     job: Some(job),

@@ -25,17 +25,35 @@ pub enum TokenCommand {
         /// For an agent token: the one pool it may join.
         #[arg(long)]
         pool: Option<String>,
-        /// How long it works, e.g. 12h, 30d [default: until revoked].
-        #[arg(long, value_parser = humantime::parse_duration)]
+        /// How long it works, e.g. 12h, 30d (1s to 100 years) [default: until revoked].
+        #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
     },
     /// List tokens (never their secrets).
     List,
     /// Revoke a token now: calls and open streams that use it are refused from
     /// then on, and so are the nodes that registered with it.
-    Revoke { name: String },
+    Revoke {
+        name: String,
+        /// Revoke it even if it is the token this CLI presents (your own access
+        /// ends; `corral-coordinator --reset-admin-token` makes a new admin token).
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the token this CLI presents.
     Whoami,
+}
+
+/// A token's lifetime: a token that expires at once (`0s`) is a mistake, not a token.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = corral_types::duration::parse(s)?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!(
+            "'{}' is shorter than 1s: the token would expire before it is used",
+            corral_types::shown(s)
+        ));
+    }
+    Ok(ttl)
 }
 
 fn token_json(t: &pb::Token) -> serde_json::Value {
@@ -62,7 +80,7 @@ impl TokenCommand {
         let mut client = ctx.client().await?;
         match self {
             TokenCommand::Create { name, role, pool, ttl } => {
-                let ttl_ms = ttl.map_or(0, |d| d.as_millis().max(1) as u64);
+                let ttl_ms = ttl.map_or(0, corral_types::duration::ms);
                 let req = pb::CreateTokenRequest { name, role, pool: pool.unwrap_or_default(), ttl_ms };
                 let created = client.create_token(req).await.api()?;
                 let token = created.token.unwrap_or_default();
@@ -101,8 +119,8 @@ impl TokenCommand {
                     output::table(&["NAME", "ROLE", "POOL", "CREATED", "EXPIRES", "BY"], &rows);
                 }
             }
-            TokenCommand::Revoke { name } => {
-                let token = client.revoke_token(pb::RevokeTokenRequest { name }).await.api()?;
+            TokenCommand::Revoke { name, force } => {
+                let token = client.revoke_token(pb::RevokeTokenRequest { name, force }).await.api()?;
                 if ctx.json() {
                     output::json(&token_json(&token));
                 } else {

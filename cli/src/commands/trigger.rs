@@ -48,7 +48,7 @@ pub struct CreateArgs {
     template: String,
     /// List the prefix this often (1s to 24h) and fire once per new object version,
     /// for objects written to the store directly rather than through Corral.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = corral_types::duration::parse)]
     poll: Option<Duration>,
 }
 
@@ -141,7 +141,7 @@ impl TriggerCommand {
                     prefix: args.prefix,
                     glob: args.glob.unwrap_or_default(),
                     template: args.template,
-                    poll_ms: args.poll.map_or(0, |d| d.as_millis() as u64),
+                    poll_ms: args.poll.map_or(0, corral_types::duration::ms),
                 };
                 let t = client.create_trigger(req).await.api()?;
                 if ctx.json() {

@@ -134,6 +134,19 @@ impl Auth {
         Auth { tables: Mutex::new(tables), revocations: watch::channel(0).0 }
     }
 
+    /// Takes the tokens and node credentials the store holds, after the event loop
+    /// reloaded its state (a change the store refused is undone here too: a token
+    /// it made, or one it revoked). Only `live` nodes keep speaking. Streams whose
+    /// token is gone end, as on a revocation; sign-ins of such tokens stop working.
+    pub fn reload(&self, tokens: Vec<TokenRecord>, nodes: Vec<NodeCredential>, live: impl Fn(&NodeId) -> bool) {
+        {
+            let mut tables = self.tables();
+            tables.tokens = tokens.into_iter().map(|t| (t.id.clone(), t)).collect();
+            tables.nodes = nodes.into_iter().filter(|n| live(&n.node)).map(|n| (n.node.clone(), n)).collect();
+        }
+        self.revocations.send_modify(|n| *n += 1);
+    }
+
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }

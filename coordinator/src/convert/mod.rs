@@ -11,7 +11,7 @@ use corral_proto::v1 as pb;
 use crate::error::Invalid;
 use crate::model::*;
 use corral_types::graph::{Graph, TaskGroup};
-use corral_types::paths;
+use corral_types::{duration, paths};
 
 pub mod agent;
 pub mod policy;
@@ -54,7 +54,11 @@ pub fn pool_spec(spec: Option<pb::PoolSpec>) -> Result<PoolSpec, Invalid> {
             }
             text("commands.add", &c.add, MAX_ARG)?;
             text("commands.remove", &c.remove, MAX_ARG)?;
-            let timeout = Duration::from_millis(if c.timeout_ms == 0 { 60_000 } else { c.timeout_ms });
+            let timeout = if c.timeout_ms == 0 {
+                Duration::from_secs(60)
+            } else {
+                duration::from_ms("commands.timeout", c.timeout_ms)?
+            };
             Some(ProviderCommands { add: c.add, remove: c.remove, timeout })
         }
         (Provider::Command, None) => {
@@ -154,9 +158,12 @@ pub fn autoscale(a: pb::AutoscaleSpec) -> Result<Autoscale, Invalid> {
     Ok(Autoscale {
         min: a.min,
         max: a.max,
-        idle_timeout: Duration::from_millis(if a.idle_timeout_ms == 0 { 30_000 } else { a.idle_timeout_ms }),
+        idle_timeout: match a.idle_timeout_ms {
+            0 => Duration::from_secs(30),
+            ms => duration::from_ms("autoscale.idle_timeout", ms)?,
+        },
         step: if a.step == 0 { a.max.max(1) } else { a.step },
-        cooldown: Duration::from_millis(a.cooldown_ms),
+        cooldown: duration::from_ms("autoscale.cooldown", a.cooldown_ms)?,
     })
 }
 
@@ -164,9 +171,9 @@ pub fn autoscale_to_pb(a: &Autoscale) -> pb::AutoscaleSpec {
     pb::AutoscaleSpec {
         min: a.min,
         max: a.max,
-        idle_timeout_ms: a.idle_timeout.as_millis() as u64,
+        idle_timeout_ms: duration::ms(a.idle_timeout),
         step: a.step,
-        cooldown_ms: a.cooldown.as_millis() as u64,
+        cooldown_ms: duration::ms(a.cooldown),
     }
 }
 
@@ -243,7 +250,7 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         env,
         slots: spec.slots,
         max_retries: spec.max_retries,
-        timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
+        timeout: (spec.timeout_ms > 0).then(|| duration::from_ms("timeout", spec.timeout_ms)).transpose()?,
         inputs,
         outputs: spec.outputs,
         outputs_when: word("outputs_when", &spec.outputs_when, OutputsWhen::Success)?,
@@ -262,7 +269,7 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
             _ if spec.checkpoint.is_empty() => {
                 return Err(Invalid::new("checkpoint_interval", "needs a checkpoint: give --checkpoint PATH"))
             }
-            ms => Some(Duration::from_millis(ms)),
+            ms => Some(duration::from_ms("checkpoint_interval", ms)?),
         },
         entries: Vec::new(),
     })
@@ -340,7 +347,10 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
     let (pool, auto_pool) = pool_or_auto(&mut req)?;
     let policy = policy::job_policy(req.policy.take())?;
     let after = after(&req.after)?;
-    let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
+    let begin_at_ms = match req.begin_at_ms {
+        0 => None,
+        at => Some(duration::time_ms("begin_at_ms", at, crate::auth::now_ms())?),
+    };
     text("name", &req.name, MAX_NAME)?;
     if !(-1000..=1000).contains(&req.priority) {
         return Err(Invalid::new("priority", format!("{} is outside -1000..1000", req.priority)));

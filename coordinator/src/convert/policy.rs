@@ -24,7 +24,7 @@ pub fn job_policy(p: Option<pb::JobPolicy>) -> Result<JobPolicy, Invalid> {
         exit_rules.push(rule.parse::<ExitRule>().map_err(|e| Invalid::new("exit_policy", e))?);
     }
     let delay = |field: &'static str, ms: u64| -> Result<Option<Duration>, Invalid> {
-        let d = Duration::from_millis(ms);
+        let d = corral_types::duration::from_ms(field, ms)?;
         if d > MAX_RETRY_DELAY {
             return Err(Invalid::new(field, "may be at most 24h"));
         }
@@ -68,8 +68,8 @@ pub fn policy_to_pb(p: &JobPolicy) -> Option<pb::JobPolicy> {
     }
     Some(pb::JobPolicy {
         exit_policy: p.exit_rules.iter().map(|r| r.to_string()).collect(),
-        retry_delay_ms: p.retry_delay.map_or(0, |d| d.as_millis() as u64),
-        retry_delay_max_ms: p.retry_delay_max.map_or(0, |d| d.as_millis() as u64),
+        retry_delay_ms: p.retry_delay.map_or(0, corral_types::duration::ms),
+        retry_delay_max_ms: p.retry_delay_max.map_or(0, corral_types::duration::ms),
         max_running: p.max_running.unwrap_or(0),
         concurrency_key: p.concurrency_key.clone().unwrap_or_default(),
     })

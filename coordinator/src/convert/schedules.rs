@@ -23,8 +23,12 @@ pub const NEXT_SHOWN: usize = 5;
 /// (with its owner), and `now_ms` anchors an interval with no start.
 pub fn schedule_spec(req: &pb::CreateScheduleRequest, job: JobSpec, now_ms: u64) -> Result<ScheduleSpec, Invalid> {
     let name = ScheduleName::parse("name", &req.name)?;
-    let start_at_ms = (req.start_at_ms > 0).then_some(req.start_at_ms);
-    let end_at_ms = (req.end_at_ms > 0).then_some(req.end_at_ms);
+    let time = |field, at_ms| match at_ms {
+        0 => Ok(None),
+        at => corral_types::duration::time_ms(field, at, now_ms).map(Some),
+    };
+    let start_at_ms = time("start_at_ms", req.start_at_ms)?;
+    let end_at_ms = time("end_at_ms", req.end_at_ms)?;
     if let (Some(start), Some(end)) = (start_at_ms, end_at_ms) {
         if end <= start {
             return Err(Invalid::new("end_at", "is not after start_at: the schedule would never fire"));
@@ -39,13 +43,19 @@ pub fn schedule_spec(req: &pb::CreateScheduleRequest, job: JobSpec, now_ms: u64)
             if !req.tz.is_empty() {
                 return Err(Invalid::new("tz", "applies to --cron only; an interval is the same in every zone"));
             }
-            Cadence::every(every, start_at_ms.unwrap_or(now_ms))?
+            Cadence::every(
+                corral_types::duration::ms(corral_types::duration::from_ms("every", every)?),
+                start_at_ms.unwrap_or(now_ms),
+            )?
         }
         (true, _) => return Err(Invalid::new("cron", "give a cron expression (--cron) or an interval (--every)")),
         (false, _) => return Err(Invalid::new("every", "give either --cron or --every, not both")),
     };
-    let catchup_window = req.catchup_window_ms.map_or(DEFAULT_CATCHUP, Duration::from_millis);
-    let jitter = Duration::from_millis(req.jitter_ms);
+    let catchup_window = match req.catchup_window_ms {
+        None => DEFAULT_CATCHUP,
+        Some(ms) => corral_types::duration::from_ms("catchup_window", ms)?,
+    };
+    let jitter = corral_types::duration::from_ms("jitter", req.jitter_ms)?;
     for (field, d) in [("catchup_window", catchup_window), ("jitter", jitter)] {
         if d > MAX_WINDOW {
             return Err(Invalid::new(field, "must be at most 366 days"));

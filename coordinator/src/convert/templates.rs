@@ -82,7 +82,7 @@ pub fn trigger_spec(req: &pb::CreateTriggerRequest, owner: String) -> Result<Tri
     let poll = match req.poll_ms {
         0 => None,
         ms => {
-            let poll = Duration::from_millis(ms);
+            let poll = corral_types::duration::from_ms("poll", ms)?;
             if poll < MIN_POLL || poll > MAX_POLL {
                 return Err(Invalid::new("poll", "must be from 1s to 24h (or unset: fire on each put)"));
             }
@@ -99,7 +99,7 @@ pub fn trigger_view(core: &Core, t: &Trigger) -> pb::Trigger {
         prefix: spec.prefix.clone(),
         glob: spec.glob.clone().unwrap_or_default(),
         template: spec.template.to_string(),
-        poll_ms: spec.poll.map_or(0, |p| p.as_millis() as u64),
+        poll_ms: spec.poll.map_or(0, corral_types::duration::ms),
         owner: spec.owner.clone(),
         paused: r.paused,
         created_at_ms: r.created_at_ms,

@@ -19,6 +19,9 @@ use crate::store::FollowUp;
 #[derive(Default)]
 pub struct Streams {
     by_node: HashMap<NodeId, (u64, AgentTx)>,
+    /// Streams ended by a reload of the core: what they still send counts for
+    /// nothing (their agents connect again and say hello to the reloaded core).
+    ended: std::collections::HashSet<u64>,
 }
 
 impl Streams {
@@ -27,9 +30,18 @@ impl Streams {
         self.by_node.get(node).map(|(_, tx)| tx)
     }
 
-    /// Whether `conn` is not `node`'s current stream (a newer one replaced it).
+    /// Whether `conn` is not `node`'s current stream (a newer one replaced it, or
+    /// a reload ended it).
     fn is_stale(&self, node: &NodeId, conn: u64) -> bool {
-        self.by_node.get(node).is_some_and(|(current, _)| *current != conn)
+        self.ended.contains(&conn) || self.by_node.get(node).is_some_and(|(current, _)| *current != conn)
+    }
+
+    /// Ends every stream (dropping its sender closes it, and its agent connects
+    /// again): after a reload, the core has heard no hello from anyone.
+    pub fn end_all(&mut self) {
+        for (_, (conn, _)) in self.by_node.drain() {
+            self.ended.insert(conn);
+        }
     }
 }
 
@@ -98,6 +110,7 @@ pub fn handle(
             }
         }
         Input::Disconnected { node, conn } => {
+            streams.ended.remove(&conn);
             if streams.by_node.get(&node).is_some_and(|(current, _)| *current == conn) {
                 streams.by_node.remove(&node);
                 core.on_disconnected(&node);
@@ -107,6 +120,8 @@ pub fn handle(
         Input::NodeExited { node } => core.on_node_exited(now, &node, out),
         Input::LaunchFailed { node, error } => core.on_launch_failed(now, &node, &error, out),
         Input::RemoveFailed { node, pool, error } => core.on_remove_failed(&node, &pool, &error),
+        // The event loop reloads the core for it before it reaches here.
+        Input::StoreRefused { .. } => {}
     }
     handled
 }

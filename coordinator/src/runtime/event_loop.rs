@@ -2,6 +2,13 @@
 //! waiting into the core ([`super::dispatch`]), schedules once, and hands the outbox
 //! to the store writer, whose follow-ups send replies, agent messages, provider
 //! orders and callbacks only once the batch is durable.
+//!
+//! The core's memory never holds what the store did not commit: when the writer
+//! refuses a batch (a value no edge check caught), it says so
+//! ([`Input::StoreRefused`]) and refuses every later batch of the same generation;
+//! the loop then rebuilds the core and the gate's tables from the store, as a
+//! restart would, ends every agent stream (their agents say hello again), and
+//! goes on with the next generation ([`reload`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,12 +48,14 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut streams = Streams::default();
+    let mut generation = 0u64;
     let period = (core.config.heartbeat_interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut out = Outbox::default();
         let mut then: Vec<FollowUp> = Vec::new();
+        let mut refused = false;
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { break };
@@ -54,6 +63,14 @@ pub async fn run(
                 // Take what else is waiting, so one transaction covers it all.
                 for _ in 0..4096 {
                     let Some(event) = next.take().or_else(|| events.try_recv().ok()) else { break };
+                    if let Input::StoreRefused { generation: of } = event {
+                        // Once per generation: later refusals of it are its own undone batches.
+                        refused = of == generation;
+                        if refused {
+                            break;
+                        }
+                        continue;
+                    }
                     if dispatch::handle(&mut core, Instant::now(), event, &mut streams, &mut out, &mut then).heartbeat {
                         metrics.on_heartbeat();
                     }
@@ -62,14 +79,53 @@ pub async fn run(
             _ = tick.tick() => core.on_tick(Instant::now(), &mut out),
             _ = stop.wait_for(|s| *s) => break,
         }
+        if refused {
+            // What this round did was done to the old state: its batch is refused
+            // unwritten, and its callers told to try again.
+            flush(out, then, &streams, &effects, generation);
+            generation += 1;
+            reload(&mut core, &mut streams, &effects, generation);
+            continue;
+        }
         core.schedule(Instant::now(), &mut out);
-        flush(out, then, &streams, &effects);
+        flush(out, then, &streams, &effects, generation);
     }
     // Stop the agents this coordinator started; static agents keep running and
     // reconnect when a coordinator is back.
     let mut out = Outbox::default();
     core.stop_local_nodes(Instant::now(), &mut out);
-    flush(out, Vec::new(), &streams, &effects);
+    flush(out, Vec::new(), &streams, &effects, generation);
+}
+
+/// Rebuilds the core and the gate's tables from the store, after the writer
+/// refused a batch of the previous generation: what the store holds is the truth,
+/// and the refused change (and whatever was built on it) is gone from memory, as
+/// after a restart. Agents connect again; a store that cannot be read now leaves
+/// no state to trust, so the coordinator stops (and its supervisor restarts it).
+fn reload(core: &mut Core, streams: &mut Streams, effects: &Effects, generation: u64) {
+    let started = Instant::now();
+    let (snapshot, tokens, nodes) = match crate::store::Store::load_again(&effects.data_dir) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the store back after it refused a change; stopping, so that a restart reloads it");
+            std::process::exit(1);
+        }
+    };
+    let now = Instant::now();
+    let wall = auth::now_ms();
+    let mut fresh = Core::new(core.config.clone(), (now, wall));
+    let mut out = Outbox::default();
+    fresh.restore(snapshot, now, &mut out);
+    effects.auth.reload(tokens, nodes, |node| fresh.nodes.get(node).is_some_and(|n| n.status().is_live()));
+    *core = fresh;
+    streams.end_all();
+    tracing::warn!(
+        generation,
+        took_ms = started.elapsed().as_millis() as u64,
+        jobs = core.jobs.len(),
+        "reloaded the state from the store without the refused change; agents connect again"
+    );
+    flush(out, Vec::new(), streams, effects, generation);
 }
 
 /// Credentials that a batch's changes make or end, in one pass over its store ops:
@@ -115,7 +171,7 @@ fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path)
 
 /// Hands the outbox to the writer: store rows first, then (once durable) the replies,
 /// one message per agent, and the provider's orders.
-fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &Effects) {
+fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &Effects, generation: u64) {
     if out.is_empty() && then.is_empty() {
         return;
     }
@@ -141,15 +197,19 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
         // A node without a stream gets nothing now; its hello reconciles later.
         if let Some(tx) = streams.get(&node) {
             let tx = tx.clone();
-            then.push(Box::new(move |_| {
-                tx.send(msg);
+            then.push(Box::new(move |stored| {
+                if stored.is_ok() {
+                    tx.send(msg);
+                }
             }));
         }
     }
     for op in out.provider {
         let provider = effects.provider.clone();
-        then.push(Box::new(move |_| {
-            let _ = provider.send(op);
+        then.push(Box::new(move |stored| {
+            if stored.is_ok() {
+                let _ = provider.send(op);
+            }
         }));
     }
     // A deleted job's objects go once its deletion is durable.
@@ -163,11 +223,13 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
     }
     for order in out.notify {
         let notify = effects.notify.clone();
-        then.push(Box::new(move |_| {
-            let _ = notify.send(order);
+        then.push(Box::new(move |stored| {
+            if stored.is_ok() {
+                let _ = notify.send(order);
+            }
         }));
     }
-    if !effects.writer.submit(Batch { ops: out.store, then }) {
+    if !effects.writer.submit(Batch { ops: out.store, then, generation }) {
         tracing::error!("the store writer has stopped; changes are not being saved");
     }
 }

@@ -98,6 +98,11 @@ pub enum Input {
         pool: PoolName,
         error: String,
     },
+    /// The store refused a batch that the core of `generation` made: that state
+    /// holds a change that was not saved, so it is reloaded from the store.
+    StoreRefused {
+        generation: u64,
+    },
 }
 
 /// The opening message of an agent stream, validated.

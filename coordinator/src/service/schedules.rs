@@ -137,7 +137,9 @@ pub(super) async fn backfill(
         "" => Overlap::BufferAll,
         word => word.parse().map_err(|e| Invalid::new("overlap", e))?,
     };
-    let (from, to) = (req.from_ms, req.to_ms);
+    let now_ms = crate::auth::now_ms();
+    let from = corral_types::duration::time_ms("from_ms", req.from_ms, now_ms)?;
+    let to = corral_types::duration::time_ms("to_ms", req.to_ms, now_ms)?;
     // Step one: which past slots are in the range (and no other backfill of this
     // schedule may run until step two).
     let (who2, name2) = (who.clone(), name.clone());

@@ -26,7 +26,10 @@ pub(super) async fn create_token(
     let now = auth::now_ms();
     let expires_at_ms = match req.ttl_ms {
         0 => None,
-        ttl => Some(now.checked_add(ttl).ok_or_else(|| Invalid::new("ttl", "is too long"))?),
+        ttl => {
+            let ttl = corral_types::duration::from_ms("ttl", ttl)?;
+            Some(now.saturating_add(corral_types::duration::ms(ttl)))
+        }
     };
     let minted = auth::secret::Minted::new();
     let record = auth::TokenRecord {
@@ -42,10 +45,18 @@ pub(super) async fn create_token(
     let view = convert::token_pb(&record);
     let auth = api.shared.auth.clone();
     // Checked and taken on the event loop, so two requests for one name cannot
-    // both win.
+    // both win, and a pool deleted meanwhile is seen.
     api.shared
         .runtime
-        .call_by(who.clone(), move |_, _, out| {
+        .call_by(who.clone(), move |core, _, out| {
+            if let Some(pool) = &record.pool {
+                if !core.pools.contains_key(pool) {
+                    return Err(Error::Invalid(Invalid::new(
+                        "pool",
+                        format!("pool '{pool}' does not exist: create it first (an agent token joins one pool)"),
+                    )));
+                }
+            }
             if auth.token_named(&record.name).is_some() {
                 return Err(Error::AlreadyExists { what: "token", id: record.name });
             }
@@ -71,12 +82,26 @@ pub(super) async fn revoke_token(
     req: Request<pb::RevokeTokenRequest>,
 ) -> Result<Response<pb::Token>, Status> {
     let who = auth::caller(&req)?;
-    let name = req.into_inner().name;
+    let pb::RevokeTokenRequest { name, force } = req.into_inner();
+    if who.name() == name && !force {
+        return Err(Status::failed_precondition(format!(
+            "token '{name}' is the one this call carries: revoking it ends your own access (and if it is the last admin token, nobody can make another). Pass --force to revoke it anyway; `corral-coordinator --reset-admin-token` makes a new admin token if none is left"
+        )));
+    }
     let auth = api.shared.auth.clone();
     let revoked = api
         .shared
         .runtime
-        .call_by(who.clone(), move |_, _, out| {
+        .call_by(who.clone(), move |core, _, out| {
+            // A pool's own agent token is how the coordinator starts its agents:
+            // without it the pool cannot grow or replace a node.
+            if let Some(pool) = name.strip_prefix("pool:").and_then(|p| PoolName::parse("name", p).ok()) {
+                if core.pools.contains_key(&pool) {
+                    return Err(Error::Refused(format!(
+                        "token '{name}' is pool {pool}'s own agent token, with which the coordinator starts its agents; it goes with `corral pool delete {pool}`"
+                    )));
+                }
+            }
             let revoked = auth.revoke(&name).ok_or_else(|| Error::not_found("token", &name))?;
             out.store.push(StoreOp::DeleteToken { id: revoked.id.clone(), name: revoked.name.clone() });
             Ok::<_, Error>(revoked)

@@ -82,6 +82,25 @@ impl Store {
         Ok(Store { conn, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new() })
     }
 
+    /// Everything the core and the gate are rebuilt from, read again on a
+    /// connection of its own while the writer keeps its own (WAL lets both be open):
+    /// the event loop reloads it after the writer refused a batch, to undo that
+    /// batch in memory.
+    pub fn load_again(
+        data_dir: &Path,
+    ) -> Result<(crate::core::Snapshot, Vec<crate::auth::TokenRecord>, Vec<crate::auth::NodeCredential>)> {
+        let store = Store {
+            conn: open_connection(&data_dir.join("corral.db"))?,
+            logs: data_dir.join("logs"),
+            job_pools: HashMap::new(),
+            last_event: 0,
+            committed_events: Vec::new(),
+        };
+        let snapshot = store.load()?;
+        let (tokens, nodes) = store.load_auth()?;
+        Ok((snapshot, tokens, nodes))
+    }
+
     /// A second connection for reads that the core does not keep in memory
     /// (attempt history); WAL lets it read while the writer writes.
     pub fn open_reader(data_dir: &Path) -> Result<Reader> {

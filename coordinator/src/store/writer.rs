@@ -11,40 +11,52 @@ use super::Store;
 use crate::core::StoreOp;
 use crate::error::Result;
 
-/// Writes the ops of several batches (`sizes` says how many each has) before
-/// returning, and says per batch whether all of its changes were stored. Nothing is
-/// acknowledged until it is durable, so a failure that may pass (disk full, I/O
-/// error, a lock) is retried, loudly, for as long as it takes. A failure that will
-/// not pass (a value the store cannot hold) must not stop every other change: the
-/// batches are then written one by one, the failing op is skipped with an error
-/// naming it, and its batch's callers are told, never answered as if it were stored.
+/// Writes the ops of several batches (`batches` says, in order, the generation of
+/// each and how many ops it has) before returning, and says per batch whether it
+/// was stored. Nothing is acknowledged until it is durable, so a failure that may
+/// pass (disk full, I/O error, a lock) is retried, loudly, for as long as it takes.
+/// A failure that will not pass (a value the store cannot hold) must not stop every
+/// other change: the batches are then written one by one, and a batch the store
+/// refuses is not written at all (a transaction); its callers are told, and so is
+/// the event loop (`refused`), which undoes it in memory by reloading its state.
+/// Every later batch of that generation was made from a state that holds the
+/// refused change, so it is refused too ([`UNDONE`]).
 fn write_durably(
     store: &mut Store,
     ops: &[StoreOp],
-    sizes: &[usize],
+    batches: &[(u64, usize)],
+    poisoned: &mut Option<u64>,
     health: &watch::Sender<Option<String>>,
+    refused: &mut dyn FnMut(u64),
 ) -> Vec<Stored> {
-    let Err(err) = apply_retrying(store, ops, health) else { return vec![Ok(()); sizes.len()] };
+    let Err(err) = apply_retrying(store, ops, health) else { return vec![Ok(()); batches.len()] };
     tracing::error!(error = %err, "a change cannot be stored; writing the batches one at a time");
-    let mut results = Vec::with_capacity(sizes.len());
+    let mut results = Vec::with_capacity(batches.len());
     let mut at = 0;
-    for &size in sizes {
+    for &(generation, size) in batches {
         let batch = &ops[at..at + size];
         at += size;
-        let Err(err) = apply_retrying(store, batch, health) else {
-            results.push(Ok(()));
+        if poisoned.is_some_and(|p| generation <= p) {
+            results.push(Err(UNDONE.into()));
             continue;
-        };
-        let refused = format!("the store refused this change ({err}); it was not saved");
-        for op in batch {
-            if let Err(err) = apply_retrying(store, std::slice::from_ref(op), health) {
-                tracing::error!(error = %err, ?op, "skipping a change the store cannot hold");
+        }
+        match apply_retrying(store, batch, health) {
+            Ok(()) => results.push(Ok(())),
+            Err(err) => {
+                tracing::error!(error = %err, ops = ?batch, "the store refused a change: nothing of its batch was written, and the coordinator reloads its state without it");
+                *poisoned = Some(generation);
+                refused(generation);
+                results.push(Err(format!("the store refused this change ({err}); nothing of it was saved")));
             }
         }
-        results.push(Err(refused));
     }
     results
 }
+
+/// What the callers of a batch made after a refused one (and before the state
+/// was reloaded) are told.
+const UNDONE: &str =
+    "the coordinator undid a change the store refused just before this one, and this one with it; nothing of it was saved, try again";
 
 /// Applies `ops`, retrying failures that may pass (a full disk) for as long as
 /// they last, and saying so in `health` meanwhile; returns the others.
@@ -102,6 +114,9 @@ pub type FollowUp = Box<dyn FnOnce(&Stored) + Send>;
 pub struct Batch {
     pub ops: Vec<StoreOp>,
     pub then: Vec<FollowUp>,
+    /// Which state of the core made it: bumped each time the core is reloaded
+    /// after a refused batch (see [`write_durably`]).
+    pub generation: u64,
 }
 
 /// What the writer made durable in one commit, for those who watch it (the event
@@ -125,17 +140,20 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread. It ends when every `Writer` clone is dropped, after
     /// writing what it was given. `committed` hears of each commit before the
-    /// batches' follow-ups run.
+    /// batches' follow-ups run; `refused` of each generation whose batch the store
+    /// refused.
     pub fn spawn(
         mut store: Store,
         health: watch::Sender<Option<String>>,
         mut committed: impl FnMut(Committed) + Send + 'static,
+        mut refused: impl FnMut(u64) + Send + 'static,
     ) -> (Writer, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Batch>();
         let handle = std::thread::Builder::new()
             .name("corral-store".into())
             .spawn(move || {
                 let mut last_commit = std::time::Instant::now() - BUSY_WITHIN;
+                let mut poisoned: Option<u64> = None;
                 while let Ok(first) = rx.recv() {
                     let arrived = std::time::Instant::now();
                     let busy = last_commit.elapsed() < BUSY_WITHIN;
@@ -160,17 +178,55 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let sizes: Vec<usize> = batches.iter().map(|b| b.ops.len()).collect();
-                    let ops: Vec<StoreOp> = batches.iter_mut().flat_map(|b| b.ops.drain(..)).collect();
-                    let mut stored = vec![Ok(()); batches.len()];
+                    // Batches made before the core undid a refused change are refused
+                    // unwritten: they were made from a state that held it.
+                    let undone: Vec<bool> =
+                        batches.iter().map(|b| poisoned.is_some_and(|p| b.generation <= p)).collect();
+                    let live: Vec<(u64, usize)> = batches
+                        .iter()
+                        .zip(&undone)
+                        .filter(|(_, undone)| !**undone)
+                        .map(|(b, _)| (b.generation, b.ops.len()))
+                        .collect();
+                    let ops: Vec<StoreOp> = batches
+                        .iter_mut()
+                        .zip(&undone)
+                        .filter(|(_, undone)| !**undone)
+                        .flat_map(|(b, _)| b.ops.drain(..))
+                        .collect();
+                    let mut written = vec![Ok(()); live.len()];
                     if !ops.is_empty() {
                         let started = std::time::Instant::now();
-                        stored = write_durably(&mut store, &ops, &sizes, &health);
+                        written = write_durably(&mut store, &ops, &live, &mut poisoned, &health, &mut refused);
                         let took = started.elapsed();
                         let events = std::mem::take(&mut store.committed_events);
-                        committed(Committed { ops: &ops, events: &events, last_event: store.last_event(), took });
+                        // Only what was written is reported (the metrics count it).
+                        let kept: Vec<StoreOp>;
+                        let ops = if written.iter().all(Result::is_ok) {
+                            &ops[..]
+                        } else {
+                            let mut at = 0;
+                            let mut parts = Vec::new();
+                            for ((_, size), result) in live.iter().zip(&written) {
+                                if result.is_ok() {
+                                    parts.extend(ops[at..at + size].iter().cloned());
+                                }
+                                at += size;
+                            }
+                            kept = parts;
+                            &kept[..]
+                        };
+                        committed(Committed { ops, events: &events, last_event: store.last_event(), took });
                         last_commit = std::time::Instant::now();
                     }
+                    let mut written = written.into_iter();
+                    let stored: Vec<Stored> = undone
+                        .iter()
+                        .map(|undone| match undone {
+                            true => Err(UNDONE.to_string()),
+                            false => written.next().unwrap_or(Ok(())),
+                        })
+                        .collect();
                     for (batch, stored) in batches.into_iter().zip(&stored) {
                         for f in batch.then {
                             f(stored);

@@ -51,7 +51,7 @@ pub fn spec(settings: &BTreeMap<String, String>) -> Result<pb::PoolSpec, String>
         get(k).map(|v| v.parse().map_err(|_| format!("{k}={v} is not a whole number"))).transpose()
     };
     let duration = |k: &str| -> Result<Option<Duration>, String> {
-        get(k).map(|v| humantime::parse_duration(&v).map_err(|e| format!("{k}={v}: {e}"))).transpose()
+        get(k).map(|v| corral_types::duration::parse(&v).map_err(|e| format!("{k}: {e}"))).transpose()
     };
     let provider = get("provider").ok_or("say which provider starts its nodes: provider=local, docker or command")?;
     let slots_per_node = number("slots")?.ok_or("say how many slots each node has: slots=N")?;
@@ -60,9 +60,9 @@ pub fn spec(settings: &BTreeMap<String, String>) -> Result<pb::PoolSpec, String>
         Ok(pb::AutoscaleSpec {
             min: min.unwrap_or(0),
             max: max.ok_or("an autoscaled auto pool needs max=N")?,
-            idle_timeout_ms: duration("idle-timeout")?.map_or(0, |d| d.as_millis() as u64),
+            idle_timeout_ms: duration("idle-timeout")?.map_or(0, corral_types::duration::ms),
             step: number("step")?.unwrap_or(0),
-            cooldown_ms: duration("cooldown")?.map_or(0, |d| d.as_millis() as u64),
+            cooldown_ms: duration("cooldown")?.map_or(0, corral_types::duration::ms),
         })
     });
     let autoscale = autoscale.transpose()?;
@@ -84,7 +84,7 @@ pub fn spec(settings: &BTreeMap<String, String>) -> Result<pb::PoolSpec, String>
         (Some(add), Some(remove)) => Some(pb::ProviderCommands {
             add,
             remove,
-            timeout_ms: duration("command-timeout")?.map_or(0, |d| d.as_millis() as u64),
+            timeout_ms: duration("command-timeout")?.map_or(0, corral_types::duration::ms),
         }),
         _ => None,
     };

@@ -34,7 +34,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use corral_proto::v1 as pb;
@@ -217,7 +216,7 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
         let at = |what: String| loaded.annotate(&format!("task '{}': {what}", task.id));
         let timeout = match &task.timeout {
             Some(t) => Some(
-                humantime::parse_duration(t).map_err(|e| anyhow::anyhow!(at(format!("invalid timeout '{t}': {e}"))))?,
+                corral_types::duration::parse(t).map_err(|e| anyhow::anyhow!(at(format!("invalid timeout: {e}"))))?,
             ),
             None => None,
         };
@@ -265,8 +264,8 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             checkpoint: task.checkpoint.clone(),
             checkpoint_interval: match &task.checkpoint_interval {
                 Some(t) => Some(
-                    humantime::parse_duration(t)
-                        .map_err(|e| anyhow::anyhow!(at(format!("invalid checkpoint_interval '{t}': {e}"))))?,
+                    corral_types::duration::parse(t)
+                        .map_err(|e| anyhow::anyhow!(at(format!("invalid checkpoint_interval: {e}"))))?,
                 ),
                 None => None,
             },
@@ -306,13 +305,13 @@ fn to_pb(g: TaskGroup) -> pb::TaskGroup {
             env: g.spec.env.into_iter().collect(),
             slots: g.spec.slots,
             max_retries: g.spec.max_retries,
-            timeout_ms: g.spec.timeout.map_or(0, |d: Duration| d.as_millis() as u64),
+            timeout_ms: g.spec.timeout.map_or(0, corral_types::duration::ms),
             inputs: g.spec.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),
             outputs: g.spec.outputs,
             outputs_when: g.spec.outputs_when.as_str().into(),
             resources: g.spec.resources.into_iter().collect(),
             checkpoint: g.spec.checkpoint.unwrap_or_default(),
-            checkpoint_interval_ms: g.spec.checkpoint_interval.map_or(0, |d: Duration| d.as_millis() as u64),
+            checkpoint_interval_ms: g.spec.checkpoint_interval.map_or(0, corral_types::duration::ms),
         }),
         is_array,
         array_start,

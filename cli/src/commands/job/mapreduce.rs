@@ -45,7 +45,7 @@ pub struct MapReduceArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) max_retries: u32,
     /// Kill a map or reduce task that runs longer than this.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = corral_types::duration::parse)]
     pub(crate) timeout: Option<Duration>,
     /// Higher runs first, from -1000 to 1000.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
@@ -140,7 +140,7 @@ impl MapReduceArgs {
                 reducer: self.reducer.clone(),
                 combiner: self.combiner.clone().unwrap_or_default(),
                 max_retries: self.max_retries,
-                timeout_ms: self.timeout.map_or(0, |d| d.as_millis() as u64),
+                timeout_ms: self.timeout.map_or(0, corral_types::duration::ms),
             }),
             ..Default::default()
         };

@@ -71,8 +71,8 @@ impl PolicyArgs {
         let concurrency_key = self.concurrency_key.clone().or_else(|| file.concurrency_key.clone()).unwrap_or_default();
         let policy = pb::JobPolicy {
             exit_policy,
-            retry_delay_ms: retry_delay.as_millis() as u64,
-            retry_delay_max_ms: retry_delay_max.map_or(0, |d| d.as_millis() as u64),
+            retry_delay_ms: corral_types::duration::ms(retry_delay),
+            retry_delay_max_ms: retry_delay_max.map_or(0, corral_types::duration::ms),
             max_running,
             concurrency_key,
         };

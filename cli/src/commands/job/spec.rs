@@ -12,7 +12,7 @@ pub struct SpecArgs {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub max_retries: u32,
     /// Kill a task that runs longer than this (e.g. 30s, 5m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = corral_types::duration::parse)]
     pub timeout: Option<Duration>,
     /// Slots each task needs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -44,7 +44,7 @@ pub struct SpecArgs {
     pub checkpoint: Option<String>,
     /// Also store the checkpoint this often while the task runs (e.g. 5m; at least
     /// 1s), so a node that dies loses at most that much.
-    #[arg(long, value_name = "DUR", requires = "checkpoint", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DUR", requires = "checkpoint", value_parser = corral_types::duration::parse)]
     pub checkpoint_interval: Option<Duration>,
 }
 
@@ -80,7 +80,7 @@ impl SpecArgs {
             env: self.env.iter().cloned().collect(),
             slots: self.slots,
             max_retries: self.max_retries,
-            timeout_ms: self.timeout.map_or(0, |d| d.as_millis() as u64),
+            timeout_ms: self.timeout.map_or(0, corral_types::duration::ms),
             inputs: self
                 .inputs
                 .iter()
@@ -90,7 +90,7 @@ impl SpecArgs {
             outputs_when: self.outputs_when.clone(),
             resources: self.resources.iter().cloned().collect(),
             checkpoint: self.checkpoint.clone().unwrap_or_default(),
-            checkpoint_interval_ms: self.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
+            checkpoint_interval_ms: self.checkpoint_interval.map_or(0, corral_types::duration::ms),
         }
     }
 }
@@ -107,15 +107,15 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
     if let Some(at) = parse_rfc3339(s) {
         return at;
     }
-    match humantime::parse_duration(s) {
-        Ok(d) => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            Ok((now + d).as_millis() as u64)
-        }
-        Err(_) => Err(format!(
-            "'{s}' is neither an RFC 3339 time with an offset (2026-12-24T18:00:00+01:00) nor a duration from now (10m)"
-        )),
+    if humantime::parse_duration(s.trim()).is_err() {
+        return Err(format!(
+            "'{}' is neither an RFC 3339 time with an offset (2026-12-24T18:00:00+01:00) nor a duration from now (10m)",
+            corral_types::shown(s)
+        ));
     }
+    let d = corral_types::duration::parse(s)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Ok(corral_types::duration::ms(now + d))
 }
 
 /// `A-B` with A <= B.

@@ -177,8 +177,8 @@ impl JobArgs {
         })?;
         if let Some(mr) = &loaded.file.mapreduce {
             let timeout = match &mr.timeout {
-                Some(t) => humantime::parse_duration(t)
-                    .map_err(|e| anyhow::anyhow!(loaded.annotate(&format!("invalid mapreduce.timeout '{t}': {e}"))))?,
+                Some(t) => corral_types::duration::parse(t)
+                    .map_err(|e| anyhow::anyhow!(loaded.annotate(&format!("invalid mapreduce.timeout: {e}"))))?,
                 None => Duration::ZERO,
             };
             let inputs: Vec<String> = mr
@@ -201,7 +201,7 @@ impl JobArgs {
                     reducer: mr.reducer.clone(),
                     combiner: mr.combiner.clone().unwrap_or_default(),
                     max_retries: mr.max_retries,
-                    timeout_ms: timeout.as_millis() as u64,
+                    timeout_ms: corral_types::duration::ms(timeout),
                 }),
                 ..Default::default()
             };
@@ -279,18 +279,57 @@ impl SubmitArgs {
     }
 }
 
-/// The lines of `path` (`-`: stdin), for `--each-line`; a file without lines is
-/// refused.
+/// The most of an `--each-line` file that is read: a request carries at most 64 MiB
+/// (with its other fields and a few bytes of framing per line).
+const MAX_EACH_LINE: u64 = 48 << 20;
+
+/// The lines of `path` (`-`: stdin), for `--each-line`, read up to
+/// [`MAX_EACH_LINE`] bytes and refused beyond (`/dev/zero` must not fill the
+/// memory); a file without lines is refused.
 fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    use anyhow::Context as _;
-    let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).context("cannot read --each-line from stdin")?
+    use std::io::Read as _;
+    let stdin = path.as_os_str() == "-";
+    let shown = if stdin { "standard input".to_string() } else { path.display().to_string() };
+    let source: Box<dyn std::io::Read> = if stdin {
+        Box::new(std::io::stdin().lock())
     } else {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read --each-line file {}", path.display()))?
+        Box::new(std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot read --each-line file {shown}: {e}"))?)
     };
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_EACH_LINE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot read --each-line file {shown}: {e}"))?;
+    lines_of(bytes, &shown)
+}
+
+fn lines_of(bytes: Vec<u8>, shown: &str) -> anyhow::Result<Vec<String>> {
+    if bytes.len() as u64 > MAX_EACH_LINE {
+        anyhow::bail!(
+            "invalid --each-line: {shown} is larger than {} MiB, the most a job's entries may take in one request; split it into several jobs",
+            MAX_EACH_LINE >> 20
+        );
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!("invalid --each-line: {shown} is not UTF-8 text (byte {})", e.utf8_error().valid_up_to())
+    })?;
     let lines: Vec<String> = text.lines().map(str::to_string).collect();
     if lines.is_empty() {
-        anyhow::bail!("invalid --each-line: {} has no lines, so the job would have no tasks", path.display());
+        anyhow::bail!("invalid --each-line: {shown} has no lines, so the job would have no tasks");
+    }
+    // Each line travels with a tag and its length: many short lines take more
+    // room in the request than in the file.
+    let framed: u64 = lines
+        .iter()
+        .map(|l| l.len() as u64 + 1 + (u64::BITS - (l.len() as u64).leading_zeros()).max(1).div_ceil(7) as u64)
+        .sum();
+    if framed > MAX_EACH_LINE {
+        anyhow::bail!(
+            "invalid --each-line: the {} lines of {shown} take {} MiB in a request, more than the {} MiB a job's entries may; split it into several jobs",
+            lines.len(),
+            framed >> 20,
+            MAX_EACH_LINE >> 20
+        );
     }
     Ok(lines)
 }
@@ -317,5 +356,16 @@ mod tests {
         assert_eq!(parse_after("12:any"), Ok(pb::After { job_id: 12, any: true }));
         assert!(parse_after("12:maybe").unwrap_err().contains("ok, any"));
         assert!(parse_after("x").is_err());
+    }
+
+    #[test]
+    fn each_line_is_read_with_a_bound() {
+        assert_eq!(lines_of(b"a\nb\n".to_vec(), "f").unwrap(), ["a", "b"]);
+        let err = lines_of(vec![b'x'; (MAX_EACH_LINE + 1) as usize], "big.txt").unwrap_err().to_string();
+        assert!(err.contains("big.txt is larger than 48 MiB"), "{err}");
+        let err = lines_of(b"a\n".repeat(20 << 20), "short.txt").unwrap_err().to_string();
+        assert!(err.contains("20971520 lines of short.txt take 60 MiB"), "{err}");
+        assert!(lines_of(vec![0xff, b'\n'], "bin").unwrap_err().to_string().contains("not UTF-8"));
+        assert!(lines_of(Vec::new(), "empty").unwrap_err().to_string().contains("no lines"));
     }
 }

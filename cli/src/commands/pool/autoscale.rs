@@ -31,13 +31,13 @@ pub struct AutoscaleSettings {
     #[arg(long)]
     max: Option<u32>,
     /// Remove a node once idle this long [default: 30s].
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = corral_types::duration::parse)]
     idle_timeout: Option<std::time::Duration>,
     /// Start at most this many nodes an evaluation [default: up to max at once].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     scale_up_step: Option<u32>,
     /// No shrinking within this long of the last change [default: 0s].
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = corral_types::duration::parse)]
     cooldown: Option<std::time::Duration>,
 }
 
@@ -55,9 +55,9 @@ impl AutoscaleSettings {
         pb::AutoscaleSpec {
             min: self.min.unwrap_or(base.min),
             max: self.max.unwrap_or(base.max),
-            idle_timeout_ms: self.idle_timeout.map_or(base.idle_timeout_ms, |d| d.as_millis() as u64),
+            idle_timeout_ms: self.idle_timeout.map_or(base.idle_timeout_ms, corral_types::duration::ms),
             step: self.scale_up_step.unwrap_or(base.step),
-            cooldown_ms: self.cooldown.map_or(base.cooldown_ms, |d| d.as_millis() as u64),
+            cooldown_ms: self.cooldown.map_or(base.cooldown_ms, corral_types::duration::ms),
         }
     }
 }

@@ -40,7 +40,7 @@ pub struct CreateArgs {
     #[arg(long)]
     start_task: Option<String>,
     /// Command pools: kill a command that runs longer than this.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = corral_types::duration::parse)]
     command_timeout: std::time::Duration,
     /// spread: the node with the most free slots first; pack: fill busy nodes first.
     #[arg(long, default_value = "spread", value_parser = PossibleValuesParser::new(Fill::ALL.iter().map(|f| f.as_str())))]
@@ -78,7 +78,7 @@ impl CreateArgs {
         }
         let commands = match (add_command, remove_command) {
             (Some(add), Some(remove)) => {
-                Some(pb::ProviderCommands { add, remove, timeout_ms: command_timeout.as_millis() as u64 })
+                Some(pb::ProviderCommands { add, remove, timeout_ms: corral_types::duration::ms(command_timeout) })
             }
             _ => None,
         };

@@ -56,14 +56,11 @@ fn restore_treats_unrecorded_tasks_of_a_cancelled_job_as_cancelled() {
     assert_eq!(restored.jobs[&job].state, JobState::Cancelled);
 }
 
-#[test]
-fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let pool = pool_spec("p", Provider::Static, 0, Fill::Spread);
-    let bad = NodeRecord {
+/// A node the store cannot hold: SQLite's integers stop at `i64::MAX`.
+fn unstorable_node(pool: &PoolName) -> NodeRecord {
+    NodeRecord {
         id: NodeId::from_seq(1),
-        pool: pool.name.clone(),
+        pool: pool.clone(),
         hostname: "h".into(),
         slots: 1,
         cpus: 1,
@@ -73,19 +70,50 @@ fn a_value_the_store_cannot_hold_is_skipped_not_retried_forever() {
         reason: None,
         registered_at_ms: 0,
         resources: Resources::new(),
-    };
+    }
+}
+
+#[test]
+fn a_batch_the_store_cannot_hold_is_refused_whole_and_its_state_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    let pool = pool_spec("p", Provider::Static, 0, Fill::Spread);
+    let bad = unstorable_node(&pool.name);
     let ops = vec![StoreOp::PutPool { spec: pool, created_at_ms: 1, deleting: false }, StoreOp::PutNode(bad)];
     assert!(store.apply(&ops).is_err(), "u64::MAX does not fit SQLite's integers");
-    let (writer, thread) = crate::store::Writer::spawn(store, tokio::sync::watch::channel(None).0, |_| {});
+    let (refused_tx, refused_rx) = std::sync::mpsc::channel();
+    let (writer, thread) = crate::store::Writer::spawn(
+        store,
+        tokio::sync::watch::channel(None).0,
+        |_| {},
+        move |generation| refused_tx.send(generation).unwrap(),
+    );
     let (tx, rx) = std::sync::mpsc::channel();
-    writer.submit(crate::store::Batch { ops, then: vec![Box::new(move |stored| tx.send(stored.clone()).unwrap())] });
+    let answer = |tx: std::sync::mpsc::Sender<_>| -> Vec<crate::store::FollowUp> {
+        vec![Box::new(move |stored: &crate::store::Stored| tx.send(stored.clone()).unwrap())]
+    };
+    let good = vec![StoreOp::PutPool {
+        spec: pool_spec("q", Provider::Static, 0, Fill::Spread),
+        created_at_ms: 1,
+        deleting: false,
+    }];
+    writer.submit(crate::store::Batch { ops, then: answer(tx.clone()), generation: 0 });
+    // Made from the state that held the refused change: refused unwritten.
+    writer.submit(crate::store::Batch { ops: good.clone(), then: answer(tx.clone()), generation: 0 });
     let stored = rx.recv_timeout(Duration::from_secs(10)).expect("the writer went on");
     let refused = stored.expect_err("the batch's callers are told a change was refused");
     assert!(refused.contains("the store refused this change"), "{refused}");
+    let undone = rx.recv_timeout(Duration::from_secs(10)).unwrap().expect_err("a later batch of that state is refused");
+    assert!(undone.contains("undid a change"), "{undone}");
+    assert_eq!(refused_rx.recv_timeout(Duration::from_secs(10)), Ok(0), "the event loop is told to reload");
+    // The reloaded state's batches are written.
+    writer.submit(crate::store::Batch { ops: good, then: answer(tx), generation: 1 });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(()));
     drop(writer);
     thread.join().unwrap();
     let snapshot = crate::store::Store::open(dir.path()).unwrap().load().unwrap();
-    assert_eq!(snapshot.pools.len(), 1, "the good change was written");
+    let pools: Vec<_> = snapshot.pools.iter().map(|(spec, _, _)| spec.name.to_string()).collect();
+    assert_eq!(pools, ["q"], "nothing of the refused batch was written, the later one was");
     assert!(snapshot.nodes.is_empty());
 }
 
@@ -119,4 +147,93 @@ fn a_graph_job_whose_failure_is_found_at_restore_still_ends() {
     assert_eq!(j.task(1).unwrap().state, TaskState::Cancelled);
     assert_eq!(j.state, JobState::Failed, "and the job ends");
     assert!(repairs.store.iter().any(|op| matches!(op, StoreOp::SetJobState { state: JobState::Failed, .. })));
+}
+
+/// The whole loop, in process: a change whose batch the store refuses (a value no
+/// edge check caught, forced here past the edges) is answered as not saved, and no
+/// read afterwards shows it, nor the token made with it: the event loop reloaded its
+/// state from the store. What was saved before is all there, and changes go on.
+#[tokio::test]
+async fn a_refused_change_is_undone_in_memory_and_never_read() {
+    use crate::runtime::{event_loop, Handle, Input, RuntimeError};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(dir.path()).unwrap();
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (health, failing) = tokio::sync::watch::channel(None);
+    let refused_tx = events_tx.clone();
+    let (writer, _thread) = crate::store::Writer::spawn(
+        store,
+        health,
+        |_| {},
+        move |generation| {
+            let _ = refused_tx.send(Input::StoreRefused { generation });
+        },
+    );
+    let auth = std::sync::Arc::new(crate::auth::Auth::new(Vec::new(), Vec::new()));
+    let (provider, _provider_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (notify, _notify_rx) = tokio::sync::mpsc::unbounded_channel();
+    let effects = event_loop::Effects {
+        writer,
+        provider,
+        notify,
+        auth: auth.clone(),
+        objects: crate::objects::local_store(&dir.path().join("objects")).unwrap(),
+        data_dir: dir.path().to_path_buf(),
+    };
+    let core = Core::new(CoreConfig::default(), (Instant::now(), crate::auth::now_ms()));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let looping = tokio::spawn(event_loop::run(core, events_rx, effects, metrics, stop_rx));
+    let handle = Handle::new(events_tx, failing, auth.clone());
+
+    let saved = handle
+        .call(|core, now, out| {
+            core.create_pool(now, pool_spec("p", Provider::Static, 0, Fill::Spread), out).unwrap();
+            core.submit_job(now, job_spec("p", 3, 0, 0), out).unwrap()
+        })
+        .await
+        .unwrap();
+    let token = |name: &str| crate::auth::TokenRecord {
+        id: format!("id-{name}"),
+        name: name.into(),
+        role: Role::Submit,
+        pool: None,
+        hash: [0; 32],
+        created_at_ms: 0,
+        expires_at_ms: None,
+        created_by: "test".into(),
+    };
+    let auth2 = auth.clone();
+    let bad = handle
+        .call(move |core, now, out| {
+            let job = core.submit_job(now, job_spec("p", 5, 0, 0), out).unwrap();
+            auth2.insert_token(token("ghost"));
+            out.store.push(StoreOp::PutToken(token("ghost")));
+            out.store.push(StoreOp::PutNode(unstorable_node(&PoolName::parse("pool", "p").unwrap())));
+            job
+        })
+        .await;
+    assert!(matches!(&bad, Err(RuntimeError::NotSaved(why)) if why.contains("refused")), "{bad:?}");
+    // A read made before the reload may be refused as undone; none shows the change.
+    let mut answered = None;
+    for _ in 0..100 {
+        match handle.call(|core, _, _| core.jobs.keys().copied().collect::<Vec<_>>()).await {
+            Ok(jobs) => {
+                answered = Some(jobs);
+                break;
+            }
+            Err(RuntimeError::NotSaved(why)) => assert!(why.contains("undid"), "{why}"),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(answered, Some(vec![saved]), "only the saved job is in memory");
+    assert!(auth.token_named("ghost").is_none(), "the refused batch's token is gone from the gate");
+    // Changes go on, in the next generation.
+    let next = handle.call(|core, now, out| core.submit_job(now, job_spec("p", 1, 0, 0), out).unwrap()).await.unwrap();
+    assert_ne!(next, saved);
+    let snapshot = crate::store::Store::open(dir.path()).unwrap().load().unwrap();
+    let stored: Vec<JobId> = snapshot.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(stored, [saved, next]);
+    stop.send(true).unwrap();
+    looping.await.unwrap();
 }
