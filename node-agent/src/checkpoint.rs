@@ -6,7 +6,14 @@
 //! unpacked in place before it starts, with `CORRAL_CHECKPOINT_RESTORED=1`.
 //!
 //! A task should write its checkpoint atomically (a new file renamed over the old):
-//! the agent may pack it at any moment.
+//! the agent may pack it at any moment. What a tar cannot hold (a socket, a FIFO, a
+//! device) is left out of the archive, and the attempt's record says so.
+//!
+//! A restore is all or nothing: the archive is unpacked into a scratch folder
+//! beside the task's directory and only the checkpoint's own path is moved into
+//! place once every entry was accepted; an archive with an entry refused (one that
+//! would land outside, through a link) leaves the task's directory clean and the
+//! attempt starts from scratch, `CORRAL_CHECKPOINT_RESTORED=0`, saying why.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +24,26 @@ use crate::objects::{Client, TransferError};
 /// directory; one an agent that died mid-save left behind is removed at start
 /// (see [`crate::task_dirs::TaskDirs::new`]).
 pub const SCRATCH_SUFFIX: &str = ".checkpoint.tar";
+
+/// What one save did: whether there was anything to store, and what it left out.
+#[derive(Debug, Default, PartialEq)]
+pub struct Saved {
+    pub stored: bool,
+    /// Files a tar cannot hold, relative to the task's directory, with their kind.
+    pub skipped: Vec<String>,
+}
+
+impl Saved {
+    /// What the attempt's record says of it, if anything.
+    pub fn note(&self) -> Option<String> {
+        let first = self.skipped.first()?;
+        let more = match self.skipped.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        Some(format!("checkpoint: left out {first}{more}, which an archive cannot hold"))
+    }
+}
 
 /// Where a task's checkpoint lives, in its directory and in the store.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,21 +70,24 @@ impl Checkpoint {
     }
 
     /// The archive's place while it is packed or unpacked: beside the task's
-    /// directory, out of its outputs' way.
+    /// directory, out of its outputs' way (and the folder it is unpacked into,
+    /// with `.d` added).
     fn scratch(dir: &Path) -> PathBuf {
         let mut name = dir.file_name().unwrap_or_default().to_os_string();
         name.push(SCRATCH_SUFFIX);
         dir.with_file_name(name)
     }
 
-    /// Puts the latest checkpoint in place in `dir`. `Ok(false)` if there is none yet.
+    /// Puts the latest checkpoint in place in `dir`, whole or not at all. `Ok(false)`
+    /// if there is none yet; [`TransferError::Local`] if the archive was refused
+    /// (then `dir` holds nothing of it).
     pub async fn restore(&self, objects: &mut Client, dir: &Path) -> Result<bool, TransferError> {
         let archive = Self::scratch(dir);
         let fetched = crate::objects::download(objects, &self.object, &archive).await;
         let result = match fetched {
             Ok(_) => {
-                let (at, to) = (archive.clone(), dir.to_path_buf());
-                blocking(&archive, move || unpack(&at, &to)).await.map(|()| true)
+                let (at, to, path) = (archive.clone(), dir.to_path_buf(), self.path.clone());
+                blocking(&archive, move || unpack_whole(&at, &to, &path)).await.map(|()| true)
             }
             Err(TransferError::Missing(_)) => Ok(false),
             Err(e) => Err(e),
@@ -66,11 +96,11 @@ impl Checkpoint {
         result
     }
 
-    /// Packs the checkpoint and stores it; `Ok(false)` if the task has not written
+    /// Packs the checkpoint and stores it; not `stored` if the task has not written
     /// one (yet).
-    pub async fn save(&self, objects: &mut Client, dir: &Path) -> Result<bool, TransferError> {
+    pub async fn save(&self, objects: &mut Client, dir: &Path) -> Result<Saved, TransferError> {
         if tokio::fs::symlink_metadata(dir.join(&self.path)).await.is_err() {
-            return Ok(false);
+            return Ok(Saved::default());
         }
         // Through a symbolic link on the way, it would pack what lies outside the
         // task's directory, with the agent's rights.
@@ -83,7 +113,9 @@ impl Checkpoint {
         let archive = Self::scratch(dir);
         let (at, from, path) = (archive.clone(), dir.to_path_buf(), self.path.clone());
         let result = match blocking(&archive, move || pack(&from, &path, &at)).await {
-            Ok(()) => crate::objects::upload(objects, &archive, &self.object).await.map(|_| true),
+            Ok(skipped) => {
+                crate::objects::upload(objects, &archive, &self.object).await.map(|_| Saved { stored: true, skipped })
+            }
             Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&archive).await;
@@ -108,10 +140,10 @@ fn within(dir: &Path, path: &Path) -> bool {
 }
 
 /// Runs file work off the async threads; its error names `archive`.
-async fn blocking(
+async fn blocking<T: Send + 'static>(
     archive: &Path,
-    work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
-) -> Result<(), TransferError> {
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, TransferError> {
     let local = |source| TransferError::Local { path: archive.display().to_string(), source };
     match tokio::task::spawn_blocking(work).await {
         Ok(done) => done.map_err(local),
@@ -120,25 +152,77 @@ async fn blocking(
 }
 
 /// `dir/path` (a file or a directory) into a tar at `archive`; symbolic links are
-/// kept as links, never followed out of the task's directory.
-fn pack(dir: &Path, path: &Path, archive: &Path) -> std::io::Result<()> {
+/// kept as links, never followed out of the task's directory. What a tar cannot
+/// hold (sockets, FIFOs, devices) is left out, and returned with its kind.
+fn pack(dir: &Path, path: &Path, archive: &Path) -> std::io::Result<Vec<String>> {
     let file = std::fs::File::create(archive)?;
     let mut tar = tar::Builder::new(file);
     tar.follow_symlinks(false);
-    let full = dir.join(path);
-    if std::fs::symlink_metadata(&full)?.is_dir() {
-        tar.append_dir_all(path, &full)?;
-    } else {
-        tar.append_path_with_name(&full, path)?;
+    let mut skipped = Vec::new();
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(at) = todo.pop() {
+        let full = dir.join(&at);
+        let kind = std::fs::symlink_metadata(&full)?.file_type();
+        if kind.is_dir() {
+            tar.append_dir(&at, &full)?;
+            let mut children: Vec<PathBuf> =
+                std::fs::read_dir(&full)?.map(|e| e.map(|e| at.join(e.file_name()))).collect::<Result<_, _>>()?;
+            children.sort();
+            todo.extend(children.into_iter().rev());
+        } else if kind.is_file() || kind.is_symlink() {
+            tar.append_path_with_name(&full, &at)?;
+        } else {
+            skipped.push(format!("{} ({})", at.display(), kind_of(&kind)));
+        }
     }
-    tar.into_inner()?.sync_all()
+    tar.into_inner()?.sync_all()?;
+    Ok(skipped)
 }
 
-/// A checkpoint archive into `dir`; tar refuses entries that would land outside it.
-fn unpack(archive: &Path, dir: &Path) -> std::io::Result<()> {
-    let mut tar = tar::Archive::new(std::fs::File::open(archive)?);
-    tar.set_overwrite(true);
-    tar.unpack(dir)
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_socket() {
+        "a socket"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
+/// A checkpoint archive into `dir`, whole or not at all: it is unpacked into a
+/// scratch folder first (tar refuses entries that would land outside it), and
+/// only then is `path` moved into place (over what was there). Whatever else the
+/// archive holds stays out of the task's directory.
+fn unpack_whole(archive: &Path, dir: &Path, path: &Path) -> std::io::Result<()> {
+    let mut scratch = archive.as_os_str().to_os_string();
+    scratch.push(".d");
+    let scratch = PathBuf::from(scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir(&scratch)?;
+    let unpacked = (|| {
+        let mut tar = tar::Archive::new(std::fs::File::open(archive)?);
+        tar.set_overwrite(true);
+        tar.unpack(&scratch)?;
+        let from = scratch.join(path);
+        std::fs::symlink_metadata(&from).map_err(|_| {
+            std::io::Error::other(format!("the archive holds no '{}', the task's checkpoint", path.display()))
+        })?;
+        let to = dir.join(path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::symlink_metadata(&to) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&to)?,
+            Ok(_) => std::fs::remove_file(&to)?,
+            Err(_) => {}
+        }
+        std::fs::rename(&from, &to)
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    unpacked
 }
 
 #[cfg(test)]
@@ -153,13 +237,60 @@ mod tests {
         std::fs::write(from.path().join("state/inner/x"), "y").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", from.path().join("state/link")).unwrap();
         let archive = from.path().join("c.tar");
-        pack(from.path(), Path::new("state"), &archive).unwrap();
+        assert_eq!(pack(from.path(), Path::new("state"), &archive).unwrap(), Vec::<String>::new());
         let to = tempfile::tempdir().unwrap();
-        unpack(&archive, to.path()).unwrap();
+        unpack_whole(&archive, to.path(), Path::new("state")).unwrap();
         assert_eq!(std::fs::read_to_string(to.path().join("state/step")).unwrap(), "41");
         assert_eq!(std::fs::read_to_string(to.path().join("state/inner/x")).unwrap(), "y");
         let link = std::fs::symlink_metadata(to.path().join("state/link")).unwrap();
         assert!(link.file_type().is_symlink(), "a link stays a link, its target is not copied");
+    }
+
+    #[test]
+    fn a_refused_archive_leaves_nothing_in_the_task_directory() {
+        let outside = tempfile::tempdir().unwrap();
+        let from = tempfile::tempdir().unwrap();
+        let archive = from.path().join("planted.tar");
+        let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+        let mut add = |path: &str, kind: tar::EntryType, link: Option<&Path>, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            if let Some(link) = link {
+                header.set_link_name(link).unwrap();
+            }
+            header.set_cksum();
+            tar.append_data(&mut header, path, data).unwrap();
+        };
+        add("state/first", tar::EntryType::Regular, None, b"accepted");
+        add("state/out", tar::EntryType::Symlink, Some(outside.path()), b"");
+        add("state/out/evil", tar::EntryType::Regular, None, b"planted");
+        tar.into_inner().unwrap().sync_all().unwrap();
+        let task = tempfile::tempdir().unwrap();
+        std::fs::write(task.path().join("input.txt"), "kept").unwrap();
+        assert!(unpack_whole(&archive, task.path(), Path::new("state")).is_err());
+        assert!(!task.path().join("state").exists(), "nothing of a refused archive is in place");
+        assert!(!outside.path().join("evil").exists());
+        assert_eq!(std::fs::read_dir(task.path()).unwrap().count(), 1, "the task's own files stay");
+        assert!(!from.path().join("planted.tar.d").exists(), "the scratch folder goes");
+    }
+
+    #[test]
+    fn what_a_tar_cannot_hold_is_left_out_and_said() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        std::fs::write(dir.path().join("state/step"), "7").unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("state/sock")).unwrap();
+        let archive = dir.path().join("c.tar");
+        let skipped = pack(dir.path(), Path::new("state"), &archive).unwrap();
+        assert_eq!(skipped, ["state/sock (a socket)"]);
+        let saved = Saved { stored: true, skipped };
+        assert_eq!(saved.note().unwrap(), "checkpoint: left out state/sock (a socket), which an archive cannot hold");
+        let to = tempfile::tempdir().unwrap();
+        unpack_whole(&archive, to.path(), Path::new("state")).unwrap();
+        assert_eq!(std::fs::read_to_string(to.path().join("state/step")).unwrap(), "7");
+        assert!(!to.path().join("state/sock").exists());
     }
 
     #[test]

@@ -274,9 +274,13 @@ async fn run(
         Err(why) => return result(task, Outcome::SpawnFailed, started_at_ms, why),
     };
     // The latest checkpoint, in place; one that cannot be had is not worth failing
-    // for: the attempt starts from scratch, and says so.
+    // for: the attempt starts from scratch, and its record says so.
     let mut restored = false;
-    let mut checkpoint = checkpoint;
+    // What the attempt's record says beside how it ended (checkpoints' troubles).
+    let mut notes: Vec<String> = Vec::new();
+    // Where its checkpoint is saved: none when the last one could not be fetched
+    // (saving over it would lose it for good).
+    let mut saves = checkpoint.clone();
     if let Some(ck) = checkpoint.clone() {
         let ck = &ck;
         let restore = || {
@@ -286,10 +290,17 @@ async fn run(
         restored = tokio::select! {
             got = with_patience(restore) => match got {
                 Ok(restored) => restored,
+                Err(why @ crate::objects::TransferError::Local { .. }) => {
+                    // The archive itself was refused: nothing of it is in place,
+                    // and this attempt's saves replace it.
+                    tracing::warn!(task = ?task, %why, "the checkpoint was refused; starting from scratch");
+                    notes.push(format!("checkpoint not restored, started from scratch: {why}"));
+                    false
+                }
                 Err(why) => {
-                    // Saving over the one it could not have would lose it for good.
                     tracing::warn!(task = ?task, %why, "starting without the checkpoint, and saving none this attempt");
-                    checkpoint = None;
+                    notes.push(format!("checkpoint not restored, started from scratch and saved none: {why}"));
+                    saves = None;
                     false
                 }
             },
@@ -346,11 +357,11 @@ async fn run(
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
     let mut tail = tokio::time::interval_at(Instant::now() + TAIL_EVERY, TAIL_EVERY);
     // Checkpoints while it runs: one save at a time, in the background.
-    let mut save_tick = checkpoint.as_ref().and_then(|ck| ck.interval).map(|every| {
+    let mut save_tick = saves.as_ref().and_then(|ck| ck.interval).map(|every| {
         let every = every.max(MIN_CHECKPOINT_INTERVAL);
         tokio::time::interval_at(Instant::now() + every, every)
     });
-    let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+    let mut saving: Option<tokio::task::JoinHandle<Option<String>>> = None;
     // Set once the agent decided to end the task: why, and when to SIGKILL.
     let mut ending: Option<(Outcome, Instant)> = None;
     let status = loop {
@@ -375,7 +386,7 @@ async fn run(
             },
             _ = tail.tick() => output.refresh(),
             _ = tick_opt(&mut save_tick), if ending.is_none() && saving.as_ref().is_none_or(|s| s.is_finished()) => {
-                if let Some(ck) = checkpoint.clone() {
+                if let Some(ck) = saves.clone() {
                     saving = Some(tokio::spawn(save_checkpoint(ck, ctx.objects.clone(), dir.to_path_buf())));
                 }
             }
@@ -384,12 +395,13 @@ async fn run(
     // Whatever the task left behind in its process group goes with it.
     signal_group(pgid, libc::SIGKILL);
     ctx.warden.release(pgid);
-    // However it ended, its last checkpoint is kept, after any save still going.
+    // However it ended, its last checkpoint is kept, after any save still going;
+    // the last save is the one the next attempt gets, so its trouble is recorded.
     if let Some(saving) = saving {
         let _ = saving.await;
     }
-    if let Some(ck) = checkpoint {
-        save_checkpoint(ck, ctx.objects.clone(), dir.to_path_buf()).await;
+    if let Some(ck) = saves {
+        notes.extend(save_checkpoint(ck, ctx.objects.clone(), dir.to_path_buf()).await);
     }
     output.ship_all().await;
     *shipped_on = output.shipped_on();
@@ -440,20 +452,30 @@ async fn run(
             r.message = e.to_string();
         }
     }
+    for note in notes {
+        r.message = if r.message.is_empty() { note } else { format!("{}; {note}", r.message) };
+    }
     r
 }
 
-/// Stores a task's checkpoint; a failure is logged (the next save may do better),
-/// not held against the task.
-async fn save_checkpoint(ck: Checkpoint, objects: crate::objects::Client, dir: std::path::PathBuf) {
+/// Stores a task's checkpoint; a failure is not held against the task (the next
+/// save may do better), but said: the note for the attempt's record, if any.
+async fn save_checkpoint(ck: Checkpoint, objects: crate::objects::Client, dir: std::path::PathBuf) -> Option<String> {
     let save = || {
         let (mut objects, ck, dir) = (objects.clone(), &ck, &dir);
         async move { ck.save(&mut objects, dir).await }
     };
     match with_patience(save).await {
-        Ok(true) => tracing::debug!(object = %ck.object, "checkpoint stored"),
-        Ok(false) => {}
-        Err(why) => tracing::warn!(object = %ck.object, %why, "checkpoint not stored"),
+        Ok(saved) => {
+            if saved.stored {
+                tracing::debug!(object = %ck.object, skipped = saved.skipped.len(), "checkpoint stored");
+            }
+            saved.note()
+        }
+        Err(why) => {
+            tracing::warn!(object = %ck.object, %why, "checkpoint not stored");
+            Some(format!("checkpoint not stored: {why}"))
+        }
     }
 }
 

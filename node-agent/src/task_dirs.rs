@@ -45,6 +45,9 @@ impl TaskDirs {
                     let _ = fs::remove_dir_all(entry.path());
                 } else if name.ends_with(crate::checkpoint::SCRATCH_SUFFIX) {
                     let _ = fs::remove_file(entry.path());
+                } else if name.strip_suffix(".d").is_some_and(|n| n.ends_with(crate::checkpoint::SCRATCH_SUFFIX)) {
+                    // Where an archive was being unpacked.
+                    let _ = fs::remove_dir_all(entry.path());
                 }
             }
         }

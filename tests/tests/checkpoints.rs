@@ -64,3 +64,63 @@ fn a_task_whose_node_is_killed_resumes_from_its_checkpoint_elsewhere() {
         task["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["node_lost", "succeeded"], "{task}");
 }
+
+/// A checkpoint archive with an entry that would land outside the task's directory
+/// (found in the store, however it got there) is not half unpacked: the attempt
+/// starts in a clean directory with `CORRAL_CHECKPOINT_RESTORED=0`, and its record
+/// says why.
+#[test]
+fn a_refused_checkpoint_leaves_a_clean_directory_and_says_so() {
+    let mut c = Cluster::start(&[]);
+    let out = c.corral(&["pool", "create", "cpu", "--slots-per-node", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let outside = c.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let job = c.submit(
+        &["--pool", "cpu", "--checkpoint", "state"],
+        &["sh", "-c", "echo restored=$CORRAL_CHECKPOINT_RESTORED; ls -A | sort | tr '\\n' ' '"],
+    );
+    // Planted where the store keeps the task's checkpoint, before any node runs it.
+    let archive = c.data_dir().join(format!("objects/jobs/{job}/.checkpoints/0.tar"));
+    std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+    let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    let mut add = |path: &str, kind: tar::EntryType, link: Option<&std::path::Path>, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        if let Some(link) = link {
+            header.set_link_name(link).unwrap();
+        }
+        header.set_cksum();
+        tar.append_data(&mut header, path, data).unwrap();
+    };
+    add("state/first", tar::EntryType::Regular, None, b"accepted");
+    add("state/out", tar::EntryType::Symlink, Some(&outside), b"");
+    add("state/out/evil", tar::EntryType::Regular, None, b"planted");
+    tar.into_inner().unwrap().sync_all().unwrap();
+    c.agent("cpu", 1);
+    let done = c.wait_job(job, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(c.logs(job, 0, false), "restored=0\nstderr.txt stdout.txt ");
+    assert!(!outside.join("evil").exists());
+    let task = c.json(&["task", "show", &job.to_string(), "0"]);
+    let message = task["attempts"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("checkpoint not restored, started from scratch"), "{task}");
+}
+
+/// A socket in the checkpoint is left out of the archive (with a note on the
+/// attempt) instead of failing every save: the rest of the state survives a retry.
+#[test]
+fn what_a_checkpoint_cannot_archive_is_left_out_and_the_rest_survives() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let script = "if [ \"$CORRAL_CHECKPOINT_RESTORED\" = 1 ]; then cat state/step; ls state; else mkdir state; echo 41 > state/step; python3 -c \"import socket; socket.socket(socket.AF_UNIX).bind('state/sock')\"; exit 1; fi";
+    let job = c.submit(&["--pool", "cpu", "--max-retries", "1", "--checkpoint", "state"], &["sh", "-c", script]);
+    let done = c.wait_job(job, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}\n{}", c.agent_log(0));
+    assert_eq!(c.logs(job, 0, false), "41\nstep\n");
+    let task = c.json(&["task", "show", &job.to_string(), "0"]);
+    let message = task["attempts"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("left out state/sock (a socket)"), "{task}");
+}
