@@ -164,3 +164,53 @@ fn health(c: &Cluster) -> tonic_health::pb::health_check_response::ServingStatus
         resp.into_inner().status()
     })
 }
+
+/// Unmounts a tmpfs when dropped, however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// A log the disk has no room for is skipped (the state goes on), but never
+/// silently: the attempt's message says how much is missing, and once there is room
+/// the log ends with a marker saying so.
+#[test]
+fn output_the_disk_had_no_room_for_is_said_on_the_attempt_and_in_its_log() {
+    let mut c = Cluster::start(&[]);
+    let out = c.corral(&["pool", "create", "cpu", "--slots-per-node", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job = c.submit(&["--pool", "cpu"], &["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' x; echo"]);
+    // The job's logs get a disk of their own with room for 8 KiB.
+    let logs = c.data_dir().join("logs").join(job.to_string());
+    std::fs::create_dir_all(&logs).unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8k", "tmpfs"])
+        .arg(&logs)
+        .output()
+        .expect("run mount");
+    assert!(out.status.success(), "mounting a tmpfs needs root: {}", String::from_utf8_lossy(&out.stderr));
+    let _mounted = Mounted(logs.clone());
+    c.agent("cpu", 1);
+    let done = c.wait_job(job, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    let task = c.json(&["task", "show", &job.to_string(), "0"]);
+    let message = task["attempts"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("of stdout not stored") && message.contains("disk full"), "{task}");
+    // Room again: the next commit writes the marker at the end of what is missing.
+    std::fs::File::options().write(true).open(logs.join("0.1.stdout")).unwrap().set_len(0).unwrap();
+    let next = c.submit(&["--pool", "cpu"], &["true"]);
+    assert_eq!(c.wait_job(next, MINUTE)["state"], "completed");
+    wait_until(MINUTE, "the marker in the log", || {
+        std::fs::read(logs.join("0.1.stdout"))
+            .is_ok_and(|log| String::from_utf8_lossy(&log).contains("of stdout is missing from this log"))
+    });
+    let shown = c.logs(job, 0, false);
+    assert!(
+        shown.ends_with("is missing from this log: the coordinator could not write it]\n"),
+        "{}",
+        &shown[shown.len().saturating_sub(200)..]
+    );
+}

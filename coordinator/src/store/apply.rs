@@ -27,6 +27,7 @@ impl Store {
         let mut last_event = self.last_event;
         let mut recorded = Vec::new();
         let mut actor: Option<&String> = None;
+        let mut lost = super::lost::Found::default();
         let plan = Coalesced::of(ops);
         for (i, op) in ops.iter().enumerate() {
             if let StoreOp::Actor(who) = op {
@@ -35,6 +36,9 @@ impl Store {
             }
             if let StoreOp::InsertJob(j) = op {
                 job_pools.insert(j.id, j.spec.pool.clone());
+            }
+            if let StoreOp::EndAttempt { attempt, .. } = op {
+                lost.ended(*attempt);
             }
             // A failed lookup fails the transaction (and is retried like any write):
             // an event without its pool would be missed by pool-filtered followers.
@@ -316,15 +320,17 @@ impl Store {
                         started_at_ms
                     ])?;
                 }
-                // Task output must not hold up the state: a log that cannot be
-                // written (disk full, permissions) is reported and skipped.
                 StoreOp::Actor(_) | StoreOp::ObjectChanged { .. } => {}
                 StoreOp::ForgetNodeCredential(node) => {
                     tx.prepare_cached("DELETE FROM node_credentials WHERE node_id = ?1")?.execute([&node.0])?;
                 }
+                // Task output must not hold up the state: a log that cannot be
+                // written (disk full, permissions) is skipped, and the attempt's
+                // record says so ([`super::lost`]).
                 StoreOp::Log(chunk) => {
                     if let Err(e) = write_log(logs, chunk) {
-                        tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it");
+                        tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it, and the attempt's record will say so");
+                        lost.chunk_lost(chunk);
                     }
                 }
             }
@@ -333,9 +339,11 @@ impl Store {
         if last_event / 10_000 != self.last_event / 10_000 {
             crate::events::trim(&tx, last_event)?;
         }
+        self.lost.amend(&tx, &mut lost)?;
         tx.commit()?;
         self.last_event = last_event;
         self.committed_events.append(&mut recorded);
+        self.lost.committed(&self.logs, lost);
         Ok(())
     }
 }
@@ -472,5 +480,72 @@ mod tests {
         // Every change still makes its event.
         let events = |dir: &Path| Store::open_reader(dir).unwrap().events(0, &Filter::default(), 100).unwrap().len();
         assert_eq!(events(one.path()), events(apart.path()));
+    }
+}
+
+#[cfg(test)]
+mod lost_output {
+    use super::*;
+
+    fn attempt(index: u32) -> AttemptRef {
+        AttemptRef { task: TaskKey { job: JobId(1), index }, attempt: 1 }
+    }
+
+    fn chunk(index: u32, offset: u64, data: &[u8]) -> StoreOp {
+        StoreOp::Log(LogChunk { attempt: attempt(index), stderr: false, offset, data: data.to_vec() })
+    }
+
+    fn message(dir: &Path, index: u32) -> String {
+        let reader = Store::open_reader(dir).unwrap();
+        reader.attempts(attempt(index).task).unwrap().pop().unwrap().message
+    }
+
+    /// Output that cannot be written (here: its log's place is taken by a
+    /// directory, as a full disk would refuse it) is said on the attempt, in the
+    /// same or a later transaction than the chunk, and its log gets a marker once
+    /// one can be written.
+    #[test]
+    fn output_that_could_not_be_written_is_said_on_the_attempt_and_marked_in_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let blocked = log_path(&dir.path().join("logs"), attempt(0), false);
+        fs::create_dir_all(&blocked).unwrap();
+        let start = |index: u32| StoreOp::StartAttempt {
+            attempt: attempt(index),
+            node: NodeId("n-1".into()),
+            started_at_ms: 10,
+            queued_at_ms: 5,
+            gpus: vec![],
+        };
+        let end = |index: u32, message: &str| StoreOp::EndAttempt {
+            attempt: attempt(index),
+            started_at_ms: Some(12),
+            outcome: Outcome::Failed,
+            exit_code: Some(1),
+            signal: None,
+            message: message.into(),
+            ended_at_ms: 20,
+        };
+        store.apply(&[start(0), start(1)]).unwrap();
+        store.apply(&[chunk(0, 0, &[b'x'; 2048]), chunk(1, 0, b"fine\n")]).unwrap();
+        store.apply(&[chunk(0, 2048, b"more")]).unwrap();
+        store.apply(&[end(0, "exited with code 1"), end(1, "")]).unwrap();
+        assert_eq!(
+            message(dir.path(), 0),
+            "exited with code 1; 2.0 KiB of stdout not stored: the coordinator could not write its logs (is its disk full?); see its log"
+        );
+        assert_eq!(message(dir.path(), 1), "", "an attempt whose output was written says nothing");
+        // The marker waits for room, and comes with the next transaction that has it.
+        fs::remove_dir(&blocked).unwrap();
+        store.apply(&[start(2)]).unwrap();
+        let log = fs::read_to_string(&blocked).unwrap();
+        assert!(log.contains("[corral: 2.0 KiB of stdout is missing from this log"), "{log:?}");
+        // A chunk lost after its attempt ended is said too.
+        fs::remove_file(&blocked).unwrap();
+        fs::create_dir_all(&blocked).unwrap();
+        store.apply(&[chunk(0, 4096, b"late")]).unwrap();
+        assert!(message(dir.path(), 0).ends_with(
+            "4 B of stdout not stored: the coordinator could not write its logs (is its disk full?); see its log"
+        ));
     }
 }

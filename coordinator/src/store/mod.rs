@@ -17,6 +17,7 @@
 //!   (derived in `crate::events`);
 //! - [`writer`]: the thread that applies batches with group commit and retries a
 //!   full disk;
+//! - [`lost`]: task output that could not be written, said on its attempt;
 //! - [`reader`]: the second connection, for what the core does not keep (attempt
 //!   history, events, logs);
 //! - [`schedules`]: schedules, and the slots that made jobs (one row each, keyed by
@@ -35,6 +36,7 @@ use crate::model::*;
 
 mod apply;
 mod load;
+mod lost;
 mod reader;
 mod schedules;
 mod schema;
@@ -54,6 +56,8 @@ pub struct Store {
     last_event: u64,
     /// Events committed since the writer last took them.
     committed_events: Vec<crate::events::Event>,
+    /// Task output that could not be written, until the attempts' records say so.
+    lost: lost::Lost,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -79,7 +83,14 @@ impl Store {
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
         let last_event = crate::events::last_id(&conn)?;
-        Ok(Store { conn, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new() })
+        Ok(Store {
+            conn,
+            logs,
+            job_pools: HashMap::new(),
+            last_event,
+            committed_events: Vec::new(),
+            lost: lost::Lost::default(),
+        })
     }
 
     /// Everything the core and the gate are rebuilt from, read again on a
@@ -95,6 +106,7 @@ impl Store {
             job_pools: HashMap::new(),
             last_event: 0,
             committed_events: Vec::new(),
+            lost: lost::Lost::default(),
         };
         let snapshot = store.load()?;
         let (tokens, nodes) = store.load_auth()?;
