@@ -152,8 +152,9 @@ impl Lost {
             );
             let path = log_path(logs, marker.attempt, marker.stderr);
             let dir = path.parent().map(std::fs::create_dir_all).unwrap_or(Ok(()));
-            let written =
-                dir.and_then(|()| std::fs::OpenOptions::new().create(true).write(true).open(&path)).and_then(|f| {
+            let written = dir
+                .and_then(|()| std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path))
+                .and_then(|f| {
                     use std::os::unix::fs::FileExt;
                     let at = f.metadata()?.len().max(marker.at);
                     f.write_all_at(text.as_bytes(), at)
