@@ -222,3 +222,95 @@ fn long_object_paths_are_refused_as_invalid() {
         }
     });
 }
+
+#[test]
+fn http2_without_tls_is_answered_and_a_resize_body_must_be_an_object() {
+    let c = Cluster::start(&[]);
+    let out = c.corral(&["pool", "create", "lp", "--provider", "local", "--nodes", "1", "--slots-per-node", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // HTTP/2 with prior knowledge names the host in `:authority`, not in Host.
+    let h2 = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2.get(format!("{}/api/whoami", c.http_url())).bearer_auth(c.admin_token()).send().unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text());
+    let resize = |body: &str| {
+        let resp = c
+            .http_client()
+            .post(format!("{}/api/pools/lp/resize", c.http_url()))
+            .bearer_auth(c.admin_token())
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    for bad in ["[1]", r#"{"nodes": 2, "node": 3}"#, r#"{"nodes": -1}"#] {
+        let (status, body) = resize(bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("nodes") || body.contains("object"), "{body}");
+    }
+    assert_eq!(c.json(&["pool", "show", "lp"])["target_nodes"], 1, "nothing changed");
+    let (status, body) = resize(r#"{"nodes": 2}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(c.json(&["pool", "show", "lp"])["target_nodes"], 2);
+}
+
+/// A job that puts into its own trigger's prefix would make jobs without end:
+/// `--max-active 1` stops it at the first, and the put says why.
+#[test]
+fn a_put_trigger_whose_jobs_put_into_its_prefix_is_bounded_by_max_active() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 2);
+    let looper = c.dir.path().join("looper.token");
+    std::fs::write(&looper, c.token("looper", "submit", &[])).unwrap();
+    let corral = corral_tests::bin("corral");
+    let script = format!("echo x > f; {} file put f loop/$CORRAL_JOB_ID", corral.display());
+    let coordinator = format!("CORRAL_COORDINATOR={}", c.url);
+    let token_file = format!("CORRAL_TOKEN_FILE={}", looper.display());
+    c.json(&[
+        "template",
+        "create",
+        "again",
+        "--pool",
+        "cpu",
+        "--env",
+        &coordinator,
+        "--env",
+        &token_file,
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    c.json(&["trigger", "create", "loop", "--prefix", "loop/", "--template", "again", "--max-active", "1"]);
+    let seed = c.dir.path().join("seed");
+    std::fs::write(&seed, "go").unwrap();
+    let out = c.corral_as(
+        Some(&std::fs::read_to_string(&looper).unwrap()),
+        &["file", "put", seed.to_str().unwrap(), "loop/seed"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = c.json(&["job", "list"])[0]["id"].as_u64().unwrap();
+    let done = c.wait_job(first, MINUTE);
+    assert_eq!(done["state"], "failed", "its put was answered: its job was not made: {done}");
+    let err = c.logs(first, 0, true);
+    assert!(err.contains("--max-active"), "{err}");
+    let shown = c.json(&["trigger", "show", "loop"]);
+    assert_eq!(
+        (shown["fired"].as_u64(), shown["failed"].as_u64(), shown["max_active"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{shown}"
+    );
+    assert_eq!(c.json(&["job", "list"]).as_array().map(Vec::len), Some(1), "no second job");
+    // An empty prefix is every object in the store: only when said so.
+    let rt = grpc::runtime();
+    rt.block_on(async {
+        let admin = Bearer::new(Some(&c.admin_token())).unwrap();
+        let mut client = pb::corral_client::CorralClient::with_interceptor(c.channel().await, admin);
+        let req = pb::CreateTriggerRequest { name: "all".into(), template: "again".into(), ..Default::default() };
+        let err = client.create_trigger(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("prefix") && err.message().contains("every object"), "{}", err.message());
+    });
+    c.json(&["trigger", "create", "all", "--prefix", "", "--template", "again", "--max-active", "1"]);
+}

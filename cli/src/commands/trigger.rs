@@ -37,7 +37,7 @@ pub struct CreateArgs {
     /// The trigger's name: 1 to 63 of a-z 0-9 - _.
     #[arg(value_name = "NAME")]
     trigger: String,
-    /// Objects under this prefix (e.g. incoming/).
+    /// Objects under this prefix (e.g. incoming/; '' for every object in the store).
     #[arg(long)]
     prefix: String,
     /// ... whose path after the prefix matches this glob (e.g. '*.jpg').
@@ -50,6 +50,11 @@ pub struct CreateArgs {
     /// for objects written to the store directly rather than through Corral.
     #[arg(long, value_parser = corral_types::duration::parse)]
     poll: Option<Duration>,
+    /// At most N of its jobs active at once: beyond it, a put's object makes no job
+    /// (the put says so) and a polling trigger's waits for a later poll. Bounds a
+    /// job that puts into its own trigger's prefix [default: no limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_active: Option<u32>,
 }
 
 fn state(t: &pb::Trigger) -> &'static str {
@@ -75,6 +80,7 @@ fn trigger_json(t: &pb::Trigger) -> serde_json::Value {
         "glob": (!t.glob.is_empty()).then_some(&t.glob),
         "template": t.template,
         "poll_ms": (t.poll_ms > 0).then_some(t.poll_ms),
+        "max_active": (t.max_active > 0).then_some(t.max_active),
         "owner": t.owner,
         "created_at_ms": t.created_at_ms,
         "fired": t.fired,
@@ -115,6 +121,9 @@ fn print(ctx: &Context, t: &pb::Trigger) {
         ("skipped", t.skipped.to_string()),
         ("failed", t.failed.to_string()),
     ];
+    if t.max_active > 0 {
+        rows.push(("max active", t.max_active.to_string()));
+    }
     if t.poll_ms > 0 {
         rows.push(("seen", t.seen.to_string()));
         if t.last_poll_ms > 0 {
@@ -138,10 +147,13 @@ impl TriggerCommand {
             TriggerCommand::Create(args) => {
                 let req = pb::CreateTriggerRequest {
                     name: args.trigger,
-                    prefix: args.prefix,
                     glob: args.glob.unwrap_or_default(),
                     template: args.template,
                     poll_ms: args.poll.map_or(0, corral_types::duration::ms),
+                    max_active: args.max_active.unwrap_or(0),
+                    // The flag is required, so an empty prefix is said on purpose.
+                    whole_store: args.prefix.is_empty(),
+                    prefix: args.prefix,
                 };
                 let t = client.create_trigger(req).await.api()?;
                 if ctx.json() {

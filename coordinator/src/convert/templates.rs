@@ -8,7 +8,7 @@ use corral_proto::v1 as pb;
 
 use super::word;
 use crate::core::templates::{meta_key, Template, TemplateSpec};
-use crate::core::triggers::{check_match, Trigger, TriggerSpec, MIN_POLL};
+use crate::core::triggers::{check_match, Trigger, TriggerSpec, MAX_ACTIVE, MIN_POLL};
 use crate::core::Core;
 use crate::error::Invalid;
 use crate::model::*;
@@ -89,7 +89,18 @@ pub fn trigger_spec(req: &pb::CreateTriggerRequest, owner: String) -> Result<Tri
             Some(poll)
         }
     };
-    Ok(TriggerSpec { name, prefix, glob, template, poll, owner })
+    if prefix.is_empty() && !req.whole_store {
+        return Err(Invalid::new(
+            "prefix",
+            "is empty: the trigger would fire for every object in the store; say so with --prefix '' (whole_store)",
+        ));
+    }
+    let max_active = match req.max_active {
+        0 => None,
+        n if n > MAX_ACTIVE => return Err(Invalid::new("max_active", format!("must be at most {MAX_ACTIVE}"))),
+        n => Some(n),
+    };
+    Ok(TriggerSpec { name, prefix, glob, template, poll, owner, max_active })
 }
 
 pub fn trigger_view(core: &Core, t: &Trigger) -> pb::Trigger {
@@ -100,6 +111,7 @@ pub fn trigger_view(core: &Core, t: &Trigger) -> pb::Trigger {
         glob: spec.glob.clone().unwrap_or_default(),
         template: spec.template.to_string(),
         poll_ms: spec.poll.map_or(0, corral_types::duration::ms),
+        max_active: spec.max_active.unwrap_or(0),
         owner: spec.owner.clone(),
         paused: r.paused,
         created_at_ms: r.created_at_ms,

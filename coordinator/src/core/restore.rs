@@ -90,6 +90,7 @@ impl Core {
                 job.ready.insert(t.key.index);
             }
         }
+        self.count_trigger_jobs();
         // Waiting before anything else, so that failures found below cancel what
         // depends on them.
         let restored_ms = self.wall_ms(now);

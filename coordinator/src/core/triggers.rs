@@ -36,7 +36,16 @@ pub struct TriggerSpec {
     pub poll: Option<Duration>,
     /// The token that created it: the jobs it makes are that token's.
     pub owner: String,
+    /// At most this many of its jobs active at once (a job that puts into its own
+    /// trigger's prefix would otherwise make jobs without end).
+    pub max_active: Option<u32>,
 }
+
+/// The largest `--max-active`.
+pub const MAX_ACTIVE: u32 = 100_000;
+
+/// The variable that names, in every task of a job a trigger made, the trigger.
+pub const TRIGGER_ENV: &str = "CORRAL_TRIGGER";
 
 impl TriggerSpec {
     /// Whether an object at `path` is one this trigger fires for.
@@ -89,6 +98,9 @@ pub struct Trigger {
     /// A poll is under way (not stored: a restart polls again).
     pub polling: bool,
     pub last_poll: Option<Instant>,
+    /// Its jobs that may still be active, for `max_active` (rebuilt at restore
+    /// from the jobs' environment; ended ones are dropped when next counted).
+    pub active: std::collections::BTreeSet<JobId>,
 }
 
 /// An object a poll listed.
@@ -223,10 +235,40 @@ impl Core {
         let made = if object.contains("{index}") {
             // An input's `{index}` is an array index to the agent: this object could not be fetched.
             Err(Invalid::new("object", "a path holding '{index}' cannot be a trigger's input").into())
+        } else if let Some(max) = self.at_max_active(name) {
+            Err(Error::Exhausted(format!(
+                "it has {max} active jobs, its --max-active; this object makes none (a job that puts into its trigger's prefix makes jobs without end)"
+            )))
         } else {
             self.dispatch_for(now, name, object, out)
         };
+        if let (Ok(job), Some(t)) = (&made, self.triggers.get_mut(name)) {
+            if t.record.spec.max_active.is_some() {
+                t.active.insert(*job);
+            }
+        }
         self.remember(now, name, object, made)
+    }
+
+    /// Trigger `name`'s `max_active`, if that many of its jobs are active.
+    fn at_max_active(&mut self, name: &TriggerName) -> Option<u32> {
+        let t = self.triggers.get_mut(name)?;
+        let max = t.record.spec.max_active?;
+        let jobs = &self.jobs;
+        t.active.retain(|id| jobs.get(id).is_some_and(|j| j.state == JobState::Active));
+        (t.active.len() >= max as usize).then_some(max)
+    }
+
+    /// After a restore: which active jobs each trigger with a `max_active` made.
+    pub(super) fn count_trigger_jobs(&mut self) {
+        for job in self.jobs.values().filter(|j| j.state == JobState::Active) {
+            let env = &job.spec.task_spec(job.spec.first_index).env;
+            let Some(name) = env.get(TRIGGER_ENV) else { continue };
+            let Ok(name) = TriggerName::parse("trigger", name) else { continue };
+            if let Some(t) = self.triggers.get_mut(&name).filter(|t| t.record.spec.max_active.is_some()) {
+                t.active.insert(job.id);
+            }
+        }
     }
 
     fn dispatch_for(&mut self, now: Instant, name: &TriggerName, object: &str, out: &mut Outbox) -> Result<JobId> {
@@ -238,7 +280,7 @@ impl Core {
             // CORRAL_TRIGGER_OBJECT names it both in the store and there.
             inputs: vec![TaskInput { object: object.to_string(), path: object.to_string() }],
             env: BTreeMap::from([
-                ("CORRAL_TRIGGER".to_string(), name.to_string()),
+                (TRIGGER_ENV.to_string(), name.to_string()),
                 ("CORRAL_TRIGGER_OBJECT".to_string(), object.to_string()),
             ]),
             ..Dispatch::default()
@@ -348,6 +390,6 @@ impl Core {
 
 impl Trigger {
     pub fn new(record: TriggerRecord, seen: BTreeMap<String, String>) -> Trigger {
-        Trigger { record, seen, polling: false, last_poll: None }
+        Trigger { record, seen, polling: false, last_poll: None, active: Default::default() }
     }
 }

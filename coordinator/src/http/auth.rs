@@ -84,7 +84,12 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 /// The middleware in front of every route.
 pub async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let access = &shared.http_access;
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    // HTTP/2 names the host in `:authority` (the URI), not in a Host header.
+    let host = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().unwrap_or("").to_string(),
+        None => req.uri().authority().map(|a| a.to_string()).unwrap_or_default(),
+    };
+    let host = host.as_str();
     let path = req.uri().path().to_string();
     if path != "/healthz" && !host_allowed(host, access) {
         let why = format!(

@@ -27,6 +27,8 @@ struct StoredTrigger {
     template: String,
     poll_ms: Option<u64>,
     owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_active: Option<u32>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
@@ -54,6 +56,7 @@ pub(super) fn put_trigger(tx: &Transaction, r: &TriggerRecord) -> rusqlite::Resu
         template: s.template.to_string(),
         poll_ms: s.poll.map(|d| d.as_millis() as u64),
         owner: s.owner.clone(),
+        max_active: s.max_active,
     };
     tx.prepare_cached(
         "INSERT OR REPLACE INTO triggers (name, spec, created_at_ms, paused, fired, skipped, failed, last_error, recent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -128,6 +131,7 @@ pub(super) fn load_triggers(conn: &Connection) -> Result<Vec<(TriggerRecord, BTr
                 template: TemplateName::parse("template", &spec.template).map_err(corrupt)?,
                 poll: spec.poll_ms.map(Duration::from_millis),
                 owner: spec.owner,
+                max_active: spec.max_active,
             },
             created_at_ms: r.get(2)?,
             paused: r.get(3)?,

@@ -20,6 +20,7 @@ fn template(name: &str, payload: PayloadRule, meta_required: &[&str]) -> Templat
 
 fn trigger(name: &str, prefix: &str, glob: Option<&str>, poll: bool) -> TriggerSpec {
     TriggerSpec {
+        max_active: None,
         name: TriggerName::parse("name", name).unwrap(),
         prefix: prefix.into(),
         glob: glob.map(str::to_string),
@@ -165,6 +166,39 @@ fn a_put_trigger_fires_once_per_matching_put() {
     env.core.on_object_put(env.now, "in/e.jpg", &mut env.out);
     assert_eq!(env.trigger_objects().len(), 3);
     assert_eq!(env.core.triggers[&jpg].record.skipped, 1);
+    env.check();
+}
+
+/// A job that puts into its own trigger's prefix would make jobs without end:
+/// `max_active` bounds how many are active, counted again after a restore, and a
+/// job that ends makes room.
+#[test]
+fn a_put_trigger_makes_at_most_max_active_jobs_at_once() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    let spec = TriggerSpec { max_active: Some(2), ..trigger("loop", "in/", None, false) };
+    env.core.create_trigger(env.now, spec, &mut env.out).unwrap();
+    for i in 0..2 {
+        assert!(env.core.on_object_put(env.now, &format!("in/{i}"), &mut env.out).is_empty());
+    }
+    let refused = env.core.on_object_put(env.now, "in/2", &mut env.out);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("it has 2 active jobs, its --max-active"), "{refused:?}");
+    let name = TriggerName::parse("name", "loop").unwrap();
+    assert_eq!((env.core.triggers[&name].record.fired, env.core.triggers[&name].record.failed), (2, 1));
+    env.check();
+    // Restored, it still counts its two active jobs.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    store.apply(&env.out.store).unwrap();
+    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
+    assert!(!restored.on_object_put(env.now, "in/3", &mut Outbox::default()).is_empty());
+    // One ends: room for one more.
+    let first = *env.core.jobs.keys().next().unwrap();
+    env.core.cancel_job(env.now, first, &mut env.out).unwrap();
+    assert!(env.core.on_object_put(env.now, "in/4", &mut env.out).is_empty());
+    assert!(!env.core.on_object_put(env.now, "in/5", &mut env.out).is_empty());
+    assert_eq!(env.trigger_objects(), ["in/0", "in/1", "in/4"]);
     env.check();
 }
 

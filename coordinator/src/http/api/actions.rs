@@ -141,6 +141,7 @@ pub(super) async fn drain_node(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Resize {
     nodes: u32,
 }
@@ -156,10 +157,16 @@ pub(super) async fn resize_pool(
     Path(name): Path<String>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-    body: Result<Json<Resize>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Api<PoolChanged> {
     check(&who, &headers, Role::Admin, "resizing a pool")?;
-    let Json(resize) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("nodes: {}", e.body_text())))?;
+    let Json(body) = body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("nodes: {}", e.body_text())))?;
+    // A struct would also take the array `[3]` for `{"nodes": 3}`.
+    if !body.is_object() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, r#"the body must be a JSON object, {"nodes": N}"#.into()));
+    }
+    let resize: Resize =
+        serde_json::from_value(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("nodes: {e}")))?;
     let name = PoolName::parse("name", &name)?;
     let target = convert::local_target(resize.nodes)?;
     let changed = shared
