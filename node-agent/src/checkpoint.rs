@@ -25,6 +25,19 @@ use crate::objects::{Client, TransferError};
 /// (see [`crate::task_dirs::TaskDirs::new`]).
 pub const SCRATCH_SUFFIX: &str = ".checkpoint.tar";
 
+/// What a restore found.
+#[derive(Debug, PartialEq)]
+pub enum Restored {
+    /// No checkpoint was stored yet.
+    Nothing,
+    /// The checkpoint is in place.
+    InPlace,
+    /// The archive itself was refused (an entry that would land outside the task's
+    /// directory, or no checkpoint in it): nothing of it is in place, and this
+    /// attempt's saves may replace it.
+    Rejected(String),
+}
+
 /// What one save did: whether there was anything to store, and what it left out.
 #[derive(Debug, Default, PartialEq)]
 pub struct Saved {
@@ -78,18 +91,27 @@ impl Checkpoint {
         dir.with_file_name(name)
     }
 
-    /// Puts the latest checkpoint in place in `dir`, whole or not at all. `Ok(false)`
-    /// if there is none yet; [`TransferError::Local`] if the archive was refused
-    /// (then `dir` holds nothing of it).
-    pub async fn restore(&self, objects: &mut Client, dir: &Path) -> Result<bool, TransferError> {
+    /// Puts the latest checkpoint in place in `dir`, whole or not at all. An error
+    /// is one of fetching or of the local disk (the stored checkpoint may be good:
+    /// do not save over it); a refused archive is [`Restored::Rejected`].
+    pub async fn restore(&self, objects: &mut Client, dir: &Path) -> Result<Restored, TransferError> {
         let archive = Self::scratch(dir);
         let fetched = crate::objects::download(objects, &self.object, &archive).await;
         let result = match fetched {
             Ok(_) => {
                 let (at, to, path) = (archive.clone(), dir.to_path_buf(), self.path.clone());
-                blocking(&archive, move || unpack_whole(&at, &to, &path)).await.map(|()| true)
+                match blocking(&archive, move || unpack_whole(&at, &to, &path)).await {
+                    Ok(()) => Ok(Restored::InPlace),
+                    // tar says what it refuses as `Other` (and a damaged archive as
+                    // bad data); an error of the OS keeps its kind (a full disk is the
+                    // node's fault, not the archive's).
+                    Err(TransferError::Local { source, .. }) if refused_archive(&source) => {
+                        Ok(Restored::Rejected(source.to_string()))
+                    }
+                    Err(e) => Err(e),
+                }
             }
-            Err(TransferError::Missing(_)) => Ok(false),
+            Err(TransferError::Missing(_)) => Ok(Restored::Nothing),
             Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&archive).await;
@@ -112,7 +134,13 @@ impl Checkpoint {
         }
         let archive = Self::scratch(dir);
         let (at, from, path) = (archive.clone(), dir.to_path_buf(), self.path.clone());
+        let root = format!("{} (", self.path.display());
         let result = match blocking(&archive, move || pack(&from, &path, &at)).await {
+            // The checkpoint itself cannot be archived: an empty archive would replace
+            // a good one.
+            Ok(skipped) if skipped.first().is_some_and(|s| s.starts_with(&root)) => {
+                Ok(Saved { stored: false, skipped })
+            }
             Ok(skipped) => {
                 crate::objects::upload(objects, &archive, &self.object).await.map(|_| Saved { stored: true, skipped })
             }
@@ -160,23 +188,42 @@ fn pack(dir: &Path, path: &Path, archive: &Path) -> std::io::Result<Vec<String>>
     tar.follow_symlinks(false);
     let mut skipped = Vec::new();
     let mut todo = vec![path.to_path_buf()];
+    // A file the task renames away while it is packed (a checkpoint written
+    // atomically) is simply not in this archive; the root must be there.
+    let gone = |e: &std::io::Error, at: &Path| e.kind() == std::io::ErrorKind::NotFound && at != path;
     while let Some(at) = todo.pop() {
         let full = dir.join(&at);
-        let kind = std::fs::symlink_metadata(&full)?.file_type();
+        let kind = match std::fs::symlink_metadata(&full) {
+            Ok(meta) => meta.file_type(),
+            Err(e) if gone(&e, &at) => continue,
+            Err(e) => return Err(e),
+        };
         if kind.is_dir() {
             tar.append_dir(&at, &full)?;
-            let mut children: Vec<PathBuf> =
-                std::fs::read_dir(&full)?.map(|e| e.map(|e| at.join(e.file_name()))).collect::<Result<_, _>>()?;
+            let mut children: Vec<PathBuf> = match std::fs::read_dir(&full) {
+                Ok(entries) => entries.map(|e| e.map(|e| at.join(e.file_name()))).collect::<Result<_, _>>()?,
+                Err(e) if gone(&e, &at) => continue,
+                Err(e) => return Err(e),
+            };
             children.sort();
             todo.extend(children.into_iter().rev());
         } else if kind.is_file() || kind.is_symlink() {
-            tar.append_path_with_name(&full, &at)?;
+            match tar.append_path_with_name(&full, &at) {
+                Err(e) if gone(&e, &at) => {}
+                done => done?,
+            }
         } else {
             skipped.push(format!("{} ({})", at.display(), kind_of(&kind)));
         }
     }
     tar.into_inner()?.sync_all()?;
     Ok(skipped)
+}
+
+/// Whether unpacking failed for the archive's sake rather than the node's.
+fn refused_archive(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    e.raw_os_error().is_none() && matches!(e.kind(), Other | InvalidData | InvalidInput | UnexpectedEof)
 }
 
 fn kind_of(kind: &std::fs::FileType) -> &'static str {
@@ -269,7 +316,7 @@ mod tests {
         tar.into_inner().unwrap().sync_all().unwrap();
         let task = tempfile::tempdir().unwrap();
         std::fs::write(task.path().join("input.txt"), "kept").unwrap();
-        assert!(unpack_whole(&archive, task.path(), Path::new("state")).is_err());
+        assert!(unpack_whole(&archive, task.path(), Path::new("state")).is_err_and(|e| refused_archive(&e)));
         assert!(!task.path().join("state").exists(), "nothing of a refused archive is in place");
         assert!(!outside.path().join("evil").exists());
         assert_eq!(std::fs::read_dir(task.path()).unwrap().count(), 1, "the task's own files stay");

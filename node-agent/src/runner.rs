@@ -15,7 +15,7 @@ use corral_types::{Outcome, OutputsWhen};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Restored};
 
 /// Largest log chunk sent in one message.
 const CHUNK: usize = 256 << 10;
@@ -289,12 +289,12 @@ async fn run(
         };
         restored = tokio::select! {
             got = with_patience(restore) => match got {
-                Ok(restored) => restored,
-                Err(why @ crate::objects::TransferError::Local { .. }) => {
-                    // The archive itself was refused: nothing of it is in place,
-                    // and this attempt's saves replace it.
-                    tracing::warn!(task = ?task, %why, "the checkpoint was refused; starting from scratch");
-                    notes.push(format!("checkpoint not restored, started from scratch: {why}"));
+                Ok(Restored::InPlace) => true,
+                Ok(Restored::Nothing) => false,
+                Ok(Restored::Rejected(why)) => {
+                    // Nothing of it is in place, and this attempt's saves replace it.
+                    tracing::warn!(task = ?task, %why, "the checkpoint archive was refused; starting from scratch");
+                    notes.push(format!("checkpoint not restored, started from scratch: the archive was refused: {why}"));
                     false
                 }
                 Err(why) => {

@@ -97,7 +97,9 @@ impl Core {
     pub fn expire_keys(&mut self, now: std::time::Instant, out: &mut Outbox) {
         let now_ms = self.wall_ms(now);
         if self.keys.expire(now_ms) {
-            out.store.push(StoreOp::ExpireIdempotencyKeys { before_ms: now_ms.saturating_sub(KEEP_MS) });
+            // What memory forgot (`at <= now - KEEP_MS`), no more and no less: a key
+            // left in the store would refuse the next job made under it.
+            out.store.push(StoreOp::ExpireIdempotencyKeys { before_ms: now_ms.saturating_sub(KEEP_MS) + 1 });
         }
     }
 }

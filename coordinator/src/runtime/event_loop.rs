@@ -49,6 +49,7 @@ pub async fn run(
 ) {
     let mut streams = Streams::default();
     let mut generation = 0u64;
+    let mut reloads = std::collections::VecDeque::new();
     let period = (core.config.heartbeat_interval / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -84,7 +85,7 @@ pub async fn run(
             // unwritten, and its callers told to try again.
             flush(out, then, &streams, &effects, generation);
             generation += 1;
-            reload(&mut core, &mut streams, &effects, generation);
+            reload(&mut core, &mut streams, &effects, generation, &mut reloads);
             continue;
         }
         core.schedule(Instant::now(), &mut out);
@@ -101,9 +102,25 @@ pub async fn run(
 /// refused a batch of the previous generation: what the store holds is the truth,
 /// and the refused change (and whatever was built on it) is gone from memory, as
 /// after a restart. Agents connect again; a store that cannot be read now leaves
-/// no state to trust, so the coordinator stops (and its supervisor restarts it).
-fn reload(core: &mut Core, streams: &mut Streams, effects: &Effects, generation: u64) {
+/// no state to trust, so the coordinator stops (and its supervisor restarts it), as
+/// it does when reloads come so often that something keeps making refused changes.
+fn reload(
+    core: &mut Core,
+    streams: &mut Streams,
+    effects: &Effects,
+    generation: u64,
+    reloads: &mut std::collections::VecDeque<Instant>,
+) {
     let started = Instant::now();
+    reloads.retain(|at| started.duration_since(*at) < RELOADS_WITHIN);
+    reloads.push_back(started);
+    if reloads.len() > MAX_RELOADS {
+        tracing::error!(
+            "the store refused changes {} times within {RELOADS_WITHIN:?}; stopping, so that a restart starts clean (the log above names each change)",
+            reloads.len()
+        );
+        std::process::exit(1);
+    }
     let (snapshot, tokens, nodes) = match crate::store::Store::load_again(&effects.data_dir) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -116,6 +133,9 @@ fn reload(core: &mut Core, streams: &mut Streams, effects: &Effects, generation:
     let mut fresh = Core::new(core.config.clone(), (now, wall));
     let mut out = Outbox::default();
     fresh.restore(snapshot, now, &mut out);
+    // Callbacks of jobs that ended are with the notifier already (a refused batch's
+    // were never sent): posting them again would post them twice.
+    out.notify.clear();
     effects.auth.reload(tokens, nodes, |node| fresh.nodes.get(node).is_some_and(|n| n.status().is_live()));
     *core = fresh;
     streams.end_all();
@@ -128,13 +148,18 @@ fn reload(core: &mut Core, streams: &mut Streams, effects: &Effects, generation:
     flush(out, Vec::new(), streams, effects, generation);
 }
 
+/// More reloads than this within [`RELOADS_WITHIN`] stop the coordinator.
+const MAX_RELOADS: usize = 5;
+const RELOADS_WITHIN: Duration = Duration::from_secs(60);
+
 /// Credentials that a batch's changes make or end, in one pass over its store ops:
 /// a pool the core made for a job (`--auto-pool`) gets the agent token its
 /// provider's agents join with, in the same batch; a node that is lost or removed
 /// speaks for nothing any more (its secret stops opening streams and object calls;
 /// one that comes back registers again), and a deleted pool's agent token goes
-/// with it.
-fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path) {
+/// with it. Returns the token files to remove once the batch is stored.
+fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
     use crate::core::StoreOp;
     let mut retired = Vec::new();
     for pool in std::mem::take(&mut out.new_pools) {
@@ -160,13 +185,15 @@ fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path)
                 if let Some(token) = auth.revoke(&auth::bootstrap::pool_token_name(pool)) {
                     retired.push(StoreOp::DeleteToken { id: token.id, name: token.name });
                 }
-                // Its secret's file goes too: auto pools would leave one per job.
-                let _ = std::fs::remove_file(auth::bootstrap::pool_token_path(data_dir, pool));
+                // Its secret's file goes too (auto pools would leave one per job),
+                // once the deletion is stored: undone, the pool's agents need it.
+                files.push(auth::bootstrap::pool_token_path(data_dir, pool));
             }
             _ => {}
         }
     }
     out.store.extend(retired);
+    files
 }
 
 /// Hands the outbox to the writer: store rows first, then (once durable) the replies,
@@ -175,7 +202,16 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
     if out.is_empty() && then.is_empty() {
         return;
     }
-    retire_credentials(&mut out, &effects.auth, &effects.data_dir);
+    let token_files = retire_credentials(&mut out, &effects.auth, &effects.data_dir);
+    if !token_files.is_empty() {
+        then.push(Box::new(move |stored| {
+            if stored.is_ok() {
+                for file in token_files {
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+        }));
+    }
     let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
     for (node, msg) in out.agents {
         let m = messages.entry(node).or_default();

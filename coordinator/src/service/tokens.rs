@@ -26,6 +26,9 @@ pub(super) async fn create_token(
     let now = auth::now_ms();
     let expires_at_ms = match req.ttl_ms {
         0 => None,
+        ttl if ttl < 1000 => {
+            return Err(Invalid::new("ttl", "must be at least 1s: the token would expire before it is used").into())
+        }
         ttl => {
             let ttl = corral_types::duration::from_ms("ttl", ttl)?;
             Some(now.saturating_add(corral_types::duration::ms(ttl)))

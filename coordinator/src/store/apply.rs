@@ -28,6 +28,7 @@ impl Store {
         let mut recorded = Vec::new();
         let mut actor: Option<&String> = None;
         let mut lost = super::lost::Found::default();
+        self.lost.forget_written(&tx)?;
         let plan = Coalesced::of(ops);
         for (i, op) in ops.iter().enumerate() {
             if let StoreOp::Actor(who) = op {
@@ -37,8 +38,10 @@ impl Store {
             if let StoreOp::InsertJob(j) = op {
                 job_pools.insert(j.id, j.spec.pool.clone());
             }
-            if let StoreOp::EndAttempt { attempt, .. } = op {
-                lost.ended(*attempt);
+            match op {
+                StoreOp::EndAttempt { attempt, .. } => lost.ended(*attempt),
+                StoreOp::DeleteJob(id) => lost.job_deleted(*id),
+                _ => {}
             }
             // A failed lookup fails the transaction (and is retried like any write):
             // an event without its pool would be missed by pool-filtered followers.
@@ -100,7 +103,7 @@ impl Store {
                     // A plain INSERT: a second job for one key would break the
                     // primary key and roll back the transaction that made it.
                     tx.prepare_cached(
-                        "INSERT INTO idempotency_keys (owner, key, digest, job_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR REPLACE INTO idempotency_keys (owner, key, digest, job_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
                     .execute(params![k.key.owner, k.key.key, k.key.digest, k.job.0, k.at_ms])?;
                 }
@@ -330,7 +333,7 @@ impl Store {
                 StoreOp::Log(chunk) => {
                     if let Err(e) = write_log(logs, chunk) {
                         tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it, and the attempt's record will say so");
-                        lost.chunk_lost(chunk);
+                        lost.chunk_lost(&tx, chunk)?;
                     }
                 }
             }
@@ -547,5 +550,22 @@ mod lost_output {
         assert!(message(dir.path(), 0).ends_with(
             "4 B of stdout not stored: the coordinator could not write its logs (is its disk full?); see its log"
         ));
+        // What went missing while an attempt ran survives a restart of the store.
+        let blocked = log_path(&dir.path().join("logs"), attempt(3), true);
+        fs::create_dir_all(&blocked).unwrap();
+        let mut lost = chunk(3, 0, b"oops");
+        if let StoreOp::Log(c) = &mut lost {
+            c.stderr = true;
+        }
+        store.apply(&[start(3), lost]).unwrap();
+        drop(store);
+        let mut store = Store::open(dir.path()).unwrap();
+        store.apply(&[end(3, "")]).unwrap();
+        assert!(message(dir.path(), 3).starts_with("4 B of stderr not stored"), "{}", message(dir.path(), 3));
+        // A deleted job's missing output is forgotten with it.
+        store.apply(&[StoreOp::DeleteJob(JobId(1))]).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("corral.db")).unwrap();
+        let left: u32 = conn.query_row("SELECT count(*) FROM lost_output", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
     }
 }

@@ -1,59 +1,40 @@
 //! Task output the store could not write (a full disk, a permission): it is not
-//! allowed to hold up the state, so it is skipped, but never silently. The
-//! attempt's message says how much of which stream is missing, and its log gets a
-//! marker where the output stops, once a marker can be written: a short log is
-//! never read as complete.
+//! allowed to hold up the state, so it is skipped, but never silently. Each chunk
+//! that could not be written is counted in the `lost_output` table in the
+//! transaction that skipped it (the database often has room when a log does not),
+//! so a restart forgets nothing; the attempt's message says how much of which
+//! stream is missing in the transaction that ends it (or the next one, for a chunk
+//! lost after); and its log gets a marker where the output stops once a marker can
+//! be written, after which the row goes. A short log is never read as complete.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-use rusqlite::params;
+use rusqlite::{params, Connection, Transaction};
 
 use super::log_path;
-use crate::model::{AttemptRef, LogChunk};
+use crate::model::{AttemptRef, JobId, LogChunk, TaskKey};
 
-/// The most attempts with missing output remembered until they end, and markers
-/// waiting for room: what a full disk makes the coordinator hold stays bounded.
-const MAX_KEPT: usize = 100_000;
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lost_output (
+    job_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    stderr INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    end_offset INTEGER NOT NULL,
+    -- 1 once the attempt's message says so: its log's marker is still to be written.
+    noted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx, attempt, stderr)
+) WITHOUT ROWID;
+";
 
-/// How much of an attempt's stdout and stderr could not be written, and where
-/// each stream's output ends.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Missing {
-    pub bytes: [u64; 2],
-    pub end: [u64; 2],
-}
-
-impl Missing {
-    fn add(&mut self, chunk: &LogChunk) {
-        let s = usize::from(chunk.stderr);
-        self.bytes[s] += chunk.data.len() as u64;
-        self.end[s] = self.end[s].max(chunk.offset + chunk.data.len() as u64);
-    }
-
-    fn merge(&mut self, other: &Missing) {
-        for s in 0..2 {
-            self.bytes[s] += other.bytes[s];
-            self.end[s] = self.end[s].max(other.end[s]);
-        }
-    }
-
-    /// What the attempt's message says.
-    pub fn note(&self) -> String {
-        let streams: Vec<String> = ["stdout", "stderr"]
-            .iter()
-            .zip(self.bytes)
-            .filter(|(_, bytes)| *bytes > 0)
-            .map(|(name, bytes)| format!("{} of {name}", corral_proto::size::show(bytes)))
-            .collect();
-        format!(
-            "{} not stored: the coordinator could not write its logs (is its disk full?); see its log",
-            streams.join(" and ")
-        )
-    }
-}
+/// The most markers waiting for room that are kept in memory (the rest are in the
+/// table, and read again at the next start).
+const MAX_PENDING: usize = 100_000;
 
 /// A marker still to be written at the end of one stream's log.
+#[derive(Debug, Clone, PartialEq)]
 struct Marker {
     attempt: AttemptRef,
     stderr: bool,
@@ -61,108 +42,174 @@ struct Marker {
     bytes: u64,
 }
 
-/// What the store remembers of missing output between transactions.
+/// The markers the store has still to write, and those written whose rows go with
+/// the next transaction.
 #[derive(Default)]
 pub struct Lost {
-    /// Attempts still running whose output went missing.
-    running: HashMap<AttemptRef, Missing>,
-    /// Markers that could not be written yet.
-    markers: VecDeque<Marker>,
+    pending: Vec<Marker>,
+    written: Vec<Marker>,
 }
 
-/// What one transaction found: chunks that could not be written, attempts that
-/// ended in it.
+/// What one transaction found: attempts with chunks that could not be written,
+/// attempts that ended, jobs deleted.
 #[derive(Default)]
 pub struct Found {
-    missing: HashMap<AttemptRef, Missing>,
-    ended: Vec<AttemptRef>,
-    /// Attempts whose message the transaction amended (their markers come next).
-    settled: Vec<(AttemptRef, Missing)>,
+    touched: BTreeSet<(u64, u32, u32)>,
+    deleted: HashSet<JobId>,
+    due: Vec<Marker>,
+}
+
+fn key(a: AttemptRef) -> (u64, u32, u32) {
+    (a.task.job.0, a.task.index, a.attempt)
 }
 
 impl Found {
-    pub fn chunk_lost(&mut self, chunk: &LogChunk) {
-        self.missing.entry(chunk.attempt).or_default().add(chunk);
+    /// A chunk was skipped: counted now, in the transaction.
+    pub fn chunk_lost(&mut self, tx: &Transaction, chunk: &LogChunk) -> rusqlite::Result<()> {
+        let (job, idx, attempt) = key(chunk.attempt);
+        let end = chunk.offset + chunk.data.len() as u64;
+        tx.prepare_cached(
+            "INSERT INTO lost_output (job_id, idx, attempt, stderr, bytes, end_offset, noted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+             ON CONFLICT (job_id, idx, attempt, stderr) DO UPDATE SET bytes = bytes + excluded.bytes, end_offset = max(end_offset, excluded.end_offset), noted = 0",
+        )?
+        .execute(params![job, idx, attempt, chunk.stderr, chunk.data.len() as u64, end])?;
+        self.touched.insert(key(chunk.attempt));
+        Ok(())
     }
 
     pub fn ended(&mut self, attempt: AttemptRef) {
-        self.ended.push(attempt);
+        self.touched.insert(key(attempt));
+    }
+
+    pub fn job_deleted(&mut self, job: JobId) {
+        self.deleted.insert(job);
     }
 }
 
+/// What the attempt's message says of what is missing (`bytes` per stream).
+pub fn note(bytes: [u64; 2]) -> String {
+    let streams: Vec<String> = ["stdout", "stderr"]
+        .iter()
+        .zip(bytes)
+        .filter(|(_, bytes)| *bytes > 0)
+        .map(|(name, bytes)| format!("{} of {name}", corral_proto::size::show(bytes)))
+        .collect();
+    format!(
+        "{} not stored: the coordinator could not write its logs (is its disk full?); see its log",
+        streams.join(" and ")
+    )
+}
+
 impl Lost {
-    /// Inside the transaction: the message of every ended attempt with missing
-    /// output (found now or earlier) says so.
-    pub fn amend(&self, tx: &rusqlite::Transaction, found: &mut Found) -> rusqlite::Result<()> {
-        let mut touched: Vec<AttemptRef> = found.missing.keys().copied().collect();
-        touched.extend(found.ended.iter().filter(|a| self.running.contains_key(a)));
-        touched.sort_by_key(|a| (a.task.job, a.task.index, a.attempt));
-        touched.dedup();
-        for attempt in touched {
-            let mut missing = self.running.get(&attempt).copied().unwrap_or_default();
-            if let Some(now) = found.missing.get(&attempt) {
-                missing.merge(now);
-            }
-            let note = missing.note();
-            let amended = tx
-                .prepare_cached(
-                    "UPDATE attempts SET message = CASE WHEN message IS NULL OR message = '' THEN ?4 ELSE message || '; ' || ?4 END WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND ended_at_ms IS NOT NULL",
-                )?
-                .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, note])?;
-            if amended > 0 {
-                found.settled.push((attempt, missing));
-            }
+    /// The markers an earlier run noted and did not write.
+    pub fn open(conn: &Connection) -> rusqlite::Result<Lost> {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT job_id, idx, attempt, stderr, bytes, end_offset FROM lost_output WHERE noted = 1 LIMIT {MAX_PENDING}"
+        ))?;
+        let pending = stmt
+            .query_map([], |r| {
+                Ok(Marker {
+                    attempt: AttemptRef {
+                        task: TaskKey { job: JobId(r.get(0)?), index: r.get(1)? },
+                        attempt: r.get(2)?,
+                    },
+                    stderr: r.get(3)?,
+                    bytes: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Lost { pending, written: Vec::new() })
+    }
+
+    /// At the start of a transaction: the rows of markers written since go.
+    pub fn forget_written(&self, tx: &Transaction) -> rusqlite::Result<()> {
+        for m in &self.written {
+            let (job, idx, attempt) = key(m.attempt);
+            tx.prepare_cached(
+                "DELETE FROM lost_output WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND stderr = ?4 AND noted = 1",
+            )?
+            .execute(params![job, idx, attempt, m.stderr])?;
         }
         Ok(())
     }
 
-    /// After the commit: what is still running is remembered, what ended gets its
-    /// markers (now, or when there is room).
-    pub fn committed(&mut self, logs: &Path, found: Found) {
-        let settled: std::collections::HashSet<AttemptRef> = found.settled.iter().map(|(a, _)| *a).collect();
-        for (attempt, missing) in found.missing {
-            if settled.contains(&attempt) {
-                continue;
-            }
-            if self.running.len() >= MAX_KEPT && !self.running.contains_key(&attempt) {
-                tracing::error!(task = %attempt.task, "too many attempts with missing output to remember; this one's record will not say so");
-                continue;
-            }
-            self.running.entry(attempt).or_default().merge(&missing);
-        }
-        for (attempt, missing) in found.settled {
-            self.running.remove(&attempt);
-            for stderr in [false, true] {
-                let s = usize::from(stderr);
-                if missing.bytes[s] > 0 && self.markers.len() < MAX_KEPT {
-                    self.markers.push_back(Marker { attempt, stderr, at: missing.end[s], bytes: missing.bytes[s] });
+    /// At the end of a transaction: the message of every ended attempt with output
+    /// not yet said missing says so now.
+    pub fn amend(&self, tx: &Transaction, found: &mut Found) -> rusqlite::Result<()> {
+        for &(job, idx, attempt) in &found.touched {
+            let mut rows = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT stderr, bytes, end_offset FROM lost_output WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND noted = 0",
+                )?;
+                let found = stmt.query_map(params![job, idx, attempt], |r| {
+                    Ok((r.get::<_, bool>(0)?, r.get::<_, u64>(1)?, r.get::<_, u64>(2)?))
+                })?;
+                for row in found {
+                    rows.push(row?);
                 }
             }
+            if rows.is_empty() {
+                continue;
+            }
+            let mut bytes = [0; 2];
+            for (stderr, n, _) in &rows {
+                bytes[usize::from(*stderr)] += n;
+            }
+            let amended = tx
+                .prepare_cached(
+                    "UPDATE attempts SET message = CASE WHEN message IS NULL OR message = '' THEN ?4 ELSE message || '; ' || ?4 END WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND ended_at_ms IS NOT NULL",
+                )?
+                .execute(params![job, idx, attempt, note(bytes)])?;
+            if amended == 0 {
+                continue;
+            }
+            tx.prepare_cached("UPDATE lost_output SET noted = 1 WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3")?
+                .execute(params![job, idx, attempt])?;
+            let attempt = AttemptRef { task: TaskKey { job: JobId(job), index: idx }, attempt };
+            found.due.extend(rows.into_iter().map(|(stderr, bytes, at)| Marker { attempt, stderr, at, bytes }));
         }
-        self.write_markers(logs);
+        for job in &found.deleted {
+            tx.prepare_cached("DELETE FROM lost_output WHERE job_id = ?1")?.execute([job.0])?;
+        }
+        Ok(())
     }
 
-    /// Writes the markers waiting for room, oldest first, until one fails.
-    fn write_markers(&mut self, logs: &Path) {
-        while let Some(marker) = self.markers.front() {
-            let stream = if marker.stderr { "stderr" } else { "stdout" };
-            let text = format!(
-                "\n[corral: {} of {stream} is missing from this log: the coordinator could not write it]\n",
-                corral_proto::size::show(marker.bytes)
-            );
-            let path = log_path(logs, marker.attempt, marker.stderr);
-            let dir = path.parent().map(std::fs::create_dir_all).unwrap_or(Ok(()));
-            let written = dir
-                .and_then(|()| std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path))
-                .and_then(|f| {
-                    use std::os::unix::fs::FileExt;
-                    let at = f.metadata()?.len().max(marker.at);
-                    f.write_all_at(text.as_bytes(), at)
-                });
-            if written.is_err() {
-                return;
+    /// After the commit: the markers due are written, now or when there is room.
+    pub fn committed(&mut self, logs: &Path, found: Found) {
+        self.written.clear();
+        self.pending.retain(|m| !found.deleted.contains(&m.attempt.task.job));
+        for marker in found.due {
+            if self.pending.len() < MAX_PENDING && !self.pending.contains(&marker) {
+                self.pending.push(marker);
             }
-            self.markers.pop_front();
         }
+        let mut waiting = Vec::new();
+        for marker in std::mem::take(&mut self.pending) {
+            match write_marker(logs, &marker) {
+                Ok(()) => self.written.push(marker),
+                Err(_) => waiting.push(marker),
+            }
+        }
+        self.pending = waiting;
     }
+}
+
+/// Writes `marker` at the end of its log (after whatever was written, or where the
+/// missing output ended if that is further).
+fn write_marker(logs: &Path, marker: &Marker) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let stream = if marker.stderr { "stderr" } else { "stdout" };
+    let text = format!(
+        "\n[corral: {} of {stream} is missing from this log: the coordinator could not write it]\n",
+        corral_proto::size::show(marker.bytes)
+    );
+    let path = log_path(logs, marker.attempt, marker.stderr);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+    let at = file.metadata()?.len().max(marker.at);
+    file.write_all_at(text.as_bytes(), at)
 }

@@ -83,14 +83,8 @@ impl Store {
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
         let last_event = crate::events::last_id(&conn)?;
-        Ok(Store {
-            conn,
-            logs,
-            job_pools: HashMap::new(),
-            last_event,
-            committed_events: Vec::new(),
-            lost: lost::Lost::default(),
-        })
+        let lost = lost::Lost::open(&conn)?;
+        Ok(Store { conn, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new(), lost })
     }
 
     /// Everything the core and the gate are rebuilt from, read again on a

@@ -193,6 +193,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 pub fn create_or_upgrade(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(crate::events::SCHEMA)?;
+    conn.execute_batch(super::lost::SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {
         let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
         let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;

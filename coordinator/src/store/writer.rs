@@ -58,8 +58,9 @@ fn write_durably(
 const UNDONE: &str =
     "the coordinator undid a change the store refused just before this one, and this one with it; nothing of it was saved, try again";
 
-/// Applies `ops`, retrying failures that may pass (a full disk) for as long as
-/// they last, and saying so in `health` meanwhile; returns the others.
+/// Applies `ops`, retrying failures that may pass (a full disk, a read-only or
+/// unreadable database) for as long as they last, and saying so in `health`
+/// meanwhile; returns only a refusal of a value ([`is_refusal`]).
 fn apply_retrying(store: &mut Store, ops: &[StoreOp], health: &watch::Sender<Option<String>>) -> Result<()> {
     let mut delay = Duration::from_millis(50);
     loop {
@@ -68,8 +69,8 @@ fn apply_retrying(store: &mut Store, ops: &[StoreOp], health: &watch::Sender<Opt
                 health.send_if_modified(|h| h.take().is_some());
                 return Ok(());
             }
-            Err(err) if is_transient(&err) => {
-                tracing::error!(error = %err, "could not write to the store; retrying in {delay:?} (is the disk full?)");
+            Err(err) if !is_refusal(&err) => {
+                tracing::error!(error = %err, "could not write to the store; retrying in {delay:?} (is the disk full, or the database read-only or damaged?)");
                 let cause = err.to_string();
                 health.send_if_modified(|h| h.replace(cause.clone()).as_ref() != Some(&cause));
                 std::thread::sleep(delay);
@@ -80,13 +81,19 @@ fn apply_retrying(store: &mut Store, ops: &[StoreOp], health: &watch::Sender<Opt
     }
 }
 
-fn is_transient(err: &crate::error::Error) -> bool {
+/// Whether the store refused a value of the batch (one it cannot hold, or a
+/// duplicate where a key is unique): that batch never goes in, whatever is retried,
+/// and the core must undo it. Any other failure is the store's own (a full disk, a
+/// read-only or damaged file, a lock) and is waited out, never undone by a reload:
+/// a store that cannot write at all would otherwise reload the state on every round.
+fn is_refusal(err: &crate::error::Error) -> bool {
     use rusqlite::ErrorCode::*;
     match err {
-        crate::error::Error::Io(_) => true,
-        crate::error::Error::Store(rusqlite::Error::SqliteFailure(e, _)) => {
-            matches!(e.code, DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | OutOfMemory)
-        }
+        crate::error::Error::Store(e) => match e {
+            rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::IntegralValueOutOfRange(..) => true,
+            rusqlite::Error::SqliteFailure(e, _) => matches!(e.code, ConstraintViolation | TooBig | TypeMismatch),
+            _ => false,
+        },
         _ => false,
     }
 }
