@@ -169,8 +169,19 @@ fn each_line_is_read_with_a_bound() {
     file.set_len(100 << 20).unwrap();
     let started = std::time::Instant::now();
     for source in [big.to_str().unwrap(), "/dev/zero"] {
-        let err = c.fails(&["job", "submit", "--pool", "cpu", "--each-line", source, "--", "true"]);
-        assert!(err.contains(source) && err.contains("larger than 48 MiB"), "{err}");
+        // With 512 MiB of address space: a read without bound would die of it
+        // instead of refusing.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 524288 && exec \"$@\"")
+            .arg("sh")
+            .arg(corral_tests::bin("corral"))
+            .args(["--coordinator", &c.url, "job", "submit", "--pool", "cpu", "--each-line", source, "--", "true"])
+            .env("CORRAL_TOKEN", c.admin_token())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains(source) && err.contains("larger than 48 MiB"), "{err}");
     }
     assert!(started.elapsed() < MINUTE, "refused quickly");
     assert_eq!(c.json(&["job", "list"]).as_array().map(Vec::len), Some(0));

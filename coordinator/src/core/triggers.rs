@@ -98,9 +98,10 @@ pub struct Trigger {
     /// A poll is under way (not stored: a restart polls again).
     pub polling: bool,
     pub last_poll: Option<Instant>,
-    /// Its jobs that may still be active, for `max_active` (rebuilt at restore
-    /// from the jobs' environment; ended ones are dropped when next counted).
-    pub active: std::collections::BTreeSet<JobId>,
+    /// The jobs it made that still exist, for `max_active` (rebuilt at restore
+    /// from the jobs' environment; deleted ones are dropped when next counted). A
+    /// finished one stays: `job retry` can make it active again.
+    pub made: std::collections::BTreeSet<JobId>,
 }
 
 /// An object a poll listed.
@@ -244,7 +245,7 @@ impl Core {
         };
         if let (Ok(job), Some(t)) = (&made, self.triggers.get_mut(name)) {
             if t.record.spec.max_active.is_some() {
-                t.active.insert(*job);
+                t.made.insert(*job);
             }
         }
         self.remember(now, name, object, made)
@@ -255,18 +256,19 @@ impl Core {
         let t = self.triggers.get_mut(name)?;
         let max = t.record.spec.max_active?;
         let jobs = &self.jobs;
-        t.active.retain(|id| jobs.get(id).is_some_and(|j| j.state == JobState::Active));
-        (t.active.len() >= max as usize).then_some(max)
+        t.made.retain(|id| jobs.contains_key(id));
+        let active = t.made.iter().filter(|id| jobs.get(id).is_some_and(|j| j.state == JobState::Active)).count();
+        (active >= max as usize).then_some(max)
     }
 
-    /// After a restore: which active jobs each trigger with a `max_active` made.
+    /// After a restore: which jobs each trigger with a `max_active` made.
     pub(super) fn count_trigger_jobs(&mut self) {
-        for job in self.jobs.values().filter(|j| j.state == JobState::Active) {
+        for job in self.jobs.values() {
             let env = &job.spec.task_spec(job.spec.first_index).env;
             let Some(name) = env.get(TRIGGER_ENV) else { continue };
             let Ok(name) = TriggerName::parse("trigger", name) else { continue };
             if let Some(t) = self.triggers.get_mut(&name).filter(|t| t.record.spec.max_active.is_some()) {
-                t.active.insert(job.id);
+                t.made.insert(job.id);
             }
         }
     }
@@ -390,6 +392,6 @@ impl Core {
 
 impl Trigger {
     pub fn new(record: TriggerRecord, seen: BTreeMap<String, String>) -> Trigger {
-        Trigger { record, seen, polling: false, last_poll: None, active: Default::default() }
+        Trigger { record, seen, polling: false, last_poll: None, made: Default::default() }
     }
 }

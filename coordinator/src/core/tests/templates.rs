@@ -200,6 +200,16 @@ fn a_put_trigger_makes_at_most_max_active_jobs_at_once() {
     assert!(!env.core.on_object_put(env.now, "in/5", &mut env.out).is_empty());
     assert_eq!(env.trigger_objects(), ["in/0", "in/1", "in/4"]);
     env.check();
+    // A job retried is active again, and counts again.
+    let second = *env.core.jobs.keys().nth(1).unwrap();
+    env.core.cancel_job(env.now, second, &mut env.out).unwrap();
+    let every = crate::core::retries::RetrySelection { failed: true, cancelled: true, tasks: Vec::new() };
+    env.core.retry_job(env.now, first, &every, &mut env.out).unwrap();
+    assert!(
+        !env.core.on_object_put(env.now, "in/6", &mut env.out).is_empty(),
+        "two active again: in/4's and the retried one"
+    );
+    env.check();
 }
 
 #[test]
