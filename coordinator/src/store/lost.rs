@@ -43,19 +43,24 @@ struct Marker {
 }
 
 /// The markers the store has still to write, and those written whose rows go with
-/// the next transaction.
+/// the next transaction; which attempts have missing output not yet said (an index
+/// of the table, so that ending an attempt costs no query when nothing is missing,
+/// which is always but on a full disk).
 #[derive(Default)]
 pub struct Lost {
     pending: Vec<Marker>,
     written: Vec<Marker>,
+    unnoted: HashSet<(u64, u32, u32)>,
 }
 
 /// What one transaction found: attempts with chunks that could not be written,
-/// attempts that ended, jobs deleted.
+/// attempts that ended, jobs deleted, and what it said and must mark.
 #[derive(Default)]
 pub struct Found {
-    touched: BTreeSet<(u64, u32, u32)>,
+    lost: BTreeSet<(u64, u32, u32)>,
+    ended: Vec<(u64, u32, u32)>,
     deleted: HashSet<JobId>,
+    settled: Vec<(u64, u32, u32)>,
     due: Vec<Marker>,
 }
 
@@ -73,12 +78,12 @@ impl Found {
              ON CONFLICT (job_id, idx, attempt, stderr) DO UPDATE SET bytes = bytes + excluded.bytes, end_offset = max(end_offset, excluded.end_offset), noted = 0",
         )?
         .execute(params![job, idx, attempt, chunk.stderr, chunk.data.len() as u64, end])?;
-        self.touched.insert(key(chunk.attempt));
+        self.lost.insert(key(chunk.attempt));
         Ok(())
     }
 
     pub fn ended(&mut self, attempt: AttemptRef) {
-        self.touched.insert(key(attempt));
+        self.ended.push(key(attempt));
     }
 
     pub fn job_deleted(&mut self, job: JobId) {
@@ -119,7 +124,10 @@ impl Lost {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(Lost { pending, written: Vec::new() })
+        let mut stmt = conn.prepare("SELECT DISTINCT job_id, idx, attempt FROM lost_output WHERE noted = 0")?;
+        let unnoted =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+        Ok(Lost { pending, written: Vec::new(), unnoted })
     }
 
     /// At the start of a transaction: the rows of markers written since go.
@@ -137,7 +145,9 @@ impl Lost {
     /// At the end of a transaction: the message of every ended attempt with output
     /// not yet said missing says so now.
     pub fn amend(&self, tx: &Transaction, found: &mut Found) -> rusqlite::Result<()> {
-        for &(job, idx, attempt) in &found.touched {
+        let mut touched = found.lost.clone();
+        touched.extend(found.ended.iter().filter(|k| self.unnoted.contains(k)));
+        for (job, idx, attempt) in touched {
             let mut rows = Vec::new();
             {
                 let mut stmt = tx.prepare_cached(
@@ -167,6 +177,7 @@ impl Lost {
             }
             tx.prepare_cached("UPDATE lost_output SET noted = 1 WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3")?
                 .execute(params![job, idx, attempt])?;
+            found.settled.push((job, idx, attempt));
             let attempt = AttemptRef { task: TaskKey { job: JobId(job), index: idx }, attempt };
             found.due.extend(rows.into_iter().map(|(stderr, bytes, at)| Marker { attempt, stderr, at, bytes }));
         }
@@ -179,6 +190,11 @@ impl Lost {
     /// After the commit: the markers due are written, now or when there is room.
     pub fn committed(&mut self, logs: &Path, found: Found) {
         self.written.clear();
+        self.unnoted.extend(found.lost);
+        for settled in &found.settled {
+            self.unnoted.remove(settled);
+        }
+        self.unnoted.retain(|(job, _, _)| !found.deleted.contains(&JobId(*job)));
         self.pending.retain(|m| !found.deleted.contains(&m.attempt.task.job));
         for marker in found.due {
             if self.pending.len() < MAX_PENDING && !self.pending.contains(&marker) {
