@@ -1,6 +1,7 @@
 //! The writer thread: group commit of the core's batches, and what it does when a
-//! write fails (a full disk is waited out; a value the store cannot hold is skipped,
-//! loudly, and its callers told).
+//! write fails (a full disk, or any failure of the store's own, is waited out; a
+//! batch with a value the store cannot hold is refused whole, its callers told, and
+//! the event loop told to reload its state without it).
 
 use std::sync::mpsc;
 use std::time::Duration;
