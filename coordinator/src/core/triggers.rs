@@ -267,7 +267,10 @@ impl Core {
             let env = &job.spec.task_spec(job.spec.first_index).env;
             let Some(name) = env.get(TRIGGER_ENV) else { continue };
             let Ok(name) = TriggerName::parse("trigger", name) else { continue };
-            if let Some(t) = self.triggers.get_mut(&name).filter(|t| t.record.spec.max_active.is_some()) {
+            // A trigger's jobs are its creator's: another token's template that sets
+            // the variable itself does not count against someone else's trigger.
+            let ours = |t: &&mut Trigger| t.record.spec.max_active.is_some() && t.record.spec.owner == job.spec.owner;
+            if let Some(t) = self.triggers.get_mut(&name).filter(ours) {
                 t.made.insert(job.id);
             }
         }
