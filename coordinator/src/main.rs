@@ -137,8 +137,15 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() {
+    // One line that names the cause (`{:#}` joins the context chain), not a debug dump.
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("corral-coordinator: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

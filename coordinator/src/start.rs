@@ -205,6 +205,9 @@ impl Coordinator {
                 if config.listen.ip().is_loopback() { config.http.map(|h| h.to_string()).unwrap_or_default() } else { config.listen.to_string() }
             )));
         }
+        // Before anything in the data dir is touched: a second coordinator on a live
+        // store would undo what the first one does.
+        let lock = crate::store::lock::DataDirLock::acquire(&config.data_dir)?;
         let mut store = Store::open(&config.data_dir)?;
         let objects = match &config.store_url {
             Some(url) => crate::objects::store_from_url(url).await?,
@@ -432,6 +435,8 @@ impl Coordinator {
                 let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
             }
             tracing::info!("coordinator stopped");
+            // Only now may another coordinator open the data dir.
+            drop(lock);
         });
         let ca_fingerprint = tls.map(|t| t.ca_fingerprint);
         Ok(Coordinator { addr, http_addr, stop, done, ca_fingerprint })

@@ -11,6 +11,7 @@
 //! appears when the task first changes state, so accepting a million tasks is one
 //! insert.
 //!
+//! - [`lock`]: one coordinator per data dir, held by the OS for the process's life;
 //! - [`schema`]: the tables, and the one way an older store is brought up to date;
 //! - [`load`]: everything the core is rebuilt from at start;
 //! - [`apply`]: one transaction of the core's changes, with the event each makes
@@ -36,6 +37,7 @@ use crate::model::*;
 
 mod apply;
 mod load;
+pub mod lock;
 mod lost;
 mod reader;
 mod schedules;
