@@ -30,7 +30,7 @@ pub enum Error {
     #[error("{0}")]
     Forbidden(String),
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -51,6 +51,7 @@ impl From<Error> for tonic::Status {
             Error::Refused(_) => tonic::Status::failed_precondition(message),
             Error::Forbidden(_) => tonic::Status::permission_denied(message),
             Error::Exhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::Store(crate::store::StoreError::Unavailable(_)) => tonic::Status::unavailable(message),
             Error::Store(_) | Error::Io(_) => tonic::Status::internal(message),
         }
     }

@@ -60,7 +60,7 @@ impl Store {
             })?;
             if let Some(mut event) = event {
                 event.actor = actor.cloned();
-                last_event = crate::events::insert(&tx, at_ms, &event)?;
+                last_event = super::events::insert(&tx, at_ms, &event)?;
                 event.id = last_event;
                 event.at_ms = at_ms;
                 recorded.push(event);
@@ -340,7 +340,7 @@ impl Store {
         }
         // Trim the feed now and then, not on every commit.
         if last_event / 10_000 != self.last_event / 10_000 {
-            crate::events::trim(&tx, last_event)?;
+            super::events::trim(&tx, last_event)?;
         }
         self.lost.amend(&tx, &mut lost)?;
         tx.commit()?;

@@ -14,6 +14,8 @@
 //! - [`lock`]: one coordinator per data dir, held by the OS for the process's life;
 //! - [`schema`]: the tables, and the one way an older store is brought up to date;
 //! - [`load`]: everything the core is rebuilt from at start;
+//! - [`error`]: the store's own error ([`StoreError`]), which SQLite's are sorted into;
+//! - [`events`]: the event feed's rows, numbered and trimmed;
 //! - [`apply`]: one transaction of the core's changes, with the event each makes
 //!   (derived in `crate::events`);
 //! - [`writer`]: the thread that applies batches with group commit and retries a
@@ -36,6 +38,8 @@ use crate::error::Result;
 use crate::model::*;
 
 mod apply;
+mod error;
+mod events;
 mod load;
 pub mod lock;
 mod lost;
@@ -45,6 +49,7 @@ mod schema;
 mod templates;
 mod writer;
 
+pub use error::StoreError;
 pub use reader::{AttemptRow, Reader};
 pub use writer::{Batch, Committed, FollowUp, Stored, Writer};
 
@@ -84,7 +89,7 @@ impl Store {
         schema::create_or_upgrade(&conn)?;
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
-        let last_event = crate::events::last_id(&conn)?;
+        let last_event = events::last_id(&conn)?;
         let lost = lost::Lost::open(&conn)?;
         Ok(Store { conn, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new(), lost })
     }

@@ -57,13 +57,13 @@ impl Reader {
         filter: &crate::events::Filter,
         limit: usize,
     ) -> Result<Vec<crate::events::Event>> {
-        Ok(crate::events::read(&self.conn, after, filter, limit)?)
+        Ok(super::events::read(&self.conn, after, filter, limit)?)
     }
 
     /// The oldest and the newest event kept (`None` for an empty feed), and the
     /// newest ever recorded.
     pub fn event_bounds(&self) -> Result<(Option<u64>, u64)> {
-        Ok((crate::events::first_id(&self.conn)?, crate::events::last_id(&self.conn)?))
+        Ok((super::events::first_id(&self.conn)?, super::events::last_id(&self.conn)?))
     }
 
     /// Whether an attempt has ended in the record.

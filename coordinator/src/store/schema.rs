@@ -192,7 +192,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 /// Creates what is missing: tables, indexes, and the columns of [`ADDED_COLUMNS`].
 pub fn create_or_upgrade(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(crate::events::SCHEMA)?;
+    conn.execute_batch(super::events::SCHEMA)?;
     conn.execute_batch(super::lost::SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {
         let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;

@@ -88,15 +88,7 @@ fn apply_retrying(store: &mut Store, ops: &[StoreOp], health: &watch::Sender<Opt
 /// read-only or damaged file, a lock) and is waited out, never undone by a reload:
 /// a store that cannot write at all would otherwise reload the state on every round.
 fn is_refusal(err: &crate::error::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    match err {
-        crate::error::Error::Store(e) => match e {
-            rusqlite::Error::ToSqlConversionFailure(_) | rusqlite::Error::IntegralValueOutOfRange(..) => true,
-            rusqlite::Error::SqliteFailure(e, _) => matches!(e.code, ConstraintViolation | TooBig | TypeMismatch),
-            _ => false,
-        },
-        _ => false,
-    }
+    matches!(err, crate::error::Error::Store(super::StoreError::Refused(_)))
 }
 
 /// Under load, a group commit of fewer than [`GATHER_BELOW_OPS`] changes waits up

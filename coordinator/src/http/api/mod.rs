@@ -69,6 +69,7 @@ impl From<Error> for ApiError {
             Error::AlreadyExists { .. } | Error::KeyReused { .. } | Error::Refused(_) => StatusCode::CONFLICT,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Store(crate::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, crate::error::bounded(e.to_string()))
