@@ -11,13 +11,13 @@ use crate::auth::Auth;
 use crate::core::CoreConfig;
 use crate::metrics::Metrics;
 use crate::runtime::Handle;
-use crate::store::Reader;
+use crate::store::History;
 
 /// What the gRPC and HTTP handlers share.
 pub struct Shared {
     /// The way into the event loop.
     pub runtime: Handle,
-    pub reader: Mutex<Reader>,
+    pub reader: Mutex<Box<dyn History>>,
     pub core_config: CoreConfig,
     /// The object store, to measure map/reduce inputs.
     pub objects: Arc<dyn object_store::ObjectStore>,
@@ -39,7 +39,7 @@ pub struct Shared {
 impl Shared {
     /// The store's read connection. Hold it only for one query, never across an
     /// `.await`.
-    pub fn reader(&self) -> std::sync::MutexGuard<'_, Reader> {
+    pub fn reader(&self) -> std::sync::MutexGuard<'_, Box<dyn History>> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

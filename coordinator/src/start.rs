@@ -20,7 +20,7 @@ use crate::model::{NodeId, Provider, Role};
 use crate::provider::ProviderConfig;
 use crate::runtime::{event_loop, Handle, STORE_WAIT};
 use crate::shared::Shared;
-use crate::store::{Batch, FollowUp, Store, Writer};
+use crate::store::{Backend, Batch, Durable, FollowUp, Writer};
 
 /// Where the coordinator listens, keeps its data, and how it starts local agents.
 #[derive(Debug, Clone)]
@@ -131,9 +131,13 @@ fn http_access(config: &Config) -> crate::http::auth::HttpAccess {
 /// The tokens the coordinator accepts, after making those it needs: the first admin
 /// token on a first start (or when asked to reset it), and an agent token for each
 /// provider pool whose token file is missing.
-fn load_auth(store: &mut Store, config: &Config, core: &Core) -> Result<Auth> {
+fn load_auth(
+    store: &mut dyn Durable,
+    (mut tokens, nodes): (Vec<auth::TokenRecord>, Vec<auth::NodeCredential>),
+    config: &Config,
+    core: &Core,
+) -> Result<Auth> {
     use crate::auth::bootstrap;
-    let (mut tokens, nodes) = store.load_auth()?;
     // Only live nodes speak; the others' secrets are forgotten when they go (this
     // catches those whose forgetting a crash cut off).
     let gone: Vec<NodeId> = nodes
@@ -208,20 +212,21 @@ impl Coordinator {
         // Before anything in the data dir is touched: a second coordinator on a live
         // store would undo what the first one does.
         let lock = crate::store::lock::DataDirLock::acquire(&config.data_dir)?;
-        let mut store = Store::open(&config.data_dir)?;
+        let backend: Arc<dyn Backend> = Arc::new(crate::store::Sqlite::new(&config.data_dir));
+        let mut store = backend.open_durable()?;
         let objects = match &config.store_url {
             Some(url) => crate::objects::store_from_url(url).await?,
             None => crate::objects::local_store(&config.data_dir.join("objects"))?,
         };
-        let snapshot = store.load()?;
-        let reader = Store::open_reader(&config.data_dir)?;
+        let (snapshot, tokens, nodes) = backend.load()?;
+        let reader = backend.open_history()?;
         let now = Instant::now();
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut core = Core::new(config.core.clone(), (now, wall));
         let mut repairs = Outbox::default();
         core.restore(snapshot, now, &mut repairs);
         tracing::info!(pools = core.pools.len(), nodes = core.nodes.len(), jobs = core.jobs.len(), "state restored");
-        let auth = Arc::new(load_auth(&mut store, &config, &core)?);
+        let auth = Arc::new(load_auth(store.as_mut(), (tokens, nodes), &config, &core)?);
 
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
@@ -329,6 +334,7 @@ impl Coordinator {
             auth: auth.clone(),
             objects: objects.clone(),
             data_dir: config.data_dir.clone(),
+            backend,
         };
         let event_loop = tokio::spawn(event_loop::run(core, events_rx, effects, metrics.clone(), stop_rx.clone()));
         let mut server_stop = stop_rx.clone();

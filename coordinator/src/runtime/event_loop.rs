@@ -37,6 +37,8 @@ pub struct Effects {
     pub objects: Arc<dyn object_store::ObjectStore>,
     /// Where the agent tokens of pools the coordinator starts nodes for are kept.
     pub data_dir: std::path::PathBuf,
+    /// Where the state is loaded from again after a refused batch.
+    pub backend: Arc<dyn crate::store::Backend>,
 }
 
 /// The event loop: the one owner of the core.
@@ -121,7 +123,7 @@ fn reload(
         );
         std::process::exit(1);
     }
-    let (snapshot, tokens, nodes) = match crate::store::Store::load_again(&effects.data_dir) {
+    let (snapshot, tokens, nodes) = match effects.backend.load() {
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the store back after it refused a change; stopping, so that a restart reloads it");

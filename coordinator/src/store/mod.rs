@@ -14,6 +14,8 @@
 //! - [`lock`]: one coordinator per data dir, held by the OS for the process's life;
 //! - [`schema`]: the tables, and the one way an older store is brought up to date;
 //! - [`load`]: everything the core is rebuilt from at start;
+//! - [`backend`]: the seams everything else holds the store by ([`Backend`], the
+//!   [`Durable`] writer, the [`History`] reader) and SQLite's implementation of them;
 //! - [`error`]: the store's own error ([`StoreError`]), which SQLite's are sorted into;
 //! - [`events`]: the event feed's rows, numbered and trimmed;
 //! - [`apply`]: one transaction of the core's changes, with the event each makes
@@ -38,6 +40,7 @@ use crate::error::Result;
 use crate::model::*;
 
 mod apply;
+pub mod backend;
 mod error;
 mod events;
 mod load;
@@ -49,6 +52,7 @@ mod schema;
 mod templates;
 mod writer;
 
+pub use backend::{Backend, Durable, History, Sqlite};
 pub use error::StoreError;
 pub use reader::{AttemptRow, Reader};
 pub use writer::{Batch, Committed, FollowUp, Stored, Writer};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::Store;
+use super::Durable;
 use crate::core::StoreOp;
 use crate::error::Result;
 
@@ -23,7 +23,7 @@ use crate::error::Result;
 /// Every later batch of that generation was made from a state that holds the
 /// refused change, so it is refused too ([`UNDONE`]).
 fn write_durably(
-    store: &mut Store,
+    store: &mut dyn Durable,
     ops: &[StoreOp],
     batches: &[(u64, usize)],
     poisoned: &mut Option<u64>,
@@ -62,7 +62,7 @@ const UNDONE: &str =
 /// Applies `ops`, retrying failures that may pass (a full disk, a read-only or
 /// unreadable database) for as long as they last, and saying so in `health`
 /// meanwhile; returns only a refusal of a value ([`is_refusal`]).
-fn apply_retrying(store: &mut Store, ops: &[StoreOp], health: &watch::Sender<Option<String>>) -> Result<()> {
+fn apply_retrying(store: &mut dyn Durable, ops: &[StoreOp], health: &watch::Sender<Option<String>>) -> Result<()> {
     let mut delay = Duration::from_millis(50);
     loop {
         match store.apply(ops) {
@@ -143,7 +143,7 @@ impl Writer {
     /// batches' follow-ups run; `refused` of each generation whose batch the store
     /// refused.
     pub fn spawn(
-        mut store: Store,
+        mut store: Box<dyn Durable>,
         health: watch::Sender<Option<String>>,
         mut committed: impl FnMut(Committed) + Send + 'static,
         mut refused: impl FnMut(u64) + Send + 'static,
@@ -197,9 +197,9 @@ impl Writer {
                     let mut written = vec![Ok(()); live.len()];
                     if !ops.is_empty() {
                         let started = std::time::Instant::now();
-                        written = write_durably(&mut store, &ops, &live, &mut poisoned, &health, &mut refused);
+                        written = write_durably(store.as_mut(), &ops, &live, &mut poisoned, &health, &mut refused);
                         let took = started.elapsed();
-                        let events = std::mem::take(&mut store.committed_events);
+                        let events = store.take_committed();
                         // Only what was written is reported (the metrics count it).
                         let kept: Vec<StoreOp>;
                         let ops = if written.iter().all(Result::is_ok) {

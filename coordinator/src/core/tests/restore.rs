@@ -83,7 +83,7 @@ fn a_batch_the_store_cannot_hold_is_refused_whole_and_its_state_undone() {
     assert!(store.apply(&ops).is_err(), "u64::MAX does not fit SQLite's integers");
     let (refused_tx, refused_rx) = std::sync::mpsc::channel();
     let (writer, thread) = crate::store::Writer::spawn(
-        store,
+        Box::new(store),
         tokio::sync::watch::channel(None).0,
         |_| {},
         move |generation| refused_tx.send(generation).unwrap(),
@@ -162,7 +162,7 @@ async fn a_refused_change_is_undone_in_memory_and_never_read() {
     let (health, failing) = tokio::sync::watch::channel(None);
     let refused_tx = events_tx.clone();
     let (writer, _thread) = crate::store::Writer::spawn(
-        store,
+        Box::new(store),
         health,
         |_| {},
         move |generation| {
@@ -179,6 +179,7 @@ async fn a_refused_change_is_undone_in_memory_and_never_read() {
         auth: auth.clone(),
         objects: crate::objects::local_store(&dir.path().join("objects")).unwrap(),
         data_dir: dir.path().to_path_buf(),
+        backend: std::sync::Arc::new(crate::store::Sqlite::new(dir.path())),
     };
     let core = Core::new(CoreConfig::default(), (Instant::now(), crate::auth::now_ms()));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,0 +1,131 @@
+//! The seams the rest of the coordinator holds the store by, whichever backend it
+//! is (today SQLite in the data dir; PostgreSQL is next): a [`Backend`] opens the
+//! [`Durable`] writer (one transaction per call, with the events its changes make)
+//! and the [`History`] reader (what the core does not keep in memory), and loads the
+//! whole state for a start or a reload. The writer thread, the event loop, and the
+//! gRPC and HTTP edges name only these traits.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{AttemptRow, Reader, Store};
+use crate::auth::{NodeCredential, TokenRecord};
+use crate::core::{Snapshot, StoreOp};
+use crate::error::Result;
+use crate::events::{Event, Filter};
+use crate::model::*;
+
+/// Everything the core and the gate are rebuilt from.
+pub type Loaded = (Snapshot, Vec<TokenRecord>, Vec<NodeCredential>);
+
+/// Where the coordinator's state lives.
+pub trait Backend: Send + Sync {
+    /// The writer: the one connection that changes the store (brought up to the
+    /// current schema first).
+    fn open_durable(&self) -> Result<Box<dyn Durable>>;
+    /// A reader of history, beside the writer.
+    fn open_history(&self) -> Result<Box<dyn History>>;
+    /// The whole state, read on a connection of its own (a start, or a reload after
+    /// a refused batch while the writer keeps its own).
+    fn load(&self) -> Result<Loaded>;
+}
+
+/// The durable writer.
+pub trait Durable: Send {
+    /// Applies a group of changes in one transaction, with the event each makes.
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<()>;
+    /// The id of the newest event recorded.
+    fn last_event(&self) -> u64;
+    /// The events committed since this was last asked, in order.
+    fn take_committed(&mut self) -> Vec<Event>;
+}
+
+/// The reader of history: what the core does not keep in memory.
+pub trait History: Send {
+    /// Every attempt of a task, oldest first.
+    fn attempts(&self, key: TaskKey) -> Result<Vec<AttemptRow>>;
+    /// Up to `limit` events after `after` that pass `filter`, oldest first.
+    fn events(&self, after: u64, filter: &Filter, limit: usize) -> Result<Vec<Event>>;
+    /// The oldest event kept (`None` for an empty feed), and the newest ever recorded.
+    fn event_bounds(&self) -> Result<(Option<u64>, u64)>;
+    /// Whether an attempt has ended in the record.
+    fn attempt_ended(&self, attempt: AttemptRef) -> Result<bool>;
+    /// How an ended attempt ended, in a few words; `None` if it has no row or has
+    /// not ended.
+    fn attempt_error(&self, attempt: AttemptRef) -> Result<Option<String>>;
+    /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was
+    /// written.
+    fn read_log(&self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
+    /// The slots of `schedule` in `from..=to` that made a job.
+    fn schedule_slots(&self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>>;
+}
+
+/// SQLite in the data dir (`DATA_DIR/corral.db`, WAL, `synchronous=FULL`), with the
+/// logs beside it.
+pub struct Sqlite {
+    pub data_dir: PathBuf,
+}
+
+impl Sqlite {
+    pub fn new(data_dir: &Path) -> Sqlite {
+        Sqlite { data_dir: data_dir.to_path_buf() }
+    }
+}
+
+impl Backend for Sqlite {
+    fn open_durable(&self) -> Result<Box<dyn Durable>> {
+        Ok(Box::new(Store::open(&self.data_dir)?))
+    }
+
+    fn open_history(&self) -> Result<Box<dyn History>> {
+        Ok(Box::new(Store::open_reader(&self.data_dir)?))
+    }
+
+    fn load(&self) -> Result<Loaded> {
+        Store::load_again(&self.data_dir)
+    }
+}
+
+impl Durable for Store {
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
+        Store::apply(self, ops)
+    }
+
+    fn last_event(&self) -> u64 {
+        Store::last_event(self)
+    }
+
+    fn take_committed(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.committed_events)
+    }
+}
+
+impl History for Reader {
+    fn attempts(&self, key: TaskKey) -> Result<Vec<AttemptRow>> {
+        Reader::attempts(self, key)
+    }
+
+    fn events(&self, after: u64, filter: &Filter, limit: usize) -> Result<Vec<Event>> {
+        Reader::events(self, after, filter, limit)
+    }
+
+    fn event_bounds(&self) -> Result<(Option<u64>, u64)> {
+        Reader::event_bounds(self)
+    }
+
+    fn attempt_ended(&self, attempt: AttemptRef) -> Result<bool> {
+        Reader::attempt_ended(self, attempt)
+    }
+
+    fn attempt_error(&self, attempt: AttemptRef) -> Result<Option<String>> {
+        Reader::attempt_error(self, attempt)
+    }
+
+    fn read_log(&self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
+        Reader::read_log(self, attempt, stderr, offset, max)
+    }
+
+    fn schedule_slots(&self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>> {
+        Reader::schedule_slots(self, schedule, from_ms, to_ms)
+    }
+}
