@@ -12,7 +12,8 @@
 //! insert.
 //!
 //! - [`lock`]: one coordinator per data dir, held by the OS for the process's life;
-//! - [`schema`]: the tables, and the one way an older store is brought up to date;
+//! - [`schema`]: the tables, the schema version, and the one way an older store is
+//!   brought up to date (a newer one is refused);
 //! - [`load`]: everything the core is rebuilt from at start;
 //! - [`backend`]: the seams everything else holds the store by ([`Backend`], the
 //!   [`Durable`] writer, the [`History`] reader) and SQLite's implementation of them;
@@ -89,8 +90,9 @@ impl Store {
     /// Opens (or creates) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store> {
         fs::create_dir_all(data_dir)?;
-        let conn = open_connection(&data_dir.join("corral.db"))?;
-        schema::create_or_upgrade(&conn)?;
+        let path = data_dir.join("corral.db");
+        let mut conn = open_connection(&path)?;
+        schema::migrate(&mut conn, &path)?;
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
         let last_event = events::last_id(&conn)?;

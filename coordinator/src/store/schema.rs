@@ -1,6 +1,9 @@
-//! The tables, and the one way an older store is brought up to date: every column
-//! added since the first release is listed in [`ADDED_COLUMNS`] and added where it is
-//! missing (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it was).
+//! The tables, and the one way a store is brought up to date: a `schema_version`
+//! row and numbered migrations ([`migrate`]); a store of a newer version than this
+//! build's [`VERSION`] is refused at start. Migration 1 takes any store from before
+//! versions to the first stamped schema: it creates what is missing, and every column
+//! added before then ([`ADDED_COLUMNS`]) where it is missing (`CREATE TABLE IF NOT
+//! EXISTS` leaves an existing table as it was).
 
 use rusqlite::Connection;
 
@@ -163,7 +166,9 @@ CREATE TABLE IF NOT EXISTS attempts (
 ) WITHOUT ROWID;
 ";
 
-/// Columns added since the first release: (table, column, declaration), oldest first.
+/// Columns added before schema versions (migration 1 adds those an older store
+/// lacks): (table, column, declaration), oldest first. A change to the schema now is
+/// a new migration in [`migrate`] and a new [`VERSION`], not a line here.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("pools", "autoscale", "TEXT"),
     ("pools", "removal", "TEXT"),
@@ -189,8 +194,54 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("attempts", "gpus", "TEXT"),
 ];
 
+/// The schema version this build writes. A store stamped with a newer one was
+/// written by a newer coordinator, which may have changed what rows mean: it is
+/// refused, never read as if it were this version's.
+pub const VERSION: u32 = 1;
+
+/// Which migrations a store of version `stored` (`None`: never stamped, from before
+/// versions, taken for version 0) needs to reach `latest`, or why it cannot be
+/// opened. One rule for every backend: each keeps a `schema_version` row and a
+/// numbered list of its own migrations.
+pub fn migrations_needed(stored: Option<u32>, latest: u32) -> Result<std::ops::RangeInclusive<u32>, String> {
+    let stored = stored.unwrap_or(0);
+    if stored > latest {
+        return Err(format!(
+            "its schema is version {stored}, newer than the version {latest} this coordinator knows: run the newer coordinator that wrote it, or restore a backup"
+        ));
+    }
+    Ok(stored + 1..=latest)
+}
+
+/// Brings the store to [`VERSION`]: refused if it is newer; otherwise each
+/// migration it lacks is applied and the version stamped, in one transaction.
+/// Migration 1 is everything up to the first stamped release: it creates what is
+/// missing (tables, indexes, the columns of [`ADDED_COLUMNS`]), so an older unstamped
+/// store is brought up to date too. A later change to the schema is migration 2, and
+/// so on.
+pub fn migrate(conn: &mut Connection, shown: &std::path::Path) -> crate::error::Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let stored: Option<u32> = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+    let needed = migrations_needed(stored, VERSION)
+        .map_err(|why| crate::error::Error::Refused(format!("cannot open the store {}: {why}", shown.display())))?;
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    for version in needed {
+        match version {
+            1 => create_or_upgrade(&tx)?,
+            _ => unreachable!("every version up to VERSION has a migration"),
+        }
+    }
+    tx.execute("DELETE FROM schema_version", [])?;
+    tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [VERSION])?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Creates what is missing: tables, indexes, and the columns of [`ADDED_COLUMNS`].
-pub fn create_or_upgrade(conn: &Connection) -> rusqlite::Result<()> {
+fn create_or_upgrade(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(super::events::SCHEMA)?;
     conn.execute_batch(super::lost::SCHEMA)?;
@@ -210,6 +261,24 @@ mod tests {
 
     use crate::model::RemovalPolicy;
     use crate::store::Store;
+
+    #[test]
+    fn a_store_of_a_newer_schema_is_refused_and_an_unstamped_one_is_stamped() {
+        assert_eq!(super::migrations_needed(None, 1), Ok(1..=1));
+        assert!(super::migrations_needed(Some(1), 1).unwrap().is_empty());
+        assert_eq!(super::migrations_needed(Some(1), 3), Ok(2..=3));
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("corral.db")).unwrap();
+        let stamped: u32 = conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(stamped, super::VERSION);
+        drop(Store::open(dir.path()).unwrap());
+        conn.execute("UPDATE schema_version SET version = 99", []).unwrap();
+        drop(conn);
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("schema is version 99, newer than the version 1 this coordinator knows"), "{err}");
+        assert!(err.contains(&dir.path().join("corral.db").display().to_string()), "{err}");
+    }
 
     #[test]
     fn a_store_from_before_the_newer_pool_columns_opens_and_loads() {
