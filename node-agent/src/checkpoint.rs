@@ -121,8 +121,14 @@ impl Checkpoint {
     /// Packs the checkpoint and stores it; not `stored` if the task has not written
     /// one (yet).
     pub async fn save(&self, objects: &mut Client, dir: &Path) -> Result<Saved, TransferError> {
-        if tokio::fs::symlink_metadata(dir.join(&self.path)).await.is_err() {
+        let Ok(root) = tokio::fs::symlink_metadata(dir.join(&self.path)).await else {
             return Ok(Saved::default());
+        };
+        // The checkpoint itself cannot be archived: an empty archive would replace a
+        // good one, so nothing is stored, and the attempt says why.
+        if !archivable(&root.file_type()) {
+            let skipped = vec![format!("{} ({})", self.path.display(), kind_of(&root.file_type()))];
+            return Ok(Saved { stored: false, skipped });
         }
         // Through a symbolic link on the way, it would pack what lies outside the
         // task's directory, with the agent's rights.
@@ -134,13 +140,7 @@ impl Checkpoint {
         }
         let archive = Self::scratch(dir);
         let (at, from, path) = (archive.clone(), dir.to_path_buf(), self.path.clone());
-        let root = format!("{} (", self.path.display());
         let result = match blocking(&archive, move || pack(&from, &path, &at)).await {
-            // The checkpoint itself cannot be archived: an empty archive would replace
-            // a good one.
-            Ok(skipped) if skipped.first().is_some_and(|s| s.starts_with(&root)) => {
-                Ok(Saved { stored: false, skipped })
-            }
             Ok(skipped) => {
                 crate::objects::upload(objects, &archive, &self.object).await.map(|_| Saved { stored: true, skipped })
             }
@@ -207,11 +207,14 @@ fn pack(dir: &Path, path: &Path, archive: &Path) -> std::io::Result<Vec<String>>
             };
             children.sort();
             todo.extend(children.into_iter().rev());
-        } else if kind.is_file() || kind.is_symlink() {
+        } else if archivable(&kind) {
             match tar.append_path_with_name(&full, &at) {
                 Err(e) if gone(&e, &at) => {}
                 done => done?,
             }
+        } else if at == path {
+            // It turned into one since `save` looked: no archive of nothing.
+            return Err(std::io::Error::other(format!("{} is {}", at.display(), kind_of(&kind))));
         } else {
             skipped.push(format!("{} ({})", at.display(), kind_of(&kind)));
         }
@@ -224,6 +227,11 @@ fn pack(dir: &Path, path: &Path, archive: &Path) -> std::io::Result<Vec<String>>
 fn refused_archive(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     e.raw_os_error().is_none() && matches!(e.kind(), Other | InvalidData | InvalidInput | UnexpectedEof)
+}
+
+/// Whether a tar holds this kind of file (a directory is walked instead).
+fn archivable(kind: &std::fs::FileType) -> bool {
+    kind.is_file() || kind.is_symlink() || kind.is_dir()
 }
 
 fn kind_of(kind: &std::fs::FileType) -> &'static str {
@@ -338,6 +346,9 @@ mod tests {
         unpack_whole(&archive, to.path(), Path::new("state")).unwrap();
         assert_eq!(std::fs::read_to_string(to.path().join("state/step")).unwrap(), "7");
         assert!(!to.path().join("state/sock").exists());
+        // A checkpoint that is itself a socket makes no archive at all.
+        assert!(!archivable(&std::fs::symlink_metadata(dir.path().join("state/sock")).unwrap().file_type()));
+        assert!(pack(dir.path(), Path::new("state/sock"), &archive).is_err());
     }
 
     #[test]

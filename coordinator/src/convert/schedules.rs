@@ -43,10 +43,8 @@ pub fn schedule_spec(req: &pb::CreateScheduleRequest, job: JobSpec, now_ms: u64)
             if !req.tz.is_empty() {
                 return Err(Invalid::new("tz", "applies to --cron only; an interval is the same in every zone"));
             }
-            Cadence::every(
-                corral_types::duration::ms(corral_types::duration::from_ms("every", every)?),
-                start_at_ms.unwrap_or(now_ms),
-            )?
+            corral_types::duration::from_ms("every", every)?;
+            Cadence::every(every, start_at_ms.unwrap_or(now_ms))?
         }
         (true, _) => return Err(Invalid::new("cron", "give a cron expression (--cron) or an interval (--every)")),
         (false, _) => return Err(Invalid::new("every", "give either --cron or --every, not both")),

@@ -168,7 +168,7 @@ CREATE TABLE IF NOT EXISTS attempts (
 
 /// Columns added before schema versions (migration 1 adds those an older store
 /// lacks): (table, column, declaration), oldest first. A change to the schema now is
-/// a new migration in [`migrate`] and a new [`VERSION`], not a line here.
+/// a new function in [`MIGRATIONS`], not a line here.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("pools", "autoscale", "TEXT"),
     ("pools", "removal", "TEXT"),
@@ -194,10 +194,13 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("attempts", "gpus", "TEXT"),
 ];
 
-/// The schema version this build writes. A store stamped with a newer one was
-/// written by a newer coordinator, which may have changed what rows mean: it is
-/// refused, never read as if it were this version's.
-pub const VERSION: u32 = 1;
+/// The migrations, in order: migration N takes a store from version N-1 to N.
+const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade];
+
+/// The schema version this build writes (as many as there are migrations). A store
+/// stamped with a newer one was written by a newer coordinator, which may have
+/// changed what rows mean: it is refused, never read as if it were this version's.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Which migrations a store of version `stored` (`None`: never stamped, from before
 /// versions, taken for version 0) needs to reach `latest`, or why it cannot be
@@ -228,11 +231,8 @@ pub fn migrate(conn: &mut Connection, shown: &std::path::Path) -> crate::error::
         return Ok(());
     }
     let tx = conn.transaction()?;
-    for version in needed {
-        match version {
-            1 => create_or_upgrade(&tx)?,
-            _ => unreachable!("every version up to VERSION has a migration"),
-        }
+    for migration in &MIGRATIONS[*needed.start() as usize - 1..] {
+        migration(&tx)?;
     }
     tx.execute("DELETE FROM schema_version", [])?;
     tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [VERSION])?;
