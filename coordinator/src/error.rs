@@ -29,8 +29,9 @@ pub enum Error {
     /// The caller's token does not allow this change.
     #[error("{0}")]
     Forbidden(String),
+    /// (Not a `source`: the message says it all, once.)
     #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -71,6 +72,12 @@ impl From<crate::runtime::RuntimeError> for tonic::Status {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        Error::Store(e)
+    }
+}
 
 #[cfg(test)]
 mod tests {

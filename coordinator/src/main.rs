@@ -47,6 +47,15 @@ struct Args {
     /// tasks (a coordinator back sooner finds them still running).
     #[arg(long, env = "CORRAL_LOCAL_AGENT_GIVE_UP", default_value = "5m", value_parser = corral_types::duration::parse)]
     local_agent_give_up: Duration,
+    /// Where the coordinator's state lives: `sqlite` (DATA_DIR/corral.db, embedded,
+    /// nothing to install) or postgres://USER@HOST:PORT/DB (PostgreSQL 15 or later;
+    /// ?sslmode=require for TLS, ?sslrootcert=FILE to trust a private CA). The
+    /// password never goes in the URL: --store-password-file, PGPASSWORD or ~/.pgpass.
+    #[arg(long, env = "CORRAL_STORE", default_value = "sqlite")]
+    store: String,
+    /// A file whose first line is the PostgreSQL password (for --store postgres://).
+    #[arg(long, env = "CORRAL_STORE_PASSWORD_FILE")]
+    store_password_file: Option<PathBuf>,
     /// The agent program local pools start (default: corral-agent beside this binary, or on PATH).
     #[arg(long, env = "CORRAL_AGENT_BIN")]
     agent_bin: Option<PathBuf>,
@@ -175,6 +184,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         ..CoreConfig::default()
     };
     config.store_url = args.store_url;
+    config.store = corral_coordinator::store::StoreKind::parse(&args.store, args.store_password_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
     config.reset_admin_token = args.reset_admin_token;
     config.http_access.hosts =
         args.http_host.into_iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();

@@ -33,6 +33,8 @@ pub struct Config {
     pub agent_command: Vec<OsString>,
     /// Where objects live, if not in `data_dir/objects`: `s3://...`, `az://...`.
     pub store_url: Option<String>,
+    /// Where the state lives: SQLite in `data_dir` (the default) or PostgreSQL.
+    pub store: crate::store::StoreKind,
     /// Where the dashboard, its API and `/metrics` are served (port 0 picks a free
     /// port, written to `data_dir/http.addr`); none if unset.
     pub http: Option<SocketAddr>,
@@ -66,6 +68,7 @@ impl Config {
             core: CoreConfig::default(),
             agent_command: default_agent_command(),
             store_url: None,
+            store: Default::default(),
             http: None,
             notify_backoff: Duration::from_secs(1),
             local_give_up: Duration::from_secs(300),
@@ -212,7 +215,10 @@ impl Coordinator {
         // Before anything in the data dir is touched: a second coordinator on a live
         // store would undo what the first one does.
         let lock = crate::store::lock::DataDirLock::acquire(&config.data_dir)?;
-        let backend: Arc<dyn Backend> = Arc::new(crate::store::Sqlite::new(&config.data_dir));
+        let backend: Arc<dyn Backend> = match &config.store {
+            crate::store::StoreKind::Sqlite => Arc::new(crate::store::Sqlite::new(&config.data_dir)),
+            crate::store::StoreKind::Postgres(target) => Arc::new(crate::store::Postgres { target: target.clone() }),
+        };
         let mut store = backend.open_durable()?;
         let objects = match &config.store_url {
             Some(url) => crate::objects::store_from_url(url).await?,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod docker;
 pub mod grpc;
+pub mod postgres;
 pub mod webdriver;
 
 pub use docker::{docker, docker_image, DOCKER_IMAGE};

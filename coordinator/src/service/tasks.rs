@@ -47,7 +47,7 @@ pub(super) async fn list_tasks(
     let shared = api.shared.clone();
     let resp = tokio::task::spawn_blocking(move || {
         let mut resp = resp;
-        let reader = shared.reader();
+        let mut reader = shared.reader();
         for i in failed {
             let t = &mut resp.tasks[i];
             let attempt =
@@ -71,7 +71,7 @@ pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) 
     let key = TaskKey { job: JobId(task.job_id), index: task.index };
     let shared = api.shared.clone();
     let rows = tokio::task::spawn_blocking(move || {
-        let reader = shared.reader();
+        let mut reader = shared.reader();
         reader.attempts(key)
     })
     .await
@@ -144,7 +144,7 @@ pub(super) async fn read_log(
     } as usize;
     let shared = api.shared.clone();
     let data = tokio::task::spawn_blocking(move || {
-        let reader = shared.reader();
+        let mut reader = shared.reader();
         reader.read_log(AttemptRef { task: key, attempt }, req.stderr, req.offset, max)
     })
     .await

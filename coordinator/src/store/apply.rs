@@ -3,16 +3,13 @@
 //! feed never shows a change that was not stored, nor misses one that was.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use rusqlite::{params, OptionalExtension};
 
 use corral_types::graph::TaskGroup;
 
-use super::{corrupt, log_path, to_json, Store};
+use super::sql::{args, upsert, Sql, SqlExt};
+use super::{corrupt, to_json, Store};
 use crate::core::StoreOp;
 use crate::error::Result;
 use crate::model::*;
@@ -20,15 +17,25 @@ use crate::model::*;
 impl Store {
     /// Applies a group of changes in one transaction, with the event each makes.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
+        // The writer retries what failed; if that was a commit whose answer was
+        // lost, the database says whether it happened, and it is not applied twice.
+        if let Some(committed) = self.db.settle_unsure()? {
+            let unsure = self.unsure.take();
+            if let (true, Some((last_event, mut events))) = (committed, unsure) {
+                self.last_event = last_event;
+                self.committed_events.append(&mut events);
+                return Ok(());
+            }
+        }
         let logs = &self.logs;
         let job_pools = &mut self.job_pools;
-        let tx = self.conn.transaction()?;
+        let mut tx = self.db.transaction()?;
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut last_event = self.last_event;
         let mut recorded = Vec::new();
         let mut actor: Option<&String> = None;
         let mut lost = super::lost::Found::default();
-        self.lost.forget_written(&tx)?;
+        self.lost.forget_written(tx.sql())?;
         let plan = Coalesced::of(ops);
         for (i, op) in ops.iter().enumerate() {
             if let StoreOp::Actor(who) = op {
@@ -45,14 +52,12 @@ impl Store {
             }
             // A failed lookup fails the transaction (and is retried like any write):
             // an event without its pool would be missed by pool-filtered followers.
-            let event = crate::events::describe(op, |job| -> rusqlite::Result<Option<PoolName>> {
+            let event = crate::events::describe(op, |job| -> Result<Option<PoolName>> {
                 if let Some(pool) = job_pools.get(&job) {
                     return Ok(Some(pool.clone()));
                 }
-                let stored: Option<String> = tx
-                    .prepare_cached("SELECT pool FROM jobs WHERE id = ?1")?
-                    .query_row([job.0], |r| r.get(0))
-                    .optional()?;
+                let stored: Option<String> =
+                    tx.first("SELECT pool FROM jobs WHERE id = ?1", args![job.0], |r| r.get(0))?;
                 let Some(stored) = stored else { return Ok(None) };
                 let pool = PoolName::parse("pool", &stored).map_err(corrupt)?;
                 job_pools.insert(job, pool.clone());
@@ -60,120 +65,108 @@ impl Store {
             })?;
             if let Some(mut event) = event {
                 event.actor = actor.cloned();
-                last_event = super::events::insert(&tx, at_ms, &event)?;
+                last_event += 1;
+                super::events::insert(tx.sql(), last_event, at_ms, &event)?;
                 event.id = last_event;
                 event.at_ms = at_ms;
                 recorded.push(event);
             }
             match op {
                 StoreOp::PutPool { spec, created_at_ms, deleting } => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO pools (name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    )?
-                    .execute(params![
-                        spec.name.as_str(),
-                        spec.slots_per_node,
-                        spec.provider.as_str(),
-                        spec.target_nodes,
-                        spec.fill.as_str(),
-                        created_at_ms,
-                        to_json(&spec.autoscale)?,
-                        spec.removal.as_str(),
-                        to_json(&spec.commands)?,
-                        spec.start_task,
-                        to_json(&spec.docker)?,
-                        deleting,
-                    ])?;
+                    tx.execute(
+                        &PUT_POOL,
+                        args![
+                            spec.name.as_str(),
+                            spec.slots_per_node,
+                            spec.provider.as_str(),
+                            spec.target_nodes,
+                            spec.fill.as_str(),
+                            created_at_ms,
+                            to_json(&spec.autoscale)?,
+                            spec.removal.as_str(),
+                            to_json(&spec.commands)?,
+                            spec.start_task,
+                            to_json(&spec.docker)?,
+                            deleting
+                        ],
+                    )?;
                 }
                 StoreOp::DeleteJob(id) => {
                     for table in ["tasks", "attempts", "task_groups"] {
-                        tx.prepare_cached(&format!("DELETE FROM {table} WHERE job_id = ?1"))?.execute([id.0])?;
+                        tx.execute(&format!("DELETE FROM {table} WHERE job_id = ?1"), args![id.0])?;
                     }
-                    tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?.execute([id.0])?;
+                    tx.execute("DELETE FROM jobs WHERE id = ?1", args![id.0])?;
                     // All but the event that says it was deleted, just recorded.
-                    tx.prepare_cached("DELETE FROM events WHERE job_id = ?1 AND id < ?2")?
-                        .execute(params![id.0, last_event])?;
-                    match fs::remove_dir_all(logs.join(id.0.to_string())) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => tracing::warn!(job_id = %id, error = %e, "could not delete the job's logs"),
-                    }
+                    tx.execute("DELETE FROM events WHERE job_id = ?1 AND id < ?2", args![id.0, last_event])?;
+                    logs.delete_job(tx.sql(), *id)?;
                 }
                 StoreOp::PutIdempotencyKey(k) => {
                     // A plain INSERT: a second job for one key would break the
                     // primary key and roll back the transaction that made it.
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO idempotency_keys (owner, key, digest, job_id, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![k.key.owner, k.key.key, k.key.digest, k.job.0, k.at_ms])?;
+                    tx.execute(&PUT_KEY, args![k.key.owner, k.key.key, k.key.digest, k.job.0, k.at_ms])?;
                 }
-                StoreOp::PutSchedule { record, .. } => super::schedules::put(&tx, record)?,
-                StoreOp::DeleteSchedule(name) => super::schedules::delete(&tx, name)?,
+                StoreOp::PutSchedule { record, .. } => super::schedules::put(tx.sql(), record)?,
+                StoreOp::DeleteSchedule(name) => super::schedules::delete(tx.sql(), name)?,
                 StoreOp::InsertScheduleSlot { schedule, slot_ms, job } => {
-                    super::schedules::insert_slot(&tx, schedule, *slot_ms, *job)?
+                    super::schedules::insert_slot(tx.sql(), schedule, *slot_ms, *job)?
                 }
-                StoreOp::PruneScheduleSlots { before_ms } => super::schedules::prune(&tx, *before_ms)?,
-                StoreOp::PutTemplate(t) => super::templates::put_template(&tx, t)?,
-                StoreOp::DeleteTemplate(name) => super::templates::delete_template(&tx, name)?,
-                StoreOp::PutTrigger { record, .. } => super::templates::put_trigger(&tx, record)?,
-                StoreOp::DeleteTrigger(name) => super::templates::delete_trigger(&tx, name)?,
+                StoreOp::PruneScheduleSlots { before_ms } => super::schedules::prune(tx.sql(), *before_ms)?,
+                StoreOp::PutTemplate(t) => super::templates::put_template(tx.sql(), t)?,
+                StoreOp::DeleteTemplate(name) => super::templates::delete_template(tx.sql(), name)?,
+                StoreOp::PutTrigger { record, .. } => super::templates::put_trigger(tx.sql(), record)?,
+                StoreOp::DeleteTrigger(name) => super::templates::delete_trigger(tx.sql(), name)?,
                 StoreOp::SeeTriggerObject { trigger, object, version } => {
-                    super::templates::see(&tx, trigger, object, version.as_deref())?
+                    super::templates::see(tx.sql(), trigger, object, version.as_deref())?
                 }
                 StoreOp::ExpireIdempotencyKeys { before_ms } => {
-                    tx.prepare_cached("DELETE FROM idempotency_keys WHERE at_ms < ?1")?.execute([before_ms])?;
+                    tx.execute("DELETE FROM idempotency_keys WHERE at_ms < ?1", args![before_ms])?;
                 }
                 StoreOp::PutToken(t) => {
-                    tx.prepare_cached("DELETE FROM tokens WHERE name = ?1")?.execute([&t.name])?;
-                    tx.prepare_cached(
-                        "INSERT INTO tokens (id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )?
-                    .execute(params![
-                        t.id,
+                    tx.execute("DELETE FROM tokens WHERE name = ?1", args![&t.name])?;
+                    tx.execute("INSERT INTO tokens (id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", args![t.id,
                         t.name,
                         t.role.as_str(),
                         t.pool.as_ref().map(|p| p.as_str()),
                         crate::auth::secret::hex(&t.hash),
                         t.created_at_ms,
                         t.expires_at_ms,
-                        t.created_by
-                    ])?;
+                        t.created_by])?;
                 }
                 StoreOp::DeleteToken { id, .. } => {
-                    tx.prepare_cached("DELETE FROM tokens WHERE id = ?1")?.execute([id])?;
-                    tx.prepare_cached("DELETE FROM node_credentials WHERE token_id = ?1")?.execute([id])?;
+                    tx.execute("DELETE FROM tokens WHERE id = ?1", args![id])?;
+                    tx.execute("DELETE FROM node_credentials WHERE token_id = ?1", args![id])?;
                 }
                 StoreOp::PutNodeCredential(c) => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO node_credentials (node_id, pool, hash, token_id) VALUES (?1, ?2, ?3, ?4)",
-                    )?
-                    .execute(params![c.node.0, c.pool.as_str(), crate::auth::secret::hex(&c.hash), c.token_id])?;
+                    tx.execute(
+                        &PUT_CREDENTIAL,
+                        args![c.node.0, c.pool.as_str(), crate::auth::secret::hex(&c.hash), c.token_id],
+                    )?;
                 }
                 StoreOp::DeletePool(name) => {
-                    tx.prepare_cached("DELETE FROM pools WHERE name = ?1")?.execute([name.as_str()])?;
-                    tx.prepare_cached("DELETE FROM scale_log WHERE pool = ?1")?.execute([name.as_str()])?;
+                    tx.execute("DELETE FROM pools WHERE name = ?1", args![name.as_str()])?;
+                    tx.execute("DELETE FROM scale_log WHERE pool = ?1", args![name.as_str()])?;
                 }
                 StoreOp::PutNode(n) => {
                     let resources = match n.resources.is_empty() {
                         true => None,
                         false => Some(serde_json::to_string(&n.resources).map_err(|e| corrupt(e.to_string()))?),
                     };
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO nodes (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    )?
-                    .execute(params![
-                        n.id.0,
-                        n.pool.as_str(),
-                        n.hostname,
-                        n.slots,
-                        n.cpus,
-                        n.memory_bytes,
-                        n.pid,
-                        n.status.as_str(),
-                        n.reason.map(|r| r.as_str()),
-                        n.registered_at_ms,
-                        resources,
-                    ])?;
+                    tx.execute(
+                        &PUT_NODE,
+                        args![
+                            n.id.0,
+                            n.pool.as_str(),
+                            n.hostname,
+                            n.slots,
+                            n.cpus,
+                            n.memory_bytes,
+                            n.pid,
+                            n.status.as_str(),
+                            n.reason.map(|r| r.as_str()),
+                            n.registered_at_ms,
+                            resources
+                        ],
+                    )?;
                 }
                 StoreOp::InsertJob(j) => {
                     let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
@@ -187,13 +180,9 @@ impl Store {
                         false => Some(serde_json::to_string(&j.spec.policy).map_err(|e| corrupt(e.to_string()))?),
                     };
                     if let Some(graph) = &j.spec.graph {
-                        insert_groups(&tx, j.id, 0, &graph.groups)?;
+                        insert_groups(tx.sql(), j.id, 0, &graph.groups)?;
                     }
-                    tx.prepare_cached(
-                        "INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, auto_pool) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-                    )?
-                    .execute(params![
-                        j.id.0,
+                    tx.execute("INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, auto_pool) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)", args![j.id.0,
                         j.spec.pool.as_str(),
                         j.spec.name,
                         j.spec.priority,
@@ -213,58 +202,46 @@ impl Store {
                         j.spec.schedule.as_ref().map(|s| s.slot_ms),
                         policy,
                         after,
-                        super::schedules::auto_pool_json(&j.spec)?,
-                    ])?;
+                        super::schedules::auto_pool_json(&j.spec)?])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms, reason } => {
-                    tx.prepare_cached("UPDATE jobs SET state = ?2, finished_at_ms = ?3, reason = ?4 WHERE id = ?1")?
-                        .execute(params![id.0, state.as_str(), finished_at_ms, reason])?;
+                    tx.execute(
+                        "UPDATE jobs SET state = ?2, finished_at_ms = ?3, reason = ?4 WHERE id = ?1",
+                        args![id.0, state.as_str(), finished_at_ms, reason],
+                    )?;
                 }
                 StoreOp::PutTask(_) if plan.superseded[i] => {}
                 StoreOp::PutTask(t) => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO tasks (job_id, idx, state, attempt, failures, node_losses, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )?
-                    .execute(params![
-                        t.key.job.0,
-                        t.key.index,
-                        t.state.as_str(),
-                        t.attempt,
-                        t.failures,
-                        t.node_losses,
-                        t.reason
-                    ])?;
+                    tx.execute(
+                        &PUT_TASK,
+                        args![
+                            t.key.job.0,
+                            t.key.index,
+                            t.state.as_str(),
+                            t.attempt,
+                            t.failures,
+                            t.node_losses,
+                            t.reason
+                        ],
+                    )?;
                 }
                 StoreOp::AddTaskGroups { job, first_group, groups, last_index } => {
-                    insert_groups(&tx, *job, *first_group, groups)?;
-                    tx.prepare_cached("UPDATE jobs SET last_index = ?2 WHERE id = ?1")?
-                        .execute(params![job.0, last_index])?;
+                    insert_groups(tx.sql(), *job, *first_group, groups)?;
+                    tx.execute("UPDATE jobs SET last_index = ?2 WHERE id = ?1", args![job.0, last_index])?;
                 }
                 StoreOp::ScaleRecord { pool, record } => {
-                    tx.prepare_cached(
+                    tx.execute(
                         "INSERT INTO scale_log (pool, at_ms, from_nodes, to_nodes, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![
-                        pool.as_str(),
-                        record.at_ms,
-                        record.from,
-                        record.to,
-                        record.reason
-                    ])?;
+                        args![pool.as_str(), record.at_ms, record.from, record.to, record.reason],
+                    )?;
                     // Keep the last 100 per pool.
-                    tx.prepare_cached(
-                        "DELETE FROM scale_log WHERE pool = ?1 AND rowid NOT IN (SELECT rowid FROM scale_log WHERE pool = ?1 ORDER BY rowid DESC LIMIT 100)",
-                    )?
-                    .execute([pool.as_str()])?;
+                    tx.execute("DELETE FROM scale_log WHERE pool = ?1 AND rowid NOT IN (SELECT rowid FROM scale_log WHERE pool = ?1 ORDER BY rowid DESC LIMIT 100)", args![pool.as_str()])?;
                 }
                 StoreOp::SetDelivery { job, delivery } => {
-                    tx.prepare_cached(
-                        "UPDATE jobs SET notify_attempts = ?2, notify_error = ?3, notify_delivered_at_ms = ?4 WHERE id = ?1",
-                    )?
-                    .execute(params![job.0, delivery.attempts, delivery.last_error, delivery.delivered_at_ms])?;
+                    tx.execute("UPDATE jobs SET notify_attempts = ?2, notify_error = ?3, notify_delivered_at_ms = ?4 WHERE id = ?1", args![job.0, delivery.attempts, delivery.last_error, delivery.delivered_at_ms])?;
                 }
                 StoreOp::CloseJob(job) => {
-                    tx.prepare_cached("UPDATE jobs SET open = 0 WHERE id = ?1")?.execute([job.0])?;
+                    tx.execute("UPDATE jobs SET open = 0 WHERE id = ?1", args![job.0])?;
                 }
                 StoreOp::StartAttempt { attempt, node, started_at_ms, gpus, .. } => match plan.ended_by(i, ops) {
                     // Started and ended in this transaction: one row, written whole.
@@ -277,21 +254,21 @@ impl Store {
                         ended_at_ms,
                         ..
                     }) => {
-                        tx.prepare_cached(
-                            "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms, ended_at_ms, outcome, exit_code, signal, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                        )?
-                        .execute(params![
-                            attempt.task.job.0,
-                            attempt.task.index,
-                            attempt.attempt,
-                            node.0,
-                            ran_from.unwrap_or(*started_at_ms),
-                            ended_at_ms,
-                            outcome.as_str(),
-                            exit_code,
-                            signal,
-                            message
-                        ])?;
+                        tx.execute(
+                            &PUT_ENDED_ATTEMPT,
+                            args![
+                                attempt.task.job.0,
+                                attempt.task.index,
+                                attempt.attempt,
+                                node.0,
+                                ran_from.unwrap_or(*started_at_ms),
+                                ended_at_ms,
+                                outcome.as_str(),
+                                exit_code,
+                                signal,
+                                message
+                            ],
+                        )?;
                     }
                     _ => {
                         // The devices are kept only while it runs: a restart gives them
@@ -300,19 +277,15 @@ impl Store {
                             true => None,
                             false => Some(serde_json::to_string(gpus).map_err(|e| corrupt(e.to_string()))?),
                         };
-                        tx.prepare_cached(
-                            "INSERT OR REPLACE INTO attempts (job_id, idx, attempt, node_id, started_at_ms, gpus) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        )?
-                        .execute(params![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms, gpus])?;
+                        tx.execute(
+                            &PUT_STARTED_ATTEMPT,
+                            args![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms, gpus],
+                        )?;
                     }
                 },
                 StoreOp::EndAttempt { .. } if plan.superseded[i] => {}
                 StoreOp::EndAttempt { attempt, started_at_ms, outcome, exit_code, signal, message, ended_at_ms } => {
-                    tx.prepare_cached(
-                        "UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8, started_at_ms = COALESCE(?9, started_at_ms) WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
-                    )?
-                    .execute(params![
-                        attempt.task.job.0,
+                    tx.execute("UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8, started_at_ms = COALESCE(?9, started_at_ms) WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3", args![attempt.task.job.0,
                         attempt.task.index,
                         attempt.attempt,
                         ended_at_ms,
@@ -320,33 +293,43 @@ impl Store {
                         exit_code,
                         signal,
                         message,
-                        started_at_ms
-                    ])?;
+                        started_at_ms])?;
                 }
                 StoreOp::Actor(_) | StoreOp::ObjectChanged { .. } => {}
                 StoreOp::ForgetNodeCredential(node) => {
-                    tx.prepare_cached("DELETE FROM node_credentials WHERE node_id = ?1")?.execute([&node.0])?;
+                    tx.execute("DELETE FROM node_credentials WHERE node_id = ?1", args![&node.0])?;
                 }
                 // Task output must not hold up the state: a log that cannot be
                 // written (disk full, permissions) is skipped, and the attempt's
                 // record says so ([`super::lost`]).
                 StoreOp::Log(chunk) => {
-                    if let Err(e) = write_log(logs, chunk) {
+                    if let Err(e) = logs.write(tx.sql(), chunk) {
+                        if logs.dir().is_none() {
+                            // A row of the transaction: the transaction fails with it.
+                            return Err(e);
+                        }
                         tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it, and the attempt's record will say so");
-                        lost.chunk_lost(&tx, chunk)?;
+                        lost.chunk_lost(tx.sql(), chunk)?;
                     }
                 }
             }
         }
         // Trim the feed now and then, not on every commit.
         if last_event / 10_000 != self.last_event / 10_000 {
-            super::events::trim(&tx, last_event)?;
+            super::events::trim(tx.sql(), last_event)?;
         }
-        self.lost.amend(&tx, &mut lost)?;
-        tx.commit()?;
+        self.lost.amend(tx.sql(), &mut lost)?;
+        if let Err(e) = tx.commit() {
+            if self.db.commit_unsure() {
+                self.unsure = Some((last_event, recorded));
+            }
+            return Err(e);
+        }
         self.last_event = last_event;
         self.committed_events.append(&mut recorded);
-        self.lost.committed(&self.logs, lost);
+        if let Some(dir) = self.logs.dir() {
+            self.lost.committed(dir, lost);
+        }
         Ok(())
     }
 }
@@ -399,28 +382,92 @@ impl Coalesced {
     }
 }
 
-fn insert_groups(tx: &rusqlite::Transaction, job: JobId, first: u32, groups: &[TaskGroup]) -> Result<()> {
-    let mut stmt = tx.prepare_cached("INSERT INTO task_groups (job_id, position, spec) VALUES (?1, ?2, ?3)")?;
+fn insert_groups(tx: &mut dyn Sql, job: JobId, first: u32, groups: &[TaskGroup]) -> Result<()> {
     for (i, group) in groups.iter().enumerate() {
         let spec = serde_json::to_string(group).map_err(|e| corrupt(e.to_string()))?;
-        stmt.execute(params![job.0, first + i as u32, spec])?;
+        tx.execute(
+            "INSERT INTO task_groups (job_id, position, spec) VALUES (?1, ?2, ?3)",
+            args![job.0, first + i as u32, spec],
+        )?;
     }
     Ok(())
 }
 
-/// Writes a log chunk at its offset, so a chunk sent twice lands once.
-fn write_log(logs: &Path, chunk: &LogChunk) -> Result<()> {
-    let path = log_path(logs, chunk.attempt, chunk.stderr);
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
-    file.write_all_at(&chunk.data, chunk.offset)?;
-    Ok(())
-}
+// The rows written whole (replacing the one with their key), in SQL both engines run.
+static PUT_POOL: LazyLock<String> = LazyLock::new(|| {
+    let columns = [
+        "name",
+        "slots_per_node",
+        "provider",
+        "target_nodes",
+        "fill",
+        "created_at_ms",
+        "autoscale",
+        "removal",
+        "commands",
+        "start_task",
+        "docker",
+        "deleting",
+    ];
+    upsert("pools", &columns, &["name"], &[])
+});
+static PUT_KEY: LazyLock<String> = LazyLock::new(|| {
+    upsert("idempotency_keys", &["owner", "key", "digest", "job_id", "at_ms"], &["owner", "key"], &[])
+});
+static PUT_CREDENTIAL: LazyLock<String> =
+    LazyLock::new(|| upsert("node_credentials", &["node_id", "pool", "hash", "token_id"], &["node_id"], &[]));
+static PUT_NODE: LazyLock<String> = LazyLock::new(|| {
+    let columns = [
+        "id",
+        "pool",
+        "hostname",
+        "slots",
+        "cpus",
+        "memory_bytes",
+        "pid",
+        "status",
+        "reason",
+        "registered_at_ms",
+        "resources",
+    ];
+    upsert("nodes", &columns, &["id"], &[])
+});
+static PUT_TASK: LazyLock<String> = LazyLock::new(|| {
+    upsert(
+        "tasks",
+        &["job_id", "idx", "state", "attempt", "failures", "node_losses", "reason"],
+        &["job_id", "idx"],
+        &[],
+    )
+});
+static PUT_ENDED_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    let columns = [
+        "job_id",
+        "idx",
+        "attempt",
+        "node_id",
+        "started_at_ms",
+        "ended_at_ms",
+        "outcome",
+        "exit_code",
+        "signal",
+        "message",
+    ];
+    upsert("attempts", &columns, &["job_id", "idx", "attempt"], &["gpus"])
+});
+static PUT_STARTED_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    upsert(
+        "attempts",
+        &["job_id", "idx", "attempt", "node_id", "started_at_ms", "gpus"],
+        &["job_id", "idx", "attempt"],
+        &["ended_at_ms", "outcome", "exit_code", "signal", "message"],
+    )
+});
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::core::TaskRecord;
     use crate::events::Filter;
@@ -449,7 +496,7 @@ mod tests {
 
     /// What the store holds of task `index` of job 1: (state, attempts).
     fn stored(dir: &Path, index: u32) -> (String, Vec<crate::store::AttemptRow>) {
-        let reader = Store::open_reader(dir).unwrap();
+        let mut reader = Store::open_reader(dir).unwrap();
         let key = TaskKey { job: JobId(1), index };
         let conn = rusqlite::Connection::open(dir.join("corral.db")).unwrap();
         let state =
@@ -488,7 +535,11 @@ mod tests {
 
 #[cfg(test)]
 mod lost_output {
+    use std::fs;
+    use std::path::Path;
+
     use super::*;
+    use crate::store::log_path;
 
     fn attempt(index: u32) -> AttemptRef {
         AttemptRef { task: TaskKey { job: JobId(1), index }, attempt: 1 }
@@ -499,7 +550,7 @@ mod lost_output {
     }
 
     fn message(dir: &Path, index: u32) -> String {
-        let reader = Store::open_reader(dir).unwrap();
+        let mut reader = Store::open_reader(dir).unwrap();
         reader.attempts(attempt(index).task).unwrap().pop().unwrap().message
     }
 

@@ -1,5 +1,5 @@
 //! The seams the rest of the coordinator holds the store by, whichever backend it
-//! is (today SQLite in the data dir; PostgreSQL is next): a [`Backend`] opens the
+//! is (SQLite in the data dir, or PostgreSQL): a [`Backend`] opens the
 //! [`Durable`] writer (one transaction per call, with the events its changes make)
 //! and the [`History`] reader (what the core does not keep in memory), and loads the
 //! whole state for a start or a reload. The writer thread, the event loop, and the
@@ -7,8 +7,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{AttemptRow, Reader, Store};
+use super::postgres::{PgConn, Role, Target};
+use super::{AttemptRow, Db, Logs, Reader, Store};
 use crate::auth::{NodeCredential, TokenRecord};
 use crate::core::{Snapshot, StoreOp};
 use crate::error::Result;
@@ -43,21 +45,21 @@ pub trait Durable: Send {
 /// The reader of history: what the core does not keep in memory.
 pub trait History: Send {
     /// Every attempt of a task, oldest first.
-    fn attempts(&self, key: TaskKey) -> Result<Vec<AttemptRow>>;
+    fn attempts(&mut self, key: TaskKey) -> Result<Vec<AttemptRow>>;
     /// Up to `limit` events after `after` that pass `filter`, oldest first.
-    fn events(&self, after: u64, filter: &Filter, limit: usize) -> Result<Vec<Event>>;
+    fn events(&mut self, after: u64, filter: &Filter, limit: usize) -> Result<Vec<Event>>;
     /// The oldest event kept (`None` for an empty feed), and the newest ever recorded.
-    fn event_bounds(&self) -> Result<(Option<u64>, u64)>;
+    fn event_bounds(&mut self) -> Result<(Option<u64>, u64)>;
     /// Whether an attempt has ended in the record.
-    fn attempt_ended(&self, attempt: AttemptRef) -> Result<bool>;
+    fn attempt_ended(&mut self, attempt: AttemptRef) -> Result<bool>;
     /// How an ended attempt ended, in a few words; `None` if it has no row or has
     /// not ended.
-    fn attempt_error(&self, attempt: AttemptRef) -> Result<Option<String>>;
+    fn attempt_error(&mut self, attempt: AttemptRef) -> Result<Option<String>>;
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was
     /// written.
-    fn read_log(&self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
+    fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
     /// The slots of `schedule` in `from..=to` that made a job.
-    fn schedule_slots(&self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>>;
+    fn schedule_slots(&mut self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>>;
 }
 
 /// SQLite in the data dir (`DATA_DIR/corral.db`, WAL, `synchronous=FULL`), with the
@@ -86,6 +88,29 @@ impl Backend for Sqlite {
     }
 }
 
+/// PostgreSQL (15 or later), logs included, so that any coordinator started on the
+/// database reads everything (`DATA_DIR` keeps only local files: tokens, TLS).
+pub struct Postgres {
+    pub target: Arc<Target>,
+}
+
+impl Backend for Postgres {
+    fn open_durable(&self) -> Result<Box<dyn Durable>> {
+        let mut conn = PgConn::open(self.target.clone(), Role::Writer)?;
+        conn.migrate()?;
+        conn.claim()?;
+        Ok(Box::new(Store::with(Db::Postgres(Box::new(conn)), Logs::Table, Default::default())?))
+    }
+
+    fn open_history(&self) -> Result<Box<dyn History>> {
+        Ok(Box::new(Reader { db: Db::Postgres(Box::new(PgConn::open(self.target.clone(), Role::Reader)?)), logs: Logs::Table }))
+    }
+
+    fn load(&self) -> Result<Loaded> {
+        super::load::everything(&mut Db::Postgres(Box::new(PgConn::open(self.target.clone(), Role::Reader)?)))
+    }
+}
+
 impl Durable for Store {
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
         Store::apply(self, ops)
@@ -101,31 +126,31 @@ impl Durable for Store {
 }
 
 impl History for Reader {
-    fn attempts(&self, key: TaskKey) -> Result<Vec<AttemptRow>> {
+    fn attempts(&mut self, key: TaskKey) -> Result<Vec<AttemptRow>> {
         Reader::attempts(self, key)
     }
 
-    fn events(&self, after: u64, filter: &Filter, limit: usize) -> Result<Vec<Event>> {
+    fn events(&mut self, after: u64, filter: &Filter, limit: usize) -> Result<Vec<Event>> {
         Reader::events(self, after, filter, limit)
     }
 
-    fn event_bounds(&self) -> Result<(Option<u64>, u64)> {
+    fn event_bounds(&mut self) -> Result<(Option<u64>, u64)> {
         Reader::event_bounds(self)
     }
 
-    fn attempt_ended(&self, attempt: AttemptRef) -> Result<bool> {
+    fn attempt_ended(&mut self, attempt: AttemptRef) -> Result<bool> {
         Reader::attempt_ended(self, attempt)
     }
 
-    fn attempt_error(&self, attempt: AttemptRef) -> Result<Option<String>> {
+    fn attempt_error(&mut self, attempt: AttemptRef) -> Result<Option<String>> {
         Reader::attempt_error(self, attempt)
     }
 
-    fn read_log(&self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
+    fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
         Reader::read_log(self, attempt, stderr, offset, max)
     }
 
-    fn schedule_slots(&self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>> {
+    fn schedule_slots(&mut self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>> {
         Reader::schedule_slots(self, schedule, from_ms, to_ms)
     }
 }

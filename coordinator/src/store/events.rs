@@ -1,8 +1,9 @@
-//! The event feed's rows in SQLite: inserted in the transaction of the change they
-//! describe (`crate::events::describe`), numbered by `AUTOINCREMENT` (ids only grow,
-//! with no gaps, even across a trim), read back in pages.
+//! The event feed's rows: inserted in the transaction of the change they describe
+//! (`crate::events::describe`), numbered by the writer (ids only grow, with no gaps,
+//! even across a trim), read back in pages.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use super::sql::{args, Dialect, Sql, SqlExt};
+use crate::error::Result;
 
 use crate::events::{Event, Filter, Kind, KEEP};
 
@@ -23,82 +24,88 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id) WHERE job_id IS NOT NULL;
 ";
 
-/// Records `event` in the transaction; returns its id.
-pub fn insert(conn: &Connection, at_ms: u64, event: &Event) -> rusqlite::Result<u64> {
-    conn.prepare_cached(
-        "INSERT INTO events (at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        at_ms,
-        event.kind.as_str(),
-        event.pool,
-        event.job,
-        event.task,
-        event.attempt,
-        event.node,
-        event.state,
-        event.detail,
-        event.actor
-    ])?;
-    Ok(conn.last_insert_rowid() as u64)
+/// Records `event` in the transaction as number `id` (the one after the newest:
+/// the writer numbers them, so ids have no gaps on either engine).
+pub fn insert(sql: &mut dyn Sql, id: u64, at_ms: u64, event: &Event) -> Result<()> {
+    sql.execute(
+        "INSERT INTO events (id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        args![
+            id,
+            at_ms,
+            event.kind.as_str(),
+            event.pool,
+            event.job,
+            event.task,
+            event.attempt,
+            event.node,
+            event.state,
+            event.detail,
+            event.actor
+        ],
+    )
 }
 
 /// Drops all but the newest [`KEEP`] events.
-pub fn trim(conn: &Connection, last_id: u64) -> rusqlite::Result<()> {
+pub fn trim(sql: &mut dyn Sql, last_id: u64) -> Result<()> {
     if last_id > KEEP {
-        conn.prepare_cached("DELETE FROM events WHERE id <= ?1")?.execute([last_id - KEEP])?;
+        sql.execute("DELETE FROM events WHERE id <= ?1", args![last_id - KEEP])?;
     }
     Ok(())
 }
 
-/// The id of the newest event recorded (0 if none ever was).
-pub fn last_id(conn: &Connection) -> rusqlite::Result<u64> {
-    let seq: Option<i64> =
-        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).optional()?;
-    Ok(seq.unwrap_or(0) as u64)
+/// The id of the newest event recorded (0 if none ever was). SQLite's
+/// `AUTOINCREMENT` remembers it even when the feed was emptied; on PostgreSQL the
+/// newest event is never deleted (a trim keeps the last [`KEEP`], a job's deletion
+/// its own event), so the highest id kept is it.
+pub fn last_id(sql: &mut dyn Sql) -> Result<u64> {
+    let query = match sql.dialect() {
+        Dialect::Sqlite => "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+        Dialect::Postgres => "SELECT MAX(id) FROM events",
+    };
+    Ok(sql.first(query, args![], |r| r.get::<Option<u64>>(0))?.flatten().unwrap_or(0))
 }
 
 /// The oldest event still kept, if any.
-pub fn first_id(conn: &Connection) -> rusqlite::Result<Option<u64>> {
-    conn.query_row("SELECT MIN(id) FROM events", [], |r| r.get::<_, Option<i64>>(0)).map(|id| id.map(|i| i as u64))
+pub fn first_id(sql: &mut dyn Sql) -> Result<Option<u64>> {
+    Ok(sql.first("SELECT MIN(id) FROM events", args![], |r| r.get::<Option<u64>>(0))?.flatten())
 }
 
 /// Up to `limit` events after `after` that pass `filter`, oldest first.
-pub fn read(conn: &Connection, after: u64, filter: &Filter, limit: usize) -> rusqlite::Result<Vec<Event>> {
-    // One statement per filter shape: `job_id = ?` lets SQLite use the job index.
-    let sql = match (filter.job.is_some(), filter.pool.is_some()) {
-        (true, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE job_id = ?2 AND id > ?1 AND pool = ?3 ORDER BY id LIMIT ?4",
-        (true, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE job_id = ?2 AND id > ?1 AND ?3 IS NULL ORDER BY id LIMIT ?4",
-        (false, true) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE id > ?1 AND ?2 IS NULL AND pool = ?3 ORDER BY id LIMIT ?4",
-        (false, false) => "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events WHERE id > ?1 AND ?2 IS NULL AND ?3 IS NULL ORDER BY id LIMIT ?4",
+pub fn read(sql: &mut dyn Sql, after: u64, filter: &Filter, limit: usize) -> Result<Vec<Event>> {
+    const COLUMNS: &str =
+        "SELECT id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor FROM events";
+    // One statement per filter shape: `job_id = ?` lets the engine use the job index.
+    let job = filter.job.map(|j| j.0);
+    let pool = filter.pool.as_ref().map(|p| p.as_str());
+    let (query, args) = match (job, pool) {
+        (Some(job), Some(pool)) => (
+            format!("{COLUMNS} WHERE job_id = ?2 AND id > ?1 AND pool = ?3 ORDER BY id LIMIT ?4"),
+            args![after, job, pool, limit].to_vec(),
+        ),
+        (Some(job), None) => {
+            (format!("{COLUMNS} WHERE job_id = ?2 AND id > ?1 ORDER BY id LIMIT ?3"), args![after, job, limit].to_vec())
+        }
+        (None, Some(pool)) => {
+            (format!("{COLUMNS} WHERE id > ?1 AND pool = ?2 ORDER BY id LIMIT ?3"), args![after, pool, limit].to_vec())
+        }
+        (None, None) => (format!("{COLUMNS} WHERE id > ?1 ORDER BY id LIMIT ?2"), args![after, limit].to_vec()),
     };
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(
-        params![after, filter.job.map(|j| j.0), filter.pool.as_ref().map(|p| p.as_str()), limit as i64],
-        |r| {
-            let kind: String = r.get(2)?;
-            Ok(Event {
-                id: r.get(0)?,
-                at_ms: r.get(1)?,
-                kind: Kind::parse(&kind).ok_or_else(|| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        2,
-                        rusqlite::types::Type::Text,
-                        format!("unknown event kind {kind:?}").into(),
-                    )
-                })?,
-                pool: r.get(3)?,
-                job: r.get(4)?,
-                task: r.get(5)?,
-                attempt: r.get(6)?,
-                node: r.get(7)?,
-                state: r.get(8)?,
-                detail: r.get(9)?,
-                actor: r.get(10)?,
-            })
-        },
-    )?;
-    rows.collect()
+    sql.rows(&query, &args, |r| {
+        let kind: String = r.get(2)?;
+        Ok(Event {
+            id: r.get(0)?,
+            at_ms: r.get(1)?,
+            kind: Kind::parse(&kind).ok_or_else(|| super::corrupt(format!("unknown event kind {kind:?}")))?,
+            pool: r.get(3)?,
+            job: r.get(4)?,
+            task: r.get(5)?,
+            attempt: r.get(6)?,
+            node: r.get(7)?,
+            state: r.get(8)?,
+            detail: r.get(9)?,
+            actor: r.get(10)?,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -109,15 +116,15 @@ mod tests {
     use crate::events::tests::task;
     use crate::model::*;
 
-    fn conn() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
+    fn conn() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         conn
     }
 
     #[test]
     fn reads_resume_after_an_id_and_filter_by_job_and_pool() {
-        let conn = conn();
+        let mut conn = conn();
         let pools = ["a", "b"];
         for i in 0..10u64 {
             let mut e = describe(&task(i % 2 + 1, i as u32, TaskState::Succeeded), |j| {
@@ -126,31 +133,32 @@ mod tests {
             .unwrap()
             .unwrap();
             e.at_ms = i;
-            assert_eq!(insert(&conn, i, &e).unwrap(), i + 1);
+            insert(&mut conn, i + 1, i, &e).unwrap();
         }
-        let all = read(&conn, 0, &Filter::default(), 100).unwrap();
+        let all = read(&mut conn, 0, &Filter::default(), 100).unwrap();
         assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
-        let rest = read(&conn, 7, &Filter::default(), 100).unwrap();
+        let rest = read(&mut conn, 7, &Filter::default(), 100).unwrap();
         assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![8, 9, 10]);
-        let job2 = read(&conn, 0, &Filter { job: Some(JobId(2)), pool: None }, 100).unwrap();
+        let job2 = read(&mut conn, 0, &Filter { job: Some(JobId(2)), pool: None }, 100).unwrap();
         assert_eq!(job2.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 4, 6, 8, 10]);
         let pool_a =
-            read(&conn, 0, &Filter { job: None, pool: Some(PoolName::parse("pool", "a").unwrap()) }, 2).unwrap();
+            read(&mut conn, 0, &Filter { job: None, pool: Some(PoolName::parse("pool", "a").unwrap()) }, 2).unwrap();
         assert_eq!(pool_a.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 3]);
-        assert_eq!(last_id(&conn).unwrap(), 10);
+        assert_eq!(last_id(&mut conn).unwrap(), 10);
     }
 
     #[test]
     fn trimming_keeps_ids_growing() {
-        let conn = conn();
+        let mut conn = conn();
         let e = describe(&StoreOp::DeletePool(PoolName::parse("pool", "p").unwrap()), |_| Ok::<_, ()>(None))
             .unwrap()
             .unwrap();
-        for _ in 0..3 {
-            insert(&conn, 0, &e).unwrap();
+        for id in 1..=3 {
+            insert(&mut conn, id, 0, &e).unwrap();
         }
         conn.execute("DELETE FROM events", []).unwrap();
-        assert_eq!(insert(&conn, 0, &e).unwrap(), 4, "an emptied feed must not reuse ids");
-        assert_eq!(first_id(&conn).unwrap(), Some(4));
+        assert_eq!(last_id(&mut conn).unwrap(), 3, "an emptied feed must not reuse ids");
+        insert(&mut conn, 4, 0, &e).unwrap();
+        assert_eq!(first_id(&mut conn).unwrap(), Some(4));
     }
 }

@@ -1,374 +1,367 @@
-//! Everything the core is rebuilt from at start, read in one pass at open.
+//! Everything the core is rebuilt from at start (or at a reload), read in one pass.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use corral_types::graph::TaskGroup;
 
+use super::sql::{args, Sql, SqlExt};
 use super::{corrupt, from_json, Store};
 use crate::auth::{NodeCredential, TokenRecord};
 use crate::core::{JobRecord, NodeRecord, Snapshot, TaskRecord};
 use crate::error::Result;
 use crate::model::*;
 
-impl Store {
-    /// Everything needed to rebuild the core.
-    pub fn load(&self) -> Result<Snapshot> {
-        let mut snap = Snapshot::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting FROM pools",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, u32>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u64>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, Option<String>>(9)?,
-                r.get::<_, Option<String>>(10)?,
-                r.get::<_, bool>(11)?,
-            ))
-        })?;
-        for row in rows {
-            let (
-                name,
-                slots_per_node,
-                provider,
-                target_nodes,
-                fill,
-                created,
-                autoscale,
-                removal,
-                commands,
-                start_task,
-                docker,
-                deleting,
-            ) = row?;
-            let spec = PoolSpec {
-                name: PoolName::parse("pool", &name).map_err(corrupt)?,
-                slots_per_node,
-                provider: provider.parse().map_err(corrupt)?,
-                target_nodes,
-                fill: fill.parse().map_err(corrupt)?,
-                autoscale: from_json(autoscale)?,
-                removal: removal
-                    .map(|r| r.parse())
-                    .transpose()
-                    .map_err(corrupt)?
-                    .unwrap_or(RemovalPolicy::TaskCompletion),
-                commands: from_json(commands)?,
-                docker: from_json(docker)?,
-                start_task,
-            };
-            snap.pools.push((spec, created, deleting));
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT pool, at_ms, from_nodes, to_nodes, reason FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER (PARTITION BY pool ORDER BY rowid DESC) AS n FROM scale_log) WHERE n <= 20 ORDER BY r",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u64>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, u32>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })?;
-        for row in rows {
-            let (pool, at_ms, from, to, reason) = row?;
-            let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
-            snap.scale_log.push((pool, crate::core::autoscale::Record { at_ms, from, to, reason }));
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources FROM nodes",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, u32>(3)?,
-                r.get::<_, u32>(4)?,
-                r.get::<_, u64>(5)?,
-                r.get::<_, u32>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, u64>(9)?,
-                r.get::<_, Option<String>>(10)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources) =
-                row?;
-            let resources: Resources = match resources {
-                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
-                None => Resources::new(),
-            };
-            snap.nodes.push(NodeRecord {
-                id: NodeId(id),
-                pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
-                hostname,
-                slots,
-                cpus,
-                memory_bytes,
-                pid,
-                status: status.parse().map_err(corrupt)?,
-                reason: reason.map(|r| r.parse()).transpose().map_err(corrupt)?,
-                registered_at_ms,
-                resources,
-            });
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason, auto_pool FROM jobs ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i32>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, u32>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, u64>(8)?,
-                r.get::<_, Option<u64>>(9)?,
-                r.get::<_, bool>(10)?,
-                r.get::<_, bool>(11)?,
-                r.get::<_, Option<String>>(12)?,
-                Delivery { attempts: r.get(13)?, last_error: r.get(14)?, delivered_at_ms: r.get(15)? },
-                r.get::<_, String>(16)?,
-                r.get::<_, u64>(17)?,
-                r.get::<_, Option<u64>>(18)?,
-                r.get::<_, Option<String>>(19)?,
-                r.get::<_, Option<u64>>(20)?,
-                r.get::<_, Option<String>>(21)?,
-                r.get::<_, Option<String>>(22)?,
-                r.get::<_, Option<String>>(23)?,
-                r.get::<_, Option<String>>(24)?,
-            ))
-        })?;
-        let mut groups = self.task_groups()?;
-        for row in rows {
-            let (
-                id,
+/// Everything the core and the gate are rebuilt from, read in one transaction that
+/// sees one moment of the store (the writer may be writing meanwhile).
+pub(super) fn everything(db: &mut super::Db) -> Result<super::backend::Loaded> {
+    let mut tx = db.snapshot()?;
+    let snapshot = state(tx.sql())?;
+    let (tokens, nodes) = auth(tx.sql())?;
+    tx.commit()?;
+    Ok((snapshot, tokens, nodes))
+}
+
+/// Everything needed to rebuild the core.
+fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
+    let mut snap = Snapshot::default();
+    let rows = sql.rows("SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting FROM pools", args![], |r| {
+        Ok((
+            r.get::<String>(0)?,
+            r.get::<u32>(1)?,
+            r.get::<String>(2)?,
+            r.get::<u32>(3)?,
+            r.get::<String>(4)?,
+            r.get::<u64>(5)?,
+            r.get::<Option<String>>(6)?,
+            r.get::<Option<String>>(7)?,
+            r.get::<Option<String>>(8)?,
+            r.get::<Option<String>>(9)?,
+            r.get::<Option<String>>(10)?,
+            r.get::<bool>(11)?,
+        ))
+    })?;
+    for row in rows {
+        let (
+            name,
+            slots_per_node,
+            provider,
+            target_nodes,
+            fill,
+            created,
+            autoscale,
+            removal,
+            commands,
+            start_task,
+            docker,
+            deleting,
+        ) = row;
+        let spec = PoolSpec {
+            name: PoolName::parse("pool", &name).map_err(corrupt)?,
+            slots_per_node,
+            provider: provider.parse().map_err(corrupt)?,
+            target_nodes,
+            fill: fill.parse().map_err(corrupt)?,
+            autoscale: from_json(autoscale)?,
+            removal: removal.map(|r| r.parse()).transpose().map_err(corrupt)?.unwrap_or(RemovalPolicy::TaskCompletion),
+            commands: from_json(commands)?,
+            docker: from_json(docker)?,
+            start_task,
+        };
+        snap.pools.push((spec, created, deleting));
+    }
+    let rows = sql.rows("SELECT pool, at_ms, from_nodes, to_nodes, reason FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER (PARTITION BY pool ORDER BY rowid DESC) AS n FROM scale_log) AS recent WHERE n <= 20 ORDER BY r", args![], |r| {
+        Ok((
+            r.get::<String>(0)?,
+            r.get::<u64>(1)?,
+            r.get::<u32>(2)?,
+            r.get::<u32>(3)?,
+            r.get::<String>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (pool, at_ms, from, to, reason) = row;
+        let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
+        snap.scale_log.push((pool, crate::core::autoscale::Record { at_ms, from, to, reason }));
+    }
+    let rows = sql.rows("SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources FROM nodes", args![], |r| {
+        Ok((
+            r.get::<String>(0)?,
+            r.get::<String>(1)?,
+            r.get::<String>(2)?,
+            r.get::<u32>(3)?,
+            r.get::<u32>(4)?,
+            r.get::<u64>(5)?,
+            r.get::<u32>(6)?,
+            r.get::<String>(7)?,
+            r.get::<Option<String>>(8)?,
+            r.get::<u64>(9)?,
+            r.get::<Option<String>>(10)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources) = row;
+        let resources: Resources = match resources {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+            None => Resources::new(),
+        };
+        snap.nodes.push(NodeRecord {
+            id: NodeId(id),
+            pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
+            hostname,
+            slots,
+            cpus,
+            memory_bytes,
+            pid,
+            status: status.parse().map_err(corrupt)?,
+            reason: reason.map(|r| r.parse()).transpose().map_err(corrupt)?,
+            registered_at_ms,
+            resources,
+        });
+    }
+    let rows = sql.rows("SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason, auto_pool FROM jobs ORDER BY id", args![], |r| {
+        Ok((
+            r.get::<u64>(0)?,
+            r.get::<String>(1)?,
+            r.get::<String>(2)?,
+            r.get::<i32>(3)?,
+            r.get::<String>(4)?,
+            r.get::<u32>(5)?,
+            r.get::<u32>(6)?,
+            r.get::<String>(7)?,
+            r.get::<u64>(8)?,
+            r.get::<Option<u64>>(9)?,
+            r.get::<bool>(10)?,
+            r.get::<bool>(11)?,
+            r.get::<Option<String>>(12)?,
+            Delivery { attempts: r.get(13)?, last_error: r.get(14)?, delivered_at_ms: r.get(15)? },
+            r.get::<String>(16)?,
+            r.get::<u64>(17)?,
+            r.get::<Option<u64>>(18)?,
+            r.get::<Option<String>>(19)?,
+            r.get::<Option<u64>>(20)?,
+            r.get::<Option<String>>(21)?,
+            r.get::<Option<String>>(22)?,
+            r.get::<Option<String>>(23)?,
+            r.get::<Option<String>>(24)?,
+        ))
+    })?;
+    let mut groups = task_groups(sql)?;
+    for row in rows {
+        let (
+            id,
+            pool,
+            name,
+            priority,
+            task,
+            first_index,
+            last_index,
+            state,
+            submitted,
+            finished,
+            is_graph,
+            open,
+            notify,
+            delivery,
+            owner,
+            max_output,
+            begin_at_ms,
+            schedule,
+            scheduled_for_ms,
+            policy,
+            after,
+            reason,
+            auto_pool,
+        ) = row;
+        let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
+        let auto_pool = match auto_pool {
+            Some(text) => {
+                let stored: super::schedules::StoredPool =
+                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+                Some(Box::new(stored.into_spec(pool.clone())?))
+            }
+            None => None,
+        };
+        let after: Vec<(u64, bool)> = match after {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let after = after.into_iter().map(|(job, any)| After { job: JobId(job), any }).collect();
+        let policy: JobPolicy = match policy {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+            None => JobPolicy::default(),
+        };
+        let schedule = match schedule {
+            Some(name) => Some(ScheduledFor {
+                schedule: ScheduleName::parse("schedule", &name).map_err(corrupt)?,
+                slot_ms: scheduled_for_ms.unwrap_or(0),
+            }),
+            None => None,
+        };
+        let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
+        let graph = if is_graph {
+            let groups = groups.remove(&id).unwrap_or_default();
+            Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
+        } else {
+            None
+        };
+        snap.jobs.push(JobRecord {
+            id: JobId(id),
+            spec: JobSpec {
                 pool,
                 name,
                 priority,
                 task,
                 first_index,
                 last_index,
-                state,
-                submitted,
-                finished,
-                is_graph,
+                graph,
                 open,
                 notify,
-                delivery,
                 owner,
                 max_output,
                 begin_at_ms,
                 schedule,
-                scheduled_for_ms,
                 policy,
                 after,
-                reason,
                 auto_pool,
-            ) = row?;
-            let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
-            let auto_pool = match auto_pool {
-                Some(text) => {
-                    let stored: super::schedules::StoredPool =
-                        serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                    Some(Box::new(stored.into_spec(pool.clone())?))
-                }
-                None => None,
-            };
-            let after: Vec<(u64, bool)> = match after {
-                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
-                None => Vec::new(),
-            };
-            let after = after.into_iter().map(|(job, any)| After { job: JobId(job), any }).collect();
-            let policy: JobPolicy = match policy {
-                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
-                None => JobPolicy::default(),
-            };
-            let schedule = match schedule {
-                Some(name) => Some(ScheduledFor {
-                    schedule: ScheduleName::parse("schedule", &name).map_err(corrupt)?,
-                    slot_ms: scheduled_for_ms.unwrap_or(0),
-                }),
-                None => None,
-            };
-            let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
-            let graph = if is_graph {
-                let groups = groups.remove(&id).unwrap_or_default();
-                Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
-            } else {
-                None
-            };
-            snap.jobs.push(JobRecord {
-                id: JobId(id),
-                spec: JobSpec {
-                    pool,
-                    name,
-                    priority,
-                    task,
-                    first_index,
-                    last_index,
-                    graph,
-                    open,
-                    notify,
-                    owner,
-                    max_output,
-                    begin_at_ms,
-                    schedule,
-                    policy,
-                    after,
-                    auto_pool,
-                },
-                state: state.parse().map_err(corrupt)?,
-                submitted_at_ms: submitted,
-                finished_at_ms: finished,
-                delivery,
-                reason,
-            });
-        }
-        let mut stmt =
-            self.conn.prepare("SELECT job_id, idx, state, attempt, failures, node_losses, reason FROM tasks")?;
-        let rows = stmt.query_map([], |r| {
+            },
+            state: state.parse().map_err(corrupt)?,
+            submitted_at_ms: submitted,
+            finished_at_ms: finished,
+            delivery,
+            reason,
+        });
+    }
+    let rows =
+        sql.rows("SELECT job_id, idx, state, attempt, failures, node_losses, reason FROM tasks", args![], |r| {
             Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, u32>(3)?,
-                r.get::<_, u32>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, Option<String>>(6)?,
+                r.get::<u64>(0)?,
+                r.get::<u32>(1)?,
+                r.get::<String>(2)?,
+                r.get::<u32>(3)?,
+                r.get::<u32>(4)?,
+                r.get::<u32>(5)?,
+                r.get::<Option<String>>(6)?,
             ))
         })?;
-        for row in rows {
-            let (job, index, state, attempt, failures, node_losses, reason) = row?;
-            snap.tasks.push(TaskRecord {
-                key: TaskKey { job: JobId(job), index },
-                state: state.parse().map_err(corrupt)?,
-                attempt,
-                failures,
-                node_losses,
-                reason,
-            });
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT job_id, idx, attempt, node_id, started_at_ms, gpus FROM attempts WHERE ended_at_ms IS NULL",
-        )?;
-        let rows = stmt.query_map([], |r| {
+    for row in rows {
+        let (job, index, state, attempt, failures, node_losses, reason) = row;
+        snap.tasks.push(TaskRecord {
+            key: TaskKey { job: JobId(job), index },
+            state: state.parse().map_err(corrupt)?,
+            attempt,
+            failures,
+            node_losses,
+            reason,
+        });
+    }
+    let rows = sql.rows(
+        "SELECT job_id, idx, attempt, node_id, started_at_ms, gpus FROM attempts WHERE ended_at_ms IS NULL",
+        args![],
+        |r| {
             Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, u64>(4)?,
-                r.get::<_, Option<String>>(5)?,
+                r.get::<u64>(0)?,
+                r.get::<u32>(1)?,
+                r.get::<u32>(2)?,
+                r.get::<String>(3)?,
+                r.get::<u64>(4)?,
+                r.get::<Option<String>>(5)?,
             ))
-        })?;
-        for row in rows {
-            let (job, index, attempt, node, started, gpus) = row?;
-            let gpus: Vec<u32> = match gpus {
-                Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
-                None => Vec::new(),
-            };
-            let attempt = AttemptRef { task: TaskKey { job: JobId(job), index }, attempt };
-            snap.open_attempts.push(crate::core::OpenAttempt {
-                attempt,
-                node: NodeId(node),
-                started_at_ms: started,
-                gpus,
-            });
-        }
-        snap.schedules = super::schedules::load(&self.conn)?;
-        snap.templates = super::templates::load_templates(&self.conn)?;
-        snap.triggers = super::templates::load_triggers(&self.conn)?;
-        let mut stmt =
-            self.conn.prepare("SELECT owner, key, digest, job_id, at_ms FROM idempotency_keys ORDER BY at_ms")?;
-        let rows = stmt.query_map([], |r| {
+        },
+    )?;
+    for row in rows {
+        let (job, index, attempt, node, started, gpus) = row;
+        let gpus: Vec<u32> = match gpus {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let attempt = AttemptRef { task: TaskKey { job: JobId(job), index }, attempt };
+        snap.open_attempts.push(crate::core::OpenAttempt { attempt, node: NodeId(node), started_at_ms: started, gpus });
+    }
+    snap.schedules = super::schedules::load(sql)?;
+    snap.templates = super::templates::load_templates(sql)?;
+    snap.triggers = super::templates::load_triggers(sql)?;
+    let rows =
+        sql.rows("SELECT owner, key, digest, job_id, at_ms FROM idempotency_keys ORDER BY at_ms", args![], |r| {
             Ok(crate::core::keys::KeyRecord {
                 key: crate::core::keys::IdempotencyKey { owner: r.get(0)?, key: r.get(1)?, digest: r.get(2)? },
                 job: JobId(r.get(3)?),
                 at_ms: r.get(4)?,
             })
         })?;
-        for row in rows {
-            snap.keys.push(row?);
-        }
-        Ok(snap)
+    for row in rows {
+        snap.keys.push(row);
     }
+    Ok(snap)
+}
 
-    /// The task groups of every graph job, in order, by job id.
-    /// The tokens and node credentials the coordinator accepts.
-    pub fn load_auth(&self) -> Result<(Vec<TokenRecord>, Vec<NodeCredential>)> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by FROM tokens ORDER BY name",
-        )?;
-        let rows = stmt.query_map([], |r| {
+/// The tokens and node credentials the coordinator accepts.
+fn auth(sql: &mut dyn Sql) -> Result<(Vec<TokenRecord>, Vec<NodeCredential>)> {
+    let rows = sql.rows(
+        "SELECT id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by FROM tokens ORDER BY name",
+        args![],
+        |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u64>(5)?,
-                r.get::<_, Option<u64>>(6)?,
-                r.get::<_, String>(7)?,
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<Option<String>>(3)?,
+                r.get::<String>(4)?,
+                r.get::<u64>(5)?,
+                r.get::<Option<u64>>(6)?,
+                r.get::<String>(7)?,
             ))
-        })?;
-        let mut tokens = Vec::new();
-        for row in rows {
-            let (id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by) = row?;
-            tokens.push(TokenRecord {
-                id,
-                name,
-                role: role.parse().map_err(corrupt)?,
-                pool: pool.map(|p| PoolName::parse("pool", &p)).transpose().map_err(corrupt)?,
-                hash: crate::auth::secret::from_hex(&hash)
-                    .ok_or_else(|| corrupt("a token hash is not 64 hex digits"))?,
-                created_at_ms,
-                expires_at_ms,
-                created_by,
-            });
-        }
-        let mut stmt = self.conn.prepare("SELECT node_id, pool, hash, token_id FROM node_credentials")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-        })?;
-        let mut nodes = Vec::new();
-        for row in rows {
-            let (node, pool, hash, token_id) = row?;
-            nodes.push(NodeCredential {
-                node: NodeId(node),
-                pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
-                hash: crate::auth::secret::from_hex(&hash)
-                    .ok_or_else(|| corrupt("a node hash is not 64 hex digits"))?,
-                token_id,
-            });
-        }
-        Ok((tokens, nodes))
+        },
+    )?;
+    let mut tokens = Vec::new();
+    for row in rows {
+        let (id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by) = row;
+        tokens.push(TokenRecord {
+            id,
+            name,
+            role: role.parse().map_err(corrupt)?,
+            pool: pool.map(|p| PoolName::parse("pool", &p)).transpose().map_err(corrupt)?,
+            hash: crate::auth::secret::from_hex(&hash).ok_or_else(|| corrupt("a token hash is not 64 hex digits"))?,
+            created_at_ms,
+            expires_at_ms,
+            created_by,
+        });
     }
+    let rows = sql.rows("SELECT node_id, pool, hash, token_id FROM node_credentials", args![], |r| {
+        Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<String>(3)?))
+    })?;
+    let mut nodes = Vec::new();
+    for row in rows {
+        let (node, pool, hash, token_id) = row;
+        nodes.push(NodeCredential {
+            node: NodeId(node),
+            pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
+            hash: crate::auth::secret::from_hex(&hash).ok_or_else(|| corrupt("a node hash is not 64 hex digits"))?,
+            token_id,
+        });
+    }
+    Ok((tokens, nodes))
+}
 
-    fn task_groups(&self) -> Result<HashMap<u64, Vec<TaskGroup>>> {
-        let mut stmt = self.conn.prepare("SELECT job_id, spec FROM task_groups ORDER BY job_id, position")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?)))?;
-        let mut groups: HashMap<u64, Vec<TaskGroup>> = HashMap::new();
-        for row in rows {
-            let (job, spec) = row?;
-            let group: TaskGroup = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
-            groups.entry(job).or_default().push(group);
-        }
-        Ok(groups)
+/// The task groups of every graph job, in order, by job id.
+fn task_groups(sql: &mut dyn Sql) -> Result<HashMap<u64, Vec<TaskGroup>>> {
+    let rows = sql.rows("SELECT job_id, spec FROM task_groups ORDER BY job_id, position", args![], |r| {
+        Ok((r.get::<u64>(0)?, r.get::<String>(1)?))
+    })?;
+    let mut groups: HashMap<u64, Vec<TaskGroup>> = HashMap::new();
+    for row in rows {
+        let (job, spec) = row;
+        let group: TaskGroup = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+        groups.entry(job).or_default().push(group);
+    }
+    Ok(groups)
+}
+
+impl Store {
+    /// Everything needed to rebuild the core, read on the writer's connection
+    /// (tests restore from it).
+    pub fn load(&mut self) -> Result<Snapshot> {
+        Ok(everything(&mut self.db)?.0)
     }
 
     /// The id of the newest event recorded.

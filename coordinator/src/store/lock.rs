@@ -39,16 +39,35 @@ impl DataDirLock {
             }
         }
         // Who holds it, for the next one that tries: written only once it is ours.
-        let program = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "corral".into());
-        let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         file.set_len(0)?;
         file.rewind()?;
-        write!(file, "{program} PID {} (since {since})", std::process::id())?;
+        write!(file, "{}", holder(None))?;
         file.sync_all()?;
         Ok(DataDirLock { _file: file })
+    }
+}
+
+/// This process, as a refusal names it: `corral-coordinator PID 12 (since T)`, with
+/// `on HOST` when the lock it holds is not on this machine's disk.
+pub fn holder(host: Option<&str>) -> String {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "corral".into());
+    let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+    format!("{program} PID {}{on} (since {since})", std::process::id())
+}
+
+/// This machine's name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is cut at its NUL.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match ok {
+        true => String::from_utf8_lossy(&buf[..end]).into_owned(),
+        false => "an unknown host".into(),
     }
 }
 

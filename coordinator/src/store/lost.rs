@@ -10,7 +10,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-use rusqlite::{params, Connection, Transaction};
+use super::sql::{args, Sql, SqlExt};
+use crate::error::Result;
 
 use super::log_path;
 use crate::model::{AttemptRef, JobId, LogChunk, TaskKey};
@@ -70,14 +71,15 @@ fn key(a: AttemptRef) -> (u64, u32, u32) {
 
 impl Found {
     /// A chunk was skipped: counted now, in the transaction.
-    pub fn chunk_lost(&mut self, tx: &Transaction, chunk: &LogChunk) -> rusqlite::Result<()> {
+    pub fn chunk_lost(&mut self, tx: &mut dyn Sql, chunk: &LogChunk) -> Result<()> {
         let (job, idx, attempt) = key(chunk.attempt);
         let end = chunk.offset + chunk.data.len() as u64;
-        tx.prepare_cached(
+        tx.execute(
             "INSERT INTO lost_output (job_id, idx, attempt, stderr, bytes, end_offset, noted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
-             ON CONFLICT (job_id, idx, attempt, stderr) DO UPDATE SET bytes = bytes + excluded.bytes, end_offset = max(end_offset, excluded.end_offset), noted = 0",
-        )?
-        .execute(params![job, idx, attempt, chunk.stderr, chunk.data.len() as u64, end])?;
+             ON CONFLICT (job_id, idx, attempt, stderr) DO UPDATE SET bytes = lost_output.bytes + excluded.bytes,
+             end_offset = CASE WHEN lost_output.end_offset > excluded.end_offset THEN lost_output.end_offset ELSE excluded.end_offset END, noted = 0",
+            args![job, idx, attempt, chunk.stderr, chunk.data.len() as u64, end],
+        )?;
         self.lost.insert(key(chunk.attempt));
         Ok(())
     }
@@ -107,12 +109,11 @@ pub fn note(bytes: [u64; 2]) -> String {
 
 impl Lost {
     /// The markers an earlier run noted and did not write.
-    pub fn open(conn: &Connection) -> rusqlite::Result<Lost> {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT job_id, idx, attempt, stderr, bytes, end_offset FROM lost_output WHERE noted = 1 LIMIT {MAX_PENDING}"
-        ))?;
-        let pending = stmt
-            .query_map([], |r| {
+    pub fn open(sql: &mut dyn Sql) -> Result<Lost> {
+        let pending = sql.rows(
+            "SELECT job_id, idx, attempt, stderr, bytes, end_offset FROM lost_output WHERE noted = 1 LIMIT ?1",
+            args![MAX_PENDING],
+            |r| {
                 Ok(Marker {
                     attempt: AttemptRef {
                         task: TaskKey { job: JobId(r.get(0)?), index: r.get(1)? },
@@ -122,67 +123,65 @@ impl Lost {
                     bytes: r.get(4)?,
                     at: r.get(5)?,
                 })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = conn.prepare("SELECT DISTINCT job_id, idx, attempt FROM lost_output WHERE noted = 0")?;
+            },
+        )?;
         let unnoted =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-        Ok(Lost { pending, written: Vec::new(), unnoted })
+            sql.rows("SELECT DISTINCT job_id, idx, attempt FROM lost_output WHERE noted = 0", args![], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(Lost { pending, written: Vec::new(), unnoted: unnoted.into_iter().collect() })
     }
 
     /// At the start of a transaction: the rows of markers written since go.
-    pub fn forget_written(&self, tx: &Transaction) -> rusqlite::Result<()> {
+    pub fn forget_written(&self, tx: &mut dyn Sql) -> Result<()> {
         for m in &self.written {
             let (job, idx, attempt) = key(m.attempt);
-            tx.prepare_cached(
+            tx.execute(
                 "DELETE FROM lost_output WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND stderr = ?4 AND noted = 1",
-            )?
-            .execute(params![job, idx, attempt, m.stderr])?;
+                args![job, idx, attempt, m.stderr],
+            )?;
         }
         Ok(())
     }
 
     /// At the end of a transaction: the message of every ended attempt with output
     /// not yet said missing says so now.
-    pub fn amend(&self, tx: &Transaction, found: &mut Found) -> rusqlite::Result<()> {
+    pub fn amend(&self, tx: &mut dyn Sql, found: &mut Found) -> Result<()> {
         let mut touched = found.lost.clone();
         touched.extend(found.ended.iter().filter(|k| self.unnoted.contains(k)));
         for (job, idx, attempt) in touched {
-            let mut rows = Vec::new();
-            {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT stderr, bytes, end_offset FROM lost_output WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND noted = 0",
-                )?;
-                let found = stmt.query_map(params![job, idx, attempt], |r| {
-                    Ok((r.get::<_, bool>(0)?, r.get::<_, u64>(1)?, r.get::<_, u64>(2)?))
-                })?;
-                for row in found {
-                    rows.push(row?);
-                }
-            }
+            let rows = tx.rows(
+                "SELECT stderr, bytes, end_offset FROM lost_output WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND noted = 0",
+                args![job, idx, attempt],
+                |r| Ok((r.get::<bool>(0)?, r.get::<u64>(1)?, r.get::<u64>(2)?)),
+            )?;
             if rows.is_empty() {
+                continue;
+            }
+            // Said only once the attempt has ended (its end writes its message).
+            let ended = tx.first(
+                "SELECT 1 FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND ended_at_ms IS NOT NULL",
+                args![job, idx, attempt],
+                |_| Ok(()),
+            )?;
+            if ended.is_none() {
                 continue;
             }
             let mut bytes = [0; 2];
             for (stderr, n, _) in &rows {
                 bytes[usize::from(*stderr)] += n;
             }
-            let amended = tx
-                .prepare_cached(
-                    "UPDATE attempts SET message = CASE WHEN message IS NULL OR message = '' THEN ?4 ELSE message || '; ' || ?4 END WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND ended_at_ms IS NOT NULL",
-                )?
-                .execute(params![job, idx, attempt, note(bytes)])?;
-            if amended == 0 {
-                continue;
-            }
-            tx.prepare_cached("UPDATE lost_output SET noted = 1 WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3")?
-                .execute(params![job, idx, attempt])?;
+            tx.execute("UPDATE attempts SET message = CASE WHEN message IS NULL OR message = '' THEN ?4 ELSE message || '; ' || ?4 END WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND ended_at_ms IS NOT NULL", args![job, idx, attempt, note(bytes)])?;
+            tx.execute(
+                "UPDATE lost_output SET noted = 1 WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+                args![job, idx, attempt],
+            )?;
             found.settled.push((job, idx, attempt));
             let attempt = AttemptRef { task: TaskKey { job: JobId(job), index: idx }, attempt };
             found.due.extend(rows.into_iter().map(|(stderr, bytes, at)| Marker { attempt, stderr, at, bytes }));
         }
         for job in &found.deleted {
-            tx.prepare_cached("DELETE FROM lost_output WHERE job_id = ?1")?.execute([job.0])?;
+            tx.execute("DELETE FROM lost_output WHERE job_id = ?1", args![job.0])?;
         }
         Ok(())
     }

@@ -46,22 +46,111 @@ mod error;
 mod events;
 mod load;
 pub mod lock;
+mod logs;
 mod lost;
+pub mod postgres;
 mod reader;
 mod schedules;
 mod schema;
+mod sql;
+mod sqlite;
 mod templates;
 mod writer;
 
-pub use backend::{Backend, Durable, History, Sqlite};
+pub use backend::{Backend, Durable, History, Postgres, Sqlite};
 pub use error::StoreError;
 pub use reader::{AttemptRow, Reader};
 pub use writer::{Batch, Committed, FollowUp, Stored, Writer};
 
-/// The SQLite database and the log directory of one data dir.
+use logs::Logs;
+use sql::{Sql, Tx};
+
+/// Which store the coordinator runs on (`--store`).
+#[derive(Debug, Clone, Default)]
+pub enum StoreKind {
+    /// `DATA_DIR/corral.db`, embedded.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres(std::sync::Arc<postgres::Target>),
+}
+
+impl StoreKind {
+    /// Reads `--store` (`sqlite` or `postgres://USER@HOST:PORT/DB`), with the
+    /// password file for PostgreSQL.
+    pub fn parse(value: &str, password_file: Option<&Path>) -> std::result::Result<StoreKind, String> {
+        let value = value.trim();
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(StoreKind::Postgres(std::sync::Arc::new(postgres::Target::parse(value, password_file)?)));
+        }
+        if password_file.is_some() {
+            return Err("--store-password-file is for --store postgres://USER@HOST:PORT/DB".into());
+        }
+        if value.is_empty() || value == "sqlite" {
+            return Ok(StoreKind::Sqlite);
+        }
+        let mut header = [0u8; 16];
+        let is_sqlite_file = fs::File::open(value)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+            .is_ok_and(|()| &header == b"SQLite format 3\0");
+        if is_sqlite_file || value.starts_with("sqlite:") || value.ends_with(".db") {
+            return Err(format!(
+                "--store: {value} is a SQLite database, and SQLite is not named by a file: use --store sqlite with --data-dir DIR (the store is DIR/corral.db), or --store postgres://USER@HOST:PORT/DB"
+            ));
+        }
+        Err(format!("--store: {value:?} is neither sqlite nor a postgres://USER@HOST:PORT/DB URL"))
+    }
+}
+
+/// A connection to the store's database, whichever engine runs it.
+pub(crate) enum Db {
+    Sqlite(Connection),
+    Postgres(Box<postgres::PgConn>),
+}
+
+impl Db {
+    /// A transaction that writes.
+    fn transaction(&mut self) -> Result<Box<dyn Tx + '_>> {
+        match self {
+            Db::Sqlite(conn) => Ok(Box::new(sqlite::SqliteTx(conn.transaction()?))),
+            Db::Postgres(conn) => Ok(Box::new(conn.transaction(false)?)),
+        }
+    }
+
+    /// A transaction that only reads, and sees one moment of the store throughout.
+    fn snapshot(&mut self) -> Result<Box<dyn Tx + '_>> {
+        match self {
+            Db::Sqlite(conn) => Ok(Box::new(sqlite::SqliteTx(conn.transaction()?))),
+            Db::Postgres(conn) => Ok(Box::new(conn.transaction(true)?)),
+        }
+    }
+
+    /// After a commit went unanswered: whether it happened (`None` when none did).
+    fn settle_unsure(&mut self) -> Result<Option<bool>> {
+        match self {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres(conn) => conn.settle_unsure(),
+        }
+    }
+
+    /// Whether the last commit went unanswered.
+    fn commit_unsure(&self) -> bool {
+        matches!(self, Db::Postgres(conn) if conn.is_unsure())
+    }
+
+    /// The connection itself, for reads of one statement.
+    fn sql(&mut self) -> &mut dyn Sql {
+        match self {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(conn) => conn.as_mut(),
+        }
+    }
+}
+
+/// The store's database and its task output: the writer's side.
 pub struct Store {
-    conn: Connection,
-    logs: PathBuf,
+    db: Db,
+    logs: Logs,
     /// Each job's pool, for the events of its tasks.
     job_pools: HashMap<JobId, PoolName>,
     /// The id of the newest event recorded.
@@ -70,6 +159,10 @@ pub struct Store {
     committed_events: Vec<crate::events::Event>,
     /// Task output that could not be written, until the attempts' records say so.
     lost: lost::Lost,
+    /// A transaction whose commit went unanswered (PostgreSQL's session was lost):
+    /// the newest event id and the events it would have made, for when the
+    /// database says it did commit.
+    unsure: Option<(u64, Vec<crate::events::Event>)>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -87,7 +180,7 @@ pub fn log_path(logs: &Path, attempt: AttemptRef, stderr: bool) -> PathBuf {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `data_dir`.
+    /// Opens (or creates) the SQLite store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store> {
         fs::create_dir_all(data_dir)?;
         let path = data_dir.join("corral.db");
@@ -95,48 +188,45 @@ impl Store {
         schema::migrate(&mut conn, &path)?;
         let logs = data_dir.join("logs");
         fs::create_dir_all(&logs)?;
-        let last_event = events::last_id(&conn)?;
-        let lost = lost::Lost::open(&conn)?;
-        Ok(Store { conn, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new(), lost })
+        let mut db = Db::Sqlite(conn);
+        let lost = lost::Lost::open(db.sql())?;
+        Store::with(db, Logs::Files(logs), lost)
+    }
+
+    /// A store on a database that is open and up to date.
+    fn with(mut db: Db, logs: Logs, lost: lost::Lost) -> Result<Store> {
+        let last_event = events::last_id(db.sql())?;
+        Ok(Store { db, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new(), lost, unsure: None })
     }
 
     /// Everything the core and the gate are rebuilt from, read again on a
     /// connection of its own while the writer keeps its own (WAL lets both be open):
     /// the event loop reloads it after the writer refused a batch, to undo that
     /// batch in memory.
-    pub fn load_again(
-        data_dir: &Path,
-    ) -> Result<(crate::core::Snapshot, Vec<crate::auth::TokenRecord>, Vec<crate::auth::NodeCredential>)> {
-        let store = Store {
-            conn: open_connection(&data_dir.join("corral.db"))?,
-            logs: data_dir.join("logs"),
-            job_pools: HashMap::new(),
-            last_event: 0,
-            committed_events: Vec::new(),
-            lost: lost::Lost::default(),
-        };
-        let snapshot = store.load()?;
-        let (tokens, nodes) = store.load_auth()?;
-        Ok((snapshot, tokens, nodes))
+    pub fn load_again(data_dir: &Path) -> Result<backend::Loaded> {
+        load::everything(&mut Db::Sqlite(open_connection(&data_dir.join("corral.db"))?))
     }
 
     /// A second connection for reads that the core does not keep in memory
     /// (attempt history); WAL lets it read while the writer writes.
     pub fn open_reader(data_dir: &Path) -> Result<Reader> {
-        Ok(Reader { conn: open_connection(&data_dir.join("corral.db"))?, logs: data_dir.join("logs") })
+        Ok(Reader {
+            db: Db::Sqlite(open_connection(&data_dir.join("corral.db"))?),
+            logs: Logs::Files(data_dir.join("logs")),
+        })
     }
 }
 
 /// A row the store holds but cannot read back.
-fn corrupt(why: impl std::fmt::Display) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(format!("corrupt row in the store: {why}").into())
+fn corrupt(why: impl std::fmt::Display) -> crate::error::Error {
+    StoreError::Corrupt(format!("corrupt row in the store: {why}")).into()
 }
 
 /// An optional setting kept as a JSON column.
-fn to_json<T: serde::Serialize>(value: &Option<T>) -> rusqlite::Result<Option<String>> {
+fn to_json<T: serde::Serialize>(value: &Option<T>) -> Result<Option<String>> {
     value.as_ref().map(|v| serde_json::to_string(v).map_err(|e| corrupt(e.to_string()))).transpose()
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(column: Option<String>) -> rusqlite::Result<Option<T>> {
+fn from_json<T: serde::de::DeserializeOwned>(column: Option<String>) -> Result<Option<T>> {
     column.map(|json| serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))).transpose()
 }

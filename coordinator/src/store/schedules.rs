@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral_types::graph::TaskGroup;
-use rusqlite::{params, Connection, Transaction};
+
+use super::sql::{args, upsert, Sql, SqlExt};
 
 use super::{corrupt, Reader};
 use crate::core::cadence::Cadence;
@@ -58,7 +59,7 @@ impl StoredPool {
         }
     }
 
-    pub(super) fn into_spec(self, name: PoolName) -> rusqlite::Result<PoolSpec> {
+    pub(super) fn into_spec(self, name: PoolName) -> Result<PoolSpec> {
         Ok(PoolSpec {
             name,
             slots_per_node: self.slots_per_node,
@@ -75,7 +76,7 @@ impl StoredPool {
 }
 
 /// A job's own pool as stored with it: none, or its spec as JSON.
-pub(super) fn auto_pool_json(spec: &JobSpec) -> rusqlite::Result<Option<String>> {
+pub(super) fn auto_pool_json(spec: &JobSpec) -> Result<Option<String>> {
     spec.auto_pool.as_deref().map(|p| json(&StoredPool::of(p))).transpose()
 }
 
@@ -116,7 +117,7 @@ impl StoredJob {
         }
     }
 
-    pub(super) fn into_spec(self) -> rusqlite::Result<JobSpec> {
+    pub(super) fn into_spec(self) -> Result<JobSpec> {
         let graph = match self.groups {
             Some(groups) => Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?)),
             None => None,
@@ -147,11 +148,11 @@ impl StoredJob {
     }
 }
 
-pub(super) fn json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+pub(super) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(e.to_string()))
 }
 
-pub(super) fn put(tx: &Transaction, r: &ScheduleRecord) -> rusqlite::Result<()> {
+pub(super) fn put(tx: &mut dyn Sql, r: &ScheduleRecord) -> Result<()> {
     let s = &r.spec;
     let (cron, tz, every_ms, anchor_ms) = match &s.cadence {
         Cadence::Cron { expr, zone, .. } => (Some(expr.clone()), Some(zone.clone()), None, None),
@@ -169,75 +170,90 @@ pub(super) fn put(tx: &Transaction, r: &ScheduleRecord) -> rusqlite::Result<()> 
         end_at_ms: s.end_at_ms,
     };
     let job = StoredJob::of(&s.job);
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO schedules (name, spec, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        s.name.as_str(),
-        json(&when)?,
-        json(&job)?,
-        r.created_at_ms,
-        r.paused,
-        r.cursor_ms,
-        json(&r.buffered)?,
-        r.missed,
-        r.skipped,
-        r.last_error,
-    ])?;
+    static PUT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let columns = [
+            "name",
+            "spec",
+            "job",
+            "created_at_ms",
+            "paused",
+            "cursor_ms",
+            "buffered",
+            "missed",
+            "skipped",
+            "last_error",
+        ];
+        upsert("schedules", &columns, &["name"], &[])
+    });
+    tx.execute(
+        &PUT,
+        args![
+            s.name.as_str(),
+            json(&when)?,
+            json(&job)?,
+            r.created_at_ms,
+            r.paused,
+            r.cursor_ms,
+            json(&r.buffered)?,
+            r.missed,
+            r.skipped,
+            r.last_error
+        ],
+    )?;
     Ok(())
 }
 
-pub(super) fn delete(tx: &Transaction, name: &ScheduleName) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM schedules WHERE name = ?1")?.execute([name.as_str()])?;
-    tx.prepare_cached("DELETE FROM schedule_slots WHERE schedule = ?1")?.execute([name.as_str()])?;
+pub(super) fn delete(tx: &mut dyn Sql, name: &ScheduleName) -> Result<()> {
+    tx.execute("DELETE FROM schedules WHERE name = ?1", args![name.as_str()])?;
+    tx.execute("DELETE FROM schedule_slots WHERE schedule = ?1", args![name.as_str()])?;
     Ok(())
 }
 
-pub(super) fn insert_slot(tx: &Transaction, name: &ScheduleName, slot_ms: u64, job: JobId) -> rusqlite::Result<()> {
+pub(super) fn insert_slot(tx: &mut dyn Sql, name: &ScheduleName, slot_ms: u64, job: JobId) -> Result<()> {
     // A plain INSERT: a second job for one slot breaks the key, and the batch that
     // made it rolls back.
-    tx.prepare_cached("INSERT INTO schedule_slots (schedule, slot_ms, job_id) VALUES (?1, ?2, ?3)")?
-        .execute(params![name.as_str(), slot_ms, job.0])?;
+    tx.execute(
+        "INSERT INTO schedule_slots (schedule, slot_ms, job_id) VALUES (?1, ?2, ?3)",
+        args![name.as_str(), slot_ms, job.0],
+    )?;
     Ok(())
 }
 
-pub(super) fn prune(tx: &Transaction, before_ms: u64) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM schedule_slots WHERE slot_ms < ?1")?.execute([before_ms])?;
+pub(super) fn prune(tx: &mut dyn Sql, before_ms: u64) -> Result<()> {
+    tx.execute("DELETE FROM schedule_slots WHERE slot_ms < ?1", args![before_ms])?;
     Ok(())
 }
 
 /// Every schedule, with its last [`crate::core::schedules::RUNS_KEPT`] runs.
-pub(super) fn load(conn: &Connection) -> Result<Vec<crate::core::StoredSchedule>> {
-    let mut stmt = conn.prepare(
+pub(super) fn load(sql: &mut dyn Sql) -> Result<Vec<crate::core::StoredSchedule>> {
+    let rows = sql.rows(
         "SELECT name, spec, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error FROM schedules ORDER BY name",
-    )?;
-    let rows = stmt.query_map([], |r| {
+        args![],
+        |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, u64>(3)?,
-            r.get::<_, bool>(4)?,
-            r.get::<_, u64>(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, u64>(7)?,
-            r.get::<_, u64>(8)?,
-            r.get::<_, Option<String>>(9)?,
+            r.get::<String>(0)?,
+            r.get::<String>(1)?,
+            r.get::<String>(2)?,
+            r.get::<u64>(3)?,
+            r.get::<bool>(4)?,
+            r.get::<u64>(5)?,
+            r.get::<String>(6)?,
+            r.get::<u64>(7)?,
+            r.get::<u64>(8)?,
+            r.get::<Option<String>>(9)?,
         ))
-    })?;
-    let mut runs = conn.prepare(
-        "SELECT slot_ms, job_id FROM (SELECT slot_ms, job_id FROM schedule_slots WHERE schedule = ?1 ORDER BY slot_ms DESC LIMIT ?2) ORDER BY slot_ms",
+        },
     )?;
     let mut out = Vec::new();
     for row in rows {
-        let (name, when, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error) = row?;
+        let (name, when, job, created_at_ms, paused, cursor_ms, buffered, missed, skipped, last_error) = row;
         let de = |e: serde_json::Error| corrupt(e.to_string());
         let when: StoredWhen = serde_json::from_str(&when).map_err(de)?;
         let job: StoredJob = serde_json::from_str(&job).map_err(de)?;
         let cadence = match (when.cron, when.tz, when.every_ms, when.anchor_ms) {
             (Some(expr), Some(tz), _, _) => Cadence::cron(&expr, &tz).map_err(corrupt)?,
             (_, _, Some(every), Some(anchor)) => Cadence::every(every, anchor).map_err(corrupt)?,
-            _ => return Err(corrupt(format!("schedule '{name}' has neither a cron expression nor an interval")).into()),
+            _ => return Err(corrupt(format!("schedule '{name}' has neither a cron expression nor an interval"))),
         };
         let name = ScheduleName::parse("name", &name).map_err(corrupt)?;
         let spec = ScheduleSpec {
@@ -250,11 +266,11 @@ pub(super) fn load(conn: &Connection) -> Result<Vec<crate::core::StoredSchedule>
             job: job.into_spec()?,
             name: name.clone(),
         };
-        let last: Vec<(u64, JobId)> = runs
-            .query_map(params![name.as_str(), crate::core::schedules::RUNS_KEPT as u64], |r| {
-                Ok((r.get::<_, u64>(0)?, JobId(r.get(1)?)))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let last: Vec<(u64, JobId)> = sql.rows(
+            "SELECT slot_ms, job_id FROM (SELECT slot_ms, job_id FROM schedule_slots WHERE schedule = ?1 ORDER BY slot_ms DESC LIMIT ?2) AS recent ORDER BY slot_ms",
+            args![name.as_str(), crate::core::schedules::RUNS_KEPT as u64],
+            |r| Ok((r.get::<u64>(0)?, JobId(r.get(1)?))),
+        )?;
         let record = ScheduleRecord {
             spec,
             created_at_ms,
@@ -272,11 +288,12 @@ pub(super) fn load(conn: &Connection) -> Result<Vec<crate::core::StoredSchedule>
 
 impl Reader {
     /// The slots of `schedule` in `from..=to` that made a job.
-    pub fn schedule_slots(&self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT slot_ms FROM schedule_slots WHERE schedule = ?1 AND slot_ms BETWEEN ?2 AND ?3")?;
-        let rows = stmt.query_map(params![schedule.as_str(), from_ms, to_ms], |r| r.get::<_, u64>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub fn schedule_slots(&mut self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>> {
+        let rows = self.db.sql().rows(
+            "SELECT slot_ms FROM schedule_slots WHERE schedule = ?1 AND slot_ms BETWEEN ?2 AND ?3",
+            args![schedule.as_str(), from_ms, to_ms],
+            |r| r.get::<u64>(0),
+        )?;
+        Ok(rows.into_iter().collect())
     }
 }

@@ -291,7 +291,7 @@ mod tests {
         )
         .unwrap();
         drop(conn);
-        let store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
         let snap = store.load().unwrap();
         let (spec, created, deleting) = &snap.pools[0];
         assert_eq!((spec.name.as_str(), *created, *deleting), ("old", 5, false));

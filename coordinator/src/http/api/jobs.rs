@@ -212,7 +212,7 @@ pub(super) async fn tasks(
     if page.tasks.iter().any(|t| t.state == "failed") {
         let s = shared.clone();
         page = blocking(move || {
-            let reader = s.reader();
+            let mut reader = s.reader();
             for t in page.tasks.iter_mut().filter(|t| t.state == "failed") {
                 let attempt = AttemptRef { task: TaskKey { job: JobId(id), index: t.index }, attempt: t.attempt };
                 t.last_error = reader.attempt_error(attempt)?;

@@ -1,0 +1,578 @@
+//! PostgreSQL as the store (`--store postgres://...`), through tokio-postgres.
+//!
+//! Each connection ([`PgConn`]) drives its own small runtime, so the store's
+//! synchronous callers (the writer thread, the reader behind `spawn_blocking`)
+//! use it as they use SQLite. A transaction sends its statements in one pipeline
+//! (every write of a group commit in one round trip) and checks them before
+//! `COMMIT`. The writer's connection holds an advisory lock for its session: one
+//! coordinator writes a database, and a second one is refused at start naming the
+//! first. Each commit also counts itself in `corral_writer`, so a `COMMIT` whose
+//! answer was lost with the connection is known, after reconnecting, to have
+//! happened or not, and is never applied twice.
+//!
+//! - [`target`]: the URL, the password, TLS;
+//! - [`schema`]: the tables and their numbered migrations.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Context;
+
+use bytes::BytesMut;
+use futures::future::maybe_done;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use super::sql::{refuse_unstorable, Dialect, Row, Sql, Tx, Value};
+use super::StoreError;
+use crate::error::Result;
+
+pub mod schema;
+pub mod target;
+
+pub use target::Target;
+
+/// The advisory lock the writing coordinator holds for its session.
+const WRITER_LOCK: i64 = 0x636f_7272_616c; // "corral"
+
+/// How the writer's connection takes its lock, once per session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Writer,
+    Reader,
+}
+
+/// A connection's own runtime, shut down without waiting when dropped: a
+/// connection may be dropped on a thread of another runtime (a load at start-up),
+/// where a runtime must not block.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// One session with the database, reconnected when it is lost.
+pub struct PgConn {
+    rt: OwnRuntime,
+    target: Arc<Target>,
+    role: Role,
+    client: Option<Client>,
+    statements: HashMap<String, Statement>,
+    /// Commits counted in `corral_writer` (the writer's).
+    commits: u64,
+    /// A commit whose answer was lost: the count it would have made.
+    unsure: Option<u64>,
+}
+
+/// Runs `f` to completion on `rt`: from a thread inside another runtime (a
+/// `spawn_blocking` thread or an async start-up), on a thread of its own, since a
+/// runtime cannot be driven from within one.
+fn block<F>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return rt.block_on(f);
+    }
+    std::thread::scope(|s| match s.spawn(|| rt.block_on(f)).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+impl PgConn {
+    /// Connects (and, for the writer, takes the writer's lock).
+    pub(crate) fn open(target: Arc<Target>, role: Role) -> Result<PgConn> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot start PostgreSQL's client: {e}")))?;
+        let mut conn = PgConn {
+            rt: OwnRuntime(Some(rt)),
+            target,
+            role,
+            client: None,
+            statements: HashMap::new(),
+            commits: 0,
+            unsure: None,
+        };
+        conn.connect()?;
+        Ok(conn)
+    }
+
+    /// The live session (made anew if the last one was lost), and the runtime
+    /// that drives it.
+    fn client(&mut self) -> Result<(&tokio::runtime::Runtime, &Client)> {
+        self.connect()?;
+        match &self.client {
+            Some(client) => Ok((&self.rt, client)),
+            None => Err(StoreError::Unavailable("PostgreSQL: no session".into()).into()),
+        }
+    }
+
+    fn connect(&mut self) -> Result<()> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        self.client = None;
+        self.statements.clear();
+        let target = self.target.clone();
+        let client = block(&self.rt, async {
+            // The session's socket is driven by a task of this runtime, whenever a
+            // call runs it.
+            match &target.tls {
+                Some(tls) => {
+                    let (client, connection) = target.config.connect(tls.clone()).await?;
+                    tokio::spawn(connection);
+                    Ok::<_, tokio_postgres::Error>(client)
+                }
+                None => {
+                    let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(connection);
+                    Ok(client)
+                }
+            }
+        })
+        .map_err(|e| connect_error(&self.target, &e))?;
+        if self.role == Role::Writer {
+            self.take_writer_lock(&client)?;
+        }
+        self.client = Some(client);
+        Ok(())
+    }
+
+    /// Takes the writer's advisory lock on a new session, or says who has it.
+    fn take_writer_lock(&mut self, client: &Client) -> Result<()> {
+        let target = self.target.clone();
+        let got = block(&self.rt, async {
+            let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).await?;
+            row.try_get::<_, bool>(0)
+        })
+        .map_err(|e| sort(&e))?;
+        if got {
+            return Ok(());
+        }
+        let holder =
+            block(&self.rt, async { client.query_opt("SELECT holder FROM corral_writer WHERE one = 1", &[]).await })
+                .ok()
+                .flatten()
+                .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten())
+                .unwrap_or_else(|| "another coordinator".into());
+        Err(crate::error::Error::Refused(format!(
+            "database {} is in use by {holder}; stop it or use another database",
+            target.shown
+        )))
+    }
+
+    /// Says in `corral_writer` which coordinator holds the lock (for the message
+    /// a second one gets), and reads the commit count.
+    pub(crate) fn claim(&mut self) -> Result<()> {
+        let holder = crate::store::lock::holder(Some(&crate::store::lock::hostname()));
+        let (rt, client) = self.client()?;
+        let commits = block(rt, async {
+            client.execute("UPDATE corral_writer SET holder = $1 WHERE one = 1", &[&holder]).await?;
+            client.query_one("SELECT commits FROM corral_writer WHERE one = 1", &[]).await?.try_get::<_, i64>(0)
+        })
+        .map_err(|e| sort(&e))?;
+        self.commits = commits as u64;
+        Ok(())
+    }
+
+    /// Brings the database to this build's schema ([`schema::VERSION`]) in one
+    /// transaction, or refuses one of a newer version.
+    pub(crate) fn migrate(&mut self) -> Result<()> {
+        let target = self.target.clone();
+        let (rt, client) = self.client()?;
+        let stored = block(rt, async {
+            client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").await?;
+            client.query_one("SELECT MAX(version) FROM schema_version", &[]).await?.try_get::<_, Option<i64>>(0)
+        })
+        .map_err(|e| sort(&e))?;
+        let stored = stored.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        let steps = schema::needed(stored)
+            .map_err(|why| crate::error::Error::Refused(format!("cannot open the store {}: {why}", target.shown)))?;
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let script = format!(
+            "BEGIN; {} DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES ({}); COMMIT;",
+            steps.join("\n"),
+            schema::VERSION
+        );
+        block(rt, client.batch_execute(&script)).map_err(|e| {
+            crate::error::Error::Refused(format!("cannot set up the store {}: {}", target.shown, describe(&e)))
+        })
+    }
+
+    /// A prepared statement for `sql` (its `?N` written `$N`), from the session's cache.
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let text = placeholders(sql);
+        let (rt, client) = self.client()?;
+        let statement = block(rt, client.prepare(&text)).map_err(|e| sort(&e))?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    fn run_now(&mut self, sql: &str, args: &[Value]) -> Result<()> {
+        refuse_unstorable(args)?;
+        let statement = self.statement(sql)?;
+        let (rt, client) = self.client()?;
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        block(rt, client.execute(&statement, &params)).map_err(|e| sort(&e))?;
+        Ok(())
+    }
+
+    fn query_now(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+        refuse_unstorable(args)?;
+        let statement = self.statement(sql)?;
+        let (rt, client) = self.client()?;
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        let rows = block(rt, client.query(&statement, &params)).map_err(|e| sort(&e))?;
+        for row in rows {
+            each(&row_of(&row)?)?;
+        }
+        Ok(())
+    }
+
+    /// Begins a transaction: one that writes, or a read of one moment of the
+    /// database (REPEATABLE READ) for a load.
+    pub(crate) fn transaction(&mut self, read_only: bool) -> Result<PgTx<'_>> {
+        let begin = match read_only {
+            true => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            false => "BEGIN",
+        };
+        let (rt, client) = self.client()?;
+        block(rt, client.batch_execute(begin)).map_err(|e| sort(&e))?;
+        Ok(PgTx { conn: self, pending: Vec::new(), open: true, read_only })
+    }
+
+    pub(crate) fn is_unsure(&self) -> bool {
+        self.unsure.is_some()
+    }
+
+    /// Whether the commit whose answer was lost happened (`Some(true)`), did not
+    /// (`Some(false)`), or there was none (`None`). Asked on a new session before
+    /// anything else is written.
+    pub(crate) fn settle_unsure(&mut self) -> Result<Option<bool>> {
+        let Some(expected) = self.unsure else { return Ok(None) };
+        let (rt, client) = self.client()?;
+        let commits = block(rt, async {
+            client.query_one("SELECT commits FROM corral_writer WHERE one = 1", &[]).await?.try_get::<_, i64>(0)
+        })
+        .map_err(|e| sort(&e))? as u64;
+        self.unsure = None;
+        self.commits = commits;
+        Ok(Some(commits == expected))
+    }
+}
+
+impl Sql for PgConn {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<()> {
+        self.run_now(sql, args)
+    }
+
+    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+        self.query_now(sql, args, each)
+    }
+}
+
+/// A transaction on a [`PgConn`]: its writes wait in `pending` and go in one
+/// pipeline before the next query or the commit; dropped uncommitted, it is rolled
+/// back.
+pub struct PgTx<'a> {
+    conn: &'a mut PgConn,
+    pending: Vec<(Statement, Vec<Value>)>,
+    open: bool,
+    read_only: bool,
+}
+
+impl PgTx<'_> {
+    /// Sends every pending write at once, then reads their answers in order; the
+    /// first failure is the transaction's: with `true` when the server answered
+    /// it, `false` when the session was lost (and what it did is not known).
+    fn flush(&mut self, and_then: Option<&str>) -> std::result::Result<(), (StoreError, bool)> {
+        let pending = std::mem::take(&mut self.pending);
+        let Some(client) = self.conn.client.as_ref() else {
+            return Err((StoreError::Unavailable("PostgreSQL: the session was lost".into()), false));
+        };
+        let done = block(&self.conn.rt, async {
+            let mut futures: Vec<_> = pending
+                .iter()
+                .map(|(statement, args)| {
+                    Box::pin(maybe_done(async move {
+                        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                        client.execute(statement, &params).await.map(drop)
+                    }))
+                })
+                .collect();
+            let mut finish = and_then.map(|sql| Box::pin(maybe_done(client.batch_execute(sql))));
+            // The first poll of each sends its request, in order (the COMMIT last):
+            // one round trip for the lot.
+            {
+                let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+                for f in futures.iter_mut() {
+                    let _ = f.as_mut().poll(&mut cx);
+                }
+                if let Some(f) = finish.as_mut() {
+                    let _ = f.as_mut().poll(&mut cx);
+                }
+            }
+            let mut first_error = None;
+            for mut f in futures {
+                f.as_mut().await;
+                if let Some(Err(e)) = f.as_mut().take_output() {
+                    first_error.get_or_insert(e);
+                }
+            }
+            if let Some(mut f) = finish {
+                f.as_mut().await;
+                if let Some(Err(e)) = f.as_mut().take_output() {
+                    first_error.get_or_insert(e);
+                }
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        });
+        done.map_err(|e| (sort(&e), e.as_db_error().is_some()))
+    }
+}
+
+impl Sql for PgTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<()> {
+        refuse_unstorable(args)?;
+        let statement = self.conn.statement(sql)?;
+        self.pending.push((statement, args.to_vec()));
+        Ok(())
+    }
+
+    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+        self.flush(None).map_err(|(e, _)| e)?;
+        self.conn.query_now(sql, args, each)
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        if self.read_only {
+            self.flush(Some("COMMIT")).map_err(|(e, _)| e)?;
+            self.open = false;
+            return Ok(());
+        }
+        let next = self.conn.commits + 1;
+        Sql::execute(&mut *self, "UPDATE corral_writer SET commits = ?1 WHERE one = 1", &[Value::Int(next as i64)])?;
+        let done = self.flush(Some("COMMIT"));
+        self.open = false;
+        match done {
+            Ok(()) => {
+                self.conn.commits = next;
+                Ok(())
+            }
+            // The answer to COMMIT was lost with the session: it may have happened.
+            Err((e, false)) => {
+                self.conn.unsure = Some(next);
+                self.conn.client = None;
+                Err(e.into())
+            }
+            Err((e, true)) => {
+                self.open = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    fn sql(&mut self) -> &mut dyn Sql {
+        self
+    }
+}
+
+impl Drop for PgTx<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        self.pending.clear();
+        if let Some(client) = self.conn.client.as_ref() {
+            if block(&self.conn.rt, client.batch_execute("ROLLBACK")).is_err() {
+                self.conn.client = None;
+            }
+        }
+    }
+}
+
+/// `?N` placeholders (the store's, which SQLite reads) as PostgreSQL's `$N`.
+fn placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT8 => v.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                Type::BOOL => (*v != 0).to_sql(ty, out),
+                Type::FLOAT8 => (*v as f64).to_sql(ty, out),
+                _ => v.to_string().to_sql(ty, out),
+            },
+            Value::Real(v) => v.to_sql(ty, out),
+            Value::Text(s) => s.as_str().to_sql(ty, out),
+            Value::Blob(b) => b.as_slice().to_sql(ty, out),
+            Value::Unstorable(why) => Err(why.clone().into()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// A row of PostgreSQL's as the store's [`Row`].
+fn row_of(row: &tokio_postgres::Row) -> Result<Row> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let bad = |e: tokio_postgres::Error| super::corrupt(format!("column {}: {e}", column.name()));
+        let value = match *column.type_() {
+            Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(bad)?.map(Value::Int),
+            Type::INT4 => row.try_get::<_, Option<i32>>(i).map_err(bad)?.map(|v| Value::Int(v.into())),
+            Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(bad)?.map(|v| Value::Int(v.into())),
+            Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(bad)?.map(|v| Value::Int(v.into())),
+            Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(bad)?.map(Value::Real),
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(bad)?.map(Value::Blob),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                row.try_get::<_, Option<String>>(i).map_err(bad)?.map(Value::Text)
+            }
+            ref other => return Err(super::corrupt(format!("column {} has type {other}", column.name()))),
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row { values })
+}
+
+/// What the writer does with a failure: a value the database will not take
+/// (integrity or data errors) is refused; the rest may pass (the server is down,
+/// restarting, full, or the session was lost) and is waited out.
+fn sort(e: &tokio_postgres::Error) -> StoreError {
+    let said = describe(e);
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return match &code[..2] {
+            "22" | "23" => StoreError::Refused(said),
+            "XX" => StoreError::Corrupt(said),
+            _ => StoreError::Unavailable(said),
+        };
+    }
+    if said.starts_with("error serializing parameter") {
+        return StoreError::Refused(said);
+    }
+    StoreError::Unavailable(said)
+}
+
+/// A failure in a few words: the server's message, or the client's with its cause.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut said = format!("PostgreSQL: {}", db.message());
+        if let Some(detail) = db.detail() {
+            said.push_str(&format!(" ({detail})"));
+        }
+        return said;
+    }
+    let cause = corral_proto::tls::root_cause(e);
+    let top = e.to_string();
+    match cause == top || cause.is_empty() {
+        true => format!("PostgreSQL: {top}"),
+        false => format!("PostgreSQL: {top}: {cause}"),
+    }
+}
+
+/// Why a connection could not be made, in one line that says what to do.
+fn connect_error(target: &Target, e: &tokio_postgres::Error) -> crate::error::Error {
+    let server = target.server();
+    let user = target.user();
+    if let Some(db) = e.as_db_error() {
+        let why = match db.code().code() {
+            "28P01" => format!(
+                "PostgreSQL at {server} refused the password of user {user:?} (it comes from --store-password-file, PGPASSWORD or ~/.pgpass)"
+            ),
+            "28000" => format!("PostgreSQL at {server} refused user {user:?}: {}", db.message()),
+            "3D000" => format!(
+                "database {:?} does not exist on {server}: create it (createdb -O {user} {}) or name another",
+                target.database(),
+                target.database()
+            ),
+            "57P03" => format!("PostgreSQL at {server} is starting or shutting down: {}", db.message()),
+            _ => format!("PostgreSQL at {server}: {}", db.message()),
+        };
+        return StoreError::Unavailable(why).into();
+    }
+    let cause = corral_proto::tls::root_cause(e);
+    let why = if cause.contains("password missing") {
+        format!(
+            "PostgreSQL at {server} asks for a password for user {user:?}: give it in --store-password-file, PGPASSWORD or ~/.pgpass"
+        )
+    } else if cause.to_lowercase().contains("refused") {
+        format!("cannot reach PostgreSQL at {server}: connection refused (is it running, and is the address right?)")
+    } else if cause.contains("No such file") {
+        format!(
+            "cannot reach PostgreSQL at {server}: no server listens there (is it running, and is the address right?)"
+        )
+    } else {
+        format!("cannot reach PostgreSQL at {server}: {cause}")
+    };
+    StoreError::Unavailable(why).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollars() {
+        assert_eq!(
+            placeholders("SELECT a FROM t WHERE b = ?1 AND c = ?12"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12"
+        );
+    }
+}

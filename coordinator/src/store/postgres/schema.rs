@@ -1,0 +1,222 @@
+//! PostgreSQL's tables, numbered like SQLite's (`super::super::schema`): a
+//! `schema_version` row, migration N taking version N-1 to N, and the same rule
+//! ([`migrations_needed`]) for a database that is older or newer than this build.
+//! Integers are `BIGINT` (the store binds every number as one), flags are `BIGINT`
+//! 0/1 as in SQLite, so the statements of the store run unchanged on both.
+
+use super::super::schema::migrations_needed;
+
+/// Migration 1: every table of the first schema.
+const V1: &str = "
+CREATE TABLE pools (
+    name TEXT PRIMARY KEY,
+    slots_per_node BIGINT NOT NULL,
+    provider TEXT NOT NULL,
+    target_nodes BIGINT NOT NULL,
+    fill TEXT NOT NULL,
+    autoscale TEXT,
+    removal TEXT,
+    commands TEXT,
+    start_task TEXT,
+    docker TEXT,
+    deleting BIGINT NOT NULL DEFAULT 0,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE scale_log (
+    rowid BIGSERIAL PRIMARY KEY,
+    pool TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    from_nodes BIGINT NOT NULL,
+    to_nodes BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX scale_log_by_pool ON scale_log (pool, rowid);
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    slots BIGINT NOT NULL,
+    cpus BIGINT NOT NULL,
+    memory_bytes BIGINT NOT NULL,
+    pid BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    registered_at_ms BIGINT NOT NULL,
+    resources TEXT
+);
+CREATE TABLE jobs (
+    id BIGINT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    name TEXT NOT NULL,
+    priority BIGINT NOT NULL,
+    task_spec TEXT NOT NULL,
+    is_graph BIGINT NOT NULL,
+    open BIGINT NOT NULL,
+    first_index BIGINT NOT NULL,
+    last_index BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    submitted_at_ms BIGINT NOT NULL,
+    finished_at_ms BIGINT,
+    notify_url TEXT,
+    notify_attempts BIGINT NOT NULL DEFAULT 0,
+    notify_error TEXT,
+    notify_delivered_at_ms BIGINT,
+    owner TEXT NOT NULL DEFAULT '',
+    max_output BIGINT NOT NULL DEFAULT 0,
+    begin_at_ms BIGINT,
+    schedule TEXT,
+    scheduled_for_ms BIGINT,
+    policy TEXT,
+    after TEXT,
+    reason TEXT,
+    auto_pool TEXT
+);
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    job TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    paused BIGINT NOT NULL,
+    cursor_ms BIGINT NOT NULL,
+    buffered TEXT NOT NULL,
+    missed BIGINT NOT NULL,
+    skipped BIGINT NOT NULL,
+    last_error TEXT
+);
+CREATE TABLE schedule_slots (
+    schedule TEXT NOT NULL,
+    slot_ms BIGINT NOT NULL,
+    job_id BIGINT NOT NULL,
+    PRIMARY KEY (schedule, slot_ms)
+);
+CREATE TABLE templates (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    job TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE triggers (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    paused BIGINT NOT NULL,
+    fired BIGINT NOT NULL,
+    skipped BIGINT NOT NULL,
+    failed BIGINT NOT NULL,
+    last_error TEXT,
+    recent TEXT NOT NULL
+);
+CREATE TABLE trigger_seen (
+    trigger TEXT NOT NULL,
+    object TEXT NOT NULL,
+    version TEXT NOT NULL,
+    PRIMARY KEY (trigger, object)
+);
+CREATE TABLE idempotency_keys (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    job_id BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (owner, key)
+);
+CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    pool TEXT,
+    hash TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT,
+    created_by TEXT NOT NULL
+);
+CREATE TABLE node_credentials (
+    node_id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    token_id TEXT NOT NULL
+);
+CREATE TABLE task_groups (
+    job_id BIGINT NOT NULL,
+    position BIGINT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (job_id, position)
+);
+CREATE TABLE tasks (
+    job_id BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    failures BIGINT NOT NULL,
+    node_losses BIGINT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE attempts (
+    job_id BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    node_id TEXT NOT NULL,
+    started_at_ms BIGINT NOT NULL,
+    ended_at_ms BIGINT,
+    outcome TEXT,
+    exit_code BIGINT,
+    signal BIGINT,
+    message TEXT,
+    gpus TEXT,
+    PRIMARY KEY (job_id, idx, attempt)
+);
+CREATE INDEX attempts_open ON attempts (job_id) WHERE ended_at_ms IS NULL;
+CREATE TABLE events (
+    id BIGINT PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    pool TEXT,
+    job_id BIGINT,
+    idx BIGINT,
+    attempt BIGINT,
+    node_id TEXT,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    actor TEXT
+);
+CREATE INDEX events_by_job ON events (job_id, id) WHERE job_id IS NOT NULL;
+CREATE TABLE task_logs (
+    job_id BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    stderr BIGINT NOT NULL,
+    off BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (job_id, idx, attempt, stderr, off)
+);
+CREATE TABLE lost_output (
+    job_id BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    stderr BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    end_offset BIGINT NOT NULL,
+    noted BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, idx, attempt, stderr)
+);
+CREATE TABLE corral_writer (
+    one BIGINT PRIMARY KEY CHECK (one = 1),
+    commits BIGINT NOT NULL,
+    holder TEXT
+);
+INSERT INTO corral_writer (one, commits) VALUES (1, 0);
+";
+
+/// The migrations, in order: migration N takes a database from version N-1 to N.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The SQL that brings a database of version `stored` (`None`: no Corral tables
+/// yet) to [`VERSION`], or why it cannot be opened.
+pub fn needed(stored: Option<u32>) -> Result<Vec<&'static str>, String> {
+    let range = migrations_needed(stored, VERSION)?;
+    Ok(range.map(|n| MIGRATIONS[n as usize - 1]).collect())
+}

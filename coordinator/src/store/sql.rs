@@ -1,0 +1,294 @@
+//! The one place the store's SQL meets a database: both backends run the same
+//! statements (written with `?N` placeholders and portable SQL: `ON CONFLICT`
+//! upserts, no engine's own functions) through [`Sql`], and read rows as
+//! [`Row`]s of [`Value`]s. What differs between SQLite and PostgreSQL (the schema's
+//! column types, how an id column is named, how the newest event is found) is
+//! asked of the [`Dialect`], in a handful of places.
+
+use crate::error::Result;
+
+use super::StoreError;
+
+/// A value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+    /// A value no column can hold (an unsigned number past `i64::MAX`): the
+    /// statement it is bound to is refused.
+    Unstorable(String),
+}
+
+/// Which engine runs the SQL, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection or a transaction that runs the store's statements.
+pub trait Sql {
+    fn dialect(&self) -> Dialect;
+    /// Runs a statement that returns no rows. A backend may send it later (in one
+    /// round trip with others), but before the next query and the commit, and any
+    /// failure is reported by then.
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<()>;
+    /// Runs a query, calling `each` for every row in order.
+    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()>;
+}
+
+/// Query helpers for any `Sql`, trait object included.
+pub trait SqlExt {
+    /// Every row of a query, each made into a `T`.
+    fn rows<T>(&mut self, sql: &str, args: &[Value], f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>>;
+    /// The first row of a query, if any, made into a `T`.
+    fn first<T>(&mut self, sql: &str, args: &[Value], f: impl FnOnce(&Row) -> Result<T>) -> Result<Option<T>>;
+}
+
+impl<S: Sql + ?Sized> SqlExt for S {
+    fn rows<T>(&mut self, sql: &str, args: &[Value], mut f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.query_each(sql, args, &mut |row| {
+            out.push(f(row)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn first<T>(&mut self, sql: &str, args: &[Value], f: impl FnOnce(&Row) -> Result<T>) -> Result<Option<T>> {
+        let mut f = Some(f);
+        let mut out = None;
+        self.query_each(sql, args, &mut |row| {
+            if let Some(f) = f.take() {
+                out = Some(f(row)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// A transaction: its statements take effect together at [`Tx::commit`], or not
+/// at all when it is dropped.
+pub trait Tx: Sql {
+    fn commit(self: Box<Self>) -> Result<()>;
+    /// The transaction as a plain `Sql`, for helpers that take one.
+    fn sql(&mut self) -> &mut dyn Sql;
+}
+
+/// One row of a query.
+pub struct Row {
+    pub(super) values: Vec<Value>,
+}
+
+impl Row {
+    /// Column `i`, as a `T`; a value of the wrong type or range is a corrupt row.
+    pub fn get<T: FromValue>(&self, i: usize) -> Result<T> {
+        let value = self.values.get(i).unwrap_or(&Value::Null);
+        T::from_value(value).map_err(|why| super::corrupt(format!("column {i}: {why}")))
+    }
+}
+
+/// A Rust value that can be bound to a statement.
+pub trait ToValue {
+    fn to_value(&self) -> Value;
+}
+
+/// A Rust value that a column can be read as.
+pub trait FromValue: Sized {
+    fn from_value(value: &Value) -> std::result::Result<Self, String>;
+}
+
+/// The arguments of a statement: `args![a, b]` binds `a` to `?1` and `b` to `?2`.
+macro_rules! args {
+    ($($x:expr),* $(,)?) => {
+        &[$($crate::store::sql::ToValue::to_value(&$x)),*] as &[$crate::store::sql::Value]
+    };
+}
+pub(crate) use args;
+
+impl<T: ToValue + ?Sized> ToValue for &T {
+    fn to_value(&self) -> Value {
+        (**self).to_value()
+    }
+}
+
+impl<T: ToValue> ToValue for Option<T> {
+    fn to_value(&self) -> Value {
+        self.as_ref().map_or(Value::Null, ToValue::to_value)
+    }
+}
+
+macro_rules! signed {
+    ($($t:ty),*) => {$(
+        impl ToValue for $t {
+            fn to_value(&self) -> Value {
+                Value::Int(*self as i64)
+            }
+        }
+    )*};
+}
+signed!(i64, i32, u32, u16, u8);
+
+impl ToValue for u64 {
+    fn to_value(&self) -> Value {
+        match i64::try_from(*self) {
+            Ok(v) => Value::Int(v),
+            Err(_) => Value::Unstorable(format!("{self} is out of range for an integer column")),
+        }
+    }
+}
+
+impl ToValue for usize {
+    fn to_value(&self) -> Value {
+        (*self as u64).to_value()
+    }
+}
+
+impl ToValue for bool {
+    fn to_value(&self) -> Value {
+        Value::Int(*self as i64)
+    }
+}
+
+impl ToValue for str {
+    fn to_value(&self) -> Value {
+        Value::Text(self.to_string())
+    }
+}
+
+impl ToValue for String {
+    fn to_value(&self) -> Value {
+        Value::Text(self.clone())
+    }
+}
+
+impl ToValue for [u8] {
+    fn to_value(&self) -> Value {
+        Value::Blob(self.to_vec())
+    }
+}
+
+impl ToValue for Vec<u8> {
+    fn to_value(&self) -> Value {
+        Value::Blob(self.clone())
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Null => Ok(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+macro_rules! integer {
+    ($($t:ty),*) => {$(
+        impl FromValue for $t {
+            fn from_value(value: &Value) -> std::result::Result<Self, String> {
+                match value {
+                    Value::Int(v) => <$t>::try_from(*v).map_err(|_| format!("{v} does not fit a {}", stringify!($t))),
+                    other => Err(format!("expected an integer, found {}", kind(other))),
+                }
+            }
+        }
+    )*};
+}
+integer!(i64, i32, u64, u32, u16, u8, usize);
+
+impl FromValue for bool {
+    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+        i64::from_value(value).map(|v| v != 0)
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Text(s) => Ok(s.clone()),
+            other => Err(format!("expected text, found {}", kind(other))),
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+        match value {
+            Value::Blob(b) => Ok(b.clone()),
+            Value::Text(s) => Ok(s.as_bytes().to_vec()),
+            other => Err(format!("expected bytes, found {}", kind(other))),
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NULL",
+        Value::Int(_) => "an integer",
+        Value::Real(_) => "a real number",
+        Value::Text(_) => "text",
+        Value::Blob(_) => "bytes",
+        Value::Unstorable(_) => "an unstorable value",
+    }
+}
+
+/// The first unstorable argument, as the refusal of its statement.
+pub fn refuse_unstorable(args: &[Value]) -> Result<()> {
+    match args.iter().find_map(|a| if let Value::Unstorable(why) = a { Some(why) } else { None }) {
+        Some(why) => Err(StoreError::Refused(why.clone()).into()),
+        None => Ok(()),
+    }
+}
+
+/// `INSERT INTO table (columns) VALUES (?1..) ON CONFLICT (key) DO UPDATE SET`
+/// every other column, and `cleared` to NULL: a row written whole, replacing the
+/// one with its key, in SQL both engines run.
+pub fn upsert(table: &str, columns: &[&str], key: &[&str], cleared: &[&str]) -> String {
+    let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    let mut set: Vec<String> =
+        columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{c} = excluded.{c}")).collect();
+    set.extend(cleared.iter().map(|c| format!("{c} = NULL")));
+    let action = match set.is_empty() {
+        true => "NOTHING".to_string(),
+        false => format!("UPDATE SET {}", set.join(", ")),
+    };
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({}) DO {action}",
+        columns.join(", "),
+        marks.join(", "),
+        key.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_convert_both_ways_and_refuse_what_does_not_fit() {
+        assert_eq!(
+            u64::MAX.to_value(),
+            Value::Unstorable(format!("{} is out of range for an integer column", u64::MAX))
+        );
+        assert!(refuse_unstorable(args![1u32, u64::MAX]).is_err());
+        assert!(refuse_unstorable(args![1u32, "x", None::<u64>, true]).is_ok());
+        assert_eq!(u32::from_value(&Value::Int(7)), Ok(7));
+        assert!(u32::from_value(&Value::Int(-1)).is_err());
+        assert_eq!(Option::<String>::from_value(&Value::Null), Ok(None));
+        assert!(String::from_value(&Value::Int(1)).is_err());
+        assert_eq!(bool::from_value(&Value::Int(1)), Ok(true));
+    }
+
+    #[test]
+    fn an_upsert_replaces_every_column_but_the_key() {
+        assert_eq!(
+            upsert("t", &["a", "b", "c"], &["a"], &["d"]),
+            "INSERT INTO t (a, b, c) VALUES (?1, ?2, ?3) ON CONFLICT (a) DO UPDATE SET b = excluded.b, c = excluded.c, d = NULL"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! A throwaway PostgreSQL server per test: `initdb` in a temp dir (as the
+//! `postgres` user when the tests run as root, since the server refuses root),
+//! listening only on a Unix socket in that dir, so tests run in parallel without
+//! ports to fight over; stopped with SIGINT (a fast shutdown) and removed on drop.
+//! Its superuser `corral` has a password ([`PASSWORD`]), so every test goes through
+//! the password path a real deployment uses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The password of the server's user `corral`.
+pub const PASSWORD: &str = "corral-test-password";
+
+/// A running PostgreSQL server.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    bin: PathBuf,
+}
+
+/// The directory of the newest installed PostgreSQL's server programs.
+fn bin_dir() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| bin.join("postgres").is_file())
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((version, bin)) if version >= 15 => bin,
+        _ => panic!("PostgreSQL 15 or later is not installed: apt-get install postgresql (.ci/run does)"),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Postgres {
+    /// Starts a fresh server; ready when this returns.
+    pub fn start() -> Postgres {
+        Postgres::start_with(&[])
+    }
+
+    /// Starts a fresh server with extra `-c name=value` settings.
+    pub fn start_with(settings: &[&str]) -> Postgres {
+        let bin = bin_dir();
+        // Short: the socket's path must stay under 107 bytes.
+        let dir = tempfile::Builder::new().prefix("pg").tempdir_in("/tmp").expect("temp dir");
+        std::fs::write(dir.path().join("pw"), PASSWORD).expect("password file");
+        if is_root() {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+            assert!(status.is_ok_and(|s| s.success()), "chown the temp dir to postgres");
+        }
+        let data = dir.path().join("data");
+        let out = as_postgres(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "corral", "-N", "-E", "UTF8", "--locale=C", "--auth=scram-sha-256", "--pwfile"])
+            .arg(dir.path().join("pw"))
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut server = as_postgres(&bin.join("postgres"));
+        server.arg("-D").arg(&data).arg("-k").arg(dir.path()).args([
+            "-c",
+            "listen_addresses=",
+            "-p",
+            "5432",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+        ]);
+        for s in settings {
+            server.args(["-c", s]);
+        }
+        let server = server
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("server log"))
+            .spawn()
+            .expect("start postgres");
+        let pg = Postgres { dir, server: Some(server), bin };
+        crate::wait_until(Duration::from_secs(30), "PostgreSQL to accept connections", || {
+            Command::new(pg.bin.join("pg_isready"))
+                .arg("-h")
+                .arg(pg.dir.path())
+                .args(["-p", "5432", "-U", "corral", "-d", "postgres", "-q"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        pg
+    }
+
+    /// The socket's directory.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `--store` URL for database `db` (made by [`Postgres::create`]).
+    pub fn url(&self, db: &str) -> String {
+        let dir = self.dir.path().display().to_string().replace('/', "%2F");
+        format!("postgres://corral@{dir}:5432/{db}")
+    }
+
+    /// Creates an empty database; returns its `--store` URL.
+    pub fn create(&self, db: &str) -> String {
+        let out = self.psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+        assert!(out.0, "CREATE DATABASE {db}: {}", out.1);
+        self.url(db)
+    }
+
+    /// Runs SQL with psql; (ok, output and errors).
+    pub fn psql(&self, db: &str, sql: &str) -> (bool, String) {
+        let out = Command::new("psql")
+            .env("PGPASSWORD", PASSWORD)
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", "5432", "-U", "corral", "-d", db, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
+            .output()
+            .expect("run psql");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text.trim().to_string())
+    }
+
+    /// Stops the server at once (SIGINT: a fast shutdown), as a database that
+    /// goes away does.
+    pub fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            crate::signal(server.id(), libc::SIGINT);
+            let _ = server.wait();
+        }
+    }
+
+    /// Starts the server again on the same data and socket.
+    pub fn restart(&mut self) {
+        self.stop();
+        let server = as_postgres(&self.bin.join("postgres"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-k")
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=", "-p", "5432", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        self.server = Some(server);
+        crate::wait_until(Duration::from_secs(30), "PostgreSQL to accept connections again", || {
+            self.psql("postgres", "SELECT 1").0
+        });
+    }
+}
+
+/// A command run as the `postgres` user when this is root (the server refuses
+/// root); `setpriv` execs it, so the child's PID is the program's.
+fn as_postgres(program: &Path) -> Command {
+    match is_root() {
+        true => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]).arg(program);
+            c
+        }
+        false => Command::new(program),
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
