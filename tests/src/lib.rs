@@ -62,6 +62,9 @@ pub struct Cluster {
     tls: bool,
     /// The data dir is a tmpfs of its own, unmounted on drop.
     small_disk: bool,
+    /// The PostgreSQL server of `--store postgres://...`, stopped after the
+    /// coordinator (fields drop after `Drop::drop`).
+    pub postgres: Option<postgres::Postgres>,
 }
 
 impl Cluster {
@@ -133,8 +136,27 @@ impl Cluster {
             docker,
             tls,
             small_disk,
+            postgres: None,
         };
         cluster.spawn_coordinator();
+        cluster
+    }
+
+    /// Starts a coordinator on a PostgreSQL server of its own (`--store`, the
+    /// password in `PGPASSWORD` as an operator would give it), plus `extra` flags.
+    pub fn start_on_postgres(extra: &[&str]) -> Cluster {
+        let pg = postgres::Postgres::start();
+        let url = pg.create("corral");
+        let mut args = vec!["--store", url.as_str()];
+        args.extend_from_slice(extra);
+        let mut cluster = Cluster::launch_in(
+            tempfile::tempdir().expect("temp dir"),
+            &args,
+            &[("PGPASSWORD", postgres::PASSWORD)],
+            false,
+            false,
+        );
+        cluster.postgres = Some(pg);
         cluster
     }
 
@@ -531,6 +553,19 @@ impl Cluster {
         let out = self.corral(&args);
         assert!(out.status.success(), "task logs failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the standard gRPC health service says of the coordinator as a whole.
+    pub fn health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel().await);
+            let resp = client
+                .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                .await
+                .expect("health check");
+            resp.into_inner().status()
+        })
     }
 
     /// Sends `sig` to a process.

@@ -4,6 +4,9 @@
 //! ports to fight over; stopped with SIGINT (a fast shutdown) and removed on drop.
 //! Its superuser `corral` has a password ([`PASSWORD`]), so every test goes through
 //! the password path a real deployment uses.
+//!
+//! Self-contained (std, libc, tempfile): the coordinator's own tests of the store
+//! include this file too (`#[path]`), so both run one harness.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +35,14 @@ fn bin_dir() -> PathBuf {
     match found.pop() {
         Some((version, bin)) if version >= 15 => bin,
         _ => panic!("PostgreSQL 15 or later is not installed: apt-get install postgresql (.ci/run does)"),
+    }
+}
+
+fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -85,7 +96,7 @@ impl Postgres {
             .spawn()
             .expect("start postgres");
         let pg = Postgres { dir, server: Some(server), bin };
-        crate::wait_until(Duration::from_secs(30), "PostgreSQL to accept connections", || {
+        wait_until(Duration::from_secs(30), "PostgreSQL to accept connections", || {
             Command::new(pg.bin.join("pg_isready"))
                 .arg("-h")
                 .arg(pg.dir.path())
@@ -94,11 +105,6 @@ impl Postgres {
                 .is_ok_and(|s| s.success())
         });
         pg
-    }
-
-    /// The socket's directory.
-    pub fn socket_dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// A `--store` URL for database `db` (made by [`Postgres::create`]).
@@ -131,7 +137,10 @@ impl Postgres {
     /// goes away does.
     pub fn stop(&mut self) {
         if let Some(mut server) = self.server.take() {
-            crate::signal(server.id(), libc::SIGINT);
+            // SAFETY: kill(2) has no memory effects.
+            unsafe {
+                libc::kill(server.id() as libc::pid_t, libc::SIGINT);
+            }
             let _ = server.wait();
         }
     }
@@ -150,7 +159,7 @@ impl Postgres {
             .spawn()
             .expect("start postgres");
         self.server = Some(server);
-        crate::wait_until(Duration::from_secs(30), "PostgreSQL to accept connections again", || {
+        wait_until(Duration::from_secs(30), "PostgreSQL to accept connections again", || {
             self.psql("postgres", "SELECT 1").0
         });
     }

@@ -141,11 +141,11 @@ fn on_a_full_disk_reads_answer_changes_fail_fast_and_it_recovers_by_itself() {
     assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(1));
     let (_, metrics) = c.http_get("/metrics");
     assert!(metrics.contains("\ncorral_store_can_write 0"), "{metrics}");
-    assert_eq!(health(&c), tonic_health::pb::health_check_response::ServingStatus::NotServing);
+    assert_eq!(c.health(), tonic_health::pb::health_check_response::ServingStatus::NotServing);
     // Space back: it recovers by itself, the kept job runs, the refused one never existed.
     std::fs::remove_file(filler).unwrap();
     wait_until(MINUTE, "the store to write again", || c.http_get("/metrics").1.contains("\ncorral_store_can_write 1"));
-    assert_eq!(health(&c), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(c.health(), tonic_health::pb::health_check_response::ServingStatus::Serving);
     let jobs = c.json(&["job", "list"]);
     assert_eq!(jobs.as_array().map(Vec::len), Some(2), "the refused job was never made: {jobs}");
     let kept = first + 1;
@@ -153,16 +153,6 @@ fn on_a_full_disk_reads_answer_changes_fail_fast_and_it_recovers_by_itself() {
     assert_eq!(c.logs(kept, 0, false), "kept\n");
     let again = c.submit(&["--pool", "cpu"], &["true"]);
     assert_eq!(c.wait_job(again, MINUTE)["state"], "completed");
-}
-
-/// What the standard gRPC health service says of the coordinator as a whole.
-fn health(c: &Cluster) -> tonic_health::pb::health_check_response::ServingStatus {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let mut client = tonic_health::pb::health_client::HealthClient::new(c.channel().await);
-        let resp = client.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
-        resp.into_inner().status()
-    })
 }
 
 /// Unmounts a tmpfs when dropped, however the test ends.

@@ -103,7 +103,10 @@ impl Backend for Postgres {
     }
 
     fn open_history(&self) -> Result<Box<dyn History>> {
-        Ok(Box::new(Reader { db: Db::Postgres(Box::new(PgConn::open(self.target.clone(), Role::Reader)?)), logs: Logs::Table }))
+        Ok(Box::new(Reader {
+            db: Db::Postgres(Box::new(PgConn::open(self.target.clone(), Role::Reader)?)),
+            logs: Logs::Table,
+        }))
     }
 
     fn load(&self) -> Result<Loaded> {

@@ -25,7 +25,7 @@ pub(super) fn everything(db: &mut super::Db) -> Result<super::backend::Loaded> {
 /// Everything needed to rebuild the core.
 fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
     let mut snap = Snapshot::default();
-    let rows = sql.rows("SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting FROM pools", args![], |r| {
+    let rows = sql.rows("SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting FROM pools ORDER BY name", args![], |r| {
         Ok((
             r.get::<String>(0)?,
             r.get::<u32>(1)?,
@@ -84,7 +84,7 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
         let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
         snap.scale_log.push((pool, crate::core::autoscale::Record { at_ms, from, to, reason }));
     }
-    let rows = sql.rows("SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources FROM nodes", args![], |r| {
+    let rows = sql.rows("SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources FROM nodes ORDER BY id", args![], |r| {
         Ok((
             r.get::<String>(0)?,
             r.get::<String>(1)?,
@@ -232,8 +232,10 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
             reason,
         });
     }
-    let rows =
-        sql.rows("SELECT job_id, idx, state, attempt, failures, node_losses, reason FROM tasks", args![], |r| {
+    let rows = sql.rows(
+        "SELECT job_id, idx, state, attempt, failures, node_losses, reason FROM tasks ORDER BY job_id, idx",
+        args![],
+        |r| {
             Ok((
                 r.get::<u64>(0)?,
                 r.get::<u32>(1)?,
@@ -243,7 +245,8 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
                 r.get::<u32>(5)?,
                 r.get::<Option<String>>(6)?,
             ))
-        })?;
+        },
+    )?;
     for row in rows {
         let (job, index, state, attempt, failures, node_losses, reason) = row;
         snap.tasks.push(TaskRecord {
@@ -256,7 +259,7 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
         });
     }
     let rows = sql.rows(
-        "SELECT job_id, idx, attempt, node_id, started_at_ms, gpus FROM attempts WHERE ended_at_ms IS NULL",
+        "SELECT job_id, idx, attempt, node_id, started_at_ms, gpus FROM attempts WHERE ended_at_ms IS NULL ORDER BY job_id, idx, attempt",
         args![],
         |r| {
             Ok((
@@ -281,14 +284,17 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
     snap.schedules = super::schedules::load(sql)?;
     snap.templates = super::templates::load_templates(sql)?;
     snap.triggers = super::templates::load_triggers(sql)?;
-    let rows =
-        sql.rows("SELECT owner, key, digest, job_id, at_ms FROM idempotency_keys ORDER BY at_ms", args![], |r| {
+    let rows = sql.rows(
+        "SELECT owner, key, digest, job_id, at_ms FROM idempotency_keys ORDER BY at_ms, owner, key",
+        args![],
+        |r| {
             Ok(crate::core::keys::KeyRecord {
                 key: crate::core::keys::IdempotencyKey { owner: r.get(0)?, key: r.get(1)?, digest: r.get(2)? },
                 job: JobId(r.get(3)?),
                 at_ms: r.get(4)?,
             })
-        })?;
+        },
+    )?;
     for row in rows {
         snap.keys.push(row);
     }
@@ -327,9 +333,10 @@ fn auth(sql: &mut dyn Sql) -> Result<(Vec<TokenRecord>, Vec<NodeCredential>)> {
             created_by,
         });
     }
-    let rows = sql.rows("SELECT node_id, pool, hash, token_id FROM node_credentials", args![], |r| {
-        Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<String>(3)?))
-    })?;
+    let rows =
+        sql.rows("SELECT node_id, pool, hash, token_id FROM node_credentials ORDER BY node_id", args![], |r| {
+            Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<String>(3)?))
+        })?;
     let mut nodes = Vec::new();
     for row in rows {
         let (node, pool, hash, token_id) = row;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::error::Error;
 
+mod backends;
 mod explain;
 mod graphs;
 mod jobs;

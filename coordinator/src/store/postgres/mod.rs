@@ -219,12 +219,20 @@ impl PgConn {
 
     /// A prepared statement for `sql` (its `?N` written `$N`), from the session's cache.
     fn statement(&mut self, sql: &str) -> Result<Statement> {
+        // A new session first: its statements are its own.
+        self.connect()?;
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
         let text = placeholders(sql);
         let (rt, client) = self.client()?;
-        let statement = block(rt, client.prepare(&text)).map_err(|e| sort(&e))?;
+        let statement = match block(rt, client.prepare(&text)) {
+            Ok(statement) => statement,
+            Err(e) => {
+                self.forget_if_lost(&e);
+                return Err(sort(&e).into());
+            }
+        };
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
@@ -234,16 +242,42 @@ impl PgConn {
         let statement = self.statement(sql)?;
         let (rt, client) = self.client()?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-        block(rt, client.execute(&statement, &params)).map_err(|e| sort(&e))?;
+        if let Err(e) = block(rt, client.execute(&statement, &params)) {
+            self.forget_if_lost(&e);
+            return Err(sort(&e).into());
+        }
         Ok(())
     }
 
+    /// Runs a query; a session found lost (the server restarted since the last
+    /// call) is made anew and the query asked once more: it only reads.
     fn query_now(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
         refuse_unstorable(args)?;
-        let statement = self.statement(sql)?;
-        let (rt, client) = self.client()?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-        let rows = block(rt, client.query(&statement, &params)).map_err(|e| sort(&e))?;
+        let mut again = true;
+        let rows = loop {
+            let statement = match self.statement(sql) {
+                Ok(statement) => statement,
+                // Preparing found the session lost (and forgot it).
+                Err(_) if again && self.client.is_none() => {
+                    again = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let (rt, client) = self.client()?;
+            match block(rt, client.query(&statement, &params)) {
+                Ok(rows) => break rows,
+                Err(e) if again && e.as_db_error().is_none() => {
+                    self.client = None;
+                    again = false;
+                }
+                Err(e) => {
+                    self.forget_if_lost(&e);
+                    return Err(sort(&e).into());
+                }
+            }
+        };
         for row in rows {
             each(&row_of(&row)?)?;
         }
@@ -258,8 +292,19 @@ impl PgConn {
             false => "BEGIN",
         };
         let (rt, client) = self.client()?;
-        block(rt, client.batch_execute(begin)).map_err(|e| sort(&e))?;
+        if let Err(e) = block(rt, client.batch_execute(begin)) {
+            self.forget_if_lost(&e);
+            return Err(sort(&e).into());
+        }
         Ok(PgTx { conn: self, pending: Vec::new(), open: true, read_only })
+    }
+
+    /// After a failure the server did not answer (the session is gone, or going):
+    /// the next call makes a new session rather than trying this one again.
+    fn forget_if_lost(&mut self, e: &tokio_postgres::Error) {
+        if e.as_db_error().is_none() {
+            self.client = None;
+        }
     }
 
     pub(crate) fn is_unsure(&self) -> bool {

@@ -54,6 +54,8 @@ impl Target {
         let mut config = tokio_postgres::Config::new();
         config.connect_timeout(Duration::from_secs(10));
         config.application_name("corral-coordinator");
+        // The server's notices ("already exists, skipping") are not the operator's.
+        config.options("-c client_min_messages=warning");
         for (key, value) in parsed.query_pairs() {
             match key.as_ref() {
                 "sslmode" => sslmode = Some(value.to_string()),

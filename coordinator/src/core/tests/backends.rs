@@ -1,0 +1,321 @@
+//! The store interface's conformance suite, run against both backends: SQLite in a
+//! temp dir and PostgreSQL (a throwaway server per test, from the same harness the
+//! end-to-end tests use). The same changes, made by the core as it runs, go into
+//! each; what each gives back (the restored state, events, attempts, logs,
+//! schedule slots) must be the same, and so must what each refuses.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::auth::{NodeCredential, TokenRecord};
+use crate::core::cadence::Cadence;
+use crate::core::keys::{IdempotencyKey, KeyRecord};
+use crate::core::templates::{Dispatch, TemplateSpec};
+use crate::core::triggers::{Listed, TriggerSpec};
+use crate::events::Filter;
+use crate::store::{Backend, Postgres, Sqlite, StoreError};
+
+#[path = "../../../../tests/src/postgres.rs"]
+mod pg;
+
+/// One backend under test, with what keeps it alive.
+struct Under {
+    name: &'static str,
+    backend: Box<dyn Backend>,
+    _dir: tempfile::TempDir,
+    server: Option<pg::Postgres>,
+}
+
+fn sqlite() -> Under {
+    let dir = tempfile::tempdir().unwrap();
+    Under { name: "sqlite", backend: Box::new(Sqlite::new(dir.path())), _dir: dir, server: None }
+}
+
+fn postgres() -> Under {
+    let server = pg::Postgres::start();
+    let url = server.create("corral");
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, pg::PASSWORD).unwrap();
+    let target = Arc::new(crate::store::postgres::Target::parse(&url, Some(&password)).unwrap());
+    Under { name: "postgres", backend: Box::new(Postgres { target }), _dir: dir, server: Some(server) }
+}
+
+fn both() -> [Under; 2] {
+    [sqlite(), postgres()]
+}
+
+/// What a coordinator writes as it runs: pools, nodes, jobs (an array with a
+/// retry, a graph, a cancelled one), attempts and their output, a schedule that
+/// fired, a template dispatched with a key, a polling trigger's cursor, tokens and
+/// node credentials, in batches as the writer groups them.
+fn scenario() -> (Vec<Vec<StoreOp>>, AttemptRef) {
+    scenario_with_jobs().0
+}
+
+/// [`scenario`], and how many jobs the core holds at its end.
+fn scenario_with_jobs() -> ((Vec<Vec<StoreOp>>, AttemptRef), usize) {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(2);
+    let _m = env.node(2);
+    let job = env.submit(5, 3, 1);
+    let placed = env.schedule();
+    env.report(&n, placed[0].1, Outcome::Succeeded);
+    env.report(&n, placed[1].1, Outcome::Failed);
+    env.submit_spec(graph_spec(&[("a", &[]), ("b", &["a"])]));
+    let cancelled = env.submit(3, 0, 0);
+    env.core.cancel_job(env.now, cancelled, &mut env.out).unwrap();
+    let schedule = ScheduleSpec {
+        name: ScheduleName::parse("name", "nightly").unwrap(),
+        cadence: Cadence::every(60_000, 1_000_000).unwrap(),
+        overlap: Overlap::Allow,
+        catchup_window: Duration::from_secs(60),
+        jitter: Duration::ZERO,
+        start_at_ms: None,
+        end_at_ms: None,
+        job: job_spec("p", 1, 0, 0),
+    };
+    env.core.create_schedule(env.now, schedule, &mut env.out).unwrap();
+    env.advance(ms(61_000));
+    env.tick();
+    let template = TemplateSpec {
+        name: TemplateName::parse("name", "t").unwrap(),
+        payload: PayloadRule::Optional,
+        meta_required: vec![],
+        job: JobSpec { owner: "maker".into(), ..job_spec("p", 2, 0, 0) },
+    };
+    env.core.create_template(env.now, template, &mut env.out).unwrap();
+    let key = IdempotencyKey { owner: "alice".into(), key: "k-1".into(), digest: "d".into() };
+    let dispatch = Dispatch { owner: "alice".into(), ..Dispatch::default() };
+    env.core.dispatch(env.now, &TemplateName::parse("t", "t").unwrap(), dispatch, Some(key), &mut env.out).unwrap();
+    let trigger = TriggerSpec {
+        max_active: None,
+        name: TriggerName::parse("name", "inbox").unwrap(),
+        prefix: "in/".into(),
+        glob: None,
+        template: TemplateName::parse("template", "t").unwrap(),
+        poll: Some(Duration::from_secs(5)),
+        owner: "alice".into(),
+    };
+    env.core.create_trigger(env.now, trigger.clone(), &mut env.out).unwrap();
+    env.advance(ms(5_000));
+    assert_eq!(env.core.due_polls(env.now).len(), 1);
+    let listed = vec![Listed { path: "in/a.csv".into(), version: "v1".into(), modified_ms: 10_000_000 }];
+    env.core.on_poll(env.now, &trigger.name, Ok(listed), &mut env.out);
+    let mut ops = std::mem::take(&mut env.out.store);
+    let hash = [7u8; 32];
+    ops.push(StoreOp::PutToken(TokenRecord {
+        id: "tok-1".into(),
+        name: "ci".into(),
+        role: Role::Submit,
+        pool: None,
+        hash,
+        created_at_ms: 10,
+        expires_at_ms: Some(99_000),
+        created_by: "bootstrap".into(),
+    }));
+    ops.push(StoreOp::PutNodeCredential(NodeCredential {
+        node: n.clone(),
+        pool: PoolName::parse("pool", "p").unwrap(),
+        hash,
+        token_id: "tok-1".into(),
+    }));
+    ops.push(StoreOp::PutIdempotencyKey(KeyRecord {
+        key: IdempotencyKey { owner: "bob".into(), key: "k-2".into(), digest: "e".into() },
+        job,
+        at_ms: 20,
+    }));
+    let out = placed[0].1;
+    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 0, data: b"hello ".to_vec() }));
+    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 6, data: b"world\n".to_vec() }));
+    // Sent again (an agent that reconnected): lands once.
+    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 6, data: b"world\n".to_vec() }));
+    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: true, offset: 0, data: b"oops\n".to_vec() }));
+    env.core.sanity_check();
+    ((ops.chunks(7).map(<[StoreOp]>::to_vec).collect(), out), env.core.jobs.len())
+}
+
+/// What a backend gives back of everything it holds, as text to compare.
+fn held(backend: &dyn Backend, out: AttemptRef) -> String {
+    let (snapshot, tokens, nodes) = backend.load().unwrap();
+    let mut history = backend.open_history().unwrap();
+    let attempts: Vec<_> = (0..5).map(|i| history.attempts(TaskKey { job: JobId(1), index: i }).unwrap()).collect();
+    let events = history.events(0, &Filter::default(), 10_000).unwrap();
+    let events: Vec<String> =
+        events.iter().map(|e| format!("{} {:?} {} {}", e.id, e.kind, e.state, e.detail)).collect();
+    let logs = (history.read_log(out, false, 0, 100).unwrap(), history.read_log(out, true, 0, 100).unwrap());
+    let slots = history.schedule_slots(&ScheduleName::parse("s", "nightly").unwrap(), 0, u64::MAX >> 2).unwrap();
+    let tokens: Vec<_> = tokens.iter().map(|t| (t.id.clone(), t.name.clone(), t.role, t.expires_at_ms)).collect();
+    let nodes: Vec<_> = nodes.iter().map(|n| (n.node.clone(), n.token_id.clone())).collect();
+    format!("{snapshot:#?}\n{tokens:?}\n{nodes:?}\n{attempts:#?}\n{events:#?}\n{logs:?}\n{slots:?}")
+}
+
+#[test]
+fn both_backends_give_back_what_was_written_and_the_same() {
+    let ((batches, out), jobs) = scenario_with_jobs();
+    let mut seen = Vec::new();
+    for under in both() {
+        let mut durable = under.backend.open_durable().unwrap();
+        for batch in &batches {
+            durable.apply(batch).unwrap();
+        }
+        let held = held(under.backend.as_ref(), out);
+        // The state restores into a core that holds together.
+        let (snapshot, _, _) = under.backend.load().unwrap();
+        let mut restored = Core::new(CoreConfig::default(), (Instant::now(), 2_000_000));
+        restored.restore(snapshot, Instant::now(), &mut Outbox::default());
+        restored.sanity_check();
+        assert_eq!(restored.jobs.len(), jobs, "{}", under.name);
+        assert!(restored.triggers.values().any(|t| !t.seen.is_empty()), "{}: the trigger's cursor", under.name);
+        let mut history = under.backend.open_history().unwrap();
+        assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n", "{}", under.name);
+        assert_eq!(history.read_log(out, false, 6, 3).unwrap(), b"wor", "{}", under.name);
+        assert_eq!(history.read_log(out, false, 12, 100).unwrap(), b"", "{}", under.name);
+        seen.push((under.name, held));
+    }
+    let (a, b) = (&seen[0], &seen[1]);
+    if a.1 != b.1 {
+        let first = a.1.lines().zip(b.1.lines()).position(|(x, y)| x != y).unwrap_or(0);
+        let around = |s: &str| s.lines().skip(first.saturating_sub(3)).take(8).collect::<Vec<_>>().join("\n");
+        panic!("{} and {} differ at line {first}:\n{}\n---\n{}", a.0, b.0, around(&a.1), around(&b.1));
+    }
+}
+
+#[test]
+fn event_ids_run_on_without_gaps_across_a_reopen_and_filters_agree() {
+    let (batches, _) = scenario();
+    for under in both() {
+        let mut durable = under.backend.open_durable().unwrap();
+        for batch in &batches[..2] {
+            durable.apply(batch).unwrap();
+        }
+        let last = durable.last_event();
+        drop(durable);
+        // A restart: the writer goes on from the newest id.
+        let mut durable = under.backend.open_durable().unwrap();
+        assert_eq!(durable.last_event(), last, "{}", under.name);
+        for batch in &batches[2..] {
+            durable.apply(batch).unwrap();
+        }
+        let mut history = under.backend.open_history().unwrap();
+        let all = history.events(0, &Filter::default(), 100_000).unwrap();
+        let ids: Vec<u64> = all.iter().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=durable.last_event()).collect::<Vec<_>>(), "{}: gapless, increasing", under.name);
+        assert_eq!(history.event_bounds().unwrap(), (Some(1), durable.last_event()), "{}", under.name);
+        let job1 = history.events(0, &Filter { job: Some(JobId(1)), pool: None }, 100_000).unwrap();
+        assert!(!job1.is_empty() && job1.iter().all(|e| e.job == Some(1)), "{}", under.name);
+        let pool = Filter { job: Some(JobId(1)), pool: Some(PoolName::parse("pool", "p").unwrap()) };
+        assert_eq!(history.events(0, &pool, 100_000).unwrap().len(), job1.len(), "{}", under.name);
+        let page = history.events(3, &Filter::default(), 2).unwrap();
+        assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), vec![4, 5], "{}", under.name);
+    }
+}
+
+#[test]
+fn a_refused_batch_leaves_nothing_behind_and_the_next_one_goes_in() {
+    let (batches, _) = scenario();
+    for under in both() {
+        let mut durable = under.backend.open_durable().unwrap();
+        for batch in &batches {
+            durable.apply(batch).unwrap();
+        }
+        let before = held(under.backend.as_ref(), AttemptRef { task: TaskKey { job: JobId(1), index: 0 }, attempt: 1 });
+        let last = durable.last_event();
+        durable.take_committed();
+        // A slot that made a job already: the key refuses the second one, and the
+        // cancelled job's deletion with it.
+        let slot = StoreOp::InsertScheduleSlot {
+            schedule: ScheduleName::parse("s", "nightly").unwrap(),
+            slot_ms: 1_060_000,
+            job: JobId(77),
+        };
+        let err = durable.apply(&[StoreOp::DeleteJob(JobId(3)), slot]).unwrap_err();
+        assert!(matches!(err, crate::error::Error::Store(StoreError::Refused(_))), "{}: {err}", under.name);
+        assert_eq!(durable.last_event(), last, "{}", under.name);
+        assert!(durable.take_committed().is_empty(), "{}", under.name);
+        let after = held(under.backend.as_ref(), AttemptRef { task: TaskKey { job: JobId(1), index: 0 }, attempt: 1 });
+        assert_eq!(before, after, "{}: nothing of the refused batch is kept", under.name);
+        // A number past what a column holds is refused too.
+        let huge =
+            StoreOp::SetJobState { id: JobId(u64::MAX), state: JobState::Failed, finished_at_ms: None, reason: None };
+        assert!(durable.apply(&[huge]).is_err(), "{}", under.name);
+        durable.apply(&[StoreOp::CloseJob(JobId(1))]).unwrap();
+    }
+}
+
+#[test]
+fn deleting_a_job_forgets_its_rows_output_and_events_but_the_deletion() {
+    let (batches, out) = scenario();
+    for under in both() {
+        let mut durable = under.backend.open_durable().unwrap();
+        for batch in &batches {
+            durable.apply(batch).unwrap();
+        }
+        durable.apply(&[StoreOp::DeleteJob(JobId(1))]).unwrap();
+        let mut history = under.backend.open_history().unwrap();
+        assert!(history.attempts(out.task).unwrap().is_empty(), "{}", under.name);
+        assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"", "{}", under.name);
+        let events = history.events(0, &Filter { job: Some(JobId(1)), pool: None }, 1000).unwrap();
+        assert_eq!(events.len(), 1, "{}: {events:?}", under.name);
+        let (snapshot, _, _) = under.backend.load().unwrap();
+        assert!(snapshot.jobs.iter().all(|j| j.id != JobId(1)), "{}", under.name);
+        assert!(snapshot.tasks.iter().all(|t| t.key.job != JobId(1)), "{}", under.name);
+        // Keys and slots expire by age, as retention asks.
+        durable.apply(&[StoreOp::ExpireIdempotencyKeys { before_ms: u64::MAX >> 2 }]).unwrap();
+        durable.apply(&[StoreOp::PruneScheduleSlots { before_ms: u64::MAX >> 2 }]).unwrap();
+        let (snapshot, _, _) = under.backend.load().unwrap();
+        assert!(snapshot.keys.is_empty(), "{}", under.name);
+        let slots = history.schedule_slots(&ScheduleName::parse("s", "nightly").unwrap(), 0, u64::MAX >> 2).unwrap();
+        assert!(slots.is_empty(), "{}", under.name);
+    }
+}
+
+/// PostgreSQL going away: writes fail as "unavailable" (the writer waits them
+/// out), and once it is back the next write goes in, its events after the last.
+#[test]
+fn a_database_that_goes_away_is_waited_out_not_refused() {
+    let (batches, _) = scenario();
+    let mut under = postgres();
+    let mut durable = under.backend.open_durable().unwrap();
+    durable.apply(&batches[0]).unwrap();
+    let last = durable.last_event();
+    let server = under.server.as_mut().unwrap();
+    server.stop();
+    let err = durable.apply(&batches[1]).unwrap_err();
+    assert!(matches!(err, crate::error::Error::Store(StoreError::Unavailable(_))), "{err}");
+    server.restart();
+    durable.apply(&batches[1]).unwrap();
+    assert!(durable.last_event() > last);
+    let mut history = under.backend.open_history().unwrap();
+    let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=durable.last_event()).collect::<Vec<_>>());
+    // A second writer on the database is refused while the first holds it.
+    let err = under.backend.open_durable().err().unwrap().to_string();
+    assert!(err.contains("is in use by corral") && err.contains("stop it or use another database"), "{err}");
+    drop(durable);
+    under.backend.open_durable().unwrap();
+}
+
+#[test]
+fn a_newer_schema_is_refused_on_postgres_too() {
+    let under = postgres();
+    drop(under.backend.open_durable().unwrap());
+    let server = under.server.as_ref().unwrap();
+    assert!(server.psql("corral", "UPDATE schema_version SET version = 99").0);
+    let err = under.backend.open_durable().err().unwrap().to_string();
+    assert!(err.contains("its schema is version 99, newer than the version 1 this coordinator knows"), "{err}");
+}
+
+#[test]
+fn a_reader_reconnects_after_the_database_restarted() {
+    let (batches, out) = scenario();
+    let mut under = postgres();
+    let mut durable = under.backend.open_durable().unwrap();
+    for batch in &batches {
+        durable.apply(batch).unwrap();
+    }
+    let mut history = under.backend.open_history().unwrap();
+    assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n");
+    under.server.as_mut().unwrap().restart();
+    assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n");
+}

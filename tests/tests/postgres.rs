@@ -1,0 +1,239 @@
+//! The coordinator on PostgreSQL (`--store postgres://...`), end to end: each test
+//! starts its own server (see `corral_tests::postgres`). Jobs (arrays, graphs,
+//! retries) run every task once across a SIGKILL of the coordinator; schedules make
+//! no slot twice across restarts; an idempotent submit lands once; tokens survive;
+//! retention deletes everything of a job; a database that goes away is waited out;
+//! and bad configuration is refused at start with one line naming the cause.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use corral_tests::postgres::{Postgres, PASSWORD};
+use corral_tests::{bin, wait_until, Cluster};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[test]
+fn jobs_run_every_task_once_on_postgres_across_a_coordinator_sigkill() {
+    let mut c = Cluster::start_on_postgres(&[]);
+    c.static_pool("cpu", 2, 2);
+    // Task 3 fails its first attempt: retries are recorded too.
+    let array = c.submit(
+        &["--pool", "cpu", "--array", "1-30", "--max-retries", "2"],
+        &[
+            "sh",
+            "-c",
+            "if [ \"$CORRAL_TASK_INDEX\" = 3 ] && [ \"$CORRAL_ATTEMPT\" = 1 ]; then exit 3; fi; echo out {index}; sleep 0.2",
+        ],
+    );
+    let file = c.dir.path().join("graph.yaml");
+    std::fs::write(
+        &file,
+        "tasks:\n  - id: a\n    command: ['sh', '-c', 'echo a']\n  - id: b\n    command: ['sh', '-c', 'echo b']\n    depends_on: [a]\n",
+    )
+    .unwrap();
+    let graph =
+        c.json(&["job", "submit", "--pool", "cpu", "--file", file.to_str().unwrap()])["job_id"].as_u64().unwrap();
+    wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(5));
+    c.kill_coordinator();
+    c.restart_coordinator();
+    for job in [array, graph] {
+        let done = c.wait_job(job, MINUTE);
+        assert_eq!(done["state"], "completed", "{done}");
+        c.assert_each_succeeded_once(job);
+    }
+    let attempts = c.attempts(array);
+    let third = &attempts.iter().find(|(i, _)| *i == 3).unwrap().1;
+    assert_eq!(third.len(), 2, "{third:?}");
+    assert_eq!(third[0]["outcome"], "failed");
+    assert_eq!(c.logs(array, 17, false), "out 17\n");
+    assert_eq!(c.logs(graph, 1, false), "b\n");
+    // The feed, read from the database, has every change once, in order.
+    let out = c.corral(&["-o", "json", "events", "--job", &array.to_string()]);
+    let ids: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]) && !ids.is_empty(), "{ids:?}");
+}
+
+#[test]
+fn submits_tokens_and_schedules_hold_across_restarts_on_postgres() {
+    let mut c = Cluster::start_on_postgres(&[]);
+    c.static_pool("cpu", 1, 4);
+    let token = c.token("ci", "submit", &[]);
+    let submit = |c: &Cluster| {
+        c.corral(&[
+            "-o",
+            "json",
+            "job",
+            "submit",
+            "--pool",
+            "cpu",
+            "--idempotency-key",
+            "nightly-1",
+            "--",
+            "echo",
+            "once",
+        ])
+    };
+    let first = submit(&c);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let id = serde_json::from_slice::<serde_json::Value>(&first.stdout).unwrap()["job_id"].clone();
+    c.json(&[
+        "schedule",
+        "create",
+        "beat",
+        "--every",
+        "1s",
+        "--overlap",
+        "allow",
+        "--catchup-window",
+        "1m",
+        "--pool",
+        "cpu",
+        "--",
+        "true",
+    ]);
+    let slots = |c: &Cluster| -> Vec<u64> {
+        let jobs = c.json(&["job", "list", "--schedule", "beat"]);
+        let mut slots: Vec<u64> =
+            jobs.as_array().unwrap().iter().map(|j| j["scheduled_for_ms"].as_u64().unwrap()).collect();
+        slots.sort();
+        slots
+    };
+    for _ in 0..2 {
+        let before = slots(&c).len();
+        wait_until(MINUTE, "a run", || slots(&c).len() > before + 1);
+        c.kill_coordinator();
+        std::thread::sleep(Duration::from_millis(1500));
+        c.restart_coordinator();
+    }
+    let again = submit(&c);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&again.stdout).unwrap()["job_id"], id);
+    // The token made before the restarts still works, as the role it was given.
+    let out = c.corral_as(Some(&token), &["job", "submit", "--pool", "cpu", "--", "true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.corral_as(Some(&token), &["pool", "delete", "cpu"]);
+    assert!(!out.status.success());
+    wait_until(MINUTE, "a run after the last restart", || slots(&c).len() >= 5);
+    c.json(&["schedule", "pause", "beat"]);
+    let made = slots(&c);
+    let unique: BTreeSet<u64> = made.iter().copied().collect();
+    assert_eq!(unique.len(), made.len(), "a slot ran twice: {made:?}");
+    assert!(made.windows(2).all(|w| w[1] - w[0] == 1000), "a slot is missing: {made:?}");
+}
+
+#[test]
+fn retention_deletes_a_job_with_its_logs_and_events_on_postgres() {
+    let mut c = Cluster::start_on_postgres(&["--retain", "3s"]);
+    c.static_pool("cpu", 1, 1);
+    let job = c.submit(&["--pool", "cpu"], &["sh", "-c", "echo printed"]);
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    assert_eq!(c.logs(job, 0, false), "printed\n");
+    wait_until(MINUTE, "retention to delete the job", || {
+        c.json(&["job", "list"]).as_array().is_some_and(Vec::is_empty)
+    });
+    let pg = c.postgres.as_ref().unwrap();
+    let (ok, rows) = pg.psql("corral", &format!("SELECT count(*) FROM task_logs WHERE job_id = {job}"));
+    assert!(ok && rows == "0", "{rows}");
+    let out = c.corral(&["-o", "json", "events", "--job", &job.to_string()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "only the deletion is left");
+    c.kill_coordinator();
+    c.restart_coordinator();
+    assert_eq!(c.json(&["job", "list"]).as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn a_database_that_goes_away_fails_writes_like_a_full_disk_and_is_recovered_from() {
+    let mut c = Cluster::start_on_postgres(&[]);
+    c.static_pool("cpu", 1, 1);
+    let first = c.submit(&["--pool", "cpu"], &["true"]);
+    assert_eq!(c.wait_job(first, MINUTE)["state"], "completed");
+    c.postgres.as_mut().unwrap().stop();
+    let out = c.corral(&["job", "submit", "--pool", "cpu", "--", "echo", "kept"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && err.contains("store cannot write") && err.contains("PostgreSQL"), "{err}");
+    // Reads answer meanwhile; health says it cannot serve changes.
+    assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(1));
+    assert_eq!(c.health(), tonic_health::pb::health_check_response::ServingStatus::NotServing);
+    c.postgres.as_mut().unwrap().restart();
+    wait_until(MINUTE, "the store to write again", || {
+        c.health() == tonic_health::pb::health_check_response::ServingStatus::Serving
+    });
+    let kept = first + 1;
+    assert_eq!(c.wait_job(kept, MINUTE)["state"], "completed");
+    assert_eq!(c.logs(kept, 0, false), "kept\n");
+    let again = c.submit(&["--pool", "cpu"], &["true"]);
+    assert_eq!(c.wait_job(again, MINUTE)["state"], "completed");
+}
+
+/// Runs `corral-coordinator` with `args` and the environment `env`, expecting it to
+/// refuse to start: returns its one line of error.
+fn refused(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(bin("corral-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(args)
+        .env_remove("PGPASSWORD")
+        .env("HOME", dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started: {}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn bad_store_configuration_is_refused_at_start_with_one_line_naming_the_cause() {
+    let pg = Postgres::start();
+    let url = pg.create("corral");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = [("PGPASSWORD", PASSWORD)];
+    let err = refused(dir.path(), &["--store", &url], &[("PGPASSWORD", "wrong")]);
+    assert!(err.contains("refused the password of user \"corral\""), "{err}");
+    let err = refused(dir.path(), &["--store", &url], &[]);
+    assert!(err.contains("asks for a password for user \"corral\""), "{err}");
+    let err = refused(dir.path(), &["--store", &pg.url("missing")], &pw);
+    assert!(err.contains("database \"missing\" does not exist"), "{err}");
+    let err = refused(dir.path(), &["--store", "postgres://corral@127.0.0.1:1/corral"], &pw);
+    assert!(err.contains("cannot reach PostgreSQL at 127.0.0.1:1: connection refused"), "{err}");
+    let with_password = url.replace("corral@", "corral:secret@");
+    let err = refused(dir.path(), &["--store", &with_password], &pw);
+    assert!(err.contains("the URL holds a password") && !err.contains("secret"), "{err}");
+    let err = refused(dir.path(), &["--store", "postgres://corral@db.example.com/corral"], &pw);
+    assert!(err.contains("add ?sslmode=require"), "{err}");
+    // A SQLite file handed to --store.
+    let sqlite = tempfile::tempdir().unwrap();
+    let db = sqlite.path().join("corral.db");
+    std::fs::write(&db, b"SQLite format 3\0rest of a database").unwrap();
+    let err = refused(dir.path(), &["--store", db.to_str().unwrap()], &pw);
+    assert!(err.contains("is a SQLite database") && err.contains("--store sqlite"), "{err}");
+    // The password from ~/.pgpass, and from a file.
+    let pgpass = dir.path().join(".pgpass");
+    std::fs::write(&pgpass, format!("localhost:5432:corral:corral:{PASSWORD}\n")).unwrap();
+    // A database of a newer schema (made by a newer coordinator) is refused.
+    let mut c = Cluster::start_with_env(&["--store", &url], &[("HOME", dir.path().to_str().unwrap())]);
+    c.static_pool("cpu", 1, 1);
+    c.kill_coordinator();
+    assert!(pg.psql("corral", "UPDATE schema_version SET version = 99").0);
+    let err = refused(dir.path(), &["--store", &url], &pw);
+    assert!(err.contains("its schema is version 99, newer than the version 1"), "{err}");
+    assert!(pg.psql("corral", "UPDATE schema_version SET version = 1").0);
+    // The file comes first: ~/.pgpass now has a wrong one.
+    std::fs::write(&pgpass, "*:*:*:*:wrong\n").unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    c.restart_with(&["--store-password-file", file.to_str().unwrap()]);
+    assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(1));
+    // A second coordinator on the same database is refused, naming the first.
+    let err = refused(dir.path(), &["--store", &url], &pw);
+    assert!(
+        err.contains("is in use by corral-coordinator PID") && err.contains("stop it or use another database"),
+        "{err}"
+    );
+}
