@@ -20,13 +20,6 @@ DEPTHS=${DEPTHS:-1000 100000 1000000}
 JOBS=${JOBS:-10000}
 . bench/common.sh
 
-SIM_PID=
-start_sim() {
-    "$BIN/corral-agent" --pool sim --slots "$SLOTS" --simulate --nodes "$NODES" --work-dir "$WORK/sim" \
-        2>"$WORK/sim.log" &
-    SIM_PID=$!
-}
-stop_sim() { [ -z "$SIM_PID" ] || { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=; }; }
 trap 'stop_sim; stop_coordinator; rm -rf "$WORK"' EXIT
 # Waits until no job of pool sim is active.
 wait_drained() {

@@ -66,6 +66,42 @@ throughput_run() {
     echo "$t1 - $t0" | bc -l
 }
 
+# Simulated nodes (`corral-agent --simulate`): NODES x SLOTS in pool sim.
+SIM_PID=
+start_sim() {
+    "$BIN/corral-agent" --pool sim --slots "$SLOTS" --simulate --nodes "$NODES" --work-dir "$WORK/sim" \
+        2>"$WORK/sim.log" &
+    SIM_PID=$!
+}
+stop_sim() { [ -z "$SIM_PID" ] || { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=; }; }
+
+# A PostgreSQL server of the benchmark's own on this host (Debian's binaries, run as
+# the postgres user; default settings, so fsync and synchronous_commit are on),
+# listening on a Unix socket in a temp dir. PG_URL names database `bench`, which
+# pg_fresh_db makes anew; the coordinator gets the password from PGPASSWORD.
+PG_DIR=
+pg_start() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    PG_DIR=$(mktemp -d /tmp/pgbench.XXXXXX)
+    printf 'bench-password' >"$PG_DIR/pw"
+    chown -R postgres:postgres "$PG_DIR"
+    setpriv --reuid=postgres --regid=postgres --clear-groups -- "$bin/initdb" -D "$PG_DIR/data" -U corral -N \
+        -E UTF8 --locale=C --auth=scram-sha-256 --pwfile "$PG_DIR/pw" >"$WORK/initdb.log"
+    setpriv --reuid=postgres --regid=postgres --clear-groups -- "$bin/postgres" -D "$PG_DIR/data" -k "$PG_DIR" \
+        -c listen_addresses= -p 5432 >"$WORK/postgres.log" 2>&1 &
+    PG_PID=$!
+    export PGPASSWORD=bench-password
+    for _ in $(seq 200); do "$bin/pg_isready" -q -h "$PG_DIR" -p 5432 && break; sleep 0.05; done
+    PG_URL="postgres://corral@${PG_DIR//\//%2F}:5432/bench"
+}
+pg_fresh_db() {
+    psql -q -h "$PG_DIR" -p 5432 -U corral -d postgres -c "DROP DATABASE IF EXISTS bench" -c "CREATE DATABASE bench"
+}
+pg_stop() {
+    [ -z "$PG_DIR" ] || { kill -INT "$PG_PID" 2>/dev/null || true; wait "$PG_PID" 2>/dev/null || true; rm -rf "$PG_DIR"; PG_DIR=; }
+}
+
 # The median of the numbers on stdin, one a line.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 

@@ -80,17 +80,17 @@ pub fn read(sql: &mut dyn Sql, after: u64, filter: &Filter, limit: usize) -> Res
     let (query, args) = match (job, pool) {
         (Some(job), Some(pool)) => (
             format!("{COLUMNS} WHERE job_id = ?2 AND id > ?1 AND pool = ?3 ORDER BY id LIMIT ?4"),
-            args![after, job, pool, limit].to_vec(),
+            args![after, job, pool, limit],
         ),
         (Some(job), None) => {
-            (format!("{COLUMNS} WHERE job_id = ?2 AND id > ?1 ORDER BY id LIMIT ?3"), args![after, job, limit].to_vec())
+            (format!("{COLUMNS} WHERE job_id = ?2 AND id > ?1 ORDER BY id LIMIT ?3"), args![after, job, limit])
         }
         (None, Some(pool)) => {
-            (format!("{COLUMNS} WHERE id > ?1 AND pool = ?2 ORDER BY id LIMIT ?3"), args![after, pool, limit].to_vec())
+            (format!("{COLUMNS} WHERE id > ?1 AND pool = ?2 ORDER BY id LIMIT ?3"), args![after, pool, limit])
         }
-        (None, None) => (format!("{COLUMNS} WHERE id > ?1 ORDER BY id LIMIT ?2"), args![after, limit].to_vec()),
+        (None, None) => (format!("{COLUMNS} WHERE id > ?1 ORDER BY id LIMIT ?2"), args![after, limit]),
     };
-    sql.rows(&query, &args, |r| {
+    sql.rows(&query, args, |r| {
         let kind: String = r.get(2)?;
         Ok(Event {
             id: r.get(0)?,

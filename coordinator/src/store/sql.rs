@@ -35,7 +35,7 @@ pub trait Sql {
     /// Runs a statement that returns no rows. A backend may send it later (in one
     /// round trip with others), but before the next query and the commit, and any
     /// failure is reported by then.
-    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<()>;
+    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()>;
     /// Runs a query, calling `each` for every row in order.
     fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()>;
 }
@@ -43,25 +43,40 @@ pub trait Sql {
 /// Query helpers for any `Sql`, trait object included.
 pub trait SqlExt {
     /// Every row of a query, each made into a `T`.
-    fn rows<T>(&mut self, sql: &str, args: &[Value], f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>>;
+    fn rows<T>(&mut self, sql: &str, args: impl AsRef<[Value]>, f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>>;
     /// The first row of a query, if any, made into a `T`.
-    fn first<T>(&mut self, sql: &str, args: &[Value], f: impl FnOnce(&Row) -> Result<T>) -> Result<Option<T>>;
+    fn first<T>(
+        &mut self,
+        sql: &str,
+        args: impl AsRef<[Value]>,
+        f: impl FnOnce(&Row) -> Result<T>,
+    ) -> Result<Option<T>>;
 }
 
 impl<S: Sql + ?Sized> SqlExt for S {
-    fn rows<T>(&mut self, sql: &str, args: &[Value], mut f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>> {
+    fn rows<T>(
+        &mut self,
+        sql: &str,
+        args: impl AsRef<[Value]>,
+        mut f: impl FnMut(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        self.query_each(sql, args, &mut |row| {
+        self.query_each(sql, args.as_ref(), &mut |row| {
             out.push(f(row)?);
             Ok(())
         })?;
         Ok(out)
     }
 
-    fn first<T>(&mut self, sql: &str, args: &[Value], f: impl FnOnce(&Row) -> Result<T>) -> Result<Option<T>> {
+    fn first<T>(
+        &mut self,
+        sql: &str,
+        args: impl AsRef<[Value]>,
+        f: impl FnOnce(&Row) -> Result<T>,
+    ) -> Result<Option<T>> {
         let mut f = Some(f);
         let mut out = None;
-        self.query_each(sql, args, &mut |row| {
+        self.query_each(sql, args.as_ref(), &mut |row| {
             if let Some(f) = f.take() {
                 out = Some(f(row)?);
             }
@@ -105,7 +120,7 @@ pub trait FromValue: Sized {
 /// The arguments of a statement: `args![a, b]` binds `a` to `?1` and `b` to `?2`.
 macro_rules! args {
     ($($x:expr),* $(,)?) => {
-        &[$($crate::store::sql::ToValue::to_value(&$x)),*] as &[$crate::store::sql::Value]
+        vec![$($crate::store::sql::ToValue::to_value(&$x)),*] as Vec<$crate::store::sql::Value>
     };
 }
 pub(crate) use args;
@@ -275,8 +290,8 @@ mod tests {
             u64::MAX.to_value(),
             Value::Unstorable(format!("{} is out of range for an integer column", u64::MAX))
         );
-        assert!(refuse_unstorable(args![1u32, u64::MAX]).is_err());
-        assert!(refuse_unstorable(args![1u32, "x", None::<u64>, true]).is_ok());
+        assert!(refuse_unstorable(&args![1u32, u64::MAX]).is_err());
+        assert!(refuse_unstorable(&args![1u32, "x", None::<u64>, true]).is_ok());
         assert_eq!(u32::from_value(&Value::Int(7)), Ok(7));
         assert!(u32::from_value(&Value::Int(-1)).is_err());
         assert_eq!(Option::<String>::from_value(&Value::Null), Ok(None));

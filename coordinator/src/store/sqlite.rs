@@ -34,8 +34,8 @@ impl Sql for rusqlite::Connection {
         Dialect::Sqlite
     }
 
-    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<()> {
-        run(self, sql, args)
+    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()> {
+        run(self, sql, &args)
     }
 
     fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
@@ -74,8 +74,8 @@ impl Sql for SqliteTx<'_> {
         Dialect::Sqlite
     }
 
-    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<()> {
-        run(&self.0, sql, args)
+    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()> {
+        run(&self.0, sql, &args)
     }
 
     fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {

@@ -188,12 +188,11 @@ impl Writer {
                         .filter(|(_, undone)| !**undone)
                         .map(|(b, _)| (b.generation, b.ops.len()))
                         .collect();
-                    let ops: Vec<StoreOp> = batches
-                        .iter_mut()
-                        .zip(&undone)
-                        .filter(|(_, undone)| !**undone)
-                        .flat_map(|(b, _)| b.ops.drain(..))
-                        .collect();
+                    // Sized once: ops are large, and growing the vector moves them all.
+                    let mut ops: Vec<StoreOp> = Vec::with_capacity(live.iter().map(|(_, n)| n).sum());
+                    for (batch, _) in batches.iter_mut().zip(&undone).filter(|(_, undone)| !**undone) {
+                        ops.append(&mut batch.ops);
+                    }
                     let mut written = vec![Ok(()); live.len()];
                     if !ops.is_empty() {
                         let started = std::time::Instant::now();
