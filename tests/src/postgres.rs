@@ -20,6 +20,10 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     server: Option<Child>,
     bin: PathBuf,
+    /// The port (the socket's name; on 127.0.0.1 too when it serves TLS).
+    port: u16,
+    /// Settings it was started with, for a restart.
+    settings: Vec<String>,
 }
 
 /// The directory of the newest installed PostgreSQL's server programs.
@@ -57,8 +61,44 @@ impl Postgres {
         Postgres::start_with(&[])
     }
 
+    /// Starts a fresh server that also serves TLS on 127.0.0.1 (on a free port) with
+    /// this certificate chain and key (PEM); see [`Postgres::tcp_url`].
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let files = tempfile::Builder::new().prefix("pgtls").tempdir_in("/tmp").expect("temp dir");
+        let (cert, key) = (files.path().join("server.crt"), files.path().join("server.key"));
+        std::fs::write(&cert, cert_pem).expect("certificate");
+        std::fs::write(&key, key_pem).expect("key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("key mode");
+        if is_root() {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(files.path()).status();
+            assert!(status.is_ok_and(|s| s.success()), "chown the certificate to postgres");
+        }
+        let settings = [
+            "listen_addresses=127.0.0.1".to_string(),
+            "ssl=on".to_string(),
+            format!("ssl_cert_file={}", cert.display()),
+            format!("ssl_key_file={}", key.display()),
+        ];
+        let pg = Postgres::launch(port, &settings);
+        // The files must outlive the server; they go with the process's temp dir.
+        std::mem::forget(files);
+        pg
+    }
+
+    /// A `--store` URL for database `db` over TCP to `localhost` (for TLS).
+    pub fn tcp_url(&self, db: &str) -> String {
+        format!("postgres://corral@localhost:{}/{db}", self.port)
+    }
+
     /// Starts a fresh server with extra `-c name=value` settings.
     pub fn start_with(settings: &[&str]) -> Postgres {
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        Postgres::launch(5432, &settings)
+    }
+
+    fn launch(port: u16, settings: &[String]) -> Postgres {
         let bin = bin_dir();
         // Short: the socket's path must stay under 107 bytes.
         let dir = tempfile::Builder::new().prefix("pg").tempdir_in("/tmp").expect("temp dir");
@@ -76,41 +116,40 @@ impl Postgres {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut server = as_postgres(&bin.join("postgres"));
-        server.arg("-D").arg(&data).arg("-k").arg(dir.path()).args([
-            "-c",
-            "listen_addresses=",
-            "-p",
-            "5432",
-            "-c",
-            "fsync=off",
-            "-c",
-            "full_page_writes=off",
-        ]);
-        for s in settings {
+        let mut pg = Postgres { dir, server: None, bin, port, settings: settings.to_vec() };
+        pg.serve();
+        pg
+    }
+
+    /// Starts the server on its data and socket, and waits until it answers.
+    fn serve(&mut self) {
+        let port = self.port.to_string();
+        let mut server = as_postgres(&self.bin.join("postgres"));
+        server.arg("-D").arg(self.dir.path().join("data")).arg("-k").arg(self.dir.path());
+        server.args(["-c", "listen_addresses=", "-p", &port, "-c", "fsync=off", "-c", "full_page_writes=off"]);
+        for s in &self.settings {
             server.args(["-c", s]);
         }
-        let server = server
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("server log"))
-            .spawn()
-            .expect("start postgres");
-        let pg = Postgres { dir, server: Some(server), bin };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("server log");
+        self.server = Some(server.stdout(Stdio::null()).stderr(log).spawn().expect("start postgres"));
         wait_until(Duration::from_secs(30), "PostgreSQL to accept connections", || {
-            Command::new(pg.bin.join("pg_isready"))
+            Command::new(self.bin.join("pg_isready"))
                 .arg("-h")
-                .arg(pg.dir.path())
-                .args(["-p", "5432", "-U", "corral", "-d", "postgres", "-q"])
+                .arg(self.dir.path())
+                .args(["-p", &port, "-U", "corral", "-d", "postgres", "-q"])
                 .status()
                 .is_ok_and(|s| s.success())
         });
-        pg
     }
 
     /// A `--store` URL for database `db` (made by [`Postgres::create`]).
     pub fn url(&self, db: &str) -> String {
         let dir = self.dir.path().display().to_string().replace('/', "%2F");
-        format!("postgres://corral@{dir}:5432/{db}")
+        format!("postgres://corral@{dir}:{}/{db}", self.port)
     }
 
     /// Creates an empty database; returns its `--store` URL.
@@ -126,7 +165,7 @@ impl Postgres {
             .env("PGPASSWORD", PASSWORD)
             .arg("-h")
             .arg(self.dir.path())
-            .args(["-p", "5432", "-U", "corral", "-d", db, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
+            .args(["-p", &self.port.to_string(), "-U", "corral", "-d", db, "-v", "ON_ERROR_STOP=1", "-XAtq", "-c", sql])
             .output()
             .expect("run psql");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -148,20 +187,7 @@ impl Postgres {
     /// Starts the server again on the same data and socket.
     pub fn restart(&mut self) {
         self.stop();
-        let server = as_postgres(&self.bin.join("postgres"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .arg("-k")
-            .arg(self.dir.path())
-            .args(["-c", "listen_addresses=", "-p", "5432", "-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres");
-        self.server = Some(server);
-        wait_until(Duration::from_secs(30), "PostgreSQL to accept connections again", || {
-            self.psql("postgres", "SELECT 1").0
-        });
+        self.serve();
     }
 }
 

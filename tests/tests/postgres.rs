@@ -237,3 +237,49 @@ fn bad_store_configuration_is_refused_at_start_with_one_line_naming_the_cause() 
         "{err}"
     );
 }
+
+/// A CA, and a certificate for `localhost` signed by it: (CA, chain, key), PEM.
+fn certificates() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), format!("{}{}", cert.pem(), ca_cert.pem()), key.serialize_pem())
+}
+
+#[test]
+fn sslmode_require_is_tls_to_postgres_and_checks_the_servers_certificate() {
+    let (ca, chain, key) = certificates();
+    let pg = Postgres::start_tls(&chain, &key);
+    pg.create("corral");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let url = format!("{}?sslmode=require&sslrootcert={}", pg.tcp_url("corral"), ca_file.display());
+    let mut c = Cluster::start_with_env(&["--store", &url], &[("PGPASSWORD", PASSWORD)]);
+    c.static_pool("cpu", 1, 1);
+    let job = c.submit(&["--pool", "cpu"], &["echo", "over tls"]);
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    assert_eq!(c.logs(job, 0, false), "over tls\n");
+    // Every session of the coordinator is encrypted.
+    let (ok, rows) = pg.psql(
+        "postgres",
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'corral-coordinator'",
+    );
+    let counts: Vec<&str> = rows.split('|').collect();
+    assert!(ok && counts.len() == 2 && counts[0] == counts[1] && counts[0] != "0", "{rows}");
+    // A server whose certificate the given CA did not sign is refused.
+    let (other, _, _) = certificates();
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other).unwrap();
+    let wrong = format!("{}?sslmode=require&sslrootcert={}", pg.tcp_url("corral"), other_file.display());
+    let err = refused(dir.path(), &["--store", &wrong], &[("PGPASSWORD", PASSWORD)]);
+    assert!(
+        err.contains("cannot reach PostgreSQL at localhost") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
