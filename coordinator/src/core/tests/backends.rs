@@ -15,6 +15,8 @@ use crate::core::triggers::{Listed, TriggerSpec};
 use crate::events::Filter;
 use crate::store::{Backend, Postgres, Sqlite, StoreError};
 
+// The end-to-end tests' harness; not every part of it is used here.
+#[allow(dead_code)]
 #[path = "../../../../tests/src/postgres.rs"]
 mod pg;
 
