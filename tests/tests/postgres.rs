@@ -59,6 +59,16 @@ fn jobs_run_every_task_once_on_postgres_across_a_coordinator_sigkill() {
 }
 
 #[test]
+fn the_database_password_never_reaches_a_task() {
+    let c = Cluster::start_on_postgres(&[]);
+    let out = c.corral(&["pool", "create", "here", "--provider", "local", "--nodes", "1", "--slots-per-node", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job = c.submit(&["--pool", "here"], &["sh", "-c", "echo \"[$PGPASSWORD]\"; env | grep -c ^PG || true"]);
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    assert_eq!(c.logs(job, 0, false), "[]\n0\n");
+}
+
+#[test]
 fn submits_tokens_and_schedules_hold_across_restarts_on_postgres() {
     let mut c = Cluster::start_on_postgres(&[]);
     c.static_pool("cpu", 1, 4);

@@ -104,6 +104,10 @@ impl Commands {
             // Its own group, so that a timeout kills what it started too.
             .process_group(0)
             .kill_on_drop(true);
+        // The store's secrets stay with the coordinator.
+        for var in crate::store::STORE_SECRETS {
+            cmd.env_remove(var);
+        }
         match &self.tls_fingerprint {
             Some(pin) => cmd.env("CORRAL_CA_FINGERPRINT", pin),
             None => cmd.env_remove("CORRAL_CA_FINGERPRINT"),

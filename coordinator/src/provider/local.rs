@@ -98,6 +98,10 @@ impl LocalAgents {
             // The agent outlives a coordinator that is killed: it keeps its tasks
             // and reconnects to the next one.
             .kill_on_drop(false);
+        // Nor the store's: tasks run under these agents.
+        for var in crate::store::STORE_SECRETS {
+            cmd.env_remove(var);
+        }
         if let Some(pin) = &self.tls_fingerprint {
             cmd.env("CORRAL_CA_FINGERPRINT", pin);
         }

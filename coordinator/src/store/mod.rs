@@ -65,6 +65,10 @@ pub use writer::{Batch, Committed, FollowUp, Stored, Writer};
 use logs::Logs;
 use sql::{Sql, Tx};
 
+/// The environment that carries the store's secrets: never passed to a process the
+/// coordinator starts (local agents and their tasks, provider commands).
+pub const STORE_SECRETS: &[&str] = &["PGPASSWORD", "PGPASSFILE", "CORRAL_STORE_PASSWORD_FILE"];
+
 /// Which store the coordinator runs on (`--store`).
 #[derive(Debug, Clone, Default)]
 pub enum StoreKind {
