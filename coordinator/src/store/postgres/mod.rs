@@ -1,17 +1,18 @@
 //! PostgreSQL as the store (`--store postgres://...`), through tokio-postgres.
 //!
-//! Each connection ([`PgConn`]) drives its own small runtime, so the store's
-//! synchronous callers (the writer thread, the reader behind `spawn_blocking`)
-//! use it as they use SQLite. A transaction sends its statements in one pipeline
-//! (every write of a group commit in one round trip) and checks them before
-//! `COMMIT`. The writer's connection holds an advisory lock for its session: one
+//! Each connection ([`PgConn`]) has its own small runtime (one worker thread that
+//! drives the socket), so the store's synchronous callers (the writer thread, the
+//! reader behind `spawn_blocking`) use it as they use SQLite. A transaction's writes
+//! are gathered ([`batch`]: the rows of one statement go as one statement over
+//! arrays) and sent in one pipeline with its `COMMIT`, the answers read in order. The writer's connection holds an advisory lock for its session: one
 //! coordinator writes a database, and a second one is refused at start naming the
 //! first. Each commit also counts itself in `corral_writer`, so a `COMMIT` whose
 //! answer was lost with the connection is known, after reconnecting, to have
 //! happened or not, and is never applied twice.
 //!
 //! - [`target`]: the URL, the password, TLS;
-//! - [`schema`]: the tables and their numbered migrations.
+//! - [`schema`]: the tables and their numbered migrations;
+//! - [`batch`]: how a transaction's writes are gathered.
 
 use std::collections::HashMap;
 use std::future::Future;
