@@ -555,6 +555,23 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The slots of the jobs `schedule` made, as `job list --schedule` shows them,
+    /// in order.
+    pub fn schedule_slots(&self, schedule: &str) -> Vec<u64> {
+        let jobs = self.json(&["job", "list", "--schedule", schedule]);
+        let mut slots: Vec<u64> = jobs
+            .as_array()
+            .expect("job list is an array")
+            .iter()
+            .map(|j| {
+                assert_eq!(j["schedule"], schedule, "{j}");
+                j["scheduled_for_ms"].as_u64().expect("a scheduled job's slot")
+            })
+            .collect();
+        slots.sort();
+        slots
+    }
+
     /// What the standard gRPC health service says of the coordinator as a whole.
     pub fn health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -664,5 +681,15 @@ impl Drop for Cluster {
                 libc::kill(-(self.pgid as libc::pid_t), libc::SIGKILL);
             }
         }
+    }
+}
+
+/// Every slot of an every-second schedule once: distinct, and a second apart with no
+/// hole.
+pub fn assert_each_slot_once(slots: &[u64]) {
+    let unique: std::collections::BTreeSet<u64> = slots.iter().copied().collect();
+    assert_eq!(unique.len(), slots.len(), "a slot ran twice: {slots:?}");
+    for pair in slots.windows(2) {
+        assert_eq!(pair[1] - pair[0], 1000, "a slot is missing: {slots:?}");
     }
 }

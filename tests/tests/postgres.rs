@@ -5,7 +5,6 @@
 //! retention deletes everything of a job; a database that goes away is waited out;
 //! and bad configuration is refused at start with one line naming the cause.
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -106,16 +105,9 @@ fn submits_tokens_and_schedules_hold_across_restarts_on_postgres() {
         "--",
         "true",
     ]);
-    let slots = |c: &Cluster| -> Vec<u64> {
-        let jobs = c.json(&["job", "list", "--schedule", "beat"]);
-        let mut slots: Vec<u64> =
-            jobs.as_array().unwrap().iter().map(|j| j["scheduled_for_ms"].as_u64().unwrap()).collect();
-        slots.sort();
-        slots
-    };
     for _ in 0..2 {
-        let before = slots(&c).len();
-        wait_until(MINUTE, "a run", || slots(&c).len() > before + 1);
+        let before = c.schedule_slots("beat").len();
+        wait_until(MINUTE, "a run", || c.schedule_slots("beat").len() > before + 1);
         c.kill_coordinator();
         std::thread::sleep(Duration::from_millis(1500));
         c.restart_coordinator();
@@ -128,12 +120,9 @@ fn submits_tokens_and_schedules_hold_across_restarts_on_postgres() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = c.corral_as(Some(&token), &["pool", "delete", "cpu"]);
     assert!(!out.status.success());
-    wait_until(MINUTE, "a run after the last restart", || slots(&c).len() >= 5);
+    wait_until(MINUTE, "a run after the last restart", || c.schedule_slots("beat").len() >= 5);
     c.json(&["schedule", "pause", "beat"]);
-    let made = slots(&c);
-    let unique: BTreeSet<u64> = made.iter().copied().collect();
-    assert_eq!(unique.len(), made.len(), "a slot ran twice: {made:?}");
-    assert!(made.windows(2).all(|w| w[1] - w[0] == 1000), "a slot is missing: {made:?}");
+    corral_tests::assert_each_slot_once(&c.schedule_slots("beat"));
 }
 
 #[test]

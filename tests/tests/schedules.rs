@@ -2,37 +2,11 @@
 //! coordinator SIGKILL, `--begin` holding a job across a restart, refusals that name
 //! their field, and a schedule only its owner (or an admin) changes.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use corral_tests::{wait_until, Cluster};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// The slots of the jobs `schedule` made, as `job list --schedule` shows them.
-fn slots(c: &Cluster, schedule: &str) -> Vec<u64> {
-    let jobs = c.json(&["job", "list", "--schedule", schedule]);
-    let mut slots: Vec<u64> = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| {
-            assert_eq!(j["schedule"], schedule, "{j}");
-            j["scheduled_for_ms"].as_u64().unwrap()
-        })
-        .collect();
-    slots.sort();
-    slots
-}
-
-/// Every slot once: distinct, and a second apart with no hole.
-fn assert_each_slot_once(slots: &[u64]) {
-    let unique: BTreeSet<u64> = slots.iter().copied().collect();
-    assert_eq!(unique.len(), slots.len(), "a slot ran twice: {slots:?}");
-    for pair in slots.windows(2) {
-        assert_eq!(pair[1] - pair[0], 1000, "a slot is missing: {slots:?}");
-    }
-}
 
 #[test]
 fn an_every_second_schedule_makes_one_job_per_slot() {
@@ -57,10 +31,10 @@ fn an_every_second_schedule_makes_one_job_per_slot() {
     ]);
     assert_eq!(created["every_ms"], 1000, "{created}");
     assert_eq!(created["next_ms"].as_array().unwrap().len(), 5);
-    wait_until(MINUTE, "four runs", || slots(&c, "tick").len() >= 4);
+    wait_until(MINUTE, "four runs", || c.schedule_slots("tick").len() >= 4);
     c.json(&["schedule", "pause", "tick"]);
-    let made = slots(&c, "tick");
-    assert_each_slot_once(&made);
+    let made = c.schedule_slots("tick");
+    corral_tests::assert_each_slot_once(&made);
     // Each run is an ordinary job, with its schedule and slot recorded.
     let jobs = c.json(&["job", "list", "--schedule", "tick"]);
     for j in jobs.as_array().unwrap() {
@@ -80,14 +54,14 @@ fn an_every_second_schedule_makes_one_job_per_slot() {
     assert!(shown["runs"].as_array().unwrap().iter().all(|r| r["state"] == "completed"), "{shown}");
     // Other jobs are not listed under it; the event feed names the schedule.
     c.submit(&["--pool", "cpu"], &["true"]);
-    assert_eq!(slots(&c, "tick").len(), made.len());
+    assert_eq!(c.schedule_slots("tick").len(), made.len());
     let first = jobs[0]["id"].as_u64().unwrap().to_string();
     let out = c.corral(&["-o", "json", "events", "--job", &first]);
     let feed = String::from_utf8_lossy(&out.stdout);
     assert!(feed.contains("by schedule tick for "), "{feed}");
     c.json(&["schedule", "delete", "tick"]);
     assert!(c.json(&["schedule", "list"]).as_array().unwrap().is_empty());
-    assert_eq!(slots(&c, "tick").len(), made.len(), "its jobs stay");
+    assert_eq!(c.schedule_slots("tick").len(), made.len(), "its jobs stay");
 }
 
 #[test]
@@ -110,19 +84,21 @@ fn a_coordinator_killed_across_slots_makes_each_slot_in_the_window_once() {
         "true",
     ]);
     for round in 1..=3 {
-        let before = slots(&c, "beat").len();
-        wait_until(MINUTE, "a run after the restart", || slots(&c, "beat").len() > before + 1);
+        let before = c.schedule_slots("beat").len();
+        wait_until(MINUTE, "a run after the restart", || c.schedule_slots("beat").len() > before + 1);
         c.kill_coordinator();
         // Slots come while it is down; they are within the window when it is back.
         std::thread::sleep(Duration::from_millis(1500 + 500 * round));
         c.restart_coordinator();
     }
     let back = now_ms();
-    wait_until(MINUTE, "runs after the last restart", || slots(&c, "beat").last().is_some_and(|last| *last > back));
+    wait_until(MINUTE, "runs after the last restart", || {
+        c.schedule_slots("beat").last().is_some_and(|last| *last > back)
+    });
     c.json(&["schedule", "pause", "beat"]);
-    let made = slots(&c, "beat");
+    let made = c.schedule_slots("beat");
     assert!(made.len() >= 8, "{made:?}");
-    assert_each_slot_once(&made);
+    corral_tests::assert_each_slot_once(&made);
     let shown = c.json(&["schedule", "show", "beat"]);
     assert_eq!(shown["missed"], 0, "every missed slot was within the window: {shown}");
 }
