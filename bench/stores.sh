@@ -8,6 +8,7 @@
 #    the coordinator SIGKILLed, timed from its new start to its first answer.
 # SQLite in the data dir, and PostgreSQL on this host (a server of this script's own,
 # default settings: fsync and synchronous_commit on). Prints every run and medians.
+# LEGS picks the parts (default: ceiling real restart).
 # Build first: cargo build --release --workspace
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ QUEUED=${QUEUED:-1000000}
 NODES=${NODES:-4}
 SLOTS=${SLOTS:-64}
 RUNS=${RUNS:-3}
+LEGS=${LEGS:-ceiling real restart}
 . bench/common.sh
 trap 'stop_sim; stop_coordinator; pg_stop; rm -rf "$WORK"' EXIT
 pg_start
@@ -70,7 +72,7 @@ restart_run() {
 
 declare -A results
 for run in $(seq "$RUNS"); do
-    for leg in ceiling real restart; do
+    for leg in $LEGS; do
         for store in sqlite postgres; do
             t=$("${leg}_run" "$store")
             results[$leg.$store]+="$t "
@@ -83,7 +85,7 @@ for run in $(seq "$RUNS"); do
     done
 done
 echo "== medians ($RUNS runs)"
-for leg in ceiling real restart; do
+for leg in $LEGS; do
     for store in sqlite postgres; do
         m=$(printf '%s\n' ${results[$leg.$store]} | median)
         case $leg in

@@ -172,6 +172,23 @@ impl Postgres {
         (out.status.success(), text.trim().to_string())
     }
 
+    /// An open psql session on `db`, driven a statement at a time (to hold a lock
+    /// while something else runs).
+    pub fn session(&self, db: &str) -> Session {
+        let mut child = Command::new("psql")
+            .env("PGPASSWORD", PASSWORD)
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "corral", "-d", db, "-v", "ON_ERROR_STOP=1", "-XAtq"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        let stdin = child.stdin.take().expect("psql's stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("psql's stdout"));
+        Session { child, stdin, stdout }
+    }
+
     /// Stops the server at once (SIGINT: a fast shutdown), as a database that
     /// goes away does.
     pub fn stop(&mut self) {
@@ -207,5 +224,32 @@ fn as_postgres(program: &Path) -> Command {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A psql session kept open ([`Postgres::session`]); it ends when dropped.
+pub struct Session {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Session {
+    /// Runs a statement and returns the first line it prints (a statement that
+    /// prints nothing would wait forever: end it with a `SELECT`).
+    pub fn run(&mut self, sql: &str) -> String {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{sql}").expect("write to psql");
+        self.stdin.flush().expect("write to psql");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read psql");
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -14,24 +14,86 @@ use crate::core::StoreOp;
 use crate::error::Result;
 use crate::model::*;
 
+/// A transaction written, for when its commit is known to have happened: the
+/// newest event id after it, and the events it recorded.
+pub(super) struct Written {
+    last_event: u64,
+    events: Vec<crate::events::Event>,
+    lost: super::lost::Found,
+}
+
 impl Store {
     /// Applies a group of changes in one transaction, with the event each makes.
     pub fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
-        // The writer retries what failed; if that was a commit whose answer was
-        // lost, the database says whether it happened, and it is not applied twice.
-        if let Some(committed) = self.db.settle_unsure()? {
-            let unsure = self.unsure.take();
-            if let (true, Some((last_event, mut events))) = (committed, unsure) {
-                self.last_event = last_event;
-                self.committed_events.append(&mut events);
-                return Ok(());
+        // The writer retries what failed, in order; where that was a commit whose
+        // answer was lost, the database says whether it happened, and what did is
+        // not applied twice.
+        if let Some(happened) = self.db.settle_unsure()? {
+            let unsure = std::mem::take(&mut self.unsure);
+            self.happened.extend(unsure.into_iter().take(happened));
+        }
+        if let Some(done) = self.happened.pop_front() {
+            self.confirm(done);
+            return Ok(());
+        }
+        let (tx, written) = self.write(ops)?;
+        if let Err(e) = tx.commit() {
+            if self.db.commit_unsure() {
+                self.unsure.push_back(written);
+            }
+            return Err(e);
+        }
+        self.confirm(written);
+        Ok(())
+    }
+
+    /// Sends a group of changes in one transaction, as [`Store::apply`] does, and
+    /// returns before the commit is answered where the engine allows it
+    /// (PostgreSQL); [`Store::settle`] reads the answer.
+    pub fn send(&mut self, ops: &[StoreOp]) -> Result<()> {
+        let (tx, written) = self.write(ops)?;
+        tx.commit_later()?;
+        self.sent.push_back(written);
+        Ok(())
+    }
+
+    /// Reads the answer of the oldest group sent. On a failure, none of the groups
+    /// sent is known to be stored: the writer applies each again, in order.
+    pub fn settle(&mut self) -> Result<()> {
+        match self.db.settle() {
+            Ok(()) => {
+                if let Some(done) = self.sent.pop_front() {
+                    self.confirm(done);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let sent = std::mem::take(&mut self.sent);
+                if self.db.commit_unsure() {
+                    self.unsure.extend(sent);
+                }
+                Err(e)
             }
         }
+    }
+
+    fn confirm(&mut self, mut done: Written) {
+        self.last_event = done.last_event;
+        self.committed_events.append(&mut done.events);
+        if let Some(dir) = self.logs.dir() {
+            self.lost.committed(dir, done.lost);
+        }
+    }
+
+    /// Writes a group of changes in a transaction, not yet committed, after
+    /// those sent before it.
+    fn write(&mut self, ops: &[StoreOp]) -> Result<(Box<dyn super::sql::Tx + '_>, Written)> {
+        let before = self.sent.back().map_or(self.last_event, |s| s.last_event);
         let logs = &self.logs;
         let job_pools = &mut self.job_pools;
         let mut tx = self.db.transaction()?;
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let mut last_event = self.last_event;
+        let mut last_event = before;
         let mut recorded = Vec::new();
         let mut actor: Option<&String> = None;
         let mut lost = super::lost::Found::default();
@@ -315,22 +377,11 @@ impl Store {
             }
         }
         // Trim the feed now and then, not on every commit.
-        if last_event / 10_000 != self.last_event / 10_000 {
+        if last_event / 10_000 != before / 10_000 {
             super::events::trim(tx.sql(), last_event)?;
         }
         self.lost.amend(tx.sql(), &mut lost)?;
-        if let Err(e) = tx.commit() {
-            if self.db.commit_unsure() {
-                self.unsure = Some((last_event, recorded));
-            }
-            return Err(e);
-        }
-        self.last_event = last_event;
-        self.committed_events.append(&mut recorded);
-        if let Some(dir) = self.logs.dir() {
-            self.lost.committed(dir, lost);
-        }
-        Ok(())
+        Ok((tx, Written { last_event, events: recorded, lost }))
     }
 }
 

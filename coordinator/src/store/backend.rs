@@ -36,6 +36,23 @@ pub trait Backend: Send + Sync {
 pub trait Durable: Send {
     /// Applies a group of changes in one transaction, with the event each makes.
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()>;
+    /// Whether [`Durable::send`] returns before the commit is answered, so that
+    /// the next group is made while the database commits this one.
+    fn pipelines(&self) -> bool {
+        false
+    }
+    /// Sends a group of changes in one transaction, as `apply` does, and may
+    /// return before its commit is answered; [`Durable::settle`] reads the
+    /// answers, oldest first. A group sent after another commits only if that one
+    /// did. A backend that cannot commits at once.
+    fn send(&mut self, ops: &[StoreOp]) -> Result<()> {
+        self.apply(ops)
+    }
+    /// Reads the answer of the oldest group sent. On a failure none of the groups
+    /// sent is known to be stored, and each is given to `apply` again, in order.
+    fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// The id of the newest event recorded.
     fn last_event(&self) -> u64;
     /// The events committed since this was last asked, in order.
@@ -117,6 +134,18 @@ impl Backend for Postgres {
 impl Durable for Store {
     fn apply(&mut self, ops: &[StoreOp]) -> Result<()> {
         Store::apply(self, ops)
+    }
+
+    fn pipelines(&self) -> bool {
+        self.db.pipelines()
+    }
+
+    fn send(&mut self, ops: &[StoreOp]) -> Result<()> {
+        Store::send(self, ops)
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        Store::settle(self)
     }
 
     fn last_event(&self) -> u64 {

@@ -5,7 +5,9 @@
 //! batch waiting in its queue, writes them all in one transaction, commits, and only
 //! then runs each batch's follow-ups (replies to clients, messages to agents). So a
 //! change is never visible outside the coordinator before it is durable, and one
-//! fsync covers as many changes as arrived meanwhile.
+//! fsync covers as many changes as arrived meanwhile. On PostgreSQL it sends the next
+//! transaction while the database commits the last ([`Durable::send`]), which commits
+//! only if the last one did.
 //!
 //! Array tasks get no row at submission: a job row carries the range and a task row
 //! appears when the task first changes state, so accepting a million tasks is one
@@ -30,7 +32,7 @@
 //!   the slot);
 //! - [`templates`]: templates, triggers and polling triggers' cursors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -129,12 +131,26 @@ impl Db {
         }
     }
 
-    /// After a commit went unanswered: whether it happened (`None` when none did).
-    fn settle_unsure(&mut self) -> Result<Option<bool>> {
+    /// After commits went unanswered: how many of them happened, oldest first
+    /// (`None` when none went unanswered).
+    fn settle_unsure(&mut self) -> Result<Option<usize>> {
         match self {
             Db::Sqlite(_) => Ok(None),
             Db::Postgres(conn) => conn.settle_unsure(),
         }
+    }
+
+    /// Reads the answer of the oldest transaction sent with `commit_later`.
+    fn settle(&mut self) -> Result<()> {
+        match self {
+            Db::Sqlite(_) => Ok(()),
+            Db::Postgres(conn) => conn.settle(),
+        }
+    }
+
+    /// Whether the engine answers a commit later than it is sent.
+    fn pipelines(&self) -> bool {
+        matches!(self, Db::Postgres(_))
     }
 
     /// Whether the last commit went unanswered.
@@ -163,10 +179,14 @@ pub struct Store {
     committed_events: Vec<crate::events::Event>,
     /// Task output that could not be written, until the attempts' records say so.
     lost: lost::Lost,
-    /// A transaction whose commit went unanswered (PostgreSQL's session was lost):
-    /// the newest event id and the events it would have made, for when the
-    /// database says it did commit.
-    unsure: Option<(u64, Vec<crate::events::Event>)>,
+    /// Transactions sent whose commits are not answered yet, oldest first.
+    sent: VecDeque<apply::Written>,
+    /// Transactions whose commits went unanswered (PostgreSQL's session was
+    /// lost), for when the database says which happened.
+    unsure: VecDeque<apply::Written>,
+    /// Those that did happen: the writer applies them again, in order, and is
+    /// told they are stored.
+    happened: VecDeque<apply::Written>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -200,7 +220,17 @@ impl Store {
     /// A store on a database that is open and up to date.
     fn with(mut db: Db, logs: Logs, lost: lost::Lost) -> Result<Store> {
         let last_event = events::last_id(db.sql())?;
-        Ok(Store { db, logs, job_pools: HashMap::new(), last_event, committed_events: Vec::new(), lost, unsure: None })
+        Ok(Store {
+            db,
+            logs,
+            job_pools: HashMap::new(),
+            last_event,
+            committed_events: Vec::new(),
+            lost,
+            sent: VecDeque::new(),
+            unsure: VecDeque::new(),
+            happened: VecDeque::new(),
+        })
     }
 
     /// Everything the core and the gate are rebuilt from, read again on a

@@ -90,6 +90,12 @@ impl<S: Sql + ?Sized> SqlExt for S {
 /// at all when it is dropped.
 pub trait Tx: Sql {
     fn commit(self: Box<Self>) -> Result<()>;
+    /// Sends the commit and returns before it is answered, where the engine
+    /// allows it (PostgreSQL: the answer is read by the store's `settle`); else
+    /// commits at once.
+    fn commit_later(self: Box<Self>) -> Result<()> {
+        self.commit()
+    }
     /// The transaction as a plain `Sql`, for helpers that take one.
     fn sql(&mut self) -> &mut dyn Sql;
 }

@@ -1,10 +1,12 @@
-//! The writer thread: group commit of the core's batches, and what it does when a
+//! The writer thread: group commit of the core's batches (on a backend that
+//! pipelines, the next group is made and sent while the last one commits; each
+//! group's follow-ups wait for its own commit), and what it does when a
 //! write fails (a full disk, or any failure of the store's own, is waited out; a
 //! batch with a value the store cannot hold is refused whole, its callers told, and
 //! the event loop told to reload its state without it).
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -30,8 +32,12 @@ fn write_durably(
     health: &watch::Sender<Option<String>>,
     refused: &mut dyn FnMut(u64),
 ) -> Vec<Stored> {
-    let Err(err) = apply_retrying(store, ops, health) else { return vec![Ok(()); batches.len()] };
-    tracing::error!(error = %err, "a change cannot be stored; writing the batches one at a time");
+    // A batch made before a refused one was undone is never written with the rest.
+    let stale = batches.iter().any(|(generation, _)| poisoned.is_some_and(|p| *generation <= p));
+    if !stale {
+        let Err(err) = apply_retrying(store, ops, health) else { return vec![Ok(()); batches.len()] };
+        tracing::error!(error = %err, "a change cannot be stored; writing the batches one at a time");
+    }
     let mut results = Vec::with_capacity(batches.len());
     let mut at = 0;
     for &(generation, size) in batches {
@@ -131,6 +137,156 @@ pub struct Committed<'a> {
     pub took: Duration,
 }
 
+/// Batches taken from the queue for one transaction.
+struct Group {
+    batches: Vec<Batch>,
+    /// Per batch: made before the core undid a refused change, so refused
+    /// unwritten (it was made from a state that held that change).
+    undone: Vec<bool>,
+    /// The generation and size of each batch that is written, in order.
+    live: Vec<(u64, usize)>,
+    /// Their ops, in order.
+    ops: Vec<StoreOp>,
+    /// Sent to the store ([`Durable::send`]), its answer not read yet.
+    sent: bool,
+    started: Instant,
+}
+
+impl Group {
+    fn of(mut batches: Vec<Batch>, poisoned: Option<u64>) -> Group {
+        let undone: Vec<bool> = batches.iter().map(|b| poisoned.is_some_and(|p| b.generation <= p)).collect();
+        let live: Vec<(u64, usize)> = batches
+            .iter()
+            .zip(&undone)
+            .filter(|(_, undone)| !**undone)
+            .map(|(b, _)| (b.generation, b.ops.len()))
+            .collect();
+        // Sized once: ops are large, and growing the vector moves them all.
+        let mut ops: Vec<StoreOp> = Vec::with_capacity(live.iter().map(|(_, n)| n).sum());
+        for (batch, _) in batches.iter_mut().zip(&undone).filter(|(_, undone)| !**undone) {
+            ops.append(&mut batch.ops);
+        }
+        Group { batches, undone, live, ops, sent: false, started: Instant::now() }
+    }
+}
+
+fn ops_in(batches: &[Batch]) -> usize {
+    batches.iter().map(|b| b.ops.len()).sum()
+}
+
+/// Takes the batches for the next transaction: those `carried` over, and what
+/// waits in the queue (with `block`, the first is waited for; under load, a few
+/// changes wait [`GATHER`] for more). `None` once the queue is closed and empty.
+fn gather(rx: &mpsc::Receiver<Batch>, mut batches: Vec<Batch>, block: bool, busy: bool) -> Option<Vec<Batch>> {
+    if batches.is_empty() {
+        let first = match block {
+            true => rx.recv().ok()?,
+            false => match rx.try_recv() {
+                Ok(first) => first,
+                Err(mpsc::TryRecvError::Empty) => return Some(Vec::new()),
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+            },
+        };
+        batches.push(first);
+    }
+    let arrived = Instant::now();
+    loop {
+        while batches.len() < MAX_BATCHES {
+            let Ok(more) = rx.try_recv() else { break };
+            batches.push(more);
+        }
+        // Under load, a commit of a few changes waits a moment for more: one
+        // fsync then covers the results of several tasks. Plenty already waiting
+        // (the store is the bottleneck), or a commit in flight: no wait.
+        if !block || !busy || ops_in(&batches) >= GATHER_BELOW_OPS || batches.len() >= MAX_BATCHES {
+            return Some(batches);
+        }
+        let Some(left) = (arrived + GATHER).checked_duration_since(Instant::now()) else { return Some(batches) };
+        match rx.recv_timeout(left) {
+            Ok(more) => batches.push(more),
+            Err(_) => return Some(batches),
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Thread<'a> {
+    store: &'a mut dyn Durable,
+    health: &'a watch::Sender<Option<String>>,
+    committed: &'a mut dyn FnMut(Committed),
+    refused: &'a mut dyn FnMut(u64),
+    /// The newest generation whose batch the store refused.
+    poisoned: Option<u64>,
+    last_commit: Instant,
+}
+
+impl Thread<'_> {
+    /// Whether a commit ended recently (the store is busy).
+    fn busy(&self) -> bool {
+        self.last_commit.elapsed() < BUSY_WITHIN
+    }
+
+    /// Makes a group durable (reading its answer if it was sent, else writing
+    /// it), tells those who watch, and runs its batches' follow-ups. Returns
+    /// false when a sent group's commit failed (so did every group sent after it).
+    fn finish(&mut self, group: Group) -> bool {
+        let Group { batches, undone, live, ops, sent, started } = group;
+        let mut pipeline_held = true;
+        let mut written = vec![Ok(()); live.len()];
+        if !ops.is_empty() {
+            let stored_ahead = sent
+                && match self.store.settle() {
+                    Ok(()) => true,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a group of changes sent ahead did not commit; writing it again");
+                        pipeline_held = false;
+                        false
+                    }
+                };
+            if stored_ahead {
+                self.health.send_if_modified(|h| h.take().is_some());
+            } else {
+                written =
+                    write_durably(&mut *self.store, &ops, &live, &mut self.poisoned, self.health, &mut *self.refused);
+            }
+            let took = started.elapsed();
+            let events = self.store.take_committed();
+            // Only what was written is reported (the metrics count it).
+            let kept: Vec<StoreOp>;
+            let ops = if written.iter().all(Result::is_ok) {
+                &ops[..]
+            } else {
+                let mut at = 0;
+                let mut parts = Vec::new();
+                for ((_, size), result) in live.iter().zip(&written) {
+                    if result.is_ok() {
+                        parts.extend(ops[at..at + size].iter().cloned());
+                    }
+                    at += size;
+                }
+                kept = parts;
+                &kept[..]
+            };
+            (self.committed)(Committed { ops, events: &events, last_event: self.store.last_event(), took });
+            self.last_commit = Instant::now();
+        }
+        let mut written = written.into_iter();
+        let stored: Vec<Stored> = undone
+            .iter()
+            .map(|undone| match undone {
+                true => Err(UNDONE.to_string()),
+                false => written.next().unwrap_or(Ok(())),
+            })
+            .collect();
+        for (batch, stored) in batches.into_iter().zip(&stored) {
+            for f in batch.then {
+                f(stored);
+            }
+        }
+        pipeline_held
+    }
+}
+
 /// The handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -152,85 +308,61 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("corral-store".into())
             .spawn(move || {
-                let mut last_commit = std::time::Instant::now() - BUSY_WITHIN;
-                let mut poisoned: Option<u64> = None;
-                while let Ok(first) = rx.recv() {
-                    let arrived = std::time::Instant::now();
-                    let busy = last_commit.elapsed() < BUSY_WITHIN;
-                    let mut batches = vec![first];
-                    loop {
-                        while batches.len() < MAX_BATCHES {
-                            let Ok(more) = rx.try_recv() else { break };
-                            batches.push(more);
+                let mut writer = Thread {
+                    store: store.as_mut(),
+                    health: &health,
+                    committed: &mut committed,
+                    refused: &mut refused,
+                    poisoned: None,
+                    last_commit: Instant::now() - BUSY_WITHIN,
+                };
+                let pipelines = writer.store.pipelines();
+                // A group sent whose commit is not answered yet: while the database
+                // commits it, the next group is gathered and sent behind it.
+                let mut in_flight: Option<Group> = None;
+                let mut carried = Vec::new();
+                loop {
+                    let Some(batches) = gather(&rx, std::mem::take(&mut carried), in_flight.is_none(), writer.busy())
+                    else {
+                        break;
+                    };
+                    // Behind a commit in flight, a few changes wait for it rather than
+                    // make a transaction (and an fsync) of their own.
+                    if in_flight.is_some() && ops_in(&batches) < GATHER_BELOW_OPS && batches.len() < MAX_BATCHES {
+                        carried = batches;
+                        if let Some(group) = in_flight.take() {
+                            writer.finish(group);
                         }
-                        // Under load, a commit of a few changes waits a moment for
-                        // more: one fsync then covers the results of several tasks.
-                        // Plenty already waiting (the store is the bottleneck): no wait.
-                        let small = batches.iter().map(|b| b.ops.len()).sum::<usize>() < GATHER_BELOW_OPS;
-                        if !busy || !small || batches.len() >= MAX_BATCHES {
-                            break;
-                        }
-                        let Some(left) = (arrived + GATHER).checked_duration_since(std::time::Instant::now()) else {
-                            break;
-                        };
-                        match rx.recv_timeout(left) {
-                            Ok(more) => batches.push(more),
-                            Err(_) => break,
-                        }
+                        continue;
                     }
-                    // Batches made before the core undid a refused change are refused
-                    // unwritten: they were made from a state that held it.
-                    let undone: Vec<bool> =
-                        batches.iter().map(|b| poisoned.is_some_and(|p| b.generation <= p)).collect();
-                    let live: Vec<(u64, usize)> = batches
-                        .iter()
-                        .zip(&undone)
-                        .filter(|(_, undone)| !**undone)
-                        .map(|(b, _)| (b.generation, b.ops.len()))
-                        .collect();
-                    // Sized once: ops are large, and growing the vector moves them all.
-                    let mut ops: Vec<StoreOp> = Vec::with_capacity(live.iter().map(|(_, n)| n).sum());
-                    for (batch, _) in batches.iter_mut().zip(&undone).filter(|(_, undone)| !**undone) {
-                        ops.append(&mut batch.ops);
-                    }
-                    let mut written = vec![Ok(()); live.len()];
-                    if !ops.is_empty() {
-                        let started = std::time::Instant::now();
-                        written = write_durably(store.as_mut(), &ops, &live, &mut poisoned, &health, &mut refused);
-                        let took = started.elapsed();
-                        let events = store.take_committed();
-                        // Only what was written is reported (the metrics count it).
-                        let kept: Vec<StoreOp>;
-                        let ops = if written.iter().all(Result::is_ok) {
-                            &ops[..]
-                        } else {
-                            let mut at = 0;
-                            let mut parts = Vec::new();
-                            for ((_, size), result) in live.iter().zip(&written) {
-                                if result.is_ok() {
-                                    parts.extend(ops[at..at + size].iter().cloned());
-                                }
-                                at += size;
+                    let mut group = Group::of(batches, writer.poisoned);
+                    if !group.ops.is_empty() && pipelines {
+                        group.sent = match writer.store.send(&group.ops) {
+                            Ok(()) => true,
+                            Err(err) => {
+                                tracing::warn!(error = %err, "could not send a group of changes; writing it once those before it are stored");
+                                false
                             }
-                            kept = parts;
-                            &kept[..]
                         };
-                        committed(Committed { ops, events: &events, last_event: store.last_event(), took });
-                        last_commit = std::time::Instant::now();
                     }
-                    let mut written = written.into_iter();
-                    let stored: Vec<Stored> = undone
-                        .iter()
-                        .map(|undone| match undone {
-                            true => Err(UNDONE.to_string()),
-                            false => written.next().unwrap_or(Ok(())),
-                        })
-                        .collect();
-                    for (batch, stored) in batches.into_iter().zip(&stored) {
-                        for f in batch.then {
-                            f(stored);
+                    if let Some(older) = in_flight.take() {
+                        // When the older one failed, so did this one: it goes again,
+                        // after the older one is stored.
+                        if !writer.finish(older) {
+                            group.sent = false;
                         }
                     }
+                    if pipelines && group.sent {
+                        in_flight = Some(group);
+                    } else {
+                        writer.finish(group);
+                    }
+                }
+                if let Some(group) = in_flight.take() {
+                    writer.finish(group);
+                }
+                if !carried.is_empty() {
+                    writer.finish(Group::of(carried, writer.poisoned));
                 }
             })
             .expect("spawning the store thread");

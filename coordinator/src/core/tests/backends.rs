@@ -305,7 +305,11 @@ fn a_newer_schema_is_refused_on_postgres_too() {
     let server = under.server.as_ref().unwrap();
     assert!(server.psql("corral", "UPDATE schema_version SET version = 99").0);
     let err = under.backend.open_durable().err().unwrap().to_string();
-    assert!(err.contains("its schema is version 99, newer than the version 1 this coordinator knows"), "{err}");
+    let known = crate::store::postgres::schema::VERSION;
+    assert!(
+        err.contains(&format!("its schema is version 99, newer than the version {known} this coordinator knows")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -320,4 +324,161 @@ fn a_reader_reconnects_after_the_database_restarted() {
     assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n");
     under.server.as_mut().unwrap().restart();
     assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n");
+}
+
+/// The writer sends a group before the one ahead of it is answered (PostgreSQL:
+/// the database commits one while the next is made). Read back, that is the
+/// same as writing them one at a time, on both backends.
+#[test]
+fn groups_sent_ahead_are_stored_as_if_written_one_at_a_time() {
+    let (batches, out) = scenario();
+    let mut seen = Vec::new();
+    for under in both() {
+        let mut durable = under.backend.open_durable().unwrap();
+        for (i, batch) in batches.iter().enumerate() {
+            durable.send(batch).unwrap();
+            if i > 0 {
+                durable.settle().unwrap();
+            }
+        }
+        durable.settle().unwrap();
+        let mut history = under.backend.open_history().unwrap();
+        let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=durable.last_event()).collect::<Vec<_>>(), "{}: gapless, increasing", under.name);
+        seen.push((under.name, held(under.backend.as_ref(), out)));
+    }
+    assert!(seen[0].1 == seen[1].1, "sqlite and postgres differ when groups are sent ahead");
+}
+
+/// A group sent behind one that the database refuses is not stored alone (it was
+/// made from a state that held the refused one): the writer is told that
+/// neither is known to be stored, and writes each again in order.
+#[test]
+fn a_group_sent_behind_a_refused_one_does_not_commit_alone() {
+    let (batches, out) = scenario();
+    let under = postgres();
+    let mut durable = under.backend.open_durable().unwrap();
+    for batch in &batches {
+        durable.apply(batch).unwrap();
+    }
+    let before = held(under.backend.as_ref(), out);
+    let last = durable.last_event();
+    durable.take_committed();
+    let duplicate = vec![StoreOp::InsertScheduleSlot {
+        schedule: ScheduleName::parse("s", "nightly").unwrap(),
+        slot_ms: 1_060_000,
+        job: JobId(77),
+    }];
+    let behind = vec![StoreOp::CloseJob(JobId(1))];
+    durable.send(&duplicate).unwrap();
+    durable.send(&behind).unwrap();
+    let err = durable.settle().unwrap_err();
+    assert!(matches!(err, crate::error::Error::Store(StoreError::Refused(_))), "{err}");
+    assert_eq!(durable.last_event(), last);
+    assert!(durable.take_committed().is_empty());
+    assert_eq!(held(under.backend.as_ref(), out), before, "the group behind the refused one committed alone");
+    // Written again, in order: the refused one is refused, the next goes in.
+    assert!(durable.apply(&duplicate).is_err());
+    durable.apply(&behind).unwrap();
+    assert_eq!(durable.last_event(), last + 1);
+    let (snapshot, _, _) = under.backend.load().unwrap();
+    assert!(snapshot.jobs.iter().any(|j| j.id == JobId(1) && !j.spec.open));
+}
+
+/// The writer's session is cut while groups are in flight: whichever of them
+/// committed is known after reconnecting, and writing them again in order stores
+/// each exactly once, its events once and without a gap.
+#[test]
+fn groups_in_flight_when_the_session_is_cut_are_stored_once() {
+    let (batches, out) = scenario();
+    let (expected, expected_last) = {
+        let under = sqlite();
+        let mut durable = under.backend.open_durable().unwrap();
+        for batch in &batches {
+            durable.apply(batch).unwrap();
+        }
+        (held(under.backend.as_ref(), out), durable.last_event())
+    };
+    let under = postgres();
+    let server = under.server.as_ref().unwrap();
+    let mut durable = under.backend.open_durable().unwrap();
+    let (head, tail) = batches.split_at(batches.len() / 2);
+    for batch in head {
+        durable.apply(batch).unwrap();
+    }
+    for batch in tail {
+        durable.send(batch).unwrap();
+    }
+    let cut =
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'corral' AND pid <> pg_backend_pid()";
+    assert!(server.psql("corral", cut).0);
+    let mut retry = 0;
+    for _ in tail {
+        if durable.settle().is_err() {
+            break;
+        }
+        retry += 1;
+    }
+    for batch in &tail[retry..] {
+        // The old session may still be ending: a write is refused as unavailable
+        // until it has (its lock is the writer's).
+        let mut tries = 0;
+        while let Err(err) = durable.apply(batch) {
+            assert!(
+                matches!(err, crate::error::Error::Store(StoreError::Unavailable(_)))
+                    || err.to_string().contains("in use"),
+                "{err}"
+            );
+            tries += 1;
+            assert!(tries < 200, "{err}");
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+    assert_eq!(durable.last_event(), expected_last);
+    assert_eq!(held(under.backend.as_ref(), out), expected);
+}
+
+/// The same, made certain: the groups in flight wait on a row another session
+/// holds, so the session is cut before either commits; both are written again.
+#[test]
+fn groups_waiting_when_the_session_is_cut_are_written_again() {
+    let (batches, _) = scenario();
+    let under = postgres();
+    let server = under.server.as_ref().unwrap();
+    let mut durable = under.backend.open_durable().unwrap();
+    for batch in &batches {
+        durable.apply(batch).unwrap();
+    }
+    let last = durable.last_event();
+    let mut holder = server.session("corral");
+    assert_eq!(holder.run("BEGIN; SELECT 1 FROM jobs WHERE id = 1 FOR UPDATE;"), "1");
+    let (first, second) = (vec![StoreOp::CloseJob(JobId(1))], vec![StoreOp::CloseJob(JobId(2))]);
+    durable.send(&first).unwrap();
+    durable.send(&second).unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'corral' AND wait_event_type = 'Lock'";
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while server.psql("corral", waiting).1 != "1" {
+        assert!(Instant::now() < deadline, "the writer never waited on the held row");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let cut =
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'corral' AND wait_event_type = 'Lock'";
+    assert!(server.psql("corral", cut).0);
+    let err = durable.settle().unwrap_err();
+    assert!(matches!(err, crate::error::Error::Store(StoreError::Unavailable(_))), "{err}");
+    drop(holder);
+    for group in [&first, &second] {
+        let mut tries = 0;
+        while let Err(err) = durable.apply(group) {
+            tries += 1;
+            assert!(tries < 200, "{err}");
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+    assert_eq!(durable.last_event(), last + 2, "each group's event once");
+    let (snapshot, _, _) = under.backend.load().unwrap();
+    assert!(snapshot.jobs.iter().filter(|j| j.id.0 <= 2).all(|j| !j.spec.open));
+    let mut history = under.backend.open_history().unwrap();
+    let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=last + 2).collect::<Vec<_>>());
 }

@@ -4,7 +4,12 @@
 //! drives the socket), so the store's synchronous callers (the writer thread, the
 //! reader behind `spawn_blocking`) use it as they use SQLite. A transaction's writes
 //! are gathered ([`batch`]: the rows of one statement go as one statement over
-//! arrays) and sent in one pipeline with its `COMMIT`, the answers read in order. The writer's connection holds an advisory lock for its session: one
+//! arrays) and sent in one pipeline with its `COMMIT`, the answers read in order.
+//! The writer does not wait for them before it sends its next transaction
+//! ([`PgTx::send_commit`], [`PgConn::settle`]): the server commits one while the
+//! coordinator makes the next, and each counts itself in `corral_writer` only if
+//! the one before it did (`corral_count_commit`), so none commits without those
+//! before it. The writer's connection holds an advisory lock for its session: one
 //! coordinator writes a database, and a second one is refused at start naming the
 //! first. Each commit also counts itself in `corral_writer`, so a `COMMIT` whose
 //! answer was lost with the connection is known, after reconnecting, to have
@@ -14,7 +19,7 @@
 //! - [`schema`]: the tables and their numbered migrations;
 //! - [`batch`]: how a transaction's writes are gathered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -78,10 +83,23 @@ pub struct PgConn {
     /// The types of each table's columns, for gathered rows (`None`: a type rows
     /// are not gathered for).
     column_types: HashMap<String, Option<HashMap<String, Type>>>,
-    /// Commits counted in `corral_writer` (the writer's).
+    /// The count in `corral_writer` of the newest commit sent (the writer's).
     commits: u64,
-    /// A commit whose answer was lost: the count it would have made.
-    unsure: Option<u64>,
+    /// The count of the newest commit known to have happened.
+    confirmed: u64,
+    /// Transactions sent with their `COMMIT`, whose answers are not read yet,
+    /// oldest first ([`PgTx::send_commit`]).
+    pending: VecDeque<Pending>,
+    /// Commits whose answers were lost with the session: the count known before
+    /// them, and the newest count they would have made.
+    unsure: Option<(u64, u64)>,
+}
+
+/// A transaction sent whole, `COMMIT` included: its answers, and the count it
+/// makes in `corral_writer`.
+struct Pending {
+    answers: Vec<InFlight>,
+    count: u64,
 }
 
 /// Runs `f` to completion on `rt`: from a thread inside another runtime (a
@@ -121,6 +139,8 @@ impl PgConn {
             shapes: HashMap::new(),
             column_types: HashMap::new(),
             commits: 0,
+            confirmed: 0,
+            pending: VecDeque::new(),
             unsure: None,
         };
         conn.connect()?;
@@ -207,6 +227,7 @@ impl PgConn {
         })
         .map_err(|e| sort(&e))?;
         self.commits = commits as u64;
+        self.confirmed = self.commits;
         Ok(())
     }
 
@@ -304,18 +325,82 @@ impl PgConn {
     }
 
     /// Begins a transaction: one that writes, or a read of one moment of the
-    /// database (REPEATABLE READ) for a load.
+    /// database (REPEATABLE READ) for a load. One that writes begins without
+    /// waiting: its `BEGIN` goes with its statements, behind any transaction
+    /// still in flight.
     pub(crate) fn transaction(&mut self, read_only: bool) -> Result<PgTx<'_>> {
-        let begin = match read_only {
-            true => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            false => "BEGIN",
-        };
+        if !read_only {
+            self.client()?;
+            let begin = self.queue(|client| async move { client.batch_execute("BEGIN").await })?;
+            return Ok(PgTx {
+                conn: self,
+                gathered: batch::Gathered::default(),
+                in_flight: vec![begin],
+                open: true,
+                read_only,
+            });
+        }
         let (rt, client) = self.client()?;
-        if let Err(e) = block(rt, client.batch_execute(begin)) {
+        if let Err(e) = block(rt, client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")) {
             self.forget_if_lost(&e);
             return Err(sort(&e).into());
         }
         Ok(PgTx { conn: self, gathered: batch::Gathered::default(), in_flight: Vec::new(), open: true, read_only })
+    }
+
+    /// Puts a request on the session's queue, in order, and returns its answer
+    /// to be read later. A request the client could not even encode fails here,
+    /// before anything after it is queued.
+    fn queue<F, Fut>(&mut self, request: F) -> std::result::Result<InFlight, StoreError>
+    where
+        F: FnOnce(Arc<Client>) -> Fut,
+        Fut: Future<Output = PgResult<()>> + Send + 'static,
+    {
+        let Some(client) = self.client.clone() else {
+            return Err(StoreError::Unavailable("PostgreSQL: the session was lost".into()));
+        };
+        let _runtime = self.rt.enter();
+        let request: Pin<Box<dyn Future<Output = PgResult<()>> + Send>> = Box::pin(request(client));
+        let mut answer = Box::pin(maybe_done(request));
+        // The first poll encodes it and queues it.
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let _ = answer.as_mut().poll(&mut cx);
+        if let Some(Err(e)) = answer.as_mut().output_mut() {
+            if e.as_db_error().is_none() {
+                return Err(sort(e));
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Reads the answer of the oldest transaction sent ([`PgTx::send_commit`]).
+    /// When it failed, none sent after it commits either (each checks the count
+    /// of the one before, `corral_count_commit`); when the session was lost
+    /// meanwhile, which of them committed is not known until [`Self::settle_unsure`].
+    pub(crate) fn settle(&mut self) -> Result<()> {
+        let Some(oldest) = self.pending.pop_front() else { return Ok(()) };
+        let failed = match read_answers(&self.rt, oldest.answers) {
+            Ok(()) => {
+                self.confirmed = oldest.count;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let later = std::mem::take(&mut self.pending);
+        if failed.as_db_error().is_some() {
+            // Rolled back, and so is every one after it: read their answers.
+            for p in later {
+                if let Err(e) = read_answers(&self.rt, p.answers) {
+                    self.forget_if_lost(&e);
+                }
+            }
+        } else {
+            let newest = later.back().map_or(oldest.count, |p| p.count);
+            self.unsure = Some((self.confirmed, newest));
+            self.client = None;
+        }
+        self.commits = self.confirmed;
+        Err(sort(&failed).into())
     }
 
     /// After a failure the server did not answer (the session is gone, or going):
@@ -376,11 +461,11 @@ impl PgConn {
         self.unsure.is_some()
     }
 
-    /// Whether the commit whose answer was lost happened (`Some(true)`), did not
-    /// (`Some(false)`), or there was none (`None`). Asked on a new session before
-    /// anything else is written.
-    pub(crate) fn settle_unsure(&mut self) -> Result<Option<bool>> {
-        let Some(expected) = self.unsure else { return Ok(None) };
+    /// How many of the commits whose answers were lost happened, oldest first
+    /// (the later ones did not), or `None` when there were none. Asked on a new
+    /// session before anything else is written.
+    pub(crate) fn settle_unsure(&mut self) -> Result<Option<usize>> {
+        let Some((before, newest)) = self.unsure else { return Ok(None) };
         let (rt, client) = self.client()?;
         let commits = block(rt, async {
             client.query_one("SELECT commits FROM corral_writer WHERE one = 1", &[]).await?.try_get::<_, i64>(0)
@@ -388,7 +473,8 @@ impl PgConn {
         .map_err(|e| sort(&e))? as u64;
         self.unsure = None;
         self.commits = commits;
-        Ok(Some(commits == expected))
+        self.confirmed = commits;
+        Ok(Some(commits.clamp(before, newest).saturating_sub(before) as usize))
     }
 }
 
@@ -427,66 +513,65 @@ impl PgTx<'_> {
     /// send; the answers are read at [`PgTx::flush`].
     /// (Sending parts while the transaction is still being made was measured: the
     /// extra statements cost the server more than the overlap saved.)
-    fn send(&mut self) -> std::result::Result<(), (StoreError, bool)> {
-        let sending = self.resolve().map_err(|e| (e, false))?;
-        if sending.is_empty() {
-            return Ok(());
-        }
-        let Some(client) = self.conn.client.clone() else {
-            return Err((StoreError::Unavailable("PostgreSQL: the session was lost".into()), false));
-        };
-        let _runtime = self.conn.rt.enter();
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    fn send(&mut self) -> std::result::Result<(), StoreError> {
+        let sending = self.resolve()?;
         for (statement, params) in sending {
-            let client = client.clone();
-            let write: Pin<Box<dyn Future<Output = PgResult<()>> + Send>> = Box::pin(async move {
+            // A write that cannot be encoded is not sent, nor anything after it
+            // (the COMMIT least of all): the transaction is rolled back.
+            let write = self.conn.queue(|client| async move {
                 let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 client.execute(&statement, &params).await.map(drop)
-            });
-            let mut write = Box::pin(maybe_done(write));
-            // The first poll encodes it and queues it, in order.
-            let _ = write.as_mut().poll(&mut cx);
+            })?;
             self.in_flight.push(write);
         }
         Ok(())
     }
 
-    /// Sends what is left (and `and_then`, the COMMIT, last), then reads every
-    /// answer in order; the first failure is the transaction's: with `true` when
-    /// the server answered it, `false` when the session was lost (and what it did is
-    /// not known).
-    fn flush(&mut self, and_then: Option<&str>) -> std::result::Result<(), (StoreError, bool)> {
+    /// Sends what is left, then reads every answer in order; the first failure
+    /// is the transaction's.
+    fn flush(&mut self) -> std::result::Result<(), StoreError> {
         self.send()?;
-        let Some(client) = self.conn.client.clone() else {
-            return Err((StoreError::Unavailable("PostgreSQL: the session was lost".into()), false));
-        };
         let in_flight = std::mem::take(&mut self.in_flight);
-        let done = block(&self.conn.rt, async move {
-            let mut finish = and_then.map(|sql| Box::pin(maybe_done(client.batch_execute(sql))));
-            if let Some(f) = finish.as_mut() {
-                let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-                let _ = f.as_mut().poll(&mut cx);
-            }
-            let mut first_error = None;
-            for mut f in in_flight {
-                f.as_mut().await;
-                if let Some(Err(e)) = f.as_mut().take_output() {
-                    first_error.get_or_insert(e);
-                }
-            }
-            if let Some(mut f) = finish {
-                f.as_mut().await;
-                if let Some(Err(e)) = f.as_mut().take_output() {
-                    first_error.get_or_insert(e);
-                }
-            }
-            match first_error {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
-        });
-        done.map_err(|e| (sort(&e), e.as_db_error().is_some()))
+        read_answers(&self.conn.rt, in_flight).map_err(|e| {
+            self.conn.forget_if_lost(&e);
+            sort(&e)
+        })
     }
+
+    /// Sends the transaction whole, its count in `corral_writer` and its `COMMIT`
+    /// included, and returns before the answer: [`PgConn::settle`] reads it. The
+    /// writer makes its next transaction meanwhile, which commits only if this
+    /// one did.
+    fn send_commit(&mut self) -> Result<()> {
+        let next = self.conn.commits + 1;
+        Sql::execute(self, "SELECT corral_count_commit(?1)", vec![Value::Int(next as i64)])?;
+        self.send()?;
+        let commit = self.conn.queue(|client| async move { client.batch_execute("COMMIT").await })?;
+        let mut answers = std::mem::take(&mut self.in_flight);
+        answers.push(commit);
+        self.open = false;
+        self.conn.pending.push_back(Pending { answers, count: next });
+        self.conn.commits = next;
+        Ok(())
+    }
+}
+
+/// Reads answers in order (each was queued when it was made); the first failure
+/// is returned, after every answer was read.
+fn read_answers(rt: &tokio::runtime::Runtime, answers: Vec<InFlight>) -> PgResult<()> {
+    block(rt, async move {
+        let mut first_error = None;
+        for mut answer in answers {
+            answer.as_mut().await;
+            if let Some(Err(e)) = answer.as_mut().take_output() {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })
 }
 
 impl PgTx<'_> {
@@ -612,7 +697,7 @@ impl Sql for PgTx<'_> {
     }
 
     fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
-        self.flush(None).map_err(|(e, _)| e)?;
+        self.flush()?;
         self.conn.query_now(sql, args, each)
     }
 }
@@ -620,29 +705,23 @@ impl Sql for PgTx<'_> {
 impl Tx for PgTx<'_> {
     fn commit(mut self: Box<Self>) -> Result<()> {
         if self.read_only {
-            self.flush(Some("COMMIT")).map_err(|(e, _)| e)?;
+            let commit = self.conn.queue(|client| async move { client.batch_execute("COMMIT").await })?;
+            self.in_flight.push(commit);
+            self.flush()?;
             self.open = false;
             return Ok(());
         }
-        let next = self.conn.commits + 1;
-        Sql::execute(&mut *self, "UPDATE corral_writer SET commits = ?1 WHERE one = 1", vec![Value::Int(next as i64)])?;
-        let done = self.flush(Some("COMMIT"));
-        self.open = false;
-        match done {
-            Ok(()) => {
-                self.conn.commits = next;
-                Ok(())
-            }
-            // The answer to COMMIT was lost with the session: it may have happened.
-            Err((e, false)) => {
-                self.conn.unsure = Some(next);
-                self.conn.client = None;
-                Err(e.into())
-            }
-            Err((e, true)) => {
-                self.open = true;
-                Err(e.into())
-            }
+        self.send_commit()?;
+        while !self.conn.pending.is_empty() {
+            self.conn.settle()?;
+        }
+        Ok(())
+    }
+
+    fn commit_later(mut self: Box<Self>) -> Result<()> {
+        match self.read_only {
+            true => self.commit(),
+            false => self.send_commit(),
         }
     }
 

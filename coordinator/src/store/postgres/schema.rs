@@ -210,8 +210,25 @@ CREATE TABLE corral_writer (
 INSERT INTO corral_writer (one, commits) VALUES (1, 0);
 ";
 
+/// Migration 2: a transaction counts itself in `corral_writer` only if the one
+/// before it did. The writer sends a transaction before the one ahead of it is
+/// answered; if that one fails, this one must not commit alone, since it was made
+/// from a state that held the other's changes. The failure is the writer's own
+/// (`CR001`, waited out and retried), never a refused value.
+const V2: &str = "
+CREATE FUNCTION corral_count_commit(expected BIGINT) RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE corral_writer SET commits = expected WHERE one = 1 AND commits = expected - 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the transaction before this one did not commit, so this one cannot'
+            USING ERRCODE = 'CR001';
+    END IF;
+END
+$$;
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
