@@ -95,6 +95,8 @@ impl Store {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let mut last_event = before;
         let mut recorded = Vec::new();
+        // Events are inserted together: those before `inserted` are in.
+        let mut inserted = 0;
         let mut actor: Option<&String> = None;
         let mut lost = super::lost::Found::default();
         self.lost.forget_written(tx.sql())?;
@@ -128,7 +130,6 @@ impl Store {
             if let Some(mut event) = event {
                 event.actor = actor.cloned();
                 last_event += 1;
-                super::events::insert(tx.sql(), last_event, at_ms, &event)?;
                 event.id = last_event;
                 event.at_ms = at_ms;
                 recorded.push(event);
@@ -154,6 +155,9 @@ impl Store {
                     )?;
                 }
                 StoreOp::DeleteJob(id) => {
+                    // Its events so far go in first: all but the last are deleted.
+                    super::events::insert(tx.sql(), &recorded[inserted..])?;
+                    inserted = recorded.len();
                     for table in ["tasks", "attempts", "task_groups"] {
                         tx.execute(&format!("DELETE FROM {table} WHERE job_id = ?1"), args![id.0])?;
                     }
@@ -376,6 +380,7 @@ impl Store {
                 }
             }
         }
+        super::events::insert(tx.sql(), &recorded[inserted..])?;
         // Trim the feed now and then, not on every commit.
         if last_event / 10_000 != before / 10_000 {
             super::events::trim(tx.sql(), last_event)?;

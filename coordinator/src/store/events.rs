@@ -2,7 +2,7 @@
 //! (`crate::events::describe`), numbered by the writer (ids only grow, with no gaps,
 //! even across a trim), read back in pages.
 
-use super::sql::{args, Dialect, Sql, SqlExt};
+use super::sql::{args, Dialect, Sql, SqlExt, ToValue, Value};
 use crate::error::Result;
 
 use crate::events::{Event, Filter, Kind, KEEP};
@@ -24,25 +24,65 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, id) WHERE job_id IS NOT NULL;
 ";
 
-/// Records `event` in the transaction as number `id` (the one after the newest:
-/// the writer numbers them, so ids have no gaps on either engine).
-pub fn insert(sql: &mut dyn Sql, id: u64, at_ms: u64, event: &Event) -> Result<()> {
-    sql.execute(
-        "INSERT INTO events (id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        args![
-            id,
-            at_ms,
-            event.kind.as_str(),
-            event.pool,
-            event.job,
-            event.task,
-            event.attempt,
-            event.node,
-            event.state,
-            event.detail,
-            event.actor
-        ],
-    )
+const INSERT: &str =
+    "INSERT INTO events (id, at_ms, kind, pool, job_id, idx, attempt, node_id, state, detail, actor) VALUES ";
+
+/// The columns of one event's row, borrowed from it.
+fn row(event: &Event) -> Vec<Value<'_>> {
+    vec![
+        event.id.to_value(),
+        event.at_ms.to_value(),
+        Value::Text(event.kind.as_str().into()),
+        event.pool.to_value(),
+        event.job.to_value(),
+        event.task.to_value(),
+        event.attempt.to_value(),
+        event.node.to_value(),
+        event.state.to_value(),
+        event.detail.to_value(),
+        event.actor.to_value(),
+    ]
+}
+
+/// Records `events` (numbered by the writer, so ids have no gaps on either
+/// engine) in the transaction. SQLite takes them many rows to a statement (a
+/// statement's cost is mostly its own, not its rows'); PostgreSQL gathers the
+/// rows of one statement by itself (`postgres::batch`).
+pub fn insert(sql: &mut dyn Sql, events: &[Event]) -> Result<()> {
+    if sql.dialect() == Dialect::Postgres {
+        for event in events {
+            sql.execute(&STATEMENTS[3], row(event))?;
+        }
+        return Ok(());
+    }
+    let mut rest = events;
+    while !rest.is_empty() {
+        // A few sizes, so that each is one statement in the connection's cache.
+        let (sql_n, n) = SIZES
+            .iter()
+            .zip(&*STATEMENTS)
+            .map(|(n, s)| (s, *n))
+            .find(|(_, n)| *n <= rest.len())
+            .unwrap_or((&STATEMENTS[3], 1));
+        let (these, after) = rest.split_at(n);
+        sql.execute(sql_n, these.iter().flat_map(row).collect())?;
+        rest = after;
+    }
+    Ok(())
+}
+
+/// How many rows SQLite's statements take, largest first; the last is 1.
+const SIZES: [usize; 4] = [64, 16, 4, 1];
+
+/// `INSERT INTO events ... VALUES` with each of [`SIZES`] rows.
+static STATEMENTS: std::sync::LazyLock<[String; 4]> =
+    std::sync::LazyLock::new(|| SIZES.map(|n| format!("{INSERT}{}", marks(n))));
+
+fn marks(n: usize) -> String {
+    (0..n)
+        .map(|r| format!("({})", (1..=11).map(|c| format!("?{}", r * 11 + c)).collect::<Vec<_>>().join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Drops all but the newest [`KEEP`] events.
@@ -78,14 +118,14 @@ pub fn read(sql: &mut dyn Sql, after: u64, filter: &Filter, limit: usize) -> Res
     let job = filter.job.map(|j| j.0);
     let pool = filter.pool.as_ref().map(|p| p.as_str());
     let (query, args) = match (job, pool) {
-        (Some(job), Some(pool)) => (
+        (Some(_), Some(_)) => (
             format!("{COLUMNS} WHERE job_id = ?2 AND id > ?1 AND pool = ?3 ORDER BY id LIMIT ?4"),
             args![after, job, pool, limit],
         ),
-        (Some(job), None) => {
+        (Some(_), None) => {
             (format!("{COLUMNS} WHERE job_id = ?2 AND id > ?1 ORDER BY id LIMIT ?3"), args![after, job, limit])
         }
-        (None, Some(pool)) => {
+        (None, Some(_)) => {
             (format!("{COLUMNS} WHERE id > ?1 AND pool = ?2 ORDER BY id LIMIT ?3"), args![after, pool, limit])
         }
         (None, None) => (format!("{COLUMNS} WHERE id > ?1 ORDER BY id LIMIT ?2"), args![after, limit]),
@@ -126,17 +166,23 @@ mod tests {
     fn reads_resume_after_an_id_and_filter_by_job_and_pool() {
         let mut conn = conn();
         let pools = ["a", "b"];
-        for i in 0..10u64 {
-            let mut e = describe(&task(i % 2 + 1, i as u32, TaskState::Succeeded), |j| {
-                Ok::<_, ()>(Some(PoolName::parse("pool", pools[(j.0 - 1) as usize]).unwrap()))
+        // 90 rows in one call: statements of 64, 16, 4, 4, 1 and 1 rows.
+        let events: Vec<Event> = (0..90u64)
+            .map(|i| {
+                let mut e = describe(&task(i % 2 + 1, i as u32, TaskState::Succeeded), |j| {
+                    Ok::<_, ()>(Some(PoolName::parse("pool", pools[(j.0 - 1) as usize]).unwrap()))
+                })
+                .unwrap()
+                .unwrap();
+                (e.id, e.at_ms) = (i + 1, i);
+                e
             })
-            .unwrap()
-            .unwrap();
-            e.at_ms = i;
-            insert(&mut conn, i + 1, i, &e).unwrap();
-        }
+            .collect();
+        insert(&mut conn, &events).unwrap();
         let all = read(&mut conn, 0, &Filter::default(), 100).unwrap();
-        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=90).collect::<Vec<_>>());
+        assert_eq!(format!("{all:?}"), format!("{events:?}"), "every column read back as written");
+        conn.execute("DELETE FROM events WHERE id > 10", []).unwrap();
         let rest = read(&mut conn, 7, &Filter::default(), 100).unwrap();
         assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![8, 9, 10]);
         let job2 = read(&mut conn, 0, &Filter { job: Some(JobId(2)), pool: None }, 100).unwrap();
@@ -144,7 +190,7 @@ mod tests {
         let pool_a =
             read(&mut conn, 0, &Filter { job: None, pool: Some(PoolName::parse("pool", "a").unwrap()) }, 2).unwrap();
         assert_eq!(pool_a.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 3]);
-        assert_eq!(last_id(&mut conn).unwrap(), 10);
+        assert_eq!(last_id(&mut conn).unwrap(), 90, "the newest ever recorded, though deleted");
     }
 
     #[test]
@@ -153,12 +199,11 @@ mod tests {
         let e = describe(&StoreOp::DeletePool(PoolName::parse("pool", "p").unwrap()), |_| Ok::<_, ()>(None))
             .unwrap()
             .unwrap();
-        for id in 1..=3 {
-            insert(&mut conn, id, 0, &e).unwrap();
-        }
+        let numbered = |id| Event { id, ..e.clone() };
+        insert(&mut conn, &[numbered(1), numbered(2), numbered(3)]).unwrap();
         conn.execute("DELETE FROM events", []).unwrap();
         assert_eq!(last_id(&mut conn).unwrap(), 3, "an emptied feed must not reuse ids");
-        insert(&mut conn, 4, 0, &e).unwrap();
+        insert(&mut conn, &[numbered(4)]).unwrap();
         assert_eq!(first_id(&mut conn).unwrap(), Some(4));
     }
 }

@@ -5,21 +5,38 @@
 //! column types, how an id column is named, how the newest event is found) is
 //! asked of the [`Dialect`], in a handful of places.
 
+use std::borrow::Cow;
+
 use crate::error::Result;
 
 use super::StoreError;
 
-/// A value bound to a statement or read from a row.
+/// A value bound to a statement (borrowed from what is written: SQLite binds it
+/// in place) or read from a row (owned).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Int(i64),
     Real(f64),
-    Text(String),
-    Blob(Vec<u8>),
+    Text(Cow<'a, str>),
+    Blob(Cow<'a, [u8]>),
     /// A value no column can hold (an unsigned number past `i64::MAX`): the
     /// statement it is bound to is refused.
     Unstorable(String),
+}
+
+impl Value<'_> {
+    /// The value, owning its text or bytes (to be sent later).
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Int(v) => Value::Int(v),
+            Value::Real(v) => Value::Real(v),
+            Value::Text(s) => Value::Text(Cow::Owned(s.into_owned())),
+            Value::Blob(b) => Value::Blob(Cow::Owned(b.into_owned())),
+            Value::Unstorable(why) => Value::Unstorable(why),
+        }
+    }
 }
 
 /// Which engine runs the SQL, for the few statements that differ.
@@ -35,29 +52,34 @@ pub trait Sql {
     /// Runs a statement that returns no rows. A backend may send it later (in one
     /// round trip with others), but before the next query and the commit, and any
     /// failure is reported by then.
-    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()>;
+    fn execute(&mut self, sql: &str, args: Vec<Value<'_>>) -> Result<()>;
     /// Runs a query, calling `each` for every row in order.
-    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()>;
+    fn query_each(&mut self, sql: &str, args: &[Value<'_>], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()>;
 }
 
 /// Query helpers for any `Sql`, trait object included.
 pub trait SqlExt {
     /// Every row of a query, each made into a `T`.
-    fn rows<T>(&mut self, sql: &str, args: impl AsRef<[Value]>, f: impl FnMut(&Row) -> Result<T>) -> Result<Vec<T>>;
-    /// The first row of a query, if any, made into a `T`.
-    fn first<T>(
+    fn rows<'a, T>(
         &mut self,
         sql: &str,
-        args: impl AsRef<[Value]>,
+        args: impl AsRef<[Value<'a>]>,
+        f: impl FnMut(&Row) -> Result<T>,
+    ) -> Result<Vec<T>>;
+    /// The first row of a query, if any, made into a `T`.
+    fn first<'a, T>(
+        &mut self,
+        sql: &str,
+        args: impl AsRef<[Value<'a>]>,
         f: impl FnOnce(&Row) -> Result<T>,
     ) -> Result<Option<T>>;
 }
 
 impl<S: Sql + ?Sized> SqlExt for S {
-    fn rows<T>(
+    fn rows<'a, T>(
         &mut self,
         sql: &str,
-        args: impl AsRef<[Value]>,
+        args: impl AsRef<[Value<'a>]>,
         mut f: impl FnMut(&Row) -> Result<T>,
     ) -> Result<Vec<T>> {
         let mut out = Vec::new();
@@ -68,10 +90,10 @@ impl<S: Sql + ?Sized> SqlExt for S {
         Ok(out)
     }
 
-    fn first<T>(
+    fn first<'a, T>(
         &mut self,
         sql: &str,
-        args: impl AsRef<[Value]>,
+        args: impl AsRef<[Value<'a>]>,
         f: impl FnOnce(&Row) -> Result<T>,
     ) -> Result<Option<T>> {
         let mut f = Some(f);
@@ -102,7 +124,7 @@ pub trait Tx: Sql {
 
 /// One row of a query.
 pub struct Row {
-    pub(super) values: Vec<Value>,
+    pub(super) values: Vec<Value<'static>>,
 }
 
 impl Row {
@@ -115,30 +137,30 @@ impl Row {
 
 /// A Rust value that can be bound to a statement.
 pub trait ToValue {
-    fn to_value(&self) -> Value;
+    fn to_value(&self) -> Value<'_>;
 }
 
 /// A Rust value that a column can be read as.
 pub trait FromValue: Sized {
-    fn from_value(value: &Value) -> std::result::Result<Self, String>;
+    fn from_value(value: &Value<'_>) -> std::result::Result<Self, String>;
 }
 
 /// The arguments of a statement: `args![a, b]` binds `a` to `?1` and `b` to `?2`.
 macro_rules! args {
     ($($x:expr),* $(,)?) => {
-        vec![$($crate::store::sql::ToValue::to_value(&$x)),*] as Vec<$crate::store::sql::Value>
+        vec![$($crate::store::sql::ToValue::to_value(&$x)),*] as Vec<$crate::store::sql::Value<'_>>
     };
 }
 pub(crate) use args;
 
 impl<T: ToValue + ?Sized> ToValue for &T {
-    fn to_value(&self) -> Value {
+    fn to_value(&self) -> Value<'_> {
         (**self).to_value()
     }
 }
 
 impl<T: ToValue> ToValue for Option<T> {
-    fn to_value(&self) -> Value {
+    fn to_value(&self) -> Value<'_> {
         self.as_ref().map_or(Value::Null, ToValue::to_value)
     }
 }
@@ -146,7 +168,7 @@ impl<T: ToValue> ToValue for Option<T> {
 macro_rules! signed {
     ($($t:ty),*) => {$(
         impl ToValue for $t {
-            fn to_value(&self) -> Value {
+            fn to_value(&self) -> Value<'_> {
                 Value::Int(*self as i64)
             }
         }
@@ -155,7 +177,7 @@ macro_rules! signed {
 signed!(i64, i32, u32, u16, u8);
 
 impl ToValue for u64 {
-    fn to_value(&self) -> Value {
+    fn to_value(&self) -> Value<'_> {
         match i64::try_from(*self) {
             Ok(v) => Value::Int(v),
             Err(_) => Value::Unstorable(format!("{self} is out of range for an integer column")),
@@ -164,43 +186,43 @@ impl ToValue for u64 {
 }
 
 impl ToValue for usize {
-    fn to_value(&self) -> Value {
-        (*self as u64).to_value()
+    fn to_value(&self) -> Value<'_> {
+        (*self as u64).to_value().into_owned()
     }
 }
 
 impl ToValue for bool {
-    fn to_value(&self) -> Value {
+    fn to_value(&self) -> Value<'_> {
         Value::Int(*self as i64)
     }
 }
 
 impl ToValue for str {
-    fn to_value(&self) -> Value {
-        Value::Text(self.to_string())
+    fn to_value(&self) -> Value<'_> {
+        Value::Text(Cow::Borrowed(self))
     }
 }
 
 impl ToValue for String {
-    fn to_value(&self) -> Value {
-        Value::Text(self.clone())
+    fn to_value(&self) -> Value<'_> {
+        Value::Text(Cow::Borrowed(self.as_str()))
     }
 }
 
 impl ToValue for [u8] {
-    fn to_value(&self) -> Value {
-        Value::Blob(self.to_vec())
+    fn to_value(&self) -> Value<'_> {
+        Value::Blob(Cow::Borrowed(self))
     }
 }
 
 impl ToValue for Vec<u8> {
-    fn to_value(&self) -> Value {
-        Value::Blob(self.clone())
+    fn to_value(&self) -> Value<'_> {
+        Value::Blob(Cow::Borrowed(self.as_slice()))
     }
 }
 
 impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+    fn from_value(value: &Value<'_>) -> std::result::Result<Self, String> {
         match value {
             Value::Null => Ok(None),
             other => T::from_value(other).map(Some),
@@ -211,7 +233,7 @@ impl<T: FromValue> FromValue for Option<T> {
 macro_rules! integer {
     ($($t:ty),*) => {$(
         impl FromValue for $t {
-            fn from_value(value: &Value) -> std::result::Result<Self, String> {
+            fn from_value(value: &Value<'_>) -> std::result::Result<Self, String> {
                 match value {
                     Value::Int(v) => <$t>::try_from(*v).map_err(|_| format!("{v} does not fit a {}", stringify!($t))),
                     other => Err(format!("expected an integer, found {}", kind(other))),
@@ -223,31 +245,31 @@ macro_rules! integer {
 integer!(i64, i32, u64, u32, u16, u8, usize);
 
 impl FromValue for bool {
-    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+    fn from_value(value: &Value<'_>) -> std::result::Result<Self, String> {
         i64::from_value(value).map(|v| v != 0)
     }
 }
 
 impl FromValue for String {
-    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+    fn from_value(value: &Value<'_>) -> std::result::Result<Self, String> {
         match value {
-            Value::Text(s) => Ok(s.clone()),
+            Value::Text(s) => Ok(s.to_string()),
             other => Err(format!("expected text, found {}", kind(other))),
         }
     }
 }
 
 impl FromValue for Vec<u8> {
-    fn from_value(value: &Value) -> std::result::Result<Self, String> {
+    fn from_value(value: &Value<'_>) -> std::result::Result<Self, String> {
         match value {
-            Value::Blob(b) => Ok(b.clone()),
+            Value::Blob(b) => Ok(b.to_vec()),
             Value::Text(s) => Ok(s.as_bytes().to_vec()),
             other => Err(format!("expected bytes, found {}", kind(other))),
         }
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+fn kind(value: &Value<'_>) -> &'static str {
     match value {
         Value::Null => "NULL",
         Value::Int(_) => "an integer",
@@ -259,7 +281,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// The first unstorable argument, as the refusal of its statement.
-pub fn refuse_unstorable(args: &[Value]) -> Result<()> {
+pub fn refuse_unstorable(args: &[Value<'_>]) -> Result<()> {
     match args.iter().find_map(|a| if let Value::Unstorable(why) = a { Some(why) } else { None }) {
         Some(why) => Err(StoreError::Refused(why.clone()).into()),
         None => Ok(()),

@@ -6,7 +6,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use super::sql::{refuse_unstorable, Dialect, Row, Sql, Tx, Value};
 use crate::error::Result;
 
-impl rusqlite::ToSql for Value {
+impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match self {
             Value::Null => ValueRef::Null,
@@ -19,13 +19,13 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-fn value(v: ValueRef<'_>) -> Value {
+fn value(v: ValueRef<'_>) -> Value<'static> {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Int(i),
         ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned().into()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec().into()),
     }
 }
 
@@ -34,16 +34,16 @@ impl Sql for rusqlite::Connection {
         Dialect::Sqlite
     }
 
-    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()> {
+    fn execute(&mut self, sql: &str, args: Vec<Value<'_>>) -> Result<()> {
         run(self, sql, &args)
     }
 
-    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+    fn query_each(&mut self, sql: &str, args: &[Value<'_>], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
         query(self, sql, args, each)
     }
 }
 
-fn run(conn: &rusqlite::Connection, sql: &str, args: &[Value]) -> Result<()> {
+fn run(conn: &rusqlite::Connection, sql: &str, args: &[Value<'_>]) -> Result<()> {
     refuse_unstorable(args)?;
     conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args))?;
     Ok(())
@@ -52,7 +52,7 @@ fn run(conn: &rusqlite::Connection, sql: &str, args: &[Value]) -> Result<()> {
 fn query(
     conn: &rusqlite::Connection,
     sql: &str,
-    args: &[Value],
+    args: &[Value<'_>],
     each: &mut dyn FnMut(&Row) -> Result<()>,
 ) -> Result<()> {
     refuse_unstorable(args)?;
@@ -74,11 +74,11 @@ impl Sql for SqliteTx<'_> {
         Dialect::Sqlite
     }
 
-    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()> {
+    fn execute(&mut self, sql: &str, args: Vec<Value<'_>>) -> Result<()> {
         run(&self.0, sql, &args)
     }
 
-    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+    fn query_each(&mut self, sql: &str, args: &[Value<'_>], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
         query(&self.0, sql, args, each)
     }
 }

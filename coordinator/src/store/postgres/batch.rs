@@ -175,14 +175,14 @@ pub fn gathered_sql(shape: &RowsShape, types: &[Type]) -> String {
 pub enum Item {
     One {
         sql: String,
-        args: Vec<Value>,
+        args: Vec<Value<'static>>,
     },
     /// `keys`: a hash of each row's key (two keys that hash alike only split a
     /// group, harmlessly).
     Rows {
         sql: String,
         shape: Arc<RowsShape>,
-        rows: Vec<Vec<Value>>,
+        rows: Vec<Vec<Value<'static>>>,
         keys: HashSet<u64>,
     },
 }
@@ -196,7 +196,7 @@ pub struct Gathered {
 }
 
 impl Gathered {
-    pub fn push(&mut self, sql: &str, shape: &Shape, args: Vec<Value>) {
+    pub fn push(&mut self, sql: &str, shape: &Shape, args: Vec<Value<'static>>) {
         match shape {
             Shape::Other { table: Some(table) } => {
                 self.open.remove(table);
@@ -236,7 +236,7 @@ impl Gathered {
 }
 
 /// A hash of the values at `positions`.
-fn key_hash(positions: &[usize], args: &[Value]) -> u64 {
+fn key_hash(positions: &[usize], args: &[Value<'_>]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for &i in positions {

@@ -277,7 +277,7 @@ impl PgConn {
         Ok(statement)
     }
 
-    fn run_now(&mut self, sql: &str, args: &[Value]) -> Result<()> {
+    fn run_now(&mut self, sql: &str, args: &[Value<'_>]) -> Result<()> {
         refuse_unstorable(args)?;
         let statement = self.statement(sql)?;
         let (rt, client) = self.client()?;
@@ -291,7 +291,7 @@ impl PgConn {
 
     /// Runs a query; a session found lost (the server restarted since the last
     /// call) is made anew and the query asked once more: it only reads.
-    fn query_now(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+    fn query_now(&mut self, sql: &str, args: &[Value<'_>], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
         refuse_unstorable(args)?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         let mut again = true;
@@ -425,7 +425,7 @@ impl PgConn {
         if !self.column_types.contains_key(&shape.table) {
             let rows = self.query_rows(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?1",
-                &[Value::Text(shape.table.clone())],
+                &[Value::Text(shape.table.clone().into())],
             )?;
             let mut types = HashMap::new();
             let mut all_known = true;
@@ -448,7 +448,7 @@ impl PgConn {
         Ok(shape.columns.iter().map(|c| types.get(c).cloned()).collect())
     }
 
-    fn query_rows(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
+    fn query_rows(&mut self, sql: &str, args: &[Value<'_>]) -> Result<Vec<Row>> {
         let mut rows = Vec::new();
         self.query_now(sql, args, &mut |row| {
             rows.push(Row { values: row.values.clone() });
@@ -483,11 +483,11 @@ impl Sql for PgConn {
         Dialect::Postgres
     }
 
-    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()> {
+    fn execute(&mut self, sql: &str, args: Vec<Value<'_>>) -> Result<()> {
         self.run_now(sql, &args)
     }
 
-    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+    fn query_each(&mut self, sql: &str, args: &[Value<'_>], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
         self.query_now(sql, args, each)
     }
 }
@@ -602,7 +602,8 @@ impl PgTx<'_> {
                         continue;
                     };
                     let statement = self.conn.statement(&batch::gathered_sql(&shape, &types)).map_err(unwrap)?;
-                    let mut columns: Vec<Vec<Value>> = vec![Vec::with_capacity(rows.len()); shape.columns.len()];
+                    let mut columns: Vec<Vec<Value<'static>>> =
+                        vec![Vec::with_capacity(rows.len()); shape.columns.len()];
                     for row in rows {
                         for (column, value) in columns.iter_mut().zip(row) {
                             column.push(value);
@@ -619,8 +620,8 @@ impl PgTx<'_> {
 /// A parameter: one value, or a column of gathered rows (an array).
 #[derive(Debug)]
 enum Param {
-    One(Value),
-    Column(Vec<Value>),
+    One(Value<'static>),
+    Column(Vec<Value<'static>>),
 }
 
 impl ToSql for Param {
@@ -648,7 +649,7 @@ impl ToSql for Param {
                 .iter()
                 .map(|v| match v {
                     Value::Null => Ok(None),
-                    Value::Text(s) => Ok(Some(s.as_str())),
+                    Value::Text(s) => Ok(Some(s.as_ref())),
                     other => Err(wrong(other)),
                 })
                 .collect::<std::result::Result<Vec<Option<&str>>, String>>()?
@@ -657,7 +658,7 @@ impl ToSql for Param {
                 .iter()
                 .map(|v| match v {
                     Value::Null => Ok(None),
-                    Value::Blob(b) => Ok(Some(b.as_slice())),
+                    Value::Blob(b) => Ok(Some(b.as_ref())),
                     Value::Text(s) => Ok(Some(s.as_bytes())),
                     other => Err(wrong(other)),
                 })
@@ -689,14 +690,14 @@ impl Sql for PgTx<'_> {
         Dialect::Postgres
     }
 
-    fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<()> {
+    fn execute(&mut self, sql: &str, args: Vec<Value<'_>>) -> Result<()> {
         refuse_unstorable(&args)?;
         let shape = self.conn.shape(sql);
-        self.gathered.push(sql, &shape, args);
+        self.gathered.push(sql, &shape, args.into_iter().map(Value::into_owned).collect());
         Ok(())
     }
 
-    fn query_each(&mut self, sql: &str, args: &[Value], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
+    fn query_each(&mut self, sql: &str, args: &[Value<'_>], each: &mut dyn FnMut(&Row) -> Result<()>) -> Result<()> {
         self.flush()?;
         self.conn.query_now(sql, args, each)
     }
@@ -759,7 +760,7 @@ fn placeholders(sql: &str) -> String {
     out
 }
 
-impl ToSql for Value {
+impl ToSql for Value<'_> {
     fn to_sql(
         &self,
         ty: &Type,
@@ -776,8 +777,8 @@ impl ToSql for Value {
                 _ => v.to_string().to_sql(ty, out),
             },
             Value::Real(v) => v.to_sql(ty, out),
-            Value::Text(s) => s.as_str().to_sql(ty, out),
-            Value::Blob(b) => b.as_slice().to_sql(ty, out),
+            Value::Text(s) => s.as_ref().to_sql(ty, out),
+            Value::Blob(b) => b.as_ref().to_sql(ty, out),
             Value::Unstorable(why) => Err(why.clone().into()),
         }
     }
@@ -800,9 +801,9 @@ fn row_of(row: &tokio_postgres::Row) -> Result<Row> {
             Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(bad)?.map(|v| Value::Int(v.into())),
             Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(bad)?.map(|v| Value::Int(v.into())),
             Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(bad)?.map(Value::Real),
-            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(bad)?.map(Value::Blob),
+            Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(bad)?.map(|b| Value::Blob(b.into())),
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-                row.try_get::<_, Option<String>>(i).map_err(bad)?.map(Value::Text)
+                row.try_get::<_, Option<String>>(i).map_err(bad)?.map(|s| Value::Text(s.into()))
             }
             ref other => return Err(super::corrupt(format!("column {} has type {other}", column.name()))),
         };
