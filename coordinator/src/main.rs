@@ -56,6 +56,19 @@ struct Args {
     /// A file whose first line is the PostgreSQL password (for --store postgres://).
     #[arg(long, env = "CORRAL_STORE_PASSWORD_FILE")]
     store_password_file: Option<PathBuf>,
+    /// On PostgreSQL, several coordinators may share one database: one leads, holding
+    /// a lease it renews about three times this often; the others wait as standbys
+    /// and the first to see it expire takes over.
+    #[arg(long, env = "CORRAL_LEASE", default_value = "3s", value_parser = corral_types::duration::parse)]
+    lease: Duration,
+    /// The URL clients and agents reach this coordinator at when it leads (shown to
+    /// the others while they stand by).
+    #[arg(long, env = "CORRAL_ADVERTISE")]
+    advertise: Option<String>,
+    /// Exit (status 1) when another coordinator takes the lease, instead of
+    /// stepping down to stand by.
+    #[arg(long)]
+    exit_when_deposed: bool,
     /// The agent program local pools start (default: corral-agent beside this binary, or on PATH).
     #[arg(long, env = "CORRAL_AGENT_BIN")]
     agent_bin: Option<PathBuf>,
@@ -162,6 +175,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    if args.lease < Duration::from_millis(300) {
+        anyhow::bail!("invalid --lease: {:?} is too short to renew over a network (at least 300ms)", args.lease);
+    }
     if args.heartbeat_interval.is_zero() {
         anyhow::bail!("invalid --heartbeat-interval: must be more than 0");
     }
@@ -187,6 +203,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.store = corral_coordinator::store::StoreKind::parse(&args.store, args.store_password_file.as_deref())
         .map_err(anyhow::Error::msg)?;
     config.reset_admin_token = args.reset_admin_token;
+    config.lease = args.lease;
+    config.advertise = args.advertise;
     config.http_access.hosts =
         args.http_host.into_iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     config.http_access.metrics_public = args.metrics_public;
@@ -207,6 +225,37 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        loop {
+            match lead(config.clone()).await? {
+                Ended::Signalled => return Ok(()),
+                Ended::Deposed { why, .. } if args.exit_when_deposed => anyhow::bail!("stepped down: {why}"),
+                Ended::Deposed { why, addr, http } => {
+                    tracing::warn!(reason = %why, "stepped down; standing by");
+                    config.rejoin = true;
+                    // When it leads again, on the ports it had (port 0 picked them).
+                    config.listen = addr;
+                    config.http = http.or(config.http);
+                }
+            }
+        }
+    })
+}
+
+/// How a run as leader ended.
+enum Ended {
+    Signalled,
+    /// Another coordinator took the lease; this one served on `addr` and `http`.
+    Deposed {
+        why: String,
+        addr: std::net::SocketAddr,
+        http: Option<std::net::SocketAddr>,
+    },
+}
+
+/// Starts the coordinator (on PostgreSQL, once it holds the lease) and serves until
+/// a signal, or until another coordinator takes the lease.
+async fn lead(config: Config) -> anyhow::Result<Ended> {
+    {
         let data_dir = config.data_dir.clone();
         let coordinator = Coordinator::start(config)
             .await
@@ -222,11 +271,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         let admin = corral_coordinator::auth::bootstrap::admin_token_path(&data_dir);
         let admin = std::fs::canonicalize(&admin).unwrap_or(admin);
         println!("admin token: {} (clients: export CORRAL_TOKEN_FILE={})", admin.display(), admin.display());
-        wait_for_signal().await?;
+        let ended = tokio::select! {
+            signalled = wait_for_signal() => {
+                signalled?;
+                Ended::Signalled
+            }
+            why = coordinator.deposed() => {
+                tracing::error!(reason = %why, "this coordinator no longer leads: it stops serving");
+                Ended::Deposed { why, addr: coordinator.addr(), http: coordinator.http_addr() }
+            }
+        };
         tracing::info!("shutting down");
         coordinator.shutdown().await;
-        Ok(())
-    })
+        Ok(ended)
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -58,6 +58,13 @@ pub struct Config {
     pub allow_plaintext: bool,
     /// Post job callbacks to loopback, link-local and private addresses too.
     pub notify_allow_private: bool,
+    /// On PostgreSQL: how long the leader's lease lasts unless renewed.
+    pub lease: Duration,
+    /// Where clients and agents reach this coordinator when it leads.
+    pub advertise: Option<String>,
+    /// Standing by again after leading: a database that cannot be reached is
+    /// waited for (at a first start it is refused).
+    pub rejoin: bool,
 }
 
 impl Config {
@@ -79,8 +86,39 @@ impl Config {
             tls_names: Vec::new(),
             allow_plaintext: false,
             notify_allow_private: false,
+            lease: Duration::from_secs(3),
+            advertise: None,
+            rejoin: false,
         }
     }
+}
+
+/// Takes the lease of the PostgreSQL store, waiting as a standby while another
+/// coordinator leads.
+async fn take_lease(
+    target: Arc<crate::store::postgres::Target>,
+    config: &Config,
+) -> Result<crate::store::postgres::lease::Lease> {
+    use crate::store::postgres::lease::{Lease, Settings};
+    let settings = Settings {
+        length: config.lease,
+        holder: crate::store::lock::holder(Some(&crate::store::lock::hostname())),
+        advertise: config.advertise.clone(),
+        patient: config.rejoin,
+    };
+    tokio::task::spawn_blocking(move || {
+        Lease::take(target, &settings, |leader| {
+            tracing::info!(
+                leader = leader.holder.as_deref().unwrap_or("nobody"),
+                advertise = leader.advertise.as_deref().unwrap_or("-"),
+                epoch = leader.epoch,
+                expires_in = ?leader.expires_in,
+                "standby: another coordinator holds the lease; this one takes over when it expires"
+            );
+        })
+    })
+    .await
+    .map_err(|e| crate::Error::Refused(format!("waiting for the lease: {e}")))?
 }
 
 /// A short id of this coordinator that stays the same across its restarts, kept in
@@ -200,6 +238,8 @@ pub struct Coordinator {
     ca_fingerprint: Option<String>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
+    /// On PostgreSQL: why the lease was lost, once it is.
+    lost: Option<watch::Receiver<Option<String>>>,
 }
 
 impl Coordinator {
@@ -215,9 +255,14 @@ impl Coordinator {
         // Before anything in the data dir is touched: a second coordinator on a live
         // store would undo what the first one does.
         let lock = crate::store::lock::DataDirLock::acquire(&config.data_dir)?;
-        let backend: Arc<dyn Backend> = match &config.store {
-            crate::store::StoreKind::Sqlite => Arc::new(crate::store::Sqlite::new(&config.data_dir)),
-            crate::store::StoreKind::Postgres(target) => Arc::new(crate::store::Postgres { target: target.clone() }),
+        let (backend, lease): (Arc<dyn Backend>, _) = match &config.store {
+            crate::store::StoreKind::Sqlite => (Arc::new(crate::store::Sqlite::new(&config.data_dir)), None),
+            crate::store::StoreKind::Postgres(target) => {
+                let lease = take_lease(target.clone(), &config).await?;
+                let epoch = lease.epoch();
+                tracing::info!(epoch, "leading: this coordinator holds the lease");
+                (Arc::new(crate::store::Postgres { target: target.clone(), epoch }) as Arc<dyn Backend>, Some(lease))
+            }
         };
         let mut store = backend.open_durable()?;
         let objects = match &config.store_url {
@@ -225,6 +270,8 @@ impl Coordinator {
             None => crate::objects::local_store(&config.data_dir.join("objects"))?,
         };
         let (snapshot, tokens, nodes) = backend.load()?;
+        let lost = lease.as_ref().map(|l| l.lost());
+        let lease_held = lease;
         let reader = backend.open_history()?;
         let now = Instant::now();
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
@@ -447,11 +494,25 @@ impl Coordinator {
                 let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
             }
             tracing::info!("coordinator stopped");
-            // Only now may another coordinator open the data dir.
+            // Only now may another coordinator open the data dir, or lead.
             drop(lock);
+            if let Some(lease) = lease_held {
+                let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+            }
         });
         let ca_fingerprint = tls.map(|t| t.ca_fingerprint);
-        Ok(Coordinator { addr, http_addr, stop, done, ca_fingerprint })
+        Ok(Coordinator { addr, http_addr, stop, done, ca_fingerprint, lost })
+    }
+
+    /// Resolves, with the reason, once this coordinator has lost the lease (another
+    /// leads now); never on SQLite.
+    pub async fn deposed(&self) -> String {
+        let Some(mut lost) = self.lost.clone() else { return std::future::pending().await };
+        let why = lost.wait_for(Option::is_some).await.map(|why| why.clone().unwrap_or_default());
+        match why {
+            Ok(why) => why,
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// The address it listens on.

@@ -65,6 +65,11 @@ pub struct Cluster {
     /// The PostgreSQL server of `--store postgres://...`, stopped after the
     /// coordinator (fields drop after `Drop::drop`).
     pub postgres: Option<postgres::Postgres>,
+    /// More coordinators on the same database, standing by ([`Cluster::standby`]),
+    /// each with a data dir of its own.
+    standbys: Vec<(Child, PathBuf)>,
+    /// The data dir of the coordinator that leads now, when a standby took over.
+    leader_data: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -137,6 +142,8 @@ impl Cluster {
             tls,
             small_disk,
             postgres: None,
+            standbys: Vec::new(),
+            leader_data: None,
         };
         cluster.spawn_coordinator();
         cluster
@@ -161,7 +168,7 @@ impl Cluster {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.leader_data.clone().unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// What agent `n` (counting from 0 in start order) logged, all its lives.
@@ -264,7 +271,8 @@ impl Cluster {
 
     /// Where the coordinator wrote its first admin token.
     pub fn admin_token_file(&self) -> PathBuf {
-        self.data_dir().join("admin.token")
+        // The first coordinator's: tokens live in the store, shared by standbys.
+        self.dir.path().join("data").join("admin.token")
     }
 
     /// The coordinator's first admin token.
@@ -311,6 +319,55 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts another coordinator on the same database (`--store`) and flags plus
+    /// `extra`, listening on `port` once it leads (the cluster's, or 0 for any),
+    /// with a data dir of its own: it stands by until it can take the lease.
+    /// Returns its number, for [`Cluster::take_over`].
+    pub fn standby(&mut self, port: u16, extra: &[&str]) -> usize {
+        let n = self.standbys.len();
+        let data = self.dir.path().join(format!("standby-{n}"));
+        let log = std::fs::File::create(self.dir.path().join(format!("standby-{n}.log"))).expect("standby log");
+        let child = Command::new(bin("corral-coordinator"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&self.coordinator_args)
+            .args(extra)
+            .envs(self.coordinator_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start a standby corral-coordinator");
+        self.standbys.push((child, data));
+        n
+    }
+
+    /// What standby `n` logged.
+    pub fn standby_log(&self, n: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("standby-{n}.log"))).unwrap_or_default()
+    }
+
+    /// Waits for standby `n` to lead, and makes it the cluster's coordinator (the
+    /// one before it, if still running, stays among the standbys, last); returns
+    /// how long that took.
+    pub fn take_over(&mut self, n: usize) -> Duration {
+        let started = Instant::now();
+        let data = self.standbys[n].1.clone();
+        let addr_file = data.join("coordinator.addr");
+        wait_until(Duration::from_secs(30), "the standby to take over", || addr_file.is_file());
+        let took = started.elapsed();
+        let (child, _) = self.standbys.remove(n);
+        if let Some(old) = self.coordinator.replace(child) {
+            self.standbys.push((old, self.data_dir()));
+        }
+        self.leader_data = Some(data);
+        let addr = std::fs::read_to_string(&addr_file).expect("address file");
+        self.port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
+        self.url = format!("{}://127.0.0.1:{}", self.scheme(), self.port);
+        took
     }
 
     /// Starts a new coordinator on the same port and data dir.
@@ -645,7 +702,12 @@ impl Drop for Cluster {
             signal(agent.id(), libc::SIGTERM);
         }
         if let Some(c) = &self.coordinator {
+            signal(c.id(), libc::SIGCONT);
             signal(c.id(), libc::SIGTERM);
+        }
+        for (standby, _) in &mut self.standbys {
+            let _ = standby.kill();
+            let _ = standby.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(8);
         for child in self.agents.iter_mut().chain(self.coordinator.as_mut()) {

@@ -49,7 +49,12 @@ fn jobs_run_every_task_once_on_postgres_across_a_coordinator_sigkill() {
     assert_eq!(c.logs(array, 17, false), "out 17\n");
     assert_eq!(c.logs(graph, 1, false), "b\n");
     // The feed, read from the database, has every change once, in order.
-    let out = c.corral(&["-o", "json", "events", "--job", &array.to_string()]);
+    assert_feed_in_order(&c, array);
+}
+
+/// The events of `job`, read through the CLI, are there and in order.
+fn assert_feed_in_order(c: &Cluster, job: u64) {
+    let out = c.corral(&["-o", "json", "events", "--job", &job.to_string()]);
     let ids: Vec<u64> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_u64().unwrap())
@@ -147,26 +152,36 @@ fn retention_deletes_a_job_with_its_logs_and_events_on_postgres() {
 
 #[test]
 fn a_database_that_goes_away_fails_writes_like_a_full_disk_and_is_recovered_from() {
-    let mut c = Cluster::start_on_postgres(&[]);
+    // A lease long enough to look at the coordinator before it stands by.
+    let mut c = Cluster::start_on_postgres(&["--lease", "10s"]);
     c.static_pool("cpu", 1, 1);
     let first = c.submit(&["--pool", "cpu"], &["true"]);
     assert_eq!(c.wait_job(first, MINUTE)["state"], "completed");
     c.postgres.as_mut().unwrap().stop();
-    let out = c.corral(&["job", "submit", "--pool", "cpu", "--", "echo", "kept"]);
+    let out = c.corral(&["job", "submit", "--pool", "cpu", "--", "echo", "lost"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success() && err.contains("store cannot write") && err.contains("PostgreSQL"), "{err}");
     // Reads answer meanwhile; health says it cannot serve changes.
     assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(1));
     assert_eq!(c.health(), tonic_health::pb::health_check_response::ServingStatus::NotServing);
+    // Its lease cannot be renewed: after one lease it stops serving (a standby
+    // that reaches the database could lead by then) and stands by itself.
+    let log = || std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap_or_default();
+    wait_until(MINUTE, "the coordinator to step down", || log().contains("stepped down; standing by"));
+    assert!(log().contains("could not renew the lease"), "{}", log());
+    // The database back, it takes the lease again and serves, from what was stored.
     c.postgres.as_mut().unwrap().restart();
-    wait_until(MINUTE, "the store to write again", || {
-        c.health() == tonic_health::pb::health_check_response::ServingStatus::Serving
-    });
-    let kept = first + 1;
-    assert_eq!(c.wait_job(kept, MINUTE)["state"], "completed");
-    assert_eq!(c.logs(kept, 0, false), "kept\n");
-    let again = c.submit(&["--pool", "cpu"], &["true"]);
+    let deadline = std::time::Instant::now() + MINUTE;
+    while !(c.corral(&["pool", "list"]).status.success()
+        && c.health() == tonic_health::pb::health_check_response::ServingStatus::Serving)
+    {
+        assert!(std::time::Instant::now() < deadline, "the coordinator never led again: {}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.job(first)["state"], "completed");
+    let again = c.submit(&["--pool", "cpu"], &["echo", "again"]);
     assert_eq!(c.wait_job(again, MINUTE)["state"], "completed");
+    assert_eq!(c.logs(again, 0, false), "again\n");
 }
 
 /// Runs `corral-coordinator` with `args` and the environment `env`, expecting it to
@@ -230,12 +245,7 @@ fn bad_store_configuration_is_refused_at_start_with_one_line_naming_the_cause() 
     std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
     c.restart_with(&["--store-password-file", file.to_str().unwrap()]);
     assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(1));
-    // A second coordinator on the same database is refused, naming the first.
-    let err = refused(dir.path(), &["--store", &url], &pw);
-    assert!(
-        err.contains("is in use by corral-coordinator PID") && err.contains("stop it or use another database"),
-        "{err}"
-    );
+    // (A second coordinator on the same database stands by: see the standby tests.)
 }
 
 /// A CA, and a certificate for `localhost` signed by it: (CA, chain, key), PEM.
@@ -282,4 +292,73 @@ fn sslmode_require_is_tls_to_postgres_and_checks_the_servers_certificate() {
         err.contains("cannot reach PostgreSQL at localhost") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
+}
+
+/// Two coordinators on one database: the second stands by (it serves nothing and
+/// says who leads) until the leader is SIGKILLed, then takes over on the same
+/// address within the lease and a second; the agents reconnect and every task
+/// succeeds once in the record.
+#[test]
+fn a_standby_takes_over_when_the_leader_is_killed() {
+    let mut c = Cluster::start_on_postgres(&["--lease", "1s"]);
+    c.static_pool("cpu", 2, 2);
+    let standby = c.standby(c.port(), &[]);
+    wait_until(MINUTE, "the standby to stand by", || {
+        c.standby_log(standby).contains("standby: another coordinator holds the lease")
+    });
+    let array = c.submit(&["--pool", "cpu", "--array", "1-60"], &["sh", "-c", "echo out {index}; sleep 0.1"]);
+    wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(5));
+    c.kill_coordinator();
+    let took = c.take_over(standby);
+    assert!(took < Duration::from_secs(3), "the standby took {took:?} to lead after the leader died");
+    let done = c.wait_job(array, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    c.assert_each_succeeded_once(array);
+    assert_eq!(c.logs(array, 42, false), "out 42\n");
+    assert_feed_in_order(&c, array);
+}
+
+/// The leader is paused past its lease; a standby takes over and runs the job
+/// with an agent of its own. When the old leader resumes, it can store nothing,
+/// its agent starts nothing more for it, it says it no longer leads and stands by;
+/// the record is the new leader's, each task once.
+#[test]
+fn a_leader_paused_past_its_lease_is_fenced_and_steps_down() {
+    let mut c = Cluster::start_on_postgres(&["--lease", "1s"]);
+    c.static_pool("cpu", 1, 1);
+    let runs = c.dir.path().join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let record = format!("echo $CORRAL_NODE_ID >> {}/$CORRAL_TASK_INDEX; sleep 0.1", runs.display());
+    let array = c.submit(&["--pool", "cpu", "--array", "1-40"], &["sh", "-c", &record]);
+    wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(3));
+    let first_node = c.nodes_in("cpu", "running").into_iter().chain(c.nodes_in("cpu", "idle")).next().unwrap();
+    let old = c.coordinator_pid();
+    let standby = c.standby(0, &[]);
+    c.signal(old, libc::SIGSTOP);
+    c.take_over(standby);
+    // What the paused leader's agent had been given ends; then it is given nothing.
+    let runs_of = |node: &str| -> usize {
+        std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().filter(|l| *l == node).count())
+            .sum()
+    };
+    let mut before = runs_of(&first_node);
+    wait_until(MINUTE, "the paused leader's agent to finish what it had", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = runs_of(&first_node);
+        std::mem::replace(&mut before, now) == now
+    });
+    c.agent("cpu", 1);
+    c.signal(old, libc::SIGCONT);
+    wait_until(MINUTE, "the old leader to step down", || {
+        std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap_or_default().contains("no longer leads")
+    });
+    let done = c.wait_job(array, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    c.assert_each_succeeded_once(array);
+    assert_eq!(runs_of(&first_node), before, "the paused leader's agent ran a task after it resumed");
+    let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap();
+    assert!(log.contains("another coordinator took the lease"), "{log}");
+    assert!(log.contains("stepped down; standing by"), "{log}");
 }

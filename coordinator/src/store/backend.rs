@@ -106,14 +106,16 @@ impl Backend for Sqlite {
 }
 
 /// PostgreSQL (15 or later), logs included, so that any coordinator started on the
-/// database reads everything (`DATA_DIR` keeps only local files: tokens, TLS).
+/// database reads everything (`DATA_DIR` keeps only local files: tokens, TLS). The
+/// writer commits only while `epoch` is the lease's ([`super::postgres::lease`]).
 pub struct Postgres {
     pub target: Arc<Target>,
+    pub epoch: u64,
 }
 
 impl Backend for Postgres {
     fn open_durable(&self) -> Result<Box<dyn Durable>> {
-        let mut conn = PgConn::open(self.target.clone(), Role::Writer)?;
+        let mut conn = PgConn::open(self.target.clone(), Role::Writer { epoch: self.epoch })?;
         conn.migrate()?;
         conn.claim()?;
         Ok(Box::new(Store::with(Db::Postgres(Box::new(conn)), Logs::Table, Default::default())?))

@@ -16,6 +16,10 @@ pub enum StoreError {
     /// A row it holds cannot be read back.
     #[error("{0}")]
     Corrupt(String),
+    /// Another coordinator took the lease (PostgreSQL): this one writes nothing
+    /// more, however often it tries, and steps down.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl From<rusqlite::Error> for StoreError {

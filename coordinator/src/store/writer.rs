@@ -36,6 +36,10 @@ fn write_durably(
     let stale = batches.iter().any(|(generation, _)| poisoned.is_some_and(|p| *generation <= p));
     if !stale {
         let Err(err) = apply_retrying(store, ops, health) else { return vec![Ok(()); batches.len()] };
+        if is_fenced(&err) {
+            // Nothing this coordinator writes goes in any more: it is stepping down.
+            return vec![Err(format!("not stored: {err}")); batches.len()];
+        }
         tracing::error!(error = %err, "a change cannot be stored; writing the batches one at a time");
     }
     let mut results = Vec::with_capacity(batches.len());
@@ -49,6 +53,7 @@ fn write_durably(
         }
         match apply_retrying(store, batch, health) {
             Ok(()) => results.push(Ok(())),
+            Err(err) if is_fenced(&err) => results.push(Err(format!("not stored: {err}"))),
             Err(err) => {
                 tracing::error!(error = %err, ops = ?batch, "the store refused a change: nothing of its batch was written, and the coordinator reloads its state without it");
                 *poisoned = Some(generation);
@@ -67,7 +72,8 @@ const UNDONE: &str =
 
 /// Applies `ops`, retrying failures that may pass (a full disk, a read-only or
 /// unreadable database) for as long as they last, and saying so in `health`
-/// meanwhile; returns only a refusal of a value ([`is_refusal`]).
+/// meanwhile; returns only a refusal of a value ([`is_refusal`]) or the end of
+/// this coordinator's lease ([`is_fenced`]).
 fn apply_retrying(store: &mut dyn Durable, ops: &[StoreOp], health: &watch::Sender<Option<String>>) -> Result<()> {
     let mut delay = Duration::from_millis(50);
     loop {
@@ -75,6 +81,11 @@ fn apply_retrying(store: &mut dyn Durable, ops: &[StoreOp], health: &watch::Send
             Ok(()) => {
                 health.send_if_modified(|h| h.take().is_some());
                 return Ok(());
+            }
+            Err(err) if is_fenced(&err) => {
+                let cause = err.to_string();
+                health.send_if_modified(|h| h.replace(cause.clone()).as_ref() != Some(&cause));
+                return Err(err);
             }
             Err(err) if !is_refusal(&err) => {
                 tracing::error!(error = %err, "could not write to the store; retrying in {delay:?} (is the disk full, or the database read-only or damaged?)");
@@ -95,6 +106,11 @@ fn apply_retrying(store: &mut dyn Durable, ops: &[StoreOp], health: &watch::Send
 /// a store that cannot write at all would otherwise reload the state on every round.
 fn is_refusal(err: &crate::error::Error) -> bool {
     matches!(err, crate::error::Error::Store(super::StoreError::Refused(_)))
+}
+
+/// Whether another coordinator took the lease: nothing is written any more.
+fn is_fenced(err: &crate::error::Error) -> bool {
+    matches!(err, crate::error::Error::Store(super::StoreError::Fenced(_)))
 }
 
 /// Under load, a group commit of fewer than [`GATHER_BELOW_OPS`] changes waits up

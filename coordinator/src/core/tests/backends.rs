@@ -13,6 +13,7 @@ use crate::core::keys::{IdempotencyKey, KeyRecord};
 use crate::core::templates::{Dispatch, TemplateSpec};
 use crate::core::triggers::{Listed, TriggerSpec};
 use crate::events::Filter;
+use crate::store::postgres::lease::{Lease, Settings};
 use crate::store::{Backend, Postgres, Sqlite, StoreError};
 
 // The end-to-end tests' harness; not every part of it is used here.
@@ -26,11 +27,13 @@ struct Under {
     backend: Box<dyn Backend>,
     _dir: tempfile::TempDir,
     server: Option<pg::Postgres>,
+    /// Held for the writer (PostgreSQL's lease).
+    _lease: Option<Lease>,
 }
 
 fn sqlite() -> Under {
     let dir = tempfile::tempdir().unwrap();
-    Under { name: "sqlite", backend: Box::new(Sqlite::new(dir.path())), _dir: dir, server: None }
+    Under { name: "sqlite", backend: Box::new(Sqlite::new(dir.path())), _dir: dir, server: None, _lease: None }
 }
 
 fn postgres() -> Under {
@@ -40,7 +43,14 @@ fn postgres() -> Under {
     let password = dir.path().join("password");
     std::fs::write(&password, pg::PASSWORD).unwrap();
     let target = Arc::new(crate::store::postgres::Target::parse(&url, Some(&password)).unwrap());
-    Under { name: "postgres", backend: Box::new(Postgres { target }), _dir: dir, server: Some(server) }
+    let lease = Lease::take(target.clone(), &settings("first"), |_| {}).unwrap();
+    let backend = Box::new(Postgres { target, epoch: lease.epoch() });
+    Under { name: "postgres", backend, _dir: dir, server: Some(server), _lease: Some(lease) }
+}
+
+/// A lease of 600 ms, renewed every 200 ms.
+fn settings(holder: &str) -> Settings {
+    Settings { length: std::time::Duration::from_millis(600), holder: holder.into(), advertise: None, patient: false }
 }
 
 fn both() -> [Under; 2] {
@@ -481,4 +491,85 @@ fn groups_waiting_when_the_session_is_cut_are_written_again() {
     let mut history = under.backend.open_history().unwrap();
     let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=last + 2).collect::<Vec<_>>());
+}
+
+/// A second coordinator waits for the lease while the first renews it, and takes
+/// it, with the next epoch, as soon as the first gives it up.
+#[test]
+fn a_standby_waits_for_the_lease_and_takes_the_next_epoch() {
+    let mut under = postgres();
+    let Postgres { target, epoch } = &*postgres_of(&under);
+    let (target, first) = (target.clone(), *epoch);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let standby = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let lease = Lease::take(target, &settings("second"), |h| seen.push(h.clone())).unwrap();
+        tx.send(()).unwrap();
+        (lease, seen)
+    });
+    // Three leases long, the first keeps it.
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(1800)).is_err(), "the standby took a live lease");
+    let given_up = Instant::now();
+    drop(under._lease.take());
+    rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the standby never took the lease");
+    assert!(given_up.elapsed() < std::time::Duration::from_secs(2), "{:?}", given_up.elapsed());
+    let (lease, seen) = standby.join().unwrap();
+    assert_eq!(lease.epoch(), first + 1);
+    assert_eq!(seen.first().and_then(|h| h.holder.clone()).as_deref(), Some("first"), "{seen:?}");
+}
+
+/// A leader whose lease was taken (it was paused past it, say) commits nothing
+/// more, sent ahead or not, and hears that it lost the lease; the new leader's
+/// writes go in after everything the first one stored.
+#[test]
+fn a_leader_whose_lease_was_taken_commits_nothing_more() {
+    let (batches, _) = scenario();
+    let under = postgres();
+    let server = under.server.as_ref().unwrap();
+    let mut first = under.backend.open_durable().unwrap();
+    for batch in &batches[..2] {
+        first.apply(batch).unwrap();
+    }
+    let stored = first.last_event();
+    let Postgres { target, .. } = &*postgres_of(&under);
+    // As if the first had been paused past its lease, and a standby took it (in one
+    // statement: the first's thread would renew a lease that merely ran out).
+    let (taken, second_epoch) = server.psql(
+        "corral",
+        "UPDATE corral_lease SET holder = 'second', epoch = epoch + 1, expires_at = clock_timestamp() + interval '1 hour' RETURNING epoch",
+    );
+    assert!(taken, "{second_epoch}");
+    let err = first.apply(&batches[2]).unwrap_err();
+    assert!(matches!(err, crate::error::Error::Store(StoreError::Fenced(_))), "{err}");
+    assert!(err.to_string().contains("another coordinator took the lease"), "{err}");
+    first.send(&batches[2]).unwrap();
+    assert!(matches!(first.settle(), Err(crate::error::Error::Store(StoreError::Fenced(_)))));
+    let mut lost = under._lease.as_ref().unwrap().lost();
+    let deadline = Instant::now() + std::time::Duration::from_secs(3);
+    while lost.borrow_and_update().is_none() {
+        assert!(Instant::now() < deadline, "the first leader never heard it lost the lease");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = Postgres { target: target.clone(), epoch: second_epoch.trim().parse().unwrap() };
+    let mut writer = second.open_durable().unwrap();
+    assert_eq!(writer.last_event(), stored, "the new leader goes on from what the first stored");
+    for batch in &batches[2..] {
+        writer.apply(batch).unwrap();
+    }
+    let mut history = second.open_history().unwrap();
+    let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=writer.last_event()).collect::<Vec<_>>());
+}
+
+/// The PostgreSQL backend under test, to reach its target and epoch.
+fn postgres_of(under: &Under) -> Box<Postgres> {
+    let target = match under.server.as_ref() {
+        Some(server) => {
+            let dir = under._dir.path().join("password");
+            Arc::new(crate::store::postgres::Target::parse(&server.url("corral"), Some(&dir)).unwrap())
+        }
+        None => panic!("not postgres"),
+    };
+    let epoch = under._lease.as_ref().map_or(0, |l| l.epoch());
+    Box::new(Postgres { target, epoch })
 }

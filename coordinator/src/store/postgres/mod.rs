@@ -9,14 +9,16 @@
 //! ([`PgTx::send_commit`], [`PgConn::settle`]): the server commits one while the
 //! coordinator makes the next, and each counts itself in `corral_writer` only if
 //! the one before it did (`corral_count_commit`), so none commits without those
-//! before it. The writer's connection holds an advisory lock for its session: one
-//! coordinator writes a database, and a second one is refused at start naming the
-//! first. Each commit also counts itself in `corral_writer`, so a `COMMIT` whose
-//! answer was lost with the connection is known, after reconnecting, to have
-//! happened or not, and is never applied twice.
+//! before it. One coordinator writes a database: the one holding the lease
+//! ([`lease`]); the same check fails every commit of a coordinator whose epoch is no
+//! longer the lease's. The count in `corral_writer` also tells, after reconnecting,
+//! whether a `COMMIT` whose answer was lost with the connection happened, so it is
+//! never applied twice; the writer's session holds an advisory lock of its epoch, so
+//! a lost session of its own has ended on the server before that count is read.
 //!
 //! - [`target`]: the URL, the password, TLS;
 //! - [`schema`]: the tables and their numbered migrations;
+//! - [`lease`]: the leader's lease, and standing by for it;
 //! - [`batch`]: how a transaction's writes are gathered.
 
 use std::collections::{HashMap, VecDeque};
@@ -35,18 +37,27 @@ use super::StoreError;
 use crate::error::Result;
 
 mod batch;
+pub mod lease;
 pub mod schema;
 pub mod target;
 
 pub use target::Target;
 
-/// The advisory lock the writing coordinator holds for its session.
-const WRITER_LOCK: i64 = 0x636f_7272_616c; // "corral"
+/// The advisory locks of the store: the writer's session holds (`WRITER_LOCK`, its
+/// epoch), so that a session of its own that was lost but lingers on the server
+/// has ended before the writer reads what it committed; a migration holds
+/// `MIGRATION_LOCK` for its transaction.
+const WRITER_LOCK: i32 = 0x636f_7272; // "corr"
+const MIGRATION_LOCK: i64 = 0x636f_7272_616d; // "corram"
 
-/// How the writer's connection takes its lock, once per session.
+/// What a connection is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
-    Writer,
+    /// The leader's writer, holding the lease of this epoch: each of its commits
+    /// checks that the lease is still its own.
+    Writer {
+        epoch: u64,
+    },
     Reader,
 }
 
@@ -181,8 +192,8 @@ impl PgConn {
             }
         })
         .map_err(|e| connect_error(&self.target, &e))?;
-        if self.role == Role::Writer {
-            self.take_writer_lock(&client)?;
+        if let Role::Writer { epoch } = self.role {
+            self.take_writer_lock(&client, epoch)?;
             // Every write finds its rows by key. A plan made while a table was
             // small (a scan of it, a hash join) would be kept by the prepared
             // statement as the table grows: the writer's session never plans one.
@@ -194,10 +205,11 @@ impl PgConn {
     }
 
     /// Takes the writer's advisory lock on a new session, or says who has it.
-    fn take_writer_lock(&mut self, client: &Client) -> Result<()> {
+    fn take_writer_lock(&mut self, client: &Client, epoch: u64) -> Result<()> {
         let target = self.target.clone();
+        let key = (epoch % (i32::MAX as u64)) as i32;
         let got = block(&self.rt, async {
-            let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK]).await?;
+            let row = client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&WRITER_LOCK, &key]).await?;
             row.try_get::<_, bool>(0)
         })
         .map_err(|e| sort(&e))?;
@@ -236,25 +248,41 @@ impl PgConn {
     pub(crate) fn migrate(&mut self) -> Result<()> {
         let target = self.target.clone();
         let (rt, client) = self.client()?;
+        // One migration at a time: coordinators started together on a new
+        // database wait for each other here, and the later ones find it done.
         let stored = block(rt, async {
             client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").await?;
+            client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
             client.query_one("SELECT MAX(version) FROM schema_version", &[]).await?.try_get::<_, Option<i64>>(0)
-        })
-        .map_err(|e| sort(&e))?;
-        let stored = stored.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
-        let steps = schema::needed(stored)
-            .map_err(|why| crate::error::Error::Refused(format!("cannot open the store {}: {why}", target.shown)))?;
-        if steps.is_empty() {
-            return Ok(());
-        }
+        });
+        let stored = match stored {
+            Ok(stored) => stored.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+            Err(e) => {
+                self.client = None;
+                return Err(sort(&e).into());
+            }
+        };
+        let steps = match schema::needed(stored) {
+            Ok(steps) => steps,
+            Err(why) => {
+                let _ = block(rt, client.batch_execute("ROLLBACK"));
+                return Err(crate::error::Error::Refused(format!("cannot open the store {}: {why}", target.shown)));
+            }
+        };
         let script = format!(
-            "BEGIN; {} DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES ({}); COMMIT;",
+            "{} DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES ({}); COMMIT;",
             steps.join("\n"),
             schema::VERSION
         );
-        block(rt, client.batch_execute(&script)).map_err(|e| {
-            crate::error::Error::Refused(format!("cannot set up the store {}: {}", target.shown, describe(&e)))
-        })
+        if let Err(e) = block(rt, client.batch_execute(&script)) {
+            self.client = None;
+            return Err(crate::error::Error::Refused(format!(
+                "cannot set up the store {}: {}",
+                target.shown,
+                describe(&e)
+            )));
+        }
+        Ok(())
     }
 
     /// A prepared statement for `sql` (its `?N` written `$N`), from the session's cache.
@@ -544,7 +572,14 @@ impl PgTx<'_> {
     /// one did.
     fn send_commit(&mut self) -> Result<()> {
         let next = self.conn.commits + 1;
-        Sql::execute(self, "SELECT corral_count_commit(?1)", vec![Value::Int(next as i64)])?;
+        let Role::Writer { epoch } = self.conn.role else {
+            return Err(StoreError::Unavailable("PostgreSQL: only the leader's writer commits changes".into()).into());
+        };
+        Sql::execute(
+            self,
+            "SELECT corral_count_commit(?1, ?2)",
+            vec![Value::Int(next as i64), Value::Int(epoch as i64)],
+        )?;
         self.send()?;
         let commit = self.conn.queue(|client| async move { client.batch_execute("COMMIT").await })?;
         let mut answers = std::mem::take(&mut self.in_flight);
@@ -819,6 +854,9 @@ fn sort(e: &tokio_postgres::Error) -> StoreError {
     let said = describe(e);
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
+        if code == "CR002" {
+            return StoreError::Fenced(said);
+        }
         return match &code[..2] {
             "22" | "23" => StoreError::Refused(said),
             "XX" => StoreError::Corrupt(said),

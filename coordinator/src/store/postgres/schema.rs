@@ -227,8 +227,38 @@ END
 $$;
 ";
 
+/// Migration 3: the leader's lease (one row: who holds it, its epoch, when it
+/// expires by the database's clock), and a commit counts itself only while its
+/// coordinator's epoch is still the lease's: a leader whose lease was taken
+/// (paused, cut off, slow) commits nothing more (`CR002`).
+const V3: &str = "
+CREATE TABLE corral_lease (
+    one BIGINT PRIMARY KEY CHECK (one = 1),
+    holder TEXT,
+    advertise TEXT,
+    epoch BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ
+);
+INSERT INTO corral_lease (one, epoch) VALUES (1, 0);
+DROP FUNCTION corral_count_commit(BIGINT);
+CREATE FUNCTION corral_count_commit(expected BIGINT, leader_epoch BIGINT) RETURNS VOID LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM corral_lease WHERE one = 1 AND epoch = leader_epoch FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'another coordinator took the lease (this one held epoch %): it writes nothing more', leader_epoch
+            USING ERRCODE = 'CR002';
+    END IF;
+    UPDATE corral_writer SET commits = expected WHERE one = 1 AND commits = expected - 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the transaction before this one did not commit, so this one cannot'
+            USING ERRCODE = 'CR001';
+    END IF;
+END
+$$;
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;

@@ -1,0 +1,191 @@
+//! The leader's lease: one row of `corral_lease` (holder, advertised address,
+//! epoch, expiry by the database's clock). Any number of coordinators may start on
+//! one database; the one that takes the lease (epoch + 1) leads, the others wait as
+//! standbys until it expires. The leader renews it about three times a lease, on a
+//! session of its own; every commit of its writer checks, in the same transaction,
+//! that the epoch is still its own (`corral_count_commit`), so a leader whose lease
+//! was taken (paused, cut off, slow) commits nothing more, and taking the lease waits
+//! for a commit that is checking it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{PgConn, Role, Target};
+use crate::error::Result;
+use crate::store::sql::{SqlExt, Value};
+
+/// How a coordinator holds the lease.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long the lease lasts unless renewed (`--lease`).
+    pub length: Duration,
+    /// Who this is, for the others' messages (`corral-coordinator PID N on HOST`).
+    pub holder: String,
+    /// Wait for a database that cannot be reached, as for the lease (a coordinator
+    /// that led and stands by); else such a database is refused at once (a start).
+    pub patient: bool,
+    /// Where clients and agents reach this coordinator when it leads (`--advertise`).
+    pub advertise: Option<String>,
+}
+
+/// Who holds the lease, as a standby sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holder {
+    pub holder: Option<String>,
+    pub advertise: Option<String>,
+    pub epoch: u64,
+    /// How long until it expires, unless renewed (zero: expired).
+    pub expires_in: Duration,
+}
+
+/// The lease, held: renewed by a thread of its own until dropped (then given up,
+/// so that a standby takes over at once) or lost (`lost` says why).
+pub struct Lease {
+    epoch: u64,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    lost: watch::Receiver<Option<String>>,
+}
+
+const TAKE: &str = "UPDATE corral_lease SET holder = ?1, advertise = ?2, epoch = epoch + 1, expires_at = clock_timestamp() + ?3 * interval '1 millisecond' WHERE one = 1 AND (expires_at IS NULL OR expires_at < clock_timestamp()) RETURNING epoch";
+const RENEW: &str = "UPDATE corral_lease SET expires_at = clock_timestamp() + ?2 * interval '1 millisecond' WHERE one = 1 AND epoch = ?1 RETURNING epoch";
+const GIVE_UP: &str = "UPDATE corral_lease SET expires_at = clock_timestamp() - interval '1 millisecond' WHERE one = 1 AND epoch = ?1 RETURNING epoch";
+const READ: &str = "SELECT holder, advertise, epoch, GREATEST(0, (EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::bigint) FROM corral_lease WHERE one = 1";
+
+impl Lease {
+    /// Takes the lease, waiting as a standby while another coordinator holds it
+    /// (`standby` hears who, whenever that changes). The database is brought to
+    /// this build's schema first.
+    pub fn take(target: Arc<Target>, settings: &Settings, mut standby: impl FnMut(&Holder)) -> Result<Lease> {
+        let mut conn = loop {
+            let opened = PgConn::open(target.clone(), Role::Reader).and_then(|mut conn| conn.migrate().map(|()| conn));
+            match opened {
+                Ok(conn) => break conn,
+                Err(e) if settings.patient && !matches!(e, crate::error::Error::Refused(_)) => {
+                    tracing::warn!(error = %e, "standby: cannot reach the database; trying again");
+                    std::thread::sleep(settings.length / 3);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut seen: Option<(Option<String>, u64)> = None;
+        let epoch = loop {
+            match try_take(&mut conn, settings) {
+                Ok(Some(epoch)) => break epoch,
+                Ok(None) => {
+                    if let Ok(holder) = read(&mut conn) {
+                        let now = (holder.holder.clone(), holder.epoch);
+                        if seen.as_ref() != Some(&now) {
+                            standby(&holder);
+                            seen = Some(now);
+                        }
+                    }
+                }
+                // The database is away: a standby waits for it like for the lease.
+                Err(e) => tracing::warn!(error = %e, "standby: cannot read the lease; trying again"),
+            }
+            std::thread::sleep(settings.length / 3);
+        };
+        let (lost_tx, lost) = watch::channel(None);
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let length = settings.length;
+        let thread = std::thread::Builder::new()
+            .name("corral-lease".into())
+            .spawn(move || keep(conn, epoch, length, stopped, lost_tx))
+            .map_err(|e| crate::store::StoreError::Unavailable(format!("cannot start the lease's thread: {e}")))?;
+        Ok(Lease { epoch, stop: Some(stop), thread: Some(thread), lost })
+    }
+
+    /// The epoch this coordinator leads in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Says why, once the lease is lost (taken by another, or not renewed for a
+    /// whole lease).
+    pub fn lost(&self) -> watch::Receiver<Option<String>> {
+        self.lost.clone()
+    }
+
+    /// Who holds the lease now.
+    pub fn holder(target: Arc<Target>) -> Result<Holder> {
+        read(&mut PgConn::open(target, Role::Reader)?)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // The thread gives the lease up as it ends.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn millis(d: Duration) -> Value<'static> {
+    Value::Int(d.as_millis().min(i64::MAX as u128) as i64)
+}
+
+fn try_take(conn: &mut PgConn, settings: &Settings) -> Result<Option<u64>> {
+    let args = [
+        Value::Text(settings.holder.clone().into()),
+        settings.advertise.clone().map_or(Value::Null, |a| Value::Text(a.into())),
+        millis(settings.length),
+    ];
+    conn.first(TAKE, args, |r| r.get::<u64>(0))
+}
+
+fn read(conn: &mut PgConn) -> Result<Holder> {
+    let row = conn.first(READ, [] as [Value; 0], |r| {
+        Ok(Holder {
+            holder: r.get(0)?,
+            advertise: r.get(1)?,
+            epoch: r.get(2)?,
+            expires_in: Duration::from_millis(r.get::<Option<u64>>(3)?.unwrap_or(0)),
+        })
+    })?;
+    row.ok_or_else(|| crate::store::StoreError::Corrupt("corral_lease has no row".into()).into())
+}
+
+/// Renews the lease about three times a lease until told to stop (then gives it
+/// up) or it is lost: taken by another coordinator, or not renewed for a whole
+/// lease (the database away, or this process paused), after which a standby may
+/// have it.
+fn keep(
+    mut conn: PgConn,
+    epoch: u64,
+    length: Duration,
+    stop: std::sync::mpsc::Receiver<()>,
+    lost: watch::Sender<Option<String>>,
+) {
+    let epoch_arg = Value::Int(epoch as i64);
+    // The lease runs until at least `length` after the last renewal was sent.
+    let mut valid_until = Instant::now() + length;
+    loop {
+        match stop.recv_timeout(length / 3) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => {
+                let _ = conn.first(GIVE_UP, [epoch_arg.clone()], |r| r.get::<u64>(0));
+                return;
+            }
+        }
+        let sent = Instant::now();
+        match conn.first(RENEW, [epoch_arg.clone(), millis(length)], |r| r.get::<u64>(0)) {
+            // Still this epoch: nobody took it meanwhile (taking makes a new one),
+            // even if it had run out.
+            Ok(Some(_)) => valid_until = sent + length,
+            Ok(None) => {
+                let _ = lost.send(Some(format!("another coordinator took the lease (this one held epoch {epoch})")));
+                return;
+            }
+            Err(e) if Instant::now() >= valid_until => {
+                let _ = lost.send(Some(format!("could not renew the lease (epoch {epoch}) for {length:?}: {e}")));
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the lease; trying again"),
+        }
+    }
+}
