@@ -257,9 +257,15 @@ enum Ended {
 async fn lead(config: Config) -> anyhow::Result<Ended> {
     {
         let data_dir = config.data_dir.clone();
-        let coordinator = Coordinator::start(config)
-            .await
-            .with_context(|| format!("cannot start the coordinator with data dir {}", data_dir.display()))?;
+        // A standby may wait long for the lease: a signal stops it meanwhile.
+        let coordinator = tokio::select! {
+            started = Coordinator::start(config) => started
+                .with_context(|| format!("cannot start the coordinator with data dir {}", data_dir.display()))?,
+            signalled = wait_for_signal() => {
+                signalled?;
+                return Ok(Ended::Signalled);
+            }
+        };
         let scheme = if coordinator.ca_fingerprint().is_some() { "https" } else { "http" };
         println!("corral-coordinator listening on {scheme}://{}", coordinator.addr());
         if let Some(http) = coordinator.http_addr() {

@@ -105,7 +105,16 @@ async fn take_lease(
         holder: crate::store::lock::holder(Some(&crate::store::lock::hostname())),
         advertise: config.advertise.clone(),
         patient: config.rejoin,
+        cancelled: Default::default(),
     };
+    // Dropped while it stands by (the coordinator is stopping): it stops waiting.
+    struct Cancel(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _cancel = Cancel(settings.cancelled.clone());
     tokio::task::spawn_blocking(move || {
         Lease::take(target, &settings, |leader| {
             tracing::info!(

@@ -345,6 +345,23 @@ impl Cluster {
         n
     }
 
+    /// Sends SIGTERM to standby `n` and waits (up to 10 s) for it to exit; returns
+    /// whether it exited successfully.
+    pub fn stop_standby(&mut self, n: usize) -> bool {
+        let (mut child, _) = self.standbys.remove(n);
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// What standby `n` logged.
     pub fn standby_log(&self, n: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("standby-{n}.log"))).unwrap_or_default()

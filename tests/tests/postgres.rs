@@ -306,6 +306,12 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     wait_until(MINUTE, "the standby to stand by", || {
         c.standby_log(standby).contains("standby: another coordinator holds the lease")
     });
+    // A second standby stops on SIGTERM while it waits.
+    let other = c.standby(0, &[]);
+    wait_until(MINUTE, "the second standby to stand by", || {
+        c.standby_log(other).contains("standby: another coordinator holds the lease")
+    });
+    assert!(c.stop_standby(other), "a standby did not stop on SIGTERM: {}", c.standby_log(other));
     let array = c.submit(&["--pool", "cpu", "--array", "1-60"], &["sh", "-c", "echo out {index}; sleep 0.1"]);
     wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(5));
     c.kill_coordinator();

@@ -50,7 +50,13 @@ fn postgres() -> Under {
 
 /// A lease of 600 ms, renewed every 200 ms.
 fn settings(holder: &str) -> Settings {
-    Settings { length: std::time::Duration::from_millis(600), holder: holder.into(), advertise: None, patient: false }
+    Settings {
+        length: std::time::Duration::from_millis(600),
+        holder: holder.into(),
+        advertise: None,
+        patient: false,
+        cancelled: Default::default(),
+    }
 }
 
 fn both() -> [Under; 2] {

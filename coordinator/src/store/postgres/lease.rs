@@ -28,6 +28,8 @@ pub struct Settings {
     pub patient: bool,
     /// Where clients and agents reach this coordinator when it leads (`--advertise`).
     pub advertise: Option<String>,
+    /// Set to stop waiting (the coordinator is stopping while it stands by).
+    pub cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Who holds the lease, as a standby sees it.
@@ -59,7 +61,16 @@ impl Lease {
     /// (`standby` hears who, whenever that changes). The database is brought to
     /// this build's schema first.
     pub fn take(target: Arc<Target>, settings: &Settings, mut standby: impl FnMut(&Holder)) -> Result<Lease> {
+        let cancelled = || {
+            settings
+                .cancelled
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then(|| crate::error::Error::Refused("stopped while standing by".into()))
+        };
         let mut conn = loop {
+            if let Some(stopped) = cancelled() {
+                return Err(stopped);
+            }
             let opened = PgConn::open(target.clone(), Role::Reader).and_then(|mut conn| conn.migrate().map(|()| conn));
             match opened {
                 Ok(conn) => break conn,
@@ -72,6 +83,9 @@ impl Lease {
         };
         let mut seen: Option<(Option<String>, u64)> = None;
         let epoch = loop {
+            if let Some(stopped) = cancelled() {
+                return Err(stopped);
+            }
             match try_take(&mut conn, settings) {
                 Ok(Some(epoch)) => break epoch,
                 Ok(None) => {
