@@ -255,42 +255,40 @@ enum Ended {
 /// Starts the coordinator (on PostgreSQL, once it holds the lease) and serves until
 /// a signal, or until another coordinator takes the lease.
 async fn lead(config: Config) -> anyhow::Result<Ended> {
-    {
-        let data_dir = config.data_dir.clone();
-        // A standby may wait long for the lease: a signal stops it meanwhile.
-        let coordinator = tokio::select! {
-            started = Coordinator::start(config) => started
-                .with_context(|| format!("cannot start the coordinator with data dir {}", data_dir.display()))?,
-            signalled = wait_for_signal() => {
-                signalled?;
-                return Ok(Ended::Signalled);
-            }
-        };
-        let scheme = if coordinator.ca_fingerprint().is_some() { "https" } else { "http" };
-        println!("corral-coordinator listening on {scheme}://{}", coordinator.addr());
-        if let Some(http) = coordinator.http_addr() {
-            println!("dashboard: {scheme}://{http}/  metrics: {scheme}://{http}/metrics");
+    let data_dir = config.data_dir.clone();
+    // A standby may wait long for the lease: a signal stops it meanwhile.
+    let coordinator = tokio::select! {
+        started = Coordinator::start(config) => started
+            .with_context(|| format!("cannot start the coordinator with data dir {}", data_dir.display()))?,
+        signalled = wait_for_signal() => {
+            signalled?;
+            return Ok(Ended::Signalled);
         }
-        if let Some(pin) = coordinator.ca_fingerprint() {
-            println!("TLS CA fingerprint: {pin} (clients: --ca-fingerprint {pin}, or --ca-cert with the CA file)");
-        }
-        let admin = corral_coordinator::auth::bootstrap::admin_token_path(&data_dir);
-        let admin = std::fs::canonicalize(&admin).unwrap_or(admin);
-        println!("admin token: {} (clients: export CORRAL_TOKEN_FILE={})", admin.display(), admin.display());
-        let ended = tokio::select! {
-            signalled = wait_for_signal() => {
-                signalled?;
-                Ended::Signalled
-            }
-            why = coordinator.deposed() => {
-                tracing::error!(reason = %why, "this coordinator no longer leads: it stops serving");
-                Ended::Deposed { why, addr: coordinator.addr(), http: coordinator.http_addr() }
-            }
-        };
-        tracing::info!("shutting down");
-        coordinator.shutdown().await;
-        Ok(ended)
+    };
+    let scheme = if coordinator.ca_fingerprint().is_some() { "https" } else { "http" };
+    println!("corral-coordinator listening on {scheme}://{}", coordinator.addr());
+    if let Some(http) = coordinator.http_addr() {
+        println!("dashboard: {scheme}://{http}/  metrics: {scheme}://{http}/metrics");
     }
+    if let Some(pin) = coordinator.ca_fingerprint() {
+        println!("TLS CA fingerprint: {pin} (clients: --ca-fingerprint {pin}, or --ca-cert with the CA file)");
+    }
+    let admin = corral_coordinator::auth::bootstrap::admin_token_path(&data_dir);
+    let admin = std::fs::canonicalize(&admin).unwrap_or(admin);
+    println!("admin token: {} (clients: export CORRAL_TOKEN_FILE={})", admin.display(), admin.display());
+    let ended = tokio::select! {
+        signalled = wait_for_signal() => {
+            signalled?;
+            Ended::Signalled
+        }
+        why = coordinator.deposed() => {
+            tracing::error!(reason = %why, "this coordinator no longer leads: it stops serving");
+            Ended::Deposed { why, addr: coordinator.addr(), http: coordinator.http_addr() }
+        }
+    };
+    tracing::info!("shutting down");
+    coordinator.shutdown().await;
+    Ok(ended)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

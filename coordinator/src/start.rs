@@ -280,7 +280,6 @@ impl Coordinator {
         };
         let (snapshot, tokens, nodes) = backend.load()?;
         let lost = lease.as_ref().map(|l| l.lost());
-        let lease_held = lease;
         let reader = backend.open_history()?;
         let now = Instant::now();
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
@@ -505,7 +504,7 @@ impl Coordinator {
             tracing::info!("coordinator stopped");
             // Only now may another coordinator open the data dir, or lead.
             drop(lock);
-            if let Some(lease) = lease_held {
+            if let Some(lease) = lease {
                 let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
             }
         });

@@ -51,21 +51,16 @@ fn row(event: &Event) -> Vec<Value<'_>> {
 pub fn insert(sql: &mut dyn Sql, events: &[Event]) -> Result<()> {
     if sql.dialect() == Dialect::Postgres {
         for event in events {
-            sql.execute(&STATEMENTS[3], row(event))?;
+            sql.execute(&STATEMENTS[ONE_ROW], row(event))?;
         }
         return Ok(());
     }
     let mut rest = events;
     while !rest.is_empty() {
         // A few sizes, so that each is one statement in the connection's cache.
-        let (sql_n, n) = SIZES
-            .iter()
-            .zip(&*STATEMENTS)
-            .map(|(n, s)| (s, *n))
-            .find(|(_, n)| *n <= rest.len())
-            .unwrap_or((&STATEMENTS[3], 1));
-        let (these, after) = rest.split_at(n);
-        sql.execute(sql_n, these.iter().flat_map(row).collect())?;
+        let size = SIZES.iter().position(|&n| n <= rest.len()).unwrap_or(ONE_ROW);
+        let (these, after) = rest.split_at(SIZES[size]);
+        sql.execute(&STATEMENTS[size], these.iter().flat_map(row).collect())?;
         rest = after;
     }
     Ok(())
@@ -73,6 +68,7 @@ pub fn insert(sql: &mut dyn Sql, events: &[Event]) -> Result<()> {
 
 /// How many rows SQLite's statements take, largest first; the last is 1.
 const SIZES: [usize; 4] = [64, 16, 4, 1];
+const ONE_ROW: usize = SIZES.len() - 1;
 
 /// `INSERT INTO events ... VALUES` with each of [`SIZES`] rows.
 static STATEMENTS: std::sync::LazyLock<[String; 4]> =

@@ -368,17 +368,15 @@ impl Writer {
                             group.sent = false;
                         }
                     }
-                    if pipelines && group.sent {
+                    if group.sent {
                         in_flight = Some(group);
                     } else {
                         writer.finish(group);
                     }
                 }
+                // The queue is closed, and `gather` returned nothing carried.
                 if let Some(group) = in_flight.take() {
                     writer.finish(group);
-                }
-                if !carried.is_empty() {
-                    writer.finish(Group::of(carried, writer.poisoned));
                 }
             })
             .expect("spawning the store thread");

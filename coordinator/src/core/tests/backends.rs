@@ -27,13 +27,13 @@ struct Under {
     backend: Box<dyn Backend>,
     _dir: tempfile::TempDir,
     server: Option<pg::Postgres>,
-    /// Held for the writer (PostgreSQL's lease).
-    _lease: Option<Lease>,
+    /// PostgreSQL's: where it is, and the lease held for its writer.
+    pg: Option<(Arc<crate::store::postgres::Target>, Option<Lease>)>,
 }
 
 fn sqlite() -> Under {
     let dir = tempfile::tempdir().unwrap();
-    Under { name: "sqlite", backend: Box::new(Sqlite::new(dir.path())), _dir: dir, server: None, _lease: None }
+    Under { name: "sqlite", backend: Box::new(Sqlite::new(dir.path())), _dir: dir, server: None, pg: None }
 }
 
 fn postgres() -> Under {
@@ -44,8 +44,8 @@ fn postgres() -> Under {
     std::fs::write(&password, pg::PASSWORD).unwrap();
     let target = Arc::new(crate::store::postgres::Target::parse(&url, Some(&password)).unwrap());
     let lease = Lease::take(target.clone(), &settings("first"), |_| {}).unwrap();
-    let backend = Box::new(Postgres { target, epoch: lease.epoch() });
-    Under { name: "postgres", backend, _dir: dir, server: Some(server), _lease: Some(lease) }
+    let backend = Box::new(Postgres { target: target.clone(), epoch: lease.epoch() });
+    Under { name: "postgres", backend, _dir: dir, server: Some(server), pg: Some((target, Some(lease))) }
 }
 
 /// A lease of 600 ms, renewed every 200 ms.
@@ -504,8 +504,7 @@ fn groups_waiting_when_the_session_is_cut_are_written_again() {
 #[test]
 fn a_standby_waits_for_the_lease_and_takes_the_next_epoch() {
     let mut under = postgres();
-    let Postgres { target, epoch } = &*postgres_of(&under);
-    let (target, first) = (target.clone(), *epoch);
+    let (target, first) = postgres_of(&under);
     let (tx, rx) = std::sync::mpsc::channel();
     let standby = std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -516,7 +515,7 @@ fn a_standby_waits_for_the_lease_and_takes_the_next_epoch() {
     // Three leases long, the first keeps it.
     assert!(rx.recv_timeout(std::time::Duration::from_millis(1800)).is_err(), "the standby took a live lease");
     let given_up = Instant::now();
-    drop(under._lease.take());
+    drop(under.pg.as_mut().and_then(|(_, lease)| lease.take()));
     rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the standby never took the lease");
     assert!(given_up.elapsed() < std::time::Duration::from_secs(2), "{:?}", given_up.elapsed());
     let (lease, seen) = standby.join().unwrap();
@@ -537,7 +536,7 @@ fn a_leader_whose_lease_was_taken_commits_nothing_more() {
         first.apply(batch).unwrap();
     }
     let stored = first.last_event();
-    let Postgres { target, .. } = &*postgres_of(&under);
+    let (target, _) = postgres_of(&under);
     // As if the first had been paused past its lease, and a standby took it (in one
     // statement: the first's thread would renew a lease that merely ran out).
     let (taken, second_epoch) = server.psql(
@@ -550,7 +549,7 @@ fn a_leader_whose_lease_was_taken_commits_nothing_more() {
     assert!(err.to_string().contains("another coordinator took the lease"), "{err}");
     first.send(&batches[2]).unwrap();
     assert!(matches!(first.settle(), Err(crate::error::Error::Store(StoreError::Fenced(_)))));
-    let mut lost = under._lease.as_ref().unwrap().lost();
+    let mut lost = under.pg.as_ref().and_then(|(_, lease)| lease.as_ref()).unwrap().lost();
     let deadline = Instant::now() + std::time::Duration::from_secs(3);
     while lost.borrow_and_update().is_none() {
         assert!(Instant::now() < deadline, "the first leader never heard it lost the lease");
@@ -567,15 +566,8 @@ fn a_leader_whose_lease_was_taken_commits_nothing_more() {
     assert_eq!(ids, (1..=writer.last_event()).collect::<Vec<_>>());
 }
 
-/// The PostgreSQL backend under test, to reach its target and epoch.
-fn postgres_of(under: &Under) -> Box<Postgres> {
-    let target = match under.server.as_ref() {
-        Some(server) => {
-            let dir = under._dir.path().join("password");
-            Arc::new(crate::store::postgres::Target::parse(&server.url("corral"), Some(&dir)).unwrap())
-        }
-        None => panic!("not postgres"),
-    };
-    let epoch = under._lease.as_ref().map_or(0, |l| l.epoch());
-    Box::new(Postgres { target, epoch })
+/// The PostgreSQL backend under test: its target, and the epoch of its writer.
+fn postgres_of(under: &Under) -> (Arc<crate::store::postgres::Target>, u64) {
+    let (target, lease) = under.pg.as_ref().expect("postgres");
+    (target.clone(), lease.as_ref().map_or(0, Lease::epoch))
 }

@@ -122,11 +122,6 @@ impl Lease {
     pub fn lost(&self) -> watch::Receiver<Option<String>> {
         self.lost.clone()
     }
-
-    /// Who holds the lease now.
-    pub fn holder(target: Arc<Target>) -> Result<Holder> {
-        read(&mut PgConn::open(target, Role::Reader)?)
-    }
 }
 
 impl Drop for Lease {
