@@ -11,9 +11,10 @@ use tonic::transport::{Channel, Endpoint};
 
 pub type Client = CorralClient<InterceptedService<Channel, Bearer>>;
 
-/// A client of the coordinator at `url` that presents `token` on every call.
-pub async fn connect(url: &str, token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Client> {
-    let channel = channel(url, tls).await?;
+/// A client of the coordinator that leads among `coordinators` (one URL, or
+/// several separated by commas), presenting `token` on every call.
+pub async fn connect(coordinators: &str, token: Option<&str>, tls: &ClientTls) -> anyhow::Result<Client> {
+    let channel = channel(coordinators, tls).await?;
     Ok(CorralClient::with_interceptor(channel, bearer(token)?)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))
@@ -23,12 +24,101 @@ pub fn bearer(token: Option<&str>) -> anyhow::Result<Bearer> {
     Bearer::new(token).map_err(anyhow::Error::msg)
 }
 
-/// A connection to the coordinator (TLS for `https://`), or an error that says
-/// what to do.
-pub async fn channel(url: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
+/// A connection to the coordinator that leads among those `coordinators` lists
+/// (`--coordinator A,B`): all are asked at once (a paused one costs nothing), the
+/// first that leads is used, and a leader that standbys name but the list does not
+/// is tried next.
+pub async fn channel(coordinators: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
+    let listed = corral_proto::leader::urls(coordinators);
+    if listed.is_empty() {
+        anyhow::bail!("invalid --coordinator: it names no URL (one, or several separated by commas)");
+    }
+    let mut failures: Vec<anyhow::Error> = Vec::new();
+    let mut named: Vec<String> = Vec::new();
+    let mut asking = tokio::task::JoinSet::new();
+    for url in listed.iter().cloned() {
+        let tls = tls.clone();
+        asking.spawn(async move { (probe(&url, &tls).await, url) });
+    }
+    let mut tried = listed.clone();
+    loop {
+        while let Some(Ok((answer, url))) = asking.join_next().await {
+            match answer {
+                Ok((channel, None)) => return Ok(channel),
+                Ok((_, Some(Some(leader)))) => {
+                    failures.push(anyhow::anyhow!("the coordinator at {url} is a standby; the leader is at {leader}"));
+                    if !tried.contains(&leader) {
+                        named.push(leader);
+                    }
+                }
+                Ok((_, Some(None))) => failures.push(anyhow::anyhow!(
+                    "the coordinator at {url} is a standby and none leads now (a takeover takes a few seconds): try again"
+                )),
+                Err(e) => failures.push(e),
+            }
+        }
+        let Some(leader) = named.pop() else { break };
+        if tried.len() >= MAX_TRIES {
+            break;
+        }
+        tried.push(leader.clone());
+        let tls = tls.clone();
+        asking.spawn(async move { (probe(&leader, &tls).await, leader) });
+    }
+    match failures.len() {
+        1 => Err(failures.remove(0)),
+        _ => Err(anyhow::anyhow!(
+            "no coordinator leads among {}: {}",
+            tried.join(", "),
+            failures.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>().join("; ")
+        )),
+    }
+}
+
+/// The most coordinators one connection tries (those listed and those named as
+/// the leader).
+const MAX_TRIES: usize = 8;
+
+/// A connection to `url`, and whether it stands by (see [`standing_by`]).
+async fn probe(url: &str, tls: &ClientTls) -> anyhow::Result<(Channel, Option<Option<String>>)> {
+    let channel = channel_to(url, tls).await?;
+    let standby =
+        standing_by(&channel).await.map_err(|e| anyhow::anyhow!("the coordinator at {url} does not answer: {e}"))?;
+    Ok((channel, standby))
+}
+
+/// Whether the coordinator on `channel` stands by, and if so who leads (`None`:
+/// nobody now), or why it did not answer (paused, hung, gone). Its health answer
+/// says so; one that answers without saying leads.
+async fn standing_by(channel: &Channel) -> Result<Option<Option<String>>, String> {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let answer = tokio::time::timeout(Duration::from_secs(3), health.check(request))
+        .await
+        .map_err(|_| "no answer within 3s".to_string())?;
+    let metadata = match &answer {
+        Ok(response) => response.metadata(),
+        // Unreachable after all (the connection broke).
+        Err(status) if status.code() == tonic::Code::Unavailable && status.metadata().is_empty() => {
+            return Err(status.message().to_string())
+        }
+        Err(status) => status.metadata(),
+    };
+    let Some(leader) = metadata.get(corral_proto::leader::HEADER) else { return Ok(None) };
+    let leader = leader.to_str().unwrap_or_default().trim();
+    Ok(Some((!leader.is_empty()).then(|| leader.to_string())))
+}
+
+/// A connection to the coordinator at `url` (TLS for `https://`), or an error
+/// that says what to do.
+async fn channel_to(url: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
     let target = corral_proto::tls::endpoint(url, tls, |endpoint: Endpoint| {
         endpoint
             .connect_timeout(Duration::from_secs(3))
+            // A coordinator that stops answering (paused, its host hung) fails the
+            // call instead of holding it for ever.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
             // Room for objects streaming in (see the coordinator's server settings).
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(16 << 20))
@@ -63,27 +153,12 @@ impl<T> ApiResult<T> for Result<tonic::Response<T>, tonic::Status> {
 pub type Call<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'a>>;
 
-/// How often a call that makes something is tried while the coordinator cannot be
-/// reached.
-const TRIES: u32 = 4;
+/// How long a call that makes something keeps trying while no coordinator leads:
+/// a lease (3 s by default) runs out, and a standby takes over, well within it.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Makes `call` (a submission or a dispatch, which carries an idempotency key, so
-/// at most one job is made), trying again while the coordinator is unreachable: a
-/// connection that broke after the request was sent leaves no way to know whether
-/// it was taken. A store that cannot write is not waited for: it says so at once.
-pub async fn retrying<T>(
-    client: &mut Client,
-    mut call: impl for<'a> FnMut(&'a mut Client) -> Call<'a, T>,
-) -> anyhow::Result<T> {
-    let mut wait = Duration::from_millis(250);
-    for _ in 1..TRIES {
-        match call(client).await {
-            Err(s) if s.code() == tonic::Code::Unavailable && !s.message().contains("store cannot write") => {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            other => return other.api(),
-        }
-    }
-    call(client).await.api()
+/// Whether a failed call may be tried again (elsewhere, or later): the coordinator
+/// could not be reached, or stands by. A store that cannot write is not waited for.
+pub fn worth_retrying(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && !status.message().contains("store cannot write")
 }

@@ -14,7 +14,8 @@ use crate::output::Format;
 #[derive(Parser, Debug)]
 #[command(name = "corral", version, propagate_version = true)]
 struct Cli {
-    /// The coordinator's URL.
+    /// The coordinator's URL, or several separated by commas (coordinators
+    /// sharing one PostgreSQL database): the one that leads is used.
     #[arg(long, global = true, env = "CORRAL_COORDINATOR", default_value = "http://127.0.0.1:7070")]
     coordinator: String,
     /// How to print results: tables for people, JSON for programs (anywhere:

@@ -123,6 +123,7 @@ impl Agent for AgentApi {
             start_task: start_task.unwrap_or_default(),
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
             heartbeat_timeout_ms: config.heartbeat_timeout.as_millis() as u64,
+            epoch: self.shared.epoch,
         }))
     }
 
@@ -216,7 +217,8 @@ impl Agent for AgentApi {
         });
         // The loop's messages, until the loop drops the stream or it fell too far
         // behind (then it ends with an error, and the agent connects again).
-        let messages = futures::stream::unfold(Some(rx), |rx| async move {
+        let epoch = self.shared.epoch;
+        let messages = futures::stream::unfold(Some(rx), move |rx| async move {
             let mut rx = rx?;
             tokio::select! {
                 biased;
@@ -224,7 +226,7 @@ impl Agent for AgentApi {
                     "this stream fell {} messages behind; connect again",
                     crate::runtime::AGENT_QUEUE
                 ))), None)),
-                msg = rx.messages.recv() => msg.map(|m| (Ok(m), Some(rx))),
+                msg = rx.messages.recv() => msg.map(|m| (Ok(pb::CoordinatorMessage { epoch, ..m }), Some(rx))),
             }
         });
         let revoked = futures::stream::once(revoked_rx).filter_map(|revoked| revoked.ok().map(Err));

@@ -26,6 +26,8 @@
 //! - [`objects`]: the object store for task inputs and outputs, and its service;
 //! - [`provider`]: starting and stopping nodes: local agents, commands, containers;
 //! - [`tls`], [`conns`]: TLS on both ports, and the cap on connections;
+//! - [`standby`]: what a coordinator that does not lead serves (refusals that name
+//!   the leader, redirects to its dashboard);
 //! - [`start`]: the composition root that starts all of the above.
 //!
 //! The state machines and vocabulary are drawn in `coordinator/README.md`.
@@ -49,6 +51,7 @@ pub mod provider;
 pub mod runtime;
 pub mod service;
 pub mod shared;
+pub mod standby;
 pub mod start;
 pub mod store;
 pub mod tls;

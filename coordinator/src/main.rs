@@ -61,10 +61,17 @@ struct Args {
     /// and the first to see it expire takes over.
     #[arg(long, env = "CORRAL_LEASE", default_value = "3s", value_parser = corral_types::duration::parse)]
     lease: Duration,
-    /// The URL clients and agents reach this coordinator at when it leads (shown to
-    /// the others while they stand by).
-    #[arg(long, env = "CORRAL_ADVERTISE")]
+    /// The URL clients and agents reach this coordinator at when it leads; while
+    /// another leads, this one answers every call with UNAVAILABLE naming the
+    /// leader's [default: the --listen address, by this host's name if it is a
+    /// wildcard].
+    #[arg(long, env = "CORRAL_ADVERTISE", value_parser = parse_url)]
     advertise: Option<String>,
+    /// The URL of this coordinator's dashboard when it leads; while another leads,
+    /// this one redirects every HTTP request to the leader's [default: the --http
+    /// address, as for --advertise].
+    #[arg(long, env = "CORRAL_ADVERTISE_HTTP", value_parser = parse_url)]
+    advertise_http: Option<String>,
     /// Exit (status 1) when another coordinator takes the lease, instead of
     /// stepping down to stand by.
     #[arg(long)]
@@ -151,6 +158,16 @@ fn parse_http(s: &str) -> Result<Http, String> {
     s.parse().map(|a| Http(Some(a))).map_err(|e| format!("expected an address like 127.0.0.1:7080, or off ({e})"))
 }
 
+/// An http:// or https:// URL with a host, as clients are given it.
+fn parse_url(s: &str) -> Result<String, String> {
+    let url =
+        url::Url::parse(s.trim()).map_err(|e| format!("expected a URL like https://coord1.example:7070 ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("expected an http:// or https:// URL with a host, like https://coord1.example:7070".into());
+    }
+    Ok(s.trim().trim_end_matches('/').to_string())
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let bytes = corral_proto::size::parse(s)?;
     if bytes < corral_coordinator::convert::MIN_MAX_OUTPUT {
@@ -205,6 +222,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.reset_admin_token = args.reset_admin_token;
     config.lease = args.lease;
     config.advertise = args.advertise;
+    config.advertise_http = args.advertise_http;
     config.http_access.hosts =
         args.http_host.into_iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
     config.http_access.metrics_public = args.metrics_public;

@@ -34,6 +34,9 @@ pub struct Shared {
     pub notify: crate::notify::Settings,
     /// Why the store cannot write now (a full disk), while it cannot.
     pub store_failing: watch::Receiver<Option<String>>,
+    /// The lease's epoch this coordinator leads in (0 on SQLite): agents hear it on
+    /// every message, and obey nothing from an older one.
+    pub epoch: u64,
 }
 
 impl Shared {

@@ -60,8 +60,11 @@ pub struct Config {
     pub notify_allow_private: bool,
     /// On PostgreSQL: how long the leader's lease lasts unless renewed.
     pub lease: Duration,
-    /// Where clients and agents reach this coordinator when it leads.
+    /// Where clients and agents reach this coordinator when it leads (default: its
+    /// listen address, by host name if that is a wildcard).
     pub advertise: Option<String>,
+    /// Where browsers reach its dashboard when it leads (default: as `advertise`).
+    pub advertise_http: Option<String>,
     /// Standing by again after leading: a database that cannot be reached is
     /// waited for (at a first start it is refused).
     pub rejoin: bool,
@@ -88,22 +91,26 @@ impl Config {
             notify_allow_private: false,
             lease: Duration::from_secs(3),
             advertise: None,
+            advertise_http: None,
             rejoin: false,
         }
     }
 }
 
 /// Takes the lease of the PostgreSQL store, waiting as a standby while another
-/// coordinator leads.
+/// coordinator leads (`leader` says which, for the standby's servers).
 async fn take_lease(
     target: Arc<crate::store::postgres::Target>,
     config: &Config,
+    advertised: &crate::standby::Leader,
+    leader: watch::Sender<Option<crate::standby::Leader>>,
 ) -> Result<crate::store::postgres::lease::Lease> {
     use crate::store::postgres::lease::{Lease, Settings};
     let settings = Settings {
         length: config.lease,
         holder: crate::store::lock::holder(Some(&crate::store::lock::hostname())),
-        advertise: config.advertise.clone(),
+        advertise: advertised.grpc.clone(),
+        advertise_http: advertised.http.clone(),
         patient: config.rejoin,
         cancelled: Default::default(),
     };
@@ -116,18 +123,59 @@ async fn take_lease(
     }
     let _cancel = Cancel(settings.cancelled.clone());
     tokio::task::spawn_blocking(move || {
-        Lease::take(target, &settings, |leader| {
+        Lease::take(target, &settings, |holder| {
             tracing::info!(
-                leader = leader.holder.as_deref().unwrap_or("nobody"),
-                advertise = leader.advertise.as_deref().unwrap_or("-"),
-                epoch = leader.epoch,
-                expires_in = ?leader.expires_in,
+                leader = holder.holder.as_deref().unwrap_or("nobody"),
+                advertise = holder.advertise.as_deref().unwrap_or("-"),
+                epoch = holder.epoch,
+                expires_in = ?holder.expires_in,
                 "standby: another coordinator holds the lease; this one takes over when it expires"
             );
+            let now = crate::standby::Leader { grpc: holder.advertise.clone(), http: holder.advertise_http.clone() };
+            leader.send_replace(holder.holder.is_some().then_some(now));
         })
     })
     .await
     .map_err(|e| crate::Error::Refused(format!("waiting for the lease: {e}")))?
+}
+
+/// Refuses an object store the other coordinators on this PostgreSQL database do
+/// not share (each one's own `DATA_DIR/objects`, say): a task's outputs written
+/// under one leader would be missing under the next. The first coordinator marks
+/// its store with an id it records in the database; every other one must find
+/// that mark in its own store.
+async fn check_objects_shared(
+    target: Arc<crate::store::postgres::Target>,
+    objects: &Arc<dyn object_store::ObjectStore>,
+    config: &Config,
+) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    let mark = |id: &str| object_store::path::Path::from(corral_types::paths::store_mark(id));
+    let candidate = auth::secret::random_hex(16);
+    let unusable = |e: object_store::Error| crate::Error::Refused(format!("cannot write to the object store: {e}"));
+    objects.put(&mark(&candidate), candidate.clone().into_bytes().into()).await.map_err(unusable)?;
+    let mine = candidate.clone();
+    let shared = tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_objects(target, &mine))
+        .await
+        .map_err(|e| crate::Error::Refused(format!("checking the object store: {e}")))??;
+    if shared == candidate {
+        return Ok(());
+    }
+    let _ = objects.delete(&mark(&candidate)).await;
+    match objects.head(&mark(&shared)).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::NotFound { .. }) => {
+            let yours = match &config.store_url {
+                Some(url) => format!("--store-url {url}"),
+                None => format!("{} (the data dir's own)", config.data_dir.join("objects").display()),
+            };
+            Err(crate::Error::Refused(format!(
+                "the object store {yours} is not the one the other coordinators on this database use (it lacks their mark {}): every coordinator on one database must share one store, so give each the same --store-url (s3://..., az://..., or file:///PATH on a shared filesystem)",
+                corral_types::paths::store_mark(&shared)
+            )))
+        }
+        Err(e) => Err(unusable(e)),
+    }
 }
 
 /// A short id of this coordinator that stays the same across its restarts, kept in
@@ -157,6 +205,35 @@ fn write_whole(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
     std::fs::write(&partial, contents)?;
     std::fs::rename(&partial, path)
+}
+
+/// Binds `at` the way a server should (address reuse, a deep backlog), as a
+/// standard listener that the standby and then the leader serve on. A coordinator
+/// standing by again after leading waits a moment for its last server to let go
+/// of the port.
+async fn bind(at: SocketAddr, again: bool) -> std::io::Result<std::net::TcpListener> {
+    let deadline = Instant::now() + if again { Duration::from_secs(5) } else { Duration::ZERO };
+    loop {
+        let socket = if at.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(at).and_then(|()| socket.listen(1024)) {
+            Ok(listener) => return listener.into_std(),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The URL of a server on `at`: by this host's name when it listens on every
+/// address.
+fn url_of(scheme: &str, at: SocketAddr) -> String {
+    if at.ip().is_unspecified() {
+        format!("{scheme}://{}:{}", crate::store::lock::hostname(), at.port())
+    } else {
+        format!("{scheme}://{at}")
+    }
 }
 
 /// `corral-agent` beside the running executable if it is there, else from `PATH`.
@@ -264,20 +341,76 @@ impl Coordinator {
         // Before anything in the data dir is touched: a second coordinator on a live
         // store would undo what the first one does.
         let lock = crate::store::lock::DataDirLock::acquire(&config.data_dir)?;
+        let objects = match &config.store_url {
+            Some(url) => crate::objects::store_from_url(url).await?,
+            None => crate::objects::local_store(&config.data_dir.join("objects"))?,
+        };
+        // Bound for the coordinator's whole life: a standby serves on them the
+        // refusals that name the leader, then leads on them.
+        let grpc_port = bind(config.listen, config.rejoin).await?;
+        let addr = grpc_port.local_addr()?;
+        let http_port = match config.http {
+            Some(at) => Some(bind(at, config.rejoin).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot serve the dashboard on {at}: {e} (use --http with another address, or port 0)"),
+                )
+            })?),
+            None => None,
+        };
+        let http_addr = http_port.as_ref().map(|l| l.local_addr()).transpose()?;
+        let tls = match &config.tls {
+            None => None,
+            Some(crate::tls::TlsMode::Auto) => {
+                let mut names = config.tls_names.clone();
+                names.extend(config.http_access.hosts.iter().cloned());
+                Some(crate::tls::ServerTls::auto(&config.data_dir, &crate::tls::certificate_names(addr, &names))?)
+            }
+            Some(crate::tls::TlsMode::Files { cert, key }) => Some(crate::tls::ServerTls::from_files(cert, key)?),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let advertised = crate::standby::Leader {
+            grpc: Some(config.advertise.clone().unwrap_or_else(|| url_of(scheme, addr))),
+            http: config.advertise_http.clone().or_else(|| http_addr.map(|at| url_of(scheme, at))),
+        };
         let (backend, lease): (Arc<dyn Backend>, _) = match &config.store {
             crate::store::StoreKind::Sqlite => (Arc::new(crate::store::Sqlite::new(&config.data_dir)), None),
             crate::store::StoreKind::Postgres(target) => {
-                let lease = take_lease(target.clone(), &config).await?;
+                // Checked at the first start; standing by again, the store is the same.
+                if !config.rejoin {
+                    check_objects_shared(target.clone(), &objects, &config).await?;
+                }
+                let (leader_tx, leader_rx) = watch::channel(None);
+                // Where it stands by (coordinator.addr says where it leads, once
+                // it is ready to).
+                let standby_files = [("standby.addr", Some(addr)), ("standby-http.addr", http_addr)];
+                for (file, at) in standby_files {
+                    if let Some(at) = at {
+                        write_whole(&config.data_dir.join(file), &at.to_string())?;
+                    }
+                }
+                let standby = crate::standby::serve(
+                    tokio::net::TcpListener::from_std(grpc_port.try_clone()?)?,
+                    http_port
+                        .as_ref()
+                        .map(|l| l.try_clone().and_then(tokio::net::TcpListener::from_std))
+                        .transpose()?,
+                    tls.as_ref(),
+                    leader_rx,
+                );
+                let lease = take_lease(target.clone(), &config, &advertised, leader_tx).await;
+                standby.stop().await;
+                for (file, _) in standby_files {
+                    let _ = std::fs::remove_file(config.data_dir.join(file));
+                }
+                let lease = lease?;
                 let epoch = lease.epoch();
                 tracing::info!(epoch, "leading: this coordinator holds the lease");
                 (Arc::new(crate::store::Postgres { target: target.clone(), epoch }) as Arc<dyn Backend>, Some(lease))
             }
         };
+        let epoch = lease.as_ref().map_or(0, |l| l.epoch());
         let mut store = backend.open_durable()?;
-        let objects = match &config.store_url {
-            Some(url) => crate::objects::store_from_url(url).await?,
-            None => crate::objects::local_store(&config.data_dir.join("objects"))?,
-        };
         let (snapshot, tokens, nodes) = backend.load()?;
         let lost = lease.as_ref().map(|l| l.lost());
         let reader = backend.open_history()?;
@@ -289,21 +422,11 @@ impl Coordinator {
         tracing::info!(pools = core.pools.len(), nodes = core.nodes.len(), jobs = core.jobs.len(), "state restored");
         let auth = Arc::new(load_auth(store.as_mut(), (tokens, nodes), &config, &core)?);
 
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
-        let tls = match &config.tls {
-            None => None,
-            Some(crate::tls::TlsMode::Auto) => {
-                let mut names = config.tls_names.clone();
-                names.extend(config.http_access.hosts.iter().cloned());
-                Some(crate::tls::ServerTls::auto(&config.data_dir, &crate::tls::certificate_names(addr, &names))?)
-            }
-            Some(crate::tls::TlsMode::Files { cert, key }) => Some(crate::tls::ServerTls::from_files(cert, key)?),
-        };
+        let listener = tokio::net::TcpListener::from_std(grpc_port)?;
+        write_whole(&config.data_dir.join("coordinator.addr"), &addr.to_string())?;
         if let Some(tls) = &tls {
             tracing::info!(fingerprint = %tls.ca_fingerprint, ca = ?tls.ca_file, "serving TLS");
         }
-        write_whole(&config.data_dir.join("coordinator.addr"), &addr.to_string())?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
@@ -368,25 +491,21 @@ impl Coordinator {
             http_access: crate::http::auth::HttpAccess { tls: tls.is_some(), ..http_access(&config) },
             notify,
             store_failing: store_failing.clone(),
+            epoch,
         });
         let triggers_task = tokio::spawn(crate::triggers::run(shared.clone(), stop_rx.clone()));
-        let http = match config.http {
-            Some(at) => {
-                let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("cannot serve the dashboard on {at}: {e} (use --http with another address, or port 0)"),
-                    )
-                })?;
-                let http_addr = listener.local_addr()?;
-                write_whole(&config.data_dir.join("http.addr"), &http_addr.to_string())?;
+        let http = match http_port {
+            Some(port) => {
+                let listener = tokio::net::TcpListener::from_std(port)?;
+                if let Some(at) = http_addr {
+                    write_whole(&config.data_dir.join("http.addr"), &at.to_string())?;
+                }
                 let tls = tls.as_ref().map(|t| t.http());
                 let task = tokio::spawn(crate::http::serve(listener, tls, shared.clone(), stop_rx.clone()));
-                Some((http_addr, task))
+                Some(task)
             }
             None => None,
         };
-        let http_addr = http.as_ref().map(|(a, _)| *a);
 
         let effects = event_loop::Effects {
             writer,
@@ -497,7 +616,7 @@ impl Coordinator {
             // A poll half done leaves nothing behind: the next start polls again.
             triggers_task.abort();
             let _ = triggers_task.await;
-            if let Some((_, task)) = http {
+            if let Some(task) = http {
                 // Server-sent event streams would hold a graceful shutdown forever.
                 let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
             }

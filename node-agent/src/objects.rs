@@ -5,20 +5,20 @@
 use std::path::{Component, Path};
 
 use corral_proto::credentials::Bearer;
+use corral_proto::leader::Follow;
 use corral_proto::v1 as pb;
 use corral_proto::v1::objects_client::ObjectsClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// Bytes per message when uploading.
 const CHUNK: usize = 1 << 20;
 
-pub type Client = ObjectsClient<InterceptedService<Channel, Bearer>>;
+pub type Client = ObjectsClient<InterceptedService<Follow, Bearer>>;
 
-/// A client for the objects service on `channel`, presenting `bearer`, with room
-/// for our chunks.
-pub fn client(channel: Channel, bearer: Bearer) -> Client {
+/// A client for the objects service on `channel` (whichever coordinator it is
+/// pointed at), presenting `bearer`, with room for our chunks.
+pub fn client(channel: Follow, bearer: Bearer) -> Client {
     ObjectsClient::with_interceptor(channel, bearer)
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20)

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use corral_proto::credentials::Bearer;
+use corral_proto::leader::Follow;
 use corral_proto::v1 as pb;
 use corral_proto::v1::agent_client::AgentClient;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -55,14 +56,124 @@ enum End {
     Reregister,
     /// The coordinator refused the node's secret.
     Refused(String),
+    /// A standby answered, naming the leader (`None`: nobody leads now).
+    Standby(Option<String>),
     Shutdown,
 }
 
 type Client = AgentClient<InterceptedService<Channel, Bearer>>;
 
+/// The coordinators this agent may reach (those `--coordinator` lists, and leaders
+/// that standbys named), and the one it talks to now.
+struct Coordinators {
+    known: Vec<(String, corral_proto::tls::Target)>,
+    at: usize,
+    /// What the object transfers go through: switched with the coordinator.
+    objects: Follow,
+    tls: corral_proto::tls::ClientTls,
+    /// How long a coordinator may leave a ping unanswered, and how often one is sent.
+    patience: Duration,
+}
+
+impl Coordinators {
+    fn new(list: &str, tls: &corral_proto::tls::ClientTls) -> Result<Coordinators, Error> {
+        let urls = corral_proto::leader::urls(list);
+        if urls.is_empty() {
+            return Err(Error::BadUrl { url: list.to_string(), reason: "it names no URL".into() });
+        }
+        let patience = Duration::from_secs(2);
+        let mut known = Vec::new();
+        for url in urls {
+            let target = target(&url, tls, patience).map_err(|reason| Error::BadUrl { url: url.clone(), reason })?;
+            known.push((url, target));
+        }
+        let objects = Follow::new(known[0].1.connect_lazy());
+        Ok(Coordinators { known, at: 0, objects, tls: tls.clone(), patience })
+    }
+
+    /// Pings each coordinator about every `patience`, and leaves one that has
+    /// not answered within it (a third of the heartbeat timeout: a coordinator
+    /// that is paused, or whose host hung, keeps its socket open; the agent moves
+    /// on before a new leader would declare this node lost).
+    fn retune(&mut self, patience: Duration) {
+        if patience == self.patience {
+            return;
+        }
+        self.patience = patience;
+        for (url, target) in &mut self.known {
+            if let Ok(tuned) = self::target(url, &self.tls, patience) {
+                *target = tuned;
+            }
+        }
+        self.objects.switch(self.connect());
+    }
+
+    fn url(&self) -> &str {
+        &self.known[self.at].0
+    }
+
+    fn connect(&self) -> Channel {
+        self.known[self.at].1.connect_lazy()
+    }
+
+    fn go_to(&mut self, at: usize) {
+        if at != self.at {
+            self.at = at;
+            self.objects.switch(self.connect());
+        }
+    }
+
+    /// Moves on to the next one listed (when this one cannot be reached).
+    fn next(&mut self) {
+        self.go_to((self.at + 1) % self.known.len());
+    }
+
+    /// Goes to the leader a standby named (remembered from now on); false if that
+    /// is where it is already, or not a URL it can use.
+    fn follow(&mut self, leader: &str) -> bool {
+        if let Some(at) = self.known.iter().position(|(url, _)| url == leader) {
+            let moved = at != self.at;
+            self.go_to(at);
+            return moved;
+        }
+        match target(leader, &self.tls, self.patience) {
+            Ok(target) => {
+                self.known.push((leader.to_string(), target));
+                self.go_to(self.known.len() - 1);
+                true
+            }
+            Err(why) => {
+                tracing::warn!(leader, %why, "a standby named a leader this agent cannot reach");
+                false
+            }
+        }
+    }
+}
+
+/// How every connection to the coordinator at `url` is made: one that leaves a
+/// ping unanswered for `patience` is dropped.
+fn target(
+    url: &str,
+    tls: &corral_proto::tls::ClientTls,
+    patience: Duration,
+) -> Result<corral_proto::tls::Target, String> {
+    corral_proto::tls::endpoint(url, tls, |endpoint: Endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(patience)
+            .keep_alive_timeout(patience)
+    })
+}
+
 struct Agent {
     config: AgentConfig,
-    target: corral_proto::tls::Target,
+    coordinators: Coordinators,
+    /// The newest coordinator epoch it has heard: orders from an older one (a
+    /// deposed leader) are not obeyed.
+    epoch: u64,
     /// The agent token, for registering.
     token: Bearer,
     /// This node's own secret once registered: the stream and object calls carry it.
@@ -95,18 +206,9 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let tune = |endpoint: Endpoint| {
-        endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-    };
     // Made once, so a bad URL or CA file stops the agent at once; each session
-    // gets a fresh connection from it.
-    let target = corral_proto::tls::endpoint(&config.coordinator, &config.tls, tune)
-        .map_err(|reason| Error::BadUrl { url: config.coordinator.clone(), reason })?;
+    // gets a fresh connection.
+    let coordinators = Coordinators::new(&config.coordinator, &config.tls)?;
     let mut sys =
         sysinfo::System::new().map_err(|e| Error::Refused(format!("cannot read this host's resources: {e}")))?;
     // A simulated node reads nothing of the host: thousands share one process.
@@ -128,12 +230,13 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let token = Bearer::new(config.token.as_deref()).map_err(Error::Token)?;
     let node_secret = Bearer::default();
-    let objects = crate::objects::client(target.connect_lazy(), node_secret.clone());
+    let objects = crate::objects::client(coordinators.objects.clone(), node_secret.clone());
     let dirs = Arc::new(crate::task_dirs::TaskDirs::new(config.work_dir.join("tasks")));
     let mut agent = Agent {
         config,
         dirs,
-        target,
+        coordinators,
+        epoch: 0,
         token,
         node_secret,
         slots,
@@ -153,6 +256,9 @@ pub async fn run(
     let mut backoff = MIN_BACKOFF;
     // Since when no coordinator has answered (None while one does).
     let mut alone_since: Option<tokio::time::Instant> = None;
+    // Standbys' directions followed in a row without getting through: a few are
+    // followed at once, then only after the usual wait.
+    let mut hops = 0;
     loop {
         if let (Some(after), Some(since)) = (agent.config.give_up_after, alone_since) {
             if since.elapsed() >= after {
@@ -161,25 +267,33 @@ pub async fn run(
                 return Err(Error::GaveUp { url: agent.config.coordinator.clone(), after });
             }
         }
-        let channel = agent.target.connect_lazy();
-        let client = |bearer: &Bearer| {
-            AgentClient::with_interceptor(channel.clone(), bearer.clone())
+        let client = |agent: &Agent, bearer: &Bearer| {
+            AgentClient::with_interceptor(agent.coordinators.connect(), bearer.clone())
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20)
         };
         if agent.node_id.is_none() {
-            match agent.register(client(&agent.token), cpus).await {
+            match agent.register(client(&agent, &agent.token), cpus).await {
                 Ok(()) => {
                     backoff = MIN_BACKOFF;
                     alone_since = None;
+                    hops = 0;
                 }
                 Err(RegisterError::Fatal(e)) => {
                     agent.stop_all(&mut events).await;
                     return Err(e);
                 }
-                Err(RegisterError::Retry(why)) => {
+                Err(RegisterError::Retry { why, leader }) => {
                     alone_since.get_or_insert_with(tokio::time::Instant::now);
-                    tracing::warn!("cannot register with {}: {why}; retrying in {backoff:?}", agent.config.coordinator);
+                    if agent.moved_on(leader.as_ref(), &mut hops) {
+                        continue;
+                    }
+                    let failed = agent.coordinators.url().to_string();
+                    agent.coordinators.next();
+                    tracing::warn!(
+                        "cannot register with {failed}: {why}; trying {} in {backoff:?}",
+                        agent.coordinators.url()
+                    );
                     if agent.pause(backoff, &mut events, &mut stop).await {
                         break;
                     }
@@ -188,8 +302,25 @@ pub async fn run(
                 }
             }
         }
-        match agent.session(client(&agent.node_secret), &mut events, &mut stop).await {
+        // A connection of its own, tuned to the heartbeat timeout registering told.
+        match agent.session(client(&agent, &agent.node_secret), &mut events, &mut stop).await {
             End::Shutdown => break,
+            End::Standby(leader) => {
+                alone_since.get_or_insert_with(tokio::time::Instant::now);
+                if agent.moved_on(leader.as_ref(), &mut hops) {
+                    continue;
+                }
+                let standby = agent.coordinators.url().to_string();
+                agent.coordinators.next();
+                tracing::info!(
+                    "{standby} stands by and names no leader; trying {} in {backoff:?}",
+                    agent.coordinators.url()
+                );
+                if agent.pause(backoff, &mut events, &mut stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(agent.max_backoff);
+            }
             End::Reregister => backoff = MIN_BACKOFF,
             End::Refused(why) => {
                 // The node's secret no longer opens a stream (its token was revoked,
@@ -202,13 +333,17 @@ pub async fn run(
                 if established {
                     backoff = MIN_BACKOFF;
                     alone_since = Some(tokio::time::Instant::now());
+                    hops = 0;
                 } else {
                     alone_since.get_or_insert_with(tokio::time::Instant::now);
                 }
+                let lost = agent.coordinators.url().to_string();
+                // Another listed coordinator may lead now (a failover).
+                agent.coordinators.next();
                 tracing::warn!(
                     held = agent.attempts.held().len(),
-                    "lost the coordinator at {}; tasks keep running; reconnecting in {backoff:?}",
-                    agent.config.coordinator
+                    "lost the coordinator at {lost}; tasks keep running; reconnecting to {} in {backoff:?}",
+                    agent.coordinators.url()
                 );
                 if agent.pause(backoff, &mut events, &mut stop).await {
                     break;
@@ -238,7 +373,11 @@ fn start_warden(config: &AgentConfig) -> Result<crate::warden::Warden, Error> {
 
 enum RegisterError {
     Fatal(Error),
-    Retry(String),
+    /// Worth trying again; `leader` is the one a standby named, if it did.
+    Retry {
+        why: String,
+        leader: Option<String>,
+    },
 }
 
 impl Agent {
@@ -256,9 +395,23 @@ impl Agent {
         match client.register(req).await {
             Ok(resp) => {
                 let resp = resp.into_inner();
+                if resp.epoch < self.epoch {
+                    return Err(RegisterError::Retry {
+                        why: format!(
+                            "it leads in epoch {}, older than epoch {} this agent has heard from: it was deposed",
+                            resp.epoch, self.epoch
+                        ),
+                        leader: None,
+                    });
+                }
+                self.epoch = resp.epoch;
                 self.heartbeat_interval = Duration::from_millis(resp.heartbeat_interval_ms.max(10));
                 self.max_backoff =
                     (Duration::from_millis(resp.heartbeat_timeout_ms) / 3).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                self.coordinators.retune(
+                    (Duration::from_millis(resp.heartbeat_timeout_ms) / 3)
+                        .clamp(Duration::from_millis(200), Duration::from_secs(10)),
+                );
                 tracing::info!(
                     node_id = %resp.node_id,
                     pool = %self.config.pool,
@@ -297,10 +450,27 @@ impl Agent {
                     if root.contains("is not trusted") {
                         return Err(RegisterError::Fatal(Error::Refused(root)));
                     }
-                    Err(RegisterError::Retry(status.message().to_string()))
+                    let leader = corral_proto::leader::named_by(&status);
+                    Err(RegisterError::Retry { why: status.message().to_string(), leader })
                 }
             },
         }
+    }
+
+    /// Follows a standby's direction to the leader at once, a few times in a row;
+    /// true if it did (the caller tries there now).
+    fn moved_on(&mut self, leader: Option<&String>, hops: &mut u32) -> bool {
+        let Some(leader) = leader else { return false };
+        if *hops >= 3 {
+            return false;
+        }
+        let from = self.coordinators.url().to_string();
+        if !self.coordinators.follow(leader) {
+            return false;
+        }
+        *hops += 1;
+        tracing::info!("{from} stands by; following it to the leader at {leader}");
+        true
     }
 
     /// How runners reach the stream, the store and the warden; `None` for a
@@ -363,6 +533,9 @@ impl Agent {
             Ok(resp) => resp.into_inner(),
             Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => {
                 return End::Refused(status.message().to_string());
+            }
+            Err(status) if corral_proto::leader::standing_by(&status).is_some() => {
+                return End::Standby(corral_proto::leader::named_by(&status));
             }
             Err(status) => {
                 tracing::debug!(%status, "could not open the session");
@@ -440,6 +613,17 @@ impl Agent {
     }
 
     fn on_message(&mut self, msg: pb::CoordinatorMessage, out: &mut Vec<Effect>) -> Option<End> {
+        if msg.epoch < self.epoch {
+            // A deposed leader that has not noticed yet: nothing of it is obeyed.
+            tracing::warn!(
+                epoch = msg.epoch,
+                newest = self.epoch,
+                "{} speaks for an older epoch than one this agent has heard from; leaving it",
+                self.coordinators.url()
+            );
+            return Some(End::Disconnected { established: false });
+        }
+        self.epoch = msg.epoch;
         self.attempts.on_ack(&msg.ack, out);
         self.attempts.on_kill(&msg.kill, out);
         if msg.shutdown {

@@ -7,12 +7,14 @@
 //! them into its own domain types once, where requests arrive.
 //!
 //! [`credentials`] is how every client presents its token, [`tls`] how it reaches
-//! a coordinator (plain or TLS), [`methods`] lists every method the protos declare,
+//! a coordinator (plain or TLS), [`leader`] how it finds the one that leads among
+//! several, [`methods`] lists every method the protos declare,
 //! [`size`] reads and writes byte sizes as users do (`10MiB`), and [`words`]
 //! converts the vocabulary's states and outcomes (`corral-types`) to and from their
 //! protobuf enums.
 
 pub mod credentials;
+pub mod leader;
 pub mod methods;
 pub mod size;
 pub mod tls;

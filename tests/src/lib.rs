@@ -70,6 +70,9 @@ pub struct Cluster {
     standbys: Vec<(Child, PathBuf)>,
     /// The data dir of the coordinator that leads now, when a standby took over.
     leader_data: Option<PathBuf>,
+    /// What agents and the CLI are given as `--coordinator` instead of `url`
+    /// (several, comma-separated), if set.
+    pub coordinators: Option<String>,
 }
 
 impl Cluster {
@@ -144,6 +147,7 @@ impl Cluster {
             postgres: None,
             standbys: Vec::new(),
             leader_data: None,
+            coordinators: None,
         };
         cluster.spawn_coordinator();
         cluster
@@ -154,15 +158,14 @@ impl Cluster {
     pub fn start_on_postgres(extra: &[&str]) -> Cluster {
         let pg = postgres::Postgres::start();
         let url = pg.create("corral");
-        let mut args = vec!["--store", url.as_str()];
+        let dir = tempfile::tempdir().expect("temp dir");
+        // One object store for every coordinator on the database, as they need.
+        let objects = dir.path().join("objects");
+        std::fs::create_dir(&objects).expect("objects dir");
+        let objects = format!("file://{}", objects.display());
+        let mut args = vec!["--store", url.as_str(), "--store-url", objects.as_str()];
         args.extend_from_slice(extra);
-        let mut cluster = Cluster::launch_in(
-            tempfile::tempdir().expect("temp dir"),
-            &args,
-            &[("PGPASSWORD", postgres::PASSWORD)],
-            false,
-            false,
-        );
+        let mut cluster = Cluster::launch_in(dir, &args, &[("PGPASSWORD", postgres::PASSWORD)], false, false);
         cluster.postgres = Some(pg);
         cluster
     }
@@ -362,6 +365,22 @@ impl Cluster {
         false
     }
 
+    /// The gRPC URL standby `n` serves on (as a standby, then as the leader).
+    pub fn standby_url(&self, n: usize) -> String {
+        let addr_file = self.standbys[n].1.join("standby.addr");
+        wait_until(Duration::from_secs(30), "the standby to listen", || addr_file.is_file());
+        let addr = std::fs::read_to_string(&addr_file).expect("address file");
+        format!("{}://{}", self.scheme(), addr.trim())
+    }
+
+    /// The dashboard URL standby `n` serves on.
+    pub fn standby_http_url(&self, n: usize) -> String {
+        let addr_file = self.standbys[n].1.join("standby-http.addr");
+        wait_until(Duration::from_secs(30), "the standby to listen", || addr_file.is_file());
+        let addr = std::fs::read_to_string(&addr_file).expect("address file");
+        format!("{}://{}", self.scheme(), addr.trim())
+    }
+
     /// What standby `n` logged.
     pub fn standby_log(&self, n: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("standby-{n}.log"))).unwrap_or_default()
@@ -459,7 +478,16 @@ impl Cluster {
         cmd.env_remove("CORRAL_TOKEN")
             .env("CORRAL_TOKEN_FILE", self.admin_token_file())
             .envs(env.iter().copied())
-            .args(["--coordinator", &self.url, "--pool", pool, "--slots", &slots.to_string(), "--kill-grace", "1s"])
+            .args([
+                "--coordinator",
+                self.coordinators.as_deref().unwrap_or(&self.url),
+                "--pool",
+                pool,
+                "--slots",
+                &slots.to_string(),
+                "--kill-grace",
+                "1s",
+            ])
             .arg("--work-dir")
             .arg(self.dir.path().join(format!("agent-{n}")))
             .args(args)
@@ -504,7 +532,12 @@ impl Cluster {
         if let Some(token) = token {
             cmd.env("CORRAL_TOKEN", token);
         }
-        cmd.arg("--coordinator").arg(&self.url).args(args).stdin(Stdio::null()).output().expect("run corral")
+        cmd.arg("--coordinator")
+            .arg(self.coordinators.as_deref().unwrap_or(&self.url))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run corral")
     }
 
     /// Runs the CLI with `-o json`, asserts success, and parses stdout.

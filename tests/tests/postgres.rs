@@ -245,7 +245,12 @@ fn bad_store_configuration_is_refused_at_start_with_one_line_naming_the_cause() 
     std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
     c.restart_with(&["--store-password-file", file.to_str().unwrap()]);
     assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(1));
-    // (A second coordinator on the same database stands by: see the standby tests.)
+    // A second coordinator on the same database whose object store is not the
+    // first one's (its own data dir) is refused; one that shares it stands by (see
+    // the standby tests).
+    let err = refused(dir.path(), &["--store", &url], &pw);
+    assert!(err.contains("is not the one the other coordinators on this database use"), "{err}");
+    assert!(err.contains("--store-url"), "{err}");
 }
 
 /// A CA, and a certificate for `localhost` signed by it: (CA, chain, key), PEM.
@@ -294,18 +299,45 @@ fn sslmode_require_is_tls_to_postgres_and_checks_the_servers_certificate() {
     );
 }
 
-/// Two coordinators on one database: the second stands by (it serves nothing and
-/// says who leads) until the leader is SIGKILLed, then takes over on the same
-/// address within the lease and a second; the agents reconnect and every task
-/// succeeds once in the record.
+/// Two coordinators on one database: the second stands by (it answers every call
+/// with UNAVAILABLE naming the leader, and redirects its dashboard there) until
+/// the leader is SIGKILLed, then leads within the lease and a second; the agents,
+/// given both addresses, keep their tasks and report to it; every task succeeds
+/// once in the record and the feed.
 #[test]
 fn a_standby_takes_over_when_the_leader_is_killed() {
     let mut c = Cluster::start_on_postgres(&["--lease", "1s"]);
-    c.static_pool("cpu", 2, 2);
-    let standby = c.standby(c.port(), &[]);
+    let standby = c.standby(0, &[]);
     wait_until(MINUTE, "the standby to stand by", || {
         c.standby_log(standby).contains("standby: another coordinator holds the lease")
     });
+    let (leader, standby_url) = (c.url.clone(), c.standby_url(standby));
+    // What a standby answers: UNAVAILABLE naming the leader; NOT_SERVING (with the
+    // leader) to health checks; a redirect to the same page of the leader's dashboard.
+    let rt = corral_tests::grpc::runtime();
+    let (refusal, health) = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(standby_url.clone()).unwrap().connect().await.unwrap();
+        let mut client = corral_proto::v1::corral_client::CorralClient::new(channel.clone());
+        let refusal = client.list_pools(corral_proto::v1::ListPoolsRequest::default()).await.unwrap_err();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let health = health.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap();
+        (refusal, health)
+    });
+    assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    assert!(refusal.message().contains(&format!("the leader is at {leader}")), "{refusal:?}");
+    assert_eq!(corral_proto::leader::named_by(&refusal).as_deref(), Some(leader.as_str()));
+    assert_eq!(health.get_ref().status(), tonic_health::pb::health_check_response::ServingStatus::NotServing);
+    assert_eq!(health.metadata().get(corral_proto::leader::HEADER).unwrap(), leader.as_str());
+    let browser = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let page = browser.get(format!("{}/jobs/7?tab=tasks", c.standby_http_url(standby))).send().unwrap();
+    assert_eq!(page.status().as_u16(), 307);
+    assert_eq!(page.headers()["location"], format!("{}/jobs/7?tab=tasks", c.http_url()).as_str());
+    // The CLI given the standby alone follows it to the leader.
+    c.coordinators = Some(standby_url.clone());
+    assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(0));
+    // Agents and the CLI know both from now on.
+    c.coordinators = Some(format!("{leader},{standby_url}"));
+    let agents = c.static_pool("cpu", 2, 2);
     // A second standby stops on SIGTERM while it waits.
     let other = c.standby(0, &[]);
     wait_until(MINUTE, "the second standby to stand by", || {
@@ -322,48 +354,43 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     c.assert_each_succeeded_once(array);
     assert_eq!(c.logs(array, 42, false), "out 42\n");
     assert_feed_in_order(&c, array);
+    // The same agents ran it to the end: none was lost or restarted.
+    assert!(agents.iter().all(|pid| corral_tests::alive(*pid)));
+    assert_eq!(c.nodes_in("cpu", "lost"), Vec::<String>::new());
 }
 
-/// The leader is paused past its lease; a standby takes over and runs the job
-/// with an agent of its own. When the old leader resumes, it can store nothing,
-/// its agent starts nothing more for it, it says it no longer leads and stands by;
-/// the record is the new leader's, each task once.
+/// The leader is paused past its lease; a standby takes over, and the agent
+/// (given both addresses) leaves the paused one, which answers no pings, for it
+/// with the tasks it runs: the job completes under the new leader, each task run
+/// once. When the old leader resumes it can store nothing, says it no longer leads
+/// and stands by; the record stays exactly the new leader's.
 #[test]
 fn a_leader_paused_past_its_lease_is_fenced_and_steps_down() {
     let mut c = Cluster::start_on_postgres(&["--lease", "1s"]);
-    c.static_pool("cpu", 1, 1);
+    let standby = c.standby(0, &[]);
+    c.coordinators = Some(format!("{},{}", c.url, c.standby_url(standby)));
+    c.static_pool("cpu", 1, 2);
     let runs = c.dir.path().join("runs");
     std::fs::create_dir(&runs).unwrap();
-    let record = format!("echo $CORRAL_NODE_ID >> {}/$CORRAL_TASK_INDEX; sleep 0.1", runs.display());
+    let record = format!("echo $CORRAL_NODE_ID >> {}/$CORRAL_TASK_INDEX; sleep 0.2", runs.display());
     let array = c.submit(&["--pool", "cpu", "--array", "1-40"], &["sh", "-c", &record]);
     wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(3));
-    let first_node = c.nodes_in("cpu", "running").into_iter().chain(c.nodes_in("cpu", "idle")).next().unwrap();
     let old = c.coordinator_pid();
-    let standby = c.standby(0, &[]);
     c.signal(old, libc::SIGSTOP);
     c.take_over(standby);
-    // What the paused leader's agent had been given ends; then it is given nothing.
-    let runs_of = |node: &str| -> usize {
-        std::fs::read_dir(&runs)
-            .unwrap()
-            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap().lines().filter(|l| *l == node).count())
-            .sum()
-    };
-    let mut before = runs_of(&first_node);
-    wait_until(MINUTE, "the paused leader's agent to finish what it had", || {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = runs_of(&first_node);
-        std::mem::replace(&mut before, now) == now
-    });
-    c.agent("cpu", 1);
+    let done = c.wait_job(array, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    let record = c.assert_each_succeeded_once(array);
     c.signal(old, libc::SIGCONT);
     wait_until(MINUTE, "the old leader to step down", || {
         std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap_or_default().contains("no longer leads")
     });
-    let done = c.wait_job(array, MINUTE);
-    assert_eq!(done["state"], "completed", "{done}");
-    c.assert_each_succeeded_once(array);
-    assert_eq!(runs_of(&first_node), before, "the paused leader's agent ran a task after it resumed");
+    assert_eq!(c.assert_each_succeeded_once(array), record, "the record changed after the old leader resumed");
+    for index in 1..=40 {
+        let ran = std::fs::read_to_string(runs.join(index.to_string())).unwrap_or_default();
+        assert_eq!(ran.lines().count(), 1, "task {index} ran on {ran:?}");
+    }
+    assert_eq!(c.nodes_in("cpu", "lost"), Vec::<String>::new(), "the agent was lost in the switch");
     let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap();
     assert!(log.contains("another coordinator took the lease"), "{log}");
     assert!(log.contains("stepped down; standing by"), "{log}");

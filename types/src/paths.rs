@@ -7,6 +7,7 @@
 //! jobs/<job>/output/part-<r>     reduce task r's result (five digits)
 //! shuffle/<job>/<m>/part-<r>     map task m's partition r
 //! payloads/<id>/payload          a dispatch's payload (deleted with its job)
+//! corral-store/<id>              marks the store the coordinators on one database share
 //! ```
 
 use crate::JobId;
@@ -33,9 +34,18 @@ pub fn payload_folder(object: &str) -> Option<&str> {
     hex.then(|| &object[..PAYLOADS.len() + id.len()])
 }
 
+/// Where the marks of shared stores live.
+pub const STORE_MARKS: &str = "corral-store/";
+
+/// The object that marks the store whose id is `id`: the first coordinator on a
+/// PostgreSQL database writes it, and every other one must find it in its store.
+pub fn store_mark(id: &str) -> String {
+    format!("{STORE_MARKS}{id}")
+}
+
 /// The folders Corral writes itself: a client may not put there, name them as a
 /// task's input, or trigger on them.
-pub const RESERVED: [&str; 3] = ["jobs/", "shuffle/", PAYLOADS];
+pub const RESERVED: [&str; 4] = ["jobs/", "shuffle/", PAYLOADS, STORE_MARKS];
 
 /// Whether `path` is in one of the [`RESERVED`] folders.
 pub fn is_reserved(path: &str) -> bool {

@@ -35,7 +35,7 @@ pub enum FileCommand {
 /// A client of the object service on the coordinator.
 pub async fn connect(ctx: &Context) -> anyhow::Result<Client> {
     let channel = crate::client::channel(&ctx.coordinator, &ctx.tls).await?;
-    Ok(objects::client(channel, crate::client::bearer(ctx.token.as_deref())?))
+    Ok(objects::client(corral_proto::leader::Follow::new(channel), crate::client::bearer(ctx.token.as_deref())?))
 }
 
 /// Downloads every object under `prefix` into `dest`, keeping paths below the prefix.

@@ -225,7 +225,7 @@ impl DispatchArgs {
         };
         let mut client = ctx.client().await?;
         // Under one key, so the CLI's own retries make one job.
-        let resp = crate::client::retrying(&mut client, |c| Box::pin(c.dispatch(req.clone()))).await?;
+        let resp = ctx.retrying(&mut client, |c| Box::pin(c.dispatch(req.clone()))).await?;
         // With --wait and -o json, the job's outcome is the one JSON answer.
         if !ctx.json() {
             println!("dispatched job {} ({} task(s))", resp.job_id, resp.tasks);

@@ -68,7 +68,17 @@ pub async fn serve(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
-    let app = router(shared);
+    serve_app(listener, tls, router(shared), stop).await
+}
+
+/// Serves `app` (over TLS if `tls` is given) until `stop` turns true: the
+/// dashboard, or a standby's redirects.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    stop: watch::Receiver<bool>,
+) {
     let mut until = stop.clone();
     let shutdown = async move {
         let _ = until.wait_for(|s| *s).await;

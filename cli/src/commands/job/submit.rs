@@ -255,7 +255,7 @@ impl SubmitArgs {
         if let Some(mr) = &mut req.mapreduce {
             mr.inputs = super::mapreduce::upload_inputs(ctx, &mr.inputs).await?;
         }
-        let resp = match crate::client::retrying(client, |c| Box::pin(c.submit_job(req.clone()))).await {
+        let resp = match ctx.retrying(client, |c| Box::pin(c.submit_job(req.clone()))).await {
             Ok(resp) => resp,
             Err(e) => match &loaded {
                 Some(file) => anyhow::bail!(file.annotate(&e.to_string())),

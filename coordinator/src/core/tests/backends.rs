@@ -54,6 +54,7 @@ fn settings(holder: &str) -> Settings {
         length: std::time::Duration::from_millis(600),
         holder: holder.into(),
         advertise: None,
+        advertise_http: None,
         patient: false,
         cancelled: Default::default(),
     }

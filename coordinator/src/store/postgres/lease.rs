@@ -28,6 +28,8 @@ pub struct Settings {
     pub patient: bool,
     /// Where clients and agents reach this coordinator when it leads (`--advertise`).
     pub advertise: Option<String>,
+    /// Where its dashboard is then (`--advertise-http`).
+    pub advertise_http: Option<String>,
     /// Set to stop waiting (the coordinator is stopping while it stands by).
     pub cancelled: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -37,6 +39,7 @@ pub struct Settings {
 pub struct Holder {
     pub holder: Option<String>,
     pub advertise: Option<String>,
+    pub advertise_http: Option<String>,
     pub epoch: u64,
     /// How long until it expires, unless renewed (zero: expired).
     pub expires_in: Duration,
@@ -51,10 +54,10 @@ pub struct Lease {
     lost: watch::Receiver<Option<String>>,
 }
 
-const TAKE: &str = "UPDATE corral_lease SET holder = ?1, advertise = ?2, epoch = epoch + 1, expires_at = clock_timestamp() + ?3 * interval '1 millisecond' WHERE one = 1 AND (expires_at IS NULL OR expires_at < clock_timestamp()) RETURNING epoch";
+const TAKE: &str = "UPDATE corral_lease SET holder = ?1, advertise = ?2, advertise_http = ?4, epoch = epoch + 1, expires_at = clock_timestamp() + ?3 * interval '1 millisecond' WHERE one = 1 AND (expires_at IS NULL OR expires_at < clock_timestamp()) RETURNING epoch";
 const RENEW: &str = "UPDATE corral_lease SET expires_at = clock_timestamp() + ?2 * interval '1 millisecond' WHERE one = 1 AND epoch = ?1 RETURNING epoch";
 const GIVE_UP: &str = "UPDATE corral_lease SET expires_at = clock_timestamp() - interval '1 millisecond' WHERE one = 1 AND epoch = ?1 RETURNING epoch";
-const READ: &str = "SELECT holder, advertise, epoch, GREATEST(0, (EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::bigint) FROM corral_lease WHERE one = 1";
+const READ: &str = "SELECT holder, advertise, advertise_http, epoch, GREATEST(0, (EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::bigint) FROM corral_lease WHERE one = 1";
 
 impl Lease {
     /// Takes the lease, waiting as a standby while another coordinator holds it
@@ -143,6 +146,7 @@ fn try_take(conn: &mut PgConn, settings: &Settings) -> Result<Option<u64>> {
         Value::Text(settings.holder.clone().into()),
         settings.advertise.clone().map_or(Value::Null, |a| Value::Text(a.into())),
         millis(settings.length),
+        settings.advertise_http.clone().map_or(Value::Null, |a| Value::Text(a.into())),
     ];
     conn.first(TAKE, args, |r| r.get::<u64>(0))
 }
@@ -152,8 +156,9 @@ fn read(conn: &mut PgConn) -> Result<Holder> {
         Ok(Holder {
             holder: r.get(0)?,
             advertise: r.get(1)?,
-            epoch: r.get(2)?,
-            expires_in: Duration::from_millis(r.get::<Option<u64>>(3)?.unwrap_or(0)),
+            advertise_http: r.get(2)?,
+            epoch: r.get(3)?,
+            expires_in: Duration::from_millis(r.get::<Option<u64>>(4)?.unwrap_or(0)),
         })
     })?;
     row.ok_or_else(|| crate::store::StoreError::Corrupt("corral_lease has no row".into()).into())
@@ -197,4 +202,19 @@ fn keep(
             Err(e) => tracing::warn!(error = %e, "could not renew the lease; trying again"),
         }
     }
+}
+
+/// The id of the object store that the coordinators on this database share: the
+/// one a coordinator stored before, or `candidate` if none did (this is the first).
+/// The caller wrote `candidate`'s marker object first, so that the stored id's
+/// marker is in the shared store before any other coordinator looks for it.
+pub fn shared_objects(target: Arc<Target>, candidate: &str) -> Result<String> {
+    let mut conn = PgConn::open(target, Role::Reader)?;
+    conn.migrate()?;
+    let stored = conn.first(
+        "INSERT INTO corral_objects (one, id) VALUES (1, ?1) ON CONFLICT (one) DO UPDATE SET id = corral_objects.id RETURNING id",
+        [Value::Text(candidate.into())],
+        |r| r.get::<String>(0),
+    )?;
+    stored.ok_or_else(|| crate::store::StoreError::Corrupt("corral_objects has no row".into()).into())
 }

@@ -257,8 +257,20 @@ END
 $$;
 ";
 
+/// Migration 4: where the leader's dashboard is (a standby redirects browsers
+/// there), and the id of the object store the coordinators on this database share
+/// (the first one writes it as an object; every later one must find it in its own
+/// store, or it does not share it).
+const V4: &str = "
+ALTER TABLE corral_lease ADD COLUMN advertise_http TEXT;
+CREATE TABLE corral_objects (
+    one BIGINT PRIMARY KEY CHECK (one = 1),
+    id TEXT NOT NULL
+);
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
