@@ -27,12 +27,32 @@ pub fn bearer(token: Option<&str>) -> anyhow::Result<Bearer> {
 /// A connection to the coordinator that leads among those `coordinators` lists
 /// (`--coordinator A,B`): all are asked at once (a paused one costs nothing), the
 /// first that leads is used, and a leader that standbys name but the list does not
-/// is tried next.
+/// is tried next. While a standby answers and none leads (a takeover under way),
+/// it asks again for up to [`PATIENCE`]; with no standby answering it says at once
+/// what is wrong.
 pub async fn channel(coordinators: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
     let listed = corral_proto::leader::urls(coordinators);
     if listed.is_empty() {
         anyhow::bail!("invalid --coordinator: it names no URL (one, or several separated by commas)");
     }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match find_leader(&listed, tls).await {
+            Ok(channel) => return Ok(channel),
+            Err((_, true)) if tokio::time::Instant::now() + wait < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// One round of asking `listed` (see [`channel`]); an error says too whether a
+/// standby answered.
+async fn find_leader(listed: &[String], tls: &ClientTls) -> Result<Channel, (anyhow::Error, bool)> {
+    let mut standby_answered = false;
     let mut failures: Vec<anyhow::Error> = Vec::new();
     let mut named: Vec<String> = Vec::new();
     let mut asking = tokio::task::JoinSet::new();
@@ -40,20 +60,24 @@ pub async fn channel(coordinators: &str, tls: &ClientTls) -> anyhow::Result<Chan
         let tls = tls.clone();
         asking.spawn(async move { (probe(&url, &tls).await, url) });
     }
-    let mut tried = listed.clone();
+    let mut tried = listed.to_vec();
     loop {
         while let Some(Ok((answer, url))) = asking.join_next().await {
             match answer {
                 Ok((channel, None)) => return Ok(channel),
                 Ok((_, Some(Some(leader)))) => {
+                    standby_answered = true;
                     failures.push(anyhow::anyhow!("the coordinator at {url} is a standby; the leader is at {leader}"));
                     if !tried.contains(&leader) {
                         named.push(leader);
                     }
                 }
-                Ok((_, Some(None))) => failures.push(anyhow::anyhow!(
-                    "the coordinator at {url} is a standby and none leads now (a takeover takes a few seconds): try again"
-                )),
+                Ok((_, Some(None))) => {
+                    standby_answered = true;
+                    failures.push(anyhow::anyhow!(
+                        "the coordinator at {url} is a standby and none leads now (a takeover takes a few seconds): try again"
+                    ));
+                }
                 Err(e) => failures.push(e),
             }
         }
@@ -65,14 +89,15 @@ pub async fn channel(coordinators: &str, tls: &ClientTls) -> anyhow::Result<Chan
         let tls = tls.clone();
         asking.spawn(async move { (probe(&leader, &tls).await, leader) });
     }
-    match failures.len() {
-        1 => Err(failures.remove(0)),
-        _ => Err(anyhow::anyhow!(
+    let error = match failures.len() {
+        1 => failures.remove(0),
+        _ => anyhow::anyhow!(
             "no coordinator leads among {}: {}",
             tried.join(", "),
             failures.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>().join("; ")
-        )),
-    }
+        ),
+    };
+    Err((error, standby_answered))
 }
 
 /// The most coordinators one connection tries (those listed and those named as

@@ -471,9 +471,19 @@ impl Coordinator {
             local_give_up: config.local_give_up,
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
+        // On PostgreSQL every coordinator signs with the same key, so a receiver
+        // checks a callback whichever one leads.
+        let mut notify_key = auth::bootstrap::notify_secret(&config.data_dir)?;
+        if let crate::store::StoreKind::Postgres(target) = &config.store {
+            let (target, mine) = (target.clone(), notify_key.clone());
+            notify_key =
+                tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_key(target, "notify", &mine))
+                    .await
+                    .map_err(|e| crate::Error::Refused(format!("reading the callbacks' key: {e}")))??;
+        }
         let notify = crate::notify::Settings {
             backoff: config.notify_backoff,
-            secret: auth::bootstrap::notify_secret(&config.data_dir)?,
+            secret: notify_key,
             allow_private: config.notify_allow_private,
         };
         let notify_task =

@@ -9,7 +9,9 @@ use crate::AgentConfig;
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "corral-agent", version)]
 pub struct AgentArgs {
-    /// The coordinator's URL.
+    /// The coordinator's URL, or several separated by commas (coordinators sharing
+    /// one PostgreSQL database): the agent talks to the one that leads, and moves
+    /// to another when it goes away or a standby names a new leader.
     #[arg(long, env = "CORRAL_COORDINATOR", default_value = "http://127.0.0.1:7070")]
     pub coordinator: String,
     /// The pool to join (it must exist and use the static provider).

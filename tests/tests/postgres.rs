@@ -344,10 +344,13 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
         c.standby_log(other).contains("standby: another coordinator holds the lease")
     });
     assert!(c.stop_standby(other), "a standby did not stop on SIGTERM: {}", c.standby_log(other));
+    let key = c.json(&["notify-secret"])["secret"].clone();
     let array = c.submit(&["--pool", "cpu", "--array", "1-60"], &["sh", "-c", "echo out {index}; sleep 0.1"]);
     wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(5));
     c.kill_coordinator();
     let took = c.take_over(standby);
+    // Callbacks are signed with the same key whichever coordinator leads.
+    assert_eq!(c.json(&["notify-secret"])["secret"], key);
     assert!(took < Duration::from_secs(3), "the standby took {took:?} to lead after the leader died");
     let done = c.wait_job(array, MINUTE);
     assert_eq!(done["state"], "completed", "{done}");
@@ -394,4 +397,79 @@ fn a_leader_paused_past_its_lease_is_fenced_and_steps_down() {
     let log = std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap();
     assert!(log.contains("another coordinator took the lease"), "{log}");
     assert!(log.contains("stepped down; standing by"), "{log}");
+}
+
+/// Submits and keyed dispatches made while the leader is SIGKILLed, and a 1 s
+/// schedule running through it: the CLI (given both coordinators) tries again
+/// with the same idempotency key until the standby leads, so each lands exactly
+/// once; no schedule slot runs twice or goes missing.
+#[test]
+fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once() {
+    let mut c = Cluster::start_on_postgres(&["--lease", "1s"]);
+    let standby = c.standby(0, &[]);
+    c.coordinators = Some(format!("{},{}", c.url, c.standby_url(standby)));
+    c.static_pool("cpu", 1, 4);
+    c.json(&["template", "create", "echo", "--pool", "cpu", "--", "true"]);
+    c.json(&[
+        "schedule",
+        "create",
+        "beat",
+        "--every",
+        "1s",
+        "--overlap",
+        "allow",
+        "--catchup-window",
+        "1m",
+        "--pool",
+        "cpu",
+        "--",
+        "true",
+    ]);
+    wait_until(MINUTE, "a few slots", || c.schedule_slots("beat").len() >= 2);
+    const N: usize = 12;
+    let job_id = |out: &std::process::Output| -> u64 {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["job_id"].as_u64().unwrap()
+    };
+    let dispatch = |c: &Cluster, i: usize| {
+        c.corral(&["-o", "json", "dispatch", "echo", "--idempotency-key", &format!("race-{i}")])
+    };
+    let (submitted, dispatched) = std::thread::scope(|s| {
+        let c = &c;
+        let submits = s.spawn(move || {
+            (0..N)
+                .map(|i| {
+                    std::thread::sleep(Duration::from_millis(150));
+                    c.corral(&["-o", "json", "job", "submit", "--pool", "cpu", "--", "echo", &i.to_string()])
+                })
+                .collect::<Vec<_>>()
+        });
+        let dispatches = s.spawn(move || {
+            (0..N)
+                .map(|i| {
+                    std::thread::sleep(Duration::from_millis(150));
+                    dispatch(c, i)
+                })
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        c.signal(c.coordinator_pid(), libc::SIGKILL);
+        (submits.join().unwrap(), dispatches.join().unwrap())
+    });
+    c.take_over(standby);
+    let submitted: std::collections::BTreeSet<u64> = submitted.iter().map(job_id).collect();
+    assert_eq!(submitted.len(), N, "two submits made one job: {submitted:?}");
+    let dispatched: Vec<u64> = dispatched.iter().map(job_id).collect();
+    // The same key, asked again of the new leader, names the same job.
+    for (i, id) in dispatched.iter().enumerate() {
+        assert_eq!(job_id(&dispatch(&c, i)), *id, "dispatch race-{i} made a second job");
+    }
+    let before = c.schedule_slots("beat").len();
+    wait_until(MINUTE, "slots under the new leader", || c.schedule_slots("beat").len() >= before + 2);
+    c.json(&["schedule", "pause", "beat"]);
+    let slots = c.schedule_slots("beat");
+    corral_tests::assert_each_slot_once(&slots);
+    // Nothing else was made: each submit and dispatch once, each slot once.
+    let jobs = c.json(&["job", "list"]).as_array().unwrap().len();
+    assert_eq!(jobs, 2 * N + slots.len(), "jobs made: {jobs}");
 }

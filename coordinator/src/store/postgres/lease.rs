@@ -218,3 +218,16 @@ pub fn shared_objects(target: Arc<Target>, candidate: &str) -> Result<String> {
     )?;
     stored.ok_or_else(|| crate::store::StoreError::Corrupt("corral_objects has no row".into()).into())
 }
+
+/// The key `name` every coordinator on this database uses (the one that signs
+/// callbacks, so that a receiver checks them whichever leads): the one stored, or
+/// `candidate` (this coordinator's own) if none was.
+pub fn shared_key(target: Arc<Target>, name: &str, candidate: &str) -> Result<String> {
+    let mut conn = PgConn::open(target, Role::Reader)?;
+    let stored = conn.first(
+        "INSERT INTO corral_keys (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = corral_keys.value RETURNING value",
+        [Value::Text(name.into()), Value::Text(candidate.into())],
+        |r| r.get::<String>(0),
+    )?;
+    stored.ok_or_else(|| crate::store::StoreError::Corrupt(format!("corral_keys has no key {name}")).into())
+}

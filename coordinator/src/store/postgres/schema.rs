@@ -258,14 +258,19 @@ $$;
 ";
 
 /// Migration 4: where the leader's dashboard is (a standby redirects browsers
-/// there), and the id of the object store the coordinators on this database share
+/// there), the id of the object store the coordinators on this database share
 /// (the first one writes it as an object; every later one must find it in its own
-/// store, or it does not share it).
+/// store, or it does not share it), and the keys they must all use (the one that
+/// signs callbacks).
 const V4: &str = "
 ALTER TABLE corral_lease ADD COLUMN advertise_http TEXT;
 CREATE TABLE corral_objects (
     one BIGINT PRIMARY KEY CHECK (one = 1),
     id TEXT NOT NULL
+);
+CREATE TABLE corral_keys (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 ";
 
