@@ -47,22 +47,53 @@ pub fn default_cap(file_limit: u64) -> usize {
     file_limit.saturating_sub(RESERVED_FDS).clamp(64, 100_000) as usize
 }
 
-/// A connection that holds its place under the cap until it is dropped.
+/// How long a server that was told to stop lets its open connections (agents'
+/// streams, watchers) go on before it cuts them.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// A connection that holds its place under the cap until it is dropped, and is cut
+/// [`STOP_GRACE`] after its server was told to stop: a coordinator that steps
+/// down and stands by in the same process must not keep serving agents on
+/// connections its old server left open.
 pub struct Limited<T> {
     io: T,
     _permit: OwnedSemaphorePermit,
     /// Until the first byte arrives: when it must have.
     silent_until: Option<Pin<Box<tokio::time::Sleep>>>,
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl<T> Limited<T> {
-    pub fn new(io: T, permit: OwnedSemaphorePermit, silent_for: Option<Duration>) -> Self {
-        Limited { io, _permit: permit, silent_until: silent_for.map(|d| Box::pin(tokio::time::sleep(d))) }
+    pub fn new(
+        io: T,
+        permit: OwnedSemaphorePermit,
+        silent_for: Option<Duration>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Self {
+        let cut = Box::pin(async move {
+            if stop.wait_for(|s| *s).await.is_ok() {
+                tokio::time::sleep(STOP_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        });
+        Limited { io, _permit: permit, silent_until: silent_for.map(|d| Box::pin(tokio::time::sleep(d))), cut }
     }
+
+    fn is_cut(&mut self, cx: &mut Context<'_>) -> bool {
+        self.cut.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn cut_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the server stopped; connection cut")
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(cut_error()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
@@ -83,6 +114,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -99,6 +133,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.is_cut(cx) {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -162,9 +199,10 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let to = tx.clone();
+        let stopping = stop.clone();
         accept(listener, cap, stop, &tx, move |tcp, peer, place| {
-            let to = to.clone();
-            async move { to.send((Limited::new(tcp, place, Some(SILENT_FOR)), peer)).await.is_ok() }
+            let (to, stop) = (to.clone(), stopping.clone());
+            async move { to.send((Limited::new(tcp, place, Some(SILENT_FOR), stop), peer)).await.is_ok() }
         })
         .await;
     });

@@ -230,6 +230,7 @@ pub fn incoming(
     let per_peer: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     tokio::spawn(async move {
         let to = tx.clone();
+        let stopping = stop.clone();
         crate::conns::accept(listener, cap, stop, &tx, move |tcp, peer, place| {
             let ready = std::future::ready(true);
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
@@ -243,13 +244,13 @@ pub fn incoming(
                 tracing::debug!(%peer, "too many TLS handshakes in flight from this address; closing");
                 return ready;
             };
-            let (acceptor, tx) = (acceptor.clone(), to.clone());
+            let (acceptor, tx, stop) = (acceptor.clone(), to.clone(), stopping.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&acceptor, tcp)).await {
                     Ok(Ok(Some(conn))) => {
-                        let _ = tx.send((crate::conns::Limited::new(conn, place, None), peer)).await;
+                        let _ = tx.send((crate::conns::Limited::new(conn, place, None, stop), peer)).await;
                     }
                     Ok(Ok(None)) => tracing::debug!(%peer, "a plaintext client was told this port serves TLS"),
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -324,6 +324,31 @@ impl Cluster {
         }
     }
 
+    /// Starts a coordinator on a PostgreSQL server of its own that it reaches
+    /// through a proxy the test can cut ([`postgres::Proxy::cut`]); standbys reach
+    /// the server directly.
+    pub fn start_on_postgres_through_proxy(extra: &[&str]) -> (Cluster, postgres::Proxy) {
+        let pg = postgres::Postgres::start();
+        let direct = pg.create("corral");
+        let proxy = pg.proxy();
+        let through = proxy.url("corral");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let objects = dir.path().join("objects");
+        std::fs::create_dir(&objects).expect("objects dir");
+        let objects = format!("file://{}", objects.display());
+        let mut args = vec!["--store", through.as_str(), "--store-url", objects.as_str()];
+        args.extend_from_slice(extra);
+        let mut cluster = Cluster::launch_in(dir, &args, &[("PGPASSWORD", postgres::PASSWORD)], false, false);
+        // What standbys are started with: the server itself.
+        for arg in cluster.coordinator_args.iter_mut() {
+            if *arg == through {
+                *arg = direct.clone();
+            }
+        }
+        cluster.postgres = Some(pg);
+        (cluster, proxy)
+    }
+
     /// Starts another coordinator on the same database (`--store`) and flags plus
     /// `extra`, listening on `port` once it leads (the cluster's, or 0 for any),
     /// with a data dir of its own: it stands by until it can take the lease.

@@ -253,3 +253,68 @@ impl Drop for Session {
         let _ = self.child.wait();
     }
 }
+
+/// A proxy in front of a server's socket that a test can cut, as a network would:
+/// the coordinator given [`Proxy::url`] reaches the database through it, and
+/// [`Proxy::cut`] breaks every session and refuses new ones.
+pub struct Proxy {
+    dir: tempfile::TempDir,
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+}
+
+impl Postgres {
+    /// A proxy in front of this server's socket.
+    pub fn proxy(&self) -> Proxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = tempfile::tempdir().expect("proxy dir");
+        let name = format!(".s.PGSQL.{}", self.port);
+        let listener = UnixListener::bind(dir.path().join(&name)).expect("proxy socket");
+        let target = self.dir.path().join(&name);
+        let proxy = Proxy { dir, port: self.port, cut: Default::default(), open: Default::default() };
+        let (cut, open) = (proxy.cut.clone(), proxy.open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = UnixStream::connect(&target) else { continue };
+                let mut held = open.lock().unwrap();
+                for stream in [&client, &server] {
+                    if let Ok(clone) = stream.try_clone() {
+                        held.push(clone);
+                    }
+                }
+                for (mut from, mut to) in
+                    [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())]
+                        .into_iter()
+                        .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+}
+
+impl Proxy {
+    /// A `--store` URL for database `db` through the proxy.
+    pub fn url(&self, db: &str) -> String {
+        let dir = self.dir.path().display().to_string().replace('/', "%2F");
+        format!("postgres://corral@{dir}:{}/{db}", self.port)
+    }
+
+    /// Breaks every session through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}

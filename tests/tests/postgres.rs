@@ -473,3 +473,30 @@ fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once(
     let jobs = c.json(&["job", "list"]).as_array().unwrap().len();
     assert_eq!(jobs, 2 * N + slots.len(), "jobs made: {jobs}");
 }
+
+/// The leader is cut off from PostgreSQL (a proxy in front of it breaks every
+/// session and refuses new ones): it stops serving within a lease; the standby,
+/// which reaches the database, takes over, and the agents finish the job under it,
+/// each task once in the record and the feed.
+#[test]
+fn a_leader_cut_off_from_the_database_stops_serving_and_a_standby_takes_over() {
+    let (mut c, proxy) = Cluster::start_on_postgres_through_proxy(&["--lease", "1s"]);
+    let standby = c.standby(0, &[]);
+    c.coordinators = Some(format!("{},{}", c.url, c.standby_url(standby)));
+    c.static_pool("cpu", 2, 2);
+    let array = c.submit(&["--pool", "cpu", "--array", "1-60"], &["sh", "-c", "echo out {index}; sleep 0.1"]);
+    wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(5));
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    let log = || std::fs::read_to_string(c.dir.path().join("coordinator.log")).unwrap_or_default();
+    wait_until(MINUTE, "the cut-off leader to stop serving", || log().contains("no longer leads"));
+    let stopped = cut.elapsed();
+    assert!(stopped < Duration::from_secs(3), "the cut-off leader served {stopped:?} after the cut (lease 1s)");
+    assert!(log().contains("could not renew the lease"), "{}", log());
+    c.take_over(standby);
+    let done = c.wait_job(array, MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    c.assert_each_succeeded_once(array);
+    assert_eq!(c.logs(array, 7, false), "out 7\n");
+    assert_feed_in_order(&c, array);
+}
