@@ -26,6 +26,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// coordinator's heartbeat timeout, so that a restarted coordinator hears from
 /// this node before it would declare it lost.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between tries while a standby answers: a takeover is under
+/// way, and the node must reach the new leader within its heartbeat timeout.
+const TAKEOVER_RETRY: Duration = Duration::from_millis(300);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +262,9 @@ pub async fn run(
     // Standbys' directions followed in a row without getting through: a few are
     // followed at once, then only after the usual wait.
     let mut hops = 0;
+    // A standby answered since the last coordinator that led did: a takeover is
+    // under way, so it tries often (see TAKEOVER_RETRY).
+    let mut takeover = false;
     loop {
         if let (Some(after), Some(since)) = (agent.config.give_up_after, alone_since) {
             if since.elapsed() >= after {
@@ -278,23 +284,26 @@ pub async fn run(
                     backoff = MIN_BACKOFF;
                     alone_since = None;
                     hops = 0;
+                    takeover = false;
                 }
                 Err(RegisterError::Fatal(e)) => {
                     agent.stop_all(&mut events).await;
                     return Err(e);
                 }
-                Err(RegisterError::Retry { why, leader }) => {
+                Err(RegisterError::Retry { why, standby, leader }) => {
                     alone_since.get_or_insert_with(tokio::time::Instant::now);
+                    takeover |= standby;
                     if agent.moved_on(leader.as_ref(), &mut hops) {
                         continue;
                     }
                     let failed = agent.coordinators.url().to_string();
                     agent.coordinators.next();
+                    let wait = if takeover { backoff.min(TAKEOVER_RETRY) } else { backoff };
                     tracing::warn!(
-                        "cannot register with {failed}: {why}; trying {} in {backoff:?}",
+                        "cannot register with {failed}: {why}; trying {} in {wait:?}",
                         agent.coordinators.url()
                     );
-                    if agent.pause(backoff, &mut events, &mut stop).await {
+                    if agent.pause(wait, &mut events, &mut stop).await {
                         break;
                     }
                     backoff = (backoff * 2).min(agent.max_backoff);
@@ -307,16 +316,18 @@ pub async fn run(
             End::Shutdown => break,
             End::Standby(leader) => {
                 alone_since.get_or_insert_with(tokio::time::Instant::now);
+                takeover = true;
                 if agent.moved_on(leader.as_ref(), &mut hops) {
                     continue;
                 }
                 let standby = agent.coordinators.url().to_string();
                 agent.coordinators.next();
+                let wait = backoff.min(TAKEOVER_RETRY);
                 tracing::info!(
-                    "{standby} stands by and names no leader; trying {} in {backoff:?}",
+                    "{standby} stands by and no leader it names answers; trying {} in {wait:?}",
                     agent.coordinators.url()
                 );
-                if agent.pause(backoff, &mut events, &mut stop).await {
+                if agent.pause(wait, &mut events, &mut stop).await {
                     break;
                 }
                 backoff = (backoff * 2).min(agent.max_backoff);
@@ -334,18 +345,20 @@ pub async fn run(
                     backoff = MIN_BACKOFF;
                     alone_since = Some(tokio::time::Instant::now());
                     hops = 0;
+                    takeover = false;
                 } else {
                     alone_since.get_or_insert_with(tokio::time::Instant::now);
                 }
                 let lost = agent.coordinators.url().to_string();
                 // Another listed coordinator may lead now (a failover).
                 agent.coordinators.next();
+                let wait = if takeover { backoff.min(TAKEOVER_RETRY) } else { backoff };
                 tracing::warn!(
                     held = agent.attempts.held().len(),
-                    "lost the coordinator at {lost}; tasks keep running; reconnecting to {} in {backoff:?}",
+                    "lost the coordinator at {lost}; tasks keep running; reconnecting to {} in {wait:?}",
                     agent.coordinators.url()
                 );
-                if agent.pause(backoff, &mut events, &mut stop).await {
+                if agent.pause(wait, &mut events, &mut stop).await {
                     break;
                 }
                 backoff = (backoff * 2).min(agent.max_backoff);
@@ -373,9 +386,11 @@ fn start_warden(config: &AgentConfig) -> Result<crate::warden::Warden, Error> {
 
 enum RegisterError {
     Fatal(Error),
-    /// Worth trying again; `leader` is the one a standby named, if it did.
+    /// Worth trying again; `standby` if a standby answered, `leader` the one it
+    /// named, if it did.
     Retry {
         why: String,
+        standby: bool,
         leader: Option<String>,
     },
 }
@@ -401,6 +416,7 @@ impl Agent {
                             "it leads in epoch {}, older than epoch {} this agent has heard from: it was deposed",
                             resp.epoch, self.epoch
                         ),
+                        standby: false,
                         leader: None,
                     });
                 }
@@ -450,8 +466,12 @@ impl Agent {
                     if root.contains("is not trusted") {
                         return Err(RegisterError::Fatal(Error::Refused(root)));
                     }
-                    let leader = corral_proto::leader::named_by(&status);
-                    Err(RegisterError::Retry { why: status.message().to_string(), leader })
+                    let standby = corral_proto::leader::standing_by(&status);
+                    Err(RegisterError::Retry {
+                        why: status.message().to_string(),
+                        standby: standby.is_some(),
+                        leader: standby.flatten(),
+                    })
                 }
             },
         }

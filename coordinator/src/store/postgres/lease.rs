@@ -89,6 +89,7 @@ impl Lease {
             if let Some(stopped) = cancelled() {
                 return Err(stopped);
             }
+            let mut wait = settings.length / 3;
             match try_take(&mut conn, settings) {
                 Ok(Some(epoch)) => break epoch,
                 Ok(None) => {
@@ -98,12 +99,16 @@ impl Lease {
                             standby(&holder);
                             seen = Some(now);
                         }
+                        // Tried again the moment it runs out, unless renewed.
+                        if !holder.expires_in.is_zero() {
+                            wait = wait.min(holder.expires_in + Duration::from_millis(5));
+                        }
                     }
                 }
                 // The database is away: a standby waits for it like for the lease.
                 Err(e) => tracing::warn!(error = %e, "standby: cannot read the lease; trying again"),
             }
-            std::thread::sleep(settings.length / 3);
+            std::thread::sleep(wait);
         };
         let (lost_tx, lost) = watch::channel(None);
         let (stop, stopped) = std::sync::mpsc::channel();

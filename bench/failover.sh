@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Failover time: from a SIGKILL of the leading coordinator to the first task run
+# under the standby that takes over, with QUEUED tasks waiting (default: 1,000,
+# 100,000 and 1,000,000), RUNS (3) times each, with the default lease (3 s).
+#
+# Two release coordinators on one PostgreSQL database of this script's own (on this
+# host, default settings), sharing a file:// object store; one simulated node
+# (64 slots) that knows both. The array is submitted with --begin a moment after
+# the kill, so no task runs before it and the first one to run is the new
+# leader's; its first success is seen by polling the standby's HTTP API (a
+# standby answers 307, a leader JSON). Also printed: the standby's own part (from
+# "leading" to "state restored", from its JSON log).
+# Build first: cargo build --release --workspace
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZES=${SIZES:-1000 100000 1000000}
+RUNS=${RUNS:-3}
+. bench/common.sh
+B_PID=
+stop_b() { [ -z "$B_PID" ] || { kill -TERM "$B_PID" 2>/dev/null || true; wait "$B_PID" 2>/dev/null || true; B_PID=; }; }
+trap 'stop_sim; stop_coordinator; stop_b; pg_stop; rm -rf "$WORK"' EXIT
+pg_start
+NODES=1
+SLOTS=64
+
+failover_run() { # queued
+    pg_fresh_db
+    rm -rf "$WORK/data" "$WORK/b" "$WORK/objects" "$WORK/sim"
+    mkdir -p "$WORK/objects"
+    local args=(--store "$PG_URL" --store-url "file://$WORK/objects")
+    start_coordinator "${args[@]}"
+    "$BIN/corral" pool create sim --slots-per-node "$SLOTS" >/dev/null
+    "$BIN/corral-coordinator" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data-dir "$WORK/b" --log-format json \
+        "${args[@]}" >/dev/null 2>"$WORK/b.log" &
+    B_PID=$!
+    until [ -s "$WORK/b/standby.addr" ] && [ -s "$WORK/b/standby-http.addr" ]; do sleep 0.05; done
+    local b_url="http://$(cat "$WORK/b/standby.addr")" b_http="http://$(cat "$WORK/b/standby-http.addr")"
+    CORRAL_COORDINATOR="$URL,$b_url" start_sim
+    wait_idle_nodes sim 1
+    # Whole seconds, far enough ahead for the submit of the largest array.
+    local begin=$(( $(date +%s) + 25 ))
+    "$BIN/corral" job submit --pool sim --array "1-$1" --begin "$(date -u -d "@$begin" +%Y-%m-%dT%H:%M:%S+00:00)" \
+        -- /bin/true >/dev/null
+    # Kill a little before the tasks become ready: none runs under the old leader.
+    sleep "$(echo "$begin - $(now) - 0.3" | bc -l)"
+    local t0 t1
+    t0=$(now)
+    kill -KILL "$COORD_PID"
+    wait "$COORD_PID" 2>/dev/null || true
+    COORD_PID=
+    until curl_api -f "$b_http/api/jobs/1" 2>/dev/null | jq -e '.counts.succeeded > 0' >/dev/null 2>&1; do
+        sleep 0.01
+    done
+    t1=$(now)
+    # When the standby took the lease, and when it had the state, after the kill.
+    local led
+    led=$(jq -r 'select(.fields.message | test("^leading|^state restored")) | .timestamp' "$WORK/b.log" |
+        python3 -c 'import sys,datetime as d; t=[d.datetime.fromisoformat(l.strip().replace("Z","+00:00")).timestamp()-'"$t0"' for l in sys.stdin]; print(t[0], t[1])')
+    stop_sim
+    stop_b
+    echo "$(echo "$t1 - $t0" | bc -l) $led"
+}
+
+declare -A total leased restored
+for run in $(seq "$RUNS"); do
+    for q in $SIZES; do
+        read -r t lease state < <(failover_run "$q")
+        total[$q]+="$t "
+        leased[$q]+="$lease "
+        restored[$q]+="$state "
+        printf 'run %d, %8d queued: first task %.2fs after the kill (lease taken %.2fs, state restored %.2fs)\n' \
+            "$run" "$q" "$t" "$lease" "$state"
+    done
+done
+echo "== medians ($RUNS runs), seconds after the SIGKILL"
+for q in $SIZES; do
+    printf '%8d queued: first task %.2f, lease taken %.2f, state restored %.2f\n' "$q" \
+        "$(printf '%s\n' ${total[$q]} | median)" "$(printf '%s\n' ${leased[$q]} | median)" \
+        "$(printf '%s\n' ${restored[$q]} | median)"
+done
