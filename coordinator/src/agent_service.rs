@@ -124,6 +124,7 @@ impl Agent for AgentApi {
             heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
             heartbeat_timeout_ms: config.heartbeat_timeout.as_millis() as u64,
             epoch: self.shared.epoch,
+            coordinators: self.shared.peers.borrow().clone(),
         }))
     }
 

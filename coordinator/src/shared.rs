@@ -37,6 +37,9 @@ pub struct Shared {
     /// The lease's epoch this coordinator leads in (0 on SQLite): agents hear it on
     /// every message, and obey nothing from an older one.
     pub epoch: u64,
+    /// Where every coordinator on the database is reached (PostgreSQL; empty on
+    /// SQLite), told to agents when they register.
+    pub peers: watch::Receiver<Vec<String>>,
 }
 
 impl Shared {

@@ -502,6 +502,7 @@ impl Coordinator {
             notify,
             store_failing: store_failing.clone(),
             epoch,
+            peers: lease.as_ref().map_or_else(|| watch::channel(Vec::new()).1, |l| l.peers()),
         });
         let triggers_task = tokio::spawn(crate::triggers::run(shared.clone(), stop_rx.clone()));
         let http = match http_port {

@@ -131,6 +131,25 @@ impl Coordinators {
         self.go_to((self.at + 1) % self.known.len());
     }
 
+    /// Adds the coordinators the leader said are on its database (those it does
+    /// not know yet, in the order given), to go down when this one goes away.
+    fn learn(&mut self, urls: &[String]) {
+        for url in urls {
+            if self.known.iter().any(|(known, _)| known == url) {
+                continue;
+            }
+            match target(url, &self.tls, self.patience) {
+                Ok(target) => {
+                    tracing::info!(coordinator = %url, "learned of another coordinator on the leader's database");
+                    self.known.push((url.clone(), target));
+                }
+                Err(why) => {
+                    tracing::warn!(coordinator = %url, %why, "the leader named a coordinator this agent cannot use")
+                }
+            }
+        }
+    }
+
     /// Goes to the leader a standby named (remembered from now on); false if that
     /// is where it is already, or not a URL it can use.
     fn follow(&mut self, leader: &str) -> bool {
@@ -421,6 +440,7 @@ impl Agent {
                     });
                 }
                 self.epoch = resp.epoch;
+                self.coordinators.learn(&resp.coordinators);
                 self.heartbeat_interval = Duration::from_millis(resp.heartbeat_interval_ms.max(10));
                 self.max_backoff =
                     (Duration::from_millis(resp.heartbeat_timeout_ms) / 3).clamp(MIN_BACKOFF, MAX_BACKOFF);

@@ -335,9 +335,21 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     // The CLI given the standby alone follows it to the leader.
     c.coordinators = Some(standby_url.clone());
     assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(0));
-    // Agents and the CLI know both from now on.
+    // Agents and the CLI know both from now on; one more agent is given only the
+    // leader, and learns of the standby when it registers.
     c.coordinators = Some(format!("{leader},{standby_url}"));
-    let agents = c.static_pool("cpu", 2, 2);
+    let mut agents = c.static_pool("cpu", 2, 2);
+    // (The leader reads who is on the database as it renews its lease.)
+    wait_until(MINUTE, "the leader to know of the standby", || {
+        std::fs::read_to_string(c.dir.path().join("coordinator.log"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("the coordinators on this database") && l.contains(&standby_url))
+    });
+    c.coordinators = Some(leader.clone());
+    agents.push(c.agent("cpu", 2));
+    c.wait_nodes("cpu", "idle", 3);
+    c.coordinators = Some(format!("{leader},{standby_url}"));
     // A second standby stops on SIGTERM while it waits.
     let other = c.standby(0, &[]);
     wait_until(MINUTE, "the second standby to stand by", || {
@@ -357,9 +369,11 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     c.assert_each_succeeded_once(array);
     assert_eq!(c.logs(array, 42, false), "out 42\n");
     assert_feed_in_order(&c, array);
-    // The same agents ran it to the end: none was lost or restarted.
+    // The same agents ran it to the end: none was lost or restarted, the one
+    // given only the old leader included.
     assert!(agents.iter().all(|pid| corral_tests::alive(*pid)));
-    assert_eq!(c.nodes_in("cpu", "lost"), Vec::<String>::new());
+    assert!(c.agent_log(2).contains("learned of another coordinator"), "{}", c.agent_log(2));
+    assert_eq!(c.nodes_in("cpu", "lost"), Vec::<String>::new(), "{}", c.agent_log(2));
 }
 
 /// The leader is paused past its lease; a standby takes over, and the agent

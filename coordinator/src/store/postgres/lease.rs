@@ -52,11 +52,19 @@ pub struct Lease {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     lost: watch::Receiver<Option<String>>,
+    peers: watch::Receiver<Vec<String>>,
 }
 
 const TAKE: &str = "UPDATE corral_lease SET holder = ?1, advertise = ?2, advertise_http = ?4, epoch = epoch + 1, expires_at = clock_timestamp() + ?3 * interval '1 millisecond' WHERE one = 1 AND (expires_at IS NULL OR expires_at < clock_timestamp()) RETURNING epoch";
 const RENEW: &str = "UPDATE corral_lease SET expires_at = clock_timestamp() + ?2 * interval '1 millisecond' WHERE one = 1 AND epoch = ?1 RETURNING epoch";
 const GIVE_UP: &str = "UPDATE corral_lease SET expires_at = clock_timestamp() - interval '1 millisecond' WHERE one = 1 AND epoch = ?1 RETURNING epoch";
+/// Says where this coordinator is reached, as it polls or renews the lease.
+const SEEN: &str = "INSERT INTO corral_coordinators (holder, advertise, seen_at) VALUES (?1, ?2, clock_timestamp()) ON CONFLICT (holder) DO UPDATE SET advertise = excluded.advertise, seen_at = excluded.seen_at";
+/// Every coordinator seen within three leases (?1 ms), and those gone for longer
+/// forgotten.
+const PEERS: &str = "SELECT DISTINCT advertise FROM corral_coordinators WHERE seen_at > clock_timestamp() - 3 * ?1 * interval '1 millisecond' ORDER BY advertise";
+const FORGET: &str =
+    "DELETE FROM corral_coordinators WHERE seen_at < clock_timestamp() - 100 * ?1 * interval '1 millisecond'";
 const READ: &str = "SELECT holder, advertise, advertise_http, epoch, GREATEST(0, (EXTRACT(EPOCH FROM (expires_at - clock_timestamp())) * 1000)::bigint) FROM corral_lease WHERE one = 1";
 
 impl Lease {
@@ -90,6 +98,7 @@ impl Lease {
                 return Err(stopped);
             }
             let mut wait = settings.length / 3;
+            record(&mut conn, settings);
             match try_take(&mut conn, settings) {
                 Ok(Some(epoch)) => break epoch,
                 Ok(None) => {
@@ -111,13 +120,17 @@ impl Lease {
             std::thread::sleep(wait);
         };
         let (lost_tx, lost) = watch::channel(None);
+        record(&mut conn, settings);
+        let known = read_peers(&mut conn, settings).unwrap_or_default();
+        tracing::info!(coordinators = ?known, "the coordinators on this database");
+        let (peers_tx, peers) = watch::channel(known);
         let (stop, stopped) = std::sync::mpsc::channel();
-        let length = settings.length;
+        let kept = settings.clone();
         let thread = std::thread::Builder::new()
             .name("corral-lease".into())
-            .spawn(move || keep(conn, epoch, length, stopped, lost_tx))
+            .spawn(move || keep(conn, epoch, &kept, stopped, lost_tx, peers_tx))
             .map_err(|e| crate::store::StoreError::Unavailable(format!("cannot start the lease's thread: {e}")))?;
-        Ok(Lease { epoch, stop: Some(stop), thread: Some(thread), lost })
+        Ok(Lease { epoch, stop: Some(stop), thread: Some(thread), lost, peers })
     }
 
     /// The epoch this coordinator leads in.
@@ -129,6 +142,12 @@ impl Lease {
     /// whole lease).
     pub fn lost(&self) -> watch::Receiver<Option<String>> {
         self.lost.clone()
+    }
+
+    /// Where every coordinator on the database is reached (this one included), as
+    /// of the last renewal.
+    pub fn peers(&self) -> watch::Receiver<Vec<String>> {
+        self.peers.clone()
     }
 }
 
@@ -176,10 +195,12 @@ fn read(conn: &mut PgConn) -> Result<Holder> {
 fn keep(
     mut conn: PgConn,
     epoch: u64,
-    length: Duration,
+    settings: &Settings,
     stop: std::sync::mpsc::Receiver<()>,
     lost: watch::Sender<Option<String>>,
+    peers: watch::Sender<Vec<String>>,
 ) {
+    let length = settings.length;
     let epoch_arg = Value::Int(epoch as i64);
     // The lease runs until at least `length` after the last renewal was sent.
     let mut valid_until = Instant::now() + length;
@@ -195,7 +216,20 @@ fn keep(
         match conn.first(RENEW, [epoch_arg.clone(), millis(length)], |r| r.get::<u64>(0)) {
             // Still this epoch: nobody took it meanwhile (taking makes a new one),
             // even if it had run out.
-            Ok(Some(_)) => valid_until = sent + length,
+            Ok(Some(_)) => {
+                valid_until = sent + length;
+                record(&mut conn, settings);
+                // A list that could not be read leaves the last one.
+                if let Some(now) = read_peers(&mut conn, settings) {
+                    peers.send_if_modified(|known| {
+                        now != *known && {
+                            tracing::info!(coordinators = ?now, "the coordinators on this database");
+                            *known = now;
+                            true
+                        }
+                    });
+                }
+            }
             Ok(None) => {
                 let _ = lost.send(Some(format!("another coordinator took the lease (this one held epoch {epoch})")));
                 return;
@@ -235,4 +269,27 @@ pub fn shared_key(target: Arc<Target>, name: &str, candidate: &str) -> Result<St
         |r| r.get::<String>(0),
     )?;
     stored.ok_or_else(|| crate::store::StoreError::Corrupt(format!("corral_keys has no key {name}")).into())
+}
+
+/// Records where this coordinator is reached (a failure is not worth more than a
+/// log line: the next poll records it).
+fn record(conn: &mut PgConn, settings: &Settings) {
+    let Some(advertise) = &settings.advertise else { return };
+    let args = [Value::Text(settings.holder.as_str().into()), Value::Text(advertise.as_str().into())];
+    if let Err(e) = conn.first(SEEN, args, |_| Ok(())) {
+        tracing::debug!(error = %e, "could not record this coordinator among the database's");
+    }
+}
+
+/// Every coordinator seen lately (see [`PEERS`]), or none if they cannot be read;
+/// those long gone are forgotten.
+fn read_peers(conn: &mut PgConn, settings: &Settings) -> Option<Vec<String>> {
+    let _ = conn.first(FORGET, [millis(settings.length)], |_| Ok(()));
+    match conn.rows(PEERS, [millis(settings.length)], |r| r.get::<String>(0)) {
+        Ok(peers) => Some(peers),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the coordinators on this database");
+            None
+        }
+    }
 }

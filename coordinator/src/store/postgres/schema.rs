@@ -274,8 +274,19 @@ CREATE TABLE corral_keys (
 );
 ";
 
+/// Migration 5: every coordinator on the database (leader and standbys) and where
+/// it is reached, refreshed as it polls or renews the lease: agents learn the list
+/// when they register, and go down it when their coordinator goes away.
+const V5: &str = "
+CREATE TABLE corral_coordinators (
+    holder TEXT PRIMARY KEY,
+    advertise TEXT NOT NULL,
+    seen_at TIMESTAMPTZ NOT NULL
+);
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
