@@ -114,8 +114,10 @@ fn a_callback_that_fails_twice_is_delivered_exactly_once() {
 
 #[test]
 fn an_unreachable_callback_shows_why_and_a_bad_url_is_refused() {
-    // A port nobody listens on: the post fails with the connection's error.
-    let closed = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    // A port nobody listens on (privileged, so no other test's server can take
+    // it meanwhile, as a freed port 0 could be): the post fails with the
+    // connection's error.
+    let closed = "127.0.0.1:1";
     let mut cluster = Cluster::start(&["--notify-backoff", "100ms", "--notify-allow-private"]);
     cluster.static_pool("cpu", 1, 1);
     let job = cluster.submit(&["--pool", "cpu", "--notify", &format!("http://{closed}/done")], &["true"]);
