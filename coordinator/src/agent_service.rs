@@ -219,15 +219,26 @@ impl Agent for AgentApi {
         // The loop's messages, until the loop drops the stream or it fell too far
         // behind (then it ends with an error, and the agent connects again).
         let epoch = self.shared.epoch;
-        let messages = futures::stream::unfold(Some(rx), move |rx| async move {
-            let mut rx = rx?;
+        // The coordinators on the database, when the stream opens and whenever they
+        // change: an agent registered before a standby started learns of it too.
+        let mut peers = self.shared.peers.clone();
+        if !peers.borrow().is_empty() {
+            peers.mark_changed();
+        }
+        let messages = futures::stream::unfold(Some((rx, peers)), move |state| async move {
+            let (mut rx, mut peers) = state?;
             tokio::select! {
                 biased;
                 _ = rx.behind.notified() => Some((Err(Status::resource_exhausted(format!(
                     "this stream fell {} messages behind; connect again",
                     crate::runtime::AGENT_QUEUE
                 ))), None)),
-                msg = rx.messages.recv() => msg.map(|m| (Ok(pb::CoordinatorMessage { epoch, ..m }), Some(rx))),
+                msg = rx.messages.recv() => msg.map(|m| (Ok(pb::CoordinatorMessage { epoch, ..m }), Some((rx, peers)))),
+                Ok(()) = peers.changed() => {
+                    let coordinators = peers.borrow_and_update().clone();
+                    let told = pb::CoordinatorMessage { epoch, coordinators, ..Default::default() };
+                    Some((Ok(told), Some((rx, peers))))
+                }
             }
         });
         let revoked = futures::stream::once(revoked_rx).filter_map(|revoked| revoked.ok().map(Err));

@@ -664,6 +664,7 @@ impl Agent {
             return Some(End::Disconnected { established: false });
         }
         self.epoch = msg.epoch;
+        self.coordinators.learn(&msg.coordinators);
         self.attempts.on_ack(&msg.ack, out);
         self.attempts.on_kill(&msg.kill, out);
         if msg.shutdown {

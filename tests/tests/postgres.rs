@@ -307,6 +307,11 @@ fn sslmode_require_is_tls_to_postgres_and_checks_the_servers_certificate() {
 #[test]
 fn a_standby_takes_over_when_the_leader_is_killed() {
     let mut c = Cluster::start_on_postgres(&["--lease", "1s"]);
+    // An agent given only the leader's address, registered before the standby
+    // starts: it hears of the standby on its stream.
+    c.json(&["pool", "create", "cpu", "--slots-per-node", "2"]);
+    let mut agents = vec![c.agent("cpu", 2)];
+    c.wait_nodes("cpu", "idle", 1);
     let standby = c.standby(0, &[]);
     wait_until(MINUTE, "the standby to stand by", || {
         c.standby_log(standby).contains("standby: another coordinator holds the lease")
@@ -334,11 +339,13 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     assert_eq!(page.headers()["location"], format!("{}/jobs/7?tab=tasks", c.http_url()).as_str());
     // The CLI given the standby alone follows it to the leader.
     c.coordinators = Some(standby_url.clone());
-    assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(0));
+    assert_eq!(c.json(&["pool", "list"]).as_array().map(Vec::len), Some(1));
     // Agents and the CLI know both from now on; one more agent is given only the
     // leader, and learns of the standby when it registers.
     c.coordinators = Some(format!("{leader},{standby_url}"));
-    let mut agents = c.static_pool("cpu", 2, 2);
+    agents.push(c.agent("cpu", 2));
+    agents.push(c.agent("cpu", 2));
+    c.wait_nodes("cpu", "idle", 3);
     // (The leader reads who is on the database as it renews its lease.)
     wait_until(MINUTE, "the leader to know of the standby", || {
         std::fs::read_to_string(c.dir.path().join("coordinator.log"))
@@ -348,7 +355,7 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     });
     c.coordinators = Some(leader.clone());
     agents.push(c.agent("cpu", 2));
-    c.wait_nodes("cpu", "idle", 3);
+    c.wait_nodes("cpu", "idle", 4);
     c.coordinators = Some(format!("{leader},{standby_url}"));
     // A second standby stops on SIGTERM while it waits.
     let other = c.standby(0, &[]);
@@ -372,8 +379,10 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     // The same agents ran it to the end: none was lost or restarted, the one
     // given only the old leader included.
     assert!(agents.iter().all(|pid| corral_tests::alive(*pid)));
-    assert!(c.agent_log(2).contains("learned of another coordinator"), "{}", c.agent_log(2));
-    assert_eq!(c.nodes_in("cpu", "lost"), Vec::<String>::new(), "{}", c.agent_log(2));
+    for n in [0, 3] {
+        assert!(c.agent_log(n).contains("learned of another coordinator"), "{}", c.agent_log(n));
+    }
+    assert_eq!(c.nodes_in("cpu", "lost"), Vec::<String>::new(), "{}", c.agent_log(0));
 }
 
 /// The leader is paused past its lease; a standby takes over, and the agent
