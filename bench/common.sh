@@ -66,6 +66,20 @@ throughput_run() {
     echo "$t1 - $t0" | bc -l
 }
 
+# A second coordinator (flags as given) standing by in $WORK/b, on port 0; its
+# gRPC URL in B_URL and its dashboard's in B_HTTP once it listens.
+B_PID=
+start_standby() {
+    rm -rf "$WORK/b"
+    "$BIN/corral-coordinator" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data-dir "$WORK/b" "$@" \
+        >/dev/null 2>"$WORK/b.log" &
+    B_PID=$!
+    until [ -s "$WORK/b/standby.addr" ] && [ -s "$WORK/b/standby-http.addr" ]; do sleep 0.05; done
+    B_URL="http://$(cat "$WORK/b/standby.addr")"
+    B_HTTP="http://$(cat "$WORK/b/standby-http.addr")"
+}
+stop_standby() { [ -z "$B_PID" ] || { kill -TERM "$B_PID" 2>/dev/null || true; wait "$B_PID" 2>/dev/null || true; B_PID=; }; }
+
 # Simulated nodes (`corral-agent --simulate`): NODES x SLOTS in pool sim.
 SIM_PID=
 start_sim() {

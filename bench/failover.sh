@@ -16,26 +16,20 @@ cd "$(dirname "$0")/.."
 SIZES=${SIZES:-1000 100000 1000000}
 RUNS=${RUNS:-3}
 . bench/common.sh
-B_PID=
-stop_b() { [ -z "$B_PID" ] || { kill -TERM "$B_PID" 2>/dev/null || true; wait "$B_PID" 2>/dev/null || true; B_PID=; }; }
-trap 'stop_sim; stop_coordinator; stop_b; pg_stop; rm -rf "$WORK"' EXIT
+trap 'stop_sim; stop_coordinator; stop_standby; pg_stop; rm -rf "$WORK"' EXIT
 pg_start
 NODES=1
 SLOTS=64
 
 failover_run() { # queued
     pg_fresh_db
-    rm -rf "$WORK/data" "$WORK/b" "$WORK/objects" "$WORK/sim"
+    rm -rf "$WORK/data" "$WORK/objects" "$WORK/sim"
     mkdir -p "$WORK/objects"
     local args=(--store "$PG_URL" --store-url "file://$WORK/objects")
     start_coordinator "${args[@]}"
     "$BIN/corral" pool create sim --slots-per-node "$SLOTS" >/dev/null
-    "$BIN/corral-coordinator" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data-dir "$WORK/b" --log-format json \
-        "${args[@]}" >/dev/null 2>"$WORK/b.log" &
-    B_PID=$!
-    until [ -s "$WORK/b/standby.addr" ] && [ -s "$WORK/b/standby-http.addr" ]; do sleep 0.05; done
-    local b_url="http://$(cat "$WORK/b/standby.addr")" b_http="http://$(cat "$WORK/b/standby-http.addr")"
-    CORRAL_COORDINATOR="$URL,$b_url" start_sim
+    start_standby --log-format json "${args[@]}"
+    CORRAL_COORDINATOR="$URL,$B_URL" start_sim
     wait_idle_nodes sim 1
     # Whole seconds, far enough ahead for the submit of the largest array.
     local begin=$(( $(date +%s) + 25 ))
@@ -48,7 +42,7 @@ failover_run() { # queued
     kill -KILL "$COORD_PID"
     wait "$COORD_PID" 2>/dev/null || true
     COORD_PID=
-    until curl_api -f "$b_http/api/jobs/1" 2>/dev/null | jq -e '.counts.succeeded > 0' >/dev/null 2>&1; do
+    until curl_api -f "$B_HTTP/api/jobs/1" 2>/dev/null | jq -e '.counts.succeeded > 0' >/dev/null 2>&1; do
         sleep 0.01
     done
     t1=$(now)
@@ -57,7 +51,7 @@ failover_run() { # queued
     led=$(jq -r 'select(.fields.message | test("^leading|^state restored")) | .timestamp' "$WORK/b.log" |
         python3 -c 'import sys,datetime as d; t=[d.datetime.fromisoformat(l.strip().replace("Z","+00:00")).timestamp()-'"$t0"' for l in sys.stdin]; print(t[0], t[1])')
     stop_sim
-    stop_b
+    stop_standby
     echo "$(echo "$t1 - $t0" | bc -l) $led"
 }
 

@@ -12,9 +12,7 @@ SLOTS=1
 WINDOW=${WINDOW:-30}
 ROUNDS=${ROUNDS:-3}
 . bench/common.sh
-B_PID=
-stop_b() { [ -z "$B_PID" ] || { kill -TERM "$B_PID" 2>/dev/null || true; wait "$B_PID" 2>/dev/null || true; B_PID=; }; }
-trap 'stop_sim; stop_coordinator; stop_b; pg_stop; rm -rf "$WORK"' EXIT
+trap 'stop_sim; stop_coordinator; stop_standby; pg_stop; rm -rf "$WORK"' EXIT
 pg_start
 pg_fresh_db
 mkdir -p "$WORK/objects"
@@ -42,14 +40,10 @@ window() { # -> PostgreSQL CPU seconds over WINDOW, and the standby's if running
 for round in $(seq "$ROUNDS"); do
     read -r pg _ < <(window)
     printf 'round %d without standby: PostgreSQL %.2f CPU-s in %ds\n' "$round" "$pg" "$WINDOW"
-    rm -rf "$WORK/b"
-    "$BIN/corral-coordinator" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data-dir "$WORK/b" "${ARGS[@]}" \
-        >/dev/null 2>"$WORK/b.log" &
-    B_PID=$!
-    until [ -s "$WORK/b/standby.addr" ]; do sleep 0.05; done
+    start_standby "${ARGS[@]}"
     read -r pg standby < <(window)
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$B_PID/status")
     printf 'round %d with standby:    PostgreSQL %.2f CPU-s in %ds; standby %.3f CPU-s, %d KiB resident\n' \
         "$round" "$pg" "$WINDOW" "$standby" "$rss"
-    stop_b
+    stop_standby
 done

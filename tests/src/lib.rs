@@ -158,16 +158,41 @@ impl Cluster {
     pub fn start_on_postgres(extra: &[&str]) -> Cluster {
         let pg = postgres::Postgres::start();
         let url = pg.create("corral");
+        Cluster::launch_on_postgres(pg, &url, extra)
+    }
+
+    /// Starts a coordinator on `pg`'s database at `url`, with an object store of
+    /// the cluster's that every coordinator on the database shares (as they must).
+    fn launch_on_postgres(pg: postgres::Postgres, url: &str, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        // One object store for every coordinator on the database, as they need.
         let objects = dir.path().join("objects");
         std::fs::create_dir(&objects).expect("objects dir");
         let objects = format!("file://{}", objects.display());
-        let mut args = vec!["--store", url.as_str(), "--store-url", objects.as_str()];
+        let mut args = vec!["--store", url, "--store-url", objects.as_str()];
         args.extend_from_slice(extra);
         let mut cluster = Cluster::launch_in(dir, &args, &[("PGPASSWORD", postgres::PASSWORD)], false, false);
         cluster.postgres = Some(pg);
         cluster
+    }
+
+    /// Makes schedule `name`: `true` on `pool` every second, runs allowed to
+    /// overlap, missed slots caught up within a minute.
+    pub fn every_second(&self, name: &str, pool: &str) -> Value {
+        self.json(&[
+            "schedule",
+            "create",
+            name,
+            "--every",
+            "1s",
+            "--overlap",
+            "allow",
+            "--catchup-window",
+            "1m",
+            "--pool",
+            pool,
+            "--",
+            "true",
+        ])
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -332,20 +357,13 @@ impl Cluster {
         let direct = pg.create("corral");
         let proxy = pg.proxy();
         let through = proxy.url("corral");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let objects = dir.path().join("objects");
-        std::fs::create_dir(&objects).expect("objects dir");
-        let objects = format!("file://{}", objects.display());
-        let mut args = vec!["--store", through.as_str(), "--store-url", objects.as_str()];
-        args.extend_from_slice(extra);
-        let mut cluster = Cluster::launch_in(dir, &args, &[("PGPASSWORD", postgres::PASSWORD)], false, false);
+        let mut cluster = Cluster::launch_on_postgres(pg, &through, extra);
         // What standbys are started with: the server itself.
         for arg in cluster.coordinator_args.iter_mut() {
             if *arg == through {
                 *arg = direct.clone();
             }
         }
-        cluster.postgres = Some(pg);
         (cluster, proxy)
     }
 

@@ -95,21 +95,7 @@ fn submits_tokens_and_schedules_hold_across_restarts_on_postgres() {
     let first = submit(&c);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let id = serde_json::from_slice::<serde_json::Value>(&first.stdout).unwrap()["job_id"].clone();
-    c.json(&[
-        "schedule",
-        "create",
-        "beat",
-        "--every",
-        "1s",
-        "--overlap",
-        "allow",
-        "--catchup-window",
-        "1m",
-        "--pool",
-        "cpu",
-        "--",
-        "true",
-    ]);
+    c.every_second("beat", "cpu");
     for _ in 0..2 {
         let before = c.schedule_slots("beat").len();
         wait_until(MINUTE, "a run", || c.schedule_slots("beat").len() > before + 1);
@@ -433,21 +419,7 @@ fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once(
     c.coordinators = Some(format!("{},{}", c.url, c.standby_url(standby)));
     c.static_pool("cpu", 1, 4);
     c.json(&["template", "create", "echo", "--pool", "cpu", "--", "true"]);
-    c.json(&[
-        "schedule",
-        "create",
-        "beat",
-        "--every",
-        "1s",
-        "--overlap",
-        "allow",
-        "--catchup-window",
-        "1m",
-        "--pool",
-        "cpu",
-        "--",
-        "true",
-    ]);
+    c.every_second("beat", "cpu");
     wait_until(MINUTE, "a few slots", || c.schedule_slots("beat").len() >= 2);
     const N: usize = 12;
     let job_id = |out: &std::process::Output| -> u64 {

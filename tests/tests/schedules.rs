@@ -68,21 +68,7 @@ fn an_every_second_schedule_makes_one_job_per_slot() {
 fn a_coordinator_killed_across_slots_makes_each_slot_in_the_window_once() {
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 8);
-    c.json(&[
-        "schedule",
-        "create",
-        "beat",
-        "--every",
-        "1s",
-        "--overlap",
-        "allow",
-        "--catchup-window",
-        "1m",
-        "--pool",
-        "cpu",
-        "--",
-        "true",
-    ]);
+    c.every_second("beat", "cpu");
     for round in 1..=3 {
         let before = c.schedule_slots("beat").len();
         wait_until(MINUTE, "a run after the restart", || c.schedule_slots("beat").len() > before + 1);
