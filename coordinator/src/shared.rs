@@ -28,6 +28,8 @@ pub struct Shared {
     /// The tokens and node secrets the coordinator accepts.
     pub auth: Arc<Auth>,
     pub data_dir: PathBuf,
+    /// What provider pools' agent tokens are derived from.
+    pub pool_key: crate::auth::bootstrap::PoolKey,
     pub http_access: crate::http::auth::HttpAccess,
     /// How callbacks are posted: what submissions are checked against, and the
     /// secret admins may read.

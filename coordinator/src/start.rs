@@ -178,10 +178,31 @@ async fn check_objects_shared(
     }
 }
 
-/// A short id of this coordinator that stays the same across its restarts, kept in
-/// `DATA_DIR/instance`: it names the containers it starts apart from those of
-/// another coordinator on the same Docker engine.
-fn instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+/// On PostgreSQL, the value of `name` that every coordinator on the database
+/// uses (the first one stored); elsewhere this coordinator's own, `mine`.
+async fn shared(store: &crate::store::StoreKind, name: &'static str, mine: String) -> crate::Result<String> {
+    let crate::store::StoreKind::Postgres(target) = store else { return Ok(mine) };
+    let target = target.clone();
+    tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_key(target, name, &mine))
+        .await
+        .map_err(|e| crate::Error::Refused(format!("reading the shared {name} key: {e}")))?
+}
+
+/// A short id that names the containers this coordinator starts apart from those of
+/// another coordinator on the same Docker engine, and stays the same across its
+/// restarts, kept in `DATA_DIR/instance`. On PostgreSQL every coordinator of the
+/// database shares one (written to its file too), so a new leader finds, removes
+/// and sweeps the containers its predecessor started instead of leaking them.
+async fn instance_id(data_dir: &std::path::Path, store: &crate::store::StoreKind) -> crate::Result<String> {
+    let mine = own_instance_id(data_dir)?;
+    let id = shared(store, "instance", mine.clone()).await?;
+    if id != mine {
+        std::fs::write(data_dir.join("instance"), &id)?;
+    }
+    Ok(id)
+}
+
+fn own_instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     let path = data_dir.join("instance");
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
@@ -263,6 +284,7 @@ fn load_auth(
     (mut tokens, nodes): (Vec<auth::TokenRecord>, Vec<auth::NodeCredential>),
     config: &Config,
     core: &Core,
+    pool_key: &auth::bootstrap::PoolKey,
 ) -> Result<Auth> {
     use crate::auth::bootstrap;
     // Only live nodes speak; the others' secrets are forgotten when they go (this
@@ -296,7 +318,7 @@ fn load_auth(
     for pool in core.pools.values().filter(|p| p.spec.provider != Provider::Static) {
         let name = bootstrap::pool_token_name(&pool.spec.name);
         let existing = tokens.iter().find(|t| t.name == name);
-        if let Some(token) = bootstrap::ensure_pool_token(&config.data_dir, &pool.spec.name, existing, now)? {
+        if let Some(token) = bootstrap::ensure_pool_token(&config.data_dir, pool_key, &pool.spec.name, existing, now)? {
             made.push(token);
         }
     }
@@ -420,7 +442,11 @@ impl Coordinator {
         let mut repairs = Outbox::default();
         core.restore(snapshot, now, &mut repairs);
         tracing::info!(pools = core.pools.len(), nodes = core.nodes.len(), jobs = core.jobs.len(), "state restored");
-        let auth = Arc::new(load_auth(store.as_mut(), (tokens, nodes), &config, &core)?);
+        let pool_key = auth::bootstrap::PoolKey::new(
+            shared(&config.store, "pool-tokens", auth::bootstrap::pool_key_file(&config.data_dir)?).await?,
+        );
+        let auth = Arc::new(load_auth(store.as_mut(), (tokens, nodes), &config, &core, &pool_key)?);
+        let instance = instance_id(&config.data_dir, &config.store).await?;
 
         let listener = tokio::net::TcpListener::from_std(grpc_port)?;
         write_whole(&config.data_dir.join("coordinator.addr"), &addr.to_string())?;
@@ -465,7 +491,7 @@ impl Coordinator {
             agent_command: config.agent_command.clone(),
             listen: addr,
             dir: config.data_dir.join("agents"),
-            instance: instance_id(&config.data_dir)?,
+            instance,
             data_dir: config.data_dir.clone(),
             tls_fingerprint: tls.as_ref().map(|t| t.ca_fingerprint.clone()),
             local_give_up: config.local_give_up,
@@ -473,14 +499,7 @@ impl Coordinator {
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
         // On PostgreSQL every coordinator signs with the same key, so a receiver
         // checks a callback whichever one leads.
-        let mut notify_key = auth::bootstrap::notify_secret(&config.data_dir)?;
-        if let crate::store::StoreKind::Postgres(target) = &config.store {
-            let (target, mine) = (target.clone(), notify_key.clone());
-            notify_key =
-                tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_key(target, "notify", &mine))
-                    .await
-                    .map_err(|e| crate::Error::Refused(format!("reading the callbacks' key: {e}")))??;
-        }
+        let notify_key = shared(&config.store, "notify", auth::bootstrap::notify_secret(&config.data_dir)?).await?;
         let notify = crate::notify::Settings {
             backoff: config.notify_backoff,
             secret: notify_key,
@@ -498,6 +517,7 @@ impl Coordinator {
             metrics: metrics.clone(),
             auth: auth.clone(),
             data_dir: config.data_dir.clone(),
+            pool_key: pool_key.clone(),
             http_access: crate::http::auth::HttpAccess { tls: tls.is_some(), ..http_access(&config) },
             notify,
             store_failing: store_failing.clone(),
@@ -525,6 +545,7 @@ impl Coordinator {
             auth: auth.clone(),
             objects: objects.clone(),
             data_dir: config.data_dir.clone(),
+            pool_key: pool_key.clone(),
             backend,
         };
         let event_loop = tokio::spawn(event_loop::run(core, events_rx, effects, metrics.clone(), stop_rx.clone()));

@@ -495,3 +495,61 @@ fn a_leader_cut_off_from_the_database_stops_serving_and_a_standby_takes_over() {
     assert_eq!(c.logs(array, 7, false), "out 7\n");
     assert_feed_in_order(&c, array);
 }
+
+/// The nodes a leader's provider started stay the pool's whichever coordinator
+/// leads: after the leader dies, its local agents join the new leader (which starts
+/// no second set), which stops one when the pool shrinks, starts one (with the
+/// pool's token, now kept by the new leader) when it grows, and stops the rest when
+/// the pool is deleted.
+#[test]
+fn a_new_leader_adopts_the_nodes_its_predecessor_started() {
+    let agent = bin("corral-agent");
+    let mut c = Cluster::start_on_postgres(&["--lease", "1s", "--agent-bin", agent.to_str().unwrap()]);
+    let standby = c.standby(0, &[]);
+    c.coordinators = Some(format!("{},{}", c.url, c.standby_url(standby)));
+    c.json(&["pool", "create", "loc", "--provider", "local", "--nodes", "2", "--slots-per-node", "1"]);
+    c.wait_nodes("loc", "idle", 2);
+    let live = |c: &Cluster| -> Vec<(String, u32)> {
+        let nodes = c.json(&["node", "list", "--pool", "loc"]);
+        let nodes = nodes.as_array().cloned().unwrap_or_default();
+        let live = nodes.iter().filter(|n| n["state"] == "idle" || n["state"] == "running");
+        live.map(|n| (n["id"].as_str().unwrap_or_default().to_string(), n["pid"].as_u64().unwrap_or(0) as u32))
+            .collect()
+    };
+    let started = live(&c);
+    let agent_log = |data: &std::path::Path, node: &str| {
+        std::fs::read_to_string(data.join("agents").join(format!("{node}.log"))).unwrap_or_default()
+    };
+    let first = c.data_dir();
+    wait_until(MINUTE, "the local agents to learn of the standby", || {
+        started.iter().all(|(node, _)| agent_log(&first, node).contains("learned of another coordinator"))
+    });
+    let job = c.submit(&["--pool", "loc", "--array", "1-20"], &["sh", "-c", "echo {index}; sleep 0.1"]);
+    wait_until(MINUTE, "some tasks to finish", || c.job(job)["counts"]["succeeded"].as_u64() >= Some(3));
+    let instance = c.instance();
+    c.kill_coordinator();
+    c.take_over(standby);
+    // One name for the containers of docker pools, whichever coordinator leads: the
+    // new leader finds, removes and sweeps those its predecessor started.
+    assert_eq!(c.instance(), instance);
+    assert_eq!(c.wait_job(job, MINUTE)["state"], "completed");
+    c.assert_each_succeeded_once(job);
+    // The same two agents, no third started, none lost.
+    wait_until(MINUTE, "both agents to be back", || live(&c).len() == 2);
+    let all = c.json(&["node", "list", "--pool", "loc"]);
+    assert_eq!(live(&c), started, "{all}\n{}\n{}", agent_log(&first, &started[0].0), c.coordinator_log());
+    let all = c.json(&["node", "list", "--pool", "loc"]);
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+    // The new leader stops the old leader's agents as its own.
+    c.json(&["pool", "resize", "loc", "--nodes", "1"]);
+    wait_until(MINUTE, "one agent to stop", || {
+        started.iter().filter(|(_, pid)| corral_tests::alive(*pid)).count() == 1
+    });
+    c.json(&["pool", "resize", "loc", "--nodes", "2"]);
+    wait_until(MINUTE, "a new agent", || live(&c).len() == 2);
+    let again = c.submit(&["--pool", "loc", "--array", "1-4"], &["true"]);
+    assert_eq!(c.wait_job(again, MINUTE)["state"], "completed");
+    c.json(&["pool", "delete", "loc"]);
+    wait_until(MINUTE, "the pool to go", || !c.corral(&["pool", "show", "loc"]).status.success());
+    assert!(started.iter().all(|(_, pid)| !corral_tests::alive(*pid)), "an adopted agent outlived its pool");
+}

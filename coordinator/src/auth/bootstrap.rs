@@ -60,16 +60,55 @@ fn record(minted: &Minted, name: String, role: Role, pool: Option<PoolName>, now
 /// The key that signs completion callbacks, made on first start in
 /// `DATA_DIR/notify.secret`.
 pub fn notify_secret(data_dir: &Path) -> std::io::Result<String> {
-    let path = data_dir.join("notify.secret");
-    match std::fs::read_to_string(&path) {
+    key_file(&data_dir.join("notify.secret"))
+}
+
+/// The key provider pools' agent tokens are derived from (see [`PoolKey`]), made on
+/// first start in `DATA_DIR/pool-tokens.key`.
+pub fn pool_key_file(data_dir: &Path) -> std::io::Result<String> {
+    key_file(&data_dir.join("pool-tokens.key"))
+}
+
+/// The secret in `path`, made (256 random bits) if there is none.
+fn key_file(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
         Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let secret = secret::random_hex(32);
-    write_secret_file(&path, &secret)?;
+    write_secret_file(path, &secret)?;
     Ok(secret)
+}
+
+/// The key the secret of each provider pool's agent token is derived from (HMAC-SHA256
+/// of the token's id). On PostgreSQL every coordinator of the database uses the first
+/// one's, so whichever leads can hand a pool's agents the very token they joined with:
+/// a node's secret dies with the token it registered with, so a token made anew by a
+/// new leader would cut off every agent its predecessor started.
+#[derive(Clone)]
+pub struct PoolKey(String);
+
+impl std::fmt::Debug for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolKey(..)")
+    }
+}
+
+impl PoolKey {
+    pub fn new(key: String) -> PoolKey {
+        PoolKey(key)
+    }
+
+    /// The secret of the pool agent token whose id is `id`.
+    fn secret(&self, id: &str) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
+        let tag = ring::hmac::sign(&key, format!("corral pool agent token {id}").as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        secret::hex(&out)
+    }
 }
 
 /// A new admin token, its secret already in `DATA_DIR/admin.token`. Written before
@@ -81,16 +120,26 @@ pub fn mint_admin(data_dir: &Path, now_ms: u64) -> std::io::Result<TokenRecord> 
     Ok(record(&minted, ADMIN.into(), Role::Admin, None, now_ms))
 }
 
-/// A pool's agent token, new unless `existing` still matches the secret in its file.
+/// A pool's agent token in its file: `existing` if its secret is derived from `key`
+/// (the file is written again if it lacks it) or is the one on file, else a new one.
 pub fn ensure_pool_token(
     data_dir: &Path,
+    key: &PoolKey,
     pool: &PoolName,
     existing: Option<&TokenRecord>,
     now_ms: u64,
 ) -> std::io::Result<Option<TokenRecord>> {
     let path = pool_token_path(data_dir, pool);
+    let on_file = std::fs::read_to_string(&path).unwrap_or_default();
     if let Some(existing) = existing {
-        let on_file = std::fs::read_to_string(&path).unwrap_or_default();
+        let derived = key.secret(&existing.id);
+        if secret::matches(&derived, &existing.hash) {
+            let bearer = format!("{}.{derived}", existing.id);
+            if on_file.trim() != bearer {
+                write_secret_file(&path, &bearer)?;
+            }
+            return Ok(None);
+        }
         let fits = on_file
             .trim()
             .split_once('.')
@@ -99,7 +148,9 @@ pub fn ensure_pool_token(
             return Ok(None);
         }
     }
-    let minted = Minted::new();
+    let id = secret::random_hex(8);
+    let secret = key.secret(&id);
+    let minted = Minted { hash: secret::hash(&secret), id, secret };
     write_secret_file(&path, &minted.bearer())?;
     Ok(Some(record(&minted, pool_token_name(pool), Role::Agent, Some(pool.clone()), now_ms)))
 }
@@ -123,14 +174,27 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_token_is_made_again_only_when_its_file_no_longer_fits() {
+    fn a_pool_token_is_made_again_only_when_neither_its_key_nor_its_file_fits() {
         let dir = tempfile::tempdir().unwrap();
+        let key = PoolKey::new(pool_key_file(dir.path()).unwrap());
         let pool = PoolName::parse("pool", "gpu").unwrap();
-        let first = ensure_pool_token(dir.path(), &pool, None, 0).unwrap().unwrap();
+        let path = pool_token_path(dir.path(), &pool);
+        let first = ensure_pool_token(dir.path(), &key, &pool, None, 0).unwrap().unwrap();
         assert_eq!((first.name.as_str(), first.pool.as_ref()), ("pool:gpu", Some(&pool)));
-        assert!(ensure_pool_token(dir.path(), &pool, Some(&first), 0).unwrap().is_none());
-        std::fs::remove_file(pool_token_path(dir.path(), &pool)).unwrap();
-        let second = ensure_pool_token(dir.path(), &pool, Some(&first), 0).unwrap().unwrap();
+        let bearer = std::fs::read_to_string(&path).unwrap();
+        assert!(ensure_pool_token(dir.path(), &key, &pool, Some(&first), 0).unwrap().is_none());
+        // Another coordinator of the same database (another data dir, the same key)
+        // writes the same token to its own file.
+        let other = tempfile::tempdir().unwrap();
+        assert!(ensure_pool_token(other.path(), &key, &pool, Some(&first), 0).unwrap().is_none());
+        assert_eq!(std::fs::read_to_string(pool_token_path(other.path(), &pool)).unwrap(), bearer);
+        // A token made before under another key is kept while its file holds it...
+        let elsewhere = PoolKey::new("another key".into());
+        assert!(ensure_pool_token(dir.path(), &elsewhere, &pool, Some(&first), 0).unwrap().is_none());
+        // ... and made again once it does not.
+        std::fs::remove_file(&path).unwrap();
+        let second = ensure_pool_token(dir.path(), &elsewhere, &pool, Some(&first), 0).unwrap().unwrap();
         assert_ne!(second.id, first.id);
+        assert!(format!("{key:?}").find(&key.0).is_none(), "the key is not shown");
     }
 }

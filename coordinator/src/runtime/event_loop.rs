@@ -37,6 +37,8 @@ pub struct Effects {
     pub objects: Arc<dyn object_store::ObjectStore>,
     /// Where the agent tokens of pools the coordinator starts nodes for are kept.
     pub data_dir: std::path::PathBuf,
+    /// What those tokens are derived from.
+    pub pool_key: auth::bootstrap::PoolKey,
     /// Where the state is loaded from again after a refused batch.
     pub backend: Arc<dyn crate::store::Backend>,
 }
@@ -160,7 +162,8 @@ const RELOADS_WITHIN: Duration = Duration::from_secs(60);
 /// speaks for nothing any more (its secret stops opening streams and object calls;
 /// one that comes back registers again), and a deleted pool's agent token goes
 /// with it. Returns the token files to remove once the batch is stored.
-fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+fn retire_credentials(out: &mut Outbox, effects: &Effects) -> Vec<std::path::PathBuf> {
+    let (auth, data_dir) = (&effects.auth, effects.data_dir.as_path());
     let mut files = Vec::new();
     use crate::core::StoreOp;
     let mut retired = Vec::new();
@@ -168,7 +171,7 @@ fn retire_credentials(out: &mut Outbox, auth: &Auth, data_dir: &std::path::Path)
         if auth.token_named(&auth::bootstrap::pool_token_name(&pool)).is_some() {
             continue;
         }
-        match auth::bootstrap::ensure_pool_token(data_dir, &pool, None, auth::now_ms()) {
+        match auth::bootstrap::ensure_pool_token(data_dir, &effects.pool_key, &pool, None, auth::now_ms()) {
             Ok(Some(token)) => {
                 auth.insert_token(token.clone());
                 retired.push(StoreOp::PutToken(token));
@@ -204,7 +207,7 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
     if out.is_empty() && then.is_empty() {
         return;
     }
-    let token_files = retire_credentials(&mut out, &effects.auth, &effects.data_dir);
+    let token_files = retire_credentials(&mut out, effects);
     if !token_files.is_empty() {
         then.push(Box::new(move |stored| {
             if stored.is_ok() {

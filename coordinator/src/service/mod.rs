@@ -127,6 +127,7 @@ impl Corral for ClientApi {
         let spec = convert::pool_spec(req.into_inner().spec)?;
         let name = spec.name.clone();
         let (auth, data_dir) = (self.shared.auth.clone(), self.shared.data_dir.clone());
+        let key = self.shared.pool_key.clone();
         let pool = self
             .shared
             .runtime
@@ -142,9 +143,14 @@ impl Corral for ClientApi {
                 // create of this name runs in between.
                 let token = match spec.provider {
                     Provider::Static => None,
-                    _ => auth::bootstrap::ensure_pool_token(&data_dir, &name, None, auth::now_ms()).map_err(|e| {
-                        Error::Io(std::io::Error::new(e.kind(), format!("cannot write the pool's agent token: {e}")))
-                    })?,
+                    _ => auth::bootstrap::ensure_pool_token(&data_dir, &key, &name, None, auth::now_ms()).map_err(
+                        |e| {
+                            Error::Io(std::io::Error::new(
+                                e.kind(),
+                                format!("cannot write the pool's agent token: {e}"),
+                            ))
+                        },
+                    )?,
                 };
                 core.create_pool(now, spec, out)?;
                 if let Some(token) = token {

@@ -179,6 +179,7 @@ async fn a_refused_change_is_undone_in_memory_and_never_read() {
         auth: auth.clone(),
         objects: crate::objects::local_store(&dir.path().join("objects")).unwrap(),
         data_dir: dir.path().to_path_buf(),
+        pool_key: crate::auth::bootstrap::PoolKey::new("test key".into()),
         backend: std::sync::Arc::new(crate::store::Sqlite::new(dir.path())),
     };
     let core = Core::new(CoreConfig::default(), (Instant::now(), crate::auth::now_ms()));
