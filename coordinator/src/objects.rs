@@ -112,7 +112,15 @@ impl ObjectsApi {
     /// its tasks' outputs) put or deleted, with the token that did it; a put fires
     /// the triggers on its prefix in the same batch, so that once the put is
     /// acknowledged their jobs are stored too.
-    async fn record(&self, who: Option<crate::auth::Principal>, path: String, size: Option<u64>) -> Result<(), Status> {
+    /// A put under an idempotency key that was recorded already (a retry) records
+    /// and fires nothing more.
+    async fn record(
+        &self,
+        who: Option<crate::auth::Principal>,
+        path: String,
+        size: Option<u64>,
+        key: Option<crate::core::keys::IdempotencyKey>,
+    ) -> Result<(), Status> {
         let Some(who @ crate::auth::Principal::Token { .. }) = who else { return Ok(()) };
         // The object is stored whatever became of the token since: the feed must
         // say so (this is when an audit matters most).
@@ -121,6 +129,9 @@ impl ObjectsApi {
             .shared
             .runtime
             .call(move |core, now, out| {
+                if !core.first_put(now, key, out) {
+                    return Vec::new();
+                }
                 out.store.push(crate::core::StoreOp::Actor(Some(actor)));
                 out.store.push(crate::core::StoreOp::ObjectChanged { path: path.clone(), size });
                 out.store.push(crate::core::StoreOp::Actor(None));
@@ -156,6 +167,19 @@ impl ObjectsApi {
     }
 }
 
+/// A put's idempotency key, for a client (a node's puts are its tasks' outputs,
+/// which record nothing): the key is the caller's, and names the object.
+fn put_key(
+    who: Option<&crate::auth::Principal>,
+    key: &str,
+    path: &Path,
+) -> Result<Option<crate::core::keys::IdempotencyKey>, Status> {
+    let Some(who @ crate::auth::Principal::Token { .. }) = who else { return Ok(None) };
+    let Some(key) = crate::convert::idempotency_key(key)? else { return Ok(None) };
+    let digest = format!("{}{path}", crate::core::keys::PUT);
+    Ok(Some(crate::core::keys::IdempotencyKey { owner: who.name(), key, digest }))
+}
+
 /// The folders Corral writes itself (a job's outputs and checkpoints, its shuffle,
 /// dispatches' payloads) are written by the node running the attempt they belong
 /// to, never by a client token, an admin's included: a planted checkpoint or output
@@ -188,6 +212,11 @@ impl Objects for ObjectsApi {
         }
         reserved_for_corral(principal.as_ref(), &path, "writes")?;
         self.allow(principal.as_ref(), path.as_ref(), true).await?;
+        // A key another request used is refused before anything is stored.
+        let key = put_key(principal.as_ref(), &first.idempotency_key, &path)?;
+        if let Some(key) = key.clone() {
+            self.shared.runtime.call(move |core, _, _| core.put_seen(&key)).await??;
+        }
         let upload = self.store.put_multipart(&path).await.map_err(store_error(&path))?;
         let mut writer = WriteMultipart::new(upload);
         let mut size = first.data.len() as u64;
@@ -216,7 +245,7 @@ impl Objects for ObjectsApi {
             }
         }
         writer.finish().await.map_err(store_error(&path))?;
-        self.record(principal, path.to_string(), Some(size)).await?;
+        self.record(principal, path.to_string(), Some(size), key).await?;
         Ok(Response::new(pb::ObjectInfo { path: path.to_string(), size, modified_at_ms: 0 }))
     }
 
@@ -293,7 +322,7 @@ impl Objects for ObjectsApi {
         reserved_for_corral(principal.as_ref(), &path, "deletes")?;
         self.store.head(&path).await.map_err(store_error(&path))?;
         self.store.delete(&path).await.map_err(store_error(&path))?;
-        self.record(principal, path.to_string(), None).await?;
+        self.record(principal, path.to_string(), None, None).await?;
         Ok(Response::new(pb::DeleteObjectResponse {}))
     }
 }

@@ -94,10 +94,16 @@ pub async fn download(client: &mut Client, object: &str, dest: &Path) -> Result<
 
 /// Streams the file `src` into object `object`.
 pub async fn upload(client: &mut Client, src: &Path, object: &str) -> Result<u64, TransferError> {
+    upload_once(client, src, object, "").await
+}
+
+/// [`upload`] under an idempotency key (see `PutObjectRequest`): tried again with
+/// the same key, the put is recorded, and fires its triggers, once.
+pub async fn upload_once(client: &mut Client, src: &Path, object: &str, key: &str) -> Result<u64, TransferError> {
     let local = |source| TransferError::Local { path: src.display().to_string(), source };
     let mut file = tokio::fs::File::open(src).await.map_err(local)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<pb::PutObjectRequest>(4);
-    let path = object.to_string();
+    let (path, key) = (object.to_string(), key.to_string());
     let reader = tokio::spawn(async move {
         let mut first = true;
         loop {
@@ -106,8 +112,9 @@ pub async fn upload(client: &mut Client, src: &Path, object: &str) -> Result<u64
             let n = read_full(&mut file, &mut data).await?;
             data.truncate(n);
             let last = n < CHUNK;
-            let path = if std::mem::take(&mut first) { path.clone() } else { String::new() };
-            if tx.send(pb::PutObjectRequest { path, data, last }).await.is_err() || last {
+            let (path, idempotency_key) =
+                if std::mem::take(&mut first) { (path.clone(), key.clone()) } else { Default::default() };
+            if tx.send(pb::PutObjectRequest { path, data, last, idempotency_key }).await.is_err() || last {
                 return Ok::<(), std::io::Error>(());
             }
         }

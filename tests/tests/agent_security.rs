@@ -159,7 +159,12 @@ fn a_node_touches_only_the_objects_of_its_own_tasks() {
         let err = objects.get(get).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
         assert!(err.message().contains("runs no task that reads object 'hr/payroll.csv'"), "{}", err.message());
-        let put = pb::PutObjectRequest { path: "jobs/1/0/forged.txt".into(), data: b"x".to_vec(), last: true };
+        let put = pb::PutObjectRequest {
+            path: "jobs/1/0/forged.txt".into(),
+            data: b"x".to_vec(),
+            last: true,
+            ..Default::default()
+        };
         let err = objects.put(tokio_stream::iter([put])).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
         let err = objects.list(pb::ListObjectsRequest { prefix: String::new() }).await.unwrap_err();

@@ -210,15 +210,20 @@ fn an_upload_that_ends_early_stores_nothing() {
         let admin = Bearer::new(Some(&c.admin_token())).unwrap();
         let mut objects = corral_proto::v1::objects_client::ObjectsClient::with_interceptor(c.channel().await, admin);
         let parts = vec![
-            pb::PutObjectRequest { path: "half.bin".into(), data: vec![1; 1000], last: false },
-            pb::PutObjectRequest { path: String::new(), data: vec![2; 1000], last: false },
+            pb::PutObjectRequest { path: "half.bin".into(), data: vec![1; 1000], last: false, ..Default::default() },
+            pb::PutObjectRequest { data: vec![2; 1000], ..Default::default() },
         ];
         let err = objects.put(tokio_stream::iter(parts)).await.unwrap_err();
         assert_eq!(err.code(), Code::Aborted, "{err}");
         assert!(err.message().contains("nothing was stored"), "{}", err.message());
         let listed = objects.list(pb::ListObjectsRequest { prefix: String::new() }).await.unwrap().into_inner();
         assert!(listed.objects.is_empty(), "{listed:?}");
-        let whole = vec![pb::PutObjectRequest { path: "whole.bin".into(), data: vec![3; 10], last: true }];
+        let whole = vec![pb::PutObjectRequest {
+            path: "whole.bin".into(),
+            data: vec![3; 10],
+            last: true,
+            ..Default::default()
+        }];
         assert_eq!(objects.put(tokio_stream::iter(whole)).await.unwrap().into_inner().size, 10);
     });
 }

@@ -224,7 +224,8 @@ fn long_object_paths_are_refused_as_invalid() {
         for (path, says) in
             [("a/".repeat(512 << 10), "at most 1024 bytes"), (format!("in/{}/x", "n".repeat(300)), "at most 255 bytes")]
         {
-            let put = pb::PutObjectRequest { path: path.clone(), data: b"x".to_vec(), last: true };
+            let put =
+                pb::PutObjectRequest { path: path.clone(), data: b"x".to_vec(), last: true, ..Default::default() };
             let err = objects.put(tokio_stream::iter([put])).await.unwrap_err();
             assert_eq!(err.code(), Code::InvalidArgument, "{err}");
             assert!(err.message().contains(says), "{}", err.message());

@@ -408,10 +408,10 @@ fn a_leader_paused_past_its_lease_is_fenced_and_steps_down() {
     assert!(log.contains("stepped down; standing by"), "{log}");
 }
 
-/// Submits and keyed dispatches made while the leader is SIGKILLed, and a 1 s
-/// schedule running through it: the CLI (given both coordinators) tries again
-/// with the same idempotency key until the standby leads, so each lands exactly
-/// once; no schedule slot runs twice or goes missing.
+/// Submits, keyed dispatches and object puts (each firing a trigger) made while the
+/// leader is SIGKILLed, and a 1 s schedule running through it: the CLI (given both
+/// coordinators) tries again with the same idempotency key until the standby leads,
+/// so each lands exactly once; no schedule slot runs twice or goes missing.
 #[test]
 fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once() {
     let mut c = Cluster::start_on_postgres(&["--lease", "1s"]);
@@ -419,6 +419,10 @@ fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once(
     c.coordinators = Some(format!("{},{}", c.url, c.standby_url(standby)));
     c.static_pool("cpu", 1, 4);
     c.json(&["template", "create", "echo", "--pool", "cpu", "--", "true"]);
+    c.json(&["trigger", "create", "inbox", "--prefix", "in/", "--template", "echo"]);
+    let file = c.dir.path().join("put.txt");
+    std::fs::write(&file, "put\n").unwrap();
+    let file = file.to_str().unwrap();
     c.every_second("beat", "cpu");
     wait_until(MINUTE, "a few slots", || c.schedule_slots("beat").len() >= 2);
     const N: usize = 12;
@@ -429,7 +433,7 @@ fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once(
     let dispatch = |c: &Cluster, i: usize| {
         c.corral(&["-o", "json", "dispatch", "echo", "--idempotency-key", &format!("race-{i}")])
     };
-    let (submitted, dispatched) = std::thread::scope(|s| {
+    let (submitted, dispatched, put) = std::thread::scope(|s| {
         let c = &c;
         let submits = s.spawn(move || {
             (0..N)
@@ -447,9 +451,17 @@ fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once(
                 })
                 .collect::<Vec<_>>()
         });
+        let puts = s.spawn(move || {
+            (0..N)
+                .map(|i| {
+                    std::thread::sleep(Duration::from_millis(150));
+                    c.corral(&["-o", "json", "file", "put", file, &format!("in/{i}.txt")])
+                })
+                .collect::<Vec<_>>()
+        });
         std::thread::sleep(Duration::from_millis(600));
         c.signal(c.coordinator_pid(), libc::SIGKILL);
-        (submits.join().unwrap(), dispatches.join().unwrap())
+        (submits.join().unwrap(), dispatches.join().unwrap(), puts.join().unwrap())
     });
     c.take_over(standby);
     let submitted: std::collections::BTreeSet<u64> = submitted.iter().map(job_id).collect();
@@ -459,14 +471,20 @@ fn submits_dispatches_and_schedule_slots_that_race_a_failover_land_exactly_once(
     for (i, id) in dispatched.iter().enumerate() {
         assert_eq!(job_id(&dispatch(&c, i)), *id, "dispatch race-{i} made a second job");
     }
+    for out in &put {
+        assert!(out.status.success(), "a put failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Each put fired its trigger once.
+    let fired = c.json(&["trigger", "show", "inbox"]);
+    assert_eq!(fired["fired"].as_u64(), Some(N as u64), "{fired}");
     let before = c.schedule_slots("beat").len();
     wait_until(MINUTE, "slots under the new leader", || c.schedule_slots("beat").len() >= before + 2);
     c.json(&["schedule", "pause", "beat"]);
     let slots = c.schedule_slots("beat");
     corral_tests::assert_each_slot_once(&slots);
-    // Nothing else was made: each submit and dispatch once, each slot once.
+    // Nothing else was made: each submit, dispatch and put once, each slot once.
     let jobs = c.json(&["job", "list"]).as_array().unwrap().len();
-    assert_eq!(jobs, 2 * N + slots.len(), "jobs made: {jobs}");
+    assert_eq!(jobs, 3 * N + slots.len(), "jobs made: {jobs}");
 }
 
 /// The leader is cut off from PostgreSQL (a proxy in front of it breaks every

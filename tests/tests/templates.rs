@@ -220,11 +220,24 @@ fn a_trigger_fires_once_per_put_also_across_a_coordinator_kill() {
     assert_eq!(jobs[2].0, "incoming/c.jpg");
     assert_eq!(finished_stdout(&c, jobs[2].1), "incoming/c.jpg 5\n");
     assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 3, "a put fired twice");
+    // A put tried again under its idempotency key (as when its answer was lost to a
+    // failover) is recorded and fires once, across a restart too; the key used for
+    // another object is refused before anything is stored.
+    let keyed = ["file", "put", image, "incoming/k.jpg", "--idempotency-key", "k1"];
+    c.json(&keyed);
+    c.json(&keyed);
+    c.restart_coordinator();
+    c.json(&keyed);
+    let err = c.fails(&["file", "put", image, "incoming/other.jpg", "--idempotency-key", "k1"]);
+    assert!(err.contains("idempotency_key") && err.contains("'incoming/k.jpg'"), "{err}");
+    let listed = c.json(&["file", "ls", "incoming/"]).to_string();
+    assert!(listed.contains("incoming/k.jpg") && !listed.contains("other.jpg"), "{listed}");
+    assert_eq!(fired(&c, "thumbs").len(), 4, "a keyed put fired twice");
     // Paused: counted, not fired.
     c.json(&["trigger", "pause", "thumbs"]);
     c.json(&["file", "put", image, "incoming/d.jpg"]);
     let shown = c.json(&["trigger", "show", "thumbs"]);
-    assert_eq!((shown["fired"].as_u64(), shown["skipped"].as_u64()), (Some(3), Some(1)), "{shown}");
+    assert_eq!((shown["fired"].as_u64(), shown["skipped"].as_u64()), (Some(4), Some(1)), "{shown}");
     c.json(&["trigger", "resume", "thumbs"]);
     // The template is in use; refusals name their field.
     let err = c.fails(&["template", "delete", "thumb"]);

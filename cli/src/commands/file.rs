@@ -14,11 +14,18 @@ use crate::Exit;
 
 #[derive(Subcommand, Debug)]
 pub enum FileCommand {
-    /// Upload a local file (streamed; any size).
+    /// Upload a local file (streamed; any size). Tried again while no coordinator
+    /// answers (a failover), under an idempotency key, so the put is recorded, and
+    /// fires the triggers on its path, once.
     Put {
         local: PathBuf,
         /// The object's path in the store [default: the file's name].
         object: Option<String>,
+        /// Make the put safe for your own retries too: the same key (within 24 h)
+        /// records it and fires its triggers once. Without it the CLI picks one for
+        /// its own retries.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Download an object to a local file.
     Get {
@@ -53,18 +60,46 @@ pub async fn download_all(client: &mut Client, prefix: &str, dest: &Path) -> any
     Ok(got)
 }
 
+/// Uploads `local` to `object` under `key`, trying again while no coordinator
+/// answers (each try connects anew, so it finds the one that leads after a
+/// failover): a connection that broke after the last part was sent leaves no way to
+/// know whether the put was recorded, and the key makes a second try harmless.
+async fn put_retrying(
+    ctx: &Context,
+    client: &mut Client,
+    local: &Path,
+    object: &str,
+    key: &str,
+) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + crate::client::PATIENCE;
+    let mut wait = std::time::Duration::from_millis(250);
+    loop {
+        match objects::upload_once(client, local, object, key).await {
+            Err(objects::TransferError::Unreachable(_)) if tokio::time::Instant::now() + wait < deadline => {}
+            other => return Ok(other?),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(2));
+        if let Ok(fresh) = connect(ctx).await {
+            *client = fresh;
+        }
+    }
+}
+
 impl FileCommand {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
         let mut client = connect(ctx).await?;
         match self {
-            FileCommand::Put { local, object } => {
+            FileCommand::Put { local, object, idempotency_key } => {
                 let object = match object {
                     Some(o) => o,
                     None => local.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| {
                         anyhow::anyhow!("'{}' names no file; give the object's path", local.display())
                     })?,
                 };
-                let size = objects::upload(&mut client, &local, &object).await?;
+                let key = idempotency_key
+                    .unwrap_or_else(|| format!("corral-cli-{}", corral_proto::credentials::random_hex(16)));
+                let size = put_retrying(ctx, &mut client, &local, &object, &key).await?;
                 if ctx.json() {
                     output::json(&json!({ "path": object, "size": size }));
                 } else {

@@ -7,11 +7,14 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::{Core, Outbox, StoreOp};
-use crate::error::{Error, Result};
+use crate::error::{Error, Invalid, Result};
 use crate::model::*;
 
 /// How long a key is remembered.
 pub const KEEP_MS: u64 = 24 * 3600 * 1000;
+
+/// What a put's key's digest starts with; the object's path follows.
+pub const PUT: &str = "put:";
 
 /// A key a client sent with a submission: whose, which, and a digest of what it
 /// asked for.
@@ -69,6 +72,21 @@ impl Keys {
     }
 }
 
+/// The refusal of `key`, which made `job` (or a put, by its `digest`) before.
+fn reused(key: &str, digest: &str, job: JobId) -> Error {
+    match digest.strip_prefix(PUT) {
+        Some(object) => Error::Invalid(Invalid::new(
+            "idempotency_key",
+            format!(
+                "'{}' was used for a put of '{}'; use a new key for another request",
+                crate::error::shown(key),
+                crate::error::shown(object)
+            ),
+        )),
+        None => Error::KeyReused { key: crate::error::shown(key), job },
+    }
+}
+
 impl Core {
     /// Submits `spec` unless `key` already made a job: then that job's id comes
     /// back (for the same request) or the call is refused (for another).
@@ -84,13 +102,38 @@ impl Core {
             if *digest == key.digest {
                 return Ok(*job);
             }
-            return Err(Error::KeyReused { key: crate::error::shown(&key.key), job: *job });
+            return Err(reused(&key.key, digest, *job));
         }
         let job = self.submit_job(now, spec, out)?;
         let record = KeyRecord { key, job, at_ms: self.wall_ms(now) };
         out.store.push(StoreOp::PutIdempotencyKey(record.clone()));
         self.keys.insert(record);
         Ok(job)
+    }
+
+    /// Whether a put under `key` (its digest names the object) was recorded already:
+    /// a retry, whose triggers fired the first time. A key used for a put of another
+    /// object, or for a job, is refused.
+    pub fn put_seen(&self, key: &IdempotencyKey) -> Result<bool> {
+        match self.keys.by_key.get(&(key.owner.clone(), key.key.clone())) {
+            None => Ok(false),
+            Some((digest, _)) if *digest == key.digest => Ok(true),
+            Some((digest, job)) => Err(reused(&key.key, digest, *job)),
+        }
+    }
+
+    /// Whether a put is to be recorded (and fire its triggers): always without a
+    /// key; with one, unless it recorded a put already, and then the key is
+    /// remembered in the same batch (it makes no job of its own: job 0).
+    pub fn first_put(&mut self, now: std::time::Instant, key: Option<IdempotencyKey>, out: &mut Outbox) -> bool {
+        let Some(key) = key else { return true };
+        if self.put_seen(&key).unwrap_or(true) {
+            return false;
+        }
+        let record = KeyRecord { key, job: JobId(0), at_ms: self.wall_ms(now) };
+        out.store.push(StoreOp::PutIdempotencyKey(record.clone()));
+        self.keys.insert(record);
+        true
     }
 
     /// Forgets keys past their day, in memory and in the store.

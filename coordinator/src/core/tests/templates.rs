@@ -169,6 +169,33 @@ fn a_put_trigger_fires_once_per_matching_put() {
     env.check();
 }
 
+/// A put tried again under its idempotency key fires once, also after a restore;
+/// the key used for another object, or for a job, is refused.
+#[test]
+fn a_put_under_an_idempotency_key_fires_once() {
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    env.core.create_trigger(env.now, trigger("all", "in/", None, false), &mut env.out).unwrap();
+    let key = |path: &str| IdempotencyKey { owner: "bob".into(), key: "k".into(), digest: format!("put:{path}") };
+    for _ in 0..2 {
+        if env.core.first_put(env.now, Some(key("in/a")), &mut env.out) {
+            env.core.on_object_put(env.now, "in/a", &mut env.out);
+        }
+        env.check();
+    }
+    assert_eq!(env.trigger_objects(), ["in/a"]);
+    assert!(env.core.first_put(env.now, None, &mut env.out), "a put without a key is always recorded");
+    let err = env.core.put_seen(&key("in/b")).unwrap_err().to_string();
+    assert!(err.contains("idempotency_key") && err.contains("'in/a'"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(dir.path()).unwrap();
+    store.apply(&env.out.store).unwrap();
+    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
+    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
+    assert_eq!(restored.put_seen(&key("in/a")).ok(), Some(true), "the key outlives a restart");
+    let job = IdempotencyKey { owner: "bob".into(), key: "k".into(), digest: "a job".into() };
+    assert!(restored.put_seen(&job).is_err(), "a put's key is no job's");
+}
+
 /// A job that puts into its own trigger's prefix would make jobs without end:
 /// `max_active` bounds how many are active, counted again after a restore, and a
 /// job that ends makes room.
