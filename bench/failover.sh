@@ -10,6 +10,12 @@
 # leader's; its first success is seen by polling the standby's HTTP API (a
 # standby answers 307, a leader JSON). Also printed: the standby's own part (from
 # "leading" to "state restored", from its JSON log).
+#
+# MODE=midrun: the array runs (on the simulated node, which finishes tasks at
+# once) until half of it has succeeded, so QUEUED/2 tasks each have a task row and
+# an attempt row, and QUEUED/2 wait; then the leader is SIGKILLed mid-run. The
+# first task the new leader ran is read from the record: the first task success
+# stamped with its epoch (events.epoch), by the coordinator's clock on this host.
 # Build first: cargo build --release --workspace
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +27,8 @@ pg_start
 NODES=1
 SLOTS=64
 
-failover_run() { # queued
+# A leader and a standby on a fresh database, and the simulated node, idle.
+start_pair() {
     pg_fresh_db
     rm -rf "$WORK/data" "$WORK/objects" "$WORK/sim"
     mkdir -p "$WORK/objects"
@@ -31,6 +38,17 @@ failover_run() { # queued
     start_standby --log-format json "${args[@]}"
     CORRAL_COORDINATOR="$URL,$B_URL" start_sim
     wait_idle_nodes sim 1
+}
+
+# When the standby took the lease, and when it had the state, in seconds after $1
+# (from its JSON log).
+standby_times() {
+    jq -r 'select(.fields.message | test("^leading|^state restored")) | .timestamp' "$WORK/b.log" |
+        python3 -c 'import sys,datetime as d; t=[d.datetime.fromisoformat(l.strip().replace("Z","+00:00")).timestamp()-'"$1"' for l in sys.stdin]; print(t[0], t[1])'
+}
+
+failover_run() { # queued
+    start_pair
     # Whole seconds, far enough ahead for the submit of the largest array.
     local begin=$(( $(date +%s) + 25 ))
     "$BIN/corral" job submit --pool sim --array "1-$1" --begin "$(date -u -d "@$begin" +%Y-%m-%dT%H:%M:%S+00:00)" \
@@ -46,19 +64,43 @@ failover_run() { # queued
         sleep 0.01
     done
     t1=$(now)
-    # When the standby took the lease, and when it had the state, after the kill.
     local led
-    led=$(jq -r 'select(.fields.message | test("^leading|^state restored")) | .timestamp' "$WORK/b.log" |
-        python3 -c 'import sys,datetime as d; t=[d.datetime.fromisoformat(l.strip().replace("Z","+00:00")).timestamp()-'"$t0"' for l in sys.stdin]; print(t[0], t[1])')
+    led=$(standby_times "$t0")
     stop_sim
     stop_standby
     echo "$(echo "$t1 - $t0" | bc -l) $led"
 }
 
+midrun_run() { # tasks
+    start_pair
+    "$BIN/corral" job submit --pool sim --array "1-$1" -- /bin/true >/dev/null
+    until curl_api -f "$HTTP_URL/api/jobs/1" 2>/dev/null | jq -e ".counts.succeeded >= $1 / 2" >/dev/null 2>&1; do
+        sleep 0.02
+    done
+    local t0 first
+    t0=$(now)
+    kill -KILL "$COORD_PID"
+    wait "$COORD_PID" 2>/dev/null || true
+    COORD_PID=
+    local sql="SELECT min(at_ms) FROM events WHERE epoch = 2 AND kind = 'task' AND state = 'succeeded'"
+    until first=$(psql -h "$PG_DIR" -p 5432 -U corral -d bench -Atc "$sql" 2>/dev/null) && [ -n "$first" ]; do
+        sleep 0.05
+    done
+    local led
+    led=$(standby_times "$t0")
+    stop_sim
+    stop_standby
+    echo "$(echo "$first / 1000 - $t0" | bc -l) $led"
+}
+
 declare -A total leased restored
 for run in $(seq "$RUNS"); do
     for q in $SIZES; do
-        read -r t lease state < <(failover_run "$q")
+        if [ "${MODE:-queued}" = midrun ]; then
+            read -r t lease state < <(midrun_run "$q")
+        else
+            read -r t lease state < <(failover_run "$q")
+        fi
         total[$q]+="$t "
         leased[$q]+="$lease "
         restored[$q]+="$state "

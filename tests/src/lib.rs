@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 pub mod docker;
 pub mod grpc;
+pub mod ha;
 pub mod postgres;
+pub mod soak;
 pub mod webdriver;
 
 pub use docker::{docker, docker_image, DOCKER_IMAGE};
+pub use soak::{Follower, Rng};
 
 use serde_json::Value;
 
@@ -73,6 +76,8 @@ pub struct Cluster {
     /// What agents and the CLI are given as `--coordinator` instead of `url`
     /// (several, comma-separated), if set.
     pub coordinators: Option<String>,
+    /// The coordinators of [`Cluster::start_ha`].
+    members: Vec<ha::Member>,
 }
 
 impl Cluster {
@@ -148,6 +153,7 @@ impl Cluster {
             standbys: Vec::new(),
             leader_data: None,
             coordinators: None,
+            members: Vec::new(),
         };
         cluster.spawn_coordinator();
         cluster
@@ -802,6 +808,7 @@ impl Drop for Cluster {
             let _ = standby.kill();
             let _ = standby.wait();
         }
+        self.stop_members();
         let deadline = Instant::now() + Duration::from_secs(8);
         for child in self.agents.iter_mut().chain(self.coordinator.as_mut()) {
             while Instant::now() < deadline {

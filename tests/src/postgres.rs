@@ -310,6 +310,11 @@ impl Proxy {
         format!("postgres://corral@{dir}:{}/{db}", self.port)
     }
 
+    /// Lets new sessions through again.
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Breaks every session through the proxy and refuses new ones.
     pub fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);

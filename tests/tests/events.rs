@@ -1,12 +1,9 @@
 //! The event feed: `corral events`, followed across a coordinator crash.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_tests::{bin, wait_until, Cluster};
+use corral_tests::{wait_until, Cluster};
 use serde_json::Value;
 
 /// Every event recorded so far, read once (no --follow).
@@ -31,26 +28,11 @@ fn a_follower_resumes_after_a_coordinator_crash_with_no_gap_and_no_duplicate() {
     cluster.static_pool("cpu", 2, 2);
 
     // Follow from the start, as a program would, reading JSON lines.
-    let mut follower = Command::new(bin("corral"))
-        .env("CORRAL_TOKEN_FILE", cluster.admin_token_file())
-        .args(["--coordinator", &cluster.url, "-o", "json", "events", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start corral events --follow");
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let stdout = follower.stdout.take().expect("stdout");
-    let sink = seen.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not an event ({e}): {line}"));
-            sink.lock().unwrap().push(event);
-        }
-    });
+    let follower = cluster.follow_events();
 
     let job = cluster.submit(&["--pool", "cpu", "--array", "0-39"], &["sh", "-c", "sleep 0.1"]);
     wait_until(Duration::from_secs(30), "some tasks to succeed", || {
-        seen.lock().unwrap().iter().filter(|e| e["kind"] == "task" && e["state"] == "succeeded").count() >= 5
+        follower.seen().iter().filter(|e| e["kind"] == "task" && e["state"] == "succeeded").count() >= 5
     });
     // The coordinator dies mid-job; the follower must ride it out.
     cluster.restart_coordinator();
@@ -59,16 +41,9 @@ fn a_follower_resumes_after_a_coordinator_crash_with_no_gap_and_no_duplicate() {
 
     let recorded = all_events(&cluster, &[]);
     let last = *ids(&recorded).last().expect("events were recorded");
-    wait_until(Duration::from_secs(20), "the follower to catch up", || {
-        seen.lock().unwrap().last().and_then(|e| e["id"].as_u64()) == Some(last)
-    });
-    let _ = follower.kill();
-    let _ = follower.wait();
-    let _ = reader.join();
-    let mut said = String::new();
-    std::io::Read::read_to_string(&mut follower.stderr.take().expect("stderr"), &mut said).expect("follower stderr");
+    wait_until(Duration::from_secs(20), "the follower to catch up", || follower.last_id() == Some(last));
+    let (seen, said) = follower.stop();
     assert!(said.contains("resuming after event"), "the follower never lost its stream: {said}");
-    let seen = seen.lock().unwrap().clone();
 
     // Ids start at 1 and have no gap; the follower saw each exactly once, in order,
     // and what it saw is what the store holds.

@@ -8,23 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use corral_tests::{processes_with, wait_until, Cluster};
-
-/// A small, seeded generator (xorshift64*): the schedule, not security.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use corral_tests::{processes_with, wait_until, Cluster, Rng};
 
 const GRAPH: &str = "
 tasks:
@@ -41,11 +25,7 @@ tasks:
 
 #[test]
 fn work_survives_a_random_schedule_of_kills_and_freezes() {
-    let seed = std::env::var("SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-    });
-    eprintln!("soak seed: {seed} (replay with SOAK_SEED={seed})");
-    let mut rng = Rng(seed);
+    let (mut rng, seed) = Rng::from_env();
     let marker = format!("soak-{}", std::process::id());
     let mut c = Cluster::start(&[]);
     let mut agents = c.static_pool("cpu", 3, 2);

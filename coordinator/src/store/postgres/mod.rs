@@ -197,8 +197,11 @@ impl PgConn {
             // Every write finds its rows by key. A plan made while a table was
             // small (a scan of it, a hash join) would be kept by the prepared
             // statement as the table grows: the writer's session never plans one.
-            let keyed = "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off";
-            block(&self.rt, client.batch_execute(keyed)).map_err(|e| sort(&e))?;
+            // And each event it inserts is stamped with its epoch (migration 6).
+            let keyed = format!(
+                "SET enable_seqscan = off; SET enable_hashjoin = off; SET enable_mergejoin = off; SET corral.epoch = {epoch}"
+            );
+            block(&self.rt, client.batch_execute(&keyed)).map_err(|e| sort(&e))?;
         }
         self.client = Some(Arc::new(client));
         Ok(())

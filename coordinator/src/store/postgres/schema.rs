@@ -285,8 +285,17 @@ CREATE TABLE corral_coordinators (
 );
 ";
 
+/// Migration 6: each event row says in which epoch it was committed (the writer's
+/// session sets `corral.epoch`), so the record itself shows that no deposed leader
+/// committed after its successor: epochs never go down as event ids go up. (Two
+/// statements: a column added without a default rewrites nothing.)
+const V6: &str = "
+ALTER TABLE events ADD COLUMN epoch BIGINT;
+ALTER TABLE events ALTER COLUMN epoch SET DEFAULT NULLIF(current_setting('corral.epoch', true), '')::bigint;
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
