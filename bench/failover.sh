@@ -11,11 +11,10 @@
 # standby answers 307, a leader JSON). Also printed: the standby's own part (from
 # "leading" to "state restored", from its JSON log).
 #
-# MODE=midrun: the array runs (on the simulated node, which finishes tasks at
-# once) until half of it has succeeded, so QUEUED/2 tasks each have a task row and
-# an attempt row, and QUEUED/2 wait; then the leader is SIGKILLed mid-run. The
-# first task the new leader ran is read from the record: the first task success
-# stamped with its epoch (events.epoch), by the coordinator's clock on this host.
+# MODE=midrun: half of QUEUED are run first (on the simulated node, which finishes
+# them at once) in an open job, which stays active, so QUEUED/2 tasks each have a
+# task row and an attempt row that the new leader restores; the other half is the
+# array that waits.
 # Build first: cargo build --release --workspace
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +46,19 @@ standby_times() {
         python3 -c 'import sys,datetime as d; t=[d.datetime.fromisoformat(l.strip().replace("Z","+00:00")).timestamp()-'"$1"' for l in sys.stdin]; print(t[0], t[1])'
 }
 
-failover_run() { # queued
+failover_run() { # queued, ran
     start_pair
+    local job=1
+    if [ "$2" -gt 0 ]; then
+        # An open job (it stays active, so all it holds is restored) whose tasks run
+        # first: each leaves a task row and an attempt row.
+        "$BIN/corral" job submit --pool sim --open >/dev/null
+        "$BIN/corral" job add-tasks 1 --id ran --array "1-$2" -- /bin/true >/dev/null
+        until curl_api -f "$HTTP_URL/api/jobs/1" 2>/dev/null | jq -e ".counts.succeeded == $2" >/dev/null 2>&1; do
+            sleep 0.05
+        done
+        job=2
+    fi
     # Whole seconds, far enough ahead for the submit of the largest array.
     local begin=$(( $(date +%s) + 25 ))
     "$BIN/corral" job submit --pool sim --array "1-$1" --begin "$(date -u -d "@$begin" +%Y-%m-%dT%H:%M:%S+00:00)" \
@@ -60,7 +70,7 @@ failover_run() { # queued
     kill -KILL "$COORD_PID"
     wait "$COORD_PID" 2>/dev/null || true
     COORD_PID=
-    until curl_api -f "$B_HTTP/api/jobs/1" 2>/dev/null | jq -e '.counts.succeeded > 0' >/dev/null 2>&1; do
+    until curl_api -f "$B_HTTP/api/jobs/$job" 2>/dev/null | jq -e '.counts.succeeded > 0' >/dev/null 2>&1; do
         sleep 0.01
     done
     t1=$(now)
@@ -71,46 +81,27 @@ failover_run() { # queued
     echo "$(echo "$t1 - $t0" | bc -l) $led"
 }
 
-midrun_run() { # tasks
-    start_pair
-    "$BIN/corral" job submit --pool sim --array "1-$1" -- /bin/true >/dev/null
-    until curl_api -f "$HTTP_URL/api/jobs/1" 2>/dev/null | jq -e ".counts.succeeded >= $1 / 2" >/dev/null 2>&1; do
-        sleep 0.02
-    done
-    local t0 first
-    t0=$(now)
-    kill -KILL "$COORD_PID"
-    wait "$COORD_PID" 2>/dev/null || true
-    COORD_PID=
-    local sql="SELECT min(at_ms) FROM events WHERE epoch = 2 AND kind = 'task' AND state = 'succeeded'"
-    until first=$(psql -h "$PG_DIR" -p 5432 -U corral -d bench -Atc "$sql" 2>/dev/null) && [ -n "$first" ]; do
-        sleep 0.05
-    done
-    local led
-    led=$(standby_times "$t0")
-    stop_sim
-    stop_standby
-    echo "$(echo "$first / 1000 - $t0" | bc -l) $led"
-}
+# What each size means: all queued, or (midrun) half run and half queued.
+what() { if [ "${MODE:-queued}" = midrun ]; then echo "$(($1 / 2)) run + $(($1 / 2)) queued"; else echo "$1 queued"; fi; }
 
 declare -A total leased restored
 for run in $(seq "$RUNS"); do
     for q in $SIZES; do
         if [ "${MODE:-queued}" = midrun ]; then
-            read -r t lease state < <(midrun_run "$q")
+            read -r t lease state < <(failover_run $((q / 2)) $((q / 2)))
         else
-            read -r t lease state < <(failover_run "$q")
+            read -r t lease state < <(failover_run "$q" 0)
         fi
         total[$q]+="$t "
         leased[$q]+="$lease "
         restored[$q]+="$state "
-        printf 'run %d, %8d queued: first task %.2fs after the kill (lease taken %.2fs, state restored %.2fs)\n' \
-            "$run" "$q" "$t" "$lease" "$state"
+        printf 'run %d, %s: first task %.2fs after the kill (lease taken %.2fs, state restored %.2fs)\n' \
+            "$run" "$(what "$q")" "$t" "$lease" "$state"
     done
 done
 echo "== medians ($RUNS runs), seconds after the SIGKILL"
 for q in $SIZES; do
-    printf '%8d queued: first task %.2f, lease taken %.2f, state restored %.2f\n' "$q" \
+    printf '%s: first task %.2f, lease taken %.2f, state restored %.2f\n' "$(what "$q")" \
         "$(printf '%s\n' ${total[$q]} | median)" "$(printf '%s\n' ${leased[$q]} | median)" \
         "$(printf '%s\n' ${restored[$q]} | median)"
 done

@@ -6,7 +6,8 @@
 //! and its slots, a pure state machine that writes an outbox of effects, unit-tested
 //! for reconnects, acks, kills and abandonment), [`session`] (the thin I/O shell
 //! around it: registration, the stream, reconnecting with backoff while tasks keep
-//! running), [`checkpoint`] (a task's state kept across attempts), [`resources`] (what the node offers beyond slots), [`warden`] (no task
+//! running), [`coordinators`] (which coordinator it talks to, following the
+//! leader, and the newest leader's epoch, so it obeys no deposed one), [`checkpoint`] (a task's state kept across attempts), [`resources`] (what the node offers beyond slots), [`warden`] (no task
 //! outlives the agent), [`runner`] (one
 //! task attempt as a process group with a timeout), [`task_dirs`] (their
 //! directories, recycled), [`objects`] (inputs and
@@ -21,6 +22,7 @@
 pub mod attempts;
 pub mod checkpoint;
 pub mod cli;
+pub mod coordinators;
 pub mod objects;
 pub mod resources;
 pub mod runner;

@@ -8,15 +8,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use corral_proto::credentials::Bearer;
-use corral_proto::leader::Follow;
 use corral_proto::v1 as pb;
 use corral_proto::v1::agent_client::AgentClient;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::attempts::{key_of, Attempts, Effect, Key, Unacked};
+use crate::coordinators::Coordinators;
 use crate::runner::{self, Cancel, Lane, Output, RunContext, RunnerEvent};
 use crate::start_task::{self, StartTask};
 use crate::AgentConfig;
@@ -66,136 +66,9 @@ enum End {
 
 type Client = AgentClient<InterceptedService<Channel, Bearer>>;
 
-/// The coordinators this agent may reach (those `--coordinator` lists, and leaders
-/// that standbys named), and the one it talks to now.
-struct Coordinators {
-    known: Vec<(String, corral_proto::tls::Target)>,
-    at: usize,
-    /// What the object transfers go through: switched with the coordinator.
-    objects: Follow,
-    tls: corral_proto::tls::ClientTls,
-    /// How long a coordinator may leave a ping unanswered, and how often one is sent.
-    patience: Duration,
-}
-
-impl Coordinators {
-    fn new(list: &str, tls: &corral_proto::tls::ClientTls) -> Result<Coordinators, Error> {
-        let urls = corral_proto::leader::urls(list);
-        if urls.is_empty() {
-            return Err(Error::BadUrl { url: list.to_string(), reason: "it names no URL".into() });
-        }
-        let patience = Duration::from_secs(2);
-        let mut known = Vec::new();
-        for url in urls {
-            let target = target(&url, tls, patience).map_err(|reason| Error::BadUrl { url: url.clone(), reason })?;
-            known.push((url, target));
-        }
-        let objects = Follow::new(known[0].1.connect_lazy());
-        Ok(Coordinators { known, at: 0, objects, tls: tls.clone(), patience })
-    }
-
-    /// Pings each coordinator about every `patience`, and leaves one that has
-    /// not answered within it (a third of the heartbeat timeout: a coordinator
-    /// that is paused, or whose host hung, keeps its socket open; the agent moves
-    /// on before a new leader would declare this node lost).
-    fn retune(&mut self, patience: Duration) {
-        if patience == self.patience {
-            return;
-        }
-        self.patience = patience;
-        for (url, target) in &mut self.known {
-            if let Ok(tuned) = self::target(url, &self.tls, patience) {
-                *target = tuned;
-            }
-        }
-        self.objects.switch(self.connect());
-    }
-
-    fn url(&self) -> &str {
-        &self.known[self.at].0
-    }
-
-    fn connect(&self) -> Channel {
-        self.known[self.at].1.connect_lazy()
-    }
-
-    fn go_to(&mut self, at: usize) {
-        if at != self.at {
-            self.at = at;
-            self.objects.switch(self.connect());
-        }
-    }
-
-    /// Moves on to the next one listed (when this one cannot be reached).
-    fn next(&mut self) {
-        self.go_to((self.at + 1) % self.known.len());
-    }
-
-    /// Adds the coordinators the leader said are on its database (those it does
-    /// not know yet, in the order given), to go down when this one goes away.
-    fn learn(&mut self, urls: &[String]) {
-        for url in urls {
-            if self.known.iter().any(|(known, _)| known == url) {
-                continue;
-            }
-            match target(url, &self.tls, self.patience) {
-                Ok(target) => {
-                    tracing::info!(coordinator = %url, "learned of another coordinator on the leader's database");
-                    self.known.push((url.clone(), target));
-                }
-                Err(why) => {
-                    tracing::warn!(coordinator = %url, %why, "the leader named a coordinator this agent cannot use")
-                }
-            }
-        }
-    }
-
-    /// Goes to the leader a standby named (remembered from now on); false if that
-    /// is where it is already, or not a URL it can use.
-    fn follow(&mut self, leader: &str) -> bool {
-        if let Some(at) = self.known.iter().position(|(url, _)| url == leader) {
-            let moved = at != self.at;
-            self.go_to(at);
-            return moved;
-        }
-        match target(leader, &self.tls, self.patience) {
-            Ok(target) => {
-                self.known.push((leader.to_string(), target));
-                self.go_to(self.known.len() - 1);
-                true
-            }
-            Err(why) => {
-                tracing::warn!(leader, %why, "a standby named a leader this agent cannot reach");
-                false
-            }
-        }
-    }
-}
-
-/// How every connection to the coordinator at `url` is made: one that leaves a
-/// ping unanswered for `patience` is dropped.
-fn target(
-    url: &str,
-    tls: &corral_proto::tls::ClientTls,
-    patience: Duration,
-) -> Result<corral_proto::tls::Target, String> {
-    corral_proto::tls::endpoint(url, tls, |endpoint: Endpoint| {
-        endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(patience)
-            .keep_alive_timeout(patience)
-    })
-}
-
 struct Agent {
     config: AgentConfig,
     coordinators: Coordinators,
-    /// The newest coordinator epoch it has heard: orders from an older one (a
-    /// deposed leader) are not obeyed.
-    epoch: u64,
     /// The agent token, for registering.
     token: Bearer,
     /// This node's own secret once registered: the stream and object calls carry it.
@@ -252,13 +125,12 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let token = Bearer::new(config.token.as_deref()).map_err(Error::Token)?;
     let node_secret = Bearer::default();
-    let objects = crate::objects::client(coordinators.objects.clone(), node_secret.clone());
+    let objects = crate::objects::client(coordinators.objects(), node_secret.clone());
     let dirs = Arc::new(crate::task_dirs::TaskDirs::new(config.work_dir.join("tasks")));
     let mut agent = Agent {
         config,
         dirs,
         coordinators,
-        epoch: 0,
         token,
         node_secret,
         slots,
@@ -429,17 +301,16 @@ impl Agent {
         match client.register(req).await {
             Ok(resp) => {
                 let resp = resp.into_inner();
-                if resp.epoch < self.epoch {
+                if let Err(newest) = self.coordinators.admit(resp.epoch) {
                     return Err(RegisterError::Retry {
                         why: format!(
-                            "it leads in epoch {}, older than epoch {} this agent has heard from: it was deposed",
-                            resp.epoch, self.epoch
+                            "it leads in epoch {}, older than epoch {newest} this agent has heard from: it was deposed",
+                            resp.epoch
                         ),
                         standby: false,
                         leader: None,
                     });
                 }
-                self.epoch = resp.epoch;
                 self.coordinators.learn(&resp.coordinators);
                 self.heartbeat_interval = Duration::from_millis(resp.heartbeat_interval_ms.max(10));
                 self.max_backoff =
@@ -653,17 +524,16 @@ impl Agent {
     }
 
     fn on_message(&mut self, msg: pb::CoordinatorMessage, out: &mut Vec<Effect>) -> Option<End> {
-        if msg.epoch < self.epoch {
+        if let Err(newest) = self.coordinators.admit(msg.epoch) {
             // A deposed leader that has not noticed yet: nothing of it is obeyed.
             tracing::warn!(
                 epoch = msg.epoch,
-                newest = self.epoch,
+                newest,
                 "{} speaks for an older epoch than one this agent has heard from; leaving it",
                 self.coordinators.url()
             );
             return Some(End::Disconnected { established: false });
         }
-        self.epoch = msg.epoch;
         self.coordinators.learn(&msg.coordinators);
         self.attempts.on_ack(&msg.ack, out);
         self.attempts.on_kill(&msg.kill, out);

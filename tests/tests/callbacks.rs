@@ -20,6 +20,11 @@ struct Post {
 
 /// An HTTP endpoint that answers 500 to its first `failures` posts and 200 after.
 fn endpoint(failures: usize) -> (String, Arc<Mutex<Vec<Post>>>) {
+    serve(move |n| if n < failures { 500 } else { 200 })
+}
+
+/// An HTTP endpoint that answers post number `n` (from 0) with `answer(n)`.
+fn serve(answer: impl Fn(usize) -> u16 + Send + 'static) -> (String, Arc<Mutex<Vec<Post>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hooks/job-done", listener.local_addr().expect("addr"));
     let posts: Arc<Mutex<Vec<Post>>> = Arc::default();
@@ -48,7 +53,7 @@ fn endpoint(failures: usize) -> (String, Arc<Mutex<Vec<Post>>>) {
             let mut body = vec![0; length];
             let _ = reader.read_exact(&mut body);
             let mut posts = seen.lock().unwrap();
-            let status = if posts.len() < failures { 500 } else { 200 };
+            let status = answer(posts.len());
             let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
             posts.push(Post { status, job_header, signature, raw: body, body: parsed });
             let reason = if status == 200 { "OK" } else { "Internal Server Error" };
@@ -56,6 +61,15 @@ fn endpoint(failures: usize) -> (String, Arc<Mutex<Vec<Post>>>) {
         }
     });
     (url, posts)
+}
+
+/// Whether `post` carries the HMAC-SHA256 of its body under `secret`.
+fn signed_with(secret: &str, post: &Post) -> bool {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let Some(hex) = post.signature.strip_prefix("sha256=") else { return false };
+    let tag: Vec<u8> =
+        (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    ring::hmac::verify(&key, &post.raw, &tag).is_ok()
 }
 
 #[test]
@@ -81,11 +95,8 @@ fn a_callback_that_fails_twice_is_delivered_exactly_once() {
     // The receiver can check that it came from this coordinator: the signature is
     // the HMAC-SHA256 of the body under the secret an admin reads.
     let secret = cluster.json(&["notify-secret"])["secret"].as_str().unwrap().to_string();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let hex = accepted.signature.strip_prefix("sha256=").expect("sha256= signature");
-    let tag: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-    ring::hmac::verify(&key, &accepted.raw, &tag).expect("the signature verifies");
-    assert!(ring::hmac::verify(&key, b"{\"forged\": true}", &tag).is_err());
+    assert!(signed_with(&secret, accepted), "the signature does not verify");
+    assert!(!signed_with(&secret, &Post { raw: b"{\"forged\": true}".to_vec(), ..accepted.clone() }));
     let reader = cluster.token("reader", "read", &[]);
     let out = cluster.corral_as(Some(&reader), &["notify-secret"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs an admin token"));
@@ -146,4 +157,34 @@ fn callbacks_into_the_coordinators_own_network_are_refused_by_default() {
     }
     assert!(cluster.json(&["job", "list"]).as_array().unwrap().is_empty(), "nothing was submitted");
     assert!(posts.lock().unwrap().is_empty());
+}
+
+/// A callback still failing when the leader is SIGKILLed is not lost: the standby
+/// that takes over posts it (signed with the same key) until it is accepted, and
+/// records it delivered.
+#[test]
+fn a_callback_pending_when_the_leader_dies_is_delivered_by_the_next() {
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepting = open.clone();
+    let (url, posts) = serve(move |_| if accepting.load(std::sync::atomic::Ordering::SeqCst) { 200 } else { 503 });
+    let mut c = Cluster::start_on_postgres(&["--lease", "1s", "--notify-backoff", "100ms", "--notify-allow-private"]);
+    let standby = c.standby(0, &[]);
+    c.coordinators = Some(format!("{},{}", c.url, c.standby_url(standby)));
+    c.static_pool("cpu", 1, 2);
+    let secret = c.json(&["notify-secret"])["secret"].as_str().unwrap().to_string();
+    let job = c.submit(&["--pool", "cpu", "--notify", &url], &["true"]);
+    assert_eq!(c.wait_job(job, Duration::from_secs(30))["state"], "completed");
+    wait_until(Duration::from_secs(20), "the callback to fail twice", || posts.lock().unwrap().len() >= 2);
+    c.kill_coordinator();
+    c.take_over(standby);
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_until(Duration::from_secs(30), "the new leader to deliver it", || c.job(job)["notify"]["delivered"] == true);
+    let got = posts.lock().unwrap().clone();
+    let accepted: Vec<&Post> = got.iter().filter(|p| p.status == 200).collect();
+    assert_eq!(accepted.len(), 1, "{got:?}");
+    assert_eq!(
+        (accepted[0].job_header.as_str(), &accepted[0].body["state"]),
+        (job.to_string().as_str(), &Value::from("completed"))
+    );
+    assert!(signed_with(&secret, accepted[0]), "the new leader signs with another key");
 }
