@@ -350,18 +350,32 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     });
     assert!(c.stop_standby(other), "a standby did not stop on SIGTERM: {}", c.standby_log(other));
     let key = c.json(&["notify-secret"])["secret"].clone();
-    let array = c.submit(&["--pool", "cpu", "--array", "1-60"], &["sh", "-c", "echo out {index}; sleep 0.1"]);
-    wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(5));
+    let array = c.submit(&["--pool", "cpu", "--array", "1-2000"], &["sh", "-c", "echo out {index}"]);
+    let graph = c.dir.path().join("graph.yaml");
+    let step = "[sh, -c, 'echo $CORRAL_TASK_ID; sleep 0.2']";
+    std::fs::write(&graph, format!("tasks:\n  - id: prep\n    command: {step}\n  - id: wide\n    array: 1-20\n    command: {step}\n    depends_on: [prep]\n  - id: end\n    command: {step}\n    depends_on: [wide]\n")).unwrap();
+    let graph =
+        c.json(&["job", "submit", "--pool", "cpu", "--file", graph.to_str().unwrap()])["job_id"].as_u64().unwrap();
+    wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(200));
     c.kill_coordinator();
     let took = c.take_over(standby);
     // Callbacks are signed with the same key whichever coordinator leads.
     assert_eq!(c.json(&["notify-secret"])["secret"], key);
     assert!(took < Duration::from_secs(3), "the standby took {took:?} to lead after the leader died");
-    let done = c.wait_job(array, MINUTE);
-    assert_eq!(done["state"], "completed", "{done}");
-    c.assert_each_succeeded_once(array);
-    assert_eq!(c.logs(array, 42, false), "out 42\n");
-    assert_feed_in_order(&c, array);
+    for job in [array, graph] {
+        let done = c.wait_job(job, MINUTE);
+        assert_eq!(done["state"], "completed", "{done}");
+        c.assert_each_succeeded_once(job);
+        assert_feed_in_order(&c, job);
+    }
+    assert_eq!(c.logs(array, 1742, false), "out 1742\n");
+    // Every event in the record, with no gap; the new leader's after the old one's.
+    let epochs = c.event_epochs();
+    let ids: Vec<u64> = epochs.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "the record has a gap");
+    let stamped: Vec<u64> = epochs.iter().map(|(_, e)| e.unwrap_or(0)).collect();
+    assert!(stamped.windows(2).all(|w| w[0] <= w[1]) && stamped.first() == Some(&1), "{stamped:?}");
+    assert_eq!(stamped.last(), Some(&2), "the new leader committed nothing");
     // The same agents ran it to the end: none was lost or restarted, the one
     // given only the old leader included.
     assert!(agents.iter().all(|pid| corral_tests::alive(*pid)));
