@@ -257,6 +257,7 @@ pub fn describe<E>(
             ..event(Kind::Object, if size.is_some() { "put" } else { "deleted" })
         },
         StoreOp::PutNodeCredential(_) | StoreOp::ForgetNodeCredential(_) | StoreOp::Actor(_) => return Ok(None),
+        StoreOp::PutSession(_) | StoreOp::DeleteSessions(_) => return Ok(None),
         StoreOp::Log(_) | StoreOp::PutIdempotencyKey(_) | StoreOp::ExpireIdempotencyKeys { .. } => return Ok(None),
     }))
 }

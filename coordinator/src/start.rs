@@ -433,7 +433,7 @@ impl Coordinator {
         };
         let epoch = lease.as_ref().map_or(0, |l| l.epoch());
         let mut store = backend.open_durable()?;
-        let (snapshot, tokens, nodes) = backend.load()?;
+        let (snapshot, tokens, nodes, sessions) = backend.load()?;
         let lost = lease.as_ref().map(|l| l.lost());
         let reader = backend.open_history()?;
         let now = Instant::now();
@@ -446,6 +446,7 @@ impl Coordinator {
             shared(&config.store, "pool-tokens", auth::bootstrap::pool_key_file(&config.data_dir)?).await?,
         );
         let auth = Arc::new(load_auth(store.as_mut(), (tokens, nodes), &config, &core, &pool_key)?);
+        auth.restore_sessions(sessions);
         let instance = instance_id(&config.data_dir, &config.store).await?;
 
         let listener = tokio::net::TcpListener::from_std(grpc_port)?;

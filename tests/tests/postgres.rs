@@ -350,6 +350,10 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     });
     assert!(c.stop_standby(other), "a standby did not stop on SIGTERM: {}", c.standby_log(other));
     let key = c.json(&["notify-secret"])["secret"].clone();
+    // A dashboard sign-in on the leader.
+    let signed_in = browser.post(format!("{}/login", c.http_url())).form(&[("token", c.admin_token())]).send().unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
     let array = c.submit(&["--pool", "cpu", "--array", "1-2000"], &["sh", "-c", "echo out {index}"]);
     let graph = c.dir.path().join("graph.yaml");
     let step = "[sh, -c, 'echo $CORRAL_TASK_ID; sleep 0.2']";
@@ -359,8 +363,11 @@ fn a_standby_takes_over_when_the_leader_is_killed() {
     wait_until(MINUTE, "some tasks to finish", || c.job(array)["counts"]["succeeded"].as_u64() >= Some(200));
     c.kill_coordinator();
     let took = c.take_over(standby);
-    // Callbacks are signed with the same key whichever coordinator leads.
+    // Callbacks are signed with the same key whichever coordinator leads, and the
+    // dashboard sign-in holds on the new leader.
     assert_eq!(c.json(&["notify-secret"])["secret"], key);
+    let page = browser.get(format!("{}/api/pools", c.http_url())).header("cookie", &cookie).send().unwrap();
+    assert_eq!(page.status().as_u16(), 200, "the sign-in did not survive the failover");
     assert!(took < Duration::from_secs(3), "the standby took {took:?} to lead after the leader died");
     for job in [array, graph] {
         let done = c.wait_job(job, MINUTE);

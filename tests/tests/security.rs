@@ -398,7 +398,7 @@ fn the_first_admin_token_is_private_and_a_reset_revokes_it() {
 
 #[test]
 fn the_http_side_needs_a_token_and_its_own_host_name() {
-    let c = Cluster::start(&[]);
+    let mut c = Cluster::start(&[]);
     let reader = c.token("reader", "read", &[]);
     let agent = c.token("agents", "agent", &[]);
     assert_eq!(c.http_get_as("/healthz", None), (200, "ok\n".to_string()));
@@ -453,10 +453,18 @@ fn the_http_side_needs_a_token_and_its_own_host_name() {
     assert_eq!(resp.status().as_u16(), 303);
     let resp = http.get(format!("{}/api/pools", c.http_url())).header("cookie", &other).send().unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    // Revoked: the cookie stops working at once.
+    // A sign-in is stored: it outlives a SIGKILL of the coordinator; one signed out
+    // stays out.
+    c.restart_coordinator();
+    let with = |c: &Cluster, cookie: &str| {
+        http.get(format!("{}/api/pools", c.http_url())).header("cookie", cookie).send().unwrap().status().as_u16()
+    };
+    assert_eq!((with(&c, &pair), with(&c, &other)), (200, 401));
+    // Revoked: the cookie stops working at once, and after a restart too.
     c.json(&["token", "revoke", "reader"]);
-    let resp = http.get(format!("{}/api/pools", c.http_url())).header("cookie", &pair).send().unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(with(&c, &pair), 401);
+    c.restart_coordinator();
+    assert_eq!(with(&c, &pair), 401);
 }
 
 #[test]

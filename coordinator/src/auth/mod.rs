@@ -56,6 +56,23 @@ pub struct NodeCredential {
     pub token_id: String,
 }
 
+/// A dashboard sign-in, as stored: the hash of its cookie's value (never the value),
+/// the token it stands for, and when it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub key: String,
+    pub token_id: String,
+    pub at_ms: u64,
+}
+
+/// A sign-in just made: the cookie's value, what to store, and the sign-ins it
+/// pushed out (to delete from the store).
+pub struct Opened {
+    pub sid: String,
+    pub record: SessionRecord,
+    pub evicted: Vec<String>,
+}
+
 /// Who made a request, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -103,6 +120,46 @@ struct Tables {
     /// Dashboard sign-ins, by the hash of their cookie's value, oldest first.
     sessions: HashMap<String, Principal>,
     session_order: std::collections::VecDeque<String>,
+}
+
+impl Tables {
+    /// Keeps a sign-in; returns the keys of those it pushed out (the token's oldest
+    /// past [`MAX_SESSIONS_PER_TOKEN`], everyone's oldest past [`MAX_SESSIONS`]).
+    fn keep_session(&mut self, key: String, who: Principal) -> Vec<String> {
+        let token = who.token_id().to_string();
+        let mine: Vec<String> = self
+            .session_order
+            .iter()
+            .filter(|k| self.sessions.get(*k).is_some_and(|p| p.token_id() == token))
+            .cloned()
+            .collect();
+        let mut evicted: Vec<String> = mine.into_iter().rev().skip(MAX_SESSIONS_PER_TOKEN.saturating_sub(1)).collect();
+        for old in &evicted {
+            self.sessions.remove(old);
+        }
+        let Tables { sessions, session_order, .. } = self;
+        session_order.retain(|k| sessions.contains_key(k));
+        sessions.insert(key.clone(), who);
+        session_order.push_back(key);
+        while self.session_order.len() > MAX_SESSIONS {
+            if let Some(old) = self.session_order.pop_front() {
+                self.sessions.remove(&old);
+                evicted.push(old);
+            }
+        }
+        evicted
+    }
+}
+
+/// The principal a token stands for.
+fn principal_of(token: &TokenRecord) -> Principal {
+    Principal::Token {
+        id: token.id.clone(),
+        name: token.name.clone(),
+        role: token.role,
+        pool: token.pool.clone(),
+        expires_at_ms: token.expires_at_ms,
+    }
 }
 
 /// Dashboard sign-ins kept at once; the oldest go first.
@@ -186,13 +243,7 @@ impl Auth {
             if !secret::matches(secret, &token.hash) {
                 return Err(Status::unauthenticated(BAD_TOKEN));
             }
-            Principal::Token {
-                id: token.id.clone(),
-                name: token.name.clone(),
-                role: token.role,
-                pool: token.pool.clone(),
-                expires_at_ms: token.expires_at_ms,
-            }
+            principal_of(token)
         };
         if valid(&tables, &principal, now_ms) {
             Ok(principal)
@@ -246,31 +297,25 @@ impl Auth {
 
     /// A dashboard sign-in for `who`: the cookie value, random, standing for the
     /// token without being it (so a cookie that leaks is no bearer token). It lives
-    /// while the token does, until sign-out, or until the coordinator restarts.
-    pub fn open_session(&self, who: &Principal) -> String {
+    /// while the token does, or until sign-out; once the caller has stored it, it
+    /// outlives a restart and a failover.
+    pub fn open_session(&self, who: &Principal, now_ms: u64) -> Opened {
         let sid = secret::random_hex(32);
         let key = secret::hex(&secret::hash(&sid));
+        let token_id = who.token_id().to_string();
+        let evicted = self.tables().keep_session(key.clone(), who.clone());
+        Opened { sid, record: SessionRecord { key, token_id, at_ms: now_ms }, evicted }
+    }
+
+    /// Takes the sign-ins the store holds (oldest first), at start: those whose
+    /// token is gone count for nothing.
+    pub fn restore_sessions(&self, stored: Vec<SessionRecord>) {
         let mut tables = self.tables();
-        let token = who.token_id().to_string();
-        let mine: Vec<String> = tables
-            .session_order
-            .iter()
-            .filter(|k| tables.sessions.get(*k).is_some_and(|p| p.token_id() == token))
-            .cloned()
-            .collect();
-        for old in mine.iter().take((mine.len() + 1).saturating_sub(MAX_SESSIONS_PER_TOKEN)) {
-            tables.sessions.remove(old);
-        }
-        let Tables { sessions, session_order, .. } = &mut *tables;
-        session_order.retain(|k| sessions.contains_key(k));
-        sessions.insert(key.clone(), who.clone());
-        session_order.push_back(key);
-        while tables.session_order.len() > MAX_SESSIONS {
-            if let Some(old) = tables.session_order.pop_front() {
-                tables.sessions.remove(&old);
+        for s in stored {
+            if let Some(who) = tables.tokens.get(&s.token_id).map(principal_of) {
+                tables.keep_session(s.key, who);
             }
         }
-        sid
     }
 
     /// The principal a session cookie stands for, if its token still counts.
@@ -285,11 +330,13 @@ impl Auth {
         }
     }
 
-    pub fn close_session(&self, sid: &str) {
+    /// Ends a sign-in; returns its key, to delete from the store.
+    pub fn close_session(&self, sid: &str) -> String {
         let key = secret::hex(&secret::hash(sid));
         let mut tables = self.tables();
         tables.sessions.remove(&key);
         tables.session_order.retain(|k| *k != key);
+        key
     }
 
     /// Stops accepting a node's secret (the node is lost or removed); says whether
@@ -467,18 +514,33 @@ mod tests {
             pool: None,
             expires_at_ms: None,
         };
-        let sid = auth.open_session(&who);
+        let opened = auth.open_session(&who, 7);
+        let sid = opened.sid.clone();
         assert_eq!(auth.session(&sid, 0).unwrap(), who);
         assert!(auth.check_bearer(&sid, 0).is_err(), "a session id is no bearer token");
-        let other = auth.open_session(&who);
-        auth.close_session(&other);
+        assert_ne!(opened.record.key, sid, "the stored key is not the cookie");
+        assert_eq!((opened.record.token_id.as_str(), opened.record.at_ms), (who.token_id(), 7));
+        let other = auth.open_session(&who, 8).sid;
+        assert_eq!(auth.close_session(&other), secret::hex(&secret::hash(&other)));
         assert!(auth.session(&other, 0).is_err());
-        // One token signing in again and again keeps only its newest sessions.
-        let many: Vec<String> = (0..40).map(|_| auth.open_session(&who)).collect();
-        assert!(auth.session(&many[0], 0).is_err() && auth.session(&many[39], 0).is_ok());
-        assert!(auth.session(&many[40 - MAX_SESSIONS_PER_TOKEN], 0).is_ok());
+        // One token signing in again and again keeps only its newest sessions, and
+        // says which went.
+        let many: Vec<Opened> = (0..40).map(|i| auth.open_session(&who, 10 + i)).collect();
+        assert!(auth.session(&many[0].sid, 0).is_err() && auth.session(&many[39].sid, 0).is_ok());
+        assert!(auth.session(&many[40 - MAX_SESSIONS_PER_TOKEN].sid, 0).is_ok());
+        let evicted: usize = many.iter().map(|o| o.evicted.len()).sum();
+        assert_eq!(evicted, 41 - MAX_SESSIONS_PER_TOKEN, "sid and 40 more, of which MAX stay");
+        assert_eq!(many[39].evicted, vec![many[39 - MAX_SESSIONS_PER_TOKEN].record.key.clone()]);
+        // Restored (as at a start), the stored sign-ins of a live token count again.
+        let restarted = Auth::new(auth.tokens(), vec![]);
+        restarted.restore_sessions(vec![
+            many[39].record.clone(),
+            SessionRecord { token_id: "gone".into(), ..many[38].record.clone() },
+        ]);
+        assert_eq!(restarted.session(&many[39].sid, 0).unwrap(), who);
+        assert!(restarted.session(&many[38].sid, 0).is_err(), "its token is gone");
         auth.revoke("viewer");
-        assert!(auth.session(&many[39], 0).is_err());
+        assert!(auth.session(&many[39].sid, 0).is_err());
     }
 
     #[test]

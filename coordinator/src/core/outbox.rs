@@ -143,6 +143,10 @@ pub enum StoreOp {
     ExpireIdempotencyKeys {
         before_ms: u64,
     },
+    /// A dashboard sign-in made (see [`crate::auth::SessionRecord`]).
+    PutSession(crate::auth::SessionRecord),
+    /// Dashboard sign-ins ended (signed out, or pushed out by newer ones), by key.
+    DeleteSessions(Vec<String>),
     /// A token made or replaced (by name).
     PutToken(crate::auth::TokenRecord),
     /// A token revoked, with the node credentials issued under it.

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 
 use crate::auth::{self, rules, Principal};
+use crate::core::StoreOp;
 use crate::model::Role;
 use crate::shared::Shared;
 
@@ -170,8 +171,24 @@ pub async fn login(State(shared): State<Arc<Shared>>, Form(form): Form<LoginForm
     let Principal::Token { name, .. } = &who else {
         return page(StatusCode::FORBIDDEN, "a node's secret does not open the dashboard");
     };
+    let opened = shared.auth.open_session(&who, auth::now_ms());
+    // Stored before it is answered: a sign-in outlives a restart and a failover.
+    let (record, evicted) = (opened.record.clone(), opened.evicted);
+    let stored = shared
+        .runtime
+        .call(move |_, _, out| {
+            out.store.push(StoreOp::PutSession(record));
+            if !evicted.is_empty() {
+                out.store.push(StoreOp::DeleteSessions(evicted));
+            }
+        })
+        .await;
+    if let Err(e) = stored {
+        shared.auth.close_session(&opened.sid);
+        return page(StatusCode::SERVICE_UNAVAILABLE, &format!("cannot sign in now: {e}"));
+    }
     tracing::info!(token = %name, "signed in to the dashboard");
-    let sid = shared.auth.open_session(&who);
+    let sid = opened.sid;
     let secure = if shared.http_access.tls { "; Secure" } else { "" };
     let cookie = format!("{}={sid}; HttpOnly; SameSite=Strict; Path=/{secure}", cookie_name(&shared.http_access));
     let mut resp = Redirect::to("/").into_response();
@@ -183,8 +200,12 @@ pub async fn login(State(shared): State<Arc<Shared>>, Form(form): Form<LoginForm
 
 pub async fn logout(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let name = cookie_name(&shared.http_access);
-    for sid in cookie_values(&headers, name) {
-        shared.auth.close_session(&sid);
+    let keys: Vec<String> =
+        cookie_values(&headers, name).into_iter().map(|sid| shared.auth.close_session(&sid)).collect();
+    if !keys.is_empty() {
+        // Forgotten in the store too; a failure leaves a row whose cookie the
+        // browser drops now, and which dies with its token.
+        let _ = shared.runtime.call(move |_, _, out| out.store.push(StoreOp::DeleteSessions(keys))).await;
     }
     let mut resp = Redirect::to("/login").into_response();
     let secure = if shared.http_access.tls { "; Secure" } else { "" };

@@ -125,7 +125,8 @@ fn reload(
         );
         std::process::exit(1);
     }
-    let (snapshot, tokens, nodes) = match effects.backend.load() {
+    // Sign-ins stay as they are in memory: a refused sign-in was never answered.
+    let (snapshot, tokens, nodes, _sessions) = match effects.backend.load() {
         Ok(loaded) => loaded,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the store back after it refused a change; stopping, so that a restart reloads it");

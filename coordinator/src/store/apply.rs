@@ -201,6 +201,18 @@ impl Store {
                 StoreOp::DeleteToken { id, .. } => {
                     tx.execute("DELETE FROM tokens WHERE id = ?1", args![id])?;
                     tx.execute("DELETE FROM node_credentials WHERE token_id = ?1", args![id])?;
+                    tx.execute("DELETE FROM sessions WHERE token_id = ?1", args![id])?;
+                }
+                StoreOp::PutSession(s) => {
+                    tx.execute(
+                        "INSERT INTO sessions (key, token_id, at_ms) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO NOTHING",
+                        args![s.key, s.token_id, s.at_ms],
+                    )?;
+                }
+                StoreOp::DeleteSessions(keys) => {
+                    for key in keys {
+                        tx.execute("DELETE FROM sessions WHERE key = ?1", args![key])?;
+                    }
                 }
                 StoreOp::PutNodeCredential(c) => {
                     tx.execute(

@@ -18,7 +18,7 @@ use crate::events::{Event, Filter};
 use crate::model::*;
 
 /// Everything the core and the gate are rebuilt from.
-pub type Loaded = (Snapshot, Vec<TokenRecord>, Vec<NodeCredential>);
+pub type Loaded = (Snapshot, Vec<TokenRecord>, Vec<NodeCredential>, Vec<crate::auth::SessionRecord>);
 
 /// Where the coordinator's state lives.
 pub trait Backend: Send + Sync {

@@ -7,7 +7,7 @@ use corral_types::graph::TaskGroup;
 
 use super::sql::{args, Sql, SqlExt};
 use super::{corrupt, from_json, Store};
-use crate::auth::{NodeCredential, TokenRecord};
+use crate::auth::{NodeCredential, SessionRecord, TokenRecord};
 use crate::core::{JobRecord, NodeRecord, Snapshot, TaskRecord};
 use crate::error::Result;
 use crate::model::*;
@@ -17,9 +17,9 @@ use crate::model::*;
 pub(super) fn everything(db: &mut super::Db) -> Result<super::backend::Loaded> {
     let mut tx = db.snapshot()?;
     let snapshot = state(tx.sql())?;
-    let (tokens, nodes) = auth(tx.sql())?;
+    let (tokens, nodes, sessions) = auth(tx.sql())?;
     tx.commit()?;
-    Ok((snapshot, tokens, nodes))
+    Ok((snapshot, tokens, nodes, sessions))
 }
 
 /// Everything needed to rebuild the core.
@@ -301,8 +301,9 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
     Ok(snap)
 }
 
-/// The tokens and node credentials the coordinator accepts.
-fn auth(sql: &mut dyn Sql) -> Result<(Vec<TokenRecord>, Vec<NodeCredential>)> {
+/// The tokens, node credentials and dashboard sign-ins (oldest first) the
+/// coordinator accepts.
+fn auth(sql: &mut dyn Sql) -> Result<(Vec<TokenRecord>, Vec<NodeCredential>, Vec<SessionRecord>)> {
     let rows = sql.rows(
         "SELECT id, name, role, pool, hash, created_at_ms, expires_at_ms, created_by FROM tokens ORDER BY name",
         args![],
@@ -347,7 +348,10 @@ fn auth(sql: &mut dyn Sql) -> Result<(Vec<TokenRecord>, Vec<NodeCredential>)> {
             token_id,
         });
     }
-    Ok((tokens, nodes))
+    let sessions = sql.rows("SELECT key, token_id, at_ms FROM sessions ORDER BY at_ms, key", args![], |r| {
+        Ok(SessionRecord { key: r.get::<String>(0)?, token_id: r.get::<String>(1)?, at_ms: r.get::<u64>(2)? })
+    })?;
+    Ok((tokens, nodes, sessions))
 }
 
 /// The task groups of every graph job, in order, by job id.

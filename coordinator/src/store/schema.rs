@@ -195,7 +195,15 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The migrations, in order: migration N takes a store from version N-1 to N.
-const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade];
+const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade, sessions];
+
+/// Migration 2: dashboard sign-ins, by the hash of their cookie's value, so that one
+/// outlives a restart (and, on PostgreSQL, a failover); each dies with its token.
+fn sessions(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, token_id TEXT NOT NULL, at_ms INTEGER NOT NULL)",
+    )
+}
 
 /// The schema version this build writes (as many as there are migrations). A store
 /// stamped with a newer one was written by a newer coordinator, which may have
@@ -273,10 +281,17 @@ mod tests {
         let stamped: u32 = conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
         assert_eq!(stamped, super::VERSION);
         drop(Store::open(dir.path()).unwrap());
+        // A store of version 1 (before sign-ins were kept) gets migration 2.
+        conn.execute_batch("DROP TABLE sessions; UPDATE schema_version SET version = 1").unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let stamped: u32 = conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
+        let sessions: u32 = conn.query_row("SELECT count(*) FROM sessions", [], |r| r.get(0)).unwrap();
+        assert_eq!((stamped, sessions), (super::VERSION, 0));
         conn.execute("UPDATE schema_version SET version = 99", []).unwrap();
         drop(conn);
         let err = Store::open(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("schema is version 99, newer than the version 1 this coordinator knows"), "{err}");
+        let newer = format!("schema is version 99, newer than the version {} this coordinator knows", super::VERSION);
+        assert!(err.contains(&newer), "{err}");
         assert!(err.contains(&dir.path().join("corral.db").display().to_string()), "{err}");
     }
 

@@ -139,6 +139,12 @@ fn scenario_with_jobs() -> ((Vec<Vec<StoreOp>>, AttemptRef), usize) {
         hash,
         token_id: "tok-1".into(),
     }));
+    // Dashboard sign-ins: one kept, one signed out.
+    for (key, at_ms) in [("s-1", 5), ("s-2", 6)] {
+        let session = crate::auth::SessionRecord { key: key.into(), token_id: "tok-1".into(), at_ms };
+        ops.push(StoreOp::PutSession(session));
+    }
+    ops.push(StoreOp::DeleteSessions(vec!["s-2".into()]));
     ops.push(StoreOp::PutIdempotencyKey(KeyRecord {
         key: IdempotencyKey { owner: "bob".into(), key: "k-2".into(), digest: "e".into() },
         job,
@@ -156,7 +162,7 @@ fn scenario_with_jobs() -> ((Vec<Vec<StoreOp>>, AttemptRef), usize) {
 
 /// What a backend gives back of everything it holds, as text to compare.
 fn held(backend: &dyn Backend, out: AttemptRef) -> String {
-    let (snapshot, tokens, nodes) = backend.load().unwrap();
+    let (snapshot, tokens, nodes, sessions) = backend.load().unwrap();
     let mut history = backend.open_history().unwrap();
     let attempts: Vec<_> = (0..5).map(|i| history.attempts(TaskKey { job: JobId(1), index: i }).unwrap()).collect();
     let events = history.events(0, &Filter::default(), 10_000).unwrap();
@@ -166,7 +172,7 @@ fn held(backend: &dyn Backend, out: AttemptRef) -> String {
     let slots = history.schedule_slots(&ScheduleName::parse("s", "nightly").unwrap(), 0, u64::MAX >> 2).unwrap();
     let tokens: Vec<_> = tokens.iter().map(|t| (t.id.clone(), t.name.clone(), t.role, t.expires_at_ms)).collect();
     let nodes: Vec<_> = nodes.iter().map(|n| (n.node.clone(), n.token_id.clone())).collect();
-    format!("{snapshot:#?}\n{tokens:?}\n{nodes:?}\n{attempts:#?}\n{events:#?}\n{logs:?}\n{slots:?}")
+    format!("{snapshot:#?}\n{tokens:?}\n{nodes:?}\n{sessions:?}\n{attempts:#?}\n{events:#?}\n{logs:?}\n{slots:?}")
 }
 
 #[test]
@@ -180,7 +186,7 @@ fn both_backends_give_back_what_was_written_and_the_same() {
         }
         let held = held(under.backend.as_ref(), out);
         // The state restores into a core that holds together.
-        let (snapshot, _, _) = under.backend.load().unwrap();
+        let (snapshot, ..) = under.backend.load().unwrap();
         let mut restored = Core::new(CoreConfig::default(), (Instant::now(), 2_000_000));
         restored.restore(snapshot, Instant::now(), &mut Outbox::default());
         restored.sanity_check();
@@ -276,13 +282,13 @@ fn deleting_a_job_forgets_its_rows_output_and_events_but_the_deletion() {
         assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"", "{}", under.name);
         let events = history.events(0, &Filter { job: Some(JobId(1)), pool: None }, 1000).unwrap();
         assert_eq!(events.len(), 1, "{}: {events:?}", under.name);
-        let (snapshot, _, _) = under.backend.load().unwrap();
+        let (snapshot, ..) = under.backend.load().unwrap();
         assert!(snapshot.jobs.iter().all(|j| j.id != JobId(1)), "{}", under.name);
         assert!(snapshot.tasks.iter().all(|t| t.key.job != JobId(1)), "{}", under.name);
         // Keys and slots expire by age, as retention asks.
         durable.apply(&[StoreOp::ExpireIdempotencyKeys { before_ms: u64::MAX >> 2 }]).unwrap();
         durable.apply(&[StoreOp::PruneScheduleSlots { before_ms: u64::MAX >> 2 }]).unwrap();
-        let (snapshot, _, _) = under.backend.load().unwrap();
+        let (snapshot, ..) = under.backend.load().unwrap();
         assert!(snapshot.keys.is_empty(), "{}", under.name);
         let slots = history.schedule_slots(&ScheduleName::parse("s", "nightly").unwrap(), 0, u64::MAX >> 2).unwrap();
         assert!(slots.is_empty(), "{}", under.name);
@@ -398,7 +404,7 @@ fn a_group_sent_behind_a_refused_one_does_not_commit_alone() {
     assert!(durable.apply(&duplicate).is_err());
     durable.apply(&behind).unwrap();
     assert_eq!(durable.last_event(), last + 1);
-    let (snapshot, _, _) = under.backend.load().unwrap();
+    let (snapshot, ..) = under.backend.load().unwrap();
     assert!(snapshot.jobs.iter().any(|j| j.id == JobId(1) && !j.spec.open));
 }
 
@@ -493,7 +499,7 @@ fn groups_waiting_when_the_session_is_cut_are_written_again() {
         }
     }
     assert_eq!(durable.last_event(), last + 2, "each group's event once");
-    let (snapshot, _, _) = under.backend.load().unwrap();
+    let (snapshot, ..) = under.backend.load().unwrap();
     assert!(snapshot.jobs.iter().filter(|j| j.id.0 <= 2).all(|j| !j.spec.open));
     let mut history = under.backend.open_history().unwrap();
     let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();

@@ -294,8 +294,18 @@ ALTER TABLE events ADD COLUMN epoch BIGINT;
 ALTER TABLE events ALTER COLUMN epoch SET DEFAULT NULLIF(current_setting('corral.epoch', true), '')::bigint;
 ";
 
+/// Migration 7: dashboard sign-ins, by the hash of their cookie's value, so that
+/// whichever coordinator leads knows them (SQLite's migration 2).
+const V7: &str = "
+CREATE TABLE sessions (
+    key TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL
+);
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
