@@ -574,6 +574,7 @@ impl Cluster {
     pub fn corral_as(&self, token: Option<&str>, args: &[&str]) -> Output {
         let mut cmd = Command::new(bin("corral"));
         cmd.env_remove("CORRAL_TOKEN").env_remove("CORRAL_TOKEN_FILE").env_remove("CORRAL_CA_FINGERPRINT");
+        cmd.env_remove("CORRAL_POOL");
         match self.ca_file() {
             Some(ca) => cmd.env("CORRAL_CA_CERT", ca),
             None => cmd.env_remove("CORRAL_CA_CERT"),

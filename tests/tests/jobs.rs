@@ -83,7 +83,10 @@ fn timeout_kills_the_task_and_fails_it() {
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 1);
     let started = Instant::now();
-    let job = c.submit(&["--pool", "cpu", "--timeout", "500ms"], &["sleep", "30"]);
+    let err = c.fails(&["job", "submit", "--pool", "cpu", "--timeout", "0:61", "--", "true"]);
+    assert!(err.contains("61 seconds is out of range"), "{err}");
+    // Slurm's clock form: one second.
+    let job = c.submit(&["--pool", "cpu", "--timeout", "00:00:01"], &["sleep", "30"]);
     let done = c.wait_job(job, MINUTE);
     assert!(started.elapsed() < Duration::from_secs(20), "the timeout did not stop the task");
     assert_eq!(done["state"], "failed");
@@ -272,4 +275,28 @@ fn a_listing_piped_into_a_reader_that_stops_early_ends_quietly() {
     let out = events.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A job that names no pool runs on `CORRAL_POOL`, else on the only pool there is;
+/// with none, or several, the error says what to do.
+#[test]
+fn a_job_that_names_no_pool_runs_on_corral_pool_or_the_only_one() {
+    let mut c = Cluster::start(&[]);
+    let err = c.fails(&["job", "submit", "--", "true"]);
+    assert!(err.contains("there is no pool yet") && err.contains("corral pool create"), "{err}");
+    c.static_pool("cpu", 1, 1);
+    let job = c.json(&["job", "submit", "--", "true"])["job_id"].as_u64().unwrap();
+    assert_eq!(c.job(job)["pool"], "cpu");
+    c.json(&["pool", "create", "gpu", "--slots-per-node", "1"]);
+    let err = c.fails(&["job", "submit", "--", "true"]);
+    assert!(err.contains("say which pool") && err.contains("cpu, gpu") && err.contains("CORRAL_POOL"), "{err}");
+    let with_env = std::process::Command::new(corral_tests::bin("corral"))
+        .env("CORRAL_TOKEN", c.admin_token())
+        .env("CORRAL_POOL", "gpu")
+        .args(["--coordinator", &c.url, "-o", "json", "job", "submit", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(with_env.status.success(), "{}", String::from_utf8_lossy(&with_env.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&with_env.stdout).unwrap();
+    assert_eq!(c.job(job["job_id"].as_u64().unwrap())["pool"], "gpu");
 }

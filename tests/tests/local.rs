@@ -344,22 +344,29 @@ fn corral_up_needs_no_setup_and_prints_the_line_a_second_terminal_needs() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines().map_while(Result::ok);
-    let (mut url, mut token_file) = (None, None);
+    let (mut url, mut exports) = (None, Vec::new());
     for line in lines.by_ref() {
         if let Some(rest) = line.strip_prefix("Corral is up at ") {
             url = rest.split(',').next().map(str::to_string);
         }
-        if let Some(path) = line.trim().strip_prefix("export CORRAL_TOKEN_FILE=") {
-            token_file = Some(path.to_string());
-            break;
+        if let Some((name, value)) = line.trim().strip_prefix("export ").and_then(|e| e.split_once('=')) {
+            exports.push((name.to_string(), value.to_string()));
+            if name == "CORRAL_POOL" {
+                break;
+            }
         }
     }
-    let (url, token_file) = (url.expect("the URL line"), token_file.expect("the export line"));
-    // A second terminal with just that line runs a job.
+    let url = url.expect("the URL line");
+    let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["CORRAL_COORDINATOR", "CORRAL_TOKEN_FILE", "CORRAL_POOL"]);
+    assert_eq!(exports[0].1, url, "the coordinator it listens on (port 0 picked one)");
+    let token_file = exports[1].1.clone();
+    // A second terminal with just those lines runs a job: no --coordinator, no --pool.
     let out = std::process::Command::new(bin("corral"))
         .env_remove("CORRAL_TOKEN")
-        .env("CORRAL_TOKEN_FILE", &token_file)
-        .args(["--coordinator", &url, "job", "submit", "--pool", "local", "--wait", "--", "echo", "hi"])
+        .env_remove("CORRAL_COORDINATOR")
+        .envs(exports.iter().map(|(n, v)| (n, v)))
+        .args(["job", "submit", "--wait", "--", "echo", "hi"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -125,7 +125,8 @@ fn bad_schedules_are_refused_naming_the_field() {
         c.fails(&args)
     };
     for (extra, says) in [
-        (&["--cron", "61 * * * *"][..], "invalid cron"),
+        (&["--cron", "61 * * * *"][..], "invalid cron: minute field: 61 is out of range 0-59"),
+        (&["--cron", "@fortnightly"][..], "not a nickname cron knows"),
         (&["--cron", "* * * *"][..], "invalid cron"),
         (&["--cron", "0 3 * * *", "--tz", "Mars/Olympus"][..], "invalid tz"),
         (
@@ -144,6 +145,11 @@ fn bad_schedules_are_refused_naming_the_field() {
     let err = c.fails(&["schedule", "create", "nopool", "--every", "1m", "--pool", "gone", "--", "true"]);
     assert!(err.contains("pool"), "{err}");
     assert!(c.json(&["schedule", "list"]).as_array().unwrap().is_empty(), "nothing was made");
+    // A nickname, as Nomad and Kubernetes take it: shown as written, next at midnight.
+    let made = c.json(&["schedule", "create", "nightly", "--cron", "@daily", "--pool", "cpu", "--", "true"]);
+    assert_eq!(made["cron"], "@daily", "{made}");
+    let next = made["next_ms"][0].as_u64().expect("a next slot");
+    assert_eq!(next % 86_400_000, 0, "midnight UTC: {made}");
     let err = c.fails(&["schedule", "show", "nothing"]);
     assert!(err.contains("schedule 'nothing'") || err.contains("nothing"), "{err}");
 }

@@ -196,7 +196,7 @@ impl ScheduleCommand {
         let mut client = ctx.client().await?;
         match self {
             ScheduleCommand::Create(args) => {
-                let (job, _) = args.job.request(false)?;
+                let (job, _) = args.job.request(false, &mut client).await?;
                 let req = pb::CreateScheduleRequest {
                     name: args.schedule,
                     cron: args.cron.unwrap_or_default(),

@@ -128,7 +128,7 @@ impl TemplateCommand {
         let mut client = ctx.client().await?;
         match self {
             TemplateCommand::Create(args) => {
-                let (job, loaded) = args.job.request(false)?;
+                let (job, loaded) = args.job.request(false, &mut client).await?;
                 let req = pb::CreateTemplateRequest {
                     name: args.template,
                     payload: args.payload,

@@ -109,10 +109,11 @@ impl UpArgs {
         println!();
         let token_file = std::fs::canonicalize(corral_coordinator::auth::bootstrap::admin_token_path(&self.data_dir))?;
         println!("Try, in another terminal:");
+        println!("  export CORRAL_COORDINATOR={url}");
         println!("  export CORRAL_TOKEN_FILE={}", token_file.display());
+        println!("  export CORRAL_POOL={}", self.pool);
         println!(
-            "  corral job submit --pool {} --array 1-20 --wait -- sh -c 'echo hello from task $CORRAL_TASK_INDEX on $CORRAL_NODE_ID'",
-            self.pool
+            "  corral job submit --array 1-20 --wait -- sh -c 'echo hello from task $CORRAL_TASK_INDEX on $CORRAL_NODE_ID'"
         );
         println!("  corral job list");
         println!("  corral node list");

@@ -19,6 +19,49 @@ use crate::error::Invalid;
 /// The shortest interval of an `--every` schedule.
 pub const MIN_EVERY_MS: u64 = 1000;
 
+/// The five fields a cron nickname stands for.
+fn nickname(expr: &str) -> Option<&'static str> {
+    Some(match expr.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        _ => return None,
+    })
+}
+
+/// Each field's numbers against its range, so that an error names the field
+/// (`minute field: 61 is out of range 0-59`); names (`MON`, `JAN`), `?`, `L` and `W`
+/// are left to the parser.
+fn check_ranges(fields: &[&str]) -> Result<(), String> {
+    const FIVE: [(&str, u32, u32); 5] =
+        [("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7)];
+    let seconds = fields.len() == 6;
+    let named = std::iter::once(("second", 0, 59)).filter(|_| seconds).chain(FIVE);
+    for ((name, low, high), field) in named.zip(fields) {
+        for part in field.split(',') {
+            let (range, step) = part.split_once('/').map_or((part, None), |(r, s)| (r, Some(s)));
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(0) => return Err(format!("{name} field: a step of 0 never advances")),
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(format!("{name} field: step '{}' is not a number", crate::error::shown(step)))
+                    }
+                }
+            }
+            for value in range.split('-').filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty()) {
+                let n: u64 = value.parse().unwrap_or(u64::MAX);
+                if n < u64::from(low) || n > u64::from(high) {
+                    return Err(format!("{name} field: {value} is out of range {low}-{high}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How a schedule's slots are spaced.
 #[derive(Clone)]
 pub enum Cadence {
@@ -50,18 +93,30 @@ impl PartialEq for Cadence {
 }
 
 impl Cadence {
-    /// A cron cadence; `zone` is an IANA name (`UTC`, `Europe/Berlin`).
+    /// A cron cadence; `zone` is an IANA name (`UTC`, `Europe/Berlin`). Besides five
+    /// or six fields, the nicknames `@yearly` (`@annually`), `@monthly`, `@weekly`,
+    /// `@daily` (`@midnight`) and `@hourly`, as Nomad and Kubernetes take them.
     pub fn cron(expr: &str, zone: &str) -> Result<Cadence, Invalid> {
-        let fields = expr.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
+        let expanded = nickname(expr.trim()).unwrap_or(expr);
+        if expanded.trim_start().starts_with('@') {
             let why = format!(
-                "'{}' has {fields} fields; a cron expression has five (minute hour day-of-month month day-of-week), or six with a leading seconds field",
+                "'{}' is not a nickname cron knows (@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly)",
                 crate::error::shown(expr)
             );
             return Err(Invalid::new("cron", why));
         }
+        let fields: Vec<&str> = expanded.split_whitespace().collect();
+        if !(5..=6).contains(&fields.len()) {
+            let why = format!(
+                "'{}' has {} fields; a cron expression has five (minute hour day-of-month month day-of-week), or six with a leading seconds field",
+                crate::error::shown(expr),
+                fields.len()
+            );
+            return Err(Invalid::new("cron", why));
+        }
+        check_ranges(&fields).map_err(|why| Invalid::new("cron", why))?;
         let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-        let cron = parser.parse(expr).map_err(|e| {
+        let cron = parser.parse(expanded).map_err(|e| {
             Invalid::new("cron", format!("'{}' is not a valid cron expression: {e}", crate::error::shown(expr)))
         })?;
         let tz = TimeZone::get(zone).map_err(|_| {

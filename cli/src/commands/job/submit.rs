@@ -13,7 +13,7 @@ use super::policy::PolicyArgs;
 use super::render::{print_outcome, verdict};
 use super::spec::SpecArgs;
 use super::watch::follow;
-use crate::client::Client;
+use crate::client::{ApiResult, Client};
 use crate::output;
 use crate::Exit;
 
@@ -49,7 +49,8 @@ pub struct SubmitArgs {
 /// `schedule create`).
 #[derive(clap::Args, Debug)]
 pub struct JobArgs {
-    /// The pool to run on (or `pool:` in the job file).
+    /// The pool to run on (or `pool:` in the job file) [default: $CORRAL_POOL, else
+    /// the only pool there is].
     #[arg(long, conflicts_with = "auto_pool")]
     pool: Option<String>,
     /// Make a pool for this job alone, deleted with its nodes when the job ends
@@ -94,10 +95,43 @@ pub struct JobArgs {
     command: Vec<String>,
 }
 
+/// The pool a job runs on when nothing names one (`--pool`, the job file's `pool:`,
+/// an auto pool): `CORRAL_POOL` (which `corral up` prints for its shell), else the
+/// only pool there is, as `sbatch` falls back to its default partition.
+async fn default_pool(client: &mut Client) -> anyhow::Result<String> {
+    if let Some(pool) = std::env::var("CORRAL_POOL").ok().filter(|p| !p.trim().is_empty()) {
+        return Ok(pool.trim().to_string());
+    }
+    let pools = client.list_pools(pb::ListPoolsRequest {}).await.api()?.pools;
+    let names: Vec<String> = pools.into_iter().filter_map(|p| p.spec.map(|s| s.name)).collect();
+    match names.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => anyhow::bail!(
+            "invalid --pool: there is no pool yet; make one (`corral pool create NAME --slots-per-node N`), or start with `corral up`"
+        ),
+        many => anyhow::bail!(
+            "invalid --pool: say which pool runs the job (--pool NAME, or CORRAL_POOL): there are {}",
+            many.join(", ")
+        ),
+    }
+}
+
 impl JobArgs {
     /// The request, from the flags or from the job file (flags win over the file's
-    /// name, pool and priority). With a file, also the loaded file for error lines.
-    pub fn request(mut self, open: bool) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+    /// name, pool and priority); a job that names no pool gets the default one
+    /// ([`default_pool`]). With a file, also the loaded file for error lines.
+    pub async fn request(
+        mut self,
+        open: bool,
+        client: &mut Client,
+    ) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
+        let file_names_pool = match &self.file {
+            Some(path) => super::jobfile::load(path).is_ok_and(|l| l.file.pool.is_some() || l.file.auto_pool.is_some()),
+            None => false,
+        };
+        if self.pool.is_none() && self.auto_pool.is_none() && !file_names_pool {
+            self.pool = Some(default_pool(client).await?);
+        }
         let (notify_url, max_output_bytes) = (self.notify.clone().unwrap_or_default(), self.max_output.unwrap_or(0));
         let flags = std::mem::take(&mut self.policy);
         let array_limit = self.array.and_then(|(_, limit)| limit);
@@ -235,7 +269,7 @@ impl SubmitArgs {
             .idempotency_key
             .clone()
             .unwrap_or_else(|| format!("corral-cli-{}", corral_proto::credentials::random_hex(16)));
-        let (mut req, loaded) = args.job.request(args.open)?;
+        let (mut req, loaded) = args.job.request(args.open, client).await?;
         req.begin_at_ms = args.begin.unwrap_or(0);
         req.after = args.after.clone();
         if let Some(file) = &loaded {

@@ -67,6 +67,26 @@ fn a_leading_seconds_field_is_accepted() {
 }
 
 #[test]
+fn nicknames_stand_for_their_five_fields() {
+    let at = ms("2026-03-14T15:09:26Z");
+    for (nick, next) in [
+        ("@yearly", "2027-01-01T00:00:00Z"),
+        ("@annually", "2027-01-01T00:00:00Z"),
+        ("@monthly", "2026-04-01T00:00:00Z"),
+        ("@weekly", "2026-03-15T00:00:00Z"),
+        ("@daily", "2026-03-15T00:00:00Z"),
+        ("@midnight", "2026-03-15T00:00:00Z"),
+        ("@hourly", "2026-03-14T16:00:00Z"),
+        ("@DAILY", "2026-03-15T00:00:00Z"),
+    ] {
+        let c = Cadence::cron(nick, "UTC").unwrap();
+        assert_eq!(c.next_after(at), Some(ms(next)), "{nick}");
+        assert!(format!("{c:?}").contains(nick), "shown as written: {c:?}");
+    }
+    assert_eq!(ny("@daily").next_after(ms("2026-03-14T15:09:26Z")), Some(ms("2026-03-15T04:00:00Z")), "in its zone");
+}
+
+#[test]
 fn every_counts_from_its_anchor() {
     let c = Cadence::every(60_000, 1_000_000).unwrap();
     assert_eq!(c.next_after(0), Some(1_000_000));
@@ -80,7 +100,15 @@ fn every_counts_from_its_anchor() {
 fn bad_expressions_and_zones_are_refused_naming_the_field() {
     for (expr, zone, field, says) in [
         ("* * * *", "UTC", "cron", "4 fields"),
-        ("61 * * * *", "UTC", "cron", "not a valid cron expression"),
+        ("61 * * * *", "UTC", "cron", "minute field: 61 is out of range 0-59"),
+        ("0 24 * * *", "UTC", "cron", "hour field: 24 is out of range 0-23"),
+        ("0 0 0 * *", "UTC", "cron", "day-of-month field: 0 is out of range 1-31"),
+        ("0 0 * 1-13 *", "UTC", "cron", "month field: 13 is out of range 1-12"),
+        ("0 0 * * 8", "UTC", "cron", "day-of-week field: 8 is out of range 0-7"),
+        ("60 0 0 * * *", "UTC", "cron", "second field: 60 is out of range 0-59"),
+        ("*/0 * * * *", "UTC", "cron", "minute field: a step of 0 never advances"),
+        ("0 0 * * FUNDAY", "UTC", "cron", "not a valid cron expression"),
+        ("@fortnightly", "UTC", "cron", "not a nickname cron knows"),
         ("0 0 31 2 *", "UTC", "cron", "matches no time"),
         ("0 * * * * * *", "UTC", "cron", "7 fields"),
         ("0 3 * * *", "Mars/Olympus", "tz", "not a known IANA time zone"),
