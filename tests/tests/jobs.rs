@@ -114,6 +114,16 @@ fn cancel_kills_running_tasks_and_drops_queued_ones() {
     let killed: Vec<_> = attempts.iter().flat_map(|(_, a)| a.iter()).collect();
     assert_eq!(killed.len(), 2);
     assert!(killed.iter().all(|a| a["outcome"] == "cancelled"));
+    // Several at once, as scancel takes them: each is cancelled, one that cannot be
+    // is named, and the exit status says so.
+    let (a, b) = (c.submit(&["--pool", "cpu"], &["sleep", "30"]), c.submit(&["--pool", "cpu"], &["sleep", "30"]));
+    let out = c.corral(&["job", "cancel", &a.to_string(), "999", &b.to_string()]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("job 999: job '999' does not exist"), "{said}");
+    assert!(said.contains("1 of 3 jobs could not be cancelled: 999"), "{said}");
+    assert_eq!((c.job(a)["state"].clone(), c.job(b)["state"].clone()), ("cancelled".into(), "cancelled".into()));
+    let both = c.json(&["job", "cancel", &a.to_string(), &b.to_string()]);
+    assert_eq!(both.as_array().map(Vec::len), Some(2), "{both}");
 }
 
 #[test]
@@ -166,6 +176,10 @@ fn bad_input_is_refused_with_the_field_and_changes_nothing() {
         (&["job", "submit", "--pool", "cpu", "--env", "NOVALUE", "--", "true"], "K=V"),
         (&["job", "submit", "--pool", "cpu"], "CMD"),
         (&["job", "submit", "--pool", "cpu", "--", ""], "program name is empty"),
+        (
+            &["job", "submit", "--pool", "cpu", "--", "echo hi; echo there"],
+            "invalid command: 'echo hi; echo there' is one argument holding spaces, and a command runs directly, not in a shell: write `-- sh -c 'echo hi; echo there'`",
+        ),
         (&["job", "submit", "--pool", "nope", "--", "true"], "pool 'nope' does not exist"),
         (&["job", "submit", "--pool", "cpu", "--slots", "4", "--", "true"], "task.slots"),
         (&["job", "show", "999"], "job '999' does not exist"),

@@ -204,6 +204,17 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         Some(program) if program.is_empty() => {
             return Err(Invalid::new("command", "the program name is empty"));
         }
+        // A shell line given as one word would fail only when it runs (no program
+        // is named `echo hi; echo there`): say so now.
+        Some(line) if spec.argv.len() == 1 && line.trim().contains(char::is_whitespace) => {
+            let line = crate::error::shown(line.trim());
+            return Err(Invalid::new(
+                "command",
+                format!(
+                    "'{line}' is one argument holding spaces, and a command runs directly, not in a shell: write `-- sh -c '{line}'`, or give the words apart (`-- prog arg`)"
+                ),
+            ));
+        }
         _ => {}
     }
     for arg in &spec.argv {

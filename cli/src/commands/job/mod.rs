@@ -45,8 +45,12 @@ pub enum JobCommand {
     Watch { job: u64 },
     /// Wait until a job ends; exit status 0 only if every task succeeded.
     Wait { job: u64 },
-    /// Cancel a job: queued tasks are dropped, running ones killed.
-    Cancel { job: u64 },
+    /// Cancel jobs: queued tasks are dropped, running ones killed. Each job is tried
+    /// even if one before it fails (as `scancel` does); the exit status says if any did.
+    Cancel {
+        #[arg(required = true, num_args = 1.., value_name = "JOB")]
+        jobs: Vec<u64>,
+    },
     /// Put a job's finished tasks back in the queue (default: the failed ones), each
     /// with new attempts and its retries renewed; their history is kept. In a graph,
     /// what was cancelled because they failed waits for them again. The job becomes
@@ -85,7 +89,7 @@ impl JobCommand {
             JobCommand::Show { job } => show::run(ctx, client, job).await,
             JobCommand::Watch { job } => watch::watch(ctx, client, job).await,
             JobCommand::Wait { job } => watch::wait(ctx, client, job).await,
-            JobCommand::Cancel { job } => cancel::run(ctx, client, job).await,
+            JobCommand::Cancel { jobs } => cancel::run(ctx, client, &jobs).await,
             JobCommand::Retry(args) => args.run(ctx, client).await,
             JobCommand::Delete { job } => delete::run(ctx, client, job).await,
             JobCommand::AddTasks(args) => args.run(ctx, client).await,
