@@ -301,6 +301,7 @@ fn a_job_that_names_no_pool_runs_on_corral_pool_or_the_only_one() {
     c.static_pool("cpu", 1, 1);
     let job = c.json(&["job", "submit", "--", "true"])["job_id"].as_u64().unwrap();
     assert_eq!(c.job(job)["pool"], "cpu");
+    assert_eq!(c.job(job)["name"], "true", "named after its command, having no --name");
     c.json(&["pool", "create", "gpu", "--slots-per-node", "1"]);
     let err = c.fails(&["job", "submit", "--", "true"]);
     assert!(err.contains("say which pool") && err.contains("cpu, gpu") && err.contains("CORRAL_POOL"), "{err}");

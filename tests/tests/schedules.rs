@@ -150,6 +150,10 @@ fn bad_schedules_are_refused_naming_the_field() {
     assert_eq!(made["cron"], "@daily", "{made}");
     let next = made["next_ms"][0].as_u64().expect("a next slot");
     assert_eq!(next % 86_400_000, 0, "midnight UTC: {made}");
+    // A run made now is named after its schedule (it was given no --name).
+    c.json(&["schedule", "trigger", "nightly"]);
+    let runs = c.json(&["job", "list", "--schedule", "nightly"]);
+    assert_eq!(runs[0]["name"], "nightly", "{runs}");
     let err = c.fails(&["schedule", "show", "nothing"]);
     assert!(err.contains("schedule 'nothing'") || err.contains("nothing"), "{err}");
 }

@@ -10,6 +10,9 @@ impl Core {
     /// Accepts a job; its tasks are queued at once. The id is final only once the
     /// outbox's store rows are durable.
     pub fn submit_job(&mut self, now: Instant, mut spec: JobSpec, out: &mut Outbox) -> Result<JobId> {
+        if spec.name.trim().is_empty() {
+            spec.name = default_name(&spec.task.argv);
+        }
         self.check_after(&spec)?;
         self.refuse_beyond_queue_limit(u64::from(spec.task_count()))?;
         // Its own pool first, in the same batch: both are durable, or neither. All
@@ -661,5 +664,23 @@ impl Core {
         if !self.schedules.is_empty() {
             out.store.push(StoreOp::PruneScheduleSlots { before_ms: cutoff });
         }
+    }
+}
+
+/// What a job given no name is called (by a schedule, template or trigger it is
+/// named after them first): its command's first word, without its directory; for
+/// `sh -c SCRIPT` (or bash, zsh...), the script's first word when it is one.
+pub fn default_name(argv: &[String]) -> String {
+    let base = |w: &str| w.rsplit('/').next().unwrap_or(w).chars().take(64).collect::<String>();
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || "-_./+".contains(c));
+    match argv {
+        [shell, flag, script, ..] if ["sh", "bash", "zsh", "dash"].contains(&base(shell).as_str()) && flag == "-c" => {
+            match script.split_whitespace().next() {
+                Some(first) if word(first) => base(first),
+                _ => base(shell),
+            }
+        }
+        [program, ..] => base(program),
+        [] => String::new(),
     }
 }

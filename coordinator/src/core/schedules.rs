@@ -323,8 +323,11 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<JobId> {
         let s = self.schedules.get(name).ok_or_else(|| Error::not_found("schedule", name))?;
-        let spec =
+        let mut spec =
             JobSpec { schedule: Some(ScheduledFor { schedule: name.clone(), slot_ms: at_ms }), ..s.spec.job.clone() };
+        if spec.name.is_empty() {
+            spec.name = name.to_string();
+        }
         let made = self.submit_job(now, spec, out);
         let Some(s) = self.schedules.get_mut(name) else { return made };
         match made {

@@ -54,6 +54,9 @@ pub struct Dispatch {
     /// More inputs and environment for every task (a trigger's object).
     pub inputs: Vec<TaskInput>,
     pub env: BTreeMap<String, String>,
+    /// What the job is called if its template names it not (a trigger's jobs are
+    /// named after the trigger); else the template's name.
+    pub name: Option<String>,
 }
 
 /// Checks a meta key: it becomes part of an environment variable's name.
@@ -135,7 +138,11 @@ impl Core {
         out: &mut Outbox,
     ) -> Result<JobId> {
         let template = self.templates.get(name).ok_or_else(|| Error::not_found("template", name))?;
-        let spec = job_of(&template.spec, dispatch)?;
+        let called = dispatch.name.clone().unwrap_or_else(|| name.to_string());
+        let mut spec = job_of(&template.spec, dispatch)?;
+        if spec.name.is_empty() {
+            spec.name = called;
+        }
         self.submit_job_once(now, spec, key, out)
     }
 }

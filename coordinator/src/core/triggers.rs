@@ -288,6 +288,7 @@ impl Core {
                 (TRIGGER_ENV.to_string(), name.to_string()),
                 ("CORRAL_TRIGGER_OBJECT".to_string(), object.to_string()),
             ]),
+            name: Some(name.to_string()),
             ..Dispatch::default()
         };
         let template = spec.template.clone();

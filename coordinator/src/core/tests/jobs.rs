@@ -277,3 +277,27 @@ fn a_finished_job_is_deleted_once_it_is_past_retention_and_an_active_one_never()
     assert!(err.to_string().contains("is active; cancel it first"), "{err}");
     env.check();
 }
+
+#[test]
+fn a_job_given_no_name_is_named_after_its_command() {
+    use crate::core::jobs::default_name;
+    let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+    for (words, name) in [
+        (&["echo", "hi"][..], "echo"),
+        (&["/usr/bin/convert", "a.jpg"][..], "convert"),
+        (&["sh", "-c", "ffmpeg -i in.mp4 out.webm"][..], "ffmpeg"),
+        (&["/bin/bash", "-c", "./render.sh --fast"][..], "render.sh"),
+        (&["sh", "-c", "[ -f x ] && echo y"][..], "sh"),
+        (&["sh", "script.sh"][..], "sh"),
+        (&[][..], ""),
+    ] {
+        assert_eq!(default_name(&argv(words)), name, "{words:?}");
+    }
+    let mut env = Env::with_pool(Fill::Spread);
+    let spec = JobSpec { task: TaskSpec::command(argv(&["sleep", "1"])), ..job_spec("p", 1, 0, 0) };
+    let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
+    assert_eq!(env.core.jobs[&job].spec.name, "sleep");
+    let named = JobSpec { name: "nightly".into(), ..job_spec("p", 1, 0, 0) };
+    let job = env.core.submit_job(env.now, named, &mut env.out).unwrap();
+    assert_eq!(env.core.jobs[&job].spec.name, "nightly", "a name given is kept");
+}

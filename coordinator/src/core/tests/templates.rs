@@ -125,6 +125,7 @@ fn one_key_makes_one_job_and_another_request_under_it_is_refused() {
     let again = env.core.dispatch(env.now, &name("t"), d(), key("a"), &mut env.out).unwrap();
     assert_eq!(first, again);
     assert_eq!(env.core.jobs.len(), 1);
+    assert_eq!(env.core.jobs[&first].spec.name, "t", "a dispatched job without a name is named after its template");
     let other = env.core.dispatch(env.now, &name("t"), d(), key("b"), &mut env.out).unwrap_err();
     assert!(matches!(other, Error::KeyReused { .. }), "{other}");
     let keys = env.out.store.iter().filter(|op| matches!(op, StoreOp::PutIdempotencyKey(_))).count();
@@ -157,6 +158,7 @@ fn a_put_trigger_fires_once_per_matching_put() {
     assert_eq!(env.trigger_objects(), ["in/a.jpg", "in/sub/d.jpg", "in/a.jpg"], "each put of a match, once");
     let job = env.core.jobs.values().next().unwrap();
     assert_eq!(job.spec.owner, "alice", "the trigger's creator owns its jobs");
+    assert_eq!(job.spec.name, "jpg", "and they are named after it");
     assert_eq!(job.spec.task.inputs, vec![TaskInput { object: "in/a.jpg".into(), path: "in/a.jpg".into() }]);
     let t = &env.core.triggers[&TriggerName::parse("name", "jpg").unwrap()];
     assert_eq!((t.record.fired, t.record.recent.len()), (3, 3));
