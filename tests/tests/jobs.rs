@@ -137,6 +137,17 @@ fn logs_follow_a_running_task_to_the_end() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "line 1\nline 2\nline 3\n");
     assert_eq!(c.logs(job, 0, true), "oops\n");
+    // With -o json: both streams, with their sizes.
+    let both = c.json(&["task", "logs", &job.to_string(), "0"]);
+    assert_eq!((both["stdout_bytes"].as_u64(), both["stderr"].as_str()), (Some(21), Some("oops\n")), "{both}");
+    // A task that wrote only to stderr: `task logs` says where its output is.
+    let quiet = c.submit(&["--pool", "cpu"], &["sh", "-c", "echo failed here >&2"]);
+    c.wait_job(quiet, MINUTE);
+    let out = c.corral(&["task", "logs", &quiet.to_string(), "0"]);
+    assert!(out.status.success() && out.stdout.is_empty());
+    let said = String::from_utf8_lossy(&out.stderr);
+    let hint = format!("stdout is empty; stderr has 12 bytes: corral task logs {quiet} 0 --stderr");
+    assert!(said.contains(&hint), "{said}");
 }
 
 #[test]

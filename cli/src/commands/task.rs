@@ -42,7 +42,8 @@ pub enum TaskCommand {
         job: u64,
         /// The task's index, or its id in a graph job.
         task: String,
-        /// Print stderr instead of stdout.
+        /// Print stderr instead of stdout (when stdout is empty and stderr is not,
+        /// `task logs` says so). With `-o json`: both, with their sizes.
         #[arg(long)]
         stderr: bool,
         /// Keep printing as the task writes, until it ends.
@@ -111,6 +112,59 @@ async fn list(client: &mut Client, job: u64, state: Option<TaskState>) -> anyhow
     }
 }
 
+/// A read of `max_bytes` of one stream of `task` (an index or an id) from `offset`.
+fn log_request(job: u64, task: &str, attempt: u32, stderr: bool, offset: u64, max_bytes: u32) -> pb::ReadLogRequest {
+    let (index, name) = task_ref(task);
+    pb::ReadLogRequest { job_id: job, index, attempt, stderr, offset, max_bytes, name }
+}
+
+/// The most of a log `task logs -o json` reads (or counts, for the hint).
+const MAX_READ: u64 = 64 << 20;
+
+/// Reads a whole log of one attempt (0: the latest), up to [`MAX_READ`]: its bytes,
+/// whether there was more, and the attempt read.
+async fn read_whole(
+    client: &mut Client,
+    job: u64,
+    task: &str,
+    stderr: bool,
+    attempt: u32,
+) -> anyhow::Result<(Vec<u8>, bool, u32)> {
+    let (mut data, mut attempt) = (Vec::new(), attempt);
+    loop {
+        let resp = client.read_log(log_request(job, task, attempt, stderr, data.len() as u64, 8 << 20)).await.api()?;
+        attempt = resp.attempt;
+        if resp.data.is_empty() {
+            return Ok((data, false, attempt));
+        }
+        data.extend_from_slice(&resp.data);
+        if data.len() as u64 >= MAX_READ {
+            data.truncate(MAX_READ as usize);
+            return Ok((data, true, attempt));
+        }
+    }
+}
+
+/// `task logs -o json`: both streams of the attempt, with their sizes.
+async fn logs_json(client: &mut Client, job: u64, task: &str, attempt: Option<u32>) -> anyhow::Result<()> {
+    let (stdout, out_cut, attempt) = read_whole(client, job, task, false, attempt.unwrap_or(0)).await?;
+    let (stderr, err_cut, _) = read_whole(client, job, task, true, attempt).await?;
+    output::json(&json!({
+        "job": job,
+        "task": task,
+        "attempt": attempt,
+        "stdout": String::from_utf8_lossy(&stdout),
+        "stdout_bytes": stdout.len(),
+        "stdout_truncated": out_cut,
+        "stderr": String::from_utf8_lossy(&stderr),
+        "stderr_bytes": stderr.len(),
+        "stderr_truncated": err_cut,
+    }));
+    Ok(())
+}
+
+/// Prints one stream of a task's output (following it with `follow`); if stdout
+/// was empty and stderr is not, says so on stderr, with the command that shows it.
 async fn print_logs(
     client: &mut Client,
     job: u64,
@@ -119,23 +173,11 @@ async fn print_logs(
     follow: bool,
     attempt: Option<u32>,
 ) -> anyhow::Result<()> {
-    let (index, name) = task_ref(task);
     let mut offset = 0;
     let mut attempt = attempt.unwrap_or(0);
     let mut out = std::io::stdout().lock();
     loop {
-        let resp = client
-            .read_log(pb::ReadLogRequest {
-                job_id: job,
-                index,
-                attempt,
-                stderr,
-                offset,
-                max_bytes: 1 << 20,
-                name: name.clone(),
-            })
-            .await
-            .api()?;
+        let resp = client.read_log(log_request(job, task, attempt, stderr, offset, 1 << 20)).await.api()?;
         // Stay on one attempt once chosen, so a retry does not splice two outputs.
         if attempt == 0 && resp.attempt > 0 {
             attempt = resp.attempt;
@@ -147,10 +189,18 @@ async fn print_logs(
             continue;
         }
         if !follow || resp.complete {
-            return Ok(());
+            break;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    if offset == 0 && !stderr {
+        let (other, more, _) = read_whole(client, job, task, true, attempt).await?;
+        if !other.is_empty() {
+            let size = if more { format!("more than {} bytes", other.len()) } else { format!("{} bytes", other.len()) };
+            eprintln!("stdout is empty; stderr has {size}: corral task logs {job} {task} --stderr");
+        }
+    }
+    Ok(())
 }
 
 impl TaskCommand {
@@ -247,6 +297,9 @@ impl TaskCommand {
                         println!("  - {reason}");
                     }
                 }
+            }
+            TaskCommand::Logs { job, task, attempt, .. } if ctx.json() => {
+                logs_json(&mut client, job, &task, attempt).await?;
             }
             TaskCommand::Logs { job, task, stderr, follow, attempt } => {
                 print_logs(&mut client, job, &task, stderr, follow, attempt).await?;
