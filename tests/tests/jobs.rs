@@ -326,3 +326,35 @@ fn a_job_that_names_no_pool_runs_on_corral_pool_or_the_only_one() {
     let job: serde_json::Value = serde_json::from_slice(&with_env.stdout).unwrap();
     assert_eq!(c.job(job["job_id"].as_u64().unwrap())["pool"], "gpu");
 }
+
+/// `job list` filters by state (the default: active, and ended in the last hour),
+/// owner, pool and name, and `--limit N` shows the newest N first.
+#[test]
+fn job_list_filters_as_squeue_does() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 2);
+    let done = c.submit(&["--pool", "cpu", "--name", "render-a"], &["true"]);
+    let failed = c.submit(&["--pool", "cpu", "--name", "other"], &["false"]);
+    c.wait_job(done, MINUTE);
+    c.wait_job(failed, MINUTE);
+    let running = c.submit(&["--pool", "cpu", "--name", "render-b"], &["sleep", "30"]);
+    let ids = |args: &[&str]| -> Vec<u64> {
+        let mut all = vec!["job", "list"];
+        all.extend_from_slice(args);
+        c.json(&all).as_array().unwrap().iter().map(|j| j["id"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(ids(&[]), [done, failed, running], "active, and ended within the hour");
+    assert_eq!(ids(&["--state", "finished"]), [done, failed]);
+    assert_eq!(ids(&["--state", "active"]), [running]);
+    assert_eq!(ids(&["--state", "failed"]), [failed]);
+    assert_eq!(ids(&["--name", "render-*"]), [done, running]);
+    assert_eq!(ids(&["--limit", "2"]), [running, failed], "the newest first");
+    assert_eq!(ids(&["--all", "--owner", "admin"]), [done, failed, running]);
+    assert_eq!(ids(&["--mine", "--pool", "cpu"]), [done, failed, running]);
+    assert!(ids(&["--owner", "someone-else"]).is_empty());
+    let err = c.fails(&["job", "list", "--state", "done"]);
+    assert!(err.contains("invalid --state: 'done'"), "{err}");
+    let table = String::from_utf8_lossy(&c.corral(&["job", "list"]).stdout).into_owned();
+    assert!(table.lines().next().unwrap_or_default().contains("DURATION"), "{table}");
+    c.json(&["job", "cancel", &running.to_string()]);
+}

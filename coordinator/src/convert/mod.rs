@@ -477,6 +477,30 @@ pub fn after(after: &[pb::After]) -> Result<Vec<After>, Invalid> {
     Ok(jobs)
 }
 
+/// A job list's filters, each checked (a state word, a pool or schedule name, a glob).
+pub fn job_filter(req: pb::ListJobsRequest) -> Result<crate::core::views::JobFilter, Invalid> {
+    let states = req
+        .states
+        .iter()
+        .map(|s| s.parse::<JobState>().map_err(|why| Invalid::new("states", why)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = match req.name.as_str() {
+        "" => None,
+        glob => {
+            Some(glob::Pattern::new(glob).map_err(|e| Invalid::new("name", format!("is not a glob pattern: {e}")))?)
+        }
+    };
+    Ok(crate::core::views::JobFilter {
+        states,
+        ended_since_ms: (req.ended_since_ms > 0).then_some(req.ended_since_ms),
+        owner: (!req.owner.is_empty()).then_some(req.owner),
+        pool: (!req.pool.is_empty()).then(|| PoolName::parse("pool", &req.pool)).transpose()?,
+        name,
+        schedule: (!req.schedule.is_empty()).then(|| ScheduleName::parse("schedule", &req.schedule)).transpose()?,
+        limit: (req.limit > 0).then_some(req.limit as usize),
+    })
+}
+
 /// A submission's `idempotency_key`: empty for none.
 pub fn idempotency_key(key: &str) -> Result<Option<String>, Invalid> {
     if key.is_empty() {

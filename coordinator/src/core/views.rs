@@ -158,3 +158,46 @@ impl Core {
         })
     }
 }
+
+/// Which jobs a list shows (`job list --state ... --owner ... --pool ... --name ...`).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Jobs in one of these states...
+    pub states: Vec<JobState>,
+    /// ... or that ended at or after this time; with neither, jobs in any state.
+    pub ended_since_ms: Option<u64>,
+    pub owner: Option<String>,
+    pub pool: Option<PoolName>,
+    pub name: Option<glob::Pattern>,
+    pub schedule: Option<crate::model::ScheduleName>,
+    /// At most this many, the newest first; none: all, oldest first.
+    pub limit: Option<usize>,
+}
+
+impl JobFilter {
+    pub fn matches(&self, job: &Job) -> bool {
+        let by_state = match (self.states.is_empty(), self.ended_since_ms) {
+            (true, None) => true,
+            _ => {
+                self.states.contains(&job.state)
+                    || self.ended_since_ms.is_some_and(|since| job.finished_at_ms.is_some_and(|at| at >= since))
+            }
+        };
+        by_state
+            && self.owner.as_ref().is_none_or(|o| *o == job.spec.owner)
+            && self.pool.as_ref().is_none_or(|p| *p == job.spec.pool)
+            && self.name.as_ref().is_none_or(|g| g.matches(&job.spec.name))
+            && self.schedule.as_ref().is_none_or(|s| job.spec.schedule.as_ref().map(|r| &r.schedule) == Some(s))
+    }
+}
+
+impl Core {
+    /// The jobs `filter` lets through: oldest first, or the newest `limit` first.
+    pub fn jobs_matching<'a>(&'a self, filter: &'a JobFilter) -> Vec<&'a Job> {
+        let matching = self.jobs.values().filter(|j| filter.matches(j));
+        match filter.limit {
+            Some(n) => matching.rev().take(n).collect(),
+            None => matching.collect(),
+        }
+    }
+}

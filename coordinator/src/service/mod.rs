@@ -314,22 +314,11 @@ impl Corral for ClientApi {
     }
 
     async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let schedule = match req.into_inner().schedule.as_str() {
-            "" => None,
-            name => Some(ScheduleName::parse("schedule", name)?),
-        };
+        let filter = convert::job_filter(req.into_inner())?;
         let jobs = self
             .shared
             .runtime
-            .call(move |core, _, _| {
-                core.jobs
-                    .values()
-                    .filter(|j| {
-                        schedule.is_none() || j.spec.schedule.as_ref().map(|r| &r.schedule) == schedule.as_ref()
-                    })
-                    .map(convert::job_view)
-                    .collect()
-            })
+            .call(move |core, _, _| core.jobs_matching(&filter).into_iter().map(convert::job_view).collect())
             .await?;
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }

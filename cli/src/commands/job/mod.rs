@@ -34,11 +34,9 @@ pub enum JobCommand {
     /// `{index}` in any argument becomes the task's index, also in $CORRAL_TASK_INDEX.
     Submit(Box<submit::SubmitArgs>),
     /// List jobs.
-    List {
-        /// Only the jobs this schedule made.
-        #[arg(long, value_name = "NAME")]
-        schedule: Option<String>,
-    },
+    /// List jobs: by default the active ones and those that ended in the last hour
+    /// (as squeue and hq job list do), oldest first.
+    List(list::ListArgs),
     /// Show a job and its task counts.
     Show { job: u64 },
     /// Follow a job with a live progress bar until it ends.
@@ -85,7 +83,7 @@ impl JobCommand {
         let client = &mut client;
         match self {
             JobCommand::Submit(args) => args.run(ctx, client).await,
-            JobCommand::List { schedule } => list::run(ctx, client, schedule).await,
+            JobCommand::List(args) => args.run(ctx, client).await,
             JobCommand::Show { job } => show::run(ctx, client, job).await,
             JobCommand::Watch { job } => watch::watch(ctx, client, job).await,
             JobCommand::Wait { job } => watch::wait(ctx, client, job).await,

@@ -301,3 +301,27 @@ fn a_job_given_no_name_is_named_after_its_command() {
     let job = env.core.submit_job(env.now, named, &mut env.out).unwrap();
     assert_eq!(env.core.jobs[&job].spec.name, "nightly", "a name given is kept");
 }
+
+#[test]
+fn a_job_list_shows_active_jobs_and_those_ended_since_a_time_newest_first_with_a_limit() {
+    use crate::core::views::JobFilter;
+    let mut env = Env::with_pool(Fill::Spread);
+    let old = env.core.submit_job(env.now, job_spec("p", 1, 0, 0), &mut env.out).unwrap();
+    env.core.cancel_job(env.now, old, &mut env.out).unwrap();
+    env.advance(Duration::from_secs(7200));
+    let since = env.core.wall_ms(env.now);
+    let recent = env.core.submit_job(env.now, job_spec("p", 1, 0, 0), &mut env.out).unwrap();
+    env.core.cancel_job(env.now, recent, &mut env.out).unwrap();
+    let active = env.core.submit_job(env.now, job_spec("p", 1, 0, 0), &mut env.out).unwrap();
+    let ids = |filter: &JobFilter| env.core.jobs_matching(filter).iter().map(|j| j.id).collect::<Vec<_>>();
+    let default = JobFilter { states: vec![JobState::Active], ended_since_ms: Some(since), ..JobFilter::default() };
+    assert_eq!(ids(&default), [recent, active], "the one that ended two hours ago is left out");
+    assert_eq!(ids(&JobFilter::default()), [old, recent, active]);
+    assert_eq!(ids(&JobFilter { limit: Some(2), ..JobFilter::default() }), [active, recent]);
+    let cancelled = JobFilter { states: vec![JobState::Cancelled], ..JobFilter::default() };
+    assert_eq!(ids(&cancelled), [old, recent]);
+    let named = JobFilter { name: glob::Pattern::new("tr*").ok(), ..JobFilter::default() };
+    assert_eq!(ids(&named), [old, recent, active], "named after their command, true");
+    let elsewhere = JobFilter { pool: PoolName::parse("pool", "q").ok(), ..JobFilter::default() };
+    assert!(ids(&elsewhere).is_empty());
+}
