@@ -170,7 +170,70 @@ pub trait ApiResult<T> {
 
 impl<T> ApiResult<T> for Result<tonic::Response<T>, tonic::Status> {
     fn api(self) -> anyhow::Result<T> {
-        self.map(tonic::Response::into_inner).map_err(|s| anyhow::anyhow!("{}", s.message()))
+        self.map(tonic::Response::into_inner).map_err(|s| match s.code() {
+            tonic::Code::PermissionDenied => anyhow::anyhow!("{}", in_cli_words(s.message())),
+            _ => anyhow::anyhow!("{}", s.message()),
+        })
+    }
+}
+
+/// The commands each gRPC method serves, as a refusal names them.
+const COMMANDS: &[(&str, &str)] = &[
+    ("CreatePool", "pool create"),
+    ("ListPools", "pool list"),
+    ("GetPool", "pool show"),
+    ("ResizePool", "pool resize"),
+    ("SetAutoscale", "pool autoscale"),
+    ("DeletePool", "pool delete"),
+    ("ListNodes", "node list"),
+    ("GetNode", "node show"),
+    ("DrainNode", "node drain"),
+    ("RemoveNode", "node remove"),
+    ("SubmitJob", "job submit"),
+    ("ListJobs", "job list"),
+    ("GetJob", "job show"),
+    ("CancelJob", "job cancel"),
+    ("RetryJob", "job retry"),
+    ("DeleteJob", "job delete"),
+    ("AddTasks", "job add-tasks"),
+    ("CloseJob", "job close"),
+    ("WatchJob", "job watch"),
+    ("ListTasks", "task list"),
+    ("GetTask", "task show"),
+    ("ExplainTask", "task explain"),
+    ("ReadLog", "task logs"),
+    ("WatchEvents", "events"),
+    ("CreateToken", "token create"),
+    ("ListTokens", "token list"),
+    ("RevokeToken", "token revoke"),
+    ("WhoAmI", "token whoami"),
+    ("GetNotifySecret", "notify-secret"),
+    ("CreateSchedule", "schedule create"),
+    ("ListSchedules", "schedule list"),
+    ("GetSchedule", "schedule show"),
+    ("PauseSchedule", "schedule pause/resume"),
+    ("TriggerSchedule", "schedule trigger"),
+    ("BackfillSchedule", "schedule backfill"),
+    ("DeleteSchedule", "schedule delete"),
+    ("CreateTemplate", "template create"),
+    ("ListTemplates", "template list"),
+    ("GetTemplate", "template show"),
+    ("DeleteTemplate", "template delete"),
+    ("Dispatch", "dispatch"),
+    ("CreateTrigger", "trigger create"),
+    ("ListTriggers", "trigger list"),
+    ("GetTrigger", "trigger show"),
+    ("PauseTrigger", "trigger pause/resume"),
+    ("DeleteTrigger", "trigger delete"),
+];
+
+/// A role refusal (`SubmitJob needs a submit or admin token; ...`) in the words of
+/// the command that made the call (`job submit needs ...`).
+pub fn in_cli_words(message: &str) -> String {
+    let method = message.split_once(' ').map_or("", |(first, _)| first);
+    match COMMANDS.iter().find(|(m, _)| *m == method) {
+        Some((m, command)) => format!("{command}{}", &message[m.len()..]),
+        None => message.to_string(),
     }
 }
 
@@ -186,4 +249,19 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// could not be reached, or stands by. A store that cannot write is not waited for.
 pub fn worth_retrying(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable && !status.message().contains("store cannot write")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_refusals_name_the_command_not_the_method() {
+        assert_eq!(
+            in_cli_words("SubmitJob needs a submit or admin token; token 'reader' has role read"),
+            "job submit needs a submit or admin token; token 'reader' has role read"
+        );
+        assert_eq!(in_cli_words("DeletePool needs an admin token"), "pool delete needs an admin token");
+        assert_eq!(in_cli_words("job 3 is bob's"), "job 3 is bob's", "other refusals are left as they are");
+    }
 }

@@ -115,7 +115,9 @@ fn main() -> ExitCode {
     let default = if is_agent { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only for a terminal (also `corral up`'s log): a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
     // The agent runs on one thread, as `corral-agent` does (see node-agent/src/main.rs).
     let runtime = if is_agent {
         tokio::runtime::Builder::new_current_thread().enable_all().build()

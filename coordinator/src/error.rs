@@ -32,7 +32,9 @@ pub enum Error {
     /// (Not a `source`: the message says it all, once.)
     #[error("store: {0}")]
     Store(crate::store::StoreError),
-    #[error("{0}")]
+    /// Said once: its message is the I/O error's (a `{0}` message with the error as
+    /// its source too would print it twice in a chain).
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -358,3 +358,21 @@ fn job_list_filters_as_squeue_does() {
     assert!(table.lines().next().unwrap_or_default().contains("DURATION"), "{table}");
     c.json(&["job", "cancel", &running.to_string()]);
 }
+
+/// `job watch` without a terminal (a CI log, a pipe) prints a plain progress line
+/// every few seconds, each within 80 columns, and the outcome at the end.
+#[test]
+fn job_watch_without_a_terminal_prints_progress_lines() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let job = c.submit(&["--pool", "cpu", "--array", "1-6"], &["sleep", "1.5"]);
+    let out = c.corral(&["job", "watch", &job.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = said.lines().filter(|l| l.starts_with(&format!("job {job}: "))).collect();
+    assert!(!lines.is_empty(), "no progress line: {said}");
+    assert!(lines.iter().all(|l| l.chars().count() <= 80 && l.contains("/6 done")), "{lines:?}");
+    assert!(!said.contains('\u{1b}'), "no terminal escapes in a pipe: {said:?}");
+    // Nor in the coordinator's and the agent's logs, which go to files here.
+    assert!(!c.coordinator_log().contains('\u{1b}') && !c.agent_log(0).contains('\u{1b}'), "colours in a log file");
+}

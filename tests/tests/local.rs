@@ -403,3 +403,22 @@ fn local_agents_of_a_coordinator_killed_for_good_stop_and_take_their_tasks_with_
     wait_until(Duration::from_secs(20), "the local agents to give up", || pids.iter().all(|p| !alive(*p)));
     wait_until(Duration::from_secs(5), "their tasks to be gone", || processes_with(&marker).is_empty());
 }
+
+/// An address in use is said once, in words (not "Address already in use (os error
+/// 98): Address already in use (os error 98)").
+#[test]
+fn corral_up_on_a_busy_port_says_so_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("corral"))
+        .args(["up", "--listen", &addr, "--http", "off", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    let error = said.lines().find(|l| l.starts_with("error:")).unwrap_or_default().to_string();
+    assert_eq!(error.matches("already in use").count(), 1, "{said}");
+    assert!(error.contains(&addr), "it names the address: {error}");
+}

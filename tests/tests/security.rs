@@ -234,9 +234,9 @@ fn the_cli_says_what_to_do_without_a_token_or_with_the_wrong_role() {
     let out = c.corral_as(Some(&reader), &["job", "submit", "--pool", "cpu", "--", "true"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("SubmitJob needs a submit or admin token; token 'reader' has role read"), "{err}");
+    assert!(err.contains("job submit needs a submit or admin token; token 'reader' has role read"), "{err}");
     let out = c.corral_as(Some(&reader), &["pool", "delete", "cpu", "--force"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("DeletePool needs an admin token"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pool delete needs an admin token"));
     assert_eq!(c.json(&["pool", "list"]).as_array().unwrap().len(), 1, "the pool is still there");
 
     // `token list` never shows a secret; a token file that is empty is an error.
