@@ -16,24 +16,38 @@ use crate::output::Format;
 struct Cli {
     /// The coordinator's URL, or several separated by commas (coordinators
     /// sharing one PostgreSQL database): the one that leads is used.
-    #[arg(long, global = true, env = "CORRAL_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "CORRAL_COORDINATOR",
+        default_value = "http://127.0.0.1:7070",
+        help_heading = "Connection"
+    )]
     coordinator: String,
     /// How to print results: tables for people, JSON for programs (anywhere:
     /// `corral -o json job show 1` or `corral job show 1 -o json`).
-    #[arg(long, short = 'o', global = true, env = "CORRAL_OUTPUT", value_enum, default_value = "table")]
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        env = "CORRAL_OUTPUT",
+        value_enum,
+        default_value = "table",
+        help_heading = "Output"
+    )]
     output: Format,
     /// A file holding the token to present. Without it the token comes from
     /// CORRAL_TOKEN, or the file CORRAL_TOKEN_FILE names (`corral up` prints that
     /// line); a coordinator's first admin token is in DATA_DIR/admin.token.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Connection")]
     token_file: Option<std::path::PathBuf>,
     /// For an https:// coordinator: trust this CA certificate (PEM), e.g. the
     /// coordinator's DATA_DIR/tls/ca.pem [default: the system's roots].
-    #[arg(long, global = true, env = "CORRAL_CA_CERT")]
+    #[arg(long, global = true, env = "CORRAL_CA_CERT", help_heading = "Connection")]
     ca_cert: Option<std::path::PathBuf>,
     /// For an https:// coordinator: trust the CA with this fingerprint
     /// (sha256:HEX, as `corral-coordinator --tls auto` prints it).
-    #[arg(long, global = true, env = "CORRAL_CA_FINGERPRINT", conflicts_with = "ca_cert")]
+    #[arg(long, global = true, env = "CORRAL_CA_FINGERPRINT", conflicts_with = "ca_cert", help_heading = "Connection")]
     ca_fingerprint: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -185,6 +199,45 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// `job submit --help` groups its flags and ends with examples that parse.
+    #[test]
+    fn submit_help_is_grouped_and_ends_with_examples() {
+        use clap::{CommandFactory, Parser};
+        let mut cli = super::Cli::command();
+        let job = cli.find_subcommand_mut("job").expect("job");
+        let help = job.find_subcommand_mut("submit").expect("submit").render_long_help().to_string();
+        let at = |heading: &str| help.find(heading).unwrap_or_else(|| panic!("no {heading}: {help}"));
+        assert!(at("Task:") < at("Retries and policy:") && at("Data:") < at("Examples:"), "{help}");
+        assert!(at("Scheduling:") > 0 && at("Output:") > 0);
+        for line in help[at("Examples:")..].lines().filter_map(|l| l.trim().strip_prefix("corral ")) {
+            let words = shell_words(line);
+            let parsed = super::Cli::try_parse_from(std::iter::once("corral".to_string()).chain(words));
+            assert!(parsed.is_ok(), "the example `corral {line}` does not parse: {:?}", parsed.err());
+        }
+    }
+
+    /// Splits a line as a shell would for these examples (single and double quotes).
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
+        for ch in line.chars() {
+            match (quote, ch) {
+                (None, '\'' | '"') => (quote, any) = (Some(ch), true),
+                (Some(q), c) if c == q => quote = None,
+                (None, c) if c.is_whitespace() => {
+                    if any {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                (_, c) => (word, any) = (word + &c.to_string(), true),
+            }
+        }
+        if any {
+            words.push(word);
+        }
+        words
     }
 
     /// Each shell's script names the subcommands, new ones included.

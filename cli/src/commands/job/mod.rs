@@ -26,12 +26,21 @@ mod watch;
 pub use submit::JobArgs;
 pub use watch::follow;
 
+/// The end of `job submit --help`.
+const SUBMIT_EXAMPLES: &str = "Examples:
+  corral job submit --pool cpu -- ./render.sh scene.blend
+  corral job submit --array 1-1000%50 --timeout 10m --max-retries 2 -- ./step.sh {index}
+  corral job submit --each-line files.txt -- sh -c 'gzip \"$CORRAL_ENTRY\"'
+  corral job submit --file pipeline.yaml --wait
+  corral job submit --outputs 'out/*.png' --begin 2h --after 41 -- ./nightly.sh";
+
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
     /// Submit a job: one task, or one per index of --array.
     ///
     /// The command runs directly (no shell); write `sh -c '...'` for one. In an array,
     /// `{index}` in any argument becomes the task's index, also in $CORRAL_TASK_INDEX.
+    #[command(after_help = SUBMIT_EXAMPLES)]
     Submit(Box<submit::SubmitArgs>),
     /// List jobs.
     /// List jobs: by default the active ones and those that ended in the last hour
@@ -65,7 +74,7 @@ pub enum JobCommand {
     /// Run a map/reduce job: the mapper and reducer are streaming commands (lines on
     /// stdin, `key<TAB>value` lines out), with a real shuffle between them.
     Mapreduce(mapreduce::MapReduceArgs),
-    /// Download a job's outputs (what its tasks' `--output` patterns uploaded).
+    /// Download a job's outputs (what its tasks' `--outputs` patterns uploaded).
     Output {
         job: u64,
         /// Only this task's (its id: the index in an array job).

@@ -14,19 +14,19 @@ pub struct PolicyArgs {
     /// `retry` (while --max-retries allows), `fail` (no more retries), `fail-job`
     /// (the job fails, its other tasks are cancelled), `succeed`. A failure no rule
     /// matches is retried while --max-retries allows.
-    #[arg(long = "exit-policy", value_name = "CODES=ACTION", value_parser = parse_rule)]
+    #[arg(long = "exit-policy", value_name = "CODES=ACTION", value_parser = parse_rule, help_heading = "Retries and policy")]
     pub exit_policy: Vec<String>,
     /// The first retry's delay, doubled after each failure up to MAX (e.g. `5s`,
     /// `5s..10m`) [default: the coordinator's --retry-backoff, 500ms..30s].
-    #[arg(long, value_name = "DUR[..MAX]", value_parser = parse_retry_delay)]
+    #[arg(long, value_name = "DUR[..MAX]", value_parser = parse_retry_delay, help_heading = "Retries and policy")]
     pub retry_delay: Option<(Duration, Option<Duration>)>,
     /// At most N of the job's tasks run at once (also `--array 1-1000%N`); with
     /// --concurrency-key, at most N tasks of all jobs with that key.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RUNNING)))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_RUNNING)), help_heading = "Retries and policy")]
     pub max_running: Option<u32>,
     /// Share a limit with every job of this key, across pools: at most
     /// --max-running of their tasks run at once (default 1: a singleton).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", help_heading = "Retries and policy")]
     pub concurrency_key: Option<String>,
 }
 

@@ -9,42 +9,42 @@ use corral_proto::v1 as pb;
 #[derive(clap::Args, Debug)]
 pub struct SpecArgs {
     /// Retries after a task fails or times out (node loss does not count).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, help_heading = "Retries and policy")]
     pub max_retries: u32,
     /// Kill a task that runs longer than this (e.g. 30s, 5m).
-    #[arg(long, value_parser = corral_types::duration::parse)]
+    #[arg(long, value_parser = corral_types::duration::parse, help_heading = "Task")]
     pub timeout: Option<Duration>,
     /// Slots each task needs.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Task")]
     pub slots: u32,
     /// Environment for each task, K=V (repeatable).
-    #[arg(long = "env", value_parser = parse_env)]
+    #[arg(long = "env", value_parser = parse_env, help_heading = "Task")]
     pub env: Vec<(String, String)>,
     /// An object fetched into each task's directory first: OBJECT, or OBJECT=PATH to
     /// name it there (repeatable; `{index}` allowed).
-    #[arg(long = "input", value_parser = parse_input)]
+    #[arg(long = "input", value_parser = parse_input, help_heading = "Data")]
     pub inputs: Vec<(String, String)>,
     /// A glob pattern (relative to the task's directory) of files to upload when the
     /// task ends, to jobs/JOB/TASK/ in the store (repeatable).
-    #[arg(long = "outputs", value_name = "PATTERN")]
+    #[arg(long = "outputs", value_name = "PATTERN", help_heading = "Data")]
     pub outputs: Vec<String>,
     /// When outputs are uploaded.
-    #[arg(long, default_value = "success", value_parser = ["success", "failure", "always"])]
+    #[arg(long, default_value = "success", value_parser = ["success", "failure", "always"], help_heading = "Data")]
     pub outputs_when: String,
     /// What each task needs beyond slots, NAME=VALUE (repeatable): `gpus=1` (its own
     /// devices, in $CORRAL_GPUS and $CUDA_VISIBLE_DEVICES), `mem=4GiB`, or a counter
     /// the agents declare (`licenses=1`). A task goes only where all of it is free.
-    #[arg(long = "resource", value_name = "NAME=VALUE", value_parser = parse_resource)]
+    #[arg(long = "resource", value_name = "NAME=VALUE", value_parser = parse_resource, help_heading = "Task")]
     pub resources: Vec<(String, u64)>,
     /// A file or directory in the task's directory kept across attempts: stored
     /// when an attempt ends (exit, timeout, cancel) and every --checkpoint-interval,
     /// put back in place before the next attempt starts, on any node, with
     /// $CORRAL_CHECKPOINT_RESTORED=1. Write it atomically (a new file renamed over).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Data")]
     pub checkpoint: Option<String>,
     /// Also store the checkpoint this often while the task runs (e.g. 5m; at least
     /// 1s), so a node that dies loses at most that much.
-    #[arg(long, value_name = "DUR", requires = "checkpoint", value_parser = corral_types::duration::parse)]
+    #[arg(long, value_name = "DUR", requires = "checkpoint", value_parser = corral_types::duration::parse, help_heading = "Data")]
     pub checkpoint_interval: Option<Duration>,
 }
 

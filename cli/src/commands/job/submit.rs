@@ -23,25 +23,25 @@ pub struct SubmitArgs {
     job: JobArgs,
     /// Keep the job open: more tasks can be added with `job add-tasks` until `job
     /// close`. With --file or on its own (an open job starts with no tasks).
-    #[arg(long, conflicts_with_all = ["array", "command"])]
+    #[arg(long, conflicts_with_all = ["array", "command"], help_heading = "Task")]
     open: bool,
     /// Start no task before this time: RFC 3339 (`2026-12-24T18:00:00+01:00`) or a
     /// duration from now (`10m`, `2h`). The job is accepted and stored at once, and
     /// waits across coordinator restarts.
-    #[arg(long, value_name = "TIME", value_parser = super::spec::parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = super::spec::parse_time, help_heading = "Scheduling")]
     begin: Option<u64>,
     /// Start no task until job JOB has ended: `JOB` or `JOB:ok` (it must have
     /// completed, else this job is cancelled), `JOB:any` (however it ended)
     /// (repeatable; Slurm's afterok/afterany).
-    #[arg(long, value_name = "JOB[:ok|any]", value_parser = parse_after)]
+    #[arg(long, value_name = "JOB[:ok|any]", value_parser = parse_after, help_heading = "Scheduling")]
     after: Vec<pb::After>,
     /// Wait for the job to end (progress on a terminal); exit status as `job wait`.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     wait: bool,
     /// Make the submission safe to retry: the same key with the same request gives
     /// back the first job (for 24 h) instead of a second one; with another request
     /// it is refused. Without it the CLI picks one for its own retries.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", help_heading = "Task")]
     idempotency_key: Option<String>,
 }
 
@@ -51,31 +51,31 @@ pub struct SubmitArgs {
 pub struct JobArgs {
     /// The pool to run on (or `pool:` in the job file) [default: $CORRAL_POOL, else
     /// the only pool there is].
-    #[arg(long, conflicts_with = "auto_pool")]
+    #[arg(long, conflicts_with = "auto_pool", help_heading = "Task")]
     pool: Option<String>,
     /// Make a pool for this job alone, deleted with its nodes when the job ends
     /// (Azure Batch's auto pool; admin tokens): `provider=local,nodes=2,slots=4`, or
     /// with `min=A,max=B` autoscaled, `image=...` for docker; the keys are `pool
     /// create`'s flags (or `auto_pool:` in the job file).
-    #[arg(long, value_name = "SPEC", value_parser = super::auto_pool::parse)]
+    #[arg(long, value_name = "SPEC", value_parser = super::auto_pool::parse, help_heading = "Task")]
     auto_pool: Option<pb::PoolSpec>,
     /// A name to recognise the job by.
-    #[arg(long)]
+    #[arg(long, help_heading = "Task")]
     name: Option<String>,
     /// A job file (YAML, or JSON if it ends in .json): tasks with ids, commands and
     /// dependencies. See the README for the schema.
-    #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots", "resources"])]
+    #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots", "resources"], help_heading = "Task")]
     file: Option<std::path::PathBuf>,
     /// Run one task per index, A-B inclusive (e.g. 1-1000); `A-B%N` runs at most
     /// N of them at once (as --max-running N).
-    #[arg(long, value_name = "A-B[%N]", value_parser = corral_types::policy::parse_array)]
+    #[arg(long, value_name = "A-B[%N]", value_parser = corral_types::policy::parse_array, help_heading = "Task")]
     array: Option<((u32, u32), Option<u32>)>,
     /// Run one task per line of FILE (`-` for stdin): task i gets line i in
     /// $CORRAL_ENTRY (and i in $CORRAL_TASK_INDEX).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["array", "file"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["array", "file"], help_heading = "Task")]
     each_line: Option<std::path::PathBuf>,
     /// Higher runs first, from -1000 to 1000 [default: 0].
-    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000), help_heading = "Scheduling")]
     priority: Option<i32>,
     #[command(flatten)]
     spec: SpecArgs,
@@ -83,12 +83,12 @@ pub struct JobArgs {
     policy: PolicyArgs,
     /// When the job ends, POST a JSON summary to this http(s) URL, retried with
     /// backoff until it answers 2xx (see `job show` for how delivery goes).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Output")]
     notify: Option<String>,
     /// Keep at most this much of each task's stdout, and of its stderr (e.g. 10MiB,
     /// 1GiB); the rest is dropped and the log ends with a marker saying so
     /// [default: the coordinator's --max-output, 1GiB unless set].
-    #[arg(long, value_name = "SIZE", value_parser = corral_proto::size::parse)]
+    #[arg(long, value_name = "SIZE", value_parser = corral_proto::size::parse, help_heading = "Output")]
     max_output: Option<u64>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
