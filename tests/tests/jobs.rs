@@ -148,6 +148,13 @@ fn logs_follow_a_running_task_to_the_end() {
     let said = String::from_utf8_lossy(&out.stderr);
     let hint = format!("stdout is empty; stderr has 12 bytes: corral task logs {quiet} 0 --stderr");
     assert!(said.contains(&hint), "{said}");
+    // Every task's output at once, each line with its task.
+    let array = c.submit(&["--pool", "cpu", "--array", "1-3"], &["sh", "-c", "echo a{index}; echo b{index}"]);
+    c.wait_job(array, MINUTE);
+    let out = c.corral(&["job", "logs", &array.to_string()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1: a1\n1: b1\n2: a2\n2: b2\n3: a3\n3: b3\n");
+    let json = c.json(&["job", "logs", &array.to_string()]);
+    assert_eq!((json[2]["task"].as_str(), json[2]["bytes"].as_u64()), (Some("3"), Some(6)), "{json}");
 }
 
 #[test]

@@ -92,7 +92,7 @@ fn attempt_json(a: &pb::Attempt) -> serde_json::Value {
     })
 }
 
-async fn list(client: &mut Client, job: u64, state: Option<TaskState>) -> anyhow::Result<Vec<pb::Task>> {
+pub(crate) async fn list(client: &mut Client, job: u64, state: Option<TaskState>) -> anyhow::Result<Vec<pb::Task>> {
     let mut tasks = Vec::new();
     loop {
         let page = client
@@ -123,7 +123,7 @@ const MAX_READ: u64 = 64 << 20;
 
 /// Reads a whole log of one attempt (0: the latest), up to [`MAX_READ`]: its bytes,
 /// whether there was more, and the attempt read.
-async fn read_whole(
+pub(crate) async fn read_whole(
     client: &mut Client,
     job: u64,
     task: &str,

@@ -13,6 +13,7 @@ mod close;
 mod delete;
 pub mod jobfile;
 mod list;
+mod logs;
 pub mod mapreduce;
 mod output;
 pub mod policy;
@@ -74,6 +75,14 @@ pub enum JobCommand {
     /// Run a map/reduce job: the mapper and reducer are streaming commands (lines on
     /// stdin, `key<TAB>value` lines out), with a real shuffle between them.
     Mapreduce(mapreduce::MapReduceArgs),
+    /// Print every task's output (stdout, or stderr), each line prefixed with its
+    /// task, in task order (`hq job cat`).
+    Logs {
+        job: u64,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+    },
     /// Download a job's outputs (what its tasks' `--outputs` patterns uploaded).
     Output {
         job: u64,
@@ -103,6 +112,7 @@ impl JobCommand {
             JobCommand::Close { job } => close::run(ctx, client, job).await,
             JobCommand::Mapreduce(args) => args.run(ctx, client).await,
             JobCommand::Output { job, task, dest } => output::run(ctx, client, job, task, dest).await,
+            JobCommand::Logs { job, stderr } => logs::run(ctx, client, job, stderr).await,
         }
     }
 }
