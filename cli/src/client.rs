@@ -193,6 +193,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("ListJobs", "job list"),
     ("GetJob", "job show"),
     ("CancelJob", "job cancel"),
+    ("CancelTask", "task cancel"),
     ("RetryJob", "job retry"),
     ("DeleteJob", "job delete"),
     ("AddTasks", "job add-tasks"),

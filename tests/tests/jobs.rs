@@ -124,6 +124,22 @@ fn cancel_kills_running_tasks_and_drops_queued_ones() {
     assert_eq!((c.job(a)["state"].clone(), c.job(b)["state"].clone()), ("cancelled".into(), "cancelled".into()));
     let both = c.json(&["job", "cancel", &a.to_string(), &b.to_string()]);
     assert_eq!(both.as_array().map(Vec::len), Some(2), "{both}");
+    // Single tasks, as `scancel 12_7`: the running one killed, a queued one dropped,
+    // the rest run, and the job ends cancelled.
+    let array = c.submit(&["--pool", "cpu", "--array", "1-4"], &["sleep", "2"]);
+    wait_until(MINUTE, "two running", || c.job(array)["counts"]["running"] == 2);
+    let running = c.json(&["task", "list", &array.to_string(), "--state", "running"]);
+    let first = running[0]["name"].as_str().unwrap().to_string();
+    let gone = c.json(&["task", "cancel", &array.to_string(), &first]);
+    assert_eq!(gone[0]["state"], "cancelled", "{gone}");
+    let gone = c.json(&["task", "cancel", &format!("{array}_4")]);
+    assert_eq!(gone[0]["state"], "cancelled", "{gone}");
+    let out = c.corral(&["task", "cancel", &format!("{array}_99")]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("does not exist"), "{said}");
+    let done = c.wait_job(array, MINUTE);
+    assert_eq!((done["state"].as_str(), done["counts"]["cancelled"].as_u64()), (Some("cancelled"), Some(2)), "{done}");
+    assert_eq!(done["counts"]["succeeded"], 2, "{done}");
 }
 
 #[test]

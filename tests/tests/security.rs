@@ -46,6 +46,7 @@ const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/ListJobs", Need::Read),
     ("/corral.v1.Corral/GetJob", Need::Read),
     ("/corral.v1.Corral/CancelJob", Need::Submit),
+    ("/corral.v1.Corral/CancelTask", Need::Submit),
     ("/corral.v1.Corral/RetryJob", Need::Submit),
     ("/corral.v1.Corral/DeleteJob", Need::Submit),
     ("/corral.v1.Corral/AddTasks", Need::Submit),

@@ -37,6 +37,14 @@ pub enum TaskCommand {
     ///
     /// TASK is a task's index, or its id in a graph job.
     Explain { job: u64, task: String },
+    /// Cancel single tasks: `task cancel JOB TASK...`, or Slurm's `JOB_TASK...`
+    /// (`task cancel 12_7 12_9`). A queued task is dropped, a running one killed; in a
+    /// graph, what depends on it is cancelled too; a finished one is left as it is.
+    Cancel {
+        /// JOB then TASK..., or JOB_TASK...
+        #[arg(required = true, num_args = 1.., value_name = "JOB TASK... | JOB_TASK")]
+        targets: Vec<String>,
+    },
     /// Print a task's stdout (or stderr), from any node, even one that is gone.
     Logs {
         job: u64,
@@ -109,6 +117,30 @@ pub(crate) async fn list(client: &mut Client, job: u64, state: Option<TaskState>
         if got < PAGE as usize || tasks.len() >= page.total as usize {
             return Ok(tasks);
         }
+    }
+}
+
+/// The tasks `task cancel` names: `JOB TASK...` or `JOB_TASK...`, as (job, task).
+fn cancel_targets(targets: &[String]) -> anyhow::Result<Vec<(u64, String)>> {
+    let job_of = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| anyhow::anyhow!("invalid JOB: '{s}' is not a job id (use JOB TASK... or JOB_TASK...)"))
+    };
+    if targets.iter().all(|t| t.contains('_')) {
+        return targets
+            .iter()
+            .map(|t| {
+                let (job, task) = t.split_once('_').unwrap_or_default();
+                Ok((job_of(job)?, task.to_string()))
+            })
+            .collect();
+    }
+    match targets {
+        [job, tasks @ ..] if !tasks.is_empty() => {
+            let job = job_of(job)?;
+            Ok(tasks.iter().map(|t| (job, t.clone())).collect())
+        }
+        _ => anyhow::bail!("invalid TASK: name the tasks to cancel (JOB TASK..., or JOB_TASK...)"),
     }
 }
 
@@ -298,6 +330,31 @@ impl TaskCommand {
                     }
                 }
             }
+            TaskCommand::Cancel { targets } => {
+                let mut cancelled = Vec::new();
+                let mut refused = 0;
+                for (job, task) in cancel_targets(&targets)? {
+                    let (index, name) = task_ref(&task);
+                    match client.cancel_task(pb::GetTaskRequest { job_id: job, index, name }).await.api() {
+                        Ok(t) => {
+                            if !ctx.json() {
+                                println!("job {job} task {task}: {}", t.state().as_word());
+                            }
+                            cancelled.push(task_json(&t, json!({})));
+                        }
+                        Err(e) => {
+                            eprintln!("job {job} task {task}: {e:#}");
+                            refused += 1;
+                        }
+                    }
+                }
+                if ctx.json() {
+                    output::json(&serde_json::Value::Array(cancelled));
+                }
+                if refused > 0 {
+                    anyhow::bail!("{refused} task(s) could not be cancelled");
+                }
+            }
             TaskCommand::Logs { job, task, attempt, .. } if ctx.json() => {
                 logs_json(&mut client, job, &task, attempt).await?;
             }
@@ -306,5 +363,21 @@ impl TaskCommand {
             }
         }
         Ok(Exit::Ok)
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::cancel_targets;
+
+    #[test]
+    fn tasks_to_cancel_are_named_either_way() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = cancel_targets(&words(&["12", "7", "prep"])).unwrap();
+        assert_eq!(got, [(12, "7".to_string()), (12, "prep".to_string())]);
+        let got = cancel_targets(&words(&["12_7", "13_frames[2]"])).unwrap();
+        assert_eq!(got, [(12, "7".to_string()), (13, "frames[2]".to_string())]);
+        assert!(cancel_targets(&words(&["12"])).unwrap_err().to_string().contains("name the tasks"));
+        assert!(cancel_targets(&words(&["x", "1"])).unwrap_err().to_string().contains("invalid JOB: 'x'"));
     }
 }

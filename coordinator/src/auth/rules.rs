@@ -44,6 +44,7 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/ListJobs", AtLeast(Read)),
     ("/corral.v1.Corral/GetJob", AtLeast(Read)),
     ("/corral.v1.Corral/CancelJob", AtLeast(Submit)),
+    ("/corral.v1.Corral/CancelTask", AtLeast(Submit)),
     ("/corral.v1.Corral/RetryJob", AtLeast(Submit)),
     ("/corral.v1.Corral/DeleteJob", AtLeast(Submit)),
     ("/corral.v1.Corral/AddTasks", AtLeast(Submit)),

@@ -132,6 +132,38 @@ impl Core {
         Ok(())
     }
 
+    /// Cancels one task (`scancel 12_7`): a queued, delayed or waiting one is
+    /// dropped, a running one killed; in a graph what depends on it is cancelled
+    /// too, and the job ends once nothing is left. False for a task that had
+    /// finished already (it is left as it is).
+    pub fn cancel_task(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) -> Result<bool> {
+        let job = self.jobs.get(&key.job).ok_or_else(|| Error::not_found("job", key.job))?;
+        let state = job.task(key.index).map(|t| t.state).ok_or_else(|| Error::not_found("task", key))?;
+        match state {
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled => return Ok(false),
+            TaskState::Running => {
+                self.kill_attempt(now, key, "task cancelled", out);
+            }
+            TaskState::Ready | TaskState::Waiting => {
+                let delayed: Vec<(Instant, TaskKey)> =
+                    self.delayed.iter().filter(|(_, k)| *k == key).copied().collect();
+                for entry in delayed {
+                    self.delayed.remove(&entry);
+                }
+            }
+        }
+        if !self.set_task_state(key, TaskState::Cancelled) {
+            return Ok(false);
+        }
+        if let Some(job) = self.jobs.get_mut(&key.job) {
+            job.reasons.insert(key.index, "task cancelled".into());
+        }
+        self.put_task(key, out);
+        self.cancel_downstream(key, out);
+        self.maybe_finish_job(now, key.job, out);
+        Ok(true)
+    }
+
     /// Ends an active job as `state`: its unfinished tasks are cancelled (the
     /// running ones killed, their attempts ended with `why`).
     pub(super) fn stop_job(&mut self, now: Instant, id: JobId, state: JobState, why: &str, out: &mut Outbox) {

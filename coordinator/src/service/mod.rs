@@ -611,6 +611,10 @@ impl Corral for ClientApi {
         tasks::get_task(self, req).await
     }
 
+    async fn cancel_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        tasks::cancel_task(self, req).await
+    }
+
     async fn explain_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::TaskExplanation>, Status> {
         tasks::explain_task(self, req).await
     }

@@ -93,6 +93,25 @@ pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) 
     Ok(Response::new(task))
 }
 
+pub(super) async fn cancel_task(
+    api: &ClientApi,
+    req: Request<pb::GetTaskRequest>,
+) -> Result<Response<pb::Task>, Status> {
+    let who = crate::auth::caller(&req)?;
+    let req = req.into_inner();
+    let task = api
+        .shared
+        .runtime
+        .call_by(who.clone(), move |core, now, out| {
+            super::may_change(core, &who, req.job_id)?;
+            let key = task_key(core, req.job_id, req.index, &req.name)?;
+            core.cancel_task(now, key, out)?;
+            task_view(core, key)
+        })
+        .await??;
+    Ok(Response::new(task))
+}
+
 pub(super) async fn explain_task(
     api: &ClientApi,
     req: Request<pb::GetTaskRequest>,

@@ -325,3 +325,41 @@ fn a_job_list_shows_active_jobs_and_those_ended_since_a_time_newest_first_with_a
     let elsewhere = JobFilter { pool: PoolName::parse("pool", "q").ok(), ..JobFilter::default() };
     assert!(ids(&elsewhere).is_empty());
 }
+
+#[test]
+fn one_task_is_cancelled_running_or_queued_and_the_job_ends_when_nothing_is_left() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let node = env.node(1);
+    let job = env.submit(3, 0, 0);
+    let placed = env.schedule();
+    let (_, running) = placed[0];
+    assert_eq!(running.task.index, 0);
+    // The running one: killed on its node, its slot free for the next.
+    let mut out = Outbox::default();
+    assert!(env.core.cancel_task(env.now, running.task, &mut out).unwrap());
+    env.check();
+    assert!(out.agents.contains(&(node.clone(), ToAgent::Kill(running))), "{:?}", out.agents);
+    assert_eq!(env.task(job, 0).state, TaskState::Cancelled);
+    // A queued one: never runs.
+    assert!(env.core.cancel_task(env.now, TaskKey { job, index: 2 }, &mut env.out).unwrap());
+    let next = env.schedule();
+    assert_eq!(next.iter().map(|(_, a)| a.task.index).collect::<Vec<_>>(), [1], "only task 1 is left to run");
+    assert_eq!(env.core.jobs[&job].state, JobState::Active);
+    // Once it is done, so is the job (with a cancelled task: cancelled).
+    env.report(&node, next[0].1, Outcome::Succeeded);
+    assert_eq!(env.core.jobs[&job].state, JobState::Cancelled);
+    assert!(!env.core.cancel_task(env.now, TaskKey { job, index: 1 }, &mut env.out).unwrap(), "finished: left as is");
+    assert!(env.core.cancel_task(env.now, TaskKey { job, index: 9 }, &mut env.out).is_err());
+}
+
+#[test]
+fn cancelling_a_graph_task_cancels_what_depends_on_it() {
+    let mut env = Env::with_pool(Fill::Spread);
+    env.node(2);
+    let job = env.submit_spec(graph_spec(&[("a", &[]), ("b", &["a"]), ("c", &[])]));
+    assert!(env.core.cancel_task(env.now, TaskKey { job, index: 0 }, &mut env.out).unwrap());
+    env.check();
+    assert_eq!(env.task(job, 1).state, TaskState::Cancelled, "b waited for a");
+    assert!(env.core.jobs[&job].reasons[&1].starts_with("upstream_failed: task 'a' cancelled"));
+    assert_eq!(env.schedule().iter().map(|(_, a)| a.task.index).collect::<Vec<_>>(), [2]);
+}
