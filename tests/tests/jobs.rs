@@ -379,6 +379,16 @@ fn job_list_filters_as_squeue_does() {
     assert!(err.contains("invalid --state: 'done'"), "{err}");
     let table = String::from_utf8_lossy(&c.corral(&["job", "list"]).stdout).into_owned();
     assert!(table.lines().next().unwrap_or_default().contains("DURATION"), "{table}");
+    // squeue's view: every running task of every job, with its node and start.
+    wait_until(MINUTE, "render-b to run", || c.job(running)["counts"]["running"] == 1);
+    let now = c.json(&["task", "list", "--running"]);
+    assert_eq!(now.as_array().map(Vec::len), Some(1), "{now}");
+    assert_eq!((now[0]["job_id"].as_u64(), now[0]["node_id"].is_string()), (Some(running), true), "{now}");
+    assert!(now[0]["started_at_ms"].as_u64() > Some(0), "{now}");
+    let table = String::from_utf8_lossy(&c.corral(&["task", "list", "--running"]).stdout).into_owned();
+    assert!(table.starts_with("JOB") && table.contains("ELAPSED"), "{table}");
+    let err = c.fails(&["task", "list"]);
+    assert!(err.contains("give a job, or --running"), "{err}");
     c.json(&["job", "cancel", &running.to_string()]);
 }
 

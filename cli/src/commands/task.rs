@@ -22,11 +22,17 @@ pub enum TaskCommand {
     /// List a job's tasks, optionally only those in one state. `--state failed` is
     /// the dead-letter list: each failed task with how its last attempt ended
     /// (`corral job retry JOB` puts them back).
+    ///
+    /// Without JOB, with --running: every running task of every job, with its node,
+    /// when it started and for how long (Slurm's squeue).
     List {
-        job: u64,
+        job: Option<u64>,
         /// waiting, ready, running, succeeded, failed or cancelled.
         #[arg(long, value_parser = PossibleValuesParser::new(TaskState::ALL.iter().map(|s| s.as_str())))]
         state: Option<String>,
+        /// Only running tasks (`--state running`); without JOB, those of every job.
+        #[arg(long, conflicts_with = "state")]
+        running: bool,
     },
     /// Show a task and every attempt: node, times, exit code, why it ended.
     ///
@@ -118,6 +124,29 @@ pub(crate) async fn list(client: &mut Client, job: u64, state: Option<TaskState>
             return Ok(tasks);
         }
     }
+}
+
+/// Running tasks across jobs, as squeue shows them: job, task, node, start, elapsed.
+fn print_running(ctx: &Context, tasks: &[pb::Task]) {
+    if ctx.json() {
+        let items = tasks.iter().map(|t| task_json(t, json!({ "started_at_ms": t.started_at_ms }))).collect();
+        output::json(&serde_json::Value::Array(items));
+        return;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.job_id.to_string(),
+                t.name.clone(),
+                t.node_id.clone(),
+                output::timestamp(t.started_at_ms),
+                output::duration_ms(now.saturating_sub(t.started_at_ms)),
+            ]
+        })
+        .collect();
+    output::table(&["JOB", "TASK", "NODE", "STARTED", "ELAPSED"], &rows);
 }
 
 /// The tasks `task cancel` names: `JOB TASK...` or `JOB_TASK...`, as (job, task).
@@ -239,8 +268,18 @@ impl TaskCommand {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
         let mut client = ctx.client().await?;
         match self {
-            TaskCommand::List { job, state } => {
-                let state = state.map(|s| s.parse::<TaskState>()).transpose().map_err(anyhow::Error::msg)?;
+            TaskCommand::List { job: None, state, running } => {
+                if !running && state.as_deref() != Some("running") {
+                    anyhow::bail!("invalid JOB: give a job, or --running for the running tasks of every job");
+                }
+                let tasks = list(&mut client, 0, Some(TaskState::Running)).await?;
+                print_running(ctx, &tasks);
+            }
+            TaskCommand::List { job: Some(job), state, running } => {
+                let state = match running {
+                    true => Some(TaskState::Running),
+                    false => state.map(|s| s.parse::<TaskState>()).transpose().map_err(anyhow::Error::msg)?,
+                };
                 let tasks = list(&mut client, job, state).await?;
                 if ctx.json() {
                     let items: Vec<serde_json::Value> = tasks

@@ -95,6 +95,7 @@ pub fn task_pb(t: &crate::core::views::TaskSummary) -> pb::Task {
         name: t.name.clone(),
         reason: t.reason.clone().unwrap_or_default(),
         last_error: String::new(),
+        started_at_ms: t.started_at_ms.unwrap_or(0),
     }
 }
 

@@ -23,6 +23,9 @@ pub(super) async fn list_tasks(
         .shared
         .runtime
         .call(move |core, _, _| {
+            if req.job_id == 0 {
+                return running_everywhere(core, state, req.offset, limit);
+            }
             let job = job_of(core, req.job_id)?;
             let matching = job.tasks.iter().enumerate().filter(|(_, t)| state.is_none_or(|s| t.state == s));
             let total = match state {
@@ -91,6 +94,32 @@ pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) 
         })
         .collect();
     Ok(Response::new(task))
+}
+
+/// Every job's running tasks, by job and index (`task list --running`, squeue's
+/// view); job 0 names no job otherwise.
+fn running_everywhere(
+    core: &Core,
+    state: Option<crate::model::TaskState>,
+    offset: u32,
+    limit: u32,
+) -> Result<pb::ListTasksResponse, Error> {
+    if state != Some(crate::model::TaskState::Running) {
+        return Err(Error::Invalid(Invalid::new(
+            "job_id",
+            "give a job; only running tasks are listed across every job (job_id 0 with state running)",
+        )));
+    }
+    let mut keys: Vec<&TaskKey> = core.running.keys().collect();
+    keys.sort();
+    let tasks = keys
+        .iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .filter_map(|key| core.task_summary(core.jobs.get(&key.job)?, key.index))
+        .map(|t| convert::task_pb(&t))
+        .collect();
+    Ok(pb::ListTasksResponse { tasks, total: keys.len() as u32 })
 }
 
 pub(super) async fn cancel_task(
