@@ -138,8 +138,18 @@ fn failovers_and_agent_deaths_under_load_lose_nothing_and_never_make_two_leaders
 
     // The follower saw the whole record, in order, once.
     let last = *ids.last().unwrap_or(&0);
-    wait_until(Duration::from_secs(60), "the follower to catch up", || follower.last_id() >= Some(last));
-    let (seen, _) = follower.stop();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while follower.last_id() < Some(last) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let caught_up = follower.last_id() >= Some(last);
+    let (seen, said) = follower.stop();
+    let said: String = said.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+    assert!(
+        caught_up,
+        "the follower did not catch up to {last}; it said (newest first):\n{said}\n{}",
+        context(&c, &faults)
+    );
     let followed: Vec<u64> = seen.iter().filter_map(|e| e["id"].as_u64()).collect();
     assert_eq!(followed.get(..ids.len()), Some(&ids[..]), "the follower missed or repeated events");
     let mut succeeded: BTreeMap<(u64, u64), usize> = BTreeMap::new();

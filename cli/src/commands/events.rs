@@ -80,6 +80,13 @@ fn line(e: &pb::Event) -> String {
     line
 }
 
+/// Whether a status is a refusal that asking again (of this or another
+/// coordinator) cannot change.
+fn refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(code, Unauthenticated | PermissionDenied | InvalidArgument | FailedPrecondition | NotFound)
+}
+
 impl EventsArgs {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<Exit> {
         let mut after = self.after;
@@ -101,12 +108,13 @@ impl EventsArgs {
                 }
                 Err(e) => return Err(e),
             };
-            // A refusal (a bad filter, events discarded) is final; a broken
-            // connection is not.
+            // A refusal (a bad filter or token, events discarded) is final; anything
+            // else (no coordinator, one that was deposed or cut off from its store
+            // as it answered) is waited out when following.
             let mut stream = match stream {
                 Ok(s) => s.into_inner(),
-                Err(status) if self.follow && status.code() == tonic::Code::Unavailable => {
-                    eprintln!("the coordinator is unavailable; retrying in {backoff:?}");
+                Err(status) if self.follow && !refusal(status.code()) => {
+                    eprintln!("the coordinator did not answer ({}); retrying in {backoff:?}", status.message());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
