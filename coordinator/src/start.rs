@@ -178,28 +178,43 @@ async fn check_objects_shared(
     }
 }
 
-/// On PostgreSQL, the value of `name` that every coordinator on the database
-/// uses (the first one stored); elsewhere this coordinator's own, `mine`.
-async fn shared(store: &crate::store::StoreKind, name: &'static str, mine: String) -> crate::Result<String> {
-    let crate::store::StoreKind::Postgres(target) = store else { return Ok(mine) };
-    let target = target.clone();
-    tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_key(target, name, &mine))
-        .await
-        .map_err(|e| crate::Error::Refused(format!("reading the shared {name} key: {e}")))?
+/// The keys every coordinator on one database must share, this one's own on SQLite.
+struct SharedKeys {
+    /// Signs callbacks, so a receiver checks them whichever coordinator leads.
+    notify: String,
+    /// What provider pools' agent tokens are derived from.
+    pool: auth::bootstrap::PoolKey,
+    /// Names the containers docker pools start (see [`own_instance_id`]); on
+    /// PostgreSQL written to `DATA_DIR/instance` too, so a new leader finds,
+    /// removes and sweeps the containers its predecessor started.
+    instance: String,
 }
 
-/// A short id that names the containers this coordinator starts apart from those of
-/// another coordinator on the same Docker engine, and stays the same across its
-/// restarts, kept in `DATA_DIR/instance`. On PostgreSQL every coordinator of the
-/// database shares one (written to its file too), so a new leader finds, removes
-/// and sweeps the containers its predecessor started instead of leaking them.
-async fn instance_id(data_dir: &std::path::Path, store: &crate::store::StoreKind) -> crate::Result<String> {
-    let mine = own_instance_id(data_dir)?;
-    let id = shared(store, "instance", mine.clone()).await?;
-    if id != mine {
-        std::fs::write(data_dir.join("instance"), &id)?;
+impl SharedKeys {
+    /// This coordinator's own keys, or on PostgreSQL the first ones stored (read in
+    /// one session, on the way to serving after a takeover).
+    async fn read(config: &Config) -> crate::Result<SharedKeys> {
+        let mine = [
+            ("notify", auth::bootstrap::notify_secret(&config.data_dir)?),
+            ("pool-tokens", auth::bootstrap::pool_key_file(&config.data_dir)?),
+            ("instance", own_instance_id(&config.data_dir)?),
+        ];
+        let own_instance = mine[2].1.clone();
+        let keys = match &config.store {
+            crate::store::StoreKind::Sqlite => mine.map(|(_, value)| value),
+            crate::store::StoreKind::Postgres(target) => {
+                let target = target.clone();
+                tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_keys(target, mine))
+                    .await
+                    .map_err(|e| crate::Error::Refused(format!("reading the shared keys: {e}")))??
+            }
+        };
+        let [notify, pool, instance] = keys;
+        if instance != own_instance {
+            std::fs::write(config.data_dir.join("instance"), &instance)?;
+        }
+        Ok(SharedKeys { notify, pool: auth::bootstrap::PoolKey::new(pool), instance })
     }
-    Ok(id)
 }
 
 fn own_instance_id(data_dir: &std::path::Path) -> std::io::Result<String> {
@@ -442,12 +457,9 @@ impl Coordinator {
         let mut repairs = Outbox::default();
         core.restore(snapshot, now, &mut repairs);
         tracing::info!(pools = core.pools.len(), nodes = core.nodes.len(), jobs = core.jobs.len(), "state restored");
-        let pool_key = auth::bootstrap::PoolKey::new(
-            shared(&config.store, "pool-tokens", auth::bootstrap::pool_key_file(&config.data_dir)?).await?,
-        );
+        let SharedKeys { notify: notify_key, pool: pool_key, instance } = SharedKeys::read(&config).await?;
         let auth = Arc::new(load_auth(store.as_mut(), (tokens, nodes), &config, &core, &pool_key)?);
         auth.restore_sessions(sessions);
-        let instance = instance_id(&config.data_dir, &config.store).await?;
 
         let listener = tokio::net::TcpListener::from_std(grpc_port)?;
         write_whole(&config.data_dir.join("coordinator.addr"), &addr.to_string())?;
@@ -498,9 +510,6 @@ impl Coordinator {
             local_give_up: config.local_give_up,
         };
         let provider_task = tokio::spawn(crate::provider::run(providers, events_tx.clone(), provider_rx));
-        // On PostgreSQL every coordinator signs with the same key, so a receiver
-        // checks a callback whichever one leads.
-        let notify_key = shared(&config.store, "notify", auth::bootstrap::notify_secret(&config.data_dir)?).await?;
         let notify = crate::notify::Settings {
             backoff: config.notify_backoff,
             secret: notify_key,

@@ -179,37 +179,51 @@ fn log_request(job: u64, task: &str, attempt: u32, stderr: bool, offset: u64, ma
     pb::ReadLogRequest { job_id: job, index, attempt, stderr, offset, max_bytes, name }
 }
 
-/// The most of a log `task logs -o json` reads (or counts, for the hint).
+/// The most of a log `task logs -o json` reads (or the hint counts).
 const MAX_READ: u64 = 64 << 20;
 
-/// Reads a whole log of one attempt (0: the latest), up to [`MAX_READ`]: its bytes,
+/// Goes through a log of one attempt (0: the latest) a chunk at a time, up to
+/// `limit` bytes, holding no more than a chunk: returns how many bytes there were,
 /// whether there was more, and the attempt read.
-pub(crate) async fn read_whole(
+pub(crate) async fn each_chunk(
     client: &mut Client,
-    job: u64,
-    task: &str,
-    stderr: bool,
-    attempt: u32,
-) -> anyhow::Result<(Vec<u8>, bool, u32)> {
-    let (mut data, mut attempt) = (Vec::new(), attempt);
+    (job, task, stderr, attempt): (u64, &str, bool, u32),
+    limit: u64,
+    mut chunk: impl FnMut(&[u8]),
+) -> anyhow::Result<(u64, bool, u32)> {
+    let (mut read, mut attempt) = (0u64, attempt);
     loop {
-        let resp = client.read_log(log_request(job, task, attempt, stderr, data.len() as u64, 8 << 20)).await.api()?;
+        let resp = client.read_log(log_request(job, task, attempt, stderr, read, 1 << 20)).await.api()?;
         attempt = resp.attempt;
         if resp.data.is_empty() {
-            return Ok((data, false, attempt));
+            return Ok((read, false, attempt));
         }
-        data.extend_from_slice(&resp.data);
-        if data.len() as u64 >= MAX_READ {
-            data.truncate(MAX_READ as usize);
-            return Ok((data, true, attempt));
+        let room = usize::try_from(limit - read).unwrap_or(usize::MAX).min(resp.data.len());
+        chunk(&resp.data[..room]);
+        read += room as u64;
+        if read >= limit {
+            return Ok((read, true, attempt));
         }
     }
 }
 
+/// A whole log of one attempt (0: the latest), up to `limit` bytes: its bytes,
+/// whether there was more, and the attempt read.
+pub(crate) async fn read_whole(
+    client: &mut Client,
+    (job, task, stderr, attempt): (u64, &str, bool, u32),
+    limit: u64,
+) -> anyhow::Result<(Vec<u8>, bool, u32)> {
+    let mut data = Vec::new();
+    let (_, more, attempt) =
+        each_chunk(client, (job, task, stderr, attempt), limit, |c| data.extend_from_slice(c)).await?;
+    Ok((data, more, attempt))
+}
+
 /// `task logs -o json`: both streams of the attempt, with their sizes.
 async fn logs_json(client: &mut Client, job: u64, task: &str, attempt: Option<u32>) -> anyhow::Result<()> {
-    let (stdout, out_cut, attempt) = read_whole(client, job, task, false, attempt.unwrap_or(0)).await?;
-    let (stderr, err_cut, _) = read_whole(client, job, task, true, attempt).await?;
+    let (stdout, out_cut, attempt) = read_whole(client, (job, task, false, attempt.unwrap_or(0)), MAX_READ).await?;
+    let (stderr, err_cut, _) = read_whole(client, (job, task, true, attempt), MAX_READ).await?;
     output::json(&json!({
         "job": job,
         "task": task,
@@ -255,9 +269,10 @@ async fn print_logs(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     if offset == 0 && !stderr {
-        let (other, more, _) = read_whole(client, job, task, true, attempt).await?;
-        if !other.is_empty() {
-            let size = if more { format!("more than {} bytes", other.len()) } else { format!("{} bytes", other.len()) };
+        // Counted a chunk at a time, not held.
+        let (bytes, more, _) = each_chunk(client, (job, task, true, attempt), MAX_READ, |_| {}).await?;
+        if bytes > 0 {
+            let size = if more { format!("more than {bytes} bytes") } else { format!("{bytes} bytes") };
             eprintln!("stdout is empty; stderr has {size}: corral task logs {job} {task} --stderr");
         }
     }

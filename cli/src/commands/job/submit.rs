@@ -125,10 +125,9 @@ impl JobArgs {
         open: bool,
         client: &mut Client,
     ) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
-        let file_names_pool = match &self.file {
-            Some(path) => super::jobfile::load(path).is_ok_and(|l| l.file.pool.is_some() || l.file.auto_pool.is_some()),
-            None => false,
-        };
+        // The job file is read once, here.
+        let file = self.file.as_ref().map(|path| super::jobfile::load(path)).transpose()?;
+        let file_names_pool = file.as_ref().is_some_and(|l| l.file.pool.is_some() || l.file.auto_pool.is_some());
         if self.pool.is_none() && self.auto_pool.is_none() && !file_names_pool {
             self.pool = Some(default_pool(client).await?);
         }
@@ -136,7 +135,7 @@ impl JobArgs {
         let flags = std::mem::take(&mut self.policy);
         let array_limit = self.array.and_then(|(_, limit)| limit);
         let auto_pool = self.auto_pool.take();
-        let (req, loaded) = self.request_without_limits(open, auto_pool.is_some())?;
+        let (req, loaded) = self.request_without_limits(open, auto_pool.is_some(), file)?;
         let auto_pool = match (auto_pool, loaded.as_ref().and_then(|l| l.file.auto_pool.as_ref())) {
             (Some(flag), _) => Some(flag),
             (None, Some(file)) => {
@@ -156,11 +155,12 @@ impl JobArgs {
     }
 
     /// The request without its limits and policy; `auto` says the job brings its own
-    /// pool (then it needs no --pool).
+    /// pool (then it needs no --pool); `file` is the job file of --file, loaded.
     fn request_without_limits(
         mut self,
         open: bool,
         auto: bool,
+        file: Option<super::jobfile::Loaded>,
     ) -> anyhow::Result<(pb::SubmitJobRequest, Option<super::jobfile::Loaded>)> {
         if auto && self.pool.is_none() {
             self.pool = Some(String::new());
@@ -176,7 +176,7 @@ impl JobArgs {
             };
             return Ok((req, None));
         }
-        let Some(path) = &self.file else {
+        let (Some(path), Some(loaded)) = (&self.file, file) else {
             if self.command.is_empty() {
                 anyhow::bail!(
                     "invalid CMD: give the command after `--` (e.g. `-- echo hi`), or a job file with --file"
@@ -204,7 +204,6 @@ impl JobArgs {
             };
             return Ok((req, None));
         };
-        let loaded = super::jobfile::load(path)?;
         let own_pool = loaded.file.auto_pool.as_ref().map(|_| String::new());
         let pool = self.pool.or_else(|| loaded.file.pool.clone()).or(own_pool).ok_or_else(|| {
             anyhow::anyhow!("invalid --pool: say which pool runs the job (--pool, or `pool:` in {})", path.display())

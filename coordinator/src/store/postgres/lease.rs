@@ -258,17 +258,22 @@ pub fn shared_objects(target: Arc<Target>, candidate: &str) -> Result<String> {
     stored.ok_or_else(|| crate::store::StoreError::Corrupt("corral_objects has no row".into()).into())
 }
 
-/// The key `name` every coordinator on this database uses (the one that signs
-/// callbacks, so that a receiver checks them whichever leads): the one stored, or
-/// `candidate` (this coordinator's own) if none was.
-pub fn shared_key(target: Arc<Target>, name: &str, candidate: &str) -> Result<String> {
+/// The keys every coordinator on this database uses (the one that signs callbacks,
+/// so that a receiver checks them whichever leads...), in one session: for each
+/// `(name, candidate)`, the value stored, or the candidate (this coordinator's own)
+/// if none was.
+pub fn shared_keys<const N: usize>(target: Arc<Target>, wanted: [(&str, String); N]) -> Result<[String; N]> {
     let mut conn = PgConn::open(target, Role::Reader)?;
-    let stored = conn.first(
-        "INSERT INTO corral_keys (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = corral_keys.value RETURNING value",
-        [Value::Text(name.into()), Value::Text(candidate.into())],
-        |r| r.get::<String>(0),
-    )?;
-    stored.ok_or_else(|| crate::store::StoreError::Corrupt(format!("corral_keys has no key {name}")).into())
+    let mut values: [String; N] = std::array::from_fn(|_| String::new());
+    for (value, (name, candidate)) in values.iter_mut().zip(wanted) {
+        let stored = conn.first(
+            "INSERT INTO corral_keys (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = corral_keys.value RETURNING value",
+            [Value::Text(name.into()), Value::Text(candidate.into())],
+            |r| r.get::<String>(0),
+        )?;
+        *value = stored.ok_or_else(|| crate::store::StoreError::Corrupt(format!("corral_keys has no key {name}")))?;
+    }
+    Ok(values)
 }
 
 /// Records where this coordinator is reached (a failure is not worth more than a
