@@ -103,25 +103,7 @@ pub async fn job_spec(
     let graph = corral_types::graph::resolve(groups)
         .map_err(|e| tonic::Status::from(Invalid::new("mapreduce", e.to_string())))?;
     let task = graph.spec(0).clone();
-    let last_index = graph.len() as u32 - 1;
-    Ok(JobSpec {
-        pool,
-        name,
-        priority,
-        task,
-        first_index: 0,
-        last_index,
-        graph: Some(Arc::new(graph)),
-        open: false,
-        notify: None,
-        owner: String::new(),
-        max_output: 0,
-        begin_at_ms: None,
-        schedule: None,
-        policy: JobPolicy::default(),
-        after: Vec::new(),
-        auto_pool: None,
-    })
+    Ok(JobSpec::new(pool, task).with_graph(Arc::new(graph)).named(name).with_priority(priority))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use corral_types::array::Indices;
 use corral_types::graph::Graph;
 pub use corral_types::ids::*;
 pub use corral_types::policy::{Exit, ExitAction, JobPolicy, Throttle};
@@ -108,6 +109,10 @@ pub struct JobSpec {
     /// Inclusive range of task indices; a plain job is `0..=0`, a graph `0..=n-1`.
     pub first_index: u32,
     pub last_index: u32,
+    /// The indices of an array listed with gaps (`--array 1,3,5-9:2`): then its
+    /// tasks are these, between `first_index` and `last_index`; `None` for every
+    /// index of that range.
+    pub array: Option<Arc<Indices>>,
     /// Named tasks with dependencies, for graph jobs.
     pub graph: Option<Arc<Graph>>,
     /// Takes more tasks until closed, and does not end before (graph jobs only).
@@ -180,6 +185,63 @@ pub struct Delivery {
     pub delivered_at_ms: Option<u64>,
 }
 
+/// Building a spec: [`JobSpec::new`] and the `with_*` steps, then struct update for
+/// the rest (`JobSpec { owner, ..JobSpec::new(pool, task).with_range(1, 10) }`).
+impl JobSpec {
+    /// One task, index 0, running `task` on `pool`; nothing else set.
+    pub fn new(pool: PoolName, task: TaskSpec) -> Self {
+        JobSpec {
+            pool,
+            name: String::new(),
+            priority: 0,
+            task,
+            first_index: 0,
+            last_index: 0,
+            array: None,
+            graph: None,
+            open: false,
+            notify: None,
+            owner: String::new(),
+            max_output: 0,
+            begin_at_ms: None,
+            schedule: None,
+            policy: JobPolicy::default(),
+            after: Vec::new(),
+            auto_pool: None,
+        }
+    }
+
+    /// An array of tasks `first..=last` (both included).
+    pub fn with_range(mut self, first: u32, last: u32) -> Self {
+        (self.first_index, self.last_index, self.array) = (first.min(last), first.max(last), None);
+        self
+    }
+
+    /// An array of the indices listed; kept as a range when they are one.
+    pub fn with_indices(self, indices: Indices) -> Self {
+        let spec = self.with_range(indices.first(), indices.last());
+        JobSpec { array: (!indices.is_range()).then(|| Arc::new(indices)), ..spec }
+    }
+
+    /// A graph job: tasks `0..n` as the graph numbers them; `task` becomes the
+    /// first's spec (a placeholder when the graph is empty, as an open job's is).
+    pub fn with_graph(mut self, graph: Arc<Graph>) -> Self {
+        if let Some(first) = (!graph.is_empty()).then(|| graph.spec(0).clone()) {
+            self.task = first;
+        }
+        let last = (graph.len() as u32).saturating_sub(1);
+        JobSpec { graph: Some(graph), ..self.with_range(0, last) }
+    }
+
+    pub fn named(self, name: impl Into<String>) -> Self {
+        JobSpec { name: name.into(), ..self }
+    }
+
+    pub fn with_priority(self, priority: i32) -> Self {
+        JobSpec { priority, ..self }
+    }
+}
+
 impl JobSpec {
     /// The most of each task's stdout and stderr that is kept.
     pub fn max_output_or(&self, default: u64) -> u64 {
@@ -191,9 +253,44 @@ impl JobSpec {
     }
 
     pub fn task_count(&self) -> u32 {
-        match &self.graph {
-            Some(graph) => graph.len() as u32,
-            None => self.last_index - self.first_index + 1,
+        match (&self.graph, &self.array) {
+            (Some(graph), _) => graph.len() as u32,
+            (None, Some(array)) => array.len() as u32,
+            (None, None) => self.last_index - self.first_index + 1,
+        }
+    }
+
+    /// Its task indices in order: the task at each offset of the job's task list.
+    pub fn indices(&self) -> Box<dyn Iterator<Item = u32> + '_> {
+        match &self.array {
+            Some(array) => Box::new(array.iter()),
+            None => Box::new(self.first_index..=self.last_index),
+        }
+    }
+
+    /// The index of the task at `offset` of the job's task list.
+    pub fn index_at(&self, offset: usize) -> Option<u32> {
+        match &self.array {
+            Some(array) => array.at(offset as u64),
+            None => u32::try_from(offset).ok().and_then(|o| self.first_index.checked_add(o)),
+        }
+        .filter(|&index| index <= self.last_index)
+    }
+
+    /// Where task `index` is in the job's task list, if the job has it.
+    pub fn offset_of(&self, index: u32) -> Option<usize> {
+        match &self.array {
+            Some(array) => array.offset_of(index).map(|o| o as usize),
+            None => (index <= self.last_index).then(|| index.checked_sub(self.first_index).map(|o| o as usize))?,
+        }
+    }
+
+    /// Its indices as a user writes them: `1-100`, `1,3,5-9:2`.
+    pub fn indices_text(&self) -> String {
+        match &self.array {
+            Some(array) => array.to_string(),
+            None if self.first_index == self.last_index => self.first_index.to_string(),
+            None => format!("{}-{}", self.first_index, self.last_index),
         }
     }
 

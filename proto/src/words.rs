@@ -43,6 +43,19 @@ wire! {
     NodeState { Starting, Idle, Running, Draining, Lost, Removed }
 }
 
+/// An array's indices on the wire: its runs.
+pub fn array_runs(indices: &types::array::Indices) -> Vec<pb::ArrayRun> {
+    indices.runs().iter().map(|r| pb::ArrayRun { first: r.first, last: r.last, step: r.step }).collect()
+}
+
+/// The indices that runs from the wire list, checked (in increasing order, none
+/// overlapping, each step at least 1).
+pub fn array_indices(runs: &[pb::ArrayRun]) -> Result<types::array::Indices, String> {
+    types::array::Indices::new(
+        runs.iter().map(|r| types::array::Run { first: r.first, last: r.last, step: r.step }).collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,28 @@ fn each_line_makes_a_task_per_line_with_its_entry() {
 }
 
 #[test]
+fn an_array_of_listed_and_stepped_indices_runs_exactly_those() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 4);
+    let job = c.submit(&["--pool", "cpu", "--array", "5-9:2,1,3%2"], &["sh", "-c", "echo task $CORRAL_TASK_INDEX"]);
+    let done = c.wait_job(job, MINUTE);
+    assert_eq!((done["state"].as_str(), done["tasks"].as_u64()), (Some("completed"), Some(5)), "{done}");
+    assert_eq!(done["indices"], "1,3,5-9:2", "{done}");
+    assert_eq!(done["policy"]["max_running"], 2, "%2 throttles it: {done}");
+    for index in [1, 3, 5, 7, 9] {
+        assert_eq!(c.logs(job, index, false).trim(), format!("task {index}"));
+    }
+    let err = c.fails(&["task", "logs", &job.to_string(), "4"]);
+    assert!(err.contains("has tasks 1,3,5-9:2, not 4"), "{err}");
+    let text = String::from_utf8_lossy(&c.corral(&["job", "show", &job.to_string()]).stdout).into_owned();
+    assert!(text.contains("1,3,5-9:2"), "{text}");
+    for (bad, why) in [("1-9,5", "overlaps"), ("1-9:0", "step must be at least 1"), ("3,x", "'x'")] {
+        let err = c.fails(&["job", "submit", "--pool", "cpu", "--array", bad, "--", "true"]);
+        assert!(err.contains("--array") && err.contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn after_waits_for_the_job_and_afterok_is_cancelled_when_it_fails() {
     let mut c = Cluster::start(&[]);
     c.static_pool("cpu", 1, 4);

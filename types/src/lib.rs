@@ -10,6 +10,7 @@
 //!   named counters);
 //! - [`policy`]: what a job does with failures (exit rules, retry delays) and how
 //!   many of its tasks run at once (throttles, concurrency keys);
+//! - [`array`]: an array job's indices (`1-100`, `1,3,5-9:2`);
 //! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
 //! - [`paths`]: where everything lives in the object store;
 //! - [`duration`]: durations as users write them, and the one bound on them;
@@ -23,6 +24,7 @@ use std::fmt;
 
 #[macro_use]
 pub mod words;
+pub mod array;
 pub mod duration;
 pub mod graph;
 pub mod ids;

@@ -255,9 +255,9 @@ pub fn parse_retry_delay(s: &str) -> Result<(Duration, Option<Duration>), String
     Ok((first, max))
 }
 
-/// `A-B` or `A-B%N` (Slurm's throttled array): the range and, with `%N`, how many
-/// of its tasks may run at once.
-pub fn parse_array(s: &str) -> Result<((u32, u32), Option<u32>), String> {
+/// `A-B`, a list `1,3,5-9:2`, and either with `%N` (Slurm's throttled array): the
+/// indices and, with `%N`, how many of its tasks may run at once.
+pub fn parse_array(s: &str) -> Result<(crate::array::Indices, Option<u32>), String> {
     let (range, limit) = match s.split_once('%') {
         Some((range, n)) => {
             let n: u32 = n.trim().parse().map_err(|_| format!("'%{n}' in '{s}' is not a whole number ≥ 1"))?;
@@ -268,14 +268,7 @@ pub fn parse_array(s: &str) -> Result<((u32, u32), Option<u32>), String> {
         }
         None => (s, None),
     };
-    let (a, b) =
-        range.split_once('-').ok_or_else(|| format!("'{s}' is not a range: expected A-B, e.g. 1-100 or 1-100%10"))?;
-    let a: u32 = a.trim().parse().map_err(|_| format!("'{a}' in '{s}' is not a whole number ≥ 0"))?;
-    let b: u32 = b.trim().parse().map_err(|_| format!("'{b}' in '{s}' is not a whole number ≥ 0"))?;
-    if a > b {
-        return Err(format!("'{s}' is reversed: the start must not be after the end"));
-    }
-    Ok(((a, b), limit))
+    Ok((range.parse()?, limit))
 }
 
 #[cfg(test)]
@@ -354,8 +347,10 @@ mod tests {
         assert_eq!(parse_retry_delay("1s..1m"), Ok((Duration::from_secs(1), Some(Duration::from_secs(60)))));
         assert!(parse_retry_delay("1m..1s").unwrap_err().contains("shorter"));
         assert!(parse_retry_delay("2d").unwrap_err().contains("24h"));
-        assert_eq!(parse_array("1-1000%10"), Ok(((1, 1000), Some(10))));
-        assert_eq!(parse_array("0-9"), Ok(((0, 9), None)));
+        let array = |s: &str| parse_array(s).map(|(indices, limit)| (indices.to_string(), limit));
+        assert_eq!(array("1-1000%10"), Ok(("1-1000".into(), Some(10))));
+        assert_eq!(array("0-9"), Ok(("0-9".into(), None)));
+        assert_eq!(array("1,3,5-9:2%2"), Ok(("1,3,5-9:2".into(), Some(2))));
         assert!(parse_array("1-10%0").is_err());
         assert!(parse_array("10-1%2").unwrap_err().contains("reversed"));
     }

@@ -373,7 +373,7 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
                 "a graph job's tasks are its `tasks`; entries make an array of one command",
             ));
         }
-        if req.task.is_some() || req.is_array {
+        if req.task.is_some() || req.is_array || !req.array_runs.is_empty() {
             let why = if req.open {
                 "an open job is a graph job: give its tasks as `tasks` (a job file), or add them later"
             } else {
@@ -381,35 +381,27 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
             };
             return Err(Invalid::new("tasks", why));
         }
-        let graph = graph(req.tasks)?;
-        let task = if graph.is_empty() { placeholder_spec() } else { graph.spec(0).clone() };
-        let last_index = (graph.len() as u32).saturating_sub(1);
-        let graph = Some(std::sync::Arc::new(graph));
-        let (name, priority, open) = (req.name, req.priority, req.open);
-        return Ok(JobSpec {
-            pool,
-            name,
-            priority,
-            task,
-            first_index: 0,
-            last_index,
-            graph,
-            open,
-            notify: None,
-            owner: String::new(),
-            max_output: 0,
-            begin_at_ms,
-            schedule: None,
-            policy,
-            after,
-            auto_pool,
-        });
+        let graph = std::sync::Arc::new(graph(req.tasks)?);
+        let spec = JobSpec::new(pool, placeholder_spec()).with_graph(graph).named(req.name).with_priority(req.priority);
+        return Ok(JobSpec { open: req.open, begin_at_ms, policy, after, auto_pool, ..spec });
     }
     let entries = std::mem::take(&mut req.entries);
-    if !entries.is_empty() && req.is_array {
+    if !entries.is_empty() && (req.is_array || !req.array_runs.is_empty()) {
         return Err(Invalid::new("entries", "the entries make the array (one task per entry): leave the array unset"));
     }
-    let (first_index, last_index) = if !entries.is_empty() {
+    let indices = if !req.array_runs.is_empty() {
+        if req.is_array {
+            return Err(Invalid::new("array_runs", "give the array as runs or as array_start-array_end, not both"));
+        }
+        let indices = corral_proto::words::array_indices(&req.array_runs).map_err(|why| Invalid::new("array", why))?;
+        if indices.len() > MAX_TASKS_PER_JOB {
+            return Err(Invalid::new(
+                "array",
+                format!("{} tasks is more than the {MAX_TASKS_PER_JOB} a job may have", indices.len()),
+            ));
+        }
+        indices
+    } else if !entries.is_empty() {
         if entries.len() as u64 > MAX_TASKS_PER_JOB {
             return Err(Invalid::new(
                 "entries",
@@ -419,7 +411,7 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         for entry in &entries {
             text("entries", entry, MAX_ARG)?;
         }
-        (0, entries.len() as u32 - 1)
+        Indices::range(0, entries.len() as u32 - 1)
     } else if req.is_array {
         if req.array_start > req.array_end {
             return Err(Invalid::new(
@@ -434,29 +426,13 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
                 format!("{count} tasks is more than the {MAX_TASKS_PER_JOB} a job may have"),
             ));
         }
-        (req.array_start, req.array_end)
+        Indices::range(req.array_start, req.array_end)
     } else {
-        (0, 0)
+        Indices::range(0, 0)
     };
     let task = TaskSpec { entries, ..task_spec(req.task)? };
-    Ok(JobSpec {
-        pool,
-        name: req.name,
-        priority: req.priority,
-        task,
-        first_index,
-        last_index,
-        graph: None,
-        open: false,
-        notify: None,
-        owner: String::new(),
-        max_output: 0,
-        begin_at_ms,
-        schedule: None,
-        policy,
-        after,
-        auto_pool,
-    })
+    let spec = JobSpec::new(pool, task).with_indices(indices).named(req.name).with_priority(req.priority);
+    Ok(JobSpec { begin_at_ms, policy, after, auto_pool, ..spec })
 }
 
 /// The most jobs one job may wait for.
@@ -529,6 +505,9 @@ pub fn request_digest(spec: &JobSpec) -> String {
     // Only when set, so that a key stored before these existed still matches.
     if !spec.policy.is_default() {
         canonical["policy"] = serde_json::json!(spec.policy);
+    }
+    if let Some(array) = &spec.array {
+        canonical["array_runs"] = serde_json::json!(array.to_string());
     }
     if let Some(auto) = &spec.auto_pool {
         canonical["auto_pool"] = serde_json::json!(format!("{auto:?}"));
@@ -668,6 +647,26 @@ mod tests {
                 r.array_end = 1;
             }),
             "array"
+        );
+        let runs = |runs: &[(u32, u32, u32)]| {
+            let runs: Vec<_> = runs.iter().map(|&(first, last, step)| pb::ArrayRun { first, last, step }).collect();
+            submit(move |r| r.array_runs = runs.clone())
+        };
+        let listed = runs(&[(5, 9, 2), (1, 1, 1)]).unwrap();
+        assert_eq!((listed.first_index, listed.last_index, listed.task_count()), (1, 9, 4));
+        assert_eq!(listed.indices().collect::<Vec<_>>(), vec![1, 5, 7, 9]);
+        assert_eq!(runs(&[(3, 8, 1)]).unwrap().array, None, "one whole range is kept as a range");
+        for bad in [&[(1, 9, 1), (5, 5, 1)][..], &[(1, 9, 0)], &[(9, 1, 1)], &[(0, u32::MAX, 1)]] {
+            assert_eq!(runs(bad).unwrap_err().field, "array", "{bad:?}");
+        }
+        assert_eq!(
+            submit(|r| {
+                r.is_array = true;
+                r.array_runs = vec![pb::ArrayRun { first: 1, last: 2, step: 1 }];
+            })
+            .unwrap_err()
+            .field,
+            "array_runs"
         );
     }
 

@@ -134,6 +134,7 @@ pub fn job_view(job: &Job) -> pb::Job {
         task: Some(task_spec_to_pb(&job.spec.task)),
         array_start: job.spec.first_index,
         array_end: job.spec.last_index,
+        array_runs: job.spec.array.as_ref().map_or_else(Vec::new, |a| corral_proto::words::array_runs(a)),
         submitted_at_ms: job.submitted_at_ms,
         finished_at_ms: job.finished_at_ms.unwrap_or(0),
         graph: job.spec.graph.is_some(),

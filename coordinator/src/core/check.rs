@@ -116,9 +116,8 @@ impl Core {
         let delayed: BTreeSet<TaskKey> = self.delayed.iter().map(|(_, k)| *k).collect();
         for job in self.jobs.values() {
             let mut counts = Counts::default();
-            for (i, task) in job.tasks.iter().enumerate() {
+            for (i, (index, task)) in job.spec.indices().zip(&job.tasks).enumerate() {
                 *counts.slot(task.state) += 1;
-                let index = job.spec.first_index + i as u32;
                 let key = TaskKey { job: job.id, index };
                 let queued = job.ready.contains(&index) || delayed.contains(&key);
                 assert_eq!(queued, task.state == TaskState::Ready, "{key} queued vs {:?}", task.state);

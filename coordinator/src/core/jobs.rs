@@ -195,9 +195,9 @@ impl Core {
             let waiting: Vec<u32> = job
                 .tasks
                 .iter()
-                .enumerate()
-                .filter(|(_, t)| t.state == TaskState::Waiting)
-                .map(|(i, _)| job.spec.first_index + i as u32)
+                .zip(job.spec.indices())
+                .filter(|(t, _)| t.state == TaskState::Waiting)
+                .map(|(_, index)| index)
                 .collect();
             for index in waiting {
                 self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled);

@@ -265,7 +265,8 @@ pub struct Job {
     pub state: JobState,
     pub submitted_at_ms: u64,
     pub finished_at_ms: Option<u64>,
-    /// `tasks[i]` is the task with index `spec.first_index + i`.
+    /// `tasks[i]` is the task with index `spec.index_at(i)` (`spec.first_index + i`
+    /// but for arrays listed with gaps).
     pub tasks: Vec<Task>,
     /// Indices of tasks queued now (retries in backoff wait in `Core::delayed`).
     pub ready: BTreeSet<u32>,
@@ -313,13 +314,11 @@ impl Job {
     }
 
     pub fn task(&self, index: u32) -> Option<&Task> {
-        let offset = index.checked_sub(self.spec.first_index)?;
-        self.tasks.get(offset as usize)
+        self.tasks.get(self.spec.offset_of(index)?)
     }
 
     fn task_mut(&mut self, index: u32) -> Option<&mut Task> {
-        let offset = index.checked_sub(self.spec.first_index)?;
-        self.tasks.get_mut(offset as usize)
+        self.tasks.get_mut(self.spec.offset_of(index)?)
     }
 
     fn priority_key(&self) -> (Reverse<i32>, JobId) {
@@ -521,8 +520,7 @@ fn new_job(id: JobId, spec: JobSpec, submitted_at_ms: u64, initial: TaskState) -
     let task = Task { state: initial, attempt: 0, failures: 0, node_losses: 0 };
     let mut counts = Counts::default();
     *counts.slot(initial) = n;
-    let ready =
-        if initial == TaskState::Ready { (spec.first_index..spec.first_index + n).collect() } else { BTreeSet::new() };
+    let ready = if initial == TaskState::Ready { spec.indices().collect() } else { BTreeSet::new() };
     Job {
         id,
         spec,

@@ -124,9 +124,8 @@ impl Core {
         // Repair what a crash between two writes can leave: unfinished tasks of a
         // finished job, and running tasks whose attempt row is missing.
         for job in self.jobs.values_mut() {
-            let first = job.spec.first_index;
-            for i in 0..job.tasks.len() {
-                let index = first + i as u32;
+            let indices: Vec<u32> = job.spec.indices().collect();
+            for (i, index) in indices.into_iter().enumerate() {
                 let key = TaskKey { job: job.id, index };
                 let task = job.tasks[i];
                 let fix = if job.state != JobState::Active && !task.state.is_final() {

@@ -103,8 +103,7 @@ impl Core {
         }
         let mut chosen: BTreeSet<u32> = BTreeSet::new();
         let everything = !selection.failed && !selection.cancelled && selection.tasks.is_empty();
-        for (i, task) in job.tasks.iter().enumerate() {
-            let index = job.spec.first_index + i as u32;
+        for (index, task) in job.spec.indices().zip(&job.tasks) {
             let pick = match task.state {
                 TaskState::Failed => selection.failed || everything,
                 TaskState::Cancelled => selection.cancelled,
@@ -200,11 +199,11 @@ impl Core {
             out.store.push(StoreOp::SetDelivery { job: id, delivery: Delivery::default() });
         }
         let key = job.priority_key();
-        let first = job.spec.first_index;
         // Every task's row, so that a restart sees exactly this: an active job's
         // tasks without rows would come back queued.
-        let rows: Vec<u32> = (0..job.tasks.len() as u32)
-            .map(|i| first + i)
+        let rows: Vec<u32> = job
+            .spec
+            .indices()
             .filter(|i| {
                 chosen.contains(i) || (reopened && job.task(*i).is_some_and(|t| t.state == TaskState::Cancelled))
             })

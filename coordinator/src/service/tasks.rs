@@ -27,7 +27,7 @@ pub(super) async fn list_tasks(
                 return running_everywhere(core, state, req.offset, limit);
             }
             let job = job_of(core, req.job_id)?;
-            let matching = job.tasks.iter().enumerate().filter(|(_, t)| state.is_none_or(|s| t.state == s));
+            let matching = job.spec.indices().zip(&job.tasks).filter(|(_, t)| state.is_none_or(|s| t.state == s));
             let total = match state {
                 Some(s) => job.counts.get(s),
                 None => job.tasks.len() as u32,
@@ -35,7 +35,7 @@ pub(super) async fn list_tasks(
             let tasks = matching
                 .skip(req.offset as usize)
                 .take(limit as usize)
-                .filter_map(|(i, _)| core.task_summary(job, job.spec.first_index + i as u32))
+                .filter_map(|(index, _)| core.task_summary(job, index))
                 .map(|t| convert::task_pb(&t))
                 .collect();
             Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
@@ -223,7 +223,7 @@ fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
     let task = core.task_summary(job, key.index).ok_or_else(|| {
         Error::Invalid(Invalid::new(
             "task",
-            format!("job {} has tasks {}..{}, not {}", key.job, job.spec.first_index, job.spec.last_index, key.index),
+            format!("job {} has tasks {}, not {}", key.job, job.spec.indices_text(), key.index),
         ))
     })?;
     Ok(convert::task_pb(&task))

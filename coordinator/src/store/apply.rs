@@ -260,7 +260,7 @@ impl Store {
                     if let Some(graph) = &j.spec.graph {
                         insert_groups(tx.sql(), j.id, 0, &graph.groups)?;
                     }
-                    tx.execute("INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, auto_pool) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)", args![j.id.0,
+                    tx.execute("INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, auto_pool, array_runs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)", args![j.id.0,
                         j.spec.pool.as_str(),
                         j.spec.name,
                         j.spec.priority,
@@ -280,7 +280,8 @@ impl Store {
                         j.spec.schedule.as_ref().map(|s| s.slot_ms),
                         policy,
                         after,
-                        super::schedules::auto_pool_json(&j.spec)?])?;
+                        super::schedules::auto_pool_json(&j.spec)?,
+                        j.spec.array.as_ref().map(|a| a.to_string())])?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms, reason } => {
                     tx.execute(

@@ -119,7 +119,7 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
             resources,
         });
     }
-    let rows = sql.rows("SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason, auto_pool FROM jobs ORDER BY id", args![], |r| {
+    let rows = sql.rows("SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason, auto_pool, array_runs FROM jobs ORDER BY id", args![], |r| {
         Ok((
             r.get::<u64>(0)?,
             r.get::<String>(1)?,
@@ -144,6 +144,7 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
             r.get::<Option<String>>(22)?,
             r.get::<Option<String>>(23)?,
             r.get::<Option<String>>(24)?,
+            r.get::<Option<String>>(25)?,
         ))
     })?;
     let mut groups = task_groups(sql)?;
@@ -172,7 +173,9 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
             after,
             reason,
             auto_pool,
+            array,
         ) = row;
+        let array = array.map(|text| text.parse::<Indices>().map(Arc::new)).transpose().map_err(corrupt)?;
         let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
         let auto_pool = match auto_pool {
             Some(text) => {
@@ -214,6 +217,7 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
                 task,
                 first_index,
                 last_index,
+                array,
                 graph,
                 open,
                 notify,

@@ -89,6 +89,9 @@ pub(super) struct StoredJob {
     task: TaskSpec,
     first_index: u32,
     last_index: u32,
+    /// An array listed with gaps, as written (`1,3,5-9:2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    array: Option<String>,
     groups: Option<Vec<TaskGroup>>,
     notify: Option<String>,
     owner: String,
@@ -108,6 +111,7 @@ impl StoredJob {
             task: j.task.clone(),
             first_index: j.first_index,
             last_index: j.last_index,
+            array: j.array.as_ref().map(|a| a.to_string()),
             groups: j.graph.as_ref().map(|g| g.groups.clone()),
             notify: j.notify.clone(),
             owner: j.owner.clone(),
@@ -134,6 +138,7 @@ impl StoredJob {
             task: self.task,
             first_index: self.first_index,
             last_index: self.last_index,
+            array: self.array.map(|text| text.parse::<Indices>().map(Arc::new)).transpose().map_err(corrupt)?,
             graph,
             open: false,
             notify: self.notify,

@@ -195,7 +195,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The migrations, in order: migration N takes a store from version N-1 to N.
-const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade, sessions];
+const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade, sessions, array_runs];
 
 /// Migration 2: dashboard sign-ins, by the hash of their cookie's value, so that one
 /// outlives a restart (and, on PostgreSQL, a failover); each dies with its token.
@@ -203,6 +203,12 @@ fn sessions(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, token_id TEXT NOT NULL, at_ms INTEGER NOT NULL)",
     )
+}
+
+/// Migration 3: the indices of an array listed with gaps (`--array 1,3,5-9:2`), as
+/// written (`NULL`: every index from `first_index` to `last_index`).
+fn array_runs(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("ALTER TABLE jobs ADD COLUMN array_runs TEXT")
 }
 
 /// The schema version this build writes (as many as there are migrations). A store

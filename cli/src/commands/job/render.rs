@@ -26,6 +26,15 @@ pub fn state_line(j: &pb::Job) -> String {
 }
 
 /// A job as `-o json` prints it.
+/// Its task indices as a user writes them: `0`, `1-100`, `1,3,5-9:2`.
+pub fn indices(j: &pb::Job) -> String {
+    match corral_proto::words::array_indices(&j.array_runs) {
+        Ok(indices) => indices.to_string(),
+        Err(_) if j.array_start == j.array_end => j.array_start.to_string(),
+        Err(_) => format!("{}-{}", j.array_start, j.array_end),
+    }
+}
+
 pub fn job_json(j: &pb::Job) -> serde_json::Value {
     let c = j.counts.unwrap_or_default();
     let task = j.task.clone().unwrap_or_default();
@@ -39,6 +48,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "tasks": j.tasks,
         "open": j.open,
         "array": [j.array_start, j.array_end],
+        "indices": indices(j),
         "counts": {
             "waiting": c.waiting,
             "ready": c.ready,

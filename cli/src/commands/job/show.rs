@@ -36,6 +36,7 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
         ),
         ("priority", j.priority.to_string()),
         ("tasks", format!("{} ({})", total(j), counts_line(&c))),
+        ("indices", super::render::indices(j)),
         ("command", if j.graph { "(a graph: see `corral task list`)".into() } else { output::shell_words(&task.argv) }),
         ("max retries", task.max_retries.to_string()),
         (

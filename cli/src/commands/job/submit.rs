@@ -66,10 +66,11 @@ pub struct JobArgs {
     /// dependencies. See the README for the schema.
     #[arg(long, short = 'f', conflicts_with_all = ["array", "command", "max_retries", "timeout", "slots", "resources"], help_heading = "Task")]
     file: Option<std::path::PathBuf>,
-    /// Run one task per index, A-B inclusive (e.g. 1-1000); `A-B%N` runs at most
-    /// N of them at once (as --max-running N).
-    #[arg(long, value_name = "A-B[%N]", value_parser = corral_types::policy::parse_array, help_heading = "Task")]
-    array: Option<((u32, u32), Option<u32>)>,
+    /// Run one task per index: A-B inclusive (e.g. 1-1000), or a list of indices,
+    /// ranges and stepped ranges (`1,3,5-9:2` is 1 3 5 7 9); the task's index is the
+    /// array index. `%N` at the end runs at most N at once (as --max-running N).
+    #[arg(long, value_name = "INDICES[%N]", value_parser = corral_types::policy::parse_array, help_heading = "Task")]
+    array: Option<(corral_types::array::Indices, Option<u32>)>,
     /// Run one task per line of FILE (`-` for stdin): task i gets line i in
     /// $CORRAL_ENTRY (and i in $CORRAL_TASK_INDEX).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["array", "file"], help_heading = "Task")]
@@ -133,7 +134,7 @@ impl JobArgs {
         }
         let (notify_url, max_output_bytes) = (self.notify.clone().unwrap_or_default(), self.max_output.unwrap_or(0));
         let flags = std::mem::take(&mut self.policy);
-        let array_limit = self.array.and_then(|(_, limit)| limit);
+        let array_limit = self.array.as_ref().and_then(|(_, limit)| *limit);
         let auto_pool = self.auto_pool.take();
         let (req, loaded) = self.request_without_limits(open, auto_pool.is_some(), file)?;
         let auto_pool = match (auto_pool, loaded.as_ref().and_then(|l| l.file.auto_pool.as_ref())) {
@@ -182,9 +183,11 @@ impl JobArgs {
                     "invalid CMD: give the command after `--` (e.g. `-- echo hi`), or a job file with --file"
                 );
             }
-            let (is_array, (array_start, array_end)) = match self.array {
-                Some((range, _)) => (true, range),
-                None => (false, (0, 0)),
+            // One whole range goes as one; anything else as its runs.
+            let (is_array, (array_start, array_end), array_runs) = match self.array {
+                Some((indices, _)) if indices.is_range() => (true, (indices.first(), indices.last()), Vec::new()),
+                Some((indices, _)) => (false, (0, 0), corral_proto::words::array_runs(&indices)),
+                None => (false, (0, 0), Vec::new()),
             };
             let pool = self.pool.ok_or_else(|| anyhow::anyhow!("invalid --pool: say which pool runs the job"))?;
             let entries = match &self.each_line {
@@ -199,6 +202,7 @@ impl JobArgs {
                 is_array,
                 array_start,
                 array_end,
+                array_runs,
                 entries,
                 ..Default::default()
             };

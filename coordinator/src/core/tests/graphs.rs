@@ -152,7 +152,7 @@ fn tasks_added_after_their_upstream_failed_are_cancelled_at_once() {
 fn an_empty_open_job_completes_when_closed() {
     let mut env = Env::with_pool(Fill::Spread);
     let graph = corral_types::graph::resolve(vec![]).unwrap();
-    let spec = JobSpec { open: true, last_index: 0, graph: Some(std::sync::Arc::new(graph)), ..job_spec("p", 1, 0, 0) };
+    let spec = JobSpec { open: true, ..job_spec("p", 1, 0, 0).with_graph(std::sync::Arc::new(graph)) };
     let job = env.core.submit_job(env.now, spec, &mut env.out).unwrap();
     env.check();
     assert_eq!(env.core.jobs[&job].tasks.len(), 0);

@@ -45,24 +45,8 @@ fn pool_spec(name: &str, provider: Provider, nodes: u32, fill: Fill) -> PoolSpec
 }
 
 fn job_spec(pool: &str, tasks: u32, priority: i32, max_retries: u32) -> JobSpec {
-    JobSpec {
-        pool: PoolName::parse("pool", pool).unwrap(),
-        name: String::new(),
-        priority,
-        task: TaskSpec { max_retries, ..TaskSpec::command(vec!["true".into()]) },
-        first_index: 0,
-        last_index: tasks - 1,
-        graph: None,
-        open: false,
-        notify: None,
-        owner: String::new(),
-        max_output: 0,
-        begin_at_ms: None,
-        schedule: None,
-        policy: JobPolicy::default(),
-        after: Vec::new(),
-        auto_pool: None,
-    }
+    let task = TaskSpec { max_retries, ..TaskSpec::command(vec!["true".into()]) };
+    JobSpec::new(PoolName::parse("pool", pool).unwrap(), task).with_range(0, tasks - 1).with_priority(priority)
 }
 
 /// A graph job on pool `p` of single tasks, given as `(id, depends_on)`.
@@ -77,7 +61,7 @@ fn graph_spec(tasks: &[(&str, &[&str])]) -> JobSpec {
         })
         .collect();
     let graph = corral_types::graph::resolve(groups).unwrap();
-    JobSpec { last_index: graph.len() as u32 - 1, graph: Some(std::sync::Arc::new(graph)), ..job_spec("p", 1, 0, 0) }
+    job_spec("p", 1, 0, 0).with_graph(std::sync::Arc::new(graph))
 }
 
 impl Env {

@@ -153,7 +153,7 @@ pub(super) struct AttemptView {
 }
 
 fn task_view(core: &Core, job: &Job, offset: usize) -> Option<TaskView> {
-    let t = core.task_summary(job, job.spec.first_index + offset as u32)?;
+    let t = core.task_summary(job, job.spec.index_at(offset)?)?;
     Some(TaskView {
         index: t.key.index,
         name: t.name,
@@ -226,10 +226,10 @@ pub(super) async fn tasks(
 
 /// The task's place in its job's task list.
 fn task_offset(job: &Job, index: u32) -> Result<usize, Error> {
-    index.checked_sub(job.spec.first_index).map(|o| o as usize).filter(|&o| o < job.tasks.len()).ok_or_else(|| {
+    job.spec.offset_of(index).filter(|&o| o < job.tasks.len()).ok_or_else(|| {
         Error::Invalid(Invalid::new(
             "index",
-            format!("job {} has tasks {}..{}, not {index}", job.id, job.spec.first_index, job.spec.last_index),
+            format!("job {} has tasks {}, not {index}", job.id, job.spec.indices_text()),
         ))
     })
 }

@@ -87,24 +87,7 @@ impl Env {
 
     /// Submits a one-task job and schedules it onto the only node.
     fn run_one(&mut self) -> AttemptRef {
-        let spec = JobSpec {
-            pool: PoolName::parse("pool", "p").unwrap(),
-            name: String::new(),
-            priority: 0,
-            task: TaskSpec::command(vec!["true".into()]),
-            first_index: 0,
-            last_index: 0,
-            graph: None,
-            open: false,
-            notify: None,
-            owner: String::new(),
-            max_output: 0,
-            begin_at_ms: None,
-            schedule: None,
-            policy: JobPolicy::default(),
-            after: Vec::new(),
-            auto_pool: None,
-        };
+        let spec = JobSpec::new(PoolName::parse("pool", "p").unwrap(), TaskSpec::command(vec!["true".into()]));
         self.core.submit_job(self.now, spec, &mut self.out).unwrap();
         let mut out = Outbox::default();
         self.core.schedule(self.now, &mut out);

@@ -304,8 +304,15 @@ CREATE TABLE sessions (
 );
 ";
 
+/// Migration 8: the indices of an array listed with gaps (`--array 1,3,5-9:2`), as
+/// written (`NULL`: every index from `first_index` to `last_index`; SQLite's
+/// migration 3).
+const V8: &str = "
+ALTER TABLE jobs ADD COLUMN array_runs TEXT;
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
