@@ -155,6 +155,7 @@ impl Agent for AgentApi {
             start_task_running: hello.start_task_running,
             start_task_failed: Some(hello.start_task_failed).filter(|f| !f.is_empty()),
             running: valid(&node, "running task", hello.running, |r| convert::attempt_ref(Some(r))),
+            queued: valid(&node, "queued task", hello.queued, |r| convert::attempt_ref(Some(r))),
             finished: valid(&node, "task result", hello.finished, convert::task_result),
             logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),
         };
@@ -200,6 +201,9 @@ impl Agent for AgentApi {
                                 .map(|d| (d.ok, d.message.chars().take(4096).collect())),
                             heartbeat: msg.heartbeat.map(|h| (h.cpu_percent, h.memory_used_bytes)),
                             logs: valid(&node, "log chunk", msg.logs, convert::log_chunk),
+                            started: valid(&node, "started task", msg.started, |s| {
+                                Ok((convert::attempt_ref(s.task)?, s.started_at_ms))
+                            }),
                             finished: valid(&node, "task result", msg.finished, convert::task_result),
                             room,
                         };

@@ -36,6 +36,7 @@ pub struct Metrics {
     events: IntCounter,
     queued: IntGaugeVec,
     running: IntGaugeVec,
+    assigned: IntGaugeVec,
     nodes: IntGaugeVec,
     slots: IntGaugeVec,
     target_nodes: IntGaugeVec,
@@ -134,7 +135,13 @@ impl Metrics {
                     .expect("valid metric"),
             ),
             queued: gauge_vec(&r, "corral_pool_queued_tasks", "Tasks ready and waiting for a slot.", &["pool"]),
-            running: gauge_vec(&r, "corral_pool_running_tasks", "Tasks running now.", &["pool"]),
+            running: gauge_vec(&r, "corral_pool_running_tasks", "Tasks whose process runs now.", &["pool"]),
+            assigned: gauge_vec(
+                &r,
+                "corral_pool_assigned_tasks",
+                "Tasks sent ahead to a node and waiting there for a slot.",
+                &["pool"],
+            ),
             nodes: gauge_vec(
                 &r,
                 "corral_pool_nodes",
@@ -231,8 +238,15 @@ impl Metrics {
 
     /// Sets the gauges from the core as it is now.
     pub fn read_core(&self, core: &Core, now: Instant) {
-        for gauge in [&self.queued, &self.running, &self.nodes, &self.slots, &self.target_nodes, &self.late_heartbeats]
-        {
+        for gauge in [
+            &self.queued,
+            &self.running,
+            &self.assigned,
+            &self.nodes,
+            &self.slots,
+            &self.target_nodes,
+            &self.late_heartbeats,
+        ] {
             gauge.reset();
         }
         let late_after = core.config.heartbeat_interval * 2;
@@ -241,6 +255,7 @@ impl Metrics {
             let summary = core.pool_summary(pool);
             self.queued.with_label_values(&[name]).set(summary.ready as i64);
             self.running.with_label_values(&[name]).set(summary.running as i64);
+            self.assigned.with_label_values(&[name]).set(summary.assigned as i64);
             self.target_nodes.with_label_values(&[name]).set(i64::from(pool.spec.target_nodes));
             for state in ["starting", "idle", "running", "draining"] {
                 self.nodes.with_label_values(&[name, state]).set(0);

@@ -262,9 +262,11 @@ impl JobSpec {
 
     /// Its task indices in order: the task at each offset of the job's task list.
     pub fn indices(&self) -> Box<dyn Iterator<Item = u32> + '_> {
-        match &self.array {
-            Some(array) => Box::new(array.iter()),
-            None => Box::new(self.first_index..=self.last_index),
+        match (&self.graph, &self.array) {
+            // An open job's graph may be empty (and `0..=0` is not).
+            (Some(graph), _) => Box::new(0..graph.len() as u32),
+            (None, Some(array)) => Box::new(array.iter()),
+            (None, None) => Box::new(self.first_index..=self.last_index),
         }
     }
 
@@ -274,14 +276,17 @@ impl JobSpec {
             Some(array) => array.at(offset as u64),
             None => u32::try_from(offset).ok().and_then(|o| self.first_index.checked_add(o)),
         }
-        .filter(|&index| index <= self.last_index)
+        .filter(|&index| self.offset_of(index).is_some())
     }
 
     /// Where task `index` is in the job's task list, if the job has it.
     pub fn offset_of(&self, index: u32) -> Option<usize> {
-        match &self.array {
-            Some(array) => array.offset_of(index).map(|o| o as usize),
-            None => (index <= self.last_index).then(|| index.checked_sub(self.first_index).map(|o| o as usize))?,
+        match (&self.graph, &self.array) {
+            (Some(graph), _) => (index < graph.len() as u32).then_some(index as usize),
+            (None, Some(array)) => array.offset_of(index).map(|o| o as usize),
+            (None, None) => {
+                (index <= self.last_index).then(|| index.checked_sub(self.first_index).map(|o| o as usize))?
+            }
         }
     }
 

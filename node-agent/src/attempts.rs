@@ -81,6 +81,11 @@ impl Attempts {
         held
     }
 
+    /// The attempts queued for a slot (a subset of [`Attempts::held`]).
+    pub fn queued(&self) -> Vec<pb::TaskRef> {
+        self.queue.iter().map(|(_, t)| *t).collect()
+    }
+
     /// A new stream opened: every result not yet acknowledged is reported again
     /// (its output shipped again first).
     pub fn on_connected(&self, out: &mut Vec<Effect>) {

@@ -81,6 +81,8 @@ struct Agent {
     attempts: Attempts,
     /// How to stop each running attempt's runner.
     cancels: HashMap<Key, Cancel>,
+    /// Attempts sent ahead that started since the coordinator was last told.
+    started: Vec<pb::TaskStarted>,
     /// The current stream's output lane, which runners ship through.
     lane: watch::Sender<Lane>,
     /// The pool's start task for this registration, and where it stands.
@@ -139,6 +141,7 @@ pub async fn run(
         max_backoff: MAX_BACKOFF,
         attempts: Attempts::new(slots),
         cancels: HashMap::new(),
+        started: Vec::new(),
         lane: watch::Sender::new(Lane::default()),
         start_task: StartTask::None,
         start_done: None,
@@ -406,6 +409,7 @@ impl Agent {
         let hello = pb::Hello {
             node_id: self.node_id.clone().unwrap_or_default(),
             running: self.attempts.held(),
+            queued: self.attempts.queued(),
             start_task_running: matches!(self.start_task, StartTask::Pending(_) | StartTask::Running),
             start_task_failed: match &self.start_task {
                 StartTask::Failed(why) => why.clone(),
@@ -438,6 +442,8 @@ impl Agent {
         // the order they were produced) when there is room.
         let (out, control) = mpsc::unbounded_channel();
         let (data, data_rx) = mpsc::channel(DATA_QUEUE);
+        // The hello says what is still queued: starts not yet told are in it.
+        self.started.clear();
         let _ = out.send(self.hello());
         let lanes = Lanes { control, data: data_rx };
         let mut inbound = match client.session(lanes).await {
@@ -520,6 +526,12 @@ impl Agent {
                 }
                 _ = stop.wait_for(|s| *s) => return End::Shutdown,
             }
+            if !self.started.is_empty() {
+                let started = std::mem::take(&mut self.started);
+                if out.send(pb::AgentMessage { started, ..Default::default() }).is_err() {
+                    return End::Disconnected { established: true };
+                }
+            }
         }
     }
 
@@ -568,6 +580,11 @@ impl Agent {
         for effect in effects {
             match effect {
                 Effect::Start(assignment, task) => {
+                    // The coordinator shows a task sent ahead as assigned until
+                    // it hears that it started.
+                    if assignment.sent_ahead {
+                        self.started.push(pb::TaskStarted { task: Some(task), started_at_ms: runner::now_ms() });
+                    }
                     let Some(ctx) = self.context() else {
                         let generation = self.lane.borrow().generation;
                         let dir = self.dirs.root().join(runner::dir_name(&task));

@@ -168,6 +168,7 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
             hello: Some(pb::Hello {
                 node_id: reg.node_id.clone(),
                 running: vec![bad_ref, good_ref],
+                queued: vec![bad_ref, good_ref],
                 finished: vec![
                     pb::TaskResult { task: Some(good_ref), outcome: 99, ..Default::default() },
                     pb::TaskResult { task: None, outcome: pb::Outcome::Succeeded.into(), ..Default::default() },

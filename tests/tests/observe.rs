@@ -170,3 +170,47 @@ fn logs_can_be_json() {
     assert_eq!(parsed["level"], "INFO");
     assert!(parsed["fields"]["addr"].is_string(), "{parsed}");
 }
+
+/// Short tasks are sent ahead to a node, to wait there for a slot: they are
+/// `assigned`, not `running`, in every view until their process starts, and their
+/// attempt starts when it does.
+#[test]
+fn tasks_sent_ahead_to_a_busy_node_are_assigned_not_running() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 1);
+    let gate = c.dir.path().join("gate");
+    // Tasks 0-5 are quick (their run times turn prefetching on); task 6 holds the
+    // only slot until the gate opens, and the quick ones after it wait behind it.
+    let script =
+        format!("if [ $CORRAL_TASK_INDEX -eq 6 ]; then while [ ! -e {} ]; do sleep 0.05; done; fi", gate.display());
+    let job = c.submit(&["--pool", "cpu", "--array", "0-39"], &["sh", "-c", &script]);
+    wait_until(Duration::from_secs(60), "tasks to queue behind task 6", || {
+        let counts = &c.job(job)["counts"];
+        counts["running"] == 1 && counts["assigned"] == 8
+    });
+    let node = &c.json(&["node", "list"])[0];
+    assert_eq!((node["slots_used"].as_u64(), node["queued"].as_array().map(Vec::len)), (Some(1), Some(8)), "{node}");
+    let pool = c.json(&["pool", "show", "cpu"]);
+    assert_eq!((pool["slots_used"].as_u64(), pool["assigned_tasks"].as_u64()), (Some(1), Some(8)), "{pool}");
+    let tasks = c.json(&["task", "list", &job.to_string(), "--state", "running"]);
+    let states: Vec<&str> = tasks.as_array().unwrap().iter().filter_map(|t| t["state"].as_str()).collect();
+    assert_eq!(states.iter().filter(|s| **s == "running").count(), 1, "{tasks}");
+    assert_eq!(states.iter().filter(|s| **s == "assigned").count(), 8, "{tasks}");
+    let text = String::from_utf8_lossy(&c.corral(&["job", "show", &job.to_string()]).stdout).into_owned();
+    assert!(text.contains("1 running, 8 assigned (queued on a node)"), "{text}");
+    let api = c.api(&format!("/api/jobs/{job}"));
+    assert_eq!((api["counts"]["running"].as_u64(), api["counts"]["assigned"].as_u64()), (Some(1), Some(8)), "{api}");
+    let (_, metrics) = c.http_get("/metrics");
+    assert_eq!(sample(&metrics, "corral_pool_assigned_tasks{pool=\"cpu\"}"), Some(8.0), "{metrics}");
+    assert_eq!(sample(&metrics, "corral_pool_running_tasks{pool=\"cpu\"}"), Some(1.0), "{metrics}");
+
+    let opened = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    std::fs::write(&gate, "").unwrap();
+    assert_eq!(c.wait_job(job, Duration::from_secs(60))["state"], "completed");
+    // The tasks that waited behind task 6 started after the gate opened.
+    for index in 7..=14 {
+        let task = c.json(&["task", "show", &job.to_string(), &index.to_string()]);
+        let started = task["attempts"][0]["started_at_ms"].as_u64().unwrap_or(0);
+        assert!(started + 50 >= opened, "task {index} started at {started}, the gate opened at {opened}: {task}");
+    }
+}

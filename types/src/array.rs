@@ -153,9 +153,13 @@ impl FromStr for Indices {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let number = |n: &str| {
-            n.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("'{}' in '{}' is not a whole number ≥ 0", crate::shown(n), crate::shown(s)))
+            n.trim().parse::<u32>().map_err(|_| match n == s {
+                true => format!(
+                    "'{}' is not an array: expected A-B (e.g. 1-100) or a list (e.g. 1,3,5-9:2)",
+                    crate::shown(s)
+                ),
+                false => format!("'{}' in '{}' is not a whole number ≥ 0", crate::shown(n), crate::shown(s)),
+            })
         };
         let mut runs = Vec::new();
         for part in s.split(',') {
@@ -229,6 +233,7 @@ mod tests {
         assert!(err("a-3").contains("'a'"));
         assert!(err("1,,2").contains("''"));
         assert!(err("5:2").contains("needs a range"));
+        assert!(err("1..5").contains("expected A-B"), "{}", err("1..5"));
         let many = (0..=MAX_RUNS).map(|i| (i * 2).to_string()).collect::<Vec<_>>().join(",");
         assert!(err(&many).contains("more than"));
     }

@@ -46,6 +46,7 @@ pub fn node_json(n: &pb::Node) -> serde_json::Value {
         "registered_at_ms": n.registered_at_ms,
         "pid": n.pid,
         "running": n.running.iter().map(|t| json!({"job_id": t.job_id, "index": t.index, "attempt": t.attempt})).collect::<Vec<_>>(),
+        "queued": n.queued.iter().map(|t| json!({"job_id": t.job_id, "index": t.index, "attempt": t.attempt})).collect::<Vec<_>>(),
         "resources": resources_json(n),
     })
 }
@@ -110,6 +111,7 @@ impl NodeCommand {
                                 n.pool.clone(),
                                 state_with_reason(n),
                                 format!("{}/{}", n.slots_used, n.slots),
+                                n.queued.len().to_string(),
                                 format!("{:.0}%", n.cpu_percent),
                                 format!("{} MiB", n.memory_used_bytes >> 20),
                                 output::duration_ms(n.heartbeat_age_ms),
@@ -117,7 +119,7 @@ impl NodeCommand {
                             ]
                         })
                         .collect();
-                    output::table(&["ID", "POOL", "STATE", "SLOTS", "CPU", "MEM", "HEARD", "HOST"], &rows);
+                    output::table(&["ID", "POOL", "STATE", "SLOTS", "QUEUED", "CPU", "MEM", "HEARD", "HOST"], &rows);
                 }
             }
             NodeCommand::Show { id } => {
@@ -133,6 +135,7 @@ impl NodeCommand {
                         ("state", state_with_reason(&n)),
                         ("host", format!("{} (pid {})", n.hostname, n.pid)),
                         ("slots", format!("{}/{} used", n.slots_used, n.slots)),
+                        ("queued", format!("{} task(s) sent ahead, waiting for a slot", n.queued.len())),
                         ("cpus", n.cpus.to_string()),
                         ("memory", format!("{} MiB used of {} MiB", n.memory_used_bytes >> 20, n.memory_bytes >> 20)),
                         ("cpu use", format!("{:.0}%", n.cpu_percent)),

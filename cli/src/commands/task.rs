@@ -77,13 +77,23 @@ fn task_ref(task: &str) -> (u32, String) {
     }
 }
 
+/// Its state as users read it: `assigned` for a task sent ahead to its node and
+/// waiting there for a slot (`running` on the record), else its state's word.
+pub(crate) fn state_word(t: &pb::Task) -> &'static str {
+    if t.assigned {
+        "assigned"
+    } else {
+        t.state().as_word()
+    }
+}
+
 /// What every task view says of a task in `-o json`, with `more` fields added.
 fn task_json(t: &pb::Task, more: serde_json::Value) -> serde_json::Value {
     let mut v = json!({
         "id": t.index,
         "name": t.name,
         "job_id": t.job_id,
-        "state": t.state().as_word(),
+        "state": state_word(t),
         "reason": (!t.reason.is_empty()).then_some(&t.reason),
         "node_id": (!t.node_id.is_empty()).then_some(&t.node_id),
     });
@@ -314,9 +324,9 @@ impl TaskCommand {
                             // else how its last attempt ended.
                             let why = if t.reason.is_empty() { &t.last_error } else { &t.reason };
                             let state = if why.is_empty() {
-                                t.state().as_word().to_string()
+                                state_word(t).to_string()
                             } else {
-                                format!("{} ({why})", t.state().as_word())
+                                format!("{} ({why})", state_word(t))
                             };
                             vec![t.index.to_string(), t.name.clone(), state, t.attempts_count.to_string(), node]
                         })
@@ -333,7 +343,7 @@ impl TaskCommand {
                 } else {
                     let mut rows = vec![
                         ("task", format!("{} of job {} (index {})", t.name, t.job_id, t.index)),
-                        ("state", t.state().as_word().to_string()),
+                        ("state", state_word(&t).to_string()),
                         ("attempts", t.attempts_count.to_string()),
                     ];
                     if !t.reason.is_empty() {
@@ -378,7 +388,7 @@ impl TaskCommand {
                 if ctx.json() {
                     output::json(&task_json(&t, json!({ "reasons": e.reasons })));
                 } else {
-                    println!("task {} of job {}: {}", t.name, t.job_id, t.state().as_word());
+                    println!("task {} of job {}: {}", t.name, t.job_id, state_word(&t));
                     for reason in &e.reasons {
                         println!("  - {reason}");
                     }
@@ -392,7 +402,7 @@ impl TaskCommand {
                     match client.cancel_task(pb::GetTaskRequest { job_id: job, index, name }).await.api() {
                         Ok(t) => {
                             if !ctx.json() {
-                                println!("job {job} task {task}: {}", t.state().as_word());
+                                println!("job {job} task {task}: {}", state_word(&t));
                             }
                             cancelled.push(task_json(&t, json!({})));
                         }

@@ -132,5 +132,6 @@ pub fn assignment_to_pb(a: crate::core::Assignment) -> pb::Assignment {
         env: a.env.into_iter().collect(),
         slots: a.slots,
         timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
+        sent_ahead: a.sent_ahead,
     }
 }

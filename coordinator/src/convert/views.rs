@@ -39,6 +39,7 @@ pub fn pool_view(core: &Core, name: &PoolName, now: Instant) -> Option<pb::Pool>
         slots_total: summary.slots.total,
         slots_used: summary.slots.used,
         slots_free: summary.slots.free,
+        tasks_assigned: summary.assigned.min(u64::from(u32::MAX)) as u32,
         ready_tasks: summary.ready.min(u64::from(u32::MAX)) as u32,
         active_jobs: summary.active_jobs,
         created_at_ms: pool.created_at_ms,
@@ -67,7 +68,7 @@ pub fn node_view(core: &Core, node: &Node, now: Instant) -> pb::Node {
         pool: r.pool.to_string(),
         hostname: r.hostname.clone(),
         slots: r.slots,
-        slots_used: node.slots_used,
+        slots_used: summary.slots_running,
         cpus: r.cpus,
         memory_bytes: r.memory_bytes,
         state: pb::NodeState::of(summary.state),
@@ -78,6 +79,7 @@ pub fn node_view(core: &Core, node: &Node, now: Instant) -> pb::Node {
         memory_used_bytes: node.memory_used_bytes,
         pid: r.pid,
         running: summary.running.into_iter().map(super::attempt_to_pb).collect(),
+        queued: summary.queued.into_iter().map(super::attempt_to_pb).collect(),
         resources: r.resources.clone().into_iter().collect(),
         resources_used: node.resources_used.clone().into_iter().collect(),
     }
@@ -96,6 +98,7 @@ pub fn task_pb(t: &crate::core::views::TaskSummary) -> pb::Task {
         reason: t.reason.clone().unwrap_or_default(),
         last_error: String::new(),
         started_at_ms: t.started_at_ms.unwrap_or(0),
+        assigned: t.assigned,
     }
 }
 
@@ -126,7 +129,8 @@ pub fn job_view(job: &Job) -> pb::Job {
         counts: Some(pb::TaskCounts {
             waiting: c.waiting,
             ready: c.ready,
-            running: c.running,
+            running: c.started(),
+            assigned: c.assigned,
             succeeded: c.succeeded,
             failed: c.failed,
             cancelled: c.cancelled,

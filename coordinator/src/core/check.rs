@@ -10,6 +10,9 @@ impl Core {
     /// broken. Tests call it after every step.
     pub fn sanity_check(&self) {
         let mut slots_by_node: BTreeMap<&NodeId, u32> = BTreeMap::new();
+        // Attempts queued on nodes for a slot: (slots, attempts) per node, attempts per job.
+        let mut queued_by_node: BTreeMap<&NodeId, (u32, u32)> = BTreeMap::new();
+        let mut assigned_by_job: BTreeMap<JobId, u32> = BTreeMap::new();
         let mut keyed: HashMap<String, u32> = HashMap::new();
         for (key, run) in &self.running {
             let job = &self.jobs[&key.job];
@@ -22,6 +25,12 @@ impl Core {
             let node = &self.nodes[&run.node];
             assert!(node.running.contains(key), "{key} missing from node {}", run.node);
             *slots_by_node.entry(&run.node).or_default() += job.spec.task_spec(key.index).slots;
+            if run.queued {
+                let on_node = queued_by_node.entry(&run.node).or_default();
+                on_node.0 += job.spec.task_spec(key.index).slots;
+                on_node.1 += 1;
+                *assigned_by_job.entry(key.job).or_default() += 1;
+            }
         }
         assert_eq!(keyed, self.keyed, "running tasks per concurrency key");
         // No job runs more than its limit, and no key more than the largest limit
@@ -69,6 +78,8 @@ impl Core {
         }
         for (id, node) in &self.nodes {
             assert_eq!(node.slots_used, slots_by_node.get(id).copied().unwrap_or(0), "slots of {id}");
+            let queued = queued_by_node.get(id).copied().unwrap_or_default();
+            assert_eq!((node.queued_slots, node.queued), queued, "slots and attempts queued on {id}");
             for key in &node.running {
                 assert_eq!(self.running.get(key).map(|r| &r.node), Some(id), "{key} on {id}");
             }
@@ -115,7 +126,8 @@ impl Core {
         }
         let delayed: BTreeSet<TaskKey> = self.delayed.iter().map(|(_, k)| *k).collect();
         for job in self.jobs.values() {
-            let mut counts = Counts::default();
+            let mut counts =
+                Counts { assigned: assigned_by_job.get(&job.id).copied().unwrap_or(0), ..Counts::default() };
             for (i, (index, task)) in job.spec.indices().zip(&job.tasks).enumerate() {
                 *counts.slot(task.state) += 1;
                 let key = TaskKey { job: job.id, index };
@@ -136,6 +148,10 @@ impl Core {
                 }
             }
             assert_eq!(counts, job.counts, "counts of job {}", job.id);
+            assert_eq!(job.spec.indices().count(), job.tasks.len(), "indices of job {}", job.id);
+            for index in &job.ready {
+                assert!(job.task(*index).is_some(), "job {} queues task {index}, which it does not have", job.id);
+            }
             let listed = self.pools.get(&job.spec.pool).is_some_and(|p| p.jobs.contains(&job.priority_key()));
             assert_eq!(listed, job.state == JobState::Active, "job {} listing", job.id);
             if job.state != JobState::Active {

@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::*;
 
+pub use nodes::Held;
 pub use outbox::*;
 pub use retries::RetrySelection;
 
@@ -143,7 +144,12 @@ pub struct Node {
     pub last_seen: Instant,
     /// Whether an agent stream is open; assignments go only to connected nodes.
     pub connected: bool,
+    /// Slots its attempts hold, started or queued on it (the scheduler's measure).
     pub slots_used: u32,
+    /// Of those, the slots of attempts queued on it, and how many such attempts:
+    /// what it runs now is `slots_used - queued_slots`.
+    pub queued_slots: u32,
+    pub queued: u32,
     /// What its running tasks hold of its resources, and which devices.
     pub resources_used: Resources,
     pub gpus_taken: BTreeSet<u32>,
@@ -191,6 +197,11 @@ impl Node {
         self.status().is_live() && !self.remove_when_idle()
     }
 
+    /// Slots whose task's process runs now (queued attempts are not counted).
+    pub fn slots_running(&self) -> u32 {
+        self.slots_used.saturating_sub(self.queued_slots)
+    }
+
     pub fn free_slots(&self) -> u32 {
         self.record.slots.saturating_sub(self.slots_used)
     }
@@ -219,17 +230,43 @@ pub struct Task {
 }
 
 /// Tasks per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub waiting: u32,
     pub ready: u32,
+    /// Tasks that hold an attempt on a node: the `assigned` ones and those whose
+    /// process runs ([`Counts::started`]).
     pub running: u32,
+    /// Of `running`, those sent ahead and waiting on their node for a slot.
+    pub assigned: u32,
     pub succeeded: u32,
     pub failed: u32,
     pub cancelled: u32,
 }
 
+/// As users see them: `running` is what runs now, `assigned` what waits on a
+/// node for a slot, never one counted in both.
+impl serde::Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut c = s.serialize_struct("Counts", 7)?;
+        c.serialize_field("waiting", &self.waiting)?;
+        c.serialize_field("ready", &self.ready)?;
+        c.serialize_field("assigned", &self.assigned)?;
+        c.serialize_field("running", &self.started())?;
+        c.serialize_field("succeeded", &self.succeeded)?;
+        c.serialize_field("failed", &self.failed)?;
+        c.serialize_field("cancelled", &self.cancelled)?;
+        c.end()
+    }
+}
+
 impl Counts {
+    /// Tasks whose process runs now.
+    pub fn started(&self) -> u32 {
+        self.running.saturating_sub(self.assigned)
+    }
+
     fn slot(&mut self, state: TaskState) -> &mut u32 {
         match state {
             TaskState::Waiting => &mut self.waiting,
@@ -361,7 +398,12 @@ impl Job {
 pub struct RunningAttempt {
     pub node: NodeId,
     pub attempt: u32,
+    /// When it was assigned, until an attempt sent ahead starts: then when its
+    /// process started, as its agent says.
     pub started_at_ms: u64,
+    /// Sent ahead of a free slot (short tasks are prefetched) and waiting on its
+    /// node for one: `assigned`, not yet `running`, until its agent says it started.
+    pub queued: bool,
     /// The devices of its node it holds (`CORRAL_GPUS`).
     pub gpus: Vec<u32>,
 }
@@ -504,6 +546,8 @@ fn new_node(record: NodeRecord, now: Instant) -> Node {
         last_seen: now,
         connected: false,
         slots_used: 0,
+        queued_slots: 0,
+        queued: 0,
         resources_used: Resources::new(),
         gpus_taken: BTreeSet::new(),
         running: BTreeSet::new(),

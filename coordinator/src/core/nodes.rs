@@ -12,6 +12,15 @@ use crate::error::{Error, Invalid, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub struct MustReregister(pub String);
 
+/// What an agent holds when its stream opens: attempts it runs, those of them
+/// still queued for a slot, and results not yet acknowledged.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    pub running: Vec<AttemptRef>,
+    pub queued: Vec<AttemptRef>,
+    pub finished: Vec<TaskResult>,
+}
+
 impl Core {
     /// Registers an agent as a node of its pool. An agent the local provider started
     /// names the `starting` node it fulfils; any other gets a new node.
@@ -86,11 +95,11 @@ impl Core {
         &mut self,
         now: Instant,
         id: &NodeId,
-        running: Vec<AttemptRef>,
-        finished: Vec<TaskResult>,
+        held: Held,
         start_task_running: bool,
         out: &mut Outbox,
     ) -> Result<(), MustReregister> {
+        let Held { running, queued, finished } = held;
         let node = match self.nodes.get_mut(id) {
             Some(node) if matches!(node.status(), NodeStatus::Up | NodeStatus::Draining) => node,
             Some(node) => {
@@ -110,6 +119,21 @@ impl Core {
                 out.agents.push((id.clone(), ToAgent::Kill(attempt)));
             }
         }
+        // What waits on it for a slot, and what started while it was away.
+        let queued: std::collections::HashSet<AttemptRef> = queued.into_iter().collect();
+        let current: Vec<AttemptRef> = self
+            .nodes
+            .get(id)
+            .map(|n| {
+                n.running
+                    .iter()
+                    .filter_map(|k| Some(AttemptRef { task: *k, attempt: self.running.get(k)?.attempt }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for attempt in current {
+            self.set_queued(id, attempt, queued.contains(&attempt), None);
+        }
         let missing: Vec<TaskKey> =
             self.nodes.get(id).map(|n| n.running.difference(&reported).copied().collect()).unwrap_or_default();
         for key in missing {
@@ -120,6 +144,14 @@ impl Core {
             self.end_attempt_lost(now, key, "the agent did not have this attempt when it reconnected", false, out);
         }
         Ok(())
+    }
+
+    /// Attempts sent ahead to node `id` started (at the wall-clock times given):
+    /// they run now, no longer assigned.
+    pub fn on_tasks_started(&mut self, id: &NodeId, started: Vec<(AttemptRef, u64)>) {
+        for (attempt, at_ms) in started {
+            self.set_queued(id, attempt, false, Some(at_ms));
+        }
     }
 
     /// Any message from a node proves it alive. A node already declared lost is told

@@ -32,6 +32,8 @@ pub struct Assignment {
     /// Its checkpoint: the path in its directory and the object it is kept as.
     pub checkpoint: Option<(String, String)>,
     pub checkpoint_interval: Option<Duration>,
+    /// Sent ahead of a free slot: its agent says when it starts.
+    pub sent_ahead: bool,
 }
 
 /// The shuffle work around a map/reduce task's command.

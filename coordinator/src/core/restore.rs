@@ -114,7 +114,8 @@ impl Core {
             let spec = &self.jobs[&key.job].spec;
             let need = transitions::Need::of(spec, key.index);
             let live = self.nodes.get(&node).is_some_and(|n| n.status().is_live());
-            let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus };
+            // Queued or started: its agent's hello says.
+            let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus, queued: false };
             transitions::occupy(&mut self.running, &mut self.nodes, &mut self.keyed, key, run, need);
             if !live {
                 // The node is gone: a crash between its loss and the requeue.

@@ -117,6 +117,7 @@ impl Core {
                         .clone()
                         .map(|path| (path, corral_types::paths::task_checkpoint(job_id, &name))),
                     checkpoint_interval: spec.checkpoint_interval,
+                    sent_ahead: prefetch,
                 };
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };
@@ -145,7 +146,8 @@ impl Core {
                 };
                 out.store.push(start);
                 out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
-                let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus };
+                let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus, queued: prefetch };
+                job.counts.assigned += u32::from(prefetch);
                 let occupied = transitions::Need {
                     slots: need,
                     resources: &resources,

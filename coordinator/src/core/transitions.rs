@@ -93,6 +93,10 @@ pub(super) fn occupy(
     if let Some(node) = nodes.get_mut(&run.node) {
         node.running.insert(key);
         node.slots_used += need.slots;
+        if run.queued {
+            node.queued_slots += need.slots;
+            node.queued += 1;
+        }
         for (name, amount) in need.resources {
             *node.resources_used.entry(name.clone()).or_default() += amount;
         }
@@ -122,6 +126,10 @@ impl Core {
         if let Some(node) = self.nodes.get_mut(&run.node) {
             node.running.remove(&key);
             node.slots_used = node.slots_used.saturating_sub(slots);
+            if run.queued {
+                node.queued_slots = node.queued_slots.saturating_sub(slots);
+                node.queued = node.queued.saturating_sub(1);
+            }
             for (name, amount) in resources.into_iter().flatten() {
                 if let Some(used) = node.resources_used.get_mut(name) {
                     *used = used.saturating_sub(*amount);
@@ -137,6 +145,48 @@ impl Core {
                 node.idle_since = now;
             }
         }
+        if run.queued {
+            if let Some(job) = self.jobs.get_mut(&key.job) {
+                job.counts.assigned = job.counts.assigned.saturating_sub(1);
+            }
+        }
         Some(run)
+    }
+
+    /// Whether the current attempt of `key` waits on its node for a slot (`true`)
+    /// or has started, at `started_at_ms` if known. Moves its slots and its job's
+    /// count between queued and running; a report about another attempt or node
+    /// changes nothing.
+    pub(super) fn set_queued(
+        &mut self,
+        node: &NodeId,
+        attempt: crate::model::AttemptRef,
+        queued: bool,
+        started_at_ms: Option<u64>,
+    ) {
+        let Some(run) = self.running.get_mut(&attempt.task) else { return };
+        if &run.node != node || run.attempt != attempt.attempt || run.queued == queued {
+            return;
+        }
+        run.queued = queued;
+        if let Some(at) = started_at_ms.filter(|&at| at > 0) {
+            run.started_at_ms = at;
+        }
+        let Some(job) = self.jobs.get_mut(&attempt.task.job) else { return };
+        let slots = job.spec.task_spec(attempt.task.index).slots;
+        if let Some(n) = self.nodes.get_mut(node) {
+            if queued {
+                n.queued_slots += slots;
+                n.queued += 1;
+            } else {
+                n.queued_slots = n.queued_slots.saturating_sub(slots);
+                n.queued = n.queued.saturating_sub(1);
+            }
+        }
+        if queued {
+            job.counts.assigned += 1;
+        } else {
+            job.counts.assigned = job.counts.assigned.saturating_sub(1);
+        }
     }
 }

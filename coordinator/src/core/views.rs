@@ -14,9 +14,11 @@ pub struct PoolSummary {
     /// Its live nodes (starting, idle, running, draining) by state.
     pub nodes: BTreeMap<NodeState, u32>,
     pub slots: Slots,
-    /// Tasks of its active jobs, queued and running.
+    /// Tasks of its active jobs: queued, running now, and sent ahead to a node
+    /// and waiting there for a slot (`assigned`).
     pub ready: u64,
     pub running: u64,
+    pub assigned: u64,
     pub active_jobs: u32,
 }
 
@@ -25,7 +27,8 @@ pub struct PoolSummary {
 pub struct Slots {
     /// Every slot of an up or draining node (a starting node has not said how many).
     pub total: u32,
-    /// Those running a task, on up and draining nodes alike.
+    /// Those running a task, on up and draining nodes alike (not those that
+    /// tasks queued on a node wait for).
     pub used: u32,
     /// Those a new task can take now: the unused slots of up nodes. A draining node's
     /// unused slots are neither used nor free, so `free <= total - used`.
@@ -51,19 +54,20 @@ impl Core {
             match node.status() {
                 NodeStatus::Up => {
                     s.slots.total += node.record.slots;
-                    s.slots.used += node.slots_used;
-                    s.slots.free += node.record.slots.saturating_sub(node.slots_used);
+                    s.slots.used += node.slots_running();
+                    s.slots.free += node.free_slots();
                 }
                 NodeStatus::Draining => {
                     s.slots.total += node.record.slots;
-                    s.slots.used += node.slots_used;
+                    s.slots.used += node.slots_running();
                 }
                 NodeStatus::Starting | NodeStatus::Lost | NodeStatus::Removed => {}
             }
         }
         for job in pool.jobs.iter().filter_map(|(_, id)| self.jobs.get(id)) {
             s.ready += u64::from(job.counts.ready);
-            s.running += u64::from(job.counts.running);
+            s.running += u64::from(job.counts.started());
+            s.assigned += u64::from(job.counts.assigned);
         }
         s
     }
@@ -89,8 +93,11 @@ pub struct NodeSummary {
     pub live: bool,
     /// Since the coordinator last heard from it.
     pub heartbeat_age_ms: u64,
-    /// The attempts it runs now.
+    /// The attempts it runs now, and those queued on it for a slot.
     pub running: Vec<AttemptRef>,
+    pub queued: Vec<AttemptRef>,
+    /// The slots its running attempts hold.
+    pub slots_running: u32,
 }
 
 /// A task as users see it.
@@ -109,6 +116,9 @@ pub struct TaskSummary {
     /// Where and since when it runs, while it does.
     pub node: Option<NodeId>,
     pub started_at_ms: Option<u64>,
+    /// Running on the record, but sent ahead and waiting on its node for a slot:
+    /// users see it as `assigned`.
+    pub assigned: bool,
 }
 
 impl Core {
@@ -132,12 +142,20 @@ impl Core {
             state: node.state(),
             live: node.status().is_live(),
             heartbeat_age_ms: now.saturating_duration_since(node.last_seen).as_millis() as u64,
-            running: node
-                .running
-                .iter()
-                .filter_map(|key| Some(AttemptRef { task: *key, attempt: self.running.get(key)?.attempt }))
-                .collect(),
+            running: self.attempts_on(node, false),
+            queued: self.attempts_on(node, true),
+            slots_running: node.slots_running(),
         }
+    }
+
+    /// The attempts on `node` that wait for a slot (`queued`) or run.
+    fn attempts_on(&self, node: &Node, queued: bool) -> Vec<AttemptRef> {
+        node.running
+            .iter()
+            .filter_map(|key| self.running.get(key).map(|r| (key, r)))
+            .filter(|(_, r)| r.queued == queued)
+            .map(|(key, r)| AttemptRef { task: *key, attempt: r.attempt })
+            .collect()
     }
 
     /// Task `index` of `job`, if it has one.
@@ -154,7 +172,8 @@ impl Core {
             node_losses: task.node_losses,
             reason: job.reasons.get(&index).cloned(),
             node: running.map(|r| r.node.clone()),
-            started_at_ms: running.map(|r| r.started_at_ms),
+            started_at_ms: running.filter(|r| !r.queued).map(|r| r.started_at_ms),
+            assigned: running.is_some_and(|r| r.queued),
         })
     }
 }

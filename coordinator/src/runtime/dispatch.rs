@@ -65,7 +65,8 @@ pub fn handle(
         Input::Call(call) => then.push(call(core, now, out)),
         Input::Connected { node, conn, hello, tx } => {
             let late = hello.finished.len();
-            match core.on_hello(now, &node, hello.running, hello.finished, hello.start_task_running, out) {
+            let held = crate::core::Held { running: hello.running, queued: hello.queued, finished: hello.finished };
+            match core.on_hello(now, &node, held, hello.start_task_running, out) {
                 Ok(()) => {
                     // Only a stream the core accepted may write logs.
                     core.on_logs(&node, hello.logs, out);
@@ -105,6 +106,8 @@ pub fn handle(
                 core.on_start_task_done(now, &node, ok, &message, out);
             }
             core.on_logs(&node, update.logs, out);
+            // Before the results: an attempt may start and end within one message.
+            core.on_tasks_started(&node, update.started);
             if !update.finished.is_empty() {
                 core.on_task_results(now, &node, update.finished, out);
             }

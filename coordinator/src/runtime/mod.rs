@@ -110,6 +110,8 @@ pub struct Hello {
     pub start_task_running: bool,
     pub start_task_failed: Option<String>,
     pub running: Vec<AttemptRef>,
+    /// Of `running`, those queued on the agent for a slot.
+    pub queued: Vec<AttemptRef>,
     pub finished: Vec<TaskResult>,
     pub logs: Vec<LogChunk>,
 }
@@ -121,6 +123,8 @@ pub struct AgentUpdate {
     pub start_task_done: Option<(bool, String)>,
     pub heartbeat: Option<(f32, u64)>,
     pub logs: Vec<LogChunk>,
+    /// Attempts sent ahead that started, and when (ms since the epoch).
+    pub started: Vec<(AttemptRef, u64)>,
     pub finished: Vec<TaskResult>,
     /// The room its logs take in memory, given back once they are written.
     pub room: Option<LogRoom>,

@@ -208,7 +208,7 @@ fn sessions(conn: &Connection) -> rusqlite::Result<()> {
 /// Migration 3: the indices of an array listed with gaps (`--array 1,3,5-9:2`), as
 /// written (`NULL`: every index from `first_index` to `last_index`).
 fn array_runs(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("ALTER TABLE jobs ADD COLUMN array_runs TEXT")
+    add_column(conn, "jobs", "array_runs", "TEXT")
 }
 
 /// The schema version this build writes (as many as there are migrations). A store
@@ -260,11 +260,17 @@ fn create_or_upgrade(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(super::events::SCHEMA)?;
     conn.execute_batch(super::lost::SCHEMA)?;
     for (table, column, decl) in ADDED_COLUMNS {
-        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
-        let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-        if !have.iter().any(|c| c == column) {
-            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
-        }
+        add_column(conn, table, column, decl)?;
+    }
+    Ok(())
+}
+
+/// Adds a column unless the table has it (so a migration may run again).
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+    let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    if !have.iter().any(|c| c == column) {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
     }
     Ok(())
 }

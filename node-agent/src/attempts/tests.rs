@@ -110,6 +110,8 @@ fn a_reconnect_says_what_it_holds_and_reports_every_unacknowledged_result_again(
     // Running 1.1, queued 1.2, unacknowledged 1.0.
     let held: Vec<Key> = env.attempts.held().iter().map(key_of).collect();
     assert_eq!(held, vec![(1, 0, 1), (1, 1, 1), (1, 2, 1)]);
+    let queued: Vec<Key> = env.attempts.queued().iter().map(key_of).collect();
+    assert_eq!(queued, vec![(1, 2, 1)], "the hello says which still wait for a slot");
     env.attempts.on_connected(&mut env.out);
     let out = env.take();
     assert_eq!(reported(&out), vec![((1, 0, 1), false)], "its output goes again on the new stream");

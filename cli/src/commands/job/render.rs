@@ -53,6 +53,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
             "waiting": c.waiting,
             "ready": c.ready,
             "running": c.running,
+            "assigned": c.assigned,
             "succeeded": c.succeeded,
             "failed": c.failed,
             "cancelled": c.cancelled,
@@ -111,6 +112,7 @@ pub fn counts_line(c: &pb::TaskCounts) -> String {
         (c.failed, "failed"),
         (c.cancelled, "cancelled"),
         (c.running, "running"),
+        (c.assigned, "assigned (queued on a node)"),
         (c.ready, "ready"),
         (c.waiting, "waiting"),
     ] {

@@ -179,6 +179,7 @@ mod tests {
                 failed: 7_890,
                 cancelled: 12,
                 running: 64,
+                assigned: 512,
                 ready: 860_000,
                 waiting: 8_578,
             }),

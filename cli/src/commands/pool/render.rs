@@ -30,6 +30,7 @@ pub fn pool_json(p: &pb::Pool) -> serde_json::Value {
         "slots_used": p.slots_used,
         "slots_free": p.slots_free,
         "ready_tasks": p.ready_tasks,
+        "assigned_tasks": p.tasks_assigned,
         "active_jobs": p.active_jobs,
         "created_at_ms": p.created_at_ms,
         "last_error": (!p.last_error.is_empty()).then_some(&p.last_error),
@@ -99,6 +100,7 @@ pub fn print_pool(ctx: &Context, p: &pb::Pool) {
         ("nodes", nodes_summary(p)),
         ("slots used", format!("{}/{} ({} free)", p.slots_used, p.slots_total, p.slots_free)),
         ("ready tasks", p.ready_tasks.to_string()),
+        ("assigned tasks", format!("{} (sent ahead, waiting on a node for a slot)", p.tasks_assigned)),
         ("active jobs", p.active_jobs.to_string()),
         ("created", output::timestamp(p.created_at_ms)),
     ]);

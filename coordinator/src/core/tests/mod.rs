@@ -129,7 +129,7 @@ impl Env {
             resources,
         };
         let id = self.core.register_node(self.now, reg, &mut self.out).unwrap();
-        self.core.on_hello(self.now, &id, vec![], vec![], start_task_running, &mut self.out).unwrap();
+        self.core.on_hello(self.now, &id, Held::default(), start_task_running, &mut self.out).unwrap();
         self.check();
         id
     }
@@ -185,6 +185,11 @@ impl Env {
 }
 
 /// What an agent reports for `attempt`: `outcome`, after running `ran_ms`.
+/// What an agent says it holds: attempts running (none queued), results unacked.
+fn held(running: Vec<AttemptRef>, finished: Vec<TaskResult>) -> Held {
+    Held { running, queued: Vec::new(), finished }
+}
+
 fn result(attempt: AttemptRef, outcome: Outcome, ran_ms: u64) -> TaskResult {
     TaskResult {
         attempt,

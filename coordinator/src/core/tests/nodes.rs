@@ -108,7 +108,7 @@ fn hello_reconciles_what_the_agent_runs() {
     let stale = AttemptRef { task: TaskKey { job, index: 0 }, attempt: 9 };
     let done = result(a0, Outcome::Succeeded, 0);
     env.take();
-    env.core.on_hello(env.now, &n, vec![stale], vec![done], false, &mut env.out).unwrap();
+    env.core.on_hello(env.now, &n, held(vec![stale], vec![done]), false, &mut env.out).unwrap();
     env.check();
     let out = env.take();
     assert!(out.agents.contains(&(n.clone(), ToAgent::Kill(stale))));
@@ -125,10 +125,10 @@ fn a_lost_node_must_register_again() {
     let n = env.node(1);
     env.advance(ms(5001));
     env.tick();
-    let err = env.core.on_hello(env.now, &n, vec![], vec![], false, &mut env.out).unwrap_err();
+    let err = env.core.on_hello(env.now, &n, Held::default(), false, &mut env.out).unwrap_err();
     assert!(err.0.contains("lost"), "{err:?}");
     let unknown = NodeId::from_seq(99);
-    assert!(env.core.on_hello(env.now, &unknown, vec![], vec![], false, &mut env.out).is_err());
+    assert!(env.core.on_hello(env.now, &unknown, Held::default(), false, &mut env.out).is_err());
 }
 
 #[test]

@@ -167,8 +167,7 @@ fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
     core.on_hello(
         env.now,
         &a,
-        placed.iter().filter(|(n, _)| *n == a).map(|(_, at)| *at).collect(),
-        vec![],
+        held(placed.iter().filter(|(n, _)| *n == a).map(|(_, at)| *at).collect(), vec![]),
         false,
         &mut out,
     )
@@ -176,8 +175,7 @@ fn shrinking_a_busy_local_pool_drains_then_removes_even_across_a_restart() {
     core.on_hello(
         env.now,
         &b,
-        placed.iter().filter(|(n, _)| *n == b).map(|(_, at)| *at).collect(),
-        vec![],
+        held(placed.iter().filter(|(n, _)| *n == b).map(|(_, at)| *at).collect(), vec![]),
         false,
         &mut out,
     )
@@ -367,7 +365,7 @@ fn an_auto_pool_is_made_with_its_job_and_goes_when_it_ends() {
         resources: Resources::new(),
     };
     let n = env.core.register_node(env.now, reg, &mut env.out).unwrap();
-    env.core.on_hello(env.now, &n, vec![], vec![], false, &mut env.out).unwrap();
+    env.core.on_hello(env.now, &n, Held::default(), false, &mut env.out).unwrap();
     for (node, a) in env.schedule() {
         env.report(&node, a, Outcome::Succeeded);
     }

@@ -82,9 +82,48 @@ fn short_tasks_are_queued_ahead_on_nodes_and_long_ones_are_not() {
     finish_runs(&mut env, &n, &placed, 5);
     // Four short runs seen: two running plus two queued per slot.
     let want = 2 * (1 + schedule::PREFETCH_PER_SLOT);
-    assert_eq!(env.schedule().len(), want as usize);
+    let ahead = env.schedule();
+    assert_eq!(ahead.len(), want as usize);
     assert_eq!(env.core.nodes[&n].slots_used, want);
     assert_eq!(env.core.jobs[&short].counts.running, want);
+
+    // Two fill the free slots and start; the rest wait on the node, assigned, with
+    // no start time, until the agent says each started.
+    let queued = want - 2;
+    let counts = env.core.jobs[&short].counts;
+    assert_eq!((counts.started(), counts.assigned), (2, queued));
+    assert_eq!((env.core.nodes[&n].slots_running(), env.core.nodes[&n].queued), (2, queued));
+    let pool = env.core.pool_summary(&env.core.pools[&PoolName::parse("pool", "p").unwrap()]);
+    assert_eq!((pool.running, pool.assigned, pool.slots.used), (2, u64::from(queued), 2));
+    let (first, waiting) = (ahead[0].1, ahead[2].1);
+    assert!(!env.core.task_summary(&env.core.jobs[&short], first.task.index).unwrap().assigned);
+    let view = env.core.task_summary(&env.core.jobs[&short], waiting.task.index).unwrap();
+    assert_eq!((view.assigned, view.started_at_ms), (true, None));
+    let json = serde_json::to_value(env.core.jobs[&short].counts).unwrap();
+    assert_eq!((json["running"].as_u64(), json["assigned"].as_u64()), (Some(2), Some(u64::from(queued))));
+
+    // The first ends; the agent starts the next queued one and says so.
+    let started_at = env.core.wall_ms(env.now) + 40;
+    env.core.on_task_results(env.now, &n, vec![result(first, Outcome::Succeeded, 5)], &mut env.out);
+    env.core.on_tasks_started(&n, vec![(waiting, started_at)]);
+    env.check();
+    let view = env.core.task_summary(&env.core.jobs[&short], waiting.task.index).unwrap();
+    assert_eq!((view.assigned, view.started_at_ms), (false, Some(started_at)));
+    assert_eq!(env.core.jobs[&short].counts.assigned, queued - 1);
+    // Said twice, or about another node, it changes nothing.
+    env.core.on_tasks_started(&n, vec![(waiting, started_at + 1)]);
+    env.core.on_tasks_started(&NodeId("n-99".into()), vec![(ahead[3].1, started_at)]);
+    env.check();
+    assert_eq!(env.core.jobs[&short].counts.assigned, queued - 1);
+
+    // A reconnecting agent's hello says which still wait: the rest started meanwhile.
+    let held: Vec<AttemptRef> = ahead[1..].iter().map(|(_, a)| *a).collect();
+    let still: Vec<AttemptRef> = ahead[4..].iter().map(|(_, a)| *a).collect();
+    let hello = Held { running: held, queued: still.clone(), finished: Vec::new() };
+    env.core.on_hello(env.now, &n, hello, false, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(env.core.jobs[&short].counts.assigned, still.len() as u32);
+    assert_eq!(env.core.nodes[&n].queued, still.len() as u32);
 
     let mut env = Env::with_pool(Fill::Spread);
     let n = env.node(2);

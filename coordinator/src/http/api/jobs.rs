@@ -157,7 +157,7 @@ fn task_view(core: &Core, job: &Job, offset: usize) -> Option<TaskView> {
     Some(TaskView {
         index: t.key.index,
         name: t.name,
-        state: t.state.as_str(),
+        state: if t.assigned { "assigned" } else { t.state.as_str() },
         attempt: t.attempts,
         failures: t.failures,
         node_losses: t.node_losses,

@@ -32,6 +32,8 @@ pub(super) struct NodeView {
     memory_used_bytes: u64,
     usage: Vec<UsageView>,
     running: Vec<RunningView>,
+    /// Attempts sent ahead, waiting on it for a slot.
+    queued: Vec<RunningView>,
     /// What it has beyond slots, and what its running tasks hold of it.
     resources: crate::model::Resources,
     resources_used: crate::model::Resources,
@@ -51,6 +53,12 @@ pub(super) struct RunningView {
     attempt: u32,
 }
 
+impl RunningView {
+    fn of(a: &crate::model::AttemptRef) -> Self {
+        RunningView { job: a.task.job.0, index: a.task.index, attempt: a.attempt }
+    }
+}
+
 fn node_view(core: &Core, node: &Node, now: Instant) -> NodeView {
     let r = &node.record;
     let summary = core.node_summary(node, now);
@@ -61,7 +69,7 @@ fn node_view(core: &Core, node: &Node, now: Instant) -> NodeView {
         state: summary.state.as_str(),
         reason: r.reason.map(|x| x.as_str()),
         slots: r.slots,
-        slots_used: node.slots_used,
+        slots_used: summary.slots_running,
         cpus: r.cpus,
         memory_bytes: r.memory_bytes,
         heartbeat_age_ms: summary.live.then_some(summary.heartbeat_age_ms),
@@ -74,11 +82,8 @@ fn node_view(core: &Core, node: &Node, now: Instant) -> NodeView {
             .filter(|_| summary.live)
             .map(|u| UsageView { at_ms: u.at_ms, cpu_percent: u.cpu_percent, memory_used_bytes: u.memory_used_bytes })
             .collect(),
-        running: summary
-            .running
-            .iter()
-            .map(|a| RunningView { job: a.task.job.0, index: a.task.index, attempt: a.attempt })
-            .collect(),
+        running: summary.running.iter().map(RunningView::of).collect(),
+        queued: summary.queued.iter().map(RunningView::of).collect(),
         resources: r.resources.clone(),
         resources_used: node.resources_used.clone(),
     }

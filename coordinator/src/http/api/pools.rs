@@ -44,6 +44,8 @@ pub(super) struct Slots {
 pub(super) struct Queue {
     ready: u64,
     running: u64,
+    /// Sent ahead to a node and waiting there for a slot.
+    assigned: u64,
 }
 
 #[derive(Serialize)]
@@ -82,7 +84,7 @@ pub(super) async fn pools(State(shared): State<Arc<Shared>>) -> Api<Vec<PoolView
                     last_error: pool.last_error.clone(),
                     nodes,
                     slots: Slots { total: slots.total, used: slots.used, free: slots.free },
-                    queue: Queue { ready: summary.ready, running: summary.running },
+                    queue: Queue { ready: summary.ready, running: summary.running, assigned: summary.assigned },
                     scale_log: pool
                         .scale_log
                         .iter()

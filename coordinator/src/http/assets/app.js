@@ -14,10 +14,13 @@
 
 const PAGE = 50;
 const TASK_STATES = ['waiting', 'ready', 'running', 'succeeded', 'failed', 'cancelled'];
+// What a job's counts show: `assigned` (sent ahead to a node, waiting there for a
+// slot) apart from `running` (its process runs); a filter for `running` lists both.
+const COUNT_STATES = ['waiting', 'ready', 'assigned', 'running', 'succeeded', 'failed', 'cancelled'];
 const NODE_STATES = ['starting', 'idle', 'running', 'draining', 'lost'];
 const JOB_STATES = ['active', 'completed', 'failed', 'cancelled'];
 // Progress bar segment order: finished work first, then in flight, then queued.
-const BAR_ORDER = ['succeeded', 'failed', 'cancelled', 'running', 'ready', 'waiting'];
+const BAR_ORDER = ['succeeded', 'failed', 'cancelled', 'running', 'assigned', 'ready', 'waiting'];
 
 /* ---------------------------------------------------------------- 1. formatting */
 
@@ -388,7 +391,7 @@ function poolCard(p, selected) {
     fact('nodes', h('span', { class: 'node-states' }, NODE_STATES.map((s) =>
       h('span', { class: nodes[s] ? 'ns' : 'ns zero', title: s }, h('i', { class: `dot s-${s}` }), `${s} `, h('b', null, fmtInt(nodes[s] || 0)))))),
     fact('slots', meter(slots.used, slots.total), ` ${fmtInt(slots.used)}/${fmtInt(slots.total)} used · ${fmtInt(slots.free)} free`),
-    fact('queue', h('b', null, fmtInt(q.ready)), ' ready · ', h('b', null, fmtInt(q.running)), ' running'),
+    fact('queue', h('b', null, fmtInt(q.ready)), ' ready · ', h('b', null, fmtInt(q.assigned || 0)), ' assigned · ', h('b', null, fmtInt(q.running)), ' running'),
     fact('scale', a ? `autoscale ${a.min_nodes}..${a.max_nodes}, target ${a.target ?? p.target_nodes}` : `fixed, ${fmtInt(p.target_nodes)} nodes`,
       h('span', { class: 'muted' }, ` · ${p.slots_per_node} slots/node · ${p.fill}`)),
     (p.scale_log || []).length > 0 && h('ul', { class: 'scale-log' }, (p.scale_log || []).slice(-5).reverse().map((d) =>
@@ -539,7 +542,7 @@ function jobHeader(j) {
         () => act(`/api/jobs/${j.id}/retry`, `Retry the ${c.failed} failed task(s) of job ${j.id}?`))),
     j.reason && h('div', { class: 'reason-line' }, j.reason),
     progressBar(c, j.tasks, true),
-    h('div', { class: 'counts' }, TASK_STATES.map((s) =>
+    h('div', { class: 'counts' }, COUNT_STATES.map((s) =>
       h('span', { class: s === 'failed' && c.failed > 0 ? 'count bad' : 'count' }, h('i', { class: `dot s-${s}` }), `${s} `, h('b', null, fmtInt(c[s] || 0))))),
     n && h('div', { class: 'notify' }, 'notify ', h('span', { class: 'mono' }, n.url), ' ',
       n.delivered ? badge('delivered') : badge('pending'),
@@ -596,7 +599,8 @@ function jobView() {
           document.title = `Job ${j.id} ${j.name} · Corral`;
           head.replaceChildren(jobHeader(j));
           filters.get('all').textContent = fmtInt(j.tasks);
-          for (const s of TASK_STATES) filters.get(s).textContent = fmtInt((j.counts || {})[s] || 0);
+          const c = j.counts || {};
+          for (const s of TASK_STATES) filters.get(s).textContent = fmtInt((c[s] || 0) + (s === 'running' ? c.assigned || 0 : 0));
         }
         if (tasks) {
           body.replaceChildren(...(tasks.tasks.length ? tasks.tasks.map((t) => taskRow(job, t)) : [emptyRow(TASK_HEADERS.length, 'No tasks.')]));

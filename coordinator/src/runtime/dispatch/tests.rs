@@ -19,7 +19,14 @@ struct Env {
 }
 
 fn hello() -> Hello {
-    Hello { start_task_running: false, start_task_failed: None, running: vec![], finished: vec![], logs: vec![] }
+    Hello {
+        start_task_running: false,
+        start_task_failed: None,
+        running: vec![],
+        queued: vec![],
+        finished: vec![],
+        logs: vec![],
+    }
 }
 
 fn chunk(attempt: AttemptRef) -> LogChunk {
