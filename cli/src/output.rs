@@ -46,8 +46,18 @@ pub fn fields(pairs: &[(&str, String)]) {
     }
 }
 
+/// Prints one JSON document, each time field with its RFC 3339 twin ([`with_times`]).
 pub fn json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    let mut value = value.clone();
+    with_times(&mut value);
+    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string()));
+}
+
+/// Prints one JSON object on one line (a stream of them), with its RFC 3339 times.
+pub fn json_line(value: &serde_json::Value) {
+    let mut value = value.clone();
+    with_times(&mut value);
+    println!("{value}");
 }
 
 /// Words joined as a shell would need them typed: arguments with spaces or quotes
@@ -78,24 +88,50 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
-/// Seconds since the Unix epoch as local-agnostic UTC `YYYY-MM-DD HH:MM:SS`.
+/// A time for people, the same in every command: UTC to the second, with `Z`
+/// (`2026-12-07 16:33:44Z`); `-` for none (0).
 pub fn timestamp(ms: u64) -> String {
-    if ms == 0 {
-        return "-".into();
+    match instant(ms) {
+        Some(t) => t.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+        None => "-".into(),
     }
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm), proleptic Gregorian.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// A time in JSON: RFC 3339 in UTC, to the millisecond (`2026-12-07T16:33:44.120Z`).
+pub fn rfc3339(ms: u64) -> Option<String> {
+    instant(ms).map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+fn instant(ms: u64) -> Option<jiff::Timestamp> {
+    i64::try_from(ms).ok().filter(|&ms| ms > 0).and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+}
+
+/// Whether a JSON field holds a point in time as ms since the Unix epoch (and not
+/// a duration such as `timeout_ms`).
+fn is_time(key: &str) -> bool {
+    key.ends_with("_at_ms") || matches!(key, "at_ms" | "slot_ms" | "scheduled_for_ms" | "last_poll_ms" | "cursor_ms")
+}
+
+/// Beside every time field (`submitted_at_ms`), the same time in RFC 3339
+/// (`submitted_at`), in every object of `value`, nested ones included.
+pub fn with_times(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let times: Vec<(String, String)> = map
+                .iter()
+                .filter(|(k, _)| is_time(k))
+                .filter_map(|(k, v)| Some((k.strip_suffix("_ms")?.to_string(), rfc3339(v.as_u64()?)?)))
+                .collect();
+            for v in map.values_mut() {
+                with_times(v);
+            }
+            for (k, t) in times {
+                map.entry(k).or_insert(serde_json::Value::String(t));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(with_times),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -103,10 +139,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_are_utc() {
+    fn times_are_utc_with_z_for_people_and_rfc3339_in_json() {
         assert_eq!(timestamp(0), "-");
-        assert_eq!(timestamp(1_795_478_400_000), "2026-11-24 00:00:00");
-        assert_eq!(timestamp(951_782_400_000 + 3_723_000), "2000-02-29 01:02:03");
+        assert_eq!(timestamp(1_795_478_400_000), "2026-11-24 00:00:00Z");
+        assert_eq!(timestamp(951_782_400_000 + 3_723_456), "2000-02-29 01:02:03Z");
+        assert_eq!(rfc3339(951_782_400_000 + 3_723_456).as_deref(), Some("2000-02-29T01:02:03.456Z"));
+        let mut v = serde_json::json!({
+            "submitted_at_ms": 1_795_478_400_000u64, "finished_at_ms": null, "timeout_ms": 5000,
+            "attempts": [{"started_at_ms": 1_795_478_400_001u64}], "at_ms": 0,
+        });
+        with_times(&mut v);
+        assert_eq!(v["submitted_at"], "2026-11-24T00:00:00.000Z");
+        assert_eq!(v["attempts"][0]["started_at"], "2026-11-24T00:00:00.001Z");
+        assert!(v.get("finished_at").is_none() && v.get("timeout").is_none() && v.get("at").is_none(), "{v}");
     }
 
     #[test]

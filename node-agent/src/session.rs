@@ -15,7 +15,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::attempts::{key_of, Attempts, Effect, Key, Unacked};
+use crate::attempts::{key_of, task_ref, Attempts, Effect, Key, Unacked};
 use crate::coordinators::Coordinators;
 use crate::runner::{self, Cancel, Lane, Output, RunContext, RunnerEvent};
 use crate::start_task::{self, StartTask};
@@ -50,6 +50,9 @@ pub enum Error {
 /// How many messages of output (each at most one chunk) may wait for the stream.
 const DATA_QUEUE: usize = 8;
 
+/// How often the coordinator is told which attempts sent ahead have started.
+const STARTED_EVERY: Duration = Duration::from_millis(50);
+
 /// How a session ended.
 enum End {
     /// The stream broke; `established` says whether it had opened.
@@ -81,8 +84,9 @@ struct Agent {
     attempts: Attempts,
     /// How to stop each running attempt's runner.
     cancels: HashMap<Key, Cancel>,
-    /// Attempts sent ahead that started since the coordinator was last told.
-    started: Vec<pb::TaskStarted>,
+    /// Attempts sent ahead that started since the coordinator was last told, and
+    /// when (ms since the epoch).
+    started: HashMap<Key, u64>,
     /// The current stream's output lane, which runners ship through.
     lane: watch::Sender<Lane>,
     /// The pool's start task for this registration, and where it stands.
@@ -141,7 +145,7 @@ pub async fn run(
         max_backoff: MAX_BACKOFF,
         attempts: Attempts::new(slots),
         cancels: HashMap::new(),
-        started: Vec::new(),
+        started: HashMap::new(),
         lane: watch::Sender::new(Lane::default()),
         start_task: StartTask::None,
         start_done: None,
@@ -476,6 +480,10 @@ impl Agent {
             self.start_task = StartTask::Running;
         }
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
+        // Starts are told in batches, every STARTED_EVERY: a short task that ends
+        // sooner is told by its result alone (which says that it started).
+        let mut started_every = tokio::time::interval(STARTED_EVERY);
+        started_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
@@ -524,13 +532,13 @@ impl Agent {
                         return End::Disconnected { established: true };
                     }
                 }
-                _ = stop.wait_for(|s| *s) => return End::Shutdown,
-            }
-            if !self.started.is_empty() {
-                let started = std::mem::take(&mut self.started);
-                if out.send(pb::AgentMessage { started, ..Default::default() }).is_err() {
-                    return End::Disconnected { established: true };
+                _ = started_every.tick(), if !self.started.is_empty() => {
+                    let started = self.started.drain().map(|(key, started_at_ms)| pb::TaskStarted { task: Some(task_ref(key)), started_at_ms }).collect();
+                    if out.send(pb::AgentMessage { started, ..Default::default() }).is_err() {
+                        return End::Disconnected { established: true };
+                    }
                 }
+                _ = stop.wait_for(|s| *s) => return End::Shutdown,
             }
         }
     }
@@ -569,6 +577,8 @@ impl Agent {
         let RunnerEvent::Finished { result, dir, max_output, shipped_on } = event;
         if let Some(task) = &result.task {
             self.cancels.remove(&key_of(task));
+            // Its result says it started: no need to tell that apart.
+            self.started.remove(&key_of(task));
         }
         let shipped = generation.is_some() && shipped_on == generation;
         self.attempts.on_finished(result, dir, max_output, shipped, out);
@@ -583,7 +593,7 @@ impl Agent {
                     // The coordinator shows a task sent ahead as assigned until
                     // it hears that it started.
                     if assignment.sent_ahead {
-                        self.started.push(pb::TaskStarted { task: Some(task), started_at_ms: runner::now_ms() });
+                        self.started.insert(key_of(&task), runner::now_ms());
                     }
                     let Some(ctx) = self.context() else {
                         let generation = self.lane.borrow().generation;

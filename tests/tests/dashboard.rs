@@ -38,6 +38,12 @@ fn a_person_sees_the_job_run_live_and_a_killed_node_turn_lost() {
     browser.wait_for(WAIT, "the dashboard to render", "return document.body.dataset.ready === 'true'");
     browser.wait_for(WAIT, "the live indicator", "return document.querySelector('#live').dataset.connected === 'true'");
     browser.wait_for(WAIT, "the pool card", "return !!document.querySelector('[data-pool=\"cpu\"]')");
+    // A live feed names the last event recorded (the pool's), not "no events yet".
+    browser.wait_for(
+        WAIT,
+        "the header to name the last event",
+        "return document.querySelector('#last-event').textContent.startsWith('event #')",
+    );
     // Anything the page keeps survives only if it is never reloaded.
     browser.eval("window.__corralMarker = 42; return true");
 
@@ -72,14 +78,21 @@ fn a_person_sees_the_job_run_live_and_a_killed_node_turn_lost() {
         Duration::from_secs(60),
         "the job to complete on the page",
         &format!(
-            "const row = document.querySelector('tr[data-job-id=\"{job}\"]'); return !!row && row.dataset.state === 'completed' && {} === 30",
-            job_field(job, "succeeded")
+            "const row = document.querySelector('tr[data-job-id=\"{job}\"]'); return !!row && row.dataset.state === 'completed' && {} === 30 && {} === 30",
+            job_field(job, "succeeded"),
+            job_field(job, "done")
         ),
     );
 
     // The job's page lists its tasks, paged; a task's page shows its output.
     browser.eval(&format!("location.hash = '#/jobs/{job}'; return true"));
     browser.wait_for(WAIT, "the task list", "return document.querySelectorAll('tr[data-task-index]').length === 30");
+    // "Done" is finished, as in the CLI; every finished task says where and when it ran.
+    assert_eq!(browser.eval("return document.querySelector('.job-head').textContent.includes('30 / 30')"), true);
+    let blank = browser.eval(
+        "return [...document.querySelectorAll('tr[data-task-index]')].filter(r => { const c = r.querySelectorAll('td'); return !c[4].textContent.startsWith('n-') || c[5].textContent.trim() === '—'; }).length",
+    );
+    assert_eq!(blank, 0, "finished tasks without a node or a start time");
     browser.eval(&format!("location.hash = '#/jobs/{job}/tasks/7'; return true"));
     browser.wait_for(
         WAIT,

@@ -213,4 +213,18 @@ fn tasks_sent_ahead_to_a_busy_node_are_assigned_not_running() {
         let started = task["attempts"][0]["started_at_ms"].as_u64().unwrap_or(0);
         assert!(started + 50 >= opened, "task {index} started at {started}, the gate opened at {opened}: {task}");
     }
+    // Every finished task says where and when its last attempt ran, in RFC 3339 too.
+    let listed = c.json(&["task", "list", &job.to_string()]);
+    for t in listed.as_array().unwrap() {
+        assert!(t["node_id"].as_str().is_some_and(|n| n.starts_with("n-")), "{t}");
+        assert!(t["started_at_ms"].as_u64().is_some_and(|ms| ms > 0), "{t}");
+        assert!(t["started_at"].as_str().is_some_and(|at| at.ends_with('Z') && at.contains('T')), "{t}");
+    }
+    let page = c.api(&format!("/api/jobs/{job}/tasks?limit=40"));
+    for t in page["tasks"].as_array().unwrap() {
+        assert!(t["node"].as_str().is_some() && t["started_at_ms"].as_u64().is_some(), "{t}");
+    }
+    let text = String::from_utf8_lossy(&c.corral(&["job", "show", &job.to_string()]).stdout).into_owned();
+    let submitted = text.lines().find(|l| l.starts_with("submitted:")).unwrap_or_default().to_string();
+    assert!(submitted.ends_with('Z') && !submitted.contains("UTC"), "one time format: {submitted}");
 }

@@ -127,7 +127,7 @@ impl EventsArgs {
                         backoff = Duration::from_millis(200);
                         after = event.id;
                         if ctx.json() {
-                            println!("{}", event_json(&event));
+                            output::json_line(&event_json(&event));
                         } else {
                             println!("{}", line(&event));
                         }

@@ -185,7 +185,7 @@ fn print(ctx: &Context, s: &pb::Schedule) {
         rows.push((if i == 0 { "next" } else { "" }, next.clone()));
     }
     for (i, r) in s.runs.iter().rev().enumerate() {
-        let line = format!("{} UTC: job {} {}", output::timestamp(r.slot_ms), r.job_id, run_state(r));
+        let line = format!("{}: job {} {}", output::timestamp(r.slot_ms), r.job_id, run_state(r));
         rows.push((if i == 0 { "last runs" } else { "" }, line));
     }
     output::fields(&rows);

@@ -311,7 +311,11 @@ impl TaskCommand {
                         .iter()
                         .map(|t| {
                             let last_error = (!t.last_error.is_empty()).then_some(&t.last_error);
-                            task_json(t, json!({ "last_error": last_error, "attempts": t.attempts_count }))
+                            let started = (t.started_at_ms > 0).then_some(t.started_at_ms);
+                            task_json(
+                                t,
+                                json!({ "last_error": last_error, "attempts": t.attempts_count, "started_at_ms": started }),
+                            )
                         })
                         .collect();
                     output::json(&serde_json::Value::Array(items));
@@ -328,10 +332,18 @@ impl TaskCommand {
                             } else {
                                 format!("{} ({why})", state_word(t))
                             };
-                            vec![t.index.to_string(), t.name.clone(), state, t.attempts_count.to_string(), node]
+                            let started = output::timestamp(t.started_at_ms);
+                            vec![
+                                t.index.to_string(),
+                                t.name.clone(),
+                                state,
+                                t.attempts_count.to_string(),
+                                node,
+                                started,
+                            ]
                         })
                         .collect();
-                    output::table(&["INDEX", "TASK", "STATE", "ATTEMPTS", "NODE"], &rows);
+                    output::table(&["INDEX", "TASK", "STATE", "ATTEMPTS", "NODE", "STARTED"], &rows);
                 }
             }
             TaskCommand::Show { job, task } => {

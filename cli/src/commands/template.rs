@@ -109,7 +109,7 @@ fn print(ctx: &Context, t: &pb::Template) {
         ("owner", t.owner.clone()),
         ("command", output::shell_words(&t.task.clone().unwrap_or_default().argv)),
         ("tasks", t.tasks.to_string()),
-        ("created", format!("{} UTC", output::timestamp(t.created_at_ms))),
+        ("created", output::timestamp(t.created_at_ms)),
     ];
     if !t.meta_required.is_empty() {
         rows.push(("meta required", t.meta_required.join(", ")));

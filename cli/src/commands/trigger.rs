@@ -127,14 +127,14 @@ fn print(ctx: &Context, t: &pb::Trigger) {
     if t.poll_ms > 0 {
         rows.push(("seen", t.seen.to_string()));
         if t.last_poll_ms > 0 {
-            rows.push(("last poll", format!("{} UTC", output::timestamp(t.last_poll_ms))));
+            rows.push(("last poll", output::timestamp(t.last_poll_ms)));
         }
     }
     if !t.last_error.is_empty() {
         rows.push(("last error", t.last_error.clone()));
     }
     for (i, f) in t.recent.iter().rev().enumerate() {
-        let line = format!("{} UTC: {} -> job {} {}", output::timestamp(f.at_ms), f.object, f.job_id, fire_state(f));
+        let line = format!("{}: {} -> job {} {}", output::timestamp(f.at_ms), f.object, f.job_id, fire_state(f));
         rows.push((if i == 0 { "last dispatches" } else { "" }, line));
     }
     output::fields(&rows);

@@ -41,27 +41,43 @@ pub(super) async fn list_tasks(
             Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
         })
         .await??;
-    // The dead-letter view: each failed task says how its last attempt ended.
-    let failed: Vec<usize> =
-        resp.tasks.iter().enumerate().filter(|(_, t)| t.state() == pb::TaskState::Failed).map(|(i, _)| i).collect();
-    if failed.is_empty() {
+    // A finished task says where and when its last attempt ran, and a failed one
+    // how it ended (the dead-letter view).
+    let ended: Vec<usize> = resp
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| ran_and_ended(t.state(), t.attempts_count))
+        .map(|(i, _)| i)
+        .collect();
+    if ended.is_empty() {
         return Ok(Response::new(resp));
     }
     let shared = api.shared.clone();
     let resp = tokio::task::spawn_blocking(move || {
         let mut resp = resp;
         let mut reader = shared.reader();
-        for i in failed {
+        for i in ended {
             let t = &mut resp.tasks[i];
             let attempt =
                 AttemptRef { task: TaskKey { job: JobId(t.job_id), index: t.index }, attempt: t.attempts_count };
-            t.last_error = reader.attempt_error(attempt)?.unwrap_or_default();
+            if let Some(last) = reader.ended_attempt(attempt)? {
+                (t.node_id, t.started_at_ms) = (last.node_id, last.started_at_ms);
+                if t.state() == pb::TaskState::Failed {
+                    t.last_error = last.said;
+                }
+            }
         }
         Ok::<_, Error>(resp)
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))??;
     Ok(Response::new(resp))
+}
+
+/// A task that finished after running at least once: its last attempt is in the record.
+fn ran_and_ended(state: pb::TaskState, attempts: u32) -> bool {
+    attempts > 0 && matches!(state, pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled)
 }
 
 pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {

@@ -69,9 +69,9 @@ pub trait History: Send {
     fn event_bounds(&mut self) -> Result<(Option<u64>, u64)>;
     /// Whether an attempt has ended in the record.
     fn attempt_ended(&mut self, attempt: AttemptRef) -> Result<bool>;
-    /// How an ended attempt ended, in a few words; `None` if it has no row or has
-    /// not ended.
-    fn attempt_error(&mut self, attempt: AttemptRef) -> Result<Option<String>>;
+    /// Where and when an ended attempt ran and how it ended, in a few words; `None`
+    /// if it has no row or has not ended.
+    fn ended_attempt(&mut self, attempt: AttemptRef) -> Result<Option<super::reader::EndedAttempt>>;
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was
     /// written.
     fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
@@ -176,8 +176,8 @@ impl History for Reader {
         Reader::attempt_ended(self, attempt)
     }
 
-    fn attempt_error(&mut self, attempt: AttemptRef) -> Result<Option<String>> {
-        Reader::attempt_error(self, attempt)
+    fn ended_attempt(&mut self, attempt: AttemptRef) -> Result<Option<super::reader::EndedAttempt>> {
+        Reader::ended_attempt(self, attempt)
     }
 
     fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {

@@ -20,6 +20,14 @@ pub struct AttemptRow {
     pub message: String,
 }
 
+/// Where and when an attempt that has ended ran, and how it ended in a few words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedAttempt {
+    pub node_id: String,
+    pub started_at_ms: u64,
+    pub said: String,
+}
+
 /// Read-only access for the service: attempt history and logs.
 pub struct Reader {
     pub(super) db: super::Db,
@@ -74,21 +82,21 @@ impl Reader {
 
     /// How an ended attempt ended, in a few words (`exited with code 2`); `None` for
     /// one that has no row or has not ended.
-    pub fn attempt_error(&mut self, attempt: AttemptRef) -> Result<Option<String>> {
-        type Said = (Option<String>, Option<i32>, Option<i32>, Option<String>);
-        let row: Option<Said> = self.db.sql().first(
-            "SELECT outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+    pub fn ended_attempt(&mut self, attempt: AttemptRef) -> Result<Option<EndedAttempt>> {
+        type Row = (String, u64, Option<String>, Option<i32>, Option<i32>, Option<String>);
+        let row: Option<Row> = self.db.sql().first(
+            "SELECT node_id, started_at_ms, outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
             args![attempt.task.job.0, attempt.task.index, attempt.attempt],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )?;
-        let Some((Some(outcome), exit_code, signal, message)) = row else { return Ok(None) };
+        let Some((node_id, started_at_ms, Some(outcome), exit_code, signal, message)) = row else { return Ok(None) };
         let said = match (message.filter(|m| !m.is_empty()), exit_code, signal) {
             (Some(message), _, _) => message,
             (None, Some(code), _) => format!("exit code {code}"),
             (None, None, Some(signal)) => format!("killed by signal {signal}"),
             (None, None, None) => outcome,
         };
-        Ok(Some(said))
+        Ok(Some(EndedAttempt { node_id, started_at_ms, said }))
     }
 
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was written.

@@ -13,7 +13,7 @@ use crate::Exit;
 pub fn state_line(j: &pb::Job) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     if j.state() == pb::JobState::Active && j.begin_at_ms > now {
-        return format!("waiting (begins at {} UTC)", output::timestamp(j.begin_at_ms));
+        return format!("waiting (begins at {})", output::timestamp(j.begin_at_ms));
     }
     if j.state() == pb::JobState::Active && !j.waiting_for.is_empty() {
         let jobs: Vec<String> = j.waiting_for.iter().map(|id| format!("job {id}")).collect();

@@ -49,10 +49,10 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
         ("submitted", output::timestamp(j.submitted_at_ms)),
     ];
     if !j.schedule.is_empty() {
-        rows.push(("schedule", format!("{} (for {} UTC)", j.schedule, output::timestamp(j.scheduled_for_ms))));
+        rows.push(("schedule", format!("{} (for {})", j.schedule, output::timestamp(j.scheduled_for_ms))));
     }
     if j.begin_at_ms > 0 {
-        rows.push(("begins", format!("{} UTC", output::timestamp(j.begin_at_ms))));
+        rows.push(("begins", output::timestamp(j.begin_at_ms)));
     }
     if end > 0 {
         rows.push((

@@ -208,14 +208,21 @@ pub(super) async fn tasks(
     })
     .await?
     .0;
-    // The dead-letter view: each failed task says how its last attempt ended.
-    if page.tasks.iter().any(|t| t.state == "failed") {
+    // A finished task says where and when its last attempt ran, and a failed one
+    // how it ended (the dead-letter view).
+    let ended = |t: &TaskView| t.attempt > 0 && matches!(t.state, "succeeded" | "failed" | "cancelled");
+    if page.tasks.iter().any(ended) {
         let s = shared.clone();
         page = blocking(move || {
             let mut reader = s.reader();
-            for t in page.tasks.iter_mut().filter(|t| t.state == "failed") {
+            for t in page.tasks.iter_mut().filter(|t| ended(t)) {
                 let attempt = AttemptRef { task: TaskKey { job: JobId(id), index: t.index }, attempt: t.attempt };
-                t.last_error = reader.attempt_error(attempt)?;
+                if let Some(last) = reader.ended_attempt(attempt)? {
+                    (t.node, t.started_at_ms) = (Some(last.node_id), Some(last.started_at_ms));
+                    if t.state == "failed" {
+                        t.last_error = Some(last.said);
+                    }
+                }
             }
             Ok(page)
         })

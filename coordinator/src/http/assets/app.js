@@ -58,7 +58,9 @@ function fmtBytes(b) {
 }
 
 const fmtPct = (p) => (p == null ? '—' : `${p.toFixed(p < 10 ? 1 : 0)} %`);
-const fmtRate = (r) => (r == null ? '—' : `${r.toFixed(1)} tasks/s`);
+// A rate over fewer than ten tasks says little ("1000 tasks/s" for one task that
+// took a millisecond): those show a dash.
+const fmtRate = (r, finished = Infinity) => (r == null || finished < 10 ? '—' : `${r.toFixed(1)} tasks/s`);
 const fmtEta = (s) => (s == null ? '—' : `~${fmtDuration(s * 1000)}`);
 
 /* ------------------------------------------------------- 2. DOM helpers, widgets */
@@ -95,6 +97,11 @@ function table(headers, tbody) {
 }
 
 /** Stacked bar of task states; failures get a minimum width so one in a million still shows. */
+/** Tasks that ended, however: what "done" means in the CLI and here. */
+function finished(c) {
+  return (c.succeeded || 0) + (c.failed || 0) + (c.cancelled || 0);
+}
+
 function progressBar(counts = {}, total = 0, big = false) {
   const bar = h('div', {
     class: big ? 'progress big' : 'progress',
@@ -305,6 +312,18 @@ const lastEventEl = document.getElementById('last-event');
 function setLive(connected) {
   liveEl.dataset.connected = String(connected);
   liveEl.querySelector('.label').textContent = connected ? 'live' : 'reconnecting…';
+  // A live feed that has sent nothing yet still knows where the log ends.
+  if (connected && lastEventId == null) lastKnownEvent();
+}
+
+/** Names the newest event in the header (and backfills the recent panel) when
+ * the feed is up but quiet. */
+async function lastKnownEvent() {
+  const r = await get('/api/events?limit=1');
+  const last = r && r.last_id ? r.last_id : null;
+  if (last == null) { if (r && lastEventId == null) lastEventEl.textContent = 'live, no events recorded'; return; }
+  if (lastEventId == null || last > lastEventId) lastEventEl.textContent = `event #${fmtInt(last)}`;
+  if (!recentLoaded) loadRecent(last);
 }
 
 function addRecent(events) {
@@ -374,7 +393,9 @@ const pageOf = (q) => Math.max(0, (parseInt(q.get('page'), 10) || 1) - 1); // ?p
 const toPage = (p) => (p > 0 ? p + 1 : null);
 const taskHref = (job, index, params) => routeHref(`/jobs/${job}/tasks/${index}`, params);
 
-const JOB_HEADERS = [['ID', 'num'], 'Name', 'Pool', 'Owner', 'State', 'Progress', ['Done', 'num'], ['Failed', 'num'], ['Throughput', 'num'], ['ETA', 'num'], ['Submitted', 'num']];
+// "Done" means finished (succeeded, failed or cancelled), as in the CLI; succeeded
+// and failed are counted apart.
+const JOB_HEADERS = [['ID', 'num'], 'Name', 'Pool', 'Owner', 'State', 'Progress', ['Done', 'num'], ['Succeeded', 'num'], ['Failed', 'num'], ['Throughput', 'num'], ['ETA', 'num'], ['Submitted', 'num']];
 const NODE_HEADERS = ['ID', 'Pool', 'Host', 'State', ['Heartbeat', 'num'], ['Slots', 'num'], 'CPU', 'Memory', 'Running', 'Reason'];
 const EVENT_HEADERS = [['Time', 'num'], ['#', 'num'], 'Kind', 'Subject', 'State', 'Detail'];
 const TASK_HEADERS = [['Index', 'num'], 'Name', 'State', ['Attempt', 'num'], 'Node', ['Started', 'num'], 'Reason'];
@@ -417,9 +438,10 @@ function jobRow(j) {
     h('td', null, badge(j.state)),
     h('td', { class: 'bar-cell' }, progressBar(c, j.tasks)),
     // Plain integers on purpose: the browser tests read these.
-    h('td', { class: 'num' }, h('span', { 'data-field': 'succeeded' }, String(c.succeeded || 0)), '/', h('span', { 'data-field': 'total' }, String(j.tasks))),
+    h('td', { class: 'num' }, h('span', { 'data-field': 'done' }, String(finished(c))), '/', h('span', { 'data-field': 'total' }, String(j.tasks))),
+    h('td', { class: 'num' }, h('span', { 'data-field': 'succeeded' }, String(c.succeeded || 0))),
     h('td', { class: c.failed > 0 ? 'num bad' : 'num' }, fmtInt(c.failed || 0)),
-    h('td', { class: 'num' }, fmtRate(j.throughput_per_s)),
+    h('td', { class: 'num' }, fmtRate(j.throughput_per_s, finished(c))),
     h('td', { class: 'num' }, fmtEta(j.eta_s)),
     h('td', { class: 'num' }, timeEl(j.submitted_at_ms)));
 }
@@ -532,8 +554,9 @@ function jobHeader(j) {
       fact('submitted', timeEl(j.submitted_at_ms)),
       fact('finished', timeEl(j.finished_at_ms)),
       fact('elapsed', fmtDuration((j.finished_at_ms ?? Date.now()) - j.submitted_at_ms)),
-      fact('done', `${fmtInt(c.succeeded || 0)} / ${fmtInt(j.tasks)}`),
-      fact('throughput', fmtRate(j.throughput_per_s)),
+      fact('done', `${fmtInt(finished(c))} / ${fmtInt(j.tasks)}`,
+        h('span', { class: 'muted' }, ` (${fmtInt(c.succeeded || 0)} succeeded · ${fmtInt(c.failed || 0)} failed · ${fmtInt(c.cancelled || 0)} cancelled)`)),
+      fact('throughput', fmtRate(j.throughput_per_s, finished(c))),
       fact('ETA', fmtEta(j.eta_s))),
     me.may.change_jobs && h('div', { class: 'actions' },
       j.state === 'active' && actionButton('Cancel job', { 'data-action': 'cancel' },
@@ -779,6 +802,8 @@ function navigate() {
   if (r.redirect) { location.replace(r.redirect); return; }
   if (!current || current.key !== r.key) {
     current?.view.destroy();
+    // The last page's errors go with it (a failed action, a page that would not load).
+    bannerEl.replaceChildren();
     current = { key: r.key, view: r.make() };
     current.view.update(r);
     document.getElementById('view').replaceChildren(current.view.root);
