@@ -169,7 +169,7 @@ fn parse_url(s: &str) -> Result<String, String> {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    let bytes = corral_proto::size::parse(s)?;
+    let bytes = corral_types::size::parse(s)?;
     if bytes < corral_coordinator::convert::MIN_MAX_OUTPUT {
         return Err(format!("keep at least {} bytes (1KiB)", corral_coordinator::convert::MIN_MAX_OUTPUT));
     }

@@ -22,7 +22,7 @@ pub fn parse(s: &str) -> Result<(String, Amount), String> {
     let value = value.trim();
     let amount = match name.as_str() {
         GPUS if value == "auto" => Amount::Auto,
-        MEM => Amount::Fixed(corral_proto::size::parse(value)?),
+        MEM => Amount::Fixed(corral_types::size::parse(value)?),
         _ => Amount::Fixed(value.parse().map_err(|_| format!("'{value}' for {name} is not a whole number"))?),
     };
     if name == GPUS && matches!(amount, Amount::Fixed(n) if n > MAX_GPUS) {

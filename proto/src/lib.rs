@@ -8,15 +8,13 @@
 //!
 //! [`credentials`] is how every client presents its token, [`tls`] how it reaches
 //! a coordinator (plain or TLS), [`leader`] how it finds the one that leads among
-//! several, [`methods`] lists every method the protos declare,
-//! [`size`] reads and writes byte sizes as users do (`10MiB`), and [`words`]
-//! converts the vocabulary's states and outcomes (`corral-types`) to and from their
-//! protobuf enums.
+//! several, [`methods`] lists every method the protos declare, and [`words`]
+//! converts the vocabulary's states, outcomes and array indices (`corral-types`) to
+//! and from their protobuf forms.
 
 pub mod credentials;
 pub mod leader;
 pub mod methods;
-pub mod size;
 pub mod tls;
 pub mod words;
 

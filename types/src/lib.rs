@@ -14,6 +14,7 @@
 //! - [`graph`]: graph jobs (named tasks with dependencies) checked and numbered;
 //! - [`paths`]: where everything lives in the object store;
 //! - [`duration`]: durations as users write them, and the one bound on them;
+//! - [`size`]: byte sizes as users write them (`10MiB`);
 //! - and, here, [`Invalid`]: a refused request field, with [`shown`] and [`bounded`]
 //!   keeping what a client sent short when it is said back.
 //!
@@ -31,6 +32,7 @@ pub mod ids;
 pub mod paths;
 pub mod policy;
 pub mod resources;
+pub mod size;
 pub mod spec;
 
 pub use ids::{AttemptRef, JobId, NodeId, PoolName, TaskKey};

@@ -72,7 +72,7 @@ fn resources_line(n: &pb::Node) -> String {
         .map(|(name, has)| {
             let used = n.resources_used.get(&name).copied().unwrap_or(0);
             if name == corral_types::resources::MEM {
-                format!("{name} {}/{} used", corral_proto::size::show(used), corral_proto::size::show(has))
+                format!("{name} {}/{} used", corral_types::size::show(used), corral_types::size::show(has))
             } else {
                 format!("{name} {used}/{has} used")
             }

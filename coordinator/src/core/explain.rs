@@ -130,7 +130,7 @@ impl Core {
         }
         let want = &job.spec.task_spec(key.index).resources;
         if !usable.is_empty() && !usable.iter().any(|n| n.fits(want)) {
-            let show = corral_types::resources::describe(want, corral_proto::size::show);
+            let show = corral_types::resources::describe(want, corral_types::size::show);
             let ever =
                 usable.iter().any(|n| corral_types::resources::fits(&n.record.resources, &Resources::new(), want));
             why.push(if ever {

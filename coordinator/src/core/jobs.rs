@@ -100,7 +100,7 @@ impl Core {
                     .iter()
                     .any(|n| corral_types::resources::fits(&n.record.resources, &Resources::new(), want))
                 {
-                    let show = |r: &Resources| corral_types::resources::describe(r, corral_proto::size::show);
+                    let show = |r: &Resources| corral_types::resources::describe(r, corral_types::size::show);
                     let most = registered
                         .iter()
                         .map(|n| show(&n.record.resources))
@@ -620,7 +620,7 @@ pub fn truncation(stderr: bool, written: u64, limit: u64) -> Option<(String, Str
         return None;
     }
     let stream = if stderr { "stderr" } else { "stdout" };
-    let (kept, all) = (corral_proto::size::show(limit), corral_proto::size::show(written));
+    let (kept, all) = (corral_types::size::show(limit), corral_types::size::show(written));
     Some((
         format!("\n[corral: {stream} truncated here: kept the first {kept} of {all} (--max-output)]\n"),
         format!("{stream} truncated to {kept} of {all}"),

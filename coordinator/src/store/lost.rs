@@ -99,7 +99,7 @@ pub fn note(bytes: [u64; 2]) -> String {
         .iter()
         .zip(bytes)
         .filter(|(_, bytes)| *bytes > 0)
-        .map(|(name, bytes)| format!("{} of {name}", corral_proto::size::show(bytes)))
+        .map(|(name, bytes)| format!("{} of {name}", corral_types::size::show(bytes)))
         .collect();
     format!(
         "{} not stored: the coordinator could not write its logs (is its disk full?); see its log",
@@ -218,7 +218,7 @@ fn write_marker(logs: &Path, marker: &Marker) -> std::io::Result<()> {
     let stream = if marker.stderr { "stderr" } else { "stdout" };
     let text = format!(
         "\n[corral: {} of {stream} is missing from this log: the coordinator could not write it]\n",
-        corral_proto::size::show(marker.bytes)
+        corral_types::size::show(marker.bytes)
     );
     let path = log_path(logs, marker.attempt, marker.stderr);
     if let Some(dir) = path.parent() {

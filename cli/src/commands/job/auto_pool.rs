@@ -74,7 +74,7 @@ pub fn spec(settings: &BTreeMap<String, String>) -> Result<pb::PoolSpec, String>
         Some(image) => Some(pb::DockerSpec {
             image,
             network: get("network").unwrap_or_default(),
-            memory_bytes: get("memory").map(|m| corral_proto::size::parse(&m)).transpose()?.unwrap_or(0),
+            memory_bytes: get("memory").map(|m| corral_types::size::parse(&m)).transpose()?.unwrap_or(0),
             nano_cpus: get("cpus").map(|c| super::super::pool::parse_cpus(&c)).transpose()?.unwrap_or(0),
             coordinator_url: get("coordinator-url").unwrap_or_default(),
         }),

@@ -43,7 +43,7 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
             "max output",
             match j.max_output_bytes {
                 0 => "the coordinator's default, per stream".into(),
-                n => format!("{} per stream", corral_proto::size::show(n)),
+                n => format!("{} per stream", corral_types::size::show(n)),
             },
         ),
         ("submitted", output::timestamp(j.submitted_at_ms)),

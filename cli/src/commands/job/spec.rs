@@ -59,7 +59,7 @@ pub fn parse_resource(s: &str) -> Result<(String, u64), String> {
 /// How much of resource `name` a value says.
 pub fn resource_amount(name: &str, value: &str) -> Result<u64, String> {
     if name == corral_types::resources::MEM {
-        return corral_proto::size::parse(value);
+        return corral_types::size::parse(value);
     }
     value.parse().map_err(|_| format!("'{value}' for {name} is not a whole number"))
 }

@@ -89,7 +89,7 @@ pub struct JobArgs {
     /// Keep at most this much of each task's stdout, and of its stderr (e.g. 10MiB,
     /// 1GiB); the rest is dropped and the log ends with a marker saying so
     /// [default: the coordinator's --max-output, 1GiB unless set].
-    #[arg(long, value_name = "SIZE", value_parser = corral_proto::size::parse, help_heading = "Output")]
+    #[arg(long, value_name = "SIZE", value_parser = corral_types::size::parse, help_heading = "Output")]
     max_output: Option<u64>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]

@@ -117,7 +117,7 @@ pub struct DockerArgs {
     #[arg(long, requires = "image")]
     network: Option<String>,
     /// Docker pools: memory limit of each container, e.g. 512m, 2g.
-    #[arg(long, requires = "image", value_parser = corral_proto::size::parse)]
+    #[arg(long, requires = "image", value_parser = corral_types::size::parse)]
     memory: Option<u64>,
     /// Docker pools: CPU limit of each container, e.g. 1.5.
     #[arg(long, requires = "image", value_parser = parse_cpus)]
