@@ -4,31 +4,16 @@ use std::fmt;
 
 /// A refused field and the short forms of what a client sent are the shared
 /// vocabulary's (`corral-types`); every coordinator error builds on them.
-pub use corral_types::{bounded, shown, Invalid, MAX_MESSAGE};
+pub use corral_core::error::{bounded, shown, Invalid, MAX_MESSAGE};
+/// What the core refuses, by its own name where both kinds meet.
+pub use corral_core::Error as Refusal;
 
-/// Everything a coordinator operation can refuse or fail with.
+/// Everything a coordinator operation can refuse or fail with: what the core
+/// refuses, and the shell's own failures.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Invalid(#[from] Invalid),
-    /// Something named in the request does not exist.
-    #[error("{what} '{id}' does not exist{hint}")]
-    NotFound { what: &'static str, id: String, hint: &'static str },
-    #[error("{what} '{id}' already exists")]
-    AlreadyExists { what: &'static str, id: String },
-    #[error(
-        "idempotency key '{key}' was used for a different request (it made job {job}); use a new key for a new job"
-    )]
-    KeyReused { key: String, job: crate::model::JobId },
-    /// The request is well-formed but the current state does not allow it.
-    #[error("{0}")]
-    Refused(String),
-    /// A limit on what the coordinator holds would be passed.
-    #[error("{0}")]
-    Exhausted(String),
-    /// The caller's token does not allow this change.
-    #[error("{0}")]
-    Forbidden(String),
+    Core(#[from] Refusal),
     /// (Not a `source`: the message says it all, once.)
     #[error("store: {0}")]
     Store(crate::store::StoreError),
@@ -38,9 +23,32 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+/// The core's refusals, made where the shell refuses too (a handler's checks).
 impl Error {
     pub fn not_found(what: &'static str, id: impl fmt::Display) -> Self {
-        Error::NotFound { what, id: id.to_string(), hint: "" }
+        Error::Core(Refusal::not_found(what, id))
+    }
+
+    pub fn refused(why: impl Into<String>) -> Self {
+        Error::Core(Refusal::Refused(why.into()))
+    }
+
+    pub fn forbidden(why: impl Into<String>) -> Self {
+        Error::Core(Refusal::Forbidden(why.into()))
+    }
+
+    pub fn exhausted(why: impl Into<String>) -> Self {
+        Error::Core(Refusal::Exhausted(why.into()))
+    }
+
+    pub fn already_exists(what: &'static str, id: impl fmt::Display) -> Self {
+        Error::Core(Refusal::AlreadyExists { what, id: id.to_string() })
+    }
+}
+
+impl From<Invalid> for Error {
+    fn from(invalid: Invalid) -> Self {
+        Error::Core(Refusal::Invalid(invalid))
     }
 }
 
@@ -48,12 +56,14 @@ impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         let message = bounded(err.to_string());
         match err {
-            Error::Invalid(_) => tonic::Status::invalid_argument(message),
-            Error::NotFound { .. } => tonic::Status::not_found(message),
-            Error::AlreadyExists { .. } | Error::KeyReused { .. } => tonic::Status::already_exists(message),
-            Error::Refused(_) => tonic::Status::failed_precondition(message),
-            Error::Forbidden(_) => tonic::Status::permission_denied(message),
-            Error::Exhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::Core(Refusal::Invalid(_)) => tonic::Status::invalid_argument(message),
+            Error::Core(Refusal::NotFound { .. }) => tonic::Status::not_found(message),
+            Error::Core(Refusal::AlreadyExists { .. } | Refusal::KeyReused { .. }) => {
+                tonic::Status::already_exists(message)
+            }
+            Error::Core(Refusal::Refused(_)) => tonic::Status::failed_precondition(message),
+            Error::Core(Refusal::Forbidden(_)) => tonic::Status::permission_denied(message),
+            Error::Core(Refusal::Exhausted(_)) => tonic::Status::resource_exhausted(message),
             Error::Store(crate::store::StoreError::Unavailable(_)) => tonic::Status::unavailable(message),
             Error::Store(_) | Error::Io(_) => tonic::Status::internal(message),
         }

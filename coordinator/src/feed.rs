@@ -68,7 +68,7 @@ pub fn subscribe(shared: Arc<Shared>, after: u64, filter: Filter, follow: bool) 
                             crate::events::KEEP,
                             first - 1
                         );
-                        let _ = tx.send(Err(Error::Refused(why))).await;
+                        let _ = tx.send(Err(Error::refused(why))).await;
                         return;
                     }
                     Ok(_) => {}
@@ -109,5 +109,5 @@ pub fn subscribe(shared: Arc<Shared>, after: u64, filter: Filter, follow: bool) 
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Refused(format!("reading the store failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::refused(format!("reading the store failed: {e}")))?
 }

@@ -2,18 +2,21 @@
 //! durable store, schedules ready tasks onto the free slots of its nodes, watches the
 //! nodes through heartbeats, and starts local agents for `local` pools.
 //!
-//! The dependency rule: `corral-types` ← [`core`] ← {[`store`], the runtime's handle
-//! ([`runtime::Input`], [`runtime::Handle`])} ← {[`service`], [`agent_service`],
-//! [`objects`], [`http`], [`provider`], [`notify`], [`feed`]} ← {the loop
-//! ([`runtime::event_loop`]), [`start`]}. Nothing imports upward: the edges reach the
-//! core only through the handle.
+//! The dependency rule: `corral-types` ← `corral-core` ([`core`], [`model`]) ←
+//! {[`store`], the runtime's handle ([`runtime::Input`], [`runtime::Handle`])} ←
+//! {[`service`], [`agent_service`], [`objects`], [`http`], [`provider`], [`notify`],
+//! [`feed`]} ← {the loop ([`runtime::event_loop`]), [`start`]}. The first arrow is a
+//! crate boundary, so the compiler keeps the core free of tonic, tokio and the
+//! databases; the edges reach the core only through the handle.
 //!
 //! Read the modules in this order:
-//! - [`model`]: the shared vocabulary (`corral-types`) and the coordinator's own specs;
+//! - [`model`]: the shared vocabulary (`corral-types`) and the coordinator's own specs
+//!   (from `corral-core`, re-exported);
 //! - [`auth`]: tokens, roles and node secrets; the gate in front of every gRPC call;
 //! - [`mapreduce`]: map/reduce jobs planned as graphs of map and reduce tasks;
 //! - [`core`]: every decision, as synchronous functions of the state and `now` that
-//!   write their effects into an outbox;
+//!   write their effects into an outbox (the `corral-core` crate, re-exported);
+//! - [`error`]: the core's refusals and the shell's own failures, as gRPC statuses;
 //! - [`store`]: SQLite with group commit, and the log files;
 //! - [`events`]: the numbered feed of every change, written with the change;
 //! - [`runtime`]: what reaches the event loop and the handle to it; the pure dispatch
@@ -37,14 +40,17 @@ pub mod agent_service;
 pub mod auth;
 pub mod conns;
 pub mod convert;
-pub mod core;
+#[cfg(test)]
+mod core_tests;
+/// The core is its own crate (`corral-core`): decisions, state and the domain model.
+pub use corral_core as core;
 pub mod error;
 pub mod events;
 pub mod feed;
 pub mod http;
 pub mod mapreduce;
 pub mod metrics;
-pub mod model;
+pub use corral_core::model;
 pub mod notify;
 pub mod objects;
 pub mod provider;

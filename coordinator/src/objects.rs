@@ -14,7 +14,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMulti
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::Invalid;
+use crate::error::{Error, Invalid};
 
 /// Bytes per message when streaming an object out.
 const CHUNK: usize = 1 << 20;
@@ -215,7 +215,7 @@ impl Objects for ObjectsApi {
         // A key another request used is refused before anything is stored.
         let key = put_key(principal.as_ref(), &first.idempotency_key, &path)?;
         if let Some(key) = key.clone() {
-            self.shared.runtime.call(move |core, _, _| core.put_seen(&key)).await??;
+            self.shared.runtime.call(move |core, _, _| Ok::<_, Error>(core.put_seen(&key)?)).await??;
         }
         let upload = self.store.put_multipart(&path).await.map_err(store_error(&path))?;
         let mut writer = WriteMultipart::new(upload);
@@ -334,7 +334,7 @@ impl Objects for ObjectsApi {
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`, `AZURE_STORAGE_ACCOUNT_NAME`,
 /// ...). Checked by listing it, so a wrong bucket or key fails at startup.
 pub async fn store_from_url(url: &str) -> crate::error::Result<Arc<dyn ObjectStore>> {
-    let refused = |why: String| crate::error::Error::Refused(format!("invalid --store-url '{url}': {why}"));
+    let refused = |why: String| crate::error::Error::refused(format!("invalid --store-url '{url}': {why}"));
     let parsed = url::Url::parse(url).map_err(|e| refused(e.to_string()))?;
     let options: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AZURE_"))
@@ -356,7 +356,7 @@ pub async fn store_from_url(url: &str) -> crate::error::Result<Arc<dyn ObjectSto
 pub fn local_store(dir: &std::path::Path) -> crate::error::Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(dir)?;
     let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-        .map_err(|e| crate::error::Error::Refused(format!("cannot open the object store in {}: {e}", dir.display())))?;
+        .map_err(|e| crate::error::Error::refused(format!("cannot open the object store in {}: {e}", dir.display())))?;
     Ok(Arc::new(store))
 }
 

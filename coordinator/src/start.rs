@@ -136,7 +136,7 @@ async fn take_lease(
         })
     })
     .await
-    .map_err(|e| crate::Error::Refused(format!("waiting for the lease: {e}")))?
+    .map_err(|e| crate::Error::refused(format!("waiting for the lease: {e}")))?
 }
 
 /// Refuses an object store the other coordinators on this PostgreSQL database do
@@ -152,12 +152,12 @@ async fn check_objects_shared(
     use object_store::ObjectStoreExt;
     let mark = |id: &str| object_store::path::Path::from(corral_types::paths::store_mark(id));
     let candidate = auth::secret::random_hex(16);
-    let unusable = |e: object_store::Error| crate::Error::Refused(format!("cannot write to the object store: {e}"));
+    let unusable = |e: object_store::Error| crate::Error::refused(format!("cannot write to the object store: {e}"));
     objects.put(&mark(&candidate), candidate.clone().into_bytes().into()).await.map_err(unusable)?;
     let mine = candidate.clone();
     let shared = tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_objects(target, &mine))
         .await
-        .map_err(|e| crate::Error::Refused(format!("checking the object store: {e}")))??;
+        .map_err(|e| crate::Error::refused(format!("checking the object store: {e}")))??;
     if shared == candidate {
         return Ok(());
     }
@@ -169,7 +169,7 @@ async fn check_objects_shared(
                 Some(url) => format!("--store-url {url}"),
                 None => format!("{} (the data dir's own)", config.data_dir.join("objects").display()),
             };
-            Err(crate::Error::Refused(format!(
+            Err(crate::Error::refused(format!(
                 "the object store {yours} is not the one the other coordinators on this database use (it lacks their mark {}): every coordinator on one database must share one store, so give each the same --store-url (s3://..., az://..., or file:///PATH on a shared filesystem)",
                 corral_types::paths::store_mark(&shared)
             )))
@@ -206,7 +206,7 @@ impl SharedKeys {
                 let target = target.clone();
                 tokio::task::spawn_blocking(move || crate::store::postgres::lease::shared_keys(target, mine))
                     .await
-                    .map_err(|e| crate::Error::Refused(format!("reading the shared keys: {e}")))??
+                    .map_err(|e| crate::Error::refused(format!("reading the shared keys: {e}")))??
             }
         };
         let [notify, pool, instance] = keys;
@@ -370,7 +370,7 @@ impl Coordinator {
     pub async fn start(config: Config) -> Result<Coordinator> {
         let beyond_loopback = !config.listen.ip().is_loopback() || config.http.is_some_and(|h| !h.ip().is_loopback());
         if beyond_loopback && config.tls.is_none() && !config.allow_plaintext {
-            return Err(crate::Error::Refused(format!(
+            return Err(crate::Error::refused(format!(
                 "refusing to listen on {} without TLS: anyone on the network could read tokens and tasks; pass --tls auto (or --tls-cert and --tls-key), or --allow-plaintext on a network you trust",
                 if config.listen.ip().is_loopback() { config.http.map(|h| h.to_string()).unwrap_or_default() } else { config.listen.to_string() }
             )));

@@ -30,40 +30,8 @@ use tonic::Status;
 
 use crate::model::{NodeId, PoolName, Role};
 
-/// A token as stored: never its secret, only the secret's hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
-    /// The public half of the bearer string, which finds this record.
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    /// An agent token bound to one pool joins only that pool.
-    pub pool: Option<PoolName>,
-    pub hash: [u8; 32],
-    pub created_at_ms: u64,
-    pub expires_at_ms: Option<u64>,
-    /// The name of the token that created it (`bootstrap` for the first admin token).
-    pub created_by: String,
-}
-
-/// A node's own secret, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeCredential {
-    pub node: NodeId,
-    pub pool: PoolName,
-    pub hash: [u8; 32],
-    /// The token the node registered with: the credential dies with it.
-    pub token_id: String,
-}
-
-/// A dashboard sign-in, as stored: the hash of its cookie's value (never the value),
-/// the token it stands for, and when it was made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    pub key: String,
-    pub token_id: String,
-    pub at_ms: u64,
-}
+/// The credentials as stored (tokens, nodes' secrets, sign-ins) are the core's.
+pub use corral_core::records::{NodeCredential, SessionRecord, TokenRecord};
 
 /// A sign-in just made: the cookie's value, what to store, and the sign-ins it
 /// pushed out (to delete from the store).
@@ -431,7 +399,7 @@ pub fn may_change_job(who: &Principal, job: u64, owner: &str) -> Result<(), crat
     if who.is_admin() || who.name() == owner {
         return Ok(());
     }
-    Err(crate::Error::Forbidden(format!(
+    Err(crate::Error::forbidden(format!(
         "job {job} belongs to token '{owner}'; a submit token changes only its own jobs (an admin token may change any)"
     )))
 }

@@ -39,7 +39,7 @@ pub struct ClientApi {
 }
 
 /// A change the owner of a job (or an admin) may make to it.
-type JobChange = fn(&mut Core, std::time::Instant, JobId, &mut crate::core::Outbox) -> crate::Result<()>;
+type JobChange = fn(&mut Core, std::time::Instant, JobId, &mut crate::core::Outbox) -> crate::core::Result<()>;
 
 impl ClientApi {
     /// Makes `change` to job `id` for `who`, if they may, and answers with the job
@@ -135,7 +135,7 @@ impl Corral for ClientApi {
                 // Checked first: a second create must not replace the token file
                 // of the pool that exists.
                 if core.pools.contains_key(&name) {
-                    return Err(Error::AlreadyExists { what: "pool", id: name.to_string() });
+                    return Err(Error::already_exists("pool", name.to_string()));
                 }
                 // The agents a provider starts join with a token bound to their
                 // pool, kept in a file the coordinator passes them (never on their
@@ -219,7 +219,7 @@ impl Corral for ClientApi {
         let deleted = self
             .shared
             .runtime
-            .call_by(who.clone(), move |core, now, out| core.delete_pool(now, &name, req.force, out))
+            .call_by(who.clone(), move |core, now, out| Ok::<_, Error>(core.delete_pool(now, &name, req.force, out)?))
             .await??;
         Ok(Response::new(pb::DeletePoolResponse {
             cancelled_jobs: deleted.cancelled_jobs.iter().map(|j| j.0).collect(),
@@ -307,7 +307,7 @@ impl Corral for ClientApi {
         let id = self
             .shared
             .runtime
-            .call_by(who.clone(), move |core, now, out| core.submit_job_once(now, spec, key, out))
+            .call_by(who.clone(), move |core, now, out| Ok::<_, Error>(core.submit_job_once(now, spec, key, out)?))
             .await??;
         tracing::info!(job_id = %id, tasks, "job accepted");
         Ok(Response::new(pb::SubmitJobResponse { job_id: id.0, tasks }))
@@ -371,7 +371,7 @@ impl Corral for ClientApi {
             .runtime
             .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, id)?;
-                core.delete_job(now, JobId(id), out)
+                Ok::<_, Error>(core.delete_job(now, JobId(id), out)?)
             })
             .await??;
         tracing::info!(job_id = id, "job deleted");
@@ -410,7 +410,7 @@ impl Corral for ClientApi {
             .runtime
             .call_by(who.clone(), move |core, now, out| {
                 may_change(core, &who, job_id)?;
-                core.add_tasks(now, JobId(job_id), groups, out)
+                Ok::<_, Error>(core.add_tasks(now, JobId(job_id), groups, out)?)
             })
             .await??;
         tracing::info!(job_id, tasks, "tasks added");

@@ -31,7 +31,7 @@ fn may_change(core: &Core, who: &Principal, name: &ScheduleName) -> Result<(), E
     if who.is_admin() || &who.name() == owner {
         return Ok(());
     }
-    Err(Error::Forbidden(format!(
+    Err(Error::forbidden(format!(
         "schedule '{name}' belongs to token '{owner}'; a submit token changes only its own schedules (an admin token may change any)"
     )))
 }
@@ -50,7 +50,7 @@ pub(super) async fn create(
         .runtime
         .call_by(who.clone(), move |core, now, out| {
             if core.schedules.len() >= MAX_SCHEDULES {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "the coordinator holds {MAX_SCHEDULES} schedules, its most; delete some first"
                 )));
             }
@@ -120,7 +120,7 @@ pub(super) async fn trigger(
         .runtime
         .call_by(who.clone(), move |core, now, out| {
             may_change(core, &who, &name)?;
-            core.trigger_schedule(now, &name, out)
+            Ok::<_, Error>(core.trigger_schedule(now, &name, out)?)
         })
         .await??;
     Ok(Response::new(pb::TriggerScheduleResponse { job_id: job.map_or(0, |j| j.0) }))
@@ -148,7 +148,7 @@ pub(super) async fn backfill(
         .runtime
         .call_by(who.clone(), move |core, now, _| {
             may_change(core, &who2, &name2)?;
-            core.begin_backfill(now, &name2, from, to)
+            Ok::<_, Error>(core.begin_backfill(now, &name2, from, to)?)
         })
         .await??;
     // Which of them made a job already: the store knows every slot that did.
@@ -173,7 +173,9 @@ pub(super) async fn backfill(
     let jobs = api
         .shared
         .runtime
-        .call_by(who.clone(), move |core, now, out| core.backfill(now, &name, slots, &taken, overlap, out))
+        .call_by(who.clone(), move |core, now, out| {
+            Ok::<_, Error>(core.backfill(now, &name, slots, &taken, overlap, out)?)
+        })
         .await??;
     Ok(Response::new(pb::BackfillScheduleResponse { job_ids: jobs.into_iter().map(|j| j.0).collect() }))
 }
@@ -189,7 +191,7 @@ pub(super) async fn delete(
         .runtime
         .call_by(who.clone(), move |core, _, out| {
             may_change(core, &who, &name)?;
-            core.delete_schedule(&name, out)
+            Ok::<_, Error>(core.delete_schedule(&name, out)?)
         })
         .await??;
     tracing::info!(schedule = %shown, "schedule deleted");

@@ -121,7 +121,7 @@ fn running_everywhere(
     limit: u32,
 ) -> Result<pb::ListTasksResponse, Error> {
     if state != Some(crate::model::TaskState::Running) {
-        return Err(Error::Invalid(Invalid::new(
+        return Err(Error::from(Invalid::new(
             "job_id",
             "give a job; only running tasks are listed across every job (job_id 0 with state running)",
         )));
@@ -189,7 +189,7 @@ pub(super) async fn read_log(
             let view = task_view(core, key)?;
             let attempt = if wanted == 0 { view.attempts_count } else { wanted };
             if attempt > view.attempts_count {
-                return Err(Error::Invalid(Invalid::new(
+                return Err(Error::from(Invalid::new(
                     "attempt",
                     format!("task {key} has had {} attempt(s)", view.attempts_count),
                 )));
@@ -229,7 +229,7 @@ pub(super) fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Resu
         None => by_index(),
     };
     let index = found.ok_or_else(|| {
-        Error::Invalid(Invalid::new("task", format!("job {job_id} has no task '{}'", crate::error::shown(name))))
+        Error::from(Invalid::new("task", format!("job {job_id} has no task '{}'", crate::error::shown(name))))
     })?;
     Ok(TaskKey { job: job.id, index })
 }
@@ -237,7 +237,7 @@ pub(super) fn task_key(core: &Core, job_id: u64, index: u32, name: &str) -> Resu
 fn task_view(core: &Core, key: TaskKey) -> Result<pb::Task, Error> {
     let job = job_of(core, key.job.0)?;
     let task = core.task_summary(job, key.index).ok_or_else(|| {
-        Error::Invalid(Invalid::new(
+        Error::from(Invalid::new(
             "task",
             format!("job {} has tasks {}, not {}", key.job, job.spec.indices_text(), key.index),
         ))

@@ -42,7 +42,7 @@ fn may_change(who: &Principal, what: &str, name: &str, owner: &str) -> Result<()
     if who.is_admin() || who.name() == owner {
         return Ok(());
     }
-    Err(Error::Forbidden(format!(
+    Err(Error::forbidden(format!(
         "{what} '{name}' belongs to token '{owner}'; a submit token changes only its own {what}s (an admin token may change any)"
     )))
 }
@@ -72,7 +72,7 @@ pub(super) async fn create_template(
         .runtime
         .call_by(who.clone(), move |core, now, out| {
             if core.templates.len() >= MAX_TEMPLATES {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "the coordinator holds {MAX_TEMPLATES} templates, its most; delete some first"
                 )));
             }
@@ -114,7 +114,7 @@ pub(super) async fn delete_template(
         .call_by(who.clone(), move |core, _, out| {
             let t = core.templates.get(&name).ok_or_else(|| Error::not_found("template", &name))?;
             may_change(&who, "template", name.as_str(), &t.spec.job.owner)?;
-            core.delete_template(&name, out)
+            Ok::<_, Error>(core.delete_template(&name, out)?)
         })
         .await??;
     tracing::info!(template = %shown, "template deleted");
@@ -180,7 +180,7 @@ pub async fn dispatch(
         .runtime
         .call(move |core, _, _| {
             let t = core.templates.get(&checked).ok_or_else(|| Error::not_found("template", &checked))?;
-            check_dispatch(&t.spec, has_payload, &checked_meta)
+            Ok::<_, Error>(check_dispatch(&t.spec, has_payload, &checked_meta)?)
         })
         .await??;
     let mut d = Dispatch { payload: None, meta, notify, owner: who.name(), ..Dispatch::default() };
@@ -242,13 +242,13 @@ pub(super) async fn create_trigger(
         .runtime
         .call_by(who.clone(), move |core, now, out| {
             if core.triggers.len() >= MAX_TRIGGERS {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "the coordinator holds {MAX_TRIGGERS} triggers, its most; delete some first"
                 )));
             }
             let owned = core.triggers.values().filter(|t| t.record.spec.owner == spec.owner).count();
             if owned >= MAX_TRIGGERS_PER_OWNER {
-                return Err(Error::Refused(format!(
+                return Err(Error::refused(format!(
                     "token '{}' has made {MAX_TRIGGERS_PER_OWNER} triggers, the most one token makes; delete some first",
                     spec.owner
                 )));
@@ -320,7 +320,7 @@ pub(super) async fn delete_trigger(
         .runtime
         .call_by(who.clone(), move |core, _, out| {
             may_change_trigger(core, &who, &name)?;
-            core.delete_trigger(&name, out)
+            Ok::<_, Error>(core.delete_trigger(&name, out)?)
         })
         .await??;
     tracing::info!(trigger = %shown, "trigger deleted");

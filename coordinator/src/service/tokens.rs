@@ -54,14 +54,14 @@ pub(super) async fn create_token(
         .call_by(who.clone(), move |core, _, out| {
             if let Some(pool) = &record.pool {
                 if !core.pools.contains_key(pool) {
-                    return Err(Error::Invalid(Invalid::new(
+                    return Err(Error::from(Invalid::new(
                         "pool",
                         format!("pool '{pool}' does not exist: create it first (an agent token joins one pool)"),
                     )));
                 }
             }
             if auth.token_named(&record.name).is_some() {
-                return Err(Error::AlreadyExists { what: "token", id: record.name });
+                return Err(Error::already_exists("token", record.name));
             }
             auth.insert_token(record.clone());
             out.store.push(StoreOp::PutToken(record));
@@ -100,7 +100,7 @@ pub(super) async fn revoke_token(
             // without it the pool cannot grow or replace a node.
             if let Some(pool) = name.strip_prefix("pool:").and_then(|p| PoolName::parse("name", p).ok()) {
                 if core.pools.contains_key(&pool) {
-                    return Err(Error::Refused(format!(
+                    return Err(Error::refused(format!(
                         "token '{name}' is pool {pool}'s own agent token, with which the coordinator starts its agents; it goes with `corral pool delete {pool}`"
                     )));
                 }

@@ -32,10 +32,10 @@ impl DataDirLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                return Err(Error::Refused(in_use(data_dir, holder.trim())));
+                return Err(Error::refused(in_use(data_dir, holder.trim())));
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::Refused(format!("cannot lock data dir {}: {e}", data_dir.display())))
+                return Err(Error::refused(format!("cannot lock data dir {}: {e}", data_dir.display())))
             }
         }
         // Who holds it, for the next one that tries: written only once it is ours.

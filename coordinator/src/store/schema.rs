@@ -240,7 +240,7 @@ pub fn migrate(conn: &mut Connection, shown: &std::path::Path) -> crate::error::
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let stored: Option<u32> = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
     let needed = migrations_needed(stored, VERSION)
-        .map_err(|why| crate::error::Error::Refused(format!("cannot open the store {}: {why}", shown.display())))?;
+        .map_err(|why| crate::error::Error::refused(format!("cannot open the store {}: {why}", shown.display())))?;
     if needed.is_empty() {
         return Ok(());
     }

@@ -80,7 +80,7 @@ async fn change_job(
     shared: &Shared,
     who: Principal,
     id: u64,
-    change: impl FnOnce(&mut crate::core::Core, std::time::Instant, &mut crate::core::Outbox) -> Result<u32, Error>
+    change: impl FnOnce(&mut crate::core::Core, std::time::Instant, &mut crate::core::Outbox) -> Result<u32, crate::core::Error>
         + Send
         + 'static,
 ) -> Api<Changed> {

@@ -234,10 +234,7 @@ pub(super) async fn tasks(
 /// The task's place in its job's task list.
 fn task_offset(job: &Job, index: u32) -> Result<usize, Error> {
     job.spec.offset_of(index).filter(|&o| o < job.tasks.len()).ok_or_else(|| {
-        Error::Invalid(Invalid::new(
-            "index",
-            format!("job {} has tasks {}, not {index}", job.id, job.spec.indices_text()),
-        ))
+        Error::from(Invalid::new("index", format!("job {} has tasks {}, not {index}", job.id, job.spec.indices_text())))
     })
 }
 

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::core::Core;
-use crate::error::{Error, Invalid};
+use crate::error::{Error, Invalid, Refusal};
 use crate::shared::Shared;
 
 mod actions;
@@ -64,11 +64,13 @@ impl IntoResponse for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match &e {
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::AlreadyExists { .. } | Error::KeyReused { .. } | Error::Refused(_) => StatusCode::CONFLICT,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Core(Refusal::Invalid(_)) => StatusCode::BAD_REQUEST,
+            Error::Core(Refusal::NotFound { .. }) => StatusCode::NOT_FOUND,
+            Error::Core(Refusal::AlreadyExists { .. } | Refusal::KeyReused { .. } | Refusal::Refused(_)) => {
+                StatusCode::CONFLICT
+            }
+            Error::Core(Refusal::Forbidden(_)) => StatusCode::FORBIDDEN,
+            Error::Core(Refusal::Exhausted(_)) => StatusCode::TOO_MANY_REQUESTS,
             Error::Store(crate::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Store(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

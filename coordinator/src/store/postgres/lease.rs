@@ -76,7 +76,7 @@ impl Lease {
             settings
                 .cancelled
                 .load(std::sync::atomic::Ordering::Relaxed)
-                .then(|| crate::error::Error::Refused("stopped while standing by".into()))
+                .then(|| crate::error::Error::refused("stopped while standing by"))
         };
         let mut conn = loop {
             if let Some(stopped) = cancelled() {
@@ -85,7 +85,10 @@ impl Lease {
             let opened = PgConn::open(target.clone(), Role::Reader).and_then(|mut conn| conn.migrate().map(|()| conn));
             match opened {
                 Ok(conn) => break conn,
-                Err(e) if settings.patient && !matches!(e, crate::error::Error::Refused(_)) => {
+                Err(e)
+                    if settings.patient
+                        && !matches!(e, crate::error::Error::Core(crate::error::Refusal::Refused(_))) =>
+                {
                     tracing::warn!(error = %e, "standby: cannot reach the database; trying again");
                     std::thread::sleep(settings.length / 3);
                 }

@@ -225,7 +225,7 @@ impl PgConn {
                 .flatten()
                 .and_then(|row| row.try_get::<_, Option<String>>(0).ok().flatten())
                 .unwrap_or_else(|| "another coordinator".into());
-        Err(crate::error::Error::Refused(format!(
+        Err(crate::error::Error::refused(format!(
             "database {} is in use by {holder}; stop it or use another database",
             target.shown
         )))
@@ -269,7 +269,7 @@ impl PgConn {
             Ok(steps) => steps,
             Err(why) => {
                 let _ = block(rt, client.batch_execute("ROLLBACK"));
-                return Err(crate::error::Error::Refused(format!("cannot open the store {}: {why}", target.shown)));
+                return Err(crate::error::Error::refused(format!("cannot open the store {}: {why}", target.shown)));
             }
         };
         let script = format!(
@@ -279,7 +279,7 @@ impl PgConn {
         );
         if let Err(e) = block(rt, client.batch_execute(&script)) {
             self.client = None;
-            return Err(crate::error::Error::Refused(format!(
+            return Err(crate::error::Error::refused(format!(
                 "cannot set up the store {}: {}",
                 target.shown,
                 describe(&e)

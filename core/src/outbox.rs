@@ -145,19 +145,19 @@ pub enum StoreOp {
     ExpireIdempotencyKeys {
         before_ms: u64,
     },
-    /// A dashboard sign-in made (see [`crate::auth::SessionRecord`]).
-    PutSession(crate::auth::SessionRecord),
+    /// A dashboard sign-in made (see [`crate::records::SessionRecord`]).
+    PutSession(crate::records::SessionRecord),
     /// Dashboard sign-ins ended (signed out, or pushed out by newer ones), by key.
     DeleteSessions(Vec<String>),
     /// A token made or replaced (by name).
-    PutToken(crate::auth::TokenRecord),
+    PutToken(crate::records::TokenRecord),
     /// A token revoked, with the node credentials issued under it.
     DeleteToken {
         id: String,
         name: String,
     },
     /// The secret a node registered with proves itself by.
-    PutNodeCredential(crate::auth::NodeCredential),
+    PutNodeCredential(crate::records::NodeCredential),
     /// An object a client put (with its size) or deleted (none). Not stored here:
     /// the object store holds it; this makes its event.
     ObjectChanged {

@@ -215,7 +215,7 @@ fn submissions_past_the_queued_task_limit_are_refused_and_change_nothing() {
 
 #[test]
 fn one_idempotency_key_makes_one_job_for_a_day() {
-    use crate::core::keys::{IdempotencyKey, KEEP_MS};
+    use crate::keys::{IdempotencyKey, KEEP_MS};
     let mut env = Env::with_pool(Fill::Spread);
     let key = |digest: &str| Some(IdempotencyKey { owner: "ci".into(), key: "k1".into(), digest: digest.into() });
     let first = env.core.submit_job_once(env.now, job_spec("p", 1, 0, 0), key("a"), &mut env.out).unwrap();
@@ -280,7 +280,7 @@ fn a_finished_job_is_deleted_once_it_is_past_retention_and_an_active_one_never()
 
 #[test]
 fn a_job_given_no_name_is_named_after_its_command() {
-    use crate::core::jobs::default_name;
+    use crate::jobs::default_name;
     let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
     for (words, name) in [
         (&["echo", "hi"][..], "echo"),
@@ -304,7 +304,7 @@ fn a_job_given_no_name_is_named_after_its_command() {
 
 #[test]
 fn a_job_list_shows_active_jobs_and_those_ended_since_a_time_newest_first_with_a_limit() {
-    use crate::core::views::JobFilter;
+    use crate::views::JobFilter;
     let mut env = Env::with_pool(Fill::Spread);
     let old = env.core.submit_job(env.now, job_spec("p", 1, 0, 0), &mut env.out).unwrap();
     env.core.cancel_job(env.now, old, &mut env.out).unwrap();
@@ -362,38 +362,4 @@ fn cancelling_a_graph_task_cancels_what_depends_on_it() {
     assert_eq!(env.task(job, 1).state, TaskState::Cancelled, "b waited for a");
     assert!(env.core.jobs[&job].reasons[&1].starts_with("upstream_failed: task 'a' cancelled"));
     assert_eq!(env.schedule().iter().map(|(_, a)| a.task.index).collect::<Vec<_>>(), [2]);
-}
-
-#[test]
-fn an_array_listed_with_gaps_runs_exactly_its_indices_and_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let mut env = Env::with_pool(Fill::Spread);
-    let n = env.node(8);
-    let indices: Indices = "1,3,5-9:2,20".parse().unwrap();
-    let job = env.submit_spec(job_spec("p", 1, 0, 0).with_indices(indices));
-    assert_eq!(env.core.jobs[&job].tasks.len(), 6);
-    let placed = env.schedule();
-    let mut ran: Vec<u32> = placed.iter().map(|(_, a)| a.task.index).collect();
-    ran.sort();
-    assert_eq!(ran, vec![1, 3, 5, 7, 9, 20]);
-    assert!(env.core.jobs[&job].task(4).is_none(), "4 is not one of its indices");
-    assert!(env.core.cancel_task(env.now, TaskKey { job, index: 2 }, &mut env.out).is_err());
-    for (_, a) in &placed {
-        let outcome = if a.task.index == 7 { Outcome::Failed } else { Outcome::Succeeded };
-        env.report(&n, *a, outcome);
-    }
-    assert_eq!(env.core.jobs[&job].state, JobState::Failed);
-    env.core.retry_job(env.now, job, &RetrySelection { tasks: vec![7], ..Default::default() }, &mut env.out).unwrap();
-    env.check();
-    let again = env.schedule();
-    assert_eq!(again.iter().map(|(_, a)| a.task.index).collect::<Vec<_>>(), vec![7]);
-
-    store.apply(&std::mem::take(&mut env.out.store)).unwrap();
-    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
-    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
-    restored.sanity_check();
-    assert_eq!(restored.jobs[&job].spec, env.core.jobs[&job].spec);
-    assert_eq!(restored.jobs[&job].tasks, env.core.jobs[&job].tasks);
-    assert_eq!(restored.jobs[&job].spec.indices_text(), "1,3,5-9:2,20");
 }

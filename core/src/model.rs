@@ -160,7 +160,7 @@ pub struct ScheduledFor {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleSpec {
     pub name: ScheduleName,
-    pub cadence: crate::core::cadence::Cadence,
+    pub cadence: crate::cadence::Cadence,
     pub overlap: Overlap,
     /// Slots missed (coordinator down, schedule paused) by at most this long still run.
     pub catchup_window: Duration,

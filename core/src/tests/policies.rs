@@ -1,7 +1,7 @@
 //! Exit rules, per-job retry delays, throttles, concurrency keys and `job retry`.
 
 use super::*;
-use crate::core::RetrySelection;
+use crate::RetrySelection;
 
 fn with_policy(tasks: u32, retries: u32, policy: JobPolicy) -> JobSpec {
     JobSpec { policy, ..job_spec("p", tasks, 0, retries) }
@@ -236,30 +236,6 @@ fn job_retry_brings_back_what_was_cancelled_upstream_failed() {
 }
 
 #[test]
-fn job_retry_of_a_cancelled_job_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let mut env = Env::with_pool(Fill::Spread);
-    let n = env.node(1);
-    let job = env.submit(10, 0, 0);
-    let a = env.schedule()[0].1;
-    env.exit(&n, a, 1);
-    env.core.cancel_job(env.now, job, &mut env.out).unwrap();
-    // Retry only the failed one: the nine cancelled unrecorded tasks stay cancelled.
-    let selection = RetrySelection { failed: true, ..Default::default() };
-    assert_eq!(env.core.retry_job(env.now, job, &selection, &mut env.out).unwrap(), 1);
-    env.check();
-    store.apply(&env.out.store).unwrap();
-    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
-    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
-    restored.sanity_check();
-    let (before, after) = (&env.core.jobs[&job], &restored.jobs[&job]);
-    assert_eq!((after.state, after.counts), (JobState::Active, before.counts));
-    assert_eq!((after.counts.ready, after.counts.cancelled), (1, 9));
-    assert_eq!(after.tasks, before.tasks);
-}
-
-#[test]
 fn job_retry_refuses_unfinished_tasks_and_unknown_jobs() {
     let mut env = Env::with_pool(Fill::Spread);
     let job = env.submit(2, 0, 0);
@@ -277,10 +253,6 @@ fn a_throttled_job_asks_the_autoscaler_only_for_what_it_may_run() {
     env.submit_spec(with_policy(1000, 0, JobPolicy { max_running: Some(4), ..Default::default() }));
     let pool = &env.core.pools[&PoolName::parse("pool", "p").unwrap()];
     assert_eq!(env.core.autoscale_snapshot(pool, env.now).needed_slots, 4);
-}
-
-fn after(job: JobId, any: bool) -> JobSpec {
-    JobSpec { after: vec![After { job, any }], ..job_spec("p", 2, 0, 0) }
 }
 
 #[test]
@@ -320,21 +292,6 @@ fn afterok_is_cancelled_when_the_job_fails_and_afterany_runs() {
     assert!(err.to_string().contains("could never start"), "{err}");
     let err = env.core.submit_job(env.now, after(JobId(99), true), &mut env.out).unwrap_err();
     assert!(err.to_string().contains("99") && err.to_string().contains("--after"), "{err}");
-}
-
-#[test]
-fn what_a_job_waits_for_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let mut env = Env::with_pool(Fill::Spread);
-    let first = env.submit(1, 0, 0);
-    let second = env.submit_spec(after(first, false));
-    store.apply(&env.out.store).unwrap();
-    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
-    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
-    restored.sanity_check();
-    assert_eq!(restored.jobs[&second].held_by, BTreeSet::from([first]));
-    assert_eq!(restored.jobs[&second].spec.after, vec![After { job: first, any: false }]);
 }
 
 #[test]

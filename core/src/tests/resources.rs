@@ -3,27 +3,6 @@
 
 use super::*;
 
-fn asking(tasks: u32, resources: &[(&str, u64)]) -> JobSpec {
-    let mut spec = job_spec("p", tasks, 0, 0);
-    spec.task.resources = resources.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    spec
-}
-
-/// Runs the scheduler; returns each assignment's node and env.
-fn assign(env: &mut Env) -> Vec<(NodeId, AttemptRef, BTreeMap<String, String>)> {
-    let mut out = Outbox::default();
-    env.core.schedule(env.now, &mut out);
-    env.check();
-    env.out.store.append(&mut out.store);
-    out.agents
-        .into_iter()
-        .filter_map(|(n, m)| match m {
-            ToAgent::Assign(a) => Some((n, a.attempt, a.env)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn gpus_are_devices_never_given_to_two_tasks() {
     let mut env = Env::with_pool(Fill::Spread);
@@ -83,24 +62,6 @@ fn a_request_no_node_can_meet_is_refused_but_a_pool_without_nodes_accepts() {
     // The one accepted before the node came waits, and says why.
     let why = env.core.explain_task(env.now, TaskKey { job: JobId(1), index: 0 }).unwrap().join("\n");
     assert!(why.contains("no node of pool 'p' up now has gpus=8 at all"), "{why}");
-}
-
-#[test]
-fn devices_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = crate::store::Store::open(dir.path()).unwrap();
-    let mut env = Env::with_pool(Fill::Spread);
-    let n = env.node_with(4, &[("gpus", 4)]);
-    env.submit_spec(asking(2, &[("gpus", 2)]));
-    let placed = assign(&mut env);
-    env.report(&n, placed[0].1, Outcome::Succeeded);
-    store.apply(&env.out.store).unwrap();
-    let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
-    restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
-    restored.sanity_check();
-    assert_eq!(restored.nodes[&n].gpus_taken, BTreeSet::from([2, 3]));
-    assert_eq!(restored.nodes[&n].record.resources["gpus"], 4);
-    assert_eq!(restored.running[&placed[1].1.task].gpus, vec![2, 3]);
 }
 
 #[test]

@@ -1,10 +1,15 @@
 //! The coordinator's decisions, as plain synchronous functions over owned state.
 //!
-//! Nothing here awaits, reads the clock, or touches a socket or a disk: every entry
-//! point takes `now` and writes what must happen outside into an [`Outbox`] (rows for
-//! the store, messages for agents, orders for providers). The shell
-//! ([`crate::runtime`]) makes the store rows durable first and only then sends the
+//! Nothing here awaits, reads the clock, or touches a socket or a disk, and the crate
+//! graph says so: this crate depends on the vocabulary (`corral-types`) and on pure
+//! libraries (cron, time zones, globs), never on tonic, tokio, rusqlite or protobuf.
+//! Every entry point takes `now` and writes what must happen outside into an
+//! [`Outbox`] (rows for the store, messages for agents, orders for providers). The
+//! coordinator's runtime makes the store rows durable first and only then sends the
 //! messages, so nothing leaves the coordinator that a crash could take back.
+//!
+//! First the words: [`model`] (the vocabulary and the specs the coordinator holds),
+//! [`error`] (what a decision refuses) and [`records`] (credentials as stored).
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
@@ -17,6 +22,10 @@
 //! restart) and [`check`] (the invariants).
 //! What they write is in [`outbox`]; a task's state changes only in `transitions`,
 //! and what users see of a pool is computed in [`views`].
+
+pub mod error;
+pub mod model;
+pub mod records;
 
 mod after;
 pub mod autoscale;
@@ -33,6 +42,8 @@ mod retries;
 mod schedule;
 pub mod schedules;
 pub mod templates;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 mod transitions;
@@ -45,6 +56,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::*;
 
+pub use error::{Error, Result};
 pub use nodes::Held;
 pub use outbox::*;
 pub use retries::RetrySelection;

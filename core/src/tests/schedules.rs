@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::core::cadence::Cadence;
+use crate::cadence::Cadence;
 
 /// The core's wall clock at `Env::new()`'s `now`.
 const T0: u64 = 1_000_000;

@@ -18,7 +18,7 @@ use crate::store::{Backend, Postgres, Sqlite, StoreError};
 
 // The end-to-end tests' harness; not every part of it is used here.
 #[allow(dead_code)]
-#[path = "../../../../tests/src/postgres.rs"]
+#[path = "../../../tests/src/postgres.rs"]
 mod pg;
 
 /// One backend under test, with what keeps it alive.
