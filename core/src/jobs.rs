@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::error::{Error, Result};
+use crate::transitions::expected;
 use corral_types::paths;
 
 impl Core {
@@ -152,7 +153,8 @@ impl Core {
                 }
             }
         }
-        if !self.set_task_state(key, TaskState::Cancelled) {
+        // Ended meanwhile: nothing to cancel.
+        if self.set_task_state(key, TaskState::Cancelled).is_err() {
             return Ok(false);
         }
         if let Some(job) = self.jobs.get_mut(&key.job) {
@@ -175,18 +177,18 @@ impl Core {
         // restored as cancelled. This keeps cancelling a million tasks cheap.
         let queued: Vec<u32> = job.ready.iter().copied().collect();
         for index in queued {
-            self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled);
+            expected(self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled));
         }
         let delayed: Vec<(Instant, TaskKey)> = self.delayed.iter().filter(|(_, k)| k.job == id).copied().collect();
         for entry in delayed {
             self.delayed.remove(&entry);
-            self.set_task_state(entry.1, TaskState::Cancelled);
+            expected(self.set_task_state(entry.1, TaskState::Cancelled));
             self.put_task(entry.1, out);
         }
         let running: Vec<TaskKey> = self.running.keys().filter(|k| k.job == id).copied().collect();
         for key in running {
             if self.kill_attempt(now, key, why, out) {
-                self.set_task_state(key, TaskState::Cancelled);
+                expected(self.set_task_state(key, TaskState::Cancelled));
                 self.put_task(key, out);
             }
         }
@@ -200,7 +202,7 @@ impl Core {
                 .map(|(_, index)| index)
                 .collect();
             for index in waiting {
-                self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled);
+                expected(self.set_task_state(TaskKey { job: id, index }, TaskState::Cancelled));
             }
         }
         self.finish_job(now, id, state, out);
@@ -250,7 +252,7 @@ impl Core {
             });
             match result.outcome {
                 Outcome::Succeeded => {
-                    self.set_task_state(attempt.task, TaskState::Succeeded);
+                    expected(self.set_task_state(attempt.task, TaskState::Succeeded));
                     self.put_task(attempt.task, out);
                     self.release_downstream(attempt.task, now);
                     self.maybe_finish_job(now, attempt.task.job, out);
@@ -266,7 +268,7 @@ impl Core {
                 // longer current; if one ever reports it for a current attempt, the
                 // task was interrupted, not at fault: queue it again.
                 _ => {
-                    self.set_task_state(attempt.task, TaskState::Ready);
+                    expected(self.set_task_state(attempt.task, TaskState::Ready));
                     let at_ms = self.wall_ms(now);
                     if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
                         job.queue(attempt.task.index, at_ms);
@@ -307,7 +309,7 @@ impl Core {
             tracing::warn!(task = %key, losses = task.node_losses, "task failed: its node was lost too many times; it may be what kills them");
             self.fail_task(now, key, out);
         } else {
-            self.set_task_state(key, TaskState::Ready);
+            expected(self.set_task_state(key, TaskState::Ready));
             let at_ms = self.wall_ms(now);
             if let Some(job) = self.jobs.get_mut(&key.job) {
                 job.queue(key.index, at_ms);
@@ -318,7 +320,7 @@ impl Core {
 
     /// Fails a task for good; in a graph, what depends on it will not run.
     pub(super) fn fail_task(&mut self, now: Instant, key: TaskKey, out: &mut Outbox) {
-        self.set_task_state(key, TaskState::Failed);
+        expected(self.set_task_state(key, TaskState::Failed));
         self.put_task(key, out);
         self.cancel_downstream(key, out);
         self.maybe_finish_job(now, key.job, out);
@@ -335,7 +337,7 @@ impl Core {
             *waiting = waiting.saturating_sub(1);
             let released = *waiting == 0;
             let was_waiting = job.task(d).is_some_and(|t| t.state == TaskState::Waiting);
-            if released && was_waiting && job.move_task(d, TaskState::Ready) {
+            if released && was_waiting && expected(job.move_task(d, TaskState::Ready)) {
                 job.queue(d, at_ms);
             }
         }
@@ -353,7 +355,7 @@ impl Core {
             for &d in &graph.downstream[t as usize] {
                 let key = TaskKey { job: failed.job, index: d };
                 let waiting = self.jobs[&failed.job].task(d).is_some_and(|t| t.state == TaskState::Waiting);
-                if waiting && self.set_task_state(key, TaskState::Cancelled) {
+                if waiting && expected(self.set_task_state(key, TaskState::Cancelled)) {
                     if let Some(job) = self.jobs.get_mut(&failed.job) {
                         job.reasons.insert(d, why.clone());
                     }

@@ -399,7 +399,7 @@ impl Job {
         for index in 0..self.tasks.len() as u32 {
             let task = self.tasks[index as usize];
             if self.waiting_on[index as usize] > 0 && task.state == TaskState::Ready && defaulted(index) {
-                self.restore_task(index, TaskState::Waiting);
+                transitions::expected(self.move_task(index, TaskState::Waiting));
             }
         }
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::error::{Error, Result};
+use crate::transitions::expected;
 
 /// Which finished tasks of a job `job retry` puts back.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -34,7 +35,7 @@ impl Core {
         match action {
             Some(ExitAction::Succeed) => {
                 job.reasons.insert(key.index, said("counted as success"));
-                self.set_task_state(key, TaskState::Succeeded);
+                expected(self.set_task_state(key, TaskState::Succeeded));
                 self.put_task(key, out);
                 self.release_downstream(key, now);
                 self.maybe_finish_job(now, key.job, out);
@@ -53,7 +54,7 @@ impl Core {
             }
             Some(ExitAction::Retry) | None if failures > max_retries => self.fail_task(now, key, out),
             Some(ExitAction::Retry) | None => {
-                self.set_task_state(key, TaskState::Ready);
+                expected(self.set_task_state(key, TaskState::Ready));
                 let delay = self.retry_delay(&self.jobs[&key.job].spec.policy, failures);
                 self.delayed.insert((now + delay, key));
                 self.put_task(key, out);
@@ -184,9 +185,9 @@ impl Core {
                 g.upstream[index as usize].iter().any(|&u| job.tasks[u as usize].state != TaskState::Succeeded)
             });
             let next = if upstream_pending { TaskState::Waiting } else { TaskState::Ready };
-            job.restore_task(index, next);
-            if next == TaskState::Ready {
-                job.queued_at.insert(index, at_ms);
+            // Only finished tasks are chosen, and a finished task may be reopened.
+            if expected(job.move_task(index, next)) && next == TaskState::Ready {
+                job.queue(index, at_ms);
             }
         }
         job.settle_graph(|index| chosen.contains(&index));

@@ -124,8 +124,10 @@ impl Core {
                 let mut assignment = assignment(attempt);
                 assignment.env.extend(gpu_env);
                 let resources = spec.resources.clone();
-                let moved = job.move_task(index, TaskState::Running);
-                debug_assert!(moved, "a queued task is ready");
+                // A queued task is ready, and ready may become running.
+                if !transitions::expected(job.move_task(index, TaskState::Running)) {
+                    continue;
+                }
                 let task = job.task_mut(index).expect("ready index belongs to the job");
                 task.attempt = next;
                 let task = *task;

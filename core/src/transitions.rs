@@ -1,9 +1,10 @@
 //! The one place a task's state changes. Every move goes through
 //! [`Job::move_task`], which allows only the transitions of
-//! [`TaskState::can_become`] and keeps the job's counts and ready queue in step with
-//! the task. Restoring from the store is the one other way in
-//! ([`Job::restore_task`]), since the store may hold any state; `job retry` uses it
-//! too, to reopen finished tasks (the one move out of a final state).
+//! [`TaskState::can_become`] (all of them, `job retry`'s reopening included) and
+//! keeps the job's counts and ready queue in step with the task; a move it refuses
+//! is a [`BadMove`] the caller must handle. Restoring from the store is the one
+//! other way in ([`Job::restore_task`], used by `restore` alone), since the store may
+//! hold any state.
 //!
 //! Where a running task runs (the core's running map, its node's tasks, slots,
 //! resources and devices, and its concurrency key's count) changes here too, in [`occupy`] and
@@ -15,18 +16,43 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use super::{Core, Job, Node, RunningAttempt};
-use crate::model::{JobSpec, NodeId, Resources, TaskKey, TaskState};
+use crate::model::{JobId, JobSpec, NodeId, Resources, TaskKey, TaskState};
+
+/// A move [`TaskState::can_become`] does not allow, or of a task the job lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("task {index} of job {job} cannot go from {from} to {to}", from = from.map_or("nowhere (no such task)", |s| s.as_str()))]
+pub struct BadMove {
+    pub job: JobId,
+    pub index: u32,
+    pub from: Option<TaskState>,
+    pub to: TaskState,
+}
+
+/// The result of a move the caller's own checks make certain: a refusal can only
+/// be a bug, which is logged (and fails the tests, where debug assertions are on).
+/// Returns whether the task moved.
+pub(super) fn expected(moved: Result<(), BadMove>) -> bool {
+    match moved {
+        Ok(()) => true,
+        Err(bad) => {
+            tracing::error!(%bad, "a task move the core had checked was refused; the task stays where it was");
+            debug_assert!(false, "{bad}");
+            false
+        }
+    }
+}
 
 impl Job {
     /// Moves task `index` to `next`, keeping the counts and the ready queue in step
     /// (a task leaving `ready` leaves the queue; one entering it is queued by the
-    /// caller, who knows when it became ready). Returns false, and changes nothing,
-    /// for a move that is not allowed.
-    pub(super) fn move_task(&mut self, index: u32, next: TaskState) -> bool {
-        let Some(task) = self.task_mut(index) else { return false };
+    /// caller, who knows when it became ready). A move that is not allowed changes
+    /// nothing and is refused.
+    pub(super) fn move_task(&mut self, index: u32, next: TaskState) -> Result<(), BadMove> {
+        let job = self.id;
+        let Some(task) = self.task_mut(index) else { return Err(BadMove { job, index, from: None, to: next }) };
         let old = task.state;
         if !old.can_become(next) {
-            return false;
+            return Err(BadMove { job, index, from: Some(old), to: next });
         }
         task.state = next;
         *self.counts.slot(old) -= 1;
@@ -35,11 +61,12 @@ impl Job {
             self.ready.remove(&index);
             self.queued_at.remove(&index);
         }
-        true
+        Ok(())
     }
 
     /// Puts task `index` in the state the store (or a repair at restore) says,
-    /// whatever it was, keeping the counts and the ready queue in step.
+    /// whatever it was, keeping the counts and the ready queue in step. For
+    /// `restore` only: every other change is a [`Job::move_task`].
     pub(super) fn restore_task(&mut self, index: u32, next: TaskState) {
         let Some(task) = self.task_mut(index) else { return };
         let old = task.state;
@@ -57,8 +84,11 @@ impl Job {
 
 impl Core {
     /// [`Job::move_task`] for a task named by its key.
-    pub(super) fn set_task_state(&mut self, key: TaskKey, next: TaskState) -> bool {
-        self.jobs.get_mut(&key.job).is_some_and(|job| job.move_task(key.index, next))
+    pub(super) fn set_task_state(&mut self, key: TaskKey, next: TaskState) -> Result<(), BadMove> {
+        match self.jobs.get_mut(&key.job) {
+            Some(job) => job.move_task(key.index, next),
+            None => Err(BadMove { job: key.job, index: key.index, from: None, to: next }),
+        }
     }
 }
 

@@ -70,14 +70,22 @@ impl TaskState {
         matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
     }
 
-    /// The allowed transitions, in one place.
+    /// Every allowed transition, in one place: the core moves a task only along
+    /// these (a restore from the store is the one other way in).
+    /// - waiting -> ready (its upstream succeeded), cancelled (it failed, or the job
+    ///   was cancelled);
+    /// - ready -> running (assigned), cancelled, waiting (a retried graph task whose
+    ///   upstream is not done);
+    /// - running -> ready (requeued or retrying), succeeded, failed, cancelled;
+    /// - succeeded, failed, cancelled -> ready or waiting: `job retry` reopens it.
     pub fn can_become(self, next: TaskState) -> bool {
         use TaskState::*;
         matches!(
             (self, next),
             (Waiting, Ready | Cancelled)
-                | (Ready, Running | Cancelled)
+                | (Ready, Running | Cancelled | Waiting)
                 | (Running, Ready | Succeeded | Failed | Cancelled)
+                | (Succeeded | Failed | Cancelled, Ready | Waiting)
         )
     }
 }
@@ -246,6 +254,34 @@ impl Outcome {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_task_transitions_are_exactly_these() {
+        use TaskState::*;
+        let all = [Waiting, Ready, Running, Succeeded, Failed, Cancelled];
+        let allowed: Vec<(TaskState, TaskState)> =
+            all.iter().flat_map(|&a| all.iter().map(move |&b| (a, b))).filter(|&(a, b)| a.can_become(b)).collect();
+        let expected = vec![
+            (Waiting, Ready),
+            (Waiting, Cancelled),
+            (Ready, Waiting),
+            (Ready, Running),
+            (Ready, Cancelled),
+            (Running, Ready),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, Cancelled),
+            (Succeeded, Waiting),
+            (Succeeded, Ready),
+            (Failed, Waiting),
+            (Failed, Ready),
+            (Cancelled, Waiting),
+            (Cancelled, Ready),
+        ];
+        assert_eq!(allowed, expected);
+        // Nothing moves to where it is, and a final state is left only to be retried.
+        assert!(all.iter().all(|&s| !s.can_become(s)));
+    }
+
     use super::*;
 
     #[test]

@@ -363,3 +363,24 @@ fn cancelling_a_graph_task_cancels_what_depends_on_it() {
     assert!(env.core.jobs[&job].reasons[&1].starts_with("upstream_failed: task 'a' cancelled"));
     assert_eq!(env.schedule().iter().map(|(_, a)| a.task.index).collect::<Vec<_>>(), [2]);
 }
+
+#[test]
+fn a_move_the_transitions_do_not_allow_is_refused_and_changes_nothing() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let n = env.node(1);
+    let job = env.submit(2, 0, 0);
+    let (_, a) = env.schedule()[0].clone();
+    env.report(&n, a, Outcome::Succeeded);
+    let before = env.core.jobs[&job].counts;
+    let bad = env.core.jobs.get_mut(&job).unwrap().move_task(0, TaskState::Running).unwrap_err();
+    assert_eq!(bad.to_string(), format!("task 0 of job {job} cannot go from succeeded to running"));
+    let missing = env.core.jobs.get_mut(&job).unwrap().move_task(9, TaskState::Ready).unwrap_err();
+    assert_eq!(missing.from, None);
+    assert_eq!(env.core.jobs[&job].counts, before, "a refused move changes nothing");
+    env.check();
+    // Reopening a finished task is a move like any other (`job retry`).
+    let selection = RetrySelection { tasks: vec![0], ..Default::default() };
+    env.core.retry_job(env.now, job, &selection, &mut env.out).unwrap();
+    env.check();
+    assert_eq!(env.task(job, 0).state, TaskState::Ready);
+}
