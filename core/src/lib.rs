@@ -13,8 +13,9 @@
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
 //! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
-//! [`jobs`] (submit, cancel, results, graphs, open jobs), [`after`] (jobs waiting for
-//! jobs), [`retries`] (exit rules,
+//! [`jobs`] (submit, cancel, results, graphs), `open_jobs` (tasks added until
+//! closed), `output` (whose log chunks are kept, and how much), [`after`] (jobs
+//! waiting for jobs), [`retries`] (exit rules,
 //! retry delays, `job retry`), [`schedule`] (tasks onto slots, within throttles),
 //! [`schedules`] (jobs made on a [`cadence`]: cron or interval),
 //! [`templates`] (jobs made by a dispatch), [`triggers`] (dispatches for new objects),
@@ -35,7 +36,9 @@ mod explain;
 mod jobs;
 pub mod keys;
 mod nodes;
+mod open_jobs;
 pub mod outbox;
+mod output;
 mod pools;
 mod restore;
 mod retries;
