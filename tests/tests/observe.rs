@@ -184,9 +184,13 @@ fn tasks_sent_ahead_to_a_busy_node_are_assigned_not_running() {
     let script =
         format!("if [ $CORRAL_TASK_INDEX -eq 6 ]; then while [ ! -e {} ]; do sleep 0.05; done; fi", gate.display());
     let job = c.submit(&["--pool", "cpu", "--array", "0-39"], &["sh", "-c", &script]);
+    // Settled once task 6 runs (its agent said it started) with eight behind it:
+    // until then a quick task may still hold the slot, or task 6 be between
+    // starting and saying so.
     wait_until(Duration::from_secs(60), "tasks to queue behind task 6", || {
+        let six = c.json(&["task", "show", &job.to_string(), "6"]);
         let counts = &c.job(job)["counts"];
-        counts["running"] == 1 && counts["assigned"] == 8
+        six["state"] == "running" && counts["running"] == 1 && counts["assigned"] == 8
     });
     let node = &c.json(&["node", "list"])[0];
     assert_eq!((node["slots_used"].as_u64(), node["queued"].as_array().map(Vec::len)), (Some(1), Some(8)), "{node}");

@@ -127,6 +127,9 @@ pub(super) struct TaskView {
     index: u32,
     name: String,
     state: &'static str,
+    /// The state it is in, for the shell's own decisions (`state` is what users read).
+    #[serde(skip)]
+    task_state: TaskState,
     attempt: u32,
     failures: u32,
     node_losses: u32,
@@ -158,6 +161,7 @@ fn task_view(core: &Core, job: &Job, offset: usize) -> Option<TaskView> {
         index: t.key.index,
         name: t.name,
         state: if t.assigned { "assigned" } else { t.state.as_str() },
+        task_state: t.state,
         attempt: t.attempts,
         failures: t.failures,
         node_losses: t.node_losses,
@@ -210,7 +214,7 @@ pub(super) async fn tasks(
     .0;
     // A finished task says where and when its last attempt ran, and a failed one
     // how it ended (the dead-letter view).
-    let ended = |t: &TaskView| t.attempt > 0 && matches!(t.state, "succeeded" | "failed" | "cancelled");
+    let ended = |t: &TaskView| t.attempt > 0 && t.task_state.is_final();
     if page.tasks.iter().any(ended) {
         let s = shared.clone();
         page = blocking(move || {
@@ -219,7 +223,7 @@ pub(super) async fn tasks(
                 let attempt = AttemptRef { task: TaskKey { job: JobId(id), index: t.index }, attempt: t.attempt };
                 if let Some(last) = reader.ended_attempt(attempt)? {
                     (t.node, t.started_at_ms) = (Some(last.node_id), Some(last.started_at_ms));
-                    if t.state == "failed" {
+                    if t.task_state == TaskState::Failed {
                         t.last_error = Some(last.said);
                     }
                 }
