@@ -12,7 +12,7 @@
 //! [`error`] (what a decision refuses) and [`records`] (credentials as stored).
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
-//! reconciliation), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
+//! reconciliation), [`credentials`] (the checks on tokens that name a pool), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
 //! [`jobs`] (submit, cancel, results, graphs), `open_jobs` (tasks added until
 //! closed), `output` (whose log chunks are kept, and how much), [`after`] (jobs
 //! waiting for jobs), [`retries`] (exit rules,
@@ -32,6 +32,7 @@ mod after;
 pub mod autoscale;
 pub mod cadence;
 mod check;
+pub mod credentials;
 mod explain;
 mod jobs;
 pub mod keys;

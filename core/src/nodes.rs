@@ -279,6 +279,7 @@ impl Core {
             out.provider.push(ProviderOp::Stop { node: id.clone(), pool: pool_name.clone(), pid, how });
         }
         self.put_node(id, out);
+        out.credentials.push(Credential::RetireNode(id.clone()));
     }
 
     /// Stops giving a node work; what it runs finishes.

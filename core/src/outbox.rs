@@ -281,14 +281,30 @@ pub struct Outbox {
     /// Object prefixes to delete once this batch is durable (a deleted job's
     /// outputs and its dispatch's payload).
     pub delete_objects: Vec<String>,
-    /// Pools made in this batch whose provider starts nodes: their agents need a
-    /// token, minted in the same batch (a pool made by `CreatePool` has one already).
-    pub new_pools: Vec<PoolName>,
+    /// Credentials this batch makes or ends; the shell, which holds the secrets,
+    /// carries them out (see [`Credential`]).
+    pub credentials: Vec<Credential>,
+}
+
+/// A change to who may speak for a pool or a node. The core decides it where the
+/// pool or node changes; the shell holds the secrets and carries it out: the
+/// record goes into the same batch, and whatever touches a file waits until the
+/// batch is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A pool whose provider starts nodes was made: the agents it starts join with
+    /// a token bound to it, kept in a file the coordinator passes them.
+    MintPoolToken(PoolName),
+    /// A node was lost or removed: its secret stops opening streams and object
+    /// calls (one that comes back registers again).
+    RetireNode(NodeId),
+    /// A pool was deleted: its agent token, and the file that holds it, go with it.
+    RevokePoolToken(PoolName),
 }
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.new_pools.is_empty()
+        self.credentials.is_empty()
             && self.store.is_empty()
             && self.agents.is_empty()
             && self.provider.is_empty()

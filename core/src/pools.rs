@@ -26,7 +26,7 @@ impl Core {
         let created_at_ms = self.wall_ms(now);
         out.store.push(StoreOp::PutPool { spec: spec.clone(), created_at_ms, deleting: false });
         if spec.provider.starts_nodes() {
-            out.new_pools.push(spec.name.clone());
+            out.credentials.push(Credential::MintPoolToken(spec.name.clone()));
         }
         tracing::info!(pool = %spec.name, provider = %spec.provider, nodes = spec.target_nodes, "pool created");
         self.pools.insert(spec.name.clone(), new_pool(spec, created_at_ms));
@@ -73,8 +73,7 @@ impl Core {
             for id in &nodes {
                 self.retire_node(now, id, NodeStatus::Removed, NodeReason::PoolDeleted, out);
             }
-            self.pools.remove(name);
-            out.store.push(StoreOp::DeletePool(name.clone()));
+            self.remove_pool(name, out);
             tracing::info!(pool = %name, cancelled_jobs = active.len(), stopped_nodes = nodes.len(), "pool deleted");
             return Ok(Deleted { cancelled_jobs: active, stopped_nodes: nodes.len() as u32, draining_nodes: 0 });
         }
@@ -106,10 +105,16 @@ impl Core {
             for id in &jobs {
                 let _ = self.cancel_job(now, *id, out);
             }
-            self.pools.remove(&name);
-            out.store.push(StoreOp::DeletePool(name.clone()));
+            self.remove_pool(&name, out);
             tracing::info!(pool = %name, cancelled_jobs = jobs.len(), "pool deleted: its last node is gone");
         }
+    }
+
+    /// Forgets a pool, and its agent token with it.
+    fn remove_pool(&mut self, name: &PoolName, out: &mut Outbox) {
+        self.pools.remove(name);
+        out.store.push(StoreOp::DeletePool(name.clone()));
+        out.credentials.push(Credential::RevokePoolToken(name.clone()));
     }
 
     /// Starts or stops local agents so each local pool has its target size. Shrinking

@@ -18,11 +18,8 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
 }
 
-/// The name of a provider pool's agent token. `:` is not allowed in the names users
-/// choose, so it cannot collide with one.
-pub fn pool_token_name(pool: &PoolName) -> String {
-    format!("pool:{pool}")
-}
+/// The name of a provider pool's agent token (the core decides about it).
+pub use corral_core::credentials::pool_token_name;
 
 /// Where a provider pool's agent token is kept for the agents the coordinator starts.
 pub fn pool_token_path(data_dir: &Path, pool: &PoolName) -> PathBuf {
@@ -148,11 +145,27 @@ pub fn ensure_pool_token(
             return Ok(None);
         }
     }
+    let token = mint_pool_token(key, pool, now_ms);
+    write_pool_token(data_dir, key, &token)?;
+    Ok(Some(token))
+}
+
+/// A new agent token for `pool`, its secret derived from `key` (so it can be
+/// written to the pool's file later, by this coordinator or another of its
+/// database, without being kept anywhere).
+pub fn mint_pool_token(key: &PoolKey, pool: &PoolName, now_ms: u64) -> TokenRecord {
     let id = secret::random_hex(8);
     let secret = key.secret(&id);
     let minted = Minted { hash: secret::hash(&secret), id, secret };
-    write_secret_file(&path, &minted.bearer())?;
-    Ok(Some(record(&minted, pool_token_name(pool), Role::Agent, Some(pool.clone()), now_ms)))
+    record(&minted, pool_token_name(pool), Role::Agent, Some(pool.clone()), now_ms)
+}
+
+/// Writes a pool token's bearer string, derived from `key`, to the pool's file.
+pub fn write_pool_token(data_dir: &Path, key: &PoolKey, token: &TokenRecord) -> std::io::Result<()> {
+    let Some(pool) = &token.pool else {
+        return Err(std::io::Error::other(format!("token '{}' is bound to no pool", token.name)));
+    };
+    write_secret_file(&pool_token_path(data_dir, pool), &format!("{}.{}", token.id, key.secret(&token.id)))
 }
 
 #[cfg(test)]

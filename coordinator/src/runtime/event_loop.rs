@@ -19,9 +19,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::dispatch::{self, Streams};
 use super::Input;
-use crate::auth::{self, Auth};
+use crate::auth::{self, bootstrap, Auth};
 use crate::convert;
-use crate::core::{Core, Notification, Outbox, ProviderOp, ToAgent};
+use crate::core::{Core, Credential, Notification, Outbox, ProviderOp, StoreOp, ToAgent};
 use crate::metrics::Metrics;
 use crate::model::NodeId;
 use crate::store::{Batch, FollowUp, Writer};
@@ -157,49 +157,54 @@ fn reload(
 const MAX_RELOADS: usize = 5;
 const RELOADS_WITHIN: Duration = Duration::from_secs(60);
 
-/// Credentials that a batch's changes make or end, in one pass over its store ops:
-/// a pool the core made for a job (`--auto-pool`) gets the agent token its
-/// provider's agents join with, in the same batch; a node that is lost or removed
-/// speaks for nothing any more (its secret stops opening streams and object calls;
-/// one that comes back registers again), and a deleted pool's agent token goes
-/// with it. Returns the token files to remove once the batch is stored.
-fn retire_credentials(out: &mut Outbox, effects: &Effects) -> Vec<std::path::PathBuf> {
-    let (auth, data_dir) = (&effects.auth, effects.data_dir.as_path());
-    let mut files = Vec::new();
-    use crate::core::StoreOp;
-    let mut retired = Vec::new();
-    for pool in std::mem::take(&mut out.new_pools) {
-        if auth.token_named(&auth::bootstrap::pool_token_name(&pool)).is_some() {
-            continue;
-        }
-        match auth::bootstrap::ensure_pool_token(data_dir, &effects.pool_key, &pool, None, auth::now_ms()) {
-            Ok(Some(token)) => {
-                auth.insert_token(token.clone());
-                retired.push(StoreOp::PutToken(token));
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(%pool, error = %e, "cannot write the pool's agent token; its agents cannot join"),
-        }
-    }
-    for op in &out.store {
-        match op {
-            // Forgotten here; stored as forgotten only if it had a secret.
-            StoreOp::PutNode(n) if !n.status.is_live() && auth.forget_node(&n.id) => {
-                retired.push(StoreOp::ForgetNodeCredential(n.id.clone()));
-            }
-            StoreOp::DeletePool(pool) => {
-                if let Some(token) = auth.revoke(&auth::bootstrap::pool_token_name(pool)) {
-                    retired.push(StoreOp::DeleteToken { id: token.id, name: token.name });
+/// Carries out the credentials the core decided on ([`Credential`]), in the same
+/// batch as the changes that made them. The gate's tables change now: a new pool
+/// token is accepted at once (a refused batch reloads them from the store), and a
+/// retired node or revoked token is refused at once, the safe side. Files wait for
+/// the batch: a pool's token file is written, or removed, only once the batch is
+/// stored, and before the provider's orders run (returned first, to run first).
+fn carry_out_credentials(out: &mut Outbox, effects: &Effects) -> Vec<FollowUp> {
+    let auth = &effects.auth;
+    let mut after: Vec<FollowUp> = Vec::new();
+    for change in std::mem::take(&mut out.credentials) {
+        match change {
+            Credential::MintPoolToken(pool) => {
+                if auth.token_named(&bootstrap::pool_token_name(&pool)).is_some() {
+                    continue;
                 }
-                // Its secret's file goes too (auto pools would leave one per job),
-                // once the deletion is stored: undone, the pool's agents need it.
-                files.push(auth::bootstrap::pool_token_path(data_dir, pool));
+                let token = bootstrap::mint_pool_token(&effects.pool_key, &pool, auth::now_ms());
+                auth.insert_token(token.clone());
+                out.store.push(StoreOp::PutToken(token.clone()));
+                let (data_dir, key) = (effects.data_dir.clone(), effects.pool_key.clone());
+                after.push(Box::new(move |stored| {
+                    if stored.is_ok() {
+                        if let Err(e) = bootstrap::write_pool_token(&data_dir, &key, &token) {
+                            tracing::error!(%pool, error = %e, "cannot write the pool's agent token; the agents the coordinator starts for it cannot join");
+                        }
+                    }
+                }));
             }
-            _ => {}
+            // Stored as forgotten only if it had a secret.
+            Credential::RetireNode(node) => {
+                if auth.forget_node(&node) {
+                    out.store.push(StoreOp::ForgetNodeCredential(node));
+                }
+            }
+            Credential::RevokePoolToken(pool) => {
+                if let Some(token) = auth.revoke(&bootstrap::pool_token_name(&pool)) {
+                    out.store.push(StoreOp::DeleteToken { id: token.id, name: token.name });
+                }
+                // Auto pools would leave one file per job; undone, the agents need it.
+                let path = bootstrap::pool_token_path(&effects.data_dir, &pool);
+                after.push(Box::new(move |stored| {
+                    if stored.is_ok() {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }));
+            }
         }
     }
-    out.store.extend(retired);
-    files
+    after
 }
 
 /// Hands the outbox to the writer: store rows first, then (once durable) the replies,
@@ -208,15 +213,10 @@ fn flush(mut out: Outbox, mut then: Vec<FollowUp>, streams: &Streams, effects: &
     if out.is_empty() && then.is_empty() {
         return;
     }
-    let token_files = retire_credentials(&mut out, effects);
-    if !token_files.is_empty() {
-        then.push(Box::new(move |stored| {
-            if stored.is_ok() {
-                for file in token_files {
-                    let _ = std::fs::remove_file(file);
-                }
-            }
-        }));
+    let mut files = carry_out_credentials(&mut out, effects);
+    if !files.is_empty() {
+        files.append(&mut then);
+        then = files;
     }
     let mut messages: HashMap<NodeId, pb::CoordinatorMessage> = HashMap::new();
     for (node, msg) in out.agents {

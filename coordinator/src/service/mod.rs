@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{self, Principal};
 use crate::convert;
 use crate::core::keys::IdempotencyKey;
-use crate::core::{Core, RetrySelection, StoreOp};
+use crate::core::{Core, RetrySelection};
 use crate::error::{Error, Invalid};
 use crate::model::*;
 use crate::shared::Shared;
@@ -126,37 +126,13 @@ impl Corral for ClientApi {
         let who = auth::caller(&req)?;
         let spec = convert::pool_spec(req.into_inner().spec)?;
         let name = spec.name.clone();
-        let (auth, data_dir) = (self.shared.auth.clone(), self.shared.data_dir.clone());
-        let key = self.shared.pool_key.clone();
+        // The agents a provider starts join with a token bound to their pool: the
+        // core asks for it (`Credential::MintPoolToken`) in the same batch.
         let pool = self
             .shared
             .runtime
             .call_by(who.clone(), move |core, now, out| {
-                // Checked first: a second create must not replace the token file
-                // of the pool that exists.
-                if core.pools.contains_key(&name) {
-                    return Err(Error::already_exists("pool", name.to_string()));
-                }
-                // The agents a provider starts join with a token bound to their
-                // pool, kept in a file the coordinator passes them (never on their
-                // command line). Made here, on the event loop, so that no other
-                // create of this name runs in between.
-                let token = match spec.provider {
-                    Provider::Static => None,
-                    _ => auth::bootstrap::ensure_pool_token(&data_dir, &key, &name, None, auth::now_ms()).map_err(
-                        |e| {
-                            Error::Io(std::io::Error::new(
-                                e.kind(),
-                                format!("cannot write the pool's agent token: {e}"),
-                            ))
-                        },
-                    )?,
-                };
                 core.create_pool(now, spec, out)?;
-                if let Some(token) = token {
-                    auth.insert_token(token.clone());
-                    out.store.push(StoreOp::PutToken(token));
-                }
                 pool_or_404(core, &name, now)
             })
             .await??;
@@ -236,14 +212,12 @@ impl Corral for ClientApi {
             .runtime
             .call(move |core, now, _| {
                 if let Some(pool) = &pool {
-                    if !core.pools.contains_key(pool) {
-                        return Err(Error::not_found("pool", pool));
-                    }
+                    core.pool(pool)?;
                 }
                 let mut nodes: Vec<&crate::core::Node> =
                     core.nodes.values().filter(|n| pool.as_ref().is_none_or(|p| &n.record.pool == p)).collect();
                 nodes.sort_by_key(|n| n.record.id.seq());
-                Ok(nodes.into_iter().map(|n| convert::node_view(core, n, now)).collect())
+                Ok::<_, Error>(nodes.into_iter().map(|n| convert::node_view(core, n, now)).collect())
             })
             .await??;
         Ok(Response::new(pb::ListNodesResponse { nodes }))

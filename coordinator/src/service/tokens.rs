@@ -53,12 +53,7 @@ pub(super) async fn create_token(
         .runtime
         .call_by(who.clone(), move |core, _, out| {
             if let Some(pool) = &record.pool {
-                if !core.pools.contains_key(pool) {
-                    return Err(Error::from(Invalid::new(
-                        "pool",
-                        format!("pool '{pool}' does not exist: create it first (an agent token joins one pool)"),
-                    )));
-                }
+                core.check_token_pool(pool)?;
             }
             if auth.token_named(&record.name).is_some() {
                 return Err(Error::already_exists("token", record.name));
@@ -96,15 +91,7 @@ pub(super) async fn revoke_token(
         .shared
         .runtime
         .call_by(who.clone(), move |core, _, out| {
-            // A pool's own agent token is how the coordinator starts its agents:
-            // without it the pool cannot grow or replace a node.
-            if let Some(pool) = name.strip_prefix("pool:").and_then(|p| PoolName::parse("name", p).ok()) {
-                if core.pools.contains_key(&pool) {
-                    return Err(Error::refused(format!(
-                        "token '{name}' is pool {pool}'s own agent token, with which the coordinator starts its agents; it goes with `corral pool delete {pool}`"
-                    )));
-                }
-            }
+            core.check_revoke_token(&name)?;
             let revoked = auth.revoke(&name).ok_or_else(|| Error::not_found("token", &name))?;
             out.store.push(StoreOp::DeleteToken { id: revoked.id.clone(), name: revoked.name.clone() });
             Ok::<_, Error>(revoked)

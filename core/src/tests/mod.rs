@@ -7,6 +7,7 @@ use super::*;
 use crate::error::Error;
 use crate::testing::*;
 
+mod credentials;
 mod explain;
 mod graphs;
 mod jobs;
