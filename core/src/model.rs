@@ -129,6 +129,8 @@ pub struct JobSpec {
     pub begin_at_ms: Option<u64>,
     /// The schedule that made it, and for which slot.
     pub schedule: Option<ScheduledFor>,
+    /// The template it was dispatched from (by hand, over HTTP, or by a trigger).
+    pub template: Option<TemplateName>,
     /// Exit rules, retry delays, throttles.
     pub policy: JobPolicy,
     /// Jobs that must end first (`job submit --after`).
@@ -205,6 +207,7 @@ impl JobSpec {
             max_output: 0,
             begin_at_ms: None,
             schedule: None,
+            template: None,
             policy: JobPolicy::default(),
             after: Vec::new(),
             auto_pool: None,

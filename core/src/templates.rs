@@ -194,6 +194,7 @@ pub fn job_of(template: &TemplateSpec, d: Dispatch) -> Result<JobSpec> {
         job.graph = Some(Arc::new(graph));
     }
     job.owner = d.owner;
+    job.template = Some(template.name.clone());
     if d.notify.is_some() {
         job.notify = d.notify;
     }

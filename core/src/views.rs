@@ -189,6 +189,8 @@ pub struct JobFilter {
     pub pool: Option<PoolName>,
     pub name: Option<glob::Pattern>,
     pub schedule: Option<crate::model::ScheduleName>,
+    /// Jobs dispatched from this template.
+    pub template: Option<crate::model::TemplateName>,
     /// At most this many, the newest first; none: all, oldest first.
     pub limit: Option<usize>,
 }
@@ -207,6 +209,7 @@ impl JobFilter {
             && self.pool.as_ref().is_none_or(|p| *p == job.spec.pool)
             && self.name.as_ref().is_none_or(|g| g.matches(&job.spec.name))
             && self.schedule.as_ref().is_none_or(|s| job.spec.schedule.as_ref().map(|r| &r.schedule) == Some(s))
+            && self.template.as_ref().is_none_or(|t| job.spec.template.as_ref() == Some(t))
     }
 }
 

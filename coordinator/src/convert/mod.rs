@@ -473,6 +473,7 @@ pub fn job_filter(req: pb::ListJobsRequest) -> Result<crate::core::views::JobFil
         pool: (!req.pool.is_empty()).then(|| PoolName::parse("pool", &req.pool)).transpose()?,
         name,
         schedule: (!req.schedule.is_empty()).then(|| ScheduleName::parse("schedule", &req.schedule)).transpose()?,
+        template: (!req.template.is_empty()).then(|| TemplateName::parse("template", &req.template)).transpose()?,
         limit: (req.limit > 0).then_some(req.limit as usize),
     })
 }

@@ -154,6 +154,7 @@ pub fn job_view(job: &Job) -> pb::Job {
         max_output_bytes: job.spec.max_output,
         schedule: job.spec.schedule.as_ref().map(|r| r.schedule.to_string()).unwrap_or_default(),
         scheduled_for_ms: job.spec.schedule.as_ref().map_or(0, |r| r.slot_ms),
+        template: job.spec.template.as_ref().map(|t| t.to_string()).unwrap_or_default(),
         begin_at_ms: job.spec.begin_at_ms.unwrap_or(0),
         policy: super::policy::policy_to_pb(&job.spec.policy),
         after: job.spec.after.iter().map(|a| pb::After { job_id: a.job.0, any: a.any }).collect(),

@@ -55,6 +55,11 @@ fn a_put_trigger_makes_at_most_max_active_jobs_at_once() {
     let mut restored = Core::new(env.core.config.clone(), (env.now, 1_000_000));
     restored.restore(store.load().unwrap(), env.now, &mut Outbox::default());
     assert!(!restored.on_object_put(env.now, "in/3", &mut Outbox::default()).is_empty());
+    // Each job names the template it came from, also after the restore.
+    let from = TemplateName::parse("template", "t").unwrap();
+    assert!(restored.jobs.values().all(|j| j.spec.template.as_ref() == Some(&from)), "{:?}", restored.jobs.len());
+    let filter = crate::core::views::JobFilter { template: Some(from), ..Default::default() };
+    assert_eq!(restored.jobs_matching(&filter).len(), 2);
     // One ends: room for one more.
     let first = *env.core.jobs.keys().next().unwrap();
     env.core.cancel_job(env.now, first, &mut env.out).unwrap();

@@ -247,41 +247,10 @@ impl Store {
                     )?;
                 }
                 StoreOp::InsertJob(j) => {
-                    let task = serde_json::to_string(&j.spec.task).map_err(|e| corrupt(e.to_string()))?;
-                    let after: Vec<(u64, bool)> = j.spec.after.iter().map(|a| (a.job.0, a.any)).collect();
-                    let after = match after.is_empty() {
-                        true => None,
-                        false => Some(serde_json::to_string(&after).map_err(|e| corrupt(e.to_string()))?),
-                    };
-                    let policy = match j.spec.policy.is_default() {
-                        true => None,
-                        false => Some(serde_json::to_string(&j.spec.policy).map_err(|e| corrupt(e.to_string()))?),
-                    };
                     if let Some(graph) = &j.spec.graph {
                         insert_groups(tx.sql(), j.id, 0, &graph.groups)?;
                     }
-                    tx.execute("INSERT INTO jobs (id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, auto_pool, array_runs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)", args![j.id.0,
-                        j.spec.pool.as_str(),
-                        j.spec.name,
-                        j.spec.priority,
-                        task,
-                        j.spec.first_index,
-                        j.spec.last_index,
-                        j.state.as_str(),
-                        j.submitted_at_ms,
-                        j.finished_at_ms,
-                        j.spec.graph.is_some(),
-                        j.spec.open,
-                        j.spec.notify,
-                        j.spec.owner,
-                        j.spec.max_output,
-                        j.spec.begin_at_ms,
-                        j.spec.schedule.as_ref().map(|s| s.schedule.as_str()),
-                        j.spec.schedule.as_ref().map(|s| s.slot_ms),
-                        policy,
-                        after,
-                        super::schedules::auto_pool_json(&j.spec)?,
-                        j.spec.array.as_ref().map(|a| a.to_string())])?;
+                    super::jobs::insert(tx.sql(), j)?;
                 }
                 StoreOp::SetJobState { id, state, finished_at_ms, reason } => {
                     tx.execute(

@@ -1,14 +1,13 @@
 //! Everything the core is rebuilt from at start (or at a reload), read in one pass.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use corral_types::graph::TaskGroup;
 
 use super::sql::{args, Sql, SqlExt};
 use super::{corrupt, from_json, Store};
 use crate::auth::{NodeCredential, SessionRecord, TokenRecord};
-use crate::core::{JobRecord, NodeRecord, Snapshot, TaskRecord};
+use crate::core::{NodeRecord, Snapshot, TaskRecord};
 use crate::error::Result;
 use crate::model::*;
 
@@ -119,123 +118,8 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
             resources,
         });
     }
-    let rows = sql.rows("SELECT id, pool, name, priority, task_spec, first_index, last_index, state, submitted_at_ms, finished_at_ms, is_graph, open, notify_url, notify_attempts, notify_error, notify_delivered_at_ms, owner, max_output, begin_at_ms, schedule, scheduled_for_ms, policy, after, reason, auto_pool, array_runs FROM jobs ORDER BY id", args![], |r| {
-        Ok((
-            r.get::<u64>(0)?,
-            r.get::<String>(1)?,
-            r.get::<String>(2)?,
-            r.get::<i32>(3)?,
-            r.get::<String>(4)?,
-            r.get::<u32>(5)?,
-            r.get::<u32>(6)?,
-            r.get::<String>(7)?,
-            r.get::<u64>(8)?,
-            r.get::<Option<u64>>(9)?,
-            r.get::<bool>(10)?,
-            r.get::<bool>(11)?,
-            r.get::<Option<String>>(12)?,
-            Delivery { attempts: r.get(13)?, last_error: r.get(14)?, delivered_at_ms: r.get(15)? },
-            r.get::<String>(16)?,
-            r.get::<u64>(17)?,
-            r.get::<Option<u64>>(18)?,
-            r.get::<Option<String>>(19)?,
-            r.get::<Option<u64>>(20)?,
-            r.get::<Option<String>>(21)?,
-            r.get::<Option<String>>(22)?,
-            r.get::<Option<String>>(23)?,
-            r.get::<Option<String>>(24)?,
-            r.get::<Option<String>>(25)?,
-        ))
-    })?;
     let mut groups = task_groups(sql)?;
-    for row in rows {
-        let (
-            id,
-            pool,
-            name,
-            priority,
-            task,
-            first_index,
-            last_index,
-            state,
-            submitted,
-            finished,
-            is_graph,
-            open,
-            notify,
-            delivery,
-            owner,
-            max_output,
-            begin_at_ms,
-            schedule,
-            scheduled_for_ms,
-            policy,
-            after,
-            reason,
-            auto_pool,
-            array,
-        ) = row;
-        let array = array.map(|text| text.parse::<Indices>().map(Arc::new)).transpose().map_err(corrupt)?;
-        let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
-        let auto_pool = match auto_pool {
-            Some(text) => {
-                let stored: super::schedules::StoredPool =
-                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                Some(Box::new(stored.into_spec(pool.clone())?))
-            }
-            None => None,
-        };
-        let after: Vec<(u64, bool)> = match after {
-            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
-            None => Vec::new(),
-        };
-        let after = after.into_iter().map(|(job, any)| After { job: JobId(job), any }).collect();
-        let policy: JobPolicy = match policy {
-            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
-            None => JobPolicy::default(),
-        };
-        let schedule = match schedule {
-            Some(name) => Some(ScheduledFor {
-                schedule: ScheduleName::parse("schedule", &name).map_err(corrupt)?,
-                slot_ms: scheduled_for_ms.unwrap_or(0),
-            }),
-            None => None,
-        };
-        let task: TaskSpec = serde_json::from_str(&task).map_err(|e| corrupt(e.to_string()))?;
-        let graph = if is_graph {
-            let groups = groups.remove(&id).unwrap_or_default();
-            Some(Arc::new(corral_types::graph::resolve(groups).map_err(|e| corrupt(e.to_string()))?))
-        } else {
-            None
-        };
-        snap.jobs.push(JobRecord {
-            id: JobId(id),
-            spec: JobSpec {
-                pool,
-                name,
-                priority,
-                task,
-                first_index,
-                last_index,
-                array,
-                graph,
-                open,
-                notify,
-                owner,
-                max_output,
-                begin_at_ms,
-                schedule,
-                policy,
-                after,
-                auto_pool,
-            },
-            state: state.parse().map_err(corrupt)?,
-            submitted_at_ms: submitted,
-            finished_at_ms: finished,
-            delivery,
-            reason,
-        });
-    }
+    snap.jobs = super::jobs::load(sql, &mut groups)?;
     let rows = sql.rows(
         "SELECT job_id, idx, state, attempt, failures, node_losses, reason FROM tasks ORDER BY job_id, idx",
         args![],

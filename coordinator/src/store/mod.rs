@@ -46,6 +46,7 @@ mod apply;
 pub mod backend;
 mod error;
 mod events;
+mod jobs;
 mod load;
 pub mod lock;
 mod logs;

@@ -146,6 +146,7 @@ impl StoredJob {
             max_output: self.max_output,
             begin_at_ms: None,
             schedule: None,
+            template: None,
             policy: self.policy,
             after: Vec::new(),
             auto_pool,

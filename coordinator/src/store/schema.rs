@@ -195,7 +195,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The migrations, in order: migration N takes a store from version N-1 to N.
-const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade, sessions, array_runs];
+const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade, sessions, array_runs, job_template];
 
 /// Migration 2: dashboard sign-ins, by the hash of their cookie's value, so that one
 /// outlives a restart (and, on PostgreSQL, a failover); each dies with its token.
@@ -209,6 +209,12 @@ fn sessions(conn: &Connection) -> rusqlite::Result<()> {
 /// written (`NULL`: every index from `first_index` to `last_index`).
 fn array_runs(conn: &Connection) -> rusqlite::Result<()> {
     add_column(conn, "jobs", "array_runs", "TEXT")
+}
+
+/// Migration 4: the template a job was dispatched from (`NULL`: none), so a
+/// template's page lists its dispatches.
+fn job_template(conn: &Connection) -> rusqlite::Result<()> {
+    add_column(conn, "jobs", "template", "TEXT")
 }
 
 /// The schema version this build writes (as many as there are migrations). A store

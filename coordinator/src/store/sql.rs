@@ -133,6 +133,29 @@ impl Row {
         let value = self.values.get(i).unwrap_or(&Value::Null);
         T::from_value(value).map_err(|why| super::corrupt(format!("column {i}: {why}")))
     }
+
+    /// The row of a query that selected `columns`, read by their names.
+    pub fn named<'a>(&'a self, columns: &'a [&'a str]) -> Named<'a> {
+        Named { row: self, columns }
+    }
+}
+
+/// A row read by column name, so that a column added to a query cannot shift
+/// the others.
+pub struct Named<'a> {
+    row: &'a Row,
+    columns: &'a [&'a str],
+}
+
+impl Named<'_> {
+    /// Column `name`, as a `T`.
+    pub fn get<T: FromValue>(&self, name: &str) -> Result<T> {
+        let i = self.columns.iter().position(|c| *c == name);
+        let value = i.and_then(|i| self.row.values.get(i)).ok_or_else(|| {
+            super::corrupt(format!("column {name} was not read (it is not among the query's columns)"))
+        })?;
+        T::from_value(value).map_err(|why| super::corrupt(format!("column {name}: {why}")))
+    }
 }
 
 /// A Rust value that can be bound to a statement.

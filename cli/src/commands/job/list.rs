@@ -36,6 +36,9 @@ pub struct ListArgs {
     /// Only the jobs this schedule made.
     #[arg(long, value_name = "NAME")]
     schedule: Option<String>,
+    /// Only the jobs dispatched from this template (by hand, over HTTP or by a trigger).
+    #[arg(long, value_name = "NAME")]
+    template: Option<String>,
     /// At most N jobs, the newest first.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     limit: Option<u32>,
@@ -61,6 +64,7 @@ impl ListArgs {
             pool: self.pool.clone().unwrap_or_default(),
             name: self.name.clone().unwrap_or_default(),
             limit: self.limit.unwrap_or(0),
+            template: self.template.clone().unwrap_or_default(),
         })
     }
 

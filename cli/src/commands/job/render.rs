@@ -66,6 +66,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
         "submitted_at_ms": j.submitted_at_ms,
         "begin_at_ms": (j.begin_at_ms > 0).then_some(j.begin_at_ms),
         "schedule": (!j.schedule.is_empty()).then_some(&j.schedule),
+        "template": (!j.template.is_empty()).then_some(&j.template),
         "scheduled_for_ms": (!j.schedule.is_empty()).then_some(j.scheduled_for_ms),
         "finished_at_ms": (j.finished_at_ms > 0).then_some(j.finished_at_ms),
         "after": j.after.iter().map(|a| json!({"job": a.job_id, "when": if a.any { "any" } else { "ok" }})).collect::<Vec<_>>(),

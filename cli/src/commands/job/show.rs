@@ -48,6 +48,9 @@ pub fn print_job(ctx: &Context, j: &pb::Job) {
         ),
         ("submitted", output::timestamp(j.submitted_at_ms)),
     ];
+    if !j.template.is_empty() {
+        rows.push(("template", j.template.clone()));
+    }
     if !j.schedule.is_empty() {
         rows.push(("schedule", format!("{} (for {})", j.schedule, output::timestamp(j.scheduled_for_ms))));
     }

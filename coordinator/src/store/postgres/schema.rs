@@ -311,8 +311,13 @@ const V8: &str = "
 ALTER TABLE jobs ADD COLUMN array_runs TEXT;
 ";
 
+/// Migration 9: the template a job was dispatched from (SQLite's migration 4).
+const V9: &str = "
+ALTER TABLE jobs ADD COLUMN template TEXT;
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
