@@ -21,6 +21,9 @@ pub enum Error {
     /// its source too would print it twice in a chain).
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A service the coordinator relies on (the object store) cannot do it now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The core's refusals, made where the shell refuses too (a handler's checks).
@@ -64,7 +67,9 @@ impl From<Error> for tonic::Status {
             Error::Core(Refusal::Refused(_)) => tonic::Status::failed_precondition(message),
             Error::Core(Refusal::Forbidden(_)) => tonic::Status::permission_denied(message),
             Error::Core(Refusal::Exhausted(_)) => tonic::Status::resource_exhausted(message),
-            Error::Store(crate::store::StoreError::Unavailable(_)) => tonic::Status::unavailable(message),
+            Error::Store(crate::store::StoreError::Unavailable(_)) | Error::Unavailable(_) => {
+                tonic::Status::unavailable(message)
+            }
             Error::Store(_) | Error::Io(_) => tonic::Status::internal(message),
         }
     }

@@ -37,6 +37,7 @@
 #![deny(clippy::await_holding_lock)]
 
 pub mod agent_service;
+pub mod app;
 pub mod auth;
 pub mod conns;
 pub mod convert;

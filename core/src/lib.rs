@@ -12,7 +12,8 @@
 //! [`error`] (what a decision refuses) and [`records`] (credentials as stored).
 //!
 //! The entry points are grouped by subject: [`pools`] (create, resize, delete, local
-//! reconciliation), [`credentials`] (the checks on tokens that name a pool), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
+//! reconciliation), [`credentials`] (the checks on tokens that name a pool),
+//! [`owners`] (who may change a job, schedule, template or trigger), [`nodes`] (register, hello, heartbeat, loss, drain, the tick),
 //! [`jobs`] (submit, cancel, results, graphs), `open_jobs` (tasks added until
 //! closed), `output` (whose log chunks are kept, and how much), [`after`] (jobs
 //! waiting for jobs), [`retries`] (exit rules,
@@ -40,6 +41,7 @@ mod nodes;
 mod open_jobs;
 pub mod outbox;
 mod output;
+pub mod owners;
 mod pools;
 mod restore;
 mod retries;

@@ -115,6 +115,21 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// Its next `n` slots (ms since the Unix epoch) after `now_ms`, as every surface
+    /// lists them.
+    pub fn next_slots(&self, now_ms: u64, n: usize) -> Vec<u64> {
+        let mut next = Vec::with_capacity(n);
+        let mut at = self.cursor_ms.max(now_ms);
+        while next.len() < n {
+            let Some(slot) = first_slot_after(&self.spec, at) else { break };
+            next.push(slot);
+            at = slot;
+        }
+        next
+    }
+}
+
 /// The first slot of `spec` after `after_ms`, within its start and end.
 pub fn first_slot_after(spec: &ScheduleSpec, after_ms: u64) -> Option<u64> {
     let after = match spec.start_at_ms {

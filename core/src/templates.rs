@@ -95,6 +95,15 @@ pub fn check_meta(meta: &BTreeMap<String, String>) -> std::result::Result<(), In
 }
 
 impl Core {
+    /// The names of the triggers that dispatch `template`.
+    pub fn triggers_of(&self, template: &TemplateName) -> Vec<String> {
+        self.triggers
+            .values()
+            .filter(|t| t.record.spec.template == *template)
+            .map(|t| t.record.spec.name.to_string())
+            .collect()
+    }
+
     /// Creates a template. Its job is checked as a submission would be, so a
     /// template that could never make its job is refused now.
     pub fn create_template(&mut self, now: Instant, spec: TemplateSpec, out: &mut Outbox) -> Result<()> {

@@ -500,6 +500,10 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
         ("/api/events", false, false),
         ("/api/stream", false, false),
         ("/api/whoami", false, false),
+        ("/api/pools/cpu", false, false),
+        ("/api/schedules", false, false),
+        ("/api/templates", false, false),
+        ("/api/triggers", false, false),
     ];
     let http = c.http_client();
     for (caller, token) in &callers {
@@ -547,14 +551,19 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
     // The dashboard's actions: a submit token changes only its own jobs (this one is
     // the admin's), node and pool changes need an admin.
     let node = c.json(&["node", "list"])[0]["id"].as_str().unwrap().to_string();
-    let actions: [(String, &str, u16); 4] = [
+    c.json(&["schedule", "create", "nightly", "--every", "1h", "--pool", "cpu", "--", "true"]);
+    let actions: [(String, &str, u16); 7] = [
         (format!("/api/jobs/{job}/cancel"), "{}", 200),
         (format!("/api/jobs/{job}/retry"), "{}", 409),
         ("/api/pools/cpu/resize".to_string(), "{\"nodes\": 2}", 409),
         (format!("/api/nodes/{node}/drain"), "{}", 200),
+        ("/api/schedules/nightly/pause".to_string(), "{}", 200),
+        ("/api/schedules/nightly/resume".to_string(), "{}", 200),
+        ("/api/schedules/nightly/run".to_string(), "{}", 200),
     ];
     for (path, body, admin_gets) in &actions {
-        let needs_admin = !path.starts_with("/api/jobs/");
+        // A submit token changes only its own jobs and schedules (these are the admin's).
+        let needs_admin = !path.starts_with("/api/jobs/") && !path.starts_with("/api/schedules/");
         for (caller, token) in &callers {
             let mut req =
                 http.post(format!("{}{path}", c.http_url())).header("content-type", "application/json").body(*body);
@@ -580,7 +589,9 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
     let resp = http.post(&dispatch).header("cookie", &cookie).body("hi").send().unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     assert!(resp.text().unwrap().contains("Authorization: Bearer"));
-    assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1 + made);
+    let ran = c.json(&["job", "list", "--schedule", "nightly"]).as_array().unwrap().len();
+    assert_eq!(ran, 1, "the admin's run");
+    assert_eq!(c.json(&["job", "list"]).as_array().unwrap().len(), 1 + made + ran);
     // A browser's action needs the dashboard's header besides the cookie.
     let retry = format!("{}/api/jobs/{job}/retry", c.http_url());
     let resp = http.post(&retry).header("cookie", &cookie).send().unwrap();

@@ -61,6 +61,11 @@ impl Principal {
         matches!(self, Principal::Token { role: Role::Admin, .. })
     }
 
+    /// Who asks, as the core's ownership rule ([`crate::core::owners`]) knows it.
+    pub fn caller(&self) -> crate::core::owners::Caller {
+        crate::core::owners::Caller { name: self.name(), admin: self.is_admin() }
+    }
+
     /// The token that stands behind this principal.
     fn token_id(&self) -> &str {
         match self {
@@ -392,16 +397,6 @@ fn valid(tables: &Tables, who: &Principal, now_ms: u64) -> bool {
 /// The caller of a request, as the [`layer`] found it.
 pub fn caller<T>(req: &tonic::Request<T>) -> Result<Principal, Status> {
     req.extensions().get::<Principal>().cloned().ok_or_else(|| Status::unauthenticated(NO_TOKEN))
-}
-
-/// Refuses a change to a job owned by someone else, unless the caller is an admin.
-pub fn may_change_job(who: &Principal, job: u64, owner: &str) -> Result<(), crate::Error> {
-    if who.is_admin() || who.name() == owner {
-        return Ok(());
-    }
-    Err(crate::Error::forbidden(format!(
-        "job {job} belongs to token '{owner}'; a submit token changes only its own jobs (an admin token may change any)"
-    )))
 }
 
 #[cfg(test)]

@@ -106,13 +106,7 @@ pub fn schedule_view(core: &Core, s: &Schedule, now_ms: u64) -> pb::Schedule {
         Cadence::Cron { expr, zone, .. } => (expr.clone(), zone.clone(), 0),
         Cadence::Every { period_ms, .. } => (String::new(), String::new(), *period_ms),
     };
-    let mut next_ms = Vec::new();
-    let mut at = s.cursor_ms.max(now_ms);
-    while next_ms.len() < NEXT_SHOWN {
-        let Some(slot) = crate::core::schedules::first_slot_after(spec, at) else { break };
-        next_ms.push(slot);
-        at = slot;
-    }
+    let next_ms = s.next_slots(now_ms, NEXT_SHOWN);
     let runs = s
         .runs
         .iter()

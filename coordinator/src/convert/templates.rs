@@ -64,12 +64,7 @@ pub fn template_view(core: &Core, t: &Template) -> pb::Template {
         notify_url: spec.job.notify.clone().unwrap_or_default(),
         task: Some(super::task_spec_to_pb(&spec.job.task)),
         tasks: spec.job.task_count(),
-        triggers: core
-            .triggers
-            .values()
-            .filter(|tr| tr.record.spec.template == spec.name)
-            .map(|tr| tr.record.spec.name.to_string())
-            .collect(),
+        triggers: core.triggers_of(&spec.name),
     }
 }
 

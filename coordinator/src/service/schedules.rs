@@ -24,16 +24,9 @@ fn view(core: &Core, name: &ScheduleName, now: std::time::Instant) -> Result<pb:
     Ok(schedule_view(core, s, core.wall_ms(now)))
 }
 
-/// Refuses a change to a schedule created by someone else, unless the caller is an admin.
+/// Refuses a change to a schedule created by someone else (the core's rule).
 fn may_change(core: &Core, who: &Principal, name: &ScheduleName) -> Result<(), Error> {
-    let s = core.schedules.get(name).ok_or_else(|| Error::not_found("schedule", name))?;
-    let owner = &s.spec.job.owner;
-    if who.is_admin() || &who.name() == owner {
-        return Ok(());
-    }
-    Err(Error::forbidden(format!(
-        "schedule '{name}' belongs to token '{owner}'; a submit token changes only its own schedules (an admin token may change any)"
-    )))
+    Ok(core.may_change_schedule(&who.caller(), name)?)
 }
 
 pub(super) async fn create(
@@ -95,17 +88,7 @@ pub(super) async fn pause(
     let who = auth::caller(&req)?;
     let req = req.into_inner();
     let name = schedule_name(&req.name)?;
-    let schedule = api
-        .shared
-        .runtime
-        .call_by(who.clone(), move |core, now, out| {
-            may_change(core, &who, &name)?;
-            core.pause_schedule(&name, req.paused, out)?;
-            // Resumed: the slots that came meanwhile are dealt with now, not at the next tick.
-            core.fire_schedules(now, out);
-            view(core, &name, now)
-        })
-        .await??;
+    let schedule = crate::app::schedules::pause(&api.shared, who, name, req.paused, schedule_view).await?;
     Ok(Response::new(schedule))
 }
 
@@ -115,14 +98,7 @@ pub(super) async fn trigger(
 ) -> Result<Response<pb::TriggerScheduleResponse>, Status> {
     let who = auth::caller(&req)?;
     let name = schedule_name(&req.into_inner().name)?;
-    let job = api
-        .shared
-        .runtime
-        .call_by(who.clone(), move |core, now, out| {
-            may_change(core, &who, &name)?;
-            Ok::<_, Error>(core.trigger_schedule(now, &name, out)?)
-        })
-        .await??;
+    let job = crate::app::schedules::run_now(&api.shared, who, name).await?;
     Ok(Response::new(pb::TriggerScheduleResponse { job_id: job.map_or(0, |j| j.0) }))
 }
 

@@ -1,5 +1,6 @@
 //! Credentials: the core says which pool tokens are made and revoked and which
-//! nodes' secrets end, where the pools and nodes change.
+//! nodes' secrets end, where the pools and nodes change; and whose token may
+//! change what.
 
 use super::*;
 
@@ -81,4 +82,24 @@ fn tokens_that_name_a_pool_are_checked_against_the_pools() {
     assert!(env.core.check_revoke_token("pool:gone").is_ok(), "a deleted pool's token may go");
     assert!(env.core.check_revoke_token("ci").is_ok());
     assert!(matches!(env.core.pool(&gone), Err(Error::NotFound { what: "pool", .. })));
+}
+
+#[test]
+fn only_the_owner_or_an_admin_changes_a_job() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let job = env.submit_spec(JobSpec { owner: "alice".into(), ..job_spec("p", 1, 0, 0) });
+    let (alice, bob, admin) = (
+        owners::Caller { name: "alice".into(), admin: false },
+        owners::Caller { name: "bob".into(), admin: false },
+        owners::Caller { name: "root".into(), admin: true },
+    );
+    assert!(env.core.may_change_job(&alice, job).is_ok());
+    assert!(env.core.may_change_job(&admin, job).is_ok());
+    let err = env.core.may_change_job(&bob, job).unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)));
+    assert_eq!(
+        err.to_string(),
+        format!("job {job} belongs to token 'alice'; a submit token changes only its own jobs (an admin token may change any)")
+    );
+    assert!(matches!(env.core.may_change_job(&admin, JobId(999)), Err(Error::NotFound { what: "job", .. })));
 }

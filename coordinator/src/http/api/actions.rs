@@ -56,7 +56,7 @@ pub(super) async fn whoami(Extension(who): Extension<Principal>) -> Json<WhoAmI>
 }
 
 /// Refuses a browser's change that lacks [`ACTION_HEADER`], and a token below `need`.
-fn check(who: &Principal, headers: &HeaderMap, need: Role, what: &str) -> Result<(), ApiError> {
+pub(super) fn check(who: &Principal, headers: &HeaderMap, need: Role, what: &str) -> Result<(), ApiError> {
     if !headers.contains_key(header::AUTHORIZATION) && headers.get(ACTION_HEADER).is_none_or(|v| v != "1") {
         return Err(ApiError(
             StatusCode::FORBIDDEN,

@@ -21,6 +21,36 @@ pub(super) struct PageQuery {
     limit: Option<usize>,
 }
 
+/// `GET /api/jobs`: a page, and which jobs (all, or of one pool, schedule or template).
+/// (Not a flattened `PageQuery`: flattened, query numbers arrive as strings.)
+#[derive(Deserialize)]
+pub(super) struct JobsQuery {
+    state: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+    pool: Option<String>,
+    schedule: Option<String>,
+    template: Option<String>,
+}
+
+impl JobsQuery {
+    fn filter(&self) -> Result<crate::core::views::JobFilter, Invalid> {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        Ok(crate::core::views::JobFilter {
+            states: given(&self.state)
+                .map(|s| s.parse::<JobState>())
+                .transpose()
+                .map_err(|e| Invalid::new("state", e))?
+                .into_iter()
+                .collect(),
+            pool: given(&self.pool).map(|p| PoolName::parse("pool", &p)).transpose()?,
+            schedule: given(&self.schedule).map(|s| ScheduleName::parse("schedule", &s)).transpose()?,
+            template: given(&self.template).map(|t| TemplateName::parse("template", &t)).transpose()?,
+            ..Default::default()
+        })
+    }
+}
+
 #[derive(Serialize)]
 pub(super) struct JobView {
     id: u64,
@@ -41,6 +71,8 @@ pub(super) struct JobView {
     notify: Option<NotifyView>,
     /// The schedule that made it, and the slot it was made for.
     schedule: Option<String>,
+    /// The template it was dispatched from.
+    template: Option<String>,
     scheduled_for_ms: Option<u64>,
     /// No task starts before this (`job submit --begin`).
     begin_at_ms: Option<u64>,
@@ -83,6 +115,7 @@ fn job_view(core: &Core, job: &Job, now: Instant) -> JobView {
             delivered_at_ms: job.delivery.delivered_at_ms,
         }),
         schedule: job.spec.schedule.as_ref().map(|r| r.schedule.to_string()),
+        template: job.spec.template.as_ref().map(|t| t.to_string()),
         scheduled_for_ms: job.spec.schedule.as_ref().map(|r| r.slot_ms),
         begin_at_ms: job.spec.begin_at_ms,
         policy: (!job.spec.policy.is_default()).then(|| job.spec.policy.clone()),
@@ -97,12 +130,11 @@ pub(super) struct JobsPage {
     jobs: Vec<JobView>,
 }
 
-pub(super) async fn jobs(State(shared): State<Arc<Shared>>, Query(q): Query<PageQuery>) -> Api<JobsPage> {
-    let state = q.state.filter(|s| !s.is_empty()).map(|s| s.parse::<JobState>()).transpose();
-    let state = state.map_err(|e| Invalid::new("state", e))?;
+pub(super) async fn jobs(State(shared): State<Arc<Shared>>, Query(q): Query<JobsQuery>) -> Api<JobsPage> {
+    let filter = q.filter()?;
     let (offset, limit) = (q.offset.unwrap_or(0), page_limit(q.limit)?);
     read(&shared, move |core, now| {
-        let matching = || core.jobs.values().rev().filter(|j| state.is_none_or(|s| j.state == s));
+        let matching = || core.jobs.values().rev().filter(|j| filter.matches(j));
         Ok(JobsPage {
             total: matching().count(),
             offset,

@@ -7,7 +7,8 @@
 //!
 //! The routes and their fields are documented in `docs/HTTP_API.md`; one module per
 //! subject: [`pools`], [`nodes`], [`jobs`] (with tasks and logs), [`events`],
-//! [`templates`], [`actions`].
+//! [`schedules`] (with pause, resume and run), [`templates`] (with dispatch),
+//! [`triggers`], [`actions`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +27,9 @@ mod events;
 mod jobs;
 mod nodes;
 mod pools;
+mod schedules;
 mod templates;
+mod triggers;
 
 pub(super) type Api<T> = Result<Json<T>, ApiError>;
 
@@ -44,6 +47,16 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/jobs/{id}/tasks/{index}/log", get(jobs::log))
         .route("/api/events", get(events::events))
         .route("/api/stream", get(events::stream))
+        .route("/api/pools/{name}", get(pools::pool))
+        .route("/api/schedules", get(schedules::schedules))
+        .route("/api/schedules/{name}", get(schedules::schedule))
+        .route("/api/schedules/{name}/pause", post(schedules::pause))
+        .route("/api/schedules/{name}/resume", post(schedules::resume))
+        .route("/api/schedules/{name}/run", post(schedules::run))
+        .route("/api/templates", get(templates::templates))
+        .route("/api/templates/{name}", get(templates::template))
+        .route("/api/triggers", get(triggers::triggers))
+        .route("/api/triggers/{name}", get(triggers::trigger))
         .route("/api/templates/{name}/dispatch", post(templates::dispatch))
         .route("/api/whoami", get(actions::whoami))
         .route("/api/jobs/{id}/cancel", post(actions::cancel_job))
@@ -71,7 +84,9 @@ impl From<Error> for ApiError {
             }
             Error::Core(Refusal::Forbidden(_)) => StatusCode::FORBIDDEN,
             Error::Core(Refusal::Exhausted(_)) => StatusCode::TOO_MANY_REQUESTS,
-            Error::Store(crate::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Store(crate::store::StoreError::Unavailable(_)) | Error::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Store(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, crate::error::bounded(e.to_string()))
@@ -96,20 +111,12 @@ impl From<crate::runtime::RuntimeError> for ApiError {
     }
 }
 
-impl From<tonic::Status> for ApiError {
-    fn from(s: tonic::Status) -> Self {
-        use tonic::Code;
-        let status = match s.code() {
-            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, crate::error::bounded(s.message().to_string()))
+impl From<crate::app::Failed> for ApiError {
+    fn from(failed: crate::app::Failed) -> Self {
+        match failed {
+            crate::app::Failed::Refused(e) => e.into(),
+            crate::app::Failed::Runtime(e) => e.into(),
+        }
     }
 }
 

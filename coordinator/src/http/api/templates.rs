@@ -1,4 +1,5 @@
-//! `POST /api/templates/{name}/dispatch`: a web app hands work to Corral with one
+//! `GET /api/templates[/{name}]`: templates, with a template's dispatch history;
+//! and `POST /api/templates/{name}/dispatch`: a web app hands work to Corral with one
 //! request. The body is the payload (empty: none), meta values are query
 //! parameters, `Idempotency-Key` is a header; the answer is `{"job_id", "tasks"}`.
 //!
@@ -13,13 +14,17 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use corral_proto::v1 as pb;
 use serde::Serialize;
 
 use super::{Api, ApiError};
+use crate::app::dispatch::Order;
 use crate::auth::{rules, Principal};
+use crate::core::templates::Template;
 use crate::core::templates::MAX_PAYLOAD;
-use crate::model::Role;
+use crate::core::views::JobFilter;
+use crate::core::Core;
+use crate::error::Error;
+use crate::model::{Role, TemplateName};
 use crate::shared::Shared;
 
 /// How many dispatch bodies are read at once: each holds up to 16 MiB, and a
@@ -53,7 +58,7 @@ pub(super) async fn dispatch(
         .map_err(|status| ApiError(StatusCode::FORBIDDEN, status.message().to_string()))?;
     let bad = |field: &str, why: String| ApiError(StatusCode::BAD_REQUEST, format!("{field}: {why}"));
     let Query(pairs) = query.map_err(|e| bad("meta", e.body_text()))?;
-    let mut meta = std::collections::HashMap::new();
+    let mut meta = std::collections::BTreeMap::new();
     for (key, value) in pairs {
         if meta.insert(key.clone(), value).is_some() {
             return Err(bad("meta", format!("'{}' is given twice", crate::error::shown(&key))));
@@ -79,13 +84,91 @@ pub(super) async fn dispatch(
         None => String::new(),
         Some(v) => v.to_str().map_err(|_| bad("Idempotency-Key", "must be printable ASCII".into()))?.to_string(),
     };
-    let req = pb::DispatchRequest {
-        template: name,
-        payload: (!body.is_empty()).then(|| body.to_vec()),
-        meta,
-        idempotency_key,
-        notify_url: String::new(),
-    };
-    let answer = crate::service::templates::dispatch(&shared, who, req).await?;
-    Ok(Json(Dispatched { job_id: answer.job_id, tasks: answer.tasks }))
+    let payload = (!body.is_empty()).then(|| body.to_vec());
+    let order = Order::checked(&name, payload, meta, &idempotency_key, "")?;
+    let made = crate::app::dispatch::dispatch(&shared, who, order).await?;
+    Ok(Json(Dispatched { job_id: made.job.0, tasks: made.tasks }))
+}
+
+// ----------------------------------------------------------------------- reads
+
+/// How many of a template's last dispatches its page lists.
+const HISTORY_SHOWN: usize = 50;
+
+#[derive(Serialize)]
+pub(super) struct TemplateView {
+    name: String,
+    /// Whether a dispatch must, may or must not carry a payload.
+    payload: &'static str,
+    meta_required: Vec<String>,
+    pool: String,
+    job_name: String,
+    command: Vec<String>,
+    tasks: u32,
+    owner: String,
+    created_at_ms: u64,
+    /// The triggers that dispatch it.
+    triggers: Vec<String>,
+    /// Jobs dispatched from it that the coordinator still holds, and the last of
+    /// them, the newest first (only on `GET /api/templates/{name}`).
+    dispatched: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    history: Vec<DispatchView>,
+}
+
+#[derive(Serialize)]
+pub(super) struct DispatchView {
+    job: u64,
+    name: String,
+    owner: String,
+    state: &'static str,
+    submitted_at_ms: u64,
+    finished_at_ms: Option<u64>,
+}
+
+fn template_view(core: &Core, t: &Template, history: usize) -> TemplateView {
+    let spec = &t.spec;
+    let filter = JobFilter { template: Some(spec.name.clone()), limit: Some(history), ..JobFilter::default() };
+    let dispatched = core.jobs.values().filter(|j| j.spec.template.as_ref() == Some(&spec.name)).count();
+    TemplateView {
+        name: spec.name.to_string(),
+        payload: spec.payload.as_str(),
+        meta_required: spec.meta_required.clone(),
+        pool: spec.job.pool.to_string(),
+        job_name: spec.job.name.clone(),
+        command: spec.job.task.argv.clone(),
+        tasks: spec.job.task_count(),
+        owner: spec.job.owner.clone(),
+        created_at_ms: t.created_at_ms,
+        triggers: core.triggers_of(&spec.name),
+        dispatched,
+        history: match history {
+            0 => Vec::new(),
+            _ => core
+                .jobs_matching(&filter)
+                .into_iter()
+                .map(|j| DispatchView {
+                    job: j.id.0,
+                    name: j.spec.name.clone(),
+                    owner: j.spec.owner.clone(),
+                    state: j.state.as_str(),
+                    submitted_at_ms: j.submitted_at_ms,
+                    finished_at_ms: j.finished_at_ms,
+                })
+                .collect(),
+        },
+    }
+}
+
+pub(super) async fn templates(State(shared): State<Arc<Shared>>) -> Api<Vec<TemplateView>> {
+    super::read(&shared, |core, _| Ok(core.templates.values().map(|t| template_view(core, t, 0)).collect())).await
+}
+
+pub(super) async fn template(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Api<TemplateView> {
+    let name = TemplateName::parse("name", &name).map_err(Error::from)?;
+    super::read(&shared, move |core, _| {
+        let t = core.templates.get(&name).ok_or_else(|| Error::not_found("template", &name))?;
+        Ok(template_view(core, t, HISTORY_SHOWN))
+    })
+    .await
 }
