@@ -1,5 +1,6 @@
 //! Just enough of the W3C WebDriver protocol to drive Debian's headless Chromium
-//! through `chromedriver`: open a page, run a script in it, take a screenshot.
+//! through `chromedriver`: open a page, run a script in it, resize the window,
+//! take a screenshot.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -82,6 +83,12 @@ impl Browser {
     /// Waits until `script` returns true, then returns.
     pub fn wait_for(&self, timeout: Duration, what: &str, script: &str) {
         wait_until(timeout, what, || self.eval(script) == Value::Bool(true));
+    }
+
+    /// Sets the window's size in CSS pixels (a phone's, say).
+    pub fn resize(&self, width: u32, height: u32) {
+        let rect = json!({ "width": width, "height": height });
+        self.call("POST", &format!("/session/{}/window/rect", self.session), rect);
     }
 
     /// A PNG of the window, base64-encoded as WebDriver sends it.

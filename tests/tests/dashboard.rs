@@ -163,3 +163,93 @@ fn a_signed_in_submitter_cancels_its_job_and_retries_failed_tasks_from_the_page(
     browser.wait_for(WAIT, "the node table", "return !!document.querySelector('tr[data-node-id]')");
     assert_eq!(browser.eval("return document.querySelectorAll('button[data-action=\"drain\"]').length"), 0);
 }
+
+#[test]
+fn schedules_templates_triggers_and_a_pool_each_have_a_page_with_the_actions_their_owner_may_take() {
+    let mut cluster = Cluster::start(&[]);
+    cluster.static_pool("cpu", 1, 2);
+    let alice = cluster.token("alice", "submit", &[]);
+    let as_alice = |args: &[&str]| {
+        let out = cluster.corral_as(Some(&alice), &[&["-o", "json"], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    as_alice(&["schedule", "create", "nightly", "--cron", "0 2 * * *", "--pool", "cpu", "--", "true"]);
+    cluster.json(&["schedule", "create", "admins", "--every", "1h", "--pool", "cpu", "--", "true"]);
+    as_alice(&["template", "create", "hello", "--pool", "cpu", "--", "echo", "hi"]);
+    as_alice(&["trigger", "create", "inbox", "--prefix", "in/", "--template", "hello"]);
+    let dispatched = as_alice(&["dispatch", "hello"])["job_id"].as_u64().unwrap();
+    cluster.wait_job(dispatched, WAIT);
+    let file = cluster.dir.path().join("a.txt");
+    std::fs::write(&file, "a").unwrap();
+    let put = cluster.corral_as(Some(&alice), &["file", "put", file.to_str().unwrap(), "in/a.txt"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+
+    let browser = Browser::start();
+    browser.open(&format!("{}/login", cluster.http_url()));
+    browser.wait_for(WAIT, "the sign-in page", "return !!document.querySelector('#token')");
+    browser.eval(&format!(
+        "document.querySelector('#token').value = '{alice}'; document.querySelector('#sign-in').click(); return true"
+    ));
+    browser.wait_for(WAIT, "the dashboard", "return document.body.dataset.ready === 'true'");
+    browser.eval("window.confirm = () => true; return true");
+
+    // The schedules list, and alice's schedule: its next slots and its buttons.
+    browser.eval("document.querySelector('nav.sections a[href=\"#/schedules\"]').click(); return true");
+    browser.wait_for(WAIT, "the schedule list", "return document.querySelectorAll('tr[data-schedule]').length === 2");
+    browser.eval("location.hash = '#/schedules/nightly'; return true");
+    browser.wait_for(WAIT, "the next slots", "return document.querySelectorAll('li[data-slot]').length === 5");
+    let first = browser.eval("return document.querySelector('li[data-slot]').textContent");
+    assert!(first.as_str().unwrap().contains("T02:00:00"), "{first}");
+    browser.eval("document.querySelector('button[data-action=\"pause\"]').click(); return true");
+    browser.wait_for(
+        WAIT,
+        "the schedule to pause",
+        "return document.querySelector('.job-head').dataset.state === 'paused'",
+    );
+    assert_eq!(cluster.json(&["schedule", "show", "nightly"])["state"], "paused");
+    browser.wait_for(WAIT, "the resume button", "return !!document.querySelector('button[data-action=\"resume\"]')");
+    browser.eval("document.querySelector('button[data-action=\"resume\"]').click(); return true");
+    browser.wait_for(
+        WAIT,
+        "the schedule to resume",
+        "return document.querySelector('.job-head').dataset.state === 'active'",
+    );
+    browser.eval("document.querySelector('button[data-action=\"run\"]').click(); return true");
+    browser.wait_for(WAIT, "the run to be listed", "return document.querySelectorAll('tr[data-job-id]').length === 1");
+    let runs = cluster.json(&["job", "list", "--all", "--schedule", "nightly"]);
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    // The admin's schedule offers alice no buttons.
+    browser.eval("location.hash = '#/schedules/admins'; return true");
+    browser.wait_for(WAIT, "the admin's schedule", "return document.querySelectorAll('li[data-slot]').length === 5");
+    assert_eq!(browser.eval("return document.querySelectorAll('button[data-action]').length"), 0);
+
+    // The template's page lists its dispatches (the CLI's, and the trigger's).
+    browser.eval("location.hash = '#/templates/hello'; return true");
+    browser.wait_for(
+        WAIT,
+        "the dispatch history",
+        &format!("return !!document.querySelector('tr[data-job-id=\"{dispatched}\"]') && document.querySelectorAll('tr[data-job-id]').length === 2"),
+    );
+    // The trigger's page: its state, its counts, what it made.
+    browser.eval("location.hash = '#/triggers/inbox'; return true");
+    browser.wait_for(
+        WAIT,
+        "the trigger's dispatch",
+        "return document.querySelector('.job-head').dataset.state === 'active' && [...document.querySelectorAll('td.mono')].some(td => td.textContent === 'in/a.txt')",
+    );
+    // The pool's page lists its jobs and its node.
+    browser.eval("location.hash = '#/pools/cpu'; return true");
+    browser.wait_for(
+        WAIT,
+        "the pool's jobs",
+        &format!("return !!document.querySelector('tr[data-job-id=\"{dispatched}\"]') && !!document.querySelector('tr[data-node-id]')"),
+    );
+    // On a phone (420 px) nothing runs off the edge: the pager and the top bar wrap.
+    browser.resize(420, 900);
+    browser.wait_for(WAIT, "the narrow layout", "return innerWidth <= 420");
+    let overflow = browser.eval(
+        "return [...document.querySelectorAll('.pager > *, .topbar > *, .topbar a')].filter(e => e.getBoundingClientRect().right > innerWidth + 1).length",
+    );
+    assert_eq!(overflow, 0, "the pager or the top bar is cut off at 420 px");
+}

@@ -489,6 +489,8 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
         ("/style.css", true, false),
         ("/", false, true),
         ("/app.js", false, true),
+        ("/views.js", false, true),
+        ("/pages.js", false, true),
         ("/metrics", false, false),
         ("/api/pools", false, false),
         ("/api/nodes", false, false),

@@ -1,11 +1,13 @@
-//! The coordinator's HTTP side: the dashboard (three files embedded in the binary),
+//! The coordinator's HTTP side: the dashboard (five files embedded in the binary),
 //! the JSON read API it is built on ([`api`], documented in `docs/HTTP_API.md`), a
 //! server-sent event stream, and `/metrics` for Prometheus.
 //!
-//! Everything here reads but one route: `POST /api/templates/NAME/dispatch`, which
-//! makes a job from a template (a bearer `submit` token only); every other change
-//! goes through the gRPC API and the CLI. Every route is behind [`auth::gate`]: a
-//! `Host` that names this coordinator, and a token.
+//! Most routes read. The changes are `POST /api/templates/NAME/dispatch`, which
+//! makes a job from a template (a bearer `submit` token only), and the dashboard's
+//! actions (cancel, retry, drain, resize; pause, resume and run a schedule), each
+//! through the same application layer ([`crate::app`]) or core call as its gRPC
+//! twin. Every route is behind [`auth::gate`]: a `Host` that names this
+//! coordinator, and a token.
 
 pub mod api;
 pub mod auth;
@@ -22,6 +24,8 @@ use crate::shared::Shared;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP: &str = include_str!("assets/app.js");
+const VIEWS: &str = include_str!("assets/views.js");
+const PAGES: &str = include_str!("assets/pages.js");
 const STYLE: &str = include_str!("assets/style.css");
 
 /// The routes, over the coordinator's shared state.
@@ -32,6 +36,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP) }))
+        .route("/views.js", get(|| async { asset("text/javascript; charset=utf-8", VIEWS) }))
+        .route("/pages.js", get(|| async { asset("text/javascript; charset=utf-8", PAGES) }))
         .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
