@@ -6,10 +6,12 @@
 //! themselves (who may change what, what a dispatch makes) are the core's.
 //!
 //! [`dispatch`] (a job from a template, its payload stored first), [`schedules`]
-//! (pause, resume, run now).
+//! (pause, resume, run now), [`tasks`] (a finished task's last attempt, for the
+//! task lists).
 
 pub mod dispatch;
 pub mod schedules;
+pub mod tasks;
 
 use crate::error::Error;
 use crate::runtime::RuntimeError;

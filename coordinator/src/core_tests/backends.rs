@@ -170,9 +170,16 @@ fn held(backend: &dyn Backend, out: AttemptRef) -> String {
         events.iter().map(|e| format!("{} {:?} {} {}", e.id, e.kind, e.state, e.detail)).collect();
     let logs = (history.read_log(out, false, 0, 100).unwrap(), history.read_log(out, true, 0, 100).unwrap());
     let slots = history.schedule_slots(&ScheduleName::parse("s", "nightly").unwrap(), 0, u64::MAX >> 2).unwrap();
+    let wanted: Vec<AttemptRef> = (0..5)
+        .flat_map(|index| (1..=2).map(move |attempt| AttemptRef { task: TaskKey { job: JobId(1), index }, attempt }))
+        .collect();
+    let ended = history.ended_attempts(&wanted).unwrap();
+    let mut ended: Vec<_> =
+        ended.iter().map(|(a, e)| (a.task.index, a.attempt, e.node_id.clone(), e.said.clone())).collect();
+    ended.sort();
     let tokens: Vec<_> = tokens.iter().map(|t| (t.id.clone(), t.name.clone(), t.role, t.expires_at_ms)).collect();
     let nodes: Vec<_> = nodes.iter().map(|n| (n.node.clone(), n.token_id.clone())).collect();
-    format!("{snapshot:#?}\n{tokens:?}\n{nodes:?}\n{sessions:?}\n{attempts:#?}\n{events:#?}\n{logs:?}\n{slots:?}")
+    format!("{snapshot:#?}\n{tokens:?}\n{nodes:?}\n{sessions:?}\n{attempts:#?}\n{events:#?}\n{logs:?}\n{slots:?}\n{ended:?}")
 }
 
 #[test]
@@ -196,6 +203,11 @@ fn both_backends_give_back_what_was_written_and_the_same() {
         assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n", "{}", under.name);
         assert_eq!(history.read_log(out, false, 6, 3).unwrap(), b"wor", "{}", under.name);
         assert_eq!(history.read_log(out, false, 12, 100).unwrap(), b"", "{}", under.name);
+        // A finished task's last attempt, in one read with others that have not ended.
+        let later = AttemptRef { attempt: out.attempt + 1, ..out };
+        let ended = history.ended_attempts(&[out, later]).unwrap();
+        assert_eq!(ended.len(), 1, "{}: {ended:?}", under.name);
+        assert_eq!(ended[&out].node_id, "n-1", "{}", under.name);
         seen.push((under.name, held));
     }
     let (a, b) = (&seen[0], &seen[1]);

@@ -43,41 +43,22 @@ pub(super) async fn list_tasks(
         .await??;
     // A finished task says where and when its last attempt ran, and a failed one
     // how it ended (the dead-letter view).
-    let ended: Vec<usize> = resp
-        .tasks
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| ran_and_ended(t.state(), t.attempts_count))
-        .map(|(i, _)| i)
-        .collect();
-    if ended.is_empty() {
-        return Ok(Response::new(resp));
-    }
-    let shared = api.shared.clone();
-    let resp = tokio::task::spawn_blocking(move || {
-        let mut resp = resp;
-        let mut reader = shared.reader();
-        for i in ended {
-            let t = &mut resp.tasks[i];
-            let attempt =
-                AttemptRef { task: TaskKey { job: JobId(t.job_id), index: t.index }, attempt: t.attempts_count };
-            if let Some(last) = reader.ended_attempt(attempt)? {
-                (t.node_id, t.started_at_ms) = (last.node_id, last.started_at_ms);
-                if t.state() == pb::TaskState::Failed {
-                    t.last_error = last.said;
-                }
+    let mut resp = resp;
+    let finished = resp.tasks.iter().filter_map(|t| {
+        let key = TaskKey { job: JobId(t.job_id), index: t.index };
+        t.state().word().map(|state| (key, state, t.attempts_count))
+    });
+    let last = crate::app::tasks::last_attempts(&api.shared, finished.collect::<Vec<_>>()).await?;
+    for t in &mut resp.tasks {
+        let attempt = AttemptRef { task: TaskKey { job: JobId(t.job_id), index: t.index }, attempt: t.attempts_count };
+        if let Some(last) = last.get(&attempt) {
+            (t.node_id, t.started_at_ms) = (last.node_id.clone(), last.started_at_ms);
+            if t.state() == pb::TaskState::Failed {
+                t.last_error = last.said.clone();
             }
         }
-        Ok::<_, Error>(resp)
-    })
-    .await
-    .map_err(|e| Status::internal(e.to_string()))??;
+    }
     Ok(Response::new(resp))
-}
-
-/// A task that finished after running at least once: its last attempt is in the record.
-fn ran_and_ended(state: pb::TaskState, attempts: u32) -> bool {
-    attempts > 0 && matches!(state, pb::TaskState::Succeeded | pb::TaskState::Failed | pb::TaskState::Cancelled)
 }
 
 pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {

@@ -69,9 +69,12 @@ pub trait History: Send {
     fn event_bounds(&mut self) -> Result<(Option<u64>, u64)>;
     /// Whether an attempt has ended in the record.
     fn attempt_ended(&mut self, attempt: AttemptRef) -> Result<bool>;
-    /// Where and when an ended attempt ran and how it ended, in a few words; `None`
-    /// if it has no row or has not ended.
-    fn ended_attempt(&mut self, attempt: AttemptRef) -> Result<Option<super::reader::EndedAttempt>>;
+    /// Where and when each ended attempt among `wanted` ran and how it ended, in a
+    /// few words (one without a row, or not ended, is left out).
+    fn ended_attempts(
+        &mut self,
+        wanted: &[AttemptRef],
+    ) -> Result<std::collections::HashMap<AttemptRef, super::reader::EndedAttempt>>;
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was
     /// written.
     fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
@@ -176,8 +179,11 @@ impl History for Reader {
         Reader::attempt_ended(self, attempt)
     }
 
-    fn ended_attempt(&mut self, attempt: AttemptRef) -> Result<Option<super::reader::EndedAttempt>> {
-        Reader::ended_attempt(self, attempt)
+    fn ended_attempts(
+        &mut self,
+        wanted: &[AttemptRef],
+    ) -> Result<std::collections::HashMap<AttemptRef, super::reader::EndedAttempt>> {
+        Reader::ended_attempts(self, wanted)
     }
 
     fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {

@@ -62,7 +62,7 @@ mod writer;
 
 pub use backend::{Backend, Durable, History, Postgres, Sqlite};
 pub use error::StoreError;
-pub use reader::{AttemptRow, Reader};
+pub use reader::{AttemptRow, EndedAttempt, Reader};
 pub use writer::{Batch, Committed, FollowUp, Stored, Writer};
 
 use logs::Logs;

@@ -2,8 +2,10 @@
 //! history, the event feed, and the logs. It reads while the writer writes (WAL on
 //! SQLite; PostgreSQL's MVCC).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use super::corrupt;
-use super::sql::{args, SqlExt};
+use super::sql::{args, SqlExt, ToValue};
 use crate::error::Result;
 use crate::model::*;
 
@@ -80,23 +82,40 @@ impl Reader {
         Ok(matches!(ended, Some(Some(_))))
     }
 
-    /// How an ended attempt ended, in a few words (`exited with code 2`); `None` for
-    /// one that has no row or has not ended.
-    pub fn ended_attempt(&mut self, attempt: AttemptRef) -> Result<Option<EndedAttempt>> {
-        type Row = (String, u64, Option<String>, Option<i32>, Option<i32>, Option<String>);
-        let row: Option<Row> = self.db.sql().first(
-            "SELECT node_id, started_at_ms, outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
-            args![attempt.task.job.0, attempt.task.index, attempt.attempt],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-        )?;
-        let Some((node_id, started_at_ms, Some(outcome), exit_code, signal, message)) = row else { return Ok(None) };
-        let said = match (message.filter(|m| !m.is_empty()), exit_code, signal) {
-            (Some(message), _, _) => message,
-            (None, Some(code), _) => format!("exit code {code}"),
-            (None, None, Some(signal)) => format!("killed by signal {signal}"),
-            (None, None, None) => outcome,
-        };
-        Ok(Some(EndedAttempt { node_id, started_at_ms, said }))
+    /// The ended attempts among `wanted`: where and when each ran, and how it ended
+    /// in a few words. One query per job (and per 500 tasks), however many.
+    pub fn ended_attempts(&mut self, wanted: &[AttemptRef]) -> Result<HashMap<AttemptRef, EndedAttempt>> {
+        let mut by_job: BTreeMap<JobId, Vec<u32>> = BTreeMap::new();
+        for a in wanted {
+            by_job.entry(a.task.job).or_default().push(a.task.index);
+        }
+        let wanted: HashSet<&AttemptRef> = wanted.iter().collect();
+        let mut found = HashMap::new();
+        for (job, indices) in by_job {
+            for chunk in indices.chunks(500) {
+                let holes: Vec<String> = (0..chunk.len()).map(|i| format!("?{}", i + 2)).collect();
+                let query = format!(
+                    "SELECT idx, attempt, node_id, started_at_ms, outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx IN ({}) AND outcome IS NOT NULL",
+                    holes.join(", ")
+                );
+                let mut values = vec![job.0.to_value()];
+                values.extend(chunk.iter().map(|i| i.to_value()));
+                let rows = self.db.sql().rows(&query, values, |r| {
+                    let attempt = AttemptRef { task: TaskKey { job, index: r.get(0)? }, attempt: r.get(1)? };
+                    let (outcome, exit_code, signal) =
+                        (r.get::<String>(4)?, r.get::<Option<i32>>(5)?, r.get::<Option<i32>>(6)?);
+                    let said = match (r.get::<Option<String>>(7)?.filter(|m| !m.is_empty()), exit_code, signal) {
+                        (Some(message), _, _) => message,
+                        (None, Some(code), _) => format!("exit code {code}"),
+                        (None, None, Some(signal)) => format!("killed by signal {signal}"),
+                        (None, None, None) => outcome,
+                    };
+                    Ok((attempt, EndedAttempt { node_id: r.get(2)?, started_at_ms: r.get(3)?, said }))
+                })?;
+                found.extend(rows.into_iter().filter(|(a, _)| wanted.contains(a)));
+            }
+        }
+        Ok(found)
     }
 
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was written.

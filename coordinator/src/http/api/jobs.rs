@@ -246,23 +246,16 @@ pub(super) async fn tasks(
     .0;
     // A finished task says where and when its last attempt ran, and a failed one
     // how it ended (the dead-letter view).
-    let ended = |t: &TaskView| t.attempt > 0 && t.task_state.is_final();
-    if page.tasks.iter().any(ended) {
-        let s = shared.clone();
-        page = blocking(move || {
-            let mut reader = s.reader();
-            for t in page.tasks.iter_mut().filter(|t| ended(t)) {
-                let attempt = AttemptRef { task: TaskKey { job: JobId(id), index: t.index }, attempt: t.attempt };
-                if let Some(last) = reader.ended_attempt(attempt)? {
-                    (t.node, t.started_at_ms) = (Some(last.node_id), Some(last.started_at_ms));
-                    if t.task_state == TaskState::Failed {
-                        t.last_error = Some(last.said);
-                    }
-                }
+    let key = |t: &TaskView| TaskKey { job: JobId(id), index: t.index };
+    let finished: Vec<_> = page.tasks.iter().map(|t| (key(t), t.task_state, t.attempt)).collect();
+    let last = crate::app::tasks::last_attempts(&shared, finished).await?;
+    for t in &mut page.tasks {
+        if let Some(last) = last.get(&AttemptRef { task: key(t), attempt: t.attempt }) {
+            (t.node, t.started_at_ms) = (Some(last.node_id.clone()), Some(last.started_at_ms));
+            if t.task_state == TaskState::Failed {
+                t.last_error = Some(last.said.clone());
             }
-            Ok(page)
-        })
-        .await?;
+        }
     }
     Ok(Json(page))
 }
