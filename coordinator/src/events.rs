@@ -17,54 +17,8 @@ use crate::model::*;
 /// How many events the store keeps (about 100 bytes each on disk).
 pub const KEEP: u64 = 1_000_000;
 
-/// What an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Pool,
-    Node,
-    Job,
-    Task,
-    Attempt,
-    Token,
-    Object,
-    Schedule,
-    Template,
-    Trigger,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Pool => "pool",
-            Kind::Node => "node",
-            Kind::Job => "job",
-            Kind::Task => "task",
-            Kind::Attempt => "attempt",
-            Kind::Token => "token",
-            Kind::Object => "object",
-            Kind::Schedule => "schedule",
-            Kind::Template => "template",
-            Kind::Trigger => "trigger",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        Some(match s {
-            "pool" => Kind::Pool,
-            "node" => Kind::Node,
-            "job" => Kind::Job,
-            "task" => Kind::Task,
-            "attempt" => Kind::Attempt,
-            "token" => Kind::Token,
-            "object" => Kind::Object,
-            "schedule" => Kind::Schedule,
-            "template" => Kind::Template,
-            "trigger" => Kind::Trigger,
-            _ => return None,
-        })
-    }
-}
+/// What an event is about (the vocabulary's word, spelled once).
+pub use corral_types::words::EventKind as Kind;
 
 /// One recorded event.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -39,8 +39,31 @@ macro_rules! named_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        /// As its word, in JSON too.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
     };
 }
+
+named_enum!(
+    /// What an event of the feed is about.
+    EventKind {
+        Pool = "pool",
+        Node = "node",
+        Job = "job",
+        Task = "task",
+        Attempt = "attempt",
+        Token = "token",
+        Object = "object",
+        Schedule = "schedule",
+        Template = "template",
+        Trigger = "trigger",
+    }
+);
 
 named_enum!(
     /// What a token may do. `read` < `submit` < `admin`; `agent` stands apart: it may

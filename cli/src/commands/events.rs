@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use corral_proto::v1 as pb;
+use corral_types::words::EventKind;
 use serde_json::json;
 
 use super::Context;
@@ -50,20 +51,22 @@ pub fn event_json(e: &pb::Event) -> serde_json::Value {
 
 /// What an event is about, in words: `job 3 task 12 #1 on n-4`.
 fn subject(e: &pb::Event) -> String {
-    let mut s = match e.kind.as_str() {
-        "pool" => format!("pool {}", e.pool),
-        "token" => "token".to_string(),
-        "object" => "object".to_string(),
-        "node" => format!("node {} ({})", e.node_id, e.pool),
+    let kind = e.kind.parse::<EventKind>().ok();
+    let mut s = match kind {
+        Some(EventKind::Pool) => format!("pool {}", e.pool),
+        Some(EventKind::Token) => "token".to_string(),
+        Some(EventKind::Object) => "object".to_string(),
+        Some(EventKind::Node) => format!("node {} ({})", e.node_id, e.pool),
+        Some(kind @ (EventKind::Schedule | EventKind::Template | EventKind::Trigger)) => kind.to_string(),
         _ => format!("job {}", e.job_id),
     };
     if let Some(task) = e.task {
         s += &format!(" task {task}");
     }
-    if let Some(attempt) = e.attempt.filter(|_| e.kind != "node") {
+    if let Some(attempt) = e.attempt.filter(|_| kind != Some(EventKind::Node)) {
         s += &format!(" #{attempt}");
     }
-    if e.kind == "task" && !e.node_id.is_empty() {
+    if kind == Some(EventKind::Task) && !e.node_id.is_empty() {
         s += &format!(" on {}", e.node_id);
     }
     s

@@ -63,9 +63,9 @@ pub async fn ensure_local_pool(client: &mut client::Client, name: &str, nodes: u
     let spec = pb::PoolSpec {
         name: name.into(),
         slots_per_node: slots,
-        provider: "local".into(),
+        provider: corral_types::Provider::Local.to_string(),
         target_nodes: nodes,
-        fill: "spread".into(),
+        fill: corral_types::Fill::Spread.to_string(),
         ..Default::default()
     };
     client.create_pool(pb::CreatePoolRequest { spec: Some(spec) }).await.api()?;

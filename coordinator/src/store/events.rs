@@ -131,7 +131,7 @@ pub fn read(sql: &mut dyn Sql, after: u64, filter: &Filter, limit: usize) -> Res
         Ok(Event {
             id: r.get(0)?,
             at_ms: r.get(1)?,
-            kind: Kind::parse(&kind).ok_or_else(|| super::corrupt(format!("unknown event kind {kind:?}")))?,
+            kind: kind.parse::<Kind>().map_err(|why| super::corrupt(format!("event kind: {why}")))?,
             pool: r.get(3)?,
             job: r.get(4)?,
             task: r.get(5)?,

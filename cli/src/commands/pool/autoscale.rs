@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use corral_proto::v1 as pb;
+use corral_types::words::Provider;
 
 use super::super::Context;
 use super::render::{print_pool, scale_log_json};
@@ -99,7 +100,11 @@ pub async fn explain(ctx: &Context, client: &mut Client, name: String) -> anyhow
             None => println!(
                 "pool {name} is not autoscaled: it has {} node(s) because {}",
                 spec.target_nodes,
-                if spec.provider == "static" { "that many agents joined it" } else { "its size was set so" }
+                if spec.provider.parse() == Ok(Provider::Static) {
+                    "that many agents joined it"
+                } else {
+                    "its size was set so"
+                }
             ),
             Some(_) => {
                 println!("now: {}", pool.autoscale_now);

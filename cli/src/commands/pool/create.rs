@@ -1,6 +1,6 @@
 //! `corral pool create`: a pool of static, local, command or docker nodes.
 
-use clap::builder::PossibleValuesParser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use corral_types::{Fill, Provider, RemovalPolicy};
 
 use corral_proto::v1 as pb;
@@ -22,8 +22,8 @@ pub struct CreateArgs {
     /// host; command: it runs --add-command and --remove-command (any cloud CLI or
     /// SSH script) to add and remove nodes; docker: it starts one container a node
     /// from --image.
-    #[arg(long, default_value = "static", value_parser = PossibleValuesParser::new(Provider::ALL.iter().map(|p| p.as_str())))]
-    provider: String,
+    #[arg(long, default_value = "static", value_parser = PossibleValuesParser::new(Provider::ALL.iter().map(|p| p.as_str())).try_map(|p| p.parse::<Provider>()))]
+    provider: Provider,
     /// Nodes to run (local and command pools).
     #[arg(long)]
     nodes: Option<u32>,
@@ -71,7 +71,7 @@ impl CreateArgs {
             start_task,
             docker,
         } = self;
-        if provider != "static" && nodes.is_none() && !autoscale.autoscale {
+        if provider != Provider::Static && nodes.is_none() && !autoscale.autoscale {
             anyhow::bail!(
                 "invalid --nodes: a {provider} pool needs --nodes N, the number of nodes to start (or --autoscale)"
             );
@@ -90,7 +90,7 @@ impl CreateArgs {
         let spec = pb::PoolSpec {
             name,
             slots_per_node,
-            provider,
+            provider: provider.to_string(),
             target_nodes,
             fill,
             autoscale: auto,

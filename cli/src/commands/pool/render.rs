@@ -2,6 +2,7 @@
 //! and the fields of `pool show`.
 
 use corral_proto::v1 as pb;
+use corral_types::words::Provider;
 use serde_json::json;
 
 use super::super::Context;
@@ -66,7 +67,7 @@ pub fn print_pool(ctx: &Context, p: &pb::Pool) {
         ("removal policy", spec.removal_policy.clone()),
         ("start task", if spec.start_task.is_empty() { "-".into() } else { spec.start_task.clone() }),
     ];
-    if spec.provider != "static" {
+    if spec.provider.parse() != Ok(Provider::Static) {
         rows.push(("target nodes", spec.target_nodes.to_string()));
     }
     if let Some(d) = &spec.docker {
