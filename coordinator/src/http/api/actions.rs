@@ -87,7 +87,7 @@ async fn change_job(
     let changed = shared
         .runtime
         .call_by(who.clone(), move |core, now, out| {
-            crate::service::may_change(core, &who, id)?;
+            core.may_change_job(&who.caller(), JobId(id))?;
             let tasks = change(core, now, out)?;
             Ok::<_, Error>(Changed { tasks, state: core.jobs[&JobId(id)].state.as_str() })
         })
