@@ -9,16 +9,16 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
 use corral_proto::v1 as pb;
+use corral_types::ids::{AttemptRef, JobId, TaskKey};
 
-/// An attempt: job, task index, attempt number.
-pub type Key = (u64, u32, u32);
-
-pub fn key_of(t: &pb::TaskRef) -> Key {
-    (t.job_id, t.index, t.attempt)
+/// The attempt a wire reference names (the shell converts at the stream).
+pub fn attempt_of(t: &pb::TaskRef) -> AttemptRef {
+    AttemptRef { task: TaskKey { job: JobId(t.job_id), index: t.index }, attempt: t.attempt }
 }
 
-pub fn task_ref((job_id, index, attempt): Key) -> pb::TaskRef {
-    pb::TaskRef { job_id, index, attempt }
+/// An attempt as the wire names it.
+pub fn task_ref(a: AttemptRef) -> pb::TaskRef {
+    pb::TaskRef { job_id: a.task.job.0, index: a.task.index, attempt: a.attempt }
 }
 
 /// A result the coordinator has not acknowledged yet, and where its output is.
@@ -33,9 +33,9 @@ pub struct Unacked {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Run this attempt (its slots are taken).
-    Start(Box<pb::Assignment>, pb::TaskRef),
+    Start(Box<pb::Assignment>, AttemptRef),
     /// Stop this running attempt.
-    Cancel(Key),
+    Cancel(AttemptRef),
     /// Report this result; `shipped` says whether all its output already went out
     /// on the current stream (else it is shipped again from its directory first).
     Report(Unacked, bool),
@@ -54,11 +54,11 @@ struct Running {
 pub struct Attempts {
     slots: u32,
     used: u32,
-    running: HashMap<Key, Running>,
+    running: HashMap<AttemptRef, Running>,
     /// Assigned, waiting for a free slot (short tasks are sent ahead).
-    queue: VecDeque<(pb::Assignment, pb::TaskRef)>,
+    queue: VecDeque<(pb::Assignment, AttemptRef)>,
     /// Results sent (or to send) and not yet acknowledged as durable.
-    unacked: HashMap<Key, Unacked>,
+    unacked: HashMap<AttemptRef, Unacked>,
 }
 
 impl Attempts {
@@ -68,21 +68,21 @@ impl Attempts {
 
     /// Every attempt this agent answers for (running, queued, or finished and not
     /// acknowledged), for the hello that opens a stream. Abandoned ones are not.
-    pub fn held(&self) -> Vec<pb::TaskRef> {
-        let mut held: Vec<pb::TaskRef> = self
+    pub fn held(&self) -> Vec<AttemptRef> {
+        let mut held: Vec<AttemptRef> = self
             .running
             .iter()
             .filter(|(_, r)| !r.abandoned)
-            .map(|(k, _)| task_ref(*k))
+            .map(|(k, _)| *k)
             .chain(self.queue.iter().map(|(_, t)| *t))
-            .chain(self.unacked.keys().map(|k| task_ref(*k)))
+            .chain(self.unacked.keys().copied())
             .collect();
-        held.sort_by_key(key_of);
+        held.sort();
         held
     }
 
     /// The attempts queued for a slot (a subset of [`Attempts::held`]).
-    pub fn queued(&self) -> Vec<pb::TaskRef> {
+    pub fn queued(&self) -> Vec<AttemptRef> {
         self.queue.iter().map(|(_, t)| *t).collect()
     }
 
@@ -90,14 +90,14 @@ impl Attempts {
     /// (its output shipped again first).
     pub fn on_connected(&self, out: &mut Vec<Effect>) {
         let mut unacked: Vec<&Unacked> = self.unacked.values().collect();
-        unacked.sort_by_key(|u| u.result.task.map(|t| key_of(&t)));
+        unacked.sort_by_key(|u| u.result.task.as_ref().map(attempt_of));
         out.extend(unacked.into_iter().map(|u| Effect::Report(u.clone(), false)));
     }
 
     /// The coordinator has made these results durable: they are forgotten.
-    pub fn on_ack(&mut self, acks: &[pb::TaskRef], out: &mut Vec<Effect>) {
+    pub fn on_ack(&mut self, acks: &[AttemptRef], out: &mut Vec<Effect>) {
         for ack in acks {
-            if let Some(u) = self.unacked.remove(&key_of(ack)) {
+            if let Some(u) = self.unacked.remove(ack) {
                 out.push(Effect::RemoveDir(u.dir));
             }
         }
@@ -105,13 +105,12 @@ impl Attempts {
 
     /// Kill these attempts: a running one is cancelled (its result still comes), a
     /// queued one never starts.
-    pub fn on_kill(&mut self, kills: &[pb::TaskRef], out: &mut Vec<Effect>) {
-        for kill in kills {
-            let key = key_of(kill);
+    pub fn on_kill(&mut self, kills: &[AttemptRef], out: &mut Vec<Effect>) {
+        for &key in kills {
             if self.running.contains_key(&key) {
                 out.push(Effect::Cancel(key));
             } else {
-                self.queue.retain(|(_, t)| key_of(t) != key);
+                self.queue.retain(|(_, t)| *t != key);
             }
         }
     }
@@ -120,13 +119,13 @@ impl Attempts {
     /// not taken twice.
     pub fn on_assign(&mut self, assignments: Vec<pb::Assignment>, out: &mut Vec<Effect>) {
         for assignment in assignments {
-            let Some(task) = assignment.task else { continue };
-            let key = key_of(&task);
+            let Some(task) = &assignment.task else { continue };
+            let key = attempt_of(task);
             let known = self.running.contains_key(&key)
                 || self.unacked.contains_key(&key)
-                || self.queue.iter().any(|(_, t)| *t == task);
+                || self.queue.iter().any(|(_, t)| *t == key);
             if !known {
-                self.queue.push_back((assignment, task));
+                self.queue.push_back((assignment, key));
             }
         }
         self.start_queued(out);
@@ -143,8 +142,8 @@ impl Attempts {
         shipped: bool,
         out: &mut Vec<Effect>,
     ) {
-        let Some(task) = result.task else { return };
-        let key = key_of(&task);
+        let Some(task) = &result.task else { return };
+        let key = attempt_of(task);
         let Some(r) = self.running.remove(&key) else { return };
         self.used = self.used.saturating_sub(r.slots);
         if r.abandoned {
@@ -167,7 +166,7 @@ impl Attempts {
             }
             let Some((assignment, task)) = self.queue.pop_front() else { break };
             self.used += slots;
-            self.running.insert(key_of(&task), Running { slots, abandoned: false });
+            self.running.insert(task, Running { slots, abandoned: false });
             out.push(Effect::Start(Box::new(assignment), task));
         }
     }
@@ -177,7 +176,7 @@ impl Attempts {
     /// slots until its process is gone), the queue is dropped, and unacknowledged
     /// results are forgotten.
     pub fn abandon_all(&mut self, out: &mut Vec<Effect>) {
-        let mut keys: Vec<Key> = self.running.keys().copied().collect();
+        let mut keys: Vec<AttemptRef> = self.running.keys().copied().collect();
         keys.sort();
         for key in keys {
             if let Some(r) = self.running.get_mut(&key) {
@@ -208,8 +207,7 @@ impl Attempts {
     pub fn sanity_check(&self) {
         let slots: u32 = self.running.values().map(|r| r.slots).sum();
         assert_eq!(self.used, slots, "slots used are the running attempts' slots");
-        for (_, t) in &self.queue {
-            let key = key_of(t);
+        for &(_, key) in &self.queue {
             assert!(!self.running.contains_key(&key) && !self.unacked.contains_key(&key), "{key:?} is in two places");
         }
         for key in self.unacked.keys() {

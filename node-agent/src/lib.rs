@@ -6,9 +6,10 @@
 //! and its slots, a pure state machine that writes an outbox of effects, unit-tested
 //! for reconnects, acks, kills and abandonment), [`session`] (the thin I/O shell
 //! around it: registration, the stream, reconnecting with backoff while tasks keep
-//! running), [`coordinators`] (which coordinator it talks to, following the
+//! running; what runs an attempt is a [`launch::Launch`]: real processes, or
+//! nothing in simulate mode), [`coordinators`] (which coordinator it talks to, following the
 //! leader, and the newest leader's epoch, so it obeys no deposed one), [`checkpoint`] (a task's state kept across attempts), [`resources`] (what the node offers beyond slots), [`warden`] (no task
-//! outlives the agent), [`runner`] (one
+//! outlives the agent, and how a process group is signalled), [`runner`] (one
 //! task attempt as a process group with a timeout), [`task_dirs`] (their
 //! directories, recycled), [`objects`] (inputs and
 //! outputs streamed to and from the coordinator's object store) and [`shuffle`]
@@ -23,6 +24,7 @@ pub mod attempts;
 pub mod checkpoint;
 pub mod cli;
 pub mod coordinators;
+pub mod launch;
 pub mod objects;
 pub mod resources;
 pub mod runner;

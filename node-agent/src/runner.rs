@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::checkpoint::{Checkpoint, Restored};
+use crate::warden::signal_group;
 
 /// Largest log chunk sent in one message.
 const CHUNK: usize = 256 << 10;
@@ -536,14 +537,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-pub(crate) fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
-    if pgid > 0 {
-        // SAFETY: kill(2) has no memory effects; a group that is gone yields ESRCH.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
     }
 }

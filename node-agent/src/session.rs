@@ -2,9 +2,7 @@
 //! when the stream breaks keep the tasks running and reconnect with backoff.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use corral_proto::credentials::Bearer;
@@ -15,11 +13,13 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::attempts::{key_of, task_ref, Attempts, Effect, Key, Unacked};
+use crate::attempts::{attempt_of, task_ref, Attempts, Effect, Unacked};
 use crate::coordinators::Coordinators;
-use crate::runner::{self, Cancel, Lane, Output, RunContext, RunnerEvent};
+use crate::launch::{Launch, Place, Processes};
+use crate::runner::{self, Cancel, Lane, RunnerEvent};
 use crate::start_task::{self, StartTask};
 use crate::AgentConfig;
+use corral_types::ids::AttemptRef;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between reconnection attempts, and at most a third of the
@@ -69,6 +69,12 @@ enum End {
 
 type Client = AgentClient<InterceptedService<Channel, Bearer>>;
 
+mod lanes;
+mod register;
+
+use lanes::{report_results, AbortOnDrop, Lanes};
+use register::RegisterError;
+
 struct Agent {
     config: AgentConfig,
     coordinators: Coordinators,
@@ -83,10 +89,10 @@ struct Agent {
     /// The attempts it holds and its slots: the agent's state machine.
     attempts: Attempts,
     /// How to stop each running attempt's runner.
-    cancels: HashMap<Key, Cancel>,
+    cancels: HashMap<AttemptRef, Cancel>,
     /// Attempts sent ahead that started since the coordinator was last told, and
     /// when (ms since the epoch).
-    started: HashMap<Key, u64>,
+    started: HashMap<AttemptRef, u64>,
     /// The current stream's output lane, which runners ship through.
     lane: watch::Sender<Lane>,
     /// The pool's start task for this registration, and where it stands.
@@ -94,7 +100,7 @@ struct Agent {
     start_done: Option<oneshot::Receiver<(bool, String)>>,
     objects: crate::objects::Client,
     /// What runs the tasks: processes under the warden, or nothing (simulated).
-    warden: Option<Arc<crate::warden::Warden>>,
+    launch: Arc<dyn Launch>,
     /// The attempts' directories, recycled.
     dirs: Arc<crate::task_dirs::TaskDirs>,
     events: mpsc::UnboundedSender<RunnerEvent>,
@@ -112,8 +118,11 @@ pub async fn run(
     let coordinators = Coordinators::new(&config.coordinator, &config.tls)?;
     let mut sys =
         sysinfo::System::new().map_err(|e| Error::Refused(format!("cannot read this host's resources: {e}")))?;
-    // A simulated node reads nothing of the host: thousands share one process.
-    if !config.simulate {
+    let launch: Arc<dyn Launch> = match config.simulate {
+        true => Arc::new(crate::simulate::Simulated),
+        false => Arc::new(Processes { warden: Arc::new(start_warden(&config)?), kill_grace: config.kill_grace }),
+    };
+    if launch.reads_host() {
         sys.refresh_cpu_usage();
         sys.refresh_memory();
     }
@@ -122,7 +131,6 @@ pub async fn run(
     if slots == 0 {
         return Err(Error::ZeroSlots);
     }
-    let warden = if config.simulate { None } else { Some(Arc::new(start_warden(&config)?)) };
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -150,7 +158,7 @@ pub async fn run(
         start_task: StartTask::None,
         start_done: None,
         objects,
-        warden,
+        launch,
         events: events_tx,
         sys,
     };
@@ -282,99 +290,7 @@ fn start_warden(config: &AgentConfig) -> Result<crate::warden::Warden, Error> {
         .map_err(|e| Error::Setup(format!("cannot start the task warden in {}: {e}", config.work_dir.display())))
 }
 
-enum RegisterError {
-    Fatal(Error),
-    /// Worth trying again; `standby` if a standby answered, `leader` the one it
-    /// named, if it did.
-    Retry {
-        why: String,
-        standby: bool,
-        leader: Option<String>,
-    },
-}
-
 impl Agent {
-    async fn register(&mut self, mut client: Client, cpus: u32) -> Result<(), RegisterError> {
-        let req = pb::RegisterRequest {
-            pool: self.config.pool.clone(),
-            hostname: self.config.hostname.clone().or_else(|| sysinfo::System::host_name().ok()).unwrap_or_default(),
-            slots: self.slots,
-            cpus,
-            memory_bytes: self.sys.total_memory(),
-            pid: std::process::id(),
-            launch_id: self.config.launch_id.clone().unwrap_or_default(),
-            resources: self.config.resources.clone().into_iter().collect(),
-        };
-        match client.register(req).await {
-            Ok(resp) => {
-                let resp = resp.into_inner();
-                if let Err(newest) = self.coordinators.admit(resp.epoch) {
-                    return Err(RegisterError::Retry {
-                        why: format!(
-                            "it leads in epoch {}, older than epoch {newest} this agent has heard from: it was deposed",
-                            resp.epoch
-                        ),
-                        standby: false,
-                        leader: None,
-                    });
-                }
-                self.coordinators.learn(&resp.coordinators);
-                self.heartbeat_interval = Duration::from_millis(resp.heartbeat_interval_ms.max(10));
-                self.max_backoff =
-                    (Duration::from_millis(resp.heartbeat_timeout_ms) / 3).clamp(MIN_BACKOFF, MAX_BACKOFF);
-                self.coordinators.retune(
-                    (Duration::from_millis(resp.heartbeat_timeout_ms) / 3)
-                        .clamp(Duration::from_millis(200), Duration::from_secs(10)),
-                );
-                tracing::info!(
-                    node_id = %resp.node_id,
-                    pool = %self.config.pool,
-                    slots = self.slots,
-                    "registered; heartbeat every {:?}, lost after {:?} of silence",
-                    self.heartbeat_interval,
-                    Duration::from_millis(resp.heartbeat_timeout_ms)
-                );
-                if let Err(e) = self.node_secret.set(&resp.node_secret) {
-                    return Err(RegisterError::Fatal(Error::Refused(format!(
-                        "the node secret it sent is unusable: {e}"
-                    ))));
-                }
-                self.node_id = Some(resp.node_id);
-                self.start_task = if resp.start_task.trim().is_empty() {
-                    StartTask::None
-                } else {
-                    StartTask::Pending(resp.start_task)
-                };
-                // A start task of an earlier registration is not this node's.
-                self.start_done = None;
-                Ok(())
-            }
-            Err(status) => match status.code() {
-                Code::InvalidArgument
-                | Code::NotFound
-                | Code::FailedPrecondition
-                | Code::AlreadyExists
-                | Code::Unauthenticated
-                | Code::PermissionDenied => Err(RegisterError::Fatal(Error::Refused(status.message().to_string()))),
-                _ => {
-                    // A certificate it does not trust will not become trusted by
-                    // waiting: stop and say so. Anything else (the coordinator is
-                    // down) is retried.
-                    let root = corral_proto::tls::root_cause(&status);
-                    if root.contains("is not trusted") {
-                        return Err(RegisterError::Fatal(Error::Refused(root)));
-                    }
-                    let standby = corral_proto::leader::standing_by(&status);
-                    Err(RegisterError::Retry {
-                        why: status.message().to_string(),
-                        standby: standby.is_some(),
-                        leader: standby.flatten(),
-                    })
-                }
-            },
-        }
-    }
-
     /// Follows a standby's direction to the leader at once, a few times in a row;
     /// true if it did (the caller tries there now).
     fn moved_on(&mut self, leader: Option<&String>, hops: &mut u32) -> bool {
@@ -391,19 +307,15 @@ impl Agent {
         true
     }
 
-    /// How runners reach the stream, the store and the warden; `None` for a
-    /// simulated node, which runs nothing.
-    fn context(&self) -> Option<RunContext> {
-        let warden = self.warden.clone()?;
-        Some(RunContext {
-            node_id: self.node_id.clone().unwrap_or_default(),
-            pool: self.config.pool.clone(),
-            dirs: self.dirs.clone(),
-            kill_grace: self.config.kill_grace,
-            lane: self.lane.subscribe(),
-            objects: self.objects.clone(),
-            warden,
-        })
+    /// Where this registration's attempts run.
+    fn place(&self) -> Place<'_> {
+        Place {
+            node_id: self.node_id.as_deref().unwrap_or_default(),
+            pool: &self.config.pool,
+            dirs: &self.dirs,
+            lane: &self.lane,
+            objects: &self.objects,
+        }
     }
 
     /// The opening message: every attempt this agent holds (running, queued, or
@@ -412,8 +324,8 @@ impl Agent {
     fn hello(&self) -> pb::AgentMessage {
         let hello = pb::Hello {
             node_id: self.node_id.clone().unwrap_or_default(),
-            running: self.attempts.held(),
-            queued: self.attempts.queued(),
+            running: self.attempts.held().into_iter().map(task_ref).collect(),
+            queued: self.attempts.queued().into_iter().map(task_ref).collect(),
             start_task_running: matches!(self.start_task, StartTask::Pending(_) | StartTask::Running),
             start_task_failed: match &self.start_task {
                 StartTask::Failed(why) => why.clone(),
@@ -473,10 +385,7 @@ impl Agent {
         self.attempts.on_connected(&mut effects);
         self.carry(effects, Some(&report));
         if let StartTask::Pending(script) = &self.start_task {
-            self.start_done = Some(match self.context() {
-                Some(ctx) => start_task::run(script.clone(), ctx),
-                None => crate::simulate::start_task(),
-            });
+            self.start_done = Some(self.launch.start_task(script.clone(), self.place()));
             self.start_task = StartTask::Running;
         }
         let mut heartbeat = tokio::time::interval(self.heartbeat_interval);
@@ -511,7 +420,7 @@ impl Agent {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if !self.config.simulate {
+                    if self.launch.reads_host() {
                         self.sys.refresh_cpu_usage();
                         self.sys.refresh_memory();
                     }
@@ -555,8 +464,9 @@ impl Agent {
             return Some(End::Disconnected { established: false });
         }
         self.coordinators.learn(&msg.coordinators);
-        self.attempts.on_ack(&msg.ack, out);
-        self.attempts.on_kill(&msg.kill, out);
+        let attempts = |refs: &[pb::TaskRef]| refs.iter().map(attempt_of).collect::<Vec<_>>();
+        self.attempts.on_ack(&attempts(&msg.ack), out);
+        self.attempts.on_kill(&attempts(&msg.kill), out);
         if msg.shutdown {
             tracing::info!(reason = %msg.reason, "the coordinator removed this node; stopping");
             return Some(End::Shutdown);
@@ -576,9 +486,9 @@ impl Agent {
     fn on_event(&mut self, event: RunnerEvent, generation: Option<u64>, out: &mut Vec<Effect>) {
         let RunnerEvent::Finished { result, dir, max_output, shipped_on } = event;
         if let Some(task) = &result.task {
-            self.cancels.remove(&key_of(task));
+            self.cancels.remove(&attempt_of(task));
             // Its result says it started: no need to tell that apart.
-            self.started.remove(&key_of(task));
+            self.started.remove(&attempt_of(task));
         }
         let shipped = generation.is_some() && shipped_on == generation;
         self.attempts.on_finished(result, dir, max_output, shipped, out);
@@ -589,20 +499,16 @@ impl Agent {
     fn carry(&mut self, effects: Vec<Effect>, report: Option<&mpsc::UnboundedSender<(Unacked, bool)>>) {
         for effect in effects {
             match effect {
-                Effect::Start(assignment, task) => {
+                Effect::Start(assignment, attempt) => {
                     // The coordinator shows a task sent ahead as assigned until
                     // it hears that it started.
                     if assignment.sent_ahead {
-                        self.started.insert(key_of(&task), runner::now_ms());
+                        self.started.insert(attempt, runner::now_ms());
                     }
-                    let Some(ctx) = self.context() else {
-                        let generation = self.lane.borrow().generation;
-                        let dir = self.dirs.root().join(runner::dir_name(&task));
-                        let _ = self.events.send(crate::simulate::finished(task, dir, generation));
-                        continue;
-                    };
-                    let cancel = runner::start(*assignment, task, ctx, self.events.clone());
-                    self.cancels.insert(key_of(&task), cancel);
+                    let task = task_ref(attempt);
+                    if let Some(cancel) = self.launch.start(*assignment, task, self.place(), &self.events) {
+                        self.cancels.insert(attempt, cancel);
+                    }
                 }
                 Effect::Cancel(key) => {
                     if let Some(cancel) = self.cancels.remove(&key) {
@@ -614,9 +520,7 @@ impl Agent {
                         let _ = report.send((unacked, shipped));
                     }
                 }
-                // A simulated attempt never made its directory.
-                Effect::RemoveDir(dir) if !self.config.simulate => self.dirs.retire(&dir),
-                Effect::RemoveDir(_) => {}
+                Effect::RemoveDir(dir) => self.launch.retire(&self.dirs, dir),
             }
         }
     }
@@ -669,79 +573,5 @@ impl Agent {
                 _ => break,
             }
         }
-    }
-}
-
-/// The agent's half of its stream: control messages (hello, heartbeats, the start
-/// task's end) before anything on the bounded data lane (output and results).
-struct Lanes {
-    control: mpsc::UnboundedReceiver<pb::AgentMessage>,
-    data: mpsc::Receiver<pb::AgentMessage>,
-}
-
-impl tokio_stream::Stream for Lanes {
-    type Item = pb::AgentMessage;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<pb::AgentMessage>> {
-        match self.control.poll_recv(cx) {
-            Poll::Ready(Some(msg)) => return Poll::Ready(Some(msg)),
-            // The session ended: so does the stream.
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
-        }
-        match self.data.poll_recv(cx) {
-            Poll::Ready(Some(msg)) => Poll::Ready(Some(msg)),
-            _ => Poll::Pending,
-        }
-    }
-}
-
-/// Sends results on the data lane, each after its output: an attempt whose output
-/// went out on this stream is reported at once; any other (it finished while the
-/// agent was disconnected, or before this stream opened) has its output shipped
-/// again from its directory first, through the same bounded lane. Ends when the
-/// lane does.
-async fn report_results(
-    mut reports: mpsc::UnboundedReceiver<(Unacked, bool)>,
-    data: mpsc::Sender<pb::AgentMessage>,
-    lane: watch::Receiver<Lane>,
-) {
-    let send = |finished: Vec<pb::TaskResult>| {
-        let data = data.clone();
-        async move { finished.is_empty() || data.send(pb::AgentMessage { finished, ..Default::default() }).await.is_ok() }
-    };
-    while let Some(first) = reports.recv().await {
-        // Whatever else is waiting goes in the same message: one per batch of
-        // short tasks, not one per task.
-        let waiting = std::iter::once(first).chain(std::iter::from_fn(|| reports.try_recv().ok()));
-        let mut finished = Vec::new();
-        for (u, shipped) in waiting.collect::<Vec<_>>() {
-            if !shipped {
-                // The results before it go first, so each still follows its output.
-                if !send(std::mem::take(&mut finished)).await {
-                    return;
-                }
-                if let Some(task) = u.result.task {
-                    // A directory already gone was acknowledged meanwhile: only the
-                    // result goes again, which the coordinator takes once.
-                    if let Ok(mut output) = Output::open(task, &u.dir, u.max_output, lane.clone()) {
-                        output.ship_all().await;
-                    }
-                }
-            }
-            finished.push(u.result);
-        }
-        if !send(finished).await {
-            return;
-        }
-    }
-}
-
-/// Aborts a task when dropped: what a session started ends with it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

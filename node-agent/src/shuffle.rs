@@ -311,7 +311,7 @@ pub fn combine(path: &Path, combiner: &str, limit: usize, warden: &Warden) -> Re
     let mut sorted = Partitions::new(&dir, 1, limit).map_err(|e| format!("combiner output: {e}"))?;
     let collected = sorted.collect(stdout);
     let status = child.wait();
-    crate::runner::signal_group(pgid, libc::SIGKILL);
+    crate::warden::signal_group(pgid, libc::SIGKILL);
     warden.release(pgid);
     let status = status.map_err(|e| format!("the combiner: {e}"))?;
     if !status.success() {

@@ -12,33 +12,54 @@ use std::path::PathBuf;
 
 use corral_proto::v1 as pb;
 use corral_types::Outcome;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::runner::RunnerEvent;
+use crate::launch::{Launch, Place};
+use crate::runner::{Cancel, RunnerEvent};
 use crate::session::Error;
+use crate::task_dirs::TaskDirs;
 use crate::AgentConfig;
 
-/// The result of an assignment a simulated node "ran": succeeded, now. Its output
-/// counts as shipped on the stream of `generation` (there is none to ship).
-pub fn finished(task: pb::TaskRef, dir: PathBuf, generation: u64) -> RunnerEvent {
-    let now = crate::runner::now_ms();
-    let result = pb::TaskResult {
-        task: Some(task),
-        outcome: pb::Outcome::of(Outcome::Succeeded),
-        has_exit_code: true,
-        exit_code: 0,
-        started_at_ms: now,
-        ended_at_ms: now,
-        ..Default::default()
-    };
-    RunnerEvent::Finished { result, dir, max_output: 0, shipped_on: Some(generation) }
-}
+/// Runs nothing: every attempt succeeds at once, with exit code 0 and no output.
+pub struct Simulated;
 
-/// A pool's start task on a simulated node: done at once.
-pub fn start_task() -> oneshot::Receiver<(bool, String)> {
-    let (tx, rx) = oneshot::channel();
-    let _ = tx.send((true, "simulated: the start task was not run".to_string()));
-    rx
+impl Launch for Simulated {
+    fn start(
+        &self,
+        _: pb::Assignment,
+        task: pb::TaskRef,
+        place: Place<'_>,
+        events: &mpsc::UnboundedSender<RunnerEvent>,
+    ) -> Option<Cancel> {
+        // Its output counts as shipped on the current stream (there is none to ship).
+        let generation = place.lane.borrow().generation;
+        let dir = place.dirs.root().join(crate::runner::dir_name(&task));
+        let now = crate::runner::now_ms();
+        let result = pb::TaskResult {
+            task: Some(task),
+            outcome: pb::Outcome::of(Outcome::Succeeded),
+            has_exit_code: true,
+            exit_code: 0,
+            started_at_ms: now,
+            ended_at_ms: now,
+            ..Default::default()
+        };
+        let _ = events.send(RunnerEvent::Finished { result, dir, max_output: 0, shipped_on: Some(generation) });
+        None
+    }
+
+    fn start_task(&self, _: String, _: Place<'_>) -> oneshot::Receiver<(bool, String)> {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send((true, "simulated: the start task was not run".to_string()));
+        rx
+    }
+
+    /// A simulated attempt never made its directory.
+    fn retire(&self, _: &TaskDirs, _: PathBuf) {}
+
+    fn reads_host(&self) -> bool {
+        false
+    }
 }
 
 /// Runs `nodes` agents from `config` in this process until `shutdown` resolves or

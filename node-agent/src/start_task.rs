@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::runner::{self, RunContext};
+use crate::runner::RunContext;
 
 /// Where the pool's start task stands for this registration.
 pub enum StartTask {
@@ -48,7 +48,7 @@ pub fn run(script: String, ctx: RunContext) -> oneshot::Receiver<(bool, String)>
             ctx.warden.watch(pgid);
             let output = tokio::time::timeout(START_TASK_TIMEOUT, child.wait_with_output()).await;
             // What it left running in its group goes with it.
-            runner::signal_group(pgid, libc::SIGKILL);
+            crate::warden::signal_group(pgid, libc::SIGKILL);
             ctx.warden.release(pgid);
             let output = output
                 .map_err(|_| format!("the start task ran longer than {START_TASK_TIMEOUT:?}"))?

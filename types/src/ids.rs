@@ -28,7 +28,7 @@ impl fmt::Display for TaskKey {
 }
 
 /// One run of a task: the attempt number fences reports from earlier runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AttemptRef {
     pub task: TaskKey,
     pub attempt: u32,

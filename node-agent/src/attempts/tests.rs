@@ -16,10 +16,21 @@ fn dir(task: pb::TaskRef) -> PathBuf {
     PathBuf::from(format!("/tasks/{}.{}.{}", task.job_id, task.index, task.attempt))
 }
 
+/// An attempt as (job, index, attempt), to read in assertions.
+type Key = (u64, u32, u32);
+
+fn key(a: AttemptRef) -> Key {
+    (a.task.job.0, a.task.index, a.attempt)
+}
+
+fn attempt(job: u64, index: u32, attempt: u32) -> AttemptRef {
+    attempt_of(&pb::TaskRef { job_id: job, index, attempt })
+}
+
 fn started(out: &[Effect]) -> Vec<Key> {
     out.iter()
         .filter_map(|e| match e {
-            Effect::Start(_, t) => Some(key_of(t)),
+            Effect::Start(_, t) => Some(key(*t)),
             _ => None,
         })
         .collect()
@@ -28,7 +39,7 @@ fn started(out: &[Effect]) -> Vec<Key> {
 fn reported(out: &[Effect]) -> Vec<(Key, bool)> {
     out.iter()
         .filter_map(|e| match e {
-            Effect::Report(u, shipped) => Some((key_of(&u.result.task.unwrap()), *shipped)),
+            Effect::Report(u, shipped) => Some((key(attempt_of(&u.result.task.unwrap())), *shipped)),
             _ => None,
         })
         .collect()
@@ -108,9 +119,9 @@ fn a_reconnect_says_what_it_holds_and_reports_every_unacknowledged_result_again(
     env.assign(vec![assignment(1, 0, 1), assignment(1, 1, 1), assignment(1, 2, 1)]);
     env.finish(task(1, 0), true);
     // Running 1.1, queued 1.2, unacknowledged 1.0.
-    let held: Vec<Key> = env.attempts.held().iter().map(key_of).collect();
+    let held: Vec<Key> = env.attempts.held().into_iter().map(key).collect();
     assert_eq!(held, vec![(1, 0, 1), (1, 1, 1), (1, 2, 1)]);
-    let queued: Vec<Key> = env.attempts.queued().iter().map(key_of).collect();
+    let queued: Vec<Key> = env.attempts.queued().into_iter().map(key).collect();
     assert_eq!(queued, vec![(1, 2, 1)], "the hello says which still wait for a slot");
     env.attempts.on_connected(&mut env.out);
     let out = env.take();
@@ -122,7 +133,7 @@ fn an_ack_forgets_the_result_and_clears_its_directory() {
     let mut env = Env::new(1);
     env.assign(vec![assignment(1, 0, 1)]);
     env.finish(task(1, 0), true);
-    env.attempts.on_ack(&[task(1, 0), task(9, 9)], &mut env.out);
+    env.attempts.on_ack(&[attempt(1, 0, 1), attempt(9, 9, 1)], &mut env.out);
     let out = env.take();
     assert_eq!(out, vec![Effect::RemoveDir(dir(task(1, 0)))], "an ack for something unknown does nothing");
     assert!(env.attempts.held().is_empty());
@@ -134,9 +145,9 @@ fn an_ack_forgets_the_result_and_clears_its_directory() {
 fn a_kill_cancels_a_running_attempt_and_drops_a_queued_one() {
     let mut env = Env::new(1);
     env.assign(vec![assignment(1, 0, 1), assignment(1, 1, 1)]);
-    env.attempts.on_kill(&[task(1, 0), task(1, 1)], &mut env.out);
+    env.attempts.on_kill(&[attempt(1, 0, 1), attempt(1, 1, 1)], &mut env.out);
     let out = env.take();
-    assert_eq!(out, vec![Effect::Cancel((1, 0, 1))]);
+    assert_eq!(out, vec![Effect::Cancel(attempt(1, 0, 1))]);
     // The cancelled attempt's result still comes, and is reported (the coordinator
     // decides what it is worth); the dropped one never starts.
     let out = env.finish(task(1, 0), true);
@@ -152,7 +163,7 @@ fn abandoning_cancels_everything_and_reports_nothing_of_it() {
     env.take();
     env.attempts.abandon_all(&mut env.out);
     let out = env.take();
-    assert!(out.contains(&Effect::Cancel((1, 0, 1))) && out.contains(&Effect::Cancel((1, 2, 1))));
+    assert!(out.contains(&Effect::Cancel(attempt(1, 0, 1))) && out.contains(&Effect::Cancel(attempt(1, 2, 1))));
     assert!(out.contains(&Effect::RemoveDir(dir(task(1, 1)))), "the unacknowledged result is forgotten");
     assert!(env.attempts.held().is_empty(), "a new registration answers for none of it");
     // Abandoned attempts keep their slots until their processes are gone.
@@ -165,7 +176,7 @@ fn abandoning_cancels_everything_and_reports_nothing_of_it() {
     assert_eq!(started(&out), vec![(2, 0, 1)]);
     // Abandoning again cancels nothing twice.
     env.attempts.abandon_all(&mut env.out);
-    assert_eq!(env.take(), vec![Effect::Cancel((2, 0, 1))]);
+    assert_eq!(env.take(), vec![Effect::Cancel(attempt(2, 0, 1))]);
 }
 
 #[test]
