@@ -4,6 +4,7 @@
 //!
 //! The dependency rule: `corral-types` ← `corral-core` ([`core`], [`model`]) ←
 //! {[`store`], the runtime's handle ([`runtime::Input`], [`runtime::Handle`])} ←
+//! [`app`] (the operations both edges offer, in domain types) ←
 //! {[`service`], [`agent_service`], [`objects`], [`http`], [`provider`], [`notify`],
 //! [`feed`]} ← {the loop ([`runtime::event_loop`]), [`start`]}. The first arrow is a
 //! crate boundary, so the compiler keeps the core free of tonic, tokio and the
@@ -22,6 +23,8 @@
 //! - [`runtime`]: what reaches the event loop and the handle to it; the pure dispatch
 //!   of events into the core; the loop that owns the core and carries out its outbox;
 //! - [`shared`]: what the gRPC and HTTP edges share;
+//! - [`app`]: the operations both edges call in domain types (dispatch, schedule
+//!   pause/resume/run, a task list's last attempts): neither edge calls the other;
 //! - [`convert`], [`service`], [`agent_service`]: the gRPC edge;
 //! - [`feed`]: the event feed read as a stream (gRPC and the dashboard);
 //! - [`metrics`], [`http`]: Prometheus metrics, the dashboard and its JSON API;

@@ -10,14 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod agents;
 pub mod docker;
 pub mod grpc;
 pub mod ha;
+mod http;
 pub mod postgres;
+mod processes;
 pub mod soak;
+mod standbys;
 pub mod webdriver;
 
 pub use docker::{docker, docker_image, DOCKER_IMAGE};
+pub use processes::{alive, processes_with, rss};
 pub use soak::{Follower, Rng};
 
 use serde_json::Value;
@@ -259,50 +264,6 @@ impl Cluster {
         }
     }
 
-    /// The CA clients trust, with TLS on.
-    pub fn ca_file(&self) -> Option<PathBuf> {
-        self.tls.then(|| self.data_dir().join("tls").join("ca.pem"))
-    }
-
-    /// The dashboard's base URL (`http://127.0.0.1:PORT`), as the coordinator wrote it.
-    pub fn http_url(&self) -> String {
-        let addr = std::fs::read_to_string(self.data_dir().join("http.addr")).expect("http.addr");
-        format!("{}://{}", self.scheme(), addr.trim())
-    }
-
-    /// GETs a path of the dashboard's HTTP server as the admin; returns the status
-    /// and body.
-    pub fn http_get(&self, path: &str) -> (u16, String) {
-        self.http_get_as(path, Some(&self.admin_token()))
-    }
-
-    /// GETs a path with `token` as the bearer (none: without one).
-    pub fn http_get_as(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let client = self.http_client();
-        let mut req = client.get(format!("{}{path}", self.http_url()));
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        let resp = req.send().expect("HTTP request");
-        let status = resp.status().as_u16();
-        (status, resp.text().expect("HTTP body"))
-    }
-
-    /// An HTTP client that follows no redirects and, with TLS on, trusts the CA.
-    pub fn http_client(&self) -> reqwest::blocking::Client {
-        let mut builder = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = self.ca_file() {
-            let pem = std::fs::read(ca).expect("the CA file");
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM CA"));
-        }
-        builder.build().expect("HTTP client")
-    }
-
-    /// With TLS on: the CA's fingerprint, as clients pin it.
-    pub fn ca_fingerprint(&self) -> Option<String> {
-        corral_proto::tls::pem_fingerprint(&std::fs::read(self.ca_file()?).ok()?)
-    }
-
     /// Where the coordinator wrote its first admin token.
     pub fn admin_token_file(&self) -> PathBuf {
         // The first coordinator's: tokens live in the store, shared by standbys.
@@ -355,106 +316,6 @@ impl Cluster {
         }
     }
 
-    /// Starts a coordinator on a PostgreSQL server of its own that it reaches
-    /// through a proxy the test can cut ([`postgres::Proxy::cut`]); standbys reach
-    /// the server directly.
-    pub fn start_on_postgres_through_proxy(extra: &[&str]) -> (Cluster, postgres::Proxy) {
-        let pg = postgres::Postgres::start();
-        let direct = pg.create("corral");
-        let proxy = pg.proxy();
-        let through = proxy.url("corral");
-        let mut cluster = Cluster::launch_on_postgres(pg, &through, extra);
-        // What standbys are started with: the server itself.
-        for arg in cluster.coordinator_args.iter_mut() {
-            if *arg == through {
-                *arg = direct.clone();
-            }
-        }
-        (cluster, proxy)
-    }
-
-    /// Starts another coordinator on the same database (`--store`) and flags plus
-    /// `extra`, listening on `port` once it leads (the cluster's, or 0 for any),
-    /// with a data dir of its own: it stands by until it can take the lease.
-    /// Returns its number, for [`Cluster::take_over`].
-    pub fn standby(&mut self, port: u16, extra: &[&str]) -> usize {
-        let n = self.standbys.len();
-        let data = self.dir.path().join(format!("standby-{n}"));
-        let log = std::fs::File::create(self.dir.path().join(format!("standby-{n}.log"))).expect("standby log");
-        let child = Command::new(bin("corral-coordinator"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(&self.coordinator_args)
-            .args(extra)
-            .envs(self.coordinator_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start a standby corral-coordinator");
-        self.standbys.push((child, data));
-        n
-    }
-
-    /// Sends SIGTERM to standby `n` and waits (up to 10 s) for it to exit; returns
-    /// whether it exited successfully.
-    pub fn stop_standby(&mut self, n: usize) -> bool {
-        let (mut child, _) = self.standbys.remove(n);
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
-    }
-
-    /// The gRPC URL standby `n` serves on (as a standby, then as the leader).
-    pub fn standby_url(&self, n: usize) -> String {
-        let addr_file = self.standbys[n].1.join("standby.addr");
-        wait_until(Duration::from_secs(30), "the standby to listen", || addr_file.is_file());
-        let addr = std::fs::read_to_string(&addr_file).expect("address file");
-        format!("{}://{}", self.scheme(), addr.trim())
-    }
-
-    /// The dashboard URL standby `n` serves on.
-    pub fn standby_http_url(&self, n: usize) -> String {
-        let addr_file = self.standbys[n].1.join("standby-http.addr");
-        wait_until(Duration::from_secs(30), "the standby to listen", || addr_file.is_file());
-        let addr = std::fs::read_to_string(&addr_file).expect("address file");
-        format!("{}://{}", self.scheme(), addr.trim())
-    }
-
-    /// What standby `n` logged.
-    pub fn standby_log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("standby-{n}.log"))).unwrap_or_default()
-    }
-
-    /// Waits for standby `n` to lead, and makes it the cluster's coordinator (the
-    /// one before it, if still running, stays among the standbys, last); returns
-    /// how long that took.
-    pub fn take_over(&mut self, n: usize) -> Duration {
-        let started = Instant::now();
-        let data = self.standbys[n].1.clone();
-        let addr_file = data.join("coordinator.addr");
-        wait_until(Duration::from_secs(30), "the standby to take over", || addr_file.is_file());
-        let took = started.elapsed();
-        let (child, _) = self.standbys.remove(n);
-        if let Some(old) = self.coordinator.replace(child) {
-            self.standbys.push((old, self.data_dir()));
-        }
-        self.leader_data = Some(data);
-        let addr = std::fs::read_to_string(&addr_file).expect("address file");
-        self.port = addr.rsplit(':').next().and_then(|p| p.trim().parse().ok()).expect("port");
-        self.url = format!("{}://127.0.0.1:{}", self.scheme(), self.port);
-        took
-    }
-
     /// Starts a new coordinator on the same port and data dir.
     pub fn restart_coordinator(&mut self) {
         self.kill_coordinator();
@@ -468,101 +329,6 @@ impl Cluster {
         self.coordinator_args.extend(extra.iter().map(|s| s.to_string()));
         self.spawn_coordinator();
         self.coordinator_args.truncate(before);
-    }
-
-    /// Starts a static agent for `pool`; returns its process id.
-    pub fn agent(&mut self, pool: &str, slots: u32) -> u32 {
-        self.agent_with_env(pool, slots, &[])
-    }
-
-    /// Starts a static agent with extra environment variables.
-    pub fn agent_with_env(&mut self, pool: &str, slots: u32, env: &[(&str, &str)]) -> u32 {
-        let child = self.spawn_agent(pool, slots, env, self.agents.len());
-        let pid = child.id();
-        self.agents.push(child);
-        pid
-    }
-
-    /// Starts another agent on the work dir of agent `n` (which should be dead by
-    /// now), as a restarted machine would; returns its process id.
-    pub fn agent_again(&mut self, n: usize, pool: &str, slots: u32) -> u32 {
-        let child = self.spawn_agent(pool, slots, &[], n);
-        let pid = child.id();
-        self.agents.push(child);
-        pid
-    }
-
-    /// Starts one `corral-agent --simulate --nodes NODES` process, standing in
-    /// for `nodes` nodes that run nothing; returns its process id.
-    pub fn simulated_agents(&mut self, pool: &str, nodes: u32, slots: u32) -> u32 {
-        let nodes = nodes.to_string();
-        let child = self.spawn_agent_with(pool, slots, &[], self.agents.len(), &["--simulate", "--nodes", &nodes]);
-        let pid = child.id();
-        self.agents.push(child);
-        pid
-    }
-
-    fn spawn_agent(&mut self, pool: &str, slots: u32, env: &[(&str, &str)], n: usize) -> std::process::Child {
-        self.spawn_agent_with(pool, slots, env, n, &[])
-    }
-
-    fn spawn_agent_with(
-        &mut self,
-        pool: &str,
-        slots: u32,
-        env: &[(&str, &str)],
-        n: usize,
-        args: &[&str],
-    ) -> std::process::Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join(format!("agent-{n}.log")))
-            .expect("agent log");
-        // Static agents join with the admin token unless the test gives another.
-        let mut cmd = Command::new(bin("corral-agent"));
-        if let Some(ca) = self.ca_file() {
-            cmd.env("CORRAL_CA_CERT", ca);
-        }
-        cmd.env_remove("CORRAL_TOKEN")
-            .env("CORRAL_TOKEN_FILE", self.admin_token_file())
-            .envs(env.iter().copied())
-            .args([
-                "--coordinator",
-                self.coordinators.as_deref().unwrap_or(&self.url),
-                "--pool",
-                pool,
-                "--slots",
-                &slots.to_string(),
-                "--kill-grace",
-                "1s",
-            ])
-            .arg("--work-dir")
-            .arg(self.dir.path().join(format!("agent-{n}")))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start corral-agent")
-    }
-
-    /// Runs an agent for `pool` at `url` that is expected to be refused and exit,
-    /// with only the credentials in `env` (no token or CA settings of the test's
-    /// own); returns what it printed on stderr.
-    pub fn agent_refused(&self, url: &str, pool: &str, env: &[(&str, &str)]) -> String {
-        let out = Command::new(bin("corral-agent"))
-            .env_remove("CORRAL_TOKEN")
-            .env_remove("CORRAL_TOKEN_FILE")
-            .env_remove("CORRAL_CA_CERT")
-            .env_remove("CORRAL_CA_FINGERPRINT")
-            .envs(env.iter().copied())
-            .args(["--coordinator", url, "--pool", pool, "--work-dir"])
-            .arg(self.dir.path().join("refused-agent"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run corral-agent");
-        assert!(!out.status.success(), "the agent should have been refused");
-        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Runs the CLI against this cluster, as the admin.
@@ -760,38 +526,6 @@ impl Cluster {
     /// The coordinator's log so far, for failure messages.
     pub fn coordinator_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()
-    }
-}
-
-/// A process's resident memory, in bytes (0 once it is gone).
-pub fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// The live processes whose command line holds `marker`.
-pub fn processes_with(marker: &str) -> Vec<u32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-    procs
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
-}
-
-/// Whether a process exists (and is not a zombie we are about to reap).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }
 
