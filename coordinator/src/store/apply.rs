@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use corral_types::graph::TaskGroup;
 
 use super::sql::{args, upsert, Sql, SqlExt};
-use super::{corrupt, to_json, Store};
+use super::{corrupt, Store};
 use crate::core::StoreOp;
 use crate::error::Result;
 use crate::model::*;
@@ -136,23 +136,7 @@ impl Store {
             }
             match op {
                 StoreOp::PutPool { spec, created_at_ms, deleting } => {
-                    tx.execute(
-                        &PUT_POOL,
-                        args![
-                            spec.name.as_str(),
-                            spec.slots_per_node,
-                            spec.provider.as_str(),
-                            spec.target_nodes,
-                            spec.fill.as_str(),
-                            created_at_ms,
-                            to_json(&spec.autoscale)?,
-                            spec.removal.as_str(),
-                            to_json(&spec.commands)?,
-                            spec.start_task,
-                            to_json(&spec.docker)?,
-                            deleting
-                        ],
-                    )?;
+                    super::pools::put_pool(tx.sql(), spec, *created_at_ms, *deleting)?
                 }
                 StoreOp::DeleteJob(id) => {
                     // Its events so far go in first: all but the last are deleted.
@@ -224,28 +208,7 @@ impl Store {
                     tx.execute("DELETE FROM pools WHERE name = ?1", args![name.as_str()])?;
                     tx.execute("DELETE FROM scale_log WHERE pool = ?1", args![name.as_str()])?;
                 }
-                StoreOp::PutNode(n) => {
-                    let resources = match n.resources.is_empty() {
-                        true => None,
-                        false => Some(serde_json::to_string(&n.resources).map_err(|e| corrupt(e.to_string()))?),
-                    };
-                    tx.execute(
-                        &PUT_NODE,
-                        args![
-                            n.id.0,
-                            n.pool.as_str(),
-                            n.hostname,
-                            n.slots,
-                            n.cpus,
-                            n.memory_bytes,
-                            n.pid,
-                            n.status.as_str(),
-                            n.reason.map(|r| r.as_str()),
-                            n.registered_at_ms,
-                            resources
-                        ],
-                    )?;
-                }
+                StoreOp::PutNode(n) => super::pools::put_node(tx.sql(), n)?,
                 StoreOp::InsertJob(j) => {
                     if let Some(graph) = &j.spec.graph {
                         insert_groups(tx.sql(), j.id, 0, &graph.groups)?;
@@ -432,44 +395,11 @@ fn insert_groups(tx: &mut dyn Sql, job: JobId, first: u32, groups: &[TaskGroup])
 }
 
 // The rows written whole (replacing the one with their key), in SQL both engines run.
-static PUT_POOL: LazyLock<String> = LazyLock::new(|| {
-    let columns = [
-        "name",
-        "slots_per_node",
-        "provider",
-        "target_nodes",
-        "fill",
-        "created_at_ms",
-        "autoscale",
-        "removal",
-        "commands",
-        "start_task",
-        "docker",
-        "deleting",
-    ];
-    upsert("pools", &columns, &["name"], &[])
-});
 static PUT_KEY: LazyLock<String> = LazyLock::new(|| {
     upsert("idempotency_keys", &["owner", "key", "digest", "job_id", "at_ms"], &["owner", "key"], &[])
 });
 static PUT_CREDENTIAL: LazyLock<String> =
     LazyLock::new(|| upsert("node_credentials", &["node_id", "pool", "hash", "token_id"], &["node_id"], &[]));
-static PUT_NODE: LazyLock<String> = LazyLock::new(|| {
-    let columns = [
-        "id",
-        "pool",
-        "hostname",
-        "slots",
-        "cpus",
-        "memory_bytes",
-        "pid",
-        "status",
-        "reason",
-        "registered_at_ms",
-        "resources",
-    ];
-    upsert("nodes", &columns, &["id"], &[])
-});
 static PUT_TASK: LazyLock<String> = LazyLock::new(|| {
     upsert(
         "tasks",

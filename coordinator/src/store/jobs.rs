@@ -3,12 +3,12 @@
 //! same spec. (The tasks of a graph are rows of `task_groups`, written beside it.)
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use corral_types::graph::TaskGroup;
 
 use super::corrupt;
-use super::sql::{Named, Sql, SqlExt, ToValue, Value};
+use super::sql::{in_order, Named, Sql, SqlExt, ToValue};
 use crate::core::JobRecord;
 use crate::error::Result;
 use crate::model::*;
@@ -44,6 +44,38 @@ const COLUMNS: &[&str] = &[
     "array_runs",
 ];
 
+/// The columns a submission writes (state and delivery change by updates later).
+const INSERTED: &[&str] = &[
+    "id",
+    "pool",
+    "name",
+    "priority",
+    "task_spec",
+    "first_index",
+    "last_index",
+    "state",
+    "submitted_at_ms",
+    "finished_at_ms",
+    "is_graph",
+    "open",
+    "notify_url",
+    "owner",
+    "max_output",
+    "begin_at_ms",
+    "schedule",
+    "scheduled_for_ms",
+    "template",
+    "policy",
+    "after",
+    "auto_pool",
+    "array_runs",
+];
+
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    let holes: Vec<String> = (1..=INSERTED.len()).map(|i| format!("?{i}")).collect();
+    format!("INSERT INTO jobs ({}) VALUES ({})", INSERTED.join(", "), holes.join(", "))
+});
+
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(e.to_string()))
 }
@@ -64,35 +96,35 @@ pub(super) fn insert(tx: &mut dyn Sql, j: &JobRecord) -> Result<()> {
     let (is_graph, template) = (s.graph.is_some(), s.template.as_ref().map(|t| t.as_str()));
     let (schedule, slot_ms) =
         (s.schedule.as_ref().map(|r| r.schedule.as_str()), s.schedule.as_ref().map(|r| r.slot_ms));
-    let columns: Vec<(&str, Value<'_>)> = vec![
-        ("id", j.id.0.to_value()),
-        ("pool", s.pool.as_str().to_value()),
-        ("name", s.name.to_value()),
-        ("priority", s.priority.to_value()),
-        ("task_spec", task.to_value()),
-        ("first_index", s.first_index.to_value()),
-        ("last_index", s.last_index.to_value()),
-        ("state", j.state.as_str().to_value()),
-        ("submitted_at_ms", j.submitted_at_ms.to_value()),
-        ("finished_at_ms", j.finished_at_ms.to_value()),
-        ("is_graph", is_graph.to_value()),
-        ("open", s.open.to_value()),
-        ("notify_url", s.notify.to_value()),
-        ("owner", s.owner.to_value()),
-        ("max_output", s.max_output.to_value()),
-        ("begin_at_ms", s.begin_at_ms.to_value()),
-        ("schedule", schedule.to_value()),
-        ("scheduled_for_ms", slot_ms.to_value()),
-        ("template", template.to_value()),
-        ("policy", policy.to_value()),
-        ("after", after.to_value()),
-        ("auto_pool", auto_pool.to_value()),
-        ("array_runs", array.to_value()),
-    ];
-    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-    let holes: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-    let sql = format!("INSERT INTO jobs ({}) VALUES ({})", names.join(", "), holes.join(", "));
-    tx.execute(&sql, columns.into_iter().map(|(_, value)| value).collect())
+    let values = in_order(
+        INSERTED,
+        vec![
+            ("id", j.id.0.to_value()),
+            ("pool", s.pool.as_str().to_value()),
+            ("name", s.name.to_value()),
+            ("priority", s.priority.to_value()),
+            ("task_spec", task.to_value()),
+            ("first_index", s.first_index.to_value()),
+            ("last_index", s.last_index.to_value()),
+            ("state", j.state.as_str().to_value()),
+            ("submitted_at_ms", j.submitted_at_ms.to_value()),
+            ("finished_at_ms", j.finished_at_ms.to_value()),
+            ("is_graph", is_graph.to_value()),
+            ("open", s.open.to_value()),
+            ("notify_url", s.notify.to_value()),
+            ("owner", s.owner.to_value()),
+            ("max_output", s.max_output.to_value()),
+            ("begin_at_ms", s.begin_at_ms.to_value()),
+            ("schedule", schedule.to_value()),
+            ("scheduled_for_ms", slot_ms.to_value()),
+            ("template", template.to_value()),
+            ("policy", policy.to_value()),
+            ("after", after.to_value()),
+            ("auto_pool", auto_pool.to_value()),
+            ("array_runs", array.to_value()),
+        ],
+    );
+    tx.execute(&INSERT, values)
 }
 
 /// One stored job, as its columns hold it.

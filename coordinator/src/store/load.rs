@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use corral_types::graph::TaskGroup;
 
 use super::sql::{args, Sql, SqlExt};
-use super::{corrupt, from_json, Store};
+use super::{corrupt, Store};
 use crate::auth::{NodeCredential, SessionRecord, TokenRecord};
-use crate::core::{NodeRecord, Snapshot, TaskRecord};
+use crate::core::{Snapshot, TaskRecord};
 use crate::error::Result;
 use crate::model::*;
 
@@ -23,52 +23,7 @@ pub(super) fn everything(db: &mut super::Db) -> Result<super::backend::Loaded> {
 
 /// Everything needed to rebuild the core.
 fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
-    let mut snap = Snapshot::default();
-    let rows = sql.rows("SELECT name, slots_per_node, provider, target_nodes, fill, created_at_ms, autoscale, removal, commands, start_task, docker, deleting FROM pools ORDER BY name", args![], |r| {
-        Ok((
-            r.get::<String>(0)?,
-            r.get::<u32>(1)?,
-            r.get::<String>(2)?,
-            r.get::<u32>(3)?,
-            r.get::<String>(4)?,
-            r.get::<u64>(5)?,
-            r.get::<Option<String>>(6)?,
-            r.get::<Option<String>>(7)?,
-            r.get::<Option<String>>(8)?,
-            r.get::<Option<String>>(9)?,
-            r.get::<Option<String>>(10)?,
-            r.get::<bool>(11)?,
-        ))
-    })?;
-    for row in rows {
-        let (
-            name,
-            slots_per_node,
-            provider,
-            target_nodes,
-            fill,
-            created,
-            autoscale,
-            removal,
-            commands,
-            start_task,
-            docker,
-            deleting,
-        ) = row;
-        let spec = PoolSpec {
-            name: PoolName::parse("pool", &name).map_err(corrupt)?,
-            slots_per_node,
-            provider: provider.parse().map_err(corrupt)?,
-            target_nodes,
-            fill: fill.parse().map_err(corrupt)?,
-            autoscale: from_json(autoscale)?,
-            removal: removal.map(|r| r.parse()).transpose().map_err(corrupt)?.unwrap_or(RemovalPolicy::TaskCompletion),
-            commands: from_json(commands)?,
-            docker: from_json(docker)?,
-            start_task,
-        };
-        snap.pools.push((spec, created, deleting));
-    }
+    let mut snap = Snapshot { pools: super::pools::load_pools(sql)?, ..Snapshot::default() };
     let rows = sql.rows("SELECT pool, at_ms, from_nodes, to_nodes, reason FROM (SELECT *, rowid AS r, ROW_NUMBER() OVER (PARTITION BY pool ORDER BY rowid DESC) AS n FROM scale_log) AS recent WHERE n <= 20 ORDER BY r", args![], |r| {
         Ok((
             r.get::<String>(0)?,
@@ -83,41 +38,7 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
         let pool = PoolName::parse("pool", &pool).map_err(corrupt)?;
         snap.scale_log.push((pool, crate::core::autoscale::Record { at_ms, from, to, reason }));
     }
-    let rows = sql.rows("SELECT id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources FROM nodes ORDER BY id", args![], |r| {
-        Ok((
-            r.get::<String>(0)?,
-            r.get::<String>(1)?,
-            r.get::<String>(2)?,
-            r.get::<u32>(3)?,
-            r.get::<u32>(4)?,
-            r.get::<u64>(5)?,
-            r.get::<u32>(6)?,
-            r.get::<String>(7)?,
-            r.get::<Option<String>>(8)?,
-            r.get::<u64>(9)?,
-            r.get::<Option<String>>(10)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, pool, hostname, slots, cpus, memory_bytes, pid, status, reason, registered_at_ms, resources) = row;
-        let resources: Resources = match resources {
-            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
-            None => Resources::new(),
-        };
-        snap.nodes.push(NodeRecord {
-            id: NodeId(id),
-            pool: PoolName::parse("pool", &pool).map_err(corrupt)?,
-            hostname,
-            slots,
-            cpus,
-            memory_bytes,
-            pid,
-            status: status.parse().map_err(corrupt)?,
-            reason: reason.map(|r| r.parse()).transpose().map_err(corrupt)?,
-            registered_at_ms,
-            resources,
-        });
-    }
+    snap.nodes = super::pools::load_nodes(sql)?;
     let mut groups = task_groups(sql)?;
     snap.jobs = super::jobs::load(sql, &mut groups)?;
     let rows = sql.rows(

@@ -51,6 +51,7 @@ mod load;
 pub mod lock;
 mod logs;
 mod lost;
+mod pools;
 pub mod postgres;
 mod reader;
 mod schedules;

@@ -140,6 +140,13 @@ impl Row {
     }
 }
 
+/// The values of `columns`, each given with its name: checked against the list in
+/// tests and debug builds, so that a column cannot take another's value.
+pub fn in_order<'a>(columns: &[&str], named: Vec<(&str, Value<'a>)>) -> Vec<Value<'a>> {
+    debug_assert_eq!(columns, named.iter().map(|(name, _)| *name).collect::<Vec<_>>().as_slice());
+    named.into_iter().map(|(_, value)| value).collect()
+}
+
 /// A row read by column name, so that a column added to a query cannot shift
 /// the others.
 pub struct Named<'a> {
