@@ -13,37 +13,6 @@ use crate::core::JobRecord;
 use crate::error::Result;
 use crate::model::*;
 
-/// Every column a restart reads back.
-const COLUMNS: &[&str] = &[
-    "id",
-    "pool",
-    "name",
-    "priority",
-    "task_spec",
-    "first_index",
-    "last_index",
-    "state",
-    "submitted_at_ms",
-    "finished_at_ms",
-    "is_graph",
-    "open",
-    "notify_url",
-    "notify_attempts",
-    "notify_error",
-    "notify_delivered_at_ms",
-    "owner",
-    "max_output",
-    "begin_at_ms",
-    "schedule",
-    "scheduled_for_ms",
-    "template",
-    "policy",
-    "after",
-    "reason",
-    "auto_pool",
-    "array_runs",
-];
-
 /// The columns a submission writes (state and delivery change by updates later).
 const INSERTED: &[&str] = &[
     "id",
@@ -70,6 +39,12 @@ const INSERTED: &[&str] = &[
     "auto_pool",
     "array_runs",
 ];
+
+/// Those that only updates write: how the completion callback went, why it ended.
+const UPDATED: &[&str] = &["notify_attempts", "notify_error", "notify_delivered_at_ms", "reason"];
+
+/// Every column a restart reads back.
+static COLUMNS: LazyLock<Vec<&str>> = LazyLock::new(|| [INSERTED, UPDATED].concat());
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     let holes: Vec<String> = (1..=INSERTED.len()).map(|i| format!("?{i}")).collect();
@@ -250,6 +225,6 @@ impl JobRow {
 /// Every stored job, oldest first.
 pub(super) fn load(sql: &mut dyn Sql, groups: &mut HashMap<u64, Vec<TaskGroup>>) -> Result<Vec<JobRecord>> {
     let query = format!("SELECT {} FROM jobs ORDER BY id", COLUMNS.join(", "));
-    let rows = sql.rows(&query, vec![], |r| JobRow::read(r.named(COLUMNS)))?;
+    let rows = sql.rows(&query, vec![], |r| JobRow::read(r.named(&COLUMNS)))?;
     rows.into_iter().map(|row| row.into_record(groups)).collect()
 }
