@@ -182,46 +182,46 @@ impl Auth {
     }
 
     /// Checks an `authorization` header value (`Bearer ID.SECRET`).
-    pub fn authenticate(&self, header: Option<&[u8]>, now_ms: u64) -> Result<Principal, Status> {
-        let header = header.ok_or_else(|| Status::unauthenticated(NO_TOKEN))?;
+    pub fn authenticate(&self, header: Option<&[u8]>, now_ms: u64) -> Result<Principal, Denied> {
+        let header = header.ok_or_else(|| unauthenticated(NO_TOKEN))?;
         let bearer = std::str::from_utf8(header)
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| Status::unauthenticated("the authorization header must be `Bearer TOKEN`"))?;
+            .ok_or_else(|| unauthenticated("the authorization header must be `Bearer TOKEN`"))?;
         self.check_bearer(bearer, now_ms)
     }
 
     /// Checks a bare bearer string (`ID.SECRET`).
-    pub fn check_bearer(&self, bearer: &str, now_ms: u64) -> Result<Principal, Status> {
+    pub fn check_bearer(&self, bearer: &str, now_ms: u64) -> Result<Principal, Denied> {
         if bearer.is_empty() {
-            return Err(Status::unauthenticated(NO_TOKEN));
+            return Err(unauthenticated(NO_TOKEN));
         }
-        let (id, secret) = bearer.split_once('.').ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
+        let (id, secret) = bearer.split_once('.').ok_or_else(|| unauthenticated(BAD_TOKEN))?;
         let tables = self.tables();
         let principal = if id.starts_with("n-") {
             let node_id = NodeId(id.to_string());
             if tables.gone.contains(&node_id) {
-                return Err(Status::unauthenticated(format!(
+                return Err(unauthenticated(format!(
                     "node {node_id} was declared lost or removed, and its secret no longer counts: register again"
                 )));
             }
-            let node = tables.nodes.get(&node_id).ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
+            let node = tables.nodes.get(&node_id).ok_or_else(|| unauthenticated(BAD_TOKEN))?;
             if !secret::matches(secret, &node.hash) {
-                return Err(Status::unauthenticated(BAD_TOKEN));
+                return Err(unauthenticated(BAD_TOKEN));
             }
             Principal::Node { node: node.node.clone(), pool: node.pool.clone(), token_id: node.token_id.clone() }
         } else {
-            let token = tables.tokens.get(id).ok_or_else(|| Status::unauthenticated(BAD_TOKEN))?;
+            let token = tables.tokens.get(id).ok_or_else(|| unauthenticated(BAD_TOKEN))?;
             if !secret::matches(secret, &token.hash) {
-                return Err(Status::unauthenticated(BAD_TOKEN));
+                return Err(unauthenticated(BAD_TOKEN));
             }
             principal_of(token)
         };
         if valid(&tables, &principal, now_ms) {
             Ok(principal)
         } else {
-            Err(Status::unauthenticated(BAD_TOKEN))
+            Err(unauthenticated(BAD_TOKEN))
         }
     }
 
@@ -292,14 +292,12 @@ impl Auth {
     }
 
     /// The principal a session cookie stands for, if its token still counts.
-    pub fn session(&self, sid: &str, now_ms: u64) -> Result<Principal, Status> {
+    pub fn session(&self, sid: &str, now_ms: u64) -> Result<Principal, Denied> {
         let key = secret::hex(&secret::hash(sid));
         let tables = self.tables();
         match tables.sessions.get(&key) {
             Some(who) if valid(&tables, who, now_ms) => Ok(who.clone()),
-            _ => {
-                Err(Status::unauthenticated("signed out: sign in again (the session ended, or its token was revoked)"))
-            }
+            _ => Err(unauthenticated("signed out: sign in again (the session ended, or its token was revoked)")),
         }
     }
 
@@ -394,6 +392,32 @@ fn valid(tables: &Tables, who: &Principal, now_ms: u64) -> bool {
     }
 }
 
+/// Why a caller was not let in, in the words it reads. The gate decides it for
+/// both edges; each maps it to its own status (gRPC UNAUTHENTICATED or
+/// PERMISSION_DENIED, HTTP 401 or 403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No token, a bad one, or one that no longer counts.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A token that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl From<Denied> for Status {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Unauthenticated(why) => Status::unauthenticated(why),
+            Denied::Forbidden(why) => Status::permission_denied(why),
+        }
+    }
+}
+
+fn unauthenticated(why: impl Into<String>) -> Denied {
+    Denied::Unauthenticated(why.into())
+}
+
 /// The caller of a request, as the [`layer`] found it.
 pub fn caller<T>(req: &tonic::Request<T>) -> Result<Principal, Status> {
     req.extensions().get::<Principal>().cloned().ok_or_else(|| Status::unauthenticated(NO_TOKEN))
@@ -424,12 +448,12 @@ mod tests {
         let auth = Auth::new(vec![record], vec![]);
         let who = auth.check_bearer(&bearer, 999).unwrap();
         assert_eq!(who.name(), "ci");
-        assert_eq!(auth.check_bearer(&bearer, 1_000).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert!(matches!(auth.check_bearer(&bearer, 1_000).unwrap_err(), Denied::Unauthenticated(_)));
         let header = format!("Bearer {bearer}");
         assert!(auth.authenticate(Some(header.as_bytes()), 10).is_ok());
         assert!(auth.revoke("ci").is_some());
         assert!(!auth.still_valid(&who, 10));
-        assert_eq!(auth.authenticate(Some(header.as_bytes()), 10).unwrap_err().message(), BAD_TOKEN);
+        assert_eq!(auth.authenticate(Some(header.as_bytes()), 10).unwrap_err().to_string(), BAD_TOKEN);
     }
 
     #[test]
@@ -439,9 +463,9 @@ mod tests {
         let auth = Auth::new(vec![record], vec![]);
         for bad in [format!("{id}.00"), format!("{id}."), "nodot".into(), format!("x{bearer}"), "n-1.abc".into()] {
             let e = auth.check_bearer(&bad, 0).unwrap_err();
-            assert_eq!((e.code(), e.message()), (tonic::Code::Unauthenticated, BAD_TOKEN), "{bad}");
+            assert_eq!(e, Denied::Unauthenticated(BAD_TOKEN.into()), "{bad}");
         }
-        assert_eq!(auth.authenticate(None, 0).unwrap_err().message(), NO_TOKEN);
+        assert_eq!(auth.authenticate(None, 0).unwrap_err().to_string(), NO_TOKEN);
         assert!(auth.authenticate(Some(b"Basic abc"), 0).is_err());
     }
 
@@ -521,6 +545,6 @@ mod tests {
         auth.forget_node(&NodeId("n-3".into()));
         assert!(!auth.still_valid(&who, 0));
         let e = auth.check_bearer(&format!("n-3.{}", minted.secret), 0).unwrap_err();
-        assert!(e.message().contains("register again"), "{}", e.message());
+        assert!(e.to_string().contains("register again"), "{e}");
     }
 }

@@ -2,8 +2,6 @@
 //! before any handler runs. A method missing from the table is refused to everyone,
 //! so a new endpoint is closed until it is written here (and in the role tests).
 
-use tonic::Status;
-
 use super::Principal;
 use crate::model::Role;
 
@@ -105,7 +103,7 @@ fn rank(role: Role) -> Option<u8> {
 
 /// Whether `who` may call a method that needs `need`; the refusal names what is
 /// needed.
-pub fn allow(who: &Principal, need: Need, method: &str) -> Result<(), Status> {
+pub fn allow(who: &Principal, need: Need, method: &str) -> Result<(), super::Denied> {
     let method = method.rsplit('/').next().unwrap_or(method);
     let ok = match (need, who) {
         (Public, _) => true,
@@ -134,7 +132,7 @@ pub fn allow(who: &Principal, need: Need, method: &str) -> Result<(), Status> {
         Principal::Token { name, role, .. } => format!("token '{name}' has role {role}"),
         Principal::Node { node, .. } => format!("the caller is node {node}"),
     };
-    Err(Status::permission_denied(format!("{method} needs {needed}; {have}")))
+    Err(super::Denied::Forbidden(format!("{method} needs {needed}; {have}")))
 }
 
 #[cfg(test)]
@@ -173,8 +171,8 @@ mod tests {
     #[test]
     fn refusals_name_the_role_needed() {
         let e = allow(&token(Submit), AtLeast(Admin), "/corral.v1.Corral/CreatePool").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert_eq!(e.message(), "CreatePool needs an admin token; token 'submit' has role submit");
+        assert!(matches!(e, super::super::Denied::Forbidden(_)), "{e}");
+        assert_eq!(e.to_string(), "CreatePool needs an admin token; token 'submit' has role submit");
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Nex
         Some(h) => shared.auth.authenticate(Some(h.as_bytes()), auth::now_ms()),
         None => {
             let sessions = cookie_values(req.headers(), cookie_name(access));
-            let mut found = Err(tonic::Status::unauthenticated(auth::NO_TOKEN));
+            let mut found = Err(auth::Denied::Unauthenticated(auth::NO_TOKEN.into()));
             for sid in sessions {
                 found = shared.auth.session(&sid, auth::now_ms());
                 if found.is_ok() {
@@ -132,10 +132,10 @@ pub async fn gate(State(shared): State<Arc<Shared>>, mut req: Request, next: Nex
     let who = match checked {
         Ok(who) => who,
         Err(_) if browser => return Redirect::to("/login").into_response(),
-        Err(status) => return refuse(StatusCode::UNAUTHORIZED, status.message()),
+        Err(denied) => return refuse(StatusCode::UNAUTHORIZED, &denied.to_string()),
     };
-    if let Err(status) = rules::allow(&who, rules::Need::AtLeast(Role::Read), &path) {
-        return refuse(StatusCode::FORBIDDEN, status.message());
+    if let Err(denied) = rules::allow(&who, rules::Need::AtLeast(Role::Read), &path) {
+        return refuse(StatusCode::FORBIDDEN, &denied.to_string());
     }
     req.extensions_mut().insert(who);
     next.run(req).await
@@ -163,10 +163,10 @@ pub async fn login(State(shared): State<Arc<Shared>>, Form(form): Form<LoginForm
     let token = form.token.trim();
     let who = match shared.auth.check_bearer(token, auth::now_ms()) {
         Ok(who) => who,
-        Err(status) => return page(StatusCode::UNAUTHORIZED, status.message()),
+        Err(denied) => return page(StatusCode::UNAUTHORIZED, &denied.to_string()),
     };
-    if let Err(status) = rules::allow(&who, rules::Need::AtLeast(Role::Read), "/dashboard") {
-        return page(StatusCode::FORBIDDEN, status.message());
+    if let Err(denied) = rules::allow(&who, rules::Need::AtLeast(Role::Read), "/dashboard") {
+        return page(StatusCode::FORBIDDEN, &denied.to_string());
     }
     let Principal::Token { name, .. } = &who else {
         return page(StatusCode::FORBIDDEN, "a node's secret does not open the dashboard");

@@ -64,7 +64,7 @@ pub(super) fn check(who: &Principal, headers: &HeaderMap, need: Role, what: &str
         ));
     }
     rules::allow(who, rules::Need::AtLeast(need), what)
-        .map_err(|s| ApiError(StatusCode::FORBIDDEN, s.message().to_string()))
+        .map_err(|denied| ApiError(StatusCode::FORBIDDEN, denied.to_string()))
 }
 
 #[derive(Serialize)]

@@ -55,7 +55,7 @@ pub(super) async fn dispatch(
         ));
     }
     rules::allow(&who, rules::Need::AtLeast(Role::Submit), "/api/templates/dispatch")
-        .map_err(|status| ApiError(StatusCode::FORBIDDEN, status.message().to_string()))?;
+        .map_err(|denied| ApiError(StatusCode::FORBIDDEN, denied.to_string()))?;
     let bad = |field: &str, why: String| ApiError(StatusCode::BAD_REQUEST, format!("{field}: {why}"));
     let Query(pairs) = query.map_err(|e| bad("meta", e.body_text()))?;
     let mut meta = std::collections::BTreeMap::new();
