@@ -68,7 +68,7 @@ function itemView(what, urlOf, draw) {
 
 function head(title, state, ...facts) {
   return h('div', { class: 'job-head', 'data-state': state },
-    h('div', { class: 'title-row' }, h('h1', null, title), badge(state)),
+    h('div', { class: 'title-row' }, h('h1', null, title), state && badge(state)),
     h('div', { class: 'facts' }, ...facts));
 }
 
@@ -141,7 +141,7 @@ const templatesView = () => listView('Templates', '/api/templates', TEMPLATE_HEA
 
 function templateView() {
   return itemView('Template', (name) => `/api/templates/${encodeURIComponent(name)}`, (t) => [
-    head(`Template ${t.name}`, 'active',
+    head(`Template ${t.name}`, null,
       fact('payload', t.payload),
       fact('meta required', (t.meta_required || []).join(', ') || 'none'),
       fact('pool', h('a', { href: `#/pools/${encodeURIComponent(t.pool)}` }, t.pool)),
