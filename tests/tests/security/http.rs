@@ -89,6 +89,10 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
     let job = c.submit(&["--pool", "cpu"], &["echo", "hi"]);
     c.wait_job(job, MINUTE);
     let (_heartbeats, callers) = callers(&c);
+    // The admin's: a template, a trigger dispatching it, and a schedule.
+    c.json(&["template", "create", "hello", "--pool", "cpu", "--", "cat", "payload"]);
+    c.json(&["trigger", "create", "inbox", "--prefix", "in/", "--template", "hello"]);
+    c.json(&["schedule", "create", "nightly", "--every", "1h", "--pool", "cpu", "--", "true"]);
     // (path, open to all, a page a browser asks for)
     let routes: &[(&str, bool, bool)] = &[
         ("/healthz", true, false),
@@ -113,6 +117,9 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
         ("/api/schedules", false, false),
         ("/api/templates", false, false),
         ("/api/triggers", false, false),
+        ("/api/schedules/nightly", false, false),
+        ("/api/templates/hello", false, false),
+        ("/api/triggers/inbox", false, false),
     ];
     let http = c.http_client();
     for (caller, token) in &callers {
@@ -137,7 +144,6 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
         }
     }
     // Dispatching over HTTP needs a submit token, as a bearer.
-    c.json(&["template", "create", "hello", "--pool", "cpu", "--", "cat", "payload"]);
     let dispatch = format!("{}/api/templates/hello/dispatch", c.http_url());
     let mut made = 0;
     for (caller, token) in &callers {
@@ -160,7 +166,6 @@ fn every_http_route_admits_exactly_the_roles_it_should() {
     // The dashboard's actions: a submit token changes only its own jobs (this one is
     // the admin's), node and pool changes need an admin.
     let node = c.json(&["node", "list"])[0]["id"].as_str().unwrap().to_string();
-    c.json(&["schedule", "create", "nightly", "--every", "1h", "--pool", "cpu", "--", "true"]);
     let actions: [(String, &str, u16); 7] = [
         (format!("/api/jobs/{job}/cancel"), "{}", 200),
         (format!("/api/jobs/{job}/retry"), "{}", 409),

@@ -7,6 +7,7 @@
 //! the dashboard's session cookie, so that no page of another site can make a
 //! logged-in browser dispatch (and a `submit` token at least).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -126,10 +127,18 @@ pub(super) struct DispatchView {
     finished_at_ms: Option<u64>,
 }
 
-fn template_view(core: &Core, t: &Template, history: usize) -> TemplateView {
+/// How many jobs each template made that the coordinator still holds: one pass
+/// over the jobs for any number of templates.
+fn dispatch_counts(core: &Core) -> HashMap<&TemplateName, usize> {
+    let mut counts = HashMap::new();
+    for template in core.jobs.values().filter_map(|j| j.spec.template.as_ref()) {
+        *counts.entry(template).or_default() += 1;
+    }
+    counts
+}
+
+fn template_view(core: &Core, t: &Template, dispatched: usize, history: Vec<DispatchView>) -> TemplateView {
     let spec = &t.spec;
-    let filter = JobFilter { template: Some(spec.name.clone()), limit: Some(history), ..JobFilter::default() };
-    let dispatched = core.jobs.values().filter(|j| j.spec.template.as_ref() == Some(&spec.name)).count();
     TemplateView {
         name: spec.name.to_string(),
         payload: spec.payload.as_str(),
@@ -142,33 +151,39 @@ fn template_view(core: &Core, t: &Template, history: usize) -> TemplateView {
         created_at_ms: t.created_at_ms,
         triggers: core.triggers_of(&spec.name),
         dispatched,
-        history: match history {
-            0 => Vec::new(),
-            _ => core
-                .jobs_matching(&filter)
-                .into_iter()
-                .map(|j| DispatchView {
-                    job: j.id.0,
-                    name: j.spec.name.clone(),
-                    owner: j.spec.owner.clone(),
-                    state: j.state.as_str(),
-                    submitted_at_ms: j.submitted_at_ms,
-                    finished_at_ms: j.finished_at_ms,
-                })
-                .collect(),
-        },
+        history,
     }
 }
 
 pub(super) async fn templates(State(shared): State<Arc<Shared>>) -> Api<Vec<TemplateView>> {
-    super::read(&shared, |core, _| Ok(core.templates.values().map(|t| template_view(core, t, 0)).collect())).await
+    super::read(&shared, |core, _| {
+        let counts = dispatch_counts(core);
+        let count = |t: &Template| counts.get(&t.spec.name).copied().unwrap_or(0);
+        Ok(core.templates.values().map(|t| template_view(core, t, count(t), Vec::new())).collect())
+    })
+    .await
 }
 
 pub(super) async fn template(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Api<TemplateView> {
     let name = TemplateName::parse("name", &name).map_err(Error::from)?;
     super::read(&shared, move |core, _| {
         let t = core.templates.get(&name).ok_or_else(|| Error::not_found("template", &name))?;
-        Ok(template_view(core, t, HISTORY_SHOWN))
+        let all = JobFilter { template: Some(name.clone()), ..JobFilter::default() };
+        let dispatched = core.jobs.values().filter(|j| all.matches(j)).count();
+        let last = JobFilter { limit: Some(HISTORY_SHOWN), ..all };
+        let history = core
+            .jobs_matching(&last)
+            .into_iter()
+            .map(|j| DispatchView {
+                job: j.id.0,
+                name: j.spec.name.clone(),
+                owner: j.spec.owner.clone(),
+                state: j.state.as_str(),
+                submitted_at_ms: j.submitted_at_ms,
+                finished_at_ms: j.finished_at_ms,
+            })
+            .collect();
+        Ok(template_view(core, t, dispatched, history))
     })
     .await
 }
