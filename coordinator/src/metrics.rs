@@ -333,6 +333,7 @@ mod tests {
                 signal: None,
                 message: String::new(),
                 ended_at_ms: 3_500,
+                order: None,
             },
         ];
         let events = vec![

@@ -249,6 +249,7 @@ impl Core {
                 signal: result.signal,
                 message,
                 ended_at_ms: result.ended_at_ms.max(result.started_at_ms),
+                order: (result.order.lengths().len() > 1).then_some(result.order),
             });
             match result.outcome {
                 Outcome::Succeeded => {
@@ -299,6 +300,7 @@ impl Core {
             signal: None,
             message: why.to_string(),
             ended_at_ms: self.wall_ms(now),
+            order: None,
         });
         let limit = self.config.max_node_losses;
         let Some(task) = self.jobs.get_mut(&key.job).and_then(|j| j.task_mut(key.index)) else { return };
@@ -381,6 +383,7 @@ impl Core {
             signal: None,
             message: why.to_string(),
             ended_at_ms: self.wall_ms(now),
+            order: None,
         });
         out.agents.push((run.node, ToAgent::Kill(attempt)));
         true

@@ -358,6 +358,8 @@ pub struct TaskResult {
     pub ended_at_ms: u64,
     /// How much the task wrote to stdout and to stderr.
     pub written: [u64; 2],
+    /// The order the kept output came in.
+    pub order: corral_types::order::Runs,
 }
 
 /// A piece of a task's stdout or stderr.

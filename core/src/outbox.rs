@@ -258,6 +258,8 @@ pub enum StoreOp {
         signal: Option<i32>,
         message: String,
         ended_at_ms: u64,
+        /// The order of its stdout and stderr, when it wrote to both.
+        order: Option<corral_types::order::Runs>,
     },
     Log(LogChunk),
 }

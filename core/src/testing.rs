@@ -199,6 +199,7 @@ pub fn result(attempt: AttemptRef, outcome: Outcome, ran_ms: u64) -> TaskResult 
         started_at_ms: 1_000,
         ended_at_ms: 1_000 + ran_ms,
         written: [0, 0],
+        order: Default::default(),
     }
 }
 

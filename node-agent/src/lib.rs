@@ -10,7 +10,8 @@
 //! nothing in simulate mode), [`coordinators`] (which coordinator it talks to, following the
 //! leader, and the newest leader's epoch, so it obeys no deposed one), [`checkpoint`] (a task's state kept across attempts), [`resources`] (what the node offers beyond slots), [`warden`] (no task
 //! outlives the agent, and how a process group is signalled), [`runner`] (one
-//! task attempt as a process group with a timeout), [`task_dirs`] (their
+//! task attempt as a process group with a timeout), [`relay`] (its stdout and
+//! stderr read from pipes into files, bounded, their order noted), [`task_dirs`] (their
 //! directories, recycled), [`objects`] (inputs and
 //! outputs streamed to and from the coordinator's object store) and [`shuffle`]
 //! (the map/reduce partition, sort, spill and merge around map and reduce tasks).
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod coordinators;
 pub mod launch;
 pub mod objects;
+pub mod relay;
 pub mod resources;
 pub mod runner;
 pub mod session;

@@ -1,12 +1,11 @@
 //! Running one task attempt: a child process in its own process group and working
-//! directory, stdout and stderr written to files there and shipped to the
-//! coordinator as they grow, a timeout enforced with SIGTERM and then SIGKILL.
+//! directory, stdout and stderr relayed into files there ([`crate::relay`]) and
+//! shipped to the coordinator as they grow, a timeout enforced with SIGTERM and then SIGKILL.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::checkpoint::{Checkpoint, Restored};
+use crate::relay::Relay;
 use crate::warden::signal_group;
 
 /// Largest log chunk sent in one message.
@@ -150,15 +150,6 @@ impl Output {
         }
     }
 
-    /// The bytes each file holds in all (as last looked at).
-    pub fn written(&self) -> [u64; 2] {
-        let mut written = [0; 2];
-        for (i, file) in self.files.iter().enumerate() {
-            written[i] = file.metadata().map_or(0, |m| m.len());
-        }
-        written
-    }
-
     /// Whether there is a stream and something to send on it.
     pub fn has_more(&self) -> bool {
         self.current.tx.is_some() && (0..2).any(|i| self.shipped[i] < self.known[i])
@@ -242,16 +233,17 @@ async fn run(
     shipped_on: &mut Option<u64>,
 ) -> pb::TaskResult {
     let started_at_ms = now_ms();
-    // The task writes through its handles; the agent reads through clones of them.
+    // The relay writes through its handles; the shipping reads through clones.
     let create = |name: &str| {
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(name))
     };
     let opened = ctx.dirs.prepare(dir).and_then(|_| {
         let stdout = create("stdout.txt")?;
         let stderr = create("stderr.txt")?;
-        Ok(((stdout.try_clone()?, stderr.try_clone()?), [stdout, stderr]))
+        let (relay, pipes) = Relay::new([stdout.try_clone()?, stderr.try_clone()?], a.max_output_bytes)?;
+        Ok(((relay, pipes), [stdout, stderr]))
     });
-    let ((stdout, stderr), files) = match opened {
+    let ((mut relay, [stdout, stderr]), files) = match opened {
         Ok(files) => files,
         Err(e) => {
             let msg = format!("cannot prepare the task directory {}: {e}", dir.display());
@@ -339,7 +331,7 @@ async fn run(
         .current_dir(dir)
         .stdin(stdin)
         .stdout(stdout)
-        .stderr(Stdio::from(stderr))
+        .stderr(stderr)
         .process_group(0)
         .kill_on_drop(false);
     ctx.warden.mark(&mut cmd);
@@ -380,6 +372,7 @@ async fn run(
             _ = sleep_until_opt(kill_at) => {
                 signal_group(pgid, libc::SIGKILL);
             }
+            _ = relay.step(), if relay.is_open() => {}
             permit = room(output.sender()), if output.has_more() => match permit {
                 Some(permit) => output.send_one(permit),
                 // That stream is gone; the tick finds the next one.
@@ -393,9 +386,11 @@ async fn run(
             }
         }
     };
-    // Whatever the task left behind in its process group goes with it.
+    // Whatever the task left behind in its process group goes with it, and what
+    // it wrote is taken from the pipes.
     signal_group(pgid, libc::SIGKILL);
     ctx.warden.release(pgid);
+    relay.drain();
     // However it ended, its last checkpoint is kept, after any save still going;
     // the last save is the one the next attempt gets, so its trouble is recorded.
     if let Some(saving) = saving {
@@ -406,7 +401,7 @@ async fn run(
     }
     output.ship_all().await;
     *shipped_on = output.shipped_on();
-    let written = output.written();
+    let written = relay.written();
     let mut r = match status {
         Ok(status) => {
             let mut r = result(task, Outcome::Failed, started_at_ms, String::new());
@@ -428,6 +423,7 @@ async fn run(
     };
     r.stdout_bytes = written[0];
     r.stderr_bytes = written[1];
+    r.output_order = relay.runs().lengths().to_vec();
     if let Some((why, _)) = ending {
         r.outcome = pb::Outcome::of(why);
         r.message = match why {

@@ -404,10 +404,10 @@ impl Plumbing {
     }
 
     /// The child's stdin and stdout: pipes for the shuffle, or nothing and `stdout`.
-    pub fn stdio(&self, stdout: File) -> std::io::Result<(std::process::Stdio, std::process::Stdio)> {
+    pub fn stdio(&self, stdout: std::process::Stdio) -> std::io::Result<(std::process::Stdio, std::process::Stdio)> {
         use std::process::Stdio;
         Ok(match self {
-            Plumbing::Command => (Stdio::null(), Stdio::from(stdout)),
+            Plumbing::Command => (Stdio::null(), stdout),
             Plumbing::Map { to_collector, .. } => (Stdio::piped(), Stdio::from(to_collector.try_clone()?)),
             Plumbing::Reduce { to_reducer, result, .. } => {
                 (Stdio::from(to_reducer.try_clone()?), Stdio::from(File::create(result)?))

@@ -164,6 +164,24 @@ fn logs_follow_a_running_task_to_the_end() {
     let said = String::from_utf8_lossy(&out.stderr);
     let hint = format!("stdout is empty; stderr has 12 bytes: corral task logs {quiet} 0 --stderr");
     assert!(said.contains(&hint), "{said}");
+    // `--both`: the two streams line by line, in the order the task wrote them (a
+    // line stdout left open when stderr wrote is ended there); the pauses keep
+    // the order certain (writes a moment apart may be read either way).
+    let script =
+        "echo one; sleep 0.3; echo two >&2; sleep 0.3; printf half; sleep 0.3; echo three >&2; sleep 0.3; echo ' done'";
+    let mixed = c.submit(&["--pool", "cpu"], &["sh", "-c", script]);
+    c.wait_job(mixed, MINUTE);
+    let out = c.corral(&["task", "logs", &mixed.to_string(), "0", "--both"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        shown,
+        "out| one\nerr| two\nout| half\nerr| three\nout|  done\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.corral(&["task", "logs", &mixed.to_string(), "0", "--both", "--stderr"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("--stderr") && said.contains("--both"), "{said}");
     // Every task's output at once, each line with its task.
     let array = c.submit(&["--pool", "cpu", "--array", "1-3"], &["sh", "-c", "echo a{index}; echo b{index}"]);
     c.wait_job(array, MINUTE);

@@ -15,6 +15,7 @@
 //! - [`paths`]: where everything lives in the object store;
 //! - [`duration`]: durations as users write them, and the one bound on them;
 //! - [`size`]: byte sizes as users write them (`10MiB`);
+//! - [`order`]: the order a task wrote its stdout and stderr in;
 //! - and, here, [`Invalid`]: a refused request field, with [`shown`] and [`bounded`]
 //!   keeping what a client sent short when it is said back.
 //!
@@ -29,6 +30,7 @@ pub mod array;
 pub mod duration;
 pub mod graph;
 pub mod ids;
+pub mod order;
 pub mod paths;
 pub mod policy;
 pub mod resources;

@@ -262,7 +262,7 @@ impl DemoArgs {
                             stderr,
                             offset: 0,
                             max_bytes: 4096,
-                            name: String::new(),
+                            ..Default::default()
                         })
                         .await
                         .api()?;

@@ -1,8 +1,5 @@
 //! `corral task ...`
 
-use std::io::Write;
-use std::time::Duration;
-
 use clap::builder::PossibleValuesParser;
 use clap::Subcommand;
 use corral_proto::v1 as pb;
@@ -13,6 +10,9 @@ use super::Context;
 use crate::client::{ApiResult, Client};
 use crate::output;
 use crate::Exit;
+
+mod logs;
+pub(crate) use logs::{each_chunk, read_whole};
 
 /// Tasks fetched per request when listing.
 const PAGE: u32 = 50_000;
@@ -58,8 +58,15 @@ pub enum TaskCommand {
         task: String,
         /// Print stderr instead of stdout (when stdout is empty and stderr is not,
         /// `task logs` says so). With `-o json`: both, with their sizes.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "both")]
         stderr: bool,
+        /// Print stdout and stderr together, each line prefixed `out| ` or `err| `,
+        /// in the order the task wrote them (once the attempt has ended; while
+        /// following, as they arrive). A program that buffers its stdout when it
+        /// is not a terminal (C's stdio, Python) writes it later than it printed it:
+        /// `stdbuf -oL` or `PYTHONUNBUFFERED=1` keep them in step.
+        #[arg(long)]
+        both: bool,
         /// Keep printing as the task writes, until it ends.
         #[arg(long, short = 'f')]
         follow: bool,
@@ -181,112 +188,6 @@ fn cancel_targets(targets: &[String]) -> anyhow::Result<Vec<(u64, String)>> {
         }
         _ => anyhow::bail!("invalid TASK: name the tasks to cancel (JOB TASK..., or JOB_TASK...)"),
     }
-}
-
-/// A read of `max_bytes` of one stream of `task` (an index or an id) from `offset`.
-fn log_request(job: u64, task: &str, attempt: u32, stderr: bool, offset: u64, max_bytes: u32) -> pb::ReadLogRequest {
-    let (index, name) = task_ref(task);
-    pb::ReadLogRequest { job_id: job, index, attempt, stderr, offset, max_bytes, name }
-}
-
-/// The most of a log `task logs -o json` reads (or the hint counts).
-const MAX_READ: u64 = 64 << 20;
-
-/// Goes through a log of one attempt (0: the latest) a chunk at a time, up to
-/// `limit` bytes, holding no more than a chunk: returns how many bytes there were,
-/// whether there was more, and the attempt read.
-pub(crate) async fn each_chunk(
-    client: &mut Client,
-    (job, task, stderr, attempt): (u64, &str, bool, u32),
-    limit: u64,
-    mut chunk: impl FnMut(&[u8]),
-) -> anyhow::Result<(u64, bool, u32)> {
-    let (mut read, mut attempt) = (0u64, attempt);
-    loop {
-        let resp = client.read_log(log_request(job, task, attempt, stderr, read, 1 << 20)).await.api()?;
-        attempt = resp.attempt;
-        if resp.data.is_empty() {
-            return Ok((read, false, attempt));
-        }
-        let room = usize::try_from(limit - read).unwrap_or(usize::MAX).min(resp.data.len());
-        chunk(&resp.data[..room]);
-        read += room as u64;
-        if read >= limit {
-            return Ok((read, true, attempt));
-        }
-    }
-}
-
-/// A whole log of one attempt (0: the latest), up to `limit` bytes: its bytes,
-/// whether there was more, and the attempt read.
-pub(crate) async fn read_whole(
-    client: &mut Client,
-    (job, task, stderr, attempt): (u64, &str, bool, u32),
-    limit: u64,
-) -> anyhow::Result<(Vec<u8>, bool, u32)> {
-    let mut data = Vec::new();
-    let (_, more, attempt) =
-        each_chunk(client, (job, task, stderr, attempt), limit, |c| data.extend_from_slice(c)).await?;
-    Ok((data, more, attempt))
-}
-
-/// `task logs -o json`: both streams of the attempt, with their sizes.
-async fn logs_json(client: &mut Client, job: u64, task: &str, attempt: Option<u32>) -> anyhow::Result<()> {
-    let (stdout, out_cut, attempt) = read_whole(client, (job, task, false, attempt.unwrap_or(0)), MAX_READ).await?;
-    let (stderr, err_cut, _) = read_whole(client, (job, task, true, attempt), MAX_READ).await?;
-    output::json(&json!({
-        "job": job,
-        "task": task,
-        "attempt": attempt,
-        "stdout": String::from_utf8_lossy(&stdout),
-        "stdout_bytes": stdout.len(),
-        "stdout_truncated": out_cut,
-        "stderr": String::from_utf8_lossy(&stderr),
-        "stderr_bytes": stderr.len(),
-        "stderr_truncated": err_cut,
-    }));
-    Ok(())
-}
-
-/// Prints one stream of a task's output (following it with `follow`); if stdout
-/// was empty and stderr is not, says so on stderr, with the command that shows it.
-async fn print_logs(
-    client: &mut Client,
-    job: u64,
-    task: &str,
-    stderr: bool,
-    follow: bool,
-    attempt: Option<u32>,
-) -> anyhow::Result<()> {
-    let mut offset = 0;
-    let mut attempt = attempt.unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    loop {
-        let resp = client.read_log(log_request(job, task, attempt, stderr, offset, 1 << 20)).await.api()?;
-        // Stay on one attempt once chosen, so a retry does not splice two outputs.
-        if attempt == 0 && resp.attempt > 0 {
-            attempt = resp.attempt;
-        }
-        out.write_all(&resp.data)?;
-        offset = resp.next_offset;
-        if !resp.data.is_empty() {
-            out.flush()?;
-            continue;
-        }
-        if !follow || resp.complete {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    if offset == 0 && !stderr {
-        // Counted a chunk at a time, not held.
-        let (bytes, more, _) = each_chunk(client, (job, task, true, attempt), MAX_READ, |_| {}).await?;
-        if bytes > 0 {
-            let size = if more { format!("more than {bytes} bytes") } else { format!("{bytes} bytes") };
-            eprintln!("stdout is empty; stderr has {size}: corral task logs {job} {task} --stderr");
-        }
-    }
-    Ok(())
 }
 
 impl TaskCommand {
@@ -432,10 +333,13 @@ impl TaskCommand {
                 }
             }
             TaskCommand::Logs { job, task, attempt, .. } if ctx.json() => {
-                logs_json(&mut client, job, &task, attempt).await?;
+                logs::logs_json(&mut client, job, &task, attempt).await?;
             }
-            TaskCommand::Logs { job, task, stderr, follow, attempt } => {
-                print_logs(&mut client, job, &task, stderr, follow, attempt).await?;
+            TaskCommand::Logs { job, task, both: true, follow, attempt, .. } => {
+                logs::print_both(&mut client, job, &task, follow, attempt).await?;
+            }
+            TaskCommand::Logs { job, task, stderr, follow, attempt, .. } => {
+                logs::print_logs(&mut client, job, &task, stderr, follow, attempt).await?;
             }
         }
         Ok(Exit::Ok)

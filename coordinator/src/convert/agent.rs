@@ -4,6 +4,8 @@
 use corral_proto::v1 as pb;
 
 use super::{storable, text, MAX_LOG_CHUNK, MAX_SLOTS};
+use corral_types::order::Runs;
+
 use crate::error::Invalid;
 use crate::model::*;
 
@@ -81,6 +83,9 @@ pub fn task_result(r: pb::TaskResult) -> Result<TaskResult, Invalid> {
         started_at_ms: storable("started_at_ms", r.started_at_ms)?,
         ended_at_ms: storable("ended_at_ms", r.ended_at_ms)?,
         written: [r.stdout_bytes, r.stderr_bytes],
+        // An order that does not fit what was written is dropped, not the result:
+        // a result refused would leave the task running forever.
+        order: Runs::checked(r.output_order, [r.stdout_bytes, r.stderr_bytes]).unwrap_or_default(),
     })
 }
 

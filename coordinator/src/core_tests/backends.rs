@@ -151,6 +151,14 @@ fn scenario_with_jobs() -> ((Vec<Vec<StoreOp>>, AttemptRef), usize) {
         at_ms: 20,
     }));
     let out = placed[0].1;
+    // Its stdout and stderr came in stretches (`task logs --both`).
+    for op in &mut ops {
+        if let StoreOp::EndAttempt { attempt, order, .. } = op {
+            if *attempt == out {
+                *order = corral_types::order::Runs::checked(vec![6, 5, 6], [12, 5]);
+            }
+        }
+    }
     ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 0, data: b"hello ".to_vec() }));
     ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 6, data: b"world\n".to_vec() }));
     // Sent again (an agent that reconnected): lands once.
@@ -169,6 +177,7 @@ fn held(backend: &dyn Backend, out: AttemptRef) -> String {
     let events: Vec<String> =
         events.iter().map(|e| format!("{} {:?} {} {}", e.id, e.kind, e.state, e.detail)).collect();
     let logs = (history.read_log(out, false, 0, 100).unwrap(), history.read_log(out, true, 0, 100).unwrap());
+    let order = history.output_order(out).unwrap();
     let slots = history.schedule_slots(&ScheduleName::parse("s", "nightly").unwrap(), 0, u64::MAX >> 2).unwrap();
     let wanted: Vec<AttemptRef> = (0..5)
         .flat_map(|index| (1..=2).map(move |attempt| AttemptRef { task: TaskKey { job: JobId(1), index }, attempt }))
@@ -179,7 +188,7 @@ fn held(backend: &dyn Backend, out: AttemptRef) -> String {
     ended.sort();
     let tokens: Vec<_> = tokens.iter().map(|t| (t.id.clone(), t.name.clone(), t.role, t.expires_at_ms)).collect();
     let nodes: Vec<_> = nodes.iter().map(|n| (n.node.clone(), n.token_id.clone())).collect();
-    format!("{snapshot:#?}\n{tokens:?}\n{nodes:?}\n{sessions:?}\n{attempts:#?}\n{events:#?}\n{logs:?}\n{slots:?}\n{ended:?}")
+    format!("{snapshot:#?}\n{tokens:?}\n{nodes:?}\n{sessions:?}\n{attempts:#?}\n{events:#?}\n{logs:?}\n{order:?}\n{slots:?}\n{ended:?}")
 }
 
 #[test]
@@ -203,6 +212,8 @@ fn both_backends_give_back_what_was_written_and_the_same() {
         assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n", "{}", under.name);
         assert_eq!(history.read_log(out, false, 6, 3).unwrap(), b"wor", "{}", under.name);
         assert_eq!(history.read_log(out, false, 12, 100).unwrap(), b"", "{}", under.name);
+        let order = history.output_order(out).unwrap();
+        assert_eq!(order.as_ref().map(|o| o.lengths()), Some(&[6, 5, 6][..]), "{}", under.name);
         // A finished task's last attempt, in one read with others that have not ended.
         let later = AttemptRef { attempt: out.attempt + 1, ..out };
         let ended = history.ended_attempts(&[out, later]).unwrap();

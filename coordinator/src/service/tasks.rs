@@ -181,21 +181,28 @@ pub(super) async fn read_log(
         .await??;
     if attempt == 0 {
         // Never started: nothing was written, and nothing is being written yet.
-        return Ok(Response::new(pb::ReadLogResponse { data: vec![], next_offset: 0, attempt: 0, complete: false }));
+        return Ok(Response::new(pb::ReadLogResponse::default()));
     }
     let max = match req.max_bytes {
         0 => 1 << 20,
         n => n.min(8 << 20),
     } as usize;
     let shared = api.shared.clone();
-    let data = tokio::task::spawn_blocking(move || {
+    let (data, order) = tokio::task::spawn_blocking(move || {
         let mut reader = shared.reader();
-        reader.read_log(AttemptRef { task: key, attempt }, req.stderr, req.offset, max)
+        let attempt = AttemptRef { task: key, attempt };
+        let data = reader.read_log(attempt, req.stderr, req.offset, max)?;
+        let order = match req.order && !running {
+            true => reader.output_order(attempt)?.map(|o| o.lengths().to_vec()).unwrap_or_default(),
+            false => Vec::new(),
+        };
+        Ok::<_, Error>((data, order))
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))??;
     let next_offset = req.offset + data.len() as u64;
-    Ok(Response::new(pb::ReadLogResponse { complete: !running && data.is_empty(), data, next_offset, attempt }))
+    let complete = !running && data.is_empty();
+    Ok(Response::new(pb::ReadLogResponse { complete, data, next_offset, attempt, order, ended: !running }))
 }
 
 /// The task a request names: by `name` when given, else by `index`.

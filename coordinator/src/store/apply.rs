@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use corral_types::graph::TaskGroup;
+use corral_types::order::Runs;
 
 use super::sql::{args, upsert, Sql, SqlExt};
 use super::{corrupt, Store};
@@ -263,6 +264,7 @@ impl Store {
                         signal,
                         message,
                         ended_at_ms,
+                        order,
                         ..
                     }) => {
                         tx.execute(
@@ -277,7 +279,8 @@ impl Store {
                                 outcome.as_str(),
                                 exit_code,
                                 signal,
-                                message
+                                message,
+                                order.as_ref().map(Runs::to_text)
                             ],
                         )?;
                     }
@@ -295,8 +298,17 @@ impl Store {
                     }
                 },
                 StoreOp::EndAttempt { .. } if plan.superseded[i] => {}
-                StoreOp::EndAttempt { attempt, started_at_ms, outcome, exit_code, signal, message, ended_at_ms } => {
-                    tx.execute("UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8, started_at_ms = COALESCE(?9, started_at_ms) WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3", args![attempt.task.job.0,
+                StoreOp::EndAttempt {
+                    attempt,
+                    started_at_ms,
+                    outcome,
+                    exit_code,
+                    signal,
+                    message,
+                    ended_at_ms,
+                    order,
+                } => {
+                    tx.execute("UPDATE attempts SET ended_at_ms = ?4, outcome = ?5, exit_code = ?6, signal = ?7, message = ?8, started_at_ms = COALESCE(?9, started_at_ms), output_order = ?10 WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3", args![attempt.task.job.0,
                         attempt.task.index,
                         attempt.attempt,
                         ended_at_ms,
@@ -304,7 +316,8 @@ impl Store {
                         exit_code,
                         signal,
                         message,
-                        started_at_ms])?;
+                        started_at_ms,
+                        order.as_ref().map(Runs::to_text)])?;
                 }
                 StoreOp::Actor(_) | StoreOp::ObjectChanged { .. } => {}
                 StoreOp::ForgetNodeCredential(node) => {
@@ -420,6 +433,7 @@ static PUT_ENDED_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
         "exit_code",
         "signal",
         "message",
+        "output_order",
     ];
     upsert("attempts", &columns, &["job_id", "idx", "attempt"], &["gpus"])
 });
@@ -428,7 +442,7 @@ static PUT_STARTED_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
         "attempts",
         &["job_id", "idx", "attempt", "node_id", "started_at_ms", "gpus"],
         &["job_id", "idx", "attempt"],
-        &["ended_at_ms", "outcome", "exit_code", "signal", "message"],
+        &["ended_at_ms", "outcome", "exit_code", "signal", "message", "output_order"],
     )
 });
 

@@ -78,6 +78,8 @@ pub trait History: Send {
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was
     /// written.
     fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
+    /// The order an attempt wrote its stdout and stderr in, if recorded.
+    fn output_order(&mut self, attempt: AttemptRef) -> Result<Option<corral_types::order::Runs>>;
     /// The slots of `schedule` in `from..=to` that made a job.
     fn schedule_slots(&mut self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>>;
 }
@@ -188,6 +190,10 @@ impl History for Reader {
 
     fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
         Reader::read_log(self, attempt, stderr, offset, max)
+    }
+
+    fn output_order(&mut self, attempt: AttemptRef) -> Result<Option<corral_types::order::Runs>> {
+        Reader::output_order(self, attempt)
     }
 
     fn schedule_slots(&mut self, schedule: &ScheduleName, from_ms: u64, to_ms: u64) -> Result<BTreeSet<u64>> {

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use corral_types::order::Runs;
+
 use super::corrupt;
 use super::sql::{args, SqlExt, ToValue};
 use crate::error::Result;
@@ -116,6 +118,17 @@ impl Reader {
             }
         }
         Ok(found)
+    }
+
+    /// The order an attempt wrote its stdout and stderr in, if it was recorded
+    /// (it is only for an ended attempt that wrote to both).
+    pub fn output_order(&mut self, attempt: AttemptRef) -> Result<Option<Runs>> {
+        let text: Option<Option<String>> = self.db.sql().first(
+            "SELECT output_order FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+            args![attempt.task.job.0, attempt.task.index, attempt.attempt],
+            |r| r.get(0),
+        )?;
+        Ok(text.flatten().and_then(|t| Runs::from_text(&t)))
     }
 
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was written.

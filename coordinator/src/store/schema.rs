@@ -195,7 +195,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The migrations, in order: migration N takes a store from version N-1 to N.
-const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] = &[create_or_upgrade, sessions, array_runs, job_template];
+const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] =
+    &[create_or_upgrade, sessions, array_runs, job_template, output_order];
 
 /// Migration 2: dashboard sign-ins, by the hash of their cookie's value, so that one
 /// outlives a restart (and, on PostgreSQL, a failover); each dies with its token.
@@ -215,6 +216,13 @@ fn array_runs(conn: &Connection) -> rusqlite::Result<()> {
 /// template's page lists its dispatches.
 fn job_template(conn: &Connection) -> rusqlite::Result<()> {
     add_column(conn, "jobs", "template", "TEXT")
+}
+
+/// Migration 5: the order an attempt wrote its stdout and stderr in
+/// ([`corral_types::order::Runs::to_text`]; `NULL`: it wrote to one at most, or the
+/// order was not recorded), for `task logs --both`.
+fn output_order(conn: &Connection) -> rusqlite::Result<()> {
+    add_column(conn, "attempts", "output_order", "TEXT")
 }
 
 /// The schema version this build writes (as many as there are migrations). A store

@@ -43,6 +43,7 @@ fn succeeded(attempt: AttemptRef) -> TaskResult {
         started_at_ms: 1_000,
         ended_at_ms: 1_001,
         written: [3, 0],
+        order: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn output_that_could_not_be_written_is_said_on_the_attempt_and_marked_in_its_log
         signal: None,
         message: message.into(),
         ended_at_ms: 20,
+        order: None,
     };
     store.apply(&[start(0), start(1)]).unwrap();
     store.apply(&[chunk(0, 0, &[b'x'; 2048]), chunk(1, 0, b"fine\n")]).unwrap();

@@ -25,6 +25,7 @@ fn end(index: u32) -> StoreOp {
         signal: None,
         message: String::new(),
         ended_at_ms: 20,
+        order: None,
     }
 }
 
@@ -63,4 +64,26 @@ fn a_task_that_starts_and_ends_in_one_transaction_is_stored_as_if_each_change_ha
     // Every change still makes its event.
     let events = |dir: &Path| Store::open_reader(dir).unwrap().events(0, &Filter::default(), 100).unwrap().len();
     assert_eq!(events(one.path()), events(apart.path()));
+}
+
+#[test]
+fn the_order_of_an_attempts_output_is_kept_whether_it_ended_in_the_transaction_that_started_it_or_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let order = corral_types::order::Runs::checked(vec![4, 5, 6], [10, 5]).unwrap();
+    let with_order = |index: u32| {
+        let mut op = end(index);
+        if let StoreOp::EndAttempt { order: o, .. } = &mut op {
+            *o = Some(order.clone());
+        }
+        op
+    };
+    // Task 0 starts and ends in one transaction (one row written whole); task 1 ends later.
+    store.apply(&[put(0, TaskState::Running), start(0), with_order(0), put(1, TaskState::Running), start(1)]).unwrap();
+    store.apply(&[with_order(1), end(2)]).unwrap();
+    let mut reader = Store::open_reader(dir.path()).unwrap();
+    let at = |index: u32| AttemptRef { task: TaskKey { job: JobId(1), index }, attempt: 1 };
+    assert_eq!(reader.output_order(at(0)).unwrap(), Some(order.clone()));
+    assert_eq!(reader.output_order(at(1)).unwrap(), Some(order));
+    assert_eq!(reader.output_order(at(2)).unwrap(), None, "no order recorded, or no such attempt");
 }

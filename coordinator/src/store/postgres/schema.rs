@@ -316,8 +316,14 @@ const V9: &str = "
 ALTER TABLE jobs ADD COLUMN template TEXT;
 ";
 
+/// Migration 10: the order an attempt wrote its stdout and stderr in (SQLite's
+/// migration 5).
+const V10: &str = "
+ALTER TABLE attempts ADD COLUMN output_order TEXT;
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
