@@ -239,6 +239,7 @@ pub(crate) mod tests {
         let start = StoreOp::StartAttempt {
             attempt: AttemptRef { task: TaskKey { job: JobId(1), index: 0 }, attempt: 1 },
             node: NodeId("n-1".into()),
+            members: vec![],
             started_at_ms: 5,
             queued_at_ms: 1,
             gpus: vec![],

@@ -321,6 +321,7 @@ mod tests {
             StoreOp::StartAttempt {
                 attempt,
                 node: NodeId("n-1".into()),
+                members: vec![],
                 started_at_ms: 1_500,
                 queued_at_ms: 1_000,
                 gpus: vec![],

@@ -124,7 +124,11 @@ impl Core {
                 let delayed = self.delayed.iter().filter(|(_, k)| k.job == *id).map(|(_, k)| k.index);
                 for index in job.ready.iter().copied().chain(delayed).take(room) {
                     let spec = job.spec.task_spec(index);
-                    needed_slots += u64::from(spec.slots);
+                    // A multi-node task needs its nodes whole.
+                    needed_slots += match spec.is_multi_node() {
+                        true => u64::from(spec.nodes) * u64::from(pool.spec.slots_per_node),
+                        false => u64::from(spec.slots),
+                    };
                     for (name, amount) in &spec.resources {
                         *needed.entry(name.clone()).or_default() += amount;
                     }

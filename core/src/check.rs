@@ -22,9 +22,17 @@ impl Core {
             let task = job.task(key.index).expect("running task exists");
             assert_eq!(task.state, TaskState::Running, "{key} in running map is {:?}", task.state);
             assert_eq!(task.attempt, run.attempt, "{key} attempt");
-            let node = &self.nodes[&run.node];
-            assert!(node.running.contains(key), "{key} missing from node {}", run.node);
-            *slots_by_node.entry(&run.node).or_default() += job.spec.task_spec(key.index).slots;
+            for id in run.places() {
+                let node = &self.nodes[id];
+                assert!(node.running.contains(key), "{key} missing from node {id}");
+                // A multi-node task holds each of its nodes whole.
+                let slots =
+                    if run.members.is_empty() { job.spec.task_spec(key.index).slots } else { node.record.slots };
+                *slots_by_node.entry(id).or_default() += slots;
+            }
+            let distinct: BTreeSet<&NodeId> = run.places().collect();
+            assert_eq!(distinct.len(), 1 + run.members.len(), "{key}: a node twice in one gang");
+            assert!(!run.queued || run.members.is_empty(), "{key}: a multi-node task queued on a node");
             if run.queued {
                 let on_node = queued_by_node.entry(&run.node).or_default();
                 on_node.0 += job.spec.task_spec(key.index).slots;
@@ -81,7 +89,7 @@ impl Core {
             let queued = queued_by_node.get(id).copied().unwrap_or_default();
             assert_eq!((node.queued_slots, node.queued), queued, "slots and attempts queued on {id}");
             for key in &node.running {
-                assert_eq!(self.running.get(key).map(|r| &r.node), Some(id), "{key} on {id}");
+                assert!(self.running.get(key).is_some_and(|r| r.is_on(id)), "{key} on {id}");
             }
             let in_pool = self.pools.get(&node.record.pool).is_some_and(|p| p.nodes.contains(id));
             assert_eq!(in_pool, node.status().is_live(), "pool membership of {id}");

@@ -103,6 +103,10 @@ impl Core {
         let usable: Vec<&Node> =
             nodes.iter().copied().filter(|n| n.status() == NodeStatus::Up && n.connected && n.usable).collect();
         let need = job.spec.task_spec(key.index).slots;
+        let gang = job.spec.task_spec(key.index).nodes;
+        if task.state == TaskState::Ready {
+            why.extend(self.explain_hold(pool, key, gang, now_ms, &at));
+        }
         if usable.is_empty() {
             let starting = nodes.iter().filter(|n| n.status() == NodeStatus::Starting).count();
             let mut line = format!("pool '{}' has no node ready for work", pool.spec.name);
@@ -120,7 +124,7 @@ impl Core {
                 None => {}
             }
             why.push(line);
-        } else if !usable.iter().any(|n| n.free_slots() >= need) {
+        } else if gang == 1 && !usable.iter().any(|n| n.free_slots() >= need) {
             let mut line =
                 format!("no node of pool '{}' has {need} free slot(s): all {} are busy", pool.spec.name, usable.len());
             if let Some(auto) = pool.spec.autoscale.as_ref().filter(|a| pool.spec.target_nodes >= a.max) {
@@ -160,5 +164,84 @@ impl Core {
             why.push("queued: it starts at the next scheduling pass".into());
         }
         Ok(why)
+    }
+
+    /// What a pool's waiting multi-node task does to task `key` (which needs
+    /// `nodes` whole nodes): the nodes it holds and what they wait for, if it is
+    /// that task; else that nodes are held ahead of it.
+    fn explain_hold(
+        &self,
+        pool: &Pool,
+        key: TaskKey,
+        nodes: u32,
+        now_ms: u64,
+        at: &dyn Fn(u64) -> String,
+    ) -> Vec<String> {
+        let mut why = Vec::new();
+        let name = &pool.spec.name;
+        let Some(hold) = pool.gang.as_ref() else {
+            if nodes > 1 {
+                why.push(format!("a multi-node task: it needs {nodes} wholly free nodes of pool '{name}' at once"));
+            }
+            return why;
+        };
+        let task_name = |k: TaskKey| {
+            self.jobs
+                .get(&k.job)
+                .map_or_else(|| k.to_string(), |j| format!("{} of job {}", j.spec.task_name(k.index), k.job))
+        };
+        if hold.task != key {
+            let until =
+                hold.reservation_ms.map_or_else(String::new, |r| format!(", starting by {} at the latest", at(r)));
+            let line = match nodes {
+                1 => format!(
+                    "{} node(s) of pool '{name}' are held for the multi-node task {}{until}: a task runs on them only if its --timeout ends before that",
+                    hold.held.len(),
+                    task_name(hold.task)
+                ),
+                _ => format!(
+                    "the multi-node task {} waits ahead of it and holds {} node(s) of pool '{name}'; this one starts on nodes nobody holds",
+                    task_name(hold.task),
+                    hold.held.len()
+                ),
+            };
+            why.push(line);
+            return why;
+        }
+        let free: Vec<String> = hold
+            .held
+            .iter()
+            .filter(|id| self.nodes.get(*id).is_some_and(|n| n.slots_used == 0))
+            .map(|id| id.to_string())
+            .collect();
+        why.push(format!(
+            "a multi-node task: {} of the {nodes} node(s) it needs are free and held for it{}",
+            free.len(),
+            if free.is_empty() { String::new() } else { format!(" ({})", listed(free)) }
+        ));
+        let busy: Vec<String> = hold
+            .held
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
+            .flat_map(|n| n.running.iter().map(move |k| format!("{} on {}", task_name(*k), n.record.id)))
+            .collect();
+        if !busy.is_empty() {
+            why.push(format!("it waits for {} task(s) on the held nodes to end: {}", busy.len(), listed(busy)));
+        }
+        if (hold.held.len() as u32) < nodes {
+            why.push(format!("pool '{name}' has {} usable node(s) now; it needs {nodes}", hold.held.len()));
+        }
+        match hold.reservation_ms {
+            Some(by) if by > now_ms => why.push(format!(
+                "it starts by {} at the latest; until then a task runs on the held nodes only if its --timeout ends before that (backfill)",
+                at(by)
+            )),
+            Some(_) => {}
+            None if (hold.held.len() as u32) < nodes => {}
+            None => why.push(
+                "a held node runs a task without a --timeout: when it ends is not known, so nothing runs on the held nodes meanwhile".into(),
+            ),
+        }
+        why
     }
 }

@@ -55,77 +55,6 @@ impl Core {
         Ok(id)
     }
 
-    /// Refuses a job (or the job of a template or schedule) that could never run:
-    /// one that brings its own pool (`--auto-pool`, not made yet) by that pool's
-    /// nodes, any other by [`Core::check_submittable`].
-    pub(super) fn check_runnable(&self, spec: &JobSpec) -> Result<()> {
-        match &spec.auto_pool {
-            Some(auto) if spec.max_slots() > auto.slots_per_node => Err(Error::Refused(format!(
-                "task.slots: a task needs {} slots but the auto pool's nodes have {}; no node could ever run it",
-                spec.max_slots(),
-                auto.slots_per_node
-            ))),
-            Some(_) => Ok(()),
-            None => self.check_submittable(spec),
-        }
-    }
-
-    /// Refuses a job no node of its pool could ever run, or whose pool is missing
-    /// or being deleted.
-    pub(super) fn check_submittable(&self, spec: &JobSpec) -> Result<()> {
-        let pool = self.pools.get(&spec.pool).ok_or(Error::NotFound {
-            what: "pool",
-            id: spec.pool.to_string(),
-            hint: "; create it with `corral pool create`",
-        })?;
-        super::pools::refuse_if_deleting(pool)?;
-        let biggest = pool
-            .nodes
-            .iter()
-            .filter_map(|id| self.nodes.get(id))
-            .map(|n| n.record.slots)
-            .chain([pool.spec.slots_per_node])
-            .max()
-            .unwrap_or(0);
-        // A node that has registered says what it has; none yet, and nothing is
-        // known to refuse by (an autoscaled pool, agents still to come).
-        let registered: Vec<&Node> = pool
-            .nodes
-            .iter()
-            .filter_map(|id| self.nodes.get(id))
-            .filter(|n| n.status() != NodeStatus::Starting)
-            .collect();
-        if !registered.is_empty() {
-            for want in spec.resource_requests() {
-                if !registered
-                    .iter()
-                    .any(|n| corral_types::resources::fits(&n.record.resources, &Resources::new(), want))
-                {
-                    let show = |r: &Resources| corral_types::resources::describe(r, corral_types::size::show);
-                    let most = registered
-                        .iter()
-                        .map(|n| show(&n.record.resources))
-                        .max_by_key(|s| s.len())
-                        .unwrap_or_default();
-                    return Err(Error::Refused(format!(
-                        "task.resources: a task needs {} but no node of pool '{}' has that (one has: {most}); no node could ever run it",
-                        show(want),
-                        spec.pool
-                    )));
-                }
-            }
-        }
-        if spec.max_slots() > biggest {
-            return Err(Error::Refused(format!(
-                "task.slots: a task needs {} slots but the nodes of pool '{}' have at most {}; no node could ever run it",
-                spec.max_slots(),
-                spec.pool,
-                biggest
-            )));
-        }
-        Ok(())
-    }
-
     /// Cancels every unfinished task of a job and kills the running ones.
     pub fn cancel_job(&mut self, now: Instant, id: JobId, out: &mut Outbox) -> Result<()> {
         self.jobs.get(&id).ok_or_else(|| Error::not_found("job", id))?;
@@ -212,17 +141,38 @@ impl Core {
     /// was assigned to, counts; every result is acknowledged so the agent can forget
     /// it, and a stale one changes nothing.
     pub fn on_task_results(&mut self, now: Instant, node: &NodeId, results: Vec<TaskResult>, out: &mut Outbox) {
-        for result in results {
+        for mut result in results {
             let attempt = result.attempt;
-            let current =
-                self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
+            let run = self.running.get(&attempt.task).filter(|r| r.attempt == attempt.attempt);
+            let current = run.is_some_and(|r| &r.node == node);
+            // A multi-node task's other ranks: one that fails fails the attempt;
+            // one that ended well leaves it to the primary.
+            let rank = run.and_then(|r| r.members.iter().position(|m| m == node)).map(|i| i + 1);
             out.agents.push((node.clone(), ToAgent::Ack(attempt)));
-            if !current {
-                tracing::info!(task = %attempt.task, attempt = attempt.attempt, node_id = %node, "ignoring a late result: that attempt no longer owns the task");
-                continue;
+            match rank {
+                Some(_) if result.outcome == Outcome::Succeeded => continue,
+                Some(rank) => {
+                    let outcome = if result.outcome == Outcome::Cancelled { Outcome::Failed } else { result.outcome };
+                    result = TaskResult {
+                        outcome,
+                        message: format!("rank {rank} (node {node}) ended: {}", result.message),
+                        written: [0, 0],
+                        order: Default::default(),
+                        ..result
+                    };
+                }
+                None if !current => {
+                    tracing::info!(task = %attempt.task, attempt = attempt.attempt, node_id = %node, "ignoring a late result: that attempt no longer owns the task");
+                    continue;
+                }
+                None => {}
             }
-            self.take_running(now, attempt.task);
-            self.ended_on.insert(attempt, node.clone());
+            let Some(run) = self.take_running(now, attempt.task) else { continue };
+            // Every other rank of a multi-node task stops with it.
+            for other in run.places().filter(|n| *n != node) {
+                out.agents.push((other.clone(), ToAgent::Kill(attempt)));
+            }
+            self.ended_on.insert(attempt, run.node.clone());
             if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
                 let ran = result.ended_at_ms.saturating_sub(result.started_at_ms);
                 job.runs.total_ms = job.runs.total_ms.saturating_add(ran);
@@ -292,6 +242,12 @@ impl Core {
         out: &mut Outbox,
     ) {
         let Some(run) = self.take_running(now, key) else { return };
+        // A multi-node task ends on every node when one is gone.
+        if !run.members.is_empty() {
+            for node in run.places() {
+                out.agents.push((node.clone(), ToAgent::Kill(AttemptRef { task: key, attempt: run.attempt })));
+            }
+        }
         out.store.push(StoreOp::EndAttempt {
             attempt: AttemptRef { task: key, attempt: run.attempt },
             started_at_ms: None,
@@ -385,7 +341,9 @@ impl Core {
             ended_at_ms: self.wall_ms(now),
             order: None,
         });
-        out.agents.push((run.node, ToAgent::Kill(attempt)));
+        for node in run.places() {
+            out.agents.push((node.clone(), ToAgent::Kill(attempt)));
+        }
         true
     }
 

@@ -18,6 +18,8 @@
 //! closed), `output` (whose log chunks are kept, and how much), [`after`] (jobs
 //! waiting for jobs), [`retries`] (exit rules,
 //! retry delays, `job retry`), [`schedule`] (tasks onto slots, within throttles),
+//! [`gangs`] (multi-node tasks: whole nodes at once, held nodes, backfill),
+//! `admission` (what a job must be to be accepted),
 //! [`schedules`] (jobs made on a [`cadence`]: cron or interval),
 //! [`templates`] (jobs made by a dispatch), [`triggers`] (dispatches for new objects),
 //! [`explain`] (why a task is not running), [`restore`] (from the store, after a
@@ -29,6 +31,7 @@ pub mod error;
 pub mod model;
 pub mod records;
 
+mod admission;
 mod after;
 pub mod autoscale;
 pub mod cadence;
@@ -36,6 +39,7 @@ mod check;
 mod counts;
 pub mod credentials;
 mod explain;
+pub mod gangs;
 mod jobs;
 pub mod keys;
 mod nodes;
@@ -136,6 +140,8 @@ pub struct Pool {
     /// Being deleted: it takes no job, starts no node and no task, and goes when its
     /// last node has been removed (by its removal policy).
     pub deleting: bool,
+    /// The multi-node task waiting for nodes and those it holds (see [`gangs`]).
+    pub gang: Option<gangs::Hold>,
 }
 
 impl Pool {
@@ -351,16 +357,40 @@ impl Job {
 /// Where a running attempt runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunningAttempt {
+    /// Its node; for a multi-node task, rank 0's (the primary).
     pub node: NodeId,
+    /// A multi-node task's other nodes, rank 1 onwards; empty for a task on one
+    /// node. Each is the task's whole.
+    pub members: Vec<NodeId>,
     pub attempt: u32,
     /// When it was assigned, until an attempt sent ahead starts: then when its
     /// process started, as its agent says.
     pub started_at_ms: u64,
+    /// Its `--timeout`: with `started_at_ms`, when its nodes are free at the latest.
+    pub timeout_ms: Option<u64>,
     /// Sent ahead of a free slot (short tasks are prefetched) and waiting on its
     /// node for one: `assigned`, not yet `running`, until its agent says it started.
     pub queued: bool,
     /// The devices of its node it holds (`CORRAL_GPUS`).
     pub gpus: Vec<u32>,
+}
+
+impl RunningAttempt {
+    /// Its nodes, rank 0 first.
+    pub fn places(&self) -> impl Iterator<Item = &NodeId> {
+        std::iter::once(&self.node).chain(&self.members)
+    }
+
+    /// Whether it runs (in part) on `node`.
+    pub fn is_on(&self, node: &NodeId) -> bool {
+        self.places().any(|n| n == node)
+    }
+
+    /// When it will have ended at the latest (wall ms): `None` without a timeout,
+    /// or while it waits on its node for a slot.
+    pub fn ends_by_ms(&self) -> Option<u64> {
+        self.timeout_ms.filter(|_| !self.queued).map(|t| self.started_at_ms.saturating_add(t))
+    }
 }
 
 /// All of the coordinator's state.
@@ -492,6 +522,7 @@ fn new_pool(spec: PoolSpec, created_at_ms: u64) -> Pool {
         last_scale_at: None,
         scale_log: Default::default(),
         deleting: false,
+        gang: None,
     }
 }
 

@@ -334,6 +334,14 @@ impl JobSpec {
         }
     }
 
+    /// Its task specs: the one of a plain job or array, or each group's in a graph.
+    pub fn task_specs(&self) -> Vec<&TaskSpec> {
+        match &self.graph {
+            Some(graph) => graph.groups.iter().map(|g| &g.spec).collect(),
+            None => vec![&self.task],
+        }
+    }
+
     /// The distinct resource requests of its tasks (none for tasks that ask for none).
     pub fn resource_requests(&self) -> Vec<&Resources> {
         let mut wants: Vec<&Resources> = match &self.graph {

@@ -113,8 +113,7 @@ impl Core {
         self.on_task_results(now, id, finished, out);
         let reported: BTreeSet<TaskKey> = running.iter().map(|a| a.task).collect();
         for attempt in running {
-            let current =
-                self.running.get(&attempt.task).is_some_and(|r| &r.node == id && r.attempt == attempt.attempt);
+            let current = self.running.get(&attempt.task).is_some_and(|r| r.is_on(id) && r.attempt == attempt.attempt);
             if !current {
                 out.agents.push((id.clone(), ToAgent::Kill(attempt)));
             }

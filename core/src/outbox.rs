@@ -34,6 +34,8 @@ pub struct Assignment {
     pub checkpoint_interval: Option<Duration>,
     /// Sent ahead of a free slot: its agent says when it starts.
     pub sent_ahead: bool,
+    /// For a multi-node task: which rank this node is, and where all of them are.
+    pub gang: Option<crate::gangs::Place>,
 }
 
 /// The shuffle work around a map/reduce task's command.
@@ -243,6 +245,8 @@ pub enum StoreOp {
     StartAttempt {
         attempt: AttemptRef,
         node: NodeId,
+        /// A multi-node task's other nodes, rank 1 onwards.
+        members: Vec<NodeId>,
         started_at_ms: u64,
         /// When the task was queued (not stored: for the scheduling latency).
         queued_at_ms: u64,
@@ -344,6 +348,8 @@ pub struct Snapshot {
 pub struct OpenAttempt {
     pub attempt: AttemptRef,
     pub node: NodeId,
+    /// A multi-node task's other nodes, rank 1 onwards.
+    pub members: Vec<NodeId>,
     pub started_at_ms: u64,
     /// The devices it was given.
     pub gpus: Vec<u32>,

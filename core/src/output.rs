@@ -12,6 +12,7 @@ impl Core {
             let attempt = chunk.attempt;
             let running_here =
                 self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
+            // (A multi-node task's output is its primary's, rank 0's.)
             let ended_here = self.ended_on.get(&attempt) == Some(node);
             let limit = self.max_output_of(attempt.task.job);
             let chunk = clip(chunk, limit);

@@ -101,7 +101,7 @@ impl Core {
             job.queued_since_ms = restored_ms;
             job.settle_graph(|index| !recorded.contains(&TaskKey { job: id, index }));
         }
-        for OpenAttempt { attempt, node, started_at_ms, gpus } in snapshot.open_attempts {
+        for OpenAttempt { attempt, node, members, started_at_ms, gpus } in snapshot.open_attempts {
             let key = attempt.task;
             let current = self
                 .jobs
@@ -113,9 +113,21 @@ impl Core {
             }
             let spec = &self.jobs[&key.job].spec;
             let need = transitions::Need::of(spec, key.index);
-            let live = self.nodes.get(&node).is_some_and(|n| n.status().is_live());
+            let timeout_ms = spec.task_spec(key.index).timeout.map(|t| t.as_millis() as u64);
+            // A multi-node task lives only if every one of its nodes does.
+            let live = std::iter::once(&node)
+                .chain(&members)
+                .all(|id| self.nodes.get(id).is_some_and(|n| n.status().is_live()));
             // Queued or started: its agent's hello says.
-            let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus, queued: false };
+            let run = RunningAttempt {
+                node,
+                members,
+                attempt: attempt.attempt,
+                started_at_ms,
+                timeout_ms,
+                gpus,
+                queued: false,
+            };
             transitions::occupy(&mut self.running, &mut self.nodes, &mut self.keyed, key, run, need);
             if !live {
                 // The node is gone: a crash between its loss and the requeue.

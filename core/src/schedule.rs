@@ -42,26 +42,47 @@ impl Core {
             return 0;
         }
         let fill = pool.spec.fill;
-        // (slots it can take now, node id) of the nodes that can take work.
-        let mut free: Vec<(u32, NodeId)> = pool
+        // The nodes a waiting multi-node task holds (while it still waits): the
+        // first pass keeps them for it (renewing the hold when it meets the task),
+        // the second (queueing short tasks ahead) keeps off them.
+        let mut hold = pool.gang.clone().filter(|h| {
+            self.jobs.get(&h.task.job).is_some_and(|j| j.ready.contains(&h.task.index) && !j.held(self.wall_ms(now)))
+        });
+        // (slots it can take now, node id) of the nodes that can take work, and
+        // each one's slots.
+        let (mut free, whole): (Vec<(u32, NodeId)>, Vec<u32>) = pool
             .nodes
             .iter()
             .filter_map(|id| self.nodes.get(id))
             .filter(|n| n.status() == NodeStatus::Up && n.connected && n.usable)
+            .filter(|n| !prefetch || hold.as_ref().is_none_or(|h| !h.holds(&n.record.id)))
             .map(|n| {
                 let capacity = if prefetch { (1 + PREFETCH_PER_SLOT) * n.record.slots } else { n.record.slots };
-                (capacity.saturating_sub(n.slots_used), n.record.id.clone())
+                ((capacity.saturating_sub(n.slots_used), n.record.id.clone()), n.record.slots)
             })
-            .filter(|(free, _)| *free > 0)
-            .collect();
+            .filter(|((free, _), _)| *free > 0)
+            .unzip();
         if free.is_empty() {
+            // Nothing can start; a hold stays as it was until something frees.
+            if !prefetch {
+                let kept = hold.clone();
+                if let Some(pool) = self.pools.get_mut(name) {
+                    pool.gang = kept;
+                }
+            }
             return 0;
         }
+        // Whether work of a higher priority than `job` waits for nodes: then a
+        // multi-node task of `job` does not hold any.
+        let mut waiting_above: Option<i32> = None;
         let jobs: Vec<JobId> = pool.jobs.iter().map(|(_, id)| *id).collect();
         let started_at_ms = self.wall_ms(now);
         let short = self.config.prefetch_below.as_millis() as u64;
         let default_max_output = self.config.max_output;
         let mut assigned = 0;
+        // Once no slot is free, the walk goes on only to find a multi-node task
+        // that should hold nodes (none does below the priority of work waiting).
+        let mut exhausted = false;
         for job_id in jobs {
             let Some(job) = self.jobs.get_mut(&job_id) else { continue };
             if job.held(started_at_ms) {
@@ -70,6 +91,17 @@ impl Core {
             if prefetch && !job.ready.is_empty() && !job.runs.is_short(short) {
                 break;
             }
+            let priority = job.spec.priority;
+            if exhausted {
+                if waiting_above.is_some_and(|p| p > priority) {
+                    break;
+                }
+                let Some(&first) = job.ready.first() else { continue };
+                if !job.spec.task_spec(first).is_multi_node() {
+                    waiting_above.get_or_insert(priority);
+                    continue;
+                }
+            }
             let max_output = job.spec.max_output_or(default_max_output);
             let concurrency_key = job.spec.policy.concurrency_key.clone();
             let mut room = room(job, &self.keyed);
@@ -77,14 +109,83 @@ impl Core {
                 if room == 0 {
                     break;
                 }
-                let need = job.spec.task_spec(index).slots;
-                let want = &job.spec.task_spec(index).resources;
-                let nodes = &self.nodes;
-                // Most tasks ask for no resources: no node lookup for them.
-                let fits = |id: &NodeId| want.is_empty() || nodes.get(id).is_some_and(|n| n.fits(want));
-                let Some(slot) = pick(&free, need, fill, fits) else { break };
+                let task_spec = job.spec.task_spec(index);
+                let need = task_spec.slots;
+                let want = &task_spec.resources;
+                // Where it goes: a slot, or for a multi-node task, rank 0's node
+                // and the others'.
+                let (slot, members) = if task_spec.is_multi_node() {
+                    if prefetch {
+                        break;
+                    }
+                    let key = TaskKey { job: job_id, index };
+                    // Its own held nodes are its; another's are not.
+                    let others = hold.as_ref().filter(|h| h.task != key && h.priority >= priority);
+                    match gangs::whole_nodes(&free, &whole, task_spec.nodes, others) {
+                        Some(places) => {
+                            if hold.as_ref().is_some_and(|h| h.task == key) {
+                                hold = None;
+                            }
+                            (places[0], places[1..].to_vec())
+                        }
+                        None => {
+                            // It holds unless work of a higher priority waits for
+                            // nodes, or another gang of its priority or more holds.
+                            let may_hold = waiting_above.is_none_or(|p| p <= priority)
+                                && hold.as_ref().is_none_or(|h| h.task == key || h.priority < priority);
+                            if !may_hold && hold.as_ref().is_some_and(|h| h.task == key) {
+                                hold = None;
+                            }
+                            if may_hold {
+                                let usable: Vec<NodeId> = self.pools[name]
+                                    .nodes
+                                    .iter()
+                                    .filter(|id| {
+                                        self.nodes
+                                            .get(*id)
+                                            .is_some_and(|n| n.status() == NodeStatus::Up && n.connected && n.usable)
+                                    })
+                                    .cloned()
+                                    .collect();
+                                let wants = task_spec.nodes;
+                                let chosen =
+                                    gangs::choose(&self.nodes, &self.running, &usable, key, wants, started_at_ms);
+                                hold = Some(gangs::Hold { priority, ..chosen });
+                            }
+                            waiting_above.get_or_insert(priority);
+                            break;
+                        }
+                    }
+                } else {
+                    let nodes = &self.nodes;
+                    // Work of a higher priority than the holder's is not held back.
+                    let held = hold.as_ref().filter(|h| h.priority >= priority);
+                    // Most tasks ask for no resources: no node lookup for them.
+                    let fits = |id: &NodeId| want.is_empty() || nodes.get(id).is_some_and(|n| n.fits(want));
+                    let open = |id: &NodeId| held.is_none_or(|h| !h.holds(id)) && fits(id);
+                    let placed = pick(&free, need, fill, open).or_else(|| {
+                        // Backfill: a held node, for a task that ends before the gang starts.
+                        let backfills = held.is_some_and(|h| h.lets_backfill(task_spec.timeout, started_at_ms));
+                        let on_held = |id: &NodeId| held.is_some_and(|h| h.holds(id)) && fits(id);
+                        backfills.then(|| pick(&free, need, fill, on_held)).flatten()
+                    });
+                    match placed {
+                        Some(slot) => (slot, Vec::new()),
+                        None => {
+                            waiting_above.get_or_insert(priority);
+                            break;
+                        }
+                    }
+                };
                 let node = free[slot].1.clone();
-                free[slot].0 -= need;
+                let members: Vec<NodeId> = members
+                    .into_iter()
+                    .map(|m| {
+                        free[m].0 = 0;
+                        free[m].1.clone()
+                    })
+                    .collect();
+                free[slot].0 -= if members.is_empty() { need } else { free[slot].0 };
                 let (gpus, gpu_env) = match self.nodes.get(&node) {
                     Some(n) if n.gpus() > 0 => {
                         let gpus = gpus_for(n, want);
@@ -118,12 +219,14 @@ impl Core {
                         .map(|path| (path, corral_types::paths::task_checkpoint(job_id, &name))),
                     checkpoint_interval: spec.checkpoint_interval,
                     sent_ahead: prefetch,
+                    gang: None,
                 };
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };
                 let mut assignment = assignment(attempt);
                 assignment.env.extend(gpu_env);
                 let resources = spec.resources.clone();
+                let timeout_ms = spec.timeout.map(|t| t.as_millis() as u64);
                 // A queued task is ready, and ready may become running.
                 if !transitions::expected(job.move_task(index, TaskState::Running)) {
                     continue;
@@ -142,13 +245,39 @@ impl Core {
                 let start = StoreOp::StartAttempt {
                     attempt,
                     node: node.clone(),
+                    members: members.clone(),
                     started_at_ms,
                     queued_at_ms,
                     gpus: gpus.clone(),
                 };
                 out.store.push(start);
-                out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
-                let run = RunningAttempt { node, attempt: attempt.attempt, started_at_ms, gpus, queued: prefetch };
+                if members.is_empty() {
+                    out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
+                } else {
+                    let ranks: Vec<&NodeId> = std::iter::once(&node).chain(&members).collect();
+                    let place = |rank: usize| gangs::Place {
+                        rank: rank as u32,
+                        nodes: ranks.iter().map(|id| (*id).clone()).collect(),
+                        hosts: ranks
+                            .iter()
+                            .map(|id| self.nodes.get(*id).map_or_else(String::new, |n| n.record.hostname.clone()))
+                            .collect(),
+                        slots: ranks.iter().map(|id| self.nodes.get(*id).map_or(0, |n| n.record.slots)).collect(),
+                    };
+                    for (rank, id) in ranks.iter().enumerate() {
+                        let a = Assignment { gang: Some(place(rank)), ..assignment.clone() };
+                        out.agents.push(((*id).clone(), ToAgent::Assign(Box::new(a))));
+                    }
+                }
+                let run = RunningAttempt {
+                    node,
+                    members,
+                    attempt: attempt.attempt,
+                    started_at_ms,
+                    timeout_ms,
+                    gpus,
+                    queued: prefetch,
+                };
                 job.counts.assigned += u32::from(prefetch);
                 let occupied = transitions::Need {
                     slots: need,
@@ -160,7 +289,15 @@ impl Core {
                 assigned += 1;
             }
             if free.iter().all(|(slots, _)| *slots == 0) {
-                break;
+                if prefetch || hold.is_some() {
+                    break;
+                }
+                exhausted = true;
+            }
+        }
+        if !prefetch {
+            if let Some(pool) = self.pools.get_mut(name) {
+                pool.gang = hold;
             }
         }
         assigned

@@ -141,6 +141,11 @@ impl Env {
 
     /// Runs the scheduler; returns the assignments in order.
     pub fn schedule(&mut self) -> Vec<(NodeId, AttemptRef)> {
+        self.assignments().into_iter().map(|(n, a)| (n, a.attempt)).collect()
+    }
+
+    /// Runs the scheduler; returns the assignments whole, in order.
+    pub fn assignments(&mut self) -> Vec<(NodeId, Box<Assignment>)> {
         let mut out = Outbox::default();
         self.core.schedule(self.now, &mut out);
         self.check();
@@ -148,7 +153,7 @@ impl Env {
         out.agents
             .into_iter()
             .filter_map(|(n, m)| match m {
-                ToAgent::Assign(a) => Some((n, a.attempt)),
+                ToAgent::Assign(a) => Some((n, a)),
                 _ => None,
             })
             .collect()
@@ -235,17 +240,7 @@ pub fn asking(tasks: u32, resources: &[(&str, u64)]) -> JobSpec {
 
 /// Runs the scheduler; returns each assignment's node and env.
 pub fn assign(env: &mut Env) -> Vec<(NodeId, AttemptRef, BTreeMap<String, String>)> {
-    let mut out = Outbox::default();
-    env.core.schedule(env.now, &mut out);
-    env.check();
-    env.out.store.append(&mut out.store);
-    out.agents
-        .into_iter()
-        .filter_map(|(n, m)| match m {
-            ToAgent::Assign(a) => Some((n, a.attempt, a.env)),
-            _ => None,
-        })
-        .collect()
+    env.assignments().into_iter().map(|(n, a)| (n, a.attempt, a.env)).collect()
 }
 
 pub fn trigger(name: &str, prefix: &str, glob: Option<&str>, poll: bool) -> TriggerSpec {

@@ -120,17 +120,23 @@ pub(super) fn occupy(
     run: RunningAttempt,
     need: Need<'_>,
 ) {
-    if let Some(node) = nodes.get_mut(&run.node) {
+    // A multi-node task holds each of its nodes whole.
+    let whole = !run.members.is_empty();
+    for (rank, id) in run.places().enumerate() {
+        let Some(node) = nodes.get_mut(id) else { continue };
         node.running.insert(key);
-        node.slots_used += need.slots;
+        let slots = if whole { node.record.slots } else { need.slots };
+        node.slots_used += slots;
         if run.queued {
-            node.queued_slots += need.slots;
+            node.queued_slots += slots;
             node.queued += 1;
         }
-        for (name, amount) in need.resources {
-            *node.resources_used.entry(name.clone()).or_default() += amount;
+        if rank == 0 {
+            for (name, amount) in need.resources {
+                *node.resources_used.entry(name.clone()).or_default() += amount;
+            }
+            node.gpus_taken.extend(run.gpus.iter().copied());
         }
-        node.gpus_taken.extend(run.gpus.iter().copied());
     }
     if let Some(k) = need.concurrency_key {
         *keyed.entry(k.to_string()).or_default() += 1;
@@ -153,23 +159,28 @@ impl Core {
             }
         }
         let resources = job.map(|j| &j.spec.task_spec(key.index).resources);
-        if let Some(node) = self.nodes.get_mut(&run.node) {
+        let whole = !run.members.is_empty();
+        for (rank, id) in run.places().enumerate() {
+            let Some(node) = self.nodes.get_mut(id) else { continue };
             node.running.remove(&key);
+            let slots = if whole { node.record.slots } else { slots };
             node.slots_used = node.slots_used.saturating_sub(slots);
             if run.queued {
                 node.queued_slots = node.queued_slots.saturating_sub(slots);
                 node.queued = node.queued.saturating_sub(1);
             }
-            for (name, amount) in resources.into_iter().flatten() {
-                if let Some(used) = node.resources_used.get_mut(name) {
-                    *used = used.saturating_sub(*amount);
-                    if *used == 0 {
-                        node.resources_used.remove(name);
+            if rank == 0 {
+                for (name, amount) in resources.into_iter().flatten() {
+                    if let Some(used) = node.resources_used.get_mut(name) {
+                        *used = used.saturating_sub(*amount);
+                        if *used == 0 {
+                            node.resources_used.remove(name);
+                        }
                     }
                 }
-            }
-            for gpu in &run.gpus {
-                node.gpus_taken.remove(gpu);
+                for gpu in &run.gpus {
+                    node.gpus_taken.remove(gpu);
+                }
             }
             if node.running.is_empty() {
                 node.idle_since = now;

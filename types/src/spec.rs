@@ -10,6 +10,10 @@ pub struct TaskSpec {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub slots: u32,
+    /// How many whole nodes it takes at once: 1 for a task on one node; more for
+    /// a multi-node (MPI) task, whose rank 0 runs the command.
+    #[serde(default = "one_node", skip_serializing_if = "is_one_node")]
+    pub nodes: u32,
     pub max_retries: u32,
     #[serde(with = "opt_millis")]
     pub timeout: Option<Duration>,
@@ -99,13 +103,27 @@ impl FromStr for OutputsWhen {
     }
 }
 
+fn one_node() -> u32 {
+    1
+}
+
+fn is_one_node(nodes: &u32) -> bool {
+    *nodes == 1
+}
+
 impl TaskSpec {
+    /// Whether it spans several nodes (a gang).
+    pub fn is_multi_node(&self) -> bool {
+        self.nodes > 1
+    }
+
     /// A spec that runs `argv` with one slot and nothing else set.
     pub fn command(argv: Vec<String>) -> Self {
         TaskSpec {
             argv,
             env: BTreeMap::new(),
             slots: 1,
+            nodes: 1,
             max_retries: 0,
             timeout: None,
             inputs: Vec::new(),

@@ -112,6 +112,9 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         argv: spec.argv,
         env,
         slots: spec.slots,
+        // Multi-node tasks are not offered by the API until agents run them
+        // (issue 28): every task takes one node.
+        nodes: 1,
         max_retries: spec.max_retries,
         timeout: (spec.timeout_ms > 0).then(|| duration::from_ms("timeout", spec.timeout_ms)).transpose()?,
         inputs,

@@ -255,48 +255,59 @@ impl Store {
                 StoreOp::CloseJob(job) => {
                     tx.execute("UPDATE jobs SET open = 0 WHERE id = ?1", args![job.0])?;
                 }
-                StoreOp::StartAttempt { attempt, node, started_at_ms, gpus, .. } => match plan.ended_by(i, ops) {
-                    // Started and ended in this transaction: one row, written whole.
-                    Some(StoreOp::EndAttempt {
-                        started_at_ms: ran_from,
-                        outcome,
-                        exit_code,
-                        signal,
-                        message,
-                        ended_at_ms,
-                        order,
-                        ..
-                    }) => {
-                        tx.execute(
-                            &PUT_ENDED_ATTEMPT,
-                            args![
-                                attempt.task.job.0,
-                                attempt.task.index,
-                                attempt.attempt,
-                                node.0,
-                                ran_from.unwrap_or(*started_at_ms),
-                                ended_at_ms,
-                                outcome.as_str(),
-                                exit_code,
-                                signal,
-                                message,
-                                order.as_ref().map(Runs::to_text)
-                            ],
-                        )?;
+                StoreOp::StartAttempt { attempt, node, members, started_at_ms, gpus, .. } => {
+                    match plan.ended_by(i, ops) {
+                        // Started and ended in this transaction: one row, written whole.
+                        Some(StoreOp::EndAttempt {
+                            started_at_ms: ran_from,
+                            outcome,
+                            exit_code,
+                            signal,
+                            message,
+                            ended_at_ms,
+                            order,
+                            ..
+                        }) => {
+                            tx.execute(
+                                &PUT_ENDED_ATTEMPT,
+                                args![
+                                    attempt.task.job.0,
+                                    attempt.task.index,
+                                    attempt.attempt,
+                                    node.0,
+                                    ran_from.unwrap_or(*started_at_ms),
+                                    ended_at_ms,
+                                    outcome.as_str(),
+                                    exit_code,
+                                    signal,
+                                    message,
+                                    order.as_ref().map(Runs::to_text),
+                                    members_text(members)?
+                                ],
+                            )?;
+                        }
+                        _ => {
+                            // The devices are kept only while it runs: a restart gives them
+                            // back to the same attempt.
+                            let gpus = match gpus.is_empty() {
+                                true => None,
+                                false => Some(serde_json::to_string(gpus).map_err(|e| corrupt(e.to_string()))?),
+                            };
+                            tx.execute(
+                                &PUT_STARTED_ATTEMPT,
+                                args![
+                                    attempt.task.job.0,
+                                    attempt.task.index,
+                                    attempt.attempt,
+                                    node.0,
+                                    started_at_ms,
+                                    gpus,
+                                    members_text(members)?
+                                ],
+                            )?;
+                        }
                     }
-                    _ => {
-                        // The devices are kept only while it runs: a restart gives them
-                        // back to the same attempt.
-                        let gpus = match gpus.is_empty() {
-                            true => None,
-                            false => Some(serde_json::to_string(gpus).map_err(|e| corrupt(e.to_string()))?),
-                        };
-                        tx.execute(
-                            &PUT_STARTED_ATTEMPT,
-                            args![attempt.task.job.0, attempt.task.index, attempt.attempt, node.0, started_at_ms, gpus],
-                        )?;
-                    }
-                },
+                }
                 StoreOp::EndAttempt { .. } if plan.superseded[i] => {}
                 StoreOp::EndAttempt {
                     attempt,
@@ -421,6 +432,15 @@ static PUT_TASK: LazyLock<String> = LazyLock::new(|| {
         &[],
     )
 });
+/// A multi-node attempt's other nodes as stored (`None`: it ran on one node).
+fn members_text(members: &[NodeId]) -> Result<Option<String>> {
+    if members.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<&str> = members.iter().map(|n| n.0.as_str()).collect();
+    serde_json::to_string(&ids).map(Some).map_err(|e| corrupt(e.to_string()))
+}
+
 static PUT_ENDED_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
     let columns = [
         "job_id",
@@ -434,13 +454,14 @@ static PUT_ENDED_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
         "signal",
         "message",
         "output_order",
+        "members",
     ];
     upsert("attempts", &columns, &["job_id", "idx", "attempt"], &["gpus"])
 });
 static PUT_STARTED_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
     upsert(
         "attempts",
-        &["job_id", "idx", "attempt", "node_id", "started_at_ms", "gpus"],
+        &["job_id", "idx", "attempt", "node_id", "started_at_ms", "gpus", "members"],
         &["job_id", "idx", "attempt"],
         &["ended_at_ms", "outcome", "exit_code", "signal", "message", "output_order"],
     )

@@ -68,7 +68,7 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
         });
     }
     let rows = sql.rows(
-        "SELECT job_id, idx, attempt, node_id, started_at_ms, gpus FROM attempts WHERE ended_at_ms IS NULL ORDER BY job_id, idx, attempt",
+        "SELECT job_id, idx, attempt, node_id, started_at_ms, gpus, members FROM attempts WHERE ended_at_ms IS NULL ORDER BY job_id, idx, attempt",
         args![],
         |r| {
             Ok((
@@ -78,17 +78,28 @@ fn state(sql: &mut dyn Sql) -> Result<Snapshot> {
                 r.get::<String>(3)?,
                 r.get::<u64>(4)?,
                 r.get::<Option<String>>(5)?,
+                r.get::<Option<String>>(6)?,
             ))
         },
     )?;
     for row in rows {
-        let (job, index, attempt, node, started, gpus) = row;
+        let (job, index, attempt, node, started, gpus, members) = row;
         let gpus: Vec<u32> = match gpus {
             Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
             None => Vec::new(),
         };
+        let members: Vec<String> = match members {
+            Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+            None => Vec::new(),
+        };
         let attempt = AttemptRef { task: TaskKey { job: JobId(job), index }, attempt };
-        snap.open_attempts.push(crate::core::OpenAttempt { attempt, node: NodeId(node), started_at_ms: started, gpus });
+        snap.open_attempts.push(crate::core::OpenAttempt {
+            attempt,
+            node: NodeId(node),
+            members: members.into_iter().map(NodeId).collect(),
+            started_at_ms: started,
+            gpus,
+        });
     }
     snap.schedules = super::schedules::load(sql)?;
     snap.templates = super::templates::load_templates(sql)?;

@@ -196,7 +196,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 
 /// The migrations, in order: migration N takes a store from version N-1 to N.
 const MIGRATIONS: &[fn(&Connection) -> rusqlite::Result<()>] =
-    &[create_or_upgrade, sessions, array_runs, job_template, output_order];
+    &[create_or_upgrade, sessions, array_runs, job_template, output_order, gang_members];
 
 /// Migration 2: dashboard sign-ins, by the hash of their cookie's value, so that one
 /// outlives a restart (and, on PostgreSQL, a failover); each dies with its token.
@@ -223,6 +223,12 @@ fn job_template(conn: &Connection) -> rusqlite::Result<()> {
 /// order was not recorded), for `task logs --both`.
 fn output_order(conn: &Connection) -> rusqlite::Result<()> {
     add_column(conn, "attempts", "output_order", "TEXT")
+}
+
+/// Migration 6: a multi-node attempt's other nodes, rank 1 onwards (a JSON list;
+/// `NULL`: it ran on one node).
+fn gang_members(conn: &Connection) -> rusqlite::Result<()> {
+    add_column(conn, "attempts", "members", "TEXT")
 }
 
 /// The schema version this build writes (as many as there are migrations). A store

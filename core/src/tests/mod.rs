@@ -9,6 +9,7 @@ use crate::testing::*;
 
 mod credentials;
 mod explain;
+mod gangs;
 mod graphs;
 mod jobs;
 mod nodes;

@@ -255,6 +255,7 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             argv: task.command.clone(),
             env: task.env.clone(),
             slots: task.slots,
+            nodes: 1,
             max_retries: task.max_retries,
             timeout,
             inputs,

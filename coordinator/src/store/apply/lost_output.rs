@@ -32,6 +32,7 @@ fn output_that_could_not_be_written_is_said_on_the_attempt_and_marked_in_its_log
     let start = |index: u32| StoreOp::StartAttempt {
         attempt: attempt(index),
         node: NodeId("n-1".into()),
+        members: vec![],
         started_at_ms: 10,
         queued_at_ms: 5,
         gpus: vec![],

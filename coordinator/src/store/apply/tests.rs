@@ -13,7 +13,14 @@ fn put(index: u32, state: TaskState) -> StoreOp {
 
 fn start(index: u32) -> StoreOp {
     let attempt = AttemptRef { task: TaskKey { job: JobId(1), index }, attempt: 1 };
-    StoreOp::StartAttempt { attempt, node: NodeId("n-1".into()), started_at_ms: 10, queued_at_ms: 5, gpus: vec![] }
+    StoreOp::StartAttempt {
+        attempt,
+        node: NodeId("n-1".into()),
+        members: vec![],
+        started_at_ms: 10,
+        queued_at_ms: 5,
+        gpus: vec![],
+    }
 }
 
 fn end(index: u32) -> StoreOp {
@@ -86,4 +93,22 @@ fn the_order_of_an_attempts_output_is_kept_whether_it_ended_in_the_transaction_t
     assert_eq!(reader.output_order(at(0)).unwrap(), Some(order.clone()));
     assert_eq!(reader.output_order(at(1)).unwrap(), Some(order));
     assert_eq!(reader.output_order(at(2)).unwrap(), None, "no order recorded, or no such attempt");
+}
+
+#[test]
+fn a_multi_node_attempts_other_nodes_are_stored_and_loaded_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let members = vec![NodeId("n-2".into()), NodeId("n-3".into())];
+    let gang = match start(0) {
+        StoreOp::StartAttempt { attempt, node, started_at_ms, queued_at_ms, gpus, .. } => {
+            StoreOp::StartAttempt { attempt, node, members: members.clone(), started_at_ms, queued_at_ms, gpus }
+        }
+        other => other,
+    };
+    store.apply(&[put(0, TaskState::Running), gang, put(1, TaskState::Running), start(1)]).unwrap();
+    let (snapshot, ..) = Store::load_again(dir.path()).unwrap();
+    let open: Vec<(u32, Vec<NodeId>)> =
+        snapshot.open_attempts.iter().map(|a| (a.attempt.task.index, a.members.clone())).collect();
+    assert_eq!(open, [(0, members), (1, vec![])]);
 }

@@ -322,8 +322,13 @@ const V10: &str = "
 ALTER TABLE attempts ADD COLUMN output_order TEXT;
 ";
 
+/// Migration 11: a multi-node attempt's other nodes (SQLite's migration 6).
+const V11: &str = "
+ALTER TABLE attempts ADD COLUMN members TEXT;
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
