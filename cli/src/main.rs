@@ -115,6 +115,10 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    // `corral agent`'s multi-node launcher is this binary under another name.
+    if let Some(code) = corral_agent::rsh::as_launcher() {
+        return code;
+    }
     let cli = Cli::parse();
     let is_agent = matches!(cli.command, Command::Agent(_));
     if !matches!(cli.command, Command::Agent(_) | Command::Up(_) | Command::Demo(_)) {

@@ -167,6 +167,29 @@ impl Core {
                 }
                 None => {}
             }
+            // MPI notices a member's death (its daemon's connection drops) about
+            // as soon as the coordinator does: a primary that fails while a
+            // member's agent is gone, or goes within a heartbeat timeout, ended
+            // by the node's loss, not by its own fault.
+            let gang_failed =
+                run.is_some_and(|r| !r.members.is_empty()) && rank.is_none() && result.outcome.counts_against_retries();
+            if gang_failed {
+                let gone = run
+                    .and_then(|r| r.members.iter().find(|m| !self.nodes.get(*m).is_some_and(|n| n.connected)).cloned());
+                if let Some(gone) = gone {
+                    self.gang_failures.remove(&attempt.task);
+                    let why = format!("node {gone} of this multi-node task went away while it ran; {}", result.message);
+                    self.end_attempt_lost(now, attempt.task, &why, true, out);
+                    continue;
+                }
+                let due = self.gang_failures.get(&attempt.task).is_some_and(|(at, _, _)| *at <= now);
+                if !due {
+                    let at = now + self.config.heartbeat_timeout;
+                    self.gang_failures.insert(attempt.task, (at, node.clone(), result));
+                    continue;
+                }
+                self.gang_failures.remove(&attempt.task);
+            }
             let Some(run) = self.take_running(now, attempt.task) else { continue };
             // Every other rank of a multi-node task stops with it.
             for other in run.places().filter(|n| *n != node) {
@@ -535,5 +558,24 @@ pub fn default_name(argv: &[String]) -> String {
         }
         [program, ..] => base(program),
         [] => String::new(),
+    }
+}
+
+impl Core {
+    /// Decides the multi-node failures whose wait is over ([`Core::gang_failures`]):
+    /// as the task's own failure, or as a loss if a member's node went away.
+    pub(super) fn settle_gang_failures(&mut self, now: Instant, out: &mut Outbox) {
+        let due: Vec<TaskKey> =
+            self.gang_failures.iter().filter(|(_, (at, _, _))| *at <= now).map(|(key, _)| *key).collect();
+        for key in due {
+            let Some((_, node, result)) = self.gang_failures.get(&key).cloned() else { continue };
+            let current = self.running.get(&key).is_some_and(|r| r.attempt == result.attempt.attempt);
+            if !current {
+                // Ended meanwhile (a member's node was lost, the job cancelled).
+                self.gang_failures.remove(&key);
+                continue;
+            }
+            self.on_task_results(now, &node, vec![result], out);
+        }
     }
 }

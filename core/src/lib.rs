@@ -188,6 +188,9 @@ pub struct Node {
     pub idle_since: Instant,
     /// False while its pool's start task runs on it: no work until it succeeds.
     pub usable: bool,
+    /// The address its agent connects from (empty until it does): where a
+    /// multi-node task tells its ranks the node is.
+    pub address: String,
 }
 
 impl Node {
@@ -415,6 +418,10 @@ pub struct Core {
     pub ended_on: EndedOn,
     /// The idempotency keys of the last day.
     pub keys: keys::Keys,
+    /// Multi-node tasks whose primary failed, waiting a heartbeat timeout to see
+    /// whether a member's node went away (then the loss ended it, not the task):
+    /// when to decide, the primary's node, and its result.
+    pub gang_failures: BTreeMap<TaskKey, (Instant, NodeId, TaskResult)>,
     pub schedules: BTreeMap<ScheduleName, schedules::Schedule>,
     pub templates: BTreeMap<TemplateName, templates::Template>,
     pub triggers: BTreeMap<TriggerName, triggers::Trigger>,
@@ -466,6 +473,7 @@ impl Core {
             delayed: BTreeSet::new(),
             ended_on: EndedOn::default(),
             keys: keys::Keys::default(),
+            gang_failures: BTreeMap::new(),
             schedules: BTreeMap::new(),
             templates: BTreeMap::new(),
             triggers: BTreeMap::new(),
@@ -542,6 +550,7 @@ fn new_node(record: NodeRecord, now: Instant) -> Node {
         usage: Default::default(),
         idle_since: now,
         usable: true,
+        address: String::new(),
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Held {
     pub running: Vec<AttemptRef>,
     pub queued: Vec<AttemptRef>,
     pub finished: Vec<TaskResult>,
+    /// The address its agent connects from, as the coordinator sees it.
+    pub address: Option<String>,
 }
 
 impl Core {
@@ -99,7 +101,7 @@ impl Core {
         start_task_running: bool,
         out: &mut Outbox,
     ) -> Result<(), MustReregister> {
-        let Held { running, queued, finished } = held;
+        let Held { running, queued, finished, address } = held;
         let node = match self.nodes.get_mut(id) {
             Some(node) if matches!(node.status(), NodeStatus::Up | NodeStatus::Draining) => node,
             Some(node) => {
@@ -109,6 +111,9 @@ impl Core {
         };
         node.connected = true;
         node.last_seen = now;
+        if let Some(address) = address {
+            node.address = address;
+        }
         node.usable = !start_task_running;
         self.on_task_results(now, id, finished, out);
         let reported: BTreeSet<TaskKey> = running.iter().map(|a| a.task).collect();
@@ -300,6 +305,7 @@ impl Core {
     /// now idle are removed, and local pools are brought to their size.
     pub fn on_tick(&mut self, now: Instant, out: &mut Outbox) {
         self.expire_keys(now, out);
+        self.settle_gang_failures(now, out);
         self.apply_retention(now, out);
         self.fire_schedules(now, out);
         let timeout = self.config.heartbeat_timeout;

@@ -260,12 +260,14 @@ impl Core {
                         nodes: ranks.iter().map(|id| (*id).clone()).collect(),
                         hosts: ranks
                             .iter()
-                            .map(|id| self.nodes.get(*id).map_or_else(String::new, |n| n.record.hostname.clone()))
+                            .map(|id| self.nodes.get(*id).map_or_else(String::new, Node::host))
                             .collect(),
                         slots: ranks.iter().map(|id| self.nodes.get(*id).map_or(0, |n| n.record.slots)).collect(),
                     };
                     for (rank, id) in ranks.iter().enumerate() {
-                        let a = Assignment { gang: Some(place(rank)), ..assignment.clone() };
+                        // Each rank holds its node whole.
+                        let slots = self.nodes.get(*id).map_or(need, |n| n.record.slots);
+                        let a = Assignment { gang: Some(place(rank)), slots, ..assignment.clone() };
                         out.agents.push(((*id).clone(), ToAgent::Assign(Box::new(a))));
                     }
                 }
@@ -301,6 +303,18 @@ impl Core {
             }
         }
         assigned
+    }
+}
+
+impl Node {
+    /// Where a multi-node task's other ranks reach it: the address its agent
+    /// connects from, else its hostname.
+    pub fn host(&self) -> String {
+        if self.address.is_empty() {
+            self.record.hostname.clone()
+        } else {
+            self.address.clone()
+        }
     }
 }
 

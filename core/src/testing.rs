@@ -190,7 +190,7 @@ impl Env {
 
 /// What an agent says it holds: attempts running (none queued), results unacked.
 pub fn held(running: Vec<AttemptRef>, finished: Vec<TaskResult>) -> Held {
-    Held { running, queued: Vec::new(), finished }
+    Held { running, queued: Vec::new(), finished, address: None }
 }
 
 /// What an agent reports for `attempt`: `outcome`, after running `ran_ms`.

@@ -53,6 +53,32 @@ pub struct Processes {
     pub warden: Arc<crate::warden::Warden>,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    pub gangs: Arc<GangTools>,
+}
+
+/// What a multi-node task's ranks use: the launcher (`corral-rsh`, a link to this
+/// agent's binary in its work dir), the binary itself (a member rank's holder),
+/// and the launch socket's server.
+#[derive(Debug)]
+pub struct GangTools {
+    pub exe: PathBuf,
+    pub rsh: PathBuf,
+    pub launches: Arc<crate::launches::Launches>,
+}
+
+impl GangTools {
+    pub fn start(work_dir: &std::path::Path, lane: watch::Receiver<Lane>) -> std::io::Result<GangTools> {
+        let exe = std::env::current_exe()?;
+        // Tasks run elsewhere (their own directories): the paths they get are whole.
+        let work_dir = std::path::absolute(work_dir)?;
+        let bin = work_dir.join("bin");
+        std::fs::create_dir_all(&bin)?;
+        let rsh = bin.join(crate::rsh::NAME);
+        let _ = std::fs::remove_file(&rsh);
+        std::os::unix::fs::symlink(&exe, &rsh)?;
+        let launches = crate::launches::Launches::start(work_dir.join("launch.sock"), lane)?;
+        Ok(GangTools { exe, rsh, launches })
+    }
 }
 
 impl Processes {
@@ -65,6 +91,7 @@ impl Processes {
             lane: place.lane.subscribe(),
             objects: place.objects.clone(),
             warden: self.warden.clone(),
+            gangs: Some(self.gangs.clone()),
         }
     }
 }

@@ -3,6 +3,10 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Called as `corral-rsh` (a multi-node task's launcher): that, and nothing else.
+    if let Some(code) = corral_agent::rsh::as_launcher() {
+        return code;
+    }
     let args = corral_agent::cli::AgentArgs::parse();
     corral_agent::cli::init_tracing();
     // One thread is plenty: the agent mostly waits, and cross-thread wake-ups cost

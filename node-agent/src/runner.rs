@@ -72,6 +72,8 @@ pub struct RunContext {
     pub objects: crate::objects::Client,
     /// Kills the task's process group if the agent dies first.
     pub warden: Arc<crate::warden::Warden>,
+    /// For multi-node tasks' ranks (none for the start task).
+    pub gangs: Option<Arc<crate::launch::GangTools>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -250,6 +252,12 @@ async fn run(
             return result(task, Outcome::SpawnFailed, started_at_ms, msg);
         }
     };
+    // A multi-node task's rank: its hostfile, environment and launch secret.
+    let launching = match crate::gang::setup(&mut a, dir, ctx.gangs.as_deref()) {
+        Ok(launching) => launching,
+        Err(why) => return result(task, Outcome::SpawnFailed, started_at_ms, why),
+    };
+    let gang = a.gang.clone();
     let Some((program, args)) = a.argv.split_first() else {
         return result(task, Outcome::SpawnFailed, started_at_ms, "the command is empty".into());
     };
@@ -322,6 +330,7 @@ async fn run(
             return result(task, Outcome::SpawnFailed, started_at_ms, format!("cannot set up the task's pipes: {e}"))
         }
     };
+    let rank_env = launching.as_ref().map(|_| env.clone());
     let mut cmd = tokio::process::Command::new(program);
     for var in crate::AGENT_SECRETS {
         cmd.env_remove(var);
@@ -345,6 +354,11 @@ async fn run(
     let shuffle = plumbing.start(&mut child, &ctx.objects);
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
     ctx.warden.watch(pgid);
+    let attempt = crate::attempts::attempt_of(&task);
+    if let (Some(l), Some(gang), Some(env)) = (&launching, gang, rank_env) {
+        let rank = crate::launches::Rank { token: l.token.clone(), gang, pgid, dir: dir.to_path_buf(), env };
+        l.launches.register(attempt, rank);
+    }
     let mut output = Output::new(task, files, a.max_output_bytes, ctx.lane.clone());
     output.refresh();
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
@@ -387,8 +401,18 @@ async fn run(
         }
     };
     // Whatever the task left behind in its process group goes with it, and what
-    // it wrote is taken from the pipes.
+    // it wrote is taken from the pipes; its secret launches nothing more.
+    if let Some(l) = &launching {
+        l.launches.unregister(attempt);
+    }
     signal_group(pgid, libc::SIGKILL);
+    if let Some(l) = &launching {
+        let token = l.token.clone();
+        let left = tokio::task::spawn_blocking(move || crate::gang::kill_marked(&token)).await.unwrap_or(0);
+        if left > 0 {
+            tracing::debug!(task = ?task, processes = left, "killed what the multi-node rank left outside its group");
+        }
+    }
     ctx.warden.release(pgid);
     relay.drain();
     // However it ended, its last checkpoint is kept, after any save still going;

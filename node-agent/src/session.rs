@@ -95,6 +95,8 @@ struct Agent {
     started: HashMap<AttemptRef, u64>,
     /// The current stream's output lane, which runners ship through.
     lane: watch::Sender<Lane>,
+    /// Multi-node launches to and from this node's gang ranks (none when simulated).
+    launches: Option<Arc<crate::launches::Launches>>,
     /// The pool's start task for this registration, and where it stands.
     start_task: StartTask,
     start_done: Option<oneshot::Receiver<(bool, String)>>,
@@ -118,9 +120,21 @@ pub async fn run(
     let coordinators = Coordinators::new(&config.coordinator, &config.tls)?;
     let mut sys =
         sysinfo::System::new().map_err(|e| Error::Refused(format!("cannot read this host's resources: {e}")))?;
-    let launch: Arc<dyn Launch> = match config.simulate {
-        true => Arc::new(crate::simulate::Simulated),
-        false => Arc::new(Processes { warden: Arc::new(start_warden(&config)?), kill_grace: config.kill_grace }),
+    let lane = watch::Sender::new(Lane::default());
+    let (launch, launches): (Arc<dyn Launch>, _) = match config.simulate {
+        true => (Arc::new(crate::simulate::Simulated), None),
+        false => {
+            let warden = Arc::new(start_warden(&config)?);
+            let gangs = crate::launch::GangTools::start(&config.work_dir, lane.subscribe()).map_err(|e| {
+                Error::Setup(format!("cannot set up multi-node launches in {}: {e}", config.work_dir.display()))
+            })?;
+            let launches = gangs.launches.clone();
+            (
+                Arc::new(Processes { warden, kill_grace: config.kill_grace, gangs: Arc::new(gangs) })
+                    as Arc<dyn Launch>,
+                Some(launches),
+            )
+        }
     };
     if launch.reads_host() {
         sys.refresh_cpu_usage();
@@ -154,7 +168,8 @@ pub async fn run(
         attempts: Attempts::new(slots),
         cancels: HashMap::new(),
         started: HashMap::new(),
-        lane: watch::Sender::new(Lane::default()),
+        lane,
+        launches,
         start_task: StartTask::None,
         start_done: None,
         objects,
@@ -478,6 +493,9 @@ impl Agent {
             return Some(End::Reregister);
         }
         self.attempts.on_assign(msg.assign, out);
+        if let Some(launches) = self.launches.as_ref().filter(|_| !msg.launches.is_empty()) {
+            launches.on_frames(msg.launches);
+        }
         None
     }
 

@@ -99,6 +99,25 @@ pub fn log_chunk(c: pb::LogChunk) -> Result<LogChunk, Invalid> {
     Ok(LogChunk { attempt: attempt_ref(c.task)?, stderr: c.stderr, offset: c.offset, data: c.data })
 }
 
+/// The most a launch frame carries (`corral-rsh` sends 64 KiB at a time).
+const MAX_LAUNCH_DATA: usize = 1 << 20;
+/// The longest command a launch runs.
+const MAX_LAUNCH_COMMAND: usize = 256 << 10;
+
+/// A frame of a multi-node launch, bounded.
+pub fn launch_frame(f: pb::LaunchFrame) -> Result<pb::LaunchFrame, Invalid> {
+    if f.data.len() > MAX_LAUNCH_DATA {
+        return Err(Invalid::new("launches.data", format!("a frame may carry at most {MAX_LAUNCH_DATA} bytes")));
+    }
+    if f.open.as_ref().is_some_and(|o| o.command.len() > MAX_LAUNCH_COMMAND) {
+        return Err(Invalid::new("launches.open.command", format!("is longer than {MAX_LAUNCH_COMMAND} bytes")));
+    }
+    if f.error.len() > 4096 {
+        return Err(Invalid::new("launches.error", "is longer than 4096 bytes"));
+    }
+    Ok(f)
+}
+
 pub fn attempt_to_pb(a: AttemptRef) -> pb::TaskRef {
     pb::TaskRef { job_id: a.task.job.0, index: a.task.index, attempt: a.attempt }
 }
@@ -138,5 +157,11 @@ pub fn assignment_to_pb(a: crate::core::Assignment) -> pb::Assignment {
         slots: a.slots,
         timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
         sent_ahead: a.sent_ahead,
+        gang: a.gang.map(|g| pb::Gang {
+            rank: g.rank,
+            nodes: g.nodes.into_iter().map(|n| n.0).collect(),
+            hosts: g.hosts,
+            slots: g.slots,
+        }),
     }
 }

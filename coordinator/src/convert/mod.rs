@@ -29,6 +29,8 @@ pub const MAX_LOG_CHUNK: usize = 4 << 20;
 const MAX_NAME: usize = 200;
 const MAX_ARG: usize = 128 << 10;
 const MAX_RETRIES: u32 = 1000;
+/// The most nodes one multi-node task may span.
+const MAX_NODES: u32 = 10_000;
 pub(crate) const MAX_SLOTS: u32 = 100_000;
 const MAX_LOCAL_NODES: u32 = 256;
 
@@ -112,9 +114,13 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
         argv: spec.argv,
         env,
         slots: spec.slots,
-        // Multi-node tasks are not offered by the API until agents run them
-        // (issue 28): every task takes one node.
-        nodes: 1,
+        nodes: match spec.nodes {
+            0 => 1,
+            n if n > MAX_NODES => {
+                return Err(Invalid::new("nodes", format!("a task may span at most {MAX_NODES} nodes")))
+            }
+            n => n,
+        },
         max_retries: spec.max_retries,
         timeout: (spec.timeout_ms > 0).then(|| duration::from_ms("timeout", spec.timeout_ms)).transpose()?,
         inputs,

@@ -19,12 +19,23 @@ use crate::store::FollowUp;
 #[derive(Default)]
 pub struct Streams {
     by_node: HashMap<NodeId, (u64, AgentTx)>,
+    /// Multi-node launches between the streams' nodes.
+    launches: super::launches::Launches,
     /// Streams ended by a reload of the core: what they still send counts for
     /// nothing (their agents connect again and say hello to the reloaded core).
     ended: std::collections::HashSet<u64>,
 }
 
 impl Streams {
+    /// Sends launch frames to their nodes now: they carry no state to make durable.
+    fn relay(&self, frames: Vec<(NodeId, pb::LaunchFrame)>) {
+        for (node, frame) in frames {
+            if let Some(tx) = self.get(&node) {
+                tx.send(pb::CoordinatorMessage { launches: vec![frame], ..Default::default() });
+            }
+        }
+    }
+
     /// Where `node`'s messages go, if it has a stream.
     pub fn get(&self, node: &NodeId) -> Option<&AgentTx> {
         self.by_node.get(node).map(|(_, tx)| tx)
@@ -65,7 +76,12 @@ pub fn handle(
         Input::Call(call) => then.push(call(core, now, out)),
         Input::Connected { node, conn, hello, tx } => {
             let late = hello.finished.len();
-            let held = crate::core::Held { running: hello.running, queued: hello.queued, finished: hello.finished };
+            let held = crate::core::Held {
+                running: hello.running,
+                queued: hello.queued,
+                finished: hello.finished,
+                address: hello.address,
+            };
             match core.on_hello(now, &node, held, hello.start_task_running, out) {
                 Ok(()) => {
                     // Only a stream the core accepted may write logs.
@@ -108,6 +124,12 @@ pub fn handle(
             core.on_logs(&node, update.logs, out);
             // Before the results: an attempt may start and end within one message.
             core.on_tasks_started(&node, update.started);
+            // Launches are opened before the results end an attempt, so one that
+            // ends in the same message closes nothing it opened.
+            if !update.launches.is_empty() {
+                let frames = streams.launches.route(core, &node, update.launches);
+                streams.relay(frames);
+            }
             if !update.finished.is_empty() {
                 core.on_task_results(now, &node, update.finished, out);
             }
@@ -116,6 +138,8 @@ pub fn handle(
             streams.ended.remove(&conn);
             if streams.by_node.get(&node).is_some_and(|(current, _)| *current == conn) {
                 streams.by_node.remove(&node);
+                let frames = streams.launches.forget(&node);
+                streams.relay(frames);
                 core.on_disconnected(&node);
                 tracing::info!(node_id = %node, "agent disconnected");
             }

@@ -26,6 +26,7 @@ use crate::store::FollowUp;
 
 pub mod dispatch;
 pub mod event_loop;
+pub mod launches;
 
 /// A call into the core; it returns what to do once its changes are durable.
 pub type Call = Box<dyn FnOnce(&mut Core, Instant, &mut Outbox) -> FollowUp + Send>;
@@ -114,6 +115,8 @@ pub struct Hello {
     pub queued: Vec<AttemptRef>,
     pub finished: Vec<TaskResult>,
     pub logs: Vec<LogChunk>,
+    /// The address the agent connects from (a multi-node task's `CORRAL_HOSTS`).
+    pub address: Option<String>,
 }
 
 /// One later message of an agent stream, validated.
@@ -128,6 +131,8 @@ pub struct AgentUpdate {
     pub finished: Vec<TaskResult>,
     /// The room its logs take in memory, given back once they are written.
     pub room: Option<LogRoom>,
+    /// Frames of multi-node launches, relayed at once ([`launches`]).
+    pub launches: Vec<pb::LaunchFrame>,
 }
 
 /// Memory that log chunks on their way to the store hold: of all agents' streams,

@@ -300,3 +300,48 @@ fn explain_says_what_a_gang_waits_for_and_what_its_hold_means_to_others() {
     let why = env.core.explain_task(env.now, TaskKey { job: other, index: 0 }).unwrap().join("\n");
     assert!(why.contains("2 node(s) of pool 'p' are held for the multi-node task 0 of job 2"), "{why}");
 }
+
+#[test]
+fn a_primary_that_fails_as_a_member_goes_away_ended_by_the_loss_not_by_its_own_fault() {
+    let timeout = Env::new().core.config.heartbeat_timeout;
+    // The member's agent is gone when the primary's failure comes: a loss at once.
+    let mut env = Env::with_pool(Fill::Spread);
+    nodes(&mut env, 2, 1);
+    let g = env.submit_spec(gang(2, None));
+    let got = placed(&mut env);
+    let (primary, member, attempt) = (got[0].0.clone(), got[1].0.clone(), got[0].1);
+    env.core.on_disconnected(&member);
+    env.exit(&primary, attempt, 1);
+    let task = env.task(g, 0);
+    assert_eq!((task.state, task.failures, task.node_losses), (TaskState::Ready, 0, 1));
+    // It goes a moment after the failure (MPI saw it first): a loss too, decided
+    // within a heartbeat timeout.
+    let mut env = Env::with_pool(Fill::Spread);
+    nodes(&mut env, 2, 1);
+    let g = env.submit_spec(gang(2, None));
+    let got = placed(&mut env);
+    let (primary, member, attempt) = (got[0].0.clone(), got[1].0.clone(), got[0].1);
+    env.exit(&primary, attempt, 1);
+    assert_eq!(env.task(g, 0).state, TaskState::Running, "not decided yet");
+    env.advance(ms(500));
+    env.core.on_disconnected(&member);
+    env.advance(timeout);
+    env.tick();
+    let task = env.task(g, 0);
+    assert_eq!((task.state, task.failures), (TaskState::Ready, 0), "{task:?}");
+    // Every member stays: the failure is the task's own, once the wait is over.
+    let mut env = Env::with_pool(Fill::Spread);
+    nodes(&mut env, 2, 1);
+    let g = env.submit_spec(gang(2, None));
+    let got = placed(&mut env);
+    env.exit(&got[0].0, got[0].1, 1);
+    env.advance(timeout / 2);
+    env.tick();
+    assert_eq!(env.task(g, 0).state, TaskState::Running);
+    env.take();
+    env.advance(timeout);
+    env.tick();
+    let task = env.task(g, 0);
+    assert_eq!((task.state, task.failures, task.node_losses), (TaskState::Ready, 1, 0));
+    assert_eq!(kills(&env.take()), [got[1].0.clone()], "the member is stopped");
+}

@@ -119,7 +119,7 @@ fn short_tasks_are_queued_ahead_on_nodes_and_long_ones_are_not() {
     // A reconnecting agent's hello says which still wait: the rest started meanwhile.
     let held: Vec<AttemptRef> = ahead[1..].iter().map(|(_, a)| *a).collect();
     let still: Vec<AttemptRef> = ahead[4..].iter().map(|(_, a)| *a).collect();
-    let hello = Held { running: held, queued: still.clone(), finished: Vec::new() };
+    let hello = Held { running: held, queued: still.clone(), finished: Vec::new(), address: None };
     env.core.on_hello(env.now, &n, hello, false, &mut env.out).unwrap();
     env.check();
     assert_eq!(env.core.jobs[&short].counts.assigned, still.len() as u32);

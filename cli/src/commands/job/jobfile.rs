@@ -19,6 +19,7 @@
 //!     command: [render, --frame, "{index}"]
 //!     depends_on: [prep]
 //!     slots: 1
+//!     nodes: 1                          # whole nodes at once (MPI), as --nodes
 //!     max_retries: 2
 //!     timeout: 10m
 //!     env: {QUALITY: high}
@@ -104,6 +105,9 @@ pub struct FileTask {
     pub env: BTreeMap<String, String>,
     #[serde(default = "one")]
     pub slots: u32,
+    /// Whole nodes each task takes at once (a multi-node task), as --nodes.
+    #[serde(default = "one")]
+    pub nodes: u32,
     #[serde(default)]
     pub max_retries: u32,
     /// A duration such as `30s` or `10m`.
@@ -227,6 +231,9 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
         if task.command.is_empty() {
             anyhow::bail!(at("invalid command: it is empty".into()));
         }
+        if task.nodes == 0 {
+            anyhow::bail!(at("invalid nodes: must be at least 1".into()));
+        }
         let outputs_when = match &task.outputs_when {
             Some(w) => w.parse().map_err(|e: String| anyhow::anyhow!(at(format!("invalid outputs_when: {e}"))))?,
             None => OutputsWhen::Success,
@@ -255,7 +262,7 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             argv: task.command.clone(),
             env: task.env.clone(),
             slots: task.slots,
-            nodes: 1,
+            nodes: task.nodes,
             max_retries: task.max_retries,
             timeout,
             inputs,
@@ -305,6 +312,7 @@ fn to_pb(g: TaskGroup) -> pb::TaskGroup {
             argv: g.spec.argv,
             env: g.spec.env.into_iter().collect(),
             slots: g.spec.slots,
+            nodes: g.spec.nodes,
             max_retries: g.spec.max_retries,
             timeout_ms: g.spec.timeout.map_or(0, corral_types::duration::ms),
             inputs: g.spec.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),

@@ -17,6 +17,11 @@ pub struct SpecArgs {
     /// Slots each task needs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Task")]
     pub slots: u32,
+    /// Whole nodes each task takes at once, all or none (a multi-node task, for
+    /// MPI): rank 0 runs the command with $CORRAL_HOSTFILE, $CORRAL_HOSTS,
+    /// $CORRAL_NODE_RANK and $CORRAL_NUM_NODES; the other nodes are held for it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Task")]
+    pub nodes: u32,
     /// Environment for each task, K=V (repeatable).
     #[arg(long = "env", value_parser = parse_env, help_heading = "Task")]
     pub env: Vec<(String, String)>,
@@ -79,6 +84,7 @@ impl SpecArgs {
             argv,
             env: self.env.iter().cloned().collect(),
             slots: self.slots,
+            nodes: self.nodes,
             max_retries: self.max_retries,
             timeout_ms: self.timeout.map_or(0, corral_types::duration::ms),
             inputs: self

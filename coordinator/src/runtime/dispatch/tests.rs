@@ -26,6 +26,7 @@ fn hello() -> Hello {
         queued: vec![],
         finished: vec![],
         logs: vec![],
+        address: None,
     }
 }
 

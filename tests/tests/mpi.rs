@@ -1,0 +1,199 @@
+//! Multi-node tasks end to end: OpenMPI's `mpirun` across real agents, launched
+//! through the agents (never ssh); the launcher's refusals; and a member agent
+//! SIGKILLed mid-run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use corral_tests::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Each rank adds its rank + 1; each prints its node (CORRAL_NODE_ID, from the
+/// agent that started its daemon) and the sum. On the first attempt, with
+/// SLEEP set, every rank then waits a minute.
+const PROGRAM: &str = r#"
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    long mine = rank + 1, sum = 0;
+    MPI_Allreduce(&mine, &sum, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+    const char *node = getenv("CORRAL_NODE_ID");
+    printf("rank %d of %d on %s sum %ld\n", rank, size, node ? node : "?", sum);
+    fflush(stdout);
+    const char *attempt = getenv("CORRAL_ATTEMPT");
+    if (getenv("SLEEP") && attempt && strcmp(attempt, "1") == 0) {
+        sleep(60);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Finalize();
+    return 0;
+}
+"#;
+
+/// The program, compiled with `mpicc` into `dir`.
+fn compile(dir: &Path) -> PathBuf {
+    std::fs::write(dir.join("ranks.c"), PROGRAM).expect("write the program");
+    let exe = dir.join("ranks");
+    let out = Command::new("mpicc").arg("-o").arg(&exe).arg(dir.join("ranks.c")).output().expect("run mpicc");
+    assert!(out.status.success(), "mpicc: {}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+/// An `ssh` that only leaves a mark: first on the tasks' PATH, it shows whether
+/// anything tried ssh.
+fn fake_ssh(dir: &Path) -> (String, PathBuf) {
+    let bin = dir.join("fakebin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let marker = dir.join("ssh-was-called");
+    let script = format!("#!/bin/sh\necho \"$@\" >> {}\nexit 255\n", marker.display());
+    let ssh = bin.join("ssh");
+    std::fs::write(&ssh, script).expect("write ssh");
+    let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&ssh, executable).expect("chmod ssh");
+    let path = format!("PATH={}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    (path, marker)
+}
+
+/// What every MPI job here needs in its environment (root in CI; TCP between
+/// ranks, as agents on one host share its shared memory and hostname).
+const MPI_ENV: [&str; 6] = [
+    "--env",
+    "OMPI_ALLOW_RUN_AS_ROOT=1",
+    "--env",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+    "--env",
+    "OMPI_MCA_btl=tcp,self",
+];
+
+/// The processes running `exe` itself (not those that name it, like mpirun).
+fn running(exe: &Path) -> Vec<u32> {
+    let out = Command::new("pgrep").arg("-x").arg("ranks").output().expect("pgrep");
+    let pids = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<u32>>();
+    pids.into_iter().filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)).collect()
+}
+
+#[test]
+fn mpirun_across_three_agents_runs_each_rank_on_its_own_node_without_ssh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = compile(dir.path());
+    let (path, marker) = fake_ssh(dir.path());
+    let mut c = Cluster::start(&[]);
+    c.static_pool("mpi", 3, 2);
+    let mut args = vec!["--pool", "mpi", "--nodes", "3", "--timeout", "2m", "--env", &path];
+    args.extend(MPI_ENV);
+    let exe_s = exe.display().to_string();
+    let job = c.submit(&args, &["mpirun", "-np", "6", &exe_s]);
+    let done = c.wait_job(job, 2 * MINUTE);
+    let out = c.logs(job, 0, false);
+    assert_eq!(done["state"], "completed", "{done}\n{:?}\n{out}\n{}", c.attempts(job), c.logs(job, 0, true));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert!(lines.iter().all(|l| l.ends_with("sum 21")), "every rank has the whole sum: {out}");
+    let mut per_node = std::collections::BTreeMap::new();
+    for line in &lines {
+        let node = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("?");
+        *per_node.entry(node.to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(per_node.len(), 3, "ranks on three nodes: {per_node:?}");
+    assert!(per_node.values().all(|n| *n == 2), "two ranks a node (slots=2): {per_node:?}");
+    assert!(!marker.exists(), "something tried ssh: {:?}", std::fs::read_to_string(&marker));
+    // The gang let go of its nodes, and left nothing running.
+    c.wait_nodes("mpi", "idle", 3);
+    wait_until(Duration::from_secs(10), "no rank left", || running(&exe).is_empty());
+}
+
+#[test]
+fn the_launcher_refuses_a_host_outside_the_attempt_a_stranger_and_a_finished_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(&[]);
+    c.static_pool("mpi", 2, 1);
+    let saved = dir.path().join("launch.env");
+    let script = format!(
+        r#"rsh=$OMPI_MCA_plm_rsh_agent
+member=$(echo "$CORRAL_NODES" | cut -d, -f2)
+$rsh "$member" 'echo "on $CORRAL_NODE_ID rank $CORRAL_NODE_RANK"; exit 3'; echo "member exit $?"
+echo hello | $rsh "$member" cat; echo "stdin exit $?"
+$rsh n-999 true; echo "outside exit $?"
+CORRAL_LAUNCH_TOKEN=0123 $rsh "$member" true; echo "stranger exit $?"
+echo "$rsh $member $CORRAL_LAUNCH_SOCKET $CORRAL_LAUNCH_TOKEN" > {}
+"#,
+        saved.display()
+    );
+    let job = c.submit(&["--pool", "mpi", "--nodes", "2"], &["sh", "-c", &script]);
+    let done = c.wait_job(job, MINUTE);
+    let (out, err) = (c.logs(job, 0, false), c.logs(job, 0, true));
+    assert_eq!(done["state"], "completed", "{done}\n{out}\n{err}");
+    let member = c.json(&["node", "list", "--pool", "mpi"]);
+    let rank0 = c.attempts(job)[0].1[0]["node_id"].as_str().unwrap_or_default().to_string();
+    let other = member
+        .as_array()
+        .and_then(|n| n.iter().find_map(|n| n["id"].as_str().filter(|id| *id != rank0)))
+        .unwrap_or_default()
+        .to_string();
+    assert!(out.contains(&format!("on {other} rank 1\nmember exit 3\n")), "{out}\n{err}");
+    assert!(out.contains("hello\nstdin exit 0\n"), "{out}\n{err}");
+    assert!(out.contains("outside exit 255") && err.contains("'n-999' is not a node of this attempt"), "{err}");
+    assert!(out.contains("stranger exit 255") && err.contains("belongs to no multi-node attempt"), "{err}");
+    // The attempt is over: its secret opens nothing.
+    let saved = std::fs::read_to_string(&saved).expect("the launch details");
+    let words: Vec<&str> = saved.split_whitespace().collect();
+    let after = Command::new(words[0])
+        .args([words[1], "true"])
+        .env("CORRAL_LAUNCH_SOCKET", words[2])
+        .env("CORRAL_LAUNCH_TOKEN", words[3])
+        .output()
+        .expect("run the launcher");
+    let said = String::from_utf8_lossy(&after.stderr);
+    assert_eq!(after.status.code(), Some(255), "{said}");
+    assert!(said.contains("belongs to no multi-node attempt"), "{said}");
+    // Outside any task it says what it is for.
+    let bare = Command::new(words[0]).args(["n-1", "true"]).env_remove("CORRAL_LAUNCH_SOCKET").output().expect("run");
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("runs only inside a multi-node task"));
+}
+
+#[test]
+fn a_member_agent_killed_mid_run_ends_every_rank_and_the_task_runs_again_whole_without_charge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = compile(dir.path());
+    let mut c = Cluster::start(&[]);
+    let pids = c.static_pool("mpi", 4, 1);
+    let mut args = vec!["--pool", "mpi", "--nodes", "3", "--env", "SLEEP=1", "--timeout", "3m"];
+    args.extend(MPI_ENV);
+    let exe_s = exe.display().to_string();
+    let job = c.submit(&args, &["mpirun", "-np", "3", &exe_s]);
+    wait_until(MINUTE, "every rank to start", || {
+        let job_now = c.job(job);
+        assert_eq!(job_now["state"], "active", "{job_now}\n{:?}\n{}", c.attempts(job), c.logs(job, 0, true));
+        c.logs(job, 0, false).lines().count() == 3
+    });
+    let rank0 = c.attempts(job)[0].1[0]["node_id"].as_str().unwrap_or_default().to_string();
+    let running_nodes = c.nodes_in("mpi", "running");
+    let member = running_nodes.iter().find(|n| **n != rank0).expect("a member node").clone();
+    let pid = pids.into_iter().find(|p| c.node_of_pid(*p) == member).expect("the member's agent");
+    let first = running(&exe);
+    assert_eq!(first.len(), 3, "three ranks run: {first:?}");
+    // SAFETY: SIGKILL to an agent this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let alive = |pid: &u32| Path::new(&format!("/proc/{pid}")).exists();
+    wait_until(Duration::from_secs(15), "every rank of the first attempt gone, on every node", || {
+        !first.iter().any(alive)
+    });
+    let done = c.wait_job(job, 2 * MINUTE);
+    assert_eq!(done["state"], "completed", "{done}");
+    let attempts = &c.attempts(job)[0].1;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["outcome"], "node_lost", "{attempts:?}");
+    assert_eq!(attempts[1]["outcome"], "succeeded", "{attempts:?}");
+    let task = &c.json(&["task", "list", &job.to_string()])[0];
+    assert_eq!(task["attempts"], 2, "{task}");
+    wait_until(Duration::from_secs(10), "no rank left", || running(&exe).is_empty());
+}
