@@ -152,12 +152,9 @@ fn scenario_with_jobs() -> ((Vec<Vec<StoreOp>>, AttemptRef), usize) {
     }));
     let out = placed[0].1;
     // Its stdout and stderr came in stretches (`task logs --both`).
-    for op in &mut ops {
-        if let StoreOp::EndAttempt { attempt, order, .. } = op {
-            if *attempt == out {
-                *order = corral_types::order::Runs::checked(vec![6, 5, 6], [12, 5]);
-            }
-        }
+    match ops.iter_mut().find(|op| matches!(op, StoreOp::EndAttempt { attempt, .. } if *attempt == out)) {
+        Some(StoreOp::EndAttempt { order, .. }) => *order = corral_types::order::Runs::checked(vec![6, 5, 6], [12, 5]),
+        _ => panic!("attempt {out:?} ended in the scenario"),
     }
     ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 0, data: b"hello ".to_vec() }));
     ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 6, data: b"world\n".to_vec() }));
