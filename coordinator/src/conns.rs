@@ -57,6 +57,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 /// connections its old server left open.
 pub struct Limited<T> {
     io: T,
+    /// The peer's address, for requests to read (`Request::remote_addr`).
+    peer: Option<std::net::SocketAddr>,
     _permit: OwnedSemaphorePermit,
     /// Until the first byte arrives: when it must have.
     silent_until: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -77,7 +79,13 @@ impl<T> Limited<T> {
                 std::future::pending::<()>().await;
             }
         });
-        Limited { io, _permit: permit, silent_until: silent_for.map(|d| Box::pin(tokio::time::sleep(d))), cut }
+        let silent_until = silent_for.map(|d| Box::pin(tokio::time::sleep(d)));
+        Limited { io, peer: None, _permit: permit, silent_until, cut }
+    }
+
+    /// Says where the connection comes from.
+    pub fn from_peer(self, peer: std::net::SocketAddr) -> Self {
+        Limited { peer: Some(peer), ..self }
     }
 
     fn is_cut(&mut self, cx: &mut Context<'_>) -> bool {
@@ -145,9 +153,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
 }
 
 impl<T> tonic::transport::server::Connected for Limited<T> {
-    type ConnectInfo = ();
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    fn connect_info(&self) -> Self::ConnectInfo {
+        tonic::transport::server::TcpConnectInfo { local_addr: None, remote_addr: self.peer }
+    }
 }
 
 /// Accepts connections on `listener` until `stop` turns true or `tx` closes,
@@ -202,7 +212,7 @@ pub fn incoming(
         let stopping = stop.clone();
         accept(listener, cap, stop, &tx, move |tcp, peer, place| {
             let (to, stop) = (to.clone(), stopping.clone());
-            async move { to.send((Limited::new(tcp, place, Some(SILENT_FOR), stop), peer)).await.is_ok() }
+            async move { to.send((Limited::new(tcp, place, Some(SILENT_FOR), stop).from_peer(peer), peer)).await.is_ok() }
         })
         .await;
     });

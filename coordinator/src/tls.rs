@@ -250,7 +250,8 @@ pub fn incoming(
                 let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&acceptor, tcp)).await {
                     Ok(Ok(Some(conn))) => {
-                        let _ = tx.send((crate::conns::Limited::new(conn, place, None, stop), peer)).await;
+                        let conn = crate::conns::Limited::new(conn, place, None, stop).from_peer(peer);
+                        let _ = tx.send((conn, peer)).await;
                     }
                     Ok(Ok(None)) => tracing::debug!(%peer, "a plaintext client was told this port serves TLS"),
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -15,6 +15,7 @@ pub mod docker;
 pub mod grpc;
 pub mod ha;
 mod http;
+pub mod netns;
 pub mod postgres;
 mod processes;
 pub mod soak;

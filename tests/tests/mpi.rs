@@ -74,6 +74,10 @@ const MPI_ENV: [&str; 6] = [
     "OMPI_MCA_btl=tcp,self",
 ];
 
+/// For agents side by side on this host: MPI's traffic stays on the loopback (other
+/// tests add and remove interfaces here while these run).
+const LOOPBACK: [&str; 4] = ["--env", "OMPI_MCA_btl_tcp_if_include=lo", "--env", "OMPI_MCA_oob_tcp_if_include=lo"];
+
 /// The processes running `exe` itself (not those that name it, like mpirun).
 fn running(exe: &Path) -> Vec<u32> {
     let out = Command::new("pgrep").arg("-x").arg("ranks").output().expect("pgrep");
@@ -90,6 +94,7 @@ fn mpirun_across_three_agents_runs_each_rank_on_its_own_node_without_ssh() {
     c.static_pool("mpi", 3, 2);
     let mut args = vec!["--pool", "mpi", "--nodes", "3", "--timeout", "2m", "--env", &path];
     args.extend(MPI_ENV);
+    args.extend(LOOPBACK);
     let exe_s = exe.display().to_string();
     let job = c.submit(&args, &["mpirun", "-np", "6", &exe_s]);
     let done = c.wait_job(job, 2 * MINUTE);
@@ -109,6 +114,39 @@ fn mpirun_across_three_agents_runs_each_rank_on_its_own_node_without_ssh() {
     // The gang let go of its nodes, and left nothing running.
     c.wait_nodes("mpi", "idle", 3);
     wait_until(Duration::from_secs(10), "no rank left", || running(&exe).is_empty());
+}
+
+#[test]
+fn mpirun_across_three_network_namespaces_reaches_each_agent_at_its_own_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = compile(dir.path());
+    let net = corral_tests::netns::Net::new(3);
+    let mut c = Cluster::start_reachable(&[]);
+    c.json(&["pool", "create", "mpi", "--slots-per-node", "2"]);
+    for i in 0..3 {
+        c.agent_in(&net, i, "mpi", 2);
+    }
+    c.wait_nodes("mpi", "idle", 3);
+    // Daemons and ranks talk over the namespaces' network, not a loopback.
+    let (oob, btl) =
+        (format!("OMPI_MCA_oob_tcp_if_include={}", net.cidr()), format!("OMPI_MCA_btl_tcp_if_include={}", net.cidr()));
+    let mut args = vec!["--pool", "mpi", "--nodes", "3", "--timeout", "2m", "--env", &oob, "--env", &btl];
+    args.extend(MPI_ENV);
+    let script = format!("echo \"hosts $CORRAL_HOSTS\"; exec mpirun -np 6 {}", exe.display());
+    let job = c.submit(&args, &["sh", "-c", &script]);
+    let done = c.wait_job(job, 2 * MINUTE);
+    let out = c.logs(job, 0, false);
+    assert_eq!(done["state"], "completed", "{done}\n{out}\n{}", c.logs(job, 0, true));
+    let hosts = out.lines().find_map(|l| l.strip_prefix("hosts ")).unwrap_or_default().to_string();
+    for i in 0..3 {
+        assert!(hosts.split(',').any(|h| h == net.address(i)), "{hosts} names {}", net.address(i));
+    }
+    let ranks: Vec<&str> = out.lines().filter(|l| l.starts_with("rank ")).collect();
+    assert_eq!(ranks.len(), 6, "{out}");
+    assert!(ranks.iter().all(|l| l.ends_with("sum 21")), "{out}");
+    let nodes: std::collections::BTreeSet<&str> =
+        ranks.iter().filter_map(|l| l.split(" on ").nth(1)?.split(' ').next()).collect();
+    assert_eq!(nodes.len(), 3, "ranks on three agents: {out}");
 }
 
 #[test]
@@ -168,6 +206,7 @@ fn a_member_agent_killed_mid_run_ends_every_rank_and_the_task_runs_again_whole_w
     let pids = c.static_pool("mpi", 4, 1);
     let mut args = vec!["--pool", "mpi", "--nodes", "3", "--env", "SLEEP=1", "--timeout", "3m"];
     args.extend(MPI_ENV);
+    args.extend(LOOPBACK);
     let exe_s = exe.display().to_string();
     let job = c.submit(&args, &["mpirun", "-np", "3", &exe_s]);
     wait_until(MINUTE, "every rank to start", || {
@@ -188,8 +227,8 @@ fn a_member_agent_killed_mid_run_ends_every_rank_and_the_task_runs_again_whole_w
         !first.iter().any(alive)
     });
     let done = c.wait_job(job, 2 * MINUTE);
-    assert_eq!(done["state"], "completed", "{done}");
     let attempts = &c.attempts(job)[0].1;
+    assert_eq!(done["state"], "completed", "{done}\n{attempts:?}\n{}", c.logs(job, 0, true));
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0]["outcome"], "node_lost", "{attempts:?}");
     assert_eq!(attempts[1]["outcome"], "succeeded", "{attempts:?}");
