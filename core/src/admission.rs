@@ -90,6 +90,9 @@ fn check_nodes(task: &TaskSpec, pool: &Pool) -> Result<()> {
         return Err(Error::Refused("task.nodes: must be at least 1".into()));
     }
     if task.nodes == 1 {
+        if task.coordination.is_some() {
+            return Err(Error::Refused("task.coordination: only a multi-node task (nodes 2 or more) has one".into()));
+        }
         return Ok(());
     }
     if task.kind != TaskKind::Command {

@@ -36,6 +36,8 @@ pub struct Assignment {
     pub sent_ahead: bool,
     /// For a multi-node task: which rank this node is, and where all of them are.
     pub gang: Option<crate::gangs::Place>,
+    /// Its coordination command, run on every rank's node before the command.
+    pub coordination: Option<String>,
 }
 
 /// The shuffle work around a map/reduce task's command.

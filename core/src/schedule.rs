@@ -220,6 +220,7 @@ impl Core {
                     checkpoint_interval: spec.checkpoint_interval,
                     sent_ahead: prefetch,
                     gang: None,
+                    coordination: spec.coordination.clone(),
                 };
                 let next = job.task(index).map_or(1, |t| t.attempt + 1);
                 let attempt = AttemptRef { task: TaskKey { job: job_id, index }, attempt: next };

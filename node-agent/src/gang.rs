@@ -61,10 +61,46 @@ pub fn prepare(a: &mut pb::Assignment, dir: &Path, rsh: &Path) -> std::io::Resul
 }
 
 /// What a rank's runner needs to let its processes launch: the agent's launch
-/// server and the secret it gave this attempt.
+/// server and the secret it gave this attempt. Once registered, the rank is
+/// unregistered and what carries its secret killed however the runner ends
+/// ([`Launching::end`], or when dropped on an early return).
 pub struct Launching {
     pub launches: std::sync::Arc<crate::launches::Launches>,
     pub token: String,
+    registered: Option<corral_types::ids::AttemptRef>,
+}
+
+impl Launching {
+    /// Lets the rank's processes launch, and launches join it (`rank.pgid` 0 until
+    /// its own process exists: then each launch gets a group of its own).
+    pub fn register(&mut self, attempt: corral_types::ids::AttemptRef, rank: crate::launches::Rank) {
+        self.launches.register(attempt, rank);
+        self.registered = Some(attempt);
+    }
+
+    /// Nothing launches with its secret any more.
+    pub fn close(&self) {
+        if let Some(attempt) = self.registered {
+            self.launches.unregister(attempt);
+        }
+    }
+
+    /// Closes it, and kills what carries its secret (off the runtime's thread).
+    pub async fn end(mut self) -> usize {
+        self.close();
+        self.registered = None;
+        let token = self.token.clone();
+        tokio::task::spawn_blocking(move || kill_marked(&token)).await.unwrap_or(0)
+    }
+}
+
+impl Drop for Launching {
+    fn drop(&mut self) {
+        if self.registered.is_some() {
+            self.close();
+            kill_marked(&self.token);
+        }
+    }
 }
 
 /// Sets `a` up for its rank ([`prepare`]) with the launch socket and a fresh
@@ -83,7 +119,7 @@ pub fn setup(
     prepare(a, dir, &tools.rsh).map_err(|e| format!("cannot write the hostfile in {}: {e}", dir.display()))?;
     a.env.insert(crate::rsh::SOCKET_VAR.into(), tools.launches.socket().display().to_string());
     a.env.insert(crate::rsh::TOKEN_VAR.into(), token.clone());
-    Ok(Some(Launching { launches: tools.launches.clone(), token }))
+    Ok(Some(Launching { launches: tools.launches.clone(), token, registered: None }))
 }
 
 /// Kills every process whose environment carries this rank's launch secret:
@@ -116,6 +152,89 @@ pub fn kill_marked(token: &str) -> usize {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     killed
+}
+
+/// A coordination command and what it runs with (rank 0's environment, directory
+/// and timeout).
+pub struct Coordination<'a> {
+    pub command: &'a str,
+    pub rsh: &'a Path,
+    pub env: &'a std::collections::HashMap<String, String>,
+    pub dir: &'a Path,
+    pub limit: Option<std::time::Duration>,
+}
+
+/// Runs the coordination command on every rank's node through the launcher, its
+/// output into the task's (`out`, kept flowing through `relay`), and waits for
+/// all of them: an error (how the attempt ends, and why) if one fails, the
+/// attempt is stopped, or the task's timeout passes first.
+pub async fn coordinate(
+    how: Coordination<'_>,
+    gang: &pb::Gang,
+    out: [&std::io::PipeWriter; 2],
+    relay: &mut crate::relay::Relay,
+    stop: &mut tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), (corral_types::Outcome, String)> {
+    use corral_types::Outcome;
+    let failed = |why: String| (Outcome::Failed, why);
+    let mut ranks = Vec::new();
+    for node in &gang.nodes {
+        let (o, e) = match (out[0].try_clone(), out[1].try_clone()) {
+            (Ok(o), Ok(e)) => (o, e),
+            (Err(err), _) | (_, Err(err)) => {
+                return Err(failed(format!("cannot set up the coordination command: {err}")))
+            }
+        };
+        let child = tokio::process::Command::new(how.rsh)
+            .arg(node)
+            .arg(how.command)
+            .envs(how.env)
+            .current_dir(how.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(o)
+            .stderr(e)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(format!("cannot start the coordination command: {e}")))?;
+        ranks.push((node.clone(), child));
+    }
+    let waits = async {
+        let mut codes = Vec::new();
+        for (node, child) in ranks.iter_mut() {
+            codes.push((node.clone(), child.wait().await));
+        }
+        codes
+    };
+    let deadline = how.limit.map(|l| tokio::time::Instant::now() + l);
+    let until = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(waits, until);
+    let codes = loop {
+        tokio::select! {
+            codes = &mut waits => break codes,
+            _ = relay.step(), if relay.is_open() => {}
+            _ = &mut *stop => return Err((Outcome::Cancelled, "cancelled during the coordination command".into())),
+            _ = &mut until => return Err((Outcome::TimedOut, "timed out in the coordination command".into())),
+        }
+    };
+    for (rank, (node, status)) in codes.into_iter().enumerate() {
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                let code = s.code().map_or_else(|| "a signal".to_string(), |c| format!("code {c}"));
+                return Err(failed(format!(
+                    "the coordination command on rank {rank} (node {node}) exited with {code}"
+                )));
+            }
+            Err(e) => return Err(failed(format!("the coordination command on node {node}: {e}"))),
+        }
+    }
+    Ok(())
 }
 
 /// OpenMPI's hostfile: each rank's node and slots, rank 0 first.

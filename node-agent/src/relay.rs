@@ -12,8 +12,8 @@
 //! the attempt is over ([`Relay::drain`]).
 
 use std::fs::File;
+use std::io::PipeWriter;
 use std::io::{ErrorKind, Write};
-use std::process::Stdio;
 
 use corral_types::order::Runs;
 use tokio::net::unix::pipe;
@@ -37,7 +37,7 @@ pub struct Relay {
 
 impl Relay {
     /// A relay into `files` (stdout's, stderr's), and the write ends for the task.
-    pub fn new(files: [File; 2], max_output: u64) -> std::io::Result<(Relay, [Stdio; 2])> {
+    pub fn new(files: [File; 2], max_output: u64) -> std::io::Result<(Relay, [PipeWriter; 2])> {
         let (out_read, out_write) = std::io::pipe()?;
         let (err_read, err_write) = std::io::pipe()?;
         let receiver = |end: std::io::PipeReader| pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(end));
@@ -50,7 +50,7 @@ impl Relay {
             runs: Runs::default(),
             buf: vec![0; READ],
         };
-        Ok((relay, [Stdio::from(out_write), Stdio::from(err_write)]))
+        Ok((relay, [out_write, err_write]))
     }
 
     /// Whether a pipe is still open.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -253,11 +254,10 @@ async fn run(
         }
     };
     // A multi-node task's rank: its hostfile, environment and launch secret.
-    let launching = match crate::gang::setup(&mut a, dir, ctx.gangs.as_deref()) {
+    let mut launching = match crate::gang::setup(&mut a, dir, ctx.gangs.as_deref()) {
         Ok(launching) => launching,
         Err(why) => return result(task, Outcome::SpawnFailed, started_at_ms, why),
     };
-    let gang = a.gang.clone();
     let Some((program, args)) = a.argv.split_first() else {
         return result(task, Outcome::SpawnFailed, started_at_ms, "the command is empty".into());
     };
@@ -319,18 +319,37 @@ async fn run(
     env.insert("CORRAL_ATTEMPT".into(), task.attempt.to_string());
     env.insert("CORRAL_NODE_ID".into(), ctx.node_id.clone());
     env.insert("CORRAL_POOL".into(), ctx.pool.clone());
+    let attempt = crate::attempts::attempt_of(&task);
+    if let (Some(l), Some(gang)) = (launching.as_mut(), a.gang.clone()) {
+        let rank =
+            crate::launches::Rank { token: l.token.clone(), gang, pgid: 0, dir: dir.to_path_buf(), env: env.clone() };
+        l.register(attempt, rank);
+    }
+    // A multi-node task's coordination command, on every node before rank 0's own.
+    if let (Some(gang), Some(tools)) = (a.gang.as_ref().filter(|g| g.rank == 0), ctx.gangs.as_deref()) {
+        if !a.coordination.trim().is_empty() {
+            let writers = [&stdout, &stderr];
+            let limit = (a.timeout_ms > 0).then(|| Duration::from_millis(a.timeout_ms));
+            let how = crate::gang::Coordination { command: &a.coordination, rsh: &tools.rsh, env: &env, dir, limit };
+            if let Err((outcome, why)) = crate::gang::coordinate(how, gang, writers, &mut relay, &mut stop).await {
+                relay.drain();
+                return result(task, outcome, started_at_ms, why);
+            }
+        }
+    }
     // Map and reduce tasks talk to the shuffle through pipes; commands to nobody.
     let plumbing = match crate::shuffle::Plumbing::prepare(&a, dir, &ctx.objects).await {
         Ok(plumbing) => plumbing,
         Err(why) => return result(task, Outcome::Failed, started_at_ms, why),
     };
-    let (stdin, stdout) = match plumbing.stdio(stdout) {
+    let (stdin, stdout) = match plumbing.stdio(Stdio::from(stdout)) {
         Ok(stdio) => stdio,
         Err(e) => {
             return result(task, Outcome::SpawnFailed, started_at_ms, format!("cannot set up the task's pipes: {e}"))
         }
     };
     let rank_env = launching.as_ref().map(|_| env.clone());
+    let gang = a.gang.clone();
     let mut cmd = tokio::process::Command::new(program);
     for var in crate::AGENT_SECRETS {
         cmd.env_remove(var);
@@ -340,7 +359,7 @@ async fn run(
         .current_dir(dir)
         .stdin(stdin)
         .stdout(stdout)
-        .stderr(stderr)
+        .stderr(Stdio::from(stderr))
         .process_group(0)
         .kill_on_drop(false);
     ctx.warden.mark(&mut cmd);
@@ -354,10 +373,10 @@ async fn run(
     let shuffle = plumbing.start(&mut child, &ctx.objects);
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
     ctx.warden.watch(pgid);
-    let attempt = crate::attempts::attempt_of(&task);
-    if let (Some(l), Some(gang), Some(env)) = (&launching, gang, rank_env) {
+    // Launches here join its process group from now on.
+    if let (Some(l), Some(gang), Some(env)) = (launching.as_mut(), gang, rank_env) {
         let rank = crate::launches::Rank { token: l.token.clone(), gang, pgid, dir: dir.to_path_buf(), env };
-        l.launches.register(attempt, rank);
+        l.register(attempt, rank);
     }
     let mut output = Output::new(task, files, a.max_output_bytes, ctx.lane.clone());
     output.refresh();
@@ -403,12 +422,11 @@ async fn run(
     // Whatever the task left behind in its process group goes with it, and what
     // it wrote is taken from the pipes; its secret launches nothing more.
     if let Some(l) = &launching {
-        l.launches.unregister(attempt);
+        l.close();
     }
     signal_group(pgid, libc::SIGKILL);
-    if let Some(l) = &launching {
-        let token = l.token.clone();
-        let left = tokio::task::spawn_blocking(move || crate::gang::kill_marked(&token)).await.unwrap_or(0);
+    if let Some(l) = launching.take() {
+        let left = l.end().await;
         if left > 0 {
             tracing::debug!(task = ?task, processes = left, "killed what the multi-node rank left outside its group");
         }

@@ -236,3 +236,34 @@ fn a_member_agent_killed_mid_run_ends_every_rank_and_the_task_runs_again_whole_w
     assert_eq!(task["attempts"], 2, "{task}");
     wait_until(Duration::from_secs(10), "no rank left", || running(&exe).is_empty());
 }
+
+#[test]
+fn a_coordination_command_runs_on_every_node_before_rank_zeros_command() {
+    let mut c = Cluster::start(&[]);
+    c.static_pool("mpi", 2, 1);
+    let coordination = "echo \"set up $CORRAL_NODE_ID rank $CORRAL_NODE_RANK\"";
+    let job = c.submit(&["--pool", "mpi", "--nodes", "2", "--coordination", coordination], &["echo", "main"]);
+    let done = c.wait_job(job, MINUTE);
+    let out = c.logs(job, 0, false);
+    assert_eq!(done["state"], "completed", "{done}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[2], "main", "rank 0's command comes after: {out}");
+    let mut ranks: Vec<&str> = lines[..2].iter().filter_map(|l| l.rsplit(' ').next()).collect();
+    ranks.sort();
+    assert_eq!(ranks, ["0", "1"], "once on each node: {out}");
+    // Failing on one node fails the attempt, and the command never runs.
+    let job = c.submit(
+        &["--pool", "mpi", "--nodes", "2", "--coordination", "test \"$CORRAL_NODE_RANK\" = 0"],
+        &["echo", "main"],
+    );
+    c.wait_job(job, MINUTE);
+    let attempt = &c.attempts(job)[0].1[0];
+    let said = attempt["message"].as_str().unwrap_or_default();
+    assert!(said.starts_with("the coordination command on rank 1 (node n-"), "{attempt}");
+    assert!(said.ends_with("exited with code 1"), "{attempt}");
+    assert!(!c.logs(job, 0, false).contains("main"));
+    // Only a multi-node task has one.
+    let said = c.fails(&["job", "submit", "--pool", "mpi", "--coordination", "true", "--", "true"]);
+    assert!(said.contains("task.coordination: only a multi-node task"), "{said}");
+}

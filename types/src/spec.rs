@@ -14,6 +14,10 @@ pub struct TaskSpec {
     /// a multi-node (MPI) task, whose rank 0 runs the command.
     #[serde(default = "one_node", skip_serializing_if = "is_one_node")]
     pub nodes: u32,
+    /// A multi-node task's coordination command (Azure's name): run by `sh -c` on
+    /// every node, through the agents, before rank 0's command starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<String>,
     pub max_retries: u32,
     #[serde(with = "opt_millis")]
     pub timeout: Option<Duration>,
@@ -124,6 +128,7 @@ impl TaskSpec {
             env: BTreeMap::new(),
             slots: 1,
             nodes: 1,
+            coordination: None,
             max_retries: 0,
             timeout: None,
             inputs: Vec::new(),

@@ -157,6 +157,7 @@ pub fn assignment_to_pb(a: crate::core::Assignment) -> pb::Assignment {
         slots: a.slots,
         timeout_ms: a.timeout.map_or(0, |d| d.as_millis() as u64),
         sent_ahead: a.sent_ahead,
+        coordination: a.coordination.unwrap_or_default(),
         gang: a.gang.map(|g| pb::Gang {
             rank: g.rank,
             nodes: g.nodes.into_iter().map(|n| n.0).collect(),

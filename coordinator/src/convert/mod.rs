@@ -121,6 +121,13 @@ pub fn task_spec(spec: Option<pb::TaskSpec>) -> Result<TaskSpec, Invalid> {
             }
             n => n,
         },
+        coordination: match spec.coordination.trim() {
+            "" => None,
+            _ => {
+                text("coordination", &spec.coordination, MAX_ARG)?;
+                Some(spec.coordination)
+            }
+        },
         max_retries: spec.max_retries,
         timeout: (spec.timeout_ms > 0).then(|| duration::from_ms("timeout", spec.timeout_ms)).transpose()?,
         inputs,

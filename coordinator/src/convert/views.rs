@@ -116,6 +116,7 @@ pub fn task_spec_to_pb(t: &TaskSpec) -> pb::TaskSpec {
         checkpoint: t.checkpoint.clone().unwrap_or_default(),
         checkpoint_interval_ms: t.checkpoint_interval.map_or(0, |d| d.as_millis() as u64),
         nodes: t.nodes,
+        coordination: t.coordination.clone().unwrap_or_default(),
     }
 }
 

@@ -108,6 +108,8 @@ pub struct FileTask {
     /// Whole nodes each task takes at once (a multi-node task), as --nodes.
     #[serde(default = "one")]
     pub nodes: u32,
+    /// A multi-node task's coordination command, as --coordination.
+    pub coordination: Option<String>,
     #[serde(default)]
     pub max_retries: u32,
     /// A duration such as `30s` or `10m`.
@@ -263,6 +265,7 @@ fn read(path: &Path, whole_graph: bool) -> anyhow::Result<Loaded> {
             env: task.env.clone(),
             slots: task.slots,
             nodes: task.nodes,
+            coordination: task.coordination.clone(),
             max_retries: task.max_retries,
             timeout,
             inputs,
@@ -313,6 +316,7 @@ fn to_pb(g: TaskGroup) -> pb::TaskGroup {
             env: g.spec.env.into_iter().collect(),
             slots: g.spec.slots,
             nodes: g.spec.nodes,
+            coordination: g.spec.coordination.unwrap_or_default(),
             max_retries: g.spec.max_retries,
             timeout_ms: g.spec.timeout.map_or(0, corral_types::duration::ms),
             inputs: g.spec.inputs.into_iter().map(|i| pb::TaskInput { object: i.object, path: i.path }).collect(),

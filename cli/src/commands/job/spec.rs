@@ -22,6 +22,11 @@ pub struct SpecArgs {
     /// $CORRAL_NODE_RANK and $CORRAL_NUM_NODES; the other nodes are held for it.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Task")]
     pub nodes: u32,
+    /// With --nodes: a shell command run on every node of the task, through the
+    /// agents, before rank 0's command starts (Azure's coordination command: set
+    /// up each node, start a daemon); if it fails anywhere the attempt fails.
+    #[arg(long, value_name = "CMD", help_heading = "Task")]
+    pub coordination: Option<String>,
     /// Environment for each task, K=V (repeatable).
     #[arg(long = "env", value_parser = parse_env, help_heading = "Task")]
     pub env: Vec<(String, String)>,
@@ -85,6 +90,7 @@ impl SpecArgs {
             env: self.env.iter().cloned().collect(),
             slots: self.slots,
             nodes: self.nodes,
+            coordination: self.coordination.clone().unwrap_or_default(),
             max_retries: self.max_retries,
             timeout_ms: self.timeout.map_or(0, corral_types::duration::ms),
             inputs: self
