@@ -39,8 +39,8 @@ pub struct Hold {
     pub priority: i32,
     /// How many nodes it needs.
     pub wants: u32,
-    /// The nodes it holds, wholly free ones first (fewer than `wants` when the
-    /// pool has fewer usable nodes).
+    /// The nodes it holds, by id (fewer than `wants` when the pool has fewer
+    /// usable nodes).
     pub held: Vec<NodeId>,
     /// When every held node is free at the latest (wall ms); `None` when that
     /// cannot be known, or when there are too few nodes.
@@ -49,7 +49,7 @@ pub struct Hold {
 
 impl Hold {
     pub fn holds(&self, node: &NodeId) -> bool {
-        self.held.contains(node)
+        self.held.binary_search(node).is_ok()
     }
 
     /// Whether a task with `timeout` started at `now_ms` may use a held node: it
@@ -97,13 +97,9 @@ pub fn choose(
         true => ranked.iter().try_fold(now_ms, |latest, (_, _, _, by)| by.map(|by| latest.max(by))),
         false => None,
     };
-    Hold {
-        task,
-        priority: 0,
-        wants,
-        held: ranked.into_iter().map(|(_, _, id, _)| id.clone()).collect(),
-        reservation_ms,
-    }
+    let mut held: Vec<NodeId> = ranked.into_iter().map(|(_, _, id, _)| id.clone()).collect();
+    held.sort();
+    Hold { task, priority: 0, wants, held, reservation_ms }
 }
 
 /// The places in `free` (slots free now, node) of `wants` wholly free nodes that
@@ -141,8 +137,8 @@ mod tests {
         let usable = [a.clone(), b.clone(), c.clone()];
         let key = TaskKey { job: JobId(99), index: 0 };
         let hold = choose(&env.core.nodes, &env.core.running, &usable, key, 2, now_ms);
-        // a (60 s) and b (no timeout) are busy; c is free: c first, then a.
-        assert_eq!(hold.held, [c.clone(), a.clone()]);
+        // a (60 s) and b (no timeout) are busy; c is free: c, then a (listed by id).
+        assert_eq!(hold.held, [a.clone(), c.clone()]);
         let started = env.core.running[&placed[0].1.task].started_at_ms;
         assert_eq!(hold.reservation_ms, Some(started + 60_000));
         assert!(hold.lets_backfill(Some(std::time::Duration::from_secs(30)), now_ms));

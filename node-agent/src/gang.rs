@@ -114,7 +114,8 @@ pub fn setup(
     if a.gang.is_none() {
         return Ok(None);
     }
-    let tools = tools.ok_or("this agent cannot run multi-node tasks")?;
+    let tools =
+        tools.ok_or("this agent cannot run multi-node tasks (see its log: its launcher could not be set up)")?;
     let token = crate::launches::secret().map_err(|e| format!("cannot make the launch secret: {e}"))?;
     prepare(a, dir, &tools.rsh).map_err(|e| format!("cannot write the hostfile in {}: {e}", dir.display()))?;
     a.env.insert(crate::rsh::SOCKET_VAR.into(), tools.launches.socket().display().to_string());

@@ -53,7 +53,8 @@ pub struct Processes {
     pub warden: Arc<crate::warden::Warden>,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
-    pub gangs: Arc<GangTools>,
+    /// What multi-node ranks use; none where it could not be set up.
+    pub gangs: Option<Arc<GangTools>>,
 }
 
 /// What a multi-node task's ranks use: the launcher (`corral-rsh`, a link to this
@@ -91,7 +92,7 @@ impl Processes {
             lane: place.lane.subscribe(),
             objects: place.objects.clone(),
             warden: self.warden.clone(),
-            gangs: Some(self.gangs.clone()),
+            gangs: self.gangs.clone(),
         }
     }
 }

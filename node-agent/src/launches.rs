@@ -145,10 +145,10 @@ impl Launches {
                 // For a launcher here: its process's output, or its end.
                 let tx = self.inner().opened.get(&frame.id).cloned();
                 if let Some(tx) = tx {
-                    if tx.try_send(frame.clone()).is_err() {
-                        self.inner().opened.remove(&frame.id);
+                    let id = frame.id;
+                    if tx.try_send(frame).is_err() {
+                        self.inner().opened.remove(&id);
                         let launches = self.clone();
-                        let id = frame.id;
                         tokio::spawn(async move {
                             launches.send(pb::LaunchFrame { id, eof: true, ..Default::default() }).await;
                         });

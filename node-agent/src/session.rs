@@ -125,15 +125,19 @@ pub async fn run(
         true => (Arc::new(crate::simulate::Simulated), None),
         false => {
             let warden = Arc::new(start_warden(&config)?);
-            let gangs = crate::launch::GangTools::start(&config.work_dir, lane.subscribe()).map_err(|e| {
-                Error::Setup(format!("cannot set up multi-node launches in {}: {e}", config.work_dir.display()))
-            })?;
-            let launches = gangs.launches.clone();
-            (
-                Arc::new(Processes { warden, kill_grace: config.kill_grace, gangs: Arc::new(gangs) })
-                    as Arc<dyn Launch>,
-                Some(launches),
-            )
+            // Without its launcher the agent still runs every task on one node.
+            let gangs = match crate::launch::GangTools::start(&config.work_dir, lane.subscribe()) {
+                Ok(gangs) => Some(Arc::new(gangs)),
+                Err(e) => {
+                    let dir = config.work_dir.display();
+                    tracing::warn!(
+                        "multi-node tasks cannot run on this agent: cannot set up their launcher in {dir}: {e}"
+                    );
+                    None
+                }
+            };
+            let launches = gangs.as_ref().map(|g| g.launches.clone());
+            (Arc::new(Processes { warden, kill_grace: config.kill_grace, gangs }) as Arc<dyn Launch>, launches)
         }
     };
     if launch.reads_host() {
