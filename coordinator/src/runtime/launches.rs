@@ -62,8 +62,10 @@ impl Launches {
                         out.push((from.clone(), refused(frame.id, why)));
                     }
                 }
-            } else if let Some(&id) = self.by_origin.get(&(from.clone(), frame.id)) {
-                let target = self.routes[&id].target.clone();
+            } else if let Some(route) =
+                self.by_origin.get(&(from.clone(), frame.id)).and_then(|id| Some((*id, self.routes.get(id)?)))
+            {
+                let (id, target) = (route.0, route.1.target.clone());
                 // The opening side sends stdin and its end; nothing else of it counts.
                 let (data, eof) = (frame.data, frame.eof || frame.exited);
                 out.push((target, pb::LaunchFrame { id, data, eof, ..Default::default() }));
