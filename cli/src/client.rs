@@ -247,14 +247,32 @@ pub type Call<'a, T> =
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Whether a failed call may be tried again (elsewhere, or later): the coordinator
-/// could not be reached, or stands by. A store that cannot write is not waited for.
+/// could not be reached, stands by, or its connection broke mid-call (a leader
+/// killed while it answered: tonic says `Unknown`, "transport error"). A store that
+/// cannot write is not waited for.
 pub fn worth_retrying(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable && !status.message().contains("store cannot write")
+    match status.code() {
+        tonic::Code::Unavailable => !status.message().contains("store cannot write"),
+        tonic::Code::Unknown => {
+            let source = std::error::Error::source(status);
+            source.is_some_and(|e| e.is::<tonic::transport::Error>()) || status.message() == "transport error"
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_worth_another_try_and_a_refusal_is_not() {
+        assert!(worth_retrying(&tonic::Status::unavailable("connection refused")));
+        assert!(worth_retrying(&tonic::Status::unknown("transport error")));
+        assert!(!worth_retrying(&tonic::Status::unknown("the handler failed")));
+        assert!(!worth_retrying(&tonic::Status::unavailable("the store cannot write: disk full")));
+        assert!(!worth_retrying(&tonic::Status::invalid_argument("pool: no such pool")));
+    }
 
     #[test]
     fn role_refusals_name_the_command_not_the_method() {
