@@ -136,7 +136,7 @@ impl Agent for AgentApi {
             return Err(Status::permission_denied("Session needs the node's own secret, from its registration"));
         };
         let proven = proven.clone();
-        let address = req.remote_addr().map(|a| a.ip().to_canonical().to_string());
+        let peer = req.remote_addr().map(|a| a.ip().to_canonical().to_string());
         let mut inbound = req.into_inner();
         let first =
             inbound.message().await?.ok_or_else(|| Status::invalid_argument("the stream closed before its hello"))?;
@@ -159,7 +159,7 @@ impl Agent for AgentApi {
             queued: valid(&node, "queued task", hello.queued, |r| convert::attempt_ref(Some(r))),
             finished: valid(&node, "task result", hello.finished, convert::task_result),
             logs: valid(&node, "log chunk", hello.logs, convert::log_chunk),
-            address,
+            address: convert::advertised(&hello.address)?.or(peer),
         };
         // A revocation mid-stream ends the stream with UNAUTHENTICATED.
         let (revoked_tx, revoked_rx) = tokio::sync::oneshot::channel::<Status>();

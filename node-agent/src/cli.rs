@@ -49,6 +49,11 @@ pub struct AgentArgs {
     /// 10m) [default: keep trying for ever, as a machine's agent should].
     #[arg(long, env = "CORRAL_GIVE_UP_AFTER", value_parser = corral_types::duration::parse)]
     pub give_up_after: Option<Duration>,
+    /// The address a multi-node task's other ranks reach this node at (its
+    /// `CORRAL_HOSTS` entry), where the one it connects from is not it (NAT, a
+    /// proxy) [default: the address the coordinator sees it connect from].
+    #[arg(long, env = "CORRAL_ADVERTISE_ADDRESS", value_name = "HOST", value_parser = parse_address)]
+    pub advertise_address: Option<String>,
     /// Test mode: run nothing, and report every assigned task as succeeded at
     /// once, with no output. For measuring the coordinator alone; never on a pool
     /// whose tasks should run.
@@ -61,6 +66,15 @@ pub struct AgentArgs {
     /// Set by a coordinator's local provider: the node this agent was started as.
     #[arg(long, hide = true)]
     pub launch_id: Option<String>,
+}
+
+/// A host name or address: letters, digits and `.-:_[]`, at most 255 bytes.
+fn parse_address(s: &str) -> Result<String, String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || ".-:_[]".contains(c);
+    if s.is_empty() || s.len() > 255 || !s.chars().all(fine) {
+        return Err(format!("'{s}' is not a host name or address"));
+    }
+    Ok(s.to_string())
 }
 
 impl AgentArgs {
@@ -76,6 +90,7 @@ impl AgentArgs {
             kill_grace: self.kill_grace,
             token,
             give_up_after: self.give_up_after,
+            advertise_address: self.advertise_address.clone(),
             simulate: self.simulate,
             hostname: None,
             resources: crate::resources::resolve(&self.resources),

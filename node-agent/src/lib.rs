@@ -65,6 +65,8 @@ pub struct AgentConfig {
     /// Stop (killing the tasks) after this long with no coordinator answering;
     /// `None`: keep trying for ever.
     pub give_up_after: Option<Duration>,
+    /// The address other ranks reach it at, if not the one it connects from.
+    pub advertise_address: Option<String>,
     /// A test mode that runs nothing: every assigned task is reported as succeeded
     /// at once, with no output (see [`simulate`]).
     pub simulate: bool,
@@ -87,6 +89,7 @@ impl AgentConfig {
             token: None,
             tls: Default::default(),
             give_up_after: None,
+            advertise_address: None,
             simulate: false,
             hostname: None,
             resources: Default::default(),

@@ -350,6 +350,7 @@ impl Agent {
                 StartTask::Failed(why) => why.clone(),
                 _ => String::new(),
             },
+            address: self.config.advertise_address.clone().unwrap_or_default(),
             ..Default::default()
         };
         pb::AgentMessage { hello: Some(hello), ..Default::default() }

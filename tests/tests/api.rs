@@ -160,6 +160,15 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
         let err = agent.session(tokio_stream_once(hello)).await.unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied, "{err}");
 
+        // An address other ranks could not use (a multi-node task's CORRAL_HOSTS): refused.
+        let hello = pb::AgentMessage {
+            hello: Some(pb::Hello { node_id: reg.node_id.clone(), address: "a b;c".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let err = agent.session(tokio_stream_once(hello)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.message().contains("hello.address"), "{}", err.message());
+
         // Garbage from the node: results for tasks that do not exist, attempt 0,
         // an unknown outcome (recorded as failed), oversized log chunks.
         let bad_ref = pb::TaskRef { job_id: 77, index: 3, attempt: 0 };
@@ -181,6 +190,7 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
                 logs: vec![pb::LogChunk { task: Some(good_ref), offset: u64::MAX, data: vec![1; 10], stderr: false }],
                 start_task_running: false,
                 start_task_failed: String::new(),
+                address: String::new(),
             }),
             ..Default::default()
         };

@@ -240,15 +240,25 @@ fn a_member_agent_killed_mid_run_ends_every_rank_and_the_task_runs_again_whole_w
 #[test]
 fn a_coordination_command_runs_on_every_node_before_rank_zeros_command() {
     let mut c = Cluster::start(&[]);
-    c.static_pool("mpi", 2, 1);
+    c.json(&["pool", "create", "mpi", "--slots-per-node", "1"]);
+    c.agent("mpi", 1);
+    // One says where others reach it (behind NAT, say); the other is where it connects from.
+    c.agent_with_env("mpi", 1, &[("CORRAL_ADVERTISE_ADDRESS", "node-b.example")]);
+    c.wait_nodes("mpi", "idle", 2);
     let coordination = "echo \"set up $CORRAL_NODE_ID rank $CORRAL_NODE_RANK\"";
-    let job = c.submit(&["--pool", "mpi", "--nodes", "2", "--coordination", coordination], &["echo", "main"]);
+    let job = c.submit(
+        &["--pool", "mpi", "--nodes", "2", "--coordination", coordination],
+        &["sh", "-c", "echo main; echo \"hosts $CORRAL_HOSTS\""],
+    );
     let done = c.wait_job(job, MINUTE);
     let out = c.logs(job, 0, false);
     assert_eq!(done["state"], "completed", "{done}\n{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
     assert_eq!(lines[2], "main", "rank 0's command comes after: {out}");
+    let mut hosts: Vec<&str> = lines[3].trim_start_matches("hosts ").split(',').collect();
+    hosts.sort();
+    assert_eq!(hosts, ["127.0.0.1", "node-b.example"], "{out}");
     let mut ranks: Vec<&str> = lines[..2].iter().filter_map(|l| l.rsplit(' ').next()).collect();
     ranks.sort();
     assert_eq!(ranks, ["0", "1"], "once on each node: {out}");

@@ -99,6 +99,18 @@ pub fn log_chunk(c: pb::LogChunk) -> Result<LogChunk, Invalid> {
     Ok(LogChunk { attempt: attempt_ref(c.task)?, stderr: c.stderr, offset: c.offset, data: c.data })
 }
 
+/// The address an agent says other ranks reach it at: `None` if it says none.
+pub fn advertised(address: &str) -> Result<Option<String>, Invalid> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let fine = |c: char| c.is_ascii_alphanumeric() || ".-:_[]".contains(c);
+    if address.len() > 255 || !address.chars().all(fine) {
+        return Err(Invalid::new("hello.address", "is not a host name or address"));
+    }
+    Ok(Some(address.to_string()))
+}
+
 /// The most a launch frame carries (`corral-rsh` sends 64 KiB at a time).
 const MAX_LAUNCH_DATA: usize = 1 << 20;
 /// The longest command a launch runs.
