@@ -70,11 +70,10 @@ pub struct AgentArgs {
 
 /// A host name or address: letters, digits and `.-:_[]`, at most 255 bytes.
 fn parse_address(s: &str) -> Result<String, String> {
-    let fine = |c: char| c.is_ascii_alphanumeric() || ".-:_[]".contains(c);
-    if s.is_empty() || s.len() > 255 || !s.chars().all(fine) {
-        return Err(format!("'{s}' is not a host name or address"));
+    match corral_types::is_host_address(s) {
+        true => Ok(s.to_string()),
+        false => Err(format!("'{s}' is not a host name or address")),
     }
-    Ok(s.to_string())
 }
 
 impl AgentArgs {

@@ -72,10 +72,18 @@ pub struct Launching {
 
 impl Launching {
     /// Lets the rank's processes launch, and launches join it (`rank.pgid` 0 until
-    /// its own process exists: then each launch gets a group of its own).
+    /// its own process exists and [`Launching::set_group`] says its group: until
+    /// then each launch gets a group of its own).
     pub fn register(&mut self, attempt: corral_types::ids::AttemptRef, rank: crate::launches::Rank) {
         self.launches.register(attempt, rank);
         self.registered = Some(attempt);
+    }
+
+    /// Launches here join the rank's process group from now on.
+    pub fn set_group(&self, pgid: i32) {
+        if let Some(attempt) = self.registered {
+            self.launches.set_group(attempt, pgid);
+        }
     }
 
     /// Nothing launches with its secret any more.

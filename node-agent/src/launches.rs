@@ -28,7 +28,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::attempts::{attempt_of, task_ref};
-use crate::rsh::{kind, MAX_FRAME};
+use crate::rsh::kind;
 use crate::runner::Lane;
 
 /// The coordinator's launch ids have this bit; the ones this agent opens do not.
@@ -122,6 +122,13 @@ impl Launches {
     pub fn register(&self, attempt: AttemptRef, rank: Rank) {
         self.inner().ranks.insert(attempt, rank);
         self.registered.notify_waiters();
+    }
+
+    /// The rank's own process exists: launches here join its process group.
+    pub fn set_group(&self, attempt: AttemptRef, pgid: i32) {
+        if let Some(rank) = self.inner().ranks.get_mut(&attempt) {
+            rank.pgid = pgid;
+        }
     }
 
     /// A gang rank ended here: its secret opens nothing more.
@@ -431,11 +438,8 @@ async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::other("frame too large"));
-    }
+    let (kind, len) = crate::rsh::frame_head(&head)?;
     let mut data = vec![0; len];
     r.read_exact(&mut data).await?;
-    Ok(Some((head[0], data)))
+    Ok(Some((kind, data)))
 }

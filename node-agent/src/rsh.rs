@@ -60,13 +60,19 @@ pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
+    let (kind, len) = frame_head(&head)?;
+    let mut data = vec![0; len];
+    r.read_exact(&mut data)?;
+    Ok(Some((kind, data)))
+}
+
+/// A frame's kind and length from its five-byte head, refusing one over [`MAX_FRAME`].
+pub fn frame_head(head: &[u8; 5]) -> std::io::Result<(u8, usize)> {
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if len > MAX_FRAME {
         return Err(std::io::Error::other(format!("a frame of {len} bytes is more than {MAX_FRAME}")));
     }
-    let mut data = vec![0; len];
-    r.read_exact(&mut data)?;
-    Ok(Some((head[0], data)))
+    Ok((head[0], len))
 }
 
 /// The host and command from ssh-style arguments: options before the host are

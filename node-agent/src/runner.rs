@@ -348,8 +348,6 @@ async fn run(
             return result(task, Outcome::SpawnFailed, started_at_ms, format!("cannot set up the task's pipes: {e}"))
         }
     };
-    let rank_env = launching.as_ref().map(|_| env.clone());
-    let gang = a.gang.clone();
     let mut cmd = tokio::process::Command::new(program);
     for var in crate::AGENT_SECRETS {
         cmd.env_remove(var);
@@ -373,10 +371,8 @@ async fn run(
     let shuffle = plumbing.start(&mut child, &ctx.objects);
     let pgid = child.id().map(|p| p as libc::pid_t).unwrap_or(0);
     ctx.warden.watch(pgid);
-    // Launches here join its process group from now on.
-    if let (Some(l), Some(gang), Some(env)) = (launching.as_mut(), gang, rank_env) {
-        let rank = crate::launches::Rank { token: l.token.clone(), gang, pgid, dir: dir.to_path_buf(), env };
-        l.register(attempt, rank);
+    if let Some(l) = &launching {
+        l.set_group(pgid);
     }
     let mut output = Output::new(task, files, a.max_output_bytes, ctx.lane.clone());
     output.refresh();

@@ -118,3 +118,22 @@ mod tests {
         assert!(message.len() <= MAX_MESSAGE + 3);
     }
 }
+
+/// Whether `s` can stand for a host in a list other machines read (a multi-node
+/// task's `CORRAL_HOSTS`): letters, digits and `.-:_[]`, 1 to 255 bytes.
+pub fn is_host_address(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-:_[]".contains(c))
+}
+
+#[cfg(test)]
+mod host_address_tests {
+    #[test]
+    fn a_host_is_a_name_or_an_address_and_nothing_a_shell_or_a_list_would_split() {
+        for ok in ["10.0.0.4", "node-b.example", "fd00::2", "[fd00::2]", "n_1"] {
+            assert!(super::is_host_address(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a,b", "a;b", "$(x)", &"a".repeat(256)] {
+            assert!(!super::is_host_address(bad), "{bad}");
+        }
+    }
+}

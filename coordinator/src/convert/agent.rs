@@ -104,8 +104,7 @@ pub fn advertised(address: &str) -> Result<Option<String>, Invalid> {
     if address.is_empty() {
         return Ok(None);
     }
-    let fine = |c: char| c.is_ascii_alphanumeric() || ".-:_[]".contains(c);
-    if address.len() > 255 || !address.chars().all(fine) {
+    if !corral_types::is_host_address(address) {
         return Err(Invalid::new("hello.address", "is not a host name or address"));
     }
     Ok(Some(address.to_string()))
