@@ -152,6 +152,7 @@ impl Core {
             match rank {
                 Some(_) if result.outcome == Outcome::Succeeded => continue,
                 Some(rank) => {
+                    self.mark_truncated(attempt, rank as u32, result.written, out);
                     let outcome = if result.outcome == Outcome::Cancelled { Outcome::Failed } else { result.outcome };
                     result = TaskResult {
                         outcome,
@@ -162,6 +163,12 @@ impl Core {
                     };
                 }
                 None if !current => {
+                    // A rank's own output cut at `--max-output` ends with the marker
+                    // once its rank's result says how much it wrote.
+                    if let Some(rank) = self.ended_on.rank_on(&attempt, node).filter(|r| *r > 0) {
+                        self.mark_truncated(attempt, rank, result.written, out);
+                        continue;
+                    }
                     tracing::info!(task = %attempt.task, attempt = attempt.attempt, node_id = %node, "ignoring a late result: that attempt no longer owns the task");
                     continue;
                 }
@@ -195,24 +202,15 @@ impl Core {
             for other in run.places().filter(|n| *n != node) {
                 out.agents.push((other.clone(), ToAgent::Kill(attempt)));
             }
-            self.ended_on.insert(attempt, run.node.clone());
+            self.ended_on.insert(attempt, &run);
             if let Some(job) = self.jobs.get_mut(&attempt.task.job) {
                 let ran = result.ended_at_ms.saturating_sub(result.started_at_ms);
                 job.runs.total_ms = job.runs.total_ms.saturating_add(ran);
                 job.runs.count = job.runs.count.saturating_add(1);
             }
-            let limit = self.max_output_of(attempt.task.job);
             let mut message = result.message;
-            for (stderr, written) in [(false, result.written[0]), (true, result.written[1])] {
-                if let Some((marker, note)) = super::output::truncation(stderr, written, limit) {
-                    out.store.push(StoreOp::Log(LogChunk {
-                        attempt,
-                        stderr,
-                        offset: limit,
-                        data: marker.into_bytes(),
-                    }));
-                    message = if message.is_empty() { note } else { format!("{message}; {note}") };
-                }
+            for note in self.mark_truncated(attempt, 0, result.written, out) {
+                message = if message.is_empty() { note } else { format!("{message}; {note}") };
             }
             out.store.push(StoreOp::EndAttempt {
                 attempt,
@@ -353,7 +351,7 @@ impl Core {
         let Some(run) = self.take_running(now, key) else { return false };
         let attempt = AttemptRef { task: key, attempt: run.attempt };
         // What it prints while it is killed is still its output.
-        self.ended_on.insert(attempt, run.node.clone());
+        self.ended_on.insert(attempt, &run);
         out.store.push(StoreOp::EndAttempt {
             attempt,
             started_at_ms: None,

@@ -431,18 +431,19 @@ pub struct Core {
     next_node: u64,
 }
 
-/// Which node ended each of the last [`EndedOn::KEEP`] attempts.
+/// Where each of the last [`EndedOn::KEEP`] attempts ran when it ended: its
+/// node, then a multi-node task's other ranks' nodes in rank order.
 #[derive(Debug, Default)]
 pub struct EndedOn {
-    by_attempt: HashMap<AttemptRef, NodeId>,
+    by_attempt: HashMap<AttemptRef, Vec<NodeId>>,
     order: std::collections::VecDeque<AttemptRef>,
 }
 
 impl EndedOn {
     pub const KEEP: usize = 65_536;
 
-    pub fn insert(&mut self, attempt: AttemptRef, node: NodeId) {
-        if self.by_attempt.insert(attempt, node).is_none() {
+    pub fn insert(&mut self, attempt: AttemptRef, run: &RunningAttempt) {
+        if self.by_attempt.insert(attempt, run.places().cloned().collect()).is_none() {
             self.order.push_back(attempt);
         }
         while self.order.len() > Self::KEEP {
@@ -452,8 +453,19 @@ impl EndedOn {
         }
     }
 
+    /// The node the attempt ran on (a multi-node task's primary's).
     pub fn get(&self, attempt: &AttemptRef) -> Option<&NodeId> {
-        self.by_attempt.get(attempt)
+        self.place(attempt, 0)
+    }
+
+    /// The node of the attempt's rank `rank`.
+    pub fn place(&self, attempt: &AttemptRef, rank: u32) -> Option<&NodeId> {
+        self.by_attempt.get(attempt)?.get(rank as usize)
+    }
+
+    /// The rank the attempt had on `node`.
+    pub fn rank_on(&self, attempt: &AttemptRef, node: &NodeId) -> Option<u32> {
+        self.by_attempt.get(attempt)?.iter().position(|n| n == node).map(|r| r as u32)
     }
 }
 

@@ -374,6 +374,8 @@ pub struct TaskResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogChunk {
     pub attempt: AttemptRef,
+    /// 0: the task's own output (a multi-node task's primary's); R: rank R's.
+    pub rank: u32,
     pub stderr: bool,
     pub offset: u64,
     pub data: Vec<u8>,

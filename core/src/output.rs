@@ -5,15 +5,17 @@ use super::*;
 
 impl Core {
     /// Log output of an attempt, from `node`. Kept only from the node the attempt
-    /// runs on, or whose result ended it: no node writes another's output, and a
-    /// late copy from a node whose attempt was taken from it writes nothing.
+    /// (for a multi-node task: the chunk's rank) runs on, or ran on when it ended:
+    /// no node writes another's output, and a late copy from a node whose attempt
+    /// was taken from it writes nothing.
     pub fn on_logs(&mut self, node: &NodeId, chunks: Vec<LogChunk>, out: &mut Outbox) {
         for chunk in chunks {
             let attempt = chunk.attempt;
-            let running_here =
-                self.running.get(&attempt.task).is_some_and(|r| &r.node == node && r.attempt == attempt.attempt);
-            // (A multi-node task's output is its primary's, rank 0's.)
-            let ended_here = self.ended_on.get(&attempt) == Some(node);
+            let running_here = self
+                .running
+                .get(&attempt.task)
+                .is_some_and(|r| r.attempt == attempt.attempt && r.places().nth(chunk.rank as usize) == Some(node));
+            let ended_here = self.ended_on.place(&attempt, chunk.rank) == Some(node);
             let limit = self.max_output_of(attempt.task.job);
             let chunk = clip(chunk, limit);
             if (running_here || ended_here) && !chunk.data.is_empty() {
@@ -26,6 +28,32 @@ impl Core {
 }
 
 impl Core {
+    /// Ends each stream of the attempt's rank `rank` that wrote more than it
+    /// keeps with the marker that says so; what to note on the attempt.
+    pub(crate) fn mark_truncated(
+        &self,
+        attempt: AttemptRef,
+        rank: u32,
+        written: [u64; 2],
+        out: &mut Outbox,
+    ) -> Vec<String> {
+        let limit = self.max_output_of(attempt.task.job);
+        let mut notes = Vec::new();
+        for (stderr, written) in [(false, written[0]), (true, written[1])] {
+            if let Some((marker, note)) = truncation(stderr, written, limit) {
+                out.store.push(StoreOp::Log(LogChunk {
+                    attempt,
+                    rank,
+                    stderr,
+                    offset: limit,
+                    data: marker.into_bytes(),
+                }));
+                notes.push(note);
+            }
+        }
+        notes
+    }
+
     /// The most of each of a job's task streams that is kept.
     pub fn max_output_of(&self, job: JobId) -> u64 {
         self.jobs.get(&job).map_or(self.config.max_output, |j| j.spec.max_output_or(self.config.max_output))

@@ -27,6 +27,8 @@ pub struct Unacked {
     pub result: pb::TaskResult,
     pub dir: PathBuf,
     pub max_output: u64,
+    /// A multi-node task's rank here, whose output it is.
+    pub rank: u32,
 }
 
 /// What the shell must do.
@@ -139,6 +141,7 @@ impl Attempts {
         result: pb::TaskResult,
         dir: PathBuf,
         max_output: u64,
+        rank: u32,
         shipped: bool,
         out: &mut Vec<Effect>,
     ) {
@@ -149,7 +152,7 @@ impl Attempts {
         if r.abandoned {
             out.push(Effect::RemoveDir(dir));
         } else {
-            let unacked = Unacked { result, dir, max_output };
+            let unacked = Unacked { result, dir, max_output, rank };
             self.unacked.insert(key, unacked.clone());
             out.push(Effect::Report(unacked, shipped));
         }

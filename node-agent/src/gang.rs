@@ -173,10 +173,11 @@ pub struct Coordination<'a> {
     pub limit: Option<std::time::Duration>,
 }
 
-/// Runs the coordination command on every rank's node through the launcher, its
-/// output into the task's (`out`, kept flowing through `relay`), and waits for
-/// all of them: an error (how the attempt ends, and why) if one fails, the
-/// attempt is stopped, or the task's timeout passes first.
+/// Runs the coordination command on every rank's node through the launcher, each
+/// one's output that rank's own (rank 0's is the task's; the launcher's own
+/// complaints go to `out`, kept flowing through `relay`), and waits for all of
+/// them: an error (how the attempt ends, and why) if one fails, the attempt is
+/// stopped, or the task's timeout passes first.
 pub async fn coordinate(
     how: Coordination<'_>,
     gang: &pb::Gang,
@@ -195,6 +196,7 @@ pub async fn coordinate(
             }
         };
         let child = tokio::process::Command::new(how.rsh)
+            .arg(crate::rsh::OWN_OUTPUT)
             .arg(node)
             .arg(how.command)
             .envs(how.env)

@@ -51,6 +51,9 @@ pub struct Rank {
     pub pgid: i32,
     pub dir: PathBuf,
     pub env: HashMap<String, String>,
+    /// The rank's own stdout and stderr (where the launches that ask for it
+    /// write: the coordination command's).
+    pub output: Option<Arc<[std::io::PipeWriter; 2]>>,
 }
 
 #[derive(Default)]
@@ -188,7 +191,7 @@ impl Launches {
 
     /// One launcher's connection: its hello, then its stdin out and what comes back.
     async fn serve(self: Arc<Self>, mut stream: UnixStream) {
-        let (attempt, rank, command) = match self.hello(&mut stream).await {
+        let (attempt, rank, command, own_output) = match self.hello(&mut stream).await {
             Ok(hello) => hello,
             Err(why) => {
                 let _ = write_frame(&mut stream, kind::ERROR, why.as_bytes()).await;
@@ -203,7 +206,7 @@ impl Launches {
             inner.opened.insert(id, tx);
             id
         };
-        let open = pb::LaunchOpen { task: Some(task_ref(attempt)), rank, command };
+        let open = pb::LaunchOpen { task: Some(task_ref(attempt)), rank, command, own_output };
         if !self.send(pb::LaunchFrame { id, open: Some(open), ..Default::default() }).await {
             self.inner().opened.remove(&id);
             let _ = write_frame(&mut stream, kind::ERROR, b"the coordinator cannot be reached").await;
@@ -252,13 +255,14 @@ impl Launches {
         self.inner().opened.remove(&id);
     }
 
-    /// Reads and checks a launcher's hello: its attempt, the rank it names, the command.
-    async fn hello(&self, stream: &mut UnixStream) -> Result<(AttemptRef, u32, String), String> {
+    /// Reads and checks a launcher's hello: its attempt, the rank it names, the
+    /// command, and whether its output is that rank's own.
+    async fn hello(&self, stream: &mut UnixStream) -> Result<(AttemptRef, u32, String, bool), String> {
         let mut texts = Vec::new();
-        match read_frame(stream).await {
-            Ok(Some((kind::HELLO, _))) => {}
+        let own_output = match read_frame(stream).await {
+            Ok(Some((kind::HELLO, flags))) => flags == crate::rsh::OWN_OUTPUT.as_bytes(),
             _ => return Err("expected a hello".into()),
-        }
+        };
         for _ in 0..3 {
             match read_frame(stream).await {
                 Ok(Some((kind::TEXT, data))) => texts.push(String::from_utf8_lossy(&data).into_owned()),
@@ -284,7 +288,7 @@ impl Launches {
         let to = by_id
             .or_else(by_address)
             .ok_or_else(|| format!("'{host}' is not a node of this attempt (its nodes: {})", gang.nodes.join(", ")))?;
-        Ok((*attempt, to as u32, command))
+        Ok((*attempt, to as u32, command, own_output))
     }
 
     /// Runs a launch here (coordinator's `id`), in its attempt's process group.
@@ -326,11 +330,21 @@ impl Launches {
             .env("OMPI_MCA_orte_tmpdir_base", &own)
             .current_dir(&rank.dir)
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
             .process_group(rank.pgid)
             .kill_on_drop(false);
-        let mut child = match cmd.spawn() {
+        // Its output is the rank's own (kept and shipped by the rank's runner, within
+        // its `--max-output`), or goes back to the launcher.
+        let mut spawn = || {
+            match (&rank.output, open.own_output) {
+                (Some(output), true) => {
+                    let [out, err] = &**output;
+                    cmd.stdout(out.try_clone()?).stderr(err.try_clone()?)
+                }
+                _ => cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()),
+            };
+            cmd.spawn()
+        };
+        let mut child = match spawn() {
             Ok(child) => child,
             Err(e) => {
                 self.inner().running.remove(&id);

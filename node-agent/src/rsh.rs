@@ -6,7 +6,8 @@
 //! never from the command line), to run CMD (its words joined by spaces, run by
 //! `sh -c`) on HOST, one of the attempt's nodes; relays its stdin there and its
 //! stdout and stderr back; and exits with its exit code (255 if it could not be
-//! started, as ssh does).
+//! started, as ssh does). With `--own-output` first, CMD's output stays on HOST
+//! as that rank's own (the coordination command's).
 //!
 //! Between this process and its agent, each message is a frame: a kind byte, a
 //! big-endian u32 length, and that many bytes ([`write_frame`], [`read_frame`]).
@@ -18,7 +19,7 @@ use std::os::unix::net::UnixStream;
 /// The frames' kinds.
 pub mod kind {
     /// To the agent, first: the secret, the host and the command, each a frame of
-    /// its own after this one (`HELLO` carries nothing).
+    /// its own after this one (`HELLO` carries nothing, or [`super::OWN_OUTPUT`]).
     pub const HELLO: u8 = 1;
     pub const STDIN: u8 = 2;
     pub const STDIN_EOF: u8 = 3;
@@ -42,6 +43,11 @@ pub const TOKEN_VAR: &str = "CORRAL_LAUNCH_TOKEN";
 
 /// The launcher's name: the agent's binary answers to it (a link in its work dir).
 pub const NAME: &str = "corral-rsh";
+
+/// `corral-rsh --own-output HOST CMD`: CMD's stdout and stderr are the output of
+/// HOST's rank (kept there, readable per rank), not relayed back; only its exit
+/// is. The coordination command runs so.
+pub const OWN_OUTPUT: &str = "--own-output";
 
 pub fn write_frame(w: &mut impl Write, kind: u8, data: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(data.len()).map_err(|_| std::io::Error::other("frame too large"))?;
@@ -109,10 +115,12 @@ pub fn as_launcher() -> Option<std::process::ExitCode> {
 /// Runs the launcher with the arguments after its name; returns its exit code.
 pub fn main(args: Vec<OsString>) -> i32 {
     let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    if args.first().map(String::as_str) == Some("--hold") {
-        crate::gang::hold();
-    }
-    match run(&args) {
+    let own_output = match args.first().map(String::as_str) {
+        Some(crate::gang::HOLD) => crate::gang::hold(),
+        Some(OWN_OUTPUT) => true,
+        _ => false,
+    };
+    match run(&args[own_output as usize..], own_output) {
         Ok(code) => code,
         Err(why) => {
             eprintln!("{NAME}: {why}");
@@ -121,14 +129,15 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
-fn run(args: &[String]) -> Result<i32, String> {
+fn run(args: &[String], own_output: bool) -> Result<i32, String> {
     let (host, command) = host_and_command(args)?;
     let socket = std::env::var(SOCKET_VAR)
         .map_err(|_| format!("{SOCKET_VAR} is not set: {NAME} runs only inside a multi-node task"))?;
     let token = std::env::var(TOKEN_VAR).map_err(|_| format!("{TOKEN_VAR} is not set"))?;
     let mut stream = UnixStream::connect(&socket).map_err(|e| format!("cannot reach the agent at {socket}: {e}"))?;
     let mut hello = || -> std::io::Result<()> {
-        write_frame(&mut stream, kind::HELLO, &[])?;
+        let flags = if own_output { OWN_OUTPUT.as_bytes() } else { &[] };
+        write_frame(&mut stream, kind::HELLO, flags)?;
         for text in [&token, &host, &command] {
             write_frame(&mut stream, kind::TEXT, text.as_bytes())?;
         }

@@ -35,6 +35,8 @@ pub enum RunnerEvent {
         result: pb::TaskResult,
         dir: PathBuf,
         max_output: u64,
+        /// A multi-node task's rank here (0 for any other task).
+        rank: u32,
         /// The stream all its output was shipped on; `None` if there was none
         /// for the whole of it.
         shipped_on: Option<u64>,
@@ -92,9 +94,10 @@ pub fn start(
     tokio::spawn(async move {
         let dir = ctx.dirs.root().join(dir_name(&task));
         let max_output = assignment.max_output_bytes;
+        let rank = assignment.gang.as_ref().map_or(0, |g| g.rank);
         let mut shipped_on = None;
         let result = run(assignment, task, &dir, &ctx, stop_rx, &mut shipped_on).await;
-        let _ = events.send(RunnerEvent::Finished { result, dir, max_output, shipped_on });
+        let _ = events.send(RunnerEvent::Finished { result, dir, max_output, rank, shipped_on });
     });
     stop_tx
 }
@@ -108,6 +111,8 @@ pub fn dir_name(task: &pb::TaskRef) -> String {
 /// current stream.
 pub struct Output {
     task: pb::TaskRef,
+    /// A multi-node task's rank on this node, whose output this is.
+    rank: u32,
     /// The agent's own handles on the files.
     files: [std::fs::File; 2],
     shipped: [u64; 2],
@@ -122,20 +127,27 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(task: pb::TaskRef, files: [std::fs::File; 2], max_output: u64, lane: watch::Receiver<Lane>) -> Output {
+    pub fn new(
+        task: pb::TaskRef,
+        rank: u32,
+        files: [std::fs::File; 2],
+        max_output: u64,
+        lane: watch::Receiver<Lane>,
+    ) -> Output {
         let limit = if max_output == 0 { u64::MAX } else { max_output };
-        Output { task, files, shipped: [0, 0], known: [0, 0], limit, lane, current: Lane::default() }
+        Output { task, rank, files, shipped: [0, 0], known: [0, 0], limit, lane, current: Lane::default() }
     }
 
     /// Opens a finished attempt's output in `dir`, to ship it again.
     pub fn open(
         task: pb::TaskRef,
+        rank: u32,
         dir: &Path,
         max_output: u64,
         lane: watch::Receiver<Lane>,
     ) -> std::io::Result<Output> {
         let open = |name: &str| std::fs::File::open(dir.join(name));
-        Ok(Output::new(task, [open("stdout.txt")?, open("stderr.txt")?], max_output, lane))
+        Ok(Output::new(task, rank, [open("stdout.txt")?, open("stderr.txt")?], max_output, lane))
     }
 
     /// Looks at the files' lengths and at the stream: on a new one, everything
@@ -182,7 +194,8 @@ impl Output {
         match self.files[i].read_at(&mut data, self.shipped[i]) {
             Ok(n) if n > 0 => {
                 data.truncate(n);
-                let chunk = pb::LogChunk { task: Some(self.task), stderr: i == 1, offset: self.shipped[i], data };
+                let (task, rank, stderr, offset) = (Some(self.task), self.rank, i == 1, self.shipped[i]);
+                let chunk = pb::LogChunk { task, rank, stderr, offset, data };
                 self.shipped[i] += n as u64;
                 permit.send(pb::AgentMessage { logs: vec![chunk], ..Default::default() });
             }
@@ -321,9 +334,20 @@ async fn run(
     env.insert("CORRAL_POOL".into(), ctx.pool.clone());
     let attempt = crate::attempts::attempt_of(&task);
     if let (Some(l), Some(gang)) = (launching.as_mut(), a.gang.clone()) {
-        let rank =
-            crate::launches::Rank { token: l.token.clone(), gang, pgid: 0, dir: dir.to_path_buf(), env: env.clone() };
-        l.register(attempt, rank);
+        // What its coordination command prints is the rank's own output.
+        let output = match (stdout.try_clone(), stderr.try_clone()) {
+            (Ok(o), Ok(e)) => Some(Arc::new([o, e])),
+            (Err(e), _) | (_, Err(e)) => {
+                return result(
+                    task,
+                    Outcome::SpawnFailed,
+                    started_at_ms,
+                    format!("cannot set up the rank's output: {e}"),
+                )
+            }
+        };
+        let (token, dir, env) = (l.token.clone(), dir.to_path_buf(), env.clone());
+        l.register(attempt, crate::launches::Rank { token, gang, pgid: 0, dir, env, output });
     }
     // A multi-node task's coordination command, on every node before rank 0's own.
     if let (Some(gang), Some(tools)) = (a.gang.as_ref().filter(|g| g.rank == 0), ctx.gangs.as_deref()) {
@@ -374,7 +398,8 @@ async fn run(
     if let Some(l) = &launching {
         l.set_group(pgid);
     }
-    let mut output = Output::new(task, files, a.max_output_bytes, ctx.lane.clone());
+    let rank = a.gang.as_ref().map_or(0, |g| g.rank);
+    let mut output = Output::new(task, rank, files, a.max_output_bytes, ctx.lane.clone());
     output.refresh();
     let timeout = (a.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(a.timeout_ms));
     let mut tail = tokio::time::interval_at(Instant::now() + TAIL_EVERY, TAIL_EVERY);

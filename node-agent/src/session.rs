@@ -507,14 +507,14 @@ impl Agent {
     /// A runner's news. `generation` is the current stream's, if one is open: a
     /// result whose output all went out on it is not shipped again.
     fn on_event(&mut self, event: RunnerEvent, generation: Option<u64>, out: &mut Vec<Effect>) {
-        let RunnerEvent::Finished { result, dir, max_output, shipped_on } = event;
+        let RunnerEvent::Finished { result, dir, max_output, rank, shipped_on } = event;
         if let Some(task) = &result.task {
             self.cancels.remove(&attempt_of(task));
             // Its result says it started: no need to tell that apart.
             self.started.remove(&attempt_of(task));
         }
         let shipped = generation.is_some() && shipped_on == generation;
-        self.attempts.on_finished(result, dir, max_output, shipped, out);
+        self.attempts.on_finished(result, dir, max_output, rank, shipped, out);
     }
 
     /// Carries out what the attempts decided. Without a stream (`report` is None)

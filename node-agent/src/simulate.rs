@@ -44,7 +44,8 @@ impl Launch for Simulated {
             ended_at_ms: now,
             ..Default::default()
         };
-        let _ = events.send(RunnerEvent::Finished { result, dir, max_output: 0, shipped_on: Some(generation) });
+        let _ =
+            events.send(RunnerEvent::Finished { result, dir, max_output: 0, rank: 0, shipped_on: Some(generation) });
         None
     }
 

@@ -55,6 +55,7 @@ fn agents_cannot_pass_for_one_another() {
                     offset: 0,
                     data: b"INJECTED\n".to_vec(),
                     stderr: false,
+                    rank: 0,
                 }],
                 ..Default::default()
             }),

@@ -187,7 +187,13 @@ fn a_misbehaving_agent_cannot_hurt_the_coordinator() {
                         ..Default::default()
                     },
                 ],
-                logs: vec![pb::LogChunk { task: Some(good_ref), offset: u64::MAX, data: vec![1; 10], stderr: false }],
+                logs: vec![pb::LogChunk {
+                    task: Some(good_ref),
+                    offset: u64::MAX,
+                    data: vec![1; 10],
+                    stderr: false,
+                    rank: 0,
+                }],
                 start_task_running: false,
                 start_task_failed: String::new(),
                 address: String::new(),

@@ -253,18 +253,53 @@ fn a_coordination_command_runs_on_every_node_before_rank_zeros_command() {
     let done = c.wait_job(job, MINUTE);
     let out = c.logs(job, 0, false);
     assert_eq!(done["state"], "completed", "{done}\n{out}");
+    // Rank 0's coordination output is the task's, before its command's; rank 1's
+    // is its own, read with --rank.
+    let attempt = c.attempts(job)[0].1[0].clone();
+    let primary = attempt["node_id"].as_str().unwrap_or_default().to_string();
+    let members = attempt["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), 1, "task show lists the other rank's node: {attempt}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 4, "{out}");
-    assert_eq!(lines[2], "main", "rank 0's command comes after: {out}");
-    let mut hosts: Vec<&str> = lines[3].trim_start_matches("hosts ").split(',').collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], format!("set up {primary} rank 0"), "{out}");
+    assert_eq!(lines[1], "main", "rank 0's command comes after: {out}");
+    let mut hosts: Vec<&str> = lines[2].trim_start_matches("hosts ").split(',').collect();
     hosts.sort();
     assert_eq!(hosts, ["127.0.0.1", "node-b.example"], "{out}");
-    let mut ranks: Vec<&str> = lines[..2].iter().filter_map(|l| l.rsplit(' ').next()).collect();
-    ranks.sort();
-    assert_eq!(ranks, ["0", "1"], "once on each node: {out}");
-    // Failing on one node fails the attempt, and the command never runs.
+    let rank_logs = |job: u64, more: &[&str]| {
+        let job = job.to_string();
+        let mut args = vec!["task", "logs", &job, "0", "--rank", "1"];
+        args.extend_from_slice(more);
+        let out = c.corral(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // (A member's output may arrive a moment after the attempt's end.)
+    let mut member = String::new();
+    wait_until(Duration::from_secs(10), "rank 1's output", || {
+        member = rank_logs(job, &[]);
+        !member.is_empty()
+    });
+    assert_eq!(member, format!("set up {} rank 1\n", members[0].as_str().unwrap_or_default()));
+    // The dashboard's API reads the same.
+    let (status, body) = c.http_get(&format!("/api/jobs/{job}/tasks/0/log?rank=1"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("set up {} rank 1", members[0].as_str().unwrap_or_default())), "{body}");
+    let (status, body) = c.http_get(&format!("/api/jobs/{job}/tasks/0/log?rank=2"));
+    assert!(status == 400 && body.contains("rank"), "{status} {body}");
+    let said = c.fails(&["task", "logs", &job.to_string(), "0", "--rank", "2"]);
+    assert!(said.contains("rank: task") && said.contains("runs on 2 node(s): ranks 0 to 1"), "{said}");
+    // Failing on one node fails the attempt, and the command never runs; what the
+    // failing rank said is its own stderr.
     let job = c.submit(
-        &["--pool", "mpi", "--nodes", "2", "--coordination", "test \"$CORRAL_NODE_RANK\" = 0"],
+        &[
+            "--pool",
+            "mpi",
+            "--nodes",
+            "2",
+            "--coordination",
+            "test \"$CORRAL_NODE_RANK\" = 0 || { echo \"no disk on $CORRAL_NODE_RANK\" >&2; exit 1; }",
+        ],
         &["echo", "main"],
     );
     c.wait_job(job, MINUTE);
@@ -273,6 +308,8 @@ fn a_coordination_command_runs_on_every_node_before_rank_zeros_command() {
     assert!(said.starts_with("the coordination command on rank 1 (node n-"), "{attempt}");
     assert!(said.ends_with("exited with code 1"), "{attempt}");
     assert!(!c.logs(job, 0, false).contains("main"));
+    assert_eq!(c.logs(job, 0, true), "");
+    wait_until(Duration::from_secs(10), "rank 1's stderr", || rank_logs(job, &["--stderr"]) == "no disk on 1\n");
     // Only a multi-node task has one.
     let said = c.fails(&["job", "submit", "--pool", "mpi", "--coordination", "true", "--", "true"]);
     assert!(said.contains("task.coordination: only a multi-node task"), "{said}");

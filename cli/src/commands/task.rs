@@ -12,7 +12,7 @@ use crate::output;
 use crate::Exit;
 
 mod logs;
-pub(crate) use logs::{each_chunk, read_whole};
+pub(crate) use logs::{each_chunk, read_whole, Which};
 
 /// Tasks fetched per request when listing.
 const PAGE: u32 = 50_000;
@@ -73,6 +73,11 @@ pub enum TaskCommand {
         /// Which attempt (default: the latest).
         #[arg(long)]
         attempt: Option<u32>,
+        /// A multi-node task's rank whose output to print: 0 (the default) is the
+        /// task's own (its primary's, where the MPI ranks' output arrives); 1 and up
+        /// are the other nodes' (what the coordination command printed there).
+        #[arg(long, default_value_t = 0)]
+        rank: u32,
     },
 }
 
@@ -120,6 +125,8 @@ fn attempt_json(a: &pb::Attempt) -> serde_json::Value {
         "exit_code": a.has_exit_code.then_some(a.exit_code),
         "signal": (a.signal != 0).then_some(a.signal),
         "message": a.message,
+        // A multi-node task's other ranks' nodes, rank 1 first.
+        "members": (!a.members.is_empty()).then_some(&a.members),
     })
 }
 
@@ -280,9 +287,11 @@ impl TaskCommand {
                             } else {
                                 "running".into()
                             };
+                            // A multi-node task's nodes, rank 0's first.
+                            let nodes = std::iter::once(&a.node_id).chain(&a.members);
                             vec![
                                 a.attempt.to_string(),
-                                a.node_id.clone(),
+                                nodes.map(String::as_str).collect::<Vec<_>>().join(","),
                                 output::timestamp(a.started_at_ms),
                                 took,
                                 a.outcome().word().map_or("-", |o| o.as_str()).to_string(),
@@ -332,14 +341,17 @@ impl TaskCommand {
                     anyhow::bail!("{refused} task(s) could not be cancelled");
                 }
             }
-            TaskCommand::Logs { job, task, attempt, .. } if ctx.json() => {
-                logs::logs_json(&mut client, job, &task, attempt).await?;
+            TaskCommand::Logs { job, task, attempt, rank, .. } if ctx.json() => {
+                let which = logs::Which { job, task: &task, attempt: attempt.unwrap_or(0), rank };
+                logs::logs_json(&mut client, which).await?;
             }
-            TaskCommand::Logs { job, task, both: true, follow, attempt, .. } => {
-                logs::print_both(&mut client, job, &task, follow, attempt).await?;
+            TaskCommand::Logs { job, task, both: true, follow, attempt, rank, .. } => {
+                let which = logs::Which { job, task: &task, attempt: attempt.unwrap_or(0), rank };
+                logs::print_both(&mut client, which, follow).await?;
             }
-            TaskCommand::Logs { job, task, stderr, follow, attempt, .. } => {
-                logs::print_logs(&mut client, job, &task, stderr, follow, attempt).await?;
+            TaskCommand::Logs { job, task, stderr, follow, attempt, rank, .. } => {
+                let which = logs::Which { job, task: &task, attempt: attempt.unwrap_or(0), rank };
+                logs::print_logs(&mut client, which, stderr, follow).await?;
             }
         }
         Ok(Exit::Ok)

@@ -96,7 +96,7 @@ pub fn log_chunk(c: pb::LogChunk) -> Result<LogChunk, Invalid> {
     if c.offset > 1 << 50 {
         return Err(Invalid::new("logs.offset", "is implausibly large"));
     }
-    Ok(LogChunk { attempt: attempt_ref(c.task)?, stderr: c.stderr, offset: c.offset, data: c.data })
+    Ok(LogChunk { attempt: attempt_ref(c.task)?, rank: c.rank, stderr: c.stderr, offset: c.offset, data: c.data })
 }
 
 /// The address an agent says other ranks reach it at: `None` if it says none.

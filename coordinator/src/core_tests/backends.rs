@@ -22,21 +22,21 @@ use crate::store::{Backend, Postgres, Sqlite, StoreError};
 mod pg;
 
 /// One backend under test, with what keeps it alive.
-struct Under {
+pub(super) struct Under {
     name: &'static str,
-    backend: Box<dyn Backend>,
+    pub(super) backend: Box<dyn Backend>,
     _dir: tempfile::TempDir,
-    server: Option<pg::Postgres>,
+    pub(super) server: Option<pg::Postgres>,
     /// PostgreSQL's: where it is, and the lease held for its writer.
-    pg: Option<(Arc<crate::store::postgres::Target>, Option<Lease>)>,
+    pub(super) pg: Option<(Arc<crate::store::postgres::Target>, Option<Lease>)>,
 }
 
-fn sqlite() -> Under {
+pub(super) fn sqlite() -> Under {
     let dir = tempfile::tempdir().unwrap();
     Under { name: "sqlite", backend: Box::new(Sqlite::new(dir.path())), _dir: dir, server: None, pg: None }
 }
 
-fn postgres() -> Under {
+pub(super) fn postgres() -> Under {
     let server = pg::Postgres::start();
     let url = server.create("corral");
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +49,7 @@ fn postgres() -> Under {
 }
 
 /// A lease of 600 ms, renewed every 200 ms.
-fn settings(holder: &str) -> Settings {
+pub(super) fn settings(holder: &str) -> Settings {
     Settings {
         length: std::time::Duration::from_millis(600),
         holder: holder.into(),
@@ -68,7 +68,7 @@ fn both() -> [Under; 2] {
 /// retry, a graph, a cancelled one), attempts and their output, a schedule that
 /// fired, a template dispatched with a key, a polling trigger's cursor, tokens and
 /// node credentials, in batches as the writer groups them.
-fn scenario() -> (Vec<Vec<StoreOp>>, AttemptRef) {
+pub(super) fn scenario() -> (Vec<Vec<StoreOp>>, AttemptRef) {
     scenario_with_jobs().0
 }
 
@@ -156,11 +156,13 @@ fn scenario_with_jobs() -> ((Vec<Vec<StoreOp>>, AttemptRef), usize) {
         Some(StoreOp::EndAttempt { order, .. }) => *order = corral_types::order::Runs::checked(vec![6, 5, 6], [12, 5]),
         _ => panic!("attempt {out:?} ended in the scenario"),
     }
-    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 0, data: b"hello ".to_vec() }));
-    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 6, data: b"world\n".to_vec() }));
+    ops.push(StoreOp::Log(LogChunk { attempt: out, rank: 0, stderr: false, offset: 0, data: b"hello ".to_vec() }));
+    ops.push(StoreOp::Log(LogChunk { attempt: out, rank: 0, stderr: false, offset: 6, data: b"world\n".to_vec() }));
     // Sent again (an agent that reconnected): lands once.
-    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: false, offset: 6, data: b"world\n".to_vec() }));
-    ops.push(StoreOp::Log(LogChunk { attempt: out, stderr: true, offset: 0, data: b"oops\n".to_vec() }));
+    ops.push(StoreOp::Log(LogChunk { attempt: out, rank: 0, stderr: false, offset: 6, data: b"world\n".to_vec() }));
+    ops.push(StoreOp::Log(LogChunk { attempt: out, rank: 0, stderr: true, offset: 0, data: b"oops\n".to_vec() }));
+    // A multi-node task's other rank's output is its own, beside the task's.
+    ops.push(StoreOp::Log(LogChunk { attempt: out, rank: 1, stderr: false, offset: 0, data: b"rank one\n".to_vec() }));
     env.core.sanity_check();
     ((ops.chunks(7).map(<[StoreOp]>::to_vec).collect(), out), env.core.jobs.len())
 }
@@ -173,7 +175,9 @@ fn held(backend: &dyn Backend, out: AttemptRef) -> String {
     let events = history.events(0, &Filter::default(), 10_000).unwrap();
     let events: Vec<String> =
         events.iter().map(|e| format!("{} {:?} {} {}", e.id, e.kind, e.state, e.detail)).collect();
-    let logs = (history.read_log(out, false, 0, 100).unwrap(), history.read_log(out, true, 0, 100).unwrap());
+    let logs = [(0, false), (0, true), (1, false), (1, true)].map(|(rank, stderr)| {
+        String::from_utf8_lossy(&history.read_log(out, rank, stderr, 0, 100).unwrap()).into_owned()
+    });
     let order = history.output_order(out).unwrap();
     let slots = history.schedule_slots(&ScheduleName::parse("s", "nightly").unwrap(), 0, u64::MAX >> 2).unwrap();
     let wanted: Vec<AttemptRef> = (0..5)
@@ -206,9 +210,11 @@ fn both_backends_give_back_what_was_written_and_the_same() {
         assert_eq!(restored.jobs.len(), jobs, "{}", under.name);
         assert!(restored.triggers.values().any(|t| !t.seen.is_empty()), "{}: the trigger's cursor", under.name);
         let mut history = under.backend.open_history().unwrap();
-        assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n", "{}", under.name);
-        assert_eq!(history.read_log(out, false, 6, 3).unwrap(), b"wor", "{}", under.name);
-        assert_eq!(history.read_log(out, false, 12, 100).unwrap(), b"", "{}", under.name);
+        assert_eq!(history.read_log(out, 0, false, 0, 100).unwrap(), b"hello world\n", "{}", under.name);
+        assert_eq!(history.read_log(out, 1, false, 0, 100).unwrap(), b"rank one\n", "{}", under.name);
+        assert_eq!(history.read_log(out, 1, true, 0, 100).unwrap(), b"", "{}", under.name);
+        assert_eq!(history.read_log(out, 0, false, 6, 3).unwrap(), b"wor", "{}", under.name);
+        assert_eq!(history.read_log(out, 0, false, 12, 100).unwrap(), b"", "{}", under.name);
         let order = history.output_order(out).unwrap();
         assert_eq!(order.as_ref().map(|o| o.lengths()), Some(&[6, 5, 6][..]), "{}", under.name);
         // A finished task's last attempt, in one read with others that have not ended.
@@ -299,7 +305,7 @@ fn deleting_a_job_forgets_its_rows_output_and_events_but_the_deletion() {
         durable.apply(&[StoreOp::DeleteJob(JobId(1))]).unwrap();
         let mut history = under.backend.open_history().unwrap();
         assert!(history.attempts(out.task).unwrap().is_empty(), "{}", under.name);
-        assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"", "{}", under.name);
+        assert_eq!(history.read_log(out, 0, false, 0, 100).unwrap(), b"", "{}", under.name);
         let events = history.events(0, &Filter { job: Some(JobId(1)), pool: None }, 1000).unwrap();
         assert_eq!(events.len(), 1, "{}: {events:?}", under.name);
         let (snapshot, ..) = under.backend.load().unwrap();
@@ -364,9 +370,9 @@ fn a_reader_reconnects_after_the_database_restarted() {
         durable.apply(batch).unwrap();
     }
     let mut history = under.backend.open_history().unwrap();
-    assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n");
+    assert_eq!(history.read_log(out, 0, false, 0, 100).unwrap(), b"hello world\n");
     under.server.as_mut().unwrap().restart();
-    assert_eq!(history.read_log(out, false, 0, 100).unwrap(), b"hello world\n");
+    assert_eq!(history.read_log(out, 0, false, 0, 100).unwrap(), b"hello world\n");
 }
 
 /// The writer sends a group before the one ahead of it is answered (PostgreSQL:
@@ -524,77 +530,4 @@ fn groups_waiting_when_the_session_is_cut_are_written_again() {
     let mut history = under.backend.open_history().unwrap();
     let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=last + 2).collect::<Vec<_>>());
-}
-
-/// A second coordinator waits for the lease while the first renews it, and takes
-/// it, with the next epoch, as soon as the first gives it up.
-#[test]
-fn a_standby_waits_for_the_lease_and_takes_the_next_epoch() {
-    let mut under = postgres();
-    let (target, first) = postgres_of(&under);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let standby = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let lease = Lease::take(target, &settings("second"), |h| seen.push(h.clone())).unwrap();
-        tx.send(()).unwrap();
-        (lease, seen)
-    });
-    // Three leases long, the first keeps it.
-    assert!(rx.recv_timeout(std::time::Duration::from_millis(1800)).is_err(), "the standby took a live lease");
-    let given_up = Instant::now();
-    drop(under.pg.as_mut().and_then(|(_, lease)| lease.take()));
-    rx.recv_timeout(std::time::Duration::from_secs(5)).expect("the standby never took the lease");
-    assert!(given_up.elapsed() < std::time::Duration::from_secs(2), "{:?}", given_up.elapsed());
-    let (lease, seen) = standby.join().unwrap();
-    assert_eq!(lease.epoch(), first + 1);
-    assert_eq!(seen.first().and_then(|h| h.holder.clone()).as_deref(), Some("first"), "{seen:?}");
-}
-
-/// A leader whose lease was taken (it was paused past it, say) commits nothing
-/// more, sent ahead or not, and hears that it lost the lease; the new leader's
-/// writes go in after everything the first one stored.
-#[test]
-fn a_leader_whose_lease_was_taken_commits_nothing_more() {
-    let (batches, _) = scenario();
-    let under = postgres();
-    let server = under.server.as_ref().unwrap();
-    let mut first = under.backend.open_durable().unwrap();
-    for batch in &batches[..2] {
-        first.apply(batch).unwrap();
-    }
-    let stored = first.last_event();
-    let (target, _) = postgres_of(&under);
-    // As if the first had been paused past its lease, and a standby took it (in one
-    // statement: the first's thread would renew a lease that merely ran out).
-    let (taken, second_epoch) = server.psql(
-        "corral",
-        "UPDATE corral_lease SET holder = 'second', epoch = epoch + 1, expires_at = clock_timestamp() + interval '1 hour' RETURNING epoch",
-    );
-    assert!(taken, "{second_epoch}");
-    let err = first.apply(&batches[2]).unwrap_err();
-    assert!(matches!(err, crate::error::Error::Store(StoreError::Fenced(_))), "{err}");
-    assert!(err.to_string().contains("another coordinator took the lease"), "{err}");
-    first.send(&batches[2]).unwrap();
-    assert!(matches!(first.settle(), Err(crate::error::Error::Store(StoreError::Fenced(_)))));
-    let mut lost = under.pg.as_ref().and_then(|(_, lease)| lease.as_ref()).unwrap().lost();
-    let deadline = Instant::now() + std::time::Duration::from_secs(3);
-    while lost.borrow_and_update().is_none() {
-        assert!(Instant::now() < deadline, "the first leader never heard it lost the lease");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let second = Postgres { target: target.clone(), epoch: second_epoch.trim().parse().unwrap() };
-    let mut writer = second.open_durable().unwrap();
-    assert_eq!(writer.last_event(), stored, "the new leader goes on from what the first stored");
-    for batch in &batches[2..] {
-        writer.apply(batch).unwrap();
-    }
-    let mut history = second.open_history().unwrap();
-    let ids: Vec<u64> = history.events(0, &Filter::default(), 100_000).unwrap().iter().map(|e| e.id).collect();
-    assert_eq!(ids, (1..=writer.last_event()).collect::<Vec<_>>());
-}
-
-/// The PostgreSQL backend under test: its target, and the epoch of its writer.
-fn postgres_of(under: &Under) -> (Arc<crate::store::postgres::Target>, u64) {
-    let (target, lease) = under.pg.as_ref().expect("postgres");
-    (target.clone(), lease.as_ref().map_or(0, Lease::epoch))
 }

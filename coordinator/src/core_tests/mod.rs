@@ -13,6 +13,7 @@ use crate::model::*;
 mod backends;
 mod graphs;
 mod jobs;
+mod lease;
 mod policies;
 mod pools;
 mod resources;

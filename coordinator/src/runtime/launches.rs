@@ -150,7 +150,7 @@ mod tests {
         let task = Some(crate::convert::attempt_to_pb(task));
         pb::LaunchFrame {
             id: 7,
-            open: Some(pb::LaunchOpen { task, rank, command: "orted".into() }),
+            open: Some(pb::LaunchOpen { task, rank, command: "orted".into(), own_output: false }),
             ..Default::default()
         }
     }

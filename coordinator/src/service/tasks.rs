@@ -88,6 +88,7 @@ pub(super) async fn get_task(api: &ClientApi, req: Request<pb::GetTaskRequest>) 
             exit_code: a.exit_code.unwrap_or(0),
             signal: a.signal.unwrap_or(0),
             message: a.message,
+            members: a.members,
         })
         .collect();
     Ok(Response::new(task))
@@ -168,6 +169,11 @@ pub(super) async fn read_log(
         .call(move |core, _, _| {
             let key = task_key(core, req.job_id, req.index, &name)?;
             let view = task_view(core, key)?;
+            let nodes = job_of(core, key.job.0)?.spec.task_spec(key.index).nodes.max(1);
+            if req.rank >= nodes {
+                let ranks = if nodes == 1 { "rank 0 only".into() } else { format!("ranks 0 to {}", nodes - 1) };
+                return Err(Error::from(Invalid::new("rank", format!("task {key} runs on {nodes} node(s): {ranks}"))));
+            }
             let attempt = if wanted == 0 { view.attempts_count } else { wanted };
             if attempt > view.attempts_count {
                 return Err(Error::from(Invalid::new(
@@ -191,8 +197,9 @@ pub(super) async fn read_log(
     let (data, order) = tokio::task::spawn_blocking(move || {
         let mut reader = shared.reader();
         let attempt = AttemptRef { task: key, attempt };
-        let data = reader.read_log(attempt, req.stderr, req.offset, max)?;
-        let order = match req.order && !running {
+        let data = reader.read_log(attempt, req.rank, req.stderr, req.offset, max)?;
+        // (Only the task's own output has its order recorded.)
+        let order = match req.order && !running && req.rank == 0 {
             true => reader.output_order(attempt)?.map(|o| o.lengths().to_vec()).unwrap_or_default(),
             false => Vec::new(),
         };

@@ -343,6 +343,11 @@ impl Store {
                             // A row of the transaction: the transaction fails with it.
                             return Err(e);
                         }
+                        if chunk.rank > 0 {
+                            // (Only the task's own output is accounted for.)
+                            tracing::error!(task = %chunk.attempt.task, rank = chunk.rank, error = %e, "could not write a rank's output; skipping it");
+                            continue;
+                        }
                         tracing::error!(task = %chunk.attempt.task, error = %e, "could not write task output; skipping it, and the attempt's record will say so");
                         lost.chunk_lost(tx.sql(), chunk)?;
                     }

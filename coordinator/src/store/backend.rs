@@ -77,7 +77,7 @@ pub trait History: Send {
     ) -> Result<std::collections::HashMap<AttemptRef, super::reader::EndedAttempt>>;
     /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was
     /// written.
-    fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
+    fn read_log(&mut self, attempt: AttemptRef, rank: u32, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>>;
     /// The order an attempt wrote its stdout and stderr in, if recorded.
     fn output_order(&mut self, attempt: AttemptRef) -> Result<Option<corral_types::order::Runs>>;
     /// The slots of `schedule` in `from..=to` that made a job.
@@ -188,8 +188,8 @@ impl History for Reader {
         Reader::ended_attempts(self, wanted)
     }
 
-    fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
-        Reader::read_log(self, attempt, stderr, offset, max)
+    fn read_log(&mut self, attempt: AttemptRef, rank: u32, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
+        Reader::read_log(self, attempt, rank, stderr, offset, max)
     }
 
     fn output_order(&mut self, attempt: AttemptRef) -> Result<Option<corral_types::order::Runs>> {

@@ -32,8 +32,8 @@ impl Logs {
             Logs::Table => {
                 let a = chunk.attempt;
                 tx.execute(
-                    "INSERT INTO task_logs (job_id, idx, attempt, stderr, off, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    args![a.task.job.0, a.task.index, a.attempt, chunk.stderr, chunk.offset, chunk.data],
+                    "INSERT INTO task_logs (job_id, idx, attempt, rank, stderr, off, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                    args![a.task.job.0, a.task.index, a.attempt, chunk.rank, chunk.stderr, chunk.offset, chunk.data],
                 )
             }
         }
@@ -54,22 +54,23 @@ impl Logs {
         }
     }
 
-    /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was
-    /// written.
+    /// Up to `max` bytes of a log (of the attempt's rank `rank`) from `offset`;
+    /// empty at the end or if nothing was written.
     pub fn read(
         &self,
         db: &mut dyn Sql,
         attempt: AttemptRef,
+        rank: u32,
         stderr: bool,
         offset: u64,
         max: usize,
     ) -> Result<Vec<u8>> {
         match self {
-            Logs::Files(dir) => read_file(dir, attempt, stderr, offset, max),
+            Logs::Files(dir) => read_file(dir, attempt, rank, stderr, offset, max),
             Logs::Table => {
                 let chunks = db.rows(
-                    "SELECT off, data FROM task_logs WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND stderr = ?4 AND off + length(data) > ?5 ORDER BY off LIMIT ?6",
-                    args![attempt.task.job.0, attempt.task.index, attempt.attempt, stderr, offset, CHUNKS_PER_READ],
+                    "SELECT off, data FROM task_logs WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3 AND rank = ?4 AND stderr = ?5 AND off + length(data) > ?6 ORDER BY off LIMIT ?7",
+                    args![attempt.task.job.0, attempt.task.index, attempt.attempt, rank, stderr, offset, CHUNKS_PER_READ],
                     |r| Ok((r.get::<u64>(0)?, r.get::<Vec<u8>>(1)?)),
                 )?;
                 Ok(assemble(offset, max, chunks))
@@ -106,7 +107,7 @@ fn assemble(offset: u64, max: usize, chunks: Vec<(u64, Vec<u8>)>) -> Vec<u8> {
 }
 
 fn write_file(dir: &Path, chunk: &LogChunk) -> Result<()> {
-    let path = log_path(dir, chunk.attempt, chunk.stderr);
+    let path = log_path(dir, chunk.attempt, chunk.rank, chunk.stderr);
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -115,8 +116,8 @@ fn write_file(dir: &Path, chunk: &LogChunk) -> Result<()> {
     Ok(())
 }
 
-fn read_file(dir: &Path, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
-    let path = log_path(dir, attempt, stderr);
+fn read_file(dir: &Path, attempt: AttemptRef, rank: u32, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
+    let path = log_path(dir, attempt, rank, stderr);
     let file = match fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -220,7 +220,7 @@ fn write_marker(logs: &Path, marker: &Marker) -> std::io::Result<()> {
         "\n[corral: {} of {stream} is missing from this log: the coordinator could not write it]\n",
         corral_types::size::show(marker.bytes)
     );
-    let path = log_path(logs, marker.attempt, marker.stderr);
+    let path = log_path(logs, marker.attempt, 0, marker.stderr);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

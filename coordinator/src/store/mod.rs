@@ -202,9 +202,14 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 /// Where the log of one attempt's stdout or stderr lives.
-pub fn log_path(logs: &Path, attempt: AttemptRef, stderr: bool) -> PathBuf {
+pub fn log_path(logs: &Path, attempt: AttemptRef, rank: u32, stderr: bool) -> PathBuf {
     let ext = if stderr { "stderr" } else { "stdout" };
-    logs.join(attempt.task.job.to_string()).join(format!("{}.{}.{ext}", attempt.task.index, attempt.attempt))
+    let (index, n) = (attempt.task.index, attempt.attempt);
+    let name = match rank {
+        0 => format!("{index}.{n}.{ext}"),
+        rank => format!("{index}.{n}.rank{rank}.{ext}"),
+    };
+    logs.join(attempt.task.job.to_string()).join(name)
 }
 
 impl Store {

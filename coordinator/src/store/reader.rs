@@ -22,6 +22,8 @@ pub struct AttemptRow {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub message: String,
+    /// A multi-node attempt's other ranks' nodes, rank 1 first.
+    pub members: Vec<String>,
 }
 
 /// Where and when an attempt that has ended ran, and how it ended in a few words.
@@ -41,7 +43,7 @@ pub struct Reader {
 impl Reader {
     pub fn attempts(&mut self, key: TaskKey) -> Result<Vec<AttemptRow>> {
         self.db.sql().rows(
-            "SELECT attempt, node_id, started_at_ms, ended_at_ms, outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx = ?2 ORDER BY attempt",
+            "SELECT attempt, node_id, started_at_ms, ended_at_ms, outcome, exit_code, signal, message, members FROM attempts WHERE job_id = ?1 AND idx = ?2 ORDER BY attempt",
             args![key.job.0, key.index],
             |r| {
                 Ok(AttemptRow {
@@ -53,6 +55,10 @@ impl Reader {
                     exit_code: r.get(5)?,
                     signal: r.get(6)?,
                     message: r.get::<Option<String>>(7)?.unwrap_or_default(),
+                    members: match r.get::<Option<String>>(8)? {
+                        Some(text) => serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?,
+                        None => Vec::new(),
+                    },
                 })
             },
         )
@@ -131,8 +137,16 @@ impl Reader {
         Ok(text.flatten().and_then(|t| Runs::from_text(&t)))
     }
 
-    /// Up to `max` bytes of a log from `offset`; empty at the end or if nothing was written.
-    pub fn read_log(&mut self, attempt: AttemptRef, stderr: bool, offset: u64, max: usize) -> Result<Vec<u8>> {
-        self.logs.read(self.db.sql(), attempt, stderr, offset, max)
+    /// Up to `max` bytes of a log (of the attempt's rank `rank`) from `offset`;
+    /// empty at the end or if nothing was written.
+    pub fn read_log(
+        &mut self,
+        attempt: AttemptRef,
+        rank: u32,
+        stderr: bool,
+        offset: u64,
+        max: usize,
+    ) -> Result<Vec<u8>> {
+        self.logs.read(self.db.sql(), attempt, rank, stderr, offset, max)
     }
 }

@@ -345,3 +345,46 @@ fn a_primary_that_fails_as_a_member_goes_away_ended_by_the_loss_not_by_its_own_f
     assert_eq!((task.state, task.failures, task.node_losses), (TaskState::Ready, 1, 0));
     assert_eq!(kills(&env.take()), [got[1].0.clone()], "the member is stopped");
 }
+
+#[test]
+fn each_rank_writes_only_its_own_output_also_after_the_end_and_a_cut_one_is_marked() {
+    let mut env = Env::with_pool(Fill::Spread);
+    nodes(&mut env, 3, 1);
+    let mut spec = gang(2, None);
+    spec.max_output = 10;
+    let _g = env.submit_spec(spec);
+    let got = placed(&mut env);
+    let (primary, member) = (got[0].0.clone(), got[1].0.clone());
+    let stranger = env.core.nodes.keys().find(|n| **n != primary && **n != member).cloned().unwrap();
+    let attempt = got[0].1;
+    env.take();
+    let chunk = |rank: u32, data: &[u8]| LogChunk { attempt, rank, stderr: false, offset: 0, data: data.to_vec() };
+    let kept = |out: &Outbox| -> Vec<(u32, Vec<u8>)> {
+        out.store
+            .iter()
+            .filter_map(|op| match op {
+                StoreOp::Log(c) => Some((c.rank, c.data.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // Rank 1's output comes from rank 1's node only; rank 0's (the task's) from the primary's.
+    let all = [chunk(0, b"zero"), chunk(1, b"one"), chunk(2, b"no such rank")];
+    for node in [&primary, &member, &stranger] {
+        env.core.on_logs(node, all.to_vec(), &mut env.out);
+    }
+    assert_eq!(kept(&env.take()), [(0, b"zero".to_vec()), (1, b"one".to_vec())]);
+    // The primary ends the attempt; the member, killed, ships the rest and its result.
+    env.exit(&primary, attempt, 0);
+    env.take();
+    env.core.on_logs(&member, vec![chunk(1, b"later but its own"), chunk(0, b"not its own")], &mut env.out);
+    assert_eq!(kept(&env.take()), [(1, b"later but ".to_vec())], "cut at its --max-output");
+    let late = TaskResult { written: [40, 0], ..result(attempt, Outcome::Cancelled, 5) };
+    env.core.on_task_results(env.now, &member, vec![late], &mut env.out);
+    let out = env.take();
+    let marks = kept(&out);
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].0, 1);
+    assert!(String::from_utf8_lossy(&marks[0].1).contains("stdout truncated here"));
+    assert!(!out.store.iter().any(|op| matches!(op, StoreOp::EndAttempt { .. })), "the attempt ended once");
+}

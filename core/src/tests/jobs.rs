@@ -141,7 +141,7 @@ fn only_the_node_an_attempt_runs_on_writes_its_output() {
     env.submit(1, 0, 0);
     let (on, a) = env.schedule()[0].clone();
     let (owner, other) = if on == owner { (owner, other) } else { (other, owner) };
-    let chunk = |data: &[u8]| LogChunk { attempt: a, stderr: false, offset: 0, data: data.to_vec() };
+    let chunk = |data: &[u8]| LogChunk { attempt: a, rank: 0, stderr: false, offset: 0, data: data.to_vec() };
     let logs = |out: &Outbox| out.store.iter().filter(|op| matches!(op, StoreOp::Log(_))).count();
     env.take();
     env.core.on_logs(&other, vec![chunk(b"forged")], &mut env.out);
@@ -165,7 +165,7 @@ fn output_beyond_a_jobs_limit_is_dropped_and_the_log_ends_with_a_marker() {
     env.core.submit_job(env.now, spec, &mut env.out).unwrap();
     let (_, a) = env.schedule()[0].clone();
     env.take();
-    let chunk = |offset: u64, data: &[u8]| LogChunk { attempt: a, stderr: false, offset, data: data.to_vec() };
+    let chunk = |offset: u64, data: &[u8]| LogChunk { attempt: a, rank: 0, stderr: false, offset, data: data.to_vec() };
     let logs = |out: &Outbox| -> Vec<(u64, Vec<u8>)> {
         out.store
             .iter()

@@ -66,7 +66,7 @@ impl Env {
     }
 
     fn finish(&mut self, task: pb::TaskRef, shipped: bool) -> Vec<Effect> {
-        self.attempts.on_finished(result(task), dir(task), 0, shipped, &mut self.out);
+        self.attempts.on_finished(result(task), dir(task), 0, 0, shipped, &mut self.out);
         self.take()
     }
 }

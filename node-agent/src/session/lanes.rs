@@ -62,7 +62,7 @@ pub(super) async fn report_results(
                 if let Some(task) = u.result.task {
                     // A directory already gone was acknowledged meanwhile: only the
                     // result goes again, which the coordinator takes once.
-                    if let Ok(mut output) = Output::open(task, &u.dir, u.max_output, lane.clone()) {
+                    if let Ok(mut output) = Output::open(task, u.rank, &u.dir, u.max_output, lane.clone()) {
                         output.ship_all().await;
                     }
                 }

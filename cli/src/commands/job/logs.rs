@@ -6,7 +6,7 @@ use std::io::Write;
 use corral_proto::v1 as pb;
 use serde_json::json;
 
-use super::super::task::{each_chunk, list, read_whole};
+use super::super::task::{each_chunk, list, read_whole, Which};
 use super::super::Context;
 use crate::client::Client;
 use crate::output;
@@ -22,7 +22,7 @@ pub async fn run(ctx: &Context, client: &mut Client, job: u64, stderr: bool) -> 
     for t in &tasks {
         let id = if t.name.is_empty() { t.index.to_string() } else { t.name.clone() };
         if ctx.json() {
-            let (data, cut, attempt) = read_whole(client, (job, &id, stderr, 0), JSON_PER_TASK).await?;
+            let (data, cut, attempt) = read_whole(client, (Which::latest(job, &id), stderr), JSON_PER_TASK).await?;
             let text = String::from_utf8_lossy(&data);
             shown
                 .push(json!({ "task": id, "attempt": attempt, "output": text, "bytes": data.len(), "truncated": cut }));
@@ -31,7 +31,7 @@ pub async fn run(ctx: &Context, client: &mut Client, job: u64, stderr: bool) -> 
         // Streamed a chunk at a time: a line split between chunks is held until its end.
         let mut partial: Vec<u8> = Vec::new();
         let mut failed = Ok(());
-        each_chunk(client, (job, &id, stderr, 0), u64::MAX, |chunk| {
+        each_chunk(client, (Which::latest(job, &id), stderr), u64::MAX, |chunk| {
             partial.extend_from_slice(chunk);
             while let Some(end) = partial.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = partial.drain(..=end).collect();

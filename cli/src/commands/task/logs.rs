@@ -12,15 +12,33 @@ use super::task_ref;
 use crate::client::{ApiResult, Client};
 use crate::output;
 
-/// A read of `max_bytes` of one stream of `task` (an index or an id) from `offset`.
-fn log_request(job: u64, task: &str, attempt: u32, stderr: bool, offset: u64, max_bytes: u32) -> pb::ReadLogRequest {
-    let (index, name) = task_ref(task);
-    pb::ReadLogRequest { job_id: job, index, attempt, stderr, offset, max_bytes, name, order: false }
+/// Which output: of a job's task (an index or an id), its attempt (0: the latest)
+/// and, for a multi-node task, its rank (0: the task's own).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Which<'a> {
+    pub job: u64,
+    pub task: &'a str,
+    pub attempt: u32,
+    pub rank: u32,
 }
 
-/// Asks for the order of an attempt's stdout and stderr (and whether it has ended).
-fn order_of(job: u64, task: &str, attempt: u32) -> pb::ReadLogRequest {
-    pb::ReadLogRequest { order: true, ..log_request(job, task, attempt, false, 0, 1) }
+impl<'a> Which<'a> {
+    /// The task's own output of its latest attempt.
+    pub fn latest(job: u64, task: &'a str) -> Which<'a> {
+        Which { job, task, attempt: 0, rank: 0 }
+    }
+
+    /// A read of `max_bytes` of one stream from `offset`.
+    fn request(self, stderr: bool, offset: u64, max_bytes: u32) -> pb::ReadLogRequest {
+        let (index, name) = task_ref(self.task);
+        let (job_id, attempt, rank) = (self.job, self.attempt, self.rank);
+        pb::ReadLogRequest { job_id, index, attempt, stderr, offset, max_bytes, name, order: false, rank }
+    }
+
+    /// Asks for the order of the attempt's stdout and stderr (and whether it has ended).
+    fn order(self) -> pb::ReadLogRequest {
+        pb::ReadLogRequest { order: true, ..self.request(false, 0, 1) }
+    }
 }
 
 /// The most of a log `task logs -o json` reads (or the hint counts).
@@ -31,22 +49,22 @@ const MAX_READ: u64 = 64 << 20;
 /// whether there was more, and the attempt read.
 pub(crate) async fn each_chunk(
     client: &mut Client,
-    (job, task, stderr, attempt): (u64, &str, bool, u32),
+    (mut which, stderr): (Which<'_>, bool),
     limit: u64,
     mut chunk: impl FnMut(&[u8]),
 ) -> anyhow::Result<(u64, bool, u32)> {
-    let (mut read, mut attempt) = (0u64, attempt);
+    let mut read = 0u64;
     loop {
-        let resp = client.read_log(log_request(job, task, attempt, stderr, read, 1 << 20)).await.api()?;
-        attempt = resp.attempt;
+        let resp = client.read_log(which.request(stderr, read, 1 << 20)).await.api()?;
+        which.attempt = resp.attempt;
         if resp.data.is_empty() {
-            return Ok((read, false, attempt));
+            return Ok((read, false, which.attempt));
         }
         let room = usize::try_from(limit - read).unwrap_or(usize::MAX).min(resp.data.len());
         chunk(&resp.data[..room]);
         read += room as u64;
         if read >= limit {
-            return Ok((read, true, attempt));
+            return Ok((read, true, which.attempt));
         }
     }
 }
@@ -55,24 +73,25 @@ pub(crate) async fn each_chunk(
 /// whether there was more, and the attempt read.
 pub(crate) async fn read_whole(
     client: &mut Client,
-    (job, task, stderr, attempt): (u64, &str, bool, u32),
+    of: (Which<'_>, bool),
     limit: u64,
 ) -> anyhow::Result<(Vec<u8>, bool, u32)> {
     let mut data = Vec::new();
-    let (_, more, attempt) =
-        each_chunk(client, (job, task, stderr, attempt), limit, |c| data.extend_from_slice(c)).await?;
+    let (_, more, attempt) = each_chunk(client, of, limit, |c| data.extend_from_slice(c)).await?;
     Ok((data, more, attempt))
 }
 
 /// `task logs -o json`: both streams of the attempt, with their sizes.
-pub(super) async fn logs_json(client: &mut Client, job: u64, task: &str, attempt: Option<u32>) -> anyhow::Result<()> {
-    let (stdout, out_cut, attempt) = read_whole(client, (job, task, false, attempt.unwrap_or(0)), MAX_READ).await?;
-    let (stderr, err_cut, _) = read_whole(client, (job, task, true, attempt), MAX_READ).await?;
-    let order = client.read_log(order_of(job, task, attempt)).await.api()?.order;
+pub(super) async fn logs_json(client: &mut Client, mut which: Which<'_>) -> anyhow::Result<()> {
+    let (stdout, out_cut, attempt) = read_whole(client, (which, false), MAX_READ).await?;
+    which.attempt = attempt;
+    let (stderr, err_cut, _) = read_whole(client, (which, true), MAX_READ).await?;
+    let order = client.read_log(which.order()).await.api()?.order;
     output::json(&json!({
-        "job": job,
-        "task": task,
+        "job": which.job,
+        "task": which.task,
         "attempt": attempt,
+        "rank": which.rank,
         "stdout": String::from_utf8_lossy(&stdout),
         "stdout_bytes": stdout.len(),
         "stdout_truncated": out_cut,
@@ -89,20 +108,17 @@ pub(super) async fn logs_json(client: &mut Client, job: u64, task: &str, attempt
 /// was empty and stderr is not, says so on stderr, with the command that shows it.
 pub(super) async fn print_logs(
     client: &mut Client,
-    job: u64,
-    task: &str,
+    mut which: Which<'_>,
     stderr: bool,
     follow: bool,
-    attempt: Option<u32>,
 ) -> anyhow::Result<()> {
     let mut offset = 0;
-    let mut attempt = attempt.unwrap_or(0);
     let mut out = std::io::stdout().lock();
     loop {
-        let resp = client.read_log(log_request(job, task, attempt, stderr, offset, 1 << 20)).await.api()?;
+        let resp = client.read_log(which.request(stderr, offset, 1 << 20)).await.api()?;
         // Stay on one attempt once chosen, so a retry does not splice two outputs.
-        if attempt == 0 && resp.attempt > 0 {
-            attempt = resp.attempt;
+        if which.attempt == 0 && resp.attempt > 0 {
+            which.attempt = resp.attempt;
         }
         out.write_all(&resp.data)?;
         offset = resp.next_offset;
@@ -117,10 +133,14 @@ pub(super) async fn print_logs(
     }
     if offset == 0 && !stderr {
         // Counted a chunk at a time, not held.
-        let (bytes, more, _) = each_chunk(client, (job, task, true, attempt), MAX_READ, |_| {}).await?;
+        let (bytes, more, _) = each_chunk(client, (which, true), MAX_READ, |_| {}).await?;
         if bytes > 0 {
             let size = if more { format!("more than {bytes} bytes") } else { format!("{bytes} bytes") };
-            eprintln!("stdout is empty; stderr has {size}: corral task logs {job} {task} --stderr");
+            let rank = if which.rank > 0 { format!(" --rank {}", which.rank) } else { String::new() };
+            eprintln!(
+                "stdout is empty; stderr has {size}: corral task logs {} {}{rank} --stderr",
+                which.job, which.task
+            );
         }
     }
     Ok(())
@@ -157,24 +177,19 @@ fn write_prefixed(out: &mut impl Write, pieces: &[Piece], mut open: Option<bool>
 /// `task logs --both`: stdout and stderr line by line, each line prefixed with its
 /// stream, in the order the task wrote them when the attempt has ended (the agent
 /// noted it); while following a running attempt, in the order they arrive.
-pub(super) async fn print_both(
-    client: &mut Client,
-    job: u64,
-    task: &str,
-    follow: bool,
-    attempt: Option<u32>,
-) -> anyhow::Result<()> {
+pub(super) async fn print_both(client: &mut Client, mut which: Which<'_>, follow: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     // Which attempt, whether it has ended, and then its order.
-    let probe = client.read_log(order_of(job, task, attempt.unwrap_or(0))).await.api()?;
-    let (attempt, ended) = (probe.attempt, probe.ended);
+    let probe = client.read_log(which.order()).await.api()?;
+    which.attempt = probe.attempt;
+    let ended = probe.ended;
     if ended || !follow {
-        let (stdout, _, _) = read_whole(client, (job, task, false, attempt), MAX_READ).await?;
-        let (stderr, _, _) = read_whole(client, (job, task, true, attempt), MAX_READ).await?;
+        let (stdout, _, _) = read_whole(client, (which, false), MAX_READ).await?;
+        let (stderr, _, _) = read_whole(client, (which, true), MAX_READ).await?;
         // Asked again once both are read: an attempt that ended meanwhile has its order.
         let order = match ended {
             true => probe.order,
-            false => client.read_log(order_of(job, task, attempt)).await.api()?.order,
+            false => client.read_log(which.order()).await.api()?.order,
         };
         if write_prefixed(&mut out, &interleave(&stdout, &stderr, &order), None)?.is_some() {
             out.write_all(b"\n")?;
@@ -186,7 +201,7 @@ pub(super) async fn print_both(
     while !done.iter().all(|d| *d) {
         let mut news = [Vec::new(), Vec::new()];
         for (s, news) in news.iter_mut().enumerate() {
-            let resp = client.read_log(log_request(job, task, attempt, s == 1, offsets[s], 1 << 20)).await.api()?;
+            let resp = client.read_log(which.request(s == 1, offsets[s], 1 << 20)).await.api()?;
             offsets[s] = resp.next_offset;
             done[s] = resp.complete;
             *news = resp.data;

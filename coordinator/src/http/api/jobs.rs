@@ -185,6 +185,9 @@ pub(super) struct AttemptView {
     exit_code: Option<i32>,
     signal: Option<i32>,
     message: String,
+    /// A multi-node task's other ranks' nodes, rank 1 first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<String>,
 }
 
 fn task_view(core: &Core, job: &Job, offset: usize) -> Option<TaskView> {
@@ -287,6 +290,7 @@ pub(super) async fn task(State(shared): State<Arc<Shared>>, Path((id, index)): P
                 exit_code: a.exit_code,
                 signal: a.signal,
                 message: a.message,
+                members: a.members,
             })
             .collect(),
     );
@@ -296,6 +300,8 @@ pub(super) async fn task(State(shared): State<Arc<Shared>>, Path((id, index)): P
 #[derive(Deserialize)]
 pub(super) struct LogQuery {
     attempt: Option<u32>,
+    /// A multi-node task's rank (0, the task's own output, if absent).
+    rank: Option<u32>,
     stream: Option<String>,
     offset: Option<u64>,
 }
@@ -320,9 +326,15 @@ pub(super) async fn log(
         Some("stderr") => true,
         Some(other) => return Err(Invalid::new("stream", format!("must be stdout or stderr, not '{other}'")).into()),
     };
+    let rank = q.rank.unwrap_or(0);
     let Json(latest) = read(&shared, move |core, _| {
         let job = job_of(core, id)?;
-        Ok(job.tasks[task_offset(job, index)?].attempt)
+        let at = task_offset(job, index)?;
+        let nodes = job.spec.task_spec(index).nodes.max(1);
+        if rank >= nodes {
+            return Err(Invalid::new("rank", format!("the task runs on {nodes} node(s): ranks below {nodes}")).into());
+        }
+        Ok(job.tasks[at].attempt)
     })
     .await?;
     let attempt = q.attempt.unwrap_or(latest);
@@ -332,7 +344,7 @@ pub(super) async fn log(
     }
     let at = AttemptRef { task: TaskKey { job: JobId(id), index }, attempt };
     let s = shared.clone();
-    let data = blocking(move || s.reader().read_log(at, stderr, offset, MAX_LOG_READ)).await?;
+    let data = blocking(move || s.reader().read_log(at, rank, stderr, offset, MAX_LOG_READ)).await?;
     // Cut at the last whole UTF-8 character, so a character split across reads is
     // not mangled: the rest comes with the next read.
     let whole = match std::str::from_utf8(&data) {

@@ -244,12 +244,12 @@ function jobView() {
   };
 }
 
-/* Tails one attempt's stdout and stderr into two <pre>s, following next_offset.
- * While `live` (the task runs this attempt) it polls every 500 ms; otherwise it
- * reads until a read brings nothing new, then stops. */
+/* Tails one attempt's stdout and stderr (of a multi-node task: one rank's) into
+ * two <pre>s, following next_offset. While `live` (the task runs this attempt) it
+ * polls every 500 ms; otherwise it reads until a read brings nothing new, then stops. */
 class LogTail {
-  constructor(job, index, attempt, panes, statusEl) {
-    Object.assign(this, { job, index, attempt, panes, statusEl });
+  constructor(job, index, attempt, rank, panes, statusEl) {
+    Object.assign(this, { job, index, attempt, rank, panes, statusEl });
     this.offsets = { stdout: 0, stderr: 0 };
     this.live = false; this.stopped = false; this.idle = false; this.error = null; this.timer = null;
     this.pump();
@@ -264,7 +264,7 @@ class LogTail {
   stop() { this.stopped = true; clearTimeout(this.timer); }
 
   async read(stream) {
-    const url = `/api/jobs/${this.job}/tasks/${this.index}/log?attempt=${this.attempt}&stream=${stream}&offset=${this.offsets[stream]}`;
+    const url = `/api/jobs/${this.job}/tasks/${this.index}/log?attempt=${this.attempt}&rank=${this.rank}&stream=${stream}&offset=${this.offsets[stream]}`;
     const res = await api(url); // errors go to the status line, not the banner (it polls)
     if (this.stopped) return 0;
     if (!res.ok) { this.error = res.error; return 0; }
@@ -301,15 +301,16 @@ class LogTail {
 }
 
 function taskView() {
-  let alive = true, seq = 0, job, index, wanted = null, tail = null;
+  let alive = true, seq = 0, job, index, wanted = null, rank = 0, tail = null;
   const head = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
   const attemptsBody = h('tbody');
   const tabs = h('div', { class: 'filters' });
+  const rankTabs = h('div', { class: 'filters' });
   const statusEl = h('span', { class: 'muted' });
   const panes = { stdout: h('pre', { class: 'log' }), stderr: h('pre', { class: 'log stderr' }) };
   const root = h('div', null, head,
     section('Attempts', null, table(ATTEMPT_HEADERS, attemptsBody)),
-    section('Output', [tabs, statusEl],
+    section('Output', [tabs, rankTabs, statusEl],
       h('div', { class: 'logs' },
         h('div', null, h('h3', null, 'stdout'), panes.stdout),
         h('div', null, h('h3', null, 'stderr'), panes.stderr))));
@@ -329,6 +330,7 @@ function taskView() {
       if (r.job !== job || r.index !== index) stopTail();
       job = r.job; index = r.index;
       wanted = /^\d+$/.test(r.q.get('attempt') || '') ? Number(r.q.get('attempt')) : null; // null: the latest
+      rank = /^\d+$/.test(r.q.get('rank') || '') ? Number(r.q.get('rank')) : 0; // a multi-node task's rank
     },
     async refresh() {
       const my = seq;
@@ -341,7 +343,11 @@ function taskView() {
       const attempts = t.attempts || [];
       const latest = attempts.length ? Math.max(...attempts.map((a) => a.attempt)) : null;
       const sel = wanted ?? latest;
-      const href = (a) => taskHref(job, index, { attempt: a === latest ? null : a });
+      const href = (a, rk = 0) => taskHref(job, index, { attempt: a === latest ? null : a, rank: rk || null });
+      // A multi-node attempt's nodes, rank 0's first.
+      const nodesOf = (a) => [a.node, ...(a.members || [])].filter(Boolean);
+      const selAttempt = attempts.find((a) => a.attempt === sel);
+      const ranks = selAttempt ? nodesOf(selAttempt).length : 1;
       paint('task', () => {
         if (!alive || my !== seq) return;
         document.title = `Task ${job}/${index} · Corral`;
@@ -354,7 +360,7 @@ function taskView() {
           t.reason && h('div', { class: 'reason-line' }, t.reason)));
         attemptsBody.replaceChildren(...(attempts.length ? [...attempts].reverse().map((a) => h('tr', { class: a.attempt === sel ? 'selected' : null },
           h('td', { class: 'num' }, h('a', { href: href(a.attempt) }, `#${a.attempt}`)),
-          h('td', { class: 'mono' }, a.node || '—'),
+          h('td', { class: 'mono' }, nodesOf(a).join(', ') || '—'),
           h('td', { class: 'num' }, timeEl(a.started_at_ms)),
           h('td', { class: 'num' }, timeEl(a.ended_at_ms)),
           h('td', { class: 'num' }, a.started_at_ms == null ? '—' : fmtDuration((a.ended_at_ms ?? Date.now()) - a.started_at_ms)),
@@ -362,13 +368,15 @@ function taskView() {
           h('td', { class: 'num' }, a.exit_code != null ? `exit ${a.exit_code}` : a.signal != null ? `signal ${a.signal}` : '—'),
           h('td', { class: 'reason' }, a.message || ''))) : [emptyRow(ATTEMPT_HEADERS.length, 'Not started yet.')]));
         tabs.replaceChildren(...attempts.map((a) => h('a', { href: href(a.attempt), class: a.attempt === sel ? 'tab active' : 'tab' }, `attempt ${a.attempt}`)));
+        // Rank 0's output is the task's; the other ranks' (their coordination command's) are their own.
+        rankTabs.replaceChildren(...(ranks > 1 ? nodesOf(selAttempt).map((n, i) => h('a', { href: href(sel, i), class: i === rank ? 'tab active' : 'tab', title: n }, `rank ${i}`)) : []));
       });
 
       // The tail is not DOM rebuilding, so it is synced outside paint().
       if (sel == null) { stopTail(); statusEl.textContent = 'no output yet'; return; }
-      if (!tail || tail.attempt !== sel) {
+      if (!tail || tail.attempt !== sel || tail.rank !== rank) {
         stopTail();
-        tail = new LogTail(job, index, sel, panes, statusEl);
+        tail = new LogTail(job, index, sel, rank, panes, statusEl);
       }
       const att = attempts.find((a) => a.attempt === sel);
       tail.setLive(t.state === 'running' && !!att && att.ended_at_ms == null);

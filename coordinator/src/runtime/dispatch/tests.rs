@@ -31,7 +31,7 @@ fn hello() -> Hello {
 }
 
 fn chunk(attempt: AttemptRef) -> LogChunk {
-    LogChunk { attempt, stderr: false, offset: 0, data: b"hi\n".to_vec() }
+    LogChunk { attempt, rank: 0, stderr: false, offset: 0, data: b"hi\n".to_vec() }
 }
 
 fn succeeded(attempt: AttemptRef) -> TaskResult {

@@ -11,7 +11,7 @@ fn attempt(index: u32) -> AttemptRef {
 }
 
 fn chunk(index: u32, offset: u64, data: &[u8]) -> StoreOp {
-    StoreOp::Log(LogChunk { attempt: attempt(index), stderr: false, offset, data: data.to_vec() })
+    StoreOp::Log(LogChunk { attempt: attempt(index), rank: 0, stderr: false, offset, data: data.to_vec() })
 }
 
 fn message(dir: &Path, index: u32) -> String {
@@ -27,7 +27,7 @@ fn message(dir: &Path, index: u32) -> String {
 fn output_that_could_not_be_written_is_said_on_the_attempt_and_marked_in_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let blocked = log_path(&dir.path().join("logs"), attempt(0), false);
+    let blocked = log_path(&dir.path().join("logs"), attempt(0), 0, false);
     fs::create_dir_all(&blocked).unwrap();
     let start = |index: u32| StoreOp::StartAttempt {
         attempt: attempt(index),
@@ -69,7 +69,7 @@ fn output_that_could_not_be_written_is_said_on_the_attempt_and_marked_in_its_log
         "4 B of stdout not stored: the coordinator could not write its logs (is its disk full?); see its log"
     ));
     // What went missing while an attempt ran survives a restart of the store.
-    let blocked = log_path(&dir.path().join("logs"), attempt(3), true);
+    let blocked = log_path(&dir.path().join("logs"), attempt(3), 0, true);
     fs::create_dir_all(&blocked).unwrap();
     let mut lost = chunk(3, 0, b"oops");
     if let StoreOp::Log(c) = &mut lost {

@@ -327,8 +327,16 @@ const V11: &str = "
 ALTER TABLE attempts ADD COLUMN members TEXT;
 ";
 
+/// Migration 12: the output of a multi-node task's other ranks, beside the
+/// task's own (rank 0). (SQLite keeps logs as files, named by rank.)
+const V12: &str = "
+ALTER TABLE task_logs ADD COLUMN rank BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE task_logs DROP CONSTRAINT task_logs_pkey;
+ALTER TABLE task_logs ADD PRIMARY KEY (job_id, idx, attempt, rank, stderr, off);
+";
+
 /// The migrations, in order: migration N takes a database from version N-1 to N.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// The schema version this build writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
