@@ -4,6 +4,10 @@
 #    `job submit --nodes N --wait` to its exit, against plain `mpirun -np 2N` over the
 #    same hostfile with an ssh-less launcher that starts each daemon here (a two-line
 #    sh script as OpenMPI's plm_rsh_agent), alternating, RUNS (7) times each.
+#    With NETNS=1 (as root), each agent runs in a network namespace of its own with
+#    its own address on a bridge (as separate machines would), and so does each
+#    daemon of the plain mpirun (its launcher enters the host's namespace with
+#    `ip netns exec`); both mpiruns run in the first namespace, MPI over the bridge.
 # 2. Gang start on simulated nodes (SIMS: 64 256, 1 slot each): one task across all
 #    of them, from submit to done (scheduling, the whole-gang assignment to every
 #    node, the durable store), RUNS times.
@@ -13,8 +17,9 @@ cd "$(dirname "$0")/.."
 NS=${NS:-2 3}
 SIMS=${SIMS:-64 256}
 RUNS=${RUNS:-7}
+NETNS=${NETNS:-}
 . bench/common.sh
-trap 'stop_agents; stop_coordinator; rm -rf "$WORK"' EXIT
+trap 'stop_agents; stop_coordinator; drop_net; rm -rf "$WORK"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 AGENTS=()
@@ -24,6 +29,33 @@ stop_agents() {
     AGENTS=()
 }
 secs() { echo "$2 - $1" | bc -l; }
+
+# Namespaces: a bridge in a hub namespace, the host on a veth at $SUBNET.1, and
+# namespace i (cbg$TAG-i) at $SUBNET.(11+i).
+TAG=$(($$ % 100000)) SUBNET=10.214.$(($$ % 250)) SPACES=()
+make_net() { # count
+    local hub=cbghub$TAG
+    ip netns add "$hub" && SPACES+=("$hub")
+    ip -n "$hub" link set lo up
+    ip -n "$hub" link add br0 type bridge && ip -n "$hub" link set br0 up
+    ip link add "cbh$TAG" type veth peer name "cbb$TAG"
+    ip link set "cbb$TAG" netns "$hub" && ip -n "$hub" link set "cbb$TAG" master br0 up
+    ip addr add "$SUBNET.1/24" dev "cbh$TAG" && ip link set "cbh$TAG" up
+    for i in $(seq 0 $(($1 - 1))); do
+        local space=cbg$TAG-$i
+        ip netns add "$space" && SPACES+=("$space")
+        ip -n "$space" link set lo up
+        ip link add "cbi$TAG$i" type veth peer name "cbo$TAG$i"
+        ip link set "cbi$TAG$i" netns "$space" && ip link set "cbo$TAG$i" netns "$hub"
+        ip -n "$hub" link set "cbo$TAG$i" master br0 up
+        ip -n "$space" addr add "$SUBNET.$((11 + i))/24" dev "cbi$TAG$i" && ip -n "$space" link set "cbi$TAG$i" up
+    done
+}
+drop_net() {
+    for s in "${SPACES[@]}"; do ip netns del "$s" 2>/dev/null || true; done
+    [ -z "$NETNS" ] || ip link del "cbh$TAG" 2>/dev/null || true
+    SPACES=()
+}
 
 cat >"$WORK/allreduce.c" <<'EOF'
 #include <mpi.h>
@@ -40,30 +72,46 @@ int main(int argc, char **argv) {
 EOF
 mpicc -o "$WORK/allreduce" "$WORK/allreduce.c"
 printf '#!/bin/sh\nhost=$1; shift\nexec sh -c "$*"\n' >"$WORK/localrsh"
-chmod +x "$WORK/localrsh"
+# In namespaces: the daemon for $SUBNET.(11+i) runs in namespace i.
+printf '#!/bin/sh\nhost=$1; shift\nexec ip netns exec "cbg%s-$((${host##*.} - 11))" sh -c "$*"\n' "$TAG" >"$WORK/nsrsh"
+chmod +x "$WORK/localrsh" "$WORK/nsrsh"
+IFS_NET=lo RSH=$WORK/localrsh IN_NS=()
+if [ -n "$NETNS" ]; then
+    IFS_NET=$SUBNET.0/24 RSH=$WORK/nsrsh IN_NS=(ip netns exec "cbg$TAG-0")
+fi
 MPI_ENV=(--env OMPI_ALLOW_RUN_AS_ROOT=1 --env OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 --env OMPI_MCA_btl=tcp,self
-    --env OMPI_MCA_btl_tcp_if_include=lo --env OMPI_MCA_oob_tcp_if_include=lo)
+    --env "OMPI_MCA_btl_tcp_if_include=$IFS_NET" --env "OMPI_MCA_oob_tcp_if_include=$IFS_NET")
 
 for n in $NS; do
     rm -rf "$WORK/data"
-    start_coordinator
+    if [ -n "$NETNS" ]; then
+        make_net "$n"
+        LISTEN=$SUBNET.1:0 start_coordinator
+    else
+        start_coordinator
+    fi
     "$BIN/corral" pool create mpi --slots-per-node 2 >/dev/null
     for i in $(seq "$n"); do
-        "$BIN/corral-agent" --pool mpi --slots 2 --work-dir "$WORK/agent$i" --token-file "$CORRAL_TOKEN_FILE" \
-            >>"$WORK/agents.log" 2>&1 &
+        enter=()
+        [ -z "$NETNS" ] || enter=(ip netns exec "cbg$TAG-$((i - 1))")
+        "${enter[@]}" "$BIN/corral-agent" --pool mpi --slots 2 --work-dir "$WORK/agent$i" \
+            --token-file "$CORRAL_TOKEN_FILE" >>"$WORK/agents.log" 2>&1 &
         AGENTS+=($!)
     done
     wait_idle_nodes mpi "$n"
     : >"$WORK/hosts"
-    for i in $(seq "$n"); do echo "h$i slots=2" >>"$WORK/hosts"; done
+    for i in $(seq "$n"); do
+        if [ -n "$NETNS" ]; then echo "$SUBNET.$((10 + i)) slots=2"; else echo "h$i slots=2"; fi >>"$WORK/hosts"
+    done
     np=$((2 * n))
     corral_t=() plain_t=()
     for run in $(seq "$RUNS"); do
         t0=$(now)
         "$BIN/corral" job submit --pool mpi --nodes "$n" --wait "${MPI_ENV[@]}" -- mpirun -np "$np" "$WORK/allreduce" >/dev/null
         t1=$(now)
-        OMPI_MCA_plm_rsh_agent="$WORK/localrsh" OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include=lo \
-            OMPI_MCA_oob_tcp_if_include=lo mpirun -np "$np" --hostfile "$WORK/hosts" "$WORK/allreduce" >/dev/null
+        OMPI_MCA_plm_rsh_agent="$RSH" OMPI_MCA_btl=tcp,self OMPI_MCA_btl_tcp_if_include="$IFS_NET" \
+            OMPI_MCA_oob_tcp_if_include="$IFS_NET" "${IN_NS[@]}" mpirun -np "$np" --hostfile "$WORK/hosts" \
+            "$WORK/allreduce" >/dev/null
         t2=$(now)
         c=$(secs "$t0" "$t1") p=$(secs "$t1" "$t2")
         printf 'N=%d run %d: corral %.3fs  plain mpirun %.3fs\n' "$n" "$run" "$c" "$p"
@@ -74,6 +122,7 @@ for n in $NS; do
         "$n" "$RUNS" "$mc" "$mp" "$(echo "$mc / $mp" | bc -l)" "$(echo "($mc - $mp) * 1000" | bc -l)"
     stop_agents
     stop_coordinator
+    drop_net
 done
 
 for sims in $SIMS; do

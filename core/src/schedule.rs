@@ -256,19 +256,21 @@ impl Core {
                     out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
                 } else {
                     let ranks: Vec<&NodeId> = std::iter::once(&node).chain(&members).collect();
-                    let place = |rank: usize| gangs::Place {
-                        rank: rank as u32,
+                    // Every rank is told the same picture, made once.
+                    let all = gangs::Place {
+                        rank: 0,
                         nodes: ranks.iter().map(|id| (*id).clone()).collect(),
                         hosts: ranks
                             .iter()
                             .map(|id| self.nodes.get(*id).map_or_else(String::new, Node::host))
                             .collect(),
-                        slots: ranks.iter().map(|id| self.nodes.get(*id).map_or(0, |n| n.record.slots)).collect(),
+                        slots: ranks.iter().map(|id| self.nodes.get(*id).map_or(need, |n| n.record.slots)).collect(),
                     };
                     for (rank, id) in ranks.iter().enumerate() {
                         // Each rank holds its node whole.
-                        let slots = self.nodes.get(*id).map_or(need, |n| n.record.slots);
-                        let a = Assignment { gang: Some(place(rank)), slots, ..assignment.clone() };
+                        let slots = all.slots[rank];
+                        let gang = Some(gangs::Place { rank: rank as u32, ..all.clone() });
+                        let a = Assignment { gang, slots, ..assignment.clone() };
                         out.agents.push(((*id).clone(), ToAgent::Assign(Box::new(a))));
                     }
                 }
