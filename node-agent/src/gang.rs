@@ -4,9 +4,11 @@
 //! `CORRAL_NUM_NODES`, `CORRAL_HOSTS` (each rank's address, as the coordinator saw
 //! its agent connect), `CORRAL_NODES` (their node ids) and `CORRAL_HOSTFILE`, a
 //! file in the task's directory in OpenMPI's format (`NODE slots=S`, one line a
-//! rank). The hostfile names nodes by id, which the agents' own launcher resolves
+//! rank; MPICH's Hydra gets the same as `NODE:S` in `HYDRA_HOST_FILE`). The
+//! hostfiles name nodes by id, which the agents' own launcher resolves
 //! (`corral-rsh`, set as OpenMPI's `plm_rsh_agent` and Hydra's launcher), so a
-//! plain `mpirun -np N ./solver` starts its daemons through the agents, never ssh.
+//! plain `mpirun -np N ./solver` (or `mpiexec -n N`) starts its daemons through the
+//! agents, never ssh.
 //!
 //! Rank 0 runs the task's command. The other ranks run a holder (`corral-rsh
 //! --hold`) in a process group of the attempt's own: it keeps the node for the
@@ -23,6 +25,8 @@ pub const HOLD: &str = "--hold";
 
 /// The hostfile's name in the task's directory.
 pub const HOSTFILE: &str = "hostfile";
+/// The same hosts in MPICH's (Hydra's) format, `NODE:SLOTS`.
+pub const HYDRA_HOSTFILE: &str = "hostfile.hydra";
 
 /// Prepares `a` for its rank: the hostfile in `dir`, the environment, and for a
 /// member the holder instead of the command. `rsh` is the agent's launcher.
@@ -33,6 +37,8 @@ pub fn prepare(a: &mut pb::Assignment, dir: &Path, rsh: &Path) -> std::io::Resul
     let hostfile = dir.join(HOSTFILE);
     std::fs::write(&hostfile, hostfile_text(&gang))?;
     let hostfile = hostfile.display().to_string();
+    let hydra_hostfile = dir.join(HYDRA_HOSTFILE);
+    std::fs::write(&hydra_hostfile, hydra_hostfile_text(&gang))?;
     let rsh = rsh.display().to_string();
     let env = [
         ("CORRAL_NODE_RANK", gang.rank.to_string()),
@@ -43,7 +49,8 @@ pub fn prepare(a: &mut pb::Assignment, dir: &Path, rsh: &Path) -> std::io::Resul
         // OpenMPI: the hosts, and the agents as its remote shell.
         ("OMPI_MCA_orte_default_hostfile", hostfile),
         ("OMPI_MCA_plm_rsh_agent", rsh.clone()),
-        // MPICH's Hydra: the same launcher.
+        // MPICH's Hydra: the hosts, and the same launcher.
+        ("HYDRA_HOST_FILE", hydra_hostfile.display().to_string()),
         ("HYDRA_LAUNCHER", "ssh".into()),
         ("HYDRA_LAUNCHER_EXEC", rsh.clone()),
     ];
@@ -253,6 +260,11 @@ pub fn hostfile_text(gang: &pb::Gang) -> String {
     gang.nodes.iter().zip(&gang.slots).map(|(node, slots)| format!("{node} slots={slots}\n")).collect()
 }
 
+/// MPICH's (Hydra's): the same, as `NODE:SLOTS`.
+pub fn hydra_hostfile_text(gang: &pb::Gang) -> String {
+    gang.nodes.iter().zip(&gang.slots).map(|(node, slots)| format!("{node}:{slots}\n")).collect()
+}
+
 /// `corral-rsh --hold`: waits until killed.
 pub fn hold() -> ! {
     loop {
@@ -287,6 +299,7 @@ mod tests {
         prepare(&mut primary, dir.path(), rsh).unwrap();
         assert_eq!(primary.argv, ["mpirun", "./solver"]);
         assert_eq!(std::fs::read_to_string(dir.path().join(HOSTFILE)).unwrap(), "n-1 slots=4\nn-2 slots=2\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join(HYDRA_HOSTFILE)).unwrap(), "n-1:4\nn-2:2\n");
         let env = |a: &pb::Assignment, k: &str| a.env.get(k).cloned().unwrap_or_default();
         assert_eq!(env(&primary, "CORRAL_NODE_RANK"), "0");
         assert_eq!(env(&primary, "CORRAL_NUM_NODES"), "2");

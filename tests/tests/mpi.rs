@@ -10,15 +10,29 @@ use corral_tests::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// Each rank adds its rank + 1; each prints its node (CORRAL_NODE_ID, from the
-/// agent that started its daemon) and the sum. On the first attempt, with
-/// SLEEP set, every rank then waits a minute.
+/// Each rank adds its rank + 1; each prints its node (CORRAL_NODE_ID of its
+/// parent, the daemon an agent started: MPICH's Hydra gives every rank
+/// mpiexec's own environment) and the sum. On the first attempt, with SLEEP
+/// set, every rank then waits a minute.
 const PROGRAM: &str = r#"
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+static char env[1 << 16];
+static const char *parent_node(void) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)getppid());
+    FILE *f = fopen(path, "r");
+    if (!f) return "?";
+    size_t n = fread(env, 1, sizeof env - 1, f);
+    fclose(f);
+    env[n] = 0;
+    for (size_t i = 0; i < n; i += strlen(env + i) + 1)
+        if (strncmp(env + i, "CORRAL_NODE_ID=", 15) == 0) return env + i + 15;
+    return "?";
+}
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank, size;
@@ -26,8 +40,7 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     long mine = rank + 1, sum = 0;
     MPI_Allreduce(&mine, &sum, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
-    const char *node = getenv("CORRAL_NODE_ID");
-    printf("rank %d of %d on %s sum %ld\n", rank, size, node ? node : "?", sum);
+    printf("rank %d of %d on %s sum %ld\n", rank, size, parent_node(), sum);
     fflush(stdout);
     const char *attempt = getenv("CORRAL_ATTEMPT");
     if (getenv("SLEEP") && attempt && strcmp(attempt, "1") == 0) {
@@ -39,12 +52,16 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// The program, compiled with `mpicc` into `dir`.
+/// The program, compiled with `mpicc` (OpenMPI's) into `dir`.
 fn compile(dir: &Path) -> PathBuf {
+    compile_with("mpicc", dir)
+}
+
+fn compile_with(mpicc: &str, dir: &Path) -> PathBuf {
     std::fs::write(dir.join("ranks.c"), PROGRAM).expect("write the program");
     let exe = dir.join("ranks");
-    let out = Command::new("mpicc").arg("-o").arg(&exe).arg(dir.join("ranks.c")).output().expect("run mpicc");
-    assert!(out.status.success(), "mpicc: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(mpicc).arg("-o").arg(&exe).arg(dir.join("ranks.c")).output().expect(mpicc);
+    assert!(out.status.success(), "{mpicc}: {}", String::from_utf8_lossy(&out.stderr));
     exe
 }
 
@@ -100,18 +117,45 @@ fn mpirun_across_three_agents_runs_each_rank_on_its_own_node_without_ssh() {
     let done = c.wait_job(job, 2 * MINUTE);
     let out = c.logs(job, 0, false);
     assert_eq!(done["state"], "completed", "{done}\n{:?}\n{out}\n{}", c.attempts(job), c.logs(job, 0, true));
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 6, "{out}");
-    assert!(lines.iter().all(|l| l.ends_with("sum 21")), "every rank has the whole sum: {out}");
+    assert_eq!(out.lines().count(), 6, "{out}");
+    assert_ranks_spread(&out, 3, 21, &marker);
+    // The gang let go of its nodes, and left nothing running.
+    c.wait_nodes("mpi", "idle", 3);
+    wait_until(Duration::from_secs(10), "no rank left", || running(&exe).is_empty());
+}
+
+/// Two ranks on each of `nodes` nodes, each with the whole sum; no ssh was tried.
+fn assert_ranks_spread(out: &str, nodes: usize, sum: u32, marker: &Path) {
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("rank ")).collect();
+    assert_eq!(lines.len(), 2 * nodes, "{out}");
+    assert!(lines.iter().all(|l| l.ends_with(&format!("sum {sum}"))), "every rank has the whole sum: {out}");
     let mut per_node = std::collections::BTreeMap::new();
     for line in &lines {
         let node = line.split(" on ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("?");
         *per_node.entry(node.to_string()).or_insert(0) += 1;
     }
-    assert_eq!(per_node.len(), 3, "ranks on three nodes: {per_node:?}");
+    assert_eq!(per_node.len(), nodes, "ranks on {nodes} nodes: {per_node:?}");
     assert!(per_node.values().all(|n| *n == 2), "two ranks a node (slots=2): {per_node:?}");
-    assert!(!marker.exists(), "something tried ssh: {:?}", std::fs::read_to_string(&marker));
-    // The gang let go of its nodes, and left nothing running.
+    assert!(!marker.exists(), "something tried ssh: {:?}", std::fs::read_to_string(marker));
+}
+
+#[test]
+fn mpich_mpiexec_across_three_agents_launches_through_them_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = compile_with("mpicc.mpich", dir.path());
+    let (path, marker) = fake_ssh(dir.path());
+    let mut c = Cluster::start(&[]);
+    c.static_pool("mpi", 3, 2);
+    let exe_s = exe.display().to_string();
+    // Plain `mpiexec -n 6`: Hydra finds the hosts (HYDRA_HOST_FILE) and the launcher.
+    let job = c.submit(
+        &["--pool", "mpi", "--nodes", "3", "--timeout", "2m", "--env", &path],
+        &["mpiexec.mpich", "-n", "6", &exe_s],
+    );
+    let done = c.wait_job(job, 2 * MINUTE);
+    let out = c.logs(job, 0, false);
+    assert_eq!(done["state"], "completed", "{done}\n{out}\n{}", c.logs(job, 0, true));
+    assert_ranks_spread(&out, 3, 21, &marker);
     c.wait_nodes("mpi", "idle", 3);
     wait_until(Duration::from_secs(10), "no rank left", || running(&exe).is_empty());
 }
