@@ -71,9 +71,13 @@ int main(int argc, char **argv) {
 }
 EOF
 mpicc -o "$WORK/allreduce" "$WORK/allreduce.c"
-printf '#!/bin/sh\nhost=$1; shift\nexec sh -c "$*"\n' >"$WORK/localrsh"
+# Each daemon gets session files of its own (as corral gives each launch): daemons
+# side by side on one host otherwise race for one directory under /tmp and crash.
+own_tmp='export OMPI_MCA_orte_tmpdir_base=$(mktemp -d -p '"$WORK"')'
+printf '#!/bin/sh\nhost=$1; shift\n%s\nexec sh -c "$*"\n' "$own_tmp" >"$WORK/localrsh"
 # In namespaces: the daemon for $SUBNET.(11+i) runs in namespace i.
-printf '#!/bin/sh\nhost=$1; shift\nexec ip netns exec "cbg%s-$((${host##*.} - 11))" sh -c "$*"\n' "$TAG" >"$WORK/nsrsh"
+printf '#!/bin/sh\nhost=$1; shift\n%s\nexec ip netns exec "cbg%s-$((${host##*.} - 11))" sh -c "$*"\n' \
+    "$own_tmp" "$TAG" >"$WORK/nsrsh"
 chmod +x "$WORK/localrsh" "$WORK/nsrsh"
 IFS_NET=lo RSH=$WORK/localrsh IN_NS=()
 if [ -n "$NETNS" ]; then
@@ -86,7 +90,8 @@ for n in $NS; do
     rm -rf "$WORK/data"
     if [ -n "$NETNS" ]; then
         make_net "$n"
-        LISTEN=$SUBNET.1:0 start_coordinator
+        # (Plaintext beyond loopback is refused unless asked for: this bench has no TLS.)
+        LISTEN=$SUBNET.1:0 start_coordinator --allow-plaintext
     else
         start_coordinator
     fi
