@@ -98,3 +98,23 @@ fn a_held_node_backfills_only_a_task_whose_timeout_ends_before_the_gang_can_star
     assert!(fits_start < gang_start, "the task that fits ran on the held node first: {fits_start} vs {gang_start}");
     assert!(too_long_start >= gang_start, "the one that does not waited: {too_long_start} vs {gang_start}");
 }
+
+#[test]
+fn a_multi_node_task_the_pool_cannot_hold_is_refused_naming_the_field() {
+    let c = Cluster::start(&[]);
+    // A local pool of two nodes of 2 slots (none need to run for it to refuse).
+    c.json(&["pool", "create", "two", "--provider", "local", "--nodes", "2", "--slots-per-node", "2"]);
+    let refused = |args: &[&str]| {
+        let mut all = vec!["job", "submit", "--pool", "two"];
+        all.extend_from_slice(args);
+        all.extend(["--", "true"]);
+        c.fails(&all)
+    };
+    let said = refused(&["--nodes", "0"]);
+    assert!(said.contains("'0' for '--nodes <NODES>'"), "{said}");
+    let said = refused(&["--nodes", "3"]);
+    assert!(said.contains("task.nodes: a task needs 3 whole nodes but pool 'two' has at most 2"), "{said}");
+    let said = refused(&["--nodes", "2", "--slots", "3"]);
+    assert!(said.contains("task.slots:") && said.contains("at most 2"), "{said}");
+    assert!(c.json(&["job", "list"]).as_array().is_some_and(|j| j.is_empty()), "nothing was made");
+}
