@@ -58,6 +58,7 @@ pub use corral_core::model;
 pub mod notify;
 pub mod objects;
 pub mod provider;
+pub mod queues;
 pub mod runtime;
 pub mod service;
 pub mod shared;

@@ -401,6 +401,7 @@ impl Coordinator {
             peers: lease.as_ref().map_or_else(|| watch::channel(Vec::new()).1, |l| l.peers()),
         });
         let triggers_task = tokio::spawn(crate::triggers::run(shared.clone(), stop_rx.clone()));
+        let queues_task = tokio::spawn(crate::queues::run(shared.clone(), stop_rx.clone()));
         let http = match http_port {
             Some(port) => {
                 let listener = tokio::net::TcpListener::from_std(port)?;
@@ -524,6 +525,8 @@ impl Coordinator {
             // A poll half done leaves nothing behind: the next start polls again.
             triggers_task.abort();
             let _ = triggers_task.await;
+            queues_task.abort();
+            let _ = queues_task.await;
             if let Some(task) = http {
                 // Server-sent event streams would hold a graceful shutdown forever.
                 let _ = tokio::time::timeout(Duration::from_secs(3), task).await;

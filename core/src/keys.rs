@@ -41,6 +41,12 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The job made under `key` with the same digest, if one was.
+    pub fn job_of(&self, key: &IdempotencyKey) -> Option<JobId> {
+        let (digest, job) = self.by_key.get(&(key.owner.clone(), key.key.clone()))?;
+        (*digest == key.digest).then_some(*job)
+    }
+
     pub fn insert(&mut self, record: KeyRecord) {
         let id = (record.key.owner, record.key.key);
         if self.by_key.insert(id.clone(), (record.key.digest, record.job)).is_none() {

@@ -252,6 +252,7 @@ pub fn trigger(name: &str, prefix: &str, glob: Option<&str>, poll: bool) -> Trig
         template: TemplateName::parse("template", "t").unwrap(),
         poll: poll.then_some(Duration::from_secs(5)),
         owner: "alice".into(),
+        source: None,
     }
 }
 

@@ -1,4 +1,10 @@
-//! Object triggers: a template dispatched once for each new object under a prefix.
+//! Triggers: a template dispatched once for each new object under a prefix, or
+//! (a queue trigger) once for each message a broker delivers.
+//!
+//! A queue trigger's messages are taken by the coordinator's shell
+//! (`coordinator/src/queues.rs`), which hands each one to [`Core::on_message`]:
+//! its identity is the job's idempotency key, stored with the job, so a message
+//! delivered again (the broker had no ack before a crash) makes no second job.
 //!
 //! A trigger without a poll interval fires on each put through Corral: the put's
 //! job and the trigger's record go into the batch that records the put, before the
@@ -12,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use corral_types::paths;
 
+use super::keys::IdempotencyKey;
 use super::templates::Dispatch;
 use super::*;
 use crate::error::{Error, Invalid, Result};
@@ -39,6 +46,41 @@ pub struct TriggerSpec {
     /// At most this many of its jobs active at once (a job that puts into its own
     /// trigger's prefix would otherwise make jobs without end).
     pub max_active: Option<u32>,
+    /// A queue trigger's broker (then `prefix`, `glob` and `poll` are unused).
+    pub source: Option<QueueSource>,
+}
+
+/// Where a queue trigger takes its messages: a Redis stream read by a consumer
+/// group (`redis://HOST:PORT/DB?stream=S&group=G`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueueSource {
+    /// The broker's URL, checked, with no password in it.
+    pub url: String,
+    /// The coordinator's environment variable holding the broker's password
+    /// (`CORRAL_SECRET_...`): never on a command line, in the store or an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+}
+
+/// A message a queue trigger took, with its payload already stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Its identity: the producer's message id, else the broker's.
+    pub id: String,
+    /// The object holding its body (the tasks' `./payload`), if it had one.
+    pub payload: Option<String>,
+    /// Its fields or headers (`CORRAL_META_<key>`).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// How a queue trigger's consumer is doing (not stored: a restart connects anew).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceState {
+    pub connected: bool,
+    /// Backing off after an error until then (wall ms).
+    pub backing_off_until_ms: Option<u64>,
+    /// Messages taken from the broker since this coordinator started.
+    pub taken: u64,
 }
 
 /// The largest `--max-active`.
@@ -48,6 +90,11 @@ pub const MAX_ACTIVE: u32 = 100_000;
 pub const TRIGGER_ENV: &str = "CORRAL_TRIGGER";
 
 impl TriggerSpec {
+    /// Whether it fires on puts through Corral (not polling, not a queue's).
+    pub fn is_put_trigger(&self) -> bool {
+        self.poll.is_none() && self.source.is_none()
+    }
+
     /// Whether an object at `path` is one this trigger fires for.
     pub fn matches(&self, path: &str) -> bool {
         // What Corral writes itself (task outputs, shuffle data, payloads) never
@@ -79,6 +126,7 @@ pub struct TriggerRecord {
     pub paused: bool,
     /// Jobs made.
     pub fired: u64,
+    /// (A queue trigger's refused messages are dead-lettered: counted in `failed`.)
     /// Objects put while it was paused (put triggers; a polling trigger sees them
     /// when it resumes).
     pub skipped: u64,
@@ -102,6 +150,8 @@ pub struct Trigger {
     /// from the jobs' environment; deleted ones are dropped when next counted). A
     /// finished one stays: `job retry` can make it active again.
     pub made: std::collections::BTreeSet<JobId>,
+    /// A queue trigger's consumer, as it last said.
+    pub source_state: SourceState,
 }
 
 /// An object a poll listed.
@@ -158,7 +208,9 @@ impl Core {
         }
         let template =
             self.templates.get(&spec.template).ok_or_else(|| Error::not_found("template", &spec.template))?;
-        if template.spec.payload == PayloadRule::Required {
+        // A message brings a body and fields: any template may take them.
+        let queue = spec.source.is_some();
+        if !queue && template.spec.payload == PayloadRule::Required {
             return Err(Invalid::new(
                 "template",
                 format!(
@@ -168,7 +220,7 @@ impl Core {
             )
             .into());
         }
-        if let Some(key) = template.spec.meta_required.first() {
+        if let Some(key) = template.spec.meta_required.first().filter(|_| !queue) {
             return Err(Invalid::new(
                 "template",
                 format!("template '{}' requires meta '{key}', and a trigger gives none", spec.template),
@@ -215,7 +267,7 @@ impl Core {
         let hit: Vec<TriggerName> = self
             .triggers
             .iter()
-            .filter(|(_, t)| t.record.spec.poll.is_none() && t.record.spec.matches(path))
+            .filter(|(_, t)| t.record.spec.is_put_trigger() && t.record.spec.matches(path))
             .map(|(name, _)| name.clone())
             .collect();
         for name in hit {
@@ -253,12 +305,8 @@ impl Core {
 
     /// Trigger `name`'s `max_active`, if that many of its jobs are active.
     fn at_max_active(&mut self, name: &TriggerName) -> Option<u32> {
-        let t = self.triggers.get_mut(name)?;
-        let max = t.record.spec.max_active?;
-        let jobs = &self.jobs;
-        t.made.retain(|id| jobs.contains_key(id));
-        let active = t.made.iter().filter(|id| jobs.get(id).is_some_and(|j| j.state == JobState::Active)).count();
-        (active >= max as usize).then_some(max)
+        let max = self.triggers.get(name)?.record.spec.max_active?;
+        (self.active_jobs_of(name) >= max as usize).then_some(max)
     }
 
     /// After a restore: which jobs each trigger with a `max_active` made.
@@ -396,6 +444,100 @@ impl Core {
 
 impl Trigger {
     pub fn new(record: TriggerRecord, seen: BTreeMap<String, String>) -> Trigger {
-        Trigger { record, seen, polling: false, last_poll: None, made: Default::default() }
+        let source_state = SourceState::default();
+        Trigger { record, seen, polling: false, last_poll: None, made: Default::default(), source_state }
+    }
+}
+
+/// The longest message identity kept as it is (a longer one is hashed by the shell).
+pub const MAX_MESSAGE_ID: usize = 200;
+
+impl Core {
+    /// The queue triggers, with their sources and whether each is paused (the
+    /// shell runs a consumer for each one not paused).
+    pub fn queue_triggers(&self) -> Vec<(TriggerName, QueueSource, bool)> {
+        let queue = |(name, t): (&TriggerName, &Trigger)| {
+            let source = t.record.spec.source.clone()?;
+            Some((name.clone(), source, t.record.paused))
+        };
+        self.triggers.iter().filter_map(queue).collect()
+    }
+
+    /// How many more jobs trigger `name` may have active now (`u32::MAX`: no limit;
+    /// 0 when paused or gone: take nothing).
+    pub fn trigger_room(&mut self, name: &TriggerName) -> u32 {
+        let Some(t) = self.triggers.get(name) else { return 0 };
+        if t.record.paused {
+            return 0;
+        }
+        let Some(max) = t.record.spec.max_active else { return u32::MAX };
+        let active = self.active_jobs_of(name);
+        max.saturating_sub(active as u32)
+    }
+
+    /// How many of trigger `name`'s jobs are active (forgetting deleted ones).
+    fn active_jobs_of(&mut self, name: &TriggerName) -> usize {
+        let Some(t) = self.triggers.get_mut(name) else { return 0 };
+        let jobs = &self.jobs;
+        t.made.retain(|id| jobs.contains_key(id));
+        t.made.iter().filter(|id| jobs.get(id).is_some_and(|j| j.state == JobState::Active)).count()
+    }
+
+    /// What a queue trigger's consumer says of itself.
+    pub fn on_source_state(&mut self, name: &TriggerName, state: SourceState, error: Option<String>, out: &mut Outbox) {
+        let Some(t) = self.triggers.get_mut(name) else { return };
+        t.source_state = state;
+        if error.is_some() && t.record.last_error != error {
+            t.record.last_error = error;
+            self.put_trigger(name, None, out);
+        }
+    }
+
+    /// A message trigger `name` took: its job, made once whatever the number of
+    /// deliveries (its identity is the job's idempotency key). A refusal (the
+    /// template's rules) is counted and says why: the shell dead-letters it.
+    pub fn on_message(
+        &mut self,
+        now: Instant,
+        name: &TriggerName,
+        message: Message,
+        out: &mut Outbox,
+    ) -> Result<JobId> {
+        let t = self.triggers.get_mut(name).ok_or_else(|| Error::not_found("trigger", name))?;
+        t.source_state.taken += 1;
+        let spec = t.record.spec.clone();
+        if spec.source.is_none() {
+            return Err(Invalid::new("trigger", format!("trigger '{name}' takes no messages")).into());
+        }
+        let key = IdempotencyKey {
+            owner: spec.owner.clone(),
+            key: format!("trigger {name} message {}", message.id),
+            digest: message.id.clone(),
+        };
+        // Delivered again: its job is there already, and counted.
+        if let Some(job) = self.keys.job_of(&key) {
+            return Ok(job);
+        }
+        let label = format!("message {}", message.id);
+        let dispatch = Dispatch {
+            payload: message.payload,
+            meta: message.meta,
+            owner: spec.owner.clone(),
+            env: BTreeMap::from([
+                (TRIGGER_ENV.to_string(), name.to_string()),
+                ("CORRAL_TRIGGER_MESSAGE".to_string(), message.id.clone()),
+            ]),
+            name: Some(name.to_string()),
+            ..Dispatch::default()
+        };
+        let made = self.dispatch(now, &spec.template, dispatch, Some(key), out);
+        if let (Ok(job), Some(t)) = (&made, self.triggers.get_mut(name)) {
+            if t.record.spec.max_active.is_some() {
+                t.made.insert(*job);
+            }
+        }
+        let made = self.remember(now, name, &label, made);
+        self.put_trigger(name, None, out);
+        made
     }
 }

@@ -1,6 +1,7 @@
 //! `corral trigger ...`: a template dispatched once for every object put under a
 //! prefix through Corral, or (with --poll) for every new object version that
-//! another writer put in an S3 or Azure store.
+//! another writer put in an S3 or Azure store, or (with --source) once for every
+//! message of a queue.
 
 use std::time::Duration;
 
@@ -17,7 +18,12 @@ use crate::Exit;
 pub enum TriggerCommand {
     /// Make a trigger: each new object under --prefix (matching --glob) dispatches
     /// --template once, with the object in the task's directory at its own path
-    /// ($CORRAL_TRIGGER_OBJECT names it).
+    /// ($CORRAL_TRIGGER_OBJECT names it). With --source instead, each message of a
+    /// queue dispatches it once: its `payload` field is the tasks' ./payload, its
+    /// other fields their meta (CORRAL_META_<field>), its `message_id` field (else
+    /// its entry id) its identity, so a message delivered twice makes one job. It
+    /// is acknowledged once its job is stored; one the template refuses goes to
+    /// STREAM:dead with the reason.
     Create(CreateArgs),
     /// List triggers with their counts.
     List,
@@ -38,8 +44,16 @@ pub struct CreateArgs {
     #[arg(value_name = "NAME")]
     trigger: String,
     /// Objects under this prefix (e.g. incoming/; '' for every object in the store).
-    #[arg(long)]
-    prefix: String,
+    #[arg(long, required_unless_present = "source", conflicts_with = "source")]
+    prefix: Option<String>,
+    /// A queue instead: redis://HOST:PORT/DB?stream=S&group=G (a Redis stream, read
+    /// through consumer group G, made if missing). No password in it: see --secret-env.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["glob", "poll"])]
+    source: Option<String>,
+    /// The coordinator's environment variable (CORRAL_SECRET_...) holding the
+    /// broker's password; the password itself is never sent or stored.
+    #[arg(long, value_name = "VAR", requires = "source")]
+    secret_env: Option<String>,
     /// ... whose path after the prefix matches this glob (e.g. '*.jpg').
     #[arg(long)]
     glob: Option<String>,
@@ -89,6 +103,11 @@ fn trigger_json(t: &pb::Trigger) -> serde_json::Value {
         "last_error": (!t.last_error.is_empty()).then_some(&t.last_error),
         "seen": t.seen,
         "last_poll_ms": (t.last_poll_ms > 0).then_some(t.last_poll_ms),
+        "source": (!t.source.is_empty()).then_some(&t.source),
+        "secret_env": (!t.secret_env.is_empty()).then_some(&t.secret_env),
+        "connected": (!t.source.is_empty()).then_some(t.connected),
+        "backing_off_until_ms": (t.backing_off_until_ms > 0).then_some(t.backing_off_until_ms),
+        "taken": (!t.source.is_empty()).then_some(t.taken),
         "recent": t.recent.iter().map(|f| json!({
             "object": f.object,
             "job_id": f.job_id,
@@ -99,6 +118,9 @@ fn trigger_json(t: &pb::Trigger) -> serde_json::Value {
 }
 
 fn on(t: &pb::Trigger) -> String {
+    if !t.source.is_empty() {
+        return format!("messages of {}", t.source);
+    }
     let what = format!("{}{}", t.prefix, if t.glob.is_empty() { "*" } else { &t.glob });
     match t.poll_ms {
         0 => format!("put {what}"),
@@ -123,6 +145,15 @@ fn print(ctx: &Context, t: &pb::Trigger) {
     ];
     if t.max_active > 0 {
         rows.push(("max active", t.max_active.to_string()));
+    }
+    if !t.source.is_empty() {
+        let broker = match (t.connected, t.backing_off_until_ms) {
+            (true, _) => "connected".to_string(),
+            (false, 0) => "connecting".to_string(),
+            (false, until) => format!("backing off until {}", output::timestamp(until)),
+        };
+        rows.push(("broker", broker));
+        rows.push(("taken", format!("{} (since the coordinator started)", t.taken)));
     }
     if t.poll_ms > 0 {
         rows.push(("seen", t.seen.to_string()));
@@ -151,9 +182,11 @@ impl TriggerCommand {
                     template: args.template,
                     poll_ms: args.poll.map_or(0, corral_types::duration::ms),
                     max_active: args.max_active.unwrap_or(0),
-                    // The flag is required, so an empty prefix is said on purpose.
-                    whole_store: args.prefix.is_empty(),
-                    prefix: args.prefix,
+                    // The flag is given for an object trigger, so an empty prefix is said on purpose.
+                    whole_store: args.prefix.as_deref() == Some(""),
+                    prefix: args.prefix.unwrap_or_default(),
+                    source: args.source.unwrap_or_default(),
+                    secret_env: args.secret_env.unwrap_or_default(),
                 };
                 let t = client.create_trigger(req).await.api()?;
                 if ctx.json() {

@@ -73,6 +73,25 @@ fn payload_object() -> Result<String, Error> {
     Ok(paths::payload(&crate::auth::secret::hex(&id)))
 }
 
+/// Stores a dispatch's (or a message's) payload as an object of its own; its name.
+pub async fn store_payload(shared: &Arc<Shared>, bytes: Vec<u8>) -> Result<String, Error> {
+    let object = payload_object()?;
+    let path = object_store::path::Path::parse(&object).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    shared.objects.put(&path, bytes.into()).await.map_err(|e| {
+        // The store's own words may name where it keeps objects: they go to the log.
+        tracing::warn!(error = %e, "a dispatch's payload could not be stored");
+        Error::Unavailable("payload: the object store could not store it (the coordinator's log says why)".into())
+    })?;
+    Ok(object)
+}
+
+/// Deletes a payload no job took (in the background).
+pub fn drop_payload(shared: &Arc<Shared>, object: Option<&str>) {
+    if let Some(folder) = object.and_then(paths::payload_folder) {
+        tokio::spawn(crate::objects::delete_prefix(shared.objects.clone(), folder.to_string()));
+    }
+}
+
 /// What a dispatch asks for, to tell a retry under its key from another request.
 fn digest(template: &TemplateName, payload: Option<&[u8]>, d: &Dispatch) -> String {
     let sha = |bytes: &[u8]| crate::auth::secret::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
@@ -107,21 +126,10 @@ pub async fn dispatch(shared: &Arc<Shared>, who: Principal, order: Order) -> Res
     let key =
         key.map(|key| IdempotencyKey { owner: d.owner.clone(), key, digest: digest(&name, payload.as_deref(), &d) });
     let object = match payload {
-        Some(bytes) => {
-            let object = payload_object()?;
-            let path = object_store::path::Path::parse(&object).map_err(|e| Error::Io(std::io::Error::other(e)))?;
-            shared.objects.put(&path, bytes.into()).await.map_err(|e| {
-                // The store's own words may name where it keeps objects: they go to the log.
-                tracing::warn!(error = %e, "a dispatch's payload could not be stored");
-                Error::Unavailable(
-                    "payload: the object store could not store it (the coordinator's log says why)".into(),
-                )
-            })?;
-            d.payload = Some(object.clone());
-            Some(object)
-        }
+        Some(bytes) => Some(store_payload(shared, bytes).await?),
         None => None,
     };
+    d.payload = object.clone();
     let taken = object.clone();
     let made = shared
         .runtime
@@ -141,8 +149,8 @@ pub async fn dispatch(shared: &Arc<Shared>, who: Principal, order: Order) -> Res
         Err(RuntimeError::StoreCannotWrite { in_flight, .. }) => !in_flight,
         Err(RuntimeError::ShuttingDown) => false,
     };
-    if let (Some(folder), true) = (object.as_deref().and_then(paths::payload_folder), unused) {
-        tokio::spawn(crate::objects::delete_prefix(shared.objects.clone(), folder.to_string()));
+    if unused {
+        drop_payload(shared, object.as_deref());
     }
     let (job, tasks, _) = made??;
     tracing::info!(job_id = %job, tasks, "job dispatched");

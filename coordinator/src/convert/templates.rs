@@ -72,6 +72,25 @@ pub fn template_view(core: &Core, t: &Template) -> pb::Template {
 pub fn trigger_spec(req: &pb::CreateTriggerRequest, owner: String) -> Result<TriggerSpec, Invalid> {
     let name = TriggerName::parse("name", &req.name)?;
     let template = TemplateName::parse("template", &req.template)?;
+    let max_active = match req.max_active {
+        0 => None,
+        n if n > MAX_ACTIVE => return Err(Invalid::new("max_active", format!("must be at most {MAX_ACTIVE}"))),
+        n => Some(n),
+    };
+    if !req.source.is_empty() {
+        if !req.prefix.is_empty() || !req.glob.is_empty() || req.poll_ms > 0 || req.whole_store {
+            return Err(Invalid::new(
+                "source",
+                "a queue trigger takes its messages from the source: no prefix, glob or poll",
+            ));
+        }
+        let source = Some(crate::queues::checked_source(&req.source, &req.secret_env)?);
+        let (prefix, glob, poll) = (String::new(), None, None);
+        return Ok(TriggerSpec { name, prefix, glob, template, poll, owner, max_active, source });
+    }
+    if !req.secret_env.is_empty() {
+        return Err(Invalid::new("secret_env", "is for a queue trigger's broker (--source)"));
+    }
     let glob = (!req.glob.is_empty()).then(|| req.glob.clone());
     let prefix = check_match(&req.prefix, glob.as_deref())?;
     let poll = match req.poll_ms {
@@ -90,12 +109,7 @@ pub fn trigger_spec(req: &pb::CreateTriggerRequest, owner: String) -> Result<Tri
             "is empty: the trigger would fire for every object in the store; say so with --prefix '' (whole_store)",
         ));
     }
-    let max_active = match req.max_active {
-        0 => None,
-        n if n > MAX_ACTIVE => return Err(Invalid::new("max_active", format!("must be at most {MAX_ACTIVE}"))),
-        n => Some(n),
-    };
-    Ok(TriggerSpec { name, prefix, glob, template, poll, owner, max_active })
+    Ok(TriggerSpec { name, prefix, glob, template, poll, owner, max_active, source: None })
 }
 
 pub fn trigger_view(core: &Core, t: &Trigger) -> pb::Trigger {
@@ -129,5 +143,10 @@ pub fn trigger_view(core: &Core, t: &Trigger) -> pb::Trigger {
             .collect(),
         seen: t.seen.len() as u64,
         last_poll_ms: t.last_poll.map_or(0, |at| core.wall_ms(at)),
+        source: spec.source.as_ref().map(|s| s.url.clone()).unwrap_or_default(),
+        secret_env: spec.source.as_ref().and_then(|s| s.secret_env.clone()).unwrap_or_default(),
+        connected: t.source_state.connected,
+        backing_off_until_ms: t.source_state.backing_off_until_ms.unwrap_or(0),
+        taken: t.source_state.taken,
     }
 }

@@ -115,6 +115,7 @@ fn scenario_with_jobs() -> ((Vec<Vec<StoreOp>>, AttemptRef), usize) {
         template: TemplateName::parse("template", "t").unwrap(),
         poll: Some(Duration::from_secs(5)),
         owner: "alice".into(),
+        source: None,
     };
     env.core.create_trigger(env.now, trigger.clone(), &mut env.out).unwrap();
     env.advance(ms(5_000));

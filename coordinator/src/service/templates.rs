@@ -121,6 +121,12 @@ pub(super) async fn create_trigger(
 ) -> Result<Response<pb::Trigger>, Status> {
     let who = auth::caller(&req)?;
     let spec = trigger_spec(req.get_ref(), who.name())?;
+    if spec.source.is_some() && !who.is_admin() {
+        return Err(Error::forbidden(
+            "a queue trigger (--source) makes the coordinator connect to the host it names, with a password from its environment: it needs an admin token",
+        )
+        .into());
+    }
     let trigger = api
         .shared
         .runtime

@@ -12,7 +12,7 @@ use super::sql::{args, upsert, Sql, SqlExt};
 use super::corrupt;
 use super::schedules::{json, StoredJob};
 use crate::core::templates::{Template, TemplateSpec};
-use crate::core::triggers::{Fired, TriggerRecord, TriggerSpec};
+use crate::core::triggers::{Fired, QueueSource, TriggerRecord, TriggerSpec};
 use crate::error::Result;
 use crate::model::*;
 
@@ -31,6 +31,9 @@ struct StoredTrigger {
     owner: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_active: Option<u32>,
+    /// A queue trigger's broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<QueueSource>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
@@ -70,6 +73,7 @@ pub(super) fn put_trigger(tx: &mut dyn Sql, r: &TriggerRecord) -> Result<()> {
         poll_ms: s.poll.map(|d| d.as_millis() as u64),
         owner: s.owner.clone(),
         max_active: s.max_active,
+        source: s.source.clone(),
     };
     tx.execute(
         &PUT_TRIGGER,
@@ -136,6 +140,7 @@ pub(super) fn load_triggers(sql: &mut dyn Sql) -> Result<Vec<(TriggerRecord, BTr
                 poll: spec.poll_ms.map(Duration::from_millis),
                 owner: spec.owner,
                 max_active: spec.max_active,
+                source: spec.source,
             },
             created_at_ms: r.get(2)?,
             paused: r.get(3)?,

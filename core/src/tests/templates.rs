@@ -258,3 +258,39 @@ fn an_object_that_can_never_make_a_job_is_counted_and_holds_up_no_other() {
     assert!(failed[0].contains("trigger 'put'") && failed[0].contains("{index}"), "{failed:?}");
     env.check();
 }
+
+#[test]
+fn a_queue_trigger_makes_one_job_per_message_identity_and_counts_refusals() {
+    use crate::triggers::{Message, QueueSource, TriggerSpec};
+    let mut env = Env::with_template(PayloadRule::Required, &["color"]);
+    let source = QueueSource { url: "redis://127.0.0.1:6379/0?stream=s&group=g".into(), secret_env: None };
+    let spec = TriggerSpec { source: Some(source), max_active: Some(1), ..trigger("q", "", None, false) };
+    // A message brings a payload and meta: a template that requires them is fine.
+    env.core.create_trigger(env.now, spec, &mut env.out).unwrap();
+    let q = TriggerName::parse("name", "q").unwrap();
+    let message = |id: &str, color: Option<&str>| Message {
+        id: id.into(),
+        payload: Some(format!("payloads/{id}/payload")),
+        meta: color.map(|c| BTreeMap::from([("color".to_string(), c.to_string())])).unwrap_or_default(),
+    };
+    assert_eq!(env.core.trigger_room(&q), 1);
+    let job = env.core.on_message(env.now, &q, message("m-1", Some("red")), &mut env.out).unwrap();
+    env.check();
+    let spec = &env.core.jobs[&job].spec;
+    assert_eq!(spec.task.env.get("CORRAL_TRIGGER_MESSAGE").map(String::as_str), Some("m-1"));
+    assert_eq!(spec.owner, "alice");
+    assert_eq!(env.core.trigger_room(&q), 0, "its one active job fills --max-active");
+    // Delivered again: the same job, counted once.
+    let again = env.core.on_message(env.now, &q, message("m-1", Some("red")), &mut env.out).unwrap();
+    assert_eq!((again, env.core.jobs.len()), (job, 1));
+    // Refused by the template: counted, said, and no job.
+    let err = env.core.on_message(env.now, &q, message("m-2", None), &mut env.out).unwrap_err();
+    assert!(err.to_string().contains("requires meta 'color'"), "{err}");
+    let t = &env.core.triggers[&q];
+    assert_eq!((t.record.fired, t.record.failed, t.source_state.taken), (1, 1, 3));
+    // Paused: it takes nothing.
+    env.core.pause_trigger(&q, true, &mut env.out).unwrap();
+    assert_eq!(env.core.trigger_room(&q), 0);
+    assert_eq!(env.core.queue_triggers().len(), 1);
+    env.check();
+}

@@ -31,8 +31,20 @@ pub(super) struct TriggerView {
     failed: u64,
     last_error: Option<String>,
     last_poll_ms: Option<u64>,
+    /// A queue trigger's broker, and how its consumer is doing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceView>,
     /// Its last dispatches, the newest first.
     recent: Vec<FiredView>,
+}
+
+#[derive(Serialize)]
+pub(super) struct SourceView {
+    url: String,
+    connected: bool,
+    backing_off_until_ms: Option<u64>,
+    /// Messages taken since this coordinator started.
+    taken: u64,
 }
 
 #[derive(Serialize)]
@@ -60,6 +72,12 @@ fn view(core: &Core, t: &Trigger) -> TriggerView {
         failed: r.failed,
         last_error: r.last_error.clone(),
         last_poll_ms: t.last_poll.map(|at| core.wall_ms(at)),
+        source: spec.source.as_ref().map(|s| SourceView {
+            url: s.url.clone(),
+            connected: t.source_state.connected,
+            backing_off_until_ms: t.source_state.backing_off_until_ms,
+            taken: t.source_state.taken,
+        }),
         recent: r
             .recent
             .iter()
