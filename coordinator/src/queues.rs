@@ -14,6 +14,13 @@
 //! broker that fails, leaves the message pending; the consumer backs off (1 s
 //! doubling to a minute) and starts again from its pending messages.
 //!
+//! With `--ack-on complete` a message is held (pending in the group) until its job
+//! ends: acknowledged when it completed; when it failed, delivered again as a
+//! new job (the delivery is part of its key), up to `--max-deliveries`, then
+//! dead-lettered with the job's id and error. The core decides
+//! ([`Core::fate`](crate::core::Core::fate)) from the jobs it holds, so a
+//! restarted coordinator goes on where it was.
+//!
 //! Backpressure: a consumer asks for no more messages than its trigger's
 //! `--max-active` leaves room for, so a burst waits in the broker.
 
@@ -25,7 +32,9 @@ use redis::AsyncCommands;
 use tokio::sync::watch;
 
 use crate::core::templates::MAX_PAYLOAD;
-use crate::core::triggers::{Message, QueueSource, SourceState, MAX_MESSAGE_ID};
+use crate::core::triggers::{
+    AckOn, Fate, Message, QueueSource, SourceState, DEFAULT_DELIVERIES, MAX_DELIVERIES, MAX_MESSAGE_ID,
+};
 use crate::error::{Error, Invalid, Refusal};
 use crate::model::*;
 use crate::runtime::RuntimeError;
@@ -37,6 +46,10 @@ const TICK: Duration = Duration::from_millis(500);
 const BATCH: usize = 100;
 /// How long one read waits for messages (so pauses and deletions are seen).
 const BLOCK_MS: usize = 1000;
+/// ... and while messages are held for their jobs (looked at again after it).
+const HELD_BLOCK_MS: usize = 200;
+/// The most messages held for their jobs at once (--ack-on complete).
+const MAX_HELD: usize = 10_000;
 /// How long connecting, and each command, may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Backoff after an error: from the first, doubling to the last.
@@ -91,23 +104,54 @@ pub fn checked_source(url: &str, secret_env: &str) -> Result<QueueSource, Invali
             return Err(Invalid::new("source", format!("needs {key}=NAME (printable, at most 200 characters)")));
         }
     }
-    let secret_env =
-        match secret_env {
-            "" => None,
-            var if var.starts_with(SECRET_PREFIX)
-                && var.len() <= 128
-                && var.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
-            {
-                Some(var.to_string())
-            }
-            _ => return Err(Invalid::new(
+    let secret_env = match secret_env {
+        "" => None,
+        var if var.starts_with(SECRET_PREFIX)
+            && var.len() <= 128
+            && var.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            Some(var.to_string())
+        }
+        _ => {
+            return Err(Invalid::new(
                 "secret_env",
                 format!(
                     "must name an environment variable of the coordinator starting with {SECRET_PREFIX} (A-Z, 0-9, _)"
                 ),
-            )),
-        };
-    Ok(QueueSource { url: url.to_string(), secret_env })
+            ))
+        }
+    };
+    let (ack_on, max_deliveries) = (AckOn::Submit, crate::core::triggers::DEFAULT_DELIVERIES);
+    Ok(QueueSource { url: url.to_string(), secret_env, ack_on, max_deliveries })
+}
+
+/// `source` acknowledging on `ack_on` ("submit", "complete"; empty: submit), with
+/// `max_deliveries` (0: the default; only with "complete").
+pub fn with_acks(source: QueueSource, ack_on: &str, max_deliveries: u32) -> Result<QueueSource, Invalid> {
+    let ack_on = match ack_on {
+        "" | "submit" => AckOn::Submit,
+        "complete" => AckOn::Complete,
+        other => {
+            return Err(Invalid::new(
+                "ack_on",
+                format!("must be submit or complete, not '{}'", crate::error::shown(other)),
+            ))
+        }
+    };
+    let max_deliveries = match max_deliveries {
+        0 => DEFAULT_DELIVERIES,
+        _ if ack_on == AckOn::Submit => {
+            return Err(Invalid::new(
+                "max_deliveries",
+                "applies with --ack-on complete (a message acknowledged at submit is delivered once)",
+            ))
+        }
+        n if n > MAX_DELIVERIES => {
+            return Err(Invalid::new("max_deliveries", format!("must be at most {MAX_DELIVERIES}")))
+        }
+        n => n,
+    };
+    Ok(QueueSource { ack_on, max_deliveries, ..source })
 }
 
 /// A stream and group, from a checked source.
@@ -115,6 +159,7 @@ struct Stream {
     info: redis::ConnectionInfo,
     stream: String,
     group: String,
+    ack_on: AckOn,
 }
 
 impl Stream {
@@ -134,7 +179,7 @@ impl Stream {
             let settings = info.redis_settings().clone().set_password(secret);
             info = info.set_redis_settings(settings);
         }
-        Ok(Stream { info, stream, group })
+        Ok(Stream { info, stream, group, ack_on: source.ack_on })
     }
 }
 
@@ -228,15 +273,29 @@ async fn session(
     *state = SourceState { connected: true, backing_off_until_ms: None, ..state.clone() };
     report(shared, name, state, None).await;
     let consumer = format!("corral-{name}");
-    // Its own pending messages first (taken before a crash, never acknowledged).
-    let mut pending = true;
+    // Its own pending messages first (taken before a crash, never acknowledged),
+    // a page at a time from `cursor`; then new ones.
+    let (mut pending, mut cursor) = (true, "0".to_string());
+    // With --ack-on complete: the messages whose jobs run, by entry id.
+    let mut held: BTreeMap<String, redis::streams::StreamId> = BTreeMap::new();
     loop {
+        let mut settled = Vec::new();
+        for (entry_id, entry) in &held {
+            match settle(shared, name, &mut conn, s, entry).await {
+                Ok(true) => settled.push(entry_id.clone()),
+                Ok(false) => {}
+                Err(why) => return why,
+            }
+        }
+        for entry_id in settled {
+            held.remove(&entry_id);
+        }
         let room = shared.runtime.call({
             let name = name.clone();
             move |core, _, _| core.trigger_room(&name)
         });
         let room = match room.await {
-            Ok(room) => room as usize,
+            Ok(room) => (room as usize).min(MAX_HELD.saturating_sub(held.len())),
             Err(e) => return format!("the coordinator: {e}"),
         };
         if room == 0 {
@@ -245,9 +304,10 @@ async fn session(
         }
         let mut opts = redis::streams::StreamReadOptions::default().group(&s.group, &consumer).count(room.min(BATCH));
         if !pending {
-            opts = opts.block(BLOCK_MS);
+            // Held messages are looked at again soon.
+            opts = opts.block(if held.is_empty() { BLOCK_MS } else { HELD_BLOCK_MS });
         }
-        let (keys, from) = ([&s.stream], [if pending { "0" } else { ">" }]);
+        let (keys, from) = ([&s.stream], [if pending { cursor.as_str() } else { ">" }]);
         let read = conn.xread_options::<_, _, Option<redis::streams::StreamReadReply>>(&keys, &from, &opts);
         let reply = match tokio::time::timeout(IO_TIMEOUT + Duration::from_millis(BLOCK_MS as u64), read).await {
             Ok(Ok(reply)) => reply.unwrap_or_default(),
@@ -255,15 +315,21 @@ async fn session(
             Err(_) => return "reading: no answer".into(),
         };
         let entries: Vec<redis::streams::StreamId> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
-        if pending && entries.is_empty() {
-            pending = false;
-            continue;
+        if pending {
+            match entries.last() {
+                Some(last) => cursor = last.id.clone(),
+                None => pending = false,
+            }
         }
         for entry in entries {
-            state.taken += 1;
-            let settled = match take(shared, name, &entry).await {
+            if s.ack_on == AckOn::Complete {
+                // Settled as its job ends, at the top of the loop.
+                held.insert(entry.id.clone(), entry);
+                continue;
+            }
+            let settled = match take(shared, name, &entry, 1).await {
                 Ok(()) => io("acknowledging", conn.xack::<_, _, _, ()>(&s.stream, &s.group, &[&entry.id])).await,
-                Err(Taken::Refused(why)) => dead_letter(&mut conn, s, name, &entry, &why).await,
+                Err(Taken::Refused(why)) => dead_letter(&mut conn, s, name, &entry, &why, None).await,
                 Err(Taken::NotNow(why)) => Err(why),
             };
             if let Err(why) = settled {
@@ -271,6 +337,80 @@ async fn session(
             }
         }
         *backoff = BACKOFF.0;
+    }
+}
+
+/// With --ack-on complete: acknowledges a held message whose job completed,
+/// delivers it again (a new job) if its job failed and it may be, or
+/// dead-letters it; true once it is settled.
+async fn settle(
+    shared: &Arc<Shared>,
+    name: &TriggerName,
+    conn: &mut redis::aio::MultiplexedConnection,
+    s: &Stream,
+    entry: &redis::streams::StreamId,
+) -> Result<bool, String> {
+    let parsed = match parse(entry) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            dead_letter(conn, s, name, entry, &why, None).await?;
+            return Ok(true);
+        }
+    };
+    let (trigger, id) = (name.clone(), parsed.id.clone());
+    let fate = shared.runtime.call(move |core, _, _| core.fate(&trigger, &id)).await;
+    let fate = match fate {
+        Ok(Ok(fate)) => fate,
+        Ok(Err(e)) => return Err(format!("the trigger: {e}")),
+        Err(e) => return Err(format!("the coordinator: {e}")),
+    };
+    let done = match fate {
+        Fate::Wait(_) => false,
+        Fate::Ack(_) => {
+            io("acknowledging", conn.xack::<_, _, _, ()>(&s.stream, &s.group, &[&entry.id])).await?;
+            true
+        }
+        Fate::Deliver(delivery) => match make_job(shared, name, parsed, delivery).await {
+            Ok(()) => false,
+            Err(Taken::Refused(why)) => {
+                dead_letter(conn, s, name, entry, &why, None).await?;
+                true
+            }
+            Err(Taken::NotNow(why)) => return Err(why),
+        },
+        Fate::Dead { job, deliveries } => {
+            let why = format!(
+                "job {job} failed ({}), its {deliveries}th delivery; --max-deliveries is {deliveries}",
+                failure_of(shared, job).await
+            );
+            dead_letter(conn, s, name, entry, &why, Some(job)).await?;
+            true
+        }
+    };
+    if done {
+        let (trigger, id) = (name.clone(), parse(entry).map(|p| p.id).unwrap_or_default());
+        let _ = shared.runtime.call(move |core, _, _| core.settle(&trigger, &id)).await;
+    }
+    Ok(done)
+}
+
+/// How a failed job ended: its first failed task's last attempt, as the store has it.
+async fn failure_of(shared: &Arc<Shared>, job: JobId) -> String {
+    let failed = shared
+        .runtime
+        .call(move |core, _, _| {
+            let job = core.jobs.get(&job)?;
+            let (offset, task) = job.tasks.iter().enumerate().find(|(_, t)| t.state == TaskState::Failed)?;
+            let index = job.spec.index_at(offset)?;
+            Some(AttemptRef { task: TaskKey { job: job.id, index }, attempt: task.attempt })
+        })
+        .await;
+    let Ok(Some(attempt)) = failed else { return "it did not complete".into() };
+    let shared = shared.clone();
+    let said = tokio::task::spawn_blocking(move || shared.reader().ended_attempts(&[attempt])).await;
+    match said {
+        Ok(Ok(found)) => found.get(&attempt).map_or_else(|| "a task failed".into(), |e| e.said.clone()),
+        _ => "a task failed".into(),
     }
 }
 
@@ -282,53 +422,68 @@ enum Taken {
     NotNow(String),
 }
 
-/// Makes the job of one message (its payload stored first), or says why not.
-async fn take(shared: &Arc<Shared>, name: &TriggerName, entry: &redis::streams::StreamId) -> Result<(), Taken> {
-    let mut meta = BTreeMap::new();
-    let mut payload = None;
-    let mut id = entry.id.clone();
+/// A message's identity, body and fields.
+struct Parsed {
+    id: String,
+    payload: Option<Vec<u8>>,
+    meta: BTreeMap<String, String>,
+}
+
+/// Reads a stream entry as a message, or says why it cannot be one.
+fn parse(entry: &redis::streams::StreamId) -> Result<Parsed, String> {
+    let mut parsed = Parsed { id: entry.id.clone(), payload: None, meta: BTreeMap::new() };
     for (field, value) in &entry.map {
-        let bytes: Vec<u8> = match redis::from_redis_value(value.clone()) {
-            Ok(bytes) => bytes,
-            Err(_) => return Err(Taken::Refused(format!("field '{field}' is not a string"))),
-        };
+        let bytes: Vec<u8> =
+            redis::from_redis_value(value.clone()).map_err(|_| format!("field '{field}' is not a string"))?;
         match field.as_str() {
-            PAYLOAD_FIELD => payload = Some(bytes),
+            PAYLOAD_FIELD => parsed.payload = Some(bytes),
             ID_FIELD => {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
-                id = if text.len() <= MAX_MESSAGE_ID && text.chars().all(|c| c.is_ascii_graphic()) {
+                parsed.id = if text.len() <= MAX_MESSAGE_ID && text.chars().all(|c| c.is_ascii_graphic()) {
                     text
                 } else {
-                    format!(
-                        "sha256:{}",
-                        crate::auth::secret::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref())
-                    )
+                    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+                    format!("sha256:{}", crate::auth::secret::hex(digest.as_ref()))
                 };
             }
             _ => {
-                let text =
-                    String::from_utf8(bytes).map_err(|_| Taken::Refused(format!("field '{field}' is not UTF-8")))?;
-                meta.insert(field.clone(), text);
+                let text = String::from_utf8(bytes).map_err(|_| format!("field '{field}' is not UTF-8"))?;
+                parsed.meta.insert(field.clone(), text);
             }
         }
     }
-    if let Some(body) = &payload {
+    if let Some(body) = &parsed.payload {
         if body.len() as u64 > MAX_PAYLOAD {
-            return Err(Taken::Refused(format!("its payload is {} bytes; the most is {MAX_PAYLOAD}", body.len())));
+            return Err(format!("its payload is {} bytes; the most is {MAX_PAYLOAD}", body.len()));
         }
     }
-    let object = match payload {
+    Ok(parsed)
+}
+
+/// Makes the job of one message's `delivery` (its payload stored first), or says why not.
+async fn take(
+    shared: &Arc<Shared>,
+    name: &TriggerName,
+    entry: &redis::streams::StreamId,
+    delivery: u32,
+) -> Result<(), Taken> {
+    let parsed = parse(entry).map_err(Taken::Refused)?;
+    make_job(shared, name, parsed, delivery).await
+}
+
+async fn make_job(shared: &Arc<Shared>, name: &TriggerName, parsed: Parsed, delivery: u32) -> Result<(), Taken> {
+    let object = match parsed.payload {
         Some(bytes) => {
             Some(crate::app::dispatch::store_payload(shared, bytes).await.map_err(|e| Taken::NotNow(e.to_string()))?)
         }
         None => None,
     };
-    let message = Message { id, payload: object.clone(), meta };
+    let message = Message { id: parsed.id, payload: object.clone(), meta: parsed.meta };
     let (trigger, taken) = (name.clone(), object.clone());
     let made = shared
         .runtime
         .call(move |core, now, out| {
-            let job = core.on_message(now, &trigger, message, out)?;
+            let job = core.deliver(now, &trigger, message, delivery, out)?;
             // Delivered again: the first delivery's job has its own payload.
             let ours = core
                 .jobs
@@ -356,13 +511,15 @@ async fn take(shared: &Arc<Shared>, name: &TriggerName, entry: &redis::streams::
     }
 }
 
-/// Moves a refused message to `STREAM:dead` with why, and acknowledges it.
+/// Moves a message to `STREAM:dead` with why (and the job of its last delivery),
+/// and acknowledges it.
 async fn dead_letter(
     conn: &mut redis::aio::MultiplexedConnection,
     s: &Stream,
     name: &TriggerName,
     entry: &redis::streams::StreamId,
     why: &str,
+    job: Option<JobId>,
 ) -> Result<(), String> {
     tracing::warn!(trigger = %name, entry = %entry.id, reason = why, "a message was refused; dead-lettered");
     let dead = format!("{}:dead", s.stream);
@@ -375,6 +532,9 @@ async fn dead_letter(
     fields.push(("corral_error".into(), why.as_bytes().to_vec()));
     fields.push(("corral_trigger".into(), name.as_str().as_bytes().to_vec()));
     fields.push(("corral_entry".into(), entry.id.as_bytes().to_vec()));
+    if let Some(job) = job {
+        fields.push(("corral_job".into(), job.to_string().into_bytes()));
+    }
     let mut pipe = redis::pipe();
     pipe.atomic().xadd(&dead, "*", &fields).ignore().xack(&s.stream, &s.group, &[&entry.id]).ignore();
     io("dead-lettering", pipe.query_async::<()>(conn)).await

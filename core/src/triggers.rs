@@ -13,15 +13,17 @@
 //! fires for each object version it has not seen; what it has seen is a durable
 //! cursor, written in the batch of the job each new version makes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use corral_types::paths;
 
-use super::keys::IdempotencyKey;
 use super::templates::Dispatch;
 use super::*;
 use crate::error::{Error, Invalid, Result};
+
+mod queue;
+pub use queue::*;
 
 /// Dispatches a trigger remembers for `trigger show`.
 pub const FIRES_KEPT: usize = 10;
@@ -48,39 +50,6 @@ pub struct TriggerSpec {
     pub max_active: Option<u32>,
     /// A queue trigger's broker (then `prefix`, `glob` and `poll` are unused).
     pub source: Option<QueueSource>,
-}
-
-/// Where a queue trigger takes its messages: a Redis stream read by a consumer
-/// group (`redis://HOST:PORT/DB?stream=S&group=G`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct QueueSource {
-    /// The broker's URL, checked, with no password in it.
-    pub url: String,
-    /// The coordinator's environment variable holding the broker's password
-    /// (`CORRAL_SECRET_...`): never on a command line, in the store or an event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_env: Option<String>,
-}
-
-/// A message a queue trigger took, with its payload already stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    /// Its identity: the producer's message id, else the broker's.
-    pub id: String,
-    /// The object holding its body (the tasks' `./payload`), if it had one.
-    pub payload: Option<String>,
-    /// Its fields or headers (`CORRAL_META_<key>`).
-    pub meta: BTreeMap<String, String>,
-}
-
-/// How a queue trigger's consumer is doing (not stored: a restart connects anew).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceState {
-    pub connected: bool,
-    /// Backing off after an error until then (wall ms).
-    pub backing_off_until_ms: Option<u64>,
-    /// Messages taken from the broker since this coordinator started.
-    pub taken: u64,
 }
 
 /// The largest `--max-active`.
@@ -152,6 +121,9 @@ pub struct Trigger {
     pub made: std::collections::BTreeSet<JobId>,
     /// A queue trigger's consumer, as it last said.
     pub source_state: SourceState,
+    /// With [`AckOn::Complete`]: each held message's last delivery and its job
+    /// (rebuilt at restore from the jobs' environment; a settled one is dropped).
+    pub deliveries: HashMap<String, (u32, JobId)>,
 }
 
 /// An object a poll listed.
@@ -317,9 +289,20 @@ impl Core {
             let Ok(name) = TriggerName::parse("trigger", name) else { continue };
             // A trigger's jobs are its creator's: another token's template that sets
             // the variable itself does not count against someone else's trigger.
-            let ours = |t: &&mut Trigger| t.record.spec.max_active.is_some() && t.record.spec.owner == job.spec.owner;
-            if let Some(t) = self.triggers.get_mut(&name).filter(ours) {
+            let Some(t) = self.triggers.get_mut(&name).filter(|t| t.record.spec.owner == job.spec.owner) else {
+                continue;
+            };
+            if t.record.spec.max_active.is_some() {
                 t.made.insert(job.id);
+            }
+            // A held message's last delivery, to go on from.
+            let complete = t.record.spec.source.as_ref().is_some_and(|s| s.ack_on == AckOn::Complete);
+            let delivery = env.get(DELIVERY_ENV).and_then(|d| d.parse::<u32>().ok());
+            if let (true, Some(id), Some(delivery)) = (complete, env.get(MESSAGE_ENV), delivery) {
+                let last = t.deliveries.entry(id.clone()).or_insert((delivery, job.id));
+                if delivery > last.0 {
+                    *last = (delivery, job.id);
+                }
             }
         }
     }
@@ -445,99 +428,7 @@ impl Core {
 impl Trigger {
     pub fn new(record: TriggerRecord, seen: BTreeMap<String, String>) -> Trigger {
         let source_state = SourceState::default();
-        Trigger { record, seen, polling: false, last_poll: None, made: Default::default(), source_state }
-    }
-}
-
-/// The longest message identity kept as it is (a longer one is hashed by the shell).
-pub const MAX_MESSAGE_ID: usize = 200;
-
-impl Core {
-    /// The queue triggers, with their sources and whether each is paused (the
-    /// shell runs a consumer for each one not paused).
-    pub fn queue_triggers(&self) -> Vec<(TriggerName, QueueSource, bool)> {
-        let queue = |(name, t): (&TriggerName, &Trigger)| {
-            let source = t.record.spec.source.clone()?;
-            Some((name.clone(), source, t.record.paused))
-        };
-        self.triggers.iter().filter_map(queue).collect()
-    }
-
-    /// How many more jobs trigger `name` may have active now (`u32::MAX`: no limit;
-    /// 0 when paused or gone: take nothing).
-    pub fn trigger_room(&mut self, name: &TriggerName) -> u32 {
-        let Some(t) = self.triggers.get(name) else { return 0 };
-        if t.record.paused {
-            return 0;
-        }
-        let Some(max) = t.record.spec.max_active else { return u32::MAX };
-        let active = self.active_jobs_of(name);
-        max.saturating_sub(active as u32)
-    }
-
-    /// How many of trigger `name`'s jobs are active (forgetting deleted ones).
-    fn active_jobs_of(&mut self, name: &TriggerName) -> usize {
-        let Some(t) = self.triggers.get_mut(name) else { return 0 };
-        let jobs = &self.jobs;
-        t.made.retain(|id| jobs.contains_key(id));
-        t.made.iter().filter(|id| jobs.get(id).is_some_and(|j| j.state == JobState::Active)).count()
-    }
-
-    /// What a queue trigger's consumer says of itself.
-    pub fn on_source_state(&mut self, name: &TriggerName, state: SourceState, error: Option<String>, out: &mut Outbox) {
-        let Some(t) = self.triggers.get_mut(name) else { return };
-        t.source_state = state;
-        if error.is_some() && t.record.last_error != error {
-            t.record.last_error = error;
-            self.put_trigger(name, None, out);
-        }
-    }
-
-    /// A message trigger `name` took: its job, made once whatever the number of
-    /// deliveries (its identity is the job's idempotency key). A refusal (the
-    /// template's rules) is counted and says why: the shell dead-letters it.
-    pub fn on_message(
-        &mut self,
-        now: Instant,
-        name: &TriggerName,
-        message: Message,
-        out: &mut Outbox,
-    ) -> Result<JobId> {
-        let t = self.triggers.get_mut(name).ok_or_else(|| Error::not_found("trigger", name))?;
-        t.source_state.taken += 1;
-        let spec = t.record.spec.clone();
-        if spec.source.is_none() {
-            return Err(Invalid::new("trigger", format!("trigger '{name}' takes no messages")).into());
-        }
-        let key = IdempotencyKey {
-            owner: spec.owner.clone(),
-            key: format!("trigger {name} message {}", message.id),
-            digest: message.id.clone(),
-        };
-        // Delivered again: its job is there already, and counted.
-        if let Some(job) = self.keys.job_of(&key) {
-            return Ok(job);
-        }
-        let label = format!("message {}", message.id);
-        let dispatch = Dispatch {
-            payload: message.payload,
-            meta: message.meta,
-            owner: spec.owner.clone(),
-            env: BTreeMap::from([
-                (TRIGGER_ENV.to_string(), name.to_string()),
-                ("CORRAL_TRIGGER_MESSAGE".to_string(), message.id.clone()),
-            ]),
-            name: Some(name.to_string()),
-            ..Dispatch::default()
-        };
-        let made = self.dispatch(now, &spec.template, dispatch, Some(key), out);
-        if let (Ok(job), Some(t)) = (&made, self.triggers.get_mut(name)) {
-            if t.record.spec.max_active.is_some() {
-                t.made.insert(*job);
-            }
-        }
-        let made = self.remember(now, name, &label, made);
-        self.put_trigger(name, None, out);
-        made
+        let (made, deliveries) = Default::default();
+        Trigger { record, seen, polling: false, last_poll: None, made, source_state, deliveries }
     }
 }

@@ -212,3 +212,43 @@ fn bad_sources_are_refused_naming_the_field_and_an_unreachable_broker_is_accepte
             && t["last_error"].as_str().is_some_and(|e| e.contains("connecting"))
     });
 }
+
+#[test]
+fn with_ack_on_complete_a_poison_message_gets_its_deliveries_then_is_dead_lettered() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let mut c = Cluster::start(&[]);
+    c.static_pool("cpu", 1, 4);
+    let script =
+        format!("p=$(cat payload); echo \"$p $CORRAL_TRIGGER_DELIVERY\" >> {}; [ \"$p\" != poison ]", seen.display());
+    c.json(&["template", "create", "t", "--pool", "cpu", "--", "sh", "-c", &script]);
+    let source = format!("{}?stream=orders&group=corral", redis.url());
+    let args = ["trigger", "create", "orders", "--template", "t", "--source", &source];
+    c.json(&[&args[..], &["--ack-on", "complete", "--max-deliveries", "3"]].concat());
+    let mut conn = redis.conn();
+    let poison: String = conn.xadd("orders", "*", &[("payload", "poison")]).unwrap();
+    wait_until(MINUTE, "the poison's first delivery failed", || lines(&seen).contains(&"poison 1".to_string()));
+    // A restart goes on counting from the jobs it holds.
+    c.restart_coordinator();
+    for i in 0..3 {
+        let _: String = conn.xadd("orders", "*", &[("payload", format!("good-{i}"))]).unwrap();
+    }
+    let dead = || -> redis::streams::StreamRangeReply { redis.conn().xrange_all("orders:dead").unwrap() };
+    wait_until(2 * MINUTE, "the poison dead-lettered and the rest done", || {
+        dead().ids.len() == 1 && (0..3).all(|i| lines(&seen).contains(&format!("good-{i} 1")))
+    });
+    let got = lines(&seen);
+    let poisoned: Vec<&String> = got.iter().filter(|l| l.starts_with("poison")).collect();
+    assert_eq!(poisoned, ["poison 1", "poison 2", "poison 3"], "three deliveries, one job each");
+    let dead = dead();
+    let field = |k: &str| redis::from_redis_value::<String>(dead.ids[0].map[k].clone()).unwrap();
+    assert_eq!((field("payload"), field("corral_entry")), ("poison".to_string(), poison));
+    let error = field("corral_error");
+    assert!(error.contains("exited with code 1") && error.contains("--max-deliveries is 3"), "{error}");
+    let job: u64 = field("corral_job").parse().unwrap();
+    assert_eq!(c.job(job)["state"], "failed");
+    wait_until(MINUTE, "nothing left pending", || pending(&mut conn) == 0);
+    let t = trigger(&c);
+    assert_eq!((t["ack_on"].clone(), t["max_deliveries"].clone()), ("complete".into(), 3.into()), "{t}");
+}

@@ -54,6 +54,15 @@ pub struct CreateArgs {
     /// broker's password; the password itself is never sent or stored.
     #[arg(long, value_name = "VAR", requires = "source")]
     secret_env: Option<String>,
+    /// When a message is acknowledged: once its job is stored (submit), or once its
+    /// job completed (complete: a failed job's message gets a new job, up to
+    /// --max-deliveries, then goes to STREAM:dead with the job's id and error).
+    #[arg(long, value_name = "WHEN", value_parser = ["submit", "complete"], requires = "source")]
+    ack_on: Option<String>,
+    /// With --ack-on complete: how many jobs a message gets before it is
+    /// dead-lettered [default: 5].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100), requires = "ack_on")]
+    max_deliveries: Option<u32>,
     /// ... whose path after the prefix matches this glob (e.g. '*.jpg').
     #[arg(long)]
     glob: Option<String>,
@@ -108,6 +117,8 @@ fn trigger_json(t: &pb::Trigger) -> serde_json::Value {
         "connected": (!t.source.is_empty()).then_some(t.connected),
         "backing_off_until_ms": (t.backing_off_until_ms > 0).then_some(t.backing_off_until_ms),
         "taken": (!t.source.is_empty()).then_some(t.taken),
+        "ack_on": (!t.ack_on.is_empty()).then_some(&t.ack_on),
+        "max_deliveries": (t.max_deliveries > 0).then_some(t.max_deliveries),
         "recent": t.recent.iter().map(|f| json!({
             "object": f.object,
             "job_id": f.job_id,
@@ -153,6 +164,11 @@ fn print(ctx: &Context, t: &pb::Trigger) {
             (false, until) => format!("backing off until {}", output::timestamp(until)),
         };
         rows.push(("broker", broker));
+        let acks = match t.ack_on.as_str() {
+            "complete" => format!("when its job completed (at most {} deliveries)", t.max_deliveries),
+            _ => "when its job is stored".to_string(),
+        };
+        rows.push(("acknowledged", acks));
         rows.push(("taken", format!("{} (since the coordinator started)", t.taken)));
     }
     if t.poll_ms > 0 {
@@ -187,6 +203,8 @@ impl TriggerCommand {
                     prefix: args.prefix.unwrap_or_default(),
                     source: args.source.unwrap_or_default(),
                     secret_env: args.secret_env.unwrap_or_default(),
+                    ack_on: args.ack_on.unwrap_or_default(),
+                    max_deliveries: args.max_deliveries.unwrap_or(0),
                 };
                 let t = client.create_trigger(req).await.api()?;
                 if ctx.json() {

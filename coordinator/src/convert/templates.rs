@@ -84,12 +84,13 @@ pub fn trigger_spec(req: &pb::CreateTriggerRequest, owner: String) -> Result<Tri
                 "a queue trigger takes its messages from the source: no prefix, glob or poll",
             ));
         }
-        let source = Some(crate::queues::checked_source(&req.source, &req.secret_env)?);
+        let source = crate::queues::checked_source(&req.source, &req.secret_env)?;
+        let source = Some(crate::queues::with_acks(source, &req.ack_on, req.max_deliveries)?);
         let (prefix, glob, poll) = (String::new(), None, None);
         return Ok(TriggerSpec { name, prefix, glob, template, poll, owner, max_active, source });
     }
-    if !req.secret_env.is_empty() {
-        return Err(Invalid::new("secret_env", "is for a queue trigger's broker (--source)"));
+    if !req.secret_env.is_empty() || !req.ack_on.is_empty() || req.max_deliveries > 0 {
+        return Err(Invalid::new("source", "secret_env, ack_on and max_deliveries are for a queue trigger (--source)"));
     }
     let glob = (!req.glob.is_empty()).then(|| req.glob.clone());
     let prefix = check_match(&req.prefix, glob.as_deref())?;
@@ -148,5 +149,7 @@ pub fn trigger_view(core: &Core, t: &Trigger) -> pb::Trigger {
         connected: t.source_state.connected,
         backing_off_until_ms: t.source_state.backing_off_until_ms.unwrap_or(0),
         taken: t.source_state.taken,
+        ack_on: spec.source.as_ref().map(|s| s.ack_on.as_str().to_string()).unwrap_or_default(),
+        max_deliveries: spec.source.as_ref().map_or(0, |s| s.max_deliveries),
     }
 }

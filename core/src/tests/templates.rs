@@ -261,9 +261,10 @@ fn an_object_that_can_never_make_a_job_is_counted_and_holds_up_no_other() {
 
 #[test]
 fn a_queue_trigger_makes_one_job_per_message_identity_and_counts_refusals() {
-    use crate::triggers::{Message, QueueSource, TriggerSpec};
+    use crate::triggers::{AckOn, Message, QueueSource, TriggerSpec};
     let mut env = Env::with_template(PayloadRule::Required, &["color"]);
-    let source = QueueSource { url: "redis://127.0.0.1:6379/0?stream=s&group=g".into(), secret_env: None };
+    let url = "redis://127.0.0.1:6379/0?stream=s&group=g".into();
+    let source = QueueSource { url, secret_env: None, ack_on: AckOn::Submit, max_deliveries: 5 };
     let spec = TriggerSpec { source: Some(source), max_active: Some(1), ..trigger("q", "", None, false) };
     // A message brings a payload and meta: a template that requires them is fine.
     env.core.create_trigger(env.now, spec, &mut env.out).unwrap();
@@ -292,5 +293,41 @@ fn a_queue_trigger_makes_one_job_per_message_identity_and_counts_refusals() {
     env.core.pause_trigger(&q, true, &mut env.out).unwrap();
     assert_eq!(env.core.trigger_room(&q), 0);
     assert_eq!(env.core.queue_triggers().len(), 1);
+    env.check();
+}
+
+#[test]
+fn with_ack_on_complete_a_message_is_held_delivered_again_after_a_failure_then_dead() {
+    use crate::triggers::{AckOn, Fate, Message, QueueSource, TriggerSpec};
+    let mut env = Env::with_template(PayloadRule::Optional, &[]);
+    env.node(2);
+    let url = "redis://127.0.0.1:6379/0?stream=s&group=g".into();
+    let source = QueueSource { url, secret_env: None, ack_on: AckOn::Complete, max_deliveries: 2 };
+    let spec = TriggerSpec { source: Some(source), ..trigger("q", "", None, false) };
+    env.core.create_trigger(env.now, spec, &mut env.out).unwrap();
+    let q = TriggerName::parse("name", "q").unwrap();
+    let message = |id: &str| Message { id: id.into(), payload: None, meta: BTreeMap::new() };
+    // Runs the job just made (the template's two tasks) to its end: failed unless `code` is 0.
+    let finish = |env: &mut Env, code: i32| {
+        for (node, attempt) in env.schedule() {
+            env.exit(&node, attempt, code);
+        }
+    };
+    assert_eq!(env.core.fate(&q, "m").unwrap(), Fate::Deliver(1));
+    let first = env.core.deliver(env.now, &q, message("m"), 1, &mut env.out).unwrap();
+    assert_eq!(env.core.fate(&q, "m").unwrap(), Fate::Wait(first));
+    finish(&mut env, 1);
+    assert_eq!(env.core.fate(&q, "m").unwrap(), Fate::Deliver(2), "a failed job's message goes again");
+    let second = env.core.deliver(env.now, &q, message("m"), 2, &mut env.out).unwrap();
+    assert_ne!(first, second, "its own job");
+    assert_eq!(env.core.jobs[&second].spec.task.env["CORRAL_TRIGGER_DELIVERY"], "2");
+    finish(&mut env, 1);
+    assert_eq!(env.core.fate(&q, "m").unwrap(), Fate::Dead { job: second, deliveries: 2 });
+    // One that completes is acknowledged, and forgotten once settled.
+    let job = env.core.deliver(env.now, &q, message("ok"), 1, &mut env.out).unwrap();
+    finish(&mut env, 0);
+    assert_eq!(env.core.fate(&q, "ok").unwrap(), Fate::Ack(job));
+    env.core.settle(&q, "ok");
+    assert_eq!(env.core.triggers[&q].deliveries.len(), 1);
     env.check();
 }
