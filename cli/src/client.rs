@@ -198,6 +198,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("DeleteJob", "job delete"),
     ("AddTasks", "job add-tasks"),
     ("CloseJob", "job close"),
+    ("UpdateJob", "job update"),
     ("WatchJob", "job watch"),
     ("ListTasks", "task list"),
     ("GetTask", "task show"),

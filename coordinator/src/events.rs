@@ -154,6 +154,12 @@ pub fn describe<E>(
             },
             ..event(Kind::Job, if delivery.delivered_at_ms.is_some() { "notified" } else { "notify_failed" })
         },
+        StoreOp::SetJobPriority { id, priority } => Event {
+            pool: pool_of(*id)?.map(|p| p.to_string()),
+            job: Some(id.0),
+            detail: format!("priority {priority}"),
+            ..event(Kind::Job, "priority_changed")
+        },
         StoreOp::CloseJob(id) => {
             Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "closed") }
         }

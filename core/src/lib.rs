@@ -48,6 +48,7 @@ pub mod outbox;
 mod output;
 pub mod owners;
 mod pools;
+mod priorities;
 mod restore;
 mod retries;
 mod schedule;

@@ -234,6 +234,11 @@ pub enum StoreOp {
     },
     /// An open job was closed.
     CloseJob(JobId),
+    /// A job's priority changed (its queued tasks' place in the pool's order).
+    SetJobPriority {
+        id: JobId,
+        priority: i32,
+    },
     /// How the job's completion callback is going.
     SetDelivery {
         job: JobId,

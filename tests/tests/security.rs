@@ -51,6 +51,7 @@ const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/DeleteJob", Need::Submit),
     ("/corral.v1.Corral/AddTasks", Need::Submit),
     ("/corral.v1.Corral/CloseJob", Need::Submit),
+    ("/corral.v1.Corral/UpdateJob", Need::Submit),
     ("/corral.v1.Corral/WatchJob", Need::Read),
     ("/corral.v1.Corral/ListTasks", Need::Read),
     ("/corral.v1.Corral/GetTask", Need::Read),

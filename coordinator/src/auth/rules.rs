@@ -47,6 +47,7 @@ pub const METHODS: &[(&str, Need)] = &[
     ("/corral.v1.Corral/DeleteJob", AtLeast(Submit)),
     ("/corral.v1.Corral/AddTasks", AtLeast(Submit)),
     ("/corral.v1.Corral/CloseJob", AtLeast(Submit)),
+    ("/corral.v1.Corral/UpdateJob", AtLeast(Submit)),
     ("/corral.v1.Corral/WatchJob", AtLeast(Read)),
     ("/corral.v1.Corral/ListTasks", AtLeast(Read)),
     ("/corral.v1.Corral/GetTask", AtLeast(Read)),

@@ -231,9 +231,7 @@ pub fn job_spec(mut req: pb::SubmitJobRequest) -> Result<JobSpec, Invalid> {
         at => Some(duration::time_ms("begin_at_ms", at, crate::auth::now_ms())?),
     };
     text("name", &req.name, MAX_NAME)?;
-    if !(-1000..=1000).contains(&req.priority) {
-        return Err(Invalid::new("priority", format!("{} is outside -1000..1000", req.priority)));
-    }
+    priority(req.priority)?;
     if !req.tasks.is_empty() || req.open {
         if !req.entries.is_empty() {
             return Err(Invalid::new(
@@ -476,3 +474,11 @@ pub fn notify_url(url: &str) -> Result<Option<String>, Invalid> {
 
 #[cfg(test)]
 mod tests;
+
+/// Checks a job's priority.
+pub fn priority(priority: i32) -> Result<i32, Invalid> {
+    if !(-1000..=1000).contains(&priority) {
+        return Err(Invalid::new("priority", format!("{priority} is outside -1000..1000")));
+    }
+    Ok(priority)
+}

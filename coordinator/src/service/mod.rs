@@ -18,6 +18,8 @@ use crate::error::{Error, Invalid};
 use crate::model::*;
 use crate::shared::Shared;
 
+mod jobs;
+use jobs::job_from_request;
 mod schedules;
 mod tasks;
 pub mod templates;
@@ -38,13 +40,14 @@ pub struct ClientApi {
     shared: Arc<Shared>,
 }
 
-/// A change the owner of a job (or an admin) may make to it.
-type JobChange = fn(&mut Core, std::time::Instant, JobId, &mut crate::core::Outbox) -> crate::core::Result<()>;
-
 impl ClientApi {
-    /// Makes `change` to job `id` for `who`, if they may, and answers with the job
-    /// as it is then.
-    async fn change_job(&self, who: Principal, id: u64, change: JobChange) -> Result<pb::Job, Status> {
+    /// Makes `change` to job `id` for `who`, if they may (its owner, or an admin),
+    /// and answers with the job as it is then.
+    async fn change_job<F>(&self, who: Principal, id: u64, change: F) -> Result<pb::Job, Status>
+    where
+        F: FnOnce(&mut Core, std::time::Instant, JobId, &mut crate::core::Outbox) -> crate::core::Result<()>,
+        F: Send + 'static,
+    {
         let job = self
             .shared
             .runtime
@@ -56,47 +59,6 @@ impl ClientApi {
             .await??;
         Ok(job)
     }
-}
-
-/// The job a submission asks for, checked, owned by `owner` (a schedule's job is
-/// checked the same way).
-async fn job_from_request(shared: &Shared, mut req: pb::SubmitJobRequest, who: &Principal) -> Result<JobSpec, Status> {
-    let owner = who.name();
-    if req.auto_pool.is_some() && !who.is_admin() {
-        return Err(Status::permission_denied(
-            "an auto pool needs an admin token: its nodes are started by a provider on the coordinator's host (an admin can make a template with it for you to dispatch)",
-        ));
-    }
-    // Fixed at submission: a later change of the default leaves the job alone.
-    let max_output = match convert::max_output(req.max_output_bytes)? {
-        0 => shared.core_config.max_output,
-        bytes => bytes,
-    };
-    let spec = match req.mapreduce.take() {
-        Some(mr) => {
-            if req.task.is_some() || req.is_array || !req.tasks.is_empty() || req.open {
-                let why = "a map/reduce job has no other tasks: leave task, tasks and open unset";
-                return Err(Invalid::new("mapreduce", why).into());
-            }
-            let (pool, auto_pool) = convert::pool_or_auto(&mut req)?;
-            let notify = convert::notify_url(&req.notify_url)?;
-            let begin_at_ms = (req.begin_at_ms > 0).then_some(req.begin_at_ms);
-            let policy = convert::policy::job_policy(req.policy.take())?;
-            let spec = crate::mapreduce::job_spec(pool, req.name, req.priority, mr, &shared.objects).await?;
-            JobSpec { notify, begin_at_ms, policy, auto_pool, ..spec }
-        }
-        None => {
-            let notify = req.notify_url.clone();
-            let spec = convert::job_spec(req)?;
-            JobSpec { notify: convert::notify_url(&notify)?, ..spec }
-        }
-    };
-    if let Some(url) = &spec.notify {
-        crate::notify::resolve(url, shared.notify.allow_private)
-            .await
-            .map_err(|why| Invalid::new("notify_url", why))?;
-    }
-    Ok(JobSpec { owner, max_output, ..spec })
 }
 
 fn pool_name(name: &str) -> Result<PoolName, Status> {
@@ -388,6 +350,13 @@ impl Corral for ClientApi {
             .await??;
         tracing::info!(job_id, tasks, "tasks added");
         Ok(Response::new(pb::AddTasksResponse { first_index, tasks }))
+    }
+
+    async fn update_job(&self, req: Request<pb::UpdateJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let (who, req) = (auth::caller(&req)?, req.into_inner());
+        let priority = convert::priority(req.priority.ok_or_else(|| Invalid::new("priority", "nothing to change"))?)?;
+        let set = move |core: &mut Core, _, id, out: &mut _| core.set_job_priority(id, priority, out);
+        Ok(Response::new(self.change_job(who, req.job_id, set).await?))
     }
 
     async fn close_job(&self, req: Request<pb::CloseJobRequest>) -> Result<Response<pb::Job>, Status> {

@@ -252,6 +252,9 @@ impl Store {
                 StoreOp::SetDelivery { job, delivery } => {
                     tx.execute("UPDATE jobs SET notify_attempts = ?2, notify_error = ?3, notify_delivered_at_ms = ?4 WHERE id = ?1", args![job.0, delivery.attempts, delivery.last_error, delivery.delivered_at_ms])?;
                 }
+                StoreOp::SetJobPriority { id, priority } => {
+                    tx.execute("UPDATE jobs SET priority = ?2 WHERE id = ?1", args![id.0, priority])?;
+                }
                 StoreOp::CloseJob(job) => {
                     tx.execute("UPDATE jobs SET open = 0 WHERE id = ?1", args![job.0])?;
                 }

@@ -150,3 +150,22 @@ fn prefetch_never_lets_a_lower_priority_job_jump_ahead() {
     assert_eq!(placed[0].1.task.job, high);
     assert_eq!(env.core.jobs[&low].counts.running, 0);
 }
+
+#[test]
+fn a_job_whose_priority_is_raised_goes_first_at_once_and_the_change_is_stored() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let node = env.node(1);
+    let first = env.submit(1, 0, 0);
+    let second = env.submit(1, 0, 0);
+    env.core.set_job_priority(second, 5, &mut env.out).unwrap();
+    assert!(env.take().store.contains(&StoreOp::SetJobPriority { id: second, priority: 5 }));
+    let placed = env.schedule();
+    assert_eq!(placed.iter().map(|(_, a)| a.task.job).collect::<Vec<_>>(), [second]);
+    // Lowered below the other one: that one is next.
+    let third = env.submit(1, 0, 0);
+    env.core.set_job_priority(first, -1, &mut env.out).unwrap();
+    env.report(&node, placed[0].1, Outcome::Succeeded);
+    assert_eq!(env.schedule().iter().map(|(_, a)| a.task.job).collect::<Vec<_>>(), [third]);
+    assert!(env.core.set_job_priority(JobId(99), 1, &mut env.out).is_err());
+    env.check();
+}

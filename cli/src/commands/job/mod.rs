@@ -22,6 +22,7 @@ mod retry;
 mod show;
 pub mod spec;
 mod submit;
+mod update;
 mod watch;
 
 pub use submit::JobArgs;
@@ -72,6 +73,14 @@ pub enum JobCommand {
     AddTasks(add_tasks::AddTasksArgs),
     /// Close an open job: it ends once all its tasks have.
     Close { job: u64 },
+    /// Change a job after submission (its owner or an admin): --priority reorders
+    /// its queued tasks at once (higher runs first); running ones go on.
+    Update {
+        job: u64,
+        /// The new priority, -1000..1000.
+        #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+        priority: i32,
+    },
     /// Run a map/reduce job: the mapper and reducer are streaming commands (lines on
     /// stdin, `key<TAB>value` lines out), with a real shuffle between them.
     Mapreduce(mapreduce::MapReduceArgs),
@@ -110,6 +119,7 @@ impl JobCommand {
             JobCommand::Delete { job } => delete::run(ctx, client, job).await,
             JobCommand::AddTasks(args) => args.run(ctx, client).await,
             JobCommand::Close { job } => close::run(ctx, client, job).await,
+            JobCommand::Update { job, priority } => update::run(ctx, client, job, priority).await,
             JobCommand::Mapreduce(args) => args.run(ctx, client).await,
             JobCommand::Output { job, task, dest } => output::run(ctx, client, job, task, dest).await,
             JobCommand::Logs { job, stderr } => logs::run(ctx, client, job, stderr).await,
