@@ -32,3 +32,22 @@ fn a_raised_job_runs_before_the_ones_it_passed() {
     c.restart_coordinator();
     assert_eq!(c.job(raised)["priority"], 10, "stored");
 }
+
+#[test]
+fn a_schedule_or_template_update_sets_the_priority_of_the_jobs_it_will_make() {
+    let mut c = Cluster::start(&[]);
+    c.json(&["pool", "create", "cpu", "--slots-per-node", "1"]);
+    c.json(&["template", "create", "t", "--pool", "cpu", "--", "true"]);
+    c.json(&["schedule", "create", "s", "--every", "1h", "--pool", "cpu", "--", "true"]);
+    let other = c.token("other", "submit", &[]);
+    for (what, name) in [("template", "t"), ("schedule", "s")] {
+        let out = c.corral_as(Some(&other), &[what, "update", name, "--priority", "1"]);
+        assert!(!out.status.success(), "{what}: someone else's is refused");
+        assert_eq!(c.json(&[what, "update", name, "--priority", "-7"])["priority"], -7, "{what}");
+    }
+    let job = c.json(&["dispatch", "t"])["job_id"].as_u64().unwrap();
+    assert_eq!(c.job(job)["priority"], -7, "a dispatched job has the template's new priority");
+    c.restart_coordinator();
+    assert_eq!(c.json(&["template", "show", "t"])["priority"], -7);
+    assert_eq!(c.json(&["schedule", "show", "s"])["priority"], -7);
+}

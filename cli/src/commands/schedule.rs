@@ -25,6 +25,14 @@ pub enum ScheduleCommand {
     Show { name: String },
     /// Stop dealing with slots until resumed.
     Pause { name: String },
+    /// Change a schedule (its owner or an admin): the priority of the jobs it will
+    /// make (jobs it made keep theirs: `job update --priority`).
+    Update {
+        name: String,
+        /// -1000..1000; higher runs first.
+        #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+        priority: i32,
+    },
     /// Resume: slots missed while paused run if they are within the catch-up window.
     Resume { name: String },
     /// Run the schedule's job now (by its overlap policy); it takes no slot.
@@ -118,6 +126,7 @@ fn state(s: &pb::Schedule) -> &'static str {
 fn schedule_json(s: &pb::Schedule) -> serde_json::Value {
     json!({
         "name": s.name,
+        "priority": s.priority,
         "state": state(s),
         "cron": (!s.cron.is_empty()).then_some(&s.cron),
         "tz": (!s.tz.is_empty()).then_some(&s.tz),
@@ -245,6 +254,10 @@ impl ScheduleCommand {
             }
             ScheduleCommand::Pause { name } => {
                 print(ctx, &client.pause_schedule(pb::PauseScheduleRequest { name, paused: true }).await.api()?);
+            }
+            ScheduleCommand::Update { name, priority } => {
+                let req = pb::UpdateScheduleRequest { name, priority: Some(priority) };
+                print(ctx, &client.update_schedule(req).await.api()?);
             }
             ScheduleCommand::Resume { name } => {
                 print(ctx, &client.pause_schedule(pb::PauseScheduleRequest { name, paused: false }).await.api()?);

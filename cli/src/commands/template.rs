@@ -29,6 +29,14 @@ pub enum TemplateCommand {
     List,
     /// Show a template.
     Show { name: String },
+    /// Change a template (its owner or an admin): the priority of the jobs it will
+    /// make (jobs it made keep theirs: `job update --priority`).
+    Update {
+        name: String,
+        /// -1000..1000; higher runs first.
+        #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+        priority: i32,
+    },
     /// Delete a template (refused while a trigger uses it); the jobs it made stay.
     Delete { name: String },
 }
@@ -84,6 +92,7 @@ fn parse_meta(s: &str) -> Result<(String, String), String> {
 fn template_json(t: &pb::Template) -> serde_json::Value {
     json!({
         "name": t.name,
+        "priority": t.priority,
         "payload": t.payload,
         "meta_required": t.meta_required,
         "pool": t.pool,
@@ -174,6 +183,10 @@ impl TemplateCommand {
             }
             TemplateCommand::Show { name } => {
                 print(ctx, &client.get_template(pb::GetTemplateRequest { name }).await.api()?);
+            }
+            TemplateCommand::Update { name, priority } => {
+                let req = pb::UpdateTemplateRequest { name, priority: Some(priority) };
+                print(ctx, &client.update_template(req).await.api()?);
             }
             TemplateCommand::Delete { name } => {
                 client.delete_template(pb::DeleteTemplateRequest { name: name.clone() }).await.api()?;

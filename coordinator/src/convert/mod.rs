@@ -482,3 +482,8 @@ pub fn priority(priority: i32) -> Result<i32, Invalid> {
     }
     Ok(priority)
 }
+
+/// The new priority an update asks for (it must ask for one), checked.
+pub fn new_priority(wanted: Option<i32>) -> Result<i32, Invalid> {
+    priority(wanted.ok_or_else(|| Invalid::new("priority", "nothing to change: give one"))?)
+}

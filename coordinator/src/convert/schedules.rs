@@ -142,5 +142,6 @@ pub fn schedule_view(core: &Core, s: &Schedule, now_ms: u64) -> pb::Schedule {
         runs,
         active_jobs: s.active.iter().map(|j| j.0).collect(),
         task: Some(super::task_spec_to_pb(&spec.job.task)),
+        priority: spec.job.priority,
     }
 }

@@ -65,6 +65,7 @@ pub fn template_view(core: &Core, t: &Template) -> pb::Template {
         task: Some(super::task_spec_to_pb(&spec.job.task)),
         tasks: spec.job.task_count(),
         triggers: core.triggers_of(&spec.name),
+        priority: spec.job.priority,
     }
 }
 

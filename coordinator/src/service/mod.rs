@@ -354,7 +354,7 @@ impl Corral for ClientApi {
 
     async fn update_job(&self, req: Request<pb::UpdateJobRequest>) -> Result<Response<pb::Job>, Status> {
         let (who, req) = (auth::caller(&req)?, req.into_inner());
-        let priority = convert::priority(req.priority.ok_or_else(|| Invalid::new("priority", "nothing to change"))?)?;
+        let priority = convert::new_priority(req.priority)?;
         let set = move |core: &mut Core, _, id, out: &mut _| core.set_job_priority(id, priority, out);
         Ok(Response::new(self.change_job(who, req.job_id, set).await?))
     }
@@ -466,6 +466,14 @@ impl Corral for ClientApi {
 
     async fn pause_schedule(&self, req: Request<pb::PauseScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
         schedules::pause(self, req).await
+    }
+
+    async fn update_schedule(&self, req: Request<pb::UpdateScheduleRequest>) -> Result<Response<pb::Schedule>, Status> {
+        schedules::update(self, req).await
+    }
+
+    async fn update_template(&self, req: Request<pb::UpdateTemplateRequest>) -> Result<Response<pb::Template>, Status> {
+        templates::update_template(self, req).await
     }
 
     async fn trigger_schedule(

@@ -92,6 +92,27 @@ pub(super) async fn pause(
     Ok(Response::new(schedule))
 }
 
+pub(super) async fn update(
+    api: &ClientApi,
+    req: Request<pb::UpdateScheduleRequest>,
+) -> Result<Response<pb::Schedule>, Status> {
+    let who = auth::caller(&req)?;
+    let req = req.into_inner();
+    let name = schedule_name(&req.name)?;
+    let priority = crate::convert::new_priority(req.priority)?;
+    let caller = who.caller();
+    let schedule = api
+        .shared
+        .runtime
+        .call_by(who, move |core, now, out| {
+            core.may_change_schedule(&caller, &name)?;
+            core.set_schedule_priority(&name, priority, out)?;
+            view(core, &name, now)
+        })
+        .await??;
+    Ok(Response::new(schedule))
+}
+
 pub(super) async fn trigger(
     api: &ClientApi,
     req: Request<pb::TriggerScheduleRequest>,

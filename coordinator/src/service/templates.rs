@@ -85,6 +85,26 @@ pub(super) async fn get_template(
     Ok(Response::new(api.shared.runtime.call(move |core, _, _| template_or_404(core, &name)).await??))
 }
 
+pub(super) async fn update_template(
+    api: &ClientApi,
+    req: Request<pb::UpdateTemplateRequest>,
+) -> Result<Response<pb::Template>, Status> {
+    let who = auth::caller(&req)?;
+    let req = req.into_inner();
+    let name = template_name("name", &req.name)?;
+    let priority = crate::convert::new_priority(req.priority)?;
+    let template = api
+        .shared
+        .runtime
+        .call_by(who.clone(), move |core, _, out| {
+            core.may_change_template(&who.caller(), &name)?;
+            core.set_template_priority(&name, priority, out)?;
+            template_or_404(core, &name)
+        })
+        .await??;
+    Ok(Response::new(template))
+}
+
 pub(super) async fn delete_template(
     api: &ClientApi,
     req: Request<pb::DeleteTemplateRequest>,
