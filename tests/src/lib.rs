@@ -18,6 +18,7 @@ mod http;
 pub mod netns;
 pub mod postgres;
 mod processes;
+pub mod rabbitmq;
 pub mod redis_server;
 pub mod soak;
 mod standbys;

@@ -19,11 +19,11 @@ pub enum TriggerCommand {
     /// Make a trigger: each new object under --prefix (matching --glob) dispatches
     /// --template once, with the object in the task's directory at its own path
     /// ($CORRAL_TRIGGER_OBJECT names it). With --source instead, each message of a
-    /// queue dispatches it once: its `payload` field is the tasks' ./payload, its
-    /// other fields their meta (CORRAL_META_<field>), its `message_id` field (else
-    /// its entry id) its identity, so a message delivered twice makes one job. It
-    /// is acknowledged once its job is stored; one the template refuses goes to
-    /// STREAM:dead with the reason.
+    /// queue dispatches it once: its body (a Redis entry's `payload` field) is the
+    /// tasks' ./payload, its headers (fields) their meta (CORRAL_META_<key>), its
+    /// message id (else a digest, or the entry id) its identity, so a message
+    /// delivered twice makes one job. It is acknowledged once its job is stored;
+    /// one the template refuses goes to QUEUE.dead (STREAM:dead) with the reason.
     Create(CreateArgs),
     /// List triggers with their counts.
     List,
@@ -46,8 +46,9 @@ pub struct CreateArgs {
     /// Objects under this prefix (e.g. incoming/; '' for every object in the store).
     #[arg(long, required_unless_present = "source", conflicts_with = "source")]
     prefix: Option<String>,
-    /// A queue instead: redis://HOST:PORT/DB?stream=S&group=G (a Redis stream, read
-    /// through consumer group G, made if missing). No password in it: see --secret-env.
+    /// A queue instead: amqp://[USER@]HOST:PORT/VHOST?queue=Q (RabbitMQ; VHOST %2f for
+    /// /) or redis://HOST:PORT/DB?stream=S&group=G (a Redis stream, read through
+    /// consumer group G, made if missing). No password in it: see --secret-env.
     #[arg(long, value_name = "URL", conflicts_with_all = ["glob", "poll"])]
     source: Option<String>,
     /// The coordinator's environment variable (CORRAL_SECRET_...) holding the
