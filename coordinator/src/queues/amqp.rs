@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -149,15 +149,27 @@ async fn consume_queue(
             held.insert(delivery.delivery_tag, delivery);
             continue;
         }
-        let made = match parse(&delivery) {
-            Ok(parsed) => make_job(shared, name, parsed, 1).await,
-            Err(why) => Err(Taken::Refused(why)),
-        };
-        match made {
-            Ok(()) => ack(&delivery).await?,
-            Err(Taken::Refused(why)) => dead_letter(&channel, &dead, name, &delivery, &why, None).await?,
-            // Not acknowledged: delivered again when this channel closes.
-            Err(Taken::NotNow(why)) => return Err(why),
+        // What else the channel holds already joins it, up to the room.
+        let mut batch = vec![delivery];
+        while batch.len() < room.min(BATCH) {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(more))) => batch.push(more),
+                Some(Some(Err(e))) => return Err(format!("consuming: {e}")),
+                Some(None) | None => break,
+            }
+        }
+        let made = make_jobs(shared, name, batch.iter().map(parse).collect()).await;
+        let mut failed = None;
+        for (delivery, result) in batch.iter().zip(made) {
+            match result {
+                Ok(()) => ack(delivery).await?,
+                Err(Taken::Refused(why)) => dead_letter(&channel, &dead, name, delivery, &why, None).await?,
+                // Not acknowledged: delivered again when this channel closes.
+                Err(Taken::NotNow(why)) => _ = failed.get_or_insert(why),
+            }
+        }
+        if let Some(why) = failed {
+            return Err(why);
         }
         *backoff = BACKOFF.0;
     }

@@ -293,6 +293,23 @@ async fn make_job(shared: &Arc<Shared>, name: &TriggerName, parsed: Parsed, deli
     }
 }
 
+/// Makes the jobs of a batch of messages (each its first delivery) at once: their
+/// calls share the core's rounds and so its commits, where one message at a time
+/// waits for a commit each. Jobs are not numbered in message order then.
+async fn make_jobs(
+    shared: &Arc<Shared>,
+    name: &TriggerName,
+    messages: Vec<Result<Parsed, String>>,
+) -> Vec<Result<(), Taken>> {
+    let each = messages.into_iter().map(|message| async move {
+        match message {
+            Ok(parsed) => make_job(shared, name, parsed, 1).await,
+            Err(why) => Err(Taken::Refused(why)),
+        }
+    });
+    futures::future::join_all(each).await
+}
+
 /// What to do with a message held for its job (--ack-on complete), now.
 enum Step {
     Hold,

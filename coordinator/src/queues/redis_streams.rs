@@ -63,7 +63,10 @@ pub(super) async fn session(
         Ok(client) => client,
         Err(e) => return format!("the source: {e}"),
     };
-    let mut conn = match io("connecting", client.get_multiplexed_async_connection()).await {
+    // No response timeout of the client's own (500 ms): a read blocks for up to
+    // BLOCK_MS, and every command here has its own deadline.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = match io("connecting", client.get_multiplexed_async_connection_with_config(&config)).await {
         Ok(conn) => conn,
         Err(why) => return why,
     };
@@ -126,20 +129,33 @@ pub(super) async fn session(
                 None => pending = false,
             }
         }
-        for entry in entries {
-            if s.ack_on == AckOn::Complete {
-                // Settled as its job ends, at the top of the loop.
-                held.insert(entry.id.clone(), entry);
-                continue;
+        if s.ack_on == AckOn::Complete {
+            // Settled as their jobs end, at the top of the loop.
+            held.extend(entries.into_iter().map(|entry| (entry.id.clone(), entry)));
+            *backoff = BACKOFF.0;
+            continue;
+        }
+        let made = make_jobs(shared, name, entries.iter().map(parse).collect()).await;
+        let (mut made_ids, mut failed) = (Vec::new(), None);
+        for (entry, result) in entries.iter().zip(made) {
+            match result {
+                Ok(()) => made_ids.push(entry.id.as_str()),
+                Err(Taken::Refused(why)) => {
+                    if let Err(e) = dead_letter(&mut conn, s, name, entry, &why, None).await {
+                        failed.get_or_insert(e);
+                    }
+                }
+                // Left pending: read again (and found made) by the next session.
+                Err(Taken::NotNow(why)) => _ = failed.get_or_insert(why),
             }
-            let settled = match take(shared, name, &entry, 1).await {
-                Ok(()) => io("acknowledging", conn.xack::<_, _, _, ()>(&s.stream, &s.group, &[&entry.id])).await,
-                Err(Taken::Refused(why)) => dead_letter(&mut conn, s, name, &entry, &why, None).await,
-                Err(Taken::NotNow(why)) => Err(why),
-            };
-            if let Err(why) = settled {
+        }
+        if !made_ids.is_empty() {
+            if let Err(why) = io("acknowledging", conn.xack::<_, _, _, ()>(&s.stream, &s.group, &made_ids)).await {
                 return why;
             }
+        }
+        if let Some(why) = failed {
+            return why;
         }
         *backoff = BACKOFF.0;
     }
@@ -193,17 +209,6 @@ fn parse(entry: &redis::streams::StreamId) -> Result<Parsed, String> {
         }
     }
     Ok(parsed)
-}
-
-/// Makes the job of one message's `delivery` (its payload stored first), or says why not.
-async fn take(
-    shared: &Arc<Shared>,
-    name: &TriggerName,
-    entry: &redis::streams::StreamId,
-    delivery: u32,
-) -> Result<(), Taken> {
-    let parsed = parse(entry).map_err(Taken::Refused)?;
-    make_job(shared, name, parsed, delivery).await
 }
 
 /// Moves a message to `STREAM:dead` with why (and the job of its last delivery),

@@ -155,7 +155,8 @@ impl Core {
     /// What a queue trigger's consumer says of itself.
     pub fn on_source_state(&mut self, name: &TriggerName, state: SourceState, error: Option<String>, out: &mut Outbox) {
         let Some(t) = self.triggers.get_mut(name) else { return };
-        t.source_state = state;
+        // The count of messages taken is the core's own (each delivery counts it).
+        t.source_state = SourceState { taken: t.source_state.taken, ..state };
         if error.is_some() && t.record.last_error != error {
             t.record.last_error = error;
             self.put_trigger(name, None, out);
