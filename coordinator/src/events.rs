@@ -160,6 +160,12 @@ pub fn describe<E>(
             detail: format!("priority {priority}"),
             ..event(Kind::Job, "priority_changed")
         },
+        StoreOp::ScaleJob { id, policy, .. } => Event {
+            pool: pool_of(*id)?.map(|p| p.to_string()),
+            job: Some(id.0),
+            detail: format!("{} replicas", policy.replicas.unwrap_or(0)),
+            ..event(Kind::Job, "scaled")
+        },
         StoreOp::CloseJob(id) => {
             Event { pool: pool_of(*id)?.map(|p| p.to_string()), job: Some(id.0), ..event(Kind::Job, "closed") }
         }
@@ -217,7 +223,7 @@ pub fn describe<E>(
             ..event(Kind::Object, if size.is_some() { "put" } else { "deleted" })
         },
         StoreOp::PutNodeCredential(_) | StoreOp::ForgetNodeCredential(_) | StoreOp::Actor(_) => return Ok(None),
-        StoreOp::PutSession(_) | StoreOp::DeleteSessions(_) => return Ok(None),
+        StoreOp::PutSession(_) | StoreOp::DeleteSessions(_) | StoreOp::ForgetAttempt { .. } => return Ok(None),
         StoreOp::Log(_) | StoreOp::PutIdempotencyKey(_) | StoreOp::ExpireIdempotencyKeys { .. } => return Ok(None),
     }))
 }

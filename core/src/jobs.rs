@@ -208,6 +208,7 @@ impl Core {
                 job.runs.total_ms = job.runs.total_ms.saturating_add(ran);
                 job.runs.count = job.runs.count.saturating_add(1);
             }
+            let ran = Duration::from_millis(result.ended_at_ms.saturating_sub(result.started_at_ms));
             let mut message = result.message;
             for note in self.mark_truncated(attempt, 0, result.written, out) {
                 message = if message.is_empty() { note } else { format!("{message}; {note}") };
@@ -222,6 +223,15 @@ impl Core {
                 ended_at_ms: result.ended_at_ms.max(result.started_at_ms),
                 order: (result.order.lengths().len() > 1).then_some(result.order),
             });
+            let exit = match result.outcome {
+                Outcome::TimedOut => Some(Exit::Timeout),
+                _ => result.exit_code.map(Exit::Code).or(result.signal.map(Exit::Signal)),
+            };
+            let ended_itself = result.outcome == Outcome::Succeeded || result.outcome.counts_against_retries();
+            if ended_itself && self.jobs.get(&attempt.task.job).is_some_and(|j| j.spec.policy.replicas.is_some()) {
+                self.on_replica_ended(now, attempt.task, exit, ran, out);
+                continue;
+            }
             match result.outcome {
                 Outcome::Succeeded => {
                     expected(self.set_task_state(attempt.task, TaskState::Succeeded));
@@ -229,13 +239,7 @@ impl Core {
                     self.release_downstream(attempt.task, now);
                     self.maybe_finish_job(now, attempt.task.job, out);
                 }
-                outcome if outcome.counts_against_retries() => {
-                    let exit = match outcome {
-                        Outcome::TimedOut => Some(Exit::Timeout),
-                        _ => result.exit_code.map(Exit::Code).or(result.signal.map(Exit::Signal)),
-                    };
-                    self.on_attempt_failed(now, attempt.task, exit, out)
-                }
+                outcome if outcome.counts_against_retries() => self.on_attempt_failed(now, attempt.task, exit, out),
                 // An agent cancels only when told to, and by then the attempt is no
                 // longer current; if one ever reports it for a current attempt, the
                 // task was interrupted, not at fault: queue it again.

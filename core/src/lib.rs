@@ -36,6 +36,7 @@ mod after;
 pub mod autoscale;
 pub mod cadence;
 mod check;
+mod continuous;
 mod counts;
 pub mod credentials;
 mod explain;

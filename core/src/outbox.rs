@@ -234,6 +234,20 @@ pub enum StoreOp {
     },
     /// An open job was closed.
     CloseJob(JobId),
+    /// An old attempt of a continuous job's replica forgotten, with the output of
+    /// its `ranks` ranks: a replica that restarts forever keeps its last
+    /// [`crate::continuous::KEPT_ATTEMPTS`], not all of them.
+    ForgetAttempt {
+        attempt: AttemptRef,
+        ranks: u32,
+    },
+    /// A continuous job's replicas changed (`job scale`): its policy holds the
+    /// count, and `last_index` grew with it (replicas scaled down stay, cancelled).
+    ScaleJob {
+        id: JobId,
+        policy: JobPolicy,
+        last_index: u32,
+    },
     /// A job's priority changed (its queued tasks' place in the pool's order).
     SetJobPriority {
         id: JobId,

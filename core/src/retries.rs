@@ -64,10 +64,15 @@ impl Core {
 
     /// The delay before retry number `failures`: the job's first delay (or the
     /// coordinator's `retry_backoff`), doubled for each earlier failure, capped by
-    /// the job's cap (or `retry_backoff_max`, or the first delay if that is longer).
+    /// the job's cap (or `retry_backoff_max`, five minutes for a continuous job's
+    /// replicas, or the first delay if that is longer).
     pub fn retry_delay(&self, policy: &JobPolicy, failures: u32) -> Duration {
         let first = policy.retry_delay.unwrap_or(self.config.retry_backoff);
-        let cap = policy.retry_delay_max.unwrap_or(self.config.retry_backoff_max.max(first));
+        let default_cap = match policy.replicas {
+            Some(_) => corral_types::policy::REPLICA_DELAY_MAX,
+            None => self.config.retry_backoff_max,
+        };
+        let cap = policy.retry_delay_max.unwrap_or(default_cap.max(first));
         let doublings = failures.saturating_sub(1).min(16);
         first.saturating_mul(2u32.pow(doublings)).min(cap)
     }

@@ -252,6 +252,7 @@ impl Core {
                     gpus: gpus.clone(),
                 };
                 out.store.push(start);
+                out.store.extend(crate::continuous::forget_before(job, index, next));
                 if members.is_empty() {
                     out.agents.push((node.clone(), ToAgent::Assign(Box::new(assignment))));
                 } else {

@@ -184,6 +184,17 @@ pub const MAX_KEY: usize = 128;
 /// The most exit rules a job may have.
 pub const MAX_EXIT_RULES: usize = 64;
 
+/// The most replicas a continuous job may have (`--replicas`).
+pub const MAX_REPLICAS: u32 = 1_000;
+
+/// A continuous replica's restart delay doubles up to this (Kubernetes' and
+/// WebJobs' five minutes) unless the job's `--retry-delay` cap says otherwise.
+pub const REPLICA_DELAY_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// A replica that ran this long before it ended starts again after the first
+/// delay: its backoff is reset (Kubernetes resets after ten minutes too).
+pub const REPLICA_RESET_AFTER: Duration = Duration::from_secs(10 * 60);
+
 /// A job's failure and throttle settings; the default is none of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobPolicy {
@@ -202,6 +213,10 @@ pub struct JobPolicy {
     pub max_running: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// A continuous job (`--continuous --replicas N`): its N tasks are always
+    /// running, each started again (after a backoff) whenever it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
 }
 
 /// Which limit holds a job's tasks back.
@@ -335,6 +350,7 @@ mod tests {
             retry_delay_max: Some(Duration::from_secs(60)),
             max_running: Some(4),
             concurrency_key: Some("nightly".into()),
+            replicas: Some(3),
         };
         let text = serde_json::to_string(&policy).unwrap();
         assert_eq!(serde_json::from_str::<JobPolicy>(&text).unwrap(), policy);

@@ -27,6 +27,32 @@ pub async fn last_attempts(
         .filter(|&(_, state, attempt)| ran_and_ended(state, attempt))
         .map(|(task, _, attempt)| AttemptRef { task, attempt })
         .collect();
+    ended_attempts(shared, wanted).await
+}
+
+/// How each of a continuous job's replicas last ended (each a task's key, its
+/// state and its attempt number): the current attempt of one that waits to
+/// start again, the one before of one running; by task.
+pub async fn replica_exits(
+    shared: &Arc<Shared>,
+    replicas: impl IntoIterator<Item = (TaskKey, TaskState, u32)>,
+) -> Result<HashMap<TaskKey, EndedAttempt>, Error> {
+    let wanted: Vec<AttemptRef> = replicas
+        .into_iter()
+        .map(|(task, state, attempt)| match state {
+            TaskState::Running => AttemptRef { task, attempt: attempt.saturating_sub(1) },
+            _ => AttemptRef { task, attempt },
+        })
+        .filter(|a| a.attempt > 0)
+        .collect();
+    let ended = ended_attempts(shared, wanted).await?;
+    Ok(ended.into_iter().map(|(a, e)| (a.task, e)).collect())
+}
+
+async fn ended_attempts(
+    shared: &Arc<Shared>,
+    wanted: Vec<AttemptRef>,
+) -> Result<HashMap<AttemptRef, EndedAttempt>, Error> {
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }

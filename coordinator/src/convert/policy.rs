@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use corral_proto::v1 as pb;
-use corral_types::policy::{ExitRule, MAX_EXIT_RULES, MAX_KEY, MAX_RETRY_DELAY, MAX_RUNNING};
+use corral_types::policy::{ExitRule, MAX_EXIT_RULES, MAX_KEY, MAX_REPLICAS, MAX_RETRY_DELAY, MAX_RUNNING};
 
 use super::text;
 use crate::error::Invalid;
-use crate::model::JobPolicy;
+use crate::model::{JobPolicy, JobSpec};
 
 /// A submission's policy, each field checked; unset is the default policy.
 pub fn job_policy(p: Option<pb::JobPolicy>) -> Result<JobPolicy, Invalid> {
@@ -52,13 +52,33 @@ pub fn job_policy(p: Option<pb::JobPolicy>) -> Result<JobPolicy, Invalid> {
             Some(key.to_string())
         }
     };
+    if p.replicas > MAX_REPLICAS {
+        return Err(Invalid::new("replicas", format!("is {}; the limit is {MAX_REPLICAS}", p.replicas)));
+    }
     Ok(JobPolicy {
         exit_rules,
         retry_delay,
         retry_delay_max,
         max_running: (p.max_running > 0).then_some(p.max_running),
         concurrency_key,
+        replicas: (p.replicas > 0).then_some(p.replicas),
     })
+}
+
+/// A continuous job is one command run as `replicas` tasks, numbered from 0;
+/// other jobs pass unchanged.
+pub fn continuous(spec: JobSpec) -> Result<JobSpec, Invalid> {
+    let Some(replicas) = spec.policy.replicas else { return Ok(spec) };
+    if spec.graph.is_some() || spec.open {
+        let why =
+            "a continuous job runs one command as its replicas: it cannot be a graph, an open or a map/reduce job";
+        return Err(Invalid::new("continuous", why));
+    }
+    if spec.array.is_some() || spec.first_index != 0 || spec.last_index != 0 || !spec.task.entries.is_empty() {
+        let why = "a continuous job's tasks are its replicas (--replicas N): leave --array and entries unset";
+        return Err(Invalid::new("continuous", why));
+    }
+    Ok(spec.with_range(0, replicas - 1))
 }
 
 /// A job's policy as clients see it; `None` for the default.
@@ -72,6 +92,7 @@ pub fn policy_to_pb(p: &JobPolicy) -> Option<pb::JobPolicy> {
         retry_delay_max_ms: p.retry_delay_max.map_or(0, corral_types::duration::ms),
         max_running: p.max_running.unwrap_or(0),
         concurrency_key: p.concurrency_key.clone().unwrap_or_default(),
+        replicas: p.replicas.unwrap_or(0),
     })
 }
 
@@ -90,6 +111,26 @@ mod tests {
             .starts_with("invalid concurrency_key"));
         assert!(bad(pb::JobPolicy { max_running: MAX_RUNNING + 1, ..Default::default() }).contains("max_running"));
         assert!(bad(pb::JobPolicy { exit_policy: vec!["3=fail".into(); 65], ..Default::default() }).contains("limit"));
+        assert!(bad(pb::JobPolicy { replicas: MAX_REPLICAS + 1, ..Default::default() }).starts_with("invalid replicas"));
+    }
+
+    #[test]
+    fn a_continuous_job_is_its_replicas_of_one_command() {
+        let task = corral_types::TaskSpec::command(vec!["true".into()]);
+        let policy = JobPolicy { replicas: Some(3), ..Default::default() };
+        let plain = JobSpec {
+            policy: policy.clone(),
+            ..JobSpec::new(crate::model::PoolName::parse("pool", "p").unwrap(), task.clone())
+        };
+        let spec = continuous(plain.clone()).unwrap();
+        assert_eq!((spec.first_index, spec.last_index), (0, 2));
+        let array = JobSpec {
+            policy,
+            ..JobSpec::new(crate::model::PoolName::parse("pool", "p").unwrap(), task).with_range(1, 10)
+        };
+        assert!(continuous(array).unwrap_err().to_string().starts_with("invalid continuous: "));
+        let open = JobSpec { open: true, ..plain };
+        assert!(continuous(open).unwrap_err().to_string().contains("graph"));
     }
 
     #[test]
@@ -100,6 +141,7 @@ mod tests {
             retry_delay_max_ms: 8000,
             max_running: 2,
             concurrency_key: "db".into(),
+            replicas: 3,
         };
         assert_eq!(policy_to_pb(&job_policy(Some(p.clone())).unwrap()), Some(p));
         assert_eq!(policy_to_pb(&job_policy(None).unwrap()), None);

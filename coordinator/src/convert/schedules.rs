@@ -93,6 +93,10 @@ pub fn check_schedule_job(req: &pb::SubmitJobRequest) -> Result<(), Invalid> {
     if req.open {
         return Err(Invalid::new("job.open", "a schedule's job cannot be open: nobody would close it"));
     }
+    if req.policy.as_ref().is_some_and(|p| p.replicas > 0) {
+        let why = "a schedule's jobs end before the next slot; a continuous job never does: submit it once";
+        return Err(Invalid::new("job.continuous", why));
+    }
     if req.mapreduce.is_some() {
         return Err(Invalid::new("job.mapreduce", "schedules do not run map/reduce jobs yet"));
     }

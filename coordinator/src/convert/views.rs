@@ -99,6 +99,8 @@ pub fn task_pb(t: &crate::core::views::TaskSummary) -> pb::Task {
         last_error: String::new(),
         started_at_ms: t.started_at_ms.unwrap_or(0),
         assigned: t.assigned,
+        last_exit: String::new(),
+        last_ended_at_ms: 0,
     }
 }
 

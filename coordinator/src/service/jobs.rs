@@ -51,5 +51,6 @@ pub(super) async fn job_from_request(
             .await
             .map_err(|why| Invalid::new("notify_url", why))?;
     }
+    let spec = convert::policy::continuous(spec)?;
     Ok(JobSpec { owner, max_output, ..spec })
 }

@@ -354,8 +354,16 @@ impl Corral for ClientApi {
 
     async fn update_job(&self, req: Request<pb::UpdateJobRequest>) -> Result<Response<pb::Job>, Status> {
         let (who, req) = (auth::caller(&req)?, req.into_inner());
-        let priority = convert::new_priority(req.priority)?;
-        let set = move |core: &mut Core, _, id, out: &mut _| core.set_job_priority(id, priority, out);
+        if req.priority.is_none() && req.replicas.is_none() {
+            return Err(Invalid::new("priority", "nothing to change: give a priority or replicas").into());
+        }
+        let priority = req.priority.map(|p| convert::new_priority(Some(p))).transpose()?;
+        let set = move |core: &mut Core, now, id, out: &mut _| {
+            if let Some(replicas) = req.replicas {
+                core.scale_job(now, id, replicas, out)?;
+            }
+            priority.map_or(Ok(()), |p| core.set_job_priority(id, p, out))
+        };
         Ok(Response::new(self.change_job(who, req.job_id, set).await?))
     }
 

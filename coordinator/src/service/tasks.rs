@@ -24,9 +24,10 @@ pub(super) async fn list_tasks(
         .runtime
         .call(move |core, _, _| {
             if req.job_id == 0 {
-                return running_everywhere(core, state, req.offset, limit);
+                return running_everywhere(core, state, req.offset, limit).map(|r| (r, false));
             }
             let job = job_of(core, req.job_id)?;
+            let continuous = job.spec.policy.replicas.is_some();
             let matching = job.spec.indices().zip(&job.tasks).filter(|(_, t)| state.is_none_or(|s| t.state == s));
             let total = match state {
                 Some(s) => job.counts.get(s),
@@ -38,9 +39,10 @@ pub(super) async fn list_tasks(
                 .filter_map(|(index, _)| core.task_summary(job, index))
                 .map(|t| convert::task_pb(&t))
                 .collect();
-            Ok::<_, Error>(pb::ListTasksResponse { tasks, total })
+            Ok::<_, Error>((pb::ListTasksResponse { tasks, total }, continuous))
         })
         .await??;
+    let (resp, continuous) = resp;
     // A finished task says where and when its last attempt ran, and a failed one
     // how it ended (the dead-letter view).
     let mut resp = resp;
@@ -55,6 +57,16 @@ pub(super) async fn list_tasks(
             (t.node_id, t.started_at_ms) = (last.node_id.clone(), last.started_at_ms);
             if t.state() == pb::TaskState::Failed {
                 t.last_error = last.said.clone();
+            }
+        }
+    }
+    if continuous {
+        let key = |t: &pb::Task| TaskKey { job: JobId(t.job_id), index: t.index };
+        let replicas = resp.tasks.iter().filter_map(|t| t.state().word().map(|s| (key(t), s, t.attempts_count)));
+        let exits = crate::app::tasks::replica_exits(&api.shared, replicas.collect::<Vec<_>>()).await?;
+        for t in &mut resp.tasks {
+            if let Some(e) = exits.get(&key(t)) {
+                (t.last_exit, t.last_ended_at_ms) = (e.said.clone(), e.ended_at_ms);
             }
         }
     }

@@ -255,6 +255,20 @@ impl Store {
                 StoreOp::SetJobPriority { id, priority } => {
                     tx.execute("UPDATE jobs SET priority = ?2 WHERE id = ?1", args![id.0, priority])?;
                 }
+                StoreOp::ForgetAttempt { attempt: a, ranks } => {
+                    tx.execute(
+                        "DELETE FROM attempts WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+                        args![a.task.job.0, a.task.index, a.attempt],
+                    )?;
+                    logs.forget_attempt(tx.sql(), *a, *ranks)?;
+                }
+                StoreOp::ScaleJob { id, policy, last_index } => {
+                    let policy = super::jobs::json(policy)?;
+                    tx.execute(
+                        "UPDATE jobs SET policy = ?2, last_index = ?3 WHERE id = ?1",
+                        args![id.0, policy, last_index],
+                    )?;
+                }
                 StoreOp::CloseJob(job) => {
                     tx.execute("UPDATE jobs SET open = 0 WHERE id = ?1", args![job.0])?;
                 }

@@ -51,7 +51,7 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!("INSERT INTO jobs ({}) VALUES ({})", INSERTED.join(", "), holes.join(", "))
 });
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+pub(super) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| corrupt(e.to_string()))
 }
 

@@ -54,6 +54,30 @@ impl Logs {
         }
     }
 
+    /// Forgets an attempt's output, of each of its `ranks`.
+    pub fn forget_attempt(&self, tx: &mut dyn Sql, attempt: AttemptRef, ranks: u32) -> Result<()> {
+        match self {
+            Logs::Files(dir) => {
+                for rank in 0..ranks {
+                    for stderr in [false, true] {
+                        match fs::remove_file(log_path(dir, attempt, rank, stderr)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                tracing::warn!(task = %attempt.task, attempt = attempt.attempt, error = %e, "could not delete an old attempt's log")
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Logs::Table => tx.execute(
+                "DELETE FROM task_logs WHERE job_id = ?1 AND idx = ?2 AND attempt = ?3",
+                args![attempt.task.job.0, attempt.task.index, attempt.attempt],
+            ),
+        }
+    }
+
     /// Up to `max` bytes of a log (of the attempt's rank `rank`) from `offset`;
     /// empty at the end or if nothing was written.
     pub fn read(

@@ -31,6 +31,7 @@ pub struct AttemptRow {
 pub struct EndedAttempt {
     pub node_id: String,
     pub started_at_ms: u64,
+    pub ended_at_ms: u64,
     pub said: String,
 }
 
@@ -103,7 +104,7 @@ impl Reader {
             for chunk in indices.chunks(500) {
                 let holes: Vec<String> = (0..chunk.len()).map(|i| format!("?{}", i + 2)).collect();
                 let query = format!(
-                    "SELECT idx, attempt, node_id, started_at_ms, outcome, exit_code, signal, message FROM attempts WHERE job_id = ?1 AND idx IN ({}) AND outcome IS NOT NULL",
+                    "SELECT idx, attempt, node_id, started_at_ms, outcome, exit_code, signal, message, ended_at_ms FROM attempts WHERE job_id = ?1 AND idx IN ({}) AND outcome IS NOT NULL",
                     holes.join(", ")
                 );
                 let mut values = vec![job.0.to_value()];
@@ -118,7 +119,8 @@ impl Reader {
                         (None, None, Some(signal)) => format!("killed by signal {signal}"),
                         (None, None, None) => outcome,
                     };
-                    Ok((attempt, EndedAttempt { node_id: r.get(2)?, started_at_ms: r.get(3)?, said }))
+                    let ended_at_ms = r.get::<Option<u64>>(8)?.unwrap_or(0);
+                    Ok((attempt, EndedAttempt { node_id: r.get(2)?, started_at_ms: r.get(3)?, ended_at_ms, said }))
                 })?;
                 found.extend(rows.into_iter().filter(|(a, _)| wanted.contains(a)));
             }

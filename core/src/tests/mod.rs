@@ -7,6 +7,7 @@ use super::*;
 use crate::error::Error;
 use crate::testing::*;
 
+mod continuous;
 mod credentials;
 mod explain;
 mod gangs;

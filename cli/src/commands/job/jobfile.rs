@@ -9,6 +9,8 @@
 //! retry_delay: 5s..10m    # optional, as --retry-delay
 //! max_running: 20         # optional, as --max-running
 //! concurrency_key: render # optional, as --concurrency-key
+//! continuous: true        # optional, as --continuous (one task, no array)
+//! replicas: 3             # optional, as --replicas
 //! after: [12, "13:any"]   # optional, as --after
 //! auto_pool: {provider: local, nodes: 2, slots: 4}   # optional, as --auto-pool
 //! tasks:
@@ -61,6 +63,10 @@ pub struct JobFile {
     pub retry_delay: Option<String>,
     pub max_running: Option<u32>,
     pub concurrency_key: Option<String>,
+    /// As --continuous and --replicas.
+    #[serde(default)]
+    pub continuous: bool,
+    pub replicas: Option<u32>,
     /// Jobs that must end first, as --after: `[12, "13:any"]`.
     #[serde(default)]
     pub after: Vec<FileAfter>,
@@ -75,6 +81,8 @@ impl JobFile {
             retry_delay: self.retry_delay.clone(),
             max_running: self.max_running,
             concurrency_key: self.concurrency_key.clone(),
+            continuous: self.continuous,
+            replicas: self.replicas,
         }
     }
 }

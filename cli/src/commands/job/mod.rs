@@ -81,6 +81,15 @@ pub enum JobCommand {
         #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
         priority: i32,
     },
+    /// Change how many replicas a continuous job runs (one submitted with
+    /// --continuous): more start at once, the highest-numbered stop (SIGTERM, then
+    /// SIGKILL after the agent's --kill-grace).
+    Scale {
+        job: u64,
+        /// The new number of replicas, 1..1000 (`job cancel` stops them all).
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=i64::from(corral_types::policy::MAX_REPLICAS)))]
+        replicas: u32,
+    },
     /// Run a map/reduce job: the mapper and reducer are streaming commands (lines on
     /// stdin, `key<TAB>value` lines out), with a real shuffle between them.
     Mapreduce(mapreduce::MapReduceArgs),
@@ -120,6 +129,7 @@ impl JobCommand {
             JobCommand::AddTasks(args) => args.run(ctx, client).await,
             JobCommand::Close { job } => close::run(ctx, client, job).await,
             JobCommand::Update { job, priority } => update::run(ctx, client, job, priority).await,
+            JobCommand::Scale { job, replicas } => update::scale(ctx, client, job, replicas).await,
             JobCommand::Mapreduce(args) => args.run(ctx, client).await,
             JobCommand::Output { job, task, dest } => output::run(ctx, client, job, task, dest).await,
             JobCommand::Logs { job, stderr } => logs::run(ctx, client, job, stderr).await,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use corral_proto::v1 as pb;
-use corral_types::policy::{parse_retry_delay, ExitRule, MAX_RUNNING};
+use corral_types::policy::{parse_retry_delay, ExitRule, MAX_REPLICAS, MAX_RUNNING};
 
 #[derive(clap::Args, Debug, Default)]
 pub struct PolicyArgs {
@@ -28,6 +28,16 @@ pub struct PolicyArgs {
     /// --max-running of their tasks run at once (default 1: a singleton).
     #[arg(long, value_name = "KEY", help_heading = "Retries and policy")]
     pub concurrency_key: Option<String>,
+    /// Always running: the job's --replicas tasks are each started again whenever
+    /// they end (any exit), after a delay that doubles from --retry-delay up to 5m
+    /// and resets after 10m of running. It never completes: `job cancel` stops it,
+    /// `job scale` changes the replicas. With --replicas 1 and --concurrency-key, a
+    /// singleton across the cluster.
+    #[arg(long, help_heading = "Retries and policy")]
+    pub continuous: bool,
+    /// How many copies of a --continuous job run [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_REPLICAS)), help_heading = "Retries and policy")]
+    pub replicas: Option<u32>,
 }
 
 fn parse_rule(s: &str) -> Result<String, String> {
@@ -41,6 +51,8 @@ pub struct FilePolicy {
     pub retry_delay: Option<String>,
     pub max_running: Option<u32>,
     pub concurrency_key: Option<String>,
+    pub continuous: bool,
+    pub replicas: Option<u32>,
 }
 
 impl PolicyArgs {
@@ -69,12 +81,26 @@ impl PolicyArgs {
         }
         let max_running = self.max_running.or(array_limit).or(file.max_running).unwrap_or(0);
         let concurrency_key = self.concurrency_key.clone().or_else(|| file.concurrency_key.clone()).unwrap_or_default();
+        if self.replicas.is_some() && !self.continuous && !file.continuous {
+            anyhow::bail!("invalid --replicas: only a continuous job has replicas (add --continuous)");
+        }
+        if file.replicas.is_some() && !file.continuous && !self.continuous {
+            anyhow::bail!("invalid replicas: only a continuous job has replicas (add `continuous: true`)");
+        }
+        if file.replicas.is_some_and(|n| n == 0 || n > MAX_REPLICAS) {
+            anyhow::bail!("invalid replicas: must be 1 to {MAX_REPLICAS}");
+        }
+        let replicas = match self.continuous || file.continuous {
+            true => self.replicas.or(file.replicas).unwrap_or(1),
+            false => 0,
+        };
         let policy = pb::JobPolicy {
             exit_policy,
             retry_delay_ms: corral_types::duration::ms(retry_delay),
             retry_delay_max_ms: retry_delay_max.map_or(0, corral_types::duration::ms),
             max_running,
             concurrency_key,
+            replicas,
         };
         Ok((policy != pb::JobPolicy::default()).then_some(policy))
     }
@@ -91,6 +117,7 @@ mod tests {
             retry_delay: Some("1s..1m".into()),
             max_running: Some(5),
             concurrency_key: Some("k".into()),
+            ..Default::default()
         };
         let flags = PolicyArgs { max_running: Some(2), exit_policy: vec!["4=succeed".into()], ..Default::default() };
         let p = flags.to_pb(Some(&file), None).unwrap().unwrap();
@@ -102,6 +129,12 @@ mod tests {
         let bad = FilePolicy { exit_policy: vec!["3=later".into()], ..Default::default() };
         let err = PolicyArgs::default().to_pb(Some(&bad), None).unwrap_err().to_string();
         assert!(err.starts_with("invalid exit_policy:"), "{err}");
+        let continuous = PolicyArgs { continuous: true, ..Default::default() };
+        assert_eq!(continuous.to_pb(None, None).unwrap().unwrap().replicas, 1);
+        let file = FilePolicy { continuous: true, replicas: Some(3), ..Default::default() };
+        assert_eq!(PolicyArgs::default().to_pb(Some(&file), None).unwrap().unwrap().replicas, 3);
+        let stray = FilePolicy { replicas: Some(3), ..Default::default() };
+        assert!(PolicyArgs::default().to_pb(Some(&stray), None).unwrap_err().to_string().contains("continuous: true"));
         let twice = PolicyArgs { max_running: Some(3), ..Default::default() };
         assert!(twice.to_pb(None, Some(10)).unwrap_err().to_string().contains("give the limit once"));
     }

@@ -58,7 +58,11 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
             "failed": c.failed,
             "cancelled": c.cancelled,
         },
-        "kind": if j.graph { "graph" } else { "array" },
+        "kind": match (j.graph, j.policy.as_ref().is_some_and(|p| p.replicas > 0)) {
+            (true, _) => "graph",
+            (false, true) => "continuous",
+            (false, false) => "array",
+        },
         "command": (!j.graph).then_some(task.argv),
         "max_retries": task.max_retries,
         "max_output_bytes": j.max_output_bytes,
@@ -79,6 +83,7 @@ pub fn job_json(j: &pb::Job) -> serde_json::Value {
             "retry_delay_max_ms": (p.retry_delay_max_ms > 0).then_some(p.retry_delay_max_ms),
             "max_running": (p.max_running > 0).then_some(p.max_running),
             "concurrency_key": (!p.concurrency_key.is_empty()).then_some(&p.concurrency_key),
+            "replicas": (p.replicas > 0).then_some(p.replicas),
         })),
         "notify": j.notify.as_ref().map(|n| json!({
             "url": n.url,
@@ -167,6 +172,10 @@ pub fn policy_rows(p: Option<&pb::JobPolicy>) -> Vec<(&'static str, String)> {
             max => format!("{first}, doubling up to {}", output::duration_ms(max)),
         };
         rows.push(("retry delay", delay));
+    }
+    if p.replicas > 0 {
+        let s = if p.replicas == 1 { "" } else { "s" };
+        rows.push(("continuous", format!("{} replica{s}, always running (`job scale` changes them)", p.replicas)));
     }
     match (p.concurrency_key.as_str(), p.max_running) {
         ("", 0) => {}

@@ -8,10 +8,79 @@ use crate::client::{ApiResult, Client};
 use crate::output;
 use crate::Exit;
 
+/// The most replicas `job show` lists (`task list` pages through all of them).
+const SHOWN_REPLICAS: u32 = 100;
+
 pub async fn run(ctx: &Context, client: &mut Client, job: u64) -> anyhow::Result<Exit> {
     let j = client.get_job(pb::GetJobRequest { job_id: job }).await.api()?;
+    if j.policy.as_ref().is_none_or(|p| p.replicas == 0) {
+        print_job(ctx, &j);
+        return Ok(Exit::Ok);
+    }
+    let req = pb::ListTasksRequest { job_id: job, limit: SHOWN_REPLICAS, ..Default::default() };
+    let replicas = client.list_tasks(req).await.api()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    if ctx.json() {
+        let mut value = job_json(&j);
+        value["replicas"] = replicas.tasks.iter().map(|t| replica_json(t, now)).collect();
+        output::json(&value);
+        return Ok(Exit::Ok);
+    }
     print_job(ctx, &j);
+    println!();
+    let rows: Vec<Vec<String>> = replicas.tasks.iter().map(|t| replica_row(t, now)).collect();
+    output::table(&["REPLICA", "STATE", "NODE", "UP", "RESTARTS", "LAST EXIT"], &rows);
+    if replicas.total > SHOWN_REPLICAS {
+        println!("... and {} more: corral task list {job}", replicas.total - SHOWN_REPLICAS);
+    }
     Ok(Exit::Ok)
+}
+
+/// A replica's restarts: its attempts that ended (the current one has not).
+fn restarts(t: &pb::Task) -> u32 {
+    match t.state() {
+        pb::TaskState::Running => t.attempts_count.saturating_sub(1),
+        _ => t.attempts_count,
+    }
+}
+
+/// How long a running replica has been up (ms); none while it is not running.
+fn uptime(t: &pb::Task, now: u64) -> Option<u64> {
+    (t.state() == pb::TaskState::Running && t.started_at_ms > 0).then(|| now.saturating_sub(t.started_at_ms))
+}
+
+fn replica_row(t: &pb::Task, now: u64) -> Vec<String> {
+    let state = match t.state() {
+        pb::TaskState::Running if t.assigned => "assigned".to_string(),
+        pb::TaskState::Ready if t.attempts_count > 0 => "restarting".to_string(),
+        s => s.word().map_or("?", |w| w.as_str()).to_string(),
+    };
+    let last = match (t.last_exit.as_str(), t.last_ended_at_ms) {
+        ("", _) => "-".to_string(),
+        (exit, 0) => exit.to_string(),
+        (exit, at) => format!("{exit} ({} ago)", output::duration_ms(now.saturating_sub(at))),
+    };
+    vec![
+        t.index.to_string(),
+        state,
+        if t.node_id.is_empty() { "-".into() } else { t.node_id.clone() },
+        uptime(t, now).map_or("-".into(), output::duration_ms),
+        restarts(t).to_string(),
+        if t.reason.is_empty() { last } else { t.reason.clone() },
+    ]
+}
+
+fn replica_json(t: &pb::Task, now: u64) -> serde_json::Value {
+    serde_json::json!({
+        "replica": t.index,
+        "state": t.state().word().map(|w| w.as_str()),
+        "node": (!t.node_id.is_empty()).then_some(&t.node_id),
+        "uptime_ms": uptime(t, now),
+        "restarts": restarts(t),
+        "last_exit": (!t.last_exit.is_empty()).then_some(&t.last_exit),
+        "last_ended_at_ms": (t.last_ended_at_ms > 0).then_some(t.last_ended_at_ms),
+        "reason": (!t.reason.is_empty()).then_some(&t.reason),
+    })
 }
 
 pub fn print_job(ctx: &Context, j: &pb::Job) {

@@ -152,7 +152,8 @@ impl JobArgs {
             Some(l) => anyhow::anyhow!(l.annotate(&e.to_string())),
             None => e,
         })?;
-        Ok((pb::SubmitJobRequest { notify_url, max_output_bytes, policy, ..req }, loaded))
+        let req = continuous_from_file(pb::SubmitJobRequest { notify_url, max_output_bytes, policy, ..req });
+        Ok((req, loaded))
     }
 
     /// The request without its limits and policy; `auto` says the job brings its own
@@ -261,6 +262,20 @@ impl JobArgs {
             ..Default::default()
         };
         Ok((req, Some(loaded)))
+    }
+}
+
+/// A continuous job from a job file: its one task (no array, no dependencies) is
+/// the command every replica runs. Anything else goes as it is, for the
+/// coordinator to refuse with its reason.
+fn continuous_from_file(req: pb::SubmitJobRequest) -> pb::SubmitJobRequest {
+    let continuous = req.policy.as_ref().is_some_and(|p| p.replicas > 0);
+    match req.tasks.as_slice() {
+        [one] if continuous && !one.is_array && one.depends_on.is_empty() && !req.open => {
+            let task = one.spec.clone();
+            pb::SubmitJobRequest { task, tasks: Vec::new(), ..req }
+        }
+        _ => req,
     }
 }
 

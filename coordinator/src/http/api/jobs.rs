@@ -169,6 +169,11 @@ pub(super) struct TaskView {
     /// A failed task's last attempt: how it ended (in task lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// A continuous job's replica: how and when its last ended attempt ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_exit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_ended_at_ms: Option<u64>,
     node: Option<String>,
     started_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,6 +207,8 @@ fn task_view(core: &Core, job: &Job, offset: usize) -> Option<TaskView> {
         node_losses: t.node_losses,
         reason: t.reason,
         last_error: None,
+        last_exit: None,
+        last_ended_at_ms: None,
         node: t.node.map(|n| n.to_string()),
         started_at_ms: t.started_at_ms,
         attempts: None,
@@ -213,6 +220,9 @@ pub(super) struct TasksPage {
     total: u32,
     offset: usize,
     tasks: Vec<TaskView>,
+    /// Of a continuous job: each replica's last exit is added.
+    #[serde(skip)]
+    continuous: bool,
 }
 
 pub(super) async fn tasks(
@@ -243,6 +253,7 @@ pub(super) async fn tasks(
             total: state.map_or(job.tasks.len() as u32, |s| job.counts.get(s)),
             offset,
             tasks: page.into_iter().filter_map(|i| task_view(core, job, i)).collect(),
+            continuous: job.spec.policy.replicas.is_some(),
         })
     })
     .await?
@@ -257,6 +268,15 @@ pub(super) async fn tasks(
             (t.node, t.started_at_ms) = (Some(last.node_id.clone()), Some(last.started_at_ms));
             if t.task_state == TaskState::Failed {
                 t.last_error = Some(last.said.clone());
+            }
+        }
+    }
+    if page.continuous {
+        let replicas: Vec<_> = page.tasks.iter().map(|t| (key(t), t.task_state, t.attempt)).collect();
+        let exits = crate::app::tasks::replica_exits(&shared, replicas).await?;
+        for t in &mut page.tasks {
+            if let Some(e) = exits.get(&key(t)) {
+                (t.last_exit, t.last_ended_at_ms) = (Some(e.said.clone()), Some(e.ended_at_ms));
             }
         }
     }

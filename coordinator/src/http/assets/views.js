@@ -161,6 +161,7 @@ function jobHeader(j) {
       j.schedule && fact('schedule', h('a', { href: `#/schedules/${encodeURIComponent(j.schedule)}` }, j.schedule)),
       j.template && fact('template', h('a', { href: `#/templates/${encodeURIComponent(j.template)}` }, j.template)),
       fact('priority', j.priority),
+      j.policy?.replicas && fact('continuous', `${j.policy.replicas} replica${j.policy.replicas === 1 ? '' : 's'}, always running`),
       fact('submitted', timeEl(j.submitted_at_ms)),
       fact('finished', timeEl(j.finished_at_ms)),
       fact('elapsed', fmtDuration((j.finished_at_ms ?? Date.now()) - j.submitted_at_ms)),
@@ -191,7 +192,20 @@ function taskRow(job, t) {
     h('td', { class: 'num', title: `${t.failures} failures, ${t.node_losses} node losses` }, t.attempt ?? '—'),
     h('td', { class: 'mono' }, t.node || '—'),
     h('td', { class: 'num' }, timeEl(t.started_at_ms)),
-    h('td', { class: 'reason' }, t.reason || t.last_error || ''));
+    h('td', { class: 'reason' }, t.reason || t.last_error || replicaLine(t)));
+}
+
+// A continuous job's replica: restarts, uptime, its last exit; one ending again
+// and again (3 quick ends in a row or more) stands out.
+function replicaLine(t) {
+  if (!t.last_exit) return '';
+  const running = t.state === 'running' || t.state === 'assigned';
+  const restarts = running ? t.attempt - 1 : t.attempt;
+  const up = running && t.started_at_ms ? ` · up ${fmtDuration(Date.now() - t.started_at_ms)}` : '';
+  const looping = t.failures >= 3;
+  return h('span', { class: looping ? 'error-text' : '', 'data-field': 'replica' },
+    h('span', { 'data-field': 'restarts' }, `${restarts} restart${restarts === 1 ? '' : 's'}`),
+    looping ? ` (${t.failures} quick ends in a row)` : '', up, ` · last exit: ${t.last_exit}`);
 }
 
 function jobView() {
