@@ -476,9 +476,12 @@ impl Core {
 impl Core {
     /// Tasks of active jobs that have not finished (waiting, ready or running).
     pub fn unfinished_tasks(&self) -> u64 {
-        self.jobs
+        // Each active job is in its pool's order; the finished ones kept for
+        // their record (any number of them) hold none and are not looked at.
+        self.pools
             .values()
-            .filter(|j| j.state == JobState::Active)
+            .flat_map(|p| p.jobs.iter())
+            .filter_map(|(_, id)| self.jobs.get(id))
             .map(|j| u64::from(j.counts.waiting) + u64::from(j.counts.ready) + u64::from(j.counts.running))
             .sum()
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -20,6 +20,8 @@ use crate::core::triggers::{AckOn, QueueSource, SourceState, MAX_MESSAGE_ID};
 
 /// The most deliveries the broker sends ahead, unacknowledged.
 const PREFETCH: u16 = 100;
+/// How long a batch waits for one more delivery (the broker sends them one by one).
+const LINGER: Duration = Duration::from_millis(5);
 
 struct Queue {
     /// The URL to connect with (the password put in from the environment).
@@ -149,13 +151,13 @@ async fn consume_queue(
             held.insert(delivery.delivery_tag, delivery);
             continue;
         }
-        // What else the channel holds already joins it, up to the room.
+        // What follows within LINGER joins it, up to the room.
         let mut batch = vec![delivery];
         while batch.len() < room.min(BATCH) {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(more))) => batch.push(more),
-                Some(Some(Err(e))) => return Err(format!("consuming: {e}")),
-                Some(None) | None => break,
+            match tokio::time::timeout(LINGER, consumer.next()).await {
+                Ok(Some(Ok(more))) => batch.push(more),
+                Ok(Some(Err(e))) => return Err(format!("consuming: {e}")),
+                Ok(None) | Err(_) => break,
             }
         }
         let made = make_jobs(shared, name, batch.iter().map(parse).collect()).await;
