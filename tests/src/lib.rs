@@ -20,6 +20,7 @@ pub mod postgres;
 mod processes;
 pub mod rabbitmq;
 pub mod redis_server;
+pub mod slurm;
 pub mod soak;
 mod standbys;
 pub mod webdriver;
