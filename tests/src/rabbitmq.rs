@@ -48,9 +48,16 @@ impl Rabbit {
             .spawn()
             .expect("start rabbitmq-server (Debian's rabbitmq-server package)");
         self.child = Some(child);
-        let port = self.port;
-        wait_until(Duration::from_secs(60), "rabbitmq to take connections", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        // The port opens while the node still boots (an AMQP handshake then is
+        // aborted): ready is a whole connection opened and closed.
+        let (url, rt) = (self.url(), tokio::runtime::Builder::new_current_thread().enable_all().build());
+        let rt = rt.expect("a runtime for the readiness check");
+        wait_until(Duration::from_secs(60), "rabbitmq to take AMQP connections", || {
+            rt.block_on(async {
+                let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.ok()?;
+                conn.close(0, "ready".into()).await.ok()
+            })
+            .is_some()
         });
     }
 

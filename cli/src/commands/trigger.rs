@@ -153,7 +153,10 @@ fn print(ctx: &Context, t: &pb::Trigger) {
         ("owner", t.owner.clone()),
         ("fired", t.fired.to_string()),
         ("skipped", t.skipped.to_string()),
-        ("failed", t.failed.to_string()),
+        match t.source.is_empty() {
+            true => ("failed", t.failed.to_string()),
+            false => ("failed", format!("{} (dead-lettered: refused, unreadable or out of deliveries)", t.failed)),
+        },
     ];
     if t.max_active > 0 {
         rows.push(("max active", t.max_active.to_string()));

@@ -123,7 +123,12 @@ async fn consume_queue(
             match step {
                 Step::Hold => continue,
                 Step::Ack => ack(delivery).await?,
-                Step::DeadLetter { why, job } => dead_letter(&channel, &dead, name, delivery, &why, job).await?,
+                Step::DeadLetter { why, job, count } => {
+                    dead_letter(&channel, &dead, name, delivery, &why, job).await?;
+                    if count {
+                        counted_dead(shared, name, why).await;
+                    }
+                }
             }
             settled(shared, name, id).await;
             settled_tags.push(*tag);
@@ -166,6 +171,10 @@ async fn consume_queue(
             match result {
                 Ok(()) => ack(delivery).await?,
                 Err(Taken::Refused(why)) => dead_letter(&channel, &dead, name, delivery, &why, None).await?,
+                Err(Taken::Unreadable(why)) => {
+                    dead_letter(&channel, &dead, name, delivery, &why, None).await?;
+                    counted_dead(shared, name, why).await;
+                }
                 // Not acknowledged: delivered again when this channel closes.
                 Err(Taken::NotNow(why)) => _ = failed.get_or_insert(why),
             }

@@ -239,8 +239,10 @@ async fn failure_of(shared: &Arc<Shared>, job: JobId) -> String {
 
 /// Why a message was not made a job.
 enum Taken {
-    /// Never will be (the template's rules): dead-letter it.
+    /// Never will be (the template's rules, counted by the core): dead-letter it.
     Refused(String),
+    /// Cannot be read as a message: dead-letter it, and count it.
+    Unreadable(String),
     /// Not now (the store cannot write, the coordinator stops): leave it pending.
     NotNow(String),
 }
@@ -304,7 +306,7 @@ async fn make_jobs(
     let each = messages.into_iter().map(|message| async move {
         match message {
             Ok(parsed) => make_job(shared, name, parsed, 1).await,
-            Err(why) => Err(Taken::Refused(why)),
+            Err(why) => Err(Taken::Unreadable(why)),
         }
     });
     futures::future::join_all(each).await
@@ -314,7 +316,12 @@ async fn make_jobs(
 enum Step {
     Hold,
     Ack,
-    DeadLetter { why: String, job: Option<JobId> },
+    /// `count`: for a reason the core has not counted yet.
+    DeadLetter {
+        why: String,
+        job: Option<JobId>,
+        count: bool,
+    },
 }
 
 /// Asks the core what becomes of a held message (one that cannot be read is
@@ -327,7 +334,7 @@ async fn step(
 ) -> Result<(Step, String), String> {
     let parsed = match parsed {
         Ok(parsed) => parsed,
-        Err(why) => return Ok((Step::DeadLetter { why, job: None }, String::new())),
+        Err(why) => return Ok((Step::DeadLetter { why, job: None, count: true }, String::new())),
     };
     let (trigger, id) = (name.clone(), parsed.id.clone());
     let settled_id = parsed.id.clone();
@@ -341,14 +348,15 @@ async fn step(
         Fate::Ack(_) => Step::Ack,
         Fate::Deliver(delivery) => match make_job(shared, name, parsed, delivery).await {
             Ok(()) => Step::Hold,
-            Err(Taken::Refused(why)) => Step::DeadLetter { why, job: None },
+            Err(Taken::Refused(why)) => Step::DeadLetter { why, job: None, count: false },
+            Err(Taken::Unreadable(why)) => Step::DeadLetter { why, job: None, count: true },
             Err(Taken::NotNow(why)) => return Err(why),
         },
         Fate::Dead { job, deliveries } => {
             let failed = failure_of(shared, job).await;
             let why =
                 format!("job {job} failed ({failed}), its {deliveries}th delivery; --max-deliveries is {deliveries}");
-            Step::DeadLetter { why, job: Some(job) }
+            Step::DeadLetter { why, job: Some(job), count: true }
         }
     };
     Ok((step, settled_id))
@@ -358,4 +366,11 @@ async fn step(
 async fn settled(shared: &Arc<Shared>, name: &TriggerName, id: String) {
     let trigger = name.clone();
     let _ = shared.runtime.call(move |core, _, _| core.settle(&trigger, &id)).await;
+}
+
+/// Counts a message dead-lettered for a reason the core did not see (it could not
+/// be read, or its deliveries ran out) with the trigger's failures.
+async fn counted_dead(shared: &Arc<Shared>, name: &TriggerName, why: String) {
+    let trigger = name.clone();
+    let _ = shared.runtime.call(move |core, _, out| core.dead_lettered(&trigger, why, out)).await;
 }

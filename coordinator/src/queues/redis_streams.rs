@@ -145,6 +145,10 @@ pub(super) async fn session(
                         failed.get_or_insert(e);
                     }
                 }
+                Err(Taken::Unreadable(why)) => match dead_letter(&mut conn, s, name, entry, &why, None).await {
+                    Ok(()) => counted_dead(shared, name, why).await,
+                    Err(e) => _ = failed.get_or_insert(e),
+                },
                 // Left pending: read again (and found made) by the next session.
                 Err(Taken::NotNow(why)) => _ = failed.get_or_insert(why),
             }
@@ -175,7 +179,12 @@ async fn settle(
     match step {
         Step::Hold => return Ok(false),
         Step::Ack => io("acknowledging", conn.xack::<_, _, _, ()>(&s.stream, &s.group, &[&entry.id])).await?,
-        Step::DeadLetter { why, job } => dead_letter(conn, s, name, entry, &why, job).await?,
+        Step::DeadLetter { why, job, count } => {
+            dead_letter(conn, s, name, entry, &why, job).await?;
+            if count {
+                counted_dead(shared, name, why).await;
+            }
+        }
     }
     settled(shared, name, id).await;
     Ok(true)

@@ -329,5 +329,10 @@ fn with_ack_on_complete_a_message_is_held_delivered_again_after_a_failure_then_d
     assert_eq!(env.core.fate(&q, "ok").unwrap(), Fate::Ack(job));
     env.core.settle(&q, "ok");
     assert_eq!(env.core.triggers[&q].deliveries.len(), 1);
+    // The dead-lettered one is counted with the trigger's failures, with why.
+    let failed = env.core.triggers[&q].record.failed;
+    env.core.dead_lettered(&q, "out of deliveries".into(), &mut env.out);
+    assert_eq!(env.core.triggers[&q].record.failed, failed + 1);
+    assert_eq!(env.core.triggers[&q].record.last_error.as_deref(), Some("out of deliveries"));
     env.check();
 }

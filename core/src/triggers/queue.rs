@@ -110,6 +110,16 @@ impl Core {
         })
     }
 
+    /// A message dead-lettered for a reason of the shell's (it could not be read,
+    /// or its deliveries ran out): counted with the trigger's failures (those the
+    /// template refused are counted as they are refused), `why` its last error.
+    pub fn dead_lettered(&mut self, name: &TriggerName, why: String, out: &mut Outbox) {
+        let Some(t) = self.triggers.get_mut(name) else { return };
+        t.record.failed += 1;
+        t.record.last_error = Some(crate::error::bounded(why));
+        self.put_trigger(name, None, out);
+    }
+
     /// A held message was acknowledged or dead-lettered: forgotten.
     pub fn settle(&mut self, name: &TriggerName, id: &str) {
         if let Some(t) = self.triggers.get_mut(name) {
