@@ -284,7 +284,15 @@ impl Core {
             order: None,
         });
         let limit = self.config.max_node_losses;
-        let Some(task) = self.jobs.get_mut(&key.job).and_then(|j| j.task_mut(key.index)) else { return };
+        let ran = Duration::from_millis(self.wall_ms(now).saturating_sub(run.started_at_ms));
+        let Some(job) = self.jobs.get_mut(&key.job) else { return };
+        // A continuous job's replica that ran long before its node died starts
+        // its count of losses over, as its backoff does: it lives for months.
+        let long_lived = job.spec.policy.replicas.is_some() && ran >= corral_types::policy::REPLICA_RESET_AFTER;
+        let Some(task) = job.task_mut(key.index) else { return };
+        if long_lived {
+            task.node_losses = 0;
+        }
         if count_loss {
             task.node_losses += 1;
         }

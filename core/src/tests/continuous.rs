@@ -182,3 +182,24 @@ fn a_replica_keeps_its_last_hundred_attempts() {
     assert!(matches!(forgotten, Some(StoreOp::ForgetAttempt { attempt, ranks: 1 }) if attempt == want));
     assert!(forget_before(&env.core.jobs[&plain], 0, KEPT_ATTEMPTS + 5).is_none(), "other jobs keep every attempt");
 }
+
+#[test]
+fn a_long_lived_replica_starts_its_count_of_node_losses_over() {
+    let mut env = Env::with_pool(Fill::Spread);
+    let a = env.node(1);
+    let job = env.submit_spec(continuous(1, JobPolicy::default()));
+    env.schedule();
+    let limit = env.core.config.max_node_losses;
+    env.core.jobs.get_mut(&job).unwrap().tasks[0].node_losses = limit;
+    env.advance(REPLICA_RESET_AFTER);
+    let b = env.node(1);
+    env.core.declare_lost(env.now, &a, NodeReason::HeartbeatTimeout, &mut env.out);
+    env.check();
+    assert_eq!((env.task(job, 0).state, env.task(job, 0).node_losses), (TaskState::Ready, 1));
+    // A quick loss right after counts on from there.
+    let again = env.schedule();
+    assert_eq!(again[0].0, b);
+    env.core.declare_lost(env.now, &b, NodeReason::HeartbeatTimeout, &mut env.out);
+    env.check();
+    assert_eq!(env.task(job, 0).node_losses, 2);
+}
