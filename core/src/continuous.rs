@@ -40,8 +40,7 @@ impl Core {
         let Some(task) = job.task_mut(key.index) else { return };
         task.failures = restarts_in_a_row(task.failures, ran);
         let in_a_row = task.failures;
-        let policy = job.spec.policy.clone();
-        let delay = self.retry_delay(&policy, in_a_row);
+        let delay = self.retry_delay(&self.jobs[&key.job].spec.policy, in_a_row);
         expected(self.set_task_state(key, TaskState::Ready));
         self.delayed.insert((now + delay, key));
         self.put_task(key, out);
@@ -92,12 +91,10 @@ impl Core {
                 back.push(index);
             }
         }
-        for _ in had..replicas {
+        for index in had..replicas {
             job.tasks.push(Task { state: TaskState::Ready, attempt: 0, failures: 0, node_losses: 0 });
             job.waiting_on.push(0);
             *job.counts.slot(TaskState::Ready) += 1;
-        }
-        for index in had..replicas {
             job.queue(index, at_ms);
         }
         job.spec.last_index = job.spec.last_index.max(replicas - 1);
